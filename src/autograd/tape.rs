@@ -1,0 +1,192 @@
+//! The tape: nodes, leaves, recording and the reverse sweep.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::ops::elementwise;
+use crate::tensor::Tensor;
+
+/// Index of a node in its [`Tape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(u32);
+
+/// A value on a tape: its tensor, its node and whether a gradient flows back through it.
+#[derive(Clone, Debug)]
+pub struct Var {
+    id: NodeId,
+    value: Tensor,
+    requires_grad: bool,
+}
+
+impl Var {
+    /// The node this value belongs to.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The value.
+    pub fn value(&self) -> &Tensor {
+        &self.value
+    }
+
+    /// The shape of the value.
+    pub fn shape(&self) -> &[usize] {
+        self.value.shape()
+    }
+
+    /// Whether a gradient flows back through this value.
+    pub fn requires_grad(&self) -> bool {
+        self.requires_grad
+    }
+}
+
+/// A backward rule: given the gradient of the node's output, the gradients of its parents
+/// (in the order they were recorded; `None` where a parent needs none).
+pub(crate) type BackwardFn = Box<dyn FnOnce(&Gpu, &Tensor) -> Result<Vec<Option<Tensor>>> + Send>;
+
+struct Node {
+    parents: Vec<NodeId>,
+    backward: Option<BackwardFn>,
+    trainable_leaf: bool,
+}
+
+/// The arena of recorded operations. See the [module docs](crate::autograd).
+pub struct Tape {
+    gpu: Gpu,
+    nodes: Vec<Node>,
+    recording: bool,
+}
+
+/// Gradients of the trainable leaves after [`Tape::backward`].
+#[derive(Debug, Default)]
+pub struct Gradients {
+    grads: HashMap<NodeId, Tensor>,
+}
+
+impl Gradients {
+    /// The gradient of a trainable leaf; `None` when the loss does not depend on it.
+    pub fn get(&self, v: &Var) -> Option<&Tensor> {
+        self.grads.get(&v.id)
+    }
+
+    /// Removes and returns the gradient of a trainable leaf.
+    pub fn take(&mut self, v: &Var) -> Option<Tensor> {
+        self.grads.remove(&v.id)
+    }
+
+    /// Number of leaves that received a gradient.
+    pub fn len(&self) -> usize {
+        self.grads.len()
+    }
+
+    /// Whether no leaf received a gradient.
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+}
+
+impl Tape {
+    /// A tape that records backward rules, for training.
+    pub fn new(gpu: &Gpu) -> Tape {
+        Tape { gpu: gpu.clone(), nodes: Vec::new(), recording: true }
+    }
+
+    /// A tape that records nothing: every value is a constant and ops save no tensors.
+    pub fn inference(gpu: &Gpu) -> Tape {
+        Tape { gpu: gpu.clone(), nodes: Vec::new(), recording: false }
+    }
+
+    /// The device ops on this tape run on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Whether backward rules are being recorded.
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
+    /// Number of nodes recorded so far.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    fn next_id(&self) -> NodeId {
+        NodeId(u32::try_from(self.nodes.len()).expect("fewer than 2^32 nodes on one tape"))
+    }
+
+    /// A trainable leaf: [`Tape::backward`] returns its gradient (on a recording tape).
+    pub fn param(&mut self, value: &Tensor) -> Var {
+        let id = self.next_id();
+        self.nodes.push(Node { parents: Vec::new(), backward: None, trainable_leaf: self.recording });
+        Var { id, value: value.clone(), requires_grad: self.recording }
+    }
+
+    /// A frozen leaf: no gradient flows into it and ops save nothing for its sake.
+    pub fn constant(&mut self, value: &Tensor) -> Var {
+        let id = self.next_id();
+        self.nodes.push(Node { parents: Vec::new(), backward: None, trainable_leaf: false });
+        Var { id, value: value.clone(), requires_grad: false }
+    }
+
+    /// Records the output of an op. `backward` is kept only when the tape records and some
+    /// parent requires a gradient; otherwise it is dropped at once with what it saved.
+    pub(crate) fn push(
+        &mut self,
+        value: Tensor,
+        parents: &[&Var],
+        backward: impl FnOnce(&Gpu, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
+    ) -> Var {
+        let requires_grad = self.recording && parents.iter().any(|p| p.requires_grad);
+        let id = self.next_id();
+        self.nodes.push(Node {
+            parents: if requires_grad { parents.iter().map(|p| p.id).collect() } else { Vec::new() },
+            backward: if requires_grad { Some(Box::new(backward)) } else { None },
+            trainable_leaf: false,
+        });
+        Var { id, value, requires_grad }
+    }
+
+    /// Runs the backward sweep from a scalar `loss` and returns the gradients of all trainable
+    /// leaves it reaches. Consumes the tape, freeing every saved activation.
+    pub fn backward(self, loss: &Var) -> Result<Gradients> {
+        if loss.value.len() != 1 {
+            return Err(Error::shape("backward", "a scalar loss", format!("{:?}", loss.shape())));
+        }
+        let mut gradients = Gradients::default();
+        if !loss.requires_grad {
+            return Ok(gradients);
+        }
+        let gpu = self.gpu;
+        let mut nodes = self.nodes;
+        let mut grads: Vec<Option<Tensor>> = vec![None; nodes.len()];
+        grads[loss.id.0 as usize] = Some(Tensor::full(&gpu, loss.shape(), 1.0)?);
+        for index in (0..=loss.id.0 as usize).rev() {
+            let Some(grad) = grads[index].take() else { continue };
+            let node = &mut nodes[index];
+            if node.trainable_leaf {
+                gradients.grads.insert(NodeId(index as u32), grad);
+                continue;
+            }
+            let Some(backward) = node.backward.take() else { continue };
+            let parents = std::mem::take(&mut node.parents);
+            let parent_grads = backward(&gpu, &grad)?;
+            debug_assert_eq!(parent_grads.len(), parents.len(), "a backward rule returns one entry per parent");
+            for (parent, g) in parents.into_iter().zip(parent_grads) {
+                let Some(g) = g else { continue };
+                let slot = &mut grads[parent.0 as usize];
+                *slot = Some(match slot.take() {
+                    None => g,
+                    Some(acc) => elementwise::add(&gpu, &acc, &g)?,
+                });
+            }
+        }
+        Ok(gradients)
+    }
+}

@@ -1,0 +1,195 @@
+//! The one error type of the library.
+//!
+//! Every failure a caller can cause is a value of [`Error`], with the file, key or value at
+//! fault in its fields, so the binary can print one short line and pick an exit code with
+//! [`Error::kind`].
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, grouped by who can fix it (see [`ErrorKind`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No GPU adapter matched the request.
+    #[error("no GPU adapter found{filter}; {hint}")]
+    NoAdapter {
+        /// The active filter, e.g. ` matching PEFT_WGPU_ADAPTER="nvidia"`, or empty.
+        filter: String,
+        /// What to install or change.
+        hint: String,
+    },
+    /// The adapter exists but refused the device request.
+    #[error("could not open GPU device on {adapter}: {message}")]
+    Device {
+        /// Adapter name.
+        adapter: String,
+        /// Message from wgpu.
+        message: String,
+    },
+    /// The adapter cannot give a limit or feature the kernels need.
+    #[error("GPU adapter {adapter} offers {limit} = {available}, the kernels need {needed}")]
+    Limit {
+        /// Adapter name.
+        adapter: String,
+        /// Name of the wgpu limit.
+        limit: &'static str,
+        /// What the kernels need.
+        needed: u64,
+        /// What the adapter offers.
+        available: u64,
+    },
+    /// A tensor would exceed what one binding or buffer may hold on this device.
+    #[error("{what} needs {bytes} bytes, more than this device's {limit} of {max} bytes")]
+    TooLarge {
+        /// The tensor or operation.
+        what: String,
+        /// Requested size.
+        bytes: u64,
+        /// Name of the wgpu limit.
+        limit: &'static str,
+        /// The limit's value.
+        max: u64,
+    },
+    /// The GPU ran out of memory.
+    #[error("GPU out of memory during {during}")]
+    OutOfMemory {
+        /// What was running.
+        during: String,
+    },
+    /// The GPU device was lost (driver reset, hang, unplug).
+    #[error("GPU device lost: {message}")]
+    DeviceLost {
+        /// Reason from the driver.
+        message: String,
+    },
+    /// wgpu reported a validation or internal error: a bug in this crate or the driver.
+    #[error("GPU error in {during}: {message}")]
+    Gpu {
+        /// What was running.
+        during: String,
+        /// Message from wgpu.
+        message: String,
+    },
+    /// Operands of an operation have incompatible shapes.
+    #[error("{op}: expected {expected}, got {got}")]
+    Shape {
+        /// The operation.
+        op: &'static str,
+        /// What the operation needs.
+        expected: String,
+        /// What it was given.
+        got: String,
+    },
+    /// A value given by the caller is out of range or otherwise unusable.
+    #[error("invalid {what}: {message}")]
+    Invalid {
+        /// The value, flag or field at fault.
+        what: String,
+        /// Why it is rejected.
+        message: String,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file exists but its contents are malformed.
+    #[error("{}: {message}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An expected tensor is missing from a file.
+    #[error("{}: missing tensor `{key}`", path.display())]
+    MissingTensor {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name.
+        key: String,
+    },
+    /// A tensor in a file has the wrong shape or dtype.
+    #[error("{}: tensor `{key}` is {got}, expected {expected}", path.display())]
+    TensorMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name.
+        key: String,
+        /// What was expected.
+        expected: String,
+        /// What the file holds.
+        got: String,
+    },
+    /// A configuration field is missing or wrong.
+    #[error("{}: `{key}` {message}", path.display())]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// The field.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Training produced a non-finite loss.
+    #[error("loss became {value} at step {step}; lower the learning rate or check the data")]
+    NonFiniteLoss {
+        /// 0-based step.
+        step: usize,
+        /// The value (NaN or inf).
+        value: f32,
+    },
+}
+
+/// Who can fix an [`Error`]; the binary maps each to its own exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A bad flag, value or combination of arguments.
+    Usage,
+    /// A bad file, tensor, config or data set.
+    Input,
+    /// The GPU, its driver or its limits.
+    Device,
+    /// Training diverged.
+    Training,
+}
+
+impl Error {
+    /// Classifies the error for exit codes and messages.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NoAdapter { .. }
+            | Error::Device { .. }
+            | Error::Limit { .. }
+            | Error::TooLarge { .. }
+            | Error::OutOfMemory { .. }
+            | Error::DeviceLost { .. }
+            | Error::Gpu { .. } => ErrorKind::Device,
+            Error::Shape { .. } | Error::Invalid { .. } => ErrorKind::Usage,
+            Error::Io { .. }
+            | Error::Format { .. }
+            | Error::MissingTensor { .. }
+            | Error::TensorMismatch { .. }
+            | Error::Config { .. } => ErrorKind::Input,
+            Error::NonFiniteLoss { .. } => ErrorKind::Training,
+        }
+    }
+
+    /// Shorthand for [`Error::Shape`].
+    pub(crate) fn shape(op: &'static str, expected: impl Into<String>, got: impl Into<String>) -> Self {
+        Error::Shape { op, expected: expected.into(), got: got.into() }
+    }
+
+    /// Shorthand for [`Error::Invalid`].
+    pub(crate) fn invalid(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid { what: what.into(), message: message.into() }
+    }
+}

@@ -1,0 +1,169 @@
+//! The closed set of shader files and kernels, and the cache of their pipelines.
+//!
+//! Binding convention (every shader follows it): `@group(0)` holds the read-only storage
+//! inputs at bindings `0..inputs`, then the read-write outputs, in the order of
+//! [`Kernel::spec`]; parameters arrive as one `var<immediate>` struct. A kernel whose
+//! shader file or entry point is missing fails the `shaders_validate` test, and one that is
+//! not listed here cannot be dispatched.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::{MAX_PARAMS_BYTES, lock};
+use crate::error::{Error, Result};
+
+/// A WGSL source file under `shaders/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Shader {
+    /// `shaders/elementwise.wgsl`: fill, add, multiply, scale.
+    Elementwise,
+}
+
+impl Shader {
+    /// Every shader file, for validation.
+    pub const ALL: &'static [Shader] = &[Shader::Elementwise];
+
+    /// File name under `shaders/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Shader::Elementwise => "elementwise.wgsl",
+        }
+    }
+
+    /// WGSL source text, compiled into the binary.
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+        }
+    }
+}
+
+/// One compute entry point of one shader file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kernel {
+    /// `y[i] = value`.
+    Fill,
+    /// `y[i] = a[i] + b[i]`.
+    Add,
+    /// `y[i] = a[i] * b[i]`.
+    Mul,
+    /// `y[i] = alpha * a[i] + beta * b[i]`.
+    Axpby,
+    /// `y[i] = alpha * a[i]`.
+    Scale,
+}
+
+/// Where a kernel lives and how many buffers it binds.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelSpec {
+    /// Its shader file.
+    pub shader: Shader,
+    /// Its entry point.
+    pub entry: &'static str,
+    /// Read-only storage inputs (bindings `0..inputs`).
+    pub inputs: u32,
+    /// Read-write outputs (bindings after the inputs).
+    pub outputs: u32,
+}
+
+const fn spec(shader: Shader, entry: &'static str, inputs: u32, outputs: u32) -> KernelSpec {
+    KernelSpec { shader, entry, inputs, outputs }
+}
+
+impl Kernel {
+    /// Every kernel, for validation.
+    pub const ALL: &'static [Kernel] = &[Kernel::Fill, Kernel::Add, Kernel::Mul, Kernel::Axpby, Kernel::Scale];
+
+    /// Shader, entry point and binding counts.
+    pub fn spec(self) -> KernelSpec {
+        use Shader as S;
+        match self {
+            Kernel::Fill => spec(S::Elementwise, "fill", 0, 1),
+            Kernel::Add => spec(S::Elementwise, "add", 2, 1),
+            Kernel::Mul => spec(S::Elementwise, "mul", 2, 1),
+            Kernel::Axpby => spec(S::Elementwise, "axpby", 2, 1),
+            Kernel::Scale => spec(S::Elementwise, "scale", 1, 1),
+        }
+    }
+}
+
+/// A built pipeline and the layout its bind groups use.
+pub(crate) struct Pipeline {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) bind_layout: wgpu::BindGroupLayout,
+}
+
+/// Shader modules and pipelines, each built once on first use.
+pub(crate) struct Registry {
+    modules: Mutex<HashMap<Shader, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
+}
+
+impl Registry {
+    pub(crate) fn new(_device: &wgpu::Device) -> Self {
+        Registry { modules: Mutex::default(), pipelines: Mutex::default() }
+    }
+
+    /// The pipeline of `kernel`, built on first use.
+    pub(crate) fn pipeline(&self, device: &wgpu::Device, kernel: Kernel) -> Result<Arc<Pipeline>> {
+        if let Some(p) = lock(&self.pipelines).get(&kernel) {
+            return Ok(Arc::clone(p));
+        }
+        let spec = kernel.spec();
+        let module = self.module(device, spec.shader)?;
+        let label = format!("peft-wgpu::{}", spec.entry);
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..spec.inputs + spec.outputs)
+            .map(|binding| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: binding < spec.inputs },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let bind_layout = device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(&label), entries: &entries });
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&label),
+            bind_group_layouts: &[Some(&bind_layout)],
+            immediate_size: MAX_PARAMS_BYTES,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some(spec.entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu { during: format!("building kernel {}", spec.entry), message: e.to_string() });
+        }
+        let built = Arc::new(Pipeline { pipeline, bind_layout });
+        lock(&self.pipelines).insert(kernel, Arc::clone(&built));
+        Ok(built)
+    }
+
+    fn module(&self, device: &wgpu::Device, shader: Shader) -> Result<Arc<wgpu::ShaderModule>> {
+        if let Some(m) = lock(&self.modules).get(&shader) {
+            return Ok(Arc::clone(m));
+        }
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(shader.file_name()),
+            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu { during: format!("compiling {}", shader.file_name()), message: e.to_string() });
+        }
+        let module = Arc::new(module);
+        lock(&self.modules).insert(shader, Arc::clone(&module));
+        Ok(module)
+    }
+}

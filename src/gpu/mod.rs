@@ -1,0 +1,145 @@
+//! The GPU runtime: adapter choice, the device, the buffer pool, the kernel registry and the
+//! one dispatch helper every op goes through.
+//!
+//! Work is recorded into one pending command encoder and submitted when results are read
+//! back ([`Gpu::read`]) or when [`Gpu::sync`] is called, so a whole training step is a single
+//! submission. Parameters reach kernels as immediates (push constants), so no uniform
+//! buffers are allocated per dispatch.
+
+mod device;
+mod kernels;
+mod pool;
+mod recorder;
+
+pub use device::{GpuOptions, MemoryStats};
+pub use kernels::{Kernel, Shader};
+pub(crate) use pool::PooledBuffer;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+
+/// Bytes of immediate data (push constants) the kernels may use; every params struct fits.
+pub const MAX_PARAMS_BYTES: u32 = 64;
+
+/// Threads per workgroup of the one-dimensional kernels (`WG` in the shaders).
+pub const WG_1D: u32 = 256;
+
+/// A handle to a GPU device with its queue, kernels and buffer pool. Cheap to clone; all
+/// clones share one device.
+#[derive(Clone)]
+pub struct Gpu {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    kernels: kernels::Registry,
+    pool: Arc<Mutex<pool::Pool>>,
+    recorder: Mutex<recorder::Recorder>,
+    errors: Arc<Mutex<Vec<wgpu::Error>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    poison: std::sync::atomic::AtomicBool,
+}
+
+/// Locks a mutex, recovering the data if another thread panicked while holding it: every
+/// structure behind these locks stays consistent between statements.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Gpu {
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// Name, backend and driver of the adapter in use.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// The limits the device was opened with.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// The features the device was opened with.
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.device.features()
+    }
+
+    /// Live, peak and pooled device bytes of tensors made through this handle.
+    pub fn memory(&self) -> MemoryStats {
+        lock(&self.inner.pool).stats()
+    }
+
+    /// Starts a new peak measurement at the current live byte count.
+    pub fn reset_peak_memory(&self) {
+        lock(&self.inner.pool).reset_peak();
+    }
+
+    /// Frees the pooled (unused) buffers.
+    pub fn trim_pool(&self) {
+        lock(&self.inner.pool).trim();
+    }
+
+    /// When on, every freshly allocated tensor is filled with NaN before use, so a kernel that
+    /// leaves an element unwritten shows up in tests. Off by default.
+    pub fn set_poison_new_buffers(&self, on: bool) {
+        self.inner.poison.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn poison_new_buffers(&self) -> bool {
+        self.inner.poison.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn pool(&self) -> &Arc<Mutex<pool::Pool>> {
+        &self.inner.pool
+    }
+
+    /// Submits all recorded work and waits until the device has finished it, then reports
+    /// any error the device raised meanwhile.
+    pub fn sync(&self) -> Result<()> {
+        let index = self.submit();
+        self.wait(index)
+    }
+
+    /// Fails with the first error the device reported since the last check, if any.
+    pub fn check(&self) -> Result<()> {
+        if let Some(message) = lock(&self.inner.lost).clone() {
+            return Err(Error::DeviceLost { message });
+        }
+        let first = lock(&self.inner.errors).drain(..).next();
+        match first {
+            None => Ok(()),
+            Some(wgpu::Error::OutOfMemory { .. }) => Err(Error::OutOfMemory { during: "GPU work".into() }),
+            Some(e) => Err(Error::Gpu { during: "GPU work".into(), message: e.to_string() }),
+        }
+    }
+
+    fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None }).map_err(
+            |e| match e {
+                wgpu::PollError::Timeout => Error::DeviceLost { message: "the device stopped answering".into() },
+                other => Error::DeviceLost { message: other.to_string() },
+            },
+        )?;
+        self.check()
+    }
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let info = &self.inner.info;
+        write!(f, "Gpu({} on {:?})", info.name, info.backend)
+    }
+}

@@ -1,0 +1,239 @@
+//! Recording work into the pending command encoder, submitting it, and the one function
+//! that reads results back.
+
+use std::sync::Arc;
+
+use super::{Gpu, Kernel, MAX_PARAMS_BYTES, WG_1D, lock, pool};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Submit the pending encoder once it holds this many commands, to bound its memory.
+const MAX_PENDING_COMMANDS: usize = 2048;
+
+#[derive(Default)]
+pub(crate) struct Recorder {
+    encoder: Option<wgpu::CommandEncoder>,
+    commands: usize,
+}
+
+impl Gpu {
+    /// Runs `f` with the pending encoder, creating it if needed; submits when it grows long.
+    fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+        let full = {
+            let mut rec = lock(&self.inner.recorder);
+            let encoder = rec.encoder.get_or_insert_with(|| {
+                self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("peft-wgpu") })
+            });
+            f(encoder);
+            rec.commands += 1;
+            rec.commands >= MAX_PENDING_COMMANDS
+        };
+        if full {
+            self.submit();
+        }
+    }
+
+    /// Submits the pending encoder, if any, without waiting.
+    pub(crate) fn submit(&self) -> Option<wgpu::SubmissionIndex> {
+        let encoder = {
+            let mut rec = lock(&self.inner.recorder);
+            rec.commands = 0;
+            rec.encoder.take()
+        }?;
+        Some(self.inner.queue.submit([encoder.finish()]))
+    }
+
+    /// Records one dispatch of `kernel` over `workgroups`, binding `inputs` then `outputs` in
+    /// the order of [`Kernel::spec`] and passing `params` as immediates.
+    pub(crate) fn dispatch<P: bytemuck::Pod>(
+        &self,
+        kernel: Kernel,
+        inputs: &[&Tensor],
+        outputs: &[&Tensor],
+        params: &P,
+        workgroups: [u32; 3],
+    ) -> Result<()> {
+        let spec = kernel.spec();
+        assert!(
+            inputs.len() == spec.inputs as usize && outputs.len() == spec.outputs as usize,
+            "{kernel:?} binds {} inputs and {} outputs, called with {} and {}",
+            spec.inputs,
+            spec.outputs,
+            inputs.len(),
+            outputs.len()
+        );
+        let bytes = bytemuck::bytes_of(params);
+        assert!(
+            bytes.len() <= MAX_PARAMS_BYTES as usize && bytes.len().is_multiple_of(4),
+            "{kernel:?}: params of {} bytes",
+            bytes.len()
+        );
+        let max = self.inner.limits.max_compute_workgroups_per_dimension;
+        if let Some(&too_many) = workgroups.iter().find(|&&w| w > max) {
+            return Err(Error::TooLarge {
+                what: format!("kernel {} ({too_many} workgroups)", spec.entry),
+                bytes: too_many.into(),
+                limit: "max_compute_workgroups_per_dimension",
+                max: max.into(),
+            });
+        }
+        if workgroups.contains(&0) {
+            return Ok(());
+        }
+        let pipe = self.inner.kernels.pipeline(&self.inner.device, kernel)?;
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = inputs
+            .iter()
+            .chain(outputs)
+            .enumerate()
+            .map(|(i, t)| wgpu::BindGroupEntry { binding: i as u32, resource: t.buffer().as_entire_binding() })
+            .collect();
+        let bind_group = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(spec.entry),
+            layout: &pipe.bind_layout,
+            entries: &entries,
+        });
+        self.record(|encoder| {
+            let mut pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(spec.entry), timestamp_writes: None });
+            pass.set_pipeline(&pipe.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.set_immediates(0, bytes);
+            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        });
+        Ok(())
+    }
+
+    /// Records a dispatch of `threads` invocations of a one-dimensional kernel (workgroup
+    /// size [`WG_1D`]); the grid folds into two dimensions when it is long, and the shader
+    /// recovers the index as `gid.x + gid.y * num_workgroups.x * WG`.
+    pub(crate) fn dispatch_1d<P: bytemuck::Pod>(
+        &self,
+        kernel: Kernel,
+        inputs: &[&Tensor],
+        outputs: &[&Tensor],
+        params: &P,
+        threads: usize,
+    ) -> Result<()> {
+        self.dispatch(kernel, inputs, outputs, params, self.grid_1d(threads, WG_1D))
+    }
+
+    /// The workgroup grid for `threads` invocations in workgroups of `wg`.
+    pub(crate) fn grid_1d(&self, threads: usize, wg: u32) -> [u32; 3] {
+        let groups = threads.div_ceil(wg as usize) as u64;
+        let max = u64::from(self.inner.limits.max_compute_workgroups_per_dimension);
+        if groups <= max {
+            [groups as u32, 1, 1]
+        } else {
+            [max as u32, groups.div_ceil(max).min(u64::from(u32::MAX)) as u32, 1]
+        }
+    }
+
+    /// Records a write of `bytes` to the start of `dst`, ordered after all work recorded so
+    /// far (unlike `Queue::write_buffer`, which would run before it).
+    pub(crate) fn upload(&self, bytes: &[u8], dst: &wgpu::Buffer) {
+        if bytes.is_empty() {
+            return;
+        }
+        let padded = (bytes.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("peft-wgpu upload"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+        {
+            let mut view = staging.get_mapped_range_mut(..).expect("a buffer mapped at creation can be viewed");
+            view.slice(..bytes.len()).copy_from_slice(bytes);
+        }
+        staging.unmap();
+        self.record(|encoder| encoder.copy_buffer_to_buffer(&staging, 0, dst, 0, padded));
+    }
+
+    /// Records zeroing the whole of `dst`.
+    pub(crate) fn clear(&self, dst: &wgpu::Buffer) {
+        self.record(|encoder| encoder.clear_buffer(dst, 0, None));
+    }
+
+    /// Allocates a device buffer of at least `bytes` bytes from the pool.
+    pub(crate) fn alloc(&self, bytes: u64, what: &str) -> Result<Arc<pool::PooledBuffer>> {
+        let limit = self.inner.limits.max_storage_buffer_binding_size.min(self.inner.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                what: what.to_string(),
+                bytes,
+                limit: "max_storage_buffer_binding_size",
+                max: limit,
+            });
+        }
+        let class = pool::size_class(bytes).min(limit.max(16));
+        let taken = lock(self.pool()).take(class);
+        let raw = match taken {
+            Some(raw) => raw,
+            None => {
+                let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+                let raw = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("peft-wgpu tensor"),
+                    size: class,
+                    usage: pool::USAGE,
+                    mapped_at_creation: false,
+                });
+                if pollster::block_on(scope.pop()).is_some() {
+                    return Err(Error::OutOfMemory { during: format!("allocating {bytes} bytes for {what}") });
+                }
+                lock(self.pool()).count_live(class);
+                raw
+            }
+        };
+        Ok(Arc::new(pool::PooledBuffer::new(raw, class, Arc::clone(self.pool()))))
+    }
+
+    /// Submits all recorded work, waits for it and returns the contents of `t` as raw
+    /// bytes. This is the only way data comes back from the device.
+    pub(crate) fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
+        let bytes = (t.len() * t.dtype().size()) as u64;
+        if bytes == 0 {
+            self.sync()?;
+            return Ok(Vec::new());
+        }
+        let padded = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("peft-wgpu download"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.record(|encoder| encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, padded));
+        let index = self.submit();
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            // The receiver lives until after the wait below.
+            let _ = tx.send(r);
+        });
+        self.wait(index)?;
+        match rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Gpu { during: "reading a tensor back".into(), message: e.to_string() }),
+            Err(_) => return Err(Error::DeviceLost { message: "the read-back never completed".into() }),
+        }
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu { during: "reading a tensor back".into(), message: e.to_string() })?;
+        Ok(view[..bytes as usize].to_vec())
+    }
+
+    /// Reads an f32 tensor back to the host (submits and waits for all recorded work).
+    pub fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
+        if t.dtype() != crate::tensor::DType::F32 {
+            return Err(Error::shape("read", "an f32 tensor", format!("{:?}", t.dtype())));
+        }
+        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(t)?))
+    }
+
+    /// Reads a u32 tensor back to the host (submits and waits for all recorded work).
+    pub fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>> {
+        if t.dtype() != crate::tensor::DType::U32 {
+            return Err(Error::shape("read_u32", "a u32 tensor", format!("{:?}", t.dtype())));
+        }
+        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(t)?))
+    }
+}

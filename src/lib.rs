@@ -1,0 +1,30 @@
+//! # peft-wgpu
+//!
+//! Parameter-efficient fine-tuning on any GPU through [wgpu]: Vulkan, Metal, DX12, and
+//! lavapipe on headless machines. WGSL compute shaders do the work; a small runtime
+//! records them on an autograd [`Tape`] and trains only the adapter.
+//!
+//! ```no_run
+//! use peft_wgpu::{Gpu, Tensor};
+//! # fn main() -> peft_wgpu::Result<()> {
+//! let gpu = Gpu::new()?;
+//! let x = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0, 4.0], &[2, 2])?;
+//! let y = peft_wgpu::ops::elementwise::scale(&gpu, &x, 2.0)?;
+//! assert_eq!(gpu.read(&y)?, vec![2.0, 4.0, 6.0, 8.0]);
+//! # Ok(()) }
+//! ```
+
+#![warn(clippy::unwrap_used)]
+
+pub mod autograd;
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod reference;
+pub mod rng;
+pub mod tensor;
+
+pub use autograd::{Gradients, NodeId, Tape, Var};
+pub use error::{Error, ErrorKind, Result};
+pub use gpu::{Gpu, GpuOptions, Kernel, MemoryStats, Shader};
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,4 @@
+//! Host side of each shader file: shape checks, the forward dispatch on tensors, and the
+//! op on tape [`Var`](crate::autograd::Var)s with its backward rule beside it.
+
+pub mod elementwise;

@@ -1,0 +1,67 @@
+//! Helpers shared by the integration tests: the GPU (a missing adapter fails loudly), float
+//! comparison with a tolerance that scales with the work, and seeded data.
+#![allow(dead_code, unused_imports, reason = "each test binary uses a different subset of the helpers")]
+
+use peft_wgpu::Gpu;
+pub use peft_wgpu::rng::Rng;
+
+/// The GPU for tests, with new buffers poisoned with NaN so unwritten outputs fail.
+/// Panics, never skips, when no adapter exists.
+pub fn gpu() -> Gpu {
+    match Gpu::new() {
+        Ok(gpu) => {
+            gpu.set_poison_new_buffers(true);
+            gpu
+        }
+        Err(e) => panic!(
+            "GPU tests need a wgpu adapter and none could be opened: {e}\n\
+             On headless Linux install lavapipe: apt-get install -y mesa-vulkan-drivers libvulkan1"
+        ),
+    }
+}
+
+/// f32 machine epsilon as f64.
+pub const EPS: f64 = f32::EPSILON as f64;
+
+/// Relative tolerance for a result that sums `n` f32 products: `c·√n·ε`, at least `c·ε`.
+pub fn tol(c: f64, n: usize) -> f64 {
+    c * (n.max(1) as f64).sqrt() * EPS
+}
+
+/// Asserts `|got − want| ≤ rel·max(|want|, scale) + abs` elementwise, where `scale` is the
+/// largest |want| (so near-zero entries of a large result are judged against its size).
+/// The message names the worst index and both values.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], rel: f64, abs: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs expected {}", got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
+    let mut worst = (0usize, 0.0f64);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let g = g as f64;
+        assert!(g.is_finite() || !w.is_finite(), "{what}: element {i} is {g}, expected {w}");
+        let err = (g - w).abs() / (rel * scale.max(f64::MIN_POSITIVE) + abs);
+        if err > worst.1 || err.is_nan() {
+            worst = (i, err);
+        }
+    }
+    let (i, ratio) = worst;
+    assert!(
+        ratio <= 1.0,
+        "{what}: worst element {i}: got {}, expected {} (|diff| {:.3e}, allowed {:.3e}; rel {rel:.1e} of max |x| {scale:.3e} + abs {abs:.1e})",
+        got[i],
+        want[i],
+        (got[i] as f64 - want[i]).abs(),
+        rel * scale + abs,
+    );
+}
+
+/// Relative error between two vectors in the 2-norm: `‖a − b‖ / ‖b‖`.
+pub fn rel_err(a: &[f32], b: &[f64]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// f32 → f64.
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}

@@ -1,0 +1,98 @@
+//! Every shader parses and validates with naga (no GPU needed), every kernel's entry point
+//! exists and binds exactly the storage buffers its spec declares, and every WGSL params
+//! struct has a host twin of the same size.
+
+use std::collections::HashMap;
+
+use peft_wgpu::gpu::{Kernel, Shader};
+use wgpu::naga;
+
+/// Host mirrors of the WGSL `*Params` structs: (shader, struct name, host size).
+fn host_params() -> Vec<(Shader, &'static str, usize)> {
+    use std::mem::size_of;
+    vec![(Shader::Elementwise, "EwParams", size_of::<peft_wgpu::ops::elementwise::EwParams>())]
+}
+
+fn parse(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
+    let module = naga::front::wgsl::parse_str(shader.source())
+        .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(shader.source())));
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(shader.source())));
+    (module, info)
+}
+
+#[test]
+fn shaders_validate() {
+    for &shader in Shader::ALL {
+        parse(shader);
+    }
+}
+
+#[test]
+fn kernels_bind_what_their_spec_declares() {
+    for &kernel in Kernel::ALL {
+        let spec = kernel.spec();
+        let (module, info) = parse(spec.shader);
+        let index =
+            module.entry_points.iter().position(|ep| ep.name == spec.entry).unwrap_or_else(|| {
+                panic!("{kernel:?}: no entry point `{}` in {}", spec.entry, spec.shader.file_name())
+            });
+        let ep = &module.entry_points[index];
+        assert_eq!(ep.stage, naga::ShaderStage::Compute, "{kernel:?} is not a compute entry point");
+        let uses = info.get_entry_point(index);
+        let mut bound: HashMap<u32, bool> = HashMap::new();
+        for (handle, var) in module.global_variables.iter() {
+            if uses[handle].is_empty() {
+                continue;
+            }
+            if let naga::AddressSpace::Storage { access } = var.space {
+                let binding = var.binding.as_ref().expect("storage globals have bindings");
+                assert_eq!(binding.group, 0, "{kernel:?}: storage outside group 0");
+                let writable = access.contains(naga::StorageAccess::STORE);
+                assert!(
+                    bound.insert(binding.binding, writable).is_none(),
+                    "{kernel:?}: binding {} used twice",
+                    binding.binding
+                );
+            }
+        }
+        let total = spec.inputs + spec.outputs;
+        for b in 0..total {
+            match bound.get(&b) {
+                Some(&writable) => assert_eq!(
+                    writable,
+                    b >= spec.inputs,
+                    "{kernel:?}: binding {b} should be {}",
+                    if b >= spec.inputs { "read_write (an output)" } else { "read-only (an input)" }
+                ),
+                None => panic!("{kernel:?}: binding {b} declared in the spec but unused by `{}`", spec.entry),
+            }
+        }
+        assert_eq!(bound.len() as u32, total, "{kernel:?}: uses bindings {bound:?}, spec declares {total}");
+    }
+}
+
+#[test]
+fn params_structs_match_host_twins() {
+    let host = host_params();
+    for &shader in Shader::ALL {
+        let (module, _) = parse(shader);
+        for (_, ty) in module.types.iter() {
+            let (Some(name), naga::TypeInner::Struct { span, .. }) = (&ty.name, &ty.inner) else { continue };
+            if !name.ends_with("Params") {
+                continue;
+            }
+            let (_, _, size) = host.iter().find(|(s, n, _)| *s == shader && n == name).unwrap_or_else(|| {
+                panic!("{}: struct {name} has no host twin listed in host_params()", shader.file_name())
+            });
+            assert_eq!(
+                *span as usize,
+                *size,
+                "{}: {name} is {span} bytes in WGSL, {size} on the host",
+                shader.file_name()
+            );
+            assert!(*size <= peft_wgpu::gpu::MAX_PARAMS_BYTES as usize, "{name} exceeds MAX_PARAMS_BYTES");
+        }
+    }
+}
