@@ -129,6 +129,13 @@ impl Tensor {
         Ok(Tensor { buf: Arc::clone(&self.buf), shape: shape.to_vec(), dtype: self.dtype })
     }
 
+    /// A new tensor with the same shape and a copy of the contents (recorded, not waited for).
+    pub fn deep_copy(&self, gpu: &Gpu) -> Result<Tensor> {
+        let t = Tensor::uninit(gpu, &self.shape, self.dtype)?;
+        gpu.copy(self, 0, &t, 0, self.len());
+        Ok(t)
+    }
+
     /// Whether two tensors share a device buffer.
     pub fn same_buffer(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.buf, &other.buf)

@@ -62,3 +62,12 @@ fn pool_reuses_buffers_and_counts_bytes() {
     let _again = Tensor::zeros(&gpu, &[1000]).unwrap();
     assert!(gpu.memory().pooled_bytes < pooled, "the pooled buffer was not reused");
 }
+
+#[test]
+fn deep_copy_is_independent() {
+    let gpu = gpu();
+    let a = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[3]).unwrap();
+    let b = a.deep_copy(&gpu).unwrap();
+    assert!(!a.same_buffer(&b));
+    assert_eq!(gpu.read(&b).unwrap(), vec![1.0, 2.0, 3.0]);
+}

@@ -128,6 +128,24 @@ impl Gpu {
         }
     }
 
+    /// Records a copy of `count` elements from `src[src_offset..]` to `dst[dst_offset..]`.
+    pub(crate) fn copy(&self, src: &Tensor, src_offset: usize, dst: &Tensor, dst_offset: usize, count: usize) {
+        assert!(src_offset + count <= src.len() && dst_offset + count <= dst.len(), "copy out of bounds");
+        if count == 0 {
+            return;
+        }
+        let size = src.dtype().size();
+        self.record(|encoder| {
+            encoder.copy_buffer_to_buffer(
+                src.buffer(),
+                (src_offset * size) as u64,
+                dst.buffer(),
+                (dst_offset * size) as u64,
+                (count * size) as u64,
+            );
+        });
+    }
+
     /// Records a write of `bytes` to the start of `dst`, ordered after all work recorded so
     /// far (unlike `Queue::write_buffer`, which would run before it).
     pub(crate) fn upload(&self, bytes: &[u8], dst: &wgpu::Buffer) {
