@@ -19,6 +19,8 @@
 pub mod autograd;
 pub mod error;
 pub mod gpu;
+pub mod io;
+pub mod nn;
 pub mod ops;
 pub mod reference;
 pub mod rng;

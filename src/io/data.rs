@@ -1,0 +1,107 @@
+//! Data sets (SPEC §10): a safetensors file with `pixel_values` `[N, C, H, W]` (float,
+//! already normalised) and `labels` `[N]` (i64, i32 or u8).
+
+use std::path::{Path, PathBuf};
+
+use super::safetensors::TensorFile;
+use crate::error::{Error, Result};
+
+/// Images and labels on the host.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    path: PathBuf,
+    /// `[N, C, H, W]`.
+    pub shape: [usize; 4],
+    /// Pixel values, row-major.
+    pub pixels: Vec<f32>,
+    /// One label per image.
+    pub labels: Vec<u32>,
+}
+
+impl Dataset {
+    /// Reads and validates a data file: both tensors present, 4-D pixels, one label per
+    /// image, labels non-negative, every pixel finite, at least one image.
+    pub fn load(path: &Path) -> Result<Dataset> {
+        let file = TensorFile::open(path)?;
+        let pixels = file.f32("pixel_values")?;
+        let bad = |key: &str, expected: &str, got: String| Error::TensorMismatch {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            expected: expected.to_string(),
+            got,
+        };
+        let [n, c, h, w] = <[usize; 4]>::try_from(pixels.shape.as_slice())
+            .map_err(|_| bad("pixel_values", "shape [N, C, H, W]", format!("shape {:?}", pixels.shape)))?;
+        let (label_shape, raw) = file.integers("labels")?;
+        if label_shape != [n] {
+            return Err(bad("labels", &format!("shape [{n}] (one per image)"), format!("shape {label_shape:?}")));
+        }
+        if n == 0 {
+            return Err(Error::Format { path: path.to_path_buf(), message: "holds no images".into() });
+        }
+        let labels = raw
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                u32::try_from(l).map_err(|_| Error::Format {
+                    path: path.to_path_buf(),
+                    message: format!("labels[{i}] = {l} is not a valid class index"),
+                })
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        Ok(Dataset { path: path.to_path_buf(), shape: [n, c, h, w], pixels: pixels.data, labels })
+    }
+
+    /// A data set from memory (`path` names it in messages).
+    pub fn from_parts(path: &Path, shape: [usize; 4], pixels: Vec<f32>, labels: Vec<u32>) -> Result<Dataset> {
+        if pixels.len() != shape.iter().product::<usize>() || labels.len() != shape[0] {
+            return Err(Error::Format { path: path.to_path_buf(), message: "pixel and label counts disagree".into() });
+        }
+        Ok(Dataset { path: path.to_path_buf(), shape, pixels, labels })
+    }
+
+    /// The file it came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.shape[0]
+    }
+
+    /// Whether there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.shape[0] == 0
+    }
+
+    /// Fails unless images are `channels × size × size` and every label is below `num_labels`.
+    pub fn check_fits(&self, channels: usize, height: usize, width: usize, num_labels: usize) -> Result<()> {
+        let [_, c, h, w] = self.shape;
+        if (c, h, w) != (channels, height, width) {
+            return Err(Error::TensorMismatch {
+                path: self.path.clone(),
+                key: "pixel_values".into(),
+                expected: format!("images of {channels}×{height}×{width} (the model's num_channels × image_size²)"),
+                got: format!("{c}×{h}×{w}"),
+            });
+        }
+        if let Some((i, &l)) = self.labels.iter().enumerate().find(|&(_, &l)| l as usize >= num_labels) {
+            return Err(Error::Format {
+                path: self.path.clone(),
+                message: format!("labels[{i}] = {l} is out of range for a model with {num_labels} labels"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Pixels of images `rows`, concatenated, and their labels.
+    pub fn gather(&self, rows: &[usize]) -> (Vec<f32>, Vec<u32>) {
+        let per = self.shape[1] * self.shape[2] * self.shape[3];
+        let mut pixels = Vec::with_capacity(rows.len() * per);
+        for &r in rows {
+            pixels.extend_from_slice(&self.pixels[r * per..(r + 1) * per]);
+        }
+        (pixels, rows.iter().map(|&r| self.labels[r]).collect())
+    }
+}

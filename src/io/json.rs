@@ -1,0 +1,139 @@
+//! Reading JSON config files with errors that name the file and the field.
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// A parsed JSON object with its path, for field access with precise errors.
+#[derive(Clone, Debug)]
+pub struct JsonFile {
+    path: std::path::PathBuf,
+    object: Map<String, Value>,
+}
+
+/// Largest config file accepted; real configs are a few kilobytes.
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+impl JsonFile {
+    /// Reads and parses `path`, which must hold a JSON object.
+    pub fn read(path: &Path) -> Result<JsonFile> {
+        let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        if meta.is_dir() {
+            return Err(Error::Format {
+                path: path.to_path_buf(),
+                message: "is a directory, expected a JSON file".into(),
+            });
+        }
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(Error::Format {
+                path: path.to_path_buf(),
+                message: format!("{} bytes is too large for a config file", meta.len()),
+            });
+        }
+        let text = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        JsonFile::parse(path, &text)
+    }
+
+    /// Parses `text` as the contents of `path`.
+    pub fn parse(path: &Path, text: &[u8]) -> Result<JsonFile> {
+        let value: Value = serde_json::from_slice(text)
+            .map_err(|e| Error::Format { path: path.to_path_buf(), message: format!("invalid JSON: {e}") })?;
+        match value {
+            Value::Object(object) => Ok(JsonFile { path: path.to_path_buf(), object }),
+            _ => Err(Error::Format { path: path.to_path_buf(), message: "expected a JSON object".into() }),
+        }
+    }
+
+    /// The file this came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The raw object.
+    pub fn object(&self) -> &Map<String, Value> {
+        &self.object
+    }
+
+    fn err(&self, key: &str, message: impl Into<String>) -> Error {
+        Error::Config { path: self.path.clone(), key: key.to_string(), message: message.into() }
+    }
+
+    /// The field `key` unless absent or null.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.object.get(key).filter(|v| !v.is_null())
+    }
+
+    /// A required field.
+    pub fn require(&self, key: &str) -> Result<&Value> {
+        self.get(key).ok_or_else(|| self.err(key, "is missing"))
+    }
+
+    /// A required string.
+    pub fn string(&self, key: &str) -> Result<String> {
+        self.require(key)?.as_str().map(str::to_string).ok_or_else(|| self.err(key, "must be a string"))
+    }
+
+    /// An optional string.
+    pub fn opt_string(&self, key: &str) -> Result<Option<String>> {
+        self.get(key)
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.err(key, "must be a string")))
+            .transpose()
+    }
+
+    /// A required integer in `min..=max`.
+    pub fn usize_in(&self, key: &str, min: usize, max: usize) -> Result<usize> {
+        self.opt_usize_in(key, min, max)?.ok_or_else(|| self.err(key, "is missing"))
+    }
+
+    /// An optional integer in `min..=max`.
+    pub fn opt_usize_in(&self, key: &str, min: usize, max: usize) -> Result<Option<usize>> {
+        let Some(v) = self.get(key) else { return Ok(None) };
+        let n = v
+            .as_u64()
+            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
+            .ok_or_else(|| self.err(key, format!("must be a non-negative integer, got {v}")))?;
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        if n < min || n > max {
+            return Err(self.err(key, format!("must be between {min} and {max}, got {n}")));
+        }
+        Ok(Some(n))
+    }
+
+    /// An optional finite number.
+    pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        let Some(v) = self.get(key) else { return Ok(None) };
+        let x = v.as_f64().ok_or_else(|| self.err(key, format!("must be a number, got {v}")))?;
+        if !x.is_finite() {
+            return Err(self.err(key, "must be finite"));
+        }
+        Ok(Some(x))
+    }
+
+    /// An optional boolean.
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+        self.get(key)
+            .map(|v| v.as_bool().ok_or_else(|| self.err(key, format!("must be true or false, got {v}"))))
+            .transpose()
+    }
+
+    /// An optional list of strings (a single string counts as a list of one).
+    pub fn opt_strings(&self, key: &str) -> Result<Option<Vec<String>>> {
+        let Some(v) = self.get(key) else { return Ok(None) };
+        match v {
+            Value::String(s) => Ok(Some(vec![s.clone()])),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string).ok_or_else(|| self.err(key, "must be a list of strings")))
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            _ => Err(self.err(key, "must be a string or a list of strings")),
+        }
+    }
+
+    /// A config error on `key` of this file.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> Error {
+        self.err(key, message)
+    }
+}

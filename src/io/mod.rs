@@ -1,0 +1,10 @@
+//! Reading and writing files: safetensors (validated before any GPU work), JSON configs,
+//! the data set format, and atomic writes that never leave a half-written file.
+
+pub mod atomic;
+pub mod data;
+pub mod json;
+pub mod safetensors;
+
+pub use data::Dataset;
+pub use safetensors::{HostTensor, TensorFile};

@@ -1,0 +1,294 @@
+//! Safetensors files, validated before anything reaches the GPU: header size and JSON,
+//! offsets inside the file, dtypes, shapes, and finite values.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// Largest header accepted (the format's own bound).
+const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+/// An f32 array on the host with its shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+    /// Values, `shape.iter().product()` of them.
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    /// A tensor from values and shape; errs when the counts differ.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<HostTensor> {
+        if shape.iter().product::<usize>() != data.len() {
+            return Err(Error::shape("HostTensor::new", format!("{} values for {shape:?}", data.len()), "a mismatch"));
+        }
+        Ok(HostTensor { shape, data })
+    }
+
+    /// Zeros of `shape`.
+    pub fn zeros(shape: &[usize]) -> HostTensor {
+        HostTensor { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// A safetensors file read into memory with its validated index.
+pub struct TensorFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    data_start: usize,
+    index: BTreeMap<String, (Dtype, Vec<usize>, (usize, usize))>,
+    metadata: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for TensorFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TensorFile({}, {} tensors)", self.path.display(), self.index.len())
+    }
+}
+
+fn format_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::Format { path: path.to_path_buf(), message: message.into() }
+}
+
+impl TensorFile {
+    /// Reads and validates `path`. The header is checked against the file size before the
+    /// body is read, so a corrupt length never triggers a huge allocation.
+    pub fn open(path: &Path) -> Result<TensorFile> {
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if meta.is_dir() {
+            return Err(format_err(path, "is a directory, expected a .safetensors file"));
+        }
+        let len = meta.len();
+        let mut head = [0u8; 8];
+        if len < 8 {
+            return Err(format_err(path, format!("not a safetensors file: only {len} bytes")));
+        }
+        file.read_exact(&mut head).map_err(io)?;
+        let header = u64::from_le_bytes(head);
+        if header > MAX_HEADER_BYTES || header > len - 8 {
+            return Err(format_err(
+                path,
+                format!("not a safetensors file or truncated: header of {header} bytes in a file of {len}"),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        bytes.extend_from_slice(&head);
+        file.read_to_end(&mut bytes).map_err(io)?;
+        TensorFile::from_bytes(path, bytes)
+    }
+
+    /// Validates `bytes` as the contents of `path` (the path is only used in messages).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<TensorFile> {
+        let (header_len, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| format_err(path, format!("not a valid safetensors file (truncated or corrupt?): {e}")))?;
+        let index = meta
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| (name, (info.dtype, info.shape.clone(), info.data_offsets)))
+            .collect();
+        Ok(TensorFile {
+            path: path.to_path_buf(),
+            data_start: 8 + header_len,
+            index,
+            metadata: meta.metadata().clone().unwrap_or_default(),
+            bytes,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Tensor names, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains(&self, key: &str) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// Shape of `key`, if present.
+    pub fn shape(&self, key: &str) -> Option<&[usize]> {
+        self.index.get(key).map(|(_, s, _)| s.as_slice())
+    }
+
+    /// The `__metadata__` map.
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    fn raw(&self, key: &str) -> Result<(Dtype, &[usize], &[u8])> {
+        let (dtype, shape, (a, b)) = self
+            .index
+            .get(key)
+            .ok_or_else(|| Error::MissingTensor { path: self.path.clone(), key: key.to_string() })?;
+        Ok((*dtype, shape, &self.bytes[self.data_start + a..self.data_start + b]))
+    }
+
+    /// Tensor `key` as f32 (from F32, F16, BF16 or F64); every value must be finite.
+    pub fn f32(&self, key: &str) -> Result<HostTensor> {
+        let (dtype, shape, raw) = self.raw(key)?;
+        let data: Vec<f32> = match dtype {
+            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .collect(),
+            Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            Dtype::BF16 => {
+                raw.chunks_exact(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)).collect()
+            }
+            other => {
+                return Err(Error::TensorMismatch {
+                    path: self.path.clone(),
+                    key: key.to_string(),
+                    expected: "a float tensor (F32, F16, BF16 or F64)".into(),
+                    got: format!("{other:?}"),
+                });
+            }
+        };
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(format_err(&self.path, format!("tensor `{key}` holds {} at flat index {i}", data[i])));
+        }
+        Ok(HostTensor { shape: shape.to_vec(), data })
+    }
+
+    /// Tensor `key` as f32, which must have exactly `expected` shape.
+    pub fn f32_shaped(&self, key: &str, expected: &[usize]) -> Result<HostTensor> {
+        if let Some(shape) = self.shape(key)
+            && shape != expected
+        {
+            return Err(Error::TensorMismatch {
+                path: self.path.clone(),
+                key: key.to_string(),
+                expected: format!("shape {expected:?}"),
+                got: format!("shape {shape:?}"),
+            });
+        }
+        self.f32(key)
+    }
+
+    /// Integer tensor `key` (I64, I32, I16, I8, U8, U16, U32 or U64) widened to i64.
+    pub fn integers(&self, key: &str) -> Result<(Vec<usize>, Vec<i64>)> {
+        let (dtype, shape, raw) = self.raw(key)?;
+        let data: Vec<i64> = match dtype {
+            Dtype::I64 => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
+            Dtype::U64 => raw
+                .chunks_exact(8)
+                .map(|c| i64::try_from(u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).unwrap_or(i64::MAX))
+                .collect(),
+            Dtype::I32 => {
+                raw.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()
+            }
+            Dtype::U32 => {
+                raw.chunks_exact(4).map(|c| i64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()
+            }
+            Dtype::I16 => raw.chunks_exact(2).map(|c| i64::from(i16::from_le_bytes([c[0], c[1]]))).collect(),
+            Dtype::U16 => raw.chunks_exact(2).map(|c| i64::from(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            Dtype::I8 => raw.iter().map(|&b| i64::from(b as i8)).collect(),
+            Dtype::U8 => raw.iter().map(|&b| i64::from(b)).collect(),
+            other => {
+                return Err(Error::TensorMismatch {
+                    path: self.path.clone(),
+                    key: key.to_string(),
+                    expected: "an integer tensor (I64, I32 or U8)".into(),
+                    got: format!("{other:?}"),
+                });
+            }
+        };
+        Ok((shape.to_vec(), data))
+    }
+}
+
+/// Exact IEEE half → single conversion.
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let frac = u32::from(h & 0x3ff);
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, _) => {
+            // Subnormal: value = frac · 2^-24.
+            let v = frac as f32 * f32::from_bits(0x3380_0000);
+            return if sign != 0 { -v } else { v };
+        }
+        (0x1f, 0) => sign | 0x7f80_0000,
+        (0x1f, _) => sign | 0x7fc0_0000 | (frac << 13),
+        _ => sign | ((exp + 112) << 23) | (frac << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Writes f32 tensors (sorted by name, as safetensors requires) to `path` atomically, with
+/// optional `__metadata__`.
+pub fn write(path: &Path, tensors: &[(String, &HostTensor)], metadata: Option<HashMap<String, String>>) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
+        tensors.iter().map(|(k, t)| (k.clone(), bytemuck::cast_slice(&t.data).to_vec(), t.shape.clone())).collect();
+    let views = bytes
+        .iter()
+        .map(|(k, b, s)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| format_err(path, format!("tensor `{k}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let out = safetensors::serialize(views, metadata).map_err(|e| format_err(path, e.to_string()))?;
+    super::atomic::write(path, &out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_conversion_is_exact_on_landmarks() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_to_f32(0x0400), 2f32.powi(-14));
+        assert!(f16_to_f32(0x7c00).is_infinite());
+        assert!(f16_to_f32(0x7e00).is_nan());
+    }
+
+    #[test]
+    fn round_trip_and_errors_name_the_culprit() {
+        let dir = std::env::temp_dir().join(format!("peft-wgpu-st-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("t.safetensors");
+        let t = HostTensor::new(vec![2, 3], (0..6).map(|i| i as f32).collect()).expect("shape");
+        write(&path, &[("w".into(), &t)], None).expect("write");
+        let f = TensorFile::open(&path).expect("open");
+        assert_eq!(f.f32("w").expect("w"), t);
+        let e = f.f32("missing").expect_err("missing key");
+        assert!(e.to_string().contains("missing") && e.to_string().contains("t.safetensors"), "{e}");
+        let e = f.f32_shaped("w", &[3, 2]).expect_err("wrong shape");
+        assert!(e.to_string().contains("[3, 2]") && e.to_string().contains("`w`"), "{e}");
+        // Truncation is detected.
+        let bytes = std::fs::read(&path).expect("read");
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).expect("truncate");
+        let e = TensorFile::open(&path).expect_err("truncated");
+        assert!(e.to_string().contains("t.safetensors"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

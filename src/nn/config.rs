@@ -1,0 +1,155 @@
+//! `config.json` of a Hugging Face `ViTForImageClassification`.
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::io::json::JsonFile;
+
+/// The architecture of a ViT classifier, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VitConfig {
+    /// Width of every token, `D`.
+    pub hidden_size: usize,
+    /// Number of transformer layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer; divides `hidden_size`.
+    pub num_attention_heads: usize,
+    /// Width of the MLP's hidden layer.
+    pub intermediate_size: usize,
+    /// Side of the square input image.
+    pub image_size: usize,
+    /// Side of the square patch; divides `image_size`.
+    pub patch_size: usize,
+    /// Input channels.
+    pub num_channels: usize,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f32,
+    /// Whether query, key and value have biases.
+    pub qkv_bias: bool,
+    /// Classes of the classifier head.
+    pub num_labels: usize,
+    /// Class names by index, when the config has them.
+    pub id2label: Vec<String>,
+}
+
+/// Upper bound on every size field: beyond it a config is certainly corrupt.
+const MAX_DIM: usize = 1 << 20;
+
+impl VitConfig {
+    /// Reads `dir/config.json`.
+    pub fn from_dir(dir: &Path) -> Result<VitConfig> {
+        VitConfig::from_json(&JsonFile::read(&dir.join("config.json"))?)
+    }
+
+    /// Parses and validates a config object.
+    pub fn from_json(json: &JsonFile) -> Result<VitConfig> {
+        if let Some(model_type) = json.opt_string("model_type")?
+            && model_type != "vit"
+        {
+            return Err(json.error("model_type", format!("is `{model_type}`; only `vit` models are supported")));
+        }
+        let act = json.opt_string("hidden_act")?.unwrap_or_else(|| "gelu".into());
+        if act != "gelu" {
+            return Err(json.error("hidden_act", format!("is `{act}`; only the exact `gelu` is supported")));
+        }
+        let hidden_size = json.usize_in("hidden_size", 1, MAX_DIM)?;
+        let num_attention_heads = json.usize_in("num_attention_heads", 1, MAX_DIM)?;
+        if !hidden_size.is_multiple_of(num_attention_heads) {
+            return Err(json.error(
+                "num_attention_heads",
+                format!("({num_attention_heads}) must divide hidden_size ({hidden_size})"),
+            ));
+        }
+        let image_size = json.usize_in("image_size", 1, MAX_DIM)?;
+        let patch_size = json.usize_in("patch_size", 1, MAX_DIM)?;
+        if !image_size.is_multiple_of(patch_size) {
+            return Err(json.error("patch_size", format!("({patch_size}) must divide image_size ({image_size})")));
+        }
+        let eps = json.opt_f64("layer_norm_eps")?.unwrap_or(1e-12);
+        if eps <= 0.0 {
+            return Err(json.error("layer_norm_eps", "must be positive"));
+        }
+        let id2label = id2label(json)?;
+        let num_labels = match json.opt_usize_in("num_labels", 1, MAX_DIM)? {
+            Some(n) if !id2label.is_empty() && n != id2label.len() => {
+                return Err(json.error("num_labels", format!("is {n} but id2label has {} entries", id2label.len())));
+            }
+            Some(n) => n,
+            None if !id2label.is_empty() => id2label.len(),
+            None => 2,
+        };
+        Ok(VitConfig {
+            hidden_size,
+            num_hidden_layers: json.usize_in("num_hidden_layers", 1, 4096)?,
+            num_attention_heads,
+            intermediate_size: json.usize_in("intermediate_size", 1, MAX_DIM)?,
+            image_size,
+            patch_size,
+            num_channels: json.opt_usize_in("num_channels", 1, 4096)?.unwrap_or(3),
+            layer_norm_eps: eps as f32,
+            qkv_bias: json.opt_bool("qkv_bias")?.unwrap_or(true),
+            num_labels,
+            id2label,
+        })
+    }
+
+    /// Patches per side, `image_size / patch_size`.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    /// Tokens per image: CLS plus the patches.
+    pub fn tokens(&self) -> usize {
+        1 + self.grid() * self.grid()
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// This config as `config.json` text, in the form transformers writes.
+    pub fn to_json(&self) -> String {
+        let labels: Vec<String> = (0..self.num_labels)
+            .map(|i| self.id2label.get(i).cloned().unwrap_or_else(|| format!("LABEL_{i}")))
+            .collect();
+        let id2label: serde_json::Map<String, serde_json::Value> =
+            labels.iter().enumerate().map(|(i, l)| (i.to_string(), l.clone().into())).collect();
+        let label2id: serde_json::Map<String, serde_json::Value> =
+            labels.iter().enumerate().map(|(i, l)| (l.clone(), i.into())).collect();
+        let value = serde_json::json!({
+            "architectures": ["ViTForImageClassification"],
+            "model_type": "vit",
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+            "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "num_channels": self.num_channels,
+            "layer_norm_eps": self.layer_norm_eps,
+            "qkv_bias": self.qkv_bias,
+            "initializer_range": 0.02,
+            "id2label": id2label,
+            "label2id": label2id,
+        });
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    }
+}
+
+fn id2label(json: &JsonFile) -> Result<Vec<String>> {
+    let Some(value) = json.get("id2label") else { return Ok(Vec::new()) };
+    let map = value.as_object().ok_or_else(|| json.error("id2label", "must be an object"))?;
+    let mut labels = vec![None; map.len()];
+    for (k, v) in map {
+        let i: usize = k.parse().map_err(|_| json.error("id2label", format!("key `{k}` is not an index")))?;
+        let slot = labels
+            .get_mut(i)
+            .ok_or_else(|| json.error("id2label", format!("index {i} out of range 0..{}", map.len())))?;
+        *slot = Some(v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+    }
+    Ok(labels.into_iter().map(Option::unwrap_or_default).collect())
+}

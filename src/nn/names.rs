@@ -1,0 +1,246 @@
+//! Module paths of a ViT under both namings in use, and PEFT's `target_modules` matching.
+//!
+//! transformers 4 (and every checkpoint on disk) names layer modules
+//! `vit.encoder.layer.{i}.attention.attention.query`, …; transformers 5 names the same modules
+//! `vit.layers.{i}.attention.q_proj`, …. Adapters written under either naming load; matching
+//! tries both paths of each module.
+
+use crate::error::{Error, Result};
+
+/// A module of one transformer layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LayerPart {
+    /// Attention query projection.
+    Query,
+    /// Attention key projection.
+    Key,
+    /// Attention value projection.
+    Value,
+    /// Attention output projection.
+    AttnOut,
+    /// First MLP linear (`intermediate.dense`, `mlp.fc1`).
+    Fc1,
+    /// Second MLP linear (`output.dense`, `mlp.fc2`).
+    Fc2,
+    /// LayerNorm before attention.
+    LnBefore,
+    /// LayerNorm before the MLP.
+    LnAfter,
+}
+
+impl LayerPart {
+    /// Every part, in the order of the layer.
+    pub const ALL: [LayerPart; 8] = [
+        LayerPart::LnBefore,
+        LayerPart::Query,
+        LayerPart::Key,
+        LayerPart::Value,
+        LayerPart::AttnOut,
+        LayerPart::LnAfter,
+        LayerPart::Fc1,
+        LayerPart::Fc2,
+    ];
+
+    /// Whether the part is a linear layer (adapters can target it).
+    pub fn is_linear(self) -> bool {
+        !matches!(self, LayerPart::LnBefore | LayerPart::LnAfter)
+    }
+
+    fn v4_suffix(self) -> &'static str {
+        match self {
+            LayerPart::Query => "attention.attention.query",
+            LayerPart::Key => "attention.attention.key",
+            LayerPart::Value => "attention.attention.value",
+            LayerPart::AttnOut => "attention.output.dense",
+            LayerPart::Fc1 => "intermediate.dense",
+            LayerPart::Fc2 => "output.dense",
+            LayerPart::LnBefore => "layernorm_before",
+            LayerPart::LnAfter => "layernorm_after",
+        }
+    }
+
+    fn v5_suffix(self) -> &'static str {
+        match self {
+            LayerPart::Query => "attention.q_proj",
+            LayerPart::Key => "attention.k_proj",
+            LayerPart::Value => "attention.v_proj",
+            LayerPart::AttnOut => "attention.o_proj",
+            LayerPart::Fc1 => "mlp.fc1",
+            LayerPart::Fc2 => "mlp.fc2",
+            LayerPart::LnBefore => "layernorm_before",
+            LayerPart::LnAfter => "layernorm_after",
+        }
+    }
+}
+
+/// A module of the model that holds weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ModuleId {
+    /// The patch-embedding conv, `vit.embeddings.patch_embeddings.projection`.
+    PatchEmbed,
+    /// A module of layer `i`.
+    Layer(usize, LayerPart),
+    /// The final LayerNorm, `vit.layernorm`.
+    FinalNorm,
+    /// The classifier head, `classifier`.
+    Classifier,
+}
+
+/// Which naming a path uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Naming {
+    /// transformers 4 and on-disk checkpoints: `vit.encoder.layer.{i}.attention.attention.query`.
+    OnDisk,
+    /// transformers 5: `vit.layers.{i}.attention.q_proj`.
+    Transformers5,
+}
+
+impl ModuleId {
+    /// The dotted path under `naming`.
+    pub fn path(self, naming: Naming) -> String {
+        match (self, naming) {
+            (ModuleId::PatchEmbed, _) => "vit.embeddings.patch_embeddings.projection".into(),
+            (ModuleId::FinalNorm, _) => "vit.layernorm".into(),
+            (ModuleId::Classifier, _) => "classifier".into(),
+            (ModuleId::Layer(i, part), Naming::OnDisk) => format!("vit.encoder.layer.{i}.{}", part.v4_suffix()),
+            (ModuleId::Layer(i, part), Naming::Transformers5) => format!("vit.layers.{i}.{}", part.v5_suffix()),
+        }
+    }
+
+    /// Both paths (equal for modules outside the layers).
+    pub fn paths(self) -> [String; 2] {
+        [self.path(Naming::OnDisk), self.path(Naming::Transformers5)]
+    }
+
+    /// Whether the module is a linear or conv layer that adapters may target.
+    pub fn is_adaptable(self) -> bool {
+        match self {
+            ModuleId::PatchEmbed | ModuleId::Classifier => true,
+            ModuleId::FinalNorm => false,
+            ModuleId::Layer(_, part) => part.is_linear(),
+        }
+    }
+
+    /// Every module of a model with `layers` layers.
+    pub fn all(layers: usize) -> Vec<ModuleId> {
+        let mut v = vec![ModuleId::PatchEmbed];
+        v.extend((0..layers).flat_map(|i| LayerPart::ALL.map(|p| ModuleId::Layer(i, p))));
+        v.extend([ModuleId::FinalNorm, ModuleId::Classifier]);
+        v
+    }
+
+    /// The module named `path` under either naming, with the naming it used.
+    pub fn parse(path: &str, layers: usize) -> Option<(ModuleId, Naming)> {
+        ModuleId::all(layers).into_iter().find_map(|m| {
+            if m.path(Naming::OnDisk) == path {
+                Some((m, Naming::OnDisk))
+            } else if m.path(Naming::Transformers5) == path {
+                Some((m, Naming::Transformers5))
+            } else {
+                None
+            }
+        })
+    }
+}
+
+/// PEFT's `target_modules`: a list of names, each matching a module whose path equals it or
+/// ends with `.` + it, or one regular expression matched against the whole path.
+#[derive(Clone, Debug)]
+pub enum Targets {
+    /// Names matched exactly or as a dotted suffix.
+    Names(Vec<String>),
+    /// A regex that must match the whole path.
+    Regex(regex::Regex),
+}
+
+impl Targets {
+    /// From the config value: a string is a regex (as in PEFT), a list holds names.
+    pub fn from_config(value: &serde_json::Value) -> std::result::Result<Targets, String> {
+        match value {
+            serde_json::Value::String(s) => regex::Regex::new(&format!("^(?:{s})$"))
+                .map(Targets::Regex)
+                .map_err(|e| format!("is not a valid regular expression: {e}")),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string).ok_or_else(|| "must hold strings".to_string()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map(Targets::Names),
+            _ => Err("must be a string (a regex) or a list of module names".into()),
+        }
+    }
+
+    /// Whether `path` is targeted.
+    pub fn matches_path(&self, path: &str) -> bool {
+        match self {
+            Targets::Names(names) => names.iter().any(|t| path == t || path.ends_with(&format!(".{t}"))),
+            Targets::Regex(re) => re.is_match(path),
+        }
+    }
+
+    /// Whether `module` is targeted under either naming; returns the naming that matched.
+    pub fn matches(&self, module: ModuleId) -> Option<Naming> {
+        [Naming::OnDisk, Naming::Transformers5].into_iter().find(|&n| self.matches_path(&module.path(n)))
+    }
+
+    /// The adaptable modules targeted in a model with `layers` layers; an error naming the
+    /// targets when there are none.
+    pub fn resolve(&self, layers: usize, config_path: &std::path::Path) -> Result<Vec<(ModuleId, Naming)>> {
+        let found: Vec<(ModuleId, Naming)> = ModuleId::all(layers)
+            .into_iter()
+            .filter(|m| m.is_adaptable())
+            .filter_map(|m| self.matches(m).map(|n| (m, n)))
+            .collect();
+        if found.is_empty() {
+            return Err(Error::Config {
+                path: config_path.to_path_buf(),
+                key: "target_modules".into(),
+                message: format!("{self} matches no linear or conv module of this {layers}-layer ViT"),
+            });
+        }
+        Ok(found)
+    }
+}
+
+impl std::fmt::Display for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Targets::Names(n) => write!(f, "{n:?}"),
+            Targets::Regex(r) => {
+                let s = r.as_str();
+                write!(f, "regex {:?}", s.strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")).unwrap_or(s))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_namings_round_trip() {
+        for m in ModuleId::all(3) {
+            for n in [Naming::OnDisk, Naming::Transformers5] {
+                let (back, _) = ModuleId::parse(&m.path(n), 3).expect("parses");
+                assert_eq!(back, m);
+            }
+        }
+    }
+
+    #[test]
+    fn targets_match_like_peft() {
+        let t = Targets::Names(vec!["query".into(), "v_proj".into()]);
+        assert_eq!(t.matches(ModuleId::Layer(0, LayerPart::Query)), Some(Naming::OnDisk));
+        assert_eq!(t.matches(ModuleId::Layer(2, LayerPart::Value)), Some(Naming::Transformers5));
+        assert_eq!(t.matches(ModuleId::Layer(0, LayerPart::Key)), None);
+        // A suffix must start at a dot: "dense" matches, "ense" does not.
+        let t = Targets::Names(vec!["ense".into()]);
+        assert_eq!(t.matches(ModuleId::Layer(0, LayerPart::Fc1)), None);
+        let t = Targets::from_config(&serde_json::json!(r"vit\.layers\.1\..*_proj")).expect("regex");
+        assert!(t.matches(ModuleId::Layer(1, LayerPart::AttnOut)).is_some());
+        assert!(t.matches(ModuleId::Layer(0, LayerPart::AttnOut)).is_none());
+        let none = Targets::Names(vec!["nothing".into()]);
+        let e = none.resolve(2, std::path::Path::new("adapter_config.json")).expect_err("no match");
+        assert!(e.to_string().contains("target_modules") && e.to_string().contains("nothing"), "{e}");
+    }
+}
