@@ -46,12 +46,15 @@ impl HostTensor {
     }
 }
 
+/// Dtype, shape and byte range (relative to the data section) of one tensor.
+type Entry = (Dtype, Vec<usize>, (usize, usize));
+
 /// A safetensors file read into memory with its validated index.
 pub struct TensorFile {
     path: PathBuf,
     bytes: Vec<u8>,
     data_start: usize,
-    index: BTreeMap<String, (Dtype, Vec<usize>, (usize, usize))>,
+    index: BTreeMap<String, Entry>,
     metadata: HashMap<String, String>,
 }
 
