@@ -16,6 +16,7 @@
 
 #![warn(clippy::unwrap_used)]
 
+pub mod adapters;
 pub mod autograd;
 pub mod error;
 pub mod gpu;

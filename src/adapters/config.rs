@@ -1,0 +1,350 @@
+//! `adapter_config.json` for the four adapter types (SPEC §9), read and written in the form
+//! PEFT uses. Unknown keys are ignored on reading and kept on writing.
+
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
+use crate::error::Result;
+use crate::io::json::JsonFile;
+use crate::nn::{ModuleId, Naming, Targets};
+
+/// Which adapter a config describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeftType {
+    /// Low-rank adaptation, exactly as Hugging Face PEFT.
+    Lora,
+    /// Low-rank core tensor with one factor per mode.
+    Flora,
+    /// Mixture of physical priors (spectral filters) before attention.
+    Moppa,
+    /// Re-parameterised low-rank prompt tokens.
+    Rlp,
+}
+
+impl PeftType {
+    /// The `peft_type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeftType::Lora => "LORA",
+            PeftType::Flora => "FLORA",
+            PeftType::Moppa => "MOPPA",
+            PeftType::Rlp => "RLP",
+        }
+    }
+}
+
+/// LoRA settings (PEFT's `LoraConfig`, the parts that change the maths).
+#[derive(Clone, Debug)]
+pub struct LoraConfig {
+    /// Default rank.
+    pub r: usize,
+    /// Default alpha.
+    pub lora_alpha: f64,
+    /// Modules to adapt.
+    pub target_modules: Targets,
+    /// Modules never adapted.
+    pub exclude_modules: Option<Targets>,
+    /// Only these layer indices, when given.
+    pub layers_to_transform: Option<Vec<usize>>,
+    /// Per-module rank overrides: pattern → rank.
+    pub rank_pattern: Vec<(String, usize)>,
+    /// Per-module alpha overrides: pattern → alpha.
+    pub alpha_pattern: Vec<(String, f64)>,
+    /// Dropout on the LoRA input during training (PEFT semantics).
+    pub lora_dropout: f64,
+    /// Scale by `alpha/√r` instead of `alpha/r`.
+    pub use_rslora: bool,
+}
+
+/// Rank of a FLoRA core: one for every mode, or one per mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FloraRank {
+    /// `r_i = min(r, d_i)`.
+    Uniform(usize),
+    /// One rank per mode, in the weight's PyTorch mode order.
+    PerMode(Vec<usize>),
+}
+
+/// FLoRA settings.
+#[derive(Clone, Debug)]
+pub struct FloraConfig {
+    /// Core ranks.
+    pub r: FloraRank,
+    /// Multiplier of ΔW.
+    pub scale: f64,
+    /// Modules to adapt (linear and conv).
+    pub target_modules: Targets,
+}
+
+/// MoPPA settings.
+#[derive(Clone, Debug)]
+pub struct MoppaConfig {
+    /// Router heads; `None` means the model's attention heads.
+    pub num_heads: Option<usize>,
+    /// Layers with a pre-filter; `None` means all.
+    pub layers: Option<Vec<usize>>,
+    /// Weight of the route-entropy term at step 0.
+    pub entropy_scale: f64,
+    /// Fraction of training over which the entropy weight decays to zero.
+    pub entropy_decay_fraction: f64,
+}
+
+/// RLP settings.
+#[derive(Clone, Debug)]
+pub struct RlpConfig {
+    /// Prompt tokens inserted after CLS.
+    pub num_prompt_tokens: usize,
+    /// Rank of `A·B`.
+    pub r: usize,
+    /// Multiplier of `A·B`.
+    pub scale: f64,
+}
+
+/// The type-specific part of a config.
+#[derive(Clone, Debug)]
+pub enum AdapterKind {
+    /// LoRA.
+    Lora(LoraConfig),
+    /// FLoRA.
+    Flora(FloraConfig),
+    /// MoPPA.
+    Moppa(MoppaConfig),
+    /// RLP.
+    Rlp(RlpConfig),
+}
+
+/// A whole `adapter_config.json`.
+#[derive(Clone, Debug)]
+pub struct AdapterConfig {
+    /// Type-specific settings.
+    pub kind: AdapterKind,
+    /// Modules trained in full and saved with the adapter (`modules_to_save`).
+    pub modules_to_save: Vec<String>,
+    /// Labels of a new classifier head, when the task differs from the base model's.
+    pub num_labels: Option<usize>,
+    /// The object as read, so unknown keys survive a save.
+    raw: Map<String, Value>,
+}
+
+const MAX_RANK: usize = 1 << 16;
+
+impl AdapterConfig {
+    /// Reads `path` (an `adapter_config.json`).
+    pub fn read(path: &Path) -> Result<AdapterConfig> {
+        AdapterConfig::from_json(&JsonFile::read(path)?)
+    }
+
+    /// Reads `dir/adapter_config.json`.
+    pub fn from_dir(dir: &Path) -> Result<AdapterConfig> {
+        AdapterConfig::read(&dir.join("adapter_config.json"))
+    }
+
+    /// Parses and validates a config object.
+    pub fn from_json(j: &JsonFile) -> Result<AdapterConfig> {
+        let peft_type = j.string("peft_type")?;
+        let kind = match peft_type.to_ascii_uppercase().as_str() {
+            "LORA" => AdapterKind::Lora(lora(j)?),
+            "FLORA" => AdapterKind::Flora(flora(j)?),
+            "MOPPA" => AdapterKind::Moppa(moppa(j)?),
+            "RLP" => AdapterKind::Rlp(rlp(j)?),
+            other => return Err(j.error("peft_type", format!("`{other}` is not one of LORA, FLORA, MOPPA, RLP"))),
+        };
+        Ok(AdapterConfig {
+            kind,
+            modules_to_save: j.opt_strings("modules_to_save")?.unwrap_or_default(),
+            num_labels: j.opt_usize_in("num_labels", 1, 1 << 20)?,
+            raw: j.object().clone(),
+        })
+    }
+
+    /// The adapter type.
+    pub fn peft_type(&self) -> PeftType {
+        match self.kind {
+            AdapterKind::Lora(_) => PeftType::Lora,
+            AdapterKind::Flora(_) => PeftType::Flora,
+            AdapterKind::Moppa(_) => PeftType::Moppa,
+            AdapterKind::Rlp(_) => PeftType::Rlp,
+        }
+    }
+
+    /// Whether `module` is one of `modules_to_save` (PEFT: the path ends with a listed name).
+    pub fn saves_module(&self, module: ModuleId) -> bool {
+        let paths = module.paths();
+        self.modules_to_save.iter().any(|m| paths.iter().any(|p| p.ends_with(m.as_str())))
+    }
+
+    /// The config as PEFT writes it: the object read (unknown keys kept) with this crate's
+    /// fields set, and for LoRA the fields PEFT needs to load it.
+    pub fn to_json(&self) -> String {
+        let mut o = self.raw.clone();
+        o.insert("peft_type".into(), self.peft_type().as_str().into());
+        o.insert(
+            "modules_to_save".into(),
+            if self.modules_to_save.is_empty() { Value::Null } else { json!(self.modules_to_save) },
+        );
+        if let Some(n) = self.num_labels {
+            o.insert("num_labels".into(), n.into());
+        }
+        if let AdapterKind::Lora(c) = &self.kind {
+            let defaults = [
+                ("r", json!(c.r)),
+                ("lora_alpha", json!(c.lora_alpha)),
+                ("lora_dropout", json!(c.lora_dropout)),
+                ("use_rslora", json!(c.use_rslora)),
+                ("bias", json!("none")),
+                ("fan_in_fan_out", json!(false)),
+                ("init_lora_weights", json!(true)),
+                ("inference_mode", json!(true)),
+                ("task_type", Value::Null),
+                ("base_model_name_or_path", Value::Null),
+                ("rank_pattern", json!({})),
+                ("alpha_pattern", json!({})),
+            ];
+            for (k, v) in defaults {
+                o.entry(k).or_insert(v);
+            }
+        }
+        serde_json::to_string_pretty(&Value::Object(o)).unwrap_or_default()
+    }
+
+    /// The naming to write module keys under: the one `target_modules` is written in when it
+    /// names layer modules of only one naming, else the on-disk naming.
+    pub fn preferred_naming(targets: &Targets, layers: usize) -> Naming {
+        let modules = ModuleId::all(layers);
+        let hits =
+            |n: Naming| modules.iter().any(|m| matches!(m, ModuleId::Layer(..)) && targets.matches_path(&m.path(n)));
+        if hits(Naming::Transformers5) && !hits(Naming::OnDisk) { Naming::Transformers5 } else { Naming::OnDisk }
+    }
+}
+
+fn targets(j: &JsonFile, key: &str) -> Result<Targets> {
+    Targets::from_config(j.require(key)?).map_err(|m| j.error(key, m))
+}
+
+fn opt_targets(j: &JsonFile, key: &str) -> Result<Option<Targets>> {
+    j.get(key).map(|v| Targets::from_config(v).map_err(|m| j.error(key, m))).transpose()
+}
+
+fn usize_list(j: &JsonFile, key: &str) -> Result<Option<Vec<usize>>> {
+    let Some(v) = j.get(key) else { return Ok(None) };
+    let bad = || j.error(key, "must be a non-negative integer or a list of them");
+    match v {
+        Value::Number(n) => Ok(Some(vec![n.as_u64().ok_or_else(bad)? as usize])),
+        Value::Array(items) => {
+            items.iter().map(|i| i.as_u64().map(|x| x as usize).ok_or_else(bad)).collect::<Result<Vec<_>>>().map(Some)
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn lora(j: &JsonFile) -> Result<LoraConfig> {
+    if let Some(bias) = j.opt_string("bias")?
+        && bias != "none"
+    {
+        return Err(j.error("bias", format!("is `{bias}`; only \"none\" is supported")));
+    }
+    for (key, what) in
+        [("use_dora", "DoRA"), ("fan_in_fan_out", "fan_in_fan_out (Conv1D layers)"), ("lora_bias", "lora_bias")]
+    {
+        if j.opt_bool(key)?.unwrap_or(false) {
+            return Err(j.error(key, format!("is true; {what} is not supported")));
+        }
+    }
+    let dropout = j.opt_f64("lora_dropout")?.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(j.error("lora_dropout", format!("must be in [0, 1), got {dropout}")));
+    }
+    let mut rank_pattern = Vec::new();
+    if let Some(v) = j.get("rank_pattern") {
+        let map = v.as_object().ok_or_else(|| j.error("rank_pattern", "must be an object"))?;
+        for (k, r) in map {
+            let r = r
+                .as_u64()
+                .filter(|&r| r >= 1)
+                .ok_or_else(|| j.error("rank_pattern", format!("`{k}` needs a rank ≥ 1")))?;
+            rank_pattern.push((k.clone(), r as usize));
+        }
+    }
+    let mut alpha_pattern = Vec::new();
+    if let Some(v) = j.get("alpha_pattern") {
+        let map = v.as_object().ok_or_else(|| j.error("alpha_pattern", "must be an object"))?;
+        for (k, a) in map {
+            let a = a
+                .as_f64()
+                .filter(|a| a.is_finite())
+                .ok_or_else(|| j.error("alpha_pattern", format!("`{k}` needs a number")))?;
+            alpha_pattern.push((k.clone(), a));
+        }
+    }
+    Ok(LoraConfig {
+        r: j.usize_in("r", 1, MAX_RANK)?,
+        lora_alpha: j.opt_f64("lora_alpha")?.unwrap_or(8.0),
+        target_modules: targets(j, "target_modules")?,
+        exclude_modules: opt_targets(j, "exclude_modules")?,
+        layers_to_transform: usize_list(j, "layers_to_transform")?,
+        rank_pattern,
+        alpha_pattern,
+        lora_dropout: dropout,
+        use_rslora: j.opt_bool("use_rslora")?.unwrap_or(false),
+    })
+}
+
+fn flora(j: &JsonFile) -> Result<FloraConfig> {
+    let r = match j.require("r")? {
+        Value::Array(_) => {
+            let ranks = usize_list(j, "r")?.unwrap_or_default();
+            if ranks.is_empty() || ranks.iter().any(|&r| r == 0 || r > MAX_RANK) {
+                return Err(j.error("r", "must list ranks between 1 and 65536"));
+            }
+            FloraRank::PerMode(ranks)
+        }
+        _ => FloraRank::Uniform(j.usize_in("r", 1, MAX_RANK)?),
+    };
+    Ok(FloraConfig { r, scale: j.opt_f64("scale")?.unwrap_or(1.0), target_modules: targets(j, "target_modules")? })
+}
+
+fn moppa(j: &JsonFile) -> Result<MoppaConfig> {
+    let decay = j.opt_f64("entropy_decay_fraction")?.unwrap_or(0.5);
+    if decay <= 0.0 {
+        return Err(j.error("entropy_decay_fraction", format!("must be positive, got {decay}")));
+    }
+    Ok(MoppaConfig {
+        num_heads: j.opt_usize_in("num_heads", 1, 1 << 16)?,
+        layers: usize_list(j, "layers")?,
+        entropy_scale: j.opt_f64("entropy_scale")?.unwrap_or(0.0),
+        entropy_decay_fraction: decay,
+    })
+}
+
+fn rlp(j: &JsonFile) -> Result<RlpConfig> {
+    Ok(RlpConfig {
+        num_prompt_tokens: j.usize_in("num_prompt_tokens", 1, 1 << 16)?,
+        r: j.usize_in("r", 1, MAX_RANK)?,
+        scale: j.opt_f64("scale")?.unwrap_or(1.0),
+    })
+}
+
+impl LoraConfig {
+    /// Rank and alpha for the module at `path`, after `rank_pattern`/`alpha_pattern` (PEFT:
+    /// the first pattern `p` with `path` matching `(.*\.)?(p)$`).
+    pub fn rank_alpha(&self, path: &str) -> (usize, f64) {
+        fn find<T: Copy>(patterns: &[(String, T)], path: &str) -> Option<T> {
+            patterns
+                .iter()
+                .find(|(k, _)| regex::Regex::new(&format!(r"^(.*\.)?({k})$")).is_ok_and(|re| re.is_match(path)))
+                .map(|&(_, v)| v)
+        }
+        (find(&self.rank_pattern, path).unwrap_or(self.r), find(&self.alpha_pattern, path).unwrap_or(self.lora_alpha))
+    }
+
+    /// `lora_alpha / r`, or `lora_alpha / √r` with rsLoRA.
+    pub fn scaling(&self, r: usize, alpha: f64) -> f64 {
+        if self.use_rslora { alpha / (r as f64).sqrt() } else { alpha / r as f64 }
+    }
+}
+
+/// Writes `config` as `dir/adapter_config.json` atomically.
+pub fn write(dir: &Path, config: &AdapterConfig) -> Result<()> {
+    crate::io::atomic::write(&dir.join("adapter_config.json"), config.to_json().as_bytes())
+}
