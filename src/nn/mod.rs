@@ -2,6 +2,8 @@
 
 pub mod config;
 pub mod names;
+pub mod weights;
 
 pub use config::VitConfig;
 pub use names::{LayerPart, ModuleId, Naming, Targets};
+pub use weights::VitWeights;

@@ -1,0 +1,148 @@
+//! Loading the weights of a `ViTForImageClassification` folder (single file or sharded with
+//! its index), accepting both namings, checking every shape against the config.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::VitConfig;
+use super::names::{LayerPart, ModuleId, Naming};
+use crate::error::{Error, Result};
+use crate::io::json::JsonFile;
+use crate::io::safetensors::{self, HostTensor, TensorFile};
+
+/// Every weight of a ViT on the host, keyed by its on-disk name.
+#[derive(Clone, Debug)]
+pub struct VitWeights {
+    /// The architecture.
+    pub config: VitConfig,
+    /// Weights by on-disk name (`vit.encoder.layer.0.attention.attention.query.weight`, …).
+    pub tensors: BTreeMap<String, HostTensor>,
+}
+
+/// The on-disk names and shapes a model with `config` must have.
+pub fn expected_shapes(config: &VitConfig) -> Vec<(String, Vec<usize>)> {
+    let d = config.hidden_size;
+    let mut v = vec![
+        ("vit.embeddings.cls_token".to_string(), vec![1, 1, d]),
+        ("vit.embeddings.position_embeddings".to_string(), vec![1, config.tokens(), d]),
+    ];
+    for m in ModuleId::all(config.num_hidden_layers) {
+        let (w, b) = module_shapes(config, m);
+        let path = m.path(Naming::OnDisk);
+        v.push((format!("{path}.weight"), w));
+        if let Some(b) = b {
+            v.push((format!("{path}.bias"), b));
+        }
+    }
+    v
+}
+
+/// Weight and bias shapes of `module` (bias `None` when the module has none).
+pub fn module_shapes(config: &VitConfig, module: ModuleId) -> (Vec<usize>, Option<Vec<usize>>) {
+    let (d, m, k) = (config.hidden_size, config.intermediate_size, config.num_labels);
+    let p = config.patch_size;
+    match module {
+        ModuleId::PatchEmbed => (vec![d, config.num_channels, p, p], Some(vec![d])),
+        ModuleId::FinalNorm => (vec![d], Some(vec![d])),
+        ModuleId::Classifier => (vec![k, d], Some(vec![k])),
+        ModuleId::Layer(_, part) => match part {
+            LayerPart::Query | LayerPart::Key | LayerPart::Value => (vec![d, d], config.qkv_bias.then(|| vec![d])),
+            LayerPart::AttnOut => (vec![d, d], Some(vec![d])),
+            LayerPart::Fc1 => (vec![m, d], Some(vec![m])),
+            LayerPart::Fc2 => (vec![d, m], Some(vec![d])),
+            LayerPart::LnBefore | LayerPart::LnAfter => (vec![d], Some(vec![d])),
+        },
+    }
+}
+
+/// Translates an on-disk key to its transformers-5 spelling (same key outside the layers).
+fn v5_alias(key: &str, layers: usize) -> Option<String> {
+    let (module, leaf) = key.rsplit_once('.')?;
+    let (id, _) = ModuleId::parse(module, layers)?;
+    Some(format!("{}.{leaf}", id.path(Naming::Transformers5)))
+}
+
+impl VitWeights {
+    /// Reads `dir/config.json` and the weights beside it.
+    pub fn load(dir: &Path) -> Result<VitWeights> {
+        if !dir.is_dir() {
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found");
+            return Err(Error::Io { path: dir.to_path_buf(), source });
+        }
+        let config = VitConfig::from_dir(dir)?;
+        let files = weight_files(dir)?;
+        let mut tensors = BTreeMap::new();
+        for (key, shape) in expected_shapes(&config) {
+            let alias = v5_alias(&key, config.num_hidden_layers);
+            let found = files.iter().find_map(|f| {
+                if f.contains(&key) {
+                    Some((f, key.clone()))
+                } else {
+                    alias.as_ref().filter(|a| f.contains(a)).map(|a| (f, a.clone()))
+                }
+            });
+            let Some((file, name)) = found else {
+                let path = files.first().map(|f| f.path().to_path_buf()).unwrap_or_else(|| dir.to_path_buf());
+                return Err(Error::MissingTensor { path, key });
+            };
+            tensors.insert(key, file.f32_shaped(&name, &shape)?);
+        }
+        Ok(VitWeights { config, tensors })
+    }
+
+    /// The weight called `key` (on-disk name).
+    pub fn get(&self, key: &str) -> Result<&HostTensor> {
+        self.tensors
+            .get(key)
+            .ok_or_else(|| Error::MissingTensor { path: PathBuf::from("<model>"), key: key.to_string() })
+    }
+
+    /// Weight and bias of `module`.
+    pub fn module(&self, module: ModuleId) -> Result<(&HostTensor, Option<&HostTensor>)> {
+        let path = module.path(Naming::OnDisk);
+        let w = self.get(&format!("{path}.weight"))?;
+        let b = self.tensors.get(&format!("{path}.bias"));
+        Ok((w, b))
+    }
+
+    /// Writes `dir/config.json` and `dir/model.safetensors` (atomically each).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        crate::io::atomic::create_dir(dir)?;
+        let list: Vec<(String, &HostTensor)> = self.tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
+        let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        safetensors::write(&dir.join("model.safetensors"), &list, Some(meta))?;
+        crate::io::atomic::write(&dir.join("config.json"), self.config.to_json().as_bytes())
+    }
+}
+
+/// The safetensors files of a model folder: `model.safetensors`, or the shards listed by
+/// `model.safetensors.index.json`.
+fn weight_files(dir: &Path) -> Result<Vec<TensorFile>> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![TensorFile::open(&single)?]);
+    }
+    let index_path = dir.join("model.safetensors.index.json");
+    if !index_path.exists() {
+        let source = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no model.safetensors or model.safetensors.index.json in the model folder",
+        );
+        return Err(Error::Io { path: single, source });
+    }
+    let index = JsonFile::read(&index_path)?;
+    let map = index.require("weight_map")?.as_object().ok_or_else(|| index.error("weight_map", "must be an object"))?;
+    let mut shards: Vec<String> = Vec::new();
+    for (key, file) in map {
+        let file =
+            file.as_str().ok_or_else(|| index.error("weight_map", format!("entry `{key}` must be a file name")))?;
+        if file.contains('/') || file.contains('\\') || file == ".." {
+            return Err(index.error("weight_map", format!("entry `{key}` points outside the folder: {file}")));
+        }
+        if !shards.iter().any(|s| s == file) {
+            shards.push(file.to_string());
+        }
+    }
+    shards.sort();
+    shards.iter().map(|s| TensorFile::open(&dir.join(s))).collect()
+}

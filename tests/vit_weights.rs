@@ -1,0 +1,43 @@
+//! Loading transformers' ViT folders: single-file and sharded give the same weights; bad
+//! folders give errors naming the culprit. No GPU needed.
+
+use std::path::Path;
+
+use peft_wgpu::nn::VitWeights;
+
+fn fixtures() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+}
+
+#[test]
+fn sharded_and_single_file_weights_agree() {
+    let single = VitWeights::load(&fixtures().join("vit_tiny")).expect("single-file model");
+    let sharded = VitWeights::load(&fixtures().join("vit_tiny_sharded")).expect("sharded model");
+    assert_eq!(single.config, sharded.config);
+    assert_eq!(single.tensors, sharded.tensors);
+    assert_eq!(single.config.num_labels, 5);
+    assert_eq!(single.config.tokens(), 17);
+}
+
+#[test]
+fn missing_folder_and_missing_tensor_are_named() {
+    let e = VitWeights::load(Path::new("/nonexistent/model")).expect_err("no folder");
+    assert!(e.to_string().contains("/nonexistent/model"), "{e}");
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-vitw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::copy(fixtures().join("vit_tiny/config.json"), dir.join("config.json")).expect("copy config");
+    let e = VitWeights::load(&dir).expect_err("no weights");
+    assert!(e.to_string().contains("model.safetensors"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn save_round_trips() {
+    let w = VitWeights::load(&fixtures().join("vit_tiny")).expect("model");
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-vits-{}", std::process::id()));
+    w.save(&dir).expect("save");
+    let back = VitWeights::load(&dir).expect("reload");
+    assert_eq!(back.tensors, w.tensors);
+    assert_eq!(back.config, w.config);
+    std::fs::remove_dir_all(&dir).ok();
+}
