@@ -45,7 +45,8 @@ fn check_against_twin(gpu: &Gpu, c: &Case, rows: usize, d: usize, eps: f32) {
     let r = tol(4.0, d);
     // x − μ carries the rounding of x, so x̂ is good to about ε·|x|·rstd: large for rows
     // whose spread is small against their values.
-    let cond = x64.chunks(d).zip(&rstd).map(|(row, r)| r * row.iter().fold(0.0f64, |m, v| m.max(v.abs()))).fold(0.0, f64::max);
+    let cond =
+        x64.chunks(d).zip(&rstd).map(|(row, r)| r * row.iter().fold(0.0f64, |m, v| m.max(v.abs()))).fold(0.0, f64::max);
     let g_abs = g64.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert_close(&format!("y {what}"), &gpu.read(&out.y).unwrap(), &y, r, r * cond * g_abs + 1e-6);
     assert_close(&format!("mean {what}"), &gpu.read(&out.mean).unwrap(), &mean, r, 1e-7);

@@ -109,7 +109,7 @@ pub fn layer_norm_grad_gamma(gpu: &Gpu, x: &Tensor, mean: &Tensor, rstd: &Tensor
     let partials = Tensor::uninit(gpu, &[chunks, d], DType::F32)?;
     let params = NormParams { rows_per_chunk: per as u32, ..params(x, 0.0) };
     gpu.dispatch(Kernel::LayerNormGammaPartials, &[x, mean, rstd, dy], &[&partials], &params, column_grid(d, chunks))?;
-    reduce::finish_column_sums(gpu, partials, d)
+    reduce::finish_column_sums(gpu, &partials, d)
 }
 
 /// LayerNorm on the tape: `y = (x − μ)/√(σ² + eps)·γ + β` over the last axis.

@@ -39,14 +39,14 @@ fn check_f32(op: &'static str, a: &Tensor) -> Result<()> {
 }
 
 /// Sums `partials [chunks, cols]` over its rows into `[cols]` (one pass, one chunk).
-pub(crate) fn finish_column_sums(gpu: &Gpu, partials: Tensor, cols: usize) -> Result<Tensor> {
+pub(crate) fn finish_column_sums(gpu: &Gpu, partials: &Tensor, cols: usize) -> Result<Tensor> {
     let chunks = partials.len() / cols;
     if chunks == 1 {
         return partials.reshape(&[cols]);
     }
     let out = Tensor::uninit(gpu, &[cols], DType::F32)?;
     let params = ReduceParams { rows: chunks as u32, cols: cols as u32, rows_per_chunk: chunks as u32, _pad: 0 };
-    gpu.dispatch(Kernel::ColumnSums, &[&partials], &[&out], &params, column_grid(cols, 1))?;
+    gpu.dispatch(Kernel::ColumnSums, &[partials], &[&out], &params, column_grid(cols, 1))?;
     Ok(out)
 }
 
@@ -61,7 +61,7 @@ pub fn column_sums(gpu: &Gpu, a: &Tensor) -> Result<Tensor> {
     let partials = Tensor::uninit(gpu, &[chunks, cols], DType::F32)?;
     let params = ReduceParams { rows: rows as u32, cols: cols as u32, rows_per_chunk: per as u32, _pad: 0 };
     gpu.dispatch(Kernel::ColumnSums, &[a], &[&partials], &params, column_grid(cols, chunks))?;
-    finish_column_sums(gpu, partials, cols)
+    finish_column_sums(gpu, &partials, cols)
 }
 
 /// `y = Σ_i a[i] / n` over all `n` elements of `a`, as a tensor of shape `[1]`. One
