@@ -205,7 +205,10 @@ fn check_softmax(gpu: &Gpu, rng: &mut Rng, rows: usize, d: usize, alpha: f32) {
     // α·y·(∂y − Σ ∂y·y) cancels inside the bracket: the error scales with the terms.
     let dy64 = f64s(&dy);
     let dx_want = ref_softmax::softmax_backward(&y_want, &dy64, d, alpha as f64);
-    let terms = y_want.iter().zip(&dy64).fold(0.0f64, |m, (a, b)| m.max(a * (b.abs() + 1.0)));
+    let terms = y_want.chunks(d).zip(dy64.chunks(d)).fold(0.0f64, |m, (yr, gr)| {
+        let dot: f64 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+        yr.iter().zip(gr).fold(m, |m, (a, b)| m.max(a * (b.abs() + dot.abs())))
+    });
     let abs = tol(8.0, d) * alpha.abs() as f64 * terms;
     assert_close(&format!("softmax' {what}"), &gpu.read(&dx).unwrap(), &dx_want, tol(8.0, d), abs);
 }
@@ -261,4 +264,15 @@ fn activation_ops_reject_bad_shapes() {
     assert!(activation::gelu_backward(&gpu, &x, &b).is_err());
     assert!(softmax::softmax_backward(&gpu, &x, &b, 1.0).is_err());
     assert!(softmax::softmax(&gpu, &x, f32::INFINITY).is_err());
+}
+
+/// More rows than one grid dimension holds: the row kernels fold the grid into two.
+#[test]
+fn softmax_folds_long_grids() {
+    let gpu = gpu();
+    let rows = gpu.limits().max_compute_workgroups_per_dimension as usize + 3;
+    let x: Vec<f32> = (0..rows * 2).map(|i| (i % 5) as f32).collect();
+    let y = gpu.read(&softmax::softmax(&gpu, &upload(&gpu, &x, &[rows, 2]), 1.0).unwrap()).unwrap();
+    let want = ref_softmax::softmax(&f64s(&x), 2, 1.0);
+    assert_close("softmax folded grid", &y, &want, 1e-6, 0.0);
 }
