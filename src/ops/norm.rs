@@ -54,6 +54,20 @@ fn check(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// `dy` shaped as `x`, `mean` and `rstd` one value per row, all f32.
+fn check_saved(op: &'static str, x: &Tensor, mean: &Tensor, rstd: &Tensor, dy: &Tensor) -> Result<()> {
+    let (rows, _) = rows_of(x);
+    let f32s = [x, mean, rstd, dy].iter().all(|t| t.dtype() == DType::F32);
+    if !f32s || dy.shape() != x.shape() || mean.shape() != [rows] || rstd.shape() != [rows] {
+        return Err(Error::shape(
+            op,
+            format!("f32 dy {:?} and mean, rstd [{rows}]", x.shape()),
+            format!("dy {dy:?}, mean {mean:?}, rstd {rstd:?}"),
+        ));
+    }
+    Ok(())
+}
+
 /// One workgroup per row; rows beyond one grid dimension fold into the second.
 fn row_grid(gpu: &Gpu, rows: usize) -> [u32; 3] {
     gpu.grid_1d(rows, 1)
@@ -84,11 +98,10 @@ pub fn layer_norm_backward(
     rstd: &Tensor,
     dy: &Tensor,
 ) -> Result<Tensor> {
-    let (rows, _) = rows_of(x);
-    if dy.shape() != x.shape() || mean.shape() != [rows] || rstd.shape() != [rows] {
-        return Err(Error::shape("layer_norm_backward", format!("dy {:?}, mean/rstd [{rows}]", x.shape()), {
-            format!("dy {dy:?}, mean {mean:?}, rstd {rstd:?}")
-        }));
+    let (rows, d) = rows_of(x);
+    check_saved("layer_norm_backward", x, mean, rstd, dy)?;
+    if gamma.shape() != [d] {
+        return Err(Error::shape("layer_norm_backward", format!("gamma [{d}]"), format!("{gamma:?}")));
     }
     let dx = Tensor::uninit(gpu, x.shape(), DType::F32)?;
     let inputs = [x, gamma, mean, rstd, dy];
@@ -99,11 +112,7 @@ pub fn layer_norm_backward(
 /// `∂γ = Σ_rows ∂y ⊙ x̂`, `[d]`: partial sums over chunks of rows, then their column sums.
 pub fn layer_norm_grad_gamma(gpu: &Gpu, x: &Tensor, mean: &Tensor, rstd: &Tensor, dy: &Tensor) -> Result<Tensor> {
     let (rows, d) = rows_of(x);
-    if dy.shape() != x.shape() || mean.shape() != [rows] || rstd.shape() != [rows] {
-        return Err(Error::shape("layer_norm_grad_gamma", format!("dy {:?}, mean/rstd [{rows}]", x.shape()), {
-            format!("dy {dy:?}, mean {mean:?}, rstd {rstd:?}")
-        }));
-    }
+    check_saved("layer_norm_grad_gamma", x, mean, rstd, dy)?;
     let per = rows_per_chunk(gpu, rows);
     let chunks = rows.div_ceil(per);
     let partials = Tensor::uninit(gpu, &[chunks, d], DType::F32)?;
