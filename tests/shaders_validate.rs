@@ -10,7 +10,14 @@ use wgpu::naga;
 /// Host mirrors of the WGSL `*Params` structs: (shader, struct name, host size).
 fn host_params() -> Vec<(Shader, &'static str, usize)> {
     use std::mem::size_of;
-    vec![(Shader::Elementwise, "EwParams", size_of::<peft_wgpu::ops::elementwise::EwParams>())]
+    vec![
+        (Shader::Elementwise, "EwParams", size_of::<peft_wgpu::ops::elementwise::EwParams>()),
+        (Shader::Reduce, "ReduceParams", size_of::<peft_wgpu::ops::reduce::ReduceParams>()),
+        (Shader::Norm, "NormParams", size_of::<peft_wgpu::ops::norm::NormParams>()),
+        (Shader::Softmax, "SoftmaxParams", size_of::<peft_wgpu::ops::softmax::SoftmaxParams>()),
+        (Shader::Activation, "ActivationParams", size_of::<peft_wgpu::ops::activation::ActivationParams>()),
+        (Shader::Loss, "LossParams", size_of::<peft_wgpu::ops::loss::LossParams>()),
+    ]
 }
 
 fn parse(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {

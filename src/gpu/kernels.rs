@@ -18,16 +18,32 @@ use crate::error::{Error, Result};
 pub enum Shader {
     /// `shaders/elementwise.wgsl`: fill, add, multiply, scale.
     Elementwise,
+    /// `shaders/reduce.wgsl`: column sums (two-stage) and the mean of a vector.
+    Reduce,
+    /// `shaders/norm.wgsl`: LayerNorm forward and backward.
+    Norm,
+    /// `shaders/softmax.wgsl`: scaled softmax over the last axis, forward and backward.
+    Softmax,
+    /// `shaders/activation.wgsl`: erf and exact GELU (plain and with a bias).
+    Activation,
+    /// `shaders/loss.wgsl`: cross-entropy with integer labels.
+    Loss,
 }
 
 impl Shader {
     /// Every shader file, for validation.
-    pub const ALL: &'static [Shader] = &[Shader::Elementwise];
+    pub const ALL: &'static [Shader] =
+        &[Shader::Elementwise, Shader::Reduce, Shader::Norm, Shader::Softmax, Shader::Activation, Shader::Loss];
 
     /// File name under `shaders/`.
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::Elementwise => "elementwise.wgsl",
+            Shader::Reduce => "reduce.wgsl",
+            Shader::Norm => "norm.wgsl",
+            Shader::Softmax => "softmax.wgsl",
+            Shader::Activation => "activation.wgsl",
+            Shader::Loss => "loss.wgsl",
         }
     }
 
@@ -35,6 +51,11 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+            Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            Shader::Norm => include_str!("../../shaders/norm.wgsl"),
+            Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
+            Shader::Activation => include_str!("../../shaders/activation.wgsl"),
+            Shader::Loss => include_str!("../../shaders/loss.wgsl"),
         }
     }
 }
@@ -53,6 +74,34 @@ pub enum Kernel {
     Axpby,
     /// `y[i] = alpha * a[i]`.
     Scale,
+    /// Partial column sums of `[rows, cols]` over chunks of rows.
+    ColumnSums,
+    /// `y[0] = Σ a / n`.
+    Mean,
+    /// LayerNorm over the last axis; also writes the row mean and rstd.
+    LayerNorm,
+    /// `∂x` of LayerNorm.
+    LayerNormBackward,
+    /// Partial sums of `∂y·x̂` over chunks of rows (`∂γ` before `ColumnSums`).
+    LayerNormGammaPartials,
+    /// `y = softmax(alpha·x)` over the last axis.
+    Softmax,
+    /// `∂x = alpha·y ⊙ (∂y − Σ ∂y ⊙ y)`.
+    SoftmaxBackward,
+    /// `y = erf(x)`.
+    Erf,
+    /// `y = x·Φ(x)`.
+    Gelu,
+    /// `∂x = ∂y·(Φ(x) + x·φ(x))`.
+    GeluBackward,
+    /// `y = gelu(x + b)`, `b` broadcast over rows.
+    BiasGelu,
+    /// `∂z = ∂y·gelu'(x + b)`.
+    BiasGeluBackward,
+    /// Per-row cross-entropy, log-sum-exp and argmax hit.
+    CrossEntropyRows,
+    /// `∂logits = (softmax − onehot)·∂loss / rows`.
+    CrossEntropyBackward,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -74,7 +123,27 @@ const fn spec(shader: Shader, entry: &'static str, inputs: u32, outputs: u32) ->
 
 impl Kernel {
     /// Every kernel, for validation.
-    pub const ALL: &'static [Kernel] = &[Kernel::Fill, Kernel::Add, Kernel::Mul, Kernel::Axpby, Kernel::Scale];
+    pub const ALL: &'static [Kernel] = &[
+        Kernel::Fill,
+        Kernel::Add,
+        Kernel::Mul,
+        Kernel::Axpby,
+        Kernel::Scale,
+        Kernel::ColumnSums,
+        Kernel::Mean,
+        Kernel::LayerNorm,
+        Kernel::LayerNormBackward,
+        Kernel::LayerNormGammaPartials,
+        Kernel::Softmax,
+        Kernel::SoftmaxBackward,
+        Kernel::Erf,
+        Kernel::Gelu,
+        Kernel::GeluBackward,
+        Kernel::BiasGelu,
+        Kernel::BiasGeluBackward,
+        Kernel::CrossEntropyRows,
+        Kernel::CrossEntropyBackward,
+    ];
 
     /// Shader, entry point and binding counts.
     pub fn spec(self) -> KernelSpec {
@@ -85,6 +154,20 @@ impl Kernel {
             Kernel::Mul => spec(S::Elementwise, "mul", 2, 1),
             Kernel::Axpby => spec(S::Elementwise, "axpby", 2, 1),
             Kernel::Scale => spec(S::Elementwise, "scale", 1, 1),
+            Kernel::ColumnSums => spec(S::Reduce, "column_sums", 1, 1),
+            Kernel::Mean => spec(S::Reduce, "mean", 1, 1),
+            Kernel::LayerNorm => spec(S::Norm, "layer_norm", 3, 3),
+            Kernel::LayerNormBackward => spec(S::Norm, "layer_norm_backward", 5, 1),
+            Kernel::LayerNormGammaPartials => spec(S::Norm, "layer_norm_gamma_partials", 4, 1),
+            Kernel::Softmax => spec(S::Softmax, "softmax", 1, 1),
+            Kernel::SoftmaxBackward => spec(S::Softmax, "softmax_backward", 2, 1),
+            Kernel::Erf => spec(S::Activation, "erf", 1, 1),
+            Kernel::Gelu => spec(S::Activation, "gelu", 1, 1),
+            Kernel::GeluBackward => spec(S::Activation, "gelu_backward", 2, 1),
+            Kernel::BiasGelu => spec(S::Activation, "bias_gelu", 2, 1),
+            Kernel::BiasGeluBackward => spec(S::Activation, "bias_gelu_backward", 3, 1),
+            Kernel::CrossEntropyRows => spec(S::Loss, "cross_entropy_rows", 2, 3),
+            Kernel::CrossEntropyBackward => spec(S::Loss, "cross_entropy_backward", 4, 1),
         }
     }
 }

@@ -1,4 +1,9 @@
 //! Naive f64 CPU twins of the kernels, written from the textbook formulas and named like the
 //! kernels they check. Test oracles only: slow on purpose, never used by the library.
 
+pub mod activation;
 pub mod elementwise;
+pub mod loss;
+pub mod norm;
+pub mod reduce;
+pub mod softmax;
