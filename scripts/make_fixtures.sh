@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# Regenerates every fixture under tests/fixtures/. Needs torch, numpy, safetensors.
+# Regenerates every fixture under tests/fixtures/ (and data/digits.safetensors). Needs a
+# Python with torch, numpy, scipy, safetensors, scikit-learn, transformers and peft.
+# PEFT_TF4_PATH: optional directory with transformers<5 and peft<0.18 installed by
+# `pip install --target`, for the LoRA fixture written under transformers 4's naming.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-"$PYTHON" scripts/fixtures_nn.py
+"$PYTHON" scripts/make_digits.py
+for script in scripts/fixtures_*.py; do
+    echo "== $script"
+    "$PYTHON" "$script"
+done

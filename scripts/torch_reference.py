@@ -111,6 +111,10 @@ class RlpEmbeddings(nn.Module):
         self.register_buffer("p0", p0)
         self.a, self.b = nn.Parameter(a), nn.Parameter(b)
 
+    @property
+    def patch_embeddings(self):
+        return self.emb.patch_embeddings
+
     def prompts(self):
         return self.p0 + self.scale * self.a @ self.b
 
@@ -151,6 +155,10 @@ class FloraConv(nn.Module):
         self.base, self.scale = base, scale
         self.core = nn.Parameter(core)
         self.factors = nn.ParameterList([nn.Parameter(f) for f in factors])
+
+    @property
+    def weight(self):
+        return self.base.weight
 
     def forward(self, x):
         w = self.base.weight + flora_delta(self.core, list(self.factors), self.scale)
