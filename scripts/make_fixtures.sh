@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" scripts/make_digits.py
+# The tiny ViT comes first: other fixtures adapt it.
+"$PYTHON" scripts/fixtures_vit.py
 for script in scripts/fixtures_*.py; do
+    [ "$script" = scripts/fixtures_vit.py ] && continue
     echo "== $script"
     "$PYTHON" "$script"
 done
