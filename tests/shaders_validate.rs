@@ -10,7 +10,10 @@ use wgpu::naga;
 /// Host mirrors of the WGSL `*Params` structs: (shader, struct name, host size).
 fn host_params() -> Vec<(Shader, &'static str, usize)> {
     use std::mem::size_of;
-    vec![(Shader::Elementwise, "EwParams", size_of::<peft_wgpu::ops::elementwise::EwParams>())]
+    vec![
+        (Shader::Elementwise, "EwParams", size_of::<peft_wgpu::ops::elementwise::EwParams>()),
+        (Shader::Optim, "OptimParams", size_of::<peft_wgpu::optim::OptimParams>()),
+    ]
 }
 
 fn parse(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {

@@ -18,16 +18,19 @@ use crate::error::{Error, Result};
 pub enum Shader {
     /// `shaders/elementwise.wgsl`: fill, add, multiply, scale.
     Elementwise,
+    /// `shaders/optim.wgsl`: fused SGD and AdamW steps.
+    Optim,
 }
 
 impl Shader {
     /// Every shader file, for validation.
-    pub const ALL: &'static [Shader] = &[Shader::Elementwise];
+    pub const ALL: &'static [Shader] = &[Shader::Elementwise, Shader::Optim];
 
     /// File name under `shaders/`.
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::Elementwise => "elementwise.wgsl",
+            Shader::Optim => "optim.wgsl",
         }
     }
 
@@ -35,6 +38,7 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+            Shader::Optim => include_str!("../../shaders/optim.wgsl"),
         }
     }
 }
@@ -53,6 +57,10 @@ pub enum Kernel {
     Axpby,
     /// `y[i] = alpha * a[i]`.
     Scale,
+    /// Fused SGD step over flat buffers: `p ← p − lr·(g + wd·p)`.
+    SgdStep,
+    /// Fused AdamW step over flat buffers (torch.optim.AdamW).
+    AdamwStep,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -74,7 +82,8 @@ const fn spec(shader: Shader, entry: &'static str, inputs: u32, outputs: u32) ->
 
 impl Kernel {
     /// Every kernel, for validation.
-    pub const ALL: &'static [Kernel] = &[Kernel::Fill, Kernel::Add, Kernel::Mul, Kernel::Axpby, Kernel::Scale];
+    pub const ALL: &'static [Kernel] =
+        &[Kernel::Fill, Kernel::Add, Kernel::Mul, Kernel::Axpby, Kernel::Scale, Kernel::SgdStep, Kernel::AdamwStep];
 
     /// Shader, entry point and binding counts.
     pub fn spec(self) -> KernelSpec {
@@ -85,6 +94,8 @@ impl Kernel {
             Kernel::Mul => spec(S::Elementwise, "mul", 2, 1),
             Kernel::Axpby => spec(S::Elementwise, "axpby", 2, 1),
             Kernel::Scale => spec(S::Elementwise, "scale", 1, 1),
+            Kernel::SgdStep => spec(S::Optim, "sgd_step", 2, 1),
+            Kernel::AdamwStep => spec(S::Optim, "adamw_step", 2, 3),
         }
     }
 }

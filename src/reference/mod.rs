@@ -2,3 +2,4 @@
 //! kernels they check. Test oracles only: slow on purpose, never used by the library.
 
 pub mod elementwise;
+pub mod optim;
