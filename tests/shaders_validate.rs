@@ -17,6 +17,7 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
         (Shader::Softmax, "SoftmaxParams", size_of::<peft_wgpu::ops::softmax::SoftmaxParams>()),
         (Shader::Activation, "ActivationParams", size_of::<peft_wgpu::ops::activation::ActivationParams>()),
         (Shader::Loss, "LossParams", size_of::<peft_wgpu::ops::loss::LossParams>()),
+        (Shader::Optim, "OptimParams", size_of::<peft_wgpu::optim::OptimParams>()),
     ]
 }
 

@@ -28,12 +28,13 @@ pub enum Shader {
     Activation,
     /// `shaders/loss.wgsl`: cross-entropy with integer labels.
     Loss,
+    /// `shaders/optim.wgsl`: fused SGD and AdamW steps.
+    Optim,
 }
 
 impl Shader {
     /// Every shader file, for validation.
-    pub const ALL: &'static [Shader] =
-        &[Shader::Elementwise, Shader::Reduce, Shader::Norm, Shader::Softmax, Shader::Activation, Shader::Loss];
+    pub const ALL: &'static [Shader] = &[Shader::Elementwise, Shader::Reduce, Shader::Norm, Shader::Softmax, Shader::Activation, Shader::Loss, Shader::Optim];
 
     /// File name under `shaders/`.
     pub fn file_name(self) -> &'static str {
@@ -44,6 +45,7 @@ impl Shader {
             Shader::Softmax => "softmax.wgsl",
             Shader::Activation => "activation.wgsl",
             Shader::Loss => "loss.wgsl",
+            Shader::Optim => "optim.wgsl",
         }
     }
 
@@ -56,6 +58,7 @@ impl Shader {
             Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
             Shader::Activation => include_str!("../../shaders/activation.wgsl"),
             Shader::Loss => include_str!("../../shaders/loss.wgsl"),
+            Shader::Optim => include_str!("../../shaders/optim.wgsl"),
         }
     }
 }
@@ -102,6 +105,10 @@ pub enum Kernel {
     CrossEntropyRows,
     /// `∂logits = (softmax − onehot)·∂loss / rows`.
     CrossEntropyBackward,
+    /// Fused SGD step over flat buffers: `p ← p − lr·(g + wd·p)`.
+    SgdStep,
+    /// Fused AdamW step over flat buffers (torch.optim.AdamW).
+    AdamwStep,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -123,27 +130,7 @@ const fn spec(shader: Shader, entry: &'static str, inputs: u32, outputs: u32) ->
 
 impl Kernel {
     /// Every kernel, for validation.
-    pub const ALL: &'static [Kernel] = &[
-        Kernel::Fill,
-        Kernel::Add,
-        Kernel::Mul,
-        Kernel::Axpby,
-        Kernel::Scale,
-        Kernel::ColumnSums,
-        Kernel::Mean,
-        Kernel::LayerNorm,
-        Kernel::LayerNormBackward,
-        Kernel::LayerNormGammaPartials,
-        Kernel::Softmax,
-        Kernel::SoftmaxBackward,
-        Kernel::Erf,
-        Kernel::Gelu,
-        Kernel::GeluBackward,
-        Kernel::BiasGelu,
-        Kernel::BiasGeluBackward,
-        Kernel::CrossEntropyRows,
-        Kernel::CrossEntropyBackward,
-    ];
+    pub const ALL: &'static [Kernel] = &[Kernel::Fill, Kernel::Add, Kernel::Mul, Kernel::Axpby, Kernel::Scale, Kernel::ColumnSums, Kernel::Mean, Kernel::LayerNorm, Kernel::LayerNormBackward, Kernel::LayerNormGammaPartials, Kernel::Softmax, Kernel::SoftmaxBackward, Kernel::Erf, Kernel::Gelu, Kernel::GeluBackward, Kernel::BiasGelu, Kernel::BiasGeluBackward, Kernel::CrossEntropyRows, Kernel::CrossEntropyBackward, Kernel::SgdStep, Kernel::AdamwStep];
 
     /// Shader, entry point and binding counts.
     pub fn spec(self) -> KernelSpec {
@@ -168,6 +155,8 @@ impl Kernel {
             Kernel::BiasGeluBackward => spec(S::Activation, "bias_gelu_backward", 3, 1),
             Kernel::CrossEntropyRows => spec(S::Loss, "cross_entropy_rows", 2, 3),
             Kernel::CrossEntropyBackward => spec(S::Loss, "cross_entropy_backward", 4, 1),
+            Kernel::SgdStep => spec(S::Optim, "sgd_step", 2, 1),
+            Kernel::AdamwStep => spec(S::Optim, "adamw_step", 2, 3),
         }
     }
 }

@@ -14,6 +14,7 @@ const MAX_PENDING_COMMANDS: usize = 2048;
 pub(crate) struct Recorder {
     encoder: Option<wgpu::CommandEncoder>,
     commands: usize,
+    dispatches: u64,
 }
 
 impl Gpu {
@@ -92,6 +93,7 @@ impl Gpu {
             layout: &pipe.bind_layout,
             entries: &entries,
         });
+        lock(&self.inner.recorder).dispatches += 1;
         self.record(|encoder| {
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(spec.entry), timestamp_writes: None });
@@ -101,6 +103,12 @@ impl Gpu {
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
         });
         Ok(())
+    }
+
+    /// Number of kernel dispatches recorded through this device so far (a diagnostic, e.g.
+    /// to check that a fused step records one dispatch); copies and uploads are not counted.
+    pub fn dispatch_count(&self) -> u64 {
+        lock(&self.inner.recorder).dispatches
     }
 
     /// Records a dispatch of `threads` invocations of a one-dimensional kernel (workgroup

@@ -7,3 +7,4 @@ pub mod loss;
 pub mod norm;
 pub mod reduce;
 pub mod softmax;
+pub mod optim;
