@@ -34,7 +34,15 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader file, for validation.
-    pub const ALL: &'static [Shader] = &[Shader::Elementwise, Shader::Reduce, Shader::Norm, Shader::Softmax, Shader::Activation, Shader::Loss, Shader::Optim];
+    pub const ALL: &'static [Shader] = &[
+        Shader::Elementwise,
+        Shader::Reduce,
+        Shader::Norm,
+        Shader::Softmax,
+        Shader::Activation,
+        Shader::Loss,
+        Shader::Optim,
+    ];
 
     /// File name under `shaders/`.
     pub fn file_name(self) -> &'static str {
@@ -130,7 +138,29 @@ const fn spec(shader: Shader, entry: &'static str, inputs: u32, outputs: u32) ->
 
 impl Kernel {
     /// Every kernel, for validation.
-    pub const ALL: &'static [Kernel] = &[Kernel::Fill, Kernel::Add, Kernel::Mul, Kernel::Axpby, Kernel::Scale, Kernel::ColumnSums, Kernel::Mean, Kernel::LayerNorm, Kernel::LayerNormBackward, Kernel::LayerNormGammaPartials, Kernel::Softmax, Kernel::SoftmaxBackward, Kernel::Erf, Kernel::Gelu, Kernel::GeluBackward, Kernel::BiasGelu, Kernel::BiasGeluBackward, Kernel::CrossEntropyRows, Kernel::CrossEntropyBackward, Kernel::SgdStep, Kernel::AdamwStep];
+    pub const ALL: &'static [Kernel] = &[
+        Kernel::Fill,
+        Kernel::Add,
+        Kernel::Mul,
+        Kernel::Axpby,
+        Kernel::Scale,
+        Kernel::ColumnSums,
+        Kernel::Mean,
+        Kernel::LayerNorm,
+        Kernel::LayerNormBackward,
+        Kernel::LayerNormGammaPartials,
+        Kernel::Softmax,
+        Kernel::SoftmaxBackward,
+        Kernel::Erf,
+        Kernel::Gelu,
+        Kernel::GeluBackward,
+        Kernel::BiasGelu,
+        Kernel::BiasGeluBackward,
+        Kernel::CrossEntropyRows,
+        Kernel::CrossEntropyBackward,
+        Kernel::SgdStep,
+        Kernel::AdamwStep,
+    ];
 
     /// Shader, entry point and binding counts.
     pub fn spec(self) -> KernelSpec {

@@ -5,6 +5,6 @@ pub mod activation;
 pub mod elementwise;
 pub mod loss;
 pub mod norm;
+pub mod optim;
 pub mod reduce;
 pub mod softmax;
-pub mod optim;
