@@ -10,7 +10,15 @@ use wgpu::naga;
 /// Host mirrors of the WGSL `*Params` structs: (shader, struct name, host size).
 fn host_params() -> Vec<(Shader, &'static str, usize)> {
     use std::mem::size_of;
-    vec![(Shader::Elementwise, "EwParams", size_of::<peft_wgpu::ops::elementwise::EwParams>())]
+    vec![
+        (Shader::Elementwise, "EwParams", size_of::<peft_wgpu::ops::elementwise::EwParams>()),
+        (Shader::Matmul, "MatmulParams", size_of::<peft_wgpu::ops::matmul::MatmulParams>()),
+        (Shader::Shape, "PermuteParams", size_of::<peft_wgpu::ops::shape::PermuteParams>()),
+        (Shader::Shape, "BlockParams", size_of::<peft_wgpu::ops::shape::BlockParams>()),
+        (Shader::Shape, "BroadcastParams", size_of::<peft_wgpu::ops::shape::BroadcastParams>()),
+        (Shader::Shape, "PatchParams", size_of::<peft_wgpu::ops::patch::PatchParams>()),
+        (Shader::Sum, "SumParams", size_of::<peft_wgpu::ops::sum::SumParams>()),
+    ]
 }
 
 fn parse(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {

@@ -18,16 +18,25 @@ use crate::error::{Error, Result};
 pub enum Shader {
     /// `shaders/elementwise.wgsl`: fill, add, multiply, scale.
     Elementwise,
+    /// `shaders/matmul.wgsl`: batched tiled matrix products with a fused epilogue.
+    Matmul,
+    /// `shaders/shape.wgsl`: permute, block copies (concat, slice), broadcasts, patchify.
+    Shape,
+    /// `shaders/sum.wgsl`: sums over rows and over all elements (tree reductions).
+    Sum,
 }
 
 impl Shader {
     /// Every shader file, for validation.
-    pub const ALL: &'static [Shader] = &[Shader::Elementwise];
+    pub const ALL: &'static [Shader] = &[Shader::Elementwise, Shader::Matmul, Shader::Shape, Shader::Sum];
 
     /// File name under `shaders/`.
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::Elementwise => "elementwise.wgsl",
+            Shader::Matmul => "matmul.wgsl",
+            Shader::Shape => "shape.wgsl",
+            Shader::Sum => "sum.wgsl",
         }
     }
 
@@ -35,6 +44,9 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+            Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::Shape => include_str!("../../shaders/shape.wgsl"),
+            Shader::Sum => include_str!("../../shaders/sum.wgsl"),
         }
     }
 }
@@ -53,6 +65,26 @@ pub enum Kernel {
     Axpby,
     /// `y[i] = alpha * a[i]`.
     Scale,
+    /// `C = alpha·op(A)·op(B) (+ bias) (+ addend)`, 128×128 tiles.
+    Matmul,
+    /// The same product for outputs with few columns (256×8 tiles).
+    MatmulNarrow,
+    /// Permutes the axes of a tensor of rank ≤ 4.
+    Permute,
+    /// Copies a block along one axis between two tensors (concat and slice).
+    CopyBlock,
+    /// `y = x + e`, `e` broadcast over the leading axes of `x`.
+    AddBroadcast,
+    /// `y = alpha·x`, `x` repeated over new leading axes.
+    Expand,
+    /// Images `[B, C, H, W]` to patch rows `[B, gh·gw, C·p·p]`.
+    Patchify,
+    /// The adjoint of `Patchify` (col2im without overlap).
+    Unpatchify,
+    /// Partial sums of `[rows, cols]` over chunks of rows.
+    SumRows,
+    /// Partial sums of a flat array over blocks, by a tree in workgroup memory.
+    SumAll,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -74,7 +106,23 @@ const fn spec(shader: Shader, entry: &'static str, inputs: u32, outputs: u32) ->
 
 impl Kernel {
     /// Every kernel, for validation.
-    pub const ALL: &'static [Kernel] = &[Kernel::Fill, Kernel::Add, Kernel::Mul, Kernel::Axpby, Kernel::Scale];
+    pub const ALL: &'static [Kernel] = &[
+        Kernel::Fill,
+        Kernel::Add,
+        Kernel::Mul,
+        Kernel::Axpby,
+        Kernel::Scale,
+        Kernel::Matmul,
+        Kernel::MatmulNarrow,
+        Kernel::Permute,
+        Kernel::CopyBlock,
+        Kernel::AddBroadcast,
+        Kernel::Expand,
+        Kernel::Patchify,
+        Kernel::Unpatchify,
+        Kernel::SumRows,
+        Kernel::SumAll,
+    ];
 
     /// Shader, entry point and binding counts.
     pub fn spec(self) -> KernelSpec {
@@ -85,6 +133,16 @@ impl Kernel {
             Kernel::Mul => spec(S::Elementwise, "mul", 2, 1),
             Kernel::Axpby => spec(S::Elementwise, "axpby", 2, 1),
             Kernel::Scale => spec(S::Elementwise, "scale", 1, 1),
+            Kernel::Matmul => spec(S::Matmul, "matmul", 4, 1),
+            Kernel::MatmulNarrow => spec(S::Matmul, "matmul_narrow", 4, 1),
+            Kernel::Permute => spec(S::Shape, "permute", 1, 1),
+            Kernel::CopyBlock => spec(S::Shape, "copy_block", 1, 1),
+            Kernel::AddBroadcast => spec(S::Shape, "add_broadcast", 2, 1),
+            Kernel::Expand => spec(S::Shape, "expand", 1, 1),
+            Kernel::Patchify => spec(S::Shape, "patchify", 1, 1),
+            Kernel::Unpatchify => spec(S::Shape, "unpatchify", 1, 1),
+            Kernel::SumRows => spec(S::Sum, "sum_rows", 1, 1),
+            Kernel::SumAll => spec(S::Sum, "sum_all", 1, 1),
         }
     }
 }

@@ -2,3 +2,8 @@
 //! op on tape [`Var`](crate::autograd::Var)s with its backward rule beside it.
 
 pub mod elementwise;
+pub mod linear;
+pub mod matmul;
+pub mod patch;
+pub mod shape;
+pub mod sum;

@@ -2,3 +2,6 @@
 //! kernels they check. Test oracles only: slow on purpose, never used by the library.
 
 pub mod elementwise;
+pub mod matmul;
+pub mod shape;
+pub mod sum;

@@ -65,3 +65,46 @@ pub fn rel_err(a: &[f32], b: &[f64]) -> f64 {
 pub fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
+
+/// A safetensors file under `tests/fixtures/` (made by `scripts/make_fixtures.sh`).
+pub struct Fixture {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+/// Reads `tests/fixtures/<name>`; panics with the path when it is missing.
+pub fn fixture(name: &str) -> Fixture {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Fixture { name: name.to_string(), bytes }
+}
+
+impl Fixture {
+    fn view(&self, key: &str, dtype: safetensors::Dtype) -> (Vec<usize>, Vec<u8>) {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        let t = st.tensor(key).unwrap_or_else(|e| panic!("{}: `{key}`: {e}", self.name));
+        assert_eq!(t.dtype(), dtype, "{}: `{key}` has dtype {:?}", self.name, t.dtype());
+        (t.shape().to_vec(), t.data().to_vec())
+    }
+
+    /// The shape of `key`.
+    pub fn shape(&self, key: &str) -> Vec<usize> {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        st.tensor(key).unwrap_or_else(|e| panic!("{}: `{key}`: {e}", self.name)).shape().to_vec()
+    }
+
+    /// An f32 tensor.
+    pub fn f32(&self, key: &str) -> Vec<f32> {
+        bytemuck::pod_collect_to_vec(&self.view(key, safetensors::Dtype::F32).1)
+    }
+
+    /// An f64 tensor.
+    pub fn f64(&self, key: &str) -> Vec<f64> {
+        bytemuck::pod_collect_to_vec(&self.view(key, safetensors::Dtype::F64).1)
+    }
+
+    /// A u32 tensor.
+    pub fn u32(&self, key: &str) -> Vec<u32> {
+        bytemuck::pod_collect_to_vec(&self.view(key, safetensors::Dtype::U32).1)
+    }
+}
