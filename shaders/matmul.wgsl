@@ -75,10 +75,20 @@ fn store(z: u32, i: u32, j: u32, v: f32) {
     c[at] = y;
 }
 
-// Flat index e of a BM×BK (or BN×BK) slab → (row, kk), walking the slab so that consecutive
-// threads read consecutive addresses: along k when the operand is stored k-contiguous.
-fn slab_coords(e: u32, rows: u32, depth: u32, k_contiguous: bool) -> vec2<u32> {
-    return select(vec2<u32>(e % rows, e / rows), vec2<u32>(e / depth, e % depth), k_contiguous);
+// op(A)[z][i..i+4][kk] and op(B)[z][kk][j..j+4]: the four values one vec4 of a tile holds.
+fn load_a4(z: u32, i: u32, kk: u32) -> vec4<f32> {
+    return vec4<f32>(load_a(z, i, kk), load_a(z, i + 1u, kk), load_a(z, i + 2u, kk), load_a(z, i + 3u, kk));
+}
+
+fn load_b4(z: u32, kk: u32, j: u32) -> vec4<f32> {
+    return vec4<f32>(load_b(z, kk, j), load_b(z, kk, j + 1u), load_b(z, kk, j + 2u), load_b(z, kk, j + 3u));
+}
+
+// Vec4 index e of a slab of `quads` vec4s (rows / 4) by `depth` → (quad, kk). Consecutive
+// threads walk k when the operand is stored k-contiguous, so their reads are adjacent, and
+// each thread writes whole vec4s of the tile.
+fn slab_coords(e: u32, quads: u32, depth: u32, k_contiguous: bool) -> vec2<u32> {
+    return select(vec2<u32>(e % quads, e / quads), vec2<u32>(e / depth, e % depth), k_contiguous);
 }
 
 // Stores row i, columns j..j+7 of a thread's block (constant accumulator indices keep the
@@ -115,15 +125,13 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let ty = li / 16u; // rows row0 + 16ty ..
     var acc: array<vec4<f32>, 32>;
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        for (var t = 0u; t < BM * BK / THREADS; t++) {
-            let e = li + t * THREADS;
-            let rk = slab_coords(e, BM, BK, !has(TRANS_A));
-            tile_a[rk.y * (BM / 4u) + rk.x / 4u][rk.x % 4u] = load_a(z, row0 + rk.x, k0 + rk.y);
+        for (var t = 0u; t < BM * BK / 4u / THREADS; t++) {
+            let qk = slab_coords(li + t * THREADS, BM / 4u, BK, !has(TRANS_A));
+            tile_a[qk.y * (BM / 4u) + qk.x] = load_a4(z, row0 + 4u * qk.x, k0 + qk.y);
         }
-        for (var t = 0u; t < BN * BK / THREADS; t++) {
-            let e = li + t * THREADS;
-            let ck = slab_coords(e, BN, BK, has(TRANS_B));
-            tile_b[ck.y * (BN / 4u) + ck.x / 4u][ck.x % 4u] = load_b(z, k0 + ck.y, col0 + ck.x);
+        for (var t = 0u; t < BN * BK / 4u / THREADS; t++) {
+            let qk = slab_coords(li + t * THREADS, BN / 4u, BK, has(TRANS_B));
+            tile_b[qk.y * (BN / 4u) + qk.x] = load_b4(z, k0 + qk.y, col0 + 4u * qk.x);
         }
         workgroupBarrier();
         let depth = min(BK, p.k - k0);
@@ -196,10 +204,9 @@ fn matmul_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     let col0 = wid.x * NN;
     var acc: array<vec4<f32>, 16>;
     for (var k0 = 0u; k0 < p.k; k0 += NK) {
-        for (var t = 0u; t < NN * NK / NTHREADS; t++) {
-            let e = li + t * NTHREADS;
-            let ck = slab_coords(e, NN, NK, has(TRANS_B));
-            narrow_b[ck.y * (NN / 4u) + ck.x / 4u][ck.x % 4u] = load_b(z, k0 + ck.y, col0 + ck.x);
+        for (var t = 0u; t < NN * NK / 4u / NTHREADS; t++) {
+            let qk = slab_coords(li + t * NTHREADS, NN / 4u, NK, has(TRANS_B));
+            narrow_b[qk.y * (NN / 4u) + qk.x] = load_b4(z, k0 + qk.y, col0 + 4u * qk.x);
         }
         workgroupBarrier();
         let depth = min(NK, p.k - k0);
