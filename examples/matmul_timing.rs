@@ -3,6 +3,8 @@
 //! Checks one product against a CPU dot product first, then prints the median GFLOP/s of
 //! 1024³ and of the LoRA shapes of a ViT-B layer (batch 8 × 197 tokens, width 768, rank 8).
 
+#![expect(clippy::print_stdout, reason = "a timing tool prints its measurements")]
+
 use std::time::Instant;
 
 use peft_wgpu::ops::matmul::{MatmulSpec, matmul};
@@ -24,7 +26,10 @@ fn time(gpu: &Gpu, name: &str, (m, n, k): (usize, usize, usize), spec: MatmulSpe
         if rows_first { x[r * lead + q] as f64 } else { x[q * lead + r] as f64 }
     };
     let want: f64 = (0..k)
-        .map(|q| at(&a_host, !spec.trans_a, i, q, if spec.trans_a { m } else { k }) * at(&b_host, spec.trans_b, j, q, if spec.trans_b { k } else { n }))
+        .map(|q| {
+            at(&a_host, !spec.trans_a, i, q, if spec.trans_a { m } else { k })
+                * at(&b_host, spec.trans_b, j, q, if spec.trans_b { k } else { n })
+        })
         .sum();
     anyhow::ensure!((c[i * n + j] as f64 - want).abs() < 1e-3 * (k as f64).sqrt(), "{name}: wrong result");
     let mut times = Vec::new();

@@ -240,11 +240,21 @@ fn adjoint_identity_on_the_gpu() {
         let y = rng.normal_vec(m * n, 0.0, 1.0);
         let ta = Tensor::from_slice(&gpu, &a, &[m, k]).unwrap();
         let ax = matmul(&gpu, &ta, &Tensor::from_slice(&gpu, &x, &[k, n]).unwrap(), MatmulSpec::new(), None, None);
-        let aty = matmul(&gpu, &ta, &Tensor::from_slice(&gpu, &y, &[m, n]).unwrap(), MatmulSpec::new().transpose_a(), None, None);
+        let aty = matmul(
+            &gpu,
+            &ta,
+            &Tensor::from_slice(&gpu, &y, &[m, n]).unwrap(),
+            MatmulSpec::new().transpose_a(),
+            None,
+            None,
+        );
         let dot = |u: &[f32], v: &[f32]| u.iter().zip(v).map(|(&p, &q)| p as f64 * q as f64).sum::<f64>();
         let left = dot(&gpu.read(&ax.unwrap()).unwrap(), &y);
         let right = dot(&x, &gpu.read(&aty.unwrap()).unwrap());
         let scale = (m * n * k) as f64;
-        assert!((left - right).abs() <= 1e-5 * scale.sqrt() * left.abs().max(1.0), "m={m} k={k} n={n}: {left} vs {right}");
+        assert!(
+            (left - right).abs() <= 1e-5 * scale.sqrt() * left.abs().max(1.0),
+            "m={m} k={k} n={n}: {left} vs {right}"
+        );
     }
 }

@@ -60,7 +60,13 @@ fn patch_embed_matches_a_direct_convolution() {
         assert_eq!(tokens.shape(), &[shape[0], gh * gw, d]);
         let want = reference::patch_conv(&f64s(&img), &shape, &f64s(&w), d, p, Some(&f64s(&b)));
         let k = shape[1] * p * p;
-        assert_close(&format!("patch_embed {shape:?} p={p}"), &gpu.read(tokens.value()).unwrap(), &want, tol(4.0, k), 1e-6);
+        assert_close(
+            &format!("patch_embed {shape:?} p={p}"),
+            &gpu.read(tokens.value()).unwrap(),
+            &want,
+            tol(4.0, k),
+            1e-6,
+        );
     }
 }
 

@@ -19,8 +19,7 @@ fn value_and_grads(
     op: impl FnOnce(&mut Tape, &[Var]) -> Var,
 ) -> (Vec<f32>, Vec<f32>, Vec<Vec<f32>>) {
     let mut tape = Tape::new(gpu);
-    let vars: Vec<Var> =
-        inputs.iter().map(|(x, s)| tape.param(&Tensor::from_slice(gpu, x, s).unwrap())).collect();
+    let vars: Vec<Var> = inputs.iter().map(|(x, s)| tape.param(&Tensor::from_slice(gpu, x, s).unwrap())).collect();
     let y = op(&mut tape, &vars);
     let w = rng.normal_vec(y.value().len(), 0.0, 1.0);
     let vw = tape.constant(&Tensor::from_slice(gpu, &w, y.shape()).unwrap());
@@ -82,9 +81,8 @@ fn permute_matches_reference_and_inverts() {
         for perm in permutations(shape.len()) {
             let x = rng.normal_vec(shape.iter().product(), 0.0, 1.0);
             let what = format!("permute {shape:?} by {perm:?}");
-            let (y, w, g) = value_and_grads(&gpu, &mut rng, &[(&x, &shape)], |tape, v| {
-                permute_var(tape, &v[0], &perm).unwrap()
-            });
+            let (y, w, g) =
+                value_and_grads(&gpu, &mut rng, &[(&x, &shape)], |tape, v| permute_var(tape, &v[0], &perm).unwrap());
             assert_exact(&what, &y, &reference::permute(&f64s(&x), &shape, &perm));
             let fd = finite_diff(&f64s(&x), &f64s(&w), |x| reference::permute(x, &shape, &perm));
             assert_close(&format!("∂ {what}"), &g[0], &fd, 1e-12, 1e-12);
@@ -170,8 +168,9 @@ fn slice_matches_reference_and_its_gradient_pads_with_zeros() {
     // The CLS token, the prompt tokens, the patch tokens, and a slice along the last axis.
     for (axis, start, len) in [(1, 0, 1), (1, 1, 5), (1, 6, 196), (2, 1, 3), (0, 2, 1)] {
         let what = format!("slice axis {axis} {start}..{}", start + len);
-        let (y, w, g) =
-            value_and_grads(&gpu, &mut rng, &[(&x, &shape)], |tape, v| slice_var(tape, &v[0], axis, start, len).unwrap());
+        let (y, w, g) = value_and_grads(&gpu, &mut rng, &[(&x, &shape)], |tape, v| {
+            slice_var(tape, &v[0], axis, start, len).unwrap()
+        });
         assert_exact(&what, &y, &reference::slice(&f64s(&x), &shape, axis, start, len));
         let fd = finite_diff(&f64s(&x), &f64s(&w), |x| reference::slice(x, &shape, axis, start, len));
         assert_close(&format!("∂ {what}"), &g[0], &fd, 1e-12, 1e-12);
@@ -202,8 +201,9 @@ fn broadcast_add_and_expand_sum_their_gradients() {
     // The CLS token [1, 1, C] expanded to [B, 1, C].
     for (b, c) in [(5, 768), (1, 3), (300, 2)] {
         let cls = rng.normal_vec(c, 0.0, 1.0);
-        let (y, w, g) =
-            value_and_grads(&gpu, &mut rng, &[(&cls, &[1, 1, c])], |tape, v| expand_var(tape, &v[0], &[b, 1, c]).unwrap());
+        let (y, w, g) = value_and_grads(&gpu, &mut rng, &[(&cls, &[1, 1, c])], |tape, v| {
+            expand_var(tape, &v[0], &[b, 1, c]).unwrap()
+        });
         let what = format!("expand [1, 1, {c}] to [{b}, 1, {c}]");
         assert_exact(&what, &y, &reference::expand(&f64s(&cls), b * c));
         let fd = finite_diff(&f64s(&cls), &f64s(&w), |x| reference::expand(x, b * c));

@@ -36,7 +36,8 @@ fn sum_all_and_mean_all_match_reference() {
         let t = Tensor::from_slice(&gpu, &a, &[n]).unwrap();
         let want = reference::sum_all(&f64s(&a));
         // A tree adds n terms with error about log2(n)·ε·Σ|a|; a serial loop would be n·ε.
-        let bound = |c: f64| c * (n as f64).log2().max(1.0) * common::EPS * a.iter().map(|v| v.abs() as f64).sum::<f64>();
+        let bound =
+            |c: f64| c * (n as f64).log2().max(1.0) * common::EPS * a.iter().map(|v| v.abs() as f64).sum::<f64>();
         let got = gpu.read(&sum::sum_all(&gpu, &t).unwrap()).unwrap();
         assert_close(&format!("sum_all n={n}"), &got, &[want], 0.0, bound(2.0));
         let got = gpu.read(&sum::mean_all(&gpu, &t).unwrap()).unwrap();

@@ -54,9 +54,8 @@ pub fn linear_var(tape: &mut Tape, x: &Var, w: &Var, b: Option<&Var>) -> Result<
     parents.extend(b);
     Ok(tape.push(y, &parents, move |gpu, g| {
         let g2 = g.reshape(&[rows, out])?;
-        let gx = for_x
-            .map(|(w, shape)| matmul(gpu, &g2, &w, MatmulSpec::new(), None, None)?.reshape(&shape))
-            .transpose()?;
+        let gx =
+            for_x.map(|(w, shape)| matmul(gpu, &g2, &w, MatmulSpec::new(), None, None)?.reshape(&shape)).transpose()?;
         let gw = for_w
             .map(|x| matmul(gpu, &g2, &x.reshape(&[rows, inn])?, MatmulSpec::new().transpose_a(), None, None))
             .transpose()?;

@@ -161,7 +161,12 @@ fn launch(
         flags = u32::from(!spec.trans_b) * TRANS_A + u32::from(!spec.trans_a) * TRANS_B + TRANS_OUT;
     }
     let (bias, addend) = epilogue;
-    flags |= u32::from(bias.is_some()) * BIAS | u32::from(addend.is_some()) * ADDEND;
+    if bias.is_some() {
+        flags |= BIAS;
+    }
+    if addend.is_some() {
+        flags |= ADDEND;
+    }
     let params = MatmulParams {
         m: u32_of(m, "rows")?,
         n: u32_of(n, "columns")?,
@@ -201,7 +206,11 @@ pub fn matmul(
     if let Some(addend) = addend
         && (addend.shape() != out_shape.as_slice() || addend.dtype() != DType::F32)
     {
-        return Err(Error::shape("matmul addend", format!("an f32 tensor of shape {out_shape:?}"), format!("{addend:?}")));
+        return Err(Error::shape(
+            "matmul addend",
+            format!("an f32 tensor of shape {out_shape:?}"),
+            format!("{addend:?}"),
+        ));
     }
     let out = Tensor::uninit(gpu, &out_shape, DType::F32)?;
     launch(gpu, a, b, plan, spec, (bias, addend), &out)?;
@@ -209,11 +218,11 @@ pub fn matmul(
 }
 
 /// Sums `grad` over the batch axes it has beyond `shape` (a broadcast operand's gradient).
-fn reduce_to(gpu: &Gpu, grad: Tensor, shape: &[usize]) -> Result<Tensor> {
+fn reduce_to(gpu: &Gpu, grad: &Tensor, shape: &[usize]) -> Result<Tensor> {
     if grad.len() == numel(shape) {
         return grad.reshape(shape);
     }
-    sum::sum_rows(gpu, &grad, numel(shape))?.reshape(shape)
+    sum::sum_rows(gpu, grad, numel(shape))?.reshape(shape)
 }
 
 /// Gradient of `op(A)`'s operand `A` for `C = alpha·op(A)·op(B)`: `alpha·∂C·op(B)ᵀ`, or its
@@ -226,7 +235,7 @@ fn grad_a(gpu: &Gpu, g: &Tensor, b: &Tensor, spec: MatmulSpec, a_shape: &[usize]
     } else {
         matmul(gpu, g, b, MatmulSpec { trans_b: !spec.trans_b, ..s }, None, None)?
     };
-    reduce_to(gpu, ga, a_shape)
+    reduce_to(gpu, &ga, a_shape)
 }
 
 /// Gradient of `B`: `alpha·op(A)ᵀ·∂C`, or its transpose when `B` is stored transposed.
@@ -238,7 +247,7 @@ fn grad_b(gpu: &Gpu, g: &Tensor, a: &Tensor, spec: MatmulSpec, b_shape: &[usize]
     } else {
         matmul(gpu, a, g, MatmulSpec { trans_a: !spec.trans_a, ..s }, None, None)?
     };
-    reduce_to(gpu, gb, b_shape)
+    reduce_to(gpu, &gb, b_shape)
 }
 
 /// Tape op `C = alpha · op(A) · op(B) (+ bias) (+ addend)` (see [`matmul`]).

@@ -75,7 +75,8 @@ pub fn permute(gpu: &Gpu, x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     f32_tensor("permute", x)?;
     let rank = x.shape().len();
     let mut seen = [false; 4];
-    let valid = rank <= 4 && perm.len() == rank && perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true));
+    let valid =
+        rank <= 4 && perm.len() == rank && perm.iter().all(|&p| p < rank && !std::mem::replace(&mut seen[p], true));
     if !valid {
         return Err(Error::shape("permute", format!("a permutation of 0..{rank} (rank ≤ 4)"), format!("{perm:?}")));
     }
@@ -107,7 +108,15 @@ pub fn permute_var(tape: &mut Tape, x: &Var, perm: &[usize]) -> Result<Var> {
 
 /// Copies `src[.., src_off..src_off + len, ..]` into `dst[.., dst_off.., ..]` along `axis`
 /// (both tensors agree on every other axis; checked by the callers).
-fn copy_block(gpu: &Gpu, src: &Tensor, src_off: usize, dst: &Tensor, dst_off: usize, axis: usize, len: usize) -> Result<()> {
+fn copy_block(
+    gpu: &Gpu,
+    src: &Tensor,
+    src_off: usize,
+    dst: &Tensor,
+    dst_off: usize,
+    axis: usize,
+    len: usize,
+) -> Result<()> {
     let inner = numel(&src.shape()[axis + 1..]);
     let outer = numel(&src.shape()[..axis]);
     let n = outer * len * inner;
@@ -128,9 +137,8 @@ fn copy_block(gpu: &Gpu, src: &Tensor, src_off: usize, dst: &Tensor, dst_off: us
 pub fn concat(gpu: &Gpu, inputs: &[&Tensor], axis: usize) -> Result<Tensor> {
     let first = inputs.first().ok_or_else(|| Error::shape("concat", "at least one input", "none"))?;
     let rank = first.shape().len();
-    let same_but_axis = |t: &Tensor| {
-        t.shape().len() == rank && (0..rank).all(|i| i == axis || t.shape()[i] == first.shape()[i])
-    };
+    let same_but_axis =
+        |t: &Tensor| t.shape().len() == rank && (0..rank).all(|i| i == axis || t.shape()[i] == first.shape()[i]);
     if axis >= rank || !inputs.iter().all(|t| same_but_axis(t)) {
         let got: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
         return Err(Error::shape("concat", format!("shapes equal except along axis {axis}"), format!("{got:?}")));
@@ -238,7 +246,11 @@ pub fn add_broadcast(gpu: &Gpu, x: &Tensor, e: &Tensor) -> Result<Tensor> {
     f32_tensor("add_broadcast", x)?;
     f32_tensor("add_broadcast", e)?;
     if !broadcasts_to(e.shape(), x.shape()) || e.is_empty() {
-        return Err(Error::shape("add_broadcast", format!("a shape that broadcasts to {:?}", x.shape()), format!("{e:?}")));
+        return Err(Error::shape(
+            "add_broadcast",
+            format!("a shape that broadcasts to {:?}", x.shape()),
+            format!("{e:?}"),
+        ));
     }
     let y = Tensor::uninit(gpu, x.shape(), DType::F32)?;
     let params = BroadcastParams { n: x.len() as u32, inner: e.len() as u32, alpha: 1.0, _pad: 0 };
