@@ -121,10 +121,11 @@ fn fused_bias_and_addend() {
     let mut rng = Rng::new(34);
     for &(m, n, k) in &[(65, 130, 17), (200, 8, 64), (3, 100, 8)] {
         for (si, spec) in SPECS.into_iter().enumerate() {
-            for batch in [&[][..], &[2][..]] {
-                let c = case(&mut rng, (batch, batch), (m, n, k), spec);
+            // Separate batches, and a shared B (the batch folds into the rows when !trans_a).
+            for batch in [(&[][..], &[][..]), (&[2][..], &[2][..]), (&[3][..], &[][..])] {
+                let c = case(&mut rng, batch, (m, n, k), spec);
                 let bias = rng.normal_vec(n, 0.0, 1.0);
-                let addend = rng.normal_vec(batch.iter().product::<usize>() * m * n, 0.0, 1.0);
+                let addend = rng.normal_vec(batch.0.iter().product::<usize>() * m * n, 0.0, 1.0);
                 let what = format!("m={m} n={n} k={k} spec {si} batch {batch:?}");
                 check_forward(&gpu, &c, spec, Some(&bias), None, &format!("{what} bias"));
                 check_forward(&gpu, &c, spec, None, Some(&addend), &format!("{what} addend"));
