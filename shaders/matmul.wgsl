@@ -13,13 +13,15 @@
 // Layout: inputs a, b, bias, addend (read-only; unused ones may alias a), output c; params
 // `MatmulParams` (host: ops::matmul::MatmulParams).
 //
-// Both kernels tile C: a workgroup stages BK-deep slabs of op(A) and op(B) in workgroup
-// memory, k-major, and each thread accumulates a TM×TN block in registers. The tile loads
-// zero-fill outside the matrices and the stores skip elements outside C; those two checks
-// are the tail guards (an early return would break the barriers).
-//   matmul:        128 threads, 16×8 per thread, 128×128 tiles, BK = 16.
-//   matmul_narrow: 32 threads, 8×8 per thread, 256×8 tiles, BK = 8; for n ≤ 8 or so
-//                  (the rank-r side of a LoRA product), where 128-wide tiles would idle.
+// Both kernels tile C and accumulate a block per thread in registers; what the threads of a
+// workgroup share is staged in workgroup memory, BK deep and k-major, each thread writing
+// whole vec4s (on lavapipe that halved the time of 1024³). Tile loads zero-fill outside
+// the matrices and stores skip elements outside C; those checks are the tail guards (an
+// early return would break the barriers).
+//   matmul:        128 threads, 16×8 per thread, 128×128 tiles of op(A) and op(B), BK = 16.
+//   matmul_narrow: 32 threads, 8×8 per thread, 256×8 tiles, BK = 32, for n ≤ 16 (the
+//                  rank-r side of a LoRA product, or its transpose), where 128-wide tiles
+//                  would idle; only op(B) is staged, as each op(A) element has one reader.
 
 struct MatmulParams {
     m: u32,

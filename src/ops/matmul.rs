@@ -38,7 +38,7 @@ const BIAS: u32 = 4;
 const ADDEND: u32 = 8;
 const TRANS_OUT: u32 = 16;
 
-/// Rows, columns and depth of one tile of the general kernel and of the narrow one.
+/// Rows and columns of C one workgroup of the general kernel and of the narrow one covers.
 const TILE: (usize, usize) = (128, 128);
 const NARROW_TILE: (usize, usize) = (256, 8);
 /// Products with at most this many columns (or rows) use the narrow kernel.
