@@ -18,6 +18,12 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
         (Shader::Activation, "ActivationParams", size_of::<peft_wgpu::ops::activation::ActivationParams>()),
         (Shader::Loss, "LossParams", size_of::<peft_wgpu::ops::loss::LossParams>()),
         (Shader::Optim, "OptimParams", size_of::<peft_wgpu::optim::OptimParams>()),
+        (Shader::Matmul, "MatmulParams", size_of::<peft_wgpu::ops::matmul::MatmulParams>()),
+        (Shader::Shape, "PermuteParams", size_of::<peft_wgpu::ops::shape::PermuteParams>()),
+        (Shader::Shape, "BlockParams", size_of::<peft_wgpu::ops::shape::BlockParams>()),
+        (Shader::Shape, "BroadcastParams", size_of::<peft_wgpu::ops::shape::BroadcastParams>()),
+        (Shader::Shape, "PatchParams", size_of::<peft_wgpu::ops::patch::PatchParams>()),
+        (Shader::Sum, "SumParams", size_of::<peft_wgpu::ops::sum::SumParams>()),
     ]
 }
 

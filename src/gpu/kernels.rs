@@ -30,6 +30,12 @@ pub enum Shader {
     Loss,
     /// `shaders/optim.wgsl`: fused SGD and AdamW steps.
     Optim,
+    /// `shaders/matmul.wgsl`: batched tiled matrix products with a fused epilogue.
+    Matmul,
+    /// `shaders/shape.wgsl`: permute, block copies (concat, slice), broadcasts, patchify.
+    Shape,
+    /// `shaders/sum.wgsl`: sums over rows and over all elements (tree reductions).
+    Sum,
 }
 
 impl Shader {
@@ -42,6 +48,9 @@ impl Shader {
         Shader::Activation,
         Shader::Loss,
         Shader::Optim,
+        Shader::Matmul,
+        Shader::Shape,
+        Shader::Sum,
     ];
 
     /// File name under `shaders/`.
@@ -54,6 +63,9 @@ impl Shader {
             Shader::Activation => "activation.wgsl",
             Shader::Loss => "loss.wgsl",
             Shader::Optim => "optim.wgsl",
+            Shader::Matmul => "matmul.wgsl",
+            Shader::Shape => "shape.wgsl",
+            Shader::Sum => "sum.wgsl",
         }
     }
 
@@ -67,6 +79,9 @@ impl Shader {
             Shader::Activation => include_str!("../../shaders/activation.wgsl"),
             Shader::Loss => include_str!("../../shaders/loss.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
+            Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::Shape => include_str!("../../shaders/shape.wgsl"),
+            Shader::Sum => include_str!("../../shaders/sum.wgsl"),
         }
     }
 }
@@ -117,6 +132,26 @@ pub enum Kernel {
     SgdStep,
     /// Fused AdamW step over flat buffers (torch.optim.AdamW).
     AdamwStep,
+    /// `C = alpha·op(A)·op(B) (+ bias) (+ addend)`, 128×128 tiles.
+    Matmul,
+    /// The same product for outputs with few columns (256×8 tiles).
+    MatmulNarrow,
+    /// Permutes the axes of a tensor of rank ≤ 4.
+    Permute,
+    /// Copies a block along one axis between two tensors (concat and slice).
+    CopyBlock,
+    /// `y = x + e`, `e` broadcast over the leading axes of `x`.
+    AddBroadcast,
+    /// `y = alpha·x`, `x` repeated over new leading axes.
+    Expand,
+    /// Images `[B, C, H, W]` to patch rows `[B, gh·gw, C·p·p]`.
+    Patchify,
+    /// The adjoint of `Patchify` (col2im without overlap).
+    Unpatchify,
+    /// Partial sums of `[rows, cols]` over chunks of rows.
+    SumRows,
+    /// Partial sums of a flat array over blocks, by a tree in workgroup memory.
+    SumAll,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -160,6 +195,16 @@ impl Kernel {
         Kernel::CrossEntropyBackward,
         Kernel::SgdStep,
         Kernel::AdamwStep,
+        Kernel::Matmul,
+        Kernel::MatmulNarrow,
+        Kernel::Permute,
+        Kernel::CopyBlock,
+        Kernel::AddBroadcast,
+        Kernel::Expand,
+        Kernel::Patchify,
+        Kernel::Unpatchify,
+        Kernel::SumRows,
+        Kernel::SumAll,
     ];
 
     /// Shader, entry point and binding counts.
@@ -187,6 +232,16 @@ impl Kernel {
             Kernel::CrossEntropyBackward => spec(S::Loss, "cross_entropy_backward", 4, 1),
             Kernel::SgdStep => spec(S::Optim, "sgd_step", 2, 1),
             Kernel::AdamwStep => spec(S::Optim, "adamw_step", 2, 3),
+            Kernel::Matmul => spec(S::Matmul, "matmul", 4, 1),
+            Kernel::MatmulNarrow => spec(S::Matmul, "matmul_narrow", 4, 1),
+            Kernel::Permute => spec(S::Shape, "permute", 1, 1),
+            Kernel::CopyBlock => spec(S::Shape, "copy_block", 1, 1),
+            Kernel::AddBroadcast => spec(S::Shape, "add_broadcast", 2, 1),
+            Kernel::Expand => spec(S::Shape, "expand", 1, 1),
+            Kernel::Patchify => spec(S::Shape, "patchify", 1, 1),
+            Kernel::Unpatchify => spec(S::Shape, "unpatchify", 1, 1),
+            Kernel::SumRows => spec(S::Sum, "sum_rows", 1, 1),
+            Kernel::SumAll => spec(S::Sum, "sum_all", 1, 1),
         }
     }
 }

@@ -3,7 +3,12 @@
 
 pub mod activation;
 pub mod elementwise;
+pub mod linear;
 pub mod loss;
+pub mod matmul;
 pub mod norm;
+pub mod patch;
 pub mod reduce;
+pub mod shape;
 pub mod softmax;
+pub mod sum;

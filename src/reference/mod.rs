@@ -4,7 +4,10 @@
 pub mod activation;
 pub mod elementwise;
 pub mod loss;
+pub mod matmul;
 pub mod norm;
 pub mod optim;
 pub mod reduce;
+pub mod shape;
 pub mod softmax;
+pub mod sum;
