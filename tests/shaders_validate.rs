@@ -10,7 +10,14 @@ use wgpu::naga;
 /// Host mirrors of the WGSL `*Params` structs: (shader, struct name, host size).
 fn host_params() -> Vec<(Shader, &'static str, usize)> {
     use std::mem::size_of;
-    vec![(Shader::Elementwise, "EwParams", size_of::<peft_wgpu::ops::elementwise::EwParams>())]
+    vec![
+        (Shader::Elementwise, "EwParams", size_of::<peft_wgpu::ops::elementwise::EwParams>()),
+        (Shader::Dct, "DctParams", size_of::<peft_wgpu::ops::dct::DctParams>()),
+        (Shader::Dct, "GridParams", size_of::<peft_wgpu::ops::dct::GridParams>()),
+        (Shader::Spectral, "FusedParams", size_of::<peft_wgpu::ops::spectral::FusedParams>()),
+        (Shader::Spectral, "GridOpParams", size_of::<peft_wgpu::ops::spectral::GridOpParams>()),
+        (Shader::Priors, "PriorParams", size_of::<peft_wgpu::ops::priors::PriorParams>()),
+    ]
 }
 
 fn parse(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {

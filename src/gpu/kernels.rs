@@ -18,16 +18,25 @@ use crate::error::{Error, Result};
 pub enum Shader {
     /// `shaders/elementwise.wgsl`: fill, add, multiply, scale.
     Elementwise,
+    /// `shaders/dct.wgsl`: orthonormal DCT-II / DCT-III along rows and along grid axes.
+    Dct,
+    /// `shaders/spectral.wgsl`: the MoPPA spectral filter, fused and unfused pieces.
+    Spectral,
+    /// `shaders/priors.wgsl`: physical-prior responses and the router.
+    Priors,
 }
 
 impl Shader {
     /// Every shader file, for validation.
-    pub const ALL: &'static [Shader] = &[Shader::Elementwise];
+    pub const ALL: &'static [Shader] = &[Shader::Elementwise, Shader::Dct, Shader::Spectral, Shader::Priors];
 
     /// File name under `shaders/`.
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::Elementwise => "elementwise.wgsl",
+            Shader::Dct => "dct.wgsl",
+            Shader::Spectral => "spectral.wgsl",
+            Shader::Priors => "priors.wgsl",
         }
     }
 
@@ -35,6 +44,9 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+            Shader::Dct => include_str!("../../shaders/dct.wgsl"),
+            Shader::Spectral => include_str!("../../shaders/spectral.wgsl"),
+            Shader::Priors => include_str!("../../shaders/priors.wgsl"),
         }
     }
 }
@@ -53,6 +65,42 @@ pub enum Kernel {
     Axpby,
     /// `y[i] = alpha * a[i]`.
     Scale,
+    /// Orthonormal DCT-II along the last axis of `[rows, N]`.
+    Dct2Rows,
+    /// Orthonormal DCT-III (inverse DCT-II) along the last axis of `[rows, N]`.
+    Dct3Rows,
+    /// DCT-II along one axis of the token grid; prefix tokens copied.
+    Dct2GridAxis,
+    /// DCT-III along one axis of the token grid; prefix tokens copied.
+    Dct3GridAxis,
+    /// Fused MoPPA filter `IDCT2(DCT2(x) ⊙ r)` in workgroup memory.
+    MoppaFused,
+    /// Fused MoPPA filter backward: `∂x` and per-chunk partial `∂r`.
+    MoppaFusedGrad,
+    /// Grid tokens times `r` broadcast over the batch; prefix tokens copied.
+    GridScale,
+    /// `Σ_b u ⊙ v` over the grid tokens.
+    GridMulReduce,
+    /// Sum of equal-length chunks.
+    SumChunks,
+    /// Router softmax `π = softmax_b(logits / τ)`.
+    RouterProbs,
+    /// Route entropy `−mean π log(π + 1e-8)`.
+    RouteEntropy,
+    /// Router backward from `∂π` to `∂logits`, `∂τ`.
+    RouterGrad,
+    /// Route entropy backward to `∂logits`, `∂τ`.
+    RouteEntropyGrad,
+    /// Prior response `r = Σ_b π_b g_b`.
+    PriorResponse,
+    /// Prior response backward to `u_b = K_b T_b` for one branch.
+    PriorGradU,
+    /// Prior response backward to one row of `π`.
+    PriorGradProbs,
+    /// Prior response backward to `K_b`.
+    PriorGradK,
+    /// Prior response backward to `T_b`.
+    PriorGradT,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -74,7 +122,31 @@ const fn spec(shader: Shader, entry: &'static str, inputs: u32, outputs: u32) ->
 
 impl Kernel {
     /// Every kernel, for validation.
-    pub const ALL: &'static [Kernel] = &[Kernel::Fill, Kernel::Add, Kernel::Mul, Kernel::Axpby, Kernel::Scale];
+    pub const ALL: &'static [Kernel] = &[
+        Kernel::Fill,
+        Kernel::Add,
+        Kernel::Mul,
+        Kernel::Axpby,
+        Kernel::Scale,
+        Kernel::Dct2Rows,
+        Kernel::Dct3Rows,
+        Kernel::Dct2GridAxis,
+        Kernel::Dct3GridAxis,
+        Kernel::MoppaFused,
+        Kernel::MoppaFusedGrad,
+        Kernel::GridScale,
+        Kernel::GridMulReduce,
+        Kernel::SumChunks,
+        Kernel::RouterProbs,
+        Kernel::RouteEntropy,
+        Kernel::RouterGrad,
+        Kernel::RouteEntropyGrad,
+        Kernel::PriorResponse,
+        Kernel::PriorGradU,
+        Kernel::PriorGradProbs,
+        Kernel::PriorGradK,
+        Kernel::PriorGradT,
+    ];
 
     /// Shader, entry point and binding counts.
     pub fn spec(self) -> KernelSpec {
@@ -85,6 +157,24 @@ impl Kernel {
             Kernel::Mul => spec(S::Elementwise, "mul", 2, 1),
             Kernel::Axpby => spec(S::Elementwise, "axpby", 2, 1),
             Kernel::Scale => spec(S::Elementwise, "scale", 1, 1),
+            Kernel::Dct2Rows => spec(S::Dct, "dct2_rows", 2, 1),
+            Kernel::Dct3Rows => spec(S::Dct, "dct3_rows", 2, 1),
+            Kernel::Dct2GridAxis => spec(S::Dct, "dct2_grid_axis", 2, 1),
+            Kernel::Dct3GridAxis => spec(S::Dct, "dct3_grid_axis", 2, 1),
+            Kernel::MoppaFused => spec(S::Spectral, "moppa_fused", 3, 1),
+            Kernel::MoppaFusedGrad => spec(S::Spectral, "moppa_fused_grad", 4, 2),
+            Kernel::GridScale => spec(S::Spectral, "grid_scale", 2, 1),
+            Kernel::GridMulReduce => spec(S::Spectral, "grid_mul_reduce", 2, 1),
+            Kernel::SumChunks => spec(S::Spectral, "sum_chunks", 1, 1),
+            Kernel::RouterProbs => spec(S::Priors, "router_probs", 2, 1),
+            Kernel::RouteEntropy => spec(S::Priors, "route_entropy", 2, 1),
+            Kernel::RouterGrad => spec(S::Priors, "router_grad", 3, 2),
+            Kernel::RouteEntropyGrad => spec(S::Priors, "route_entropy_grad", 3, 2),
+            Kernel::PriorResponse => spec(S::Priors, "prior_response", 7, 1),
+            Kernel::PriorGradU => spec(S::Priors, "prior_grad_u", 4, 1),
+            Kernel::PriorGradProbs => spec(S::Priors, "prior_grad_probs", 3, 1),
+            Kernel::PriorGradK => spec(S::Priors, "prior_grad_k", 2, 1),
+            Kernel::PriorGradT => spec(S::Priors, "prior_grad_t", 2, 1),
         }
     }
 }

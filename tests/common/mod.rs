@@ -65,3 +65,52 @@ pub fn rel_err(a: &[f32], b: &[f64]) -> f64 {
 pub fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
+
+/// A safetensors fixture from `tests/fixtures/` (made by the scripts in `scripts/`).
+pub struct Fixture {
+    name: String,
+    tensors: std::collections::HashMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+}
+
+/// Loads `tests/fixtures/<name>`; panics with the path when it is missing or corrupt.
+pub fn fixture(name: &str) -> Fixture {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(key, view)| (key, (view.dtype(), view.shape().to_vec(), view.data().to_vec())))
+        .collect();
+    Fixture { name: name.to_string(), tensors }
+}
+
+impl Fixture {
+    fn get(&self, key: &str) -> &(safetensors::Dtype, Vec<usize>, Vec<u8>) {
+        self.tensors.get(key).unwrap_or_else(|| panic!("fixture {}: no tensor `{key}`", self.name))
+    }
+
+    /// Whether the fixture holds `key`.
+    pub fn has(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+
+    /// The shape of `key`.
+    pub fn shape(&self, key: &str) -> Vec<usize> {
+        self.get(key).1.clone()
+    }
+
+    /// An f32 tensor's values.
+    pub fn f32(&self, key: &str) -> Vec<f32> {
+        let (dtype, _, data) = self.get(key);
+        assert_eq!(*dtype, safetensors::Dtype::F32, "fixture {}: `{key}` is {dtype:?}, not F32", self.name);
+        data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    }
+
+    /// An f64 tensor's values.
+    pub fn f64(&self, key: &str) -> Vec<f64> {
+        let (dtype, _, data) = self.get(key);
+        assert_eq!(*dtype, safetensors::Dtype::F64, "fixture {}: `{key}` is {dtype:?}, not F64", self.name);
+        data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()
+    }
+}
