@@ -24,6 +24,11 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
         (Shader::Shape, "BroadcastParams", size_of::<peft_wgpu::ops::shape::BroadcastParams>()),
         (Shader::Shape, "PatchParams", size_of::<peft_wgpu::ops::patch::PatchParams>()),
         (Shader::Sum, "SumParams", size_of::<peft_wgpu::ops::sum::SumParams>()),
+        (Shader::Dct, "DctParams", size_of::<peft_wgpu::ops::dct::DctParams>()),
+        (Shader::Dct, "GridParams", size_of::<peft_wgpu::ops::dct::GridParams>()),
+        (Shader::Spectral, "FusedParams", size_of::<peft_wgpu::ops::spectral::FusedParams>()),
+        (Shader::Spectral, "GridOpParams", size_of::<peft_wgpu::ops::spectral::GridOpParams>()),
+        (Shader::Priors, "PriorParams", size_of::<peft_wgpu::ops::priors::PriorParams>()),
     ]
 }
 

@@ -36,6 +36,12 @@ pub enum Shader {
     Shape,
     /// `shaders/sum.wgsl`: sums over rows and over all elements (tree reductions).
     Sum,
+    /// `shaders/dct.wgsl`: orthonormal DCT-II / DCT-III along rows and along grid axes.
+    Dct,
+    /// `shaders/spectral.wgsl`: the MoPPA spectral filter, fused and unfused pieces.
+    Spectral,
+    /// `shaders/priors.wgsl`: physical-prior responses and the router.
+    Priors,
 }
 
 impl Shader {
@@ -51,6 +57,9 @@ impl Shader {
         Shader::Matmul,
         Shader::Shape,
         Shader::Sum,
+        Shader::Dct,
+        Shader::Spectral,
+        Shader::Priors,
     ];
 
     /// File name under `shaders/`.
@@ -66,6 +75,9 @@ impl Shader {
             Shader::Matmul => "matmul.wgsl",
             Shader::Shape => "shape.wgsl",
             Shader::Sum => "sum.wgsl",
+            Shader::Dct => "dct.wgsl",
+            Shader::Spectral => "spectral.wgsl",
+            Shader::Priors => "priors.wgsl",
         }
     }
 
@@ -82,6 +94,9 @@ impl Shader {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::Shape => include_str!("../../shaders/shape.wgsl"),
             Shader::Sum => include_str!("../../shaders/sum.wgsl"),
+            Shader::Dct => include_str!("../../shaders/dct.wgsl"),
+            Shader::Spectral => include_str!("../../shaders/spectral.wgsl"),
+            Shader::Priors => include_str!("../../shaders/priors.wgsl"),
         }
     }
 }
@@ -152,6 +167,42 @@ pub enum Kernel {
     SumRows,
     /// Partial sums of a flat array over blocks, by a tree in workgroup memory.
     SumAll,
+    /// Orthonormal DCT-II along the last axis of `[rows, N]`.
+    Dct2Rows,
+    /// Orthonormal DCT-III (inverse DCT-II) along the last axis of `[rows, N]`.
+    Dct3Rows,
+    /// DCT-II along one axis of the token grid; prefix tokens copied.
+    Dct2GridAxis,
+    /// DCT-III along one axis of the token grid; prefix tokens copied.
+    Dct3GridAxis,
+    /// Fused MoPPA filter `IDCT2(DCT2(x) ⊙ r)` in workgroup memory.
+    MoppaFused,
+    /// Fused MoPPA filter backward: `∂x` and per-chunk partial `∂r`.
+    MoppaFusedGrad,
+    /// Grid tokens times `r` broadcast over the batch; prefix tokens copied.
+    GridScale,
+    /// `Σ_b u ⊙ v` over the grid tokens.
+    GridMulReduce,
+    /// Sum of equal-length chunks.
+    SumChunks,
+    /// Router softmax `π = softmax_b(logits / τ)`.
+    RouterProbs,
+    /// Route entropy `−mean π log(π + 1e-8)`.
+    RouteEntropy,
+    /// Router backward from `∂π` to `∂logits`, `∂τ`.
+    RouterGrad,
+    /// Route entropy backward to `∂logits`, `∂τ`.
+    RouteEntropyGrad,
+    /// Prior response `r = Σ_b π_b g_b`.
+    PriorResponse,
+    /// Prior response backward to `u_b = K_b T_b` for one branch.
+    PriorGradU,
+    /// Prior response backward to one row of `π`.
+    PriorGradProbs,
+    /// Prior response backward to `K_b`.
+    PriorGradK,
+    /// Prior response backward to `T_b`.
+    PriorGradT,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -205,6 +256,24 @@ impl Kernel {
         Kernel::Unpatchify,
         Kernel::SumRows,
         Kernel::SumAll,
+        Kernel::Dct2Rows,
+        Kernel::Dct3Rows,
+        Kernel::Dct2GridAxis,
+        Kernel::Dct3GridAxis,
+        Kernel::MoppaFused,
+        Kernel::MoppaFusedGrad,
+        Kernel::GridScale,
+        Kernel::GridMulReduce,
+        Kernel::SumChunks,
+        Kernel::RouterProbs,
+        Kernel::RouteEntropy,
+        Kernel::RouterGrad,
+        Kernel::RouteEntropyGrad,
+        Kernel::PriorResponse,
+        Kernel::PriorGradU,
+        Kernel::PriorGradProbs,
+        Kernel::PriorGradK,
+        Kernel::PriorGradT,
     ];
 
     /// Shader, entry point and binding counts.
@@ -242,6 +311,24 @@ impl Kernel {
             Kernel::Unpatchify => spec(S::Shape, "unpatchify", 1, 1),
             Kernel::SumRows => spec(S::Sum, "sum_rows", 1, 1),
             Kernel::SumAll => spec(S::Sum, "sum_all", 1, 1),
+            Kernel::Dct2Rows => spec(S::Dct, "dct2_rows", 2, 1),
+            Kernel::Dct3Rows => spec(S::Dct, "dct3_rows", 2, 1),
+            Kernel::Dct2GridAxis => spec(S::Dct, "dct2_grid_axis", 2, 1),
+            Kernel::Dct3GridAxis => spec(S::Dct, "dct3_grid_axis", 2, 1),
+            Kernel::MoppaFused => spec(S::Spectral, "moppa_fused", 3, 1),
+            Kernel::MoppaFusedGrad => spec(S::Spectral, "moppa_fused_grad", 4, 2),
+            Kernel::GridScale => spec(S::Spectral, "grid_scale", 2, 1),
+            Kernel::GridMulReduce => spec(S::Spectral, "grid_mul_reduce", 2, 1),
+            Kernel::SumChunks => spec(S::Spectral, "sum_chunks", 1, 1),
+            Kernel::RouterProbs => spec(S::Priors, "router_probs", 2, 1),
+            Kernel::RouteEntropy => spec(S::Priors, "route_entropy", 2, 1),
+            Kernel::RouterGrad => spec(S::Priors, "router_grad", 3, 2),
+            Kernel::RouteEntropyGrad => spec(S::Priors, "route_entropy_grad", 3, 2),
+            Kernel::PriorResponse => spec(S::Priors, "prior_response", 7, 1),
+            Kernel::PriorGradU => spec(S::Priors, "prior_grad_u", 4, 1),
+            Kernel::PriorGradProbs => spec(S::Priors, "prior_grad_probs", 3, 1),
+            Kernel::PriorGradK => spec(S::Priors, "prior_grad_k", 2, 1),
+            Kernel::PriorGradT => spec(S::Priors, "prior_grad_t", 2, 1),
         }
     }
 }

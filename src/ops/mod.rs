@@ -2,13 +2,16 @@
 //! op on tape [`Var`](crate::autograd::Var)s with its backward rule beside it.
 
 pub mod activation;
+pub mod dct;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod patch;
+pub mod priors;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;
+pub mod spectral;
 pub mod sum;

@@ -2,12 +2,15 @@
 //! kernels they check. Test oracles only: slow on purpose, never used by the library.
 
 pub mod activation;
+pub mod dct;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod optim;
+pub mod priors;
 pub mod reduce;
 pub mod shape;
 pub mod softmax;
+pub mod spectral;
 pub mod sum;

@@ -66,45 +66,83 @@ pub fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
-/// A safetensors file under `tests/fixtures/` (made by `scripts/make_fixtures.sh`).
+/// A safetensors fixture from `tests/fixtures/` (made by the scripts in `scripts/`).
 pub struct Fixture {
     name: String,
-    bytes: Vec<u8>,
+    tensors: std::collections::HashMap<String, (safetensors::Dtype, Vec<usize>, Vec<u8>)>,
 }
 
-/// Reads `tests/fixtures/<name>`; panics with the path when it is missing.
+/// Loads `tests/fixtures/<name>`; panics with the path when it is missing or corrupt.
 pub fn fixture(name: &str) -> Fixture {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Fixture { name: name.to_string(), bytes }
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(key, view)| (key, (view.dtype(), view.shape().to_vec(), view.data().to_vec())))
+        .collect();
+    Fixture { name: name.to_string(), tensors }
 }
 
 impl Fixture {
-    fn view(&self, key: &str, dtype: safetensors::Dtype) -> (Vec<usize>, Vec<u8>) {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap_or_else(|e| panic!("{}: {e}", self.name));
-        let t = st.tensor(key).unwrap_or_else(|e| panic!("{}: `{key}`: {e}", self.name));
-        assert_eq!(t.dtype(), dtype, "{}: `{key}` has dtype {:?}", self.name, t.dtype());
-        (t.shape().to_vec(), t.data().to_vec())
+    fn get(&self, key: &str) -> &(safetensors::Dtype, Vec<usize>, Vec<u8>) {
+        self.tensors.get(key).unwrap_or_else(|| panic!("fixture {}: no tensor `{key}`", self.name))
+    }
+
+    /// Whether the fixture holds `key`.
+    pub fn has(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
     }
 
     /// The shape of `key`.
     pub fn shape(&self, key: &str) -> Vec<usize> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes).unwrap_or_else(|e| panic!("{}: {e}", self.name));
-        st.tensor(key).unwrap_or_else(|e| panic!("{}: `{key}`: {e}", self.name)).shape().to_vec()
+        self.get(key).1.clone()
     }
 
-    /// An f32 tensor.
+    /// An f32 tensor's values.
     pub fn f32(&self, key: &str) -> Vec<f32> {
-        bytemuck::pod_collect_to_vec(&self.view(key, safetensors::Dtype::F32).1)
+        let (dtype, _, data) = self.get(key);
+        assert_eq!(*dtype, safetensors::Dtype::F32, "fixture {}: `{key}` is {dtype:?}, not F32", self.name);
+        data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
     }
 
-    /// An f64 tensor.
+    /// An f64 tensor's values.
     pub fn f64(&self, key: &str) -> Vec<f64> {
-        bytemuck::pod_collect_to_vec(&self.view(key, safetensors::Dtype::F64).1)
+        let (dtype, _, data) = self.get(key);
+        assert_eq!(*dtype, safetensors::Dtype::F64, "fixture {}: `{key}` is {dtype:?}, not F64", self.name);
+        data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()
     }
 
-    /// A u32 tensor.
+    /// A u32 tensor's values.
     pub fn u32(&self, key: &str) -> Vec<u32> {
-        bytemuck::pod_collect_to_vec(&self.view(key, safetensors::Dtype::U32).1)
+        let (dtype, _, data) = self.get(key);
+        assert_eq!(*dtype, safetensors::Dtype::U32, "fixture {}: `{key}` is {dtype:?}, not U32", self.name);
+        data.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    }
+
+    /// An integer tensor (I64, I32, U32 or U8) as i64.
+    pub fn ints(&self, key: &str) -> Vec<i64> {
+        let (dtype, _, data) = self.get(key);
+        match dtype {
+            safetensors::Dtype::I64 => {
+                data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()
+            }
+            safetensors::Dtype::I32 => {
+                data.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64).collect()
+            }
+            safetensors::Dtype::U32 => {
+                data.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as i64).collect()
+            }
+            safetensors::Dtype::U8 => data.iter().map(|&b| b as i64).collect(),
+            other => panic!("fixture {}: `{key}` is {other:?}, not an integer type", self.name),
+        }
+    }
+
+    /// Every key.
+    pub fn keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.tensors.keys().cloned().collect();
+        k.sort();
+        k
     }
 }
