@@ -18,6 +18,7 @@
 
 pub mod adapters;
 pub mod autograd;
+pub mod cli;
 pub mod error;
 pub mod gpu;
 pub mod io;
@@ -27,6 +28,7 @@ pub mod optim;
 pub mod reference;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use autograd::{Gradients, NodeId, Tape, Var};
 pub use error::{Error, ErrorKind, Result};

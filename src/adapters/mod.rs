@@ -1,5 +1,363 @@
-//! The adapters: LoRA (exactly PEFT's), FLoRA, MoPPA and RLP, their config and files.
+//! The adapters: LoRA (exactly PEFT's), FLoRA, MoPPA and RLP, with saved modules, their
+//! files (SPEC §9), binding onto a tape, and merging.
+//!
+//! An [`Adapter`] owns its tensors on the GPU, in a fixed order with their file keys. Each
+//! step, [`Adapter::bind`] puts them on a tape as trainable leaves and returns a
+//! [`BoundAdapter`], which the ViT consults through [`VitHooks`] at every point where an
+//! adapter acts.
 
 pub mod config;
+pub mod flora;
+mod lora;
+mod merge;
+pub mod moppa;
+mod params;
+pub mod rlp;
+mod saved;
+mod source;
+
+use std::path::{Path, PathBuf};
 
 pub use config::{AdapterConfig, AdapterKind, FloraConfig, FloraRank, LoraConfig, MoppaConfig, PeftType, RlpConfig};
+pub use params::{PEFT_PREFIX, Param};
+
+use params::{ParamBuilder, Slot, Value};
+use source::{Init, Source};
+
+use crate::autograd::{Gradients, Tape, Var};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::io::safetensors::{self as st, HostTensor, TensorFile};
+use crate::nn::{ModuleId, Naming, Vit, VitConfig, VitHooks};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// File name of the adapter's tensors.
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+/// File name of the adapter's config.
+pub const CONFIG_FILE: &str = "adapter_config.json";
+
+enum Kind {
+    Lora(Vec<lora::LoraModule>),
+    Flora(Vec<flora::FloraModule>),
+    Moppa(moppa::MoppaParts),
+    Rlp(rlp::RlpParts),
+}
+
+/// An adapter for one ViT, its tensors on the GPU.
+pub struct Adapter {
+    /// The config it was built from.
+    pub config: AdapterConfig,
+    trainable: Vec<Param>,
+    frozen: Vec<Param>,
+    kind: Kind,
+    saved: Vec<saved::SavedModule>,
+    num_labels: usize,
+    base_parameters: usize,
+}
+
+/// State while an adapter is built from a config and a source of tensors.
+pub(crate) struct Build<'a> {
+    pub(crate) model: &'a VitConfig,
+    pub(crate) config_path: &'a Path,
+    pub(crate) saved: Vec<ModuleId>,
+    preferred: Naming,
+    source: Source<'a>,
+    params: ParamBuilder,
+}
+
+impl Build<'_> {
+    /// A trainable tensor from the source.
+    pub(crate) fn trainable(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Slot> {
+        let t = self.source.tensor(key, shape, init)?;
+        Ok(self.params.train(key.to_string(), Value::Host(t)))
+    }
+
+    /// A frozen tensor from the source.
+    pub(crate) fn frozen(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Slot> {
+        let t = self.source.tensor(key, shape, init)?;
+        Ok(self.params.freeze(key.to_string(), Value::Host(t)))
+    }
+
+    pub(crate) fn params_mut(&mut self) -> &mut ParamBuilder {
+        &mut self.params
+    }
+
+    pub(crate) fn is_file(&self) -> bool {
+        self.source.is_file()
+    }
+
+    pub(crate) fn source_any_shape(&mut self, key: &str) -> Result<Option<HostTensor>> {
+        self.source.any_shape(key)
+    }
+
+    /// The weights file, for messages.
+    pub(crate) fn weights_path(&self) -> PathBuf {
+        match &self.source {
+            Source::File { file, .. } => file.path().to_path_buf(),
+            Source::Fresh(_) => PathBuf::from(WEIGHTS_FILE),
+        }
+    }
+
+    /// The naming of `module`'s keys: whichever the file uses (probing `<path>.<leaf>`), or
+    /// for a new adapter the naming its config prefers.
+    pub(crate) fn key_naming(&self, module: ModuleId, matched: Naming, leaf: &str) -> Naming {
+        if !self.source.is_file() {
+            return if matches!(module, ModuleId::Layer(..)) { self.preferred } else { Naming::OnDisk };
+        }
+        let other = match matched {
+            Naming::OnDisk => Naming::Transformers5,
+            Naming::Transformers5 => Naming::OnDisk,
+        };
+        [matched, other]
+            .into_iter()
+            .find(|&n| self.source.has(&format!("{PEFT_PREFIX}{}.{leaf}", module.path(n))))
+            .unwrap_or(matched)
+    }
+}
+
+impl Adapter {
+    /// A freshly initialised adapter (SPEC's initialisations), seeded by `seed`.
+    pub fn new(gpu: &Gpu, config: AdapterConfig, config_path: &Path, vit: &Vit, seed: u64) -> Result<Adapter> {
+        Adapter::build(gpu, config, config_path, vit, Source::Fresh(Rng::new(seed)))
+    }
+
+    /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors`.
+    pub fn load(gpu: &Gpu, dir: &Path, vit: &Vit) -> Result<Adapter> {
+        if !dir.is_dir() {
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "adapter folder not found");
+            return Err(Error::Io { path: dir.to_path_buf(), source });
+        }
+        let config_path = dir.join(CONFIG_FILE);
+        let config = AdapterConfig::read(&config_path)?;
+        Adapter::load_tensors(gpu, config, &config_path, &dir.join(WEIGHTS_FILE), vit)
+    }
+
+    /// An adapter with `config` whose tensors come from `weights` (an
+    /// `adapter_model.safetensors`); every tensor must be present, well-shaped and used.
+    pub fn load_tensors(
+        gpu: &Gpu,
+        config: AdapterConfig,
+        config_path: &Path,
+        weights: &Path,
+        vit: &Vit,
+    ) -> Result<Adapter> {
+        let file = TensorFile::open(weights)?;
+        Adapter::build(gpu, config, config_path, vit, Source::file(&file))
+    }
+
+    fn build(
+        gpu: &Gpu,
+        mut config: AdapterConfig,
+        config_path: &Path,
+        vit: &Vit,
+        source: Source<'_>,
+    ) -> Result<Adapter> {
+        let model = &vit.config;
+        if config.num_labels.is_some() && !config.saves_module(ModuleId::Classifier) {
+            // A new head is a saved module, as in PEFT.
+            config.modules_to_save.push("classifier".into());
+        }
+        let saved: Vec<ModuleId> =
+            ModuleId::all(model.num_hidden_layers).into_iter().filter(|&m| config.saves_module(m)).collect();
+        if saved.is_empty() && !config.modules_to_save.is_empty() {
+            return Err(Error::Config {
+                path: config_path.to_path_buf(),
+                key: "modules_to_save".into(),
+                message: format!("{:?} matches no module of the model", config.modules_to_save),
+            });
+        }
+        let preferred = match &config.kind {
+            AdapterKind::Lora(c) => AdapterConfig::preferred_naming(&c.target_modules, model.num_hidden_layers),
+            AdapterKind::Flora(c) => AdapterConfig::preferred_naming(&c.target_modules, model.num_hidden_layers),
+            _ => Naming::OnDisk,
+        };
+        let mut b = Build { model, config_path, saved, preferred, source, params: ParamBuilder::default() };
+        let kind = match &config.kind {
+            AdapterKind::Lora(c) => Kind::Lora(lora::build(c, &mut b)?),
+            AdapterKind::Flora(c) => Kind::Flora(flora::build(c, &mut b)?),
+            AdapterKind::Moppa(c) => Kind::Moppa(moppa::build(gpu, c, &mut b)?),
+            AdapterKind::Rlp(c) => Kind::Rlp(rlp::build(c, &mut b)?),
+        };
+        let saved_modules = b.saved.clone();
+        let (saved, num_labels) = saved::build(&saved_modules, config.num_labels, vit, &mut b)?;
+        let Build { source, params, .. } = b;
+        source.finish()?;
+        let (trainable, frozen) = params.upload(gpu)?;
+        Ok(Adapter { config, trainable, frozen, kind, saved, num_labels, base_parameters: vit.num_parameters() })
+    }
+
+    /// The trainable tensors with their file keys, in a fixed order.
+    pub fn trainable(&self) -> &[Param] {
+        &self.trainable
+    }
+
+    /// The frozen tensors of the adapter (RLP's `P₀`).
+    pub fn frozen(&self) -> &[Param] {
+        &self.frozen
+    }
+
+    /// Labels of the adapted model's classifier.
+    pub fn num_labels(&self) -> usize {
+        self.num_labels
+    }
+
+    /// Number of trainable values.
+    pub fn num_trainable(&self) -> usize {
+        self.trainable.iter().map(|p| p.tensor.len()).sum()
+    }
+
+    /// PEFT's `print_trainable_parameters` line: trainable values, all values (the base model
+    /// plus every adapter tensor, saved copies included) and the percentage.
+    pub fn trainable_summary(&self) -> String {
+        let trainable = self.num_trainable();
+        let all = self.base_parameters + trainable + self.frozen.iter().map(|p| p.tensor.len()).sum::<usize>();
+        format!(
+            "trainable params: {} || all params: {} || trainable%: {:.4}",
+            thousands(trainable),
+            thousands(all),
+            100.0 * trainable as f64 / all.max(1) as f64
+        )
+    }
+
+    /// Writes `dir/adapter_model.safetensors` then `dir/adapter_config.json`, each atomically.
+    pub fn save(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
+        crate::io::atomic::create_dir(dir)?;
+        let mut host = Vec::new();
+        for p in self.trainable.iter().chain(&self.frozen) {
+            host.push((p.key.clone(), HostTensor::new(p.tensor.shape().to_vec(), gpu.read(&p.tensor)?)?));
+        }
+        let list: Vec<(String, &HostTensor)> = host.iter().map(|(k, t)| (k.clone(), t)).collect();
+        let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        st::write(&dir.join(WEIGHTS_FILE), &list, Some(meta))?;
+        config::write(dir, &self.config)
+    }
+
+    /// Puts the tensors on `tape`: trainable leaves and constants.
+    pub fn bind(&self, tape: &mut Tape) -> BoundAdapter<'_> {
+        BoundAdapter {
+            adapter: self,
+            vars: self.trainable.iter().map(|p| tape.param(&p.tensor)).collect(),
+            frozen: self.frozen.iter().map(|p| tape.constant(&p.tensor)).collect(),
+        }
+    }
+
+    /// MoPPA's entropy weight `λ_t` at `step` of `total` (0 for other adapters).
+    pub fn entropy_weight(&self, step: usize, total: usize) -> f64 {
+        match &self.kind {
+            Kind::Moppa(m) => m.entropy_weight(step, total),
+            _ => 0.0,
+        }
+    }
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// An adapter's tensors on one tape; the hooks through which it changes the ViT.
+pub struct BoundAdapter<'a> {
+    adapter: &'a Adapter,
+    vars: Vec<Var>,
+    frozen: Vec<Var>,
+}
+
+impl BoundAdapter<'_> {
+    /// The gradients of the trainable tensors in [`Adapter::trainable`]'s order.
+    pub fn gradients<'g>(&self, grads: &'g Gradients) -> Vec<Option<&'g Tensor>> {
+        self.vars.iter().map(|v| grads.get(v)).collect()
+    }
+
+    /// The trainable tensors as tape variables, in [`Adapter::trainable`]'s order.
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// Extra loss terms at `step` of `total` (MoPPA's `−λ_t Σ_l H_l`), if any.
+    pub fn regularizer(&self, tape: &mut Tape, step: usize, total: usize) -> Result<Option<Var>> {
+        match &self.adapter.kind {
+            Kind::Moppa(m) => m.route_term(tape, &self.vars, step, total),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl VitHooks for BoundAdapter<'_> {
+    fn linear(&self, tape: &mut Tape, module: ModuleId, x: &Var, w: &Var, b: Option<&Var>) -> Result<Option<Var>> {
+        let v = &self.vars;
+        match &self.adapter.kind {
+            Kind::Lora(ms) => match ms.iter().find(|m| m.module == module) {
+                Some(m) => lora::linear(tape, m, &v[m.a], &v[m.b], x, w, b).map(Some),
+                None => Ok(None),
+            },
+            Kind::Flora(ms) => match ms.iter().find(|m| m.module == module) {
+                Some(m) => {
+                    let factors: Vec<Var> = m.factors.iter().map(|&s| v[s].clone()).collect();
+                    flora::linear(tape, m, &v[m.core], &factors, x, w, b).map(Some)
+                }
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn patch_embed(&self, tape: &mut Tape, images: &Var, w: &Var, b: &Var) -> Result<Option<Var>> {
+        let v = &self.vars;
+        let module = ModuleId::PatchEmbed;
+        match &self.adapter.kind {
+            Kind::Lora(ms) => match ms.iter().find(|m| m.module == module) {
+                Some(m) => lora::patch_embed(tape, m, &v[m.a], &v[m.b], images, w, b).map(Some),
+                None => Ok(None),
+            },
+            Kind::Flora(ms) => match ms.iter().find(|m| m.module == module) {
+                Some(m) => {
+                    let factors: Vec<Var> = m.factors.iter().map(|&s| v[s].clone()).collect();
+                    flora::patch_embed(tape, m, &v[m.core], &factors, images, w, b).map(Some)
+                }
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn after_embeddings(&self, tape: &mut Tape, x: Var) -> Result<Var> {
+        match &self.adapter.kind {
+            Kind::Rlp(r) => r.insert(tape, &x, &self.frozen[r.p0], &self.vars[r.a], &self.vars[r.b]),
+            _ => Ok(x),
+        }
+    }
+
+    fn pre_attention(
+        &self,
+        tape: &mut Tape,
+        layer: usize,
+        x: &Var,
+        _prefix: usize,
+        _grid: (usize, usize),
+    ) -> Result<Option<Var>> {
+        match &self.adapter.kind {
+            Kind::Moppa(m) => m.pre_attention(tape, &self.vars, layer, x),
+            _ => Ok(None),
+        }
+    }
+
+    fn prompt_tokens(&self) -> usize {
+        match &self.adapter.kind {
+            Kind::Rlp(r) => r.tokens,
+            _ => 0,
+        }
+    }
+
+    fn module_weights(&self, module: ModuleId) -> Option<(Var, Option<Var>)> {
+        let s = self.adapter.saved.iter().find(|s| s.module == module)?;
+        Some((self.vars[s.weight].clone(), s.bias.map(|b| self.vars[b].clone())))
+    }
+}

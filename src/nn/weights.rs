@@ -17,7 +17,12 @@ pub struct VitWeights {
     pub config: VitConfig,
     /// Weights by on-disk name (`vit.encoder.layer.0.attention.attention.query.weight`, …).
     pub tensors: BTreeMap<String, HostTensor>,
+    /// Prompt tokens `[n, D]` inserted after CLS, in a model merged from an RLP adapter.
+    pub prompts: Option<HostTensor>,
 }
+
+/// Key of the merged RLP prompts in a model file.
+pub const PROMPT_KEY: &str = "prompt_embeddings";
 
 /// The on-disk names and shapes a model with `config` must have.
 pub fn expected_shapes(config: &VitConfig) -> Vec<(String, Vec<usize>)> {
@@ -87,7 +92,22 @@ impl VitWeights {
             };
             tensors.insert(key, file.f32_shaped(&name, &shape)?);
         }
-        Ok(VitWeights { config, tensors })
+        let prompts = match files.iter().find(|f| f.contains(PROMPT_KEY)) {
+            None => None,
+            Some(f) => {
+                let p = f.f32(PROMPT_KEY)?;
+                if p.shape.len() != 2 || p.shape[1] != config.hidden_size || p.shape[0] == 0 {
+                    return Err(Error::TensorMismatch {
+                        path: f.path().to_path_buf(),
+                        key: PROMPT_KEY.into(),
+                        expected: format!("shape [n, {}]", config.hidden_size),
+                        got: format!("shape {:?}", p.shape),
+                    });
+                }
+                Some(p)
+            }
+        };
+        Ok(VitWeights { config, tensors, prompts })
     }
 
     /// The weight called `key` (on-disk name).
@@ -108,7 +128,10 @@ impl VitWeights {
     /// Writes `dir/config.json` and `dir/model.safetensors` (atomically each).
     pub fn save(&self, dir: &Path) -> Result<()> {
         crate::io::atomic::create_dir(dir)?;
-        let list: Vec<(String, &HostTensor)> = self.tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
+        let mut list: Vec<(String, &HostTensor)> = self.tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
+        if let Some(p) = &self.prompts {
+            list.push((PROMPT_KEY.to_string(), p));
+        }
         let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
         safetensors::write(&dir.join("model.safetensors"), &list, Some(meta))?;
         crate::io::atomic::write(&dir.join("config.json"), self.config.to_json().as_bytes())

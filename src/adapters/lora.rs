@@ -1,0 +1,126 @@
+//! LoRA exactly as Hugging Face PEFT (SPEC §4): `y = x Wᵀ + b + s·(x Aᵀ) Bᵀ`, with
+//! `s = lora_alpha / r` (or `/ √r` with rsLoRA). `B·A` is never formed while training.
+
+use super::Build;
+use super::config::LoraConfig;
+use super::params::{PEFT_PREFIX, Slot};
+use super::source::Init;
+use crate::autograd::{Tape, Var};
+use crate::error::{Error, Result};
+use crate::io::safetensors::HostTensor;
+use crate::nn::ModuleId;
+use crate::nn::weights::module_shapes;
+use crate::ops::linear::linear_var;
+use crate::ops::matmul::{MatmulSpec, matmul_var};
+use crate::ops::patch::patchify_var;
+use crate::ops::shape::reshape_var;
+
+/// One adapted module.
+#[derive(Clone, Debug)]
+pub(crate) struct LoraModule {
+    pub(crate) module: ModuleId,
+    pub(crate) a: Slot,
+    pub(crate) b: Slot,
+    pub(crate) scale: f32,
+}
+
+/// Resolves the targets and creates (or reads) `lora_A` and `lora_B` for each.
+pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraModule>> {
+    let layers = build.model.num_hidden_layers;
+    let mut modules = Vec::new();
+    for (module, matched) in cfg.target_modules.resolve(layers, build.config_path)? {
+        if build.saved.contains(&module) {
+            continue; // PEFT never adapts a module it also saves.
+        }
+        if let Some(ex) = &cfg.exclude_modules
+            && ex.matches(module).is_some()
+        {
+            continue;
+        }
+        if let (Some(keep), ModuleId::Layer(i, _)) = (&cfg.layers_to_transform, module)
+            && !keep.contains(&i)
+        {
+            continue;
+        }
+        if cfg.layers_to_transform.is_some() && !matches!(module, ModuleId::Layer(..)) {
+            continue;
+        }
+        let (r, alpha) = cfg.rank_alpha(&module.path(matched));
+        let (w, _) = module_shapes(build.model, module);
+        let (a_shape, b_shape) = match w.as_slice() {
+            [out, inp] => (vec![r, *inp], vec![*out, r]),
+            [out, c, kh, kw] => (vec![r, *c, *kh, *kw], vec![*out, r, 1, 1]),
+            _ => unreachable!("adaptable modules are linear or conv"),
+        };
+        let fan_in: usize = a_shape[1..].iter().product();
+        let naming = build.key_naming(module, matched, "lora_A.weight");
+        let stem = format!("{PEFT_PREFIX}{}", module.path(naming));
+        // PEFT's init: A Kaiming-uniform with a = √5, i.e. U(−1/√fan_in, 1/√fan_in); B = 0.
+        let a_init = Init::Uniform { bound: 1.0 / (fan_in as f64).sqrt() };
+        let a = build.trainable(&format!("{stem}.lora_A.weight"), &a_shape, a_init)?;
+        let b = build.trainable(&format!("{stem}.lora_B.weight"), &b_shape, Init::Zeros)?;
+        modules.push(LoraModule { module, a, b, scale: cfg.scaling(r, alpha) as f32 });
+    }
+    if modules.is_empty() {
+        return Err(Error::Config {
+            path: build.config_path.to_path_buf(),
+            key: "target_modules".into(),
+            message: "leaves no module to adapt once modules_to_save, exclude_modules and layers_to_transform apply"
+                .into(),
+        });
+    }
+    Ok(modules)
+}
+
+/// `x Wᵀ + b + s·(x Aᵀ) Bᵀ`; the LoRA branch is added in the epilogue of its last product.
+pub(crate) fn linear(
+    tape: &mut Tape,
+    m: &LoraModule,
+    a: &Var,
+    b: &Var,
+    x: &Var,
+    w: &Var,
+    bias: Option<&Var>,
+) -> Result<Var> {
+    let base = linear_var(tape, x, w, bias)?;
+    let h = matmul_var(tape, x, a, MatmulSpec::new().transpose_b(), None, None)?;
+    matmul_var(tape, &h, b, MatmulSpec::new().transpose_b().scaled(m.scale), None, Some(&base))
+}
+
+/// The patch embedding with a LoRA conv (PEFT's `Conv2d` LoRA: `A` a conv of the same kernel
+/// and stride to `r` channels, `B` a 1×1 conv), done on patch rows.
+pub(crate) fn patch_embed(
+    tape: &mut Tape,
+    m: &LoraModule,
+    a: &Var,
+    b: &Var,
+    images: &Var,
+    w: &Var,
+    bias: &Var,
+) -> Result<Var> {
+    let &[d, c, p, _] = w.shape() else {
+        return Err(Error::shape("LoRA conv", "a weight [D, C, p, p]", format!("{:?}", w.shape())));
+    };
+    let r = a.shape()[0];
+    let rows = patchify_var(tape, images, p)?;
+    let w2 = reshape_var(tape, w, &[d, c * p * p])?;
+    let a2 = reshape_var(tape, a, &[r, c * p * p])?;
+    let b2 = reshape_var(tape, b, &[d, r])?;
+    let base = linear_var(tape, &rows, &w2, Some(bias))?;
+    let h = matmul_var(tape, &rows, &a2, MatmulSpec::new().transpose_b(), None, None)?;
+    matmul_var(tape, &h, &b2, MatmulSpec::new().transpose_b().scaled(m.scale), None, Some(&base))
+}
+
+/// `W ← W + s·B·A` (for a conv, `A` flattened over its kernel).
+pub(crate) fn merge(m: &LoraModule, a: &HostTensor, b: &HostTensor, w: &mut HostTensor) {
+    let r = a.shape[0];
+    let cols = a.len() / r;
+    let rows = b.shape[0];
+    for o in 0..rows {
+        for i in 0..cols {
+            let delta: f64 = (0..r).map(|k| f64::from(b.data[o * r + k]) * f64::from(a.data[k * cols + i])).sum();
+            let slot = &mut w.data[o * cols + i];
+            *slot = (f64::from(*slot) + f64::from(m.scale) * delta) as f32;
+        }
+    }
+}

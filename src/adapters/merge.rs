@@ -1,0 +1,65 @@
+//! Folding an adapter into the model's weights: LoRA and FLoRA into the weights they adapt,
+//! saved modules in place, RLP's prompts as one `prompt_embeddings` matrix.
+
+use super::{Adapter, Kind, flora, lora};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::io::safetensors::HostTensor;
+use crate::nn::{ModuleId, Naming, VitWeights};
+
+impl Adapter {
+    /// The weights of `base` with this adapter folded in. MoPPA's filter is not a weight
+    /// change and cannot be merged.
+    pub fn merge(&self, gpu: &Gpu, base: &VitWeights) -> Result<VitWeights> {
+        let read = |slot: usize| -> Result<HostTensor> {
+            let t = &self.trainable[slot].tensor;
+            HostTensor::new(t.shape().to_vec(), gpu.read(t)?)
+        };
+        let mut out = base.clone();
+        let weight_key = |m: ModuleId| format!("{}.weight", m.path(Naming::OnDisk));
+        match &self.kind {
+            Kind::Lora(ms) => {
+                for m in ms {
+                    let w = out.tensors.get_mut(&weight_key(m.module)).ok_or_else(|| missing(m.module))?;
+                    lora::merge(m, &read(m.a)?, &read(m.b)?, w);
+                }
+            }
+            Kind::Flora(ms) => {
+                for m in ms {
+                    let factors = m.factors.iter().map(|&s| read(s)).collect::<Result<Vec<_>>>()?;
+                    let core = read(m.core)?;
+                    let w = out.tensors.get_mut(&weight_key(m.module)).ok_or_else(|| missing(m.module))?;
+                    flora::merge(m, &core, &factors, w);
+                }
+            }
+            Kind::Rlp(r) => {
+                let p0 = &self.frozen[r.p0].tensor;
+                let p0 = HostTensor::new(p0.shape().to_vec(), gpu.read(p0)?)?;
+                out.prompts = Some(r.merge(&p0, &read(r.a)?, &read(r.b)?));
+            }
+            Kind::Moppa(_) => {
+                return Err(Error::invalid(
+                    "adapter",
+                    "a MoPPA adapter filters tokens in the frequency domain and cannot be folded into \
+                     the ViT's weights; evaluate it with `eval --adapter` instead",
+                ));
+            }
+        }
+        for s in &self.saved {
+            let path = s.module.path(Naming::OnDisk);
+            out.tensors.insert(format!("{path}.weight"), read(s.weight)?);
+            if let Some(b) = s.bias {
+                out.tensors.insert(format!("{path}.bias"), read(b)?);
+            }
+        }
+        out.config.num_labels = self.num_labels;
+        if out.config.id2label.len() != self.num_labels {
+            out.config.id2label.clear();
+        }
+        Ok(out)
+    }
+}
+
+fn missing(m: ModuleId) -> Error {
+    Error::invalid("merge", format!("the model has no weight for {}", m.path(Naming::OnDisk)))
+}

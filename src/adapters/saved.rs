@@ -1,0 +1,102 @@
+//! Saved modules (SPEC §7): PEFT's `modules_to_save`, trained in full and stored in the
+//! adapter file; a classifier with another label count replaces the base head.
+
+use super::Build;
+use super::params::{PEFT_PREFIX, Slot, Value};
+use super::source::Init;
+use crate::error::{Error, Result};
+use crate::io::safetensors::HostTensor;
+use crate::nn::weights::module_shapes;
+use crate::nn::{ModuleId, Naming, Vit};
+
+/// A module whose weights the adapter replaces.
+#[derive(Clone, Debug)]
+pub(crate) struct SavedModule {
+    pub(crate) module: ModuleId,
+    pub(crate) weight: Slot,
+    pub(crate) bias: Option<Slot>,
+}
+
+/// Builds the saved modules: from the file, or as copies of the base (a new head of
+/// `num_labels` labels starts at zero). Returns them and the adapted model's label count.
+pub(crate) fn build(
+    modules: &[ModuleId],
+    num_labels: Option<usize>,
+    vit: &Vit,
+    build: &mut Build<'_>,
+) -> Result<(Vec<SavedModule>, usize)> {
+    let mut labels = vit.config.num_labels;
+    let mut saved = Vec::new();
+    for &module in modules {
+        let naming = build.key_naming(module, Naming::OnDisk, "weight");
+        let stem = format!("{PEFT_PREFIX}{}", module.path(naming));
+        let base_path = module.path(Naming::OnDisk);
+        let (w_shape, b_shape) = module_shapes(&vit.config, module);
+        let (wk, bk) = (format!("{stem}.weight"), format!("{stem}.bias"));
+        let base_w = vit.weights().get(&format!("{base_path}.weight")).cloned();
+        let base_b = vit.weights().get(&format!("{base_path}.bias")).cloned();
+        let (weight, bias) = if module == ModuleId::Classifier {
+            let (w, b, k) = classifier(build, &wk, &bk, &w_shape, num_labels)?;
+            labels = k;
+            let weight = match w {
+                Some(w) => build.params_mut().train(wk, Value::Host(w)),
+                None => build.params_mut().train(wk, Value::CopyOf(base_w.expect("the model has a classifier"))),
+            };
+            let bias = match b {
+                Some(b) => build.params_mut().train(bk, Value::Host(b)),
+                None => build.params_mut().train(bk, Value::CopyOf(base_b.expect("the classifier has a bias"))),
+            };
+            (weight, Some(bias))
+        } else if build.is_file() {
+            let weight = build.trainable(&wk, &w_shape, Init::Zeros)?;
+            let bias = b_shape.map(|s| build.trainable(&bk, &s, Init::Zeros)).transpose()?;
+            (weight, bias)
+        } else {
+            let weight = build.params_mut().train(wk, Value::CopyOf(base_w.expect("every module has a weight")));
+            let bias = base_b.map(|b| build.params_mut().train(bk, Value::CopyOf(b)));
+            (weight, bias)
+        };
+        saved.push(SavedModule { module, weight, bias });
+    }
+    Ok((saved, labels))
+}
+
+type Head = (Option<HostTensor>, Option<HostTensor>, usize);
+
+/// The classifier's weight and bias from the file (any label count, the model's width), a
+/// fresh zero head of `num_labels`, or `None` to copy the base head.
+fn classifier(build: &mut Build<'_>, wk: &str, bk: &str, base: &[usize], num_labels: Option<usize>) -> Result<Head> {
+    let d = base[1];
+    if let Some(w) = build.source_any_shape(wk)? {
+        let path = build.weights_path();
+        let bad = |key: &str, expected: String, got: &[usize]| Error::TensorMismatch {
+            path: path.clone(),
+            key: key.to_string(),
+            expected,
+            got: format!("shape {got:?}"),
+        };
+        if w.shape.len() != 2 || w.shape[1] != d || w.shape[0] == 0 {
+            return Err(bad(wk, format!("shape [labels, {d}]"), &w.shape));
+        }
+        let k = w.shape[0];
+        if let Some(n) = num_labels
+            && n != k
+        {
+            return Err(Error::Config {
+                path: build.config_path.to_path_buf(),
+                key: "num_labels".into(),
+                message: format!("is {n} but the adapter's classifier has {k} labels"),
+            });
+        }
+        let b =
+            build.source_any_shape(bk)?.ok_or_else(|| Error::MissingTensor { path: path.clone(), key: bk.into() })?;
+        if b.shape != [k] {
+            return Err(bad(bk, format!("shape [{k}]"), &b.shape));
+        }
+        return Ok((Some(w), Some(b), k));
+    }
+    match num_labels {
+        Some(k) => Ok((Some(HostTensor::zeros(&[k, d])), Some(HostTensor::zeros(&[k])), k)),
+        None => Ok((None, None, base[0])),
+    }
+}

@@ -1,0 +1,96 @@
+//! Where an adapter's tensors come from while it is built: a fresh initialisation, or an
+//! `adapter_model.safetensors` whose every tensor must be used and well-shaped.
+
+use std::collections::BTreeSet;
+
+use crate::error::{Error, Result};
+use crate::io::safetensors::{HostTensor, TensorFile};
+use crate::rng::Rng;
+
+/// How a fresh tensor is initialised.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Init {
+    /// All zeros.
+    Zeros,
+    /// All equal to the value.
+    Const(f32),
+    /// `N(mean, std²)`.
+    Normal { mean: f64, std: f64 },
+    /// Uniform on `[-bound, bound)`.
+    Uniform { bound: f64 },
+}
+
+/// Fresh values from a seeded generator, or values read from a file.
+pub(crate) enum Source<'a> {
+    /// A new adapter.
+    Fresh(Rng),
+    /// An adapter file; `used` collects the keys read, to reject the rest.
+    File { file: &'a TensorFile, used: BTreeSet<String> },
+}
+
+impl<'a> Source<'a> {
+    /// A source reading `file`.
+    pub(crate) fn file(file: &'a TensorFile) -> Source<'a> {
+        Source::File { file, used: BTreeSet::new() }
+    }
+
+    /// Whether tensors come from a file.
+    pub(crate) fn is_file(&self) -> bool {
+        matches!(self, Source::File { .. })
+    }
+
+    /// Tensor `key` of exactly `shape`: read from the file, or made by `init`.
+    pub(crate) fn tensor(&mut self, key: &str, shape: &[usize], init: Init) -> Result<HostTensor> {
+        match self {
+            Source::Fresh(rng) => Ok(fresh(rng, shape, init)),
+            Source::File { file, used } => {
+                used.insert(key.to_string());
+                file.f32_shaped(key, shape)
+            }
+        }
+    }
+
+    /// Tensor `key` from the file whatever its shape (`None` for a fresh adapter).
+    pub(crate) fn any_shape(&mut self, key: &str) -> Result<Option<HostTensor>> {
+        match self {
+            Source::Fresh(_) => Ok(None),
+            Source::File { file, used } => {
+                used.insert(key.to_string());
+                file.f32(key).map(Some)
+            }
+        }
+    }
+
+    /// Whether the file holds `key` (false for a fresh adapter).
+    pub(crate) fn has(&self, key: &str) -> bool {
+        matches!(self, Source::File { file, .. } if file.contains(key))
+    }
+
+    /// Fails on the first tensor of the file that nothing used: an adapter for another model
+    /// or another configuration.
+    pub(crate) fn finish(self) -> Result<()> {
+        if let Source::File { file, used } = self
+            && let Some(extra) = file.keys().find(|k| !used.contains(*k))
+        {
+            return Err(Error::Format {
+                path: file.path().to_path_buf(),
+                message: format!(
+                    "tensor `{extra}` does not belong to this adapter config and model \
+                     (an adapter made for another model or config?)"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn fresh(rng: &mut Rng, shape: &[usize], init: Init) -> HostTensor {
+    let n = shape.iter().product();
+    let data = match init {
+        Init::Zeros => vec![0.0; n],
+        Init::Const(v) => vec![v; n],
+        Init::Normal { mean, std } => rng.normal_vec(n, mean, std),
+        Init::Uniform { bound } => rng.uniform_vec(n, -bound, bound),
+    };
+    HostTensor { shape: shape.to_vec(), data }
+}

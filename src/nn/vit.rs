@@ -1,0 +1,240 @@
+//! `ViTForImageClassification`'s forward pass on the tape, with hooks where adapters act.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::VitConfig;
+use super::attention::multi_head_attention;
+use super::names::{LayerPart, ModuleId, Naming};
+use super::weights::VitWeights;
+use crate::autograd::{Tape, Var};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::ops::activation::gelu_var;
+use crate::ops::elementwise::add_var;
+use crate::ops::linear::linear_var;
+use crate::ops::norm::layer_norm_var;
+use crate::ops::patch::patch_embed;
+use crate::ops::shape::{add_broadcast_var, concat_var, expand_var, reshape_var, slice_var};
+use crate::tensor::Tensor;
+
+/// Where an adapter changes the forward pass. Every method defaults to "no change".
+pub trait VitHooks {
+    /// Output of linear `module` for input `x`, replacing `x Wᵀ + b`; `None` keeps the base.
+    fn linear(&self, _tape: &mut Tape, _module: ModuleId, _x: &Var, _w: &Var, _b: Option<&Var>) -> Result<Option<Var>> {
+        Ok(None)
+    }
+
+    /// Patch-embedding output `[B, N, D]` replacing the base conv; `None` keeps the base.
+    fn patch_embed(&self, _tape: &mut Tape, _images: &Var, _w: &Var, _b: &Var) -> Result<Option<Var>> {
+        Ok(None)
+    }
+
+    /// Tokens after the position embeddings, `[B, T, D]` (RLP inserts prompts after CLS).
+    fn after_embeddings(&self, _tape: &mut Tape, x: Var) -> Result<Var> {
+        Ok(x)
+    }
+
+    /// The input of layer `layer`'s attention branch (before `layernorm_before`); `prefix`
+    /// tokens precede the `gh × gw` patch grid. `None` keeps `x`.
+    fn pre_attention(
+        &self,
+        _tape: &mut Tape,
+        _layer: usize,
+        _x: &Var,
+        _prefix: usize,
+        _grid: (usize, usize),
+    ) -> Result<Option<Var>> {
+        Ok(None)
+    }
+
+    /// Prompt tokens this adapter inserts after CLS.
+    fn prompt_tokens(&self) -> usize {
+        0
+    }
+
+    /// Weight and bias that replace the base ones of `module` (saved modules).
+    fn module_weights(&self, _module: ModuleId) -> Option<(Var, Option<Var>)> {
+        None
+    }
+}
+
+/// No adapter.
+pub struct NoHooks;
+
+impl VitHooks for NoHooks {}
+
+/// A ViT classifier whose weights live on the GPU.
+pub struct Vit {
+    /// The architecture.
+    pub config: VitConfig,
+    weights: BTreeMap<String, Tensor>,
+    /// Merged RLP prompts `[n, D]` inserted after CLS, when the folder has them.
+    prompts: Option<Tensor>,
+}
+
+/// The model's weights on one tape, trainable or frozen.
+pub struct VitVars {
+    vars: BTreeMap<String, Var>,
+    prompts: Option<Var>,
+}
+
+impl VitVars {
+    /// The variable of the weight called `key` (on-disk name).
+    pub fn get(&self, key: &str) -> Result<&Var> {
+        self.vars
+            .get(key)
+            .ok_or_else(|| Error::invalid("model weight", format!("`{key}` is not a weight of this model")))
+    }
+
+    /// Every weight, by on-disk name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Var)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+impl Vit {
+    /// Uploads host weights (with a merged RLP model's `prompt_embeddings`, if any).
+    pub fn from_weights(gpu: &Gpu, weights: &VitWeights) -> Result<Vit> {
+        let mut map = BTreeMap::new();
+        for (k, t) in &weights.tensors {
+            map.insert(k.clone(), Tensor::from_slice(gpu, &t.data, &t.shape)?);
+        }
+        let prompts = weights.prompts.as_ref().map(|p| Tensor::from_slice(gpu, &p.data, &p.shape)).transpose()?;
+        Ok(Vit { config: weights.config.clone(), weights: map, prompts })
+    }
+
+    /// Loads a transformers folder (`config.json` + weights).
+    pub fn load(gpu: &Gpu, dir: &Path) -> Result<Vit> {
+        Vit::from_weights(gpu, &VitWeights::load(dir)?)
+    }
+
+    /// The weights on the GPU by on-disk name.
+    pub fn weights(&self) -> &BTreeMap<String, Tensor> {
+        &self.weights
+    }
+
+    /// Number of weights (parameters) of the model, as PyTorch counts them.
+    pub fn num_parameters(&self) -> usize {
+        self.weights.values().map(Tensor::len).sum::<usize>() + self.prompts.as_ref().map_or(0, Tensor::len)
+    }
+
+    /// Puts the weights on `tape`, as trainable leaves or as constants.
+    pub fn bind(&self, tape: &mut Tape, trainable: bool) -> VitVars {
+        let vars = self
+            .weights
+            .iter()
+            .map(|(k, t)| (k.clone(), if trainable { tape.param(t) } else { tape.constant(t) }))
+            .collect();
+        VitVars { vars, prompts: self.prompts.as_ref().map(|p| tape.constant(p)) }
+    }
+
+    /// Logits `[B, num_labels]` for images `[B, C, H, W]`.
+    pub fn forward(&self, tape: &mut Tape, vars: &VitVars, images: &Var, hooks: &dyn VitHooks) -> Result<Var> {
+        let c = &self.config;
+        let &[b, ch, h, w] = images.shape() else {
+            return Err(Error::shape("ViT forward", "images [B, C, H, W]", format!("{:?}", images.shape())));
+        };
+        if (ch, h, w) != (c.num_channels, c.image_size, c.image_size) {
+            return Err(Error::shape(
+                "ViT forward",
+                format!("images of {}×{}×{}", c.num_channels, c.image_size, c.image_size),
+                format!("{ch}×{h}×{w}"),
+            ));
+        }
+        let d = c.hidden_size;
+        let (pw, pb) = module_vars(vars, hooks, ModuleId::PatchEmbed)?;
+        let pb = pb.ok_or_else(|| Error::invalid("model", "the patch embedding has no bias"))?;
+        let patches = match hooks.patch_embed(tape, images, &pw, &pb)? {
+            Some(p) => p,
+            None => patch_embed(tape, images, &pw, Some(&pb))?,
+        };
+        let cls = expand_var(tape, vars.get("vit.embeddings.cls_token")?, &[b, 1, d])?;
+        let x = concat_var(tape, &[&cls, &patches], 1)?;
+        let pos = vars.get("vit.embeddings.position_embeddings")?;
+        let pos = reshape_var(tape, pos, &[c.tokens(), d])?;
+        let mut x = add_broadcast_var(tape, &x, &pos)?;
+        let mut prefix = 1;
+        if let Some(p) = &vars.prompts {
+            x = insert_after_cls(tape, &x, p)?;
+            prefix += p.shape()[0];
+        }
+        x = hooks.after_embeddings(tape, x)?;
+        prefix += hooks.prompt_tokens();
+        let grid = (c.grid(), c.grid());
+        for layer in 0..c.num_hidden_layers {
+            x = self.layer(tape, vars, hooks, layer, &x, prefix, grid)?;
+        }
+        let (nw, nb) = module_vars(vars, hooks, ModuleId::FinalNorm)?;
+        let x = layer_norm(tape, &x, &nw, nb.as_ref(), c.layer_norm_eps)?;
+        let cls = slice_var(tape, &x, 1, 0, 1)?;
+        let cls = reshape_var(tape, &cls, &[b, d])?;
+        linear(tape, vars, hooks, ModuleId::Classifier, &cls)
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one transformer layer's inputs, all needed")]
+    fn layer(
+        &self,
+        tape: &mut Tape,
+        vars: &VitVars,
+        hooks: &dyn VitHooks,
+        layer: usize,
+        x: &Var,
+        prefix: usize,
+        grid: (usize, usize),
+    ) -> Result<Var> {
+        let c = &self.config;
+        let m = |part| ModuleId::Layer(layer, part);
+        let filtered = hooks.pre_attention(tape, layer, x, prefix, grid)?;
+        let (lw, lb) = module_vars(vars, hooks, m(LayerPart::LnBefore))?;
+        let h = layer_norm(tape, filtered.as_ref().unwrap_or(x), &lw, lb.as_ref(), c.layer_norm_eps)?;
+        let q = linear(tape, vars, hooks, m(LayerPart::Query), &h)?;
+        let k = linear(tape, vars, hooks, m(LayerPart::Key), &h)?;
+        let v = linear(tape, vars, hooks, m(LayerPart::Value), &h)?;
+        let a = multi_head_attention(tape, &q, &k, &v, c.num_attention_heads)?;
+        let a = linear(tape, vars, hooks, m(LayerPart::AttnOut), &a)?;
+        let x = add_var(tape, x, &a)?;
+        let (lw, lb) = module_vars(vars, hooks, m(LayerPart::LnAfter))?;
+        let h = layer_norm(tape, &x, &lw, lb.as_ref(), c.layer_norm_eps)?;
+        let h = linear(tape, vars, hooks, m(LayerPart::Fc1), &h)?;
+        let h = gelu_var(tape, &h)?;
+        let h = linear(tape, vars, hooks, m(LayerPart::Fc2), &h)?;
+        add_var(tape, &x, &h)
+    }
+}
+
+/// `[B, T, D]` with `prompts` `[n, D]` inserted after the first (CLS) token.
+pub fn insert_after_cls(tape: &mut Tape, x: &Var, prompts: &Var) -> Result<Var> {
+    let &[b, t, d] = x.shape() else {
+        return Err(Error::shape("insert prompts", "tokens [B, T, D]", format!("{:?}", x.shape())));
+    };
+    let n = prompts.shape()[0];
+    let p = reshape_var(tape, prompts, &[1, n, d])?;
+    let p = expand_var(tape, &p, &[b, n, d])?;
+    let cls = slice_var(tape, x, 1, 0, 1)?;
+    let rest = slice_var(tape, x, 1, 1, t - 1)?;
+    concat_var(tape, &[&cls, &p, &rest], 1)
+}
+
+fn module_vars(vars: &VitVars, hooks: &dyn VitHooks, module: ModuleId) -> Result<(Var, Option<Var>)> {
+    if let Some(replaced) = hooks.module_weights(module) {
+        return Ok(replaced);
+    }
+    let path = module.path(Naming::OnDisk);
+    let w = vars.get(&format!("{path}.weight"))?.clone();
+    let b = vars.vars.get(&format!("{path}.bias")).cloned();
+    Ok((w, b))
+}
+
+fn linear(tape: &mut Tape, vars: &VitVars, hooks: &dyn VitHooks, module: ModuleId, x: &Var) -> Result<Var> {
+    let (w, b) = module_vars(vars, hooks, module)?;
+    match hooks.linear(tape, module, x, &w, b.as_ref())? {
+        Some(y) => Ok(y),
+        None => linear_var(tape, x, &w, b.as_ref()),
+    }
+}
+
+fn layer_norm(tape: &mut Tape, x: &Var, w: &Var, b: Option<&Var>, eps: f32) -> Result<Var> {
+    let b = b.ok_or_else(|| Error::invalid("model", "a LayerNorm has no bias"))?;
+    layer_norm_var(tape, x, w, b, eps)
+}

@@ -1,0 +1,205 @@
+//! Training and evaluation loops (SPEC §12): mean cross-entropy plus MoPPA's route term,
+//! SGD or AdamW on the adapter's tensors only, deterministic or seeded batch order.
+
+use crate::adapters::Adapter;
+use crate::autograd::Tape;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::io::Dataset;
+use crate::nn::{Vit, VitHooks};
+use crate::ops::elementwise::add_var;
+use crate::ops::loss::{cross_entropy_rows, cross_entropy_var};
+use crate::optim::{Optimizer, OptimizerKind};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+
+/// Which rows each step takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchOrder {
+    /// Step `t` uses rows `(t·B + j) mod N`, `j = 0…B−1`.
+    Sequential,
+    /// A new seeded permutation of the rows every epoch.
+    Shuffled {
+        /// Seed of the permutations.
+        seed: u64,
+    },
+}
+
+/// The rows of every step, in order.
+#[derive(Clone, Debug)]
+pub struct Batches {
+    order: BatchOrder,
+    rows: usize,
+    batch: usize,
+    rng: Rng,
+    perm: Vec<usize>,
+    cursor: usize,
+    step: usize,
+}
+
+impl Batches {
+    /// Batches of `batch` rows drawn from `rows` rows.
+    pub fn new(order: BatchOrder, rows: usize, batch: usize) -> Batches {
+        let seed = match order {
+            BatchOrder::Shuffled { seed } => seed,
+            BatchOrder::Sequential => 0,
+        };
+        Batches { order, rows, batch, rng: Rng::new(seed ^ 0x005E_ED0F_BA7C), perm: Vec::new(), cursor: 0, step: 0 }
+    }
+
+    /// The rows of the next step.
+    pub fn next_rows(&mut self) -> Vec<usize> {
+        let t = self.step;
+        self.step += 1;
+        match self.order {
+            BatchOrder::Sequential => (0..self.batch).map(|j| (t * self.batch + j) % self.rows).collect(),
+            BatchOrder::Shuffled { .. } => (0..self.batch)
+                .map(|_| {
+                    if self.cursor == self.perm.len() {
+                        self.perm = self.rng.permutation(self.rows);
+                        self.cursor = 0;
+                    }
+                    self.cursor += 1;
+                    self.perm[self.cursor - 1]
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Settings of a training run.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// SGD or AdamW and their settings.
+    pub optimizer: OptimizerKind,
+    /// Batch order.
+    pub order: BatchOrder,
+}
+
+/// What one step did.
+#[derive(Clone, Copy, Debug)]
+pub struct StepReport {
+    /// 0-based step.
+    pub step: usize,
+    /// Steps in the run.
+    pub steps: usize,
+    /// Loss of this step (cross-entropy plus the route term).
+    pub loss: f32,
+    /// Images in the step.
+    pub images: usize,
+}
+
+/// Uploads the images and labels of `rows`.
+pub fn upload_batch(gpu: &Gpu, data: &Dataset, rows: &[usize]) -> Result<(Tensor, Tensor)> {
+    let (pixels, labels) = data.gather(rows);
+    let [_, c, h, w] = data.shape;
+    Ok((Tensor::from_slice(gpu, &pixels, &[rows.len(), c, h, w])?, Tensor::from_u32(gpu, &labels, &[rows.len()])?))
+}
+
+/// Checks that `data` fits the model (and the adapter's head) and that the options are sane.
+pub fn check_inputs(vit: &Vit, labels: usize, data: &Dataset, batch_size: usize) -> Result<()> {
+    let c = &vit.config;
+    data.check_fits(c.num_channels, c.image_size, c.image_size, labels)?;
+    if batch_size == 0 {
+        return Err(Error::invalid("--batch-size", "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Trains `adapter` on `data` for `options.steps` steps; `on_step` sees every step. The loss
+/// of every step is checked: a non-finite one stops the run with an error naming the step,
+/// before the adapter changes.
+pub fn train(
+    gpu: &Gpu,
+    vit: &Vit,
+    adapter: &Adapter,
+    data: &Dataset,
+    options: &TrainOptions,
+    on_step: &mut dyn FnMut(&StepReport),
+) -> Result<()> {
+    check_inputs(vit, adapter.num_labels(), data, options.batch_size)?;
+    if options.steps == 0 {
+        return Err(Error::invalid("--steps", "must be at least 1"));
+    }
+    let params: Vec<Tensor> = adapter.trainable().iter().map(|p| p.tensor.clone()).collect();
+    let mut optimizer = Optimizer::new(gpu, options.optimizer, options.lr, &params)?;
+    let mut batches = Batches::new(options.order, data.len(), options.batch_size);
+    for step in 0..options.steps {
+        let rows = batches.next_rows();
+        let (images, labels) = upload_batch(gpu, data, &rows)?;
+        let mut tape = Tape::new(gpu);
+        let base = vit.bind(&mut tape, false);
+        let bound = adapter.bind(&mut tape);
+        let images = tape.constant(&images);
+        let logits = vit.forward(&mut tape, &base, &images, &bound)?;
+        let mut loss = cross_entropy_var(&mut tape, &logits, &labels)?;
+        if let Some(term) = bound.regularizer(&mut tape, step, options.steps)? {
+            loss = add_var(&mut tape, &loss, &term)?;
+        }
+        let loss_value = loss.value().clone();
+        let vars = bound.vars().to_vec();
+        drop(bound);
+        let grads = tape.backward(&loss)?;
+        let value = gpu.read(&loss_value)?[0];
+        if !value.is_finite() {
+            return Err(Error::NonFiniteLoss { step, value });
+        }
+        let list: Vec<Option<&Tensor>> = vars.iter().map(|v| grads.get(v)).collect();
+        optimizer.step(&list)?;
+        on_step(&StepReport { step, steps: options.steps, loss: value, images: rows.len() });
+    }
+    gpu.sync()
+}
+
+/// Accuracy and loss of a model on a data set.
+#[derive(Clone, Debug)]
+pub struct EvalReport {
+    /// Fraction of images whose arg-max logit is their label.
+    pub accuracy: f64,
+    /// Mean cross-entropy.
+    pub mean_loss: f64,
+    /// Logits `[N, labels]`, row-major.
+    pub logits: Vec<f32>,
+    /// Labels of the classifier.
+    pub labels: usize,
+}
+
+/// Evaluates `vit` (with `hooks`, e.g. a bound adapter, made per batch by `bind`) on `data`.
+pub fn evaluate(
+    gpu: &Gpu,
+    vit: &Vit,
+    adapter: Option<&Adapter>,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<EvalReport> {
+    let labels = adapter.map_or(vit.config.num_labels, Adapter::num_labels);
+    check_inputs(vit, labels, data, batch_size)?;
+    let (mut correct, mut loss) = (0.0f64, 0.0f64);
+    let mut logits_all = Vec::with_capacity(data.len() * labels);
+    for start in (0..data.len()).step_by(batch_size) {
+        let rows: Vec<usize> = (start..(start + batch_size).min(data.len())).collect();
+        let (images, label_t) = upload_batch(gpu, data, &rows)?;
+        let mut tape = Tape::inference(gpu);
+        let base = vit.bind(&mut tape, false);
+        let images = tape.constant(&images);
+        let logits = match adapter {
+            Some(a) => {
+                let bound = a.bind(&mut tape);
+                vit.forward(&mut tape, &base, &images, &bound)?
+            }
+            None => vit.forward(&mut tape, &base, &images, &crate::nn::NoHooks as &dyn VitHooks)?,
+        };
+        let (losses, hits) = cross_entropy_rows(gpu, logits.value(), &label_t)?;
+        loss += gpu.read(&losses)?.iter().map(|&v| f64::from(v)).sum::<f64>();
+        correct += gpu.read(&hits)?.iter().map(|&v| f64::from(v)).sum::<f64>();
+        logits_all.extend(gpu.read(logits.value())?);
+    }
+    let n = data.len() as f64;
+    Ok(EvalReport { accuracy: correct / n, mean_loss: loss / n, logits: logits_all, labels })
+}
