@@ -126,7 +126,7 @@ def flora(expected):
         "peft_type": "FLORA",
         "r": r,
         "scale": scale,
-        "target_modules": ["query", "layer.1.attention.attention.value", "1.intermediate.dense", "projection"],
+        "target_modules": ["0.attention.attention.query", "layer.1.attention.attention.value", "1.intermediate.dense", "projection"],
         "modules_to_save": ["classifier"],
     }
     write_adapter("flora", config, tensors)

@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
+# PEFT writes target_modules from a Python set: fix the hash seed so files are reproducible.
+export PYTHONHASHSEED=0
 "$PYTHON" scripts/make_digits.py
 # The tiny ViT comes first: other fixtures adapt it.
 "$PYTHON" scripts/fixtures_vit.py
