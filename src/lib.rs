@@ -18,7 +18,9 @@
 
 pub mod adapters;
 pub mod autograd;
+pub mod bench;
 pub mod cli;
+pub mod demo;
 pub mod error;
 pub mod gpu;
 pub mod io;

@@ -1,5 +1,294 @@
-//! The `peft-wgpu` command line.
+//! The `peft-wgpu` command line (SPEC §11): a thin layer over the library that parses flags,
+//! shows progress, and turns every error into one line and an exit code.
+#![expect(clippy::print_stdout, reason = "a command line prints its results on stdout")]
 
-fn main() {
-    std::process::exit(0);
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use peft_wgpu::optim::OptimizerKind;
+use peft_wgpu::train::StepReport;
+use peft_wgpu::{Error, ErrorKind, cli};
+
+/// Exit code for bad flags or values (clap uses it too).
+const EXIT_USAGE: u8 = 2;
+/// Exit code for bad files: paths, formats, tensors, configs, data.
+const EXIT_INPUT: u8 = 3;
+/// Exit code for GPU problems: no adapter, limits, out of memory, device lost.
+const EXIT_DEVICE: u8 = 4;
+/// Exit code for a training run that diverged.
+const EXIT_TRAINING: u8 = 5;
+/// Exit code for a bug in peft-wgpu.
+const EXIT_INTERNAL: u8 = 70;
+
+#[derive(Parser)]
+#[command(name = "peft-wgpu", version, about = "Parameter-efficient fine-tuning on any GPU through wgpu")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerArg {
+    Adamw,
+    Sgd,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train an adapter on a data set and save it.
+    Train {
+        /// Model folder (config.json + model.safetensors, or shards with their index).
+        #[arg(long)]
+        model: PathBuf,
+        /// adapter_config.json describing the adapter (optional with --init).
+        #[arg(long)]
+        adapter_config: Option<PathBuf>,
+        /// Training data (.safetensors with pixel_values and labels).
+        #[arg(long)]
+        data: PathBuf,
+        /// Output adapter folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Start from this adapter folder instead of a fresh initialisation.
+        #[arg(long)]
+        init: Option<PathBuf>,
+        /// Optimizer steps.
+        #[arg(long, conflicts_with = "epochs")]
+        steps: Option<usize>,
+        /// Passes over the data (default 1 when --steps is not given).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Images per step.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Learning rate.
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Optimizer.
+        #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
+        optimizer: OptimizerArg,
+        /// Weight decay (AdamW default 0.01, SGD default none).
+        #[arg(long)]
+        weight_decay: Option<f64>,
+        /// Seed for initialisation and shuffling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Step t uses rows (t·B + j) mod N instead of a seeded shuffle.
+        #[arg(long)]
+        no_shuffle: bool,
+        /// Data to evaluate on after training.
+        #[arg(long)]
+        eval_data: Option<PathBuf>,
+        /// Overwrite an adapter already in --out.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Accuracy and mean loss of a model (with an adapter) on a data set.
+    Eval {
+        /// Model folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Adapter folder.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Data set.
+        #[arg(long)]
+        data: PathBuf,
+        /// Images per batch.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Write the logits [N, labels] to this .safetensors file.
+        #[arg(long)]
+        logits_out: Option<PathBuf>,
+    },
+    /// Fold an adapter into the model's weights and write a model folder.
+    Merge {
+        /// Model folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Adapter folder.
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Output model folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The GPU adapter in use, its backend, limits and features.
+    Info,
+    /// Run the benchmark workloads.
+    Bench {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fine-tune a small pretrained ViT on digits 5–9 with every adapter and compare.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        eprintln!("peft-wgpu: internal error: {message} (this is a bug; please report it)");
+    }));
+    let cli = Cli::parse();
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("peft-wgpu: error: {e}");
+            ExitCode::from(match e.kind() {
+                ErrorKind::Usage => EXIT_USAGE,
+                ErrorKind::Input => EXIT_INPUT,
+                ErrorKind::Device => EXIT_DEVICE,
+                ErrorKind::Training => EXIT_TRAINING,
+                _ => EXIT_INTERNAL,
+            })
+        }
+        Err(_) => ExitCode::from(EXIT_INTERNAL),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Train {
+            model,
+            adapter_config,
+            data,
+            out,
+            init,
+            steps,
+            epochs,
+            batch_size,
+            lr,
+            optimizer,
+            weight_decay,
+            seed,
+            no_shuffle,
+            eval_data,
+            force,
+        } => {
+            let optimizer = match optimizer {
+                OptimizerArg::Adamw => {
+                    let mut kind = OptimizerKind::adamw();
+                    if let OptimizerKind::AdamW { weight_decay: wd, .. } = &mut kind
+                        && let Some(w) = weight_decay
+                    {
+                        *wd = w;
+                    }
+                    kind
+                }
+                OptimizerArg::Sgd => OptimizerKind::Sgd { weight_decay },
+            };
+            let args = cli::TrainArgs {
+                model,
+                adapter_config,
+                data,
+                out,
+                init,
+                steps,
+                epochs,
+                batch_size,
+                lr,
+                optimizer,
+                seed,
+                shuffle: !no_shuffle,
+                eval_data,
+                force,
+            };
+            let outcome = cli::train(&args, &mut TerminalProgress::new())?;
+            println!(
+                "trained {} steps, final loss {:.6}; adapter written to {}",
+                outcome.steps,
+                outcome.final_loss,
+                args.out.display()
+            );
+            if let Some(e) = outcome.eval {
+                println!("eval accuracy: {:.4}, mean loss: {:.6}", e.accuracy, e.mean_loss);
+            }
+            Ok(())
+        }
+        Command::Eval { model, adapter, data, batch_size, logits_out } => {
+            let report = cli::eval(&model, adapter.as_deref(), &data, batch_size, logits_out.as_deref())?;
+            println!("accuracy: {:.4} ({} images)", report.accuracy, report.logits.len() / report.labels.max(1));
+            println!("mean loss: {:.6}", report.mean_loss);
+            Ok(())
+        }
+        Command::Merge { model, adapter, out } => {
+            cli::merge(&model, &adapter, &out)?;
+            println!("merged model written to {}", out.display());
+            Ok(())
+        }
+        Command::Info => info(),
+        Command::Bench { json } => peft_wgpu::bench::run_cli(json),
+        Command::Demo => peft_wgpu::demo::run(&peft_wgpu::demo::DemoOptions::default()).map(|_| ()),
+    }
+}
+
+/// Progress on stderr: a bar with loss, throughput and ETA when stderr is a terminal;
+/// otherwise only the trainable-parameter line.
+struct TerminalProgress {
+    bar: Option<ProgressBar>,
+    tty: bool,
+    started: Instant,
+    images: usize,
+}
+
+impl TerminalProgress {
+    fn new() -> Self {
+        TerminalProgress { bar: None, tty: std::io::stderr().is_terminal(), started: Instant::now(), images: 0 }
+    }
+}
+
+impl cli::Progress for TerminalProgress {
+    fn started(&mut self, summary: &str, steps: usize) {
+        eprintln!("{summary}");
+        if self.tty {
+            let bar = ProgressBar::new(steps as u64);
+            let style = ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            self.bar = Some(bar);
+        }
+        self.started = Instant::now();
+    }
+
+    fn step(&mut self, r: &StepReport) {
+        self.images += r.images;
+        if let Some(bar) = &self.bar {
+            let rate = self.images as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("loss {:.4}  {rate:.1} img/s", r.loss));
+            bar.set_position(r.step as u64 + 1);
+            if r.step + 1 == r.steps {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
+
+fn info() -> Result<(), Error> {
+    let gpu = peft_wgpu::Gpu::new()?;
+    let i = gpu.adapter_info();
+    let l = gpu.limits();
+    println!("adapter:  {} ({:?})", i.name, i.device_type);
+    println!("backend:  {:?}", i.backend);
+    println!("driver:   {} {}", i.driver, i.driver_info);
+    println!("limits:");
+    println!("  max_storage_buffer_binding_size      {}", l.max_storage_buffer_binding_size);
+    println!("  max_buffer_size                      {}", l.max_buffer_size);
+    println!("  max_compute_workgroup_storage_size   {}", l.max_compute_workgroup_storage_size);
+    println!("  max_compute_invocations_per_workgroup {}", l.max_compute_invocations_per_workgroup);
+    println!("  max_compute_workgroups_per_dimension {}", l.max_compute_workgroups_per_dimension);
+    println!("  max_storage_buffers_per_shader_stage {}", l.max_storage_buffers_per_shader_stage);
+    println!("  max_immediate_size                   {}", l.max_immediate_size);
+    println!("features: {:?}", gpu.features());
+    Ok(())
 }
