@@ -117,7 +117,14 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     let summary = adapter.trainable_summary();
     progress.started(&summary, steps);
     let order = if args.shuffle { BatchOrder::Shuffled { seed: args.seed } } else { BatchOrder::Sequential };
-    let options = TrainOptions { steps, batch_size: args.batch_size, lr: args.lr, optimizer: args.optimizer, order };
+    let options = TrainOptions {
+        steps,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        optimizer: args.optimizer,
+        order,
+        seed: args.seed,
+    };
     let mut last = f32::NAN;
     train_loop(&gpu, &vit, &adapter, &data, &options, &mut |r| {
         last = r.loss;

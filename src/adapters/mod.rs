@@ -233,13 +233,20 @@ impl Adapter {
         config::write(dir, &self.config)
     }
 
-    /// Puts the tensors on `tape`: trainable leaves and constants.
+    /// Puts the tensors on `tape` (trainable leaves and constants) for evaluation: no dropout.
     pub fn bind(&self, tape: &mut Tape) -> BoundAdapter<'_> {
         BoundAdapter {
             adapter: self,
             vars: self.trainable.iter().map(|p| tape.param(&p.tensor)).collect(),
             frozen: self.frozen.iter().map(|p| tape.constant(&p.tensor)).collect(),
+            dropout_seed: None,
         }
+    }
+
+    /// Like [`Adapter::bind`], for a training step: LoRA's dropout is on, its masks drawn
+    /// from `seed` (give every step its own).
+    pub fn bind_train(&self, tape: &mut Tape, seed: u64) -> BoundAdapter<'_> {
+        BoundAdapter { dropout_seed: Some(seed), ..self.bind(tape) }
     }
 
     /// MoPPA's entropy weight `λ_t` at `step` of `total` (0 for other adapters).
@@ -268,6 +275,14 @@ pub struct BoundAdapter<'a> {
     adapter: &'a Adapter,
     vars: Vec<Var>,
     frozen: Vec<Var>,
+    dropout_seed: Option<u64>,
+}
+
+impl BoundAdapter<'_> {
+    /// The dropout seed of the `index`-th adapted module, distinct per module.
+    fn module_seed(&self, index: usize) -> Option<u64> {
+        self.dropout_seed.map(|s| s ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
 }
 
 impl BoundAdapter<'_> {
@@ -294,8 +309,11 @@ impl VitHooks for BoundAdapter<'_> {
     fn linear(&self, tape: &mut Tape, module: ModuleId, x: &Var, w: &Var, b: Option<&Var>) -> Result<Option<Var>> {
         let v = &self.vars;
         match &self.adapter.kind {
-            Kind::Lora(ms) => match ms.iter().find(|m| m.module == module) {
-                Some(m) => lora::linear(tape, m, &v[m.a], &v[m.b], x, w, b).map(Some),
+            Kind::Lora(ms) => match ms.iter().position(|m| m.module == module) {
+                Some(i) => {
+                    let m = &ms[i];
+                    lora::linear(tape, m, &v[m.a], &v[m.b], x, w, b, self.module_seed(i)).map(Some)
+                }
                 None => Ok(None),
             },
             Kind::Flora(ms) => match ms.iter().find(|m| m.module == module) {
@@ -313,8 +331,11 @@ impl VitHooks for BoundAdapter<'_> {
         let v = &self.vars;
         let module = ModuleId::PatchEmbed;
         match &self.adapter.kind {
-            Kind::Lora(ms) => match ms.iter().find(|m| m.module == module) {
-                Some(m) => lora::patch_embed(tape, m, &v[m.a], &v[m.b], images, w, b).map(Some),
+            Kind::Lora(ms) => match ms.iter().position(|m| m.module == module) {
+                Some(i) => {
+                    let m = &ms[i];
+                    lora::patch_embed(tape, m, &v[m.a], &v[m.b], images, w, b, self.module_seed(i)).map(Some)
+                }
                 None => Ok(None),
             },
             Kind::Flora(ms) => match ms.iter().find(|m| m.module == module) {

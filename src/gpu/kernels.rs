@@ -42,6 +42,8 @@ pub enum Shader {
     Spectral,
     /// `shaders/priors.wgsl`: physical-prior responses and the router.
     Priors,
+    /// `shaders/dropout.wgsl`: inverted dropout with a hashed mask.
+    Dropout,
 }
 
 impl Shader {
@@ -60,6 +62,7 @@ impl Shader {
         Shader::Dct,
         Shader::Spectral,
         Shader::Priors,
+        Shader::Dropout,
     ];
 
     /// File name under `shaders/`.
@@ -78,6 +81,7 @@ impl Shader {
             Shader::Dct => "dct.wgsl",
             Shader::Spectral => "spectral.wgsl",
             Shader::Priors => "priors.wgsl",
+            Shader::Dropout => "dropout.wgsl",
         }
     }
 
@@ -97,6 +101,7 @@ impl Shader {
             Shader::Dct => include_str!("../../shaders/dct.wgsl"),
             Shader::Spectral => include_str!("../../shaders/spectral.wgsl"),
             Shader::Priors => include_str!("../../shaders/priors.wgsl"),
+            Shader::Dropout => include_str!("../../shaders/dropout.wgsl"),
         }
     }
 }
@@ -203,6 +208,8 @@ pub enum Kernel {
     PriorGradK,
     /// Prior response backward to `T_b`.
     PriorGradT,
+    /// Inverted dropout with a hashed mask.
+    Dropout,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -274,6 +281,7 @@ impl Kernel {
         Kernel::PriorGradProbs,
         Kernel::PriorGradK,
         Kernel::PriorGradT,
+        Kernel::Dropout,
     ];
 
     /// Shader, entry point and binding counts.
@@ -329,6 +337,7 @@ impl Kernel {
             Kernel::PriorGradProbs => spec(S::Priors, "prior_grad_probs", 3, 1),
             Kernel::PriorGradK => spec(S::Priors, "prior_grad_k", 2, 1),
             Kernel::PriorGradT => spec(S::Priors, "prior_grad_t", 2, 1),
+            Kernel::Dropout => spec(S::Dropout, "dropout", 1, 1),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod dct;
+pub mod dropout;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;
