@@ -20,15 +20,18 @@ pub enum Shader {
     Elementwise,
     /// `shaders/dct.wgsl`: orthonormal DCT-II / DCT-III along rows and along grid axes.
     Dct,
-    /// `shaders/spectral.wgsl`: the MoPPA spectral filter, fused and unfused pieces.
+    /// `shaders/spectral.wgsl`: the fused MoPPA spectral filter, forward and backward.
     Spectral,
+    /// `shaders/spectral_grid.wgsl`: the unfused MoPPA filter's multiply and reductions.
+    SpectralGrid,
     /// `shaders/priors.wgsl`: physical-prior responses and the router.
     Priors,
 }
 
 impl Shader {
     /// Every shader file, for validation.
-    pub const ALL: &'static [Shader] = &[Shader::Elementwise, Shader::Dct, Shader::Spectral, Shader::Priors];
+    pub const ALL: &'static [Shader] =
+        &[Shader::Elementwise, Shader::Dct, Shader::Spectral, Shader::SpectralGrid, Shader::Priors];
 
     /// File name under `shaders/`.
     pub fn file_name(self) -> &'static str {
@@ -36,6 +39,7 @@ impl Shader {
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Dct => "dct.wgsl",
             Shader::Spectral => "spectral.wgsl",
+            Shader::SpectralGrid => "spectral_grid.wgsl",
             Shader::Priors => "priors.wgsl",
         }
     }
@@ -46,6 +50,7 @@ impl Shader {
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
             Shader::Dct => include_str!("../../shaders/dct.wgsl"),
             Shader::Spectral => include_str!("../../shaders/spectral.wgsl"),
+            Shader::SpectralGrid => include_str!("../../shaders/spectral_grid.wgsl"),
             Shader::Priors => include_str!("../../shaders/priors.wgsl"),
         }
     }
@@ -163,9 +168,9 @@ impl Kernel {
             Kernel::Dct3GridAxis => spec(S::Dct, "dct3_grid_axis", 2, 1),
             Kernel::MoppaFused => spec(S::Spectral, "moppa_fused", 3, 1),
             Kernel::MoppaFusedGrad => spec(S::Spectral, "moppa_fused_grad", 4, 2),
-            Kernel::GridScale => spec(S::Spectral, "grid_scale", 2, 1),
-            Kernel::GridMulReduce => spec(S::Spectral, "grid_mul_reduce", 2, 1),
-            Kernel::SumChunks => spec(S::Spectral, "sum_chunks", 1, 1),
+            Kernel::GridScale => spec(S::SpectralGrid, "grid_scale", 2, 1),
+            Kernel::GridMulReduce => spec(S::SpectralGrid, "grid_mul_reduce", 2, 1),
+            Kernel::SumChunks => spec(S::SpectralGrid, "sum_chunks", 1, 1),
             Kernel::RouterProbs => spec(S::Priors, "router_probs", 2, 1),
             Kernel::RouteEntropy => spec(S::Priors, "route_entropy", 2, 1),
             Kernel::RouterGrad => spec(S::Priors, "router_grad", 3, 2),
