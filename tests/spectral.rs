@@ -50,6 +50,23 @@ fn fused_path_is_picked_when_the_grid_fits() {
     let r = Tensor::zeros(&gpu, &[64, 64, 2]).unwrap();
     let e = spectral::moppa_filter_with(&gpu, &plan, &x, &r, FilterPath::Fused).unwrap_err();
     assert!(e.to_string().contains("does not fit"), "{e}");
+    let bad_r = Tensor::zeros(&gpu, &[64, 64, 3]).unwrap();
+    assert!(spectral::moppa_filter(&gpu, &plan, &x, &bad_r).is_err(), "r with other channels must be refused");
+}
+
+/// An empty batch gives an empty output and a zero ∂r, on both paths.
+#[test]
+fn empty_batch_gives_zero_dr() {
+    let gpu = gpu();
+    let plan = GridPlan::new(&gpu, 4, 4).unwrap();
+    let x = Tensor::zeros(&gpu, &[0, 17, 8]).unwrap();
+    let r = Tensor::full(&gpu, &[4, 4, 8], 1.0).unwrap();
+    for path in [FilterPath::Fused, FilterPath::Unfused] {
+        assert!(spectral::moppa_filter_with(&gpu, &plan, &x, &r, path).unwrap().is_empty());
+        let (dx, dr) = spectral::moppa_filter_grads(&gpu, &plan, &x, Some(&r), &x, path).unwrap();
+        assert!(dx.unwrap().is_empty());
+        assert!(gpu.read(&dr).unwrap().iter().all(|&v| v == 0.0), "{path:?}");
+    }
 }
 
 #[test]

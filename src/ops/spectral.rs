@@ -110,13 +110,13 @@ pub fn fused_tiles(gpu: &Gpu, gh: usize, gw: usize, channels: usize) -> FusedTil
     let device_words = gpu.limits().max_compute_workgroup_storage_size as usize / 4;
     let (mats, cells, side) = (gh * gh + gw * gw, gh * gw, gh.max(gw));
     let usable = device_words >= SMEM_WORDS && side <= MAX_SIDE && mats < SMEM_WORDS && channels > 0;
-    let tile = |grids: usize, wg: usize| {
-        let most = ((SMEM_WORDS - mats) / (grids * cells)).min(4 * (wg / side));
-        (usable && most >= 4).then(|| (1usize << most.ilog2()).min(channels.next_power_of_two().max(4)))
-    };
     if !usable {
         return FusedTiles { forward: None, backward: None };
     }
+    let tile = |grids: usize, wg: usize| {
+        let most = ((SMEM_WORDS - mats) / (grids * cells)).min(4 * (wg / side));
+        (most >= 4).then(|| (1usize << most.ilog2()).min(channels.next_power_of_two().max(4)))
+    };
     FusedTiles { forward: tile(1, FWD_WG), backward: tile(2, BWD_WG) }
 }
 
@@ -228,6 +228,10 @@ pub fn moppa_filter_grads(
     }
     let (gh, gw) = plan.grid();
     let dr_len = gh * gw * l.channels;
+    if l.batch == 0 {
+        let dx = r.map(|_| Tensor::zeros(gpu, x.shape())).transpose()?;
+        return Ok((dx, Tensor::zeros(gpu, &[gh, gw, l.channels])?));
+    }
     let tile = fused_tiles(gpu, gh, gw, l.channels).backward;
     let Some(ct) = pick(op, plan, tile, path)? else {
         let dx = r.map(|r| moppa_filter_with(gpu, plan, dy, r, FilterPath::Unfused)).transpose()?;
