@@ -24,6 +24,8 @@ pub enum Shader {
     Spectral,
     /// `shaders/spectral_grid.wgsl`: the unfused MoPPA filter's multiply and reductions.
     SpectralGrid,
+    /// `shaders/spectral14.wgsl`: the fused MoPPA filter specialised to 14×14 grids.
+    Spectral14,
     /// `shaders/priors.wgsl`: physical-prior responses and the router.
     Priors,
 }
@@ -31,7 +33,7 @@ pub enum Shader {
 impl Shader {
     /// Every shader file, for validation.
     pub const ALL: &'static [Shader] =
-        &[Shader::Elementwise, Shader::Dct, Shader::Spectral, Shader::SpectralGrid, Shader::Priors];
+        &[Shader::Elementwise, Shader::Dct, Shader::Spectral, Shader::SpectralGrid, Shader::Spectral14, Shader::Priors];
 
     /// File name under `shaders/`.
     pub fn file_name(self) -> &'static str {
@@ -40,6 +42,7 @@ impl Shader {
             Shader::Dct => "dct.wgsl",
             Shader::Spectral => "spectral.wgsl",
             Shader::SpectralGrid => "spectral_grid.wgsl",
+            Shader::Spectral14 => "spectral14.wgsl",
             Shader::Priors => "priors.wgsl",
         }
     }
@@ -51,6 +54,7 @@ impl Shader {
             Shader::Dct => include_str!("../../shaders/dct.wgsl"),
             Shader::Spectral => include_str!("../../shaders/spectral.wgsl"),
             Shader::SpectralGrid => include_str!("../../shaders/spectral_grid.wgsl"),
+            Shader::Spectral14 => include_str!("../../shaders/spectral14.wgsl"),
             Shader::Priors => include_str!("../../shaders/priors.wgsl"),
         }
     }
@@ -82,6 +86,10 @@ pub enum Kernel {
     MoppaFused,
     /// Fused MoPPA filter backward: `∂x` and per-chunk partial `∂r`.
     MoppaFusedGrad,
+    /// [`Kernel::MoppaFused`] specialised to 14×14 grids.
+    MoppaFused14,
+    /// [`Kernel::MoppaFusedGrad`] specialised to 14×14 grids (per-example partial `∂r`).
+    MoppaFusedGrad14,
     /// Grid tokens times `r` broadcast over the batch; prefix tokens copied.
     GridScale,
     /// `Σ_b u ⊙ v` over the grid tokens.
@@ -139,6 +147,8 @@ impl Kernel {
         Kernel::Dct3GridAxis,
         Kernel::MoppaFused,
         Kernel::MoppaFusedGrad,
+        Kernel::MoppaFused14,
+        Kernel::MoppaFusedGrad14,
         Kernel::GridScale,
         Kernel::GridMulReduce,
         Kernel::SumChunks,
@@ -168,6 +178,8 @@ impl Kernel {
             Kernel::Dct3GridAxis => spec(S::Dct, "dct3_grid_axis", 2, 1),
             Kernel::MoppaFused => spec(S::Spectral, "moppa_fused", 3, 1),
             Kernel::MoppaFusedGrad => spec(S::Spectral, "moppa_fused_grad", 4, 2),
+            Kernel::MoppaFused14 => spec(S::Spectral14, "moppa_fused14", 3, 1),
+            Kernel::MoppaFusedGrad14 => spec(S::Spectral14, "moppa_fused_grad14", 4, 2),
             Kernel::GridScale => spec(S::SpectralGrid, "grid_scale", 2, 1),
             Kernel::GridMulReduce => spec(S::SpectralGrid, "grid_mul_reduce", 2, 1),
             Kernel::SumChunks => spec(S::SpectralGrid, "sum_chunks", 1, 1),

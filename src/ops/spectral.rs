@@ -168,6 +168,11 @@ fn grid_op_params(plan: &GridPlan, l: &TokenLayout, total: usize) -> GridOpParam
     }
 }
 
+/// Whether the kernels specialised to 14×14 grids (one batch element per workgroup) apply.
+fn specialised(plan: &GridPlan, l: &TokenLayout) -> bool {
+    plan.grid() == (14, 14) && l.batch <= u16::MAX as usize
+}
+
 /// The tile to use for `path` given the kernel's `tile`, `None` for the unfused path.
 fn pick(op: &'static str, plan: &GridPlan, tile: Option<usize>, path: FilterPath) -> Result<Option<usize>> {
     match path {
@@ -202,9 +207,15 @@ pub fn moppa_filter_with(gpu: &Gpu, plan: &GridPlan, x: &Tensor, r: &Tensor, pat
     };
     let y = Tensor::uninit(gpu, x.shape(), DType::F32)?;
     let tiles = l.channels.div_ceil(ct);
-    let (per, chunks) = per_chunk(l.batch, tiles);
+    let (kernel, per, chunks) = match specialised(plan, &l) {
+        true => (Kernel::MoppaFused14, 1, l.batch),
+        false => {
+            let (per, chunks) = per_chunk(l.batch, tiles);
+            (Kernel::MoppaFused, per, chunks)
+        }
+    };
     let params = FusedParams { per_chunk: per as u32, ..fused_params(plan, &l, ct) };
-    gpu.dispatch(Kernel::MoppaFused, &[x, r, plan.tables()], &[&y], &params, [tiles as u32, chunks as u32, 1])?;
+    gpu.dispatch(kernel, &[x, r, plan.tables()], &[&y], &params, [tiles as u32, chunks as u32, 1])?;
     Ok(y)
 }
 
@@ -242,7 +253,13 @@ pub fn moppa_filter_grads(
         return Ok((dx, dr));
     };
     let tiles = l.channels.div_ceil(ct);
-    let (per, chunks) = per_chunk(l.batch, tiles);
+    let (kernel, per, chunks) = match specialised(plan, &l) {
+        true => (Kernel::MoppaFusedGrad14, 1, l.batch),
+        false => {
+            let (per, chunks) = per_chunk(l.batch, tiles);
+            (Kernel::MoppaFusedGrad, per, chunks)
+        }
+    };
     let params = FusedParams { per_chunk: per as u32, want_dx: u32::from(r.is_some()), ..fused_params(plan, &l, ct) };
     let (dx, r_bind) = match r {
         Some(r) => (Tensor::uninit(gpu, x.shape(), DType::F32)?, r),
@@ -250,7 +267,7 @@ pub fn moppa_filter_grads(
     };
     let part = Tensor::uninit(gpu, &[chunks, gh, gw, l.channels], DType::F32)?;
     let groups = [tiles as u32, chunks as u32, 1];
-    gpu.dispatch(Kernel::MoppaFusedGrad, &[x, dy, r_bind, plan.tables()], &[&dx, &part], &params, groups)?;
+    gpu.dispatch(kernel, &[x, dy, r_bind, plan.tables()], &[&dx, &part], &params, groups)?;
     let dr = if chunks == 1 {
         part.reshape(&[gh, gw, l.channels])?
     } else {
