@@ -10,9 +10,11 @@
 //! applied to `∂y` (prefix gradients pass through), and `∂r = Σ_batch DCT2(x) ⊙ DCT2(∂y)`.
 //!
 //! The fused kernels keep a channel tile's grid in workgroup memory and do
-//! DCT2 → ⊙r → IDCT2 (and the backward) in one pass over the data; grids too large for
-//! workgroup memory take the unfused path (`dct2_grid` → multiply → `dct3_grid`), which also
-//! serves as the cross-check in tests.
+//! DCT2 → ⊙r → IDCT2 (and the backward) in one pass over the data; 14×14 grids (ViT-B/16 at
+//! 224 px, the common case) get kernels specialised to that size (`shaders/spectral14.wgsl`).
+//! Grids too large for workgroup memory take the unfused path (`dct2_grid` → multiply →
+//! `dct3_grid`), which also serves as the cross-check in tests. [`FilterPath`] picks a path
+//! explicitly.
 
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
@@ -207,12 +209,10 @@ pub fn moppa_filter_with(gpu: &Gpu, plan: &GridPlan, x: &Tensor, r: &Tensor, pat
     };
     let y = Tensor::uninit(gpu, x.shape(), DType::F32)?;
     let tiles = l.channels.div_ceil(ct);
-    let (kernel, per, chunks) = match specialised(plan, &l) {
-        true => (Kernel::MoppaFused14, 1, l.batch),
-        false => {
-            let (per, chunks) = per_chunk(l.batch, tiles);
-            (Kernel::MoppaFused, per, chunks)
-        }
+    let (kernel, (per, chunks)) = if specialised(plan, &l) {
+        (Kernel::MoppaFused14, (1, l.batch))
+    } else {
+        (Kernel::MoppaFused, per_chunk(l.batch, tiles))
     };
     let params = FusedParams { per_chunk: per as u32, ..fused_params(plan, &l, ct) };
     gpu.dispatch(kernel, &[x, r, plan.tables()], &[&y], &params, [tiles as u32, chunks as u32, 1])?;
@@ -253,12 +253,10 @@ pub fn moppa_filter_grads(
         return Ok((dx, dr));
     };
     let tiles = l.channels.div_ceil(ct);
-    let (kernel, per, chunks) = match specialised(plan, &l) {
-        true => (Kernel::MoppaFusedGrad14, 1, l.batch),
-        false => {
-            let (per, chunks) = per_chunk(l.batch, tiles);
-            (Kernel::MoppaFusedGrad, per, chunks)
-        }
+    let (kernel, (per, chunks)) = if specialised(plan, &l) {
+        (Kernel::MoppaFusedGrad14, (1, l.batch))
+    } else {
+        (Kernel::MoppaFusedGrad, per_chunk(l.batch, tiles))
     };
     let params = FusedParams { per_chunk: per as u32, want_dx: u32::from(r.is_some()), ..fused_params(plan, &l, ct) };
     let (dx, r_bind) = match r {
