@@ -28,7 +28,8 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
         (Shader::Dct, "DctParams", size_of::<peft_wgpu::ops::dct::DctParams>()),
         (Shader::Dct, "GridParams", size_of::<peft_wgpu::ops::dct::GridParams>()),
         (Shader::Spectral, "FusedParams", size_of::<peft_wgpu::ops::spectral::FusedParams>()),
-        (Shader::Spectral, "GridOpParams", size_of::<peft_wgpu::ops::spectral::GridOpParams>()),
+        (Shader::Spectral14, "FusedParams", size_of::<peft_wgpu::ops::spectral::FusedParams>()),
+        (Shader::SpectralGrid, "GridOpParams", size_of::<peft_wgpu::ops::spectral::GridOpParams>()),
         (Shader::Priors, "PriorParams", size_of::<peft_wgpu::ops::priors::PriorParams>()),
     ]
 }

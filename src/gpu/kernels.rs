@@ -38,8 +38,12 @@ pub enum Shader {
     Sum,
     /// `shaders/dct.wgsl`: orthonormal DCT-II / DCT-III along rows and along grid axes.
     Dct,
-    /// `shaders/spectral.wgsl`: the MoPPA spectral filter, fused and unfused pieces.
+    /// `shaders/spectral.wgsl`: the fused MoPPA spectral filter, forward and backward.
     Spectral,
+    /// `shaders/spectral_grid.wgsl`: the unfused MoPPA filter's multiply and reductions.
+    SpectralGrid,
+    /// `shaders/spectral14.wgsl`: the fused MoPPA filter specialised to 14×14 grids.
+    Spectral14,
     /// `shaders/priors.wgsl`: physical-prior responses and the router.
     Priors,
     /// `shaders/dropout.wgsl`: inverted dropout with a hashed mask.
@@ -63,6 +67,8 @@ impl Shader {
         Shader::Spectral,
         Shader::Priors,
         Shader::Dropout,
+        Shader::SpectralGrid,
+        Shader::Spectral14,
     ];
 
     /// File name under `shaders/`.
@@ -80,6 +86,8 @@ impl Shader {
             Shader::Sum => "sum.wgsl",
             Shader::Dct => "dct.wgsl",
             Shader::Spectral => "spectral.wgsl",
+            Shader::SpectralGrid => "spectral_grid.wgsl",
+            Shader::Spectral14 => "spectral14.wgsl",
             Shader::Priors => "priors.wgsl",
             Shader::Dropout => "dropout.wgsl",
         }
@@ -100,6 +108,8 @@ impl Shader {
             Shader::Sum => include_str!("../../shaders/sum.wgsl"),
             Shader::Dct => include_str!("../../shaders/dct.wgsl"),
             Shader::Spectral => include_str!("../../shaders/spectral.wgsl"),
+            Shader::SpectralGrid => include_str!("../../shaders/spectral_grid.wgsl"),
+            Shader::Spectral14 => include_str!("../../shaders/spectral14.wgsl"),
             Shader::Priors => include_str!("../../shaders/priors.wgsl"),
             Shader::Dropout => include_str!("../../shaders/dropout.wgsl"),
         }
@@ -184,6 +194,10 @@ pub enum Kernel {
     MoppaFused,
     /// Fused MoPPA filter backward: `∂x` and per-chunk partial `∂r`.
     MoppaFusedGrad,
+    /// [`Kernel::MoppaFused`] specialised to 14×14 grids.
+    MoppaFused14,
+    /// [`Kernel::MoppaFusedGrad`] specialised to 14×14 grids (per-example partial `∂r`).
+    MoppaFusedGrad14,
     /// Grid tokens times `r` broadcast over the batch; prefix tokens copied.
     GridScale,
     /// `Σ_b u ⊙ v` over the grid tokens.
@@ -269,6 +283,8 @@ impl Kernel {
         Kernel::Dct3GridAxis,
         Kernel::MoppaFused,
         Kernel::MoppaFusedGrad,
+        Kernel::MoppaFused14,
+        Kernel::MoppaFusedGrad14,
         Kernel::GridScale,
         Kernel::GridMulReduce,
         Kernel::SumChunks,
@@ -325,9 +341,11 @@ impl Kernel {
             Kernel::Dct3GridAxis => spec(S::Dct, "dct3_grid_axis", 2, 1),
             Kernel::MoppaFused => spec(S::Spectral, "moppa_fused", 3, 1),
             Kernel::MoppaFusedGrad => spec(S::Spectral, "moppa_fused_grad", 4, 2),
-            Kernel::GridScale => spec(S::Spectral, "grid_scale", 2, 1),
-            Kernel::GridMulReduce => spec(S::Spectral, "grid_mul_reduce", 2, 1),
-            Kernel::SumChunks => spec(S::Spectral, "sum_chunks", 1, 1),
+            Kernel::MoppaFused14 => spec(S::Spectral14, "moppa_fused14", 3, 1),
+            Kernel::MoppaFusedGrad14 => spec(S::Spectral14, "moppa_fused_grad14", 4, 2),
+            Kernel::GridScale => spec(S::SpectralGrid, "grid_scale", 2, 1),
+            Kernel::GridMulReduce => spec(S::SpectralGrid, "grid_mul_reduce", 2, 1),
+            Kernel::SumChunks => spec(S::SpectralGrid, "sum_chunks", 1, 1),
             Kernel::RouterProbs => spec(S::Priors, "router_probs", 2, 1),
             Kernel::RouteEntropy => spec(S::Priors, "route_entropy", 2, 1),
             Kernel::RouterGrad => spec(S::Priors, "router_grad", 3, 2),
