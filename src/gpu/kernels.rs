@@ -42,6 +42,8 @@ pub enum Shader {
     Spectral,
     /// `shaders/priors.wgsl`: physical-prior responses and the router.
     Priors,
+    /// `shaders/conv.wgsl`: general 2-D convolution (stride, padding, groups) and its gradients.
+    Conv,
 }
 
 impl Shader {
@@ -60,6 +62,7 @@ impl Shader {
         Shader::Dct,
         Shader::Spectral,
         Shader::Priors,
+        Shader::Conv,
     ];
 
     /// File name under `shaders/`.
@@ -78,6 +81,7 @@ impl Shader {
             Shader::Dct => "dct.wgsl",
             Shader::Spectral => "spectral.wgsl",
             Shader::Priors => "priors.wgsl",
+            Shader::Conv => "conv.wgsl",
         }
     }
 
@@ -97,6 +101,7 @@ impl Shader {
             Shader::Dct => include_str!("../../shaders/dct.wgsl"),
             Shader::Spectral => include_str!("../../shaders/spectral.wgsl"),
             Shader::Priors => include_str!("../../shaders/priors.wgsl"),
+            Shader::Conv => include_str!("../../shaders/conv.wgsl"),
         }
     }
 }
@@ -203,6 +208,14 @@ pub enum Kernel {
     PriorGradK,
     /// Prior response backward to `T_b`.
     PriorGradT,
+    /// `y = conv2d(x, w) + b` (PyTorch's `F.conv2d`), one thread per output.
+    Conv2d,
+    /// `∂x` of `Conv2d` (transposed convolution), one thread per input element.
+    Conv2dGradInput,
+    /// Partial sums of `∂w` of `Conv2d` over chunks of batch positions.
+    Conv2dGradWeight,
+    /// Partial sums of `∂b` of `Conv2d` over chunks of batch positions.
+    Conv2dGradBias,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -274,6 +287,10 @@ impl Kernel {
         Kernel::PriorGradProbs,
         Kernel::PriorGradK,
         Kernel::PriorGradT,
+        Kernel::Conv2d,
+        Kernel::Conv2dGradInput,
+        Kernel::Conv2dGradWeight,
+        Kernel::Conv2dGradBias,
     ];
 
     /// Shader, entry point and binding counts.
@@ -329,6 +346,10 @@ impl Kernel {
             Kernel::PriorGradProbs => spec(S::Priors, "prior_grad_probs", 3, 1),
             Kernel::PriorGradK => spec(S::Priors, "prior_grad_k", 2, 1),
             Kernel::PriorGradT => spec(S::Priors, "prior_grad_t", 2, 1),
+            Kernel::Conv2d => spec(S::Conv, "conv2d", 3, 1),
+            Kernel::Conv2dGradInput => spec(S::Conv, "conv2d_grad_input", 2, 1),
+            Kernel::Conv2dGradWeight => spec(S::Conv, "conv2d_grad_weight", 2, 1),
+            Kernel::Conv2dGradBias => spec(S::Conv, "conv2d_grad_bias", 1, 1),
         }
     }
 }
