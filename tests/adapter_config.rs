@@ -180,7 +180,7 @@ fn rslora_scales_by_the_square_root_of_the_rank() {
     let plain = lora(&base);
     assert!(!plain.use_rslora);
     assert_eq!(plain.scaling(16, 8.0), 0.5);
-    let mut rs = base.clone();
+    let mut rs = base;
     rs["use_rslora"] = json!(true);
     let rs = lora(&rs);
     assert_eq!(rs.scaling(16, 8.0), 2.0);

@@ -23,14 +23,14 @@ fn model(gpu: &Gpu) -> Vit {
     Vit::load(gpu, &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vit_tiny")).expect("tiny ViT")
 }
 
-fn config(value: serde_json::Value) -> AdapterConfig {
+fn config(value: &serde_json::Value) -> AdapterConfig {
     let path = Path::new("adapter_config.json");
     AdapterConfig::from_json(&JsonFile::parse(path, value.to_string().as_bytes()).unwrap()).unwrap()
 }
 
 /// Every tensor of a fresh adapter (trainable and frozen) by file key, with its shape.
 fn tensors(gpu: &Gpu, vit: &Vit, cfg: &serde_json::Value, seed: u64) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    let adapter = Adapter::new(gpu, config(cfg.clone()), Path::new("adapter_config.json"), vit, seed).unwrap();
+    let adapter = Adapter::new(gpu, config(cfg), Path::new("adapter_config.json"), vit, seed).unwrap();
     let all = adapter.trainable().iter().chain(adapter.frozen());
     all.map(|p| (p.key.clone(), (p.tensor.shape().to_vec(), gpu.read(&p.tensor).unwrap()))).collect()
 }
@@ -180,7 +180,7 @@ fn rlp_starts_as_spec_section_6() {
     assert_normal("P₀", &pools["rlp.prompt_init"], 0.0, 0.02);
     assert_normal("A", &pools["rlp.A"], 0.0, 0.5);
     assert_all("B", &pools["rlp.B"], 0.0);
-    let adapter = Adapter::new(&gpu, config(cfg), Path::new("c.json"), &vit, 0).unwrap();
+    let adapter = Adapter::new(&gpu, config(&cfg), Path::new("c.json"), &vit, 0).unwrap();
     assert_eq!(adapter.frozen().len(), 1, "P₀ is frozen");
     assert_eq!(adapter.frozen()[0].key, "rlp.prompt_init");
 }
@@ -193,7 +193,7 @@ fn a_new_head_starts_at_zero() {
         json!({"peft_type": "LORA", "r": 2, "target_modules": ["query"], "num_labels": 7}),
         json!({"peft_type": "MOPPA", "num_labels": 7, "modules_to_save": ["classifier"]}),
     ] {
-        let adapter = Adapter::new(&gpu, config(cfg.clone()), Path::new("c.json"), &vit, 3).unwrap();
+        let adapter = Adapter::new(&gpu, config(&cfg), Path::new("c.json"), &vit, 3).unwrap();
         assert_eq!(adapter.num_labels(), 7);
         let t = tensors(&gpu, &vit, &cfg, 3);
         let (w_shape, w) = &t["base_model.model.classifier.weight"];
@@ -234,7 +234,7 @@ fn fresh_lora_and_flora_are_the_identity() {
         json!({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": targets}),
         json!({"peft_type": "FLORA", "r": 3, "scale": 2.0, "target_modules": targets}),
     ] {
-        let adapter = Adapter::new(&gpu, config(cfg.clone()), Path::new("c.json"), &vit, 1).unwrap();
+        let adapter = Adapter::new(&gpu, config(&cfg), Path::new("c.json"), &vit, 1).unwrap();
         assert_eq!(logits(&gpu, &vit, Some(&adapter)), base, "{cfg}: a fresh adapter changes the logits");
     }
 }

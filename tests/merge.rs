@@ -142,7 +142,7 @@ fn the_merge_command_writes_a_model_folder() {
 fn moppa_cannot_merge() {
     let gpu = gpu();
     let base = VitWeights::load(&fixtures().join("vit_tiny")).unwrap();
-    let err = fixture_adapter(&gpu, "moppa").merge(&gpu, &base).err().expect("MoPPA refuses to merge");
+    let err = fixture_adapter(&gpu, "moppa").merge(&gpu, &base).expect_err("MoPPA refuses to merge");
     let message = err.to_string();
     assert!(message.contains("MoPPA") && message.contains("cannot"), "unclear error: {message}");
     let out = scratch("cli_moppa");
