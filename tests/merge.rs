@@ -114,6 +114,8 @@ fn rlp_merges_into_prompt_embeddings() {
     let merged = check(&gpu, "rlp", &fixture_adapter(&gpu, "rlp"));
     let prompts = merged.prompts.expect("merged prompts");
     assert_eq!(prompts.shape, [3, 16]);
+    let want = common::fixture("adapters_expected.safetensors").f64("rlp.prompt_embeddings");
+    assert_close("P = P₀ + scale·A·B against the torch reference", &prompts.data, &want, 1e-6, 0.0);
     assert_eq!(merged.config.num_labels, 3, "the fixture's new 3-label head");
     let file = peft_wgpu::io::TensorFile::open(&scratch_path("rlp").join("model.safetensors")).unwrap();
     assert!(file.contains(PROMPT_KEY), "the model file holds {PROMPT_KEY}");

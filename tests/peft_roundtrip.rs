@@ -88,4 +88,12 @@ fn trainable_summary_is_peft_print_trainable_parameters() {
         assert_eq!(adapter.trainable_summary(), c["print_trainable_parameters"].as_str().unwrap(), "{name}");
         assert_eq!(adapter.num_trainable() as u64, c["trainable_params"].as_u64().unwrap(), "{name}");
     }
+    // And for the adapters PEFT wrote itself.
+    let summaries = record()["fixture_summaries"].as_array().expect("fixture summaries").clone();
+    assert_eq!(summaries.len(), 2);
+    for c in summaries {
+        let folder = c["folder"].as_str().unwrap();
+        let adapter = Adapter::load(&gpu, &Path::new(env!("CARGO_MANIFEST_DIR")).join(folder), &vit).unwrap();
+        assert_eq!(adapter.trainable_summary(), c["print_trainable_parameters"].as_str().unwrap(), "{folder}");
+    }
 }
