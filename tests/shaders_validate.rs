@@ -31,6 +31,7 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
         (Shader::Spectral14, "FusedParams", size_of::<peft_wgpu::ops::spectral::FusedParams>()),
         (Shader::SpectralGrid, "GridOpParams", size_of::<peft_wgpu::ops::spectral::GridOpParams>()),
         (Shader::Priors, "PriorParams", size_of::<peft_wgpu::ops::priors::PriorParams>()),
+        (Shader::Conv, "ConvParams", size_of::<peft_wgpu::ops::conv::ConvParams>()),
     ]
 }
 

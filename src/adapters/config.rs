@@ -277,12 +277,19 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
             alpha_pattern.push((k.clone(), a));
         }
     }
+    let target_modules = targets(j, "target_modules")?;
+    let layers_to_transform = usize_list(j, "layers_to_transform")?;
+    if matches!(target_modules, Targets::Regex(_)) && layers_to_transform.is_some() {
+        return Err(
+            j.error("layers_to_transform", "cannot be used when target_modules is a string (a regex), as in PEFT")
+        );
+    }
     Ok(LoraConfig {
         r: j.usize_in("r", 1, MAX_RANK)?,
         lora_alpha: j.opt_f64("lora_alpha")?.unwrap_or(8.0),
-        target_modules: targets(j, "target_modules")?,
+        target_modules,
         exclude_modules: opt_targets(j, "exclude_modules")?,
-        layers_to_transform: usize_list(j, "layers_to_transform")?,
+        layers_to_transform,
         rank_pattern,
         alpha_pattern,
         lora_dropout: dropout,

@@ -8,8 +8,8 @@ use super::source::Init;
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::io::safetensors::HostTensor;
-use crate::nn::ModuleId;
 use crate::nn::weights::module_shapes;
+use crate::nn::{ModuleId, Naming, Targets};
 use crate::ops::dropout::dropout_var;
 use crate::ops::linear::linear_var;
 use crate::ops::matmul::{MatmulSpec, matmul_var};
@@ -40,12 +40,7 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         {
             continue;
         }
-        if let (Some(keep), ModuleId::Layer(i, _)) = (&cfg.layers_to_transform, module)
-            && !keep.contains(&i)
-        {
-            continue;
-        }
-        if cfg.layers_to_transform.is_some() && !matches!(module, ModuleId::Layer(..)) {
+        if !in_layers_to_transform(cfg, module, matched) {
             continue;
         }
         let (r, alpha) = cfg.rank_alpha(&module.path(matched));
@@ -73,6 +68,18 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         });
     }
     Ok(modules)
+}
+
+/// PEFT's `layers_to_transform`: a module matched by a target name as a dotted suffix is kept
+/// only inside a listed layer (modules outside the layers have no index and are dropped); a
+/// module whose path is itself listed in `target_modules`, or an empty list, keeps it. (A regex
+/// `target_modules` with `layers_to_transform` is a config error, as in PEFT.)
+fn in_layers_to_transform(cfg: &LoraConfig, module: ModuleId, matched: Naming) -> bool {
+    let (Some(keep), Targets::Names(names)) = (&cfg.layers_to_transform, &cfg.target_modules) else { return true };
+    if keep.is_empty() || names.contains(&module.path(matched)) {
+        return true;
+    }
+    matches!(module, ModuleId::Layer(i, _) if keep.contains(&i))
 }
 
 /// The LoRA branch's input: `x`, or `dropout(x)` while training (`seed` given).

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod flora;
+mod flora_conv;
 mod lora;
 mod merge;
 pub mod moppa;

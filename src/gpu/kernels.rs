@@ -48,6 +48,8 @@ pub enum Shader {
     Priors,
     /// `shaders/dropout.wgsl`: inverted dropout with a hashed mask.
     Dropout,
+    /// `shaders/conv.wgsl`: general 2-D convolution (stride, padding, groups) and its gradients.
+    Conv,
 }
 
 impl Shader {
@@ -69,6 +71,7 @@ impl Shader {
         Shader::Dropout,
         Shader::SpectralGrid,
         Shader::Spectral14,
+        Shader::Conv,
     ];
 
     /// File name under `shaders/`.
@@ -90,6 +93,7 @@ impl Shader {
             Shader::Spectral14 => "spectral14.wgsl",
             Shader::Priors => "priors.wgsl",
             Shader::Dropout => "dropout.wgsl",
+            Shader::Conv => "conv.wgsl",
         }
     }
 
@@ -112,6 +116,7 @@ impl Shader {
             Shader::Spectral14 => include_str!("../../shaders/spectral14.wgsl"),
             Shader::Priors => include_str!("../../shaders/priors.wgsl"),
             Shader::Dropout => include_str!("../../shaders/dropout.wgsl"),
+            Shader::Conv => include_str!("../../shaders/conv.wgsl"),
         }
     }
 }
@@ -224,6 +229,14 @@ pub enum Kernel {
     PriorGradT,
     /// Inverted dropout with a hashed mask.
     Dropout,
+    /// `y = conv2d(x, w) + b` (PyTorch's `F.conv2d`), one thread per output.
+    Conv2d,
+    /// `∂x` of `Conv2d` (transposed convolution), one thread per input element.
+    Conv2dGradInput,
+    /// Partial sums of `∂w` of `Conv2d` over chunks of batch positions.
+    Conv2dGradWeight,
+    /// Partial sums of `∂b` of `Conv2d` over chunks of batch positions.
+    Conv2dGradBias,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -298,6 +311,10 @@ impl Kernel {
         Kernel::PriorGradK,
         Kernel::PriorGradT,
         Kernel::Dropout,
+        Kernel::Conv2d,
+        Kernel::Conv2dGradInput,
+        Kernel::Conv2dGradWeight,
+        Kernel::Conv2dGradBias,
     ];
 
     /// Shader, entry point and binding counts.
@@ -356,6 +373,10 @@ impl Kernel {
             Kernel::PriorGradK => spec(S::Priors, "prior_grad_k", 2, 1),
             Kernel::PriorGradT => spec(S::Priors, "prior_grad_t", 2, 1),
             Kernel::Dropout => spec(S::Dropout, "dropout", 1, 1),
+            Kernel::Conv2d => spec(S::Conv, "conv2d", 3, 1),
+            Kernel::Conv2dGradInput => spec(S::Conv, "conv2d_grad_input", 2, 1),
+            Kernel::Conv2dGradWeight => spec(S::Conv, "conv2d_grad_weight", 2, 1),
+            Kernel::Conv2dGradBias => spec(S::Conv, "conv2d_grad_bias", 1, 1),
         }
     }
 }
