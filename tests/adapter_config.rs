@@ -261,3 +261,12 @@ fn targets_that_match_nothing_are_errors_naming_target_modules() {
     let err = adapted(&cfg).unwrap_err();
     assert!(err.to_string().contains("`modules_to_save`"), "{err}");
 }
+
+#[test]
+fn an_invalid_pattern_regex_is_an_error_naming_the_field() {
+    let path = std::path::Path::new("adapter_config.json");
+    let text = br#"{"peft_type": "LORA", "r": 4, "target_modules": ["query"], "rank_pattern": {"query(": 2}}"#;
+    let json = peft_wgpu::io::json::JsonFile::parse(path, text).expect("valid JSON");
+    let e = peft_wgpu::adapters::AdapterConfig::from_json(&json).expect_err("invalid regex");
+    assert!(e.to_string().contains("rank_pattern") && e.to_string().contains("query("), "{e}");
+}

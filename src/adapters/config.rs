@@ -263,6 +263,7 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
                 .as_u64()
                 .filter(|&r| r >= 1)
                 .ok_or_else(|| j.error("rank_pattern", format!("`{k}` needs a rank ≥ 1")))?;
+            check_pattern(j, "rank_pattern", k)?;
             rank_pattern.push((k.clone(), r as usize));
         }
     }
@@ -274,6 +275,7 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
                 .as_f64()
                 .filter(|a| a.is_finite())
                 .ok_or_else(|| j.error("alpha_pattern", format!("`{k}` needs a number")))?;
+            check_pattern(j, "alpha_pattern", k)?;
             alpha_pattern.push((k.clone(), a));
         }
     }
@@ -295,6 +297,13 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
         lora_dropout: dropout,
         use_rslora: j.opt_bool("use_rslora")?.unwrap_or(false),
     })
+}
+
+/// A `rank_pattern`/`alpha_pattern` key must compile as the regex PEFT builds from it.
+fn check_pattern(j: &JsonFile, field: &str, key: &str) -> Result<()> {
+    regex::Regex::new(&format!(r"^(.*\.)?({key})$"))
+        .map(drop)
+        .map_err(|e| j.error(field, format!("key `{key}` is not a valid regular expression: {e}")))
 }
 
 fn flora(j: &JsonFile) -> Result<FloraConfig> {
