@@ -180,16 +180,27 @@ impl Gpu {
         self.record(|encoder| encoder.clear_buffer(dst, 0, None));
     }
 
-    /// Allocates a device buffer of at least `bytes` bytes from the pool.
+    /// The largest tensor, in bytes, and the limit that sets it: one storage binding, one
+    /// buffer, or 2³² − 1 elements of 4 bytes (kernels index elements and pass counts as u32,
+    /// so no count can wrap).
+    pub fn max_tensor_bytes(&self) -> (u64, &'static str) {
+        let l = &self.inner.limits;
+        [
+            (l.max_storage_buffer_binding_size, "max_storage_buffer_binding_size"),
+            (l.max_buffer_size, "max_buffer_size"),
+            (4 * u64::from(u32::MAX), "u32 element indexing in the kernels"),
+        ]
+        .into_iter()
+        .min_by_key(|&(v, _)| v)
+        .expect("three candidates")
+    }
+
+    /// Allocates a device buffer of at least `bytes` bytes from the pool; sizes beyond
+    /// [`Gpu::max_tensor_bytes`] are refused with [`Error::TooLarge`] naming `what`.
     pub(crate) fn alloc(&self, bytes: u64, what: &str) -> Result<Arc<pool::PooledBuffer>> {
-        let limit = self.inner.limits.max_storage_buffer_binding_size.min(self.inner.limits.max_buffer_size);
+        let (limit, name) = self.max_tensor_bytes();
         if bytes > limit {
-            return Err(Error::TooLarge {
-                what: what.to_string(),
-                bytes,
-                limit: "max_storage_buffer_binding_size",
-                max: limit,
-            });
+            return Err(Error::TooLarge { what: what.to_string(), bytes, limit: name, max: limit });
         }
         let class = pool::size_class(bytes).min(limit.max(16));
         let taken = lock(self.pool()).take(class);
