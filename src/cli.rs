@@ -258,11 +258,30 @@ pub fn eval(
     let vit = Vit::from_weights(&gpu, &weights)?;
     let adapter = adapter.map(|a| a.build(&gpu, &vit, 0)).transpose()?;
     let report = evaluate(&gpu, &vit, adapter.as_ref(), &data, batch)?;
+    check_logits(&report, &data)?;
     if let Some(path) = logits_out {
         let t = HostTensor::new(vec![data.len(), report.labels], report.logits.clone())?;
         st::write(path, &[("logits".to_string(), &t)], None)?;
     }
     Ok(report)
+}
+
+/// Fails, naming the first image, when the model's logits are not finite: an accuracy and a
+/// mean loss computed from them would be meaningless.
+fn check_logits(report: &EvalReport, data: &Dataset) -> Result<()> {
+    let labels = report.labels.max(1);
+    let Some(i) = report.logits.iter().position(|v| !v.is_finite()) else { return Ok(()) };
+    let image = i / labels;
+    let per = data.pixels.len() / data.len().max(1);
+    let largest = data.pixels[image * per..(image + 1) * per].iter().fold(0f32, |m, v| m.max(v.abs()));
+    Err(Error::Format {
+        path: data.path().to_path_buf(),
+        message: format!(
+            "the model's logits for image {image} are {} (its largest pixel magnitude is {largest:e}); \
+             check the data's normalisation, the model and the adapter",
+            report.logits[i]
+        ),
+    })
 }
 
 /// `peft-wgpu merge`: writes a model folder with the adapter folded in. An `out` that already

@@ -139,13 +139,21 @@ pub enum Error {
         message: String,
     },
     /// Training produced a non-finite loss.
-    #[error("loss became {value} at step {step}; lower the learning rate or check the data")]
+    #[error("loss became {value} at step {step}; {}", non_finite_hint(*step))]
     NonFiniteLoss {
         /// 0-based step.
         step: usize,
         /// The value (NaN or inf).
         value: f32,
     },
+}
+
+fn non_finite_hint(step: usize) -> &'static str {
+    if step == 0 {
+        "check the data, the model and the adapter (no update has been made yet)"
+    } else {
+        "lower the learning rate or check the data"
+    }
 }
 
 fn size_text(bytes: u64) -> String {

@@ -532,3 +532,29 @@ fn sizes_beyond_the_device_are_refused_by_name() {
     assert!(!out.exists(), "a failed run created --out");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+// ---------------------------------------------------------------------------------------
+// Non-finite results
+
+#[test]
+fn non_finite_logits_and_losses_are_errors_naming_the_image_or_step() {
+    let dir = scratch("non-finite");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    // A finite adapter whose classifier overflows f32: every logit is ±inf.
+    let huge = adapter_copy("lora_v4", &dir);
+    edit_tensors(&huge.join("adapter_model.safetensors"), |t| {
+        let w = t.iter_mut().find(|(k, ..)| k == "base_model.model.classifier.weight").expect("classifier");
+        w.3 = f32_bytes(&[3e38; 80]);
+    });
+    let (m, h, d) = (s(&model), s(&huge), s(&data));
+    let logits = dir.join("logits.safetensors");
+    let eval = ["eval", "--model", m, "--adapter", h, "--data", d, "--logits-out", s(&logits)];
+    check_failure(&run(&eval), INPUT, &["data.safetensors", "logits for image 0", "inf"], false);
+    assert!(!logits.exists(), "logits written for a failed evaluation");
+    let out = dir.join("out");
+    let line = check_failure(&run(&train_args(m, h, d, s(&out), &[])), TRAINING, &["step 0", "check the data"], false);
+    assert!(line.contains("NaN") || line.contains("inf"), "{line}");
+    assert!(!out.exists(), "a diverged run created --out");
+    std::fs::remove_dir_all(&dir).ok();
+}
