@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::adapters::{Adapter, AdapterConfig, CONFIG_FILE, PeftType, WEIGHTS_FILE};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT};
 use crate::io::Dataset;
 use crate::io::paths::{check_output_dir, check_output_file, expect_dir, expect_file};
 use crate::io::safetensors::{self as st, HostTensor, TensorFile};
@@ -137,8 +137,7 @@ fn read_model(dir: &Path) -> Result<VitWeights> {
 fn check_batch(data: &Dataset, batch: usize, gpu: Option<&Gpu>) -> Result<()> {
     let [_, c, h, w] = data.shape;
     let bytes = [batch, c, h, w].iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64));
-    let (max, limit) =
-        gpu.map_or((4 * u64::from(u32::MAX), "u32 element indexing in the kernels"), Gpu::max_tensor_bytes);
+    let (max, limit) = gpu.map_or((MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT), Gpu::max_tensor_bytes);
     match bytes {
         Some(b) if b <= max => Ok(()),
         _ => Err(Error::TooLarge {

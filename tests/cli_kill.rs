@@ -95,11 +95,13 @@ fn killed_while_writing_the_previous_adapter_is_untouched_and_the_next_save_clea
     let data = good_data(&dir);
     let out = adapter_copy("flora", &dir);
     let before = snapshot(&out);
-    let mut child = start_training(&out, &data, "2", Some(30_000));
-    // The first temporary is half written and the writer pauses.
-    wait_for(&mut child, Duration::from_secs(120), "the write to start", || {
-        !names_with(&out, ".adapter_model.safetensors.tmp-").is_empty()
+    let mut child = start_training(&out, &data, "2", Some(2_000));
+    // Both temporaries exist (the weights' whole, the config's half written, the writer
+    // paused): nothing may have replaced the old files yet.
+    wait_for(&mut child, Duration::from_secs(120), "the second temporary", || {
+        !names_with(&out, ".adapter_config.json.tmp-").is_empty()
     });
+    assert_eq!(names_with(&out, ".adapter_model.safetensors.tmp-").len(), 1, "the weights' temporary is missing");
     kill(&mut child);
     assert_eq!(
         snapshot(&out).into_iter().filter(|(n, _)| !n.starts_with('.')).collect::<Vec<_>>(),

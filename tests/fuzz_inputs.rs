@@ -420,7 +420,7 @@ fn data_parts() -> impl Strategy<Value = Vec<u8>> {
             let labels = &label_bytes[..count * width];
             let views = [
                 ("labels", safetensors::tensor::TensorView::new(dtype, vec![count], labels)),
-                ("pixel_values", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), &pixels)),
+                ("pixel_values", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &pixels)),
             ];
             let views: Vec<(&str, _)> = views.into_iter().filter_map(|(k, v)| v.ok().map(|v| (k, v))).collect();
             safetensors::serialize(views, None).expect("serialize")
@@ -445,7 +445,7 @@ proptest! {
             }
             Ok(d) => d,
         };
-        prop_assert!(data.len() > 0 && data.pixels.iter().all(|p| p.is_finite()));
+        prop_assert!(!data.is_empty() && data.pixels.iter().all(|p| p.is_finite()));
         if let Err(e) = data.check_fits(dims.0, dims.1, dims.2, labels) {
             prop_assert!(names_file(&e, path), "{e}");
         }

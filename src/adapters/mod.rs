@@ -65,25 +65,24 @@ pub(crate) struct Build<'a> {
     preferred: Naming,
     source: Source<'a>,
     params: ParamBuilder,
-    /// Largest tensor the device takes, in bytes; checked before any value is made.
-    max_bytes: u64,
+    /// Largest tensor the device takes, in bytes, and the limit that sets it; checked before
+    /// any value is made.
+    max_bytes: (u64, &'static str),
 }
-
-/// Bound on one tensor when no device is known yet: element indices are `u32` in the kernels.
-const MAX_TENSOR_BYTES: u64 = 4 * u32::MAX as u64;
 
 impl Build<'_> {
     /// Fails with [`Error::TooLarge`] naming `key` when a tensor of `shape` would not fit the
     /// device (or overflows), before anything is allocated for it.
     fn check_size(&self, key: &str, shape: &[usize]) -> Result<()> {
         let bytes = shape.iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64));
+        let (max, limit) = self.max_bytes;
         match bytes {
-            Some(b) if b <= self.max_bytes => Ok(()),
+            Some(b) if b <= max => Ok(()),
             _ => Err(Error::TooLarge {
                 what: format!("adapter tensor `{key}` of shape {shape:?} (from {})", self.config_path.display()),
                 bytes: bytes.unwrap_or(u64::MAX),
-                limit: "max_storage_buffer_binding_size",
-                max: self.max_bytes,
+                limit,
+                max,
             }),
         }
     }
@@ -210,7 +209,8 @@ impl Adapter {
             }
             None => Source::Shapes,
         };
-        Ok(Adapter::plan(config, config_path, model, source, MAX_TENSOR_BYTES)?.num_labels)
+        let max_bytes = (crate::gpu::MAX_TENSOR_BYTES, crate::gpu::MAX_TENSOR_LIMIT);
+        Ok(Adapter::plan(config, config_path, model, source, max_bytes)?.num_labels)
     }
 
     fn plan(
@@ -218,7 +218,7 @@ impl Adapter {
         config_path: &Path,
         model: &VitConfig,
         source: Source<'_>,
-        max_bytes: u64,
+        max_bytes: (u64, &'static str),
     ) -> Result<Plan> {
         if config.num_labels.is_some() && !config.saves_module(ModuleId::Classifier) {
             // A new head is a saved module, as in PEFT.
@@ -253,7 +253,7 @@ impl Adapter {
     }
 
     fn build(gpu: &Gpu, config: AdapterConfig, config_path: &Path, vit: &Vit, source: Source<'_>) -> Result<Adapter> {
-        let (max_bytes, _) = gpu.max_tensor_bytes();
+        let max_bytes = gpu.max_tensor_bytes();
         let Plan { config, mut kind, saved, num_labels, params } =
             Adapter::plan(config, config_path, &vit.config, source, max_bytes)?;
         if let Kind::Moppa(m) = &mut kind {

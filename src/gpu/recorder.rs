@@ -181,14 +181,14 @@ impl Gpu {
     }
 
     /// The largest tensor, in bytes, and the limit that sets it: one storage binding, one
-    /// buffer, or 2³² − 1 elements of 4 bytes (kernels index elements and pass counts as u32,
+    /// buffer, or [`super::MAX_TENSOR_BYTES`] (kernels index elements and pass counts as u32,
     /// so no count can wrap).
     pub fn max_tensor_bytes(&self) -> (u64, &'static str) {
         let l = &self.inner.limits;
         [
             (l.max_storage_buffer_binding_size, "max_storage_buffer_binding_size"),
             (l.max_buffer_size, "max_buffer_size"),
-            (4 * u64::from(u32::MAX), "u32 element indexing in the kernels"),
+            (super::MAX_TENSOR_BYTES, super::MAX_TENSOR_LIMIT),
         ]
         .into_iter()
         .min_by_key(|&(v, _)| v)
