@@ -14,7 +14,8 @@ const TINY_VIT: &[u8] = include_bytes!("../../tests/fixtures/vit_tiny/config.jso
 
 fuzz_target!(|bytes: &[u8]| {
     let path = Path::new("fuzzed/adapter_config.json");
-    let named = |e: &peft_wgpu::Error| assert!(e.to_string().contains("adapter_config.json"), "error without the file: {e}");
+    let named =
+        |e: &peft_wgpu::Error| assert!(e.to_string().contains("adapter_config.json"), "error without the file: {e}");
     let json = match JsonFile::parse(path, bytes) {
         Ok(j) => j,
         Err(e) => return named(&e),

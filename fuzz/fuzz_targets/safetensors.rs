@@ -15,7 +15,9 @@ fuzz_target!(|bytes: &[u8]| {
             let keys: Vec<String> = file.keys().map(str::to_string).collect();
             for k in &keys {
                 let shape = file.shape(k).map(<[usize]>::to_vec).unwrap_or_default();
-                for e in [file.f32(k).err(), file.integers(k).err(), file.f32_shaped(k, &shape).err()].into_iter().flatten() {
+                for e in
+                    [file.f32(k).err(), file.integers(k).err(), file.f32_shaped(k, &shape).err()].into_iter().flatten()
+                {
                     assert!(e.to_string().contains("fuzzed.safetensors"), "error without the file: {e}");
                 }
             }

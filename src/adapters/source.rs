@@ -49,7 +49,13 @@ impl<'a> Source<'a> {
             Source::Shapes => Ok(HostTensor { shape: shape.to_vec(), data: Vec::new() }),
             Source::File { file, used } => {
                 used.insert(key.to_string());
-                file.f32_shaped(key, shape)
+                file.f32_shaped(key, shape).map_err(|e| match e {
+                    Error::TensorMismatch { path, key, expected, got } if got.starts_with("shape") => {
+                        let expected = format!("{expected} for this model and config (an adapter for another model?)");
+                        Error::TensorMismatch { path, key, expected, got }
+                    }
+                    e => e,
+                })
             }
         }
     }
