@@ -217,7 +217,7 @@ fn layers_to_transform_as_peft() {
     assert_eq!(paths(&lora(json!([q(0), "query"]), json!([1]))), [q(0), q(1)], "an exact path is always adapted");
     rejects(&lora(json!(".*query"), json!([1])), "layers_to_transform");
     let err = adapted(&lora(json!(["query"]), json!([5]))).unwrap_err();
-    assert!(err.to_string().contains("target_modules"), "no layer 5: {err}");
+    assert!(err.to_string().contains("layers_to_transform") && err.to_string().contains('5'), "no layer 5: {err}");
 }
 
 #[test]
@@ -260,13 +260,4 @@ fn targets_that_match_nothing_are_errors_naming_target_modules() {
     let cfg = json!({"peft_type": "MOPPA", "modules_to_save": ["no_such_module"]});
     let err = adapted(&cfg).unwrap_err();
     assert!(err.to_string().contains("`modules_to_save`"), "{err}");
-}
-
-#[test]
-fn an_invalid_pattern_regex_is_an_error_naming_the_field() {
-    let path = std::path::Path::new("adapter_config.json");
-    let text = br#"{"peft_type": "LORA", "r": 4, "target_modules": ["query"], "rank_pattern": {"query(": 2}}"#;
-    let json = peft_wgpu::io::json::JsonFile::parse(path, text).expect("valid JSON");
-    let e = peft_wgpu::adapters::AdapterConfig::from_json(&json).expect_err("invalid regex");
-    assert!(e.to_string().contains("rank_pattern") && e.to_string().contains("query("), "{e}");
 }

@@ -133,7 +133,7 @@ fn scratch_path(name: &str) -> PathBuf {
 fn the_merge_command_writes_a_model_folder() {
     let gpu = gpu();
     let out = scratch("cli_flora");
-    cli::merge(&fixtures().join("vit_tiny"), &fixtures().join("adapters/flora"), &out).unwrap();
+    cli::merge(&fixtures().join("vit_tiny"), &fixtures().join("adapters/flora"), &out, false).unwrap();
     let x = pixels(2);
     let want = logits(&gpu, &support::tiny_vit(&gpu), Some(&fixture_adapter(&gpu, "flora")), &x);
     let got = logits(&gpu, &Vit::load(&gpu, &out).unwrap(), None, &x);
@@ -148,6 +148,6 @@ fn moppa_cannot_merge() {
     let message = err.to_string();
     assert!(message.contains("MoPPA") && message.contains("cannot"), "unclear error: {message}");
     let out = scratch("cli_moppa");
-    assert!(cli::merge(&fixtures().join("vit_tiny"), &fixtures().join("adapters/moppa"), &out).is_err());
+    assert!(cli::merge(&fixtures().join("vit_tiny"), &fixtures().join("adapters/moppa"), &out, false).is_err());
     assert!(!out.join("model.safetensors").exists(), "no partial output");
 }

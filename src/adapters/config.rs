@@ -238,6 +238,14 @@ fn usize_list(j: &JsonFile, key: &str) -> Result<Option<Vec<usize>>> {
     }
 }
 
+/// PEFT matches `rank_pattern`/`alpha_pattern` keys as regular expressions; a key that is not
+/// one is an error naming it rather than a pattern that silently never matches.
+fn check_pattern(j: &JsonFile, field: &str, pattern: &str) -> Result<()> {
+    regex::Regex::new(&format!(r"^(.*\.)?({pattern})$"))
+        .map(|_| ())
+        .map_err(|e| j.error(field, format!("key `{pattern}` is not a valid regular expression: {e}")))
+}
+
 fn lora(j: &JsonFile) -> Result<LoraConfig> {
     if let Some(bias) = j.opt_string("bias")?
         && bias != "none"
@@ -259,11 +267,11 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
     if let Some(v) = j.get("rank_pattern") {
         let map = v.as_object().ok_or_else(|| j.error("rank_pattern", "must be an object"))?;
         for (k, r) in map {
+            check_pattern(j, "rank_pattern", k)?;
             let r = r
                 .as_u64()
-                .filter(|&r| r >= 1)
-                .ok_or_else(|| j.error("rank_pattern", format!("`{k}` needs a rank ≥ 1")))?;
-            check_pattern(j, "rank_pattern", k)?;
+                .filter(|&r| (1..=MAX_RANK as u64).contains(&r))
+                .ok_or_else(|| j.error("rank_pattern", format!("`{k}` needs a rank between 1 and {MAX_RANK}")))?;
             rank_pattern.push((k.clone(), r as usize));
         }
     }
@@ -271,11 +279,11 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
     if let Some(v) = j.get("alpha_pattern") {
         let map = v.as_object().ok_or_else(|| j.error("alpha_pattern", "must be an object"))?;
         for (k, a) in map {
+            check_pattern(j, "alpha_pattern", k)?;
             let a = a
                 .as_f64()
                 .filter(|a| a.is_finite())
                 .ok_or_else(|| j.error("alpha_pattern", format!("`{k}` needs a number")))?;
-            check_pattern(j, "alpha_pattern", k)?;
             alpha_pattern.push((k.clone(), a));
         }
     }
@@ -297,13 +305,6 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
         lora_dropout: dropout,
         use_rslora: j.opt_bool("use_rslora")?.unwrap_or(false),
     })
-}
-
-/// A `rank_pattern`/`alpha_pattern` key must compile as the regex PEFT builds from it.
-fn check_pattern(j: &JsonFile, field: &str, key: &str) -> Result<()> {
-    regex::Regex::new(&format!(r"^(.*\.)?({key})$"))
-        .map(drop)
-        .map_err(|e| j.error(field, format!("key `{key}` is not a valid regular expression: {e}")))
 }
 
 fn flora(j: &JsonFile) -> Result<FloraConfig> {

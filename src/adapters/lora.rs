@@ -30,6 +30,13 @@ pub(crate) struct LoraModule {
 /// Resolves the targets and creates (or reads) `lora_A` and `lora_B` for each.
 pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraModule>> {
     let layers = build.model.num_hidden_layers;
+    if let Some(&bad) = cfg.layers_to_transform.iter().flatten().find(|&&l| l >= layers) {
+        return Err(Error::Config {
+            path: build.config_path.to_path_buf(),
+            key: "layers_to_transform".into(),
+            message: format!("names layer {bad}, but the model has {layers} layers (0..{layers})"),
+        });
+    }
     let mut modules = Vec::new();
     for (module, matched) in cfg.target_modules.resolve(layers, build.config_path)? {
         if build.saved.contains(&module) {
