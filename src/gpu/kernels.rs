@@ -48,6 +48,8 @@ pub enum Shader {
     Priors,
     /// `shaders/dropout.wgsl`: inverted dropout with a hashed mask.
     Dropout,
+    /// `shaders/spectral_tile.wgsl`: the MoPPA filter laid out for GPUs.
+    SpectralTile,
     /// `shaders/conv.wgsl`: general 2-D convolution (stride, padding, groups) and its gradients.
     Conv,
 }
@@ -69,6 +71,7 @@ impl Shader {
         Shader::Spectral,
         Shader::Priors,
         Shader::Dropout,
+        Shader::SpectralTile,
         Shader::SpectralGrid,
         Shader::Spectral14,
         Shader::Conv,
@@ -93,6 +96,7 @@ impl Shader {
             Shader::Spectral14 => "spectral14.wgsl",
             Shader::Priors => "priors.wgsl",
             Shader::Dropout => "dropout.wgsl",
+            Shader::SpectralTile => "spectral_tile.wgsl",
             Shader::Conv => "conv.wgsl",
         }
     }
@@ -116,6 +120,7 @@ impl Shader {
             Shader::Spectral14 => include_str!("../../shaders/spectral14.wgsl"),
             Shader::Priors => include_str!("../../shaders/priors.wgsl"),
             Shader::Dropout => include_str!("../../shaders/dropout.wgsl"),
+            Shader::SpectralTile => include_str!("../../shaders/spectral_tile.wgsl"),
             Shader::Conv => include_str!("../../shaders/conv.wgsl"),
         }
     }
@@ -229,6 +234,8 @@ pub enum Kernel {
     PriorGradT,
     /// Inverted dropout with a hashed mask.
     Dropout,
+    /// The MoPPA filter (or the spectrum) with one workgroup per image and channel tile.
+    SpectralTile,
     /// `y = conv2d(x, w) + b` (PyTorch's `F.conv2d`), one thread per output.
     Conv2d,
     /// `∂x` of `Conv2d` (transposed convolution), one thread per input element.
@@ -311,6 +318,7 @@ impl Kernel {
         Kernel::PriorGradK,
         Kernel::PriorGradT,
         Kernel::Dropout,
+        Kernel::SpectralTile,
         Kernel::Conv2d,
         Kernel::Conv2dGradInput,
         Kernel::Conv2dGradWeight,
@@ -373,6 +381,7 @@ impl Kernel {
             Kernel::PriorGradK => spec(S::Priors, "prior_grad_k", 2, 1),
             Kernel::PriorGradT => spec(S::Priors, "prior_grad_t", 2, 1),
             Kernel::Dropout => spec(S::Dropout, "dropout", 1, 1),
+            Kernel::SpectralTile => spec(S::SpectralTile, "spectral_tile", 3, 1),
             Kernel::Conv2d => spec(S::Conv, "conv2d", 3, 1),
             Kernel::Conv2dGradInput => spec(S::Conv, "conv2d_grad_input", 2, 1),
             Kernel::Conv2dGradWeight => spec(S::Conv, "conv2d_grad_weight", 2, 1),

@@ -16,4 +16,5 @@ pub mod reduce;
 pub mod shape;
 pub mod softmax;
 pub mod spectral;
+pub mod spectral_tile;
 pub mod sum;
