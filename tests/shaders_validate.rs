@@ -29,6 +29,7 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
         (Shader::Spectral, "FusedParams", size_of::<peft_wgpu::ops::spectral::FusedParams>()),
         (Shader::Spectral, "GridOpParams", size_of::<peft_wgpu::ops::spectral::GridOpParams>()),
         (Shader::Priors, "PriorParams", size_of::<peft_wgpu::ops::priors::PriorParams>()),
+        (Shader::MatmulRows, "MatmulParams", size_of::<peft_wgpu::ops::matmul::MatmulParams>()),
     ]
 }
 

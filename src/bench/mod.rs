@@ -20,8 +20,10 @@
 //! The ViT-B layer steps compute `loss = mean(y²)` of the layer output, backpropagate to the
 //! trainable tensors and to the input, and take an AdamW step.
 //!
-//! Environment: `PEFT_WGPU_BENCH_FILTER` (run only workloads whose name contains it) and
-//! `PEFT_WGPU_BENCH_REPEATS` (timed repetitions, default per workload).
+//! Environment: `PEFT_WGPU_BENCH_FILTER` (run only workloads whose name contains it),
+//! `PEFT_WGPU_BENCH_REPEATS` (timed repetitions, default per workload) and
+//! `PEFT_WGPU_PROFILE=1` (time every dispatch alone and print the time per kernel of each
+//! workload on stderr; this serialises the device, so the workload times grow).
 
 mod kernels;
 mod layer;
@@ -259,6 +261,21 @@ pub fn run(gpu: &Gpu, options: &BenchOptions, on_report: &mut dyn FnMut(&Report)
     Ok(reports)
 }
 
+/// Time per kernel of one workload (all its runs, check included), on stderr.
+fn print_profile(name: &str, profile: &[crate::gpu::KernelTime]) {
+    let total: f64 = profile.iter().map(|k| k.seconds).sum();
+    eprintln!("# profile of {name}: {total:.3} s in {} kernels", profile.len());
+    for k in profile {
+        eprintln!(
+            "#   {:<28} {:>7} dispatches {:>10.3} s {:>6.1}%",
+            k.entry,
+            k.dispatches,
+            k.seconds,
+            100.0 * k.seconds / total.max(f64::MIN_POSITIVE)
+        );
+    }
+}
+
 /// `peft-wgpu bench`: opens the GPU, runs every workload and prints a table (or, with
 /// `json`, one JSON object per line) on stdout as the workloads finish.
 pub fn run_cli(json: bool) -> Result<()> {
@@ -272,11 +289,16 @@ pub fn run_cli(json: bool) -> Result<()> {
         writeln!(out, "# {} ({:?}, {})", info.name, info.backend, info.driver_info).map_err(io_err)?;
         writeln!(out, "{TABLE_HEADER}").map_err(io_err)?;
     }
+    let profile = std::env::var("PEFT_WGPU_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0");
+    gpu.set_profiling(profile);
     let mut failed = None;
     run(&gpu, &options, &mut |r| {
         let line = if json { r.to_json() } else { r.to_row() };
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             failed.get_or_insert(e);
+        }
+        if profile {
+            print_profile(&r.name, &gpu.take_profile());
         }
     })?;
     match failed {

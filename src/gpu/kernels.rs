@@ -42,6 +42,8 @@ pub enum Shader {
     Spectral,
     /// `shaders/priors.wgsl`: physical-prior responses and the router.
     Priors,
+    /// `shaders/matmul_rows.wgsl`: the batched product laid out for CPU adapters.
+    MatmulRows,
 }
 
 impl Shader {
@@ -60,6 +62,7 @@ impl Shader {
         Shader::Dct,
         Shader::Spectral,
         Shader::Priors,
+        Shader::MatmulRows,
     ];
 
     /// File name under `shaders/`.
@@ -78,6 +81,7 @@ impl Shader {
             Shader::Dct => "dct.wgsl",
             Shader::Spectral => "spectral.wgsl",
             Shader::Priors => "priors.wgsl",
+            Shader::MatmulRows => "matmul_rows.wgsl",
         }
     }
 
@@ -97,6 +101,7 @@ impl Shader {
             Shader::Dct => include_str!("../../shaders/dct.wgsl"),
             Shader::Spectral => include_str!("../../shaders/spectral.wgsl"),
             Shader::Priors => include_str!("../../shaders/priors.wgsl"),
+            Shader::MatmulRows => include_str!("../../shaders/matmul_rows.wgsl"),
         }
     }
 }
@@ -203,6 +208,15 @@ pub enum Kernel {
     PriorGradK,
     /// Prior response backward to `T_b`.
     PriorGradT,
+    /// `C = alpha·A·B (+ bias) (+ addend)` laid out for CPU adapters (rows shared by a
+    /// workgroup, vec4 loads).
+    MatmulRowsNn,
+    /// The same with `B` transposed.
+    MatmulRowsNt,
+    /// The same with `A` transposed.
+    MatmulRowsTn,
+    /// The same with both transposed.
+    MatmulRowsTt,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -274,6 +288,10 @@ impl Kernel {
         Kernel::PriorGradProbs,
         Kernel::PriorGradK,
         Kernel::PriorGradT,
+        Kernel::MatmulRowsNn,
+        Kernel::MatmulRowsNt,
+        Kernel::MatmulRowsTn,
+        Kernel::MatmulRowsTt,
     ];
 
     /// Shader, entry point and binding counts.
@@ -329,6 +347,10 @@ impl Kernel {
             Kernel::PriorGradProbs => spec(S::Priors, "prior_grad_probs", 3, 1),
             Kernel::PriorGradK => spec(S::Priors, "prior_grad_k", 2, 1),
             Kernel::PriorGradT => spec(S::Priors, "prior_grad_t", 2, 1),
+            Kernel::MatmulRowsNn => spec(S::MatmulRows, "matmul_rows_nn", 4, 1),
+            Kernel::MatmulRowsNt => spec(S::MatmulRows, "matmul_rows_nt", 4, 1),
+            Kernel::MatmulRowsTn => spec(S::MatmulRows, "matmul_rows_tn", 4, 1),
+            Kernel::MatmulRowsTt => spec(S::MatmulRows, "matmul_rows_tt", 4, 1),
         }
     }
 }

@@ -14,6 +14,7 @@ mod recorder;
 pub use device::{GpuOptions, MemoryStats};
 pub use kernels::{Kernel, Shader};
 pub(crate) use pool::PooledBuffer;
+pub use recorder::KernelTime;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -43,6 +44,7 @@ struct Inner {
     errors: Arc<Mutex<Vec<wgpu::Error>>>,
     lost: Arc<Mutex<Option<String>>>,
     poison: std::sync::atomic::AtomicBool,
+    profiling: std::sync::atomic::AtomicBool,
 }
 
 /// Locks a mutex, recovering the data if another thread panicked while holding it: every
@@ -96,6 +98,17 @@ impl Gpu {
     /// leaves an element unwritten shows up in tests. Off by default.
     pub fn set_poison_new_buffers(&self, on: bool) {
         self.inner.poison.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When on, every dispatch is submitted and waited for on its own and its wall time is
+    /// added to its kernel's total (see [`Gpu::take_profile`]). A diagnostic: it serialises
+    /// the device and costs a round trip per dispatch. Off by default.
+    pub fn set_profiling(&self, on: bool) {
+        self.inner.profiling.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn profiling(&self) -> bool {
+        self.inner.profiling.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn poison_new_buffers(&self) -> bool {

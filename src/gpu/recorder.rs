@@ -15,6 +15,19 @@ pub(crate) struct Recorder {
     encoder: Option<wgpu::CommandEncoder>,
     commands: usize,
     dispatches: u64,
+    /// Per kernel entry point: dispatches and seconds, while profiling.
+    profile: std::collections::BTreeMap<&'static str, (u64, f64)>,
+}
+
+/// Time spent in one kernel while profiling (see [`Gpu::set_profiling`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The kernel's entry point.
+    pub entry: &'static str,
+    /// Dispatches recorded.
+    pub dispatches: u64,
+    /// Wall seconds of those dispatches, each submitted and waited for alone.
+    pub seconds: f64,
 }
 
 impl Gpu {
@@ -94,6 +107,11 @@ impl Gpu {
             entries: &entries,
         });
         lock(&self.inner.recorder).dispatches += 1;
+        let profiling = self.profiling();
+        if profiling {
+            self.sync()?;
+        }
+        let start = std::time::Instant::now();
         self.record(|encoder| {
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(spec.entry), timestamp_writes: None });
@@ -102,7 +120,26 @@ impl Gpu {
             pass.set_immediates(0, bytes);
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
         });
+        if profiling {
+            self.sync()?;
+            let seconds = start.elapsed().as_secs_f64();
+            let mut rec = lock(&self.inner.recorder);
+            let slot = rec.profile.entry(spec.entry).or_default();
+            slot.0 += 1;
+            slot.1 += seconds;
+        }
         Ok(())
+    }
+
+    /// The time per kernel collected while profiling was on, slowest first, and clears it.
+    pub fn take_profile(&self) -> Vec<KernelTime> {
+        let profile = std::mem::take(&mut lock(&self.inner.recorder).profile);
+        let mut list: Vec<KernelTime> = profile
+            .into_iter()
+            .map(|(entry, (dispatches, seconds))| KernelTime { entry, dispatches, seconds })
+            .collect();
+        list.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        list
     }
 
     /// Number of kernel dispatches recorded through this device so far (a diagnostic, e.g.
