@@ -44,6 +44,8 @@ pub enum Shader {
     Priors,
     /// `shaders/matmul_rows.wgsl`: the batched product laid out for CPU adapters.
     MatmulRows,
+    /// `shaders/attention.wgsl`: fused multi-head attention for CPU adapters.
+    Attention,
 }
 
 impl Shader {
@@ -63,6 +65,7 @@ impl Shader {
         Shader::Spectral,
         Shader::Priors,
         Shader::MatmulRows,
+        Shader::Attention,
     ];
 
     /// File name under `shaders/`.
@@ -82,6 +85,7 @@ impl Shader {
             Shader::Spectral => "spectral.wgsl",
             Shader::Priors => "priors.wgsl",
             Shader::MatmulRows => "matmul_rows.wgsl",
+            Shader::Attention => "attention.wgsl",
         }
     }
 
@@ -102,6 +106,7 @@ impl Shader {
             Shader::Spectral => include_str!("../../shaders/spectral.wgsl"),
             Shader::Priors => include_str!("../../shaders/priors.wgsl"),
             Shader::MatmulRows => include_str!("../../shaders/matmul_rows.wgsl"),
+            Shader::Attention => include_str!("../../shaders/attention.wgsl"),
         }
     }
 }
@@ -217,6 +222,12 @@ pub enum Kernel {
     MatmulRowsTn,
     /// The same with both transposed.
     MatmulRowsTt,
+    /// Fused attention forward: `o`, `lse` from `q`, `k`, `v`.
+    AttentionForward,
+    /// Fused attention backward to `q` (and `D = Σ ∂o ⊙ o`).
+    AttentionBackwardQ,
+    /// Fused attention backward to `k` and `v`.
+    AttentionBackwardKv,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -292,6 +303,9 @@ impl Kernel {
         Kernel::MatmulRowsNt,
         Kernel::MatmulRowsTn,
         Kernel::MatmulRowsTt,
+        Kernel::AttentionForward,
+        Kernel::AttentionBackwardQ,
+        Kernel::AttentionBackwardKv,
     ];
 
     /// Shader, entry point and binding counts.
@@ -351,6 +365,9 @@ impl Kernel {
             Kernel::MatmulRowsNt => spec(S::MatmulRows, "matmul_rows_nt", 4, 1),
             Kernel::MatmulRowsTn => spec(S::MatmulRows, "matmul_rows_tn", 4, 1),
             Kernel::MatmulRowsTt => spec(S::MatmulRows, "matmul_rows_tt", 4, 1),
+            Kernel::AttentionForward => spec(S::Attention, "attention_forward", 3, 2),
+            Kernel::AttentionBackwardQ => spec(S::Attention, "attention_backward_q", 6, 2),
+            Kernel::AttentionBackwardKv => spec(S::Attention, "attention_backward_kv", 6, 2),
         }
     }
 }
