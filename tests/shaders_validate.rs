@@ -31,6 +31,7 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
         (Shader::Priors, "PriorParams", size_of::<peft_wgpu::ops::priors::PriorParams>()),
         (Shader::MatmulRows, "MatmulParams", size_of::<peft_wgpu::ops::matmul::MatmulParams>()),
         (Shader::Attention, "AttentionParams", size_of::<peft_wgpu::ops::attention::AttentionParams>()),
+        (Shader::SpectralRows, "SpectralRowsParams", size_of::<peft_wgpu::ops::spectral::SpectralRowsParams>()),
     ]
 }
 

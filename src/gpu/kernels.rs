@@ -46,6 +46,8 @@ pub enum Shader {
     MatmulRows,
     /// `shaders/attention.wgsl`: fused multi-head attention for CPU adapters.
     Attention,
+    /// `shaders/spectral_rows.wgsl`: the MoPPA filter laid out for CPU adapters.
+    SpectralRows,
 }
 
 impl Shader {
@@ -66,6 +68,7 @@ impl Shader {
         Shader::Priors,
         Shader::MatmulRows,
         Shader::Attention,
+        Shader::SpectralRows,
     ];
 
     /// File name under `shaders/`.
@@ -86,6 +89,7 @@ impl Shader {
             Shader::Priors => "priors.wgsl",
             Shader::MatmulRows => "matmul_rows.wgsl",
             Shader::Attention => "attention.wgsl",
+            Shader::SpectralRows => "spectral_rows.wgsl",
         }
     }
 
@@ -107,6 +111,7 @@ impl Shader {
             Shader::Priors => include_str!("../../shaders/priors.wgsl"),
             Shader::MatmulRows => include_str!("../../shaders/matmul_rows.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
+            Shader::SpectralRows => include_str!("../../shaders/spectral_rows.wgsl"),
         }
     }
 }
@@ -228,6 +233,8 @@ pub enum Kernel {
     AttentionBackwardQ,
     /// Fused attention backward to `k` and `v`.
     AttentionBackwardKv,
+    /// The MoPPA filter (or the spectrum alone) for CPU adapters.
+    MoppaRows,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -306,6 +313,7 @@ impl Kernel {
         Kernel::AttentionForward,
         Kernel::AttentionBackwardQ,
         Kernel::AttentionBackwardKv,
+        Kernel::MoppaRows,
     ];
 
     /// Shader, entry point and binding counts.
@@ -368,6 +376,7 @@ impl Kernel {
             Kernel::AttentionForward => spec(S::Attention, "attention_forward", 3, 2),
             Kernel::AttentionBackwardQ => spec(S::Attention, "attention_backward_q", 6, 2),
             Kernel::AttentionBackwardKv => spec(S::Attention, "attention_backward_kv", 6, 2),
+            Kernel::MoppaRows => spec(S::SpectralRows, "moppa_rows", 3, 1),
         }
     }
 }
