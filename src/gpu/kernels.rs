@@ -48,6 +48,8 @@ pub enum Shader {
     Attention,
     /// `shaders/spectral_rows.wgsl`: the MoPPA filter laid out for CPU adapters.
     SpectralRows,
+    /// `shaders/norm_rows.wgsl`: LayerNorm laid out for CPU adapters.
+    NormRows,
 }
 
 impl Shader {
@@ -69,6 +71,7 @@ impl Shader {
         Shader::MatmulRows,
         Shader::Attention,
         Shader::SpectralRows,
+        Shader::NormRows,
     ];
 
     /// File name under `shaders/`.
@@ -90,6 +93,7 @@ impl Shader {
             Shader::MatmulRows => "matmul_rows.wgsl",
             Shader::Attention => "attention.wgsl",
             Shader::SpectralRows => "spectral_rows.wgsl",
+            Shader::NormRows => "norm_rows.wgsl",
         }
     }
 
@@ -112,6 +116,7 @@ impl Shader {
             Shader::MatmulRows => include_str!("../../shaders/matmul_rows.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::SpectralRows => include_str!("../../shaders/spectral_rows.wgsl"),
+            Shader::NormRows => include_str!("../../shaders/norm_rows.wgsl"),
         }
     }
 }
@@ -235,6 +240,10 @@ pub enum Kernel {
     AttentionBackwardKv,
     /// The MoPPA filter (or the spectrum alone) for CPU adapters.
     MoppaRows,
+    /// LayerNorm forward, one invocation per row (CPU adapters).
+    LayerNormRows,
+    /// LayerNorm backward to `x`, one invocation per row (CPU adapters).
+    LayerNormBackwardRows,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -314,6 +323,8 @@ impl Kernel {
         Kernel::AttentionBackwardQ,
         Kernel::AttentionBackwardKv,
         Kernel::MoppaRows,
+        Kernel::LayerNormRows,
+        Kernel::LayerNormBackwardRows,
     ];
 
     /// Shader, entry point and binding counts.
@@ -377,6 +388,8 @@ impl Kernel {
             Kernel::AttentionBackwardQ => spec(S::Attention, "attention_backward_q", 6, 2),
             Kernel::AttentionBackwardKv => spec(S::Attention, "attention_backward_kv", 6, 2),
             Kernel::MoppaRows => spec(S::SpectralRows, "moppa_rows", 3, 1),
+            Kernel::LayerNormRows => spec(S::NormRows, "layer_norm_rows", 3, 3),
+            Kernel::LayerNormBackwardRows => spec(S::NormRows, "layer_norm_backward_rows", 5, 1),
         }
     }
 }
