@@ -240,6 +240,8 @@ pub enum Kernel {
     AttentionBackwardKv,
     /// The MoPPA filter (or the spectrum alone) for CPU adapters.
     MoppaRows,
+    /// The same sized for 14 × 14 grids.
+    MoppaRows14,
     /// LayerNorm forward, one invocation per row (CPU adapters).
     LayerNormRows,
     /// LayerNorm backward to `x`, one invocation per row (CPU adapters).
@@ -323,6 +325,7 @@ impl Kernel {
         Kernel::AttentionBackwardQ,
         Kernel::AttentionBackwardKv,
         Kernel::MoppaRows,
+        Kernel::MoppaRows14,
         Kernel::LayerNormRows,
         Kernel::LayerNormBackwardRows,
     ];
@@ -388,6 +391,7 @@ impl Kernel {
             Kernel::AttentionBackwardQ => spec(S::Attention, "attention_backward_q", 6, 2),
             Kernel::AttentionBackwardKv => spec(S::Attention, "attention_backward_kv", 6, 2),
             Kernel::MoppaRows => spec(S::SpectralRows, "moppa_rows", 3, 1),
+            Kernel::MoppaRows14 => spec(S::SpectralRows, "moppa_rows_14", 3, 1),
             Kernel::LayerNormRows => spec(S::NormRows, "layer_norm_rows", 3, 3),
             Kernel::LayerNormBackwardRows => spec(S::NormRows, "layer_norm_backward_rows", 5, 1),
         }

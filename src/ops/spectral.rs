@@ -189,10 +189,9 @@ fn use_rows(op: &'static str, gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, path:
     match path {
         FilterPath::Auto => Ok(fits && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu),
         FilterPath::Rows if fits => Ok(true),
-        FilterPath::Rows => Err(Error::invalid(
-            op,
-            format!("a {gh}×{gw} grid of {} channels does not fit the rows kernel", l.channels),
-        )),
+        FilterPath::Rows => {
+            Err(Error::invalid(op, format!("a {gh}×{gw} grid of {} channels does not fit the rows kernel", l.channels)))
+        }
         _ => Ok(false),
     }
 }
@@ -216,7 +215,8 @@ fn rows_pass(gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, x: &Tensor, r: Option<
     };
     let y = Tensor::uninit(gpu, x.shape(), DType::F32)?;
     let groups = [(l.channels / 4).div_ceil(8) as u32, l.batch as u32, 1];
-    gpu.dispatch(Kernel::MoppaRows, &[x, r.unwrap_or(x), plan.tables()], &[&y], &params, groups)?;
+    let kernel = if (gh, gw) == (14, 14) { Kernel::MoppaRows14 } else { Kernel::MoppaRows };
+    gpu.dispatch(kernel, &[x, r.unwrap_or(x), plan.tables()], &[&y], &params, groups)?;
     Ok(y)
 }
 
