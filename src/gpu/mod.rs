@@ -14,7 +14,7 @@ mod recorder;
 pub use device::{GpuOptions, MemoryStats};
 pub use kernels::{Kernel, Shader};
 pub(crate) use pool::PooledBuffer;
-pub use recorder::KernelTime;
+pub use recorder::{KernelTime, PendingRead};
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -139,7 +139,7 @@ impl Gpu {
         }
     }
 
-    fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+    pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
         self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None }).map_err(
             |e| match e {
                 wgpu::PollError::Timeout => Error::DeviceLost { message: "the device stopped answering".into() },
