@@ -80,6 +80,8 @@ pub struct TrainOptions {
     pub optimizer: OptimizerKind,
     /// Batch order.
     pub order: BatchOrder,
+    /// Seed of the dropout masks (LoRA's `lora_dropout`).
+    pub seed: u64,
 }
 
 /// What one step did.
@@ -142,7 +144,8 @@ pub fn train(
         let (images, labels) = upload_batch(gpu, data, &rows)?;
         let mut tape = Tape::new(gpu);
         let base = vit.bind(&mut tape, false);
-        let bound = adapter.bind(&mut tape);
+        let step_seed = Rng::new(options.seed ^ (step as u64).wrapping_mul(0xA24B_AED4_963E_E407)).next_u64();
+        let bound = adapter.bind_train(&mut tape, step_seed);
         let images = tape.constant(&images);
         let logits = vit.forward(&mut tape, &base, &images, &bound)?;
         let mut loss = cross_entropy_var(&mut tape, &logits, &labels)?;

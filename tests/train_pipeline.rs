@@ -36,7 +36,14 @@ fn data(nan_at: Option<usize>) -> Dataset {
 }
 
 fn options(steps: usize) -> TrainOptions {
-    TrainOptions { steps, batch_size: 2, lr: 1e-2, optimizer: OptimizerKind::adamw(), order: BatchOrder::Sequential }
+    TrainOptions {
+        steps,
+        batch_size: 2,
+        lr: 1e-2,
+        optimizer: OptimizerKind::adamw(),
+        order: BatchOrder::Sequential,
+        seed: 0,
+    }
 }
 
 fn values(gpu: &Gpu, adapter: &Adapter) -> Vec<Vec<f32>> {

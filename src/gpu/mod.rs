@@ -26,6 +26,14 @@ pub const MAX_PARAMS_BYTES: u32 = 64;
 /// Threads per workgroup of the one-dimensional kernels (`WG` in the shaders).
 pub const WG_1D: u32 = 256;
 
+/// Largest tensor on any device, in bytes: kernels index elements and pass counts as `u32`,
+/// so a tensor holds at most 2³² − 1 elements of 4 bytes. [`Gpu::max_tensor_bytes`] is this or
+/// the device's own limit, whichever is smaller.
+pub const MAX_TENSOR_BYTES: u64 = 4 * u32::MAX as u64;
+
+/// The name [`crate::Error::TooLarge`] gives [`MAX_TENSOR_BYTES`].
+pub const MAX_TENSOR_LIMIT: &str = "u32 element indexing in the kernels";
+
 /// A handle to a GPU device with its queue, kernels and buffer pool. Cheap to clone; all
 /// clones share one device.
 #[derive(Clone)]

@@ -250,16 +250,27 @@ impl Gpu {
         self.record(|encoder| encoder.clear_buffer(dst, 0, None));
     }
 
-    /// Allocates a device buffer of at least `bytes` bytes from the pool.
+    /// The largest tensor, in bytes, and the limit that sets it: one storage binding, one
+    /// buffer, or [`super::MAX_TENSOR_BYTES`] (kernels index elements and pass counts as u32,
+    /// so no count can wrap).
+    pub fn max_tensor_bytes(&self) -> (u64, &'static str) {
+        let l = &self.inner.limits;
+        [
+            (l.max_storage_buffer_binding_size, "max_storage_buffer_binding_size"),
+            (l.max_buffer_size, "max_buffer_size"),
+            (super::MAX_TENSOR_BYTES, super::MAX_TENSOR_LIMIT),
+        ]
+        .into_iter()
+        .min_by_key(|&(v, _)| v)
+        .expect("three candidates")
+    }
+
+    /// Allocates a device buffer of at least `bytes` bytes from the pool; sizes beyond
+    /// [`Gpu::max_tensor_bytes`] are refused with [`Error::TooLarge`] naming `what`.
     pub(crate) fn alloc(&self, bytes: u64, what: &str) -> Result<Arc<pool::PooledBuffer>> {
-        let limit = self.inner.limits.max_storage_buffer_binding_size.min(self.inner.limits.max_buffer_size);
+        let (limit, name) = self.max_tensor_bytes();
         if bytes > limit {
-            return Err(Error::TooLarge {
-                what: what.to_string(),
-                bytes,
-                limit: "max_storage_buffer_binding_size",
-                max: limit,
-            });
+            return Err(Error::TooLarge { what: what.to_string(), bytes, limit: name, max: limit });
         }
         let class = pool::size_class(bytes).min(limit.max(16));
         let taken = lock(self.pool()).take(class);
@@ -359,5 +370,41 @@ impl Gpu {
             return Err(Error::shape("read_u32", "a u32 tensor", format!("{:?}", t.dtype())));
         }
         Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(t)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::elementwise::EwParams;
+
+    #[test]
+    fn grids_beyond_the_device_are_refused_before_recording() {
+        let gpu = Gpu::new().expect("GPU tests need a wgpu adapter; on headless Linux install mesa-vulkan-drivers");
+        let t = Tensor::zeros(&gpu, &[4]).expect("tensor");
+        let params = EwParams { n: 4, alpha: 7.0, ..Default::default() };
+        let max = gpu.limits().max_compute_workgroups_per_dimension;
+        let before = gpu.dispatch_count();
+        for grid in [[max + 1, 1, 1], [1, max + 1, 1], [1, 1, max + 1], [u32::MAX, u32::MAX, u32::MAX]] {
+            let e = gpu.dispatch(Kernel::Fill, &[], &[&t], &params, grid).expect_err("too many workgroups");
+            assert!(matches!(e, Error::TooLarge { limit: "max_compute_workgroups_per_dimension", .. }), "{e}");
+            assert!(e.to_string().contains("fill"), "{e}");
+        }
+        assert_eq!(gpu.dispatch_count(), before, "a refused dispatch was recorded");
+        // An empty grid records nothing; the tensor keeps its zeros.
+        gpu.dispatch(Kernel::Fill, &[], &[&t], &params, [0, 1, 1]).expect("empty grid");
+        assert_eq!(gpu.read(&t).expect("read"), vec![0.0; 4]);
+    }
+
+    #[test]
+    fn one_dimensional_grids_fold_within_the_limit() {
+        let gpu = Gpu::new().expect("GPU tests need a wgpu adapter; on headless Linux install mesa-vulkan-drivers");
+        let max = gpu.limits().max_compute_workgroups_per_dimension;
+        // Every count a tensor can hold (at most 2³² − 1 elements) folds into a legal grid.
+        for threads in [1, 255, 256, 257, (max as usize) * 256, (max as usize) * 256 + 1, u32::MAX as usize] {
+            let [x, y, z] = gpu.grid_1d(threads, WG_1D);
+            assert!(x <= max && y <= max && z == 1, "{threads} threads: grid {x}×{y}×{z}");
+            assert!(u64::from(x) * u64::from(y) * 256 >= threads as u64, "{threads} threads: grid too small");
+        }
     }
 }

@@ -3,7 +3,9 @@
 
 pub mod activation;
 pub mod attention;
+pub mod conv;
 pub mod dct;
+pub mod dropout;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
