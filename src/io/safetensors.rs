@@ -328,17 +328,38 @@ pub fn serialize(
     tensors: &[(String, &HostTensor)],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
-        tensors.iter().map(|(k, t)| (k.clone(), bytemuck::cast_slice(&t.data).to_vec(), t.shape.clone())).collect();
-    let views = bytes
-        .iter()
-        .map(|(k, b, s)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| format_err(path, format!("tensor `{k}`: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, metadata).map_err(|e| format_err(path, e.to_string()))
+    // Written by hand rather than through the crate so the bytes are the same on every run:
+    // tensors in name order, `__metadata__` keys sorted (a HashMap would order them randomly).
+    let mut sorted: Vec<&(String, &HostTensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(pair) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(format_err(path, format!("tensor `{}` written twice", pair[0].0)));
+    }
+    let mut header = serde_json::Map::new();
+    if let Some(meta) = metadata {
+        let meta: BTreeMap<String, String> = meta.into_iter().collect();
+        header.insert("__metadata__".into(), serde_json::to_value(meta).unwrap_or_default());
+    }
+    let mut offset = 0usize;
+    for (key, t) in &sorted {
+        if t.shape.iter().product::<usize>() != t.data.len() {
+            return Err(format_err(path, format!("tensor `{key}`: {} values for shape {:?}", t.data.len(), t.shape)));
+        }
+        let end = offset + 4 * t.data.len();
+        header
+            .insert(key.clone(), serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, end]}));
+        offset = end;
+    }
+    let mut head = serde_json::to_string(&serde_json::Value::Object(header)).unwrap_or_default().into_bytes();
+    // The data section starts 8-byte aligned; the format pads the header with spaces.
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + head.len() + offset);
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    for (_, t) in &sorted {
+        out.extend_from_slice(bytemuck::cast_slice(&t.data));
+    }
+    Ok(out)
 }
 
 /// Writes f32 tensors to `path` atomically, with optional `__metadata__`.
