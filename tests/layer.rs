@@ -45,9 +45,16 @@ fn model(gpu: &Gpu, f: &common::Fixture) -> Vit {
     Vit::from_weights(gpu, &weights).expect("upload")
 }
 
-/// Runs the layer on the fixture's `x` and backpropagates `⟨y, w⟩`; returns `y`, `∂x` and,
-/// when `trainable`, the gradient of every layer weight by name.
-fn run(trainable: bool) -> (Vec<f32>, Vec<f32>, Vec<(String, Vec<f32>)>) {
+/// What one run of the layer gives: `y`, `∂x` and the weight gradients by name.
+struct Run {
+    y: Vec<f32>,
+    dx: Vec<f32>,
+    weight_grads: Vec<(String, Vec<f32>)>,
+}
+
+/// Runs the layer on the fixture's `x` and backpropagates `⟨y, w⟩`; the weight gradients
+/// are there only when `trainable`.
+fn run(trainable: bool) -> Run {
     let gpu = gpu();
     let f = fixture("layer_torch.safetensors");
     let vit = model(&gpu, &f);
@@ -68,13 +75,13 @@ fn run(trainable: bool) -> (Vec<f32>, Vec<f32>, Vec<(String, Vec<f32>)>) {
     let dx = gpu.read(grads.get(&x).expect("x has a gradient")).expect("read ∂x");
     let weight_grads =
         layer_vars.iter().filter_map(|(k, v)| grads.get(v).map(|g| (k.clone(), gpu.read(g).expect("read")))).collect();
-    (gpu.read(&y_value).expect("read y"), dx, weight_grads)
+    Run { y: gpu.read(&y_value).expect("read y"), dx, weight_grads }
 }
 
 #[test]
 fn layer_forward_and_input_gradient_match_pytorch() {
     let f = fixture("layer_torch.safetensors");
-    let (y, dx, weight_grads) = run(false);
+    let Run { y, dx, weight_grads } = run(false);
     // Each output sums ~96 products through two residual branches.
     assert_close("layer output", &y, &f.f64("y"), tol(8.0, 96), 1e-6);
     assert_close("∂x of ⟨y, w⟩", &dx, &f.f64("dx"), tol(16.0, 96 * 17), 1e-5);
@@ -84,7 +91,7 @@ fn layer_forward_and_input_gradient_match_pytorch() {
 #[test]
 fn layer_weight_gradients_match_pytorch() {
     let f = fixture("layer_torch.safetensors");
-    let (y, dx, weight_grads) = run(true);
+    let Run { y, dx, weight_grads } = run(true);
     assert_close("layer output (trainable weights)", &y, &f.f64("y"), tol(8.0, 96), 1e-6);
     assert_close("∂x (trainable weights)", &dx, &f.f64("dx"), tol(16.0, 96 * 17), 1e-5);
     assert_eq!(weight_grads.len(), 16, "every layer weight gets a gradient");

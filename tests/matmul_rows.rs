@@ -41,7 +41,7 @@ fn check(
     let ta = Tensor::from_slice(gpu, &a, &a_shape).unwrap();
     let tb = Tensor::from_slice(gpu, &b, &b_shape).unwrap();
     let t_bias = bias.as_ref().map(|v| Tensor::from_slice(gpu, v, &[n]).unwrap());
-    let mut out_shape = batch.clone();
+    let mut out_shape = batch;
     out_shape.extend([m, n]);
     let t_add = addend.as_ref().map(|v| Tensor::from_slice(gpu, v, &out_shape).unwrap());
     let y = matmul_with(gpu, &ta, &tb, spec, t_bias.as_ref(), t_add.as_ref(), kernel).unwrap();

@@ -91,7 +91,7 @@ fn layer_norm(t: &Tensors, path: &str, x: &[f64], eps: f64) -> Vec<f64> {
 /// `t` (LoRA with scale `lora_scale`, MoPPA), as `Vit::layer_forward` computes it.
 pub(crate) fn layer(t: &Tensors, c: &VitConfig, layer: usize, x: &[f64], batch: usize, lora_scale: f64) -> Vec<f64> {
     let p = format!("vit.encoder.layer.{layer}");
-    let eps = f64::from(c.layer_norm_eps);
+    let eps = c.layer_norm_eps;
     let filtered = moppa(t, c, layer, x, batch);
     let h = layer_norm(t, &format!("{p}.layernorm_before"), filtered.as_deref().unwrap_or(x), eps);
     let (d, mlp) = (c.hidden_size, c.intermediate_size);
@@ -133,7 +133,7 @@ pub(crate) fn vit_logits(t: &Tensors, c: &VitConfig, images: &[f64], batch: usiz
     for l in 0..c.num_hidden_layers {
         x = layer(t, c, l, &x, batch, lora_scale);
     }
-    let x = layer_norm(t, "vit.layernorm", &x, f64::from(c.layer_norm_eps));
+    let x = layer_norm(t, "vit.layernorm", &x, c.layer_norm_eps);
     let cls: Vec<f64> = (0..batch).flat_map(|b| x[b * tokens * d..][..d].to_vec()).collect();
     linear(t, "classifier", &cls, d, lora_scale)
 }
