@@ -13,8 +13,7 @@
 // and the 8 lanes of a workgroup read 32 neighbouring channels). Grid rows stream in: row
 // n is transformed along w by C_w (held in registers, loaded once) and added into z with
 // the column n of C_h (16 uniform loads per row). The inverse streams rows out the same
-// way. Sizes below 16 are zero-padded: coefficients outside the N × N matrices are zero;
-// moppa_rows_14 is the same kernel sized for 14 × 14 grids, without the padding.
+// way. Sizes below 16 are zero-padded: coefficients outside the N × N matrices are zero.
 // Lanes past the last quad repeat it and store the same values to the same place.
 //
 // Layout: inputs x [B·T·C] and r [gh·gw·C] as vec4s (r unused when mode = 1; it may alias
@@ -54,140 +53,110 @@ fn coef(along_h: bool, k: u32, n: u32) -> f32 {
 }
 
 // Row k of C_w into cw[16k ..].
-fn cw_row(cw: ptr<function, array<f32, 256>>, k: u32, nn: u32) {
-    if (0u < nn) { (*cw)[16u * k + 0u] = coef(false, k, 0u); } if (1u < nn) { (*cw)[16u * k + 1u] = coef(false, k, 1u); }
-    if (2u < nn) { (*cw)[16u * k + 2u] = coef(false, k, 2u); } if (3u < nn) { (*cw)[16u * k + 3u] = coef(false, k, 3u); }
-    if (4u < nn) { (*cw)[16u * k + 4u] = coef(false, k, 4u); } if (5u < nn) { (*cw)[16u * k + 5u] = coef(false, k, 5u); }
-    if (6u < nn) { (*cw)[16u * k + 6u] = coef(false, k, 6u); } if (7u < nn) { (*cw)[16u * k + 7u] = coef(false, k, 7u); }
-    if (8u < nn) { (*cw)[16u * k + 8u] = coef(false, k, 8u); } if (9u < nn) { (*cw)[16u * k + 9u] = coef(false, k, 9u); }
-    if (10u < nn) { (*cw)[16u * k + 10u] = coef(false, k, 10u); } if (11u < nn) { (*cw)[16u * k + 11u] = coef(false, k, 11u); }
-    if (12u < nn) { (*cw)[16u * k + 12u] = coef(false, k, 12u); } if (13u < nn) { (*cw)[16u * k + 13u] = coef(false, k, 13u); }
-    if (14u < nn) { (*cw)[16u * k + 14u] = coef(false, k, 14u); } if (15u < nn) { (*cw)[16u * k + 15u] = coef(false, k, 15u); }
+fn cw_row(cw: ptr<function, array<f32, 256>>, k: u32) {
+    (*cw)[16u * k + 0u] = coef(false, k, 0u); (*cw)[16u * k + 1u] = coef(false, k, 1u); (*cw)[16u * k + 2u] = coef(false, k, 2u); (*cw)[16u * k + 3u] = coef(false, k, 3u);
+    (*cw)[16u * k + 4u] = coef(false, k, 4u); (*cw)[16u * k + 5u] = coef(false, k, 5u); (*cw)[16u * k + 6u] = coef(false, k, 6u); (*cw)[16u * k + 7u] = coef(false, k, 7u);
+    (*cw)[16u * k + 8u] = coef(false, k, 8u); (*cw)[16u * k + 9u] = coef(false, k, 9u); (*cw)[16u * k + 10u] = coef(false, k, 10u); (*cw)[16u * k + 11u] = coef(false, k, 11u);
+    (*cw)[16u * k + 12u] = coef(false, k, 12u); (*cw)[16u * k + 13u] = coef(false, k, 13u); (*cw)[16u * k + 14u] = coef(false, k, 14u); (*cw)[16u * k + 15u] = coef(false, k, 15u);
 }
 
 // Column n of C_h: ch[k] = C_h[k][n].
-fn ch_col(ch: ptr<function, array<f32, 16>>, n: u32, nn: u32) {
-    if (0u < nn) { (*ch)[0u] = coef(true, 0u, n); } if (1u < nn) { (*ch)[1u] = coef(true, 1u, n); }
-    if (2u < nn) { (*ch)[2u] = coef(true, 2u, n); } if (3u < nn) { (*ch)[3u] = coef(true, 3u, n); }
-    if (4u < nn) { (*ch)[4u] = coef(true, 4u, n); } if (5u < nn) { (*ch)[5u] = coef(true, 5u, n); }
-    if (6u < nn) { (*ch)[6u] = coef(true, 6u, n); } if (7u < nn) { (*ch)[7u] = coef(true, 7u, n); }
-    if (8u < nn) { (*ch)[8u] = coef(true, 8u, n); } if (9u < nn) { (*ch)[9u] = coef(true, 9u, n); }
-    if (10u < nn) { (*ch)[10u] = coef(true, 10u, n); } if (11u < nn) { (*ch)[11u] = coef(true, 11u, n); }
-    if (12u < nn) { (*ch)[12u] = coef(true, 12u, n); } if (13u < nn) { (*ch)[13u] = coef(true, 13u, n); }
-    if (14u < nn) { (*ch)[14u] = coef(true, 14u, n); } if (15u < nn) { (*ch)[15u] = coef(true, 15u, n); }
+fn ch_col(ch: ptr<function, array<f32, 16>>, n: u32) {
+    (*ch)[0u] = coef(true, 0u, n); (*ch)[1u] = coef(true, 1u, n); (*ch)[2u] = coef(true, 2u, n); (*ch)[3u] = coef(true, 3u, n);
+    (*ch)[4u] = coef(true, 4u, n); (*ch)[5u] = coef(true, 5u, n); (*ch)[6u] = coef(true, 6u, n); (*ch)[7u] = coef(true, 7u, n);
+    (*ch)[8u] = coef(true, 8u, n); (*ch)[9u] = coef(true, 9u, n); (*ch)[10u] = coef(true, 10u, n); (*ch)[11u] = coef(true, 11u, n);
+    (*ch)[12u] = coef(true, 12u, n); (*ch)[13u] = coef(true, 13u, n); (*ch)[14u] = coef(true, 14u, n); (*ch)[15u] = coef(true, 15u, n);
 }
 
 // Σ_m cw[16k + m] · v[m]  (row k of C_w times v).
-fn row_dot(cw: ptr<function, array<f32, 256>>, k: u32, v: ptr<function, array<vec4<f32>, 16>>, nn: u32) -> vec4<f32> {
+fn row_dot(cw: ptr<function, array<f32, 256>>, k: u32, v: ptr<function, array<vec4<f32>, 16>>) -> vec4<f32> {
     var s = (*cw)[16u * k] * (*v)[0u];
-    if (1u < nn) { s = fma(vec4((*cw)[16u * k + 1u]), (*v)[1u], s); }
-    if (2u < nn) { s = fma(vec4((*cw)[16u * k + 2u]), (*v)[2u], s); } if (3u < nn) { s = fma(vec4((*cw)[16u * k + 3u]), (*v)[3u], s); }
-    if (4u < nn) { s = fma(vec4((*cw)[16u * k + 4u]), (*v)[4u], s); } if (5u < nn) { s = fma(vec4((*cw)[16u * k + 5u]), (*v)[5u], s); }
-    if (6u < nn) { s = fma(vec4((*cw)[16u * k + 6u]), (*v)[6u], s); } if (7u < nn) { s = fma(vec4((*cw)[16u * k + 7u]), (*v)[7u], s); }
-    if (8u < nn) { s = fma(vec4((*cw)[16u * k + 8u]), (*v)[8u], s); } if (9u < nn) { s = fma(vec4((*cw)[16u * k + 9u]), (*v)[9u], s); }
-    if (10u < nn) { s = fma(vec4((*cw)[16u * k + 10u]), (*v)[10u], s); } if (11u < nn) { s = fma(vec4((*cw)[16u * k + 11u]), (*v)[11u], s); }
-    if (12u < nn) { s = fma(vec4((*cw)[16u * k + 12u]), (*v)[12u], s); } if (13u < nn) { s = fma(vec4((*cw)[16u * k + 13u]), (*v)[13u], s); }
-    if (14u < nn) { s = fma(vec4((*cw)[16u * k + 14u]), (*v)[14u], s); } if (15u < nn) { s = fma(vec4((*cw)[16u * k + 15u]), (*v)[15u], s); }
+    s = fma(vec4((*cw)[16u * k + 1u]), (*v)[1u], s); s = fma(vec4((*cw)[16u * k + 2u]), (*v)[2u], s); s = fma(vec4((*cw)[16u * k + 3u]), (*v)[3u], s);
+    s = fma(vec4((*cw)[16u * k + 4u]), (*v)[4u], s); s = fma(vec4((*cw)[16u * k + 5u]), (*v)[5u], s); s = fma(vec4((*cw)[16u * k + 6u]), (*v)[6u], s);
+    s = fma(vec4((*cw)[16u * k + 7u]), (*v)[7u], s); s = fma(vec4((*cw)[16u * k + 8u]), (*v)[8u], s); s = fma(vec4((*cw)[16u * k + 9u]), (*v)[9u], s);
+    s = fma(vec4((*cw)[16u * k + 10u]), (*v)[10u], s); s = fma(vec4((*cw)[16u * k + 11u]), (*v)[11u], s); s = fma(vec4((*cw)[16u * k + 12u]), (*v)[12u], s);
+    s = fma(vec4((*cw)[16u * k + 13u]), (*v)[13u], s); s = fma(vec4((*cw)[16u * k + 14u]), (*v)[14u], s); s = fma(vec4((*cw)[16u * k + 15u]), (*v)[15u], s);
     return s;
 }
 
 // Σ_l cw[16l + m] · v[l]  (column m of C_w times v: the inverse along w).
-fn col_dot(cw: ptr<function, array<f32, 256>>, m: u32, v: ptr<function, array<vec4<f32>, 16>>, nn: u32) -> vec4<f32> {
+fn col_dot(cw: ptr<function, array<f32, 256>>, m: u32, v: ptr<function, array<vec4<f32>, 16>>) -> vec4<f32> {
     var s = (*cw)[m] * (*v)[0u];
-    if (1u < nn) { s = fma(vec4((*cw)[16u * 1u + m]), (*v)[1u], s); }
-    if (2u < nn) { s = fma(vec4((*cw)[16u * 2u + m]), (*v)[2u], s); } if (3u < nn) { s = fma(vec4((*cw)[16u * 3u + m]), (*v)[3u], s); }
-    if (4u < nn) { s = fma(vec4((*cw)[16u * 4u + m]), (*v)[4u], s); } if (5u < nn) { s = fma(vec4((*cw)[16u * 5u + m]), (*v)[5u], s); }
-    if (6u < nn) { s = fma(vec4((*cw)[16u * 6u + m]), (*v)[6u], s); } if (7u < nn) { s = fma(vec4((*cw)[16u * 7u + m]), (*v)[7u], s); }
-    if (8u < nn) { s = fma(vec4((*cw)[16u * 8u + m]), (*v)[8u], s); } if (9u < nn) { s = fma(vec4((*cw)[16u * 9u + m]), (*v)[9u], s); }
-    if (10u < nn) { s = fma(vec4((*cw)[16u * 10u + m]), (*v)[10u], s); } if (11u < nn) { s = fma(vec4((*cw)[16u * 11u + m]), (*v)[11u], s); }
-    if (12u < nn) { s = fma(vec4((*cw)[16u * 12u + m]), (*v)[12u], s); } if (13u < nn) { s = fma(vec4((*cw)[16u * 13u + m]), (*v)[13u], s); }
-    if (14u < nn) { s = fma(vec4((*cw)[16u * 14u + m]), (*v)[14u], s); } if (15u < nn) { s = fma(vec4((*cw)[16u * 15u + m]), (*v)[15u], s); }
+    s = fma(vec4((*cw)[16u * 1u + m]), (*v)[1u], s); s = fma(vec4((*cw)[16u * 2u + m]), (*v)[2u], s); s = fma(vec4((*cw)[16u * 3u + m]), (*v)[3u], s);
+    s = fma(vec4((*cw)[16u * 4u + m]), (*v)[4u], s); s = fma(vec4((*cw)[16u * 5u + m]), (*v)[5u], s); s = fma(vec4((*cw)[16u * 6u + m]), (*v)[6u], s);
+    s = fma(vec4((*cw)[16u * 7u + m]), (*v)[7u], s); s = fma(vec4((*cw)[16u * 8u + m]), (*v)[8u], s); s = fma(vec4((*cw)[16u * 9u + m]), (*v)[9u], s);
+    s = fma(vec4((*cw)[16u * 10u + m]), (*v)[10u], s); s = fma(vec4((*cw)[16u * 11u + m]), (*v)[11u], s); s = fma(vec4((*cw)[16u * 12u + m]), (*v)[12u], s);
+    s = fma(vec4((*cw)[16u * 13u + m]), (*v)[13u], s); s = fma(vec4((*cw)[16u * 14u + m]), (*v)[14u], s); s = fma(vec4((*cw)[16u * 15u + m]), (*v)[15u], s);
     return s;
 }
 
 // z[16k + l] += w · v[l].
-fn axpy_row(z: ptr<function, array<vec4<f32>, 256>>, k: u32, w: f32, v: ptr<function, array<vec4<f32>, 16>>, nn: u32) {
+fn axpy_row(z: ptr<function, array<vec4<f32>, 256>>, k: u32, w: f32, v: ptr<function, array<vec4<f32>, 16>>) {
     let ww = vec4(w);
-    if (0u < nn) { (*z)[16u * k + 0u] = fma(ww, (*v)[0u], (*z)[16u * k + 0u]); }
-    if (1u < nn) { (*z)[16u * k + 1u] = fma(ww, (*v)[1u], (*z)[16u * k + 1u]); }
-    if (2u < nn) { (*z)[16u * k + 2u] = fma(ww, (*v)[2u], (*z)[16u * k + 2u]); }
-    if (3u < nn) { (*z)[16u * k + 3u] = fma(ww, (*v)[3u], (*z)[16u * k + 3u]); }
-    if (4u < nn) { (*z)[16u * k + 4u] = fma(ww, (*v)[4u], (*z)[16u * k + 4u]); }
-    if (5u < nn) { (*z)[16u * k + 5u] = fma(ww, (*v)[5u], (*z)[16u * k + 5u]); }
-    if (6u < nn) { (*z)[16u * k + 6u] = fma(ww, (*v)[6u], (*z)[16u * k + 6u]); }
-    if (7u < nn) { (*z)[16u * k + 7u] = fma(ww, (*v)[7u], (*z)[16u * k + 7u]); }
-    if (8u < nn) { (*z)[16u * k + 8u] = fma(ww, (*v)[8u], (*z)[16u * k + 8u]); }
-    if (9u < nn) { (*z)[16u * k + 9u] = fma(ww, (*v)[9u], (*z)[16u * k + 9u]); }
-    if (10u < nn) { (*z)[16u * k + 10u] = fma(ww, (*v)[10u], (*z)[16u * k + 10u]); }
-    if (11u < nn) { (*z)[16u * k + 11u] = fma(ww, (*v)[11u], (*z)[16u * k + 11u]); }
-    if (12u < nn) { (*z)[16u * k + 12u] = fma(ww, (*v)[12u], (*z)[16u * k + 12u]); }
-    if (13u < nn) { (*z)[16u * k + 13u] = fma(ww, (*v)[13u], (*z)[16u * k + 13u]); }
-    if (14u < nn) { (*z)[16u * k + 14u] = fma(ww, (*v)[14u], (*z)[16u * k + 14u]); }
-    if (15u < nn) { (*z)[16u * k + 15u] = fma(ww, (*v)[15u], (*z)[16u * k + 15u]); }
+    (*z)[16u * k + 0u] = fma(ww, (*v)[0u], (*z)[16u * k + 0u]); (*z)[16u * k + 1u] = fma(ww, (*v)[1u], (*z)[16u * k + 1u]);
+    (*z)[16u * k + 2u] = fma(ww, (*v)[2u], (*z)[16u * k + 2u]); (*z)[16u * k + 3u] = fma(ww, (*v)[3u], (*z)[16u * k + 3u]);
+    (*z)[16u * k + 4u] = fma(ww, (*v)[4u], (*z)[16u * k + 4u]); (*z)[16u * k + 5u] = fma(ww, (*v)[5u], (*z)[16u * k + 5u]);
+    (*z)[16u * k + 6u] = fma(ww, (*v)[6u], (*z)[16u * k + 6u]); (*z)[16u * k + 7u] = fma(ww, (*v)[7u], (*z)[16u * k + 7u]);
+    (*z)[16u * k + 8u] = fma(ww, (*v)[8u], (*z)[16u * k + 8u]); (*z)[16u * k + 9u] = fma(ww, (*v)[9u], (*z)[16u * k + 9u]);
+    (*z)[16u * k + 10u] = fma(ww, (*v)[10u], (*z)[16u * k + 10u]); (*z)[16u * k + 11u] = fma(ww, (*v)[11u], (*z)[16u * k + 11u]);
+    (*z)[16u * k + 12u] = fma(ww, (*v)[12u], (*z)[16u * k + 12u]); (*z)[16u * k + 13u] = fma(ww, (*v)[13u], (*z)[16u * k + 13u]);
+    (*z)[16u * k + 14u] = fma(ww, (*v)[14u], (*z)[16u * k + 14u]); (*z)[16u * k + 15u] = fma(ww, (*v)[15u], (*z)[16u * k + 15u]);
 }
 
 // v[l] += w · z[16k + l].
-fn axpy_from(v: ptr<function, array<vec4<f32>, 16>>, w: f32, z: ptr<function, array<vec4<f32>, 256>>, k: u32, nn: u32) {
+fn axpy_from(v: ptr<function, array<vec4<f32>, 16>>, w: f32, z: ptr<function, array<vec4<f32>, 256>>, k: u32) {
     let ww = vec4(w);
-    if (0u < nn) { (*v)[0u] = fma(ww, (*z)[16u * k + 0u], (*v)[0u]); }
-    if (1u < nn) { (*v)[1u] = fma(ww, (*z)[16u * k + 1u], (*v)[1u]); }
-    if (2u < nn) { (*v)[2u] = fma(ww, (*z)[16u * k + 2u], (*v)[2u]); }
-    if (3u < nn) { (*v)[3u] = fma(ww, (*z)[16u * k + 3u], (*v)[3u]); }
-    if (4u < nn) { (*v)[4u] = fma(ww, (*z)[16u * k + 4u], (*v)[4u]); }
-    if (5u < nn) { (*v)[5u] = fma(ww, (*z)[16u * k + 5u], (*v)[5u]); }
-    if (6u < nn) { (*v)[6u] = fma(ww, (*z)[16u * k + 6u], (*v)[6u]); }
-    if (7u < nn) { (*v)[7u] = fma(ww, (*z)[16u * k + 7u], (*v)[7u]); }
-    if (8u < nn) { (*v)[8u] = fma(ww, (*z)[16u * k + 8u], (*v)[8u]); }
-    if (9u < nn) { (*v)[9u] = fma(ww, (*z)[16u * k + 9u], (*v)[9u]); }
-    if (10u < nn) { (*v)[10u] = fma(ww, (*z)[16u * k + 10u], (*v)[10u]); }
-    if (11u < nn) { (*v)[11u] = fma(ww, (*z)[16u * k + 11u], (*v)[11u]); }
-    if (12u < nn) { (*v)[12u] = fma(ww, (*z)[16u * k + 12u], (*v)[12u]); }
-    if (13u < nn) { (*v)[13u] = fma(ww, (*z)[16u * k + 13u], (*v)[13u]); }
-    if (14u < nn) { (*v)[14u] = fma(ww, (*z)[16u * k + 14u], (*v)[14u]); }
-    if (15u < nn) { (*v)[15u] = fma(ww, (*z)[16u * k + 15u], (*v)[15u]); }
+    (*v)[0u] = fma(ww, (*z)[16u * k + 0u], (*v)[0u]); (*v)[1u] = fma(ww, (*z)[16u * k + 1u], (*v)[1u]);
+    (*v)[2u] = fma(ww, (*z)[16u * k + 2u], (*v)[2u]); (*v)[3u] = fma(ww, (*z)[16u * k + 3u], (*v)[3u]);
+    (*v)[4u] = fma(ww, (*z)[16u * k + 4u], (*v)[4u]); (*v)[5u] = fma(ww, (*z)[16u * k + 5u], (*v)[5u]);
+    (*v)[6u] = fma(ww, (*z)[16u * k + 6u], (*v)[6u]); (*v)[7u] = fma(ww, (*z)[16u * k + 7u], (*v)[7u]);
+    (*v)[8u] = fma(ww, (*z)[16u * k + 8u], (*v)[8u]); (*v)[9u] = fma(ww, (*z)[16u * k + 9u], (*v)[9u]);
+    (*v)[10u] = fma(ww, (*z)[16u * k + 10u], (*v)[10u]); (*v)[11u] = fma(ww, (*z)[16u * k + 11u], (*v)[11u]);
+    (*v)[12u] = fma(ww, (*z)[16u * k + 12u], (*v)[12u]); (*v)[13u] = fma(ww, (*z)[16u * k + 13u], (*v)[13u]);
+    (*v)[14u] = fma(ww, (*z)[16u * k + 14u], (*v)[14u]); (*v)[15u] = fma(ww, (*z)[16u * k + 15u], (*v)[15u]);
 }
 
 // z[16k + l] *= r[cell (k, l)] for the lane's quad q (zero outside the grid).
-fn scale_row(z: ptr<function, array<vec4<f32>, 256>>, k: u32, q: u32, nn: u32) {
+fn scale_row(z: ptr<function, array<vec4<f32>, 256>>, k: u32, q: u32) {
     let kk = min(k, p.gh - 1u);
     let last = p.gw - 1u;
-    if (0u < nn) { (*z)[16u * k + 0u] *= select(vec4<f32>(), r[(kk * p.gw + min(0u, last)) * p.c4 + q], k < p.gh && 0u < p.gw); }
-    if (1u < nn) { (*z)[16u * k + 1u] *= select(vec4<f32>(), r[(kk * p.gw + min(1u, last)) * p.c4 + q], k < p.gh && 1u < p.gw); }
-    if (2u < nn) { (*z)[16u * k + 2u] *= select(vec4<f32>(), r[(kk * p.gw + min(2u, last)) * p.c4 + q], k < p.gh && 2u < p.gw); }
-    if (3u < nn) { (*z)[16u * k + 3u] *= select(vec4<f32>(), r[(kk * p.gw + min(3u, last)) * p.c4 + q], k < p.gh && 3u < p.gw); }
-    if (4u < nn) { (*z)[16u * k + 4u] *= select(vec4<f32>(), r[(kk * p.gw + min(4u, last)) * p.c4 + q], k < p.gh && 4u < p.gw); }
-    if (5u < nn) { (*z)[16u * k + 5u] *= select(vec4<f32>(), r[(kk * p.gw + min(5u, last)) * p.c4 + q], k < p.gh && 5u < p.gw); }
-    if (6u < nn) { (*z)[16u * k + 6u] *= select(vec4<f32>(), r[(kk * p.gw + min(6u, last)) * p.c4 + q], k < p.gh && 6u < p.gw); }
-    if (7u < nn) { (*z)[16u * k + 7u] *= select(vec4<f32>(), r[(kk * p.gw + min(7u, last)) * p.c4 + q], k < p.gh && 7u < p.gw); }
-    if (8u < nn) { (*z)[16u * k + 8u] *= select(vec4<f32>(), r[(kk * p.gw + min(8u, last)) * p.c4 + q], k < p.gh && 8u < p.gw); }
-    if (9u < nn) { (*z)[16u * k + 9u] *= select(vec4<f32>(), r[(kk * p.gw + min(9u, last)) * p.c4 + q], k < p.gh && 9u < p.gw); }
-    if (10u < nn) { (*z)[16u * k + 10u] *= select(vec4<f32>(), r[(kk * p.gw + min(10u, last)) * p.c4 + q], k < p.gh && 10u < p.gw); }
-    if (11u < nn) { (*z)[16u * k + 11u] *= select(vec4<f32>(), r[(kk * p.gw + min(11u, last)) * p.c4 + q], k < p.gh && 11u < p.gw); }
-    if (12u < nn) { (*z)[16u * k + 12u] *= select(vec4<f32>(), r[(kk * p.gw + min(12u, last)) * p.c4 + q], k < p.gh && 12u < p.gw); }
-    if (13u < nn) { (*z)[16u * k + 13u] *= select(vec4<f32>(), r[(kk * p.gw + min(13u, last)) * p.c4 + q], k < p.gh && 13u < p.gw); }
-    if (14u < nn) { (*z)[16u * k + 14u] *= select(vec4<f32>(), r[(kk * p.gw + min(14u, last)) * p.c4 + q], k < p.gh && 14u < p.gw); }
-    if (15u < nn) { (*z)[16u * k + 15u] *= select(vec4<f32>(), r[(kk * p.gw + min(15u, last)) * p.c4 + q], k < p.gh && 15u < p.gw); }
+    (*z)[16u * k + 0u] *= select(vec4<f32>(), r[(kk * p.gw + min(0u, last)) * p.c4 + q], k < p.gh && 0u < p.gw);
+    (*z)[16u * k + 1u] *= select(vec4<f32>(), r[(kk * p.gw + min(1u, last)) * p.c4 + q], k < p.gh && 1u < p.gw);
+    (*z)[16u * k + 2u] *= select(vec4<f32>(), r[(kk * p.gw + min(2u, last)) * p.c4 + q], k < p.gh && 2u < p.gw);
+    (*z)[16u * k + 3u] *= select(vec4<f32>(), r[(kk * p.gw + min(3u, last)) * p.c4 + q], k < p.gh && 3u < p.gw);
+    (*z)[16u * k + 4u] *= select(vec4<f32>(), r[(kk * p.gw + min(4u, last)) * p.c4 + q], k < p.gh && 4u < p.gw);
+    (*z)[16u * k + 5u] *= select(vec4<f32>(), r[(kk * p.gw + min(5u, last)) * p.c4 + q], k < p.gh && 5u < p.gw);
+    (*z)[16u * k + 6u] *= select(vec4<f32>(), r[(kk * p.gw + min(6u, last)) * p.c4 + q], k < p.gh && 6u < p.gw);
+    (*z)[16u * k + 7u] *= select(vec4<f32>(), r[(kk * p.gw + min(7u, last)) * p.c4 + q], k < p.gh && 7u < p.gw);
+    (*z)[16u * k + 8u] *= select(vec4<f32>(), r[(kk * p.gw + min(8u, last)) * p.c4 + q], k < p.gh && 8u < p.gw);
+    (*z)[16u * k + 9u] *= select(vec4<f32>(), r[(kk * p.gw + min(9u, last)) * p.c4 + q], k < p.gh && 9u < p.gw);
+    (*z)[16u * k + 10u] *= select(vec4<f32>(), r[(kk * p.gw + min(10u, last)) * p.c4 + q], k < p.gh && 10u < p.gw);
+    (*z)[16u * k + 11u] *= select(vec4<f32>(), r[(kk * p.gw + min(11u, last)) * p.c4 + q], k < p.gh && 11u < p.gw);
+    (*z)[16u * k + 12u] *= select(vec4<f32>(), r[(kk * p.gw + min(12u, last)) * p.c4 + q], k < p.gh && 12u < p.gw);
+    (*z)[16u * k + 13u] *= select(vec4<f32>(), r[(kk * p.gw + min(13u, last)) * p.c4 + q], k < p.gh && 13u < p.gw);
+    (*z)[16u * k + 14u] *= select(vec4<f32>(), r[(kk * p.gw + min(14u, last)) * p.c4 + q], k < p.gh && 14u < p.gw);
+    (*z)[16u * k + 15u] *= select(vec4<f32>(), r[(kk * p.gw + min(15u, last)) * p.c4 + q], k < p.gh && 15u < p.gw);
 }
 
 // Grid row n of token tensor x (image b, quad q) into v, zero past gw.
-fn load_row(v: ptr<function, array<vec4<f32>, 16>>, at: u32, nn: u32) {
+fn load_row(v: ptr<function, array<vec4<f32>, 16>>, at: u32) {
     let last = p.gw - 1u;
-    if (0u < nn) { (*v)[0u] = select(vec4<f32>(), x[at + min(0u, last) * p.c4], 0u < p.gw); }
-    if (1u < nn) { (*v)[1u] = select(vec4<f32>(), x[at + min(1u, last) * p.c4], 1u < p.gw); }
-    if (2u < nn) { (*v)[2u] = select(vec4<f32>(), x[at + min(2u, last) * p.c4], 2u < p.gw); }
-    if (3u < nn) { (*v)[3u] = select(vec4<f32>(), x[at + min(3u, last) * p.c4], 3u < p.gw); }
-    if (4u < nn) { (*v)[4u] = select(vec4<f32>(), x[at + min(4u, last) * p.c4], 4u < p.gw); }
-    if (5u < nn) { (*v)[5u] = select(vec4<f32>(), x[at + min(5u, last) * p.c4], 5u < p.gw); }
-    if (6u < nn) { (*v)[6u] = select(vec4<f32>(), x[at + min(6u, last) * p.c4], 6u < p.gw); }
-    if (7u < nn) { (*v)[7u] = select(vec4<f32>(), x[at + min(7u, last) * p.c4], 7u < p.gw); }
-    if (8u < nn) { (*v)[8u] = select(vec4<f32>(), x[at + min(8u, last) * p.c4], 8u < p.gw); }
-    if (9u < nn) { (*v)[9u] = select(vec4<f32>(), x[at + min(9u, last) * p.c4], 9u < p.gw); }
-    if (10u < nn) { (*v)[10u] = select(vec4<f32>(), x[at + min(10u, last) * p.c4], 10u < p.gw); }
-    if (11u < nn) { (*v)[11u] = select(vec4<f32>(), x[at + min(11u, last) * p.c4], 11u < p.gw); }
-    if (12u < nn) { (*v)[12u] = select(vec4<f32>(), x[at + min(12u, last) * p.c4], 12u < p.gw); }
-    if (13u < nn) { (*v)[13u] = select(vec4<f32>(), x[at + min(13u, last) * p.c4], 13u < p.gw); }
-    if (14u < nn) { (*v)[14u] = select(vec4<f32>(), x[at + min(14u, last) * p.c4], 14u < p.gw); }
-    if (15u < nn) { (*v)[15u] = select(vec4<f32>(), x[at + min(15u, last) * p.c4], 15u < p.gw); }
+    (*v)[0u] = select(vec4<f32>(), x[at + min(0u, last) * p.c4], 0u < p.gw);
+    (*v)[1u] = select(vec4<f32>(), x[at + min(1u, last) * p.c4], 1u < p.gw);
+    (*v)[2u] = select(vec4<f32>(), x[at + min(2u, last) * p.c4], 2u < p.gw);
+    (*v)[3u] = select(vec4<f32>(), x[at + min(3u, last) * p.c4], 3u < p.gw);
+    (*v)[4u] = select(vec4<f32>(), x[at + min(4u, last) * p.c4], 4u < p.gw);
+    (*v)[5u] = select(vec4<f32>(), x[at + min(5u, last) * p.c4], 5u < p.gw);
+    (*v)[6u] = select(vec4<f32>(), x[at + min(6u, last) * p.c4], 6u < p.gw);
+    (*v)[7u] = select(vec4<f32>(), x[at + min(7u, last) * p.c4], 7u < p.gw);
+    (*v)[8u] = select(vec4<f32>(), x[at + min(8u, last) * p.c4], 8u < p.gw);
+    (*v)[9u] = select(vec4<f32>(), x[at + min(9u, last) * p.c4], 9u < p.gw);
+    (*v)[10u] = select(vec4<f32>(), x[at + min(10u, last) * p.c4], 10u < p.gw);
+    (*v)[11u] = select(vec4<f32>(), x[at + min(11u, last) * p.c4], 11u < p.gw);
+    (*v)[12u] = select(vec4<f32>(), x[at + min(12u, last) * p.c4], 12u < p.gw);
+    (*v)[13u] = select(vec4<f32>(), x[at + min(13u, last) * p.c4], 13u < p.gw);
+    (*v)[14u] = select(vec4<f32>(), x[at + min(14u, last) * p.c4], 14u < p.gw);
+    (*v)[15u] = select(vec4<f32>(), x[at + min(15u, last) * p.c4], 15u < p.gw);
 }
 
 // Grid row of 16 values to y at `at` (grid columns past gw not stored).
@@ -203,20 +172,15 @@ fn store_row(v: ptr<function, array<vec4<f32>, 16>>, at: u32) {
 }
 
 // Row k of the identity into cw[16k ..] (the inverse along w when mode = 1).
-fn identity_row(cw: ptr<function, array<f32, 256>>, k: u32, nn: u32) {
-    if (0u < nn) { (*cw)[16u * k + 0u] = select(0.0, 1.0, k == 0u); } if (1u < nn) { (*cw)[16u * k + 1u] = select(0.0, 1.0, k == 1u); }
-    if (2u < nn) { (*cw)[16u * k + 2u] = select(0.0, 1.0, k == 2u); } if (3u < nn) { (*cw)[16u * k + 3u] = select(0.0, 1.0, k == 3u); }
-    if (4u < nn) { (*cw)[16u * k + 4u] = select(0.0, 1.0, k == 4u); } if (5u < nn) { (*cw)[16u * k + 5u] = select(0.0, 1.0, k == 5u); }
-    if (6u < nn) { (*cw)[16u * k + 6u] = select(0.0, 1.0, k == 6u); } if (7u < nn) { (*cw)[16u * k + 7u] = select(0.0, 1.0, k == 7u); }
-    if (8u < nn) { (*cw)[16u * k + 8u] = select(0.0, 1.0, k == 8u); } if (9u < nn) { (*cw)[16u * k + 9u] = select(0.0, 1.0, k == 9u); }
-    if (10u < nn) { (*cw)[16u * k + 10u] = select(0.0, 1.0, k == 10u); } if (11u < nn) { (*cw)[16u * k + 11u] = select(0.0, 1.0, k == 11u); }
-    if (12u < nn) { (*cw)[16u * k + 12u] = select(0.0, 1.0, k == 12u); } if (13u < nn) { (*cw)[16u * k + 13u] = select(0.0, 1.0, k == 13u); }
-    if (14u < nn) { (*cw)[16u * k + 14u] = select(0.0, 1.0, k == 14u); } if (15u < nn) { (*cw)[16u * k + 15u] = select(0.0, 1.0, k == 15u); }
+fn identity_row(cw: ptr<function, array<f32, 256>>, k: u32) {
+    (*cw)[16u * k + 0u] = select(0.0, 1.0, k == 0u); (*cw)[16u * k + 1u] = select(0.0, 1.0, k == 1u); (*cw)[16u * k + 2u] = select(0.0, 1.0, k == 2u); (*cw)[16u * k + 3u] = select(0.0, 1.0, k == 3u);
+    (*cw)[16u * k + 4u] = select(0.0, 1.0, k == 4u); (*cw)[16u * k + 5u] = select(0.0, 1.0, k == 5u); (*cw)[16u * k + 6u] = select(0.0, 1.0, k == 6u); (*cw)[16u * k + 7u] = select(0.0, 1.0, k == 7u);
+    (*cw)[16u * k + 8u] = select(0.0, 1.0, k == 8u); (*cw)[16u * k + 9u] = select(0.0, 1.0, k == 9u); (*cw)[16u * k + 10u] = select(0.0, 1.0, k == 10u); (*cw)[16u * k + 11u] = select(0.0, 1.0, k == 11u);
+    (*cw)[16u * k + 12u] = select(0.0, 1.0, k == 12u); (*cw)[16u * k + 13u] = select(0.0, 1.0, k == 13u); (*cw)[16u * k + 14u] = select(0.0, 1.0, k == 14u); (*cw)[16u * k + 15u] = select(0.0, 1.0, k == 15u);
 }
 
-// The filter with the register arrays used up to nn × nn (a constant: 16, or the exact
-// grid side of a specialised entry point, where the guards on the unrolled lines fold away).
-fn body(nn: u32, wid: vec3<u32>, li: u32) {
+@compute @workgroup_size(LANES)
+fn moppa_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let b = wid.y;
     let q = min(wid.x * LANES + li, p.c4 - 1u);
     let tok0 = b * p.tokens;
@@ -225,100 +189,61 @@ fn body(nn: u32, wid: vec3<u32>, li: u32) {
     }
     let grid0 = (tok0 + p.prefix) * p.c4 + q;
     var cw: array<f32, 256>;
-    if (0u < nn) { cw_row(&cw, 0u, nn); } if (1u < nn) { cw_row(&cw, 1u, nn); } if (2u < nn) { cw_row(&cw, 2u, nn); } if (3u < nn) { cw_row(&cw, 3u, nn); }
-    if (4u < nn) { cw_row(&cw, 4u, nn); } if (5u < nn) { cw_row(&cw, 5u, nn); } if (6u < nn) { cw_row(&cw, 6u, nn); } if (7u < nn) { cw_row(&cw, 7u, nn); }
-    if (8u < nn) { cw_row(&cw, 8u, nn); } if (9u < nn) { cw_row(&cw, 9u, nn); } if (10u < nn) { cw_row(&cw, 10u, nn); } if (11u < nn) { cw_row(&cw, 11u, nn); }
-    if (12u < nn) { cw_row(&cw, 12u, nn); } if (13u < nn) { cw_row(&cw, 13u, nn); } if (14u < nn) { cw_row(&cw, 14u, nn); } if (15u < nn) { cw_row(&cw, 15u, nn); }
+    cw_row(&cw, 0u); cw_row(&cw, 1u); cw_row(&cw, 2u); cw_row(&cw, 3u);
+    cw_row(&cw, 4u); cw_row(&cw, 5u); cw_row(&cw, 6u); cw_row(&cw, 7u);
+    cw_row(&cw, 8u); cw_row(&cw, 9u); cw_row(&cw, 10u); cw_row(&cw, 11u);
+    cw_row(&cw, 12u); cw_row(&cw, 13u); cw_row(&cw, 14u); cw_row(&cw, 15u);
     // z = C_h x C_wᵀ, one grid row of x at a time.
     var z: array<vec4<f32>, 256>;
     for (var n = 0u; n < p.gh; n++) {
         var xr: array<vec4<f32>, 16>;
-        load_row(&xr, grid0 + n * p.gw * p.c4, nn);
+        load_row(&xr, grid0 + n * p.gw * p.c4);
         var yr: array<vec4<f32>, 16>;
-        if (0u < nn) { yr[0u] = row_dot(&cw, 0u, &xr, nn); } if (1u < nn) { yr[1u] = row_dot(&cw, 1u, &xr, nn); }
-        if (2u < nn) { yr[2u] = row_dot(&cw, 2u, &xr, nn); } if (3u < nn) { yr[3u] = row_dot(&cw, 3u, &xr, nn); }
-        if (4u < nn) { yr[4u] = row_dot(&cw, 4u, &xr, nn); } if (5u < nn) { yr[5u] = row_dot(&cw, 5u, &xr, nn); }
-        if (6u < nn) { yr[6u] = row_dot(&cw, 6u, &xr, nn); } if (7u < nn) { yr[7u] = row_dot(&cw, 7u, &xr, nn); }
-        if (8u < nn) { yr[8u] = row_dot(&cw, 8u, &xr, nn); } if (9u < nn) { yr[9u] = row_dot(&cw, 9u, &xr, nn); }
-        if (10u < nn) { yr[10u] = row_dot(&cw, 10u, &xr, nn); } if (11u < nn) { yr[11u] = row_dot(&cw, 11u, &xr, nn); }
-        if (12u < nn) { yr[12u] = row_dot(&cw, 12u, &xr, nn); } if (13u < nn) { yr[13u] = row_dot(&cw, 13u, &xr, nn); }
-        if (14u < nn) { yr[14u] = row_dot(&cw, 14u, &xr, nn); } if (15u < nn) { yr[15u] = row_dot(&cw, 15u, &xr, nn); }
+        yr[0u] = row_dot(&cw, 0u, &xr); yr[1u] = row_dot(&cw, 1u, &xr); yr[2u] = row_dot(&cw, 2u, &xr); yr[3u] = row_dot(&cw, 3u, &xr);
+        yr[4u] = row_dot(&cw, 4u, &xr); yr[5u] = row_dot(&cw, 5u, &xr); yr[6u] = row_dot(&cw, 6u, &xr); yr[7u] = row_dot(&cw, 7u, &xr);
+        yr[8u] = row_dot(&cw, 8u, &xr); yr[9u] = row_dot(&cw, 9u, &xr); yr[10u] = row_dot(&cw, 10u, &xr); yr[11u] = row_dot(&cw, 11u, &xr);
+        yr[12u] = row_dot(&cw, 12u, &xr); yr[13u] = row_dot(&cw, 13u, &xr); yr[14u] = row_dot(&cw, 14u, &xr); yr[15u] = row_dot(&cw, 15u, &xr);
         var ch: array<f32, 16>;
-        ch_col(&ch, n, nn);
-        if (0u < nn) { axpy_row(&z, 0u, ch[0u], &yr, nn); } if (1u < nn) { axpy_row(&z, 1u, ch[1u], &yr, nn); }
-        if (2u < nn) { axpy_row(&z, 2u, ch[2u], &yr, nn); } if (3u < nn) { axpy_row(&z, 3u, ch[3u], &yr, nn); }
-        if (4u < nn) { axpy_row(&z, 4u, ch[4u], &yr, nn); } if (5u < nn) { axpy_row(&z, 5u, ch[5u], &yr, nn); }
-        if (6u < nn) { axpy_row(&z, 6u, ch[6u], &yr, nn); } if (7u < nn) { axpy_row(&z, 7u, ch[7u], &yr, nn); }
-        if (8u < nn) { axpy_row(&z, 8u, ch[8u], &yr, nn); } if (9u < nn) { axpy_row(&z, 9u, ch[9u], &yr, nn); }
-        if (10u < nn) { axpy_row(&z, 10u, ch[10u], &yr, nn); } if (11u < nn) { axpy_row(&z, 11u, ch[11u], &yr, nn); }
-        if (12u < nn) { axpy_row(&z, 12u, ch[12u], &yr, nn); } if (13u < nn) { axpy_row(&z, 13u, ch[13u], &yr, nn); }
-        if (14u < nn) { axpy_row(&z, 14u, ch[14u], &yr, nn); } if (15u < nn) { axpy_row(&z, 15u, ch[15u], &yr, nn); }
+        ch_col(&ch, n);
+        axpy_row(&z, 0u, ch[0u], &yr); axpy_row(&z, 1u, ch[1u], &yr); axpy_row(&z, 2u, ch[2u], &yr); axpy_row(&z, 3u, ch[3u], &yr);
+        axpy_row(&z, 4u, ch[4u], &yr); axpy_row(&z, 5u, ch[5u], &yr); axpy_row(&z, 6u, ch[6u], &yr); axpy_row(&z, 7u, ch[7u], &yr);
+        axpy_row(&z, 8u, ch[8u], &yr); axpy_row(&z, 9u, ch[9u], &yr); axpy_row(&z, 10u, ch[10u], &yr); axpy_row(&z, 11u, ch[11u], &yr);
+        axpy_row(&z, 12u, ch[12u], &yr); axpy_row(&z, 13u, ch[13u], &yr); axpy_row(&z, 14u, ch[14u], &yr); axpy_row(&z, 15u, ch[15u], &yr);
     }
     // y = C_hᵀ (r ⊙ z) C_w, one grid row of y at a time; with mode = 1 (the spectrum),
     // r = 1 and both inverse matrices are the identity.
     let spectrum = p.mode == 1u;
     if (!spectrum) {
-        if (0u < nn) { scale_row(&z, 0u, q, nn); } if (1u < nn) { scale_row(&z, 1u, q, nn); }
-        if (2u < nn) { scale_row(&z, 2u, q, nn); } if (3u < nn) { scale_row(&z, 3u, q, nn); }
-        if (4u < nn) { scale_row(&z, 4u, q, nn); } if (5u < nn) { scale_row(&z, 5u, q, nn); }
-        if (6u < nn) { scale_row(&z, 6u, q, nn); } if (7u < nn) { scale_row(&z, 7u, q, nn); }
-        if (8u < nn) { scale_row(&z, 8u, q, nn); } if (9u < nn) { scale_row(&z, 9u, q, nn); }
-        if (10u < nn) { scale_row(&z, 10u, q, nn); } if (11u < nn) { scale_row(&z, 11u, q, nn); }
-        if (12u < nn) { scale_row(&z, 12u, q, nn); } if (13u < nn) { scale_row(&z, 13u, q, nn); }
-        if (14u < nn) { scale_row(&z, 14u, q, nn); } if (15u < nn) { scale_row(&z, 15u, q, nn); }
+        scale_row(&z, 0u, q); scale_row(&z, 1u, q); scale_row(&z, 2u, q); scale_row(&z, 3u, q);
+        scale_row(&z, 4u, q); scale_row(&z, 5u, q); scale_row(&z, 6u, q); scale_row(&z, 7u, q);
+        scale_row(&z, 8u, q); scale_row(&z, 9u, q); scale_row(&z, 10u, q); scale_row(&z, 11u, q);
+        scale_row(&z, 12u, q); scale_row(&z, 13u, q); scale_row(&z, 14u, q); scale_row(&z, 15u, q);
     }
     if (spectrum) {
-        if (0u < nn) { identity_row(&cw, 0u, nn); } if (1u < nn) { identity_row(&cw, 1u, nn); }
-        if (2u < nn) { identity_row(&cw, 2u, nn); } if (3u < nn) { identity_row(&cw, 3u, nn); }
-        if (4u < nn) { identity_row(&cw, 4u, nn); } if (5u < nn) { identity_row(&cw, 5u, nn); }
-        if (6u < nn) { identity_row(&cw, 6u, nn); } if (7u < nn) { identity_row(&cw, 7u, nn); }
-        if (8u < nn) { identity_row(&cw, 8u, nn); } if (9u < nn) { identity_row(&cw, 9u, nn); }
-        if (10u < nn) { identity_row(&cw, 10u, nn); } if (11u < nn) { identity_row(&cw, 11u, nn); }
-        if (12u < nn) { identity_row(&cw, 12u, nn); } if (13u < nn) { identity_row(&cw, 13u, nn); }
-        if (14u < nn) { identity_row(&cw, 14u, nn); } if (15u < nn) { identity_row(&cw, 15u, nn); }
+        identity_row(&cw, 0u); identity_row(&cw, 1u); identity_row(&cw, 2u); identity_row(&cw, 3u);
+        identity_row(&cw, 4u); identity_row(&cw, 5u); identity_row(&cw, 6u); identity_row(&cw, 7u);
+        identity_row(&cw, 8u); identity_row(&cw, 9u); identity_row(&cw, 10u); identity_row(&cw, 11u);
+        identity_row(&cw, 12u); identity_row(&cw, 13u); identity_row(&cw, 14u); identity_row(&cw, 15u);
     }
     for (var n = 0u; n < p.gh; n++) {
         var ch: array<f32, 16>;
-        ch_col(&ch, n, nn);
+        ch_col(&ch, n);
         if (spectrum) {
-            if (0u < nn) { ch[0u] = select(0.0, 1.0, n == 0u); } if (1u < nn) { ch[1u] = select(0.0, 1.0, n == 1u); }
-            if (2u < nn) { ch[2u] = select(0.0, 1.0, n == 2u); } if (3u < nn) { ch[3u] = select(0.0, 1.0, n == 3u); }
-            if (4u < nn) { ch[4u] = select(0.0, 1.0, n == 4u); } if (5u < nn) { ch[5u] = select(0.0, 1.0, n == 5u); }
-            if (6u < nn) { ch[6u] = select(0.0, 1.0, n == 6u); } if (7u < nn) { ch[7u] = select(0.0, 1.0, n == 7u); }
-            if (8u < nn) { ch[8u] = select(0.0, 1.0, n == 8u); } if (9u < nn) { ch[9u] = select(0.0, 1.0, n == 9u); }
-            if (10u < nn) { ch[10u] = select(0.0, 1.0, n == 10u); } if (11u < nn) { ch[11u] = select(0.0, 1.0, n == 11u); }
-            if (12u < nn) { ch[12u] = select(0.0, 1.0, n == 12u); } if (13u < nn) { ch[13u] = select(0.0, 1.0, n == 13u); }
-            if (14u < nn) { ch[14u] = select(0.0, 1.0, n == 14u); } if (15u < nn) { ch[15u] = select(0.0, 1.0, n == 15u); }
+            ch[0u] = select(0.0, 1.0, n == 0u); ch[1u] = select(0.0, 1.0, n == 1u); ch[2u] = select(0.0, 1.0, n == 2u); ch[3u] = select(0.0, 1.0, n == 3u);
+            ch[4u] = select(0.0, 1.0, n == 4u); ch[5u] = select(0.0, 1.0, n == 5u); ch[6u] = select(0.0, 1.0, n == 6u); ch[7u] = select(0.0, 1.0, n == 7u);
+            ch[8u] = select(0.0, 1.0, n == 8u); ch[9u] = select(0.0, 1.0, n == 9u); ch[10u] = select(0.0, 1.0, n == 10u); ch[11u] = select(0.0, 1.0, n == 11u);
+            ch[12u] = select(0.0, 1.0, n == 12u); ch[13u] = select(0.0, 1.0, n == 13u); ch[14u] = select(0.0, 1.0, n == 14u); ch[15u] = select(0.0, 1.0, n == 15u);
         }
         var wr: array<vec4<f32>, 16>;
-        if (0u < nn) { axpy_from(&wr, ch[0u], &z, 0u, nn); } if (1u < nn) { axpy_from(&wr, ch[1u], &z, 1u, nn); }
-        if (2u < nn) { axpy_from(&wr, ch[2u], &z, 2u, nn); } if (3u < nn) { axpy_from(&wr, ch[3u], &z, 3u, nn); }
-        if (4u < nn) { axpy_from(&wr, ch[4u], &z, 4u, nn); } if (5u < nn) { axpy_from(&wr, ch[5u], &z, 5u, nn); }
-        if (6u < nn) { axpy_from(&wr, ch[6u], &z, 6u, nn); } if (7u < nn) { axpy_from(&wr, ch[7u], &z, 7u, nn); }
-        if (8u < nn) { axpy_from(&wr, ch[8u], &z, 8u, nn); } if (9u < nn) { axpy_from(&wr, ch[9u], &z, 9u, nn); }
-        if (10u < nn) { axpy_from(&wr, ch[10u], &z, 10u, nn); } if (11u < nn) { axpy_from(&wr, ch[11u], &z, 11u, nn); }
-        if (12u < nn) { axpy_from(&wr, ch[12u], &z, 12u, nn); } if (13u < nn) { axpy_from(&wr, ch[13u], &z, 13u, nn); }
-        if (14u < nn) { axpy_from(&wr, ch[14u], &z, 14u, nn); } if (15u < nn) { axpy_from(&wr, ch[15u], &z, 15u, nn); }
+        axpy_from(&wr, ch[0u], &z, 0u); axpy_from(&wr, ch[1u], &z, 1u); axpy_from(&wr, ch[2u], &z, 2u); axpy_from(&wr, ch[3u], &z, 3u);
+        axpy_from(&wr, ch[4u], &z, 4u); axpy_from(&wr, ch[5u], &z, 5u); axpy_from(&wr, ch[6u], &z, 6u); axpy_from(&wr, ch[7u], &z, 7u);
+        axpy_from(&wr, ch[8u], &z, 8u); axpy_from(&wr, ch[9u], &z, 9u); axpy_from(&wr, ch[10u], &z, 10u); axpy_from(&wr, ch[11u], &z, 11u);
+        axpy_from(&wr, ch[12u], &z, 12u); axpy_from(&wr, ch[13u], &z, 13u); axpy_from(&wr, ch[14u], &z, 14u); axpy_from(&wr, ch[15u], &z, 15u);
         var yr: array<vec4<f32>, 16>;
-        if (0u < nn) { yr[0u] = col_dot(&cw, 0u, &wr, nn); } if (1u < nn) { yr[1u] = col_dot(&cw, 1u, &wr, nn); }
-        if (2u < nn) { yr[2u] = col_dot(&cw, 2u, &wr, nn); } if (3u < nn) { yr[3u] = col_dot(&cw, 3u, &wr, nn); }
-        if (4u < nn) { yr[4u] = col_dot(&cw, 4u, &wr, nn); } if (5u < nn) { yr[5u] = col_dot(&cw, 5u, &wr, nn); }
-        if (6u < nn) { yr[6u] = col_dot(&cw, 6u, &wr, nn); } if (7u < nn) { yr[7u] = col_dot(&cw, 7u, &wr, nn); }
-        if (8u < nn) { yr[8u] = col_dot(&cw, 8u, &wr, nn); } if (9u < nn) { yr[9u] = col_dot(&cw, 9u, &wr, nn); }
-        if (10u < nn) { yr[10u] = col_dot(&cw, 10u, &wr, nn); } if (11u < nn) { yr[11u] = col_dot(&cw, 11u, &wr, nn); }
-        if (12u < nn) { yr[12u] = col_dot(&cw, 12u, &wr, nn); } if (13u < nn) { yr[13u] = col_dot(&cw, 13u, &wr, nn); }
-        if (14u < nn) { yr[14u] = col_dot(&cw, 14u, &wr, nn); } if (15u < nn) { yr[15u] = col_dot(&cw, 15u, &wr, nn); }
+        yr[0u] = col_dot(&cw, 0u, &wr); yr[1u] = col_dot(&cw, 1u, &wr); yr[2u] = col_dot(&cw, 2u, &wr); yr[3u] = col_dot(&cw, 3u, &wr);
+        yr[4u] = col_dot(&cw, 4u, &wr); yr[5u] = col_dot(&cw, 5u, &wr); yr[6u] = col_dot(&cw, 6u, &wr); yr[7u] = col_dot(&cw, 7u, &wr);
+        yr[8u] = col_dot(&cw, 8u, &wr); yr[9u] = col_dot(&cw, 9u, &wr); yr[10u] = col_dot(&cw, 10u, &wr); yr[11u] = col_dot(&cw, 11u, &wr);
+        yr[12u] = col_dot(&cw, 12u, &wr); yr[13u] = col_dot(&cw, 13u, &wr); yr[14u] = col_dot(&cw, 14u, &wr); yr[15u] = col_dot(&cw, 15u, &wr);
         store_row(&yr, grid0 + n * p.gw * p.c4);
     }
-}
-
-@compute @workgroup_size(LANES)
-fn moppa_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    body(16u, wid, li);
-}
-
-// The same for a 14 × 14 grid (ViT-B/16 at 224²): no padded rows or columns.
-@compute @workgroup_size(LANES)
-fn moppa_rows_14(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    body(14u, wid, li);
 }

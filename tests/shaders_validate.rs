@@ -35,6 +35,7 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
         (Shader::MatmulRows, "MatmulParams", size_of::<peft_wgpu::ops::matmul::MatmulParams>()),
         (Shader::Attention, "AttentionParams", size_of::<peft_wgpu::ops::attention::AttentionParams>()),
         (Shader::SpectralRows, "SpectralRowsParams", size_of::<peft_wgpu::ops::spectral::SpectralRowsParams>()),
+        (Shader::SpectralRows14, "SpectralRowsParams", size_of::<peft_wgpu::ops::spectral::SpectralRowsParams>()),
         (Shader::NormRows, "NormParams", size_of::<peft_wgpu::ops::norm::NormParams>()),
     ]
 }

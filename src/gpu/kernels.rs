@@ -56,6 +56,8 @@ pub enum Shader {
     Attention,
     /// `shaders/spectral_rows.wgsl`: the MoPPA filter laid out for CPU adapters.
     SpectralRows,
+    /// `shaders/spectral_rows14.wgsl`: the same for 14 × 14 grids, by the DCT's symmetry.
+    SpectralRows14,
     /// `shaders/norm_rows.wgsl`: LayerNorm laid out for CPU adapters.
     NormRows,
 }
@@ -83,6 +85,7 @@ impl Shader {
         Shader::MatmulRows,
         Shader::Attention,
         Shader::SpectralRows,
+        Shader::SpectralRows14,
         Shader::NormRows,
     ];
 
@@ -109,6 +112,7 @@ impl Shader {
             Shader::MatmulRows => "matmul_rows.wgsl",
             Shader::Attention => "attention.wgsl",
             Shader::SpectralRows => "spectral_rows.wgsl",
+            Shader::SpectralRows14 => "spectral_rows14.wgsl",
             Shader::NormRows => "norm_rows.wgsl",
         }
     }
@@ -136,6 +140,7 @@ impl Shader {
             Shader::MatmulRows => include_str!("../../shaders/matmul_rows.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::SpectralRows => include_str!("../../shaders/spectral_rows.wgsl"),
+            Shader::SpectralRows14 => include_str!("../../shaders/spectral_rows14.wgsl"),
             Shader::NormRows => include_str!("../../shaders/norm_rows.wgsl"),
         }
     }
@@ -274,7 +279,7 @@ pub enum Kernel {
     AttentionBackwardKv,
     /// The MoPPA filter (or the spectrum alone) for CPU adapters.
     MoppaRows,
-    /// The same sized for 14 × 14 grids.
+    /// The same for 14 × 14 grids (half the multiply-adds, by the DCT's symmetry).
     MoppaRows14,
     /// LayerNorm forward, one invocation per row (CPU adapters).
     LayerNormRows,
@@ -439,7 +444,7 @@ impl Kernel {
             Kernel::AttentionBackwardQ => spec(S::Attention, "attention_backward_q", 6, 2),
             Kernel::AttentionBackwardKv => spec(S::Attention, "attention_backward_kv", 6, 2),
             Kernel::MoppaRows => spec(S::SpectralRows, "moppa_rows", 3, 1),
-            Kernel::MoppaRows14 => spec(S::SpectralRows, "moppa_rows_14", 3, 1),
+            Kernel::MoppaRows14 => spec(S::SpectralRows14, "moppa_rows_14", 3, 1),
             Kernel::LayerNormRows => spec(S::NormRows, "layer_norm_rows", 3, 3),
             Kernel::LayerNormBackwardRows => spec(S::NormRows, "layer_norm_backward_rows", 5, 1),
         }
