@@ -14,14 +14,14 @@
 // Why this shape: a CPU driver runs a workgroup's invocations as SIMD lanes, and every load
 // costs tens of instructions while a multiply-add costs one, and register arrays stay in
 // registers only under constant indices. So a workgroup is one batch of 8 lanes; each lane
-// keeps 4 queries (forward, ∂q) or 2 keys (∂k, ∂v) with their head rows in registers,
+// keeps 4 queries (forward, ∂q) or 4 keys (∂k, ∂v) with their head rows in registers,
 // padded to 16 vec4s (channels past dh are zero and never stored), and the loop over the
 // other side's tokens loads each row once for all lanes (a uniform load). Lanes past the
 // last token repeat the last one and store the same values to the same place.
 //
 //   attention_forward:     inputs q, k, v; outputs o, lse.         grid [⌈T/32⌉, H, B]
 //   attention_backward_q:  inputs q, k, v, o, ∂o, lse; outputs ∂q, D. grid [⌈T/32⌉, H, B]
-//   attention_backward_kv: inputs q, k, v, ∂o, lse, D; outputs ∂k, ∂v. grid [⌈T/16⌉, H, B]
+//   attention_backward_kv: inputs q, k, v, ∂o, lse, D; outputs ∂k, ∂v. grid [⌈T/32⌉, H, B]
 // Params `AttentionParams` (host: ops::attention::AttentionParams).
 
 struct AttentionParams {
@@ -349,9 +349,11 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let b = wid.z;
     let h = wid.y;
     let last = p.tokens - 1u;
-    let j0 = min(wid.x * 16u + li, last);
-    let j1 = min(wid.x * 16u + 8u + li, last);
-    // kr, vr: the two key slots' rows at 0 and 16 (32 .. 63 unused); dk, dv likewise.
+    let j0 = min(wid.x * 32u + li, last);
+    let j1 = min(wid.x * 32u + 8u + li, last);
+    let j2 = min(wid.x * 32u + 16u + li, last);
+    let j3 = min(wid.x * 32u + 24u + li, last);
+    // kr, vr: the four key slots' rows at 16s; dk, dv likewise.
     var kr: array<vec4<f32>, 64>;
     var vr: array<vec4<f32>, 64>;
     var dk: array<vec4<f32>, 64>;
@@ -372,6 +374,22 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     kr[26u] = bk_masked_k(q_idx(b, j1, h, 10u), 10u); vr[26u] = bk_masked_v(q_idx(b, j1, h, 10u), 10u); kr[27u] = bk_masked_k(q_idx(b, j1, h, 11u), 11u); vr[27u] = bk_masked_v(q_idx(b, j1, h, 11u), 11u);
     kr[28u] = bk_masked_k(q_idx(b, j1, h, 12u), 12u); vr[28u] = bk_masked_v(q_idx(b, j1, h, 12u), 12u); kr[29u] = bk_masked_k(q_idx(b, j1, h, 13u), 13u); vr[29u] = bk_masked_v(q_idx(b, j1, h, 13u), 13u);
     kr[30u] = bk_masked_k(q_idx(b, j1, h, 14u), 14u); vr[30u] = bk_masked_v(q_idx(b, j1, h, 14u), 14u); kr[31u] = bk_masked_k(q_idx(b, j1, h, 15u), 15u); vr[31u] = bk_masked_v(q_idx(b, j1, h, 15u), 15u);
+    kr[32u] = bk_masked_k(q_idx(b, j2, h, 0u), 0u); vr[32u] = bk_masked_v(q_idx(b, j2, h, 0u), 0u); kr[33u] = bk_masked_k(q_idx(b, j2, h, 1u), 1u); vr[33u] = bk_masked_v(q_idx(b, j2, h, 1u), 1u);
+    kr[34u] = bk_masked_k(q_idx(b, j2, h, 2u), 2u); vr[34u] = bk_masked_v(q_idx(b, j2, h, 2u), 2u); kr[35u] = bk_masked_k(q_idx(b, j2, h, 3u), 3u); vr[35u] = bk_masked_v(q_idx(b, j2, h, 3u), 3u);
+    kr[36u] = bk_masked_k(q_idx(b, j2, h, 4u), 4u); vr[36u] = bk_masked_v(q_idx(b, j2, h, 4u), 4u); kr[37u] = bk_masked_k(q_idx(b, j2, h, 5u), 5u); vr[37u] = bk_masked_v(q_idx(b, j2, h, 5u), 5u);
+    kr[38u] = bk_masked_k(q_idx(b, j2, h, 6u), 6u); vr[38u] = bk_masked_v(q_idx(b, j2, h, 6u), 6u); kr[39u] = bk_masked_k(q_idx(b, j2, h, 7u), 7u); vr[39u] = bk_masked_v(q_idx(b, j2, h, 7u), 7u);
+    kr[40u] = bk_masked_k(q_idx(b, j2, h, 8u), 8u); vr[40u] = bk_masked_v(q_idx(b, j2, h, 8u), 8u); kr[41u] = bk_masked_k(q_idx(b, j2, h, 9u), 9u); vr[41u] = bk_masked_v(q_idx(b, j2, h, 9u), 9u);
+    kr[42u] = bk_masked_k(q_idx(b, j2, h, 10u), 10u); vr[42u] = bk_masked_v(q_idx(b, j2, h, 10u), 10u); kr[43u] = bk_masked_k(q_idx(b, j2, h, 11u), 11u); vr[43u] = bk_masked_v(q_idx(b, j2, h, 11u), 11u);
+    kr[44u] = bk_masked_k(q_idx(b, j2, h, 12u), 12u); vr[44u] = bk_masked_v(q_idx(b, j2, h, 12u), 12u); kr[45u] = bk_masked_k(q_idx(b, j2, h, 13u), 13u); vr[45u] = bk_masked_v(q_idx(b, j2, h, 13u), 13u);
+    kr[46u] = bk_masked_k(q_idx(b, j2, h, 14u), 14u); vr[46u] = bk_masked_v(q_idx(b, j2, h, 14u), 14u); kr[47u] = bk_masked_k(q_idx(b, j2, h, 15u), 15u); vr[47u] = bk_masked_v(q_idx(b, j2, h, 15u), 15u);
+    kr[48u] = bk_masked_k(q_idx(b, j3, h, 0u), 0u); vr[48u] = bk_masked_v(q_idx(b, j3, h, 0u), 0u); kr[49u] = bk_masked_k(q_idx(b, j3, h, 1u), 1u); vr[49u] = bk_masked_v(q_idx(b, j3, h, 1u), 1u);
+    kr[50u] = bk_masked_k(q_idx(b, j3, h, 2u), 2u); vr[50u] = bk_masked_v(q_idx(b, j3, h, 2u), 2u); kr[51u] = bk_masked_k(q_idx(b, j3, h, 3u), 3u); vr[51u] = bk_masked_v(q_idx(b, j3, h, 3u), 3u);
+    kr[52u] = bk_masked_k(q_idx(b, j3, h, 4u), 4u); vr[52u] = bk_masked_v(q_idx(b, j3, h, 4u), 4u); kr[53u] = bk_masked_k(q_idx(b, j3, h, 5u), 5u); vr[53u] = bk_masked_v(q_idx(b, j3, h, 5u), 5u);
+    kr[54u] = bk_masked_k(q_idx(b, j3, h, 6u), 6u); vr[54u] = bk_masked_v(q_idx(b, j3, h, 6u), 6u); kr[55u] = bk_masked_k(q_idx(b, j3, h, 7u), 7u); vr[55u] = bk_masked_v(q_idx(b, j3, h, 7u), 7u);
+    kr[56u] = bk_masked_k(q_idx(b, j3, h, 8u), 8u); vr[56u] = bk_masked_v(q_idx(b, j3, h, 8u), 8u); kr[57u] = bk_masked_k(q_idx(b, j3, h, 9u), 9u); vr[57u] = bk_masked_v(q_idx(b, j3, h, 9u), 9u);
+    kr[58u] = bk_masked_k(q_idx(b, j3, h, 10u), 10u); vr[58u] = bk_masked_v(q_idx(b, j3, h, 10u), 10u); kr[59u] = bk_masked_k(q_idx(b, j3, h, 11u), 11u); vr[59u] = bk_masked_v(q_idx(b, j3, h, 11u), 11u);
+    kr[60u] = bk_masked_k(q_idx(b, j3, h, 12u), 12u); vr[60u] = bk_masked_v(q_idx(b, j3, h, 12u), 12u); kr[61u] = bk_masked_k(q_idx(b, j3, h, 13u), 13u); vr[61u] = bk_masked_v(q_idx(b, j3, h, 13u), 13u);
+    kr[62u] = bk_masked_k(q_idx(b, j3, h, 14u), 14u); vr[62u] = bk_masked_v(q_idx(b, j3, h, 14u), 14u); kr[63u] = bk_masked_k(q_idx(b, j3, h, 15u), 15u); vr[63u] = bk_masked_v(q_idx(b, j3, h, 15u), 15u);
     var qr: array<vec4<f32>, 16>;
     var dor: array<vec4<f32>, 16>;
     let cl = p.dh4 - 1u;
@@ -387,12 +405,14 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         qr[14u] = p.scale * bk_q[at + min(14u, cl)]; dor[14u] = bk_do[at + min(14u, cl)]; qr[15u] = p.scale * bk_q[at + min(15u, cl)]; dor[15u] = bk_do[at + min(15u, cl)];
         let lse = bk_lse[row_idx(b, i, h)];
         let dd = bk_dsum[row_idx(b, i, h)];
-        let pj = exp(vec2<f32>(dot16(&kr, 0u, &qr), dot16(&kr, 16u, &qr)) - lse);
-        let dp = vec2<f32>(dot16(&vr, 0u, &dor), dot16(&vr, 16u, &dor));
+        let pj = exp(vec4<f32>(dot16(&kr, 0u, &qr), dot16(&kr, 16u, &qr), dot16(&kr, 32u, &qr), dot16(&kr, 48u, &qr)) - lse);
+        let dp = vec4<f32>(dot16(&vr, 0u, &dor), dot16(&vr, 16u, &dor), dot16(&vr, 32u, &dor), dot16(&vr, 48u, &dor));
         let ds = pj * (dp - dd);
-        axpy16(&dv, 0u, pj.x, &dor); axpy16(&dv, 16u, pj.y, &dor);
-        axpy16(&dk, 0u, ds.x, &qr); axpy16(&dk, 16u, ds.y, &qr);
+        axpy16(&dv, 0u, pj.x, &dor); axpy16(&dv, 16u, pj.y, &dor); axpy16(&dv, 32u, pj.z, &dor); axpy16(&dv, 48u, pj.w, &dor);
+        axpy16(&dk, 0u, ds.x, &qr); axpy16(&dk, 16u, ds.y, &qr); axpy16(&dk, 32u, ds.z, &qr); axpy16(&dk, 48u, ds.w, &qr);
     }
     store_dkv(b, j0, h, &dk, &dv, 0u);
     store_dkv(b, j1, h, &dk, &dv, 1u);
+    store_dkv(b, j2, h, &dk, &dv, 2u);
+    store_dkv(b, j3, h, &dk, &dv, 3u);
 }

@@ -119,7 +119,7 @@ pub fn attention_backward(
     gpu.dispatch(Kernel::AttentionBackwardQ, &[q, k, v, o, d_o, lse], &[&dq, &dsum], &p, grid(&p, 32))?;
     let dk = Tensor::uninit(gpu, q.shape(), DType::F32)?;
     let dv = Tensor::uninit(gpu, q.shape(), DType::F32)?;
-    gpu.dispatch(Kernel::AttentionBackwardKv, &[q, k, v, d_o, lse, &dsum], &[&dk, &dv], &p, grid(&p, 16))?;
+    gpu.dispatch(Kernel::AttentionBackwardKv, &[q, k, v, d_o, lse, &dsum], &[&dk, &dv], &p, grid(&p, 32))?;
     Ok((dq, dk, dv))
 }
 
