@@ -84,18 +84,19 @@ fn small_layer_config() -> VitConfig {
     }
 }
 
-/// The demo-sized ViT used until the demo model lands: 8×8 images of 1 channel in 2×2
-/// patches (17 tokens), hidden 48, 3 layers, 4 heads, MLP 192, 5 labels.
+/// The demo's ViT architecture (the demo branch's `data/digits_vit/config.json`), used with
+/// random weights until that model is in the tree: 8×8 images of 1 channel in 2×2 patches
+/// (17 tokens), hidden 32, 2 layers, 4 heads, MLP 64, 5 labels.
 pub fn tiny_vit_config() -> VitConfig {
     VitConfig {
-        hidden_size: 48,
-        num_hidden_layers: 3,
+        hidden_size: 32,
+        num_hidden_layers: 2,
         num_attention_heads: 4,
-        intermediate_size: 192,
+        intermediate_size: 64,
         image_size: 8,
         patch_size: 2,
         num_channels: 1,
-        layer_norm_eps: 1e-12,
+        layer_norm_eps: 1e-6,
         qkv_bias: true,
         num_labels: 5,
         id2label: Vec::new(),
@@ -325,7 +326,7 @@ fn tiny_vit(gpu: &Gpu) -> Result<(Vit, String)> {
         return Ok((Vit::load(gpu, dir)?, format!("model {DEMO_MODEL_DIR}")));
     }
     let vit = Vit::from_weights(gpu, &VitWeights::random(&tiny_vit_config(), 3))?;
-    Ok((vit, "tiny ViT (image 8, patch 2, hidden 48, 3 layers, 4 heads), random weights".into()))
+    Ok((vit, "the demo's architecture (image 8, patch 2, hidden 32, 2 layers, 4 heads), random weights".into()))
 }
 
 /// A training step of a ViT with MoPPA and its classifier on a batch of images.
