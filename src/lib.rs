@@ -35,7 +35,7 @@ pub mod train;
 pub use autograd::{Gradients, NodeId, Tape, Var};
 pub use error::{Error, ErrorKind, Result};
 pub use gpu::{Gpu, GpuOptions, Kernel, MemoryStats, Shader};
-pub use optim::{Optimizer, OptimizerKind};
+pub use optim::{Optimizer, OptimizerCheckpoint, OptimizerKind};
 pub use tensor::{DType, Tensor};
 
 /// The README's example compiles as a doc test.

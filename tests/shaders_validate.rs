@@ -33,6 +33,11 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
         (Shader::SpectralGrid, "GridOpParams", size_of::<peft_wgpu::ops::spectral::GridOpParams>()),
         (Shader::Priors, "PriorParams", size_of::<peft_wgpu::ops::priors::PriorParams>()),
         (Shader::Conv, "ConvParams", size_of::<peft_wgpu::ops::conv::ConvParams>()),
+        (Shader::MatmulRows, "MatmulParams", size_of::<peft_wgpu::ops::matmul::MatmulParams>()),
+        (Shader::Attention, "AttentionParams", size_of::<peft_wgpu::ops::attention::AttentionParams>()),
+        (Shader::SpectralRows, "SpectralRowsParams", size_of::<peft_wgpu::ops::spectral::SpectralRowsParams>()),
+        (Shader::SpectralRows14, "SpectralRowsParams", size_of::<peft_wgpu::ops::spectral::SpectralRowsParams>()),
+        (Shader::NormRows, "NormParams", size_of::<peft_wgpu::ops::norm::NormParams>()),
     ]
 }
 

@@ -52,6 +52,16 @@ pub enum Shader {
     SpectralTile,
     /// `shaders/conv.wgsl`: general 2-D convolution (stride, padding, groups) and its gradients.
     Conv,
+    /// `shaders/matmul_rows.wgsl`: the batched product laid out for CPU adapters.
+    MatmulRows,
+    /// `shaders/attention.wgsl`: fused multi-head attention for CPU adapters.
+    Attention,
+    /// `shaders/spectral_rows.wgsl`: the MoPPA filter laid out for CPU adapters.
+    SpectralRows,
+    /// `shaders/spectral_rows14.wgsl`: the same for 14 × 14 grids, by the DCT's symmetry.
+    SpectralRows14,
+    /// `shaders/norm_rows.wgsl`: LayerNorm laid out for CPU adapters.
+    NormRows,
 }
 
 impl Shader {
@@ -75,6 +85,11 @@ impl Shader {
         Shader::SpectralGrid,
         Shader::Spectral14,
         Shader::Conv,
+        Shader::MatmulRows,
+        Shader::Attention,
+        Shader::SpectralRows,
+        Shader::SpectralRows14,
+        Shader::NormRows,
     ];
 
     /// File name under `shaders/`.
@@ -98,6 +113,11 @@ impl Shader {
             Shader::Dropout => "dropout.wgsl",
             Shader::SpectralTile => "spectral_tile.wgsl",
             Shader::Conv => "conv.wgsl",
+            Shader::MatmulRows => "matmul_rows.wgsl",
+            Shader::Attention => "attention.wgsl",
+            Shader::SpectralRows => "spectral_rows.wgsl",
+            Shader::SpectralRows14 => "spectral_rows14.wgsl",
+            Shader::NormRows => "norm_rows.wgsl",
         }
     }
 
@@ -122,6 +142,11 @@ impl Shader {
             Shader::Dropout => include_str!("../../shaders/dropout.wgsl"),
             Shader::SpectralTile => include_str!("../../shaders/spectral_tile.wgsl"),
             Shader::Conv => include_str!("../../shaders/conv.wgsl"),
+            Shader::MatmulRows => include_str!("../../shaders/matmul_rows.wgsl"),
+            Shader::Attention => include_str!("../../shaders/attention.wgsl"),
+            Shader::SpectralRows => include_str!("../../shaders/spectral_rows.wgsl"),
+            Shader::SpectralRows14 => include_str!("../../shaders/spectral_rows14.wgsl"),
+            Shader::NormRows => include_str!("../../shaders/norm_rows.wgsl"),
         }
     }
 }
@@ -244,6 +269,29 @@ pub enum Kernel {
     Conv2dGradWeight,
     /// Partial sums of `∂b` of `Conv2d` over chunks of batch positions.
     Conv2dGradBias,
+    /// `C = alpha·A·B (+ bias) (+ addend)` laid out for CPU adapters (rows shared by a
+    /// workgroup, vec4 loads).
+    MatmulRowsNn,
+    /// The same with `B` transposed.
+    MatmulRowsNt,
+    /// The same with `A` transposed.
+    MatmulRowsTn,
+    /// The same with both transposed.
+    MatmulRowsTt,
+    /// Fused attention forward: `o`, `lse` from `q`, `k`, `v`.
+    AttentionForward,
+    /// Fused attention backward to `q` (and `D = Σ ∂o ⊙ o`).
+    AttentionBackwardQ,
+    /// Fused attention backward to `k` and `v`.
+    AttentionBackwardKv,
+    /// The MoPPA filter (or the spectrum alone) for CPU adapters.
+    MoppaRows,
+    /// The same for 14 × 14 grids (half the multiply-adds, by the DCT's symmetry).
+    MoppaRows14,
+    /// LayerNorm forward, one invocation per row (CPU adapters).
+    LayerNormRows,
+    /// LayerNorm backward to `x`, one invocation per row (CPU adapters).
+    LayerNormBackwardRows,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -323,6 +371,17 @@ impl Kernel {
         Kernel::Conv2dGradInput,
         Kernel::Conv2dGradWeight,
         Kernel::Conv2dGradBias,
+        Kernel::MatmulRowsNn,
+        Kernel::MatmulRowsNt,
+        Kernel::MatmulRowsTn,
+        Kernel::MatmulRowsTt,
+        Kernel::AttentionForward,
+        Kernel::AttentionBackwardQ,
+        Kernel::AttentionBackwardKv,
+        Kernel::MoppaRows,
+        Kernel::MoppaRows14,
+        Kernel::LayerNormRows,
+        Kernel::LayerNormBackwardRows,
     ];
 
     /// Shader, entry point and binding counts.
@@ -386,6 +445,17 @@ impl Kernel {
             Kernel::Conv2dGradInput => spec(S::Conv, "conv2d_grad_input", 2, 1),
             Kernel::Conv2dGradWeight => spec(S::Conv, "conv2d_grad_weight", 2, 1),
             Kernel::Conv2dGradBias => spec(S::Conv, "conv2d_grad_bias", 1, 1),
+            Kernel::MatmulRowsNn => spec(S::MatmulRows, "matmul_rows_nn", 4, 1),
+            Kernel::MatmulRowsNt => spec(S::MatmulRows, "matmul_rows_nt", 4, 1),
+            Kernel::MatmulRowsTn => spec(S::MatmulRows, "matmul_rows_tn", 4, 1),
+            Kernel::MatmulRowsTt => spec(S::MatmulRows, "matmul_rows_tt", 4, 1),
+            Kernel::AttentionForward => spec(S::Attention, "attention_forward", 3, 2),
+            Kernel::AttentionBackwardQ => spec(S::Attention, "attention_backward_q", 6, 2),
+            Kernel::AttentionBackwardKv => spec(S::Attention, "attention_backward_kv", 6, 2),
+            Kernel::MoppaRows => spec(S::SpectralRows, "moppa_rows", 3, 1),
+            Kernel::MoppaRows14 => spec(S::SpectralRows14, "moppa_rows_14", 3, 1),
+            Kernel::LayerNormRows => spec(S::NormRows, "layer_norm_rows", 3, 3),
+            Kernel::LayerNormBackwardRows => spec(S::NormRows, "layer_norm_backward_rows", 5, 1),
         }
     }
 }

@@ -15,6 +15,52 @@ pub(crate) struct Recorder {
     encoder: Option<wgpu::CommandEncoder>,
     commands: usize,
     dispatches: u64,
+    /// Per kernel entry point: dispatches and seconds, while profiling.
+    profile: std::collections::BTreeMap<&'static str, (u64, f64)>,
+}
+
+/// A read-back started by [`Gpu::read_later`].
+pub struct PendingRead {
+    gpu: Gpu,
+    staging: wgpu::Buffer,
+    index: Option<wgpu::SubmissionIndex>,
+    bytes: usize,
+    rx: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+}
+
+impl PendingRead {
+    /// Waits for the submission that carried the copy (not for later ones) and returns the
+    /// values.
+    pub fn wait(self) -> Result<Vec<f32>> {
+        self.gpu.wait(self.index)?;
+        match self.rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Gpu { during: "reading a tensor back".into(), message: e.to_string() }),
+            Err(_) => return Err(Error::DeviceLost { message: "the read-back never completed".into() }),
+        }
+        let view = self
+            .staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu { during: "reading a tensor back".into(), message: e.to_string() })?;
+        Ok(bytemuck::pod_collect_to_vec(&view[..self.bytes]))
+    }
+}
+
+impl std::fmt::Debug for PendingRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PendingRead({} bytes)", self.bytes)
+    }
+}
+
+/// Time spent in one kernel while profiling (see [`Gpu::set_profiling`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The kernel's entry point.
+    pub entry: &'static str,
+    /// Dispatches recorded.
+    pub dispatches: u64,
+    /// Wall seconds of those dispatches, each submitted and waited for alone.
+    pub seconds: f64,
 }
 
 impl Gpu {
@@ -94,6 +140,11 @@ impl Gpu {
             entries: &entries,
         });
         lock(&self.inner.recorder).dispatches += 1;
+        let profiling = self.profiling();
+        if profiling {
+            self.sync()?;
+        }
+        let start = std::time::Instant::now();
         self.record(|encoder| {
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(spec.entry), timestamp_writes: None });
@@ -102,7 +153,26 @@ impl Gpu {
             pass.set_immediates(0, bytes);
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
         });
+        if profiling {
+            self.sync()?;
+            let seconds = start.elapsed().as_secs_f64();
+            let mut rec = lock(&self.inner.recorder);
+            let slot = rec.profile.entry(spec.entry).or_default();
+            slot.0 += 1;
+            slot.1 += seconds;
+        }
         Ok(())
+    }
+
+    /// The time per kernel collected while profiling was on, slowest first, and clears it.
+    pub fn take_profile(&self) -> Vec<KernelTime> {
+        let profile = std::mem::take(&mut lock(&self.inner.recorder).profile);
+        let mut list: Vec<KernelTime> = profile
+            .into_iter()
+            .map(|(entry, (dispatches, seconds))| KernelTime { entry, dispatches, seconds })
+            .collect();
+        list.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        list
     }
 
     /// Number of kernel dispatches recorded through this device so far (a diagnostic, e.g.
@@ -256,6 +326,34 @@ impl Gpu {
             .get_mapped_range(..)
             .map_err(|e| Error::Gpu { during: "reading a tensor back".into(), message: e.to_string() })?;
         Ok(view[..bytes as usize].to_vec())
+    }
+
+    /// Starts reading an f32 tensor back: records a copy of it, submits everything recorded
+    /// so far and returns without waiting. [`PendingRead::wait`] then waits only for that
+    /// submission, so work recorded and submitted after this call keeps the device busy
+    /// meanwhile (a training loop reads step `t`'s loss while step `t + 1` runs).
+    pub fn read_later(&self, t: &Tensor) -> Result<PendingRead> {
+        if t.dtype() != crate::tensor::DType::F32 {
+            return Err(Error::shape("read_later", "an f32 tensor", format!("{:?}", t.dtype())));
+        }
+        let bytes = (t.len() * t.dtype().size()) as u64;
+        let padded = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT).max(wgpu::COPY_BUFFER_ALIGNMENT);
+        let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("peft-wgpu download"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if bytes > 0 {
+            self.record(|encoder| encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, padded));
+        }
+        let index = self.submit();
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            // The receiver lives in the PendingRead until it is waited for.
+            let _ = tx.send(r);
+        });
+        Ok(PendingRead { gpu: self.clone(), staging, index, bytes: bytes as usize, rx })
     }
 
     /// Reads an f32 tensor back to the host (submits and waits for all recorded work).

@@ -163,7 +163,7 @@ impl Vit {
         prefix += hooks.prompt_tokens();
         let grid = (c.grid(), c.grid());
         for layer in 0..c.num_hidden_layers {
-            x = self.layer(tape, vars, hooks, layer, &x, prefix, grid)?;
+            x = self.layer_forward(tape, vars, hooks, layer, &x, prefix, grid)?;
         }
         let (nw, nb) = module_vars(vars, hooks, ModuleId::FinalNorm)?;
         let x = layer_norm(tape, &x, &nw, nb.as_ref(), c.layer_norm_eps as f32)?;
@@ -172,8 +172,18 @@ impl Vit {
         linear(tape, vars, hooks, ModuleId::Classifier, &cls)
     }
 
+    /// One transformer layer on tokens `x` `[B, T, D]` (`prefix` tokens before a `gh × gw`
+    /// grid), as [`Vit::forward`] runs it:
+    ///
+    /// ```text
+    /// x_f = hooks.pre_attention(x)            (x itself without a hook)
+    /// x   = x + Attn(LN_before(x_f))
+    /// x   = x + MLP(LN_after(x))              MLP = fc2(GELU(fc1(·)))
+    /// ```
+    ///
+    /// The backward of each piece comes from its tape ops.
     #[expect(clippy::too_many_arguments, reason = "one transformer layer's inputs, all needed")]
-    fn layer(
+    pub fn layer_forward(
         &self,
         tape: &mut Tape,
         vars: &VitVars,

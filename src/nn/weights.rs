@@ -107,6 +107,24 @@ impl VitWeights {
         Ok(VitWeights { config, tensors, prompts })
     }
 
+    /// Random weights for `config`, seeded: linear and conv weights `N(0, 0.02²)` as
+    /// transformers initialises them, embeddings `N(0, 0.02²)`, biases `N(0, 0.02²)`,
+    /// LayerNorm gains `1 + N(0, 0.02²)`. For benchmarks and tests that need a model of a
+    /// given shape and no file.
+    pub fn random(config: &VitConfig, seed: u64) -> VitWeights {
+        let mut rng = crate::rng::Rng::new(seed);
+        let tensors = expected_shapes(config)
+            .into_iter()
+            .map(|(key, shape)| {
+                let n = shape.iter().product();
+                let is_norm_gain = key.ends_with(".weight") && shape.len() == 1;
+                let data = rng.normal_vec(n, if is_norm_gain { 1.0 } else { 0.0 }, 0.02);
+                (key, HostTensor { shape, data })
+            })
+            .collect();
+        VitWeights { config: config.clone(), tensors, prompts: None }
+    }
+
     /// The weight called `key` (on-disk name).
     pub fn get(&self, key: &str) -> Result<&HostTensor> {
         self.tensors

@@ -2,6 +2,7 @@
 //! op on tape [`Var`](crate::autograd::Var)s with its backward rule beside it.
 
 pub mod activation;
+pub mod attention;
 pub mod conv;
 pub mod dct;
 pub mod dropout;

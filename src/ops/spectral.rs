@@ -81,12 +81,52 @@ pub struct GridOpParams {
     pub total: u32,
 }
 
+/// Immediates of `shaders/spectral_rows.wgsl` (`SpectralRowsParams` there).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SpectralRowsParams {
+    /// Batch size `B`.
+    pub batch: u32,
+    /// Tokens per example `T`.
+    pub tokens: u32,
+    /// Leading tokens copied through.
+    pub prefix: u32,
+    /// Grid height.
+    pub gh: u32,
+    /// Grid width.
+    pub gw: u32,
+    /// Channels / 4.
+    pub c4: u32,
+    /// 0: the filter; 1: the spectrum `DCT2(x)` only.
+    pub mode: u32,
+    /// `√(1/gh)`.
+    pub s0h: f32,
+    /// `√(2/gh)`.
+    pub sh: f32,
+    /// `√(1/gw)`.
+    pub s0w: f32,
+    /// `√(2/gw)`.
+    pub sw: f32,
+}
+
+/// Largest grid side the CPU kernel (`spectral_rows.wgsl`) holds in registers.
+pub const ROWS_MAX_GRID: usize = 16;
+
+/// Whether the CPU kernel filters a `gh × gw` grid of `channels` channels.
+pub fn rows_kernel_fits(gh: usize, gw: usize, channels: usize) -> bool {
+    gh <= ROWS_MAX_GRID && gw <= ROWS_MAX_GRID && channels.is_multiple_of(4) && channels > 0
+}
+
 /// Which implementation of the filter to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FilterPath {
-    /// Fused when the grid fits in workgroup memory, unfused otherwise.
+    /// On CPU adapters the rows kernel when the grid fits it; otherwise fused when the grid
+    /// fits in workgroup memory, unfused when it does not.
     #[default]
     Auto,
+    /// `spectral_rows.wgsl`, laid out for CPU drivers: one lane per image and channel quad
+    /// with the whole spectrum in registers; grids up to 16 × 16, channels a multiple of 4.
+    Rows,
     /// The fused kernels; an error when the grid does not fit.
     Fused,
     /// `dct2_grid` → multiply → `dct3_grid`.
@@ -170,6 +210,44 @@ fn grid_op_params(plan: &GridPlan, l: &TokenLayout, total: usize) -> GridOpParam
     }
 }
 
+/// Whether `path` runs the rows kernel (an error when it was asked for and cannot).
+fn use_rows(op: &'static str, gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, path: FilterPath) -> Result<bool> {
+    let (gh, gw) = plan.grid();
+    let fits = rows_kernel_fits(gh, gw, l.channels);
+    match path {
+        FilterPath::Auto => Ok(fits && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu),
+        FilterPath::Rows if fits => Ok(true),
+        FilterPath::Rows => {
+            Err(Error::invalid(op, format!("a {gh}×{gw} grid of {} channels does not fit the rows kernel", l.channels)))
+        }
+        _ => Ok(false),
+    }
+}
+
+/// The rows kernel on `x`: the filter with `r` (`mode` 0) or the spectrum (`mode` 1).
+fn rows_pass(gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, x: &Tensor, r: Option<&Tensor>) -> Result<Tensor> {
+    let (gh, gw) = plan.grid();
+    let ((s0h, sh), (s0w, sw)) = (scales(gh), scales(gw));
+    let params = SpectralRowsParams {
+        batch: l.batch as u32,
+        tokens: l.tokens as u32,
+        prefix: l.prefix as u32,
+        gh: gh as u32,
+        gw: gw as u32,
+        c4: (l.channels / 4) as u32,
+        mode: u32::from(r.is_none()),
+        s0h,
+        sh,
+        s0w,
+        sw,
+    };
+    let y = Tensor::uninit(gpu, x.shape(), DType::F32)?;
+    let groups = [(l.channels / 4).div_ceil(8) as u32, l.batch as u32, 1];
+    let kernel = if (gh, gw) == (14, 14) { Kernel::MoppaRows14 } else { Kernel::MoppaRows };
+    gpu.dispatch(kernel, &[x, r.unwrap_or(x), plan.tables()], &[&y], &params, groups)?;
+    Ok(y)
+}
+
 /// Whether the kernels specialised to 14×14 grids (one batch element per workgroup) apply.
 fn specialised(plan: &GridPlan, l: &TokenLayout) -> bool {
     plan.grid() == (14, 14) && l.batch <= u16::MAX as usize
@@ -179,7 +257,7 @@ fn specialised(plan: &GridPlan, l: &TokenLayout) -> bool {
 fn pick(op: &'static str, plan: &GridPlan, tile: Option<usize>, path: FilterPath) -> Result<Option<usize>> {
     match path {
         FilterPath::Auto => Ok(tile),
-        FilterPath::Unfused => Ok(None),
+        FilterPath::Unfused | FilterPath::Rows => Ok(None),
         FilterPath::Fused => tile.map(Some).ok_or_else(|| {
             let (gh, gw) = plan.grid();
             Error::invalid(op, format!("a {gh}×{gw} grid does not fit the fused kernel's workgroup memory"))
@@ -198,6 +276,9 @@ pub fn moppa_filter_with(gpu: &Gpu, plan: &GridPlan, x: &Tensor, r: &Tensor, pat
     let op = "moppa_filter";
     let l = plan.layout(op, x)?;
     check_r(op, plan, &l, r)?;
+    if use_rows(op, gpu, plan, &l, path)? {
+        return rows_pass(gpu, plan, &l, x, Some(r));
+    }
     let (gh, gw) = plan.grid();
     let tile = fused_tiles(gpu, gh, gw, l.channels).forward;
     let Some(ct) = pick(op, plan, tile, path)? else {
@@ -242,6 +323,14 @@ pub fn moppa_filter_grads(
     if l.batch == 0 {
         let dx = r.map(|_| Tensor::zeros(gpu, x.shape())).transpose()?;
         return Ok((dx, Tensor::zeros(gpu, &[gh, gw, l.channels])?));
+    }
+    if use_rows(op, gpu, plan, &l, path)? {
+        let dx = r.map(|r| rows_pass(gpu, plan, &l, dy, Some(r))).transpose()?;
+        let (sx, sg) = (rows_pass(gpu, plan, &l, x, None)?, rows_pass(gpu, plan, &l, dy, None)?);
+        let dr = Tensor::uninit(gpu, &[gh, gw, l.channels], DType::F32)?;
+        let params = grid_op_params(plan, &l, dr_len);
+        gpu.dispatch_1d(Kernel::GridMulReduce, &[&sx, &sg], &[&dr], &params, dr_len)?;
+        return Ok((dx, dr));
     }
     let tile = fused_tiles(gpu, gh, gw, l.channels).backward;
     let Some(ct) = pick(op, plan, tile, path)? else {
