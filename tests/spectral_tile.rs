@@ -6,6 +6,7 @@ mod common;
 use common::{Rng, assert_close, f64s, gpu, tol};
 use peft_wgpu::Tensor;
 use peft_wgpu::ops::dct::GridPlan;
+use peft_wgpu::ops::spectral::{self, FilterPath};
 use peft_wgpu::ops::spectral_tile;
 use peft_wgpu::reference::spectral as reference;
 
@@ -61,5 +62,30 @@ fn spectral_tile_backward_matches_reference() {
         let what = format!("B{b} prefix {prefix} {gh}×{gw} C{c}");
         assert_close(&format!("∂x {what}"), &gpu.read(&dx).unwrap(), &want_dx, tol(8.0, gh * gw), 1e-7);
         assert_close(&format!("∂r {what}"), &gpu.read(&dr).unwrap(), &want_dr, tol(8.0, b * gh * gw), 1e-7);
+    }
+}
+
+#[test]
+fn tile_path_of_the_filter_agrees_with_the_unfused_path() {
+    let gpu = gpu();
+    let mut rng = Rng::new(13);
+    for &(b, prefix, g, c) in &[(2, 1, 14, 24), (1, 0, 5, 3)] {
+        let t = prefix + g * g;
+        let plan = GridPlan::new(&gpu, g, g).unwrap();
+        let up = |v: &[f32], s: &[usize]| Tensor::from_slice(&gpu, v, s).unwrap();
+        let x = up(&rng.normal_vec(b * t * c, 0.0, 1.0), &[b, t, c]);
+        let dy = up(&rng.normal_vec(b * t * c, 0.0, 1.0), &[b, t, c]);
+        let r = up(&rng.normal_vec(g * g * c, 0.0, 1.0), &[g, g, c]);
+        let run = |path| {
+            let y = spectral::moppa_filter_with(&gpu, &plan, &x, &r, path).unwrap();
+            let (dx, dr) = spectral::moppa_filter_grads(&gpu, &plan, &x, Some(&r), &dy, path).unwrap();
+            let (none, dr_alone) = spectral::moppa_filter_grads(&gpu, &plan, &x, None, &dy, path).unwrap();
+            assert!(none.is_none(), "∂x computed without r");
+            [y, dx.unwrap(), dr, dr_alone].map(|t| gpu.read(&t).unwrap())
+        };
+        let (tile, unfused) = (run(FilterPath::Tile), run(FilterPath::Unfused));
+        for (name, (a, b)) in ["y", "∂x", "∂r", "∂r alone"].iter().zip(tile.iter().zip(&unfused)) {
+            assert_close(&format!("tile vs unfused {name} prefix {prefix} {g}×{g} C{c}"), a, &f64s(b), tol(8.0, g * g), 1e-6);
+        }
     }
 }

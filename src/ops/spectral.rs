@@ -16,10 +16,13 @@
 //! `dct3_grid`), which also serves as the cross-check in tests. [`FilterPath`] picks a path
 //! explicitly.
 
+use std::sync::OnceLock;
+
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel};
 use crate::ops::dct::{self, GridPlan, TokenLayout, scales};
+use crate::ops::spectral_tile;
 use crate::tensor::{DType, Tensor};
 
 /// Words of workgroup memory the fused kernels declare (`SMEM` in the shader).
@@ -120,13 +123,18 @@ pub fn rows_kernel_fits(gh: usize, gw: usize, channels: usize) -> bool {
 /// Which implementation of the filter to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FilterPath {
-    /// On CPU adapters the rows kernel when the grid fits it; otherwise fused when the grid
-    /// fits in workgroup memory, unfused when it does not.
+    /// On CPU adapters the rows kernel when the grid fits it, on other adapters the tile
+    /// kernel when it fits; otherwise fused when the grid fits in workgroup memory, unfused
+    /// when it does not. `PEFT_WGPU_FILTER` (`rows`, `tile`, `fused`, `unfused`) overrides the
+    /// choice, for benchmarking one path against another.
     #[default]
     Auto,
     /// `spectral_rows.wgsl`, laid out for CPU drivers: one lane per image and channel quad
     /// with the whole spectrum in registers; grids up to 16 × 16, channels a multiple of 4.
     Rows,
+    /// `spectral_tile.wgsl`, laid out for GPUs: a workgroup per image and 16-channel tile,
+    /// coalesced channel accesses; grids up to 16 × 16.
+    Tile,
     /// The fused kernels; an error when the grid does not fit.
     Fused,
     /// `dct2_grid` → multiply → `dct3_grid`.
@@ -210,18 +218,45 @@ fn grid_op_params(plan: &GridPlan, l: &TokenLayout, total: usize) -> GridOpParam
     }
 }
 
-/// Whether `path` runs the rows kernel (an error when it was asked for and cannot).
-fn use_rows(op: &'static str, gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, path: FilterPath) -> Result<bool> {
+/// The implementation a filter on `plan` runs: `path` resolved against the device and grid
+/// (`Auto` stays `Auto` where the choice is between fused and unfused, which depends on the
+/// kernel), an error when a specific path was asked for and cannot take the grid.
+fn resolve(op: &'static str, gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, path: FilterPath) -> Result<FilterPath> {
     let (gh, gw) = plan.grid();
-    let fits = rows_kernel_fits(gh, gw, l.channels);
+    let rows = rows_kernel_fits(gh, gw, l.channels);
+    let tile = spectral_tile::fits(gpu, gh, gw);
+    let path = match path {
+        FilterPath::Auto => env_path().unwrap_or(FilterPath::Auto),
+        other => other,
+    };
     match path {
-        FilterPath::Auto => Ok(fits && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu),
-        FilterPath::Rows if fits => Ok(true),
-        FilterPath::Rows => {
+        FilterPath::Auto => Ok(if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu && rows {
+            FilterPath::Rows
+        } else if tile {
+            FilterPath::Tile
+        } else {
+            FilterPath::Auto
+        }),
+        FilterPath::Rows if !rows => {
             Err(Error::invalid(op, format!("a {gh}×{gw} grid of {} channels does not fit the rows kernel", l.channels)))
         }
-        _ => Ok(false),
+        FilterPath::Tile if !tile => {
+            Err(Error::invalid(op, format!("a {gh}×{gw} grid does not fit the tile kernel on this device")))
+        }
+        other => Ok(other),
     }
+}
+
+/// The path `PEFT_WGPU_FILTER` names, read once; `None` when unset, empty or `auto`.
+fn env_path() -> Option<FilterPath> {
+    static PATH: OnceLock<Option<FilterPath>> = OnceLock::new();
+    *PATH.get_or_init(|| match std::env::var("PEFT_WGPU_FILTER").ok()?.to_ascii_lowercase().as_str() {
+        "rows" => Some(FilterPath::Rows),
+        "tile" => Some(FilterPath::Tile),
+        "fused" => Some(FilterPath::Fused),
+        "unfused" => Some(FilterPath::Unfused),
+        _ => None,
+    })
 }
 
 /// The rows kernel on `x`: the filter with `r` (`mode` 0) or the spectrum (`mode` 1).
@@ -257,7 +292,7 @@ fn specialised(plan: &GridPlan, l: &TokenLayout) -> bool {
 fn pick(op: &'static str, plan: &GridPlan, tile: Option<usize>, path: FilterPath) -> Result<Option<usize>> {
     match path {
         FilterPath::Auto => Ok(tile),
-        FilterPath::Unfused | FilterPath::Rows => Ok(None),
+        FilterPath::Unfused | FilterPath::Rows | FilterPath::Tile => Ok(None),
         FilterPath::Fused => tile.map(Some).ok_or_else(|| {
             let (gh, gw) = plan.grid();
             Error::invalid(op, format!("a {gh}×{gw} grid does not fit the fused kernel's workgroup memory"))
@@ -276,8 +311,11 @@ pub fn moppa_filter_with(gpu: &Gpu, plan: &GridPlan, x: &Tensor, r: &Tensor, pat
     let op = "moppa_filter";
     let l = plan.layout(op, x)?;
     check_r(op, plan, &l, r)?;
-    if use_rows(op, gpu, plan, &l, path)? {
-        return rows_pass(gpu, plan, &l, x, Some(r));
+    let path = resolve(op, gpu, plan, &l, path)?;
+    match path {
+        FilterPath::Rows => return rows_pass(gpu, plan, &l, x, Some(r)),
+        FilterPath::Tile => return spectral_tile::filter(gpu, plan, x, r),
+        _ => {}
     }
     let (gh, gw) = plan.grid();
     let tile = fused_tiles(gpu, gh, gw, l.channels).forward;
@@ -324,7 +362,12 @@ pub fn moppa_filter_grads(
         let dx = r.map(|_| Tensor::zeros(gpu, x.shape())).transpose()?;
         return Ok((dx, Tensor::zeros(gpu, &[gh, gw, l.channels])?));
     }
-    if use_rows(op, gpu, plan, &l, path)? {
+    let path = resolve(op, gpu, plan, &l, path)?;
+    if path == FilterPath::Tile {
+        let dx = r.map(|r| spectral_tile::filter(gpu, plan, dy, r)).transpose()?;
+        return Ok((dx, spectral_tile::grad_r(gpu, plan, x, dy)?));
+    }
+    if path == FilterPath::Rows {
         let dx = r.map(|r| rows_pass(gpu, plan, &l, dy, Some(r))).transpose()?;
         let (sx, sg) = (rows_pass(gpu, plan, &l, x, None)?, rows_pass(gpu, plan, &l, dy, None)?);
         let dr = Tensor::uninit(gpu, &[gh, gw, l.channels], DType::F32)?;
