@@ -13,7 +13,9 @@
 // in the column pass; a thread reads its line into registers, transforms it and writes it
 // back in place, so one grid buffer suffices and the column pass (forward, ⊙r, inverse) needs
 // no barrier. The DCT matrices are zero-padded to 16 × 16, so every loop has 16 steps and
-// unrolls. Adjacent threads own adjacent channels: global accesses are coalesced and
+// unrolls; every register array is indexed by a loop counter of a 16-step loop only (a
+// runtime bound would index it dynamically and move it to local memory on GPUs, 4× slower on
+// an H200). Adjacent threads own adjacent channels: global accesses are coalesced and
 // workgroup memory is read without bank conflicts. Grids up to 16 × 16. Barriers must be
 // reached by every thread, so instead of returning early, idle threads skip the work.
 // Params `TileParams` (host: ops::spectral_tile::TileParams).
@@ -88,7 +90,9 @@ fn spectral_tile(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id
             for (var m = 0u; m < SIDE; m++) { acc += mat_w[l * SIDE + m] * v[m]; }
             s[l] = acc;
         }
-        for (var l = 0u; l < gw; l++) { grid[(lane * gw + l) * TC + c] = s[l]; }
+        for (var l = 0u; l < SIDE; l++) {
+            if (l < gw) { grid[(lane * gw + l) * TC + c] = s[l]; }
+        }
     }
     workgroupBarrier();
     // Columns: spectrum S = C_h · column; mode 0: S ⊙ r, then column ← C_hᵀ · S.
@@ -102,21 +106,21 @@ fn spectral_tile(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id
             s[k] = acc;
         }
         if (p.mode == 1u) {
-            if (live) {
-                for (var k = 0u; k < gh; k++) {
-                    y[(b * cells + k * gw + lane) * p.channels + channel] = s[k];
-                }
+            for (var k = 0u; k < SIDE; k++) {
+                if (live && k < gh) { y[(b * cells + k * gw + lane) * p.channels + channel] = s[k]; }
             }
         } else {
-            for (var k = 0u; k < gh; k++) {
-                if (live) { s[k] *= r[(k * gw + lane) * p.channels + channel]; }
+            for (var k = 0u; k < SIDE; k++) {
+                if (live && k < gh) { s[k] *= r[(k * gw + lane) * p.channels + channel]; }
             }
             for (var n = 0u; n < SIDE; n++) {
                 var acc = 0.0;
                 for (var k = 0u; k < SIDE; k++) { acc += mat_h[k * SIDE + n] * s[k]; }
                 v[n] = acc;
             }
-            for (var n = 0u; n < gh; n++) { grid[(n * gw + lane) * TC + c] = v[n]; }
+            for (var n = 0u; n < SIDE; n++) {
+                if (n < gh) { grid[(n * gw + lane) * TC + c] = v[n]; }
+            }
         }
     }
     workgroupBarrier();
@@ -125,10 +129,10 @@ fn spectral_tile(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id
         for (var l = 0u; l < SIDE; l++) {
             v[l] = select(0.0, grid[(lane * gw + l) * TC + c], l < gw);
         }
-        for (var m = 0u; m < gw; m++) {
+        for (var m = 0u; m < SIDE; m++) {
             var acc = 0.0;
             for (var l = 0u; l < SIDE; l++) { acc += mat_w[l * SIDE + m] * v[l]; }
-            y[(first + lane * gw + m) * p.channels + channel] = acc;
+            if (m < gw) { y[(first + lane * gw + m) * p.channels + channel] = acc; }
         }
     }
 }

@@ -4,7 +4,9 @@
 mod common;
 
 use common::gpu;
+use peft_wgpu::Tensor;
 use peft_wgpu::bench::{self, BenchOptions, WORKLOADS};
+use peft_wgpu::ops::matmul::{MatmulSpec, matmul};
 
 #[test]
 fn every_workload_runs_checks_and_reports_on_tiny_instances() {
@@ -27,6 +29,9 @@ fn every_workload_runs_checks_and_reports_on_tiny_instances() {
         assert_eq!(line["name"], r.name.as_str());
         assert!(line["ms"].as_f64().is_some_and(|ms| ms > 0.0), "{}: JSON ms", r.name);
         assert!(!r.to_row().contains('\n'), "{}: a table row is one line", r.name);
+        let clock = if gpu.timer().is_some() { "gpu timestamps" } else { "wall" };
+        assert_eq!(line["clock"], clock, "{}: the clock used", r.name);
+        assert!(line["wall_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{}: JSON wall_ms", r.name);
     }
     let by_name = |n: &str| reports.iter().find(|r| r.name == n).expect("report present");
     assert!(by_name("matmul_1024").gflops.is_some_and(|g| g > 0.0));
@@ -43,4 +48,29 @@ fn bench_filter_selects_workloads() {
     let options = BenchOptions { filter: Some("matmul".into()), ..BenchOptions::tiny() };
     let reports = bench::run(&gpu, &options, &mut |_| {}).expect("bench runs");
     assert_eq!(reports.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["matmul_1024"]);
+}
+
+#[test]
+fn gpu_timer_measures_the_work_between_its_timestamps() {
+    let gpu = gpu();
+    // lavapipe reports timestamp queries; so does every adapter this project targets.
+    let timer = gpu.timer().expect("the adapter offers TIMESTAMP_QUERY");
+    let a = Tensor::from_slice(&gpu, &vec![0.5; 128 * 128], &[128, 128]).expect("upload");
+    let time = |products: usize| {
+        gpu.sync().expect("sync");
+        let start = std::time::Instant::now();
+        timer.start(&gpu);
+        for _ in 0..products {
+            drop(matmul(&gpu, &a, &a, MatmulSpec::new(), None, None).expect("matmul"));
+        }
+        timer.stop(&gpu);
+        gpu.sync().expect("sync");
+        let wall = start.elapsed().as_secs_f64() * 1e3;
+        (timer.elapsed_ms(&gpu).expect("timestamps"), wall)
+    };
+    let (none, _) = time(0);
+    let (some, wall) = time(20);
+    assert!(none >= 0.0 && some > 0.0, "device times {none} ms (no work) and {some} ms (20 products)");
+    assert!(some <= wall * 1.05 + 0.1, "device time {some} ms beyond the wall time {wall} ms around it");
+    assert!(some > none, "20 products took {some} ms of device time, no work {none} ms");
 }

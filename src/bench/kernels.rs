@@ -34,19 +34,16 @@ pub(crate) fn matmul_1024(gpu: &Gpu, options: &BenchOptions) -> Result<Report> {
     // Each element sums n products of N(0, 1) values: |c| ~ √n, error ~ √n·ε·|terms|.
     let error = rel_error(&got, &want, 1.0);
     ensure_close(name, "the product", error, 64.0 * f64::from(f32::EPSILON) * (n as f64).sqrt())?;
-    let (ms, runs_ms, dispatches) = time(gpu, options.warmup, options.repeats(5), || {
+    let t = time(gpu, options.warmup, options.repeats(5), || {
         drop(matmul(gpu, &a, &b, MatmulSpec::new(), None, None)?);
         Ok(())
     })?;
+    let ms = t.median;
     Ok(Report {
-        name: name.into(),
-        ms,
-        runs_ms,
         gflops: Some(2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e9),
-        dispatches,
         check_error: error,
         checked: format!("{} of {} elements against f64 dot products", samples.len(), n * n),
-        ..Report::default()
+        ..Report::timed(name, t)
     })
 }
 
@@ -74,19 +71,16 @@ pub(crate) fn spectral_filter(gpu: &Gpu, options: &BenchOptions) -> Result<Repor
     let want = reference::spectral::moppa_filter(&f64s(small_host), [check_batch, g * g, c], g, g, &f64s(&r_host));
     let error = rel_error(&got, &want, 1e-3);
     ensure_close(name, "the filtered tokens", error, 64.0 * f64::from(f32::EPSILON) * (2.0 * g as f64).sqrt())?;
-    let (ms, runs_ms, dispatches) = time(gpu, options.warmup, options.repeats(7), || {
+    let t = time(gpu, options.warmup, options.repeats(7), || {
         drop(moppa_filter(gpu, &plan, &x, &r)?);
         Ok(())
     })?;
     let bytes = (x.len() * 4) as f64;
+    let ms = t.median;
     Ok(Report {
-        name: name.into(),
-        ms,
-        runs_ms,
         gbps: Some(2.0 * bytes / (ms * 1e-3) / 1e9),
-        dispatches,
         check_error: error,
         checked: format!("[{check_batch}, {g}, {g}, {c}] against the f64 twin"),
-        ..Report::default()
+        ..Report::timed(name, t)
     })
 }

@@ -288,23 +288,19 @@ pub(crate) fn vitb_block(gpu: &Gpu, options: &BenchOptions, training: LayerTrain
         Size::Tiny => (small_layer_config(), 2),
     };
     let mut s = LayerStep::new(gpu, &config, training, batch, 11)?;
-    let (ms, runs_ms, dispatches) = time(gpu, options.warmup, options.repeats(3), || s.step(gpu))?;
+    let t = time(gpu, options.warmup, options.repeats(3), || s.step(gpu))?;
     let (peak_bytes, step_bytes) = peak_of(gpu, || s.step(gpu))?;
     let trained = match &s.adapter {
         Some(a) => a.num_trainable(),
         None => layer_weights(&s.vit).map(|(_, t)| t.len()).sum(),
     };
     Ok(Report {
-        name: name.into(),
-        ms,
-        runs_ms,
         peak_bytes: Some(peak_bytes),
         step_bytes: Some(step_bytes),
-        dispatches,
         check_error: check,
         checked: "loss and directional derivatives (adapter, input) of a D 32 layer against the f64 twin".into(),
         note: Some(format!("{trained} trainable values")),
-        ..Report::default()
+        ..Report::timed(name, t)
     })
 }
 
@@ -398,18 +394,14 @@ pub(crate) fn tiny_vit_step(gpu: &Gpu, options: &BenchOptions) -> Result<Report>
     };
     let batch = if options.size == Size::Full { 64 } else { 4 };
     let mut s = VitStep::new(gpu, &vit, batch, 31)?;
-    let (ms, runs_ms, dispatches) = time(gpu, options.warmup, options.repeats(7), || s.step(gpu, &vit))?;
+    let t = time(gpu, options.warmup, options.repeats(7), || s.step(gpu, &vit))?;
     let (peak_bytes, step_bytes) = peak_of(gpu, || s.step(gpu, &vit))?;
     Ok(Report {
-        name: name.into(),
-        ms,
-        runs_ms,
         peak_bytes: Some(peak_bytes),
         step_bytes: Some(step_bytes),
-        dispatches,
         check_error: check,
         checked: "loss and directional derivative (adapter) of a batch of 4 against the f64 twin".into(),
         note: Some(note),
-        ..Report::default()
+        ..Report::timed(name, t)
     })
 }

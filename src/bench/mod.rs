@@ -3,9 +3,10 @@
 //! Every workload first checks its result against the f64 CPU twins of [`crate::reference`]
 //! (on a small instance of the same code path, or on the full instance where that is cheap)
 //! and refuses to report a time when they disagree. It then runs `warmup` untimed
-//! repetitions and `repeats` timed ones, each ended by [`Gpu::sync`] inside the timed region
-//! (wall clock: the device has finished the work when the clock stops), and reports the
-//! median. The training steps also report the peak device bytes of one step
+//! repetitions and `repeats` timed ones and reports the median (`ms`): device time between
+//! GPU timestamps recorded before and after each run where the device has timestamp queries
+//! ([`Gpu::timer`]), otherwise wall time of the run ended by [`Gpu::sync`]; `clock` says
+//! which, and `wall_ms` is always the median wall time, submission and waiting included. The training steps also report the peak device bytes of one step
 //! ([`Gpu::memory`] after [`Gpu::reset_peak_memory`]) and the kernel dispatches it records.
 //!
 //! | name | measures |
@@ -95,10 +96,15 @@ impl BenchOptions {
 pub struct Report {
     /// Workload name (SPEC §13).
     pub name: String,
-    /// Median wall time of one run, device synchronised, in milliseconds.
+    /// Median time of one run in milliseconds, by `clock`.
     pub ms: f64,
     /// All timed runs, in milliseconds, in the order they ran.
     pub runs_ms: Vec<f64>,
+    /// What `ms` was measured with.
+    pub clock: Clock,
+    /// Median wall time of one run ended by a device synchronisation (includes submitting
+    /// and waiting), in milliseconds.
+    pub wall_ms: f64,
     /// Floating-point throughput, where it applies.
     pub gflops: Option<f64>,
     /// Memory throughput, where it applies.
@@ -118,6 +124,19 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report of `name` with its times; the caller adds rates and checks.
+    pub(crate) fn timed(name: &str, t: Timing) -> Report {
+        Report {
+            name: name.into(),
+            ms: t.median,
+            runs_ms: t.runs,
+            clock: t.clock,
+            wall_ms: t.wall,
+            dispatches: t.dispatches,
+            ..Report::default()
+        }
+    }
+
     /// One JSON object: `name`, `ms`, then the optional fields that apply.
     pub fn to_json(&self) -> String {
         let mut o = Map::new();
@@ -137,6 +156,8 @@ impl Report {
         }
         o.insert("dispatches".into(), self.dispatches.into());
         o.insert("runs_ms".into(), self.runs_ms.iter().map(|&t| Value::from(round(t, 3))).collect());
+        o.insert("clock".into(), self.clock.name().into());
+        o.insert("wall_ms".into(), round(self.wall_ms, 3).into());
         o.insert("check_error".into(), Value::from(self.check_error));
         o.insert("checked".into(), self.checked.clone().into());
         if let Some(n) = &self.note {
@@ -175,35 +196,81 @@ fn round(v: f64, digits: i32) -> f64 {
     (v * f).round() / f
 }
 
-/// Median and all times of `repeats` runs of `run` after `warmup` untimed ones, each run
-/// followed by [`Gpu::sync`] inside the timed region; also the dispatches of one run.
-pub(crate) fn time(
-    gpu: &Gpu,
-    warmup: usize,
-    repeats: usize,
-    mut run: impl FnMut() -> Result<()>,
-) -> Result<(f64, Vec<f64>, u64)> {
+/// The clock a workload was timed with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Clock {
+    /// GPU timestamps before and after each run (the device time from its first kernel to
+    /// its last), where the device has timestamp queries.
+    Timestamps,
+    /// The host's clock around each run ended by [`Gpu::sync`].
+    #[default]
+    Wall,
+}
+
+impl Clock {
+    fn name(self) -> &'static str {
+        match self {
+            Clock::Timestamps => "gpu timestamps",
+            Clock::Wall => "wall",
+        }
+    }
+}
+
+/// The times of one workload.
+pub(crate) struct Timing {
+    /// Median of `runs`, ms.
+    pub median: f64,
+    /// Every timed run, ms, by `clock`.
+    pub runs: Vec<f64>,
+    /// Median wall time of a run ended by [`Gpu::sync`] (submission and waiting included).
+    pub wall: f64,
+    /// What `runs` were measured with.
+    pub clock: Clock,
+    /// Kernel dispatches of one run.
+    pub dispatches: u64,
+}
+
+/// `repeats` runs of `run` after `warmup` untimed ones, each between GPU timestamps where
+/// the device has them and ended by [`Gpu::sync`] inside the wall-clock region.
+pub(crate) fn time(gpu: &Gpu, warmup: usize, repeats: usize, mut run: impl FnMut() -> Result<()>) -> Result<Timing> {
     for _ in 0..warmup {
         run()?;
         gpu.sync()?;
     }
+    let timer = gpu.timer();
     let before = gpu.dispatch_count();
-    let mut runs = Vec::with_capacity(repeats);
+    let (mut runs, mut walls) = (Vec::with_capacity(repeats), Vec::with_capacity(repeats));
     for _ in 0..repeats {
         let start = Instant::now();
+        if let Some(t) = &timer {
+            t.start(gpu);
+        }
         run()?;
+        if let Some(t) = &timer {
+            t.stop(gpu);
+        }
         gpu.sync()?;
-        runs.push(start.elapsed().as_secs_f64() * 1e3);
+        walls.push(start.elapsed().as_secs_f64() * 1e3);
+        if let Some(t) = &timer {
+            runs.push(t.elapsed_ms(gpu)?);
+        }
     }
     let dispatches = (gpu.dispatch_count() - before) / repeats.max(1) as u64;
-    let mut sorted = runs.clone();
+    let clock = if timer.is_some() { Clock::Timestamps } else { Clock::Wall };
+    if timer.is_none() {
+        runs = walls.clone();
+    }
+    Ok(Timing { median: median(&runs), wall: median(&walls), runs, clock, dispatches })
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let median = if sorted.len() % 2 == 1 {
-        sorted[sorted.len() / 2]
-    } else {
-        0.5 * (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2])
-    };
-    Ok((median, runs, dispatches))
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]),
+    }
 }
 
 /// Largest `|got − want| / max(|want|_∞, floor)` over two vectors: the error relative to the
@@ -287,6 +354,8 @@ pub fn run_cli(json: bool) -> Result<()> {
     let io_err = |e: std::io::Error| Error::Io { path: "<stdout>".into(), source: e };
     if !json {
         writeln!(out, "# {} ({:?}, {})", info.name, info.backend, info.driver_info).map_err(io_err)?;
+        let clock = if gpu.timer().is_some() { Clock::Timestamps } else { Clock::Wall };
+        writeln!(out, "# ms: median of the timed runs by {}", clock.name()).map_err(io_err)?;
         writeln!(out, "{TABLE_HEADER}").map_err(io_err)?;
     }
     let profile = std::env::var("PEFT_WGPU_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0");

@@ -50,6 +50,8 @@ pub enum Shader {
     Dropout,
     /// `shaders/spectral_tile.wgsl`: the MoPPA filter laid out for GPUs.
     SpectralTile,
+    /// `shaders/spectral_tile14.wgsl`: the same on 14 × 14 grids with a constant DCT matrix.
+    SpectralTile14,
     /// `shaders/conv.wgsl`: general 2-D convolution (stride, padding, groups) and its gradients.
     Conv,
     /// `shaders/matmul_rows.wgsl`: the batched product laid out for CPU adapters.
@@ -82,6 +84,7 @@ impl Shader {
         Shader::Priors,
         Shader::Dropout,
         Shader::SpectralTile,
+        Shader::SpectralTile14,
         Shader::SpectralGrid,
         Shader::Spectral14,
         Shader::Conv,
@@ -112,6 +115,7 @@ impl Shader {
             Shader::Priors => "priors.wgsl",
             Shader::Dropout => "dropout.wgsl",
             Shader::SpectralTile => "spectral_tile.wgsl",
+            Shader::SpectralTile14 => "spectral_tile14.wgsl",
             Shader::Conv => "conv.wgsl",
             Shader::MatmulRows => "matmul_rows.wgsl",
             Shader::Attention => "attention.wgsl",
@@ -141,6 +145,7 @@ impl Shader {
             Shader::Priors => include_str!("../../shaders/priors.wgsl"),
             Shader::Dropout => include_str!("../../shaders/dropout.wgsl"),
             Shader::SpectralTile => include_str!("../../shaders/spectral_tile.wgsl"),
+            Shader::SpectralTile14 => include_str!("../../shaders/spectral_tile14.wgsl"),
             Shader::Conv => include_str!("../../shaders/conv.wgsl"),
             Shader::MatmulRows => include_str!("../../shaders/matmul_rows.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
@@ -261,6 +266,8 @@ pub enum Kernel {
     Dropout,
     /// The MoPPA filter (or the spectrum) with one workgroup per image and channel tile.
     SpectralTile,
+    /// The MoPPA filter (or the spectrum) on 14 × 14 grids, a constant DCT matrix.
+    SpectralTile14,
     /// `y = conv2d(x, w) + b` (PyTorch's `F.conv2d`), one thread per output.
     Conv2d,
     /// `∂x` of `Conv2d` (transposed convolution), one thread per input element.
@@ -367,6 +374,7 @@ impl Kernel {
         Kernel::PriorGradT,
         Kernel::Dropout,
         Kernel::SpectralTile,
+        Kernel::SpectralTile14,
         Kernel::Conv2d,
         Kernel::Conv2dGradInput,
         Kernel::Conv2dGradWeight,
@@ -441,6 +449,7 @@ impl Kernel {
             Kernel::PriorGradT => spec(S::Priors, "prior_grad_t", 2, 1),
             Kernel::Dropout => spec(S::Dropout, "dropout", 1, 1),
             Kernel::SpectralTile => spec(S::SpectralTile, "spectral_tile", 3, 1),
+            Kernel::SpectralTile14 => spec(S::SpectralTile14, "spectral_tile14", 2, 1),
             Kernel::Conv2d => spec(S::Conv, "conv2d", 3, 1),
             Kernel::Conv2dGradInput => spec(S::Conv, "conv2d_grad_input", 2, 1),
             Kernel::Conv2dGradWeight => spec(S::Conv, "conv2d_grad_weight", 2, 1),

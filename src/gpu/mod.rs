@@ -10,11 +10,13 @@ mod device;
 mod kernels;
 mod pool;
 mod recorder;
+mod timer;
 
 pub use device::{GpuOptions, MemoryStats};
 pub use kernels::{Kernel, Shader};
 pub(crate) use pool::PooledBuffer;
 pub use recorder::{KernelTime, PendingRead};
+pub use timer::GpuTimer;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

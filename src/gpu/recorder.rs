@@ -65,7 +65,7 @@ pub struct KernelTime {
 
 impl Gpu {
     /// Runs `f` with the pending encoder, creating it if needed; submits when it grows long.
-    fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+    pub(super) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
         let full = {
             let mut rec = lock(&self.inner.recorder);
             let encoder = rec.encoder.get_or_insert_with(|| {
@@ -295,9 +295,13 @@ impl Gpu {
     }
 
     /// Submits all recorded work, waits for it and returns the contents of `t` as raw
-    /// bytes. This is the only way data comes back from the device.
+    /// bytes. Data comes back from the device only through here and [`Gpu::read_later`].
     pub(crate) fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
-        let bytes = (t.len() * t.dtype().size()) as u64;
+        self.read_buffer(t.buffer(), (t.len() * t.dtype().size()) as u64)
+    }
+
+    /// The first `bytes` bytes of `buffer` (a `COPY_SRC` buffer), after all recorded work.
+    pub(crate) fn read_buffer(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         if bytes == 0 {
             self.sync()?;
             return Ok(Vec::new());
@@ -309,7 +313,7 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.record(|encoder| encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, padded));
+        self.record(|encoder| encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, padded));
         let index = self.submit();
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {

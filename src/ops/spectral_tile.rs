@@ -1,6 +1,7 @@
 //! The MoPPA filter laid out for GPUs (`shaders/spectral_tile.wgsl`): one workgroup per
 //! image and tile of 16 channels, the tile's grid in workgroup memory, adjacent threads on
-//! adjacent channels so every global access is coalesced. Grids up to 16 × 16.
+//! adjacent channels so every global access is coalesced. Grids up to 16 × 16; 14 × 14 grids
+//! (ViT-B/16 at 224 pixels) run a variant with the DCT matrix as a constant.
 //!
 //! Forward: `y = IDCT2(DCT2(x) ⊙ r)`. Backward: `∂x` is the same filter on `∂y` (the operator
 //! is symmetric), `∂r = Σ_b DCT2(x) ⊙ DCT2(∂y)` from the kernel's spectrum mode and a
@@ -75,7 +76,11 @@ fn launch(gpu: &Gpu, plan: &GridPlan, x: &Tensor, r: Option<&Tensor>, out: &Tens
     // The spectrum mode ignores r; bind x in its place.
     let r = r.unwrap_or(x);
     let tiles = layout.channels.div_ceil(TILE_CHANNELS) as u32;
-    gpu.dispatch(Kernel::SpectralTile, &[x, r, plan.tables()], &[out], &params, [tiles, layout.batch as u32, 1])
+    let groups = [tiles, layout.batch as u32, 1];
+    if (gh, gw) == (14, 14) {
+        return gpu.dispatch(Kernel::SpectralTile14, &[x, r], &[out], &params, groups);
+    }
+    gpu.dispatch(Kernel::SpectralTile, &[x, r, plan.tables()], &[out], &params, groups)
 }
 
 /// `IDCT2(DCT2(x) ⊙ r)` on the grid of tokens `x` `[B, T, C]` (prefix copied through), `r`

@@ -1,0 +1,78 @@
+//! Device time of recorded work from GPU timestamps, for benchmarks.
+
+use super::Gpu;
+use crate::error::Result;
+
+/// Two timestamps around a stretch of recorded work: [`GpuTimer::start`] before it,
+/// [`GpuTimer::stop`] after it, [`GpuTimer::elapsed_ms`] reads the device time between them.
+/// Each timestamp is an empty compute pass that writes it (timestamps at pass boundaries are
+/// what `TIMESTAMP_QUERY` guarantees), so the time covers every pass recorded in between,
+/// and any idle gap of the device between them.
+pub struct GpuTimer {
+    queries: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    period_ns: f64,
+}
+
+impl Gpu {
+    /// A timer, when the device was created with timestamp queries; `None` otherwise.
+    pub fn timer(&self) -> Option<GpuTimer> {
+        let device = &self.inner.device;
+        if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return None;
+        }
+        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("peft-wgpu timer"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let resolved = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("peft-wgpu timer"),
+            size: 2 * wgpu::QUERY_SIZE as u64,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let period_ns = f64::from(self.inner.queue.get_timestamp_period());
+        Some(GpuTimer { queries, resolved, period_ns })
+    }
+}
+
+impl GpuTimer {
+    fn mark(&self, gpu: &Gpu, index: u32) {
+        gpu.record(|encoder| {
+            let writes = wgpu::ComputePassTimestampWrites {
+                query_set: &self.queries,
+                beginning_of_pass_write_index: Some(index),
+                end_of_pass_write_index: None,
+            };
+            drop(encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("peft-wgpu timestamp"),
+                timestamp_writes: Some(writes),
+            }));
+        });
+    }
+
+    /// Records the start timestamp.
+    pub fn start(&self, gpu: &Gpu) {
+        self.mark(gpu, 0);
+    }
+
+    /// Records the stop timestamp.
+    pub fn stop(&self, gpu: &Gpu) {
+        self.mark(gpu, 1);
+    }
+
+    /// Milliseconds of device time between the last start and stop (waits for the device).
+    pub fn elapsed_ms(&self, gpu: &Gpu) -> Result<f64> {
+        gpu.record(|encoder| encoder.resolve_query_set(&self.queries, 0..2, &self.resolved, 0));
+        let bytes = gpu.read_buffer(&self.resolved, 2 * wgpu::QUERY_SIZE as u64)?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+        Ok(ticks[1].saturating_sub(ticks[0]) as f64 * self.period_ns * 1e-6)
+    }
+}
+
+impl std::fmt::Debug for GpuTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuTimer({} ns per tick)", self.period_ns)
+    }
+}
