@@ -64,9 +64,11 @@ HEADER = """\
 // x: tokens [B, T, C], the last 196 of each image the grid (row-major), the `prefix` tokens
 // before them copied through (mode 0) or left out (mode 1, whose output is [B, 196, C]).
 // r: [196, C]. Threads: TC channels × 14 lanes; lane i owns grid row i in the row passes and
-// column i in the column pass and transforms its line in place in workgroup memory; adjacent
-// threads own adjacent channels, so global accesses are coalesced. Barriers must be reached
-// by every thread, so threads past the last channel compute on zeros and store nothing.
+// column i in the column pass. The forward row pass reads its row from x and the inverse one
+// writes its row to y, so the grid goes through workgroup memory twice (after the rows and
+// after the columns) with two barriers. Adjacent threads own adjacent channels, so global
+// accesses are coalesced. Barriers must be reached by every thread, so threads past the last
+// channel read channel 0, compute on zeros and store nothing.
 // Params `TileParams` (host: ops::spectral_tile::TileParams; gh, gw and the scales unused).
 
 const TC: u32 = 16u;
@@ -113,20 +115,14 @@ fn spectral_tile14(@builtin(local_invocation_index) li: u32, @builtin(workgroup_
             y[(img + t) * p.channels + channel] = x[(img + t) * p.channels + channel];
         }
     }
-    // Load: lane i reads grid column i of every row (adjacent threads, adjacent channels),
-    // every load issued before the first store so that their latencies overlap; threads past
-    // the last channel read channel 0 and keep zeros.
 """
 
 
 def main():
     ind = "    "
     out = [HEADER.rstrip("\n")]
-    out.append(lines("let x{i} = select(0.0, x[(first + {i}u * 14u + lane) * p.channels + k], live);", ind))
-    out.append(lines("grid[at({i}u, lane, c)] = x{i};", ind))
-    out.append(f"{ind}workgroupBarrier();")
-    out.append(f"{ind}// Rows: row `lane` ← C · row.")
-    out.append(lines("let a{i} = grid[at(lane, {i}u, c)];", ind))
+    out.append(f"{ind}// Rows: row `lane` ← C · row, read straight from x.")
+    out.append(lines("let a{i} = select(0.0, x[(first + lane * 14u + {i}u) * p.channels + k], live);", ind))
     out.append(product("b", "a", False, ind))
     out.append(lines("grid[at(lane, {i}u, c)] = b{i};", ind))
     out.append(f"{ind}workgroupBarrier();")

@@ -19,6 +19,8 @@
 // the matrices and stores skip elements outside C; those checks are the tail guards (an
 // early return would break the barriers).
 //   matmul:        128 threads, 16×8 per thread, 128×128 tiles of op(A) and op(B), BK = 16.
+//   matmul64:      64 threads, 8×8 per thread, 64×64 tiles, BK = 16: four times the
+//                  workgroups, for products whose 128×128 tiles would leave a GPU's cores idle.
 //   matmul_narrow: 32 threads, 8×8 per thread, 256×8 tiles, BK = 32, for n ≤ 16 (the
 //                  rank-r side of a LoRA product, or its transpose), where 128-wide tiles
 //                  would idle; only op(B) is staged, as each op(A) element has one reader.
@@ -180,6 +182,64 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     store_row(z, row0 + 16u * ty + 13u, col0 + 8u * tx, acc[26], acc[27]);
     store_row(z, row0 + 16u * ty + 14u, col0 + 8u * tx, acc[28], acc[29]);
     store_row(z, row0 + 16u * ty + 15u, col0 + 8u * tx, acc[30], acc[31]);
+}
+
+// ---- matmul64: 64×64 tiles, for products whose 128×128 tiles are too few to fill a GPU ----
+
+const SM: u32 = 64u;
+const STHREADS: u32 = 64u;
+
+var<workgroup> small_a: array<vec4<f32>, 256>; // [BK][SM / 4]
+var<workgroup> small_b: array<vec4<f32>, 256>; // [BK][SM / 4]
+
+// 8 rows × 8 columns of accumulators: acc[2r + h] holds row r, columns 4h..4h+3.
+fn fma_row64(acc: ptr<function, array<vec4<f32>, 16>>, r: u32, x: f32, b0: vec4<f32>, b1: vec4<f32>) {
+    (*acc)[2u * r] += x * b0;
+    (*acc)[2u * r + 1u] += x * b1;
+}
+
+@compute @workgroup_size(STHREADS)
+fn matmul64(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let z = wid.z;
+    let row0 = wid.y * SM;
+    let col0 = wid.x * SM;
+    let tx = li % 8u; // columns col0 + 8tx ..
+    let ty = li / 8u; // rows row0 + 8ty ..
+    var acc: array<vec4<f32>, 16>;
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        for (var t = 0u; t < SM * BK / 4u / STHREADS; t++) {
+            let qk = slab_coords(li + t * STHREADS, SM / 4u, BK, !has(TRANS_A));
+            small_a[qk.y * (SM / 4u) + qk.x] = load_a4(z, row0 + 4u * qk.x, k0 + qk.y);
+            let qb = slab_coords(li + t * STHREADS, SM / 4u, BK, has(TRANS_B));
+            small_b[qb.y * (SM / 4u) + qb.x] = load_b4(z, k0 + qb.y, col0 + 4u * qb.x);
+        }
+        workgroupBarrier();
+        let depth = min(BK, p.k - k0);
+        for (var kk = 0u; kk < depth; kk++) {
+            let ra = kk * (SM / 4u) + 2u * ty;
+            let a0 = small_a[ra];
+            let a1 = small_a[ra + 1u];
+            let b0 = small_b[kk * (SM / 4u) + 2u * tx];
+            let b1 = small_b[kk * (SM / 4u) + 2u * tx + 1u];
+            fma_row64(&acc, 0u, a0.x, b0, b1);
+            fma_row64(&acc, 1u, a0.y, b0, b1);
+            fma_row64(&acc, 2u, a0.z, b0, b1);
+            fma_row64(&acc, 3u, a0.w, b0, b1);
+            fma_row64(&acc, 4u, a1.x, b0, b1);
+            fma_row64(&acc, 5u, a1.y, b0, b1);
+            fma_row64(&acc, 6u, a1.z, b0, b1);
+            fma_row64(&acc, 7u, a1.w, b0, b1);
+        }
+        workgroupBarrier();
+    }
+    store_row(z, row0 + 8u * ty + 0u, col0 + 8u * tx, acc[0], acc[1]);
+    store_row(z, row0 + 8u * ty + 1u, col0 + 8u * tx, acc[2], acc[3]);
+    store_row(z, row0 + 8u * ty + 2u, col0 + 8u * tx, acc[4], acc[5]);
+    store_row(z, row0 + 8u * ty + 3u, col0 + 8u * tx, acc[6], acc[7]);
+    store_row(z, row0 + 8u * ty + 4u, col0 + 8u * tx, acc[8], acc[9]);
+    store_row(z, row0 + 8u * ty + 5u, col0 + 8u * tx, acc[10], acc[11]);
+    store_row(z, row0 + 8u * ty + 6u, col0 + 8u * tx, acc[12], acc[13]);
+    store_row(z, row0 + 8u * ty + 7u, col0 + 8u * tx, acc[14], acc[15]);
 }
 
 // ---- matmul_narrow: few output columns ----

@@ -13,9 +13,11 @@
 // x: tokens [B, T, C], the last 196 of each image the grid (row-major), the `prefix` tokens
 // before them copied through (mode 0) or left out (mode 1, whose output is [B, 196, C]).
 // r: [196, C]. Threads: TC channels × 14 lanes; lane i owns grid row i in the row passes and
-// column i in the column pass and transforms its line in place in workgroup memory; adjacent
-// threads own adjacent channels, so global accesses are coalesced. Barriers must be reached
-// by every thread, so threads past the last channel compute on zeros and store nothing.
+// column i in the column pass. The forward row pass reads its row from x and the inverse one
+// writes its row to y, so the grid goes through workgroup memory twice (after the rows and
+// after the columns) with two barriers. Adjacent threads own adjacent channels, so global
+// accesses are coalesced. Barriers must be reached by every thread, so threads past the last
+// channel read channel 0, compute on zeros and store nothing.
 // Params `TileParams` (host: ops::spectral_tile::TileParams; gh, gw and the scales unused).
 
 const TC: u32 = 16u;
@@ -62,53 +64,21 @@ fn spectral_tile14(@builtin(local_invocation_index) li: u32, @builtin(workgroup_
             y[(img + t) * p.channels + channel] = x[(img + t) * p.channels + channel];
         }
     }
-    // Load: lane i reads grid column i of every row (adjacent threads, adjacent channels),
-    // every load issued before the first store so that their latencies overlap; threads past
-    // the last channel read channel 0 and keep zeros.
-    let x0 = select(0.0, x[(first + 0u * 14u + lane) * p.channels + k], live);
-    let x1 = select(0.0, x[(first + 1u * 14u + lane) * p.channels + k], live);
-    let x2 = select(0.0, x[(first + 2u * 14u + lane) * p.channels + k], live);
-    let x3 = select(0.0, x[(first + 3u * 14u + lane) * p.channels + k], live);
-    let x4 = select(0.0, x[(first + 4u * 14u + lane) * p.channels + k], live);
-    let x5 = select(0.0, x[(first + 5u * 14u + lane) * p.channels + k], live);
-    let x6 = select(0.0, x[(first + 6u * 14u + lane) * p.channels + k], live);
-    let x7 = select(0.0, x[(first + 7u * 14u + lane) * p.channels + k], live);
-    let x8 = select(0.0, x[(first + 8u * 14u + lane) * p.channels + k], live);
-    let x9 = select(0.0, x[(first + 9u * 14u + lane) * p.channels + k], live);
-    let x10 = select(0.0, x[(first + 10u * 14u + lane) * p.channels + k], live);
-    let x11 = select(0.0, x[(first + 11u * 14u + lane) * p.channels + k], live);
-    let x12 = select(0.0, x[(first + 12u * 14u + lane) * p.channels + k], live);
-    let x13 = select(0.0, x[(first + 13u * 14u + lane) * p.channels + k], live);
-    grid[at(0u, lane, c)] = x0;
-    grid[at(1u, lane, c)] = x1;
-    grid[at(2u, lane, c)] = x2;
-    grid[at(3u, lane, c)] = x3;
-    grid[at(4u, lane, c)] = x4;
-    grid[at(5u, lane, c)] = x5;
-    grid[at(6u, lane, c)] = x6;
-    grid[at(7u, lane, c)] = x7;
-    grid[at(8u, lane, c)] = x8;
-    grid[at(9u, lane, c)] = x9;
-    grid[at(10u, lane, c)] = x10;
-    grid[at(11u, lane, c)] = x11;
-    grid[at(12u, lane, c)] = x12;
-    grid[at(13u, lane, c)] = x13;
-    workgroupBarrier();
-    // Rows: row `lane` ← C · row.
-    let a0 = grid[at(lane, 0u, c)];
-    let a1 = grid[at(lane, 1u, c)];
-    let a2 = grid[at(lane, 2u, c)];
-    let a3 = grid[at(lane, 3u, c)];
-    let a4 = grid[at(lane, 4u, c)];
-    let a5 = grid[at(lane, 5u, c)];
-    let a6 = grid[at(lane, 6u, c)];
-    let a7 = grid[at(lane, 7u, c)];
-    let a8 = grid[at(lane, 8u, c)];
-    let a9 = grid[at(lane, 9u, c)];
-    let a10 = grid[at(lane, 10u, c)];
-    let a11 = grid[at(lane, 11u, c)];
-    let a12 = grid[at(lane, 12u, c)];
-    let a13 = grid[at(lane, 13u, c)];
+    // Rows: row `lane` ← C · row, read straight from x.
+    let a0 = select(0.0, x[(first + lane * 14u + 0u) * p.channels + k], live);
+    let a1 = select(0.0, x[(first + lane * 14u + 1u) * p.channels + k], live);
+    let a2 = select(0.0, x[(first + lane * 14u + 2u) * p.channels + k], live);
+    let a3 = select(0.0, x[(first + lane * 14u + 3u) * p.channels + k], live);
+    let a4 = select(0.0, x[(first + lane * 14u + 4u) * p.channels + k], live);
+    let a5 = select(0.0, x[(first + lane * 14u + 5u) * p.channels + k], live);
+    let a6 = select(0.0, x[(first + lane * 14u + 6u) * p.channels + k], live);
+    let a7 = select(0.0, x[(first + lane * 14u + 7u) * p.channels + k], live);
+    let a8 = select(0.0, x[(first + lane * 14u + 8u) * p.channels + k], live);
+    let a9 = select(0.0, x[(first + lane * 14u + 9u) * p.channels + k], live);
+    let a10 = select(0.0, x[(first + lane * 14u + 10u) * p.channels + k], live);
+    let a11 = select(0.0, x[(first + lane * 14u + 11u) * p.channels + k], live);
+    let a12 = select(0.0, x[(first + lane * 14u + 12u) * p.channels + k], live);
+    let a13 = select(0.0, x[(first + lane * 14u + 13u) * p.channels + k], live);
     let bp0 = a0 + a13;
     let bm0 = a0 - a13;
     let bp1 = a1 + a12;

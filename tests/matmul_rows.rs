@@ -102,6 +102,11 @@ fn matmul_tiled_kernel_matches_reference_on_the_same_shapes() {
 }
 
 #[test]
+fn matmul_kernel_of_64_tiles_matches_reference_on_the_same_shapes() {
+    sweep(MatmulKernel::Tiled64);
+}
+
+#[test]
 fn matmul_rows_kernel_refuses_shapes_it_cannot_do() {
     let gpu = gpu();
     let t = |r, c| Tensor::zeros(&gpu, &[r, c]).unwrap();

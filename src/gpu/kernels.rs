@@ -204,6 +204,8 @@ pub enum Kernel {
     AdamwStep,
     /// `C = alpha·op(A)·op(B) (+ bias) (+ addend)`, 128×128 tiles.
     Matmul,
+    /// The same product on 64×64 tiles.
+    Matmul64,
     /// The same product for outputs with few columns (256×8 tiles).
     MatmulNarrow,
     /// Permutes the axes of a tensor of rank ≤ 4.
@@ -343,6 +345,7 @@ impl Kernel {
         Kernel::SgdStep,
         Kernel::AdamwStep,
         Kernel::Matmul,
+        Kernel::Matmul64,
         Kernel::MatmulNarrow,
         Kernel::Permute,
         Kernel::CopyBlock,
@@ -418,6 +421,7 @@ impl Kernel {
             Kernel::SgdStep => spec(S::Optim, "sgd_step", 2, 1),
             Kernel::AdamwStep => spec(S::Optim, "adamw_step", 2, 3),
             Kernel::Matmul => spec(S::Matmul, "matmul", 4, 1),
+            Kernel::Matmul64 => spec(S::Matmul, "matmul64", 4, 1),
             Kernel::MatmulNarrow => spec(S::Matmul, "matmul_narrow", 4, 1),
             Kernel::Permute => spec(S::Shape, "permute", 1, 1),
             Kernel::CopyBlock => spec(S::Shape, "copy_block", 1, 1),

@@ -4,6 +4,8 @@
 //! transpose of the last two axes. The leading (batch) axes of `A` and `B` must match, or
 //! one operand has a single matrix (no batch axes, or all of them 1) shared by every batch.
 
+use std::sync::OnceLock;
+
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel};
@@ -40,6 +42,11 @@ const TRANS_OUT: u32 = 16;
 
 /// Rows and columns of C one workgroup of the general kernel and of the narrow one covers.
 const TILE: (usize, usize) = (128, 128);
+/// The same for `matmul64`.
+const SMALL_TILE: (usize, usize) = (64, 64);
+/// Below this many 128×128 workgroups, `Auto` takes 64×64 tiles on GPUs (a large GPU runs
+/// 100+ workgroups at once; 1024×1024 is only 64 of the big tiles).
+const MIN_WORKGROUPS: usize = 512;
 /// Rows and columns of C one workgroup of the CPU kernel (`matmul_rows.wgsl`) covers.
 const ROWS_TILE: (usize, usize) = (32, 128);
 const NARROW_TILE: (usize, usize) = (256, 8);
@@ -49,12 +56,17 @@ const NARROW_MAX: usize = 16;
 /// Which kernel computes a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum MatmulKernel {
-    /// `Rows` on CPU adapters (lavapipe) when the shape allows it, `Tiled` otherwise.
+    /// `Rows` on CPU adapters (lavapipe) when the shape allows it; on other adapters
+    /// `Tiled64` when `Tiled` would have fewer than 512 workgroups, `Tiled` otherwise.
+    /// `PEFT_WGPU_MATMUL` (`tiled`, `tiled64`, `rows`) overrides the choice, for benchmarking.
     #[default]
     Auto,
     /// The GPU kernels of `matmul.wgsl`: 128×128 tiles in workgroup memory, or 256×8 tiles
     /// for products with at most 16 rows or columns. Any shape.
     Tiled,
+    /// As `Tiled` with 64×64 tiles: four times the workgroups, for products too small to
+    /// fill a large GPU with 128×128 tiles. Any shape.
+    Tiled64,
     /// The CPU kernel of `matmul_rows.wgsl`: 8-lane workgroups sharing 32 rows, vec4 loads.
     /// Needs m ≥ 32, n > 16, n and k multiples of 4 and, with `Aᵀ`, m a multiple of 4;
     /// other shapes are an error.
@@ -182,9 +194,13 @@ fn launch(
         a_stride = 0;
     }
     let fits = rows_kernel_fits(m, n, k, spec.trans_a);
+    let kernel = match kernel {
+        MatmulKernel::Auto => env_kernel().unwrap_or(MatmulKernel::Auto),
+        other => other,
+    };
     let rows = match kernel {
         MatmulKernel::Auto => fits && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu,
-        MatmulKernel::Tiled => false,
+        MatmulKernel::Tiled | MatmulKernel::Tiled64 => false,
         MatmulKernel::Rows if fits => true,
         MatmulKernel::Rows => {
             return Err(Error::invalid(
@@ -220,11 +236,34 @@ fn launch(
         alpha: spec.alpha,
         _pad: 0,
     };
-    let (kernel, (tm, tn)) = if n <= NARROW_MAX { (Kernel::MatmulNarrow, NARROW_TILE) } else { (Kernel::Matmul, TILE) };
+    let big_tiles = m.div_ceil(TILE.0) * n.div_ceil(TILE.1) * batch;
+    let small = match kernel {
+        MatmulKernel::Tiled64 => true,
+        MatmulKernel::Auto => big_tiles < MIN_WORKGROUPS,
+        _ => false,
+    };
+    let (kernel, (tm, tn)) = if n <= NARROW_MAX {
+        (Kernel::MatmulNarrow, NARROW_TILE)
+    } else if small {
+        (Kernel::Matmul64, SMALL_TILE)
+    } else {
+        (Kernel::Matmul, TILE)
+    };
     let grid = [u32_of(n.div_ceil(tn), "tiles")?, u32_of(m.div_ceil(tm), "tiles")?, u32_of(batch, "batch")?];
     // Unused epilogue bindings alias `a`; the kernel does not read them.
     let inputs = [a, b, bias.unwrap_or(a), addend.unwrap_or(a)];
     gpu.dispatch(kernel, &inputs, &[out], &params, grid)
+}
+
+/// The kernel `PEFT_WGPU_MATMUL` names, read once; `None` when unset, empty or `auto`.
+fn env_kernel() -> Option<MatmulKernel> {
+    static KERNEL: OnceLock<Option<MatmulKernel>> = OnceLock::new();
+    *KERNEL.get_or_init(|| match std::env::var("PEFT_WGPU_MATMUL").ok()?.to_ascii_lowercase().as_str() {
+        "tiled" => Some(MatmulKernel::Tiled),
+        "tiled64" => Some(MatmulKernel::Tiled64),
+        "rows" => Some(MatmulKernel::Rows),
+        _ => None,
+    })
 }
 
 /// Records the product on `matmul_rows.wgsl` (the shape fits, see [`rows_kernel_fits`]).
