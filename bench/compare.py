@@ -8,6 +8,7 @@ the median over the files. The ratio is peft-wgpu's time over PyTorch's (below 1
 """
 
 import argparse
+import math
 import json
 import statistics
 
@@ -41,6 +42,11 @@ def rate(r):
     return ""
 
 
+def ms(t):
+    """Milliseconds to three significant digits (at least one decimal)."""
+    return f"{t:.{max(1, 2 - math.floor(math.log10(t)))}f}" if t > 0 else f"{t}"
+
+
 def mib(r):
     return f"{r['peak_bytes'] / 2**20:.1f}" if r.get("peak_bytes") is not None else "–"
 
@@ -61,10 +67,10 @@ def main():
         if name in torch:
             t = statistics.median(r["ms"] for r in torch[name])
             best_t = min(torch[name], key=lambda r: abs(r["ms"] - t))
-            cols = [f"{t:.1f}", f"{o / t:.2f}×", rate(best_t)]
+            cols = [ms(t), f"{o / t:.2f}×", rate(best_t)]
         else:
             cols = ["–", "–", ""]
-        print(f"| `{name}` | {o:.1f} | {cols[0]} | {cols[1]} | {rate(best_o)} | {cols[2]} | {mib(best_o)} |")
+        print(f"| `{name}` | {ms(o)} | {cols[0]} | {cols[1]} | {rate(best_o)} | {cols[2]} | {mib(best_o)} |")
 
 
 if __name__ == "__main__":

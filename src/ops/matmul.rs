@@ -239,7 +239,7 @@ fn launch(
     let big_tiles = m.div_ceil(TILE.0) * n.div_ceil(TILE.1) * batch;
     let small = match kernel {
         MatmulKernel::Tiled64 => true,
-        MatmulKernel::Auto => big_tiles < MIN_WORKGROUPS,
+        MatmulKernel::Auto => big_tiles < MIN_WORKGROUPS && gpu.adapter_info().device_type != wgpu::DeviceType::Cpu,
         _ => false,
     };
     let (kernel, (tm, tn)) = if n <= NARROW_MAX {
