@@ -172,6 +172,22 @@ fn u32_of(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::invalid(format!("matmul {what}"), format!("{v} exceeds u32")))
 }
 
+impl MatmulParams {
+    /// The immediates of a product laid out by `plan`, each size checked to fit a u32.
+    fn of(plan: Plan, flags: u32, alpha: f32) -> Result<MatmulParams> {
+        Ok(MatmulParams {
+            m: u32_of(plan.m, "rows")?,
+            n: u32_of(plan.n, "columns")?,
+            k: u32_of(plan.k, "depth")?,
+            a_stride: u32_of(plan.a_stride, "batch stride")?,
+            b_stride: u32_of(plan.b_stride, "batch stride")?,
+            flags,
+            alpha,
+            _pad: 0,
+        })
+    }
+}
+
 /// Records the product into `out` (shape checked by the caller).
 #[expect(clippy::too_many_arguments, reason = "a product's operands, plan, epilogue, output and kernel choice")]
 fn launch(
@@ -226,16 +242,7 @@ fn launch(
     if addend.is_some() {
         flags |= ADDEND;
     }
-    let params = MatmulParams {
-        m: u32_of(m, "rows")?,
-        n: u32_of(n, "columns")?,
-        k: u32_of(k, "depth")?,
-        a_stride: u32_of(a_stride, "batch stride")?,
-        b_stride: u32_of(b_stride, "batch stride")?,
-        flags,
-        alpha: spec.alpha,
-        _pad: 0,
-    };
+    let params = MatmulParams::of(Plan { batch, m, n, k, a_stride, b_stride }, flags, spec.alpha)?;
     let big_tiles = m.div_ceil(TILE.0) * n.div_ceil(TILE.1) * batch;
     let small = match kernel {
         MatmulKernel::Tiled64 => true,
@@ -275,18 +282,9 @@ fn launch_rows(
     (bias, addend): (Option<&Tensor>, Option<&Tensor>),
     out: &Tensor,
 ) -> Result<()> {
-    let Plan { batch, m, n, k, a_stride, b_stride } = plan;
+    let Plan { batch, m, n, .. } = plan;
     let flags = u32::from(bias.is_some()) * BIAS + u32::from(addend.is_some()) * ADDEND;
-    let params = MatmulParams {
-        m: u32_of(m, "rows")?,
-        n: u32_of(n, "columns")?,
-        k: u32_of(k, "depth")?,
-        a_stride: u32_of(a_stride, "batch stride")?,
-        b_stride: u32_of(b_stride, "batch stride")?,
-        flags,
-        alpha: spec.alpha,
-        _pad: 0,
-    };
+    let params = MatmulParams::of(plan, flags, spec.alpha)?;
     let kernel = match (spec.trans_a, spec.trans_b) {
         (false, false) => Kernel::MatmulRowsNn,
         (false, true) => Kernel::MatmulRowsNt,
