@@ -1,0 +1,98 @@
+//! The embedded demo: the digit splits, the committed pretrained ViT, and a reduced run of
+//! `peft-wgpu demo` end to end in which every method must learn digits 5–9.
+
+mod common;
+
+use common::gpu;
+use peft_wgpu::demo::digits::{self, Part, Task};
+use peft_wgpu::demo::methods::accuracy;
+use peft_wgpu::demo::{DemoOptions, Method, model, run};
+
+#[test]
+fn digit_splits_cover_every_image_once_with_shared_normalisation() {
+    let parts = [
+        digits::split(Task::Pretrain, Part::Train).expect("split"),
+        digits::split(Task::Pretrain, Part::HeldOut).expect("split"),
+        digits::split(Task::FineTune, Part::Train).expect("split"),
+        digits::split(Task::FineTune, Part::HeldOut).expect("split"),
+    ];
+    let sizes: Vec<usize> = parts.iter().map(|d| d.len()).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 1797, "split sizes {sizes:?}");
+    for (train, held) in [(&parts[0], &parts[1]), (&parts[2], &parts[3])] {
+        // One in five held out: held = ⌊n/5⌋ of the task's n images.
+        assert_eq!(held.len(), (train.len() + held.len()) / 5, "held out {} of {}", held.len(), train.len());
+        assert_eq!(train.shape[1..], [1, 8, 8]);
+    }
+    for (i, d) in parts.iter().enumerate() {
+        let mut counts = [0usize; 5];
+        for &l in &d.labels {
+            counts[l as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c * 8 > d.len()), "split {i}: every label 0–4 present, got {counts:?}");
+    }
+    let all: Vec<f64> = parts.iter().flat_map(|d| d.pixels.iter().map(|&v| f64::from(v))).collect();
+    let mean = all.iter().sum::<f64>() / all.len() as f64;
+    let var = all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / all.len() as f64;
+    assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4, "pixels standardised: mean {mean}, variance {var}");
+}
+
+#[test]
+fn committed_pretrained_model_classifies_held_out_digits_0_to_4() {
+    let weights = model::pretrained().expect("the embedded model parses");
+    let c = &weights.config;
+    assert_eq!((c.image_size, c.num_channels, c.num_labels), (8, 1, 5));
+    // Trained by examples/pretrain_digits.rs; it measured 0.0% here (see data/digits_vit/README.md).
+    let gpu = gpu();
+    let held_out = digits::split(Task::Pretrain, Part::HeldOut).expect("split");
+    let acc = accuracy(&gpu, &weights, &held_out).expect("evaluate");
+    assert!(acc >= 0.9, "pretrained model: {:.1}% on {} held-out digits 0–4", 100.0 * acc, held_out.len());
+    // The same model knows nothing of digits 5–9: its 0–4 labels are no better than chance there.
+    let other = digits::split(Task::FineTune, Part::HeldOut).expect("split");
+    assert!(accuracy(&gpu, &weights, &other).expect("evaluate") < 0.5);
+}
+
+#[test]
+fn reduced_demo_runs_end_to_end_and_every_method_learns() {
+    let svg = std::env::temp_dir().join(format!("peft_wgpu_demo_test_{}.svg", std::process::id()));
+    let options =
+        DemoOptions { steps: 40, batch_size: 16, held_out: Some(100), svg: Some(svg.clone()), ..Default::default() };
+    let report = run(&options).expect("the demo runs");
+    print!("{report}");
+    assert_eq!(report.rows.iter().map(|r| r.method).collect::<Vec<_>>(), Method::ALL);
+    assert_eq!(report.held_out_images, 100);
+    assert!(report.pretrained_accuracy >= 0.9, "pretrained accuracy {}", report.pretrained_accuracy);
+    for r in &report.rows {
+        let name = r.method.name();
+        assert_eq!(r.losses.len(), 40, "{name}: one loss per step");
+        assert!(r.losses.iter().all(|l| l.is_finite()), "{name}: losses {:?}", r.losses);
+        let first = r.losses[..10].iter().sum::<f32>() / 10.0;
+        let last = r.losses[30..].iter().sum::<f32>() / 10.0;
+        assert!(last < 0.8 * first, "{name}: loss went from {first:.3} to {last:.3}");
+        // Chance is 20%; measured accuracies and the margin are discussed in the report.
+        assert!(r.accuracy >= 0.5, "{name}: {:.1}% held-out accuracy", 100.0 * r.accuracy);
+        assert!(r.ms_per_step.is_finite() && r.ms_per_step > 0.0, "{name}: {} ms/step", r.ms_per_step);
+    }
+    let d = 32;
+    assert_eq!(report.row(Method::HeadOnly).expect("row").trainable, 5 * d + 5, "head only trains the head");
+    for m in [Method::Moppa, Method::Flora, Method::Lora, Method::Rlp] {
+        assert!(report.row(m).expect("row").trainable > 5 * d + 5, "{}: adapter plus head", m.name());
+    }
+    let text = std::fs::read_to_string(&svg).expect("the SVG was written");
+    std::fs::remove_file(&svg).ok();
+    assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+    assert_eq!(text.matches("<polyline").count(), 5, "one curve per method");
+    for m in Method::ALL {
+        assert!(text.contains(m.name()), "legend names {}", m.name());
+    }
+}
+
+#[test]
+fn demo_refuses_empty_settings() {
+    for options in [
+        DemoOptions { steps: 0, svg: None, ..Default::default() },
+        DemoOptions { batch_size: 0, svg: None, ..Default::default() },
+        DemoOptions { held_out: Some(0), svg: None, ..Default::default() },
+    ] {
+        assert!(run(&options).is_err(), "{options:?} must be refused");
+    }
+}
