@@ -86,6 +86,9 @@ pub struct FitOptions {
     pub batch_size: usize,
     /// AdamW's learning rate (PyTorch's other defaults, weight decay 0.01).
     pub lr: f64,
+    /// Cosine decay of the learning rate: `lr·½(1 + cos(π t / T))` at step `t` of `T`,
+    /// instead of a constant `lr`.
+    pub cosine: bool,
     /// Seed of the batch order.
     pub seed: u64,
 }
@@ -111,6 +114,10 @@ pub fn fit(
     let mut optimizer = Optimizer::new(gpu, OptimizerKind::adamw(), options.lr, params)?;
     let mut batches = Batches::new(BatchOrder::Shuffled { seed: options.seed }, data.len(), options.batch_size);
     for step in 0..options.steps {
+        if options.cosine {
+            let progress = step as f64 / options.steps as f64;
+            optimizer.set_lr(options.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))?;
+        }
         let (images, labels) = upload_batch(gpu, data, &batches.next_rows())?;
         let mut tape = Tape::new(gpu);
         let images = tape.constant(&images);
@@ -128,14 +135,15 @@ pub fn fit(
 }
 
 /// Trains every weight of `weights` (patch embedding, CLS, position embeddings, LayerNorms,
-/// all linears, the head) on the training digits 0–4 and returns the trained weights.
+/// all linears, the head) on the training digits 0–4, each also shifted by one pixel in four
+/// directions ([`digits::with_shifts`]), and returns the trained weights.
 pub fn pretrain(
     gpu: &Gpu,
     weights: &VitWeights,
     options: FitOptions,
     on_step: &mut dyn FnMut(usize, f32),
 ) -> Result<VitWeights> {
-    let data = digits::split(Task::Pretrain, Part::Train)?;
+    let data = digits::with_shifts(&digits::split(Task::Pretrain, Part::Train)?)?;
     let vit = Vit::from_weights(gpu, weights)?;
     let params: Vec<Tensor> = vit.weights().values().cloned().collect();
     fit(
