@@ -1,14 +1,21 @@
-//! The commands behind the `peft-wgpu` binary (SPEC §11), as library functions: every input
-//! is read and validated before the GPU is opened, and outputs are written atomically.
+//! The commands behind the `peft-wgpu` binary (SPEC §11), as library functions.
+//!
+//! Each command first checks everything it can on the host: flags and numbers, every path
+//! (missing, a file where a folder is expected or the reverse, an output that cannot be
+//! written), every file's format, the adapter against the model's architecture, and the data
+//! against the model and the classifier's labels. Only then does it open the GPU, so a bad
+//! input is reported by name, quickly, even on a machine without one. Outputs are written
+//! atomically, and an existing adapter is never replaced without `--force`.
 
 use std::path::{Path, PathBuf};
 
-use crate::adapters::{Adapter, AdapterConfig, CONFIG_FILE, WEIGHTS_FILE};
+use crate::adapters::{Adapter, AdapterConfig, CONFIG_FILE, PeftType, WEIGHTS_FILE};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT};
 use crate::io::Dataset;
-use crate::io::safetensors::{self as st, HostTensor};
-use crate::nn::{Vit, VitWeights};
+use crate::io::paths::{check_output_dir, check_output_file, expect_dir, expect_file};
+use crate::io::safetensors::{self as st, HostTensor, TensorFile};
+use crate::nn::{Vit, VitConfig, VitWeights};
 use crate::optim::OptimizerKind;
 use crate::train::{BatchOrder, EvalReport, StepReport, TrainOptions, evaluate, train as train_loop};
 
@@ -50,6 +57,11 @@ pub fn holds_adapter(dir: &Path) -> bool {
     dir.join(CONFIG_FILE).exists() || dir.join(WEIGHTS_FILE).exists()
 }
 
+/// Whether `dir` already holds a model.
+pub fn holds_model(dir: &Path) -> bool {
+    dir.join("config.json").exists() || dir.join("model.safetensors").exists()
+}
+
 /// What a caller of [`train`] hears about the run.
 pub trait Progress {
     /// Training is about to start: PEFT's trainable-parameter line and the step count.
@@ -71,53 +83,153 @@ pub struct TrainOutcome {
     pub eval: Option<EvalReport>,
 }
 
+/// An adapter's config and tensors read and checked against a model, before any GPU work.
+struct AdapterInput {
+    config: AdapterConfig,
+    config_path: PathBuf,
+    /// `None` for a fresh adapter.
+    weights: Option<TensorFile>,
+    /// Labels of the adapted classifier.
+    labels: usize,
+}
+
+impl AdapterInput {
+    /// Reads `config_path` and, when given, the weights file, and checks them against `model`.
+    fn read(config_path: &Path, weights: Option<&Path>, model: &VitConfig) -> Result<AdapterInput> {
+        let config = AdapterConfig::read(config_path)?;
+        let weights = weights.map(TensorFile::open).transpose()?;
+        let labels = Adapter::check(config.clone(), config_path, weights.as_ref(), model)?;
+        Ok(AdapterInput { config, config_path: config_path.to_path_buf(), weights, labels })
+    }
+
+    /// The adapter folder `dir` (its config and weights).
+    fn folder(dir: &Path, flag: &str, model: &VitConfig) -> Result<AdapterInput> {
+        expect_dir(dir, &format!("an adapter folder for {flag}"), CONFIG_FILE)?;
+        expect_file(&dir.join(WEIGHTS_FILE), "the adapter's tensors")?;
+        AdapterInput::read(&dir.join(CONFIG_FILE), Some(&dir.join(WEIGHTS_FILE)), model)
+    }
+
+    /// Uploads the adapter.
+    fn build(self, gpu: &Gpu, vit: &Vit, seed: u64) -> Result<Adapter> {
+        match &self.weights {
+            Some(file) => Adapter::from_file(gpu, self.config, &self.config_path, file, vit),
+            None => Adapter::new(gpu, self.config, &self.config_path, vit, seed),
+        }
+    }
+}
+
+/// Reads a data file named by `flag` and checks it against the model and `labels`.
+fn read_data(path: &Path, flag: &str, model: &VitConfig, labels: usize) -> Result<Dataset> {
+    expect_file(path, &format!("a data file for {flag}"))?;
+    let data = Dataset::load(path)?;
+    data.check_fits(model.num_channels, model.image_size, model.image_size, labels)?;
+    Ok(data)
+}
+
+/// Reads the model folder named by `--model`.
+fn read_model(dir: &Path) -> Result<VitWeights> {
+    expect_dir(dir, "a model folder for --model", "config.json")?;
+    VitWeights::load(dir)
+}
+
+/// Bytes of one batch of `batch` images of `data`'s size, refused when it cannot be one
+/// tensor (before the GPU is known: 2³² − 1 elements; with it: the device's limit).
+fn check_batch(data: &Dataset, batch: usize, gpu: Option<&Gpu>) -> Result<()> {
+    let [_, c, h, w] = data.shape;
+    let bytes = [batch, c, h, w].iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64));
+    let (max, limit) = gpu.map_or((MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT), Gpu::max_tensor_bytes);
+    match bytes {
+        Some(b) if b <= max => Ok(()),
+        _ => Err(Error::TooLarge {
+            what: format!("--batch-size {batch} (images of {c}×{h}×{w})"),
+            bytes: bytes.unwrap_or(u64::MAX),
+            limit,
+            max,
+        }),
+    }
+}
+
+fn at_least_one(flag: &str, value: Option<usize>) -> Result<()> {
+    match value {
+        Some(0) => Err(Error::invalid(flag, "must be at least 1")),
+        _ => Ok(()),
+    }
+}
+
+fn check_optimizer(lr: f64, optimizer: &OptimizerKind) -> Result<()> {
+    if !(lr > 0.0 && (lr as f32).is_finite() && lr as f32 > 0.0) {
+        return Err(Error::invalid("--lr", format!("must be a positive number that fits in f32, got {lr:?}")));
+    }
+    let decay = match *optimizer {
+        OptimizerKind::Sgd { weight_decay } => weight_decay,
+        OptimizerKind::AdamW { weight_decay, .. } => Some(weight_decay),
+    };
+    if let Some(wd) = decay
+        && !(wd >= 0.0 && wd.is_finite())
+    {
+        return Err(Error::invalid("--weight-decay", format!("must be a finite number ≥ 0, got {wd:?}")));
+    }
+    Ok(())
+}
+
 /// `peft-wgpu train`: validates everything, trains, saves the adapter, optionally evaluates.
 pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutcome> {
-    if args.batch_size == 0 {
-        return Err(Error::invalid("--batch-size", "must be at least 1"));
-    }
-    if args.steps == Some(0) || args.epochs == Some(0) {
-        return Err(Error::invalid(if args.steps.is_some() { "--steps" } else { "--epochs" }, "must be at least 1"));
-    }
-    if !args.lr.is_finite() || args.lr <= 0.0 {
-        return Err(Error::invalid("--lr", format!("must be a positive number, got {}", args.lr)));
-    }
+    at_least_one("--batch-size", Some(args.batch_size))?;
+    at_least_one("--steps", args.steps)?;
+    at_least_one("--epochs", args.epochs)?;
+    check_optimizer(args.lr, &args.optimizer)?;
     if holds_adapter(&args.out) && !args.force {
         return Err(Error::invalid(
             "--out",
             format!("{} already holds an adapter; pass --force to overwrite it", args.out.display()),
         ));
     }
-    if args.out.exists() && !args.out.is_dir() {
-        return Err(Error::invalid("--out", format!("{} exists and is not a folder", args.out.display())));
-    }
-    let (config, config_path) = match (&args.adapter_config, &args.init) {
-        (Some(path), _) => (AdapterConfig::read(path)?, path.clone()),
-        (None, Some(init)) => {
-            let path = init.join(CONFIG_FILE);
-            (AdapterConfig::read(&path)?, path)
+    check_output_dir(&args.out, "--out")?;
+    let weights = read_model(&args.model)?;
+    let model = &weights.config;
+    let adapter = match (&args.adapter_config, &args.init) {
+        (Some(path), init) => {
+            expect_file(path, "an adapter_config.json for --adapter-config")?;
+            if let Some(dir) = init {
+                expect_dir(dir, "an adapter folder for --init", WEIGHTS_FILE)?;
+            }
+            AdapterInput::read(path, init.as_ref().map(|d| d.join(WEIGHTS_FILE)).as_deref(), model)?
         }
+        (None, Some(init)) => AdapterInput::folder(init, "--init", model)?,
         (None, None) => {
             return Err(Error::invalid("--adapter-config", "is required (or --init with an adapter folder)"));
         }
     };
-    let weights = VitWeights::load(&args.model)?;
-    let data = Dataset::load(&args.data)?;
-    let eval_data = args.eval_data.as_deref().map(Dataset::load).transpose()?;
+    let data = read_data(&args.data, "--data", model, adapter.labels)?;
+    let eval_data =
+        args.eval_data.as_deref().map(|p| read_data(p, "--eval-data", model, adapter.labels)).transpose()?;
     let steps = match (args.steps, args.epochs) {
         (Some(s), _) => s,
-        (None, e) => (e.unwrap_or(1) * data.len()).div_ceil(args.batch_size),
+        (None, e) => {
+            let epochs = e.unwrap_or(1);
+            let images = epochs.checked_mul(data.len()).ok_or_else(|| {
+                Error::invalid("--epochs", format!("{epochs} passes over {} images is too many", data.len()))
+            })?;
+            images.div_ceil(args.batch_size)
+        }
     };
+    check_batch(&data, args.batch_size, None)?;
+
     let gpu = Gpu::new()?;
+    check_batch(&data, args.batch_size, Some(&gpu))?;
     let vit = Vit::from_weights(&gpu, &weights)?;
-    let adapter = match &args.init {
-        Some(init) => Adapter::load_tensors(&gpu, config, &config_path, &init.join(WEIGHTS_FILE), &vit)?,
-        None => Adapter::new(&gpu, config, &config_path, &vit, args.seed)?,
-    };
+    let adapter = adapter.build(&gpu, &vit, args.seed)?;
     let summary = adapter.trainable_summary();
     progress.started(&summary, steps);
     let order = if args.shuffle { BatchOrder::Shuffled { seed: args.seed } } else { BatchOrder::Sequential };
-    let options = TrainOptions { steps, batch_size: args.batch_size, lr: args.lr, optimizer: args.optimizer, order };
+    let options = TrainOptions {
+        steps,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        optimizer: args.optimizer,
+        order,
+        seed: args.seed,
+    };
     let mut last = f32::NAN;
     train_loop(&gpu, &vit, &adapter, &data, &options, &mut |r| {
         last = r.loss;
@@ -136,15 +248,23 @@ pub fn eval(
     batch_size: usize,
     logits_out: Option<&Path>,
 ) -> Result<EvalReport> {
-    if batch_size == 0 {
-        return Err(Error::invalid("--batch-size", "must be at least 1"));
+    at_least_one("--batch-size", Some(batch_size))?;
+    if let Some(path) = logits_out {
+        check_output_file(path, "--logits-out")?;
     }
-    let weights = VitWeights::load(model)?;
-    let data = Dataset::load(data)?;
+    let weights = read_model(model)?;
+    let adapter = adapter.map(|dir| AdapterInput::folder(dir, "--adapter", &weights.config)).transpose()?;
+    let labels = adapter.as_ref().map_or(weights.config.num_labels, |a| a.labels);
+    let data = read_data(data, "--data", &weights.config, labels)?;
+    let batch = batch_size.min(data.len());
+    check_batch(&data, batch, None)?;
+
     let gpu = Gpu::new()?;
+    check_batch(&data, batch, Some(&gpu))?;
     let vit = Vit::from_weights(&gpu, &weights)?;
-    let adapter = adapter.map(|dir| Adapter::load(&gpu, dir, &vit)).transpose()?;
-    let report = evaluate(&gpu, &vit, adapter.as_ref(), &data, batch_size)?;
+    let adapter = adapter.map(|a| a.build(&gpu, &vit, 0)).transpose()?;
+    let report = evaluate(&gpu, &vit, adapter.as_ref(), &data, batch)?;
+    check_logits(&report, &data)?;
     if let Some(path) = logits_out {
         let t = HostTensor::new(vec![data.len(), report.labels], report.logits.clone())?;
         st::write(path, &[("logits".to_string(), &t)], None)?;
@@ -152,12 +272,54 @@ pub fn eval(
     Ok(report)
 }
 
-/// `peft-wgpu merge`: writes a model folder with the adapter folded in.
-pub fn merge(model: &Path, adapter: &Path, out: &Path) -> Result<()> {
-    let weights = VitWeights::load(model)?;
+/// Fails, naming the first image, when the model's logits are not finite: an accuracy and a
+/// mean loss computed from them would be meaningless.
+fn check_logits(report: &EvalReport, data: &Dataset) -> Result<()> {
+    let labels = report.labels.max(1);
+    let Some(i) = report.logits.iter().position(|v| !v.is_finite()) else { return Ok(()) };
+    let image = i / labels;
+    let per = data.pixels.len() / data.len().max(1);
+    let largest = data.pixels[image * per..(image + 1) * per].iter().fold(0f32, |m, v| m.max(v.abs()));
+    Err(Error::Format {
+        path: data.path().to_path_buf(),
+        message: format!(
+            "the model's logits for image {image} are {} (its largest pixel magnitude is {largest:e}); \
+             check the data's normalisation, the model and the adapter",
+            report.logits[i]
+        ),
+    })
+}
+
+/// `peft-wgpu merge`: writes a model folder with the adapter folded in. An `out` that already
+/// holds a model (or is the `--model` folder) is refused unless `force`.
+pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<()> {
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    if !force && same(model, out) {
+        return Err(Error::invalid("--out", "is the --model folder; the merged model would replace the base one"));
+    }
+    if !force && (holds_model(out) || holds_adapter(out)) {
+        return Err(Error::invalid(
+            "--out",
+            format!("{} already holds a model or an adapter; pass --force to overwrite it", out.display()),
+        ));
+    }
+    check_output_dir(out, "--out")?;
+    let weights = read_model(model)?;
+    let input = AdapterInput::folder(adapter, "--adapter", &weights.config)?;
+    if input.config.peft_type() == PeftType::Moppa {
+        return Err(Error::invalid(
+            "--adapter",
+            format!(
+                "{} is a MoPPA adapter, which filters tokens in the frequency domain and cannot be folded into \
+                 the ViT's weights; evaluate it with `eval --adapter` instead",
+                adapter.display()
+            ),
+        ));
+    }
+
     let gpu = Gpu::new()?;
     let vit = Vit::from_weights(&gpu, &weights)?;
-    let adapter = Adapter::load(&gpu, adapter, &vit)?;
+    let adapter = input.build(&gpu, &vit, 0)?;
     let merged = adapter.merge(&gpu, &weights)?;
     merged.save(out)
 }

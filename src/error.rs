@@ -42,13 +42,13 @@ pub enum Error {
         available: u64,
     },
     /// A tensor would exceed what one binding or buffer may hold on this device.
-    #[error("{what} needs {bytes} bytes, more than this device's {limit} of {max} bytes")]
+    #[error("{what} needs {}, more than the {max} bytes {}", size_text(*bytes), limit_text(limit))]
     TooLarge {
         /// The tensor or operation.
         what: String,
-        /// Requested size.
+        /// Requested size (`u64::MAX` when the size itself overflows).
         bytes: u64,
-        /// Name of the wgpu limit.
+        /// Name of the wgpu limit (`max_…`), or of the bound the kernels set.
         limit: &'static str,
         /// The limit's value.
         max: u64,
@@ -139,13 +139,29 @@ pub enum Error {
         message: String,
     },
     /// Training produced a non-finite loss.
-    #[error("loss became {value} at step {step}; lower the learning rate or check the data")]
+    #[error("loss became {value} at step {step}; {}", non_finite_hint(*step))]
     NonFiniteLoss {
         /// 0-based step.
         step: usize,
         /// The value (NaN or inf).
         value: f32,
     },
+}
+
+fn non_finite_hint(step: usize) -> &'static str {
+    if step == 0 {
+        "check the data, the model and the adapter (no update has been made yet)"
+    } else {
+        "lower the learning rate or check the data"
+    }
+}
+
+fn size_text(bytes: u64) -> String {
+    if bytes == u64::MAX { "more than 2⁶⁴ bytes".into() } else { format!("{bytes} bytes") }
+}
+
+fn limit_text(limit: &str) -> String {
+    if limit.starts_with("max_") { format!("of this device's {limit}") } else { format!("allowed by {limit}") }
 }
 
 /// Who can fix an [`Error`]; the binary maps each to its own exit code.

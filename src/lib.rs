@@ -35,5 +35,10 @@ pub mod train;
 pub use autograd::{Gradients, NodeId, Tape, Var};
 pub use error::{Error, ErrorKind, Result};
 pub use gpu::{Gpu, GpuOptions, Kernel, MemoryStats, Shader};
-pub use optim::{Optimizer, OptimizerKind};
+pub use optim::{Optimizer, OptimizerCheckpoint, OptimizerKind};
 pub use tensor::{DType, Tensor};
+
+/// The README's example compiles as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

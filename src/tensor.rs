@@ -42,8 +42,10 @@ impl Tensor {
     /// A tensor whose contents are unspecified (NaN when the `Gpu` poisons new buffers); for
     /// kernels that write every element.
     pub(crate) fn uninit(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        // A shape whose size overflows asks for u64::MAX bytes, which `alloc` refuses by name.
+        let bytes = shape.iter().try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX);
+        let buf = gpu.alloc(bytes, &format!("a {dtype:?} tensor of shape {shape:?}"))?;
         let n = numel(shape);
-        let buf = gpu.alloc((n * dtype.size()) as u64, &format!("a {dtype:?} tensor of shape {shape:?}"))?;
         let t = Tensor { buf, shape: shape.to_vec(), dtype };
         if gpu.poison_new_buffers() && n > 0 {
             let params = EwParams { n: n as u32, alpha: f32::NAN, ..Default::default() };

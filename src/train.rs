@@ -4,12 +4,12 @@
 use crate::adapters::Adapter;
 use crate::autograd::Tape;
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, PendingRead};
 use crate::io::Dataset;
 use crate::nn::{Vit, VitHooks};
 use crate::ops::elementwise::add_var;
 use crate::ops::loss::{cross_entropy_rows, cross_entropy_var};
-use crate::optim::{Optimizer, OptimizerKind};
+use crate::optim::{Optimizer, OptimizerCheckpoint, OptimizerKind};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -80,6 +80,8 @@ pub struct TrainOptions {
     pub optimizer: OptimizerKind,
     /// Batch order.
     pub order: BatchOrder,
+    /// Seed of the dropout masks (LoRA's `lora_dropout`).
+    pub seed: u64,
 }
 
 /// What one step did.
@@ -114,7 +116,12 @@ pub fn check_inputs(vit: &Vit, labels: usize, data: &Dataset, batch_size: usize)
 
 /// Trains `adapter` on `data` for `options.steps` steps; `on_step` sees every step. The loss
 /// of every step is checked: a non-finite one stops the run with an error naming the step,
-/// before the adapter changes.
+/// and the adapter is left as it was before that step.
+///
+/// The device never waits for the host between steps: step `t`'s loss is read back (and
+/// checked, and reported to `on_step`) only once step `t + 1` has been submitted. Before
+/// each update the optimizer keeps a device-side checkpoint of the adapter and its moments,
+/// so a step whose loss turns out non-finite is undone with the one submitted after it.
 pub fn train(
     gpu: &Gpu,
     vit: &Vit,
@@ -130,12 +137,15 @@ pub fn train(
     let params: Vec<Tensor> = adapter.trainable().iter().map(|p| p.tensor.clone()).collect();
     let mut optimizer = Optimizer::new(gpu, options.optimizer, options.lr, &params)?;
     let mut batches = Batches::new(options.order, data.len(), options.batch_size);
+    // The step whose loss is being read back: its report, the read and the state before it.
+    let mut in_flight: Option<(StepReport, PendingRead, OptimizerCheckpoint)> = None;
     for step in 0..options.steps {
         let rows = batches.next_rows();
         let (images, labels) = upload_batch(gpu, data, &rows)?;
         let mut tape = Tape::new(gpu);
         let base = vit.bind(&mut tape, false);
-        let bound = adapter.bind(&mut tape);
+        let step_seed = Rng::new(options.seed ^ (step as u64).wrapping_mul(0xA24B_AED4_963E_E407)).next_u64();
+        let bound = adapter.bind_train(&mut tape, step_seed);
         let images = tape.constant(&images);
         let logits = vit.forward(&mut tape, &base, &images, &bound)?;
         let mut loss = cross_entropy_var(&mut tape, &logits, &labels)?;
@@ -146,15 +156,38 @@ pub fn train(
         let vars = bound.vars().to_vec();
         drop(bound);
         let grads = tape.backward(&loss)?;
-        let value = gpu.read(&loss_value)?[0];
-        if !value.is_finite() {
-            return Err(Error::NonFiniteLoss { step, value });
-        }
         let list: Vec<Option<&Tensor>> = vars.iter().map(|v| grads.get(v)).collect();
+        let before = optimizer.checkpoint()?;
         optimizer.step(&list)?;
-        on_step(&StepReport { step, steps: options.steps, loss: value, images: rows.len() });
+        let read = gpu.read_later(&loss_value)?;
+        let report = StepReport { step, steps: options.steps, loss: f32::NAN, images: rows.len() };
+        if let Some(previous) = in_flight.replace((report, read, before)) {
+            finish_step(gpu, &mut optimizer, previous, on_step)?;
+        }
+    }
+    if let Some(last) = in_flight {
+        finish_step(gpu, &mut optimizer, last, on_step)?;
     }
     gpu.sync()
+}
+
+/// Reads a step's loss; reports it, or undoes the step (and any after it) when it is not
+/// finite.
+fn finish_step(
+    gpu: &Gpu,
+    optimizer: &mut Optimizer,
+    (mut report, read, before): (StepReport, PendingRead, OptimizerCheckpoint),
+    on_step: &mut dyn FnMut(&StepReport),
+) -> Result<()> {
+    let value = read.wait()?[0];
+    if !value.is_finite() {
+        optimizer.restore(&before)?;
+        gpu.sync()?;
+        return Err(Error::NonFiniteLoss { step: report.step, value });
+    }
+    report.loss = value;
+    on_step(&report);
+    Ok(())
 }
 
 /// Accuracy and loss of a model on a data set.

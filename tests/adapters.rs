@@ -88,3 +88,37 @@ fn lora_written_by_peft_under_transformers_5_matches_peft() {
 fn lora_written_by_peft_under_transformers_4_matches_peft() {
     check("lora_v4", None);
 }
+
+/// `lora_dropout` acts on the LoRA branch while training only, with masks fixed by the seed.
+#[test]
+fn lora_dropout_applies_only_while_training() {
+    use peft_wgpu::adapters::AdapterConfig;
+    use peft_wgpu::io::json::JsonFile;
+    let gpu = gpu();
+    let vit = Vit::load(&gpu, &fixtures().join("vit_tiny")).expect("model");
+    let dir = fixtures().join("adapters/lora_v5");
+    let mut raw: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).unwrap()).unwrap();
+    raw["lora_dropout"] = serde_json::json!(0.5);
+    let path = dir.join("adapter_config.json");
+    let config = AdapterConfig::from_json(&JsonFile::parse(&path, raw.to_string().as_bytes()).unwrap()).unwrap();
+    let adapter = Adapter::load_tensors(&gpu, config, &path, &dir.join("adapter_model.safetensors"), &vit).unwrap();
+    let f = fixture("adapters_expected.safetensors");
+    let pixels = Tensor::from_slice(&gpu, &f.f32("pixel_values"), &f.shape("pixel_values")).unwrap();
+    let logits = |seed: Option<u64>| {
+        let mut tape = Tape::inference(&gpu);
+        let base = vit.bind(&mut tape, false);
+        let bound = match seed {
+            Some(s) => adapter.bind_train(&mut tape, s),
+            None => adapter.bind(&mut tape),
+        };
+        let images = tape.constant(&pixels);
+        gpu.read(vit.forward(&mut tape, &base, &images, &bound).unwrap().value()).unwrap()
+    };
+    let eval = logits(None);
+    assert_close("eval ignores dropout", &eval, &f.f64("lora_v5.logits"), 1e-5, 1e-6);
+    let (a, b, c) = (logits(Some(1)), logits(Some(1)), logits(Some(2)));
+    assert_eq!(a, b, "the same seed gives the same masks");
+    assert_ne!(a, c, "another seed gives other masks");
+    assert_ne!(a, eval, "training applies dropout");
+}

@@ -176,6 +176,25 @@ fn dct_vars_backpropagate_the_other_transform() {
     }
 }
 
+/// The grid ops on the tape. Without a reduction op the loss must be the output itself, so
+/// this runs on a one-cell grid with one channel (`y = x`, `∂x = 1`) and checks the wiring;
+/// the transforms themselves are checked above, and each backward is the other transform.
+#[test]
+fn grid_dct_vars_backpropagate() {
+    let gpu = gpu();
+    let plan = GridPlan::new(&gpu, 1, 1).unwrap();
+    for forward in [true, false] {
+        let mut tape = Tape::new(&gpu);
+        let x = tape.param(&upload(&gpu, &[0.25], &[1, 1, 1]));
+        let y =
+            if forward { dct::dct2_grid_var(&mut tape, &plan, &x) } else { dct::dct3_grid_var(&mut tape, &plan, &x) };
+        let y = y.unwrap();
+        assert_eq!(gpu.read(y.value()).unwrap(), vec![0.25]);
+        let grads = tape.backward(&y).unwrap();
+        assert_eq!(gpu.read(grads.get(&x).unwrap()).unwrap(), vec![1.0], "forward {forward}");
+    }
+}
+
 #[test]
 fn bad_lengths_are_errors() {
     let gpu = gpu();

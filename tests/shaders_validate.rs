@@ -12,6 +12,8 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
     use std::mem::size_of;
     vec![
         (Shader::Elementwise, "EwParams", size_of::<peft_wgpu::ops::elementwise::EwParams>()),
+        (Shader::Dropout, "DropoutParams", size_of::<peft_wgpu::ops::dropout::DropoutParams>()),
+        (Shader::SpectralTile, "TileParams", size_of::<peft_wgpu::ops::spectral_tile::TileParams>()),
         (Shader::Reduce, "ReduceParams", size_of::<peft_wgpu::ops::reduce::ReduceParams>()),
         (Shader::Norm, "NormParams", size_of::<peft_wgpu::ops::norm::NormParams>()),
         (Shader::Softmax, "SoftmaxParams", size_of::<peft_wgpu::ops::softmax::SoftmaxParams>()),
@@ -27,8 +29,15 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
         (Shader::Dct, "DctParams", size_of::<peft_wgpu::ops::dct::DctParams>()),
         (Shader::Dct, "GridParams", size_of::<peft_wgpu::ops::dct::GridParams>()),
         (Shader::Spectral, "FusedParams", size_of::<peft_wgpu::ops::spectral::FusedParams>()),
-        (Shader::Spectral, "GridOpParams", size_of::<peft_wgpu::ops::spectral::GridOpParams>()),
+        (Shader::Spectral14, "FusedParams", size_of::<peft_wgpu::ops::spectral::FusedParams>()),
+        (Shader::SpectralGrid, "GridOpParams", size_of::<peft_wgpu::ops::spectral::GridOpParams>()),
         (Shader::Priors, "PriorParams", size_of::<peft_wgpu::ops::priors::PriorParams>()),
+        (Shader::Conv, "ConvParams", size_of::<peft_wgpu::ops::conv::ConvParams>()),
+        (Shader::MatmulRows, "MatmulParams", size_of::<peft_wgpu::ops::matmul::MatmulParams>()),
+        (Shader::Attention, "AttentionParams", size_of::<peft_wgpu::ops::attention::AttentionParams>()),
+        (Shader::SpectralRows, "SpectralRowsParams", size_of::<peft_wgpu::ops::spectral::SpectralRowsParams>()),
+        (Shader::SpectralRows14, "SpectralRowsParams", size_of::<peft_wgpu::ops::spectral::SpectralRowsParams>()),
+        (Shader::NormRows, "NormParams", size_of::<peft_wgpu::ops::norm::NormParams>()),
     ]
 }
 

@@ -13,32 +13,60 @@ use peft_wgpu::reference::{priors as ref_priors, spectral as reference};
 use peft_wgpu::{Gpu, Tape, Tensor};
 
 const REL: f64 = 1e-5;
-/// Grids `(gh, gw, channels)`; 64×64 (unfused only) with few channels, as lavapipe is slow.
-const GRIDS: &[(usize, usize, usize)] = &[(1, 1, 3), (4, 4, 5), (7, 9, 3), (13, 13, 20), (14, 14, 19), (64, 64, 2)];
+/// Grids `(gh, gw, channels)`: 2×31 has the longest fused side, 24×24 is fused forward only,
+/// 64×64 (unfused only) has few channels, as lavapipe is slow.
+const GRIDS: &[(usize, usize, usize)] =
+    &[(1, 1, 3), (4, 4, 5), (7, 9, 3), (13, 13, 20), (14, 14, 19), (2, 31, 9), (20, 18, 6), (24, 24, 3), (64, 64, 2)];
 const CASES: &[(usize, usize)] = &[(1, 0), (3, 1), (2, 2)];
 
 fn upload(gpu: &Gpu, x: &[f32], shape: &[usize]) -> Tensor {
     Tensor::from_slice(gpu, x, shape).unwrap()
 }
 
-fn paths(gpu: &Gpu, gh: usize, gw: usize, ch: usize) -> Vec<FilterPath> {
-    match spectral::fused_tile(gpu, gh, gw, ch) {
-        Some(_) => vec![FilterPath::Fused, FilterPath::Unfused],
-        None => vec![FilterPath::Unfused],
-    }
+/// The paths to test for the forward and the backward kernels: fused where it takes the grid,
+/// and unfused.
+fn paths(gpu: &Gpu, gh: usize, gw: usize, ch: usize) -> [Vec<FilterPath>; 2] {
+    let tiles = spectral::fused_tiles(gpu, gh, gw, ch);
+    [tiles.forward, tiles.backward].map(|t| {
+        let mut p = vec![FilterPath::Unfused];
+        p.extend(t.map(|_| FilterPath::Fused));
+        p
+    })
 }
 
 #[test]
 fn fused_path_is_picked_when_the_grid_fits() {
     let gpu = gpu();
-    assert_eq!(spectral::fused_tile(&gpu, 14, 14, 768), Some(8));
-    assert_eq!(spectral::fused_tile(&gpu, 14, 14, 5), Some(5));
-    assert_eq!(spectral::fused_tile(&gpu, 64, 64, 2), None);
+    let tiles = |forward, backward| spectral::FusedTiles { forward, backward };
+    assert_eq!(spectral::fused_tiles(&gpu, 14, 14, 768), tiles(Some(16), Some(8)));
+    assert_eq!(spectral::fused_tiles(&gpu, 14, 14, 5), tiles(Some(8), Some(8)));
+    assert_eq!(spectral::fused_tiles(&gpu, 14, 14, 3), tiles(Some(4), Some(4)));
+    assert_eq!(spectral::fused_tiles(&gpu, 1, 1, 768), tiles(Some(256), Some(128)));
+    assert_eq!(spectral::fused_tiles(&gpu, 24, 24, 768), tiles(Some(4), None));
+    assert_eq!(spectral::fused_tiles(&gpu, 33, 2, 4), tiles(None, None));
+    assert_eq!(spectral::fused_tiles(&gpu, 64, 64, 2), tiles(None, None));
     let plan = GridPlan::new(&gpu, 64, 64).unwrap();
     let x = Tensor::zeros(&gpu, &[1, 4096, 2]).unwrap();
     let r = Tensor::zeros(&gpu, &[64, 64, 2]).unwrap();
     let e = spectral::moppa_filter_with(&gpu, &plan, &x, &r, FilterPath::Fused).unwrap_err();
     assert!(e.to_string().contains("does not fit"), "{e}");
+    let bad_r = Tensor::zeros(&gpu, &[64, 64, 3]).unwrap();
+    assert!(spectral::moppa_filter(&gpu, &plan, &x, &bad_r).is_err(), "r with other channels must be refused");
+}
+
+/// An empty batch gives an empty output and a zero ∂r, on both paths.
+#[test]
+fn empty_batch_gives_zero_dr() {
+    let gpu = gpu();
+    let plan = GridPlan::new(&gpu, 4, 4).unwrap();
+    let x = Tensor::zeros(&gpu, &[0, 17, 8]).unwrap();
+    let r = Tensor::full(&gpu, &[4, 4, 8], 1.0).unwrap();
+    for path in [FilterPath::Fused, FilterPath::Unfused] {
+        assert!(spectral::moppa_filter_with(&gpu, &plan, &x, &r, path).unwrap().is_empty());
+        let (dx, dr) = spectral::moppa_filter_grads(&gpu, &plan, &x, Some(&r), &x, path).unwrap();
+        assert!(dx.unwrap().is_empty());
+        assert!(gpu.read(&dr).unwrap().iter().all(|&v| v == 0.0), "{path:?}");
+    }
 }
 
 #[test]
@@ -56,10 +84,14 @@ fn filter_matches_reference() {
             let (tx, tdy) = (upload(&gpu, &x, &dims), upload(&gpu, &dy, &dims));
             let want = reference::moppa_filter(&f64s(&x), dims, gh, gw, &f64s(&r));
             let (want_dx, want_dr) = reference::moppa_filter_grads(&f64s(&x), dims, gh, gw, &f64s(&r), &f64s(&dy));
-            for path in paths(&gpu, gh, gw, ch) {
+            let [forward, backward] = paths(&gpu, gh, gw, ch);
+            for path in forward {
                 let what = format!("{path:?} {gh}x{gw} C={ch} batch {batch} prefix {prefix}");
                 let y = spectral::moppa_filter_with(&gpu, &plan, &tx, &tr, path).unwrap();
                 assert_close(&format!("y {what}"), &gpu.read(&y).unwrap(), &want, REL, 0.0);
+            }
+            for path in backward {
+                let what = format!("{path:?} {gh}x{gw} C={ch} batch {batch} prefix {prefix}");
                 let (dx, dr) = spectral::moppa_filter_grads(&gpu, &plan, &tx, Some(&tr), &tdy, path).unwrap();
                 assert_close(&format!("∂x {what}"), &gpu.read(&dx.unwrap()).unwrap(), &want_dx, REL, 0.0);
                 assert_close(&format!("∂r {what}"), &gpu.read(&dr).unwrap(), &want_dr, REL, 0.0);
@@ -71,26 +103,30 @@ fn filter_matches_reference() {
     }
 }
 
-/// Many channel tiles and batch chunks: `[5, 1 + 196, 70]` takes 9 tiles (the last partial)
-/// and splits the batch for the backward's partial sums.
+/// Many channel tiles and batch chunks. `[5, 1 + 196, 70]` takes 5 forward tiles of 16 and 9
+/// backward tiles of 8, the last ones partial (down to a partial quad). `[16, 1 + 16, 4096]`
+/// on 4×4 makes 64 forward tiles and 128 backward tiles, so (for a few hundred workgroups)
+/// each workgroup takes 2 (forward) and 4 (backward) batch elements in turn.
 #[test]
 fn fused_and_unfused_agree_on_many_tiles() {
     let gpu = gpu();
     let mut rng = Rng::new(22);
-    let (gh, gw, ch) = (14, 14, 70);
-    let plan = GridPlan::new(&gpu, gh, gw).unwrap();
-    let dims = [5, 1 + gh * gw, ch];
-    let x = upload(&gpu, &rng.normal_vec(dims.iter().product(), 0.0, 1.0), &dims);
-    let dy = upload(&gpu, &rng.normal_vec(dims.iter().product(), 0.0, 1.0), &dims);
-    let r = upload(&gpu, &rng.uniform_vec(gh * gw * ch, 0.0, 1.0), &[gh, gw, ch]);
-    let run = |path| {
-        let y = spectral::moppa_filter_with(&gpu, &plan, &x, &r, path).unwrap();
-        let (dx, dr) = spectral::moppa_filter_grads(&gpu, &plan, &x, Some(&r), &dy, path).unwrap();
-        [y, dx.unwrap(), dr].map(|t| gpu.read(&t).unwrap())
-    };
-    let (fused, unfused) = (run(FilterPath::Fused), run(FilterPath::Unfused));
-    for (name, (a, b)) in ["y", "∂x", "∂r"].iter().zip(fused.iter().zip(&unfused)) {
-        assert_close(&format!("fused vs unfused {name}"), a, &f64s(b), REL, 0.0);
+    for (batch, gh, gw, ch) in [(5, 14, 14, 70), (16, 4, 4, 4096)] {
+        let plan = GridPlan::new(&gpu, gh, gw).unwrap();
+        let dims = [batch, 1 + gh * gw, ch];
+        let x = upload(&gpu, &rng.normal_vec(dims.iter().product(), 0.0, 1.0), &dims);
+        let dy = upload(&gpu, &rng.normal_vec(dims.iter().product(), 0.0, 1.0), &dims);
+        let r = upload(&gpu, &rng.uniform_vec(gh * gw * ch, 0.0, 1.0), &[gh, gw, ch]);
+        let run = |path| {
+            let y = spectral::moppa_filter_with(&gpu, &plan, &x, &r, path).unwrap();
+            let (dx, dr) = spectral::moppa_filter_grads(&gpu, &plan, &x, Some(&r), &dy, path).unwrap();
+            let (_, dr_alone) = spectral::moppa_filter_grads(&gpu, &plan, &x, None, &dy, path).unwrap();
+            [y, dx.unwrap(), dr, dr_alone].map(|t| gpu.read(&t).unwrap())
+        };
+        let (fused, unfused) = (run(FilterPath::Fused), run(FilterPath::Unfused));
+        for (name, (a, b)) in ["y", "∂x", "∂r", "∂r alone"].iter().zip(fused.iter().zip(&unfused)) {
+            assert_close(&format!("fused vs unfused {name} {dims:?}"), a, &f64s(b), REL, 0.0);
+        }
     }
 }
 
@@ -130,7 +166,7 @@ fn filter_backward_satisfies_the_adjoint_identities() {
         let (r, dr_dir) = (rng.uniform_vec(gh * gw * ch, 0.0, 1.0), rng.normal_vec(gh * gw * ch, 0.0, 1.0));
         let (tx, ty) = (upload(&gpu, &x, &dims), upload(&gpu, &y, &dims));
         let (tr, tdir) = (upload(&gpu, &r, &[gh, gw, ch]), upload(&gpu, &dr_dir, &[gh, gw, ch]));
-        for path in paths(&gpu, gh, gw, ch) {
+        for path in paths(&gpu, gh, gw, ch)[1].clone() {
             let kx = gpu.read(&spectral::moppa_filter_with(&gpu, &plan, &tx, &tr, path).unwrap()).unwrap();
             let ky = gpu.read(&spectral::moppa_filter_with(&gpu, &plan, &ty, &tr, path).unwrap()).unwrap();
             let (lhs, rhs) = (dot(&kx, &y), dot(&x, &ky));

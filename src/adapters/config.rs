@@ -238,6 +238,14 @@ fn usize_list(j: &JsonFile, key: &str) -> Result<Option<Vec<usize>>> {
     }
 }
 
+/// PEFT matches `rank_pattern`/`alpha_pattern` keys as regular expressions; a key that is not
+/// one is an error naming it rather than a pattern that silently never matches.
+fn check_pattern(j: &JsonFile, field: &str, pattern: &str) -> Result<()> {
+    regex::Regex::new(&format!(r"^(.*\.)?({pattern})$"))
+        .map(|_| ())
+        .map_err(|e| j.error(field, format!("key `{pattern}` is not a valid regular expression: {e}")))
+}
+
 fn lora(j: &JsonFile) -> Result<LoraConfig> {
     if let Some(bias) = j.opt_string("bias")?
         && bias != "none"
@@ -259,10 +267,11 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
     if let Some(v) = j.get("rank_pattern") {
         let map = v.as_object().ok_or_else(|| j.error("rank_pattern", "must be an object"))?;
         for (k, r) in map {
+            check_pattern(j, "rank_pattern", k)?;
             let r = r
                 .as_u64()
-                .filter(|&r| r >= 1)
-                .ok_or_else(|| j.error("rank_pattern", format!("`{k}` needs a rank ≥ 1")))?;
+                .filter(|&r| (1..=MAX_RANK as u64).contains(&r))
+                .ok_or_else(|| j.error("rank_pattern", format!("`{k}` needs a rank between 1 and {MAX_RANK}")))?;
             rank_pattern.push((k.clone(), r as usize));
         }
     }
@@ -270,6 +279,7 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
     if let Some(v) = j.get("alpha_pattern") {
         let map = v.as_object().ok_or_else(|| j.error("alpha_pattern", "must be an object"))?;
         for (k, a) in map {
+            check_pattern(j, "alpha_pattern", k)?;
             let a = a
                 .as_f64()
                 .filter(|a| a.is_finite())
@@ -277,12 +287,19 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
             alpha_pattern.push((k.clone(), a));
         }
     }
+    let target_modules = targets(j, "target_modules")?;
+    let layers_to_transform = usize_list(j, "layers_to_transform")?;
+    if matches!(target_modules, Targets::Regex(_)) && layers_to_transform.is_some() {
+        return Err(
+            j.error("layers_to_transform", "cannot be used when target_modules is a string (a regex), as in PEFT")
+        );
+    }
     Ok(LoraConfig {
         r: j.usize_in("r", 1, MAX_RANK)?,
         lora_alpha: j.opt_f64("lora_alpha")?.unwrap_or(8.0),
-        target_modules: targets(j, "target_modules")?,
+        target_modules,
         exclude_modules: opt_targets(j, "exclude_modules")?,
-        layers_to_transform: usize_list(j, "layers_to_transform")?,
+        layers_to_transform,
         rank_pattern,
         alpha_pattern,
         lora_dropout: dropout,

@@ -2,6 +2,8 @@
 //! `(d₁, …, d_N)` in PyTorch order, so a conv kernel keeps its 4-D structure. Linear layers use
 //! the factored form `scale·((x U₂) Gᵀ) U₁ᵀ` and never build `ΔW`.
 
+pub use super::flora_conv::{BoundFloraConv2d, FloraConv2d};
+
 use super::Build;
 use super::config::{FloraConfig, FloraRank};
 use super::params::{PEFT_PREFIX, Slot};

@@ -8,8 +8,9 @@ use super::source::Init;
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::io::safetensors::HostTensor;
-use crate::nn::ModuleId;
 use crate::nn::weights::module_shapes;
+use crate::nn::{ModuleId, Naming, Targets};
+use crate::ops::dropout::dropout_var;
 use crate::ops::linear::linear_var;
 use crate::ops::matmul::{MatmulSpec, matmul_var};
 use crate::ops::patch::patchify_var;
@@ -22,11 +23,20 @@ pub(crate) struct LoraModule {
     pub(crate) a: Slot,
     pub(crate) b: Slot,
     pub(crate) scale: f32,
+    /// PEFT's `lora_dropout` on the input of the LoRA branch while training.
+    pub(crate) dropout: f64,
 }
 
 /// Resolves the targets and creates (or reads) `lora_A` and `lora_B` for each.
 pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraModule>> {
     let layers = build.model.num_hidden_layers;
+    if let Some(&bad) = cfg.layers_to_transform.iter().flatten().find(|&&l| l >= layers) {
+        return Err(Error::Config {
+            path: build.config_path.to_path_buf(),
+            key: "layers_to_transform".into(),
+            message: format!("names layer {bad}, but the model has {layers} layers (0..{layers})"),
+        });
+    }
     let mut modules = Vec::new();
     for (module, matched) in cfg.target_modules.resolve(layers, build.config_path)? {
         if build.saved.contains(&module) {
@@ -37,12 +47,7 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         {
             continue;
         }
-        if let (Some(keep), ModuleId::Layer(i, _)) = (&cfg.layers_to_transform, module)
-            && !keep.contains(&i)
-        {
-            continue;
-        }
-        if cfg.layers_to_transform.is_some() && !matches!(module, ModuleId::Layer(..)) {
+        if !in_layers_to_transform(cfg, module, matched) {
             continue;
         }
         let (r, alpha) = cfg.rank_alpha(&module.path(matched));
@@ -59,7 +64,7 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         let a_init = Init::Uniform { bound: 1.0 / (fan_in as f64).sqrt() };
         let a = build.trainable(&format!("{stem}.lora_A.weight"), &a_shape, a_init)?;
         let b = build.trainable(&format!("{stem}.lora_B.weight"), &b_shape, Init::Zeros)?;
-        modules.push(LoraModule { module, a, b, scale: cfg.scaling(r, alpha) as f32 });
+        modules.push(LoraModule { module, a, b, scale: cfg.scaling(r, alpha) as f32, dropout: cfg.lora_dropout });
     }
     if modules.is_empty() {
         return Err(Error::Config {
@@ -72,7 +77,29 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
     Ok(modules)
 }
 
-/// `x Wᵀ + b + s·(x Aᵀ) Bᵀ`; the LoRA branch is added in the epilogue of its last product.
+/// PEFT's `layers_to_transform`: a module matched by a target name as a dotted suffix is kept
+/// only inside a listed layer (modules outside the layers have no index and are dropped); a
+/// module whose path is itself listed in `target_modules`, or an empty list, keeps it. (A regex
+/// `target_modules` with `layers_to_transform` is a config error, as in PEFT.)
+fn in_layers_to_transform(cfg: &LoraConfig, module: ModuleId, matched: Naming) -> bool {
+    let (Some(keep), Targets::Names(names)) = (&cfg.layers_to_transform, &cfg.target_modules) else { return true };
+    if keep.is_empty() || names.contains(&module.path(matched)) {
+        return true;
+    }
+    matches!(module, ModuleId::Layer(i, _) if keep.contains(&i))
+}
+
+/// The LoRA branch's input: `x`, or `dropout(x)` while training (`seed` given).
+fn branch_input(tape: &mut Tape, m: &LoraModule, x: &Var, seed: Option<u64>) -> Result<Var> {
+    match seed {
+        Some(seed) if m.dropout > 0.0 => dropout_var(tape, x, m.dropout, seed),
+        _ => Ok(x.clone()),
+    }
+}
+
+/// `x Wᵀ + b + s·(dropout(x) Aᵀ) Bᵀ`; the LoRA branch is added in the epilogue of its last
+/// product. Dropout applies only while training (`seed` given), as in PEFT.
+#[expect(clippy::too_many_arguments, reason = "the module, its two factors, the base layer and the seed")]
 pub(crate) fn linear(
     tape: &mut Tape,
     m: &LoraModule,
@@ -81,14 +108,17 @@ pub(crate) fn linear(
     x: &Var,
     w: &Var,
     bias: Option<&Var>,
+    seed: Option<u64>,
 ) -> Result<Var> {
     let base = linear_var(tape, x, w, bias)?;
-    let h = matmul_var(tape, x, a, MatmulSpec::new().transpose_b(), None, None)?;
+    let xd = branch_input(tape, m, x, seed)?;
+    let h = matmul_var(tape, &xd, a, MatmulSpec::new().transpose_b(), None, None)?;
     matmul_var(tape, &h, b, MatmulSpec::new().transpose_b().scaled(m.scale), None, Some(&base))
 }
 
 /// The patch embedding with a LoRA conv (PEFT's `Conv2d` LoRA: `A` a conv of the same kernel
 /// and stride to `r` channels, `B` a 1×1 conv), done on patch rows.
+#[expect(clippy::too_many_arguments, reason = "the module, its two factors, the base conv and the seed")]
 pub(crate) fn patch_embed(
     tape: &mut Tape,
     m: &LoraModule,
@@ -97,6 +127,7 @@ pub(crate) fn patch_embed(
     images: &Var,
     w: &Var,
     bias: &Var,
+    seed: Option<u64>,
 ) -> Result<Var> {
     let &[d, c, p, _] = w.shape() else {
         return Err(Error::shape("LoRA conv", "a weight [D, C, p, p]", format!("{:?}", w.shape())));
@@ -107,7 +138,8 @@ pub(crate) fn patch_embed(
     let a2 = reshape_var(tape, a, &[r, c * p * p])?;
     let b2 = reshape_var(tape, b, &[d, r])?;
     let base = linear_var(tape, &rows, &w2, Some(bias))?;
-    let h = matmul_var(tape, &rows, &a2, MatmulSpec::new().transpose_b(), None, None)?;
+    let rows_d = branch_input(tape, m, &rows, seed)?;
+    let h = matmul_var(tape, &rows_d, &a2, MatmulSpec::new().transpose_b(), None, None)?;
     matmul_var(tape, &h, &b2, MatmulSpec::new().transpose_b().scaled(m.scale), None, Some(&base))
 }
 

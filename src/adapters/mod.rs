@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod flora;
+mod flora_conv;
 mod lora;
 mod merge;
 pub mod moppa;
@@ -28,6 +29,7 @@ use crate::autograd::{Gradients, Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::safetensors::{self as st, HostTensor, TensorFile};
+use crate::io::stamp;
 use crate::nn::{ModuleId, Naming, Vit, VitConfig, VitHooks};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -64,19 +66,46 @@ pub(crate) struct Build<'a> {
     preferred: Naming,
     source: Source<'a>,
     params: ParamBuilder,
+    /// Largest tensor the device takes, in bytes, and the limit that sets it; checked before
+    /// any value is made.
+    max_bytes: (u64, &'static str),
 }
 
 impl Build<'_> {
+    /// Fails with [`Error::TooLarge`] naming `key` when a tensor of `shape` would not fit the
+    /// device (or overflows), before anything is allocated for it.
+    fn check_size(&self, key: &str, shape: &[usize]) -> Result<()> {
+        let bytes = shape.iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64));
+        let (max, limit) = self.max_bytes;
+        match bytes {
+            Some(b) if b <= max => Ok(()),
+            _ => Err(Error::TooLarge {
+                what: format!("adapter tensor `{key}` of shape {shape:?} (from {})", self.config_path.display()),
+                bytes: bytes.unwrap_or(u64::MAX),
+                limit,
+                max,
+            }),
+        }
+    }
+
     /// A trainable tensor from the source.
     pub(crate) fn trainable(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Slot> {
+        self.check_size(key, shape)?;
         let t = self.source.tensor(key, shape, init)?;
         Ok(self.params.train(key.to_string(), Value::Host(t)))
     }
 
     /// A frozen tensor from the source.
     pub(crate) fn frozen(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Slot> {
+        self.check_size(key, shape)?;
         let t = self.source.tensor(key, shape, init)?;
         Ok(self.params.freeze(key.to_string(), Value::Host(t)))
+    }
+
+    /// Zeros of `shape` for `key` that come from no file (a new classifier head).
+    pub(crate) fn zeros(&self, key: &str, shape: &[usize]) -> Result<HostTensor> {
+        self.check_size(key, shape)?;
+        Ok(self.source.zeros(shape))
     }
 
     pub(crate) fn params_mut(&mut self) -> &mut ParamBuilder {
@@ -95,7 +124,7 @@ impl Build<'_> {
     pub(crate) fn weights_path(&self) -> PathBuf {
         match &self.source {
             Source::File { file, .. } => file.path().to_path_buf(),
-            Source::Fresh(_) => PathBuf::from(WEIGHTS_FILE),
+            Source::Fresh(_) | Source::Shapes => PathBuf::from(WEIGHTS_FILE),
         }
     }
 
@@ -116,6 +145,15 @@ impl Build<'_> {
     }
 }
 
+/// An adapter worked out on the host: every tensor's key, shape and (unless a dry run) value.
+struct Plan {
+    config: AdapterConfig,
+    kind: Kind,
+    saved: Vec<saved::SavedModule>,
+    num_labels: usize,
+    params: ParamBuilder,
+}
+
 impl Adapter {
     /// A freshly initialised adapter (SPEC's initialisations), seeded by `seed`.
     pub fn new(gpu: &Gpu, config: AdapterConfig, config_path: &Path, vit: &Vit, seed: u64) -> Result<Adapter> {
@@ -124,10 +162,7 @@ impl Adapter {
 
     /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors`.
     pub fn load(gpu: &Gpu, dir: &Path, vit: &Vit) -> Result<Adapter> {
-        if !dir.is_dir() {
-            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "adapter folder not found");
-            return Err(Error::Io { path: dir.to_path_buf(), source });
-        }
+        crate::io::paths::expect_dir(dir, "an adapter folder", CONFIG_FILE)?;
         let config_path = dir.join(CONFIG_FILE);
         let config = AdapterConfig::read(&config_path)?;
         Adapter::load_tensors(gpu, config, &config_path, &dir.join(WEIGHTS_FILE), vit)
@@ -142,18 +177,50 @@ impl Adapter {
         weights: &Path,
         vit: &Vit,
     ) -> Result<Adapter> {
-        let file = TensorFile::open(weights)?;
-        Adapter::build(gpu, config, config_path, vit, Source::file(&file))
+        Adapter::from_file(gpu, config, config_path, &TensorFile::open(weights)?, vit)
     }
 
-    fn build(
+    /// An adapter with `config` whose tensors come from an opened `adapter_model.safetensors`.
+    pub fn from_file(
         gpu: &Gpu,
+        config: AdapterConfig,
+        config_path: &Path,
+        weights: &TensorFile,
+        vit: &Vit,
+    ) -> Result<Adapter> {
+        check_pair(config_path, weights)?;
+        Adapter::build(gpu, config, config_path, vit, Source::file(weights))
+    }
+
+    /// Checks on the host, without a GPU, that `config` (with tensors from `weights`, or fresh
+    /// ones when `None`) fits a model with `model`'s architecture: targets that match, every
+    /// tensor present, well-shaped and used, sizes that can be indexed. Returns the label
+    /// count of the adapted classifier. [`Adapter::load_tensors`] and [`Adapter::new`] make
+    /// the same checks; this runs them before any device work.
+    pub fn check(
+        config: AdapterConfig,
+        config_path: &Path,
+        weights: Option<&TensorFile>,
+        model: &VitConfig,
+    ) -> Result<usize> {
+        let source = match weights {
+            Some(file) => {
+                check_pair(config_path, file)?;
+                Source::file(file)
+            }
+            None => Source::Shapes,
+        };
+        let max_bytes = (crate::gpu::MAX_TENSOR_BYTES, crate::gpu::MAX_TENSOR_LIMIT);
+        Ok(Adapter::plan(config, config_path, model, source, max_bytes)?.num_labels)
+    }
+
+    fn plan(
         mut config: AdapterConfig,
         config_path: &Path,
-        vit: &Vit,
+        model: &VitConfig,
         source: Source<'_>,
-    ) -> Result<Adapter> {
-        let model = &vit.config;
+        max_bytes: (u64, &'static str),
+    ) -> Result<Plan> {
         if config.num_labels.is_some() && !config.saves_module(ModuleId::Classifier) {
             // A new head is a saved module, as in PEFT.
             config.modules_to_save.push("classifier".into());
@@ -172,18 +239,28 @@ impl Adapter {
             AdapterKind::Flora(c) => AdapterConfig::preferred_naming(&c.target_modules, model.num_hidden_layers),
             _ => Naming::OnDisk,
         };
-        let mut b = Build { model, config_path, saved, preferred, source, params: ParamBuilder::default() };
+        let mut b = Build { model, config_path, saved, preferred, source, params: ParamBuilder::default(), max_bytes };
         let kind = match &config.kind {
             AdapterKind::Lora(c) => Kind::Lora(lora::build(c, &mut b)?),
             AdapterKind::Flora(c) => Kind::Flora(flora::build(c, &mut b)?),
-            AdapterKind::Moppa(c) => Kind::Moppa(moppa::build(gpu, c, &mut b)?),
+            AdapterKind::Moppa(c) => Kind::Moppa(moppa::build(c, &mut b)?),
             AdapterKind::Rlp(c) => Kind::Rlp(rlp::build(c, &mut b)?),
         };
         let saved_modules = b.saved.clone();
-        let (saved, num_labels) = saved::build(&saved_modules, config.num_labels, vit, &mut b)?;
+        let (saved, num_labels) = saved::build(&saved_modules, config.num_labels, &mut b)?;
         let Build { source, params, .. } = b;
         source.finish()?;
-        let (trainable, frozen) = params.upload(gpu)?;
+        Ok(Plan { config, kind, saved, num_labels, params })
+    }
+
+    fn build(gpu: &Gpu, config: AdapterConfig, config_path: &Path, vit: &Vit, source: Source<'_>) -> Result<Adapter> {
+        let max_bytes = gpu.max_tensor_bytes();
+        let Plan { config, mut kind, saved, num_labels, params } =
+            Adapter::plan(config, config_path, &vit.config, source, max_bytes)?;
+        if let Kind::Moppa(m) = &mut kind {
+            m.attach(gpu)?;
+        }
+        let (trainable, frozen) = params.upload(gpu, vit.weights())?;
         Ok(Adapter { config, trainable, frozen, kind, saved, num_labels, base_parameters: vit.num_parameters() })
     }
 
@@ -220,7 +297,12 @@ impl Adapter {
         )
     }
 
-    /// Writes `dir/adapter_model.safetensors` then `dir/adapter_config.json`, each atomically.
+    /// Writes `dir/adapter_model.safetensors` and `dir/adapter_config.json` so that a failed
+    /// or killed save never leaves a half-written file or destroys the previous adapter: both
+    /// files are written to temporaries first, and only then renamed over the old ones,
+    /// weights first (see [`crate::io::atomic::write_all`]). The weights carry a fingerprint
+    /// of the config written with them, so the one mixed state a kill between the two renames
+    /// can leave (new weights, old config) is refused when loaded instead of being used.
     pub fn save(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
         crate::io::atomic::create_dir(dir)?;
         let mut host = Vec::new();
@@ -228,18 +310,30 @@ impl Adapter {
             host.push((p.key.clone(), HostTensor::new(p.tensor.shape().to_vec(), gpu.read(&p.tensor)?)?));
         }
         let list: Vec<(String, &HostTensor)> = host.iter().map(|(k, t)| (k.clone(), t)).collect();
-        let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-        st::write(&dir.join(WEIGHTS_FILE), &list, Some(meta))?;
-        config::write(dir, &self.config)
+        let config = self.config.to_json().into_bytes();
+        let meta = std::collections::HashMap::from([
+            ("format".to_string(), "pt".to_string()),
+            (stamp::CONFIG_STAMP_KEY.to_string(), stamp::fingerprint(&config)),
+        ]);
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let weights = st::serialize(&weights_path, &list, Some(meta))?;
+        crate::io::atomic::write_all(&[(weights_path, weights), (dir.join(CONFIG_FILE), config)])
     }
 
-    /// Puts the tensors on `tape`: trainable leaves and constants.
+    /// Puts the tensors on `tape` (trainable leaves and constants) for evaluation: no dropout.
     pub fn bind(&self, tape: &mut Tape) -> BoundAdapter<'_> {
         BoundAdapter {
             adapter: self,
             vars: self.trainable.iter().map(|p| tape.param(&p.tensor)).collect(),
             frozen: self.frozen.iter().map(|p| tape.constant(&p.tensor)).collect(),
+            dropout_seed: None,
         }
+    }
+
+    /// Like [`Adapter::bind`], for a training step: LoRA's dropout is on, its masks drawn
+    /// from `seed` (give every step its own).
+    pub fn bind_train(&self, tape: &mut Tape, seed: u64) -> BoundAdapter<'_> {
+        BoundAdapter { dropout_seed: Some(seed), ..self.bind(tape) }
     }
 
     /// MoPPA's entropy weight `λ_t` at `step` of `total` (0 for other adapters).
@@ -249,6 +343,33 @@ impl Adapter {
             _ => 0.0,
         }
     }
+}
+
+/// When `weights` carries the fingerprint of the config saved with it and `config_path` is the
+/// config beside it, a config that differs and is not newer than the weights means a mixed
+/// pair: a save interrupted between its two renames, or weights copied from another adapter.
+/// A config edited by hand after the save is newer than the weights and is accepted.
+fn check_pair(config_path: &Path, weights: &TensorFile) -> Result<()> {
+    let Some(expected) = weights.metadata().get(stamp::CONFIG_STAMP_KEY) else { return Ok(()) };
+    if config_path.parent() != weights.path().parent() {
+        return Ok(()); // a config given separately (`--adapter-config` with `--init`)
+    }
+    let io = |path: &Path, source| Error::Io { path: path.to_path_buf(), source };
+    let bytes = std::fs::read(config_path).map_err(|e| io(config_path, e))?;
+    if &stamp::fingerprint(&bytes) == expected {
+        return Ok(());
+    }
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| io(path, e));
+    if modified(config_path)? > modified(weights.path())? {
+        return Ok(());
+    }
+    Err(Error::Format {
+        path: weights.path().to_path_buf(),
+        message: format!(
+            "was saved with another {CONFIG_FILE} than the one beside it, which is older (a save interrupted \
+             between its two files, or weights copied from another adapter); train again or restore both files"
+        ),
+    })
 }
 
 fn thousands(n: usize) -> String {
@@ -268,6 +389,14 @@ pub struct BoundAdapter<'a> {
     adapter: &'a Adapter,
     vars: Vec<Var>,
     frozen: Vec<Var>,
+    dropout_seed: Option<u64>,
+}
+
+impl BoundAdapter<'_> {
+    /// The dropout seed of the `index`-th adapted module, distinct per module.
+    fn module_seed(&self, index: usize) -> Option<u64> {
+        self.dropout_seed.map(|s| s ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
 }
 
 impl BoundAdapter<'_> {
@@ -294,8 +423,11 @@ impl VitHooks for BoundAdapter<'_> {
     fn linear(&self, tape: &mut Tape, module: ModuleId, x: &Var, w: &Var, b: Option<&Var>) -> Result<Option<Var>> {
         let v = &self.vars;
         match &self.adapter.kind {
-            Kind::Lora(ms) => match ms.iter().find(|m| m.module == module) {
-                Some(m) => lora::linear(tape, m, &v[m.a], &v[m.b], x, w, b).map(Some),
+            Kind::Lora(ms) => match ms.iter().position(|m| m.module == module) {
+                Some(i) => {
+                    let m = &ms[i];
+                    lora::linear(tape, m, &v[m.a], &v[m.b], x, w, b, self.module_seed(i)).map(Some)
+                }
                 None => Ok(None),
             },
             Kind::Flora(ms) => match ms.iter().find(|m| m.module == module) {
@@ -313,8 +445,11 @@ impl VitHooks for BoundAdapter<'_> {
         let v = &self.vars;
         let module = ModuleId::PatchEmbed;
         match &self.adapter.kind {
-            Kind::Lora(ms) => match ms.iter().find(|m| m.module == module) {
-                Some(m) => lora::patch_embed(tape, m, &v[m.a], &v[m.b], images, w, b).map(Some),
+            Kind::Lora(ms) => match ms.iter().position(|m| m.module == module) {
+                Some(i) => {
+                    let m = &ms[i];
+                    lora::patch_embed(tape, m, &v[m.a], &v[m.b], images, w, b, self.module_seed(i)).map(Some)
+                }
                 None => Ok(None),
             },
             Kind::Flora(ms) => match ms.iter().find(|m| m.module == module) {

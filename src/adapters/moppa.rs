@@ -33,7 +33,9 @@ pub(crate) struct MoppaParts {
     pub(crate) layers: BTreeMap<usize, MoppaLayer>,
     pub(crate) entropy_scale: f64,
     pub(crate) entropy_decay_fraction: f64,
-    pub(crate) plan: GridPlan,
+    /// The grid's DCT tables on the device, made by [`MoppaParts::attach`].
+    pub(crate) plan: Option<GridPlan>,
+    grid: (usize, usize),
 }
 
 /// File key of the shared coefficient of branch `b`.
@@ -46,7 +48,8 @@ pub fn layer_stem(layer: usize) -> String {
     format!("{PEFT_PREFIX}vit.encoder.layer.{layer}.moppa")
 }
 
-pub(crate) fn build(gpu: &Gpu, cfg: &MoppaConfig, build: &mut Build<'_>) -> Result<MoppaParts> {
+/// The tensors of a MoPPA adapter (host side; [`MoppaParts::attach`] makes the device tables).
+pub(crate) fn build(cfg: &MoppaConfig, build: &mut Build<'_>) -> Result<MoppaParts> {
     let model = build.model;
     let err =
         |key: &str, message: String| Error::Config { path: build.config_path.to_path_buf(), key: key.into(), message };
@@ -86,11 +89,18 @@ pub(crate) fn build(gpu: &Gpu, cfg: &MoppaConfig, build: &mut Build<'_>) -> Resu
         layers: parts,
         entropy_scale: cfg.entropy_scale,
         entropy_decay_fraction: cfg.entropy_decay_fraction,
-        plan: GridPlan::new(gpu, gh, gw)?,
+        plan: None,
+        grid: (gh, gw),
     })
 }
 
 impl MoppaParts {
+    /// Uploads the grid's DCT tables.
+    pub(crate) fn attach(&mut self, gpu: &Gpu) -> Result<()> {
+        self.plan = Some(GridPlan::new(gpu, self.grid.0, self.grid.1)?);
+        Ok(())
+    }
+
     /// The filtered input of layer `layer`'s attention branch, or `None` for a layer without
     /// a filter.
     pub(crate) fn pre_attention(&self, tape: &mut Tape, vars: &[Var], layer: usize, x: &Var) -> Result<Option<Var>> {
@@ -98,7 +108,8 @@ impl MoppaParts {
         let k = self.k.map(|s| &vars[s]);
         let t = l.t.map(|s| &vars[s]);
         let r = prior_response_var(tape, k, t, &vars[l.logits], &vars[l.tau])?;
-        moppa_filter_var(tape, &self.plan, x, &r).map(Some)
+        let plan = self.plan.as_ref().expect("a built MoPPA adapter has its grid tables");
+        moppa_filter_var(tape, plan, x, &r).map(Some)
     }
 
     /// `λ_t = entropy_scale · max(0, 1 − t / (entropy_decay_fraction · T))` at step `step` of

@@ -1,6 +1,8 @@
 //! Named adapter tensors: host-side construction, upload, and the file keys they carry.
 
-use crate::error::Result;
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::safetensors::HostTensor;
 use crate::tensor::Tensor;
@@ -20,12 +22,13 @@ pub struct Param {
 /// Index of a tensor in an adapter's trainable or frozen list.
 pub(crate) type Slot = usize;
 
-/// A value for a new adapter tensor: from the host, or a copy of a device tensor.
+/// A value for a new adapter tensor: from the host, or a copy of a base model weight.
 pub(crate) enum Value {
     /// Host values.
     Host(HostTensor),
-    /// A copy of this device tensor (a saved module starts as the base module).
-    CopyOf(Tensor),
+    /// A copy of the base weight with this on-disk key (a saved module starts as the base
+    /// module), made on the device at upload.
+    Base(String),
 }
 
 /// Tensors collected while building an adapter, uploaded together.
@@ -48,14 +51,18 @@ impl ParamBuilder {
         self.frozen.len() - 1
     }
 
-    /// Uploads everything: (trainable, frozen).
-    pub(crate) fn upload(self, gpu: &Gpu) -> Result<(Vec<Param>, Vec<Param>)> {
+    /// Uploads everything: (trainable, frozen); `base` holds the model's weights by on-disk
+    /// name, for [`Value::Base`].
+    pub(crate) fn upload(self, gpu: &Gpu, base: &BTreeMap<String, Tensor>) -> Result<(Vec<Param>, Vec<Param>)> {
         let up = |list: Vec<(String, Value)>| -> Result<Vec<Param>> {
             list.into_iter()
                 .map(|(key, v)| {
                     let tensor = match v {
                         Value::Host(t) => Tensor::from_slice(gpu, &t.data, &t.shape)?,
-                        Value::CopyOf(t) => t.deep_copy(gpu)?,
+                        Value::Base(name) => base
+                            .get(&name)
+                            .ok_or_else(|| Error::invalid("model weight", format!("the model has no `{name}`")))?
+                            .deep_copy(gpu)?,
                     };
                     Ok(Param { key, tensor })
                 })

@@ -7,7 +7,7 @@ use super::source::Init;
 use crate::error::{Error, Result};
 use crate::io::safetensors::HostTensor;
 use crate::nn::weights::module_shapes;
-use crate::nn::{ModuleId, Naming, Vit};
+use crate::nn::{ModuleId, Naming};
 
 /// A module whose weights the adapter replaces.
 #[derive(Clone, Debug)]
@@ -22,38 +22,31 @@ pub(crate) struct SavedModule {
 pub(crate) fn build(
     modules: &[ModuleId],
     num_labels: Option<usize>,
-    vit: &Vit,
     build: &mut Build<'_>,
 ) -> Result<(Vec<SavedModule>, usize)> {
-    let mut labels = vit.config.num_labels;
+    let model = build.model;
+    let mut labels = model.num_labels;
     let mut saved = Vec::new();
     for &module in modules {
         let naming = build.key_naming(module, Naming::OnDisk, "weight");
         let stem = format!("{PEFT_PREFIX}{}", module.path(naming));
         let base_path = module.path(Naming::OnDisk);
-        let (w_shape, b_shape) = module_shapes(&vit.config, module);
+        let (w_shape, b_shape) = module_shapes(model, module);
         let (wk, bk) = (format!("{stem}.weight"), format!("{stem}.bias"));
-        let base_w = vit.weights().get(&format!("{base_path}.weight")).cloned();
-        let base_b = vit.weights().get(&format!("{base_path}.bias")).cloned();
+        let (base_w, base_b) = (format!("{base_path}.weight"), format!("{base_path}.bias"));
         let (weight, bias) = if module == ModuleId::Classifier {
             let (w, b, k) = classifier(build, &wk, &bk, &w_shape, num_labels)?;
             labels = k;
-            let weight = match w {
-                Some(w) => build.params_mut().train(wk, Value::Host(w)),
-                None => build.params_mut().train(wk, Value::CopyOf(base_w.expect("the model has a classifier"))),
-            };
-            let bias = match b {
-                Some(b) => build.params_mut().train(bk, Value::Host(b)),
-                None => build.params_mut().train(bk, Value::CopyOf(base_b.expect("the classifier has a bias"))),
-            };
+            let weight = build.params_mut().train(wk, w.map_or(Value::Base(base_w), Value::Host));
+            let bias = build.params_mut().train(bk, b.map_or(Value::Base(base_b), Value::Host));
             (weight, Some(bias))
         } else if build.is_file() {
             let weight = build.trainable(&wk, &w_shape, Init::Zeros)?;
             let bias = b_shape.map(|s| build.trainable(&bk, &s, Init::Zeros)).transpose()?;
             (weight, bias)
         } else {
-            let weight = build.params_mut().train(wk, Value::CopyOf(base_w.expect("every module has a weight")));
-            let bias = base_b.map(|b| build.params_mut().train(bk, Value::CopyOf(b)));
+            let weight = build.params_mut().train(wk, Value::Base(base_w));
+            let bias = b_shape.map(|_| build.params_mut().train(bk, Value::Base(base_b)));
             (weight, bias)
         };
         saved.push(SavedModule { module, weight, bias });
@@ -96,7 +89,9 @@ fn classifier(build: &mut Build<'_>, wk: &str, bk: &str, base: &[usize], num_lab
         return Ok((Some(w), Some(b), k));
     }
     match num_labels {
-        Some(k) => Ok((Some(HostTensor::zeros(&[k, d])), Some(HostTensor::zeros(&[k])), k)),
+        Some(k) => {
+            Ok((Some(build.zeros("classifier.weight", &[k, d])?), Some(build.zeros("classifier.bias", &[k])?), k))
+        }
         None => Ok((None, None, base[0])),
     }
 }

@@ -20,10 +20,13 @@ pub(crate) enum Init {
     Uniform { bound: f64 },
 }
 
-/// Fresh values from a seeded generator, or values read from a file.
+/// Fresh values from a seeded generator, values read from a file, or shapes only.
 pub(crate) enum Source<'a> {
     /// A new adapter.
     Fresh(Rng),
+    /// A dry run that checks a config against a model: tensors have their shape and no values,
+    /// so nothing is generated or allocated.
+    Shapes,
     /// An adapter file; `used` collects the keys read, to reject the rest.
     File { file: &'a TensorFile, used: BTreeSet<String> },
 }
@@ -43,17 +46,32 @@ impl<'a> Source<'a> {
     pub(crate) fn tensor(&mut self, key: &str, shape: &[usize], init: Init) -> Result<HostTensor> {
         match self {
             Source::Fresh(rng) => Ok(fresh(rng, shape, init)),
+            Source::Shapes => Ok(HostTensor { shape: shape.to_vec(), data: Vec::new() }),
             Source::File { file, used } => {
                 used.insert(key.to_string());
-                file.f32_shaped(key, shape)
+                file.f32_shaped(key, shape).map_err(|e| match e {
+                    Error::TensorMismatch { path, key, expected, got } if got.starts_with("shape") => {
+                        let expected = format!("{expected} for this model and config (an adapter for another model?)");
+                        Error::TensorMismatch { path, key, expected, got }
+                    }
+                    e => e,
+                })
             }
+        }
+    }
+
+    /// Zeros of `shape` that come from no file (a new classifier head); empty in a dry run.
+    pub(crate) fn zeros(&self, shape: &[usize]) -> HostTensor {
+        match self {
+            Source::Shapes => HostTensor { shape: shape.to_vec(), data: Vec::new() },
+            _ => HostTensor::zeros(shape),
         }
     }
 
     /// Tensor `key` from the file whatever its shape (`None` for a fresh adapter).
     pub(crate) fn any_shape(&mut self, key: &str) -> Result<Option<HostTensor>> {
         match self {
-            Source::Fresh(_) => Ok(None),
+            Source::Fresh(_) | Source::Shapes => Ok(None),
             Source::File { file, used } => {
                 used.insert(key.to_string());
                 file.f32(key).map(Some)

@@ -117,6 +117,9 @@ enum Command {
         /// Output model folder.
         #[arg(long)]
         out: PathBuf,
+        /// Overwrite a model already in --out.
+        #[arg(long)]
+        force: bool,
     },
     /// The GPU adapter in use, its backend, limits and features.
     Info,
@@ -229,8 +232,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             println!("mean loss: {:.6}", report.mean_loss);
             Ok(())
         }
-        Command::Merge { model, adapter, out } => {
-            cli::merge(&model, &adapter, &out)?;
+        Command::Merge { model, adapter, out, force } => {
+            cli::merge(&model, &adapter, &out, force)?;
             println!("merged model written to {}", out.display());
             Ok(())
         }

@@ -128,6 +128,7 @@ pub fn fine_tune(
                 lr: options.lr,
                 optimizer: OptimizerKind::adamw(),
                 order,
+                seed: options.seed,
             };
             started = Instant::now();
             train(gpu, &vit, &adapter, train_set, &train_options, &mut |r| record(r.step, r.loss))?;

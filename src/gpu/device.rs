@@ -148,6 +148,7 @@ impl Gpu {
                 errors,
                 lost,
                 poison: false.into(),
+                profiling: false.into(),
             }),
         })
     }

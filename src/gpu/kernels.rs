@@ -38,10 +38,30 @@ pub enum Shader {
     Sum,
     /// `shaders/dct.wgsl`: orthonormal DCT-II / DCT-III along rows and along grid axes.
     Dct,
-    /// `shaders/spectral.wgsl`: the MoPPA spectral filter, fused and unfused pieces.
+    /// `shaders/spectral.wgsl`: the fused MoPPA spectral filter, forward and backward.
     Spectral,
+    /// `shaders/spectral_grid.wgsl`: the unfused MoPPA filter's multiply and reductions.
+    SpectralGrid,
+    /// `shaders/spectral14.wgsl`: the fused MoPPA filter specialised to 14×14 grids.
+    Spectral14,
     /// `shaders/priors.wgsl`: physical-prior responses and the router.
     Priors,
+    /// `shaders/dropout.wgsl`: inverted dropout with a hashed mask.
+    Dropout,
+    /// `shaders/spectral_tile.wgsl`: the MoPPA filter laid out for GPUs.
+    SpectralTile,
+    /// `shaders/conv.wgsl`: general 2-D convolution (stride, padding, groups) and its gradients.
+    Conv,
+    /// `shaders/matmul_rows.wgsl`: the batched product laid out for CPU adapters.
+    MatmulRows,
+    /// `shaders/attention.wgsl`: fused multi-head attention for CPU adapters.
+    Attention,
+    /// `shaders/spectral_rows.wgsl`: the MoPPA filter laid out for CPU adapters.
+    SpectralRows,
+    /// `shaders/spectral_rows14.wgsl`: the same for 14 × 14 grids, by the DCT's symmetry.
+    SpectralRows14,
+    /// `shaders/norm_rows.wgsl`: LayerNorm laid out for CPU adapters.
+    NormRows,
 }
 
 impl Shader {
@@ -60,6 +80,16 @@ impl Shader {
         Shader::Dct,
         Shader::Spectral,
         Shader::Priors,
+        Shader::Dropout,
+        Shader::SpectralTile,
+        Shader::SpectralGrid,
+        Shader::Spectral14,
+        Shader::Conv,
+        Shader::MatmulRows,
+        Shader::Attention,
+        Shader::SpectralRows,
+        Shader::SpectralRows14,
+        Shader::NormRows,
     ];
 
     /// File name under `shaders/`.
@@ -77,7 +107,17 @@ impl Shader {
             Shader::Sum => "sum.wgsl",
             Shader::Dct => "dct.wgsl",
             Shader::Spectral => "spectral.wgsl",
+            Shader::SpectralGrid => "spectral_grid.wgsl",
+            Shader::Spectral14 => "spectral14.wgsl",
             Shader::Priors => "priors.wgsl",
+            Shader::Dropout => "dropout.wgsl",
+            Shader::SpectralTile => "spectral_tile.wgsl",
+            Shader::Conv => "conv.wgsl",
+            Shader::MatmulRows => "matmul_rows.wgsl",
+            Shader::Attention => "attention.wgsl",
+            Shader::SpectralRows => "spectral_rows.wgsl",
+            Shader::SpectralRows14 => "spectral_rows14.wgsl",
+            Shader::NormRows => "norm_rows.wgsl",
         }
     }
 
@@ -96,7 +136,17 @@ impl Shader {
             Shader::Sum => include_str!("../../shaders/sum.wgsl"),
             Shader::Dct => include_str!("../../shaders/dct.wgsl"),
             Shader::Spectral => include_str!("../../shaders/spectral.wgsl"),
+            Shader::SpectralGrid => include_str!("../../shaders/spectral_grid.wgsl"),
+            Shader::Spectral14 => include_str!("../../shaders/spectral14.wgsl"),
             Shader::Priors => include_str!("../../shaders/priors.wgsl"),
+            Shader::Dropout => include_str!("../../shaders/dropout.wgsl"),
+            Shader::SpectralTile => include_str!("../../shaders/spectral_tile.wgsl"),
+            Shader::Conv => include_str!("../../shaders/conv.wgsl"),
+            Shader::MatmulRows => include_str!("../../shaders/matmul_rows.wgsl"),
+            Shader::Attention => include_str!("../../shaders/attention.wgsl"),
+            Shader::SpectralRows => include_str!("../../shaders/spectral_rows.wgsl"),
+            Shader::SpectralRows14 => include_str!("../../shaders/spectral_rows14.wgsl"),
+            Shader::NormRows => include_str!("../../shaders/norm_rows.wgsl"),
         }
     }
 }
@@ -179,6 +229,10 @@ pub enum Kernel {
     MoppaFused,
     /// Fused MoPPA filter backward: `∂x` and per-chunk partial `∂r`.
     MoppaFusedGrad,
+    /// [`Kernel::MoppaFused`] specialised to 14×14 grids.
+    MoppaFused14,
+    /// [`Kernel::MoppaFusedGrad`] specialised to 14×14 grids (per-example partial `∂r`).
+    MoppaFusedGrad14,
     /// Grid tokens times `r` broadcast over the batch; prefix tokens copied.
     GridScale,
     /// `Σ_b u ⊙ v` over the grid tokens.
@@ -203,6 +257,41 @@ pub enum Kernel {
     PriorGradK,
     /// Prior response backward to `T_b`.
     PriorGradT,
+    /// Inverted dropout with a hashed mask.
+    Dropout,
+    /// The MoPPA filter (or the spectrum) with one workgroup per image and channel tile.
+    SpectralTile,
+    /// `y = conv2d(x, w) + b` (PyTorch's `F.conv2d`), one thread per output.
+    Conv2d,
+    /// `∂x` of `Conv2d` (transposed convolution), one thread per input element.
+    Conv2dGradInput,
+    /// Partial sums of `∂w` of `Conv2d` over chunks of batch positions.
+    Conv2dGradWeight,
+    /// Partial sums of `∂b` of `Conv2d` over chunks of batch positions.
+    Conv2dGradBias,
+    /// `C = alpha·A·B (+ bias) (+ addend)` laid out for CPU adapters (rows shared by a
+    /// workgroup, vec4 loads).
+    MatmulRowsNn,
+    /// The same with `B` transposed.
+    MatmulRowsNt,
+    /// The same with `A` transposed.
+    MatmulRowsTn,
+    /// The same with both transposed.
+    MatmulRowsTt,
+    /// Fused attention forward: `o`, `lse` from `q`, `k`, `v`.
+    AttentionForward,
+    /// Fused attention backward to `q` (and `D = Σ ∂o ⊙ o`).
+    AttentionBackwardQ,
+    /// Fused attention backward to `k` and `v`.
+    AttentionBackwardKv,
+    /// The MoPPA filter (or the spectrum alone) for CPU adapters.
+    MoppaRows,
+    /// The same for 14 × 14 grids (half the multiply-adds, by the DCT's symmetry).
+    MoppaRows14,
+    /// LayerNorm forward, one invocation per row (CPU adapters).
+    LayerNormRows,
+    /// LayerNorm backward to `x`, one invocation per row (CPU adapters).
+    LayerNormBackwardRows,
 }
 
 /// Where a kernel lives and how many buffers it binds.
@@ -262,6 +351,8 @@ impl Kernel {
         Kernel::Dct3GridAxis,
         Kernel::MoppaFused,
         Kernel::MoppaFusedGrad,
+        Kernel::MoppaFused14,
+        Kernel::MoppaFusedGrad14,
         Kernel::GridScale,
         Kernel::GridMulReduce,
         Kernel::SumChunks,
@@ -274,6 +365,23 @@ impl Kernel {
         Kernel::PriorGradProbs,
         Kernel::PriorGradK,
         Kernel::PriorGradT,
+        Kernel::Dropout,
+        Kernel::SpectralTile,
+        Kernel::Conv2d,
+        Kernel::Conv2dGradInput,
+        Kernel::Conv2dGradWeight,
+        Kernel::Conv2dGradBias,
+        Kernel::MatmulRowsNn,
+        Kernel::MatmulRowsNt,
+        Kernel::MatmulRowsTn,
+        Kernel::MatmulRowsTt,
+        Kernel::AttentionForward,
+        Kernel::AttentionBackwardQ,
+        Kernel::AttentionBackwardKv,
+        Kernel::MoppaRows,
+        Kernel::MoppaRows14,
+        Kernel::LayerNormRows,
+        Kernel::LayerNormBackwardRows,
     ];
 
     /// Shader, entry point and binding counts.
@@ -317,9 +425,11 @@ impl Kernel {
             Kernel::Dct3GridAxis => spec(S::Dct, "dct3_grid_axis", 2, 1),
             Kernel::MoppaFused => spec(S::Spectral, "moppa_fused", 3, 1),
             Kernel::MoppaFusedGrad => spec(S::Spectral, "moppa_fused_grad", 4, 2),
-            Kernel::GridScale => spec(S::Spectral, "grid_scale", 2, 1),
-            Kernel::GridMulReduce => spec(S::Spectral, "grid_mul_reduce", 2, 1),
-            Kernel::SumChunks => spec(S::Spectral, "sum_chunks", 1, 1),
+            Kernel::MoppaFused14 => spec(S::Spectral14, "moppa_fused14", 3, 1),
+            Kernel::MoppaFusedGrad14 => spec(S::Spectral14, "moppa_fused_grad14", 4, 2),
+            Kernel::GridScale => spec(S::SpectralGrid, "grid_scale", 2, 1),
+            Kernel::GridMulReduce => spec(S::SpectralGrid, "grid_mul_reduce", 2, 1),
+            Kernel::SumChunks => spec(S::SpectralGrid, "sum_chunks", 1, 1),
             Kernel::RouterProbs => spec(S::Priors, "router_probs", 2, 1),
             Kernel::RouteEntropy => spec(S::Priors, "route_entropy", 2, 1),
             Kernel::RouterGrad => spec(S::Priors, "router_grad", 3, 2),
@@ -329,6 +439,23 @@ impl Kernel {
             Kernel::PriorGradProbs => spec(S::Priors, "prior_grad_probs", 3, 1),
             Kernel::PriorGradK => spec(S::Priors, "prior_grad_k", 2, 1),
             Kernel::PriorGradT => spec(S::Priors, "prior_grad_t", 2, 1),
+            Kernel::Dropout => spec(S::Dropout, "dropout", 1, 1),
+            Kernel::SpectralTile => spec(S::SpectralTile, "spectral_tile", 3, 1),
+            Kernel::Conv2d => spec(S::Conv, "conv2d", 3, 1),
+            Kernel::Conv2dGradInput => spec(S::Conv, "conv2d_grad_input", 2, 1),
+            Kernel::Conv2dGradWeight => spec(S::Conv, "conv2d_grad_weight", 2, 1),
+            Kernel::Conv2dGradBias => spec(S::Conv, "conv2d_grad_bias", 1, 1),
+            Kernel::MatmulRowsNn => spec(S::MatmulRows, "matmul_rows_nn", 4, 1),
+            Kernel::MatmulRowsNt => spec(S::MatmulRows, "matmul_rows_nt", 4, 1),
+            Kernel::MatmulRowsTn => spec(S::MatmulRows, "matmul_rows_tn", 4, 1),
+            Kernel::MatmulRowsTt => spec(S::MatmulRows, "matmul_rows_tt", 4, 1),
+            Kernel::AttentionForward => spec(S::Attention, "attention_forward", 3, 2),
+            Kernel::AttentionBackwardQ => spec(S::Attention, "attention_backward_q", 6, 2),
+            Kernel::AttentionBackwardKv => spec(S::Attention, "attention_backward_kv", 6, 2),
+            Kernel::MoppaRows => spec(S::SpectralRows, "moppa_rows", 3, 1),
+            Kernel::MoppaRows14 => spec(S::SpectralRows14, "moppa_rows_14", 3, 1),
+            Kernel::LayerNormRows => spec(S::NormRows, "layer_norm_rows", 3, 3),
+            Kernel::LayerNormBackwardRows => spec(S::NormRows, "layer_norm_backward_rows", 5, 1),
         }
     }
 }

@@ -14,6 +14,7 @@ mod recorder;
 pub use device::{GpuOptions, MemoryStats};
 pub use kernels::{Kernel, Shader};
 pub(crate) use pool::PooledBuffer;
+pub use recorder::{KernelTime, PendingRead};
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -24,6 +25,14 @@ pub const MAX_PARAMS_BYTES: u32 = 64;
 
 /// Threads per workgroup of the one-dimensional kernels (`WG` in the shaders).
 pub const WG_1D: u32 = 256;
+
+/// Largest tensor on any device, in bytes: kernels index elements and pass counts as `u32`,
+/// so a tensor holds at most 2³² − 1 elements of 4 bytes. [`Gpu::max_tensor_bytes`] is this or
+/// the device's own limit, whichever is smaller.
+pub const MAX_TENSOR_BYTES: u64 = 4 * u32::MAX as u64;
+
+/// The name [`crate::Error::TooLarge`] gives [`MAX_TENSOR_BYTES`].
+pub const MAX_TENSOR_LIMIT: &str = "u32 element indexing in the kernels";
 
 /// A handle to a GPU device with its queue, kernels and buffer pool. Cheap to clone; all
 /// clones share one device.
@@ -43,6 +52,7 @@ struct Inner {
     errors: Arc<Mutex<Vec<wgpu::Error>>>,
     lost: Arc<Mutex<Option<String>>>,
     poison: std::sync::atomic::AtomicBool,
+    profiling: std::sync::atomic::AtomicBool,
 }
 
 /// Locks a mutex, recovering the data if another thread panicked while holding it: every
@@ -98,6 +108,17 @@ impl Gpu {
         self.inner.poison.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// When on, every dispatch is submitted and waited for on its own and its wall time is
+    /// added to its kernel's total (see [`Gpu::take_profile`]). A diagnostic: it serialises
+    /// the device and costs a round trip per dispatch. Off by default.
+    pub fn set_profiling(&self, on: bool) {
+        self.inner.profiling.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn profiling(&self) -> bool {
+        self.inner.profiling.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn poison_new_buffers(&self) -> bool {
         self.inner.poison.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -126,7 +147,7 @@ impl Gpu {
         }
     }
 
-    fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+    pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
         self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None }).map_err(
             |e| match e {
                 wgpu::PollError::Timeout => Error::DeviceLost { message: "the device stopped answering".into() },

@@ -15,6 +15,52 @@ pub(crate) struct Recorder {
     encoder: Option<wgpu::CommandEncoder>,
     commands: usize,
     dispatches: u64,
+    /// Per kernel entry point: dispatches and seconds, while profiling.
+    profile: std::collections::BTreeMap<&'static str, (u64, f64)>,
+}
+
+/// A read-back started by [`Gpu::read_later`].
+pub struct PendingRead {
+    gpu: Gpu,
+    staging: wgpu::Buffer,
+    index: Option<wgpu::SubmissionIndex>,
+    bytes: usize,
+    rx: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+}
+
+impl PendingRead {
+    /// Waits for the submission that carried the copy (not for later ones) and returns the
+    /// values.
+    pub fn wait(self) -> Result<Vec<f32>> {
+        self.gpu.wait(self.index)?;
+        match self.rx.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Gpu { during: "reading a tensor back".into(), message: e.to_string() }),
+            Err(_) => return Err(Error::DeviceLost { message: "the read-back never completed".into() }),
+        }
+        let view = self
+            .staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu { during: "reading a tensor back".into(), message: e.to_string() })?;
+        Ok(bytemuck::pod_collect_to_vec(&view[..self.bytes]))
+    }
+}
+
+impl std::fmt::Debug for PendingRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PendingRead({} bytes)", self.bytes)
+    }
+}
+
+/// Time spent in one kernel while profiling (see [`Gpu::set_profiling`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The kernel's entry point.
+    pub entry: &'static str,
+    /// Dispatches recorded.
+    pub dispatches: u64,
+    /// Wall seconds of those dispatches, each submitted and waited for alone.
+    pub seconds: f64,
 }
 
 impl Gpu {
@@ -94,6 +140,11 @@ impl Gpu {
             entries: &entries,
         });
         lock(&self.inner.recorder).dispatches += 1;
+        let profiling = self.profiling();
+        if profiling {
+            self.sync()?;
+        }
+        let start = std::time::Instant::now();
         self.record(|encoder| {
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(spec.entry), timestamp_writes: None });
@@ -102,7 +153,26 @@ impl Gpu {
             pass.set_immediates(0, bytes);
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
         });
+        if profiling {
+            self.sync()?;
+            let seconds = start.elapsed().as_secs_f64();
+            let mut rec = lock(&self.inner.recorder);
+            let slot = rec.profile.entry(spec.entry).or_default();
+            slot.0 += 1;
+            slot.1 += seconds;
+        }
         Ok(())
+    }
+
+    /// The time per kernel collected while profiling was on, slowest first, and clears it.
+    pub fn take_profile(&self) -> Vec<KernelTime> {
+        let profile = std::mem::take(&mut lock(&self.inner.recorder).profile);
+        let mut list: Vec<KernelTime> = profile
+            .into_iter()
+            .map(|(entry, (dispatches, seconds))| KernelTime { entry, dispatches, seconds })
+            .collect();
+        list.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        list
     }
 
     /// Number of kernel dispatches recorded through this device so far (a diagnostic, e.g.
@@ -180,16 +250,27 @@ impl Gpu {
         self.record(|encoder| encoder.clear_buffer(dst, 0, None));
     }
 
-    /// Allocates a device buffer of at least `bytes` bytes from the pool.
+    /// The largest tensor, in bytes, and the limit that sets it: one storage binding, one
+    /// buffer, or [`super::MAX_TENSOR_BYTES`] (kernels index elements and pass counts as u32,
+    /// so no count can wrap).
+    pub fn max_tensor_bytes(&self) -> (u64, &'static str) {
+        let l = &self.inner.limits;
+        [
+            (l.max_storage_buffer_binding_size, "max_storage_buffer_binding_size"),
+            (l.max_buffer_size, "max_buffer_size"),
+            (super::MAX_TENSOR_BYTES, super::MAX_TENSOR_LIMIT),
+        ]
+        .into_iter()
+        .min_by_key(|&(v, _)| v)
+        .expect("three candidates")
+    }
+
+    /// Allocates a device buffer of at least `bytes` bytes from the pool; sizes beyond
+    /// [`Gpu::max_tensor_bytes`] are refused with [`Error::TooLarge`] naming `what`.
     pub(crate) fn alloc(&self, bytes: u64, what: &str) -> Result<Arc<pool::PooledBuffer>> {
-        let limit = self.inner.limits.max_storage_buffer_binding_size.min(self.inner.limits.max_buffer_size);
+        let (limit, name) = self.max_tensor_bytes();
         if bytes > limit {
-            return Err(Error::TooLarge {
-                what: what.to_string(),
-                bytes,
-                limit: "max_storage_buffer_binding_size",
-                max: limit,
-            });
+            return Err(Error::TooLarge { what: what.to_string(), bytes, limit: name, max: limit });
         }
         let class = pool::size_class(bytes).min(limit.max(16));
         let taken = lock(self.pool()).take(class);
@@ -247,6 +328,34 @@ impl Gpu {
         Ok(view[..bytes as usize].to_vec())
     }
 
+    /// Starts reading an f32 tensor back: records a copy of it, submits everything recorded
+    /// so far and returns without waiting. [`PendingRead::wait`] then waits only for that
+    /// submission, so work recorded and submitted after this call keeps the device busy
+    /// meanwhile (a training loop reads step `t`'s loss while step `t + 1` runs).
+    pub fn read_later(&self, t: &Tensor) -> Result<PendingRead> {
+        if t.dtype() != crate::tensor::DType::F32 {
+            return Err(Error::shape("read_later", "an f32 tensor", format!("{:?}", t.dtype())));
+        }
+        let bytes = (t.len() * t.dtype().size()) as u64;
+        let padded = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT).max(wgpu::COPY_BUFFER_ALIGNMENT);
+        let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("peft-wgpu download"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if bytes > 0 {
+            self.record(|encoder| encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, padded));
+        }
+        let index = self.submit();
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            // The receiver lives in the PendingRead until it is waited for.
+            let _ = tx.send(r);
+        });
+        Ok(PendingRead { gpu: self.clone(), staging, index, bytes: bytes as usize, rx })
+    }
+
     /// Reads an f32 tensor back to the host (submits and waits for all recorded work).
     pub fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
         if t.dtype() != crate::tensor::DType::F32 {
@@ -261,5 +370,41 @@ impl Gpu {
             return Err(Error::shape("read_u32", "a u32 tensor", format!("{:?}", t.dtype())));
         }
         Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(t)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::elementwise::EwParams;
+
+    #[test]
+    fn grids_beyond_the_device_are_refused_before_recording() {
+        let gpu = Gpu::new().expect("GPU tests need a wgpu adapter; on headless Linux install mesa-vulkan-drivers");
+        let t = Tensor::zeros(&gpu, &[4]).expect("tensor");
+        let params = EwParams { n: 4, alpha: 7.0, ..Default::default() };
+        let max = gpu.limits().max_compute_workgroups_per_dimension;
+        let before = gpu.dispatch_count();
+        for grid in [[max + 1, 1, 1], [1, max + 1, 1], [1, 1, max + 1], [u32::MAX, u32::MAX, u32::MAX]] {
+            let e = gpu.dispatch(Kernel::Fill, &[], &[&t], &params, grid).expect_err("too many workgroups");
+            assert!(matches!(e, Error::TooLarge { limit: "max_compute_workgroups_per_dimension", .. }), "{e}");
+            assert!(e.to_string().contains("fill"), "{e}");
+        }
+        assert_eq!(gpu.dispatch_count(), before, "a refused dispatch was recorded");
+        // An empty grid records nothing; the tensor keeps its zeros.
+        gpu.dispatch(Kernel::Fill, &[], &[&t], &params, [0, 1, 1]).expect("empty grid");
+        assert_eq!(gpu.read(&t).expect("read"), vec![0.0; 4]);
+    }
+
+    #[test]
+    fn one_dimensional_grids_fold_within_the_limit() {
+        let gpu = Gpu::new().expect("GPU tests need a wgpu adapter; on headless Linux install mesa-vulkan-drivers");
+        let max = gpu.limits().max_compute_workgroups_per_dimension;
+        // Every count a tensor can hold (at most 2³² − 1 elements) folds into a legal grid.
+        for threads in [1, 255, 256, 257, (max as usize) * 256, (max as usize) * 256 + 1, u32::MAX as usize] {
+            let [x, y, z] = gpu.grid_1d(threads, WG_1D);
+            assert!(x <= max && y <= max && z == 1, "{threads} threads: grid {x}×{y}×{z}");
+            assert!(u64::from(x) * u64::from(y) * 256 >= threads as u64, "{threads} threads: grid too small");
+        }
     }
 }

@@ -1,26 +1,56 @@
 //! Atomic file writes: write to a temporary name in the same directory, flush to disk, then
 //! rename over the target. A failed or killed run leaves the previous file untouched.
+//!
+//! [`write_all`] commits several files that belong together (an adapter's weights and config)
+//! in two phases: every temporary is written and flushed first, and only then are they
+//! renamed, in the order given, with nothing in between that can fail for lack of space or a
+//! bad value. A kill during the first phase leaves the previous files byte-identical (and a
+//! stray `.NAME.tmp-PID` that the next write to the same folder removes); only a kill in the
+//! microseconds between two renames can leave a mixed pair, which readers detect with a
+//! fingerprint (see [`super::stamp`]).
+//!
+//! Test hook: when the environment variable `PEFT_WGPU_TEST_SLOW_WRITE_MS` holds a number
+//! `N`, each temporary is written in two halves with a pause of `N` ms between them, and
+//! there is a pause of `N` ms between consecutive renames, so a test can kill the process
+//! mid-write deterministically. Nothing else reads it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// The environment variable of the test hook described in the module docs.
+pub const SLOW_WRITE_ENV: &str = "PEFT_WGPU_TEST_SLOW_WRITE_MS";
+
+/// Marker between a file's name and the writer's process id in a temporary name.
+const TEMP_MARKER: &str = ".tmp-";
+
 /// The temporary name `path` is written under before the rename.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    path.with_file_name(format!(".{}{TEMP_MARKER}{}", file_name(path), std::process::id()))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+fn test_pause() -> Option<std::time::Duration> {
+    let ms: u64 = std::env::var(SLOW_WRITE_ENV).ok()?.trim().parse().ok()?;
+    Some(std::time::Duration::from_millis(ms))
 }
 
 /// Writes `bytes` to `path` atomically.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_with(path, |f| f.write_all(bytes))
+    write_all(&[(path.to_path_buf(), bytes.to_vec())])
 }
 
 /// Writes `path` atomically with `fill`, which writes the whole contents to the file.
 pub fn write_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
     let tmp = temp_path(path);
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         fill(&mut file)?;
@@ -29,15 +59,137 @@ pub fn write_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> std::io:
     if let Err(e) = result {
         // The temporary file is ours; failing to remove it leaves only a stray dotfile.
         let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
+        return Err(io_err(path)(e));
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
+    rename_into_place(&tmp, path)
+}
+
+/// Writes every `(path, bytes)` pair: all temporaries first (each flushed to disk), then the
+/// renames in the order given, then a flush of the folders. On an error before the renames no
+/// target has changed and the temporaries are removed.
+pub fn write_all(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
+    let pause = test_pause();
+    for (path, _) in files {
+        remove_stale_temps(path);
+    }
+    let mut written: Vec<PathBuf> = Vec::with_capacity(files.len());
+    for (path, bytes) in files {
+        let tmp = temp_path(path);
+        written.push(tmp.clone());
+        let result = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            let (first, rest) = bytes.split_at(bytes.len() / 2);
+            file.write_all(first)?;
+            if let Some(p) = pause {
+                file.flush()?;
+                std::thread::sleep(p);
+            }
+            file.write_all(rest)?;
+            file.sync_all()
+        })();
+        if let Err(e) = result {
+            for t in &written {
+                let _ = std::fs::remove_file(t);
+            }
+            return Err(io_err(path)(e));
+        }
+    }
+    for (i, ((path, _), tmp)) in files.iter().zip(&written).enumerate() {
+        if i > 0
+            && let Some(p) = pause
+        {
+            std::thread::sleep(p);
+        }
+        if let Err(e) = rename_into_place(tmp, path) {
+            for t in &written[i + 1..] {
+                let _ = std::fs::remove_file(t);
+            }
+            return Err(e);
+        }
+    }
+    for dir in files.iter().filter_map(|(p, _)| p.parent()) {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
+fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(tmp);
+        io_err(path)(e)
     })
+}
+
+/// Flushes a folder's entries (the renames) to disk where the platform allows opening a
+/// folder; elsewhere the rename is as durable as the OS makes it.
+fn sync_dir(dir: &Path) {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Removes temporaries of `path` left by killed writers (`.NAME.tmp-PID` beside it).
+fn remove_stale_temps(path: &Path) {
+    let prefix = format!(".{}{TEMP_MARKER}", file_name(path));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix(&prefix)
+            && pid.chars().all(|c| c.is_ascii_digit())
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Creates directory `dir` (and parents) with an error naming it.
 pub fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })
+    if dir.is_file() {
+        return Err(Error::Format { path: dir.to_path_buf(), message: "is a file, expected a folder".into() });
+    }
+    std::fs::create_dir_all(dir).map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("peft-wgpu-atomic-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn write_all_replaces_every_file_and_leaves_no_temporaries() {
+        let dir = temp_dir("all");
+        let (a, b) = (dir.join("a.bin"), dir.join("b.json"));
+        std::fs::write(&a, b"old a").expect("seed");
+        // A temporary left by a killed writer is cleaned up.
+        std::fs::write(dir.join(".a.bin.tmp-999999"), b"half").expect("stale");
+        write_all(&[(a.clone(), b"new a".to_vec()), (b.clone(), b"new b".to_vec())]).expect("write");
+        assert_eq!(std::fs::read(&a).expect("a"), b"new a");
+        assert_eq!(std::fs::read(&b).expect("b"), b"new b");
+        let names: Vec<String> =
+            std::fs::read_dir(&dir).expect("list").flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing() {
+        let dir = temp_dir("fail");
+        let a = dir.join("a.bin");
+        std::fs::write(&a, b"old a").expect("seed");
+        // The second target's folder does not exist, so its temporary cannot be created.
+        let bad = dir.join("missing").join("b.json");
+        let e = write_all(&[(a.clone(), b"new a".to_vec()), (bad, b"x".to_vec())]).expect_err("must fail");
+        assert!(e.to_string().contains("b.json"), "{e}");
+        assert_eq!(std::fs::read(&a).expect("a"), b"old a");
+        assert_eq!(std::fs::read_dir(&dir).expect("list").count(), 1, "temporaries left behind");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

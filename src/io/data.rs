@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::safetensors::TensorFile;
+use super::safetensors::{TensorFile, unravel};
 use crate::error::{Error, Result};
 
 /// Images and labels on the host.
@@ -22,31 +22,48 @@ impl Dataset {
     /// Reads and validates a data file: both tensors present, 4-D pixels, one label per
     /// image, labels non-negative, every pixel finite, at least one image.
     pub fn load(path: &Path) -> Result<Dataset> {
-        let file = TensorFile::open(path)?;
-        let pixels = file.f32("pixel_values")?;
+        Dataset::from_file(&TensorFile::open(path)?)
+    }
+
+    /// Validates an opened data file (see [`Dataset::load`]).
+    pub fn from_file(file: &TensorFile) -> Result<Dataset> {
+        let path = file.path();
         let bad = |key: &str, expected: &str, got: String| Error::TensorMismatch {
             path: path.to_path_buf(),
             key: key.to_string(),
             expected: expected.to_string(),
             got,
         };
+        let format = |message: String| Error::Format { path: path.to_path_buf(), message };
+        if !file.contains("pixel_values") && !file.contains("labels") {
+            let keys: Vec<&str> = file.keys().take(5).collect();
+            return Err(format(format!(
+                "is not a data set: it has no `pixel_values` and no `labels` (its tensors: {keys:?})"
+            )));
+        }
+        let pixels = file.f32_any("pixel_values")?;
         let [n, c, h, w] = <[usize; 4]>::try_from(pixels.shape.as_slice())
             .map_err(|_| bad("pixel_values", "shape [N, C, H, W]", format!("shape {:?}", pixels.shape)))?;
+        if let Some(i) = pixels.data.iter().position(|v| !v.is_finite()) {
+            let [img, ch, y, x] = <[usize; 4]>::try_from(unravel(i, &pixels.shape)).unwrap_or_default();
+            return Err(format(format!(
+                "`pixel_values` of image {img} is {} at channel {ch}, row {y}, column {x}; \
+                 pixel values must be finite",
+                pixels.data[i]
+            )));
+        }
         let (label_shape, raw) = file.integers("labels")?;
         if label_shape != [n] {
             return Err(bad("labels", &format!("shape [{n}] (one per image)"), format!("shape {label_shape:?}")));
         }
-        if n == 0 {
-            return Err(Error::Format { path: path.to_path_buf(), message: "holds no images".into() });
+        if n == 0 || c * h * w == 0 {
+            return Err(format(format!("holds no pixels: `pixel_values` has shape {:?}", pixels.shape)));
         }
         let labels = raw
             .iter()
             .enumerate()
             .map(|(i, &l)| {
-                u32::try_from(l).map_err(|_| Error::Format {
-                    path: path.to_path_buf(),
-                    message: format!("labels[{i}] = {l} is not a valid class index"),
-                })
+                u32::try_from(l).map_err(|_| format(format!("`labels[{i}]` = {l} is not a valid class index")))
             })
             .collect::<Result<Vec<u32>>>()?;
         Ok(Dataset { path: path.to_path_buf(), shape: [n, c, h, w], pixels: pixels.data, labels })
@@ -54,7 +71,8 @@ impl Dataset {
 
     /// A data set from memory (`path` names it in messages).
     pub fn from_parts(path: &Path, shape: [usize; 4], pixels: Vec<f32>, labels: Vec<u32>) -> Result<Dataset> {
-        if pixels.len() != shape.iter().product::<usize>() || labels.len() != shape[0] {
+        let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if count != Some(pixels.len()) || labels.len() != shape[0] {
             return Err(Error::Format { path: path.to_path_buf(), message: "pixel and label counts disagree".into() });
         }
         Ok(Dataset { path: path.to_path_buf(), shape, pixels, labels })
@@ -89,7 +107,9 @@ impl Dataset {
         if let Some((i, &l)) = self.labels.iter().enumerate().find(|&(_, &l)| l as usize >= num_labels) {
             return Err(Error::Format {
                 path: self.path.clone(),
-                message: format!("labels[{i}] = {l} is out of range for a model with {num_labels} labels"),
+                message: format!(
+                    "`labels[{i}]` = {l} is out of range for a classifier with {num_labels} labels (0..{num_labels})"
+                ),
             });
         }
         Ok(())

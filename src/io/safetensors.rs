@@ -70,14 +70,15 @@ fn format_err(path: &Path, message: impl Into<String>) -> Error {
 
 impl TensorFile {
     /// Reads and validates `path`. The header is checked against the file size before the
-    /// body is read, so a corrupt length never triggers a huge allocation.
+    /// body is read, so a corrupt length never triggers a huge allocation, and a file too large
+    /// for memory is an error rather than an abort.
     pub fn open(path: &Path) -> Result<TensorFile> {
         let io = |source| Error::Io { path: path.to_path_buf(), source };
-        let mut file = std::fs::File::open(path).map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
+        let meta = std::fs::metadata(path).map_err(io)?;
         if meta.is_dir() {
-            return Err(format_err(path, "is a directory, expected a .safetensors file"));
+            return Err(format_err(path, "is a folder, expected a .safetensors file"));
         }
+        let mut file = std::fs::File::open(path).map_err(io)?;
         let len = meta.len();
         let mut head = [0u8; 8];
         if len < 8 {
@@ -86,21 +87,26 @@ impl TensorFile {
         file.read_exact(&mut head).map_err(io)?;
         let header = u64::from_le_bytes(head);
         if header > MAX_HEADER_BYTES || header > len - 8 {
-            return Err(format_err(
-                path,
-                format!("not a safetensors file or truncated: header of {header} bytes in a file of {len}"),
-            ));
+            let mut start = head.to_vec();
+            let _ = (&mut file).take(56).read_to_end(&mut start);
+            return Err(format_err(path, explain_bad_start(&start, len)));
         }
-        let mut bytes = Vec::with_capacity(len as usize);
+        let mut bytes = Vec::new();
+        let size = usize::try_from(len).unwrap_or(usize::MAX);
+        bytes
+            .try_reserve_exact(size)
+            .map_err(|_| format_err(path, format!("{len} bytes is more than this machine can hold in memory")))?;
         bytes.extend_from_slice(&head);
         file.read_to_end(&mut bytes).map_err(io)?;
         TensorFile::from_bytes(path, bytes)
     }
 
-    /// Validates `bytes` as the contents of `path` (the path is only used in messages).
+    /// Validates `bytes` as the contents of `path` (the path is only used in messages): the
+    /// header is JSON with known dtypes, every tensor's bytes match its dtype and shape, the
+    /// tensors tile the data section exactly, and the file ends where the last one does.
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<TensorFile> {
-        let (header_len, meta) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| format_err(path, format!("not a valid safetensors file (truncated or corrupt?): {e}")))?;
+        let (header_len, meta) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| format_err(path, explain_invalid(&bytes, &e)))?;
         let index = meta
             .tensors()
             .into_iter()
@@ -150,6 +156,17 @@ impl TensorFile {
 
     /// Tensor `key` as f32 (from F32, F16, BF16 or F64); every value must be finite.
     pub fn f32(&self, key: &str) -> Result<HostTensor> {
+        let t = self.f32_any(key)?;
+        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+            let at = unravel(i, &t.shape);
+            return Err(format_err(&self.path, format!("tensor `{key}` holds {} at index {at:?}", t.data[i])));
+        }
+        Ok(t)
+    }
+
+    /// Tensor `key` as f32 (from F32, F16, BF16 or F64), non-finite values included; callers
+    /// check them with messages of their own.
+    pub fn f32_any(&self, key: &str) -> Result<HostTensor> {
         let (dtype, shape, raw) = self.raw(key)?;
         let data: Vec<f32> = match dtype {
             Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
@@ -170,9 +187,6 @@ impl TensorFile {
                 });
             }
         };
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(format_err(&self.path, format!("tensor `{key}` holds {} at flat index {i}", data[i])));
-        }
         Ok(HostTensor { shape: shape.to_vec(), data })
     }
 
@@ -214,13 +228,78 @@ impl TensorFile {
                 return Err(Error::TensorMismatch {
                     path: self.path.clone(),
                     key: key.to_string(),
-                    expected: "an integer tensor (I64, I32 or U8)".into(),
+                    expected: "an integer tensor (I64, I32, U8 or another integer type)".into(),
                     got: format!("{other:?}"),
                 });
             }
         };
         Ok((shape.to_vec(), data))
     }
+}
+
+/// `flat` as a multi-index of `shape` (for messages).
+pub fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut at = vec![0; shape.len()];
+    for (slot, &d) in at.iter_mut().zip(shape).rev() {
+        if d > 0 {
+            *slot = flat % d;
+            flat /= d;
+        }
+    }
+    at
+}
+
+/// Why a file whose first 8 bytes are not a plausible header length is not a safetensors file.
+fn explain_bad_start(start: &[u8], len: u64) -> String {
+    let text = String::from_utf8_lossy(&start[..start.len().min(64)]).to_ascii_lowercase();
+    if text.starts_with("version https://git-lfs") {
+        "is a Git LFS pointer, not the tensors themselves; fetch the real file (git lfs pull)".into()
+    } else if text.trim_start().starts_with('<') {
+        "looks like an HTML page (a failed download?), not a safetensors file".into()
+    } else if text.trim_start().starts_with('{') {
+        "looks like a JSON file, not a safetensors file".into()
+    } else {
+        let header = start.get(..8).and_then(|h| h.try_into().ok()).map_or(0, u64::from_le_bytes);
+        format!(
+            "not a safetensors file, or truncated: it starts with a header length of {header} bytes \
+             but the file has {len} bytes"
+        )
+    }
+}
+
+/// A precise reason why `bytes` failed the format's validation: which tensor runs past the
+/// end (a truncated file), stray bytes after the last tensor, or the validator's own message.
+fn explain_invalid(bytes: &[u8], err: &safetensors::SafeTensorError) -> String {
+    let Some(head) = bytes.get(..8).and_then(|h| <[u8; 8]>::try_from(h).ok()) else {
+        return format!("not a safetensors file: only {} bytes", bytes.len());
+    };
+    let n = u64::from_le_bytes(head);
+    let rest = bytes.len() as u64 - 8;
+    if n > rest || n > MAX_HEADER_BYTES {
+        return explain_bad_start(&bytes[..bytes.len().min(64)], bytes.len() as u64);
+    }
+    let available = rest - n;
+    let header = &bytes[8..8 + n as usize];
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(header) {
+        let ends = map.iter().filter(|(k, _)| k.as_str() != "__metadata__").filter_map(|(k, v)| {
+            let end = v.get("data_offsets")?.as_array()?.get(1)?.as_u64()?;
+            Some((k, end))
+        });
+        let mut last = 0u64;
+        for (key, end) in ends {
+            if end > available {
+                return format!(
+                    "truncated: tensor `{key}` ends at byte {end} of the data section, but only {available} \
+                     bytes follow the header (an interrupted download or copy?)"
+                );
+            }
+            last = last.max(end);
+        }
+        if matches!(err, safetensors::SafeTensorError::MetadataIncompleteBuffer) && last < available {
+            return format!("{} unexpected bytes after the last tensor (a corrupt file?)", available - last);
+        }
+    }
+    format!("not a valid safetensors file: {err}")
 }
 
 /// Exact IEEE half → single conversion.
@@ -242,21 +321,50 @@ fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
-/// Writes f32 tensors (sorted by name, as safetensors requires) to `path` atomically, with
-/// optional `__metadata__`.
+/// The bytes of a safetensors file holding f32 `tensors` (sorted by name, as safetensors
+/// requires) and optional `__metadata__`; `path` only names the file in messages.
+pub fn serialize(
+    path: &Path,
+    tensors: &[(String, &HostTensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    // Written by hand rather than through the crate so the bytes are the same on every run:
+    // tensors in name order, `__metadata__` keys sorted (a HashMap would order them randomly).
+    let mut sorted: Vec<&(String, &HostTensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(pair) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(format_err(path, format!("tensor `{}` written twice", pair[0].0)));
+    }
+    let mut header = serde_json::Map::new();
+    if let Some(meta) = metadata {
+        let meta: BTreeMap<String, String> = meta.into_iter().collect();
+        header.insert("__metadata__".into(), serde_json::to_value(meta).unwrap_or_default());
+    }
+    let mut offset = 0usize;
+    for (key, t) in &sorted {
+        if t.shape.iter().product::<usize>() != t.data.len() {
+            return Err(format_err(path, format!("tensor `{key}`: {} values for shape {:?}", t.data.len(), t.shape)));
+        }
+        let end = offset + 4 * t.data.len();
+        header
+            .insert(key.clone(), serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, end]}));
+        offset = end;
+    }
+    let mut head = serde_json::to_string(&serde_json::Value::Object(header)).unwrap_or_default().into_bytes();
+    // The data section starts 8-byte aligned; the format pads the header with spaces.
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + head.len() + offset);
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    for (_, t) in &sorted {
+        out.extend_from_slice(bytemuck::cast_slice(&t.data));
+    }
+    Ok(out)
+}
+
+/// Writes f32 tensors to `path` atomically, with optional `__metadata__`.
 pub fn write(path: &Path, tensors: &[(String, &HostTensor)], metadata: Option<HashMap<String, String>>) -> Result<()> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
-        tensors.iter().map(|(k, t)| (k.clone(), bytemuck::cast_slice(&t.data).to_vec(), t.shape.clone())).collect();
-    let views = bytes
-        .iter()
-        .map(|(k, b, s)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| format_err(path, format!("tensor `{k}`: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let out = safetensors::serialize(views, metadata).map_err(|e| format_err(path, e.to_string()))?;
-    super::atomic::write(path, &out)
+    super::atomic::write(path, &serialize(path, tensors, metadata)?)
 }
 
 #[cfg(test)]

@@ -1,15 +1,42 @@
-//! Multi-head self-attention from the tape ops: the backward comes from theirs.
+//! Multi-head self-attention: fused kernels on CPU adapters, the tape ops (permute, matmul,
+//! softmax) elsewhere.
 
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
+use crate::ops::attention::{attention_fits, attention_var};
 use crate::ops::matmul::{MatmulSpec, matmul_var};
 use crate::ops::shape::{permute_var, reshape_var};
 use crate::ops::softmax::softmax_var;
+
+/// Which implementation computes attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AttentionPath {
+    /// `Fused` on CPU adapters (lavapipe) when the heads fit it, `Unfused` otherwise.
+    #[default]
+    Auto,
+    /// [`crate::ops::attention`]: one kernel forward, two backward, no `T×T` tensor stored;
+    /// laid out for CPU drivers. Needs `D` and `d_h` multiples of 4 and `d_h ≤ 64`.
+    Fused,
+    /// Permutes, batched matmuls and a softmax on the tape (any shape, suits GPUs).
+    Unfused,
+}
 
 /// `softmax(q kᵀ / √d_h) v` per head, for `q`, `k`, `v` of shape `[B, T, D]` with `heads`
 /// heads of `D / heads` channels; the result is `[B, T, D]` with heads concatenated, as in
 /// transformers' ViT.
 pub fn multi_head_attention(tape: &mut Tape, q: &Var, k: &Var, v: &Var, heads: usize) -> Result<Var> {
+    multi_head_attention_with(tape, q, k, v, heads, AttentionPath::Auto)
+}
+
+/// [`multi_head_attention`] on the chosen implementation.
+pub fn multi_head_attention_with(
+    tape: &mut Tape,
+    q: &Var,
+    k: &Var,
+    v: &Var,
+    heads: usize,
+    path: AttentionPath,
+) -> Result<Var> {
     let &[b, t, d] = q.shape() else {
         return Err(Error::shape("attention", "q of shape [B, T, D]", format!("{:?}", q.shape())));
     };
@@ -19,6 +46,16 @@ pub fn multi_head_attention(tape: &mut Tape, q: &Var, k: &Var, v: &Var, heads: u
             format!("q, k, v of one shape [B, T, D] with D divisible by {heads} heads"),
             format!("{:?}, {:?}, {:?}", q.shape(), k.shape(), v.shape()),
         ));
+    }
+    let fused = match path {
+        AttentionPath::Auto => {
+            attention_fits(d, heads) && tape.gpu().adapter_info().device_type == wgpu::DeviceType::Cpu
+        }
+        AttentionPath::Fused => true,
+        AttentionPath::Unfused => false,
+    };
+    if fused {
+        return attention_var(tape, q, k, v, heads);
     }
     let dh = d / heads;
     let split = |tape: &mut Tape, x: &Var| -> Result<Var> {

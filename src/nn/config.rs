@@ -22,8 +22,8 @@ pub struct VitConfig {
     pub patch_size: usize,
     /// Input channels.
     pub num_channels: usize,
-    /// LayerNorm epsilon.
-    pub layer_norm_eps: f32,
+    /// LayerNorm epsilon, as written in the config (the kernels use it as f32).
+    pub layer_norm_eps: f64,
     /// Whether query, key and value have biases.
     pub qkv_bias: bool,
     /// Classes of the classifier head.
@@ -86,7 +86,7 @@ impl VitConfig {
             image_size,
             patch_size,
             num_channels: json.opt_usize_in("num_channels", 1, 4096)?.unwrap_or(3),
-            layer_norm_eps: eps as f32,
+            layer_norm_eps: eps,
             qkv_bias: json.opt_bool("qkv_bias")?.unwrap_or(true),
             num_labels,
             id2label,

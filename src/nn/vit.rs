@@ -163,17 +163,27 @@ impl Vit {
         prefix += hooks.prompt_tokens();
         let grid = (c.grid(), c.grid());
         for layer in 0..c.num_hidden_layers {
-            x = self.layer(tape, vars, hooks, layer, &x, prefix, grid)?;
+            x = self.layer_forward(tape, vars, hooks, layer, &x, prefix, grid)?;
         }
         let (nw, nb) = module_vars(vars, hooks, ModuleId::FinalNorm)?;
-        let x = layer_norm(tape, &x, &nw, nb.as_ref(), c.layer_norm_eps)?;
+        let x = layer_norm(tape, &x, &nw, nb.as_ref(), c.layer_norm_eps as f32)?;
         let cls = slice_var(tape, &x, 1, 0, 1)?;
         let cls = reshape_var(tape, &cls, &[b, d])?;
         linear(tape, vars, hooks, ModuleId::Classifier, &cls)
     }
 
+    /// One transformer layer on tokens `x` `[B, T, D]` (`prefix` tokens before a `gh × gw`
+    /// grid), as [`Vit::forward`] runs it:
+    ///
+    /// ```text
+    /// x_f = hooks.pre_attention(x)            (x itself without a hook)
+    /// x   = x + Attn(LN_before(x_f))
+    /// x   = x + MLP(LN_after(x))              MLP = fc2(GELU(fc1(·)))
+    /// ```
+    ///
+    /// The backward of each piece comes from its tape ops.
     #[expect(clippy::too_many_arguments, reason = "one transformer layer's inputs, all needed")]
-    fn layer(
+    pub fn layer_forward(
         &self,
         tape: &mut Tape,
         vars: &VitVars,
@@ -187,7 +197,7 @@ impl Vit {
         let m = |part| ModuleId::Layer(layer, part);
         let filtered = hooks.pre_attention(tape, layer, x, prefix, grid)?;
         let (lw, lb) = module_vars(vars, hooks, m(LayerPart::LnBefore))?;
-        let h = layer_norm(tape, filtered.as_ref().unwrap_or(x), &lw, lb.as_ref(), c.layer_norm_eps)?;
+        let h = layer_norm(tape, filtered.as_ref().unwrap_or(x), &lw, lb.as_ref(), c.layer_norm_eps as f32)?;
         let q = linear(tape, vars, hooks, m(LayerPart::Query), &h)?;
         let k = linear(tape, vars, hooks, m(LayerPart::Key), &h)?;
         let v = linear(tape, vars, hooks, m(LayerPart::Value), &h)?;
@@ -195,7 +205,7 @@ impl Vit {
         let a = linear(tape, vars, hooks, m(LayerPart::AttnOut), &a)?;
         let x = add_var(tape, x, &a)?;
         let (lw, lb) = module_vars(vars, hooks, m(LayerPart::LnAfter))?;
-        let h = layer_norm(tape, &x, &lw, lb.as_ref(), c.layer_norm_eps)?;
+        let h = layer_norm(tape, &x, &lw, lb.as_ref(), c.layer_norm_eps as f32)?;
         let h = linear(tape, vars, hooks, m(LayerPart::Fc1), &h)?;
         let h = gelu_var(tape, &h)?;
         let h = linear(tape, vars, hooks, m(LayerPart::Fc2), &h)?;

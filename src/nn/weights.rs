@@ -70,10 +70,7 @@ fn v5_alias(key: &str, layers: usize) -> Option<String> {
 impl VitWeights {
     /// Reads `dir/config.json` and the weights beside it.
     pub fn load(dir: &Path) -> Result<VitWeights> {
-        if !dir.is_dir() {
-            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found");
-            return Err(Error::Io { path: dir.to_path_buf(), source });
-        }
+        crate::io::paths::expect_dir(dir, "a model folder", "config.json")?;
         let config = VitConfig::from_dir(dir)?;
         let files = weight_files(dir)?;
         let mut tensors = BTreeMap::new();
@@ -110,6 +107,24 @@ impl VitWeights {
         Ok(VitWeights { config, tensors, prompts })
     }
 
+    /// Random weights for `config`, seeded: linear and conv weights `N(0, 0.02²)` as
+    /// transformers initialises them, embeddings `N(0, 0.02²)`, biases `N(0, 0.02²)`,
+    /// LayerNorm gains `1 + N(0, 0.02²)`. For benchmarks and tests that need a model of a
+    /// given shape and no file.
+    pub fn random(config: &VitConfig, seed: u64) -> VitWeights {
+        let mut rng = crate::rng::Rng::new(seed);
+        let tensors = expected_shapes(config)
+            .into_iter()
+            .map(|(key, shape)| {
+                let n = shape.iter().product();
+                let is_norm_gain = key.ends_with(".weight") && shape.len() == 1;
+                let data = rng.normal_vec(n, if is_norm_gain { 1.0 } else { 0.0 }, 0.02);
+                (key, HostTensor { shape, data })
+            })
+            .collect();
+        VitWeights { config: config.clone(), tensors, prompts: None }
+    }
+
     /// The weight called `key` (on-disk name).
     pub fn get(&self, key: &str) -> Result<&HostTensor> {
         self.tensors
@@ -125,7 +140,8 @@ impl VitWeights {
         Ok((w, b))
     }
 
-    /// Writes `dir/config.json` and `dir/model.safetensors` (atomically each).
+    /// Writes `dir/model.safetensors` and `dir/config.json`: both to temporaries first, then
+    /// renamed into place (see [`crate::io::atomic::write_all`]).
     pub fn save(&self, dir: &Path) -> Result<()> {
         crate::io::atomic::create_dir(dir)?;
         let mut list: Vec<(String, &HostTensor)> = self.tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
@@ -133,8 +149,10 @@ impl VitWeights {
             list.push((PROMPT_KEY.to_string(), p));
         }
         let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-        safetensors::write(&dir.join("model.safetensors"), &list, Some(meta))?;
-        crate::io::atomic::write(&dir.join("config.json"), self.config.to_json().as_bytes())
+        let weights_path = dir.join("model.safetensors");
+        let weights = safetensors::serialize(&weights_path, &list, Some(meta))?;
+        let config = self.config.to_json().into_bytes();
+        crate::io::atomic::write_all(&[(weights_path, weights), (dir.join("config.json"), config)])
     }
 }
 

@@ -93,13 +93,8 @@ impl DctPlan {
     }
 
     /// The transform length `N`.
-    pub fn len(&self) -> usize {
+    pub fn n(&self) -> usize {
         self.n
-    }
-
-    /// Always false: a plan has `N ≥ 1`.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 }
 

@@ -40,9 +40,35 @@ const TRANS_OUT: u32 = 16;
 
 /// Rows and columns of C one workgroup of the general kernel and of the narrow one covers.
 const TILE: (usize, usize) = (128, 128);
+/// Rows and columns of C one workgroup of the CPU kernel (`matmul_rows.wgsl`) covers.
+const ROWS_TILE: (usize, usize) = (32, 128);
 const NARROW_TILE: (usize, usize) = (256, 8);
 /// Products with at most this many columns (or rows) use the narrow kernel.
 const NARROW_MAX: usize = 16;
+
+/// Which kernel computes a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MatmulKernel {
+    /// `Rows` on CPU adapters (lavapipe) when the shape allows it, `Tiled` otherwise.
+    #[default]
+    Auto,
+    /// The GPU kernels of `matmul.wgsl`: 128×128 tiles in workgroup memory, or 256×8 tiles
+    /// for products with at most 16 rows or columns. Any shape.
+    Tiled,
+    /// The CPU kernel of `matmul_rows.wgsl`: 8-lane workgroups sharing 32 rows, vec4 loads.
+    /// Needs m ≥ 32, n > 16, n and k multiples of 4 and, with `Aᵀ`, m a multiple of 4;
+    /// other shapes are an error.
+    Rows,
+}
+
+/// Whether `matmul_rows.wgsl` computes an `m×k · k×n` product (see [`MatmulKernel::Rows`]).
+fn rows_kernel_fits(m: usize, n: usize, k: usize, trans_a: bool) -> bool {
+    m >= ROWS_TILE.0
+        && n > NARROW_MAX
+        && n.is_multiple_of(4)
+        && k.is_multiple_of(4)
+        && (!trans_a || m.is_multiple_of(4))
+}
 
 /// Which operands are transposed, and the scale of the product.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -135,6 +161,7 @@ fn u32_of(v: usize, what: &str) -> Result<u32> {
 }
 
 /// Records the product into `out` (shape checked by the caller).
+#[expect(clippy::too_many_arguments, reason = "a product's operands, plan, epilogue, output and kernel choice")]
 fn launch(
     gpu: &Gpu,
     a: &Tensor,
@@ -143,6 +170,7 @@ fn launch(
     spec: MatmulSpec,
     epilogue: (Option<&Tensor>, Option<&Tensor>),
     out: &Tensor,
+    kernel: MatmulKernel,
 ) -> Result<()> {
     let Plan { mut batch, mut m, mut n, k, mut a_stride, mut b_stride } = plan;
     let (mut a, mut b) = (a, b);
@@ -152,6 +180,21 @@ fn launch(
         m *= batch;
         batch = 1;
         a_stride = 0;
+    }
+    let fits = rows_kernel_fits(m, n, k, spec.trans_a);
+    let rows = match kernel {
+        MatmulKernel::Auto => fits && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu,
+        MatmulKernel::Tiled => false,
+        MatmulKernel::Rows if fits => true,
+        MatmulKernel::Rows => {
+            return Err(Error::invalid(
+                "matmul (rows kernel)",
+                format!("a {m}×{k}·{k}×{n} product (Aᵀ: {}) does not fit the rows kernel", spec.trans_a),
+            ));
+        }
+    };
+    if rows {
+        return launch_rows(gpu, [a, b], Plan { batch, m, n, k, a_stride, b_stride }, spec, epilogue, out);
     }
     // Few rows, many columns: compute the transpose with the narrow kernel, stored transposed.
     if m <= NARROW_MAX && n > NARROW_MAX {
@@ -184,6 +227,39 @@ fn launch(
     gpu.dispatch(kernel, &inputs, &[out], &params, grid)
 }
 
+/// Records the product on `matmul_rows.wgsl` (the shape fits, see [`rows_kernel_fits`]).
+fn launch_rows(
+    gpu: &Gpu,
+    [a, b]: [&Tensor; 2],
+    plan: Plan,
+    spec: MatmulSpec,
+    (bias, addend): (Option<&Tensor>, Option<&Tensor>),
+    out: &Tensor,
+) -> Result<()> {
+    let Plan { batch, m, n, k, a_stride, b_stride } = plan;
+    let flags = u32::from(bias.is_some()) * BIAS + u32::from(addend.is_some()) * ADDEND;
+    let params = MatmulParams {
+        m: u32_of(m, "rows")?,
+        n: u32_of(n, "columns")?,
+        k: u32_of(k, "depth")?,
+        a_stride: u32_of(a_stride, "batch stride")?,
+        b_stride: u32_of(b_stride, "batch stride")?,
+        flags,
+        alpha: spec.alpha,
+        _pad: 0,
+    };
+    let kernel = match (spec.trans_a, spec.trans_b) {
+        (false, false) => Kernel::MatmulRowsNn,
+        (false, true) => Kernel::MatmulRowsNt,
+        (true, false) => Kernel::MatmulRowsTn,
+        (true, true) => Kernel::MatmulRowsTt,
+    };
+    let (tm, tn) = ROWS_TILE;
+    let grid = [u32_of(n.div_ceil(tn), "tiles")?, u32_of(m.div_ceil(tm), "tiles")?, u32_of(batch, "batch")?];
+    let inputs = [a, b, bias.unwrap_or(a), addend.unwrap_or(a)];
+    gpu.dispatch(kernel, &inputs, &[out], &params, grid)
+}
+
 /// `alpha · op(A) · op(B) (+ bias) (+ addend)`.
 ///
 /// `A`: `[..., r, c]` (op(A) is `m×k`), `B`: `[..., r, c]` (op(B) is `k×n`); batch axes equal
@@ -196,6 +272,19 @@ pub fn matmul(
     spec: MatmulSpec,
     bias: Option<&Tensor>,
     addend: Option<&Tensor>,
+) -> Result<Tensor> {
+    matmul_with(gpu, a, b, spec, bias, addend, MatmulKernel::Auto)
+}
+
+/// [`matmul`] on the chosen kernel.
+pub fn matmul_with(
+    gpu: &Gpu,
+    a: &Tensor,
+    b: &Tensor,
+    spec: MatmulSpec,
+    bias: Option<&Tensor>,
+    addend: Option<&Tensor>,
+    kernel: MatmulKernel,
 ) -> Result<Tensor> {
     let (plan, out_shape) = plan(a, b, spec)?;
     if let Some(bias) = bias
@@ -213,7 +302,7 @@ pub fn matmul(
         ));
     }
     let out = Tensor::uninit(gpu, &out_shape, DType::F32)?;
-    launch(gpu, a, b, plan, spec, (bias, addend), &out)?;
+    launch(gpu, a, b, plan, spec, (bias, addend), &out, kernel)?;
     Ok(out)
 }
 

@@ -2,7 +2,10 @@
 //! op on tape [`Var`](crate::autograd::Var)s with its backward rule beside it.
 
 pub mod activation;
+pub mod attention;
+pub mod conv;
 pub mod dct;
+pub mod dropout;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
@@ -14,4 +17,5 @@ pub mod reduce;
 pub mod shape;
 pub mod softmax;
 pub mod spectral;
+pub mod spectral_tile;
 pub mod sum;

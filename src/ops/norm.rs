@@ -73,9 +73,47 @@ fn row_grid(gpu: &Gpu, rows: usize) -> [u32; 3] {
     gpu.grid_1d(rows, 1)
 }
 
+/// Which kernels compute LayerNorm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum NormKernel {
+    /// `Rows` on CPU adapters (lavapipe) when `d % 4 = 0`, `Workgroup` otherwise.
+    #[default]
+    Auto,
+    /// `norm.wgsl`: one workgroup per row with a tree reduction (GPUs; any `d`).
+    Workgroup,
+    /// `norm_rows.wgsl`: one invocation per row, 8 rows per workgroup (CPU drivers);
+    /// needs `d % 4 = 0`.
+    Rows,
+}
+
+/// Whether `kernel` means the rows kernels for `x` (an error when asked for and impossible).
+fn use_rows(gpu: &Gpu, x: &Tensor, kernel: NormKernel) -> Result<bool> {
+    let fits = x.last_dim().is_multiple_of(4);
+    match kernel {
+        NormKernel::Auto => Ok(fits && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu),
+        NormKernel::Workgroup => Ok(false),
+        NormKernel::Rows if fits => Ok(true),
+        NormKernel::Rows => {
+            Err(Error::invalid("layer_norm (rows kernel)", format!("d = {} is not a multiple of 4", x.last_dim())))
+        }
+    }
+}
+
 /// `y = (x − μ)/√(σ² + eps)·γ + β` over the last axis of `x` (`μ`, `σ²` the row mean and
 /// biased variance, computed in two passes). Returns `y` with the row statistics.
 pub fn layer_norm(gpu: &Gpu, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<LayerNormOutput> {
+    layer_norm_with(gpu, x, gamma, beta, eps, NormKernel::Auto)
+}
+
+/// [`layer_norm`] on the chosen kernel.
+pub fn layer_norm_with(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+    kernel: NormKernel,
+) -> Result<LayerNormOutput> {
     check(x, gamma, beta)?;
     if !(eps >= 0.0 && eps.is_finite()) {
         return Err(Error::invalid("layer_norm eps", format!("{eps} is not a finite value ≥ 0")));
@@ -84,7 +122,11 @@ pub fn layer_norm(gpu: &Gpu, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32
     let y = Tensor::uninit(gpu, x.shape(), DType::F32)?;
     let mean = Tensor::uninit(gpu, &[rows], DType::F32)?;
     let rstd = Tensor::uninit(gpu, &[rows], DType::F32)?;
-    gpu.dispatch(Kernel::LayerNorm, &[x, gamma, beta], &[&y, &mean, &rstd], &params(x, eps), row_grid(gpu, rows))?;
+    let (kernel, grid) = match use_rows(gpu, x, kernel)? {
+        true => (Kernel::LayerNormRows, gpu.grid_1d(rows, 8)),
+        false => (Kernel::LayerNorm, row_grid(gpu, rows)),
+    };
+    gpu.dispatch(kernel, &[x, gamma, beta], &[&y, &mean, &rstd], &params(x, eps), grid)?;
     Ok(LayerNormOutput { y, mean, rstd })
 }
 
@@ -98,6 +140,19 @@ pub fn layer_norm_backward(
     rstd: &Tensor,
     dy: &Tensor,
 ) -> Result<Tensor> {
+    layer_norm_backward_with(gpu, x, gamma, mean, rstd, dy, NormKernel::Auto)
+}
+
+/// [`layer_norm_backward`] on the chosen kernel.
+pub fn layer_norm_backward_with(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+    kernel: NormKernel,
+) -> Result<Tensor> {
     let (rows, d) = rows_of(x);
     check_saved("layer_norm_backward", x, mean, rstd, dy)?;
     if gamma.shape() != [d] {
@@ -105,7 +160,11 @@ pub fn layer_norm_backward(
     }
     let dx = Tensor::uninit(gpu, x.shape(), DType::F32)?;
     let inputs = [x, gamma, mean, rstd, dy];
-    gpu.dispatch(Kernel::LayerNormBackward, &inputs, &[&dx], &params(x, 0.0), row_grid(gpu, rows))?;
+    let (kernel, grid) = match use_rows(gpu, x, kernel)? {
+        true => (Kernel::LayerNormBackwardRows, gpu.grid_1d(rows, 8)),
+        false => (Kernel::LayerNormBackward, row_grid(gpu, rows)),
+    };
+    gpu.dispatch(kernel, &inputs, &[&dx], &params(x, 0.0), grid)?;
     Ok(dx)
 }
 

@@ -10,20 +10,29 @@
 //! applied to `∂y` (prefix gradients pass through), and `∂r = Σ_batch DCT2(x) ⊙ DCT2(∂y)`.
 //!
 //! The fused kernels keep a channel tile's grid in workgroup memory and do
-//! DCT2 → ⊙r → IDCT2 (and the backward) in one pass over the data; grids too large for
-//! workgroup memory take the unfused path (`dct2_grid` → multiply → `dct3_grid`), which also
-//! serves as the cross-check in tests.
+//! DCT2 → ⊙r → IDCT2 (and the backward) in one pass over the data; 14×14 grids (ViT-B/16 at
+//! 224 px, the common case) get kernels specialised to that size (`shaders/spectral14.wgsl`).
+//! Grids too large for workgroup memory take the unfused path (`dct2_grid` → multiply →
+//! `dct3_grid`), which also serves as the cross-check in tests. [`FilterPath`] picks a path
+//! explicitly.
+
+use std::sync::OnceLock;
 
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel};
 use crate::ops::dct::{self, GridPlan, TokenLayout, scales};
+use crate::ops::spectral_tile;
 use crate::tensor::{DType, Tensor};
 
 /// Words of workgroup memory the fused kernels declare (`SMEM` in the shader).
 const SMEM_WORDS: usize = 4096;
-/// Threads per workgroup of the fused kernels.
-const FUSED_WG: usize = 256;
+/// Invocations per workgroup of `moppa_fused` (`WG_FWD` in the shader).
+const FWD_WG: usize = 64;
+/// Invocations per workgroup of `moppa_fused_grad` (`WG_BWD` in the shader).
+const BWD_WG: usize = 32;
+/// Longest grid side of the fused kernels (`MAXL` in the shader).
+const MAX_SIDE: usize = 32;
 
 /// Immediates of `moppa_fused` / `moppa_fused_grad` (`FusedParams` in `shaders/spectral.wgsl`).
 #[repr(C)]
@@ -75,31 +84,98 @@ pub struct GridOpParams {
     pub total: u32,
 }
 
+/// Immediates of `shaders/spectral_rows.wgsl` (`SpectralRowsParams` there).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SpectralRowsParams {
+    /// Batch size `B`.
+    pub batch: u32,
+    /// Tokens per example `T`.
+    pub tokens: u32,
+    /// Leading tokens copied through.
+    pub prefix: u32,
+    /// Grid height.
+    pub gh: u32,
+    /// Grid width.
+    pub gw: u32,
+    /// Channels / 4.
+    pub c4: u32,
+    /// 0: the filter; 1: the spectrum `DCT2(x)` only.
+    pub mode: u32,
+    /// `√(1/gh)`.
+    pub s0h: f32,
+    /// `√(2/gh)`.
+    pub sh: f32,
+    /// `√(1/gw)`.
+    pub s0w: f32,
+    /// `√(2/gw)`.
+    pub sw: f32,
+}
+
+/// Largest grid side the CPU kernel (`spectral_rows.wgsl`) holds in registers.
+pub const ROWS_MAX_GRID: usize = 16;
+
+/// Whether the CPU kernel filters a `gh × gw` grid of `channels` channels.
+pub fn rows_kernel_fits(gh: usize, gw: usize, channels: usize) -> bool {
+    gh <= ROWS_MAX_GRID && gw <= ROWS_MAX_GRID && channels.is_multiple_of(4) && channels > 0
+}
+
 /// Which implementation of the filter to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FilterPath {
-    /// Fused when the grid fits in workgroup memory, unfused otherwise.
+    /// On CPU adapters the rows kernel when the grid fits it, on other adapters the tile
+    /// kernel when it fits; otherwise fused when the grid fits in workgroup memory, unfused
+    /// when it does not. `PEFT_WGPU_FILTER` (`rows`, `tile`, `fused`, `unfused`) overrides the
+    /// choice, for benchmarking one path against another.
     #[default]
     Auto,
+    /// `spectral_rows.wgsl`, laid out for CPU drivers: one lane per image and channel quad
+    /// with the whole spectrum in registers; grids up to 16 × 16, channels a multiple of 4.
+    Rows,
+    /// `spectral_tile.wgsl`, laid out for GPUs: a workgroup per image and 16-channel tile,
+    /// coalesced channel accesses; grids up to 16 × 16.
+    Tile,
     /// The fused kernels; an error when the grid does not fit.
     Fused,
     /// `dct2_grid` → multiply → `dct3_grid`.
     Unfused,
 }
 
-/// Channels per workgroup of the fused kernels on a `gh × gw` grid with `channels` channels,
-/// or `None` when one channel's grid and the two DCT matrices do not fit in workgroup memory
-/// (or the device offers less than the kernels declare).
-pub fn fused_tile(gpu: &Gpu, gh: usize, gw: usize, channels: usize) -> Option<usize> {
+/// Channel tiles of the fused kernels on one grid: channels per workgroup of the forward and
+/// the backward kernel, `None` where that kernel cannot take the grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FusedTiles {
+    /// Channels per workgroup of `moppa_fused`.
+    pub forward: Option<usize>,
+    /// Channels per workgroup of `moppa_fused_grad` (it holds two grids).
+    pub backward: Option<usize>,
+}
+
+/// The fused kernels' channel tiles on a `gh × gw` grid with `channels` channels. A tile is a
+/// power of two, at least one quad of 4 channels, at most what the channels need; it must
+/// fit beside the two DCT matrices in the kernels' workgroup memory, give each invocation one
+/// quad of one line, and no side may exceed the kernels' line registers. A device offering
+/// less workgroup memory than the kernels declare gets no fused path.
+pub fn fused_tiles(gpu: &Gpu, gh: usize, gw: usize, channels: usize) -> FusedTiles {
     let device_words = gpu.limits().max_compute_workgroup_storage_size as usize / 4;
-    let mats = gh * gh + gw * gw;
-    let cells = gh * gw;
-    if device_words < SMEM_WORDS || mats + 2 * cells > SMEM_WORDS || channels == 0 {
-        return None;
+    let (mats, cells, side) = (gh * gh + gw * gw, gh * gw, gh.max(gw));
+    let usable = device_words >= SMEM_WORDS && side <= MAX_SIDE && mats < SMEM_WORDS && channels > 0;
+    if !usable {
+        return FusedTiles { forward: None, backward: None };
     }
-    let cap = (SMEM_WORDS - mats) / (2 * cells);
-    // A power of two keeps tiles aligned to the channel axis; at most the channels there are.
-    Some((1usize << cap.ilog2()).min(channels))
+    let tile = |grids: usize, wg: usize| {
+        let most = ((SMEM_WORDS - mats) / (grids * cells)).min(4 * (wg / side));
+        (most >= 4).then(|| (1usize << most.ilog2()).min(channels.next_power_of_two().max(4)))
+    };
+    FusedTiles { forward: tile(1, FWD_WG), backward: tile(2, BWD_WG) }
+}
+
+/// Batch elements per workgroup: enough chunks that tiles × chunks is a few hundred
+/// workgroups, each chunk as long as possible so the matrices and `r` load once per chunk.
+fn per_chunk(batch: usize, tiles: usize) -> (usize, usize) {
+    let chunks = 512usize.div_ceil(tiles).clamp(1, batch.max(1));
+    let per = batch.div_ceil(chunks).max(1);
+    (per, batch.div_ceil(per).max(1))
 }
 
 fn check_r(op: &'static str, plan: &GridPlan, l: &TokenLayout, r: &Tensor) -> Result<()> {
@@ -142,14 +218,83 @@ fn grid_op_params(plan: &GridPlan, l: &TokenLayout, total: usize) -> GridOpParam
     }
 }
 
-/// The tile to use for `path`, `None` for the unfused path.
-fn pick(op: &'static str, gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, path: FilterPath) -> Result<Option<usize>> {
+/// The implementation a filter on `plan` runs: `path` resolved against the device and grid
+/// (`Auto` stays `Auto` where the choice is between fused and unfused, which depends on the
+/// kernel), an error when a specific path was asked for and cannot take the grid.
+fn resolve(op: &'static str, gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, path: FilterPath) -> Result<FilterPath> {
     let (gh, gw) = plan.grid();
-    let tile = fused_tile(gpu, gh, gw, l.channels);
+    let rows = rows_kernel_fits(gh, gw, l.channels);
+    let tile = spectral_tile::fits(gpu, gh, gw);
+    let path = match path {
+        FilterPath::Auto => env_path().unwrap_or(FilterPath::Auto),
+        other => other,
+    };
+    match path {
+        FilterPath::Auto => Ok(if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu && rows {
+            FilterPath::Rows
+        } else if tile {
+            FilterPath::Tile
+        } else {
+            FilterPath::Auto
+        }),
+        FilterPath::Rows if !rows => {
+            Err(Error::invalid(op, format!("a {gh}×{gw} grid of {} channels does not fit the rows kernel", l.channels)))
+        }
+        FilterPath::Tile if !tile => {
+            Err(Error::invalid(op, format!("a {gh}×{gw} grid does not fit the tile kernel on this device")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// The path `PEFT_WGPU_FILTER` names, read once; `None` when unset, empty or `auto`.
+fn env_path() -> Option<FilterPath> {
+    static PATH: OnceLock<Option<FilterPath>> = OnceLock::new();
+    *PATH.get_or_init(|| match std::env::var("PEFT_WGPU_FILTER").ok()?.to_ascii_lowercase().as_str() {
+        "rows" => Some(FilterPath::Rows),
+        "tile" => Some(FilterPath::Tile),
+        "fused" => Some(FilterPath::Fused),
+        "unfused" => Some(FilterPath::Unfused),
+        _ => None,
+    })
+}
+
+/// The rows kernel on `x`: the filter with `r` (`mode` 0) or the spectrum (`mode` 1).
+fn rows_pass(gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, x: &Tensor, r: Option<&Tensor>) -> Result<Tensor> {
+    let (gh, gw) = plan.grid();
+    let ((s0h, sh), (s0w, sw)) = (scales(gh), scales(gw));
+    let params = SpectralRowsParams {
+        batch: l.batch as u32,
+        tokens: l.tokens as u32,
+        prefix: l.prefix as u32,
+        gh: gh as u32,
+        gw: gw as u32,
+        c4: (l.channels / 4) as u32,
+        mode: u32::from(r.is_none()),
+        s0h,
+        sh,
+        s0w,
+        sw,
+    };
+    let y = Tensor::uninit(gpu, x.shape(), DType::F32)?;
+    let groups = [(l.channels / 4).div_ceil(8) as u32, l.batch as u32, 1];
+    let kernel = if (gh, gw) == (14, 14) { Kernel::MoppaRows14 } else { Kernel::MoppaRows };
+    gpu.dispatch(kernel, &[x, r.unwrap_or(x), plan.tables()], &[&y], &params, groups)?;
+    Ok(y)
+}
+
+/// Whether the kernels specialised to 14×14 grids (one batch element per workgroup) apply.
+fn specialised(plan: &GridPlan, l: &TokenLayout) -> bool {
+    plan.grid() == (14, 14) && l.batch <= u16::MAX as usize
+}
+
+/// The tile to use for `path` given the kernel's `tile`, `None` for the unfused path.
+fn pick(op: &'static str, plan: &GridPlan, tile: Option<usize>, path: FilterPath) -> Result<Option<usize>> {
     match path {
         FilterPath::Auto => Ok(tile),
-        FilterPath::Unfused => Ok(None),
+        FilterPath::Unfused | FilterPath::Rows | FilterPath::Tile => Ok(None),
         FilterPath::Fused => tile.map(Some).ok_or_else(|| {
+            let (gh, gw) = plan.grid();
             Error::invalid(op, format!("a {gh}×{gw} grid does not fit the fused kernel's workgroup memory"))
         }),
     }
@@ -166,7 +311,15 @@ pub fn moppa_filter_with(gpu: &Gpu, plan: &GridPlan, x: &Tensor, r: &Tensor, pat
     let op = "moppa_filter";
     let l = plan.layout(op, x)?;
     check_r(op, plan, &l, r)?;
-    let Some(ct) = pick(op, gpu, plan, &l, path)? else {
+    let path = resolve(op, gpu, plan, &l, path)?;
+    match path {
+        FilterPath::Rows => return rows_pass(gpu, plan, &l, x, Some(r)),
+        FilterPath::Tile => return spectral_tile::filter(gpu, plan, x, r),
+        _ => {}
+    }
+    let (gh, gw) = plan.grid();
+    let tile = fused_tiles(gpu, gh, gw, l.channels).forward;
+    let Some(ct) = pick(op, plan, tile, path)? else {
         let spectrum = dct::dct2_grid(gpu, plan, x)?;
         let scaled = Tensor::uninit(gpu, x.shape(), DType::F32)?;
         let params = grid_op_params(plan, &l, x.len());
@@ -174,8 +327,14 @@ pub fn moppa_filter_with(gpu: &Gpu, plan: &GridPlan, x: &Tensor, r: &Tensor, pat
         return dct::dct3_grid(gpu, plan, &scaled);
     };
     let y = Tensor::uninit(gpu, x.shape(), DType::F32)?;
-    let groups = [l.channels.div_ceil(ct) as u32, l.batch as u32, 1];
-    gpu.dispatch(Kernel::MoppaFused, &[x, r, plan.tables()], &[&y], &fused_params(plan, &l, ct), groups)?;
+    let tiles = l.channels.div_ceil(ct);
+    let (kernel, (per, chunks)) = if specialised(plan, &l) {
+        (Kernel::MoppaFused14, (1, l.batch))
+    } else {
+        (Kernel::MoppaFused, per_chunk(l.batch, tiles))
+    };
+    let params = FusedParams { per_chunk: per as u32, ..fused_params(plan, &l, ct) };
+    gpu.dispatch(kernel, &[x, r, plan.tables()], &[&y], &params, [tiles as u32, chunks as u32, 1])?;
     Ok(y)
 }
 
@@ -199,7 +358,25 @@ pub fn moppa_filter_grads(
     }
     let (gh, gw) = plan.grid();
     let dr_len = gh * gw * l.channels;
-    let Some(ct) = pick(op, gpu, plan, &l, path)? else {
+    if l.batch == 0 {
+        let dx = r.map(|_| Tensor::zeros(gpu, x.shape())).transpose()?;
+        return Ok((dx, Tensor::zeros(gpu, &[gh, gw, l.channels])?));
+    }
+    let path = resolve(op, gpu, plan, &l, path)?;
+    if path == FilterPath::Tile {
+        let dx = r.map(|r| spectral_tile::filter(gpu, plan, dy, r)).transpose()?;
+        return Ok((dx, spectral_tile::grad_r(gpu, plan, x, dy)?));
+    }
+    if path == FilterPath::Rows {
+        let dx = r.map(|r| rows_pass(gpu, plan, &l, dy, Some(r))).transpose()?;
+        let (sx, sg) = (rows_pass(gpu, plan, &l, x, None)?, rows_pass(gpu, plan, &l, dy, None)?);
+        let dr = Tensor::uninit(gpu, &[gh, gw, l.channels], DType::F32)?;
+        let params = grid_op_params(plan, &l, dr_len);
+        gpu.dispatch_1d(Kernel::GridMulReduce, &[&sx, &sg], &[&dr], &params, dr_len)?;
+        return Ok((dx, dr));
+    }
+    let tile = fused_tiles(gpu, gh, gw, l.channels).backward;
+    let Some(ct) = pick(op, plan, tile, path)? else {
         let dx = r.map(|r| moppa_filter_with(gpu, plan, dy, r, FilterPath::Unfused)).transpose()?;
         let (sx, sg) = (dct::dct2_grid(gpu, plan, x)?, dct::dct2_grid(gpu, plan, dy)?);
         let dr = Tensor::uninit(gpu, &[gh, gw, l.channels], DType::F32)?;
@@ -207,20 +384,20 @@ pub fn moppa_filter_grads(
         gpu.dispatch_1d(Kernel::GridMulReduce, &[&sx, &sg], &[&dr], &params, dr_len)?;
         return Ok((dx, dr));
     };
-    // Split the batch so that tiles × chunks gives a few hundred workgroups.
     let tiles = l.channels.div_ceil(ct);
-    let per_chunk = l.batch.div_ceil(FUSED_WG.div_ceil(tiles).clamp(1, l.batch.max(1)));
-    let chunks = l.batch.div_ceil(per_chunk.max(1)).max(1);
-    let mut params = fused_params(plan, &l, ct);
-    params.per_chunk = per_chunk.max(1) as u32;
-    params.want_dx = u32::from(r.is_some());
+    let (kernel, (per, chunks)) = if specialised(plan, &l) {
+        (Kernel::MoppaFusedGrad14, (1, l.batch))
+    } else {
+        (Kernel::MoppaFusedGrad, per_chunk(l.batch, tiles))
+    };
+    let params = FusedParams { per_chunk: per as u32, want_dx: u32::from(r.is_some()), ..fused_params(plan, &l, ct) };
     let (dx, r_bind) = match r {
         Some(r) => (Tensor::uninit(gpu, x.shape(), DType::F32)?, r),
         None => (Tensor::uninit(gpu, &[1], DType::F32)?, x),
     };
     let part = Tensor::uninit(gpu, &[chunks, gh, gw, l.channels], DType::F32)?;
     let groups = [tiles as u32, chunks as u32, 1];
-    gpu.dispatch(Kernel::MoppaFusedGrad, &[x, dy, r_bind, plan.tables()], &[&dx, &part], &params, groups)?;
+    gpu.dispatch(kernel, &[x, dy, r_bind, plan.tables()], &[&dx, &part], &params, groups)?;
     let dr = if chunks == 1 {
         part.reshape(&[gh, gw, l.channels])?
     } else {

@@ -2,7 +2,10 @@
 //! kernels they check. Test oracles only: slow on purpose, never used by the library.
 
 pub mod activation;
+pub mod attention;
+pub mod conv;
 pub mod dct;
+pub mod dropout;
 pub mod elementwise;
 pub mod loss;
 pub mod matmul;

@@ -52,3 +52,15 @@ pub fn moppa_filter_grads(
     let dr = grid_mul_reduce(&dct2_grid(x, dims, gh, gw), &dct2_grid(dy, dims, gh, gw), dims, gh * gw);
     (dx, dr)
 }
+
+/// `spectral_tile` (`shaders/spectral_tile.wgsl`): mode 0 is [`moppa_filter`]; mode 1 is the
+/// spectrum `DCT2(x_grid)` laid out `[batch, gh·gw, channels]` (prefix dropped).
+pub fn spectral_tile(x: &[f64], dims: [usize; 3], gh: usize, gw: usize, r: &[f64], mode: u32) -> Vec<f64> {
+    if mode == 0 {
+        return moppa_filter(x, dims, gh, gw, r);
+    }
+    let [batch, tokens, ch] = dims;
+    let prefix = tokens - gh * gw;
+    let full = dct2_grid(x, dims, gh, gw);
+    (0..batch).flat_map(|b| full[(b * tokens + prefix) * ch..(b + 1) * tokens * ch].to_vec()).collect()
+}

@@ -1,0 +1,145 @@
+"""LoRA files written by peft-wgpu load in PEFT: loads every adapter folder of
+tests/fixtures/written_here/ (made by `cargo run --example write_lora_for_peft`) with PEFT on
+the tiny ViT, checks that every tensor of the file reached the model, and compares PEFT's
+logits (float64) with the ones peft-wgpu recorded beside the folders.
+
+Cases: lora_transformers5 (targets named q_proj/v_proj) under transformers 5, and
+lora_on_disk (query/value) under transformers 4 (a directory with transformers 4 and PEFT <
+0.18 installed by `pip install --target`, given by PEFT_TF4_PATH, default /work/py-tf4), run
+in a subprocess with that directory first on PYTHONPATH. The on-disk-named adapter is not a
+case under transformers 5: PEFT matches target_modules against the live module names, which
+transformers 5 renamed, so it adapts only `projection` and leaves the query/value tensors
+unused; adapters PEFT itself wrote under transformers 4 fare the same (NOTE below).
+
+Writes tests/fixtures/peft_roundtrip.json: per case the versions, max |logit difference|,
+max |logit|, how far the adapter moves the logits from the base model's, and PEFT's
+`print_trainable_parameters` numbers and line; and those numbers for the LoRA adapters PEFT
+itself wrote (tests/fixtures/adapters/lora_v5 under transformers 5, lora_v4 under 4). Run from
+the repository root.
+"""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+ROOT = "tests/fixtures/written_here"
+MODEL = "tests/fixtures/vit_tiny"
+OUT = "tests/fixtures/peft_roundtrip.json"
+# folder: transformers major versions it is loaded under
+CASES = {"lora_transformers5": [5], "lora_on_disk": [4]}
+# LoRA adapters PEFT wrote (scripts/fixtures_adapters.py), for print_trainable_parameters only.
+FIXTURES = {"lora_v5": "tests/fixtures/adapters/lora_v5", "lora_v4": "tests/fixtures/adapters/lora_v4"}
+NOTE = (
+    "lora_on_disk is checked under transformers 4 only: under transformers 5, PEFT matches "
+    "target_modules (query, value) against the renamed live modules (q_proj, v_proj), adapts only "
+    "`projection` and leaves the query/value tensors unused; PEFT's own transformers-4 adapter "
+    "tests/fixtures/adapters/lora_v4 fails there with NoMatchingPeftModuleError."
+)
+
+
+def trainable_numbers(model):
+    """PEFT's print_trainable_parameters line and its two numbers."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        model.print_trainable_parameters()
+    trainable, total = model.get_nb_trainable_parameters()
+    return {"trainable_params": int(trainable), "all_params": int(total), "print_trainable_parameters": printed.getvalue().strip()}
+
+
+def fixture_summary(folder):
+    """PEFT's parameter counts for an adapter folder PEFT wrote itself (tests/fixtures/adapters)."""
+    import peft
+    import transformers
+    from peft import PeftModel
+    from transformers import ViTForImageClassification
+
+    model = PeftModel.from_pretrained(ViTForImageClassification.from_pretrained(MODEL), folder, is_trainable=True)
+    return {"folder": folder, "transformers": transformers.__version__, "peft": peft.__version__, **trainable_numbers(model)}
+
+
+def run_case(name):
+    """Loads ROOT/name with the transformers and PEFT importable here; returns a result dict."""
+    import peft
+    import transformers
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import ViTForImageClassification
+
+    folder = os.path.join(ROOT, name)
+    recorded = load_file(os.path.join(ROOT, "logits.safetensors"))
+    pixels = recorded["pixel_values"].double()
+    ours = recorded[name].double()
+
+    base = ViTForImageClassification.from_pretrained(MODEL).double().eval()
+    with torch.no_grad():
+        base_logits = base(pixel_values=pixels).logits.clone()
+    model = PeftModel.from_pretrained(ViTForImageClassification.from_pretrained(MODEL), folder, is_trainable=True)
+    counts = trainable_numbers(model)
+
+    # Every tensor of the file is in the model, unchanged: nothing was silently re-initialised.
+    in_file = load_file(os.path.join(folder, "adapter_model.safetensors"))
+    in_model = get_peft_model_state_dict(model)
+    assert sorted(in_file) == sorted(in_model), (sorted(in_file), sorted(in_model))
+    for key, t in in_file.items():
+        assert torch.equal(t, in_model[key].to(t.dtype)), key
+
+    model = model.double().eval()
+    with torch.no_grad():
+        logits = model(pixel_values=pixels).logits
+    return {
+        "adapter": name,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "torch": torch.__version__,
+        "max_abs_diff": float((logits - ours).abs().max()),
+        "max_abs_logit": float(logits.abs().max()),
+        "max_abs_change_from_base": float((logits - base_logits).abs().max()),
+        **counts,
+    }
+
+
+def run_under_tf4(flag, arg):
+    tf4 = os.environ.get("PEFT_TF4_PATH", "/work/py-tf4")
+    env = dict(os.environ, PYTHONPATH=tf4 + os.pathsep + os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, __file__, flag, arg], env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--case":
+        print(json.dumps(run_case(sys.argv[2])))
+        return
+    if len(sys.argv) == 3 and sys.argv[1] == "--summary":
+        print(json.dumps(fixture_summary(sys.argv[2])))
+        return
+    import transformers
+
+    assert transformers.__version__.startswith("5."), transformers.__version__
+    results = []
+    for name, majors in CASES.items():
+        for major in majors:
+            result = run_case(name) if major == 5 else run_under_tf4("--case", name)
+            assert result["transformers"].startswith(f"{major}."), result
+            results.append(result)
+            print(f"{name} under transformers {result['transformers']}: max |diff| {result['max_abs_diff']:.3e}")
+    summaries = [fixture_summary(FIXTURES["lora_v5"]), run_under_tf4("--summary", FIXTURES["lora_v4"])]
+    report = {
+        "about": "LoRA adapters written by peft-wgpu (tests/fixtures/written_here), loaded by PEFT; "
+        "logits compared in float64 with peft-wgpu's (scripts/check_peft_roundtrip.py)",
+        "note": NOTE,
+        "cases": results,
+        "fixture_summaries": summaries,
+    }
+    with open(OUT, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+//! Checks on the paths a user passes, made before anything is read or computed, so a wrong
+//! folder, a file where a folder is expected (or the reverse) or an unwritable output is
+//! reported with the path and what was expected instead.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+fn not_found(path: &Path, what: &str) -> Error {
+    let source = std::io::Error::new(std::io::ErrorKind::NotFound, format!("not found (expected {what})"));
+    Error::Io { path: path.to_path_buf(), source }
+}
+
+/// What kind of folder `dir` looks like, for hints when it is passed in the wrong place.
+fn looks_like(dir: &Path) -> Option<&'static str> {
+    if dir.join("adapter_config.json").is_file() {
+        Some("an adapter folder")
+    } else if dir.join("config.json").is_file() {
+        Some("a model folder")
+    } else {
+        None
+    }
+}
+
+/// Fails unless `dir` is an existing folder holding `required` (the file that makes it
+/// `what`, e.g. `config.json` for a model folder). Messages say what the path is instead.
+pub fn expect_dir(dir: &Path, what: &str, required: &str) -> Result<()> {
+    let meta = std::fs::metadata(dir).map_err(|_| not_found(dir, what))?;
+    if !meta.is_dir() {
+        return Err(Error::Format { path: dir.to_path_buf(), message: format!("is a file, expected {what}") });
+    }
+    if !dir.join(required).exists() {
+        let hint = match looks_like(dir) {
+            Some(kind) => format!("; it looks like {kind}"),
+            None => String::new(),
+        };
+        return Err(Error::Format {
+            path: dir.to_path_buf(),
+            message: format!("holds no {required}, so it is not {what}{hint}"),
+        });
+    }
+    Ok(())
+}
+
+/// Fails unless `path` is an existing file (`what` names it in messages).
+pub fn expect_file(path: &Path, what: &str) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|_| not_found(path, what))?;
+    if meta.is_dir() {
+        return Err(Error::Format { path: path.to_path_buf(), message: format!("is a folder, expected {what}") });
+    }
+    Ok(())
+}
+
+/// The deepest existing ancestor of `path` (itself if it exists; `.` for a relative path
+/// none of whose parts exist).
+fn existing_ancestor(path: &Path) -> PathBuf {
+    let mut p = path;
+    loop {
+        if p.exists() {
+            return p.to_path_buf();
+        }
+        match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+            _ => return PathBuf::from("."),
+        }
+    }
+}
+
+/// Fails unless a file can be created in folder `dir` (made and removed at once).
+fn probe_writable(dir: &Path, target: &Path) -> Result<()> {
+    let probe = dir.join(format!(".peft-wgpu-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(source) => Err(Error::Io {
+            path: target.to_path_buf(),
+            source: std::io::Error::new(source.kind(), format!("cannot write in {}: {source}", dir.display())),
+        }),
+    }
+}
+
+/// Checks, before any work, that output folder `dir` (flag `flag`) can be created or written:
+/// it is a folder or does not exist yet, the nearest existing ancestor is a folder, and a file
+/// can be created there.
+pub fn check_output_dir(dir: &Path, flag: &str) -> Result<()> {
+    let base = existing_ancestor(dir);
+    if !base.is_dir() {
+        let message = if base == dir {
+            format!("{} is a file, expected a folder", dir.display())
+        } else {
+            format!("{} is inside {}, which is a file", dir.display(), base.display())
+        };
+        return Err(Error::invalid(flag, message));
+    }
+    probe_writable(&base, dir)
+}
+
+/// Checks, before any work, that output file `path` (flag `flag`) can be written: it is not
+/// a folder, its folder exists, and a file can be created there.
+pub fn check_output_file(path: &Path, flag: &str) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::invalid(flag, format!("{} is a folder, expected a file name", path.display())));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::invalid(flag, format!("folder {} does not exist", parent.display())));
+    }
+    probe_writable(parent, path)
+}

@@ -1,0 +1,263 @@
+//! `adapter_config.json` (`adapters::config`): required keys, wrong types, unknown keys,
+//! PEFT's `rank_pattern`/`alpha_pattern`, `layers_to_transform` and `exclude_modules`
+//! semantics, rsLoRA scaling, and targets that match nothing.
+
+mod common;
+#[path = "support/adapters.rs"]
+mod support;
+
+use std::path::Path;
+
+use common::gpu;
+use peft_wgpu::Error;
+use peft_wgpu::adapters::{Adapter, AdapterConfig, AdapterKind, FloraRank, LoraConfig};
+use peft_wgpu::io::json::JsonFile;
+use serde_json::{Value, json};
+
+fn parse(value: &Value) -> peft_wgpu::Result<AdapterConfig> {
+    AdapterConfig::from_json(&JsonFile::parse(Path::new("cfg/adapter_config.json"), value.to_string().as_bytes())?)
+}
+
+/// Asserts that `value` is rejected with a config error on `key` that names the key.
+fn rejects(value: &Value, key: &str) {
+    match parse(value) {
+        Err(e @ Error::Config { .. }) => {
+            let Error::Config { key: got, path, .. } = &e else { unreachable!() };
+            assert_eq!(got, key, "{value}: error on `{got}`, expected `{key}`: {e}");
+            assert_eq!(path, Path::new("cfg/adapter_config.json"));
+            assert!(e.to_string().contains(&format!("`{key}`")), "the message names `{key}`: {e}");
+        }
+        Err(e) => panic!("{value}: expected a config error on `{key}`, got {e}"),
+        Ok(_) => panic!("{value}: accepted, expected an error on `{key}`"),
+    }
+}
+
+fn lora(value: &Value) -> LoraConfig {
+    match parse(value).unwrap().kind {
+        AdapterKind::Lora(c) => c,
+        other => panic!("not LoRA: {other:?}"),
+    }
+}
+
+fn minimal() -> [(Value, &'static [&'static str]); 4] {
+    [
+        (json!({"peft_type": "LORA", "r": 4, "target_modules": ["query"]}), &["peft_type", "r", "target_modules"]),
+        (json!({"peft_type": "FLORA", "r": 2, "target_modules": ["query"]}), &["peft_type", "r", "target_modules"]),
+        (json!({"peft_type": "MOPPA"}), &["peft_type"]),
+        (json!({"peft_type": "RLP", "num_prompt_tokens": 4, "r": 2}), &["peft_type", "num_prompt_tokens", "r"]),
+    ]
+}
+
+#[test]
+fn each_required_key_missing_is_an_error_naming_it() {
+    for (cfg, required) in minimal() {
+        assert!(parse(&cfg).is_ok(), "{cfg}");
+        for &key in required {
+            let mut c = cfg.clone();
+            c.as_object_mut().unwrap().remove(key);
+            rejects(&c, key);
+            // null counts as missing, as in PEFT's JSON.
+            c[key] = Value::Null;
+            rejects(&c, key);
+        }
+    }
+}
+
+#[test]
+fn wrong_types_and_values_are_errors_naming_the_key() {
+    let lora = json!({"peft_type": "LORA", "r": 4, "target_modules": ["query"]});
+    let flora = json!({"peft_type": "FLORA", "r": 2, "target_modules": ["query"]});
+    let moppa = json!({"peft_type": "MOPPA"});
+    let rlp = json!({"peft_type": "RLP", "num_prompt_tokens": 4, "r": 2});
+    let with = |base: &Value, key: &str, v: Value| {
+        let mut c = base.clone();
+        c[key] = v;
+        c
+    };
+    let cases = [
+        (with(&lora, "peft_type", json!("IA3")), "peft_type"),
+        (with(&lora, "peft_type", json!(3)), "peft_type"),
+        (with(&lora, "r", json!("4")), "r"),
+        (with(&lora, "r", json!(0)), "r"),
+        (with(&lora, "r", json!(-2)), "r"),
+        (with(&lora, "r", json!(2.5)), "r"),
+        (with(&lora, "lora_alpha", json!("8")), "lora_alpha"),
+        (with(&lora, "target_modules", json!(5)), "target_modules"),
+        (with(&lora, "target_modules", json!([1, 2])), "target_modules"),
+        (with(&lora, "target_modules", json!("(unclosed")), "target_modules"),
+        (with(&lora, "use_rslora", json!("yes")), "use_rslora"),
+        (with(&lora, "lora_dropout", json!(1.5)), "lora_dropout"),
+        (with(&lora, "bias", json!("all")), "bias"),
+        (with(&lora, "use_dora", json!(true)), "use_dora"),
+        (with(&lora, "modules_to_save", json!(3)), "modules_to_save"),
+        (with(&lora, "rank_pattern", json!(["query"])), "rank_pattern"),
+        (with(&lora, "rank_pattern", json!({"query": 0})), "rank_pattern"),
+        (with(&lora, "alpha_pattern", json!({"query": "x"})), "alpha_pattern"),
+        (with(&lora, "layers_to_transform", json!("0")), "layers_to_transform"),
+        (with(&lora, "layers_to_transform", json!([0, -1])), "layers_to_transform"),
+        (with(&lora, "exclude_modules", json!(7)), "exclude_modules"),
+        (with(&lora, "num_labels", json!(0)), "num_labels"),
+        (with(&flora, "r", json!([2, 0])), "r"),
+        (with(&flora, "r", json!("2")), "r"),
+        (with(&flora, "scale", json!("1")), "scale"),
+        (with(&moppa, "num_heads", json!(0)), "num_heads"),
+        (with(&moppa, "layers", json!("all")), "layers"),
+        (with(&moppa, "entropy_decay_fraction", json!(0)), "entropy_decay_fraction"),
+        (with(&moppa, "entropy_scale", json!([1])), "entropy_scale"),
+        (with(&rlp, "num_prompt_tokens", json!(0)), "num_prompt_tokens"),
+        (with(&rlp, "r", json!(true)), "r"),
+        (with(&rlp, "scale", json!({})), "scale"),
+    ];
+    for (cfg, key) in &cases {
+        rejects(cfg, key);
+    }
+}
+
+#[test]
+fn unknown_keys_are_ignored_and_kept_on_writing() {
+    for (mut cfg, _) in minimal() {
+        cfg["a_future_peft_key"] = json!({"nested": [1, 2]});
+        cfg["task_type"] = json!("IMAGE_CLASSIFICATION");
+        let parsed = parse(&cfg).unwrap_or_else(|e| panic!("{cfg}: {e}"));
+        let written: Value = serde_json::from_str(&parsed.to_json()).unwrap();
+        assert_eq!(written["a_future_peft_key"], cfg["a_future_peft_key"]);
+        assert_eq!(written["task_type"], "IMAGE_CLASSIFICATION");
+        assert_eq!(written["peft_type"], cfg["peft_type"]);
+        // What was written parses to the same config.
+        assert_eq!(parse(&written).unwrap().to_json(), parsed.to_json());
+    }
+}
+
+#[test]
+fn flora_ranks_are_an_int_or_one_per_mode() {
+    let parse_r = |r: Value| match parse(&json!({"peft_type": "FLORA", "r": r, "target_modules": ["x"]})).unwrap().kind
+    {
+        AdapterKind::Flora(c) => c.r,
+        _ => unreachable!(),
+    };
+    assert_eq!(parse_r(json!(3)), FloraRank::Uniform(3));
+    assert_eq!(parse_r(json!([4, 3, 2, 2])), FloraRank::PerMode(vec![4, 3, 2, 2]));
+    let dims = [16, 3, 2, 2];
+    assert_eq!(peft_wgpu::adapters::flora::ranks(&FloraRank::Uniform(3), &dims).unwrap(), [3, 3, 2, 2]);
+    assert!(peft_wgpu::adapters::flora::ranks(&FloraRank::PerMode(vec![2, 2]), &dims).is_err());
+}
+
+#[test]
+fn rank_and_alpha_patterns_follow_peft_get_pattern_key() {
+    // Expectations from peft.utils.other.get_pattern_key: the first pattern `p` (in file
+    // order) with the module path matching `(.*\.)?(p)$`.
+    let k0q = "vit.encoder.layer.0.attention.attention.query";
+    let k1q = "vit.encoder.layer.1.attention.attention.query";
+    let k1v = "vit.encoder.layer.1.attention.attention.value";
+    let cases: [(Value, &str, Option<usize>); 13] = [
+        (json!({"query": 2}), k0q, Some(2)),
+        (json!({"uery": 2}), k0q, None),
+        (json!({"attention.query": 2}), k0q, Some(2)),
+        (json!({r"layer\.1\..*": 2}), k0q, None),
+        (json!({r"layer\.1\..*": 2}), k1q, Some(2)),
+        (json!({"value": 2, "layer.1.attention.attention.value": 3}), k1v, Some(2)),
+        (json!({"layer.1.attention.attention.value": 3, "value": 2}), k1v, Some(3)),
+        (json!({"q_proj": 2}), "vit.layers.0.attention.q_proj", Some(2)),
+        (json!({"q_proj": 2}), k0q, None),
+        (json!({k0q: 2}), k0q, Some(2)),
+        (json!({"query|value": 2}), k1v, Some(2)),
+        (json!({"1.attention.attention.value": 2}), k1v, Some(2)),
+        (json!({"ayer.1.attention.attention.value": 2}), k1v, None),
+    ];
+    for (pattern, path, rank) in cases {
+        let alphas: serde_json::Map<String, Value> =
+            pattern.as_object().unwrap().iter().map(|(k, v)| (k.clone(), json!(v.as_f64().unwrap() * 10.0))).collect();
+        let c = lora(&json!({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["query"],
+                             "rank_pattern": pattern, "alpha_pattern": alphas}));
+        let want = rank.map_or((8, 16.0), |r| (r, r as f64 * 10.0));
+        assert_eq!(c.rank_alpha(path), want, "pattern {pattern} on {path}");
+    }
+}
+
+#[test]
+fn rslora_scales_by_the_square_root_of_the_rank() {
+    let base = json!({"peft_type": "LORA", "r": 16, "lora_alpha": 8, "target_modules": ["query"]});
+    let plain = lora(&base);
+    assert!(!plain.use_rslora);
+    assert_eq!(plain.scaling(16, 8.0), 0.5);
+    let mut rs = base;
+    rs["use_rslora"] = json!(true);
+    let rs = lora(&rs);
+    assert_eq!(rs.scaling(16, 8.0), 2.0);
+    assert_eq!(rs.scaling(4, 6.0), 3.0);
+    assert_eq!(lora(&json!({"peft_type": "LORA", "r": 4, "target_modules": ["q"]})).lora_alpha, 8.0, "PEFT's default");
+}
+
+/// File keys of the `lora_A` tensors of a fresh adapter, as `(module path, rank)`.
+fn adapted(cfg: &Value) -> peft_wgpu::Result<Vec<(String, usize)>> {
+    let gpu = gpu();
+    let vit = support::tiny_vit(&gpu);
+    let adapter = Adapter::new(&gpu, support::config(cfg), Path::new("adapter_config.json"), &vit, 0)?;
+    Ok(adapter
+        .trainable()
+        .iter()
+        .filter_map(|p| {
+            let stem = p.key.strip_prefix("base_model.model.")?.strip_suffix(".lora_A.weight")?;
+            Some((stem.to_string(), p.tensor.shape()[0]))
+        })
+        .collect())
+}
+
+fn paths(cfg: &Value) -> Vec<String> {
+    adapted(cfg).unwrap_or_else(|e| panic!("{cfg}: {e}")).into_iter().map(|(p, _)| p).collect()
+}
+
+#[test]
+fn layers_to_transform_as_peft() {
+    let q = |l: usize| format!("vit.encoder.layer.{l}.attention.attention.query");
+    let lora = |targets: Value, layers: Value| json!({"peft_type": "LORA", "r": 2, "target_modules": targets, "layers_to_transform": layers});
+    assert_eq!(paths(&lora(json!(["query", "projection"]), json!([1]))), [q(1)], "layer 1 only; the conv has no layer");
+    assert_eq!(paths(&lora(json!(["query"]), json!(0))), [q(0)], "a single index");
+    assert_eq!(paths(&lora(json!(["query"]), json!([]))), [q(0), q(1)], "an empty list selects every layer");
+    assert_eq!(paths(&lora(json!([q(0), "query"]), json!([1]))), [q(0), q(1)], "an exact path is always adapted");
+    rejects(&lora(json!(".*query"), json!([1])), "layers_to_transform");
+    let err = adapted(&lora(json!(["query"]), json!([5]))).unwrap_err();
+    assert!(err.to_string().contains("layers_to_transform") && err.to_string().contains('5'), "no layer 5: {err}");
+}
+
+#[test]
+fn exclude_modules_as_peft() {
+    let lora = |exclude: Value| json!({"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"], "exclude_modules": exclude});
+    let all = paths(&json!({"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"]}));
+    assert_eq!(all.len(), 4);
+    let without = |gone: &[&str]| all.iter().filter(|p| !gone.contains(&p.as_str())).cloned().collect::<Vec<_>>();
+    let v0 = "vit.encoder.layer.0.attention.attention.value";
+    assert_eq!(paths(&lora(json!(["layer.0.attention.attention.value"]))), without(&[v0]), "a dotted suffix");
+    assert_eq!(paths(&lora(json!([v0]))), without(&[v0]), "an exact path");
+    assert_eq!(paths(&lora(json!(["ue"]))), all, "a suffix must start at a dot");
+    let layer1 = ["vit.encoder.layer.1.attention.attention.query", "vit.encoder.layer.1.attention.attention.value"];
+    assert_eq!(paths(&lora(json!(r"vit\.encoder\.layer\.1\..*"))), without(&layer1), "a regex on the whole path");
+    let err = adapted(&lora(json!(["query", "value"]))).unwrap_err();
+    assert!(err.to_string().contains("target_modules"), "everything excluded: {err}");
+}
+
+#[test]
+fn rank_pattern_sets_the_rank_of_the_matching_modules() {
+    let cfg = json!({"peft_type": "LORA", "r": 4, "target_modules": ["query", "value"], "rank_pattern": {"layer.1.attention.attention.value": 2, "query": 3}});
+    let ranks: Vec<usize> = adapted(&cfg).unwrap().into_iter().map(|(_, r)| r).collect();
+    assert_eq!(ranks, [3, 4, 3, 2], "query 3 everywhere, value 4 except layer 1");
+}
+
+#[test]
+fn targets_that_match_nothing_are_errors_naming_target_modules() {
+    for cfg in [
+        json!({"peft_type": "LORA", "r": 2, "target_modules": ["nothing_here"]}),
+        json!({"peft_type": "LORA", "r": 2, "target_modules": "vit\\.nothing.*"}),
+        json!({"peft_type": "LORA", "r": 2, "target_modules": ["layernorm_before"]}),
+        json!({"peft_type": "FLORA", "r": 2, "target_modules": ["nothing_here"]}),
+    ] {
+        match adapted(&cfg) {
+            Err(e @ Error::Config { .. }) => assert!(e.to_string().contains("`target_modules`"), "{cfg}: {e}"),
+            Err(e) => panic!("{cfg}: unexpected error kind: {e}"),
+            Ok(p) => panic!("{cfg}: adapted {p:?}"),
+        }
+    }
+    let cfg = json!({"peft_type": "MOPPA", "modules_to_save": ["no_such_module"]});
+    let err = adapted(&cfg).unwrap_err();
+    assert!(err.to_string().contains("`modules_to_save`"), "{err}");
+}

@@ -1,0 +1,147 @@
+//! Adapter folders (SPEC §9): `Adapter::save` then `Adapter::load` gives identical tensors,
+//! config and outputs for every type, PEFT's own files survive a load and save unchanged in
+//! their keys, and broken folders are errors naming the file and tensor.
+
+mod common;
+#[path = "support/adapters.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use common::gpu;
+use peft_wgpu::adapters::{Adapter, CONFIG_FILE, WEIGHTS_FILE};
+use peft_wgpu::io::safetensors::{self as st, HostTensor, TensorFile};
+use peft_wgpu::{Error, Gpu};
+use serde_json::json;
+use support::{fixtures, logits, perturbed, pixels, tiny_vit};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("adapter_files").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Every tensor (trainable, then frozen) as `(key, shape, values)`.
+fn contents(gpu: &Gpu, a: &Adapter) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let all = a.trainable().iter().chain(a.frozen());
+    all.map(|p| (p.key.clone(), p.tensor.shape().to_vec(), gpu.read(&p.tensor).unwrap())).collect()
+}
+
+/// Saves `a`, loads it back, and checks tensors, config, labels, summary and logits; saving
+/// the loaded adapter writes the same bytes.
+fn round_trip(gpu: &Gpu, name: &str, a: &Adapter) {
+    let vit = tiny_vit(gpu);
+    let dir = scratch(name);
+    a.save(gpu, &dir).unwrap();
+    let b = Adapter::load(gpu, &dir, &vit).unwrap_or_else(|e| panic!("{name}: reload failed: {e}"));
+    assert_eq!(contents(gpu, &b), contents(gpu, a), "{name}: tensors after save and load");
+    assert!(contents(gpu, a).iter().any(|(_, _, v)| v.iter().any(|&x| x != 0.0)), "{name}: all zero");
+    assert_eq!(b.config.to_json(), a.config.to_json(), "{name}: config");
+    assert_eq!((b.num_labels(), b.trainable_summary()), (a.num_labels(), a.trainable_summary()), "{name}");
+    let x = pixels(3);
+    assert_eq!(logits(gpu, &vit, Some(&b), &x), logits(gpu, &vit, Some(a), &x), "{name}: logits");
+    let again = scratch(&format!("{name}_again"));
+    b.save(gpu, &again).unwrap();
+    for file in [CONFIG_FILE, WEIGHTS_FILE] {
+        let read = |d: &Path| std::fs::read(d.join(file)).unwrap();
+        assert!(read(&dir) == read(&again), "{name}: {file} differs after a second save");
+    }
+}
+
+#[test]
+fn every_adapter_type_round_trips() {
+    let gpu = gpu();
+    let vit = tiny_vit(&gpu);
+    let cases = [
+        (
+            "lora_on_disk",
+            json!({"peft_type": "LORA", "r": 3, "target_modules": ["query", "dense", "projection"],
+                                "modules_to_save": ["classifier", "layernorm"], "use_rslora": true}),
+        ),
+        ("lora_v5", json!({"peft_type": "LORA", "r": 2, "target_modules": ["q_proj", "fc2"], "num_labels": 4})),
+        ("flora", json!({"peft_type": "FLORA", "r": [2, 3], "target_modules": ["key", "fc1"], "scale": 0.5})),
+        ("flora_conv", json!({"peft_type": "FLORA", "r": 2, "target_modules": ["projection", "value"]})),
+        (
+            "moppa",
+            json!({"peft_type": "MOPPA", "layers": [1], "num_heads": 4, "entropy_scale": 0.1,
+                         "modules_to_save": ["classifier"]}),
+        ),
+        ("rlp", json!({"peft_type": "RLP", "num_prompt_tokens": 3, "r": 2, "scale": 0.7, "num_labels": 2})),
+    ];
+    for (name, cfg) in &cases {
+        let a = perturbed(&gpu, &vit, cfg, 11, 0.2, &scratch(&format!("fresh_{name}_source")));
+        round_trip(&gpu, &format!("fresh_{name}"), &a);
+    }
+}
+
+#[test]
+fn adapters_written_by_peft_and_by_the_torch_reference_round_trip() {
+    let gpu = gpu();
+    let vit = tiny_vit(&gpu);
+    for name in ["lora_v4", "lora_v5", "flora", "moppa", "rlp"] {
+        let src = fixtures().join("adapters").join(name);
+        let a = Adapter::load(&gpu, &src, &vit).unwrap();
+        round_trip(&gpu, name, &a);
+        // Keys keep the naming of the file they came from.
+        let keys = |dir: &Path| {
+            let f = TensorFile::open(&dir.join(WEIGHTS_FILE)).unwrap();
+            let mut k: Vec<String> = f.keys().map(str::to_string).collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&scratch_path(name)), keys(&src), "{name}: file keys");
+    }
+    // PEFT's extra config keys survive.
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scratch_path("lora_v5").join(CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(written["peft_version"], "0.21.2");
+    assert_eq!(written["target_modules"], json!(["q_proj", "fc1", "v_proj", "o_proj"]));
+}
+
+/// The folder `round_trip` saved `name` to.
+fn scratch_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("adapter_files").join(name)
+}
+
+/// A copy of the LoRA fixture whose tensors are changed by `edit`.
+fn broken(name: &str, edit: impl FnOnce(&mut Vec<(String, HostTensor)>)) -> PathBuf {
+    let dir = scratch(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixtures().join("adapters/lora_v4");
+    std::fs::copy(src.join(CONFIG_FILE), dir.join(CONFIG_FILE)).unwrap();
+    let file = TensorFile::open(&src.join(WEIGHTS_FILE)).unwrap();
+    let mut tensors: Vec<(String, HostTensor)> = file.keys().map(|k| (k.to_string(), file.f32(k).unwrap())).collect();
+    edit(&mut tensors);
+    let list: Vec<(String, &HostTensor)> = tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
+    st::write(&dir.join(WEIGHTS_FILE), &list, None).unwrap();
+    dir
+}
+
+#[test]
+fn broken_folders_are_errors_naming_the_tensor() {
+    let gpu = gpu();
+    let vit = tiny_vit(&gpu);
+    let load = |dir: &Path| Adapter::load(&gpu, dir, &vit).err().expect("a broken adapter is refused");
+    let a_key = "base_model.model.vit.encoder.layer.1.attention.attention.query.lora_A.weight";
+
+    let dir = broken("missing", |t| t.retain(|(k, _)| k != a_key));
+    let e = load(&dir);
+    assert!(matches!(&e, Error::MissingTensor { key, .. } if key == a_key), "{e}");
+
+    let dir = broken("extra", |t| t.push(("base_model.model.stray".into(), HostTensor::zeros(&[2]))));
+    let e = load(&dir);
+    assert!(e.to_string().contains("base_model.model.stray"), "{e}");
+
+    let dir = broken("misshaped", |t| {
+        let (_, a) = t.iter_mut().find(|(k, _)| k == a_key).unwrap();
+        *a = HostTensor::zeros(&[3, 16]);
+    });
+    let e = load(&dir);
+    assert!(matches!(&e, Error::TensorMismatch { key, .. } if key == a_key), "{e}");
+    assert!(e.to_string().contains(&dir.join(WEIGHTS_FILE).display().to_string()), "names the file: {e}");
+
+    let dir = broken("no_config", |_| {});
+    std::fs::remove_file(dir.join(CONFIG_FILE)).unwrap();
+    assert!(load(&dir).to_string().contains(CONFIG_FILE));
+    assert!(matches!(load(&scratch("not_there")), Error::Io { .. }));
+}

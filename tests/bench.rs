@@ -1,0 +1,46 @@
+//! The benchmark code path on tiny instances: every workload checks itself against the CPU
+//! twins and reports; nothing here times anything or asserts on speed.
+
+mod common;
+
+use common::gpu;
+use peft_wgpu::bench::{self, BenchOptions, WORKLOADS};
+
+#[test]
+fn every_workload_runs_checks_and_reports_on_tiny_instances() {
+    let gpu = gpu();
+    let mut seen = Vec::new();
+    let reports = bench::run(&gpu, &BenchOptions::tiny(), &mut |r| {
+        eprintln!("{}", r.to_row());
+        seen.push(r.name.clone());
+    })
+    .expect("bench runs");
+    assert_eq!(seen, WORKLOADS, "every workload reports, in order, as it finishes");
+    for r in &reports {
+        assert!(r.ms.is_finite() && r.ms > 0.0, "{}: time {}", r.name, r.ms);
+        assert_eq!(r.runs_ms.len(), 1, "{}: one timed run in tiny mode", r.name);
+        assert!(r.dispatches > 0, "{}: no dispatch recorded", r.name);
+        assert!(r.check_error < 2e-3, "{}: check error {}", r.name, r.check_error);
+        let is_step = r.name.contains("train_step");
+        assert_eq!(r.peak_bytes.is_some(), is_step, "{}: peak bytes only for training steps", r.name);
+        let line: serde_json::Value = serde_json::from_str(&r.to_json()).expect("one JSON object per report");
+        assert_eq!(line["name"], r.name.as_str());
+        assert!(line["ms"].as_f64().is_some_and(|ms| ms > 0.0), "{}: JSON ms", r.name);
+        assert!(!r.to_row().contains('\n'), "{}: a table row is one line", r.name);
+    }
+    let by_name = |n: &str| reports.iter().find(|r| r.name == n).expect("report present");
+    assert!(by_name("matmul_1024").gflops.is_some_and(|g| g > 0.0));
+    assert!(by_name("spectral_filter_64x14x14x768").gbps.is_some_and(|g| g > 0.0));
+    let peak = |n: &str| by_name(n).peak_bytes.expect("peak bytes");
+    // Full fine-tuning keeps AdamW state for every weight of the layer; LoRA and MoPPA do not.
+    assert!(peak("vitb_block_full_train_step_b8") > peak("vitb_block_lora_train_step_b8"));
+    assert!(peak("vitb_block_full_train_step_b8") > peak("vitb_block_moppa_train_step_b8"));
+}
+
+#[test]
+fn bench_filter_selects_workloads() {
+    let gpu = gpu();
+    let options = BenchOptions { filter: Some("matmul".into()), ..BenchOptions::tiny() };
+    let reports = bench::run(&gpu, &options, &mut |_| {}).expect("bench runs");
+    assert_eq!(reports.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["matmul_1024"]);
+}

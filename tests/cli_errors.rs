@@ -1,0 +1,560 @@
+//! Bad inputs through the binary (SPEC §11, §14): wrong paths, broken safetensors files,
+//! inconsistent configs, bad data, adapters made for another model, outputs that must not be
+//! overwritten, sizes beyond the device, and a diverging run. Each must end with its exit
+//! code and one short line naming the file, key or value at fault, never a panic; errors in
+//! the inputs must be found before any GPU work.
+
+mod cli_support;
+
+use cli_support::*;
+use safetensors::Dtype;
+
+/// `train` on `model` from adapter folder `init` with `data`, into `out`, for `extra` flags.
+fn train_args<'a>(model: &'a str, init: &'a str, data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["train", "--model", model, "--init", init, "--data", data, "--out", out, "--steps", "1"];
+    v.extend_from_slice(extra);
+    v
+}
+
+// ---------------------------------------------------------------------------------------
+// Paths
+
+#[test]
+fn paths_missing_or_of_the_wrong_kind_are_named() {
+    let dir = scratch("paths");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let lora = fixture("adapters/lora_v4");
+    let out = dir.join("out");
+    let (m, l, d, o) = (s(&model), s(&lora), s(&data), s(&out));
+    let missing = dir.join("no-such-model");
+    fails(&train_args(s(&missing), l, d, o, &[]), INPUT, &["no-such-model", "not found", "model folder"]);
+    let config = model.join("config.json");
+    fails(&train_args(s(&config), l, d, o, &[]), INPUT, &["config.json", "is a file", "model folder"]);
+    // An adapter folder where the model goes, and the reverse.
+    fails(&train_args(l, l, d, o, &[]), INPUT, &["lora_v4", "no config.json", "looks like an adapter folder"]);
+    fails(&train_args(m, m, d, o, &[]), INPUT, &["vit_tiny", "no adapter_config.json", "looks like a model folder"]);
+    let config_file = lora.join("adapter_config.json");
+    fails(&train_args(m, s(&config_file), d, o, &[]), INPUT, &["adapter_config.json", "is a file", "--init"]);
+    fails(&train_args(m, l, s(&dir), o, &[]), INPUT, &[s(&dir), "is a folder", "--data"]);
+    let no_data = dir.join("nothing.safetensors");
+    fails(&train_args(m, l, s(&no_data), o, &[]), INPUT, &["nothing.safetensors", "not found"]);
+    let no_config = dir.join("missing_config.json");
+    fails(
+        &["train", "--model", m, "--adapter-config", s(&no_config), "--data", d, "--out", o],
+        INPUT,
+        &["missing_config.json", "not found"],
+    );
+    // Outputs: a file where a folder goes, a folder inside a file, a folder where a file goes.
+    fails(&train_args(m, l, d, d, &[]), USAGE, &["--out", "data.safetensors", "is a file"]);
+    let inside = data.join("sub");
+    fails(&train_args(m, l, d, s(&inside), &[]), USAGE, &["--out", "which is a file"]);
+    fails(&["eval", "--model", m, "--data", d, "--logits-out", s(&dir)], USAGE, &["--logits-out", "is a folder"]);
+    let nowhere = dir.join("no/such/folder/logits.safetensors");
+    fails(
+        &["eval", "--model", m, "--data", d, "--logits-out", s(&nowhere)],
+        USAGE,
+        &["--logits-out", "does not exist"],
+    );
+    let no_adapter = dir.join("no-adapter");
+    fails(&["eval", "--model", m, "--adapter", s(&no_adapter), "--data", d], INPUT, &["no-adapter", "not found"]);
+    // An adapter folder without its tensors.
+    let half = adapter_copy("lora_v4", &dir);
+    std::fs::remove_file(half.join("adapter_model.safetensors")).expect("remove");
+    fails(
+        &["eval", "--model", m, "--adapter", s(&half), "--data", d],
+        INPUT,
+        &["adapter_model.safetensors", "not found"],
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Safetensors files
+
+#[test]
+fn corrupt_and_truncated_safetensors_are_named() {
+    let dir = scratch("safetensors");
+    let data = good_data(&dir);
+    let d = s(&data);
+    let model = model_copy(&dir);
+    let weights = model.join("model.safetensors");
+    let good = std::fs::read(&weights).expect("model bytes");
+    let eval = |m: &str| fails_line(&["eval", "--model", m, "--data", d]);
+
+    std::fs::write(&weights, &good[..good.len() - 100]).expect("truncate");
+    let line = eval(s(&model));
+    assert!(line.contains("model.safetensors") && line.contains("truncated") && line.contains('`'), "{line}");
+
+    std::fs::write(&weights, &good[..5]).expect("truncate");
+    assert!(eval(s(&model)).contains("only 5 bytes"));
+
+    std::fs::write(&weights, b"").expect("empty");
+    assert!(eval(s(&model)).contains("only 0 bytes"));
+
+    std::fs::write(&weights, b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 22292\n")
+        .expect("lfs");
+    assert!(eval(s(&model)).contains("Git LFS pointer"));
+
+    std::fs::write(&weights, b"<!DOCTYPE html><html><body>Not Found</body></html>").expect("html");
+    assert!(eval(s(&model)).contains("HTML"));
+
+    let mut garbage_header = good.clone();
+    garbage_header[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&weights, &garbage_header).expect("header length");
+    assert!(eval(s(&model)).contains("header length"));
+
+    let mut bad_json = good.clone();
+    bad_json[8] = b'[';
+    std::fs::write(&weights, &bad_json).expect("header json");
+    assert!(eval(s(&model)).contains("not a valid safetensors file"));
+
+    let mut extra = good.clone();
+    extra.extend_from_slice(&[0; 12]);
+    std::fs::write(&weights, &extra).expect("trailing bytes");
+    assert!(eval(s(&model)).contains("12 unexpected bytes"));
+
+    // An offset that points past the data: rewrite one tensor's end offset in the header.
+    let header_len = u64::from_le_bytes(good[..8].try_into().expect("8 bytes")) as usize;
+    let header = String::from_utf8(good[8..8 + header_len].to_vec()).expect("utf-8 header");
+    let mut h: serde_json::Value = serde_json::from_str(&header).expect("json header");
+    let key = "vit.layernorm.weight";
+    let end = h[key]["data_offsets"][1].as_u64().expect("offset");
+    h[key]["data_offsets"][1] = (end + 1_000_000).into();
+    let mut text = serde_json::to_string(&h).expect("json");
+    while text.len() < header_len {
+        text.push(' ');
+    }
+    let mut moved = (text.len() as u64).to_le_bytes().to_vec();
+    moved.extend_from_slice(text.as_bytes());
+    moved.extend_from_slice(&good[8 + header_len..]);
+    std::fs::write(&weights, &moved).expect("bad offset");
+    let line = eval(s(&model));
+    assert!(line.contains("model.safetensors"), "{line}");
+
+    // The data file and the adapter file get the same treatment.
+    std::fs::write(&weights, &good).expect("restore");
+    let data_bytes = std::fs::read(&data).expect("data");
+    let cut = dir.join("cut.safetensors");
+    std::fs::write(&cut, &data_bytes[..data_bytes.len() - 7]).expect("cut data");
+    let line = fails_line(&["eval", "--model", s(&model), "--data", s(&cut)]);
+    assert!(line.contains("cut.safetensors") && line.contains("truncated") && line.contains("pixel_values"), "{line}");
+    let adapter = adapter_copy("lora_v4", &dir);
+    let aw = adapter.join("adapter_model.safetensors");
+    let ab = std::fs::read(&aw).expect("adapter");
+    std::fs::write(&aw, &ab[..ab.len() / 2]).expect("cut adapter");
+    let line = fails_line(&["eval", "--model", s(&model), "--adapter", s(&adapter), "--data", d]);
+    assert!(line.contains("adapter_model.safetensors") && line.contains("truncated"), "{line}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Runs `args` (an `eval` or similar failing on input) and returns its checked error line.
+fn fails_line(args: &[&str]) -> String {
+    fails(args, INPUT, &[])
+}
+
+#[test]
+fn missing_misshaped_and_mistyped_model_tensors_are_named() {
+    let dir = scratch("tensors");
+    let data = good_data(&dir);
+    let model = model_copy(&dir);
+    let weights = model.join("model.safetensors");
+    let good = std::fs::read(&weights).expect("model bytes");
+    let eval = ["eval", "--model", s(&model), "--data", s(&data)];
+
+    let key = "vit.encoder.layer.1.attention.attention.value.weight";
+    edit_tensors(&weights, |t| t.retain(|(k, ..)| k != key));
+    fails(&eval, INPUT, &["model.safetensors", "missing tensor", key]);
+
+    std::fs::write(&weights, &good).expect("restore");
+    edit_tensors(&weights, |t| {
+        let e = t.iter_mut().find(|(k, ..)| k == key).expect("key");
+        e.2 = vec![8, 32];
+    });
+    fails(&eval, INPUT, &["model.safetensors", key, "[8, 32]", "expected shape [16, 16]"]);
+
+    std::fs::write(&weights, &good).expect("restore");
+    edit_tensors(&weights, |t| {
+        let e = t.iter_mut().find(|(k, ..)| k == key).expect("key");
+        e.1 = Dtype::I32;
+    });
+    fails(&eval, INPUT, &["model.safetensors", key, "I32", "float tensor"]);
+
+    std::fs::write(&weights, &good).expect("restore");
+    edit_tensors(&weights, |t| {
+        let e = t.iter_mut().find(|(k, ..)| k == key).expect("key");
+        e.3[4..8].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    });
+    fails(&eval, INPUT, &["model.safetensors", key, "inf", "[0, 1]"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Configs
+
+#[test]
+fn inconsistent_model_configs_are_named() {
+    let dir = scratch("vit-config");
+    let data = good_data(&dir);
+    let model = model_copy(&dir);
+    let config = model.join("config.json");
+    let good = std::fs::read(&config).expect("config");
+    let eval = ["eval", "--model", s(&model), "--data", s(&data)];
+    let cases: [(&str, serde_json::Value, &[&str]); 7] = [
+        ("num_attention_heads", 3.into(), &["num_attention_heads", "(3) must divide hidden_size (16)"]),
+        ("patch_size", 3.into(), &["patch_size", "(3) must divide image_size (8)"]),
+        ("hidden_size", "sixteen".into(), &["hidden_size", "must be a non-negative integer"]),
+        ("hidden_size", (-16).into(), &["hidden_size", "-16"]),
+        ("num_hidden_layers", 0.into(), &["num_hidden_layers", "between 1 and"]),
+        ("layer_norm_eps", (-1.0).into(), &["layer_norm_eps", "positive"]),
+        ("hidden_act", "relu".into(), &["hidden_act", "relu"]),
+    ];
+    for (key, value, culprits) in cases {
+        std::fs::write(&config, &good).expect("restore");
+        edit_json(&config, |v| v[key] = value);
+        let line = fails(&eval, INPUT, culprits);
+        assert!(line.contains("config.json"), "{line}");
+    }
+    std::fs::write(&config, &good).expect("restore");
+    edit_json(&config, |v| {
+        v.as_object_mut().expect("object").remove("image_size");
+    });
+    fails(&eval, INPUT, &["config.json", "image_size", "missing"]);
+    std::fs::write(&config, b"{\"hidden_size\": 16,").expect("broken json");
+    fails(&eval, INPUT, &["config.json", "invalid JSON", "line 1"]);
+    std::fs::write(&config, b"[1, 2]").expect("not an object");
+    fails(&eval, INPUT, &["config.json", "JSON object"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_adapter_configs_are_named() {
+    let dir = scratch("adapter-config");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let cfg = dir.join("adapter_config.json");
+    let out = dir.join("out");
+    let train = ["train", "--model", s(&model), "--adapter-config", s(&cfg), "--data", s(&data), "--out", s(&out)];
+    let lora = serde_json::json!({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]});
+    let cases: Vec<(serde_json::Value, &[&str])> = vec![
+        (serde_json::json!({"r": 0}), &["`r`", "between 1 and"]),
+        (serde_json::json!({"r": "four"}), &["`r`", "\"four\""]),
+        (serde_json::json!({"r": 2.5}), &["`r`", "2.5"]),
+        (serde_json::json!({"peft_type": "IA3"}), &["peft_type", "IA3"]),
+        (serde_json::json!({"peft_type": 7}), &["peft_type", "must be a string"]),
+        (
+            serde_json::json!({"target_modules": ["nothing_like_this"]}),
+            &["target_modules", "nothing_like_this", "matches no"],
+        ),
+        (serde_json::json!({"target_modules": 5}), &["target_modules", "must be a string"]),
+        (serde_json::json!({"target_modules": "("}), &["target_modules", "regular expression"]),
+        (serde_json::json!({"lora_dropout": 1.5}), &["lora_dropout", "1.5"]),
+        (serde_json::json!({"lora_alpha": "big"}), &["lora_alpha", "must be a number"]),
+        (serde_json::json!({"rank_pattern": {"query(": 2}}), &["rank_pattern", "query(", "regular expression"]),
+        (serde_json::json!({"rank_pattern": {"query": 0}}), &["rank_pattern", "query", "rank between 1"]),
+        (serde_json::json!({"layers_to_transform": [0, 11]}), &["layers_to_transform", "layer 11", "2 layers"]),
+        (serde_json::json!({"modules_to_save": ["no_such_head"]}), &["modules_to_save", "no_such_head"]),
+        (serde_json::json!({"bias": "all"}), &["bias", "all"]),
+        (serde_json::json!({"use_dora": true}), &["use_dora", "DoRA"]),
+        (serde_json::json!({"num_labels": 0}), &["num_labels", "between 1 and"]),
+    ];
+    for (patch, culprits) in cases {
+        let mut v = lora.clone();
+        for (k, x) in patch.as_object().expect("patch") {
+            v[k] = x.clone();
+        }
+        std::fs::write(&cfg, serde_json::to_string(&v).expect("json")).expect("write config");
+        let line = fails(&train, INPUT, culprits);
+        assert!(line.contains("adapter_config.json"), "{line}");
+    }
+    let others: Vec<(serde_json::Value, &[&str])> = vec![
+        (serde_json::json!({"peft_type": "LORA", "target_modules": ["query"]}), &["`r`", "missing"]),
+        (serde_json::json!({"peft_type": "MOPPA", "layers": [5]}), &["layers", "layer 5", "2 layers"]),
+        (serde_json::json!({"peft_type": "MOPPA", "num_heads": 3}), &["num_heads", "(3) must divide"]),
+        (serde_json::json!({"peft_type": "MOPPA", "entropy_decay_fraction": 0}), &["entropy_decay_fraction"]),
+        (serde_json::json!({"peft_type": "RLP", "num_prompt_tokens": 0, "r": 2}), &["num_prompt_tokens"]),
+        (serde_json::json!({"peft_type": "FLORA", "r": [2, 2, 2], "target_modules": ["query"]}), &["`r`", "3 ranks"]),
+        (serde_json::json!({"peft_type": "FLORA", "r": [], "target_modules": ["query"]}), &["`r`", "must list ranks"]),
+    ];
+    for (v, culprits) in others {
+        std::fs::write(&cfg, serde_json::to_string(&v).expect("json")).expect("write config");
+        fails(&train, INPUT, culprits);
+    }
+    assert!(!out.exists(), "a failed run created --out");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Data and numbers
+
+#[test]
+fn bad_data_is_named() {
+    let dir = scratch("data");
+    let model = fixture("vit_tiny");
+    let lora = fixture("adapters/lora_v4");
+    let rlp = fixture("adapters/rlp");
+    let out = dir.join("out");
+    let path = dir.join("bad.safetensors");
+    let (m, l, p, o) = (s(&model), s(&lora), s(&path), s(&out));
+
+    write_data(&path, [6, 3, 8, 8], &[0, 1, 2, 3, 9, 0]);
+    fails(&train_args(m, l, p, o, &[]), INPUT, &["bad.safetensors", "`labels[4]` = 9", "5 labels"]);
+    // The RLP adapter's own head has 3 labels: label 3 is out of its range.
+    write_data(&path, [6, 3, 8, 8], &[0, 1, 2, 3, 0, 0]);
+    fails(&train_args(m, s(&rlp), p, o, &[]), INPUT, &["`labels[3]` = 3", "3 labels"]);
+    write_data(&path, [6, 3, 8, 8], &[0, 1, -2, 3, 0, 0]);
+    fails(&train_args(m, l, p, o, &[]), INPUT, &["`labels[2]` = -2"]);
+    write_data(&path, [6, 3, 16, 16], &[0; 6]);
+    fails(&train_args(m, l, p, o, &[]), INPUT, &["pixel_values", "3×8×8", "3×16×16"]);
+    write_data(&path, [6, 1, 8, 8], &[0; 6]);
+    fails(&train_args(m, l, p, o, &[]), INPUT, &["pixel_values", "1×8×8"]);
+    write_data(&path, [6, 3, 8, 8], &[0; 5]);
+    fails(&train_args(m, l, p, o, &[]), INPUT, &["labels", "[6]", "[5]"]);
+    write_data(&path, [0, 3, 8, 8], &[]);
+    fails(&train_args(m, l, p, o, &[]), INPUT, &["bad.safetensors", "no pixels"]);
+
+    write_data(&path, [6, 3, 8, 8], &[0; 6]);
+    edit_tensors(&path, |t| {
+        let px = t.iter_mut().find(|(k, ..)| k == "pixel_values").expect("pixels");
+        let i = 4 * (3 * 192 + 64 + 8 * 3 + 5); // image 3, channel 1, row 3, column 5
+        px.3[i..i + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    fails(&train_args(m, l, p, o, &[]), INPUT, &["bad.safetensors", "image 3", "NaN", "channel 1, row 3, column 5"]);
+
+    write_data(&path, [6, 3, 8, 8], &[0; 6]);
+    edit_tensors(&path, |t| {
+        let lb = t.iter_mut().find(|(k, ..)| k == "labels").expect("labels");
+        lb.1 = Dtype::F64;
+    });
+    fails(&train_args(m, l, p, o, &[]), INPUT, &["labels", "F64", "integer tensor"]);
+    edit_tensors(&path, |t| t.retain(|(k, ..)| k != "labels"));
+    fails(&train_args(m, l, p, o, &[]), INPUT, &["missing tensor `labels`"]);
+    // A model file given as data.
+    let weights = model.join("model.safetensors");
+    fails(&train_args(m, l, s(&weights), o, &[]), INPUT, &["model.safetensors", "not a data set"]);
+    assert!(!out.exists(), "a failed run created --out");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_numbers_are_refused_before_gpu_work() {
+    let dir = scratch("numbers");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let lora = fixture("adapters/lora_v4");
+    let out = dir.join("out");
+    let (m, l, d, o) = (s(&model), s(&lora), s(&data), s(&out));
+    let base = ["train", "--model", m, "--init", l, "--data", d, "--out", o];
+    let with = |extra: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(extra.iter().copied()).collect() };
+    fails(&with(&["--batch-size", "0"]), USAGE, &["--batch-size", "at least 1"]);
+    fails(&with(&["--steps", "0"]), USAGE, &["--steps", "at least 1"]);
+    fails(&with(&["--epochs", "0"]), USAGE, &["--epochs", "at least 1"]);
+    fails(&with(&["--epochs", "18446744073709551615"]), USAGE, &["--epochs", "too many"]);
+    fails(&with(&["--lr", "0"]), USAGE, &["--lr", "positive"]);
+    fails(&with(&["--lr=-0.1"]), USAGE, &["--lr", "-0.1"]);
+    fails(&with(&["--lr", "inf"]), USAGE, &["--lr", "inf"]);
+    fails(&with(&["--lr", "NaN"]), USAGE, &["--lr", "NaN"]);
+    fails(&with(&["--lr", "1e39"]), USAGE, &["--lr", "1e39", "f32"]);
+    fails(&with(&["--weight-decay=-5"]), USAGE, &["--weight-decay", "-5"]);
+    fails(&with(&["--optimizer", "sgd", "--weight-decay", "NaN"]), USAGE, &["--weight-decay", "NaN"]);
+    fails(&["eval", "--model", m, "--data", d, "--batch-size", "0"], USAGE, &["--batch-size"]);
+    // clap's own errors: usage code, no panic.
+    let out2 = run(&["train", "--model", m]);
+    assert_eq!(out2.status.code(), Some(USAGE));
+    let out3 = run(&["train", "--model", m, "--init", l, "--data", d, "--out", o, "--steps", "-3"]);
+    assert_eq!(out3.status.code(), Some(USAGE));
+    assert!(!String::from_utf8_lossy(&out3.stderr).contains("panicked"));
+    assert!(!out.exists(), "a failed run created --out");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Adapters made for another model
+
+#[test]
+fn adapters_for_another_model_are_named() {
+    let dir = scratch("other-model");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let (m, d) = (s(&model), s(&data));
+    let eval = |a: &std::path::Path| fails(&["eval", "--model", m, "--adapter", s(a), "--data", d], INPUT, &[]);
+
+    // LoRA for a hidden-32 model: every [r, 16] A becomes [r, 32].
+    let wide = adapter_copy("lora_v4", &dir);
+    let key = "base_model.model.vit.encoder.layer.0.attention.attention.query.lora_A.weight";
+    edit_tensors(&wide.join("adapter_model.safetensors"), |t| {
+        for (k, _, shape, bytes) in t.iter_mut() {
+            if k.ends_with("lora_A.weight") && shape[1] == 16 {
+                shape[1] = 32;
+                bytes.extend(bytes.clone());
+            }
+        }
+    });
+    let line = eval(&wide);
+    assert!(line.contains(key) && line.contains("[4, 32]") && line.contains("expected shape [4, 16]"), "{line}");
+
+    // Keys for layer 11 on a 2-layer model.
+    let deep = adapter_copy("lora_v4", &dir.join("deep"));
+    let extra = "base_model.model.vit.encoder.layer.11.attention.attention.query.lora_A.weight";
+    edit_tensors(&deep.join("adapter_model.safetensors"), |t| {
+        t.push((extra.into(), Dtype::F32, vec![4, 16], f32_bytes(&[0.0; 64])));
+    });
+    let line = eval(&deep);
+    assert!(line.contains(extra) && line.contains("another model"), "{line}");
+
+    // A tensor the config needs is missing.
+    let short = adapter_copy("lora_v4", &dir.join("short"));
+    let gone = "base_model.model.vit.encoder.layer.1.attention.attention.value.lora_B.weight";
+    edit_tensors(&short.join("adapter_model.safetensors"), |t| t.retain(|(k, ..)| k != gone));
+    let line = eval(&short);
+    assert!(line.contains(gone) && line.contains("missing"), "{line}");
+
+    // MoPPA made for a 3-head model: k_* are [4, 4, 3].
+    let heads = adapter_copy("moppa", &dir);
+    edit_tensors(&heads.join("adapter_model.safetensors"), |t| {
+        for (k, _, shape, bytes) in t.iter_mut() {
+            if k.contains("moppa.k_") {
+                *shape = vec![4, 4, 3];
+                *bytes = f32_bytes(&[1.0; 48]);
+            }
+        }
+    });
+    let line = eval(&heads);
+    assert!(line.contains("moppa.k_") && line.contains("[4, 4, 3]"), "{line}");
+
+    // A config for another adapter type beside these tensors.
+    let swapped = adapter_copy("rlp", &dir.join("swapped"));
+    std::fs::copy(fixture("adapters/lora_v4/adapter_config.json"), swapped.join("adapter_config.json")).expect("copy");
+    let line = eval(&swapped);
+    assert!(line.contains("adapter_model.safetensors") && line.contains("lora_A"), "{line}");
+
+    // Integer tensors where floats belong.
+    let ints = adapter_copy("rlp", &dir.join("ints"));
+    edit_tensors(&ints.join("adapter_model.safetensors"), |t| {
+        let e = t.iter_mut().find(|(k, ..)| k == "rlp.A").expect("rlp.A");
+        e.1 = Dtype::I32;
+    });
+    let line = eval(&ints);
+    assert!(line.contains("rlp.A") && line.contains("I32"), "{line}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing
+
+#[test]
+fn an_existing_adapter_is_kept_without_force_and_through_a_failed_run() {
+    let dir = scratch("overwrite");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let lora = fixture("adapters/lora_v4");
+    let out = adapter_copy("flora", &dir);
+    let before = snapshot(&out);
+    let (m, l, d, o) = (s(&model), s(&lora), s(&data), s(&out));
+    fails(&train_args(m, l, d, o, &[]), USAGE, &["--out", "already holds an adapter", "--force"]);
+    assert_eq!(snapshot(&out), before, "--out changed without --force");
+    // A run that diverges stops with the step and leaves the old adapter byte-identical.
+    let line = check_failure(
+        &run(&["train", "--model", m, "--init", l, "--data", d, "--out", o, "--force", "--steps", "5"]
+            .into_iter()
+            .chain(["--lr", "1e30", "--optimizer", "sgd"])
+            .collect::<Vec<_>>()),
+        TRAINING,
+        &["step 1", "learning rate"],
+        false,
+    );
+    assert!(line.contains("NaN") || line.contains("inf"), "{line}");
+    assert_eq!(snapshot(&out), before, "a failed run changed --out");
+    // merge refuses a folder that holds an adapter or a model.
+    let merged = dir.join("merged");
+    succeeds(&["merge", "--model", m, "--adapter", l, "--out", s(&merged)]);
+    let merged_before = snapshot(&merged);
+    fails(&["merge", "--model", m, "--adapter", l, "--out", s(&merged)], USAGE, &["--out", "--force"]);
+    fails(&["merge", "--model", m, "--adapter", l, "--out", o], USAGE, &["--out", "--force"]);
+    fails(&["merge", "--model", m, "--adapter", l, "--out", m], USAGE, &["--out", "--model folder"]);
+    assert_eq!(snapshot(&merged), merged_before);
+    assert_eq!(snapshot(&out), before);
+    let moppa = fixture("adapters/moppa");
+    fails(&["merge", "--model", m, "--adapter", s(&moppa), "--out", s(&dir.join("m2"))], USAGE, &["MoPPA", "eval"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_mixed_adapter_pair_is_refused_and_a_hand_edited_config_is_accepted() {
+    let dir = scratch("pair");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let lora = fixture("adapters/lora_v4");
+    let out = dir.join("out");
+    let (m, l, d, o) = (s(&model), s(&lora), s(&data), s(&out));
+    succeeds(&train_args(m, l, d, o, &[]));
+    let eval = ["eval", "--model", m, "--adapter", o, "--data", d];
+    // The weights of this save beside an older config of another save: refused by name.
+    let config = out.join("adapter_config.json");
+    let weights_time =
+        std::fs::metadata(out.join("adapter_model.safetensors")).and_then(|m| m.modified()).expect("mtime");
+    let other = std::fs::read_to_string(&config).expect("config").replace("\"lora_alpha\": 6", "\"lora_alpha\": 12");
+    assert!(other.contains("\"lora_alpha\": 12"), "the saved config changed shape: {other}");
+    std::fs::write(&config, &other).expect("write older config");
+    let file = std::fs::File::options().write(true).open(&config).expect("open");
+    file.set_modified(weights_time - std::time::Duration::from_secs(60)).expect("set mtime");
+    drop(file);
+    fails(&eval, INPUT, &["adapter_model.safetensors", "another adapter_config.json", "interrupted"]);
+    // The same edit made after the save (a newer config) is the user's choice and loads.
+    let file = std::fs::File::options().write(true).open(&config).expect("open");
+    file.set_modified(weights_time + std::time::Duration::from_secs(60)).expect("set mtime");
+    drop(file);
+    succeeds(&eval);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Device limits
+
+#[test]
+fn sizes_beyond_the_device_are_refused_by_name() {
+    let dir = scratch("device");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let lora = fixture("adapters/lora_v4");
+    let out = dir.join("out");
+    let (m, l, d, o) = (s(&model), s(&lora), s(&data), s(&out));
+    // A batch whose images overflow any size: refused before the GPU opens.
+    fails(&train_args(m, l, d, o, &["--batch-size", "18446744073709551615"]), DEVICE, &["--batch-size", "2⁶⁴"]);
+    // A batch of 2²⁸ images of 3×8×8 (192 GiB): more than any one binding.
+    let line = check_failure(&run(&train_args(m, l, d, o, &["--batch-size", "268435456"])), DEVICE, &[], true);
+    assert!(line.contains("--batch-size 268435456") && line.contains("bytes"), "{line}");
+    // An adapter whose tensors cannot be indexed: RLP with A of 65536 × 65536.
+    let cfg = dir.join("adapter_config.json");
+    std::fs::write(&cfg, r#"{"peft_type": "RLP", "num_prompt_tokens": 65536, "r": 65536}"#).expect("config");
+    let args = ["train", "--model", m, "--adapter-config", s(&cfg), "--data", d, "--out", o];
+    fails(&args, DEVICE, &["rlp.A", "[65536, 65536]", "adapter_config.json"]);
+    assert!(!out.exists(), "a failed run created --out");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Non-finite results
+
+#[test]
+fn non_finite_logits_and_losses_are_errors_naming_the_image_or_step() {
+    let dir = scratch("non-finite");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    // A finite adapter whose classifier overflows f32: every logit is ±inf.
+    let huge = adapter_copy("lora_v4", &dir);
+    edit_tensors(&huge.join("adapter_model.safetensors"), |t| {
+        let w = t.iter_mut().find(|(k, ..)| k == "base_model.model.classifier.weight").expect("classifier");
+        w.3 = f32_bytes(&[3e38; 80]);
+    });
+    let (m, h, d) = (s(&model), s(&huge), s(&data));
+    let logits = dir.join("logits.safetensors");
+    let eval = ["eval", "--model", m, "--adapter", h, "--data", d, "--logits-out", s(&logits)];
+    check_failure(&run(&eval), INPUT, &["data.safetensors", "logits for image 0", "inf"], false);
+    assert!(!logits.exists(), "logits written for a failed evaluation");
+    let out = dir.join("out");
+    let line = check_failure(&run(&train_args(m, h, d, s(&out), &[])), TRAINING, &["step 0", "check the data"], false);
+    assert!(line.contains("NaN") || line.contains("inf"), "{line}");
+    assert!(!out.exists(), "a diverged run created --out");
+    std::fs::remove_dir_all(&dir).ok();
+}

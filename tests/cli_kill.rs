@@ -1,0 +1,152 @@
+//! Killing a training run (SIGKILL on Unix) never leaves a half-written adapter in `--out`
+//! and never destroys the previous one (SPEC §11): killed while training or while writing
+//! its temporaries, `--out` holds the old adapter byte-identical; killed in the instant
+//! between the two renames, the mixed pair is refused by name when loaded.
+//!
+//! The write is slowed with the test hook `PEFT_WGPU_TEST_SLOW_WRITE_MS` (see
+//! `src/io/atomic.rs`), so the kill lands where each test wants it.
+
+mod cli_support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cli_support::*;
+
+const SLOW_WRITE_ENV: &str = "PEFT_WGPU_TEST_SLOW_WRITE_MS";
+
+/// Starts `train` from the LoRA fixture into `out` (over the adapter there) for `steps`.
+fn start_training(out: &Path, data: &Path, steps: &str, slow_write_ms: Option<u64>) -> Child {
+    let (model, init) = (fixture("vit_tiny"), fixture("adapters/lora_v4"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"));
+    cmd.args(["train", "--model", s(&model), "--init", s(&init)])
+        .args(["--data", s(data), "--out", s(out), "--force", "--steps", steps, "--batch-size", "2"])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(ms) = slow_write_ms {
+        cmd.env(SLOW_WRITE_ENV, ms.to_string());
+    }
+    cmd.spawn().expect("the binary starts")
+}
+
+/// Waits until `ready()` holds, polling every 5 ms; kills the child and fails after `limit`.
+fn wait_for(child: &mut Child, limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended ({status}) before {what}");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// SIGKILLs the child and checks it was killed, not finished.
+fn kill(child: &mut Child) {
+    child.kill().expect("kill");
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "the run finished before it was killed");
+}
+
+/// Names in `dir` that start with `prefix`.
+fn names_with(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn killed_while_training_the_previous_adapter_is_untouched() {
+    let dir = scratch("kill-train");
+    let data = good_data(&dir);
+    let out = adapter_copy("flora", &dir);
+    let before = snapshot(&out);
+    let mut child = start_training(&out, &data, "100000000", None);
+    // The trainable-parameter line is printed when the first step is about to run.
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("trainable params") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    wait_for(&mut child, Duration::from_secs(120), "training to start", || rx.try_recv().is_ok());
+    std::thread::sleep(Duration::from_millis(500));
+    kill(&mut child);
+    assert_eq!(snapshot(&out), before, "a run killed while training changed --out");
+    assert_eq!(std::fs::read_dir(&out).expect("list").count(), 2, "a killed run left files in --out");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn killed_while_writing_the_previous_adapter_is_untouched_and_the_next_save_cleans_up() {
+    let dir = scratch("kill-write");
+    let data = good_data(&dir);
+    let out = adapter_copy("flora", &dir);
+    let before = snapshot(&out);
+    let mut child = start_training(&out, &data, "2", Some(2_000));
+    // Both temporaries exist (the weights' whole, the config's half written, the writer
+    // paused): nothing may have replaced the old files yet.
+    wait_for(&mut child, Duration::from_secs(120), "the second temporary", || {
+        !names_with(&out, ".adapter_config.json.tmp-").is_empty()
+    });
+    assert_eq!(names_with(&out, ".adapter_model.safetensors.tmp-").len(), 1, "the weights' temporary is missing");
+    kill(&mut child);
+    assert_eq!(
+        snapshot(&out).into_iter().filter(|(n, _)| !n.starts_with('.')).collect::<Vec<_>>(),
+        before,
+        "a run killed while writing changed the adapter in --out"
+    );
+    // The next save removes the stray temporary and writes a whole adapter.
+    let (model, init) = (fixture("vit_tiny"), fixture("adapters/lora_v4"));
+    let args = [
+        "train",
+        "--model",
+        s(&model),
+        "--init",
+        s(&init),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--force",
+        "--steps",
+        "1",
+    ];
+    succeeds(&args);
+    assert!(names_with(&out, ".").is_empty(), "temporaries left: {:?}", names_with(&out, "."));
+    succeeds(&["eval", "--model", s(&model), "--adapter", s(&out), "--data", s(&data)]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn killed_between_the_two_renames_the_mixed_pair_is_refused() {
+    let dir = scratch("kill-rename");
+    let data = good_data(&dir);
+    let out = adapter_copy("flora", &dir);
+    let old_weights = std::fs::read(out.join("adapter_model.safetensors")).expect("weights");
+    let old_config = std::fs::read(out.join("adapter_config.json")).expect("config");
+    let mut child = start_training(&out, &data, "2", Some(3_000));
+    // The weights are renamed into place; the config follows after a pause of 3 s.
+    wait_for(&mut child, Duration::from_secs(120), "the weights to be renamed", || {
+        std::fs::read(out.join("adapter_model.safetensors")).is_ok_and(|b| b != old_weights)
+    });
+    kill(&mut child);
+    assert_eq!(std::fs::read(out.join("adapter_config.json")).expect("config"), old_config);
+    // The new weights are whole; beside the old config they are refused, by name.
+    let model = fixture("vit_tiny");
+    let eval = ["eval", "--model", s(&model), "--adapter", s(&out), "--data", s(&data)];
+    fails(&eval, INPUT, &["adapter_model.safetensors", "another adapter_config.json", "interrupted"]);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,146 @@
+//! Training through the binary: `--no-shuffle` SGD steps of every adapter equal PyTorch's
+//! (`scripts/fixtures_training.py`), and train → eval → merge → eval agree.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{assert_close, fixture};
+use peft_wgpu::io::TensorFile;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_peft-wgpu")).args(args).output().expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "peft-wgpu {args:?} failed ({}): {stderr}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn train_no_shuffle(name: &str) {
+    let expected = fixture("training_expected.safetensors");
+    let out = temp_dir(&format!("train-{name}"));
+    let model = fixtures().join("vit_tiny");
+    let init = fixtures().join("adapters").join(name);
+    let data = fixtures().join("train_data.safetensors");
+    let [steps, batch] = expected.ints("steps")[..] else { panic!("steps fixture") };
+    let lr = expected.f64("lr")[0];
+    run(&[
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--init",
+        init.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        &steps.to_string(),
+        "--batch-size",
+        &batch.to_string(),
+        "--lr",
+        &lr.to_string(),
+        "--optimizer",
+        "sgd",
+        "--no-shuffle",
+    ]);
+    let saved = TensorFile::open(&out.join("adapter_model.safetensors")).expect("saved adapter");
+    let prefix = format!("{name}.final.");
+    let keys: Vec<String> = expected.keys().into_iter().filter(|k| k.starts_with(&prefix)).collect();
+    assert!(!keys.is_empty());
+    for key in &keys {
+        let file_key = &key[prefix.len()..];
+        let got = saved.f32(file_key).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_close(&format!("{name}: {file_key}"), &got.data, &expected.f64(key), 2e-5, 1e-6);
+    }
+    assert_eq!(saved.keys().count(), keys.len(), "{name}: the saved adapter has other tensors than PyTorch's");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn no_shuffle_sgd_matches_pytorch_for_flora() {
+    train_no_shuffle("flora");
+}
+
+#[test]
+fn no_shuffle_sgd_matches_pytorch_for_moppa() {
+    train_no_shuffle("moppa");
+}
+
+#[test]
+fn no_shuffle_sgd_matches_pytorch_for_rlp() {
+    train_no_shuffle("rlp");
+}
+
+#[test]
+fn no_shuffle_sgd_matches_peft_for_lora() {
+    train_no_shuffle("lora_v5");
+}
+
+#[test]
+fn train_eval_merge_eval_agree() {
+    let dir = temp_dir("pipeline");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("lora.json");
+    std::fs::write(
+        &config,
+        r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["query", "value", "projection"],
+            "modules_to_save": ["classifier"], "num_labels": 3}"#,
+    )
+    .unwrap();
+    let model = fixtures().join("vit_tiny");
+    let data = fixtures().join("train_data.safetensors");
+    let (adapter, merged) = (dir.join("adapter"), dir.join("merged"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let out = run(&[
+        "train",
+        "--model",
+        &s(&model),
+        "--adapter-config",
+        &s(&config),
+        "--data",
+        &s(&data),
+        "--out",
+        &s(&adapter),
+        "--steps",
+        "6",
+        "--batch-size",
+        "5",
+        "--lr",
+        "0.01",
+        "--seed",
+        "3",
+        "--eval-data",
+        &s(&data),
+    ]);
+    assert!(out.contains("eval accuracy"), "{out}");
+    let (l1, l2) = (dir.join("adapter_logits.safetensors"), dir.join("merged_logits.safetensors"));
+    let e1 =
+        run(&["eval", "--model", &s(&model), "--adapter", &s(&adapter), "--data", &s(&data), "--logits-out", &s(&l1)]);
+    run(&["merge", "--model", &s(&model), "--adapter", &s(&adapter), "--out", &s(&merged)]);
+    let e2 = run(&["eval", "--model", &s(&merged), "--data", &s(&data), "--logits-out", &s(&l2)]);
+    let a = TensorFile::open(&l1).unwrap().f32("logits").unwrap();
+    let b = TensorFile::open(&l2).unwrap().f32("logits").unwrap();
+    assert_eq!(a.shape, [10, 3]);
+    assert_eq!(b.shape, a.shape);
+    assert_close(
+        "merged vs adapter logits",
+        &b.data,
+        &a.data.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+        1e-5,
+        1e-6,
+    );
+    let acc = |s: &str| s.lines().find(|l| l.starts_with("accuracy")).map(str::to_string);
+    assert_eq!(acc(&e1), acc(&e2), "eval outputs differ:\n{e1}\n{e2}");
+    std::fs::remove_dir_all(&dir).ok();
+}

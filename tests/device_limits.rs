@@ -1,0 +1,94 @@
+//! The device side of "hard to misuse" (SPEC §14): tensors beyond what one binding, one
+//! buffer or u32 element indices allow are refused by name before anything is dispatched, an
+//! overflowing shape is the same error rather than a panic, a lost device turns into errors
+//! (not a hang or an abort), and a diverging run stops with the step.
+
+mod common;
+
+use std::path::Path;
+
+use peft_wgpu::adapters::Adapter;
+use peft_wgpu::io::Dataset;
+use peft_wgpu::nn::Vit;
+use peft_wgpu::optim::OptimizerKind;
+use peft_wgpu::train::{BatchOrder, TrainOptions, train};
+use peft_wgpu::{Error, Tensor};
+
+fn fixtures() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+}
+
+#[test]
+fn tensors_beyond_the_device_are_refused_by_name() {
+    let gpu = common::gpu();
+    let (max, limit) = gpu.max_tensor_bytes();
+    assert!(max >= 16 << 20, "an implausible limit: {max} bytes ({limit})");
+    let elements = usize::try_from(max / 4 + 1).expect("fits usize on 64-bit");
+    match Tensor::zeros(&gpu, &[elements]) {
+        Err(Error::TooLarge { bytes, max: m, limit: l, what }) => {
+            assert_eq!((bytes, m, l), (4 * elements as u64, max, limit));
+            assert!(what.contains(&format!("[{elements}]")), "{what}");
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // Shapes whose size overflows are the same error, never an arithmetic panic.
+    for shape in [vec![usize::MAX, 2], vec![1 << 40, 1 << 40, 1 << 40], vec![usize::MAX]] {
+        let e = Tensor::zeros(&gpu, &shape).expect_err("overflowing shape");
+        assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+        assert!(e.to_string().contains(&format!("{shape:?}")), "{e}");
+    }
+    // The device still works afterwards.
+    let t = Tensor::from_slice(&gpu, &[1.0, 2.0], &[2]).expect("small tensor");
+    assert_eq!(gpu.read(&t).expect("read"), vec![1.0, 2.0]);
+}
+
+#[test]
+fn a_lost_device_gives_errors_not_a_hang_or_an_abort() {
+    let gpu = common::gpu();
+    let t = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[3]).expect("tensor");
+    gpu.sync().expect("sync before");
+    gpu.device().destroy();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let doubled = peft_wgpu::ops::elementwise::scale(&gpu, &t, 2.0)?;
+        gpu.read(&doubled)
+    }));
+    match result {
+        Ok(Err(e)) => assert_eq!(e.kind(), peft_wgpu::ErrorKind::Device, "{e}"),
+        Ok(Ok(v)) => panic!("work on a destroyed device returned {v:?}"),
+        Err(_) => panic!("work on a destroyed device panicked"),
+    }
+}
+
+#[test]
+fn a_diverging_run_stops_with_the_step_and_leaves_the_adapter_alone() {
+    let gpu = common::gpu();
+    let vit = Vit::load(&gpu, &fixtures().join("vit_tiny")).expect("model");
+    let adapter = Adapter::load(&gpu, &fixtures().join("adapters/lora_v4"), &vit).expect("adapter");
+    let n = 4;
+    let pixels: Vec<f32> = (0..n * 3 * 8 * 8).map(|i| (i % 13) as f32 / 13.0).collect();
+    let data = Dataset::from_parts(Path::new("mem"), [n, 3, 8, 8], pixels, vec![0, 1, 2, 3]).expect("data");
+    let options = TrainOptions {
+        steps: 10,
+        batch_size: 2,
+        lr: 1e30,
+        optimizer: OptimizerKind::Sgd { weight_decay: None },
+        order: BatchOrder::Sequential,
+        seed: 0,
+    };
+    let mut seen = Vec::new();
+    let e = train(&gpu, &vit, &adapter, &data, &options, &mut |r| seen.push(r.step)).expect_err("diverges");
+    match e {
+        Error::NonFiniteLoss { step, value } => {
+            assert!(!value.is_finite());
+            assert_eq!(seen, (0..step).collect::<Vec<_>>(), "steps reported before the bad one");
+            assert!(step >= 1, "step 0 has a finite loss with these weights");
+            assert!(e.to_string().contains(&format!("step {step}")), "{e}");
+        }
+        other => panic!("expected NonFiniteLoss, got {other}"),
+    }
+    // The bad step's update (from a non-finite loss) was not applied: every value is finite.
+    for p in adapter.trainable() {
+        let v = gpu.read(&p.tensor).expect("read");
+        assert!(v.iter().all(|x| x.is_finite()), "{} holds non-finite values after the stop", p.key);
+    }
+}

@@ -1,0 +1,48 @@
+//! Dropout: the GPU mask equals its twin bit for bit, keeps about 1 − p, and the backward
+//! applies the same mask.
+
+mod common;
+
+use common::{Rng, assert_close, f64s, gpu};
+use peft_wgpu::ops::dropout::{dropout, dropout_var};
+use peft_wgpu::ops::sum::sum_var;
+use peft_wgpu::reference::dropout as reference;
+use peft_wgpu::{Tape, Tensor};
+
+#[test]
+fn dropout_matches_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(5);
+    for &(n, p, seed) in &[(1usize, 0.5, 1u64), (257, 0.1, 2), (70_001, 0.3, u64::MAX - 7)] {
+        let x = rng.normal_vec(n, 0.0, 1.0);
+        let t = Tensor::from_slice(&gpu, &x, &[n]).unwrap();
+        let got = gpu.read(&dropout(&gpu, &t, p, seed).unwrap()).unwrap();
+        assert_close(&format!("dropout n={n}"), &got, &reference::dropout(&f64s(&x), p, seed), 1e-7, 0.0);
+    }
+}
+
+#[test]
+fn dropout_keeps_about_one_minus_p() {
+    let n = 100_000;
+    for &p in &[0.05, 0.1, 0.5] {
+        let kept = (0..n).filter(|&i| reference::keep(i, p, 42)).count() as f64 / n as f64;
+        // Binomial standard deviation is below 0.0016 here; allow 5 of them.
+        assert!((kept - (1.0 - p)).abs() < 0.008, "p={p}: kept {kept}");
+    }
+}
+
+#[test]
+fn dropout_backward_uses_the_same_mask() {
+    let gpu = gpu();
+    let n = 1000;
+    let x = Tensor::full(&gpu, &[n], 1.0).unwrap();
+    let mut tape = Tape::new(&gpu);
+    let xv = tape.param(&x);
+    let y = dropout_var(&mut tape, &xv, 0.25, 9).unwrap();
+    let forward = gpu.read(y.value()).unwrap();
+    let s = sum_var(&mut tape, &y).unwrap();
+    let grads = tape.backward(&s).unwrap();
+    let g = gpu.read(grads.get(&xv).unwrap()).unwrap();
+    assert_eq!(g, forward, "∂x of Σ dropout(x) at x = 1 is the scaled mask itself");
+    assert!(forward.contains(&0.0) && forward.iter().any(|&v| v != 0.0));
+}

@@ -1,0 +1,153 @@
+//! `Adapter::merge`: a ViT built from the merged weights gives the adapter's logits (to 1e-5
+//! of the largest), for LoRA (linear and the patch-embedding conv), FLoRA (linear and conv),
+//! RLP (merged `prompt_embeddings`) and saved modules (a new head included); the merged
+//! folder reloads to the same model; MoPPA refuses to merge.
+
+mod common;
+#[path = "support/adapters.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use common::{assert_close, f64s, gpu};
+use peft_wgpu::adapters::Adapter;
+use peft_wgpu::nn::weights::PROMPT_KEY;
+use peft_wgpu::nn::{Vit, VitWeights};
+use peft_wgpu::{Gpu, cli};
+use serde_json::json;
+use support::{fixtures, logits, perturbed, pixels};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("merge").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Merges `adapter` into the tiny ViT, checks the logits, saves the merged model, reloads it
+/// and checks it is the same model. Returns the merged weights.
+fn check(gpu: &Gpu, name: &str, adapter: &Adapter) -> VitWeights {
+    let base = VitWeights::load(&fixtures().join("vit_tiny")).unwrap();
+    let vit = Vit::from_weights(gpu, &base).unwrap();
+    let x = pixels(4);
+    let want = logits(gpu, &vit, Some(adapter), &x);
+    let merged = adapter.merge(gpu, &base).unwrap_or_else(|e| panic!("{name}: merge failed: {e}"));
+    assert_eq!(merged.config.num_labels, adapter.num_labels(), "{name}: labels of the merged model");
+    let merged_vit = Vit::from_weights(gpu, &merged).unwrap();
+    let got = logits(gpu, &merged_vit, None, &x);
+    assert_eq!(got.len(), 4 * adapter.num_labels(), "{name}: one logit per label and image");
+    assert_close(&format!("{name}: merged vs adapter logits"), &got, &f64s(&want), 1e-5, 0.0);
+    // The adapter moves the logits far more than the tolerance, so an unmerged model fails.
+    let plain = logits(gpu, &vit, None, &x);
+    let moved = want.iter().zip(&plain).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let largest = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(moved > 1e-2 * largest, "{name}: the adapter barely changes the logits ({moved} of {largest})");
+
+    let dir = scratch(name);
+    merged.save(&dir).unwrap();
+    let reloaded = VitWeights::load(&dir).unwrap();
+    assert_eq!(reloaded.tensors, merged.tensors, "{name}: weights after save and load");
+    assert_eq!(reloaded.prompts, merged.prompts, "{name}: prompts after save and load");
+    // A merged head of another label count has no names; the saved config gets transformers'
+    // defaults (LABEL_i), one per label.
+    assert_eq!(reloaded.config.id2label.len(), merged.config.num_labels, "{name}: label names");
+    let unnamed = |c: &peft_wgpu::nn::VitConfig| peft_wgpu::nn::VitConfig { id2label: Vec::new(), ..c.clone() };
+    assert_eq!(unnamed(&reloaded.config), unnamed(&merged.config), "{name}: config after save and load");
+    assert_eq!(logits(gpu, &Vit::load(gpu, &dir).unwrap(), None, &x), got, "{name}: logits of the reloaded model");
+    merged
+}
+
+fn fixture_adapter(gpu: &Gpu, name: &str) -> Adapter {
+    Adapter::load(gpu, &fixtures().join("adapters").join(name), &support::tiny_vit(gpu)).unwrap()
+}
+
+#[test]
+fn lora_written_by_peft_merges() {
+    let gpu = gpu();
+    for name in ["lora_v4", "lora_v5"] {
+        let merged = check(&gpu, name, &fixture_adapter(&gpu, name));
+        // Modules the adapter does not touch keep their weights bit for bit.
+        let base = VitWeights::load(&fixtures().join("vit_tiny")).unwrap();
+        let key = "vit.encoder.layer.1.attention.attention.key.weight";
+        assert_eq!(merged.tensors[key], base.tensors[key], "{name}: {key}");
+    }
+}
+
+#[test]
+fn lora_on_linear_layers_and_the_patch_embedding_merges() {
+    let gpu = gpu();
+    let vit = support::tiny_vit(&gpu);
+    let cfg = json!({"peft_type": "LORA", "r": 4, "lora_alpha": 6, "use_rslora": true,
+                     "target_modules": ["query", "value", "output.dense", "projection"],
+                     "rank_pattern": {"value": 2}, "alpha_pattern": {"projection": 3},
+                     "modules_to_save": ["classifier", "layernorm"]});
+    let adapter = perturbed(&gpu, &vit, &cfg, 7, 0.3, &scratch("lora_conv_adapter"));
+    let merged = check(&gpu, "lora_conv", &adapter);
+    let base = VitWeights::load(&fixtures().join("vit_tiny")).unwrap();
+    for key in ["vit.embeddings.patch_embeddings.projection.weight", "vit.layernorm.weight", "classifier.bias"] {
+        assert_ne!(merged.tensors[key], base.tensors[key], "{key} is merged");
+    }
+}
+
+#[test]
+fn lora_with_a_new_head_merges_into_a_model_with_its_label_count() {
+    let gpu = gpu();
+    let vit = support::tiny_vit(&gpu);
+    let cfg = json!({"peft_type": "LORA", "r": 2, "target_modules": ["key", "projection"], "num_labels": 7});
+    let adapter = perturbed(&gpu, &vit, &cfg, 8, 0.3, &scratch("new_head_adapter"));
+    let merged = check(&gpu, "lora_new_head", &adapter);
+    assert_eq!(merged.tensors["classifier.weight"].shape, [7, 16]);
+    assert_eq!(merged.config.num_labels, 7);
+}
+
+#[test]
+fn flora_on_linear_layers_and_the_patch_embedding_merges() {
+    let gpu = gpu();
+    check(&gpu, "flora", &fixture_adapter(&gpu, "flora"));
+    let vit = support::tiny_vit(&gpu);
+    let cfg = json!({"peft_type": "FLORA", "r": 3, "scale": 1.5, "target_modules": ["value", "fc2", "projection"]});
+    check(&gpu, "flora_fresh", &perturbed(&gpu, &vit, &cfg, 9, 0.3, &scratch("flora_adapter")));
+}
+
+#[test]
+fn rlp_merges_into_prompt_embeddings() {
+    let gpu = gpu();
+    let merged = check(&gpu, "rlp", &fixture_adapter(&gpu, "rlp"));
+    let prompts = merged.prompts.expect("merged prompts");
+    assert_eq!(prompts.shape, [3, 16]);
+    let want = common::fixture("adapters_expected.safetensors").f64("rlp.prompt_embeddings");
+    assert_close("P = P₀ + scale·A·B against the torch reference", &prompts.data, &want, 1e-6, 0.0);
+    assert_eq!(merged.config.num_labels, 3, "the fixture's new 3-label head");
+    let file = peft_wgpu::io::TensorFile::open(&scratch_path("rlp").join("model.safetensors")).unwrap();
+    assert!(file.contains(PROMPT_KEY), "the model file holds {PROMPT_KEY}");
+    let vit = support::tiny_vit(&gpu);
+    let cfg = json!({"peft_type": "RLP", "num_prompt_tokens": 4, "r": 2, "scale": 0.5});
+    check(&gpu, "rlp_fresh", &perturbed(&gpu, &vit, &cfg, 10, 0.3, &scratch("rlp_adapter")));
+}
+
+/// The folder `check` saved `name` to (without clearing it).
+fn scratch_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("merge").join(name)
+}
+
+#[test]
+fn the_merge_command_writes_a_model_folder() {
+    let gpu = gpu();
+    let out = scratch("cli_flora");
+    cli::merge(&fixtures().join("vit_tiny"), &fixtures().join("adapters/flora"), &out, false).unwrap();
+    let x = pixels(2);
+    let want = logits(&gpu, &support::tiny_vit(&gpu), Some(&fixture_adapter(&gpu, "flora")), &x);
+    let got = logits(&gpu, &Vit::load(&gpu, &out).unwrap(), None, &x);
+    assert_close("merged by the command", &got, &f64s(&want), 1e-5, 0.0);
+}
+
+#[test]
+fn moppa_cannot_merge() {
+    let gpu = gpu();
+    let base = VitWeights::load(&fixtures().join("vit_tiny")).unwrap();
+    let err = fixture_adapter(&gpu, "moppa").merge(&gpu, &base).expect_err("MoPPA refuses to merge");
+    let message = err.to_string();
+    assert!(message.contains("MoPPA") && message.contains("cannot"), "unclear error: {message}");
+    let out = scratch("cli_moppa");
+    assert!(cli::merge(&fixtures().join("vit_tiny"), &fixtures().join("adapters/moppa"), &out, false).is_err());
+    assert!(!out.join("model.safetensors").exists(), "no partial output");
+}

@@ -1,0 +1,68 @@
+//! LayerNorm's CPU kernels (`norm_rows.wgsl`, `NormKernel::Rows`) against the f64 twin,
+//! forward and backward, on row counts around the 8 a workgroup covers and widths from 4 to
+//! 768; the same shapes on the workgroup kernels; and what `Auto` picks.
+
+mod common;
+
+use common::{Rng, assert_close, f64s, gpu, tol};
+use peft_wgpu::Tensor;
+use peft_wgpu::ops::norm::{NormKernel, layer_norm, layer_norm_backward_with, layer_norm_with};
+use peft_wgpu::reference::norm as reference;
+
+const SHAPES: [(usize, usize); 6] = [(1, 4), (7, 8), (9, 48), (17, 12), (64, 768), (1088, 48)];
+
+fn check(kernel: NormKernel) {
+    let gpu = gpu();
+    let mut rng = Rng::new(41);
+    for (rows, d) in SHAPES {
+        let x = rng.normal_vec(rows * d, 0.5, 2.0);
+        let gamma = rng.normal_vec(d, 1.0, 0.3);
+        let beta = rng.normal_vec(d, 0.0, 0.3);
+        let dy = rng.normal_vec(rows * d, 0.0, 1.0);
+        let up = |v: &[f32], s: &[usize]| Tensor::from_slice(&gpu, v, s).unwrap();
+        let (tx, tg, tb, tdy) = (up(&x, &[rows, d]), up(&gamma, &[d]), up(&beta, &[d]), up(&dy, &[rows, d]));
+        let eps = 1e-6;
+        let out = layer_norm_with(&gpu, &tx, &tg, &tb, eps, kernel).unwrap();
+        let (want_y, want_mean, want_rstd) = reference::layer_norm(&f64s(&x), &f64s(&gamma), &f64s(&beta), eps as f64);
+        let what = format!("{kernel:?} [{rows}, {d}]");
+        let rel = tol(8.0, d);
+        assert_close(&format!("y {what}"), &gpu.read(&out.y).unwrap(), &want_y, rel, 1e-6);
+        assert_close(&format!("mean {what}"), &gpu.read(&out.mean).unwrap(), &want_mean, rel, 1e-6);
+        assert_close(&format!("rstd {what}"), &gpu.read(&out.rstd).unwrap(), &want_rstd, rel, 1e-6);
+        let dx = layer_norm_backward_with(&gpu, &tx, &tg, &out.mean, &out.rstd, &tdy, kernel).unwrap();
+        let want_dx = reference::layer_norm_backward(&f64s(&x), &f64s(&gamma), &f64s(&dy), eps as f64);
+        assert_close(&format!("∂x {what}"), &gpu.read(&dx).unwrap(), &want_dx, tol(16.0, d), 1e-6);
+    }
+}
+
+#[test]
+fn layer_norm_rows_kernels_match_reference() {
+    check(NormKernel::Rows);
+}
+
+#[test]
+fn layer_norm_workgroup_kernels_match_reference_on_the_same_shapes() {
+    check(NormKernel::Workgroup);
+}
+
+#[test]
+fn rows_kernel_needs_a_width_divisible_by_4() {
+    let gpu = gpu();
+    let x = Tensor::zeros(&gpu, &[3, 6]).unwrap();
+    let g = Tensor::zeros(&gpu, &[6]).unwrap();
+    let err = layer_norm_with(&gpu, &x, &g, &g, 1e-5, NormKernel::Rows).unwrap_err();
+    assert!(err.to_string().contains("multiple of 4"), "{err}");
+}
+
+#[test]
+fn auto_runs_the_rows_kernel_on_cpu_adapters_only() {
+    let gpu = gpu();
+    let x = Tensor::zeros(&gpu, &[3, 8]).unwrap();
+    let g = Tensor::zeros(&gpu, &[8]).unwrap();
+    gpu.set_profiling(true);
+    drop(layer_norm(&gpu, &x, &g, &g, 1e-5).unwrap());
+    gpu.set_profiling(false);
+    let ran: Vec<&str> = gpu.take_profile().iter().map(|k| k.entry).filter(|e| e.starts_with("layer_norm")).collect();
+    let want = if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu { "layer_norm_rows" } else { "layer_norm" };
+    assert_eq!(ran, [want]);
+}

@@ -1,0 +1,60 @@
+//! The LoRA adapters this project writes for PEFT to load (`tests/fixtures/written_here/`),
+//! made deterministically: a fresh adapter moved by seeded noise (non-zero `B` and head),
+//! saved with `Adapter::save`. `examples/write_lora_for_peft.rs` writes them;
+//! `scripts/check_peft_roundtrip.py` loads them with PEFT; `tests/peft_roundtrip.rs` checks
+//! that this code still writes the same bytes.
+
+use std::path::{Path, PathBuf};
+
+use peft_wgpu::adapters::Adapter;
+use peft_wgpu::io::safetensors::{self as st, HostTensor};
+use peft_wgpu::nn::Vit;
+use peft_wgpu::{Gpu, Result};
+use serde_json::{Value, json};
+
+use super::support::{fixtures, logits, perturbed, pixels};
+
+/// Images the logits are recorded on.
+pub const IMAGES: usize = 4;
+
+/// `(folder name, adapter config)`: one per module naming of `target_modules`.
+pub fn cases() -> [(&'static str, Value); 2] {
+    [
+        (
+            "lora_on_disk",
+            json!({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_rslora": true,
+                   "target_modules": ["query", "value", "projection"], "modules_to_save": ["classifier"]}),
+        ),
+        (
+            "lora_transformers5",
+            json!({"peft_type": "LORA", "r": 4, "lora_alpha": 6, "target_modules": ["q_proj", "v_proj"],
+                   "rank_pattern": {"v_proj": 2}, "alpha_pattern": {"q_proj": 3}, "modules_to_save": ["classifier"]}),
+        ),
+    ]
+}
+
+/// Where the committed folders and logits live.
+pub fn root() -> PathBuf {
+    fixtures().join("written_here")
+}
+
+/// The adapter of case `index`, built under `scratch` (a folder it may clear).
+pub fn adapter(gpu: &Gpu, vit: &Vit, index: usize, scratch: &Path) -> Adapter {
+    let (name, cfg) = &cases()[index];
+    perturbed(gpu, vit, cfg, 100 + index as u64, 0.3, &scratch.join(format!("{name}_source")))
+}
+
+/// Writes every case's folder under `out` and `out/logits.safetensors` with the fixed
+/// images (`pixel_values`) and each case's logits on them (key: the folder name).
+pub fn write_all(gpu: &Gpu, vit: &Vit, out: &Path, scratch: &Path) -> Result<()> {
+    let x = pixels(IMAGES);
+    let mut tensors = vec![("pixel_values".to_string(), HostTensor::new(x.1.clone(), x.0.clone())?)];
+    for (index, (name, _)) in cases().iter().enumerate() {
+        let a = adapter(gpu, vit, index, scratch);
+        a.save(gpu, &out.join(name))?;
+        tensors
+            .push((name.to_string(), HostTensor::new(vec![IMAGES, a.num_labels()], logits(gpu, vit, Some(&a), &x))?));
+    }
+    let list: Vec<(String, &HostTensor)> = tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
+    st::write(&out.join("logits.safetensors"), &list, None)
+}
