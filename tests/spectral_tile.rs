@@ -85,7 +85,13 @@ fn tile_path_of_the_filter_agrees_with_the_unfused_path() {
         };
         let (tile, unfused) = (run(FilterPath::Tile), run(FilterPath::Unfused));
         for (name, (a, b)) in ["y", "∂x", "∂r", "∂r alone"].iter().zip(tile.iter().zip(&unfused)) {
-            assert_close(&format!("tile vs unfused {name} prefix {prefix} {g}×{g} C{c}"), a, &f64s(b), tol(8.0, g * g), 1e-6);
+            assert_close(
+                &format!("tile vs unfused {name} prefix {prefix} {g}×{g} C{c}"),
+                a,
+                &f64s(b),
+                tol(8.0, g * g),
+                1e-6,
+            );
         }
     }
 }
