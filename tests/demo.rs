@@ -105,7 +105,7 @@ fn reduced_demo_runs_end_to_end_and_every_method_learns() {
         let first = r.losses[..10].iter().sum::<f32>() / 10.0;
         let last = r.losses[30..].iter().sum::<f32>() / 10.0;
         assert!(last < 0.8 * first, "{name}: loss went from {first:.3} to {last:.3}");
-        // Chance is 20%; after these 40 steps lavapipe measured 68–80% (100 images).
+        // Chance is 20%; after these 40 steps lavapipe measured 64–76% (100 images).
         assert!(r.accuracy >= 0.5, "{name}: {:.1}% held-out accuracy", 100.0 * r.accuracy);
         assert!(r.ms_per_step.is_finite() && r.ms_per_step > 0.0, "{name}: {} ms/step", r.ms_per_step);
     }

@@ -134,7 +134,7 @@ enum Command {
         /// Where to write the SVG of the loss curves.
         #[arg(long, default_value = "demo_loss.svg")]
         svg: PathBuf,
-        /// Fine-tuning steps of every method (default 300).
+        /// Fine-tuning steps of every method (default 600).
         #[arg(long)]
         steps: Option<usize>,
     },
