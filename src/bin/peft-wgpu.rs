@@ -130,7 +130,14 @@ enum Command {
         json: bool,
     },
     /// Fine-tune a small pretrained ViT on digits 5–9 with every adapter and compare.
-    Demo,
+    Demo {
+        /// Where to write the SVG of the loss curves.
+        #[arg(long, default_value = "demo_loss.svg")]
+        svg: PathBuf,
+        /// Fine-tuning steps of every method (default 600).
+        #[arg(long)]
+        steps: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -232,7 +239,13 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Info => info(),
         Command::Bench { json } => peft_wgpu::bench::run_cli(json),
-        Command::Demo => peft_wgpu::demo::run(&peft_wgpu::demo::DemoOptions::default()).map(|_| ()),
+        Command::Demo { svg, steps } => {
+            let defaults = peft_wgpu::demo::DemoOptions::default();
+            let options =
+                peft_wgpu::demo::DemoOptions { svg: Some(svg), steps: steps.unwrap_or(defaults.steps), ..defaults };
+            print!("{}", peft_wgpu::demo::run(&options)?);
+            Ok(())
+        }
     }
 }
 
