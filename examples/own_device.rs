@@ -7,6 +7,8 @@
 //! the right half of the image brighter?), so the example needs no files; with a real model
 //! use `Vit::load` and `Dataset::load` instead.
 
+#![expect(clippy::print_stdout, reason = "an example shows its progress and results")]
+
 use std::path::Path;
 
 use anyhow::Context;

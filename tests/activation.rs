@@ -5,7 +5,7 @@ mod common;
 
 use common::{Rng, assert_close, f64s, fixture, gpu, tol};
 use peft_wgpu::ops::{activation, loss, softmax};
-use peft_wgpu::reference::{activation as ref_act, loss as ref_loss, reduce as ref_reduce, softmax as ref_softmax};
+use peft_wgpu::reference::{activation as ref_act, loss as ref_loss, softmax as ref_softmax, sum as ref_sum};
 use peft_wgpu::{Gpu, Tape, Tensor};
 
 const DIMS: &[usize] = &[1, 2, 3, 7, 64, 255, 256, 257, 768, 3072];
@@ -146,7 +146,7 @@ fn twin_backwards_match_finite_differences() {
     close("gelu'", &ref_act::gelu_backward(&x, &w), &fd(&|v| ref_act::gelu(v), &x, &w));
     let dz = ref_act::bias_gelu_backward(&x, &b, &w);
     close("bias_gelu ∂x", &dz, &fd(&|v| ref_act::bias_gelu(v, &b), &x, &w));
-    close("bias_gelu ∂b", &ref_reduce::column_sums(&dz, d), &fd(&|v| ref_act::bias_gelu(&x, v), &b, &w));
+    close("bias_gelu ∂b", &ref_sum::sum_rows(&dz, d), &fd(&|v| ref_act::bias_gelu(&x, v), &b, &w));
     for alpha in [1.0, 0.125, -2.0] {
         let y = ref_softmax::softmax(&x, d, alpha);
         let want = fd(&|v| ref_softmax::softmax(v, d, alpha), &x, &w);
@@ -175,7 +175,7 @@ fn bias_gelu_matches_reference() {
         assert_close(&format!("bias_gelu {what}"), &y_got, &y_want, 2e-7, 0.0);
         let dz = ref_act::bias_gelu_backward(&x64, &b64, &ref_loss::cross_entropy_backward(&y_want, &labels, d, 1.0));
         assert_close(&format!("∂x {what}"), &gpu.read(grads.get(&xv).unwrap()).unwrap(), &dz, 1e-5, 1e-8);
-        let db = ref_reduce::column_sums(&dz, d);
+        let db = ref_sum::sum_rows(&dz, d);
         assert_close(&format!("∂b {what}"), &gpu.read(grads.get(&bv).unwrap()).unwrap(), &db, 1e-5, 1e-8);
     }
 }

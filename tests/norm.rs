@@ -4,7 +4,7 @@ mod common;
 
 use common::{Rng, assert_close, f64s, fixture, gpu, tol};
 use peft_wgpu::ops::{loss, norm};
-use peft_wgpu::reference::{loss as ref_loss, norm as reference, reduce as ref_reduce};
+use peft_wgpu::reference::{loss as ref_loss, norm as reference, sum as ref_sum};
 use peft_wgpu::{Gpu, Tape, Tensor};
 
 const DIMS: &[usize] = &[1, 2, 3, 7, 64, 255, 256, 257, 768];
@@ -93,7 +93,7 @@ fn layer_norm_matches_torch() {
         let out = norm::layer_norm(&gpu, &x, &gamma, &beta, eps).unwrap();
         let dx = norm::layer_norm_backward(&gpu, &x, &gamma, &out.mean, &out.rstd, &w).unwrap();
         let dg = norm::layer_norm_grad_gamma(&gpu, &x, &out.mean, &out.rstd, &w).unwrap();
-        let db = peft_wgpu::ops::reduce::column_sums(&gpu, &w).unwrap();
+        let db = peft_wgpu::ops::sum::sum_rows(&gpu, &w, w.last_dim()).unwrap();
         let key = |k: &str| format!("ln_eps{tag}_{k}");
         // Row (1, 3) has a spread of 1e-3 around 0.01, which costs f32 a few digits.
         assert_close(&key("y"), &gpu.read(&out.y).unwrap(), &f.f64(&key("y")), 1e-5, 1e-5);
@@ -134,7 +134,7 @@ fn layer_norm_twin_backward_matches_finite_differences() {
     };
     close("dx", &reference::layer_norm_backward(&x, &gamma, &w, eps), &diff(&x, &|v| loss(v, &gamma, &beta)));
     close("dgamma", &reference::layer_norm_gamma_partials(&x, &w, d, eps), &diff(&gamma, &|v| loss(&x, v, &beta)));
-    close("dbeta", &ref_reduce::column_sums(&w, d), &diff(&beta, &|v| loss(&x, &gamma, v)));
+    close("dbeta", &ref_sum::sum_rows(&w, d), &diff(&beta, &|v| loss(&x, &gamma, v)));
 }
 
 /// With γ = 1 and β = 0 every row comes out with mean 0 and variance 1 (when σ² ≫ eps).
@@ -173,7 +173,7 @@ fn layer_norm_var_gradients_flow_only_where_wanted() {
     let want = [
         reference::layer_norm_backward(&x64, &g64, &dy, 1e-5),
         reference::layer_norm_gamma_partials(&x64, &dy, d, 1e-5),
-        ref_reduce::column_sums(&dy, d),
+        ref_sum::sum_rows(&dy, d),
     ];
     for mask in 0..8u32 {
         let mut tape = Tape::new(&gpu);

@@ -15,7 +15,6 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
         (Shader::Dropout, "DropoutParams", size_of::<peft_wgpu::ops::dropout::DropoutParams>()),
         (Shader::SpectralTile, "TileParams", size_of::<peft_wgpu::ops::spectral_tile::TileParams>()),
         (Shader::SpectralTile14, "TileParams", size_of::<peft_wgpu::ops::spectral_tile::TileParams>()),
-        (Shader::Reduce, "ReduceParams", size_of::<peft_wgpu::ops::reduce::ReduceParams>()),
         (Shader::Norm, "NormParams", size_of::<peft_wgpu::ops::norm::NormParams>()),
         (Shader::Softmax, "SoftmaxParams", size_of::<peft_wgpu::ops::softmax::SoftmaxParams>()),
         (Shader::Activation, "ActivationParams", size_of::<peft_wgpu::ops::activation::ActivationParams>()),

@@ -14,9 +14,15 @@ use peft_wgpu::reference::spectral as reference;
 fn spectral_tile_matches_reference() {
     let gpu = gpu();
     let mut rng = Rng::new(11);
-    for &(b, prefix, gh, gw, c) in
-        &[(1, 0, 1, 1, 1), (2, 1, 4, 4, 16), (3, 2, 7, 9, 17), (2, 1, 14, 14, 40), (2, 1, 14, 14, 7), (1, 0, 16, 16, 33), (2, 3, 13, 2, 5)]
-    {
+    for &(b, prefix, gh, gw, c) in &[
+        (1, 0, 1, 1, 1),
+        (2, 1, 4, 4, 16),
+        (3, 2, 7, 9, 17),
+        (2, 1, 14, 14, 40),
+        (2, 1, 14, 14, 7),
+        (1, 0, 16, 16, 33),
+        (2, 3, 13, 2, 5),
+    ] {
         let t = prefix + gh * gw;
         let dims = [b, t, c];
         let x = rng.normal_vec(b * t * c, 0.0, 1.0);

@@ -18,8 +18,6 @@ use crate::error::{Error, Result};
 pub enum Shader {
     /// `shaders/elementwise.wgsl`: fill, add, multiply, scale.
     Elementwise,
-    /// `shaders/reduce.wgsl`: column sums (two-stage) and the mean of a vector.
-    Reduce,
     /// `shaders/norm.wgsl`: LayerNorm forward and backward.
     Norm,
     /// `shaders/softmax.wgsl`: scaled softmax over the last axis, forward and backward.
@@ -70,7 +68,6 @@ impl Shader {
     /// Every shader file, for validation.
     pub const ALL: &'static [Shader] = &[
         Shader::Elementwise,
-        Shader::Reduce,
         Shader::Norm,
         Shader::Softmax,
         Shader::Activation,
@@ -99,7 +96,6 @@ impl Shader {
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::Elementwise => "elementwise.wgsl",
-            Shader::Reduce => "reduce.wgsl",
             Shader::Norm => "norm.wgsl",
             Shader::Softmax => "softmax.wgsl",
             Shader::Activation => "activation.wgsl",
@@ -129,7 +125,6 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
-            Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Norm => include_str!("../../shaders/norm.wgsl"),
             Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
             Shader::Activation => include_str!("../../shaders/activation.wgsl"),
@@ -170,15 +165,11 @@ pub enum Kernel {
     Axpby,
     /// `y[i] = alpha * a[i]`.
     Scale,
-    /// Partial column sums of `[rows, cols]` over chunks of rows.
-    ColumnSums,
-    /// `y[0] = Σ a / n`.
-    Mean,
     /// LayerNorm over the last axis; also writes the row mean and rstd.
     LayerNorm,
     /// `∂x` of LayerNorm.
     LayerNormBackward,
-    /// Partial sums of `∂y·x̂` over chunks of rows (`∂γ` before `ColumnSums`).
+    /// Partial sums of `∂y·x̂` over chunks of rows (`∂γ` before `SumRows`).
     LayerNormGammaPartials,
     /// `y = softmax(alpha·x)` over the last axis.
     Softmax,
@@ -328,8 +319,6 @@ impl Kernel {
         Kernel::Mul,
         Kernel::Axpby,
         Kernel::Scale,
-        Kernel::ColumnSums,
-        Kernel::Mean,
         Kernel::LayerNorm,
         Kernel::LayerNormBackward,
         Kernel::LayerNormGammaPartials,
@@ -404,8 +393,6 @@ impl Kernel {
             Kernel::Mul => spec(S::Elementwise, "mul", 2, 1),
             Kernel::Axpby => spec(S::Elementwise, "axpby", 2, 1),
             Kernel::Scale => spec(S::Elementwise, "scale", 1, 1),
-            Kernel::ColumnSums => spec(S::Reduce, "column_sums", 1, 1),
-            Kernel::Mean => spec(S::Reduce, "mean", 1, 1),
             Kernel::LayerNorm => spec(S::Norm, "layer_norm", 3, 3),
             Kernel::LayerNormBackward => spec(S::Norm, "layer_norm_backward", 5, 1),
             Kernel::LayerNormGammaPartials => spec(S::Norm, "layer_norm_gamma_partials", 4, 1),

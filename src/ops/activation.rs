@@ -3,7 +3,7 @@
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel};
-use crate::ops::reduce;
+use crate::ops::sum;
 use crate::tensor::{DType, Tensor};
 
 /// Immediates of `shaders/activation.wgsl` (`ActivationParams` there).
@@ -99,7 +99,7 @@ pub fn bias_gelu_var(tape: &mut Tape, x: &Var, b: &Var) -> Result<Var> {
     let (xs, bs) = (x.value().clone(), b.value().clone());
     Ok(tape.push(y, &[x, b], move |gpu, dy| {
         let dz = bias_gelu_backward(gpu, &xs, &bs, dy)?;
-        let db = if need[1] { Some(reduce::column_sums(gpu, &dz)?) } else { None };
+        let db = if need[1] { Some(sum::sum_rows(gpu, &dz, dz.last_dim())?) } else { None };
         Ok(vec![need[0].then_some(dz), db])
     }))
 }

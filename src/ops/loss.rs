@@ -7,7 +7,7 @@
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel};
-use crate::ops::reduce;
+use crate::ops::sum;
 use crate::tensor::{DType, Tensor};
 
 /// Immediates of `shaders/loss.wgsl` (`LossParams` there).
@@ -76,7 +76,7 @@ pub fn cross_entropy_rows(gpu: &Gpu, logits: &Tensor, labels: &Tensor) -> Result
 /// with the per-row log-sum-exp (`[rows]`) its backward pass uses.
 pub fn cross_entropy(gpu: &Gpu, logits: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
     let rows = cross_entropy_rows_full(gpu, logits, labels)?;
-    Ok((reduce::mean(gpu, &rows.loss)?, rows.lse))
+    Ok((sum::mean_all(gpu, &rows.loss)?, rows.lse))
 }
 
 /// `∂logits = (softmax(logits) − onehot(labels))·∂loss/N`, with `softmax = exp(logits − lse)`.

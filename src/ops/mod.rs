@@ -13,7 +13,6 @@ pub mod matmul;
 pub mod norm;
 pub mod patch;
 pub mod priors;
-pub mod reduce;
 pub mod shape;
 pub mod softmax;
 pub mod spectral;

@@ -3,7 +3,7 @@
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel};
-use crate::ops::reduce::{self, column_grid, rows_per_chunk};
+use crate::ops::sum::{self, column_grid, rows_per_chunk};
 use crate::tensor::{DType, Tensor};
 
 /// Immediates of `shaders/norm.wgsl` (`NormParams` there).
@@ -177,7 +177,7 @@ pub fn layer_norm_grad_gamma(gpu: &Gpu, x: &Tensor, mean: &Tensor, rstd: &Tensor
     let partials = Tensor::uninit(gpu, &[chunks, d], DType::F32)?;
     let params = NormParams { rows_per_chunk: per as u32, ..params(x, 0.0) };
     gpu.dispatch(Kernel::LayerNormGammaPartials, &[x, mean, rstd, dy], &[&partials], &params, column_grid(d, chunks))?;
-    reduce::finish_column_sums(gpu, &partials, d)
+    sum::sum_rows(gpu, &partials, d)
 }
 
 /// LayerNorm on the tape: `y = (x − μ)/√(σ² + eps)·γ + β` over the last axis.
@@ -201,7 +201,7 @@ pub fn layer_norm_var(tape: &mut Tape, x: &Var, gamma: &Var, beta: &Var, eps: f3
             }
         }
         if need[2] {
-            grads[2] = Some(reduce::column_sums(gpu, dy)?);
+            grads[2] = Some(sum::sum_rows(gpu, dy, dy.last_dim())?);
         }
         Ok(grads)
     }))

@@ -34,13 +34,24 @@ fn check(op: &'static str, a: &Tensor) -> Result<()> {
     Ok(())
 }
 
-fn rows_pass(gpu: &Gpu, a: &Tensor, rows: usize, cols: usize, scale: f32) -> Result<Tensor> {
+/// Rows per chunk of the first stage of a column reduction over `rows` rows: 64, more when
+/// the chunks would not fit one grid dimension.
+pub(crate) fn rows_per_chunk(gpu: &Gpu, rows: usize) -> usize {
     let max_chunks = gpu.limits().max_compute_workgroups_per_dimension as usize;
-    let per_chunk = ROWS_PER_CHUNK.max(rows.div_ceil(max_chunks)).min(rows.max(1));
+    ROWS_PER_CHUNK.max(rows.div_ceil(max_chunks))
+}
+
+/// `[ceil(cols / 256), chunks, 1]`: the grid of a kernel with one thread per (column, chunk).
+pub(crate) fn column_grid(cols: usize, chunks: usize) -> [u32; 3] {
+    [cols.div_ceil(WG_1D as usize) as u32, chunks as u32, 1]
+}
+
+fn rows_pass(gpu: &Gpu, a: &Tensor, rows: usize, cols: usize, scale: f32) -> Result<Tensor> {
+    let per_chunk = rows_per_chunk(gpu, rows).min(rows.max(1));
     let chunks = rows.div_ceil(per_chunk).max(1);
     let out = Tensor::uninit(gpu, &[chunks, cols], DType::F32)?;
     let params = SumParams { rows: rows as u32, cols: cols as u32, per_chunk: per_chunk as u32, scale };
-    gpu.dispatch(Kernel::SumRows, &[a], &[&out], &params, [cols.div_ceil(WG_1D as usize) as u32, chunks as u32, 1])?;
+    gpu.dispatch(Kernel::SumRows, &[a], &[&out], &params, column_grid(cols, chunks))?;
     Ok(out)
 }
 

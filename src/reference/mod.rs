@@ -12,7 +12,6 @@ pub mod matmul;
 pub mod norm;
 pub mod optim;
 pub mod priors;
-pub mod reduce;
 pub mod shape;
 pub mod softmax;
 pub mod spectral;

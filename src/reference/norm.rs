@@ -1,7 +1,7 @@
 //! Twins of `shaders/norm.wgsl`: LayerNorm over the last axis in f64, from the textbook
 //! formulas (biased variance, as PyTorch).
 
-use super::reduce::column_sums;
+use super::sum::sum_rows;
 
 fn stats(row: &[f64], eps: f64) -> (f64, f64) {
     let n = row.len() as f64;
@@ -48,5 +48,5 @@ pub fn layer_norm_backward(x: &[f64], gamma: &[f64], dy: &[f64], eps: f64) -> Ve
 /// `∂γ = Σ_rows ∂y ⊙ x̂` (the finished result of `layer_norm_gamma_partials`).
 pub fn layer_norm_gamma_partials(x: &[f64], dy: &[f64], d: usize, eps: f64) -> Vec<f64> {
     let prod: Vec<f64> = normalized(x, d, eps).iter().zip(dy).map(|(a, b)| a * b).collect();
-    column_sums(&prod, d)
+    sum_rows(&prod, d)
 }
