@@ -5,6 +5,8 @@
 Each file holds one JSON object per line (`{"name", "ms", ...}`). With several files per
 side (runs taken in turns, to spread the machine's load evenly), each workload's time is
 the median over the files. The ratio is peft-wgpu's time over PyTorch's (below 1: faster).
+`--clock gpu` compares device times instead of wall times (`gpu_ms`: GPU timestamps on our
+side, CUDA events on PyTorch's; only where both sides have them).
 """
 
 import argparse
@@ -34,11 +36,11 @@ def load(paths):
     return runs
 
 
-def rate(r):
-    if "gflops" in r:
-        return f"{r['gflops']:.1f} GFLOP/s"
-    if "gbps" in r:
-        return f"{r['gbps']:.2f} GB/s"
+def rate(r, prefix):
+    if prefix + "gflops" in r:
+        return f"{r[prefix + 'gflops']:.1f} GFLOP/s"
+    if prefix + "gbps" in r:
+        return f"{r[prefix + 'gbps']:.2f} GB/s"
     return ""
 
 
@@ -55,22 +57,29 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ours", nargs="+", required=True)
     ap.add_argument("--torch", nargs="+", required=True)
+    ap.add_argument("--clock", choices=["wall", "gpu"], default="wall")
     args = ap.parse_args()
+    prefix = "gpu_" if args.clock == "gpu" else ""
+    key = prefix + "ms"
     ours, torch = load(args.ours), load(args.torch)
-    print("| workload | peft-wgpu ms | PyTorch ms | ratio | peft-wgpu rate | PyTorch rate | peft-wgpu peak MiB |")
+    ours = {n: [r for r in rs if key in r] for n, rs in ours.items()}
+    torch = {n: [r for r in rs if key in r] for n, rs in torch.items()}
+    ours = {n: rs for n, rs in ours.items() if rs}
+    torch = {n: rs for n, rs in torch.items() if rs}
+    print(f"| workload | peft-wgpu {key} | PyTorch {key} | ratio | peft-wgpu rate | PyTorch rate | peft-wgpu peak MiB |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in ORDER + sorted(set(ours) - set(ORDER)):
         if name not in ours:
             continue
-        o = statistics.median(r["ms"] for r in ours[name])
-        best_o = min(ours[name], key=lambda r: abs(r["ms"] - o))
+        o = statistics.median(r[key] for r in ours[name])
+        best_o = min(ours[name], key=lambda r: abs(r[key] - o))
         if name in torch:
-            t = statistics.median(r["ms"] for r in torch[name])
-            best_t = min(torch[name], key=lambda r: abs(r["ms"] - t))
-            cols = [ms(t), f"{o / t:.2f}×", rate(best_t)]
+            t = statistics.median(r[key] for r in torch[name])
+            best_t = min(torch[name], key=lambda r: abs(r[key] - t))
+            cols = [ms(t), f"{o / t:.2f}×", rate(best_t, prefix)]
         else:
             cols = ["–", "–", ""]
-        print(f"| `{name}` | {ms(o)} | {cols[0]} | {cols[1]} | {rate(best_o)} | {cols[2]} | {mib(best_o)} |")
+        print(f"| `{name}` | {ms(o)} | {cols[0]} | {cols[1]} | {rate(best_o, prefix)} | {cols[2]} | {mib(best_o)} |")
 
 
 if __name__ == "__main__":

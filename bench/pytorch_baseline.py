@@ -127,29 +127,35 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def median(values):
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else 0.5 * (s[mid - 1] + s[mid])
+
+
 def timed(device, run, warmup, repeats):
-    """Median and all run times in ms: CUDA events around each run on CUDA (device time from
-    the first kernel to the last, as peft-wgpu's timestamps), the wall clock on the CPU."""
+    """Median wall time in ms of a run ended by a device synchronisation (SPEC §13), all the
+    runs' wall times, and on CUDA the median device time between CUDA events recorded before
+    and after each run (peft-wgpu's `gpu_ms` counterpart), else None."""
     for _ in range(warmup):
         run()
     sync(device)
-    runs = []
+    walls, events = [], []
     for _ in range(repeats):
-        if device.type == "cuda":
+        cuda = device.type == "cuda"
+        if cuda:
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start = time.perf_counter()
+        if cuda:
             begin.record()
-            run()
+        run()
+        if cuda:
             end.record()
-            sync(device)
-            runs.append(begin.elapsed_time(end))
-        else:
-            start = time.perf_counter()
-            run()
-            runs.append((time.perf_counter() - start) * 1e3)
-    s = sorted(runs)
-    mid = len(s) // 2
-    median = s[mid] if len(s) % 2 else 0.5 * (s[mid - 1] + s[mid])
-    return median, runs
+        sync(device)
+        walls.append((time.perf_counter() - start) * 1e3)
+        if cuda:
+            events.append(begin.elapsed_time(end))
+    return median(walls), walls, (median(events) if events else None)
 
 
 def peak_of(device, run):
@@ -237,11 +243,17 @@ def main():
         file=sys.stderr,
     )
 
-    def report(name, median, runs, **extra):
-        line = {"name": name, "ms": round(median, 3)}
+    def report(name, timing, rate=None, amount=None, **extra):
+        ms, runs, gpu_ms = timing
+        line = {"name": name, "ms": round(ms, 3)}
+        if rate:
+            line[rate] = round(amount / (ms * 1e-3), 3)
+        if gpu_ms is not None:
+            line["gpu_ms"] = round(gpu_ms, 4)
+            if rate:
+                line["gpu_" + rate] = round(amount / (gpu_ms * 1e-3), 3)
         line.update({k: v for k, v in extra.items() if v is not None})
         line["runs_ms"] = [round(t, 3) for t in runs]
-        line["clock"] = "cuda events" if device.type == "cuda" else "wall"
         print(json.dumps(line), flush=True)
 
     def want(name):
@@ -252,27 +264,27 @@ def main():
     if want("matmul_1024"):
         a = torch.randn(1024, 1024, device=device)
         b = torch.randn(1024, 1024, device=device)
-        ms, runs = timed(device, lambda: a @ b, args.warmup, reps(5))
-        report("matmul_1024", ms, runs, gflops=round(2 * 1024**3 / (ms * 1e-3) / 1e9, 3))
+        t = timed(device, lambda: a @ b, args.warmup, reps(5))
+        report("matmul_1024", t, "gflops", 2 * 1024**3 / 1e9)
 
     if want("spectral_filter_64x14x14x768"):
         x = torch.randn(64, 14, 14, 768, device=device)
         r = torch.rand(14, 14, 768, device=device) * 0.95 + 0.05
         c = dct_matrix(14, device)
-        ms, runs = timed(device, lambda: spectral_filter(x, r, c), args.warmup, reps(7))
-        report("spectral_filter_64x14x14x768", ms, runs, gbps=round(2 * x.numel() * 4 / (ms * 1e-3) / 1e9, 3))
+        t = timed(device, lambda: spectral_filter(x, r, c), args.warmup, reps(7))
+        report("spectral_filter_64x14x14x768", t, "gbps", 2 * x.numel() * 4 / 1e9)
 
     for kind in ["lora", "moppa", "full"]:
         name = f"vitb_block_{kind}_train_step_b8"
         if want(name):
             step, trained = layer_step(device, kind)
-            ms, runs = timed(device, step, args.warmup, reps(3))
-            report(name, ms, runs, peak_bytes=peak_of(device, step), note=f"{trained} trainable values")
+            t = timed(device, step, args.warmup, reps(3))
+            report(name, t, peak_bytes=peak_of(device, step), note=f"{trained} trainable values")
 
     if want("tiny_vit_train_step_b64"):
         step, trained = tiny_vit_step(device)
-        ms, runs = timed(device, step, args.warmup, reps(7))
-        report("tiny_vit_train_step_b64", ms, runs, peak_bytes=peak_of(device, step), note=f"{trained} trainable values")
+        t = timed(device, step, args.warmup, reps(7))
+        report("tiny_vit_train_step_b64", t, peak_bytes=peak_of(device, step), note=f"{trained} trainable values")
 
 
 if __name__ == "__main__":

@@ -38,9 +38,10 @@ pub(crate) fn matmul_1024(gpu: &Gpu, options: &BenchOptions) -> Result<Report> {
         drop(matmul(gpu, &a, &b, MatmulSpec::new(), None, None)?);
         Ok(())
     })?;
-    let ms = t.median;
+    let (gflops, gpu_gflops) = t.rates(2.0 * (n as f64).powi(3) / 1e9);
     Ok(Report {
-        gflops: Some(2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e9),
+        gflops,
+        gpu_gflops,
         check_error: error,
         checked: format!("{} of {} elements against f64 dot products", samples.len(), n * n),
         ..Report::timed(name, t)
@@ -76,9 +77,10 @@ pub(crate) fn spectral_filter(gpu: &Gpu, options: &BenchOptions) -> Result<Repor
         Ok(())
     })?;
     let bytes = (x.len() * 4) as f64;
-    let ms = t.median;
+    let (gbps, gpu_gbps) = t.rates(2.0 * bytes / 1e9);
     Ok(Report {
-        gbps: Some(2.0 * bytes / (ms * 1e-3) / 1e9),
+        gbps,
+        gpu_gbps,
         check_error: error,
         checked: format!("[{check_batch}, {g}, {g}, {c}] against the f64 twin"),
         ..Report::timed(name, t)

@@ -3,10 +3,12 @@
 //! Every workload first checks its result against the f64 CPU twins of [`crate::reference`]
 //! (on a small instance of the same code path, or on the full instance where that is cheap)
 //! and refuses to report a time when they disagree. It then runs `warmup` untimed
-//! repetitions and `repeats` timed ones and reports the median (`ms`): device time between
-//! GPU timestamps recorded before and after each run where the device has timestamp queries
-//! ([`Gpu::timer`]), otherwise wall time of the run ended by [`Gpu::sync`]; `clock` says
-//! which, and `wall_ms` is always the median wall time, submission and waiting included. The training steps also report the peak device bytes of one step
+//! repetitions and `repeats` timed ones and reports the median (SPEC §13): `ms` is wall time
+//! of a run ended by [`Gpu::sync`] inside the timed region (submission and waiting
+//! included), and where the device has timestamp queries `gpu_ms` is the device time
+//! between GPU timestamps recorded before and after each run ([`Gpu::timer`]), with
+//! `gpu_gflops` / `gpu_gbps` from it. The training steps also report the peak device bytes
+//! of one step
 //! ([`Gpu::memory`] after [`Gpu::reset_peak_memory`]) and the kernel dispatches it records.
 //!
 //! | name | measures |
@@ -96,19 +98,21 @@ impl BenchOptions {
 pub struct Report {
     /// Workload name (SPEC §13).
     pub name: String,
-    /// Median time of one run in milliseconds, by `clock`.
+    /// Median wall time of one run ended by a device synchronisation (submitting and
+    /// waiting included), in milliseconds.
     pub ms: f64,
-    /// All timed runs, in milliseconds, in the order they ran.
+    /// All timed runs' wall times, in milliseconds, in the order they ran.
     pub runs_ms: Vec<f64>,
-    /// What `ms` was measured with.
-    pub clock: Clock,
-    /// Median wall time of one run ended by a device synchronisation (includes submitting
-    /// and waiting), in milliseconds.
-    pub wall_ms: f64,
-    /// Floating-point throughput, where it applies.
+    /// Median device time of one run between GPU timestamps, where the device has them.
+    pub gpu_ms: Option<f64>,
+    /// Floating-point throughput by `ms`, where it applies.
     pub gflops: Option<f64>,
-    /// Memory throughput, where it applies.
+    /// The same by `gpu_ms`.
+    pub gpu_gflops: Option<f64>,
+    /// Memory throughput by `ms`, where it applies.
     pub gbps: Option<f64>,
+    /// The same by `gpu_ms`.
+    pub gpu_gbps: Option<f64>,
     /// Highest live device bytes during one run (model, optimizer state and activations).
     pub peak_bytes: Option<u64>,
     /// Of which allocated during the run (activations, gradients, temporaries).
@@ -130,8 +134,7 @@ impl Report {
             name: name.into(),
             ms: t.median,
             runs_ms: t.runs,
-            clock: t.clock,
-            wall_ms: t.wall,
+            gpu_ms: t.gpu_median,
             dispatches: t.dispatches,
             ..Report::default()
         }
@@ -148,6 +151,15 @@ impl Report {
         if let Some(g) = self.gbps {
             o.insert("gbps".into(), round(g, 3).into());
         }
+        if let Some(g) = self.gpu_ms {
+            o.insert("gpu_ms".into(), round(g, 4).into());
+        }
+        if let Some(g) = self.gpu_gflops {
+            o.insert("gpu_gflops".into(), round(g, 3).into());
+        }
+        if let Some(g) = self.gpu_gbps {
+            o.insert("gpu_gbps".into(), round(g, 3).into());
+        }
         if let Some(p) = self.peak_bytes {
             o.insert("peak_bytes".into(), p.into());
         }
@@ -156,8 +168,6 @@ impl Report {
         }
         o.insert("dispatches".into(), self.dispatches.into());
         o.insert("runs_ms".into(), self.runs_ms.iter().map(|&t| Value::from(round(t, 3))).collect());
-        o.insert("clock".into(), self.clock.name().into());
-        o.insert("wall_ms".into(), round(self.wall_ms, 3).into());
         o.insert("check_error".into(), Value::from(self.check_error));
         o.insert("checked".into(), self.checked.clone().into());
         if let Some(n) = &self.note {
@@ -174,10 +184,12 @@ impl Report {
             _ => String::new(),
         };
         let mib = |b: Option<u64>| b.map_or(String::new(), |b| format!("{:.1}", b as f64 / (1u64 << 20) as f64));
+        let gpu_ms = self.gpu_ms.map_or(String::new(), |g| format!("{g:.3}"));
         format!(
-            "{:<32} {:>10.2} {:>15} {:>10} {:>10} {:>6} {:>9.1e}",
+            "{:<32} {:>10.2} {:>9} {:>15} {:>10} {:>10} {:>6} {:>9.1e}",
             self.name,
             self.ms,
+            gpu_ms,
             rate,
             mib(self.peak_bytes),
             mib(self.step_bytes),
@@ -189,49 +201,35 @@ impl Report {
 
 /// Column titles of [`Report::to_row`].
 pub const TABLE_HEADER: &str =
-    "workload                                 ms      throughput   peak MiB   step MiB  disp.  check err";
+    "workload                                 ms    gpu ms      throughput   peak MiB   step MiB  disp.  check err";
 
 fn round(v: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (v * f).round() / f
 }
 
-/// The clock a workload was timed with.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Clock {
-    /// GPU timestamps before and after each run (the device time from its first kernel to
-    /// its last), where the device has timestamp queries.
-    Timestamps,
-    /// The host's clock around each run ended by [`Gpu::sync`].
-    #[default]
-    Wall,
-}
-
-impl Clock {
-    fn name(self) -> &'static str {
-        match self {
-            Clock::Timestamps => "gpu timestamps",
-            Clock::Wall => "wall",
-        }
-    }
-}
-
 /// The times of one workload.
 pub(crate) struct Timing {
     /// Median of `runs`, ms.
     pub median: f64,
-    /// Every timed run, ms, by `clock`.
+    /// Every timed run's wall time, ms.
     pub runs: Vec<f64>,
-    /// Median wall time of a run ended by [`Gpu::sync`] (submission and waiting included).
-    pub wall: f64,
-    /// What `runs` were measured with.
-    pub clock: Clock,
+    /// Median device time between GPU timestamps, ms, where the device has them.
+    pub gpu_median: Option<f64>,
     /// Kernel dispatches of one run.
     pub dispatches: u64,
 }
 
-/// `repeats` runs of `run` after `warmup` untimed ones, each between GPU timestamps where
-/// the device has them and ended by [`Gpu::sync`] inside the wall-clock region.
+impl Timing {
+    /// `amount` per second by the wall time and by the device time (GFLOP per second from
+    /// the GFLOP of one run, say).
+    pub fn rates(&self, amount: f64) -> (Option<f64>, Option<f64>) {
+        (Some(amount / (self.median * 1e-3)), self.gpu_median.map(|g| amount / (g * 1e-3)))
+    }
+}
+
+/// `repeats` runs of `run` after `warmup` untimed ones, each ended by [`Gpu::sync`] inside
+/// the wall-clock region and, where the device has them, between GPU timestamps.
 pub(crate) fn time(gpu: &Gpu, warmup: usize, repeats: usize, mut run: impl FnMut() -> Result<()>) -> Result<Timing> {
     for _ in 0..warmup {
         run()?;
@@ -239,7 +237,7 @@ pub(crate) fn time(gpu: &Gpu, warmup: usize, repeats: usize, mut run: impl FnMut
     }
     let timer = gpu.timer();
     let before = gpu.dispatch_count();
-    let (mut runs, mut walls) = (Vec::with_capacity(repeats), Vec::with_capacity(repeats));
+    let (mut walls, mut device) = (Vec::with_capacity(repeats), Vec::with_capacity(repeats));
     for _ in 0..repeats {
         let start = Instant::now();
         if let Some(t) = &timer {
@@ -252,15 +250,12 @@ pub(crate) fn time(gpu: &Gpu, warmup: usize, repeats: usize, mut run: impl FnMut
         gpu.sync()?;
         walls.push(start.elapsed().as_secs_f64() * 1e3);
         if let Some(t) = &timer {
-            runs.push(t.elapsed_ms(gpu)?);
+            device.push(t.elapsed_ms(gpu)?);
         }
     }
     let dispatches = (gpu.dispatch_count() - before) / repeats.max(1) as u64;
-    let clock = if timer.is_some() { Clock::Timestamps } else { Clock::Wall };
-    if timer.is_none() {
-        runs = walls.clone();
-    }
-    Ok(Timing { median: median(&runs), wall: median(&walls), runs, clock, dispatches })
+    let gpu_median = timer.is_some().then(|| median(&device));
+    Ok(Timing { median: median(&walls), runs: walls, gpu_median, dispatches })
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -354,8 +349,8 @@ pub fn run_cli(json: bool) -> Result<()> {
     let io_err = |e: std::io::Error| Error::Io { path: "<stdout>".into(), source: e };
     if !json {
         writeln!(out, "# {} ({:?}, {})", info.name, info.backend, info.driver_info).map_err(io_err)?;
-        let clock = if gpu.timer().is_some() { Clock::Timestamps } else { Clock::Wall };
-        writeln!(out, "# ms: median of the timed runs by {}", clock.name()).map_err(io_err)?;
+        let device = if gpu.timer().is_some() { "; gpu ms: between GPU timestamps" } else { "" };
+        writeln!(out, "# ms: median wall time of a run, device synchronised{device}").map_err(io_err)?;
         writeln!(out, "{TABLE_HEADER}").map_err(io_err)?;
     }
     let profile = std::env::var("PEFT_WGPU_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0");
