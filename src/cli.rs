@@ -9,10 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::adapters::{Adapter, AdapterConfig, CONFIG_FILE, PeftType, WEIGHTS_FILE};
+use crate::adapters::{Adapter, AdapterConfig, CONFIG_FILE, PeftType, WEIGHTS_FILE, finish_interrupted_save};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT};
 use crate::io::Dataset;
+use crate::io::json::JsonFile;
 use crate::io::paths::{check_output_dir, check_output_file, expect_dir, expect_file};
 use crate::io::safetensors::{self as st, HostTensor, TensorFile};
 use crate::nn::{Vit, VitConfig, VitWeights};
@@ -105,6 +106,7 @@ impl AdapterInput {
     /// The adapter folder `dir` (its config and weights).
     fn folder(dir: &Path, flag: &str, model: &VitConfig) -> Result<AdapterInput> {
         expect_dir(dir, &format!("an adapter folder for {flag}"), CONFIG_FILE)?;
+        finish_interrupted_save(dir)?;
         expect_file(&dir.join(WEIGHTS_FILE), "the adapter's tensors")?;
         AdapterInput::read(&dir.join(CONFIG_FILE), Some(&dir.join(WEIGHTS_FILE)), model)
     }
@@ -192,6 +194,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
             expect_file(path, "an adapter_config.json for --adapter-config")?;
             if let Some(dir) = init {
                 expect_dir(dir, "an adapter folder for --init", WEIGHTS_FILE)?;
+                finish_interrupted_save(dir)?;
             }
             AdapterInput::read(path, init.as_ref().map(|d| d.join(WEIGHTS_FILE)).as_deref(), model)?
         }
@@ -251,6 +254,7 @@ pub fn eval(
     at_least_one("--batch-size", Some(batch_size))?;
     if let Some(path) = logits_out {
         check_output_file(path, "--logits-out")?;
+        refuse_overwriting_inputs(path, "--logits-out", &[data, model, adapter.unwrap_or(model)])?;
     }
     let weights = read_model(model)?;
     let adapter = adapter.map(|dir| AdapterInput::folder(dir, "--adapter", &weights.config)).transpose()?;
@@ -290,6 +294,22 @@ fn check_logits(report: &EvalReport, data: &Dataset) -> Result<()> {
     })
 }
 
+/// Refuses an output file that is one of the `inputs` (files, or files inside input folders):
+/// writing it would destroy what the run reads.
+fn refuse_overwriting_inputs(out: &Path, flag: &str, inputs: &[&Path]) -> Result<()> {
+    let Ok(target) = out.canonicalize() else { return Ok(()) }; // a new file
+    for input in inputs {
+        let Ok(input) = input.canonicalize() else { continue };
+        if target == input || (input.is_dir() && target.parent() == Some(input.as_path())) {
+            return Err(Error::invalid(
+                flag,
+                format!("{} is an input of this run ({}); choose another file", out.display(), input.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `peft-wgpu merge`: writes a model folder with the adapter folded in. An `out` that already
 /// holds a model (or is the `--model` folder) is refused unless `force`.
 pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<()> {
@@ -321,5 +341,8 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<()
     let vit = Vit::from_weights(&gpu, &weights)?;
     let adapter = input.build(&gpu, &vit, 0)?;
     let merged = adapter.merge(&gpu, &weights)?;
-    merged.save(out)
+    // The merged config is the model's own with the adapter's labels: fields this crate does
+    // not read (transformers' version, pooler settings, custom keys) are kept.
+    let original = JsonFile::read(&model.join("config.json"))?;
+    merged.save_with_config(out, merged.config.to_json_over(original.object()))
 }

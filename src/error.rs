@@ -139,7 +139,7 @@ pub enum Error {
         message: String,
     },
     /// Training produced a non-finite loss.
-    #[error("loss became {value} at step {step}; {}", non_finite_hint(*step))]
+    #[error("loss became {value} at step {} of the run (counting from 1); {}", *step + 1, non_finite_hint(*step))]
     NonFiniteLoss {
         /// 0-based step.
         step: usize,

@@ -460,7 +460,7 @@ fn an_existing_adapter_is_kept_without_force_and_through_a_failed_run() {
             .chain(["--lr", "1e30", "--optimizer", "sgd"])
             .collect::<Vec<_>>()),
         TRAINING,
-        &["step 1", "learning rate"],
+        &["step 2 of the run", "learning rate"],
         false,
     );
     assert!(line.contains("NaN") || line.contains("inf"), "{line}");
@@ -553,8 +553,60 @@ fn non_finite_logits_and_losses_are_errors_naming_the_image_or_step() {
     check_failure(&run(&eval), INPUT, &["data.safetensors", "logits for image 0", "inf"], false);
     assert!(!logits.exists(), "logits written for a failed evaluation");
     let out = dir.join("out");
-    let line = check_failure(&run(&train_args(m, h, d, s(&out), &[])), TRAINING, &["step 0", "check the data"], false);
+    let line = check_failure(
+        &run(&train_args(m, h, d, s(&out), &[])),
+        TRAINING,
+        &["step 1 of the run", "check the data"],
+        false,
+    );
     assert!(line.contains("NaN") || line.contains("inf"), "{line}");
     assert!(!out.exists(), "a diverged run created --out");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Stdout closed by its reader (`peft-wgpu eval … | head -1`) ends the run quietly; stdout
+/// that cannot be written (a full disk) is an error naming `<stdout>`; neither is reported
+/// as an internal error.
+#[test]
+fn stdout_closed_or_full_is_not_an_internal_error() {
+    use std::process::{Command, Stdio};
+    let dir = scratch("stdout");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let eval = ["eval", "--model", s(&model), "--data", s(&data)];
+    let command = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"));
+        cmd.args(eval).env("XDG_RUNTIME_DIR", std::env::temp_dir()).stderr(Stdio::piped());
+        cmd
+    };
+    // A pipe whose reader is gone before anything is written.
+    let mut child = command().stdout(Stdio::piped()).spawn().expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "closed stdout: {:?}\n{stderr}", out.status);
+    assert!(!stderr.contains("error"), "closed stdout reported: {stderr}");
+    #[cfg(target_os = "linux")]
+    {
+        let full = std::fs::File::options().write(true).open("/dev/full").expect("/dev/full");
+        let out = command().stdout(full).output().expect("run");
+        check_failure(&out, INPUT, &["<stdout>", "No space left"], false);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--logits-out` naming an input of the run (the data, a file of the model or adapter
+/// folders) is refused before anything is read or written.
+#[test]
+fn logits_out_never_overwrites_an_input() {
+    let dir = scratch("logits-input");
+    let data = good_data(&dir);
+    let model = model_copy(&dir);
+    let before = std::fs::read(&data).expect("data");
+    let (m, d) = (s(&model), s(&data));
+    fails(&["eval", "--model", m, "--data", d, "--logits-out", d], USAGE, &["--logits-out", "input"]);
+    assert_eq!(std::fs::read(&data).expect("data"), before, "the data was overwritten");
+    let weights = model.join("model.safetensors");
+    fails(&["eval", "--model", m, "--data", d, "--logits-out", s(&weights)], USAGE, &["--logits-out", "input"]);
     std::fs::remove_dir_all(&dir).ok();
 }

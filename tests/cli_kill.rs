@@ -1,7 +1,8 @@
 //! Killing a training run (SIGKILL on Unix) never leaves a half-written adapter in `--out`
 //! and never destroys the previous one (SPEC §11): killed while training or while writing
 //! its temporaries, `--out` holds the old adapter byte-identical; killed in the instant
-//! between the two renames, the mixed pair is refused by name when loaded.
+//! between the two renames, the next reader finishes the save (the weights' rename is the
+//! commit point), and any other mixed pair is refused by name when loaded.
 //!
 //! The write is slowed with the test hook `PEFT_WGPU_TEST_SLOW_WRITE_MS` (see
 //! `src/io/atomic.rs`), so the kill lands where each test wants it.
@@ -131,7 +132,7 @@ fn killed_while_writing_the_previous_adapter_is_untouched_and_the_next_save_clea
 }
 
 #[test]
-fn killed_between_the_two_renames_the_mixed_pair_is_refused() {
+fn killed_between_the_two_renames_the_next_reader_finishes_the_save() {
     let dir = scratch("kill-rename");
     let data = good_data(&dir);
     let out = adapter_copy("flora", &dir);
@@ -144,9 +145,23 @@ fn killed_between_the_two_renames_the_mixed_pair_is_refused() {
     });
     kill(&mut child);
     assert_eq!(std::fs::read(out.join("adapter_config.json")).expect("config"), old_config);
-    // The new weights are whole; beside the old config they are refused, by name.
+    let pending = names_with(&out, ".adapter_config.json.tmp-");
+    assert_eq!(pending.len(), 1, "the new config waits under its temporary name: {pending:?}");
+    let new_config = std::fs::read(out.join(&pending[0])).expect("pending config");
+    // The save had committed (the weights are in place): the next reader renames the config.
     let model = fixture("vit_tiny");
     let eval = ["eval", "--model", s(&model), "--adapter", s(&out), "--data", s(&data)];
+    succeeds(&eval);
+    assert_eq!(std::fs::read(out.join("adapter_config.json")).expect("config"), new_config);
+    assert!(names_with(&out, ".adapter_config.json.tmp-").is_empty(), "temporary left after recovery");
+    // A pair mixed any other way (weights from another save, an older config, no matching
+    // temporary) is still refused, by name.
+    let config = out.join("adapter_config.json");
+    std::fs::write(&config, &old_config).expect("old config");
+    let weights_time =
+        std::fs::metadata(out.join("adapter_model.safetensors")).and_then(|m| m.modified()).expect("mtime");
+    let older = weights_time - Duration::from_secs(60);
+    std::fs::File::options().write(true).open(&config).and_then(|f| f.set_modified(older)).expect("set mtime");
     fails(&eval, INPUT, &["adapter_model.safetensors", "another adapter_config.json", "interrupted"]);
     std::fs::remove_dir_all(&dir).ok();
 }

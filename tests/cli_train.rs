@@ -144,3 +144,45 @@ fn train_eval_merge_eval_agree() {
     assert_eq!(acc(&e1), acc(&e2), "eval outputs differ:\n{e1}\n{e2}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The merged model's config.json is the base model's with the adapter's labels (fields this
+/// crate does not read are kept), and `merge --force` over a sharded model leaves one model.
+#[test]
+fn merge_keeps_the_model_config_and_replaces_a_sharded_model() {
+    let dir = temp_dir("merge-config");
+    let s = |p: &Path| p.to_str().expect("UTF-8 path").to_string();
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).expect("model folder");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixtures().join("vit_tiny").join(f), model.join(f)).expect("copy model");
+    }
+    let config_path = model.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).expect("config")).expect("json");
+    config["custom_field"] = serde_json::json!({"kept": true});
+    config["encoder_stride"] = serde_json::json!(16);
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("json")).expect("write config");
+    // The output folder holds a sharded model, replaced with --force.
+    let out = dir.join("out");
+    let sharded = fixtures().join("vit_tiny_sharded");
+    std::fs::create_dir_all(&out).expect("out");
+    let mut shards = Vec::new();
+    for entry in std::fs::read_dir(&sharded).expect("sharded fixture").flatten() {
+        std::fs::copy(entry.path(), out.join(entry.file_name())).expect("copy shard");
+        shards.push(entry.file_name());
+    }
+    let adapter = fixtures().join("adapters/lora_v4");
+    run(&["merge", "--model", &s(&model), "--adapter", &s(&adapter), "--out", &s(&out), "--force"]);
+    let merged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).expect("merged config")).expect("json");
+    assert_eq!(merged["custom_field"], serde_json::json!({"kept": true}), "custom field lost: {merged}");
+    assert_eq!(merged["encoder_stride"], 16, "field lost: {merged}");
+    let labels = merged["id2label"].as_object().expect("id2label").len();
+    let adapter_labels = 5; // lora_v4 saves a classifier for 5 labels
+    assert_eq!(labels, adapter_labels, "labels of the merged head: {merged}");
+    let mut left: Vec<String> =
+        std::fs::read_dir(&out).expect("out").flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
+    left.sort();
+    assert_eq!(left, ["config.json", "model.safetensors"], "the old shards were left beside the merged model");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -160,9 +160,11 @@ impl Adapter {
         Adapter::build(gpu, config, config_path, vit, Source::Fresh(Rng::new(seed)))
     }
 
-    /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors`.
+    /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors` (finishing a save
+    /// that was killed between its two renames first, see [`finish_interrupted_save`]).
     pub fn load(gpu: &Gpu, dir: &Path, vit: &Vit) -> Result<Adapter> {
         crate::io::paths::expect_dir(dir, "an adapter folder", CONFIG_FILE)?;
+        finish_interrupted_save(dir)?;
         let config_path = dir.join(CONFIG_FILE);
         let config = AdapterConfig::read(&config_path)?;
         Adapter::load_tensors(gpu, config, &config_path, &dir.join(WEIGHTS_FILE), vit)
@@ -301,10 +303,13 @@ impl Adapter {
     /// or killed save never leaves a half-written file or destroys the previous adapter: both
     /// files are written to temporaries first, and only then renamed over the old ones,
     /// weights first (see [`crate::io::atomic::write_all`]). The weights carry a fingerprint
-    /// of the config written with them, so the one mixed state a kill between the two renames
-    /// can leave (new weights, old config) is refused when loaded instead of being used.
+    /// of the config written with them: a kill between the two renames (new weights, old
+    /// config, new config still under its temporary name) is finished by the next reader
+    /// ([`finish_interrupted_save`]), and any other mixed pair is refused when loaded.
     pub fn save(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
         crate::io::atomic::create_dir(dir)?;
+        // Before this save clears temporaries: an earlier one killed between its renames.
+        finish_interrupted_save(dir)?;
         let mut host = Vec::new();
         for p in self.trainable.iter().chain(&self.frozen) {
             host.push((p.key.clone(), HostTensor::new(p.tensor.shape().to_vec(), gpu.read(&p.tensor)?)?));
@@ -342,6 +347,28 @@ impl Adapter {
             Kind::Moppa(m) => m.entropy_weight(step, total),
             _ => 0.0,
         }
+    }
+}
+
+/// Finishes a save of `dir` that was killed between its two renames. [`Adapter::save`]
+/// renames the weights first (the commit point) and the config second; a kill in between
+/// leaves the new weights beside the old config and the new config under its temporary name
+/// (`.adapter_config.json.tmp-PID`). When the weights' config fingerprint does not match the
+/// config beside them but matches such a temporary, that temporary is renamed into place, so
+/// the folder holds the newly saved adapter whole (also for PEFT). Anything else is left for
+/// the readers' checks to report.
+pub fn finish_interrupted_save(dir: &Path) -> Result<()> {
+    let (weights, config) = (dir.join(WEIGHTS_FILE), dir.join(CONFIG_FILE));
+    let Some(expected) = st::header_metadata(&weights).and_then(|m| m.get(stamp::CONFIG_STAMP_KEY).cloned()) else {
+        return Ok(());
+    };
+    let matches = |path: &Path| std::fs::read(path).is_ok_and(|bytes| stamp::fingerprint(&bytes) == expected);
+    if matches(&config) {
+        return Ok(());
+    }
+    match crate::io::atomic::stale_temps(&config).into_iter().find(|tmp| matches(tmp)) {
+        Some(tmp) => crate::io::atomic::finish_rename(&tmp, &config),
+        None => Ok(()),
     }
 }
 

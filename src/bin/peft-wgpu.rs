@@ -1,8 +1,7 @@
 //! The `peft-wgpu` command line (SPEC §11): a thin layer over the library that parses flags,
 //! shows progress, and turns every error into one line and an exit code.
-#![expect(clippy::print_stdout, reason = "a command line prints its results on stdout")]
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -140,6 +139,23 @@ enum Command {
     },
 }
 
+/// Prints a line on stdout; a closed or full stdout is an error naming `<stdout>`, not a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(stdout_error)?
+    };
+}
+
+fn stdout_error(source: std::io::Error) -> Error {
+    Error::Io { path: "<stdout>".into(), source }
+}
+
+/// Whether `e` is stdout closed by its reader (`peft-wgpu eval … | head -1`): not a failure
+/// worth a message.
+fn is_broken_pipe(e: &Error) -> bool {
+    matches!(e, Error::Io { path, source } if path.as_os_str() == "<stdout>" && source.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         let message = info
@@ -153,6 +169,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
             eprintln!("peft-wgpu: error: {e}");
             ExitCode::from(match e.kind() {
@@ -215,26 +232,26 @@ fn run(cli: Cli) -> Result<(), Error> {
                 force,
             };
             let outcome = cli::train(&args, &mut TerminalProgress::new())?;
-            println!(
+            out!(
                 "trained {} steps, final loss {:.6}; adapter written to {}",
                 outcome.steps,
                 outcome.final_loss,
                 args.out.display()
             );
             if let Some(e) = outcome.eval {
-                println!("eval accuracy: {:.4}, mean loss: {:.6}", e.accuracy, e.mean_loss);
+                out!("eval accuracy: {:.4}, mean loss: {:.6}", e.accuracy, e.mean_loss);
             }
             Ok(())
         }
         Command::Eval { model, adapter, data, batch_size, logits_out } => {
             let report = cli::eval(&model, adapter.as_deref(), &data, batch_size, logits_out.as_deref())?;
-            println!("accuracy: {:.4} ({} images)", report.accuracy, report.logits.len() / report.labels.max(1));
-            println!("mean loss: {:.6}", report.mean_loss);
+            out!("accuracy: {:.4} ({} images)", report.accuracy, report.logits.len() / report.labels.max(1));
+            out!("mean loss: {:.6}", report.mean_loss);
             Ok(())
         }
         Command::Merge { model, adapter, out, force } => {
             cli::merge(&model, &adapter, &out, force)?;
-            println!("merged model written to {}", out.display());
+            out!("merged model written to {}", out.display());
             Ok(())
         }
         Command::Info => info(),
@@ -243,7 +260,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let defaults = peft_wgpu::demo::DemoOptions::default();
             let options =
                 peft_wgpu::demo::DemoOptions { svg: Some(svg), steps: steps.unwrap_or(defaults.steps), ..defaults };
-            print!("{}", peft_wgpu::demo::run(&options)?);
+            write!(std::io::stdout().lock(), "{}", peft_wgpu::demo::run(&options)?).map_err(stdout_error)?;
             Ok(())
         }
     }
@@ -294,17 +311,17 @@ fn info() -> Result<(), Error> {
     let gpu = peft_wgpu::Gpu::new()?;
     let i = gpu.adapter_info();
     let l = gpu.limits();
-    println!("adapter:  {} ({:?})", i.name, i.device_type);
-    println!("backend:  {:?}", i.backend);
-    println!("driver:   {} {}", i.driver, i.driver_info);
-    println!("limits:");
-    println!("  max_storage_buffer_binding_size      {}", l.max_storage_buffer_binding_size);
-    println!("  max_buffer_size                      {}", l.max_buffer_size);
-    println!("  max_compute_workgroup_storage_size   {}", l.max_compute_workgroup_storage_size);
-    println!("  max_compute_invocations_per_workgroup {}", l.max_compute_invocations_per_workgroup);
-    println!("  max_compute_workgroups_per_dimension {}", l.max_compute_workgroups_per_dimension);
-    println!("  max_storage_buffers_per_shader_stage {}", l.max_storage_buffers_per_shader_stage);
-    println!("  max_immediate_size                   {}", l.max_immediate_size);
-    println!("features: {:?}", gpu.features());
+    out!("adapter:  {} ({:?})", i.name, i.device_type);
+    out!("backend:  {:?}", i.backend);
+    out!("driver:   {} {}", i.driver, i.driver_info);
+    out!("limits:");
+    out!("  max_storage_buffer_binding_size      {}", l.max_storage_buffer_binding_size);
+    out!("  max_buffer_size                      {}", l.max_buffer_size);
+    out!("  max_compute_workgroup_storage_size   {}", l.max_compute_workgroup_storage_size);
+    out!("  max_compute_invocations_per_workgroup {}", l.max_compute_invocations_per_workgroup);
+    out!("  max_compute_workgroups_per_dimension {}", l.max_compute_workgroups_per_dimension);
+    out!("  max_storage_buffers_per_shader_stage {}", l.max_storage_buffers_per_shader_stage);
+    out!("  max_immediate_size                   {}", l.max_immediate_size);
+    out!("features: {:?}", gpu.features());
     Ok(())
 }

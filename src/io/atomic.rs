@@ -5,9 +5,11 @@
 //! in two phases: every temporary is written and flushed first, and only then are they
 //! renamed, in the order given, with nothing in between that can fail for lack of space or a
 //! bad value. A kill during the first phase leaves the previous files byte-identical (and a
-//! stray `.NAME.tmp-PID` that the next write to the same folder removes); only a kill in the
-//! microseconds between two renames can leave a mixed pair, which readers detect with a
-//! fingerprint (see [`super::stamp`]).
+//! stray `.NAME.tmp-PID` that the next write to the same folder removes). The first rename is
+//! the commit point: a kill in the microseconds between two renames leaves the later files
+//! under their temporary names, and readers finish the renames (for adapters:
+//! `adapters::finish_interrupted_save`, which matches them by fingerprint, see
+//! [`super::stamp`]).
 //!
 //! Test hook: when the environment variable `PEFT_WGPU_TEST_SLOW_WRITE_MS` holds a number
 //! `N`, each temporary is written in two halves with a pause of `N` ms between them, and
@@ -129,18 +131,35 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Removes temporaries of `path` left by killed writers (`.NAME.tmp-PID` beside it).
-fn remove_stale_temps(path: &Path) {
+/// Temporaries of `path` left by killed writers (`.NAME.tmp-PID` beside it).
+pub fn stale_temps(path: &Path) -> Vec<PathBuf> {
     let prefix = format!(".{}{TEMP_MARKER}", file_name(path));
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix(&prefix)
-            && pid.chars().all(|c| c.is_ascii_digit())
-        {
-            let _ = std::fs::remove_file(entry.path());
-        }
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(&prefix).is_some_and(|pid| !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()))
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
+/// Renames the temporary `tmp` left by a killed [`write_all`] over `path`, finishing the
+/// writer's second phase, and flushes the folder.
+pub fn finish_rename(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(tmp, path).map_err(io_err(path))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
+/// Removes temporaries of `path` left by killed writers (`.NAME.tmp-PID` beside it).
+fn remove_stale_temps(path: &Path) {
+    for tmp in stale_temps(path) {
+        let _ = std::fs::remove_file(tmp);
     }
 }
 

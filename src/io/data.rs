@@ -108,7 +108,8 @@ impl Dataset {
             return Err(Error::Format {
                 path: self.path.clone(),
                 message: format!(
-                    "`labels[{i}]` = {l} is out of range for a classifier with {num_labels} labels (0..{num_labels})"
+                    "`labels[{i}]` = {l} is out of range for a classifier with {num_labels} labels (0 to {})",
+                    num_labels.saturating_sub(1)
                 ),
             });
         }

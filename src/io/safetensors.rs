@@ -68,6 +68,24 @@ fn format_err(path: &Path, message: impl Into<String>) -> Error {
     Error::Format { path: path.to_path_buf(), message: message.into() }
 }
 
+/// The `__metadata__` of the safetensors file `path`, reading only its header; `None` when
+/// the file cannot be read or its header is not a safetensors header (the full reader,
+/// [`TensorFile::open`], explains what is wrong).
+pub fn header_metadata(path: &Path) -> Option<HashMap<String, String>> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 8];
+    file.read_exact(&mut head).ok()?;
+    let n = u64::from_le_bytes(head);
+    if n > MAX_HEADER_BYTES || n > file.metadata().ok()?.len().saturating_sub(8) {
+        return None;
+    }
+    let mut header = Vec::new();
+    (&mut file).take(n).read_to_end(&mut header).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    let meta = value.get("__metadata__")?.as_object()?;
+    meta.iter().map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()
+}
+
 impl TensorFile {
     /// Reads and validates `path`. The header is checked against the file size before the
     /// body is read, so a corrupt length never triggers a huge allocation, and a file too large

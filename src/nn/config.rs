@@ -110,13 +110,7 @@ impl VitConfig {
 
     /// This config as `config.json` text, in the form transformers writes.
     pub fn to_json(&self) -> String {
-        let labels: Vec<String> = (0..self.num_labels)
-            .map(|i| self.id2label.get(i).cloned().unwrap_or_else(|| format!("LABEL_{i}")))
-            .collect();
-        let id2label: serde_json::Map<String, serde_json::Value> =
-            labels.iter().enumerate().map(|(i, l)| (i.to_string(), l.clone().into())).collect();
-        let label2id: serde_json::Map<String, serde_json::Value> =
-            labels.iter().enumerate().map(|(i, l)| (l.clone(), i.into())).collect();
+        let (id2label, label2id) = self.label_maps();
         let value = serde_json::json!({
             "architectures": ["ViTForImageClassification"],
             "model_type": "vit",
@@ -137,6 +131,29 @@ impl VitConfig {
             "label2id": label2id,
         });
         serde_json::to_string_pretty(&value).unwrap_or_default()
+    }
+
+    /// `base` (the `config.json` this model was read from) with the labels of this config:
+    /// every other field, including those this crate does not read, is kept as it was.
+    pub fn to_json_over(&self, base: &serde_json::Map<String, serde_json::Value>) -> String {
+        let (id2label, label2id) = self.label_maps();
+        let mut value = base.clone();
+        value.insert("id2label".into(), id2label.into());
+        value.insert("label2id".into(), label2id.into());
+        if value.contains_key("num_labels") {
+            value.insert("num_labels".into(), self.num_labels.into());
+        }
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    }
+
+    /// `id2label` and `label2id` as transformers writes them (`LABEL_i` for unnamed labels).
+    fn label_maps(&self) -> (serde_json::Map<String, serde_json::Value>, serde_json::Map<String, serde_json::Value>) {
+        let labels: Vec<String> = (0..self.num_labels)
+            .map(|i| self.id2label.get(i).cloned().unwrap_or_else(|| format!("LABEL_{i}")))
+            .collect();
+        let id2label = labels.iter().enumerate().map(|(i, l)| (i.to_string(), l.clone().into())).collect();
+        let label2id = labels.iter().enumerate().map(|(i, l)| (l.clone(), i.into())).collect();
+        (id2label, label2id)
     }
 }
 

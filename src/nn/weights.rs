@@ -21,6 +21,9 @@ pub struct VitWeights {
     pub prompts: Option<HostTensor>,
 }
 
+/// The index of a sharded model's weights.
+const INDEX_FILE: &str = "model.safetensors.index.json";
+
 /// Key of the merged RLP prompts in a model file.
 pub const PROMPT_KEY: &str = "prompt_embeddings";
 
@@ -143,6 +146,14 @@ impl VitWeights {
     /// Writes `dir/model.safetensors` and `dir/config.json`: both to temporaries first, then
     /// renamed into place (see [`crate::io::atomic::write_all`]).
     pub fn save(&self, dir: &Path) -> Result<()> {
+        self.save_with_config(dir, self.config.to_json())
+    }
+
+    /// [`VitWeights::save`] with `config` as the text of `config.json` (e.g. the original
+    /// model's config with new labels, [`VitConfig::to_json_over`]). A sharded model that
+    /// `dir` held before (its index and the shards it lists) is removed once the new files
+    /// are in place, so the folder holds one model.
+    pub fn save_with_config(&self, dir: &Path, config: String) -> Result<()> {
         crate::io::atomic::create_dir(dir)?;
         let mut list: Vec<(String, &HostTensor)> = self.tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
         if let Some(p) = &self.prompts {
@@ -151,9 +162,30 @@ impl VitWeights {
         let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
         let weights_path = dir.join("model.safetensors");
         let weights = safetensors::serialize(&weights_path, &list, Some(meta))?;
-        let config = self.config.to_json().into_bytes();
-        crate::io::atomic::write_all(&[(weights_path, weights), (dir.join("config.json"), config)])
+        let stale_shards = listed_shards(dir);
+        crate::io::atomic::write_all(&[(weights_path, weights), (dir.join("config.json"), config.into_bytes())])?;
+        for shard in stale_shards {
+            let _ = std::fs::remove_file(dir.join(shard));
+        }
+        let _ = std::fs::remove_file(dir.join(INDEX_FILE));
+        Ok(())
     }
+}
+
+/// The shard files `dir`'s index lists (file names inside `dir`; none without an index or
+/// with an index that cannot be read).
+fn listed_shards(dir: &Path) -> Vec<String> {
+    let Ok(index) = JsonFile::read(&dir.join(INDEX_FILE)) else { return Vec::new() };
+    let Some(map) = index.get("weight_map").and_then(|m| m.as_object()) else { return Vec::new() };
+    let mut shards: Vec<String> = map
+        .values()
+        .filter_map(|f| f.as_str())
+        .filter(|f| !f.contains('/') && !f.contains('\\') && *f != ".." && *f != "model.safetensors")
+        .map(str::to_string)
+        .collect();
+    shards.sort();
+    shards.dedup();
+    shards
 }
 
 /// The safetensors files of a model folder: `model.safetensors`, or the shards listed by
@@ -163,7 +195,7 @@ fn weight_files(dir: &Path) -> Result<Vec<TensorFile>> {
     if single.exists() {
         return Ok(vec![TensorFile::open(&single)?]);
     }
-    let index_path = dir.join("model.safetensors.index.json");
+    let index_path = dir.join(INDEX_FILE);
     if !index_path.exists() {
         let source = std::io::Error::new(
             std::io::ErrorKind::NotFound,
