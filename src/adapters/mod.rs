@@ -6,7 +6,9 @@
 //! [`BoundAdapter`], which the ViT consults through [`VitHooks`] at every point where an
 //! adapter acts.
 
+mod bound;
 pub mod config;
+mod files;
 pub mod flora;
 mod flora_conv;
 mod lora;
@@ -19,20 +21,21 @@ mod source;
 
 use std::path::{Path, PathBuf};
 
+pub use bound::BoundAdapter;
 pub use config::{AdapterConfig, AdapterKind, FloraConfig, FloraRank, LoraConfig, MoppaConfig, PeftType, RlpConfig};
+use files::check_pair;
+pub use files::finish_interrupted_save;
 pub use params::{PEFT_PREFIX, Param};
 
 use params::{ParamBuilder, Slot, Value};
 use source::{Init, Source};
 
-use crate::autograd::{Gradients, Tape, Var};
+use crate::autograd::Tape;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::io::safetensors::{self as st, HostTensor, TensorFile};
-use crate::io::stamp;
-use crate::nn::{ModuleId, Naming, Vit, VitConfig, VitHooks};
+use crate::io::safetensors::{HostTensor, TensorFile};
+use crate::nn::{ModuleId, Naming, Vit, VitConfig};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
 
 /// File name of the adapter's tensors.
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
@@ -299,32 +302,6 @@ impl Adapter {
         )
     }
 
-    /// Writes `dir/adapter_model.safetensors` and `dir/adapter_config.json` so that a failed
-    /// or killed save never leaves a half-written file or destroys the previous adapter: both
-    /// files are written to temporaries first, and only then renamed over the old ones,
-    /// weights first (see [`crate::io::atomic::write_all`]). The weights carry a fingerprint
-    /// of the config written with them: a kill between the two renames (new weights, old
-    /// config, new config still under its temporary name) is finished by the next reader
-    /// ([`finish_interrupted_save`]), and any other mixed pair is refused when loaded.
-    pub fn save(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
-        crate::io::atomic::create_dir(dir)?;
-        // Before this save clears temporaries: an earlier one killed between its renames.
-        finish_interrupted_save(dir)?;
-        let mut host = Vec::new();
-        for p in self.trainable.iter().chain(&self.frozen) {
-            host.push((p.key.clone(), HostTensor::new(p.tensor.shape().to_vec(), gpu.read(&p.tensor)?)?));
-        }
-        let list: Vec<(String, &HostTensor)> = host.iter().map(|(k, t)| (k.clone(), t)).collect();
-        let config = self.config.to_json().into_bytes();
-        let meta = std::collections::HashMap::from([
-            ("format".to_string(), "pt".to_string()),
-            (stamp::CONFIG_STAMP_KEY.to_string(), stamp::fingerprint(&config)),
-        ]);
-        let weights_path = dir.join(WEIGHTS_FILE);
-        let weights = st::serialize(&weights_path, &list, Some(meta))?;
-        crate::io::atomic::write_all(&[(weights_path, weights), (dir.join(CONFIG_FILE), config)])
-    }
-
     /// Puts the tensors on `tape` (trainable leaves and constants) for evaluation: no dropout.
     pub fn bind(&self, tape: &mut Tape) -> BoundAdapter<'_> {
         BoundAdapter {
@@ -350,55 +327,6 @@ impl Adapter {
     }
 }
 
-/// Finishes a save of `dir` that was killed between its two renames. [`Adapter::save`]
-/// renames the weights first (the commit point) and the config second; a kill in between
-/// leaves the new weights beside the old config and the new config under its temporary name
-/// (`.adapter_config.json.tmp-PID`). When the weights' config fingerprint does not match the
-/// config beside them but matches such a temporary, that temporary is renamed into place, so
-/// the folder holds the newly saved adapter whole (also for PEFT). Anything else is left for
-/// the readers' checks to report.
-pub fn finish_interrupted_save(dir: &Path) -> Result<()> {
-    let (weights, config) = (dir.join(WEIGHTS_FILE), dir.join(CONFIG_FILE));
-    let Some(expected) = st::header_metadata(&weights).and_then(|m| m.get(stamp::CONFIG_STAMP_KEY).cloned()) else {
-        return Ok(());
-    };
-    let matches = |path: &Path| std::fs::read(path).is_ok_and(|bytes| stamp::fingerprint(&bytes) == expected);
-    if matches(&config) {
-        return Ok(());
-    }
-    match crate::io::atomic::stale_temps(&config).into_iter().find(|tmp| matches(tmp)) {
-        Some(tmp) => crate::io::atomic::finish_rename(&tmp, &config),
-        None => Ok(()),
-    }
-}
-
-/// When `weights` carries the fingerprint of the config saved with it and `config_path` is the
-/// config beside it, a config that differs and is not newer than the weights means a mixed
-/// pair: a save interrupted between its two renames, or weights copied from another adapter.
-/// A config edited by hand after the save is newer than the weights and is accepted.
-fn check_pair(config_path: &Path, weights: &TensorFile) -> Result<()> {
-    let Some(expected) = weights.metadata().get(stamp::CONFIG_STAMP_KEY) else { return Ok(()) };
-    if config_path.parent() != weights.path().parent() {
-        return Ok(()); // a config given separately (`--adapter-config` with `--init`)
-    }
-    let io = |path: &Path, source| Error::Io { path: path.to_path_buf(), source };
-    let bytes = std::fs::read(config_path).map_err(|e| io(config_path, e))?;
-    if &stamp::fingerprint(&bytes) == expected {
-        return Ok(());
-    }
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| io(path, e));
-    if modified(config_path)? > modified(weights.path())? {
-        return Ok(());
-    }
-    Err(Error::Format {
-        path: weights.path().to_path_buf(),
-        message: format!(
-            "was saved with another {CONFIG_FILE} than the one beside it, which is older (a save interrupted \
-             between its two files, or weights copied from another adapter); train again or restore both files"
-        ),
-    })
-}
-
 fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
@@ -409,117 +337,4 @@ fn thousands(n: usize) -> String {
         out.push(c);
     }
     out
-}
-
-/// An adapter's tensors on one tape; the hooks through which it changes the ViT.
-pub struct BoundAdapter<'a> {
-    adapter: &'a Adapter,
-    vars: Vec<Var>,
-    frozen: Vec<Var>,
-    dropout_seed: Option<u64>,
-}
-
-impl BoundAdapter<'_> {
-    /// The dropout seed of the `index`-th adapted module, distinct per module.
-    fn module_seed(&self, index: usize) -> Option<u64> {
-        self.dropout_seed.map(|s| s ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-    }
-}
-
-impl BoundAdapter<'_> {
-    /// The gradients of the trainable tensors in [`Adapter::trainable`]'s order.
-    pub fn gradients<'g>(&self, grads: &'g Gradients) -> Vec<Option<&'g Tensor>> {
-        self.vars.iter().map(|v| grads.get(v)).collect()
-    }
-
-    /// The trainable tensors as tape variables, in [`Adapter::trainable`]'s order.
-    pub fn vars(&self) -> &[Var] {
-        &self.vars
-    }
-
-    /// Extra loss terms at `step` of `total` (MoPPA's `−λ_t Σ_l H_l`), if any.
-    pub fn regularizer(&self, tape: &mut Tape, step: usize, total: usize) -> Result<Option<Var>> {
-        match &self.adapter.kind {
-            Kind::Moppa(m) => m.route_term(tape, &self.vars, step, total),
-            _ => Ok(None),
-        }
-    }
-}
-
-impl VitHooks for BoundAdapter<'_> {
-    fn linear(&self, tape: &mut Tape, module: ModuleId, x: &Var, w: &Var, b: Option<&Var>) -> Result<Option<Var>> {
-        let v = &self.vars;
-        match &self.adapter.kind {
-            Kind::Lora(ms) => match ms.iter().position(|m| m.module == module) {
-                Some(i) => {
-                    let m = &ms[i];
-                    lora::linear(tape, m, &v[m.a], &v[m.b], x, w, b, self.module_seed(i)).map(Some)
-                }
-                None => Ok(None),
-            },
-            Kind::Flora(ms) => match ms.iter().find(|m| m.module == module) {
-                Some(m) => {
-                    let factors: Vec<Var> = m.factors.iter().map(|&s| v[s].clone()).collect();
-                    flora::linear(tape, m, &v[m.core], &factors, x, w, b).map(Some)
-                }
-                None => Ok(None),
-            },
-            _ => Ok(None),
-        }
-    }
-
-    fn patch_embed(&self, tape: &mut Tape, images: &Var, w: &Var, b: &Var) -> Result<Option<Var>> {
-        let v = &self.vars;
-        let module = ModuleId::PatchEmbed;
-        match &self.adapter.kind {
-            Kind::Lora(ms) => match ms.iter().position(|m| m.module == module) {
-                Some(i) => {
-                    let m = &ms[i];
-                    lora::patch_embed(tape, m, &v[m.a], &v[m.b], images, w, b, self.module_seed(i)).map(Some)
-                }
-                None => Ok(None),
-            },
-            Kind::Flora(ms) => match ms.iter().find(|m| m.module == module) {
-                Some(m) => {
-                    let factors: Vec<Var> = m.factors.iter().map(|&s| v[s].clone()).collect();
-                    flora::patch_embed(tape, m, &v[m.core], &factors, images, w, b).map(Some)
-                }
-                None => Ok(None),
-            },
-            _ => Ok(None),
-        }
-    }
-
-    fn after_embeddings(&self, tape: &mut Tape, x: Var) -> Result<Var> {
-        match &self.adapter.kind {
-            Kind::Rlp(r) => r.insert(tape, &x, &self.frozen[r.p0], &self.vars[r.a], &self.vars[r.b]),
-            _ => Ok(x),
-        }
-    }
-
-    fn pre_attention(
-        &self,
-        tape: &mut Tape,
-        layer: usize,
-        x: &Var,
-        _prefix: usize,
-        _grid: (usize, usize),
-    ) -> Result<Option<Var>> {
-        match &self.adapter.kind {
-            Kind::Moppa(m) => m.pre_attention(tape, &self.vars, layer, x),
-            _ => Ok(None),
-        }
-    }
-
-    fn prompt_tokens(&self) -> usize {
-        match &self.adapter.kind {
-            Kind::Rlp(r) => r.tokens,
-            _ => 0,
-        }
-    }
-
-    fn module_weights(&self, module: ModuleId) -> Option<(Var, Option<Var>)> {
-        let s = self.adapter.saved.iter().find(|s| s.module == module)?;
-        Some((self.vars[s.weight].clone(), s.bias.map(|b| self.vars[b].clone())))
-    }
 }

@@ -9,13 +9,15 @@
 mod device;
 mod kernels;
 mod pool;
+mod readback;
 mod recorder;
 mod timer;
 
 pub use device::{GpuOptions, MemoryStats};
 pub use kernels::{Kernel, Shader};
 pub(crate) use pool::PooledBuffer;
-pub use recorder::{KernelTime, PendingRead};
+pub use readback::PendingRead;
+pub use recorder::KernelTime;
 pub use timer::GpuTimer;
 
 use std::sync::{Arc, Mutex, MutexGuard};

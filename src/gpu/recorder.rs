@@ -1,5 +1,5 @@
-//! Recording work into the pending command encoder, submitting it, and the one function
-//! that reads results back.
+//! Recording work into the pending command encoder and submitting it (reading results back
+//! is `readback.rs`).
 
 use std::sync::Arc;
 
@@ -39,39 +39,6 @@ pub(crate) struct Recorder {
     dispatches: u64,
     /// Per kernel entry point: dispatches and seconds, while profiling.
     profile: std::collections::BTreeMap<&'static str, (u64, f64)>,
-}
-
-/// A read-back started by [`Gpu::read_later`].
-pub struct PendingRead {
-    gpu: Gpu,
-    staging: wgpu::Buffer,
-    index: Option<wgpu::SubmissionIndex>,
-    bytes: usize,
-    rx: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
-}
-
-impl PendingRead {
-    /// Waits for the submission that carried the copy (not for later ones) and returns the
-    /// values.
-    pub fn wait(self) -> Result<Vec<f32>> {
-        self.gpu.wait(self.index)?;
-        match self.rx.try_recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Gpu { during: "reading a tensor back".into(), message: e.to_string() }),
-            Err(_) => return Err(Error::DeviceLost { message: "the read-back never completed".into() }),
-        }
-        let view = self
-            .staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Gpu { during: "reading a tensor back".into(), message: e.to_string() })?;
-        Ok(bytemuck::pod_collect_to_vec(&view[..self.bytes]))
-    }
-}
-
-impl std::fmt::Debug for PendingRead {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PendingRead({} bytes)", self.bytes)
-    }
 }
 
 /// Time spent in one kernel while profiling (see [`Gpu::set_profiling`]).
@@ -315,88 +282,6 @@ impl Gpu {
             }
         };
         Ok(Arc::new(pool::PooledBuffer::new(raw, class, Arc::clone(self.pool()))))
-    }
-
-    /// Submits all recorded work, waits for it and returns the contents of `t` as raw
-    /// bytes. Data comes back from the device only through here and [`Gpu::read_later`].
-    pub(crate) fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
-        self.read_buffer(t.buffer(), (t.len() * t.dtype().size()) as u64)
-    }
-
-    /// The first `bytes` bytes of `buffer` (a `COPY_SRC` buffer), after all recorded work.
-    pub(crate) fn read_buffer(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
-        if bytes == 0 {
-            self.sync()?;
-            return Ok(Vec::new());
-        }
-        let padded = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
-        let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("peft-wgpu download"),
-            size: padded,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        self.record(|encoder| encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, padded));
-        let index = self.submit();
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            // The receiver lives until after the wait below.
-            let _ = tx.send(r);
-        });
-        self.wait(index)?;
-        match rx.try_recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Gpu { during: "reading a tensor back".into(), message: e.to_string() }),
-            Err(_) => return Err(Error::DeviceLost { message: "the read-back never completed".into() }),
-        }
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Gpu { during: "reading a tensor back".into(), message: e.to_string() })?;
-        Ok(view[..bytes as usize].to_vec())
-    }
-
-    /// Starts reading an f32 tensor back: records a copy of it, submits everything recorded
-    /// so far and returns without waiting. [`PendingRead::wait`] then waits only for that
-    /// submission, so work recorded and submitted after this call keeps the device busy
-    /// meanwhile (a training loop reads step `t`'s loss while step `t + 1` runs).
-    pub fn read_later(&self, t: &Tensor) -> Result<PendingRead> {
-        if t.dtype() != crate::tensor::DType::F32 {
-            return Err(Error::shape("read_later", "an f32 tensor", format!("{:?}", t.dtype())));
-        }
-        let bytes = (t.len() * t.dtype().size()) as u64;
-        let padded = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT).max(wgpu::COPY_BUFFER_ALIGNMENT);
-        let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("peft-wgpu download"),
-            size: padded,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        if bytes > 0 {
-            self.record(|encoder| encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, padded));
-        }
-        let index = self.submit();
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            // The receiver lives in the PendingRead until it is waited for.
-            let _ = tx.send(r);
-        });
-        Ok(PendingRead { gpu: self.clone(), staging, index, bytes: bytes as usize, rx })
-    }
-
-    /// Reads an f32 tensor back to the host (submits and waits for all recorded work).
-    pub fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
-        if t.dtype() != crate::tensor::DType::F32 {
-            return Err(Error::shape("read", "an f32 tensor", format!("{:?}", t.dtype())));
-        }
-        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(t)?))
-    }
-
-    /// Reads a u32 tensor back to the host (submits and waits for all recorded work).
-    pub fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>> {
-        if t.dtype() != crate::tensor::DType::U32 {
-            return Err(Error::shape("read_u32", "a u32 tensor", format!("{:?}", t.dtype())));
-        }
-        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(t)?))
     }
 }
 

@@ -1,0 +1,121 @@
+//! An adapter bound to a tape: its tensors as tape variables and the hooks through which it
+//! changes the ViT's forward pass.
+
+use super::{Adapter, Kind, flora, lora};
+use crate::autograd::{Gradients, Tape, Var};
+use crate::error::Result;
+use crate::nn::{ModuleId, VitHooks};
+use crate::tensor::Tensor;
+
+/// An adapter's tensors on one tape; the hooks through which it changes the ViT.
+pub struct BoundAdapter<'a> {
+    pub(super) adapter: &'a Adapter,
+    pub(super) vars: Vec<Var>,
+    pub(super) frozen: Vec<Var>,
+    pub(super) dropout_seed: Option<u64>,
+}
+
+impl BoundAdapter<'_> {
+    /// The dropout seed of the `index`-th adapted module, distinct per module.
+    fn module_seed(&self, index: usize) -> Option<u64> {
+        self.dropout_seed.map(|s| s ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+}
+
+impl BoundAdapter<'_> {
+    /// The gradients of the trainable tensors in [`Adapter::trainable`]'s order.
+    pub fn gradients<'g>(&self, grads: &'g Gradients) -> Vec<Option<&'g Tensor>> {
+        self.vars.iter().map(|v| grads.get(v)).collect()
+    }
+
+    /// The trainable tensors as tape variables, in [`Adapter::trainable`]'s order.
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// Extra loss terms at `step` of `total` (MoPPA's `−λ_t Σ_l H_l`), if any.
+    pub fn regularizer(&self, tape: &mut Tape, step: usize, total: usize) -> Result<Option<Var>> {
+        match &self.adapter.kind {
+            Kind::Moppa(m) => m.route_term(tape, &self.vars, step, total),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl VitHooks for BoundAdapter<'_> {
+    fn linear(&self, tape: &mut Tape, module: ModuleId, x: &Var, w: &Var, b: Option<&Var>) -> Result<Option<Var>> {
+        let v = &self.vars;
+        match &self.adapter.kind {
+            Kind::Lora(ms) => match ms.iter().position(|m| m.module == module) {
+                Some(i) => {
+                    let m = &ms[i];
+                    lora::linear(tape, m, &v[m.a], &v[m.b], x, w, b, self.module_seed(i)).map(Some)
+                }
+                None => Ok(None),
+            },
+            Kind::Flora(ms) => match ms.iter().find(|m| m.module == module) {
+                Some(m) => {
+                    let factors: Vec<Var> = m.factors.iter().map(|&s| v[s].clone()).collect();
+                    flora::linear(tape, m, &v[m.core], &factors, x, w, b).map(Some)
+                }
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn patch_embed(&self, tape: &mut Tape, images: &Var, w: &Var, b: &Var) -> Result<Option<Var>> {
+        let v = &self.vars;
+        let module = ModuleId::PatchEmbed;
+        match &self.adapter.kind {
+            Kind::Lora(ms) => match ms.iter().position(|m| m.module == module) {
+                Some(i) => {
+                    let m = &ms[i];
+                    lora::patch_embed(tape, m, &v[m.a], &v[m.b], images, w, b, self.module_seed(i)).map(Some)
+                }
+                None => Ok(None),
+            },
+            Kind::Flora(ms) => match ms.iter().find(|m| m.module == module) {
+                Some(m) => {
+                    let factors: Vec<Var> = m.factors.iter().map(|&s| v[s].clone()).collect();
+                    flora::patch_embed(tape, m, &v[m.core], &factors, images, w, b).map(Some)
+                }
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn after_embeddings(&self, tape: &mut Tape, x: Var) -> Result<Var> {
+        match &self.adapter.kind {
+            Kind::Rlp(r) => r.insert(tape, &x, &self.frozen[r.p0], &self.vars[r.a], &self.vars[r.b]),
+            _ => Ok(x),
+        }
+    }
+
+    fn pre_attention(
+        &self,
+        tape: &mut Tape,
+        layer: usize,
+        x: &Var,
+        _prefix: usize,
+        _grid: (usize, usize),
+    ) -> Result<Option<Var>> {
+        match &self.adapter.kind {
+            Kind::Moppa(m) => m.pre_attention(tape, &self.vars, layer, x),
+            _ => Ok(None),
+        }
+    }
+
+    fn prompt_tokens(&self) -> usize {
+        match &self.adapter.kind {
+            Kind::Rlp(r) => r.tokens,
+            _ => 0,
+        }
+    }
+
+    fn module_weights(&self, module: ModuleId) -> Option<(Var, Option<Var>)> {
+        let s = self.adapter.saved.iter().find(|s| s.module == module)?;
+        Some((self.vars[s.weight].clone(), s.bias.map(|b| self.vars[b].clone())))
+    }
+}

@@ -1,0 +1,87 @@
+//! An adapter's folder on disk: saving it (two files committed together) and finishing a
+//! save that was killed between its two renames.
+
+use std::path::Path;
+
+use super::{Adapter, CONFIG_FILE, WEIGHTS_FILE};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::io::safetensors::{self as st, HostTensor, TensorFile};
+use crate::io::stamp;
+
+impl Adapter {
+    /// Writes `dir/adapter_model.safetensors` and `dir/adapter_config.json` so that a failed
+    /// or killed save never leaves a half-written file or destroys the previous adapter: both
+    /// files are written to temporaries first, and only then renamed over the old ones,
+    /// weights first (see [`crate::io::atomic::write_all`]). The weights carry a fingerprint
+    /// of the config written with them: a kill between the two renames (new weights, old
+    /// config, new config still under its temporary name) is finished by the next reader
+    /// ([`finish_interrupted_save`]), and any other mixed pair is refused when loaded.
+    pub fn save(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
+        crate::io::atomic::create_dir(dir)?;
+        // Before this save clears temporaries: an earlier one killed between its renames.
+        finish_interrupted_save(dir)?;
+        let mut host = Vec::new();
+        for p in self.trainable.iter().chain(&self.frozen) {
+            host.push((p.key.clone(), HostTensor::new(p.tensor.shape().to_vec(), gpu.read(&p.tensor)?)?));
+        }
+        let list: Vec<(String, &HostTensor)> = host.iter().map(|(k, t)| (k.clone(), t)).collect();
+        let config = self.config.to_json().into_bytes();
+        let meta = std::collections::HashMap::from([
+            ("format".to_string(), "pt".to_string()),
+            (stamp::CONFIG_STAMP_KEY.to_string(), stamp::fingerprint(&config)),
+        ]);
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let weights = st::serialize(&weights_path, &list, Some(meta))?;
+        crate::io::atomic::write_all(&[(weights_path, weights), (dir.join(CONFIG_FILE), config)])
+    }
+}
+
+/// Finishes a save of `dir` that was killed between its two renames. [`Adapter::save`]
+/// renames the weights first (the commit point) and the config second; a kill in between
+/// leaves the new weights beside the old config and the new config under its temporary name
+/// (`.adapter_config.json.tmp-PID`). When the weights' config fingerprint does not match the
+/// config beside them but matches such a temporary, that temporary is renamed into place, so
+/// the folder holds the newly saved adapter whole (also for PEFT). Anything else is left for
+/// the readers' checks to report.
+pub fn finish_interrupted_save(dir: &Path) -> Result<()> {
+    let (weights, config) = (dir.join(WEIGHTS_FILE), dir.join(CONFIG_FILE));
+    let Some(expected) = st::header_metadata(&weights).and_then(|m| m.get(stamp::CONFIG_STAMP_KEY).cloned()) else {
+        return Ok(());
+    };
+    let matches = |path: &Path| std::fs::read(path).is_ok_and(|bytes| stamp::fingerprint(&bytes) == expected);
+    if matches(&config) {
+        return Ok(());
+    }
+    match crate::io::atomic::stale_temps(&config).into_iter().find(|tmp| matches(tmp)) {
+        Some(tmp) => crate::io::atomic::finish_rename(&tmp, &config),
+        None => Ok(()),
+    }
+}
+
+/// When `weights` carries the fingerprint of the config saved with it and `config_path` is the
+/// config beside it, a config that differs and is not newer than the weights means a mixed
+/// pair: a save interrupted between its two renames, or weights copied from another adapter.
+/// A config edited by hand after the save is newer than the weights and is accepted.
+pub(super) fn check_pair(config_path: &Path, weights: &TensorFile) -> Result<()> {
+    let Some(expected) = weights.metadata().get(stamp::CONFIG_STAMP_KEY) else { return Ok(()) };
+    if config_path.parent() != weights.path().parent() {
+        return Ok(()); // a config given separately (`--adapter-config` with `--init`)
+    }
+    let io = |path: &Path, source| Error::Io { path: path.to_path_buf(), source };
+    let bytes = std::fs::read(config_path).map_err(|e| io(config_path, e))?;
+    if &stamp::fingerprint(&bytes) == expected {
+        return Ok(());
+    }
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| io(path, e));
+    if modified(config_path)? > modified(weights.path())? {
+        return Ok(());
+    }
+    Err(Error::Format {
+        path: weights.path().to_path_buf(),
+        message: format!(
+            "was saved with another {CONFIG_FILE} than the one beside it, which is older (a save interrupted \
+             between its two files, or weights copied from another adapter); train again or restore both files"
+        ),
+    })
+}
