@@ -24,6 +24,7 @@
 //   matmul_narrow: 32 threads, 8×8 per thread, 256×8 tiles, BK = 32, for n ≤ 16 (the
 //                  rank-r side of a LoRA product, or its transpose), where 128-wide tiles
 //                  would idle; only op(B) is staged, as each op(A) element has one reader.
+//                  Optionally split over k into partial products (k_split, below).
 
 struct MatmulParams {
     m: u32,
@@ -33,7 +34,7 @@ struct MatmulParams {
     b_stride: u32,
     flags: u32,
     alpha: f32,
-    _pad: u32,
+    k_split: u32, // matmul_narrow: depth of one k-chunk (0: no split); others: 0
 }
 
 const TRANS_A: u32 = 1u;
@@ -259,19 +260,25 @@ fn fma_row8(acc: ptr<function, array<vec4<f32>, 16>>, r: u32, x: f32, b0: vec4<f
     (*acc)[2u * r + 1u] += x * b1;
 }
 
+// With k_split > 0 (one matrix only), workgroup z sums only k in [z·k_split, (z+1)·k_split)
+// and writes its partial product as matrix z of C, without the epilogue; the host adds
+// the partials. A product of few rows and long k then spreads over more workgroups.
 @compute @workgroup_size(NTHREADS)
 fn matmul_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let z = wid.z;
+    let split = p.k_split > 0u;
+    let z = select(wid.z, 0u, split); // the matrix of A and B
+    let k_lo = select(0u, wid.z * p.k_split, split);
+    let k_hi = select(p.k, min(p.k, k_lo + p.k_split), split);
     let i0 = wid.y * NM + 8u * li; // rows i0 .. i0 + 7
     let col0 = wid.x * NN;
     var acc: array<vec4<f32>, 16>;
-    for (var k0 = 0u; k0 < p.k; k0 += NK) {
+    for (var k0 = k_lo; k0 < k_hi; k0 += NK) {
         for (var t = 0u; t < NN * NK / 4u / NTHREADS; t++) {
             let qk = slab_coords(li + t * NTHREADS, NN / 4u, NK, has(TRANS_B));
             narrow_b[qk.y * (NN / 4u) + qk.x] = load_b4(z, k0 + qk.y, col0 + 4u * qk.x);
         }
         workgroupBarrier();
-        let depth = min(NK, p.k - k0);
+        let depth = min(NK, k_hi - k0);
         for (var kk = 0u; kk < depth; kk++) {
             let k = k0 + kk;
             let b0 = narrow_b[kk * 2u];
@@ -287,12 +294,13 @@ fn matmul_narrow(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         }
         workgroupBarrier();
     }
-    store_row(z, i0 + 0u, col0, acc[0], acc[1]);
-    store_row(z, i0 + 1u, col0, acc[2], acc[3]);
-    store_row(z, i0 + 2u, col0, acc[4], acc[5]);
-    store_row(z, i0 + 3u, col0, acc[6], acc[7]);
-    store_row(z, i0 + 4u, col0, acc[8], acc[9]);
-    store_row(z, i0 + 5u, col0, acc[10], acc[11]);
-    store_row(z, i0 + 6u, col0, acc[12], acc[13]);
-    store_row(z, i0 + 7u, col0, acc[14], acc[15]);
+    let zc = wid.z; // the matrix of C: the batch, or the k-chunk's partial
+    store_row(zc, i0 + 0u, col0, acc[0], acc[1]);
+    store_row(zc, i0 + 1u, col0, acc[2], acc[3]);
+    store_row(zc, i0 + 2u, col0, acc[4], acc[5]);
+    store_row(zc, i0 + 3u, col0, acc[6], acc[7]);
+    store_row(zc, i0 + 4u, col0, acc[8], acc[9]);
+    store_row(zc, i0 + 5u, col0, acc[10], acc[11]);
+    store_row(zc, i0 + 6u, col0, acc[12], acc[13]);
+    store_row(zc, i0 + 7u, col0, acc[14], acc[15]);
 }

@@ -35,7 +35,7 @@ struct MatmulParams {
     b_stride: u32,
     flags: u32,
     alpha: f32,
-    _pad: u32,
+    k_split: u32, // matmul_narrow: depth of one k-chunk (0: no split); others: 0
 }
 
 const BIAS: u32 = 4u;

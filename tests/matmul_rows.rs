@@ -142,3 +142,23 @@ fn auto_picks_the_rows_kernel_on_cpu_adapters_only() {
     want.sort_unstable();
     assert_eq!(ran, want, "kernels run by Auto on {:?}", gpu.adapter_info().device_type);
 }
+
+/// Narrow products (≤ 16 columns, or ≤ 16 rows through the transposed output) split over k
+/// into partial products and their sum, against the twin; shapes the split does not take
+/// (bias, batches, short k) run unsplit and stay correct.
+#[test]
+fn narrow_products_split_over_k_match_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(78);
+    for spec in SPECS {
+        for &(m, n, k) in &[(300, 8, 1000), (8, 300, 1000), (1576, 8, 768), (37, 3, 129), (5, 40, 700)] {
+            let before = gpu.dispatch_count();
+            check(&gpu, &mut rng, (m, n, k), (&[], &[]), spec, false, false, MatmulKernel::SplitK);
+            let dispatches = gpu.dispatch_count() - before;
+            assert!(dispatches >= 2, "{m}×{k}·{k}×{n} {spec:?} was not split ({dispatches} dispatch)");
+        }
+        check(&gpu, &mut rng, (300, 8, 1000), (&[], &[]), spec, true, true, MatmulKernel::SplitK);
+        check(&gpu, &mut rng, (40, 8, 600), (&[3], &[3]), spec, false, false, MatmulKernel::SplitK);
+        check(&gpu, &mut rng, (300, 8, 100), (&[], &[]), spec, false, false, MatmulKernel::SplitK);
+    }
+}

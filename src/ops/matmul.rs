@@ -30,8 +30,9 @@ pub struct MatmulParams {
     pub flags: u32,
     /// Scale of the product.
     pub alpha: f32,
-    /// Padding to 32 bytes.
-    pub _pad: u32,
+    /// `matmul_narrow` only: the depth of one k-chunk when the product is split over k into
+    /// partial products (0: no split).
+    pub k_split: u32,
 }
 
 const TRANS_A: u32 = 1;
@@ -57,8 +58,10 @@ const NARROW_MAX: usize = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum MatmulKernel {
     /// `Rows` on CPU adapters (lavapipe) when the shape allows it; on other adapters
-    /// `Tiled64` when `Tiled` would have fewer than 512 workgroups, `Tiled` otherwise.
-    /// `PEFT_WGPU_MATMUL` (`tiled`, `tiled64`, `rows`) overrides the choice, for benchmarking.
+    /// `Tiled64` when `Tiled` would have fewer than 512 workgroups, `Tiled` otherwise, and
+    /// narrow products split over k (`SplitK`) when they would have fewer than 64
+    /// workgroups. `PEFT_WGPU_MATMUL` (`tiled`, `tiled64`, `splitk`, `rows`) overrides the
+    /// choice, for benchmarking.
     #[default]
     Auto,
     /// The GPU kernels of `matmul.wgsl`: 128×128 tiles in workgroup memory, or 256×8 tiles
@@ -67,6 +70,10 @@ pub enum MatmulKernel {
     /// As `Tiled` with 64×64 tiles: four times the workgroups, for products too small to
     /// fill a large GPU with 128×128 tiles. Any shape.
     Tiled64,
+    /// As `Tiled`, and a narrow product (≤ 16 columns or rows) of one matrix without bias or
+    /// addend and with k > 128 is split over k: partial products on more workgroups, then
+    /// their sum. Other shapes as `Tiled`.
+    SplitK,
     /// The CPU kernel of `matmul_rows.wgsl`: 8-lane workgroups sharing 32 rows, vec4 loads.
     /// Needs m ≥ 32, n > 16, n and k multiples of 4 and, with `Aᵀ`, m a multiple of 4;
     /// other shapes are an error.
@@ -183,7 +190,7 @@ impl MatmulParams {
             b_stride: u32_of(plan.b_stride, "batch stride")?,
             flags,
             alpha,
-            _pad: 0,
+            k_split: 0,
         })
     }
 }
@@ -210,13 +217,13 @@ fn launch(
         a_stride = 0;
     }
     let fits = rows_kernel_fits(m, n, k, spec.trans_a);
-    let kernel = match kernel {
+    let requested = match kernel {
         MatmulKernel::Auto => env_kernel().unwrap_or(MatmulKernel::Auto),
         other => other,
     };
-    let rows = match kernel {
+    let rows = match requested {
         MatmulKernel::Auto => fits && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu,
-        MatmulKernel::Tiled | MatmulKernel::Tiled64 => false,
+        MatmulKernel::Tiled | MatmulKernel::Tiled64 | MatmulKernel::SplitK => false,
         MatmulKernel::Rows if fits => true,
         MatmulKernel::Rows => {
             return Err(Error::invalid(
@@ -244,7 +251,7 @@ fn launch(
     }
     let params = MatmulParams::of(Plan { batch, m, n, k, a_stride, b_stride }, flags, spec.alpha)?;
     let big_tiles = m.div_ceil(TILE.0) * n.div_ceil(TILE.1) * batch;
-    let small = match kernel {
+    let small = match requested {
         MatmulKernel::Tiled64 => true,
         MatmulKernel::Auto => big_tiles < MIN_WORKGROUPS && gpu.adapter_info().device_type != wgpu::DeviceType::Cpu,
         _ => false,
@@ -259,7 +266,39 @@ fn launch(
     let grid = [u32_of(n.div_ceil(tn), "tiles")?, u32_of(m.div_ceil(tm), "tiles")?, u32_of(batch, "batch")?];
     // Unused epilogue bindings alias `a`; the kernel does not read them.
     let inputs = [a, b, bias.unwrap_or(a), addend.unwrap_or(a)];
-    gpu.dispatch(kernel, &inputs, &[out], &params, grid)
+    let gpu_adapter = gpu.adapter_info().device_type != wgpu::DeviceType::Cpu;
+    let splittable = kernel == Kernel::MatmulNarrow && batch == 1 && bias.is_none() && addend.is_none();
+    let chunk = match requested {
+        MatmulKernel::SplitK if splittable => k_chunk(k, grid[0] as usize * grid[1] as usize, true),
+        MatmulKernel::Auto if splittable && gpu_adapter => k_chunk(k, grid[0] as usize * grid[1] as usize, false),
+        _ => None,
+    };
+    let Some(chunk) = chunk else {
+        return gpu.dispatch(kernel, &inputs, &[out], &params, grid);
+    };
+    // Partial products of k-chunks, then their sum into `out` (same layout, one matrix).
+    let chunks = k.div_ceil(chunk);
+    let partial = Tensor::uninit(gpu, &[chunks, m * n], DType::F32)?;
+    let params = MatmulParams { k_split: u32_of(chunk, "depth")?, ..params };
+    gpu.dispatch(kernel, &inputs, &[&partial], &params, [grid[0], grid[1], u32_of(chunks, "chunks")?])?;
+    let total = sum::sum_rows(gpu, &partial, m * n)?;
+    gpu.copy(&total, 0, out, 0, m * n);
+    Ok(())
+}
+
+/// Workgroups below which a narrow product is split over k on GPUs.
+const SPLIT_BELOW_WORKGROUPS: usize = 64;
+/// Shortest k-chunk of a split (a multiple of the kernel's depth step, 32).
+const MIN_K_CHUNK: usize = 128;
+
+/// The k-chunk depth that gives a narrow product of `workgroups` workgroups about 128 in all,
+/// `None` when it is not worth splitting (enough workgroups, unless `forced`, or k too short).
+fn k_chunk(k: usize, workgroups: usize, forced: bool) -> Option<usize> {
+    if k <= MIN_K_CHUNK || (!forced && workgroups >= SPLIT_BELOW_WORKGROUPS) {
+        return None;
+    }
+    let chunks = (2 * SPLIT_BELOW_WORKGROUPS).div_ceil(workgroups.max(1)).max(2);
+    Some(k.div_ceil(chunks).next_multiple_of(32).max(MIN_K_CHUNK))
 }
 
 /// The kernel `PEFT_WGPU_MATMUL` names, read once; `None` when unset, empty or `auto`.
@@ -268,6 +307,7 @@ fn env_kernel() -> Option<MatmulKernel> {
     *KERNEL.get_or_init(|| match std::env::var("PEFT_WGPU_MATMUL").ok()?.to_ascii_lowercase().as_str() {
         "tiled" => Some(MatmulKernel::Tiled),
         "tiled64" => Some(MatmulKernel::Tiled64),
+        "splitk" => Some(MatmulKernel::SplitK),
         "rows" => Some(MatmulKernel::Rows),
         _ => None,
     })
