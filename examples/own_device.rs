@@ -13,7 +13,6 @@ use std::path::Path;
 
 use anyhow::Context;
 use peft_wgpu::adapters::{Adapter, AdapterConfig};
-use peft_wgpu::bench::tiny_vit_config;
 use peft_wgpu::io::data::Dataset;
 use peft_wgpu::io::json::JsonFile;
 use peft_wgpu::nn::{Vit, VitWeights};
@@ -71,7 +70,7 @@ fn main() -> anyhow::Result<()> {
     let gpu = Gpu::from_device(device.clone(), queue.clone(), info)?;
     println!("training on {} ({:?})", gpu.adapter_info().name, gpu.adapter_info().backend);
 
-    let vit = Vit::from_weights(&gpu, &VitWeights::random(&tiny_vit_config(), 7))?;
+    let vit = Vit::from_weights(&gpu, &VitWeights::random(&peft_wgpu::demo::model::architecture(), 7))?;
     let config_text = br#"{
         "peft_type": "LORA", "r": 4, "lora_alpha": 8,
         "target_modules": ["query", "value"], "modules_to_save": ["classifier"], "num_labels": 2

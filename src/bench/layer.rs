@@ -84,29 +84,6 @@ fn small_layer_config() -> VitConfig {
     }
 }
 
-/// The demo's ViT architecture (the demo branch's `data/digits_vit/config.json`), used with
-/// random weights until that model is in the tree: 8×8 images of 1 channel in 2×2 patches
-/// (17 tokens), hidden 32, 2 layers, 4 heads, MLP 64, 5 labels.
-pub fn tiny_vit_config() -> VitConfig {
-    VitConfig {
-        hidden_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        intermediate_size: 64,
-        image_size: 8,
-        patch_size: 2,
-        num_channels: 1,
-        layer_norm_eps: 1e-6,
-        qkv_bias: true,
-        num_labels: 5,
-        id2label: Vec::new(),
-    }
-}
-
-/// Where the demo's model lives once built; the tiny workload uses it when the folder exists
-/// in the working directory, and [`tiny_vit_config`] with random weights otherwise.
-const DEMO_MODEL_DIR: &str = "data/digits_vit";
-
 fn adapter(gpu: &Gpu, vit: &Vit, json: &str, seed: u64) -> Result<Adapter> {
     let path = Path::new("<bench adapter_config.json>");
     let config = AdapterConfig::from_json(&JsonFile::parse(path, json.as_bytes())?)?;
@@ -315,14 +292,10 @@ fn peak_of(gpu: &Gpu, run: impl FnOnce() -> Result<()>) -> Result<(u64, u64)> {
     Ok((peak, peak.saturating_sub(before)))
 }
 
-/// The demo model and what it is.
+/// The demo model (embedded in the binary) and what it is.
 fn tiny_vit(gpu: &Gpu) -> Result<(Vit, String)> {
-    let dir = Path::new(DEMO_MODEL_DIR);
-    if dir.join("config.json").is_file() {
-        return Ok((Vit::load(gpu, dir)?, format!("model {DEMO_MODEL_DIR}")));
-    }
-    let vit = Vit::from_weights(gpu, &VitWeights::random(&tiny_vit_config(), 3))?;
-    Ok((vit, "the demo's architecture (image 8, patch 2, hidden 32, 2 layers, 4 heads), random weights".into()))
+    let vit = Vit::from_weights(gpu, &crate::demo::model::pretrained()?)?;
+    Ok((vit, "the demo's pretrained model (image 8, patch 2, hidden 32, 2 layers, 4 heads)".into()))
 }
 
 /// A training step of a ViT with MoPPA and its classifier on a batch of images.

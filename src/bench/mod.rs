@@ -39,7 +39,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
-pub use layer::{LayerTraining, tiny_vit_config, vitb_layer_config};
+pub use layer::{LayerTraining, vitb_layer_config};
 
 /// The size of every workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
