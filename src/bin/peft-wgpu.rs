@@ -150,6 +150,28 @@ fn stdout_error(source: std::io::Error) -> Error {
     Error::Io { path: "<stdout>".into(), source }
 }
 
+/// Help and version go to stdout as clap renders them; a flag error becomes one line (clap's
+/// message without its usage block) and exit code 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as Clap;
+    if matches!(e.kind(), Clap::DisplayHelp | Clap::DisplayVersion | Clap::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = e.print();
+        return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+    }
+    // clap's message is the part before the first blank line ("Usage: …" follows).
+    let text = e.render().to_string();
+    let head = text.split("\n\n").next().unwrap_or("bad arguments");
+    let message = head.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("peft-wgpu: error: {} (see peft-wgpu --help)", message.trim_start_matches("error: "));
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// `message` on one line: the lines of a multi-line message (a regex error's caret diagram,
+/// say) joined with " | ".
+fn one_line(message: &str) -> String {
+    message.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" | ")
+}
+
 /// Whether `e` is stdout closed by its reader (`peft-wgpu eval … | head -1`): not a failure
 /// worth a message.
 fn is_broken_pipe(e: &Error) -> bool {
@@ -166,12 +188,15 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| "unknown".into());
         eprintln!("peft-wgpu: internal error: {message} (this is a bug; please report it)");
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
-            eprintln!("peft-wgpu: error: {e}");
+            eprintln!("peft-wgpu: error: {}", one_line(&e.to_string()));
             ExitCode::from(match e.kind() {
                 ErrorKind::Usage => EXIT_USAGE,
                 ErrorKind::Input => EXIT_INPUT,
