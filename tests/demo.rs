@@ -77,7 +77,7 @@ fn committed_pretrained_model_classifies_held_out_digits_0_to_4() {
     let weights = model::pretrained().expect("the embedded model parses");
     let c = &weights.config;
     assert_eq!((c.image_size, c.num_channels, c.num_labels), (8, 1, 5));
-    // Trained by examples/pretrain_digits.rs; it measured 100% here (see data/README.md).
+    // Trained by examples/pretrain_digits.rs; it measured 99.4% here (see data/README.md).
     let gpu = gpu();
     let held_out = digits::split(Task::Pretrain, Part::HeldOut).expect("split");
     let acc = accuracy(&gpu, &weights, &held_out).expect("evaluate");
@@ -92,7 +92,7 @@ fn committed_pretrained_model_classifies_held_out_digits_0_to_4() {
 fn reduced_demo_runs_end_to_end_and_every_method_learns() {
     let svg = std::env::temp_dir().join(format!("peft_wgpu_demo_test_{}.svg", std::process::id()));
     let options =
-        DemoOptions { steps: 40, batch_size: 16, held_out: Some(100), svg: Some(svg.clone()), ..Default::default() };
+        DemoOptions { steps: 80, batch_size: 16, held_out: Some(100), svg: Some(svg.clone()), ..Default::default() };
     let report = run(&options).expect("the demo runs");
     eprint!("{report}");
     assert_eq!(report.rows.iter().map(|r| r.method).collect::<Vec<_>>(), Method::ALL);
@@ -100,12 +100,12 @@ fn reduced_demo_runs_end_to_end_and_every_method_learns() {
     assert!(report.pretrained_accuracy >= 0.9, "pretrained accuracy {}", report.pretrained_accuracy);
     for r in &report.rows {
         let name = r.method.name();
-        assert_eq!(r.losses.len(), 40, "{name}: one loss per step");
+        assert_eq!(r.losses.len(), 80, "{name}: one loss per step");
         assert!(r.losses.iter().all(|l| l.is_finite()), "{name}: losses {:?}", r.losses);
         let first = r.losses[..10].iter().sum::<f32>() / 10.0;
-        let last = r.losses[30..].iter().sum::<f32>() / 10.0;
+        let last = r.losses[70..].iter().sum::<f32>() / 10.0;
         assert!(last < 0.8 * first, "{name}: loss went from {first:.3} to {last:.3}");
-        // Chance is 20%; after these 40 steps lavapipe measured 64–76% (100 images).
+        // Chance is 20%; after these 80 steps lavapipe measured 72–88% (100 images).
         assert!(r.accuracy >= 0.5, "{name}: {:.1}% held-out accuracy", 100.0 * r.accuracy);
         assert!(r.ms_per_step.is_finite() && r.ms_per_step > 0.0, "{name}: {} ms/step", r.ms_per_step);
     }

@@ -51,7 +51,9 @@ impl Method {
     /// AdamW learning rate (adapter and head share it): per method, the one of 3·10⁻³, 10⁻²,
     /// 3·10⁻² (and 10⁻¹ for MoPPA, RLP and the head) with the best accuracy on a validation
     /// fifth of the training images (every fifth), trained on the other four fifths for the
-    /// default 600 steps of 16. The held-out images played no part in the choice.
+    /// default 600 steps of 16. The held-out images played no part in the choice. (Chosen
+    /// with an earlier pretraining of the same model, before `data/digits_vit/` was remade
+    /// by `examples/pretrain_digits.rs` as it stands.)
     pub fn lr(self) -> f64 {
         match self {
             Method::Moppa => 3e-2,
