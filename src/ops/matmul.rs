@@ -221,8 +221,10 @@ fn launch(
         MatmulKernel::Auto => env_kernel().unwrap_or(MatmulKernel::Auto),
         other => other,
     };
+    // Auto's choices depend on the adapter: CPU kernels on CPU adapters, GPU layouts elsewhere.
+    let on_cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
     let rows = match requested {
-        MatmulKernel::Auto => fits && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu,
+        MatmulKernel::Auto => fits && on_cpu,
         MatmulKernel::Tiled | MatmulKernel::Tiled64 | MatmulKernel::SplitK => false,
         MatmulKernel::Rows if fits => true,
         MatmulKernel::Rows => {
@@ -253,7 +255,7 @@ fn launch(
     let big_tiles = m.div_ceil(TILE.0) * n.div_ceil(TILE.1) * batch;
     let small = match requested {
         MatmulKernel::Tiled64 => true,
-        MatmulKernel::Auto => big_tiles < MIN_WORKGROUPS && gpu.adapter_info().device_type != wgpu::DeviceType::Cpu,
+        MatmulKernel::Auto => big_tiles < MIN_WORKGROUPS && !on_cpu,
         _ => false,
     };
     let (kernel, (tm, tn)) = if n <= NARROW_MAX {
@@ -266,11 +268,10 @@ fn launch(
     let grid = [u32_of(n.div_ceil(tn), "tiles")?, u32_of(m.div_ceil(tm), "tiles")?, u32_of(batch, "batch")?];
     // Unused epilogue bindings alias `a`; the kernel does not read them.
     let inputs = [a, b, bias.unwrap_or(a), addend.unwrap_or(a)];
-    let gpu_adapter = gpu.adapter_info().device_type != wgpu::DeviceType::Cpu;
     let splittable = kernel == Kernel::MatmulNarrow && batch == 1 && bias.is_none() && addend.is_none();
     let chunk = match requested {
         MatmulKernel::SplitK if splittable => k_chunk(k, grid[0] as usize * grid[1] as usize, true),
-        MatmulKernel::Auto if splittable && gpu_adapter => k_chunk(k, grid[0] as usize * grid[1] as usize, false),
+        MatmulKernel::Auto if splittable && !on_cpu => k_chunk(k, grid[0] as usize * grid[1] as usize, false),
         _ => None,
     };
     let Some(chunk) = chunk else {

@@ -218,6 +218,22 @@ fn grid_op_params(plan: &GridPlan, l: &TokenLayout, total: usize) -> GridOpParam
     }
 }
 
+/// `∂r[cell, c] = Σ_b sx[b, P + cell, c] · sg[b, P + cell, c]` `[gh, gw, C]`: the product of
+/// two spectra laid out as `l`, summed over the batch (`grid_mul_reduce`).
+pub(crate) fn mul_reduce_spectra(
+    gpu: &Gpu,
+    plan: &GridPlan,
+    l: &TokenLayout,
+    sx: &Tensor,
+    sg: &Tensor,
+) -> Result<Tensor> {
+    let (gh, gw) = plan.grid();
+    let len = gh * gw * l.channels;
+    let dr = Tensor::uninit(gpu, &[gh, gw, l.channels], DType::F32)?;
+    gpu.dispatch_1d(Kernel::GridMulReduce, &[sx, sg], &[&dr], &grid_op_params(plan, l, len), len)?;
+    Ok(dr)
+}
+
 /// The implementation a filter on `plan` runs: `path` resolved against the device and grid
 /// (`Auto` stays `Auto` where the choice is between fused and unfused, which depends on the
 /// kernel), an error when a specific path was asked for and cannot take the grid.
@@ -370,19 +386,13 @@ pub fn moppa_filter_grads(
     if path == FilterPath::Rows {
         let dx = r.map(|r| rows_pass(gpu, plan, &l, dy, Some(r))).transpose()?;
         let (sx, sg) = (rows_pass(gpu, plan, &l, x, None)?, rows_pass(gpu, plan, &l, dy, None)?);
-        let dr = Tensor::uninit(gpu, &[gh, gw, l.channels], DType::F32)?;
-        let params = grid_op_params(plan, &l, dr_len);
-        gpu.dispatch_1d(Kernel::GridMulReduce, &[&sx, &sg], &[&dr], &params, dr_len)?;
-        return Ok((dx, dr));
+        return Ok((dx, mul_reduce_spectra(gpu, plan, &l, &sx, &sg)?));
     }
     let tile = fused_tiles(gpu, gh, gw, l.channels).backward;
     let Some(ct) = pick(op, plan, tile, path)? else {
         let dx = r.map(|r| moppa_filter_with(gpu, plan, dy, r, FilterPath::Unfused)).transpose()?;
         let (sx, sg) = (dct::dct2_grid(gpu, plan, x)?, dct::dct2_grid(gpu, plan, dy)?);
-        let dr = Tensor::uninit(gpu, &[gh, gw, l.channels], DType::F32)?;
-        let params = grid_op_params(plan, &l, dr_len);
-        gpu.dispatch_1d(Kernel::GridMulReduce, &[&sx, &sg], &[&dr], &params, dr_len)?;
-        return Ok((dx, dr));
+        return Ok((dx, mul_reduce_spectra(gpu, plan, &l, &sx, &sg)?));
     };
     let tiles = l.channels.div_ceil(ct);
     let (kernel, (per, chunks)) = if specialised(plan, &l) {

@@ -4,13 +4,13 @@
 //! (ViT-B/16 at 224 pixels) run a variant with the DCT matrix as a constant.
 //!
 //! Forward: `y = IDCT2(DCT2(x) ⊙ r)`. Backward: `∂x` is the same filter on `∂y` (the operator
-//! is symmetric), `∂r = Σ_b DCT2(x) ⊙ DCT2(∂y)` from the kernel's spectrum mode and a
-//! product-and-sum over the batch.
+//! is symmetric), `∂r = Σ_b DCT2(x) ⊙ DCT2(∂y)` from the kernel's spectrum mode and
+//! `grid_mul_reduce`, the product-and-sum over the batch the other paths use.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel};
-use crate::ops::dct::{GridPlan, scales};
-use crate::ops::{elementwise, sum};
+use crate::ops::dct::{GridPlan, TokenLayout, scales};
+use crate::ops::spectral;
 use crate::tensor::{DType, Tensor};
 
 /// Channels per workgroup (`TC` in the shader).
@@ -122,8 +122,9 @@ pub fn grad_r(gpu: &Gpu, plan: &GridPlan, x: &Tensor, dy: &Tensor) -> Result<Ten
     if dy.shape() != x.shape() {
         return Err(Error::shape("spectral tile backward", format!("∂y of shape {:?}", x.shape()), format!("{dy:?}")));
     }
+    let layout = plan.layout("spectral tile backward", x)?;
     let (gh, gw) = plan.grid();
-    let c = x.last_dim();
-    let product = elementwise::mul(gpu, &spectrum(gpu, plan, x)?, &spectrum(gpu, plan, dy)?)?;
-    sum::sum_rows(gpu, &product, gh * gw * c)?.reshape(&[gh, gw, c])
+    // The spectra are [B, gh·gw, C]: no prefix.
+    let spectra = TokenLayout { tokens: gh * gw, prefix: 0, ..layout };
+    spectral::mul_reduce_spectra(gpu, plan, &spectra, &spectrum(gpu, plan, x)?, &spectrum(gpu, plan, dy)?)
 }
