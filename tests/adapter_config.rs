@@ -102,6 +102,8 @@ fn wrong_types_and_values_are_errors_naming_the_key() {
         (with(&flora, "scale", json!("1")), "scale"),
         (with(&moppa, "num_heads", json!(0)), "num_heads"),
         (with(&moppa, "layers", json!("all")), "layers"),
+        (with(&moppa, "layers", json!([])), "layers"),
+        (with(&moppa, "layers", json!([1, 0, 1])), "layers"),
         (with(&moppa, "entropy_decay_fraction", json!(0)), "entropy_decay_fraction"),
         (with(&moppa, "entropy_scale", json!([1])), "entropy_scale"),
         (with(&rlp, "num_prompt_tokens", json!(0)), "num_prompt_tokens"),
@@ -234,6 +236,38 @@ fn exclude_modules_as_peft() {
     assert_eq!(paths(&lora(json!(r"vit\.encoder\.layer\.1\..*"))), without(&layer1), "a regex on the whole path");
     let err = adapted(&lora(json!(["query", "value"]))).unwrap_err();
     assert!(err.to_string().contains("target_modules"), "everything excluded: {err}");
+}
+
+#[test]
+fn each_module_is_keyed_in_the_naming_its_target_uses() {
+    // PEFT looks a module's tensors up under its transformers version's naming; a config that
+    // names `query` on disk and `fc2` under transformers 5 keys each in its own naming, so each
+    // loads where its target matches (a mixed file can never load whole in one PEFT).
+    let cfg = json!({"peft_type": "LORA", "r": 2, "target_modules": ["query", "fc2", "projection"]});
+    let mut got = paths(&cfg);
+    got.sort();
+    let mut want = vec!["vit.embeddings.patch_embeddings.projection".to_string()];
+    for l in 0..2 {
+        want.push(format!("vit.encoder.layer.{l}.attention.attention.query"));
+        want.push(format!("vit.layers.{l}.mlp.fc2"));
+    }
+    want.sort();
+    assert_eq!(got, want);
+    // A module matched under both namings follows the config's naming; saved modules too.
+    let gpu = gpu();
+    let vit = support::tiny_vit(&gpu);
+    let cfg = json!({"peft_type": "LORA", "r": 2, "target_modules": r".*\.(q_proj|query)",
+                     "modules_to_save": ["layers.1.layernorm_after"]});
+    let a = Adapter::new(&gpu, support::config(&cfg), Path::new("adapter_config.json"), &vit, 0).unwrap();
+    let keys: Vec<&str> = a.trainable().iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.contains(&"base_model.model.vit.encoder.layer.0.attention.attention.query.lora_A.weight"), "{keys:?}");
+    assert!(keys.contains(&"base_model.model.vit.layers.1.layernorm_after.weight"), "{keys:?}");
+    let cfg =
+        json!({"peft_type": "FLORA", "r": 2, "target_modules": ["v_proj"], "modules_to_save": ["layernorm_before"]});
+    let a = Adapter::new(&gpu, support::config(&cfg), Path::new("adapter_config.json"), &vit, 0).unwrap();
+    let keys: Vec<&str> = a.trainable().iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.contains(&"base_model.model.vit.layers.1.attention.v_proj.flora_core"), "{keys:?}");
+    assert!(keys.contains(&"base_model.model.vit.layers.0.layernorm_before.weight"), "{keys:?}");
 }
 
 #[test]

@@ -98,6 +98,40 @@ fn adapters_written_by_peft_and_by_the_torch_reference_round_trip() {
     assert_eq!(written["target_modules"], json!(["q_proj", "fc1", "v_proj", "o_proj"]));
 }
 
+/// A copy of the PEFT fixture `name` with `extra` appended to its `target_modules`.
+fn with_targets(name: &str, extra: &str, copy: &str) -> PathBuf {
+    let src = fixtures().join("adapters").join(name);
+    let dir = scratch(copy);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join(WEIGHTS_FILE), dir.join(WEIGHTS_FILE)).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(src.join(CONFIG_FILE)).unwrap()).unwrap();
+    cfg["target_modules"].as_array_mut().unwrap().push(json!(extra));
+    std::fs::write(dir.join(CONFIG_FILE), cfg.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn a_target_named_only_in_the_naming_peft_did_not_use_is_left_out_as_peft_does() {
+    // PEFT under transformers 5 given ["q_proj", …, "key"] adapts no `key` (that name exists
+    // only on disk) and writes no tensors for it; the file must load as PEFT left it. The
+    // same holds the other way round for a transformers-4 file and a transformers-5 name.
+    let gpu = gpu();
+    let vit = tiny_vit(&gpu);
+    let x = pixels(3);
+    for (name, extra) in [("lora_v5", "key"), ("lora_v4", "k_proj")] {
+        let plain = Adapter::load(&gpu, &fixtures().join("adapters").join(name), &vit).unwrap();
+        let dir = with_targets(name, extra, &format!("{name}_plus_{extra}"));
+        let a = Adapter::load(&gpu, &dir, &vit).unwrap_or_else(|e| panic!("{name} + {extra}: {e}"));
+        assert_eq!(contents(&gpu, &a), contents(&gpu, &plain), "{name} + {extra}: tensors");
+        assert_eq!(logits(&gpu, &vit, Some(&a), &x), logits(&gpu, &vit, Some(&plain), &x), "{name} + {extra}");
+    }
+    // A target in the file's own naming still needs its tensors.
+    let dir = with_targets("lora_v4", "key", "lora_v4_plus_key");
+    let e = Adapter::load(&gpu, &dir, &vit).err().expect("`key` has no tensors in a transformers-4 file");
+    let want = "base_model.model.vit.encoder.layer.0.attention.attention.key.lora_A.weight";
+    assert!(matches!(&e, Error::MissingTensor { key, .. } if key == want), "{e}");
+}
+
 /// The folder `round_trip` saved `name` to.
 fn scratch_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("adapter_files").join(name)

@@ -32,6 +32,25 @@ fn missing_folder_and_missing_tensor_are_named() {
 }
 
 #[test]
+fn square_sizes_may_be_written_as_pairs() {
+    use peft_wgpu::io::json::JsonFile;
+    use peft_wgpu::nn::VitConfig;
+    let text = std::fs::read_to_string(fixtures().join("vit_tiny/config.json")).expect("config");
+    let parse = |image: serde_json::Value, patch: serde_json::Value| {
+        let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        v["image_size"] = image;
+        v["patch_size"] = patch;
+        VitConfig::from_json(&JsonFile::parse(Path::new("m/config.json"), v.to_string().as_bytes())?)
+    };
+    let c = parse(serde_json::json!([8, 8]), serde_json::json!([4, 4])).expect("pairs of equal sides");
+    assert_eq!((c.image_size, c.patch_size), (8, 4));
+    let e = parse(serde_json::json!([8, 12]), serde_json::json!(4)).expect_err("not square");
+    assert!(e.to_string().contains("`image_size`") && e.to_string().contains("square"), "{e}");
+    let e = parse(serde_json::json!(8), serde_json::json!([4, 0])).expect_err("a zero side");
+    assert!(e.to_string().contains("`patch_size`"), "{e}");
+}
+
+#[test]
 fn save_round_trips() {
     let w = VitWeights::load(&fixtures().join("vit_tiny")).expect("model");
     let dir = std::env::temp_dir().join(format!("peft-wgpu-vits-{}", std::process::id()));

@@ -170,8 +170,13 @@ impl AdapterConfig {
 
     /// Whether `module` is one of `modules_to_save` (PEFT: the path ends with a listed name).
     pub fn saves_module(&self, module: ModuleId) -> bool {
-        let paths = module.paths();
-        self.modules_to_save.iter().any(|m| paths.iter().any(|p| p.ends_with(m.as_str())))
+        Naming::BOTH.into_iter().any(|n| self.saves_module_under(module, n))
+    }
+
+    /// Whether one of `modules_to_save` names `module` by its path under `naming`.
+    pub fn saves_module_under(&self, module: ModuleId, naming: Naming) -> bool {
+        let path = module.path(naming);
+        self.modules_to_save.iter().any(|m| path.ends_with(m.as_str()))
     }
 
     /// The config as PEFT writes it: the object read (unknown keys kept) with this crate's
@@ -326,9 +331,18 @@ fn moppa(j: &JsonFile) -> Result<MoppaConfig> {
     if decay <= 0.0 {
         return Err(j.error("entropy_decay_fraction", format!("must be positive, got {decay}")));
     }
+    let layers = usize_list(j, "layers")?;
+    if let Some(layers) = &layers {
+        if layers.is_empty() {
+            return Err(j.error("layers", "is empty, so no layer would be adapted (leave it out for all layers)"));
+        }
+        if let Some(l) = layers.iter().enumerate().find_map(|(i, l)| layers[..i].contains(l).then_some(l)) {
+            return Err(j.error("layers", format!("lists layer {l} more than once")));
+        }
+    }
     Ok(MoppaConfig {
         num_heads: j.opt_usize_in("num_heads", 1, 1 << 16)?,
-        layers: usize_list(j, "layers")?,
+        layers,
         entropy_scale: j.opt_f64("entropy_scale")?.unwrap_or(0.0),
         entropy_decay_fraction: decay,
     })

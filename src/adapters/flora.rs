@@ -11,8 +11,8 @@ use super::source::Init;
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::io::safetensors::HostTensor;
-use crate::nn::ModuleId;
 use crate::nn::weights::module_shapes;
+use crate::nn::{ModuleId, Naming};
 use crate::ops::elementwise::add_var;
 use crate::ops::linear::linear_var;
 use crate::ops::matmul::{MatmulSpec, matmul_var};
@@ -54,7 +54,11 @@ pub(crate) fn build(cfg: &FloraConfig, build: &mut Build<'_>) -> Result<Vec<Flor
             key: "r".into(),
             message: format!("{m} (module {})", module.path(matched)),
         })?;
-        let naming = build.key_naming(module, matched, "flora_core");
+        let named_under = |n: Naming| cfg.target_modules.matches_under(module, n);
+        if build.left_out_by_file(module, named_under, "flora_core") {
+            continue;
+        }
+        let naming = build.key_naming(module, named_under, "flora_core");
         let stem = format!("{PEFT_PREFIX}{}", module.path(naming));
         let core = build.trainable(&format!("{stem}.flora_core"), &ranks, Init::Zeros)?;
         let factors = dims
@@ -67,6 +71,13 @@ pub(crate) fn build(cfg: &FloraConfig, build: &mut Build<'_>) -> Result<Vec<Flor
             })
             .collect::<Result<Vec<_>>>()?;
         modules.push(FloraModule { module, core, factors, scale: cfg.scale as f32 });
+    }
+    if modules.is_empty() {
+        return Err(Error::Config {
+            path: build.config_path.to_path_buf(),
+            key: "target_modules".into(),
+            message: "leaves no module to adapt once modules_to_save applies".into(),
+        });
     }
     Ok(modules)
 }

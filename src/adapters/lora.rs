@@ -58,7 +58,11 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
             _ => unreachable!("adaptable modules are linear or conv"),
         };
         let fan_in: usize = a_shape[1..].iter().product();
-        let naming = build.key_naming(module, matched, "lora_A.weight");
+        let named_under = |n: Naming| cfg.target_modules.matches_under(module, n);
+        if build.left_out_by_file(module, named_under, "lora_A.weight") {
+            continue;
+        }
+        let naming = build.key_naming(module, named_under, "lora_A.weight");
         let stem = format!("{PEFT_PREFIX}{}", module.path(naming));
         // PEFT's init: A Kaiming-uniform with a = √5, i.e. U(−1/√fan_in, 1/√fan_in); B = 0.
         let a_init = Init::Uniform { bound: 1.0 / (fan_in as f64).sqrt() };

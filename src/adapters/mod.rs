@@ -67,6 +67,8 @@ pub(crate) struct Build<'a> {
     pub(crate) config_path: &'a Path,
     pub(crate) saved: Vec<ModuleId>,
     preferred: Naming,
+    /// The namings the file's layer keys use (empty for a fresh adapter).
+    file_namings: Vec<Naming>,
     source: Source<'a>,
     params: ParamBuilder,
     /// Largest tensor the device takes, in bytes, and the limit that sets it; checked before
@@ -132,19 +134,36 @@ impl Build<'_> {
     }
 
     /// The naming of `module`'s keys: whichever the file uses (probing `<path>.<leaf>`), or
-    /// for a new adapter the naming its config prefers.
-    pub(crate) fn key_naming(&self, module: ModuleId, matched: Naming, leaf: &str) -> Naming {
-        if !self.source.is_file() {
-            return if matches!(module, ModuleId::Layer(..)) { self.preferred } else { Naming::OnDisk };
+    /// for a new adapter the one its config prefers when `matched` (whether the module's
+    /// target matches its path under a naming) allows, else the one that matched. A file so
+    /// written keys each layer module in a naming its target names it by, which is the naming
+    /// PEFT looks it up under.
+    pub(crate) fn key_naming(&self, module: ModuleId, matched: impl Fn(Naming) -> bool, leaf: &str) -> Naming {
+        if !matches!(module, ModuleId::Layer(..)) {
+            return Naming::OnDisk; // the same path under both namings
         }
-        let other = match matched {
-            Naming::OnDisk => Naming::Transformers5,
-            Naming::Transformers5 => Naming::OnDisk,
-        };
-        [matched, other]
+        let first = if matched(self.preferred) { self.preferred } else { self.preferred.other() };
+        if !self.source.is_file() {
+            return first;
+        }
+        [first, first.other()]
             .into_iter()
             .find(|&n| self.source.has(&format!("{PEFT_PREFIX}{}.{leaf}", module.path(n))))
-            .unwrap_or(matched)
+            .unwrap_or(first)
+    }
+
+    /// Whether a file left `module` out the way PEFT does: the module's target names it only
+    /// under a naming the file's keys do not use while they use the other one, and the file has
+    /// no `<path>.<leaf>` for it. PEFT sees one naming (its transformers version's), so a
+    /// config such as `["q_proj", "value"]` adapts only `q_proj` under transformers 5.
+    pub(crate) fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool, leaf: &str) -> bool {
+        if !self.source.is_file() || !matches!(module, ModuleId::Layer(..)) {
+            return false;
+        }
+        let has = |n: Naming| self.source.has(&format!("{PEFT_PREFIX}{}.{leaf}", module.path(n)));
+        let uses = |n: Naming| self.file_namings.contains(&n);
+        !Naming::BOTH.into_iter().any(has)
+            && Naming::BOTH.into_iter().all(|n| !matched(n) || (!uses(n) && uses(n.other())))
     }
 }
 
@@ -244,7 +263,17 @@ impl Adapter {
             AdapterKind::Flora(c) => AdapterConfig::preferred_naming(&c.target_modules, model.num_hidden_layers),
             _ => Naming::OnDisk,
         };
-        let mut b = Build { model, config_path, saved, preferred, source, params: ParamBuilder::default(), max_bytes };
+        let file_namings = source.layer_namings();
+        let mut b = Build {
+            model,
+            config_path,
+            saved,
+            preferred,
+            file_namings,
+            source,
+            params: ParamBuilder::default(),
+            max_bytes,
+        };
         let kind = match &config.kind {
             AdapterKind::Lora(c) => Kind::Lora(lora::build(c, &mut b)?),
             AdapterKind::Flora(c) => Kind::Flora(flora::build(c, &mut b)?),
@@ -252,7 +281,8 @@ impl Adapter {
             AdapterKind::Rlp(c) => Kind::Rlp(rlp::build(c, &mut b)?),
         };
         let saved_modules = b.saved.clone();
-        let (saved, num_labels) = saved::build(&saved_modules, config.num_labels, &mut b)?;
+        let saves_under = |m: ModuleId, n: Naming| config.saves_module_under(m, n);
+        let (saved, num_labels) = saved::build(&saved_modules, saves_under, config.num_labels, &mut b)?;
         let Build { source, params, .. } = b;
         source.finish()?;
         Ok(Plan { config, kind, saved, num_labels, params })

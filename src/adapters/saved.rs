@@ -21,6 +21,7 @@ pub(crate) struct SavedModule {
 /// `num_labels` labels starts at zero). Returns them and the adapted model's label count.
 pub(crate) fn build(
     modules: &[ModuleId],
+    saves_under: impl Fn(ModuleId, Naming) -> bool,
     num_labels: Option<usize>,
     build: &mut Build<'_>,
 ) -> Result<(Vec<SavedModule>, usize)> {
@@ -28,7 +29,7 @@ pub(crate) fn build(
     let mut labels = model.num_labels;
     let mut saved = Vec::new();
     for &module in modules {
-        let naming = build.key_naming(module, Naming::OnDisk, "weight");
+        let naming = build.key_naming(module, |n| saves_under(module, n), "weight");
         let stem = format!("{PEFT_PREFIX}{}", module.path(naming));
         let base_path = module.path(Naming::OnDisk);
         let (w_shape, b_shape) = module_shapes(model, module);

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeSet;
 
+use super::params::PEFT_PREFIX;
 use crate::error::{Error, Result};
 use crate::io::safetensors::{HostTensor, TensorFile};
+use crate::nn::Naming;
 use crate::rng::Rng;
 
 /// How a fresh tensor is initialised.
@@ -82,6 +84,14 @@ impl<'a> Source<'a> {
     /// Whether the file holds `key` (false for a fresh adapter).
     pub(crate) fn has(&self, key: &str) -> bool {
         matches!(self, Source::File { file, .. } if file.contains(key))
+    }
+
+    /// The namings in which the file's keys name layer modules (none for a fresh adapter).
+    pub(crate) fn layer_namings(&self) -> Vec<Naming> {
+        let Source::File { file, .. } = self else { return Vec::new() };
+        let used: Vec<Naming> =
+            file.keys().filter_map(|k| k.strip_prefix(PEFT_PREFIX).and_then(Naming::of_path)).collect();
+        Naming::BOTH.into_iter().filter(|n| used.contains(n)).collect()
     }
 
     /// Fails on the first tensor of the file that nothing used: an adapter for another model

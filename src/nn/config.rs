@@ -60,8 +60,8 @@ impl VitConfig {
                 format!("({num_attention_heads}) must divide hidden_size ({hidden_size})"),
             ));
         }
-        let image_size = json.usize_in("image_size", 1, MAX_DIM)?;
-        let patch_size = json.usize_in("patch_size", 1, MAX_DIM)?;
+        let image_size = square_side(json, "image_size")?;
+        let patch_size = square_side(json, "patch_size")?;
         if !image_size.is_multiple_of(patch_size) {
             return Err(json.error("patch_size", format!("({patch_size}) must divide image_size ({image_size})")));
         }
@@ -169,4 +169,21 @@ fn id2label(json: &JsonFile) -> Result<Vec<String>> {
         *slot = Some(v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
     }
     Ok(labels.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// A side length written as an integer or, as transformers also accepts, a `[height, width]`
+/// pair; only square sizes are supported.
+fn square_side(json: &JsonFile, key: &str) -> Result<usize> {
+    let Some(serde_json::Value::Array(pair)) = json.get(key) else { return json.usize_in(key, 1, MAX_DIM) };
+    let in_range = |v: &serde_json::Value| v.as_u64().filter(|v| (1..=MAX_DIM as u64).contains(v));
+    match pair.as_slice() {
+        [h, w] => match (in_range(h), in_range(w)) {
+            (Some(h), Some(w)) if h == w => Ok(h as usize),
+            (Some(h), Some(w)) => {
+                Err(json.error(key, format!("is [{h}, {w}]; only square sizes (height = width) are supported")))
+            }
+            _ => Err(json.error(key, format!("must hold integers from 1 to {MAX_DIM}"))),
+        },
+        _ => Err(json.error(key, "must be an integer or a [height, width] pair")),
+    }
 }

@@ -95,6 +95,30 @@ pub enum Naming {
     Transformers5,
 }
 
+impl Naming {
+    /// Both namings, on-disk first.
+    pub const BOTH: [Naming; 2] = [Naming::OnDisk, Naming::Transformers5];
+
+    /// The naming that is not this one.
+    pub fn other(self) -> Naming {
+        match self {
+            Naming::OnDisk => Naming::Transformers5,
+            Naming::Transformers5 => Naming::OnDisk,
+        }
+    }
+
+    /// The naming a module path is written in: `None` outside the layers, where both agree.
+    pub fn of_path(path: &str) -> Option<Naming> {
+        if path.starts_with("vit.encoder.layer.") {
+            Some(Naming::OnDisk)
+        } else if path.starts_with("vit.layers.") {
+            Some(Naming::Transformers5)
+        } else {
+            None
+        }
+    }
+}
+
 impl ModuleId {
     /// The dotted path under `naming`.
     pub fn path(self, naming: Naming) -> String {
@@ -179,7 +203,12 @@ impl Targets {
 
     /// Whether `module` is targeted under either naming; returns the naming that matched.
     pub fn matches(&self, module: ModuleId) -> Option<Naming> {
-        [Naming::OnDisk, Naming::Transformers5].into_iter().find(|&n| self.matches_path(&module.path(n)))
+        Naming::BOTH.into_iter().find(|&n| self.matches_under(module, n))
+    }
+
+    /// Whether `module` is targeted by its path under `naming`.
+    pub fn matches_under(&self, module: ModuleId, naming: Naming) -> bool {
+        self.matches_path(&module.path(naming))
     }
 
     /// The adaptable modules targeted in a model with `layers` layers; an error naming the
