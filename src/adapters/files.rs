@@ -18,9 +18,6 @@ impl Adapter {
     /// config, new config still under its temporary name) is finished by the next reader
     /// ([`finish_interrupted_save`]), and any other mixed pair is refused when loaded.
     pub fn save(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
-        crate::io::atomic::create_dir(dir)?;
-        // Before this save clears temporaries: an earlier one killed between its renames.
-        finish_interrupted_save(dir)?;
         let mut host = Vec::new();
         for p in self.trainable.iter().chain(&self.frozen) {
             host.push((p.key.clone(), HostTensor::new(p.tensor.shape().to_vec(), gpu.read(&p.tensor)?)?));
@@ -33,6 +30,10 @@ impl Adapter {
         ]);
         let weights_path = dir.join(WEIGHTS_FILE);
         let weights = st::serialize(&weights_path, &list, Some(meta))?;
+        // Only now, with both files in memory, is the folder made: a failure above leaves none.
+        crate::io::atomic::create_dir(dir)?;
+        // Before this save clears temporaries: an earlier one killed between its renames.
+        finish_interrupted_save(dir)?;
         crate::io::atomic::write_all(&[(weights_path, weights), (dir.join(CONFIG_FILE), config)])
     }
 }
