@@ -161,12 +161,21 @@ pub fn train(
         optimizer.step(&list)?;
         let read = gpu.read_later(&loss_value)?;
         let report = StepReport { step, steps: options.steps, loss: f32::NAN, images: rows.len() };
-        if let Some(previous) = in_flight.replace((report, read, before)) {
-            finish_step(gpu, &mut optimizer, previous, on_step)?;
+        if let Some((report, read, before)) = in_flight.replace((report, read, before)) {
+            finish_step(gpu, &mut optimizer, report, read, &before, on_step)?;
         }
     }
-    if let Some(last) = in_flight {
-        finish_step(gpu, &mut optimizer, last, on_step)?;
+    if let Some((report, read, before)) = in_flight {
+        let step = report.step;
+        finish_step(gpu, &mut optimizer, report, read, &before, on_step)?;
+        // No later loss shows what the last update did: check the parameters themselves.
+        for p in adapter.trainable() {
+            if gpu.read(&p.tensor)?.iter().any(|v| !v.is_finite()) {
+                optimizer.restore(&before)?;
+                gpu.sync()?;
+                return Err(Error::NonFiniteParameter { step, key: p.key.clone() });
+            }
+        }
     }
     gpu.sync()
 }
@@ -176,12 +185,14 @@ pub fn train(
 fn finish_step(
     gpu: &Gpu,
     optimizer: &mut Optimizer,
-    (mut report, read, before): (StepReport, PendingRead, OptimizerCheckpoint),
+    mut report: StepReport,
+    read: PendingRead,
+    before: &OptimizerCheckpoint,
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<()> {
     let value = read.wait()?[0];
     if !value.is_finite() {
-        optimizer.restore(&before)?;
+        optimizer.restore(before)?;
         gpu.sync()?;
         return Err(Error::NonFiniteLoss { step: report.step, value });
     }

@@ -79,3 +79,20 @@ fn a_non_finite_loss_stops_the_run_and_undoes_its_step() {
     assert!(got.iter().flatten().all(|v| v.is_finite()), "the adapter holds non-finite values");
     assert_eq!(got, want, "the adapter differs from two clean steps");
 }
+
+#[test]
+fn a_last_update_that_overflows_is_an_error_and_undone() {
+    // Every loss is finite (the last one is computed before its update), but an SGD step with
+    // a weight decay of 3e38 sends the parameters to infinity: the run must not end as if it
+    // had succeeded.
+    let gpu = gpu();
+    let vit = model(&gpu);
+    let adapter = lora(&gpu, &vit);
+    let start = values(&gpu, &adapter);
+    let opts =
+        TrainOptions { steps: 1, lr: 100.0, optimizer: OptimizerKind::Sgd { weight_decay: Some(3e38) }, ..options(1) };
+    let err = train(&gpu, &vit, &adapter, &data(None), &opts, &mut |_| {}).unwrap_err();
+    assert!(matches!(&err, Error::NonFiniteParameter { step: 0, key } if key.contains("lora_")), "{err:?}");
+    assert!(err.to_string().contains("step 1"), "{err}");
+    assert_eq!(values(&gpu, &adapter), start, "the adapter is as before the update");
+}
