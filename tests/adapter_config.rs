@@ -97,6 +97,15 @@ fn wrong_types_and_values_are_errors_naming_the_key() {
         (with(&lora, "layers_to_transform", json!([0, -1])), "layers_to_transform"),
         (with(&lora, "exclude_modules", json!(7)), "exclude_modules"),
         (with(&lora, "num_labels", json!(0)), "num_labels"),
+        (with(&lora, "layer_replication", json!([[0, 1]])), "layer_replication"),
+        (with(&lora, "use_qalora", json!(true)), "use_qalora"),
+        (with(&lora, "target_parameters", json!(["mlp.experts.down_proj"])), "target_parameters"),
+        (with(&lora, "trainable_token_indices", json!([1, 2])), "trainable_token_indices"),
+        (with(&lora, "alora_invocation_tokens", json!([5])), "alora_invocation_tokens"),
+        (with(&lora, "init_lora_weights", json!("pissa")), "init_lora_weights"),
+        (with(&lora, "init_lora_weights", json!("garbage")), "init_lora_weights"),
+        (with(&lora, "init_lora_weights", json!(3)), "init_lora_weights"),
+        (with(&lora, "layers_pattern", json!("blocks")), "layers_pattern"),
         (with(&flora, "r", json!([2, 0])), "r"),
         (with(&flora, "r", json!("2")), "r"),
         (with(&flora, "scale", json!("1")), "scale"),
@@ -113,6 +122,21 @@ fn wrong_types_and_values_are_errors_naming_the_key() {
     for (cfg, key) in &cases {
         rejects(cfg, key);
     }
+}
+
+#[test]
+fn peft_options_left_off_are_accepted() {
+    let mut cfg = json!({"peft_type": "LORA", "r": 4, "target_modules": ["query"], "layers_to_transform": [1],
+                         "layers_pattern": "layer", "init_lora_weights": true, "loftq_config": {}});
+    for key in ["layer_replication", "target_parameters", "trainable_token_indices", "megatron_config", "arrow_config"]
+    {
+        cfg[key] = Value::Null;
+    }
+    cfg["use_qalora"] = json!(false);
+    lora(&cfg);
+    cfg["layers_pattern"] = json!(["layers"]);
+    cfg["init_lora_weights"] = json!("gaussian");
+    lora(&cfg);
 }
 
 #[test]

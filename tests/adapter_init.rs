@@ -131,6 +131,22 @@ fn lora_a_is_kaiming_uniform_and_b_is_zero() {
 }
 
 #[test]
+fn lora_init_lora_weights_gaussian_and_false_as_peft() {
+    let gpu = gpu();
+    let vit = model(&gpu);
+    // "gaussian": A ~ N(0, 1/r²), B = 0.
+    let cfg = json!({"peft_type": "LORA", "r": 4, "target_modules": ["query", "fc2"], "init_lora_weights": "gaussian"});
+    let pools = pooled(&gpu, &vit, &cfg, |key, _| Some(if key.ends_with("lora_A.weight") { "A" } else { "B" }.into()));
+    assert_normal("gaussian lora_A", &pools["A"], 0.0, 0.25);
+    assert_all("gaussian lora_B", &pools["B"], 0.0);
+    // false: both as fresh nn.Linear layers, U(±1/√fan_in); B's fan-in is r.
+    let cfg = json!({"peft_type": "LORA", "r": 4, "target_modules": ["query"], "init_lora_weights": false});
+    let pools = pooled(&gpu, &vit, &cfg, |key, _| Some(if key.ends_with("lora_A.weight") { "A" } else { "B" }.into()));
+    assert_uniform("random lora_A", &pools["A"], 0.25);
+    assert_uniform("random lora_B", &pools["B"], 0.5);
+}
+
+#[test]
 fn flora_core_is_zero_and_factors_are_normal() {
     let gpu = gpu();
     let vit = model(&gpu);

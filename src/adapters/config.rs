@@ -55,6 +55,19 @@ pub struct LoraConfig {
     pub lora_dropout: f64,
     /// Scale by `alpha/√r` instead of `alpha/r`.
     pub use_rslora: bool,
+    /// How a fresh adapter's `A` and `B` start (`init_lora_weights`).
+    pub init: LoraInit,
+}
+
+/// PEFT's `init_lora_weights` choices that touch only `A` and `B`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoraInit {
+    /// `true`: `A` Kaiming-uniform (a = √5), `B = 0`.
+    Default,
+    /// `"gaussian"`: `A ~ N(0, 1/r²)`, `B = 0`.
+    Gaussian,
+    /// `false`: both as a fresh `nn.Linear` (uniform on `±1/√fan_in`), so not an identity.
+    Random,
 }
 
 /// Rank of a FLoRA core: one for every mode, or one per mode.
@@ -264,6 +277,46 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
             return Err(j.error(key, format!("is true; {what} is not supported")));
         }
     }
+    // PEFT options that change what the adapter computes or how PEFT loads it are refused
+    // rather than ignored; absent, null, false, [] and {} all mean "not used".
+    for (key, what) in [
+        ("layer_replication", "layer replication"),
+        ("use_qalora", "QALoRA"),
+        ("target_parameters", "LoRA on parameters (`target_parameters`)"),
+        ("trainable_token_indices", "trainable tokens"),
+        ("alora_invocation_tokens", "aLoRA"),
+        ("megatron_config", "Megatron layers"),
+        ("velora_config", "VeLoRA"),
+        ("monteclora_config", "MonteCLoRA"),
+        ("use_bdlora", "BD-LoRA"),
+        ("arrow_config", "Arrow routing"),
+        ("kasa_config", "KaSA"),
+    ] {
+        if j.get(key).is_some_and(is_set) {
+            return Err(j.error(key, format!("is set; {what} is not supported")));
+        }
+    }
+    if let Some(v) = j.get("layers_pattern").filter(|v| is_set(v)) {
+        let names: Vec<&str> = match v {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if names.is_empty() || names.iter().any(|n| !matches!(*n, "layer" | "layers")) {
+            return Err(j.error("layers_pattern", format!("is {v}; a ViT's layers are `layer` (on disk) or `layers`")));
+        }
+    }
+    let init = match j.get("init_lora_weights") {
+        None | Some(Value::Null | Value::Bool(true)) => LoraInit::Default,
+        Some(Value::Bool(false)) => LoraInit::Random,
+        Some(Value::String(s)) if s == "gaussian" => LoraInit::Gaussian,
+        Some(v) => {
+            return Err(j.error(
+                "init_lora_weights",
+                format!("is {v}; only true, false and \"gaussian\" are supported (PiSSA, OLoRA, LoftQ, CorDA and EVA change the base weights or need data)"),
+            ));
+        }
+    };
     let dropout = j.opt_f64("lora_dropout")?.unwrap_or(0.0);
     if !(0.0..1.0).contains(&dropout) {
         return Err(j.error("lora_dropout", format!("must be in [0, 1), got {dropout}")));
@@ -309,7 +362,18 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
         alpha_pattern,
         lora_dropout: dropout,
         use_rslora: j.opt_bool("use_rslora")?.unwrap_or(false),
+        init,
     })
+}
+
+/// Whether a PEFT option holds a value that turns it on.
+fn is_set(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => false,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    }
 }
 
 fn flora(j: &JsonFile) -> Result<FloraConfig> {

@@ -2,7 +2,7 @@
 //! `s = lora_alpha / r` (or `/ √r` with rsLoRA). `B·A` is never formed while training.
 
 use super::Build;
-use super::config::LoraConfig;
+use super::config::{LoraConfig, LoraInit};
 use super::params::{PEFT_PREFIX, Slot};
 use super::source::Init;
 use crate::autograd::{Tape, Var};
@@ -64,10 +64,16 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         }
         let naming = build.key_naming(module, named_under, "lora_A.weight");
         let stem = format!("{PEFT_PREFIX}{}", module.path(naming));
-        // PEFT's init: A Kaiming-uniform with a = √5, i.e. U(−1/√fan_in, 1/√fan_in); B = 0.
-        let a_init = Init::Uniform { bound: 1.0 / (fan_in as f64).sqrt() };
+        // PEFT's inits. Kaiming-uniform with a = √5, as `nn.Linear` and `nn.Conv2d` start, is
+        // U(−1/√fan_in, 1/√fan_in); B's fan-in is r.
+        let kaiming = |fan_in: usize| Init::Uniform { bound: 1.0 / (fan_in as f64).sqrt() };
+        let (a_init, b_init) = match cfg.init {
+            LoraInit::Default => (kaiming(fan_in), Init::Zeros),
+            LoraInit::Gaussian => (Init::Normal { mean: 0.0, std: 1.0 / r as f64 }, Init::Zeros),
+            LoraInit::Random => (kaiming(fan_in), kaiming(r)),
+        };
         let a = build.trainable(&format!("{stem}.lora_A.weight"), &a_shape, a_init)?;
-        let b = build.trainable(&format!("{stem}.lora_B.weight"), &b_shape, Init::Zeros)?;
+        let b = build.trainable(&format!("{stem}.lora_B.weight"), &b_shape, b_init)?;
         modules.push(LoraModule { module, a, b, scale: cfg.scaling(r, alpha) as f32, dropout: cfg.lora_dropout });
     }
     if modules.is_empty() {

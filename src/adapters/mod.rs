@@ -22,7 +22,9 @@ mod source;
 use std::path::{Path, PathBuf};
 
 pub use bound::BoundAdapter;
-pub use config::{AdapterConfig, AdapterKind, FloraConfig, FloraRank, LoraConfig, MoppaConfig, PeftType, RlpConfig};
+pub use config::{
+    AdapterConfig, AdapterKind, FloraConfig, FloraRank, LoraConfig, LoraInit, MoppaConfig, PeftType, RlpConfig,
+};
 use files::check_pair;
 pub use files::finish_interrupted_save;
 pub use params::{PEFT_PREFIX, Param};
