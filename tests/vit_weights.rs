@@ -51,6 +51,36 @@ fn square_sizes_may_be_written_as_pairs() {
 }
 
 #[test]
+fn a_sharded_model_reads_each_tensor_from_the_shard_its_index_names() {
+    use peft_wgpu::io::safetensors::{self as st, HostTensor, TensorFile};
+    let src = fixtures().join("vit_tiny_sharded");
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-vitw-stale-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for entry in std::fs::read_dir(&src).expect("fixture") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("model.safetensors.index.json")).expect("index")).expect("json");
+    // A tensor whose indexed shard is read after the first one.
+    let first = "model-00001-of-00006.safetensors";
+    let good = VitWeights::load(&src).expect("model");
+    let map = index["weight_map"].as_object().expect("weight_map");
+    let key = map.iter().find(|(k, f)| f.as_str() != Some(first) && good.tensors.contains_key(*k)).expect("a key").0;
+    // A stale copy (zeros) of it left in the first shard, as an interrupted re-shard might.
+    let shard = TensorFile::open(&dir.join(first)).expect("shard");
+    let mut tensors: Vec<(String, HostTensor)> = shard.keys().map(|k| (k.to_string(), shard.f32(k).unwrap())).collect();
+    tensors.push((key.clone(), HostTensor::zeros(&good.tensors[key].shape)));
+    drop(shard);
+    let list: Vec<(String, &HostTensor)> = tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
+    st::write(&dir.join(first), &list, None).expect("rewrite shard");
+    let loaded = VitWeights::load(&dir).expect("model with a stale copy");
+    assert_eq!(loaded.tensors, good.tensors, "the index's shard wins");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn save_round_trips() {
     let w = VitWeights::load(&fixtures().join("vit_tiny")).expect("model");
     let dir = std::env::temp_dir().join(format!("peft-wgpu-vits-{}", std::process::id()));

@@ -75,24 +75,28 @@ impl VitWeights {
     pub fn load(dir: &Path) -> Result<VitWeights> {
         crate::io::paths::expect_dir(dir, "a model folder", "config.json")?;
         let config = VitConfig::from_dir(dir)?;
-        let files = weight_files(dir)?;
+        let (files, placed) = weight_files(dir)?;
         let mut tensors = BTreeMap::new();
         for (key, shape) in expected_shapes(&config) {
             let alias = v5_alias(&key, config.num_hidden_layers);
-            let found = files.iter().find_map(|f| {
-                if f.contains(&key) {
-                    Some((f, key.clone()))
-                } else {
-                    alias.as_ref().filter(|a| f.contains(a)).map(|a| (f, a.clone()))
-                }
-            });
+            let names = std::iter::once(&key).chain(alias.as_ref());
+            // The shard the index names for the key, as transformers reads it (a stale copy in
+            // another shard is ignored); else whichever file holds it.
+            let found = match names.clone().find_map(|n| placed.get(n).map(|&i| (i, n))) {
+                Some((i, name)) => Some((&files[i], name.clone())),
+                None => files.iter().find_map(|f| names.clone().find(|n| f.contains(n)).map(|n| (f, n.clone()))),
+            };
             let Some((file, name)) = found else {
                 let path = files.first().map(|f| f.path().to_path_buf()).unwrap_or_else(|| dir.to_path_buf());
                 return Err(Error::MissingTensor { path, key });
             };
+            if !file.contains(&name) {
+                return Err(Error::MissingTensor { path: file.path().to_path_buf(), key: name });
+            }
             tensors.insert(key, file.f32_shaped(&name, &shape)?);
         }
-        let prompts = match files.iter().find(|f| f.contains(PROMPT_KEY)) {
+        let prompt_file = placed.get(PROMPT_KEY).map(|&i| &files[i]).filter(|f| f.contains(PROMPT_KEY));
+        let prompts = match prompt_file.or_else(|| files.iter().find(|f| f.contains(PROMPT_KEY))) {
             None => None,
             Some(f) => {
                 let p = f.f32(PROMPT_KEY)?;
@@ -188,12 +192,13 @@ fn listed_shards(dir: &Path) -> Vec<String> {
     shards
 }
 
-/// The safetensors files of a model folder: `model.safetensors`, or the shards listed by
-/// `model.safetensors.index.json`.
-fn weight_files(dir: &Path) -> Result<Vec<TensorFile>> {
+/// The safetensors files of a model folder, `model.safetensors` or the shards listed by
+/// `model.safetensors.index.json`, with the index's placement of each key (a position in
+/// the files; empty for a single file).
+fn weight_files(dir: &Path) -> Result<(Vec<TensorFile>, BTreeMap<String, usize>)> {
     let single = dir.join("model.safetensors");
     if single.exists() {
-        return Ok(vec![TensorFile::open(&single)?]);
+        return Ok((vec![TensorFile::open(&single)?], BTreeMap::new()));
     }
     let index_path = dir.join(INDEX_FILE);
     if !index_path.exists() {
@@ -205,17 +210,19 @@ fn weight_files(dir: &Path) -> Result<Vec<TensorFile>> {
     }
     let index = JsonFile::read(&index_path)?;
     let map = index.require("weight_map")?.as_object().ok_or_else(|| index.error("weight_map", "must be an object"))?;
-    let mut shards: Vec<String> = Vec::new();
+    let mut entries: Vec<(&String, &str)> = Vec::new();
     for (key, file) in map {
         let file =
             file.as_str().ok_or_else(|| index.error("weight_map", format!("entry `{key}` must be a file name")))?;
         if file.contains('/') || file.contains('\\') || file == ".." {
             return Err(index.error("weight_map", format!("entry `{key}` points outside the folder: {file}")));
         }
-        if !shards.iter().any(|s| s == file) {
-            shards.push(file.to_string());
-        }
+        entries.push((key, file));
     }
+    let mut shards: Vec<&str> = entries.iter().map(|&(_, f)| f).collect();
     shards.sort();
-    shards.iter().map(|s| TensorFile::open(&dir.join(s))).collect()
+    shards.dedup();
+    let placed = entries.iter().map(|&(k, f)| (k.clone(), shards.binary_search(&f).unwrap_or(0))).collect();
+    let files = shards.iter().map(|s| TensorFile::open(&dir.join(s))).collect::<Result<Vec<_>>>()?;
+    Ok((files, placed))
 }
