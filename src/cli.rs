@@ -120,6 +120,29 @@ impl AdapterInput {
     }
 }
 
+/// Refuses `--init DIR` whose own config is of another adapter type than `--adapter-config`:
+/// its tensors could not be those of the given config.
+fn refuse_other_type(config_path: &Path, init: &Path) -> Result<()> {
+    let own = init.join(CONFIG_FILE);
+    if !own.is_file() {
+        return Ok(()); // a folder of weights only: the tensors are checked against the config
+    }
+    let (given, found) = (AdapterConfig::read(config_path)?.peft_type(), AdapterConfig::read(&own)?.peft_type());
+    if given != found {
+        return Err(Error::invalid(
+            "--init",
+            format!(
+                "{} holds a {} adapter, but --adapter-config {} is {}",
+                init.display(),
+                found.as_str(),
+                config_path.display(),
+                given.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a data file named by `flag` and checks it against the model and `labels`.
 fn read_data(path: &Path, flag: &str, model: &VitConfig, labels: usize) -> Result<Dataset> {
     expect_file(path, &format!("a data file for {flag}"))?;
@@ -180,6 +203,16 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     at_least_one("--steps", args.steps)?;
     at_least_one("--epochs", args.epochs)?;
     check_optimizer(args.lr, &args.optimizer)?;
+    if holds_model(&args.out) {
+        return Err(Error::invalid(
+            "--out",
+            format!(
+                "{} holds a model (config.json or model.safetensors); an adapter saved beside it would be applied \
+                 whenever transformers loads that folder; choose another folder",
+                args.out.display()
+            ),
+        ));
+    }
     if holds_adapter(&args.out) && !args.force {
         return Err(Error::invalid(
             "--out",
@@ -195,6 +228,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
             if let Some(dir) = init {
                 expect_dir(dir, "an adapter folder for --init", WEIGHTS_FILE)?;
                 finish_interrupted_save(dir)?;
+                refuse_other_type(path, dir)?;
             }
             AdapterInput::read(path, init.as_ref().map(|d| d.join(WEIGHTS_FILE)).as_deref(), model)?
         }
@@ -317,10 +351,20 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<()
     if !force && same(model, out) {
         return Err(Error::invalid("--out", "is the --model folder; the merged model would replace the base one"));
     }
-    if !force && (holds_model(out) || holds_adapter(out)) {
+    if holds_adapter(out) {
         return Err(Error::invalid(
             "--out",
-            format!("{} already holds a model or an adapter; pass --force to overwrite it", out.display()),
+            format!(
+                "{} holds an adapter; a merged model beside it would get the adapter applied again by PEFT-aware \
+                 loaders; choose another folder",
+                out.display()
+            ),
+        ));
+    }
+    if !force && holds_model(out) {
+        return Err(Error::invalid(
+            "--out",
+            format!("{} already holds a model; pass --force to overwrite it", out.display()),
         ));
     }
     check_output_dir(out, "--out")?;

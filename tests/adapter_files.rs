@@ -139,9 +139,14 @@ fn scratch_path(name: &str) -> PathBuf {
 
 /// A copy of the LoRA fixture whose tensors are changed by `edit`.
 fn broken(name: &str, edit: impl FnOnce(&mut Vec<(String, HostTensor)>)) -> PathBuf {
+    broken_from("lora_v4", name, edit)
+}
+
+/// A copy of adapter fixture `fixture` whose tensors are changed by `edit`.
+fn broken_from(fixture: &str, name: &str, edit: impl FnOnce(&mut Vec<(String, HostTensor)>)) -> PathBuf {
     let dir = scratch(name);
     std::fs::create_dir_all(&dir).unwrap();
-    let src = fixtures().join("adapters/lora_v4");
+    let src = fixtures().join("adapters").join(fixture);
     std::fs::copy(src.join(CONFIG_FILE), dir.join(CONFIG_FILE)).unwrap();
     let file = TensorFile::open(&src.join(WEIGHTS_FILE)).unwrap();
     let mut tensors: Vec<(String, HostTensor)> = file.keys().map(|k| (k.to_string(), file.f32(k).unwrap())).collect();
@@ -173,6 +178,14 @@ fn broken_folders_are_errors_naming_the_tensor() {
     let e = load(&dir);
     assert!(matches!(&e, Error::TensorMismatch { key, .. } if key == a_key), "{e}");
     assert!(e.to_string().contains(&dir.join(WEIGHTS_FILE).display().to_string()), "names the file: {e}");
+
+    let tau_key = "base_model.model.vit.encoder.layer.1.moppa.temperature";
+    let dir = broken_from("moppa", "zero_temperature", |t| {
+        let (_, tau) = t.iter_mut().find(|(k, _)| k == tau_key).expect("a temperature");
+        tau.data[1] = 0.0;
+    });
+    let e = load(&dir);
+    assert!(e.to_string().contains(tau_key) && e.to_string().contains("head 1"), "{e}");
 
     let dir = broken("no_config", |_| {});
     std::fs::remove_file(dir.join(CONFIG_FILE)).unwrap();

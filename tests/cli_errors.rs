@@ -470,12 +470,40 @@ fn an_existing_adapter_is_kept_without_force_and_through_a_failed_run() {
     succeeds(&["merge", "--model", m, "--adapter", l, "--out", s(&merged)]);
     let merged_before = snapshot(&merged);
     fails(&["merge", "--model", m, "--adapter", l, "--out", s(&merged)], USAGE, &["--out", "--force"]);
-    fails(&["merge", "--model", m, "--adapter", l, "--out", o], USAGE, &["--out", "--force"]);
+    fails(&["merge", "--model", m, "--adapter", l, "--out", o], USAGE, &["--out", "holds an adapter"]);
+    fails(&["merge", "--model", m, "--adapter", l, "--out", o, "--force"], USAGE, &["--out", "holds an adapter"]);
     fails(&["merge", "--model", m, "--adapter", l, "--out", m], USAGE, &["--out", "--model folder"]);
     assert_eq!(snapshot(&merged), merged_before);
     assert_eq!(snapshot(&out), before);
     let moppa = fixture("adapters/moppa");
     fails(&["merge", "--model", m, "--adapter", s(&moppa), "--out", s(&dir.join("m2"))], USAGE, &["MoPPA", "eval"]);
+    // train never saves an adapter into a model folder: transformers would apply it there.
+    for extra in [&[][..], &["--force"][..]] {
+        fails(&train_args(m, l, d, s(&merged), extra), USAGE, &["--out", "holds a model"]);
+    }
+    assert_eq!(snapshot(&merged), merged_before);
+    // An --out that is a link to nowhere is refused before training, not after.
+    #[cfg(unix)]
+    {
+        let link = dir.join("dangling");
+        std::os::unix::fs::symlink(dir.join("no/such/folder"), &link).expect("symlink");
+        fails(&train_args(m, l, d, s(&link), &[]), USAGE, &["--out", "dangling", "symbolic link"]);
+        fails(&train_args(m, l, d, s(&link.join("sub")), &[]), USAGE, &["--out", "symbolic link"]);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_init_folder_of_another_adapter_type_is_named() {
+    let dir = scratch("init-type");
+    let data = good_data(&dir);
+    let (model, flora) = (fixture("vit_tiny"), fixture("adapters/flora"));
+    let lora_config = fixture("adapters/lora_v4/adapter_config.json");
+    let out = dir.join("out");
+    let args = ["train", "--model", s(&model), "--adapter-config", s(&lora_config), "--init", s(&flora)];
+    let args: Vec<&str> = args.into_iter().chain(["--data", s(&data), "--out", s(&out), "--steps", "1"]).collect();
+    fails(&args, USAGE, &["--init", "FLORA", "LORA"]);
+    assert!(!out.exists(), "nothing written");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -493,13 +521,24 @@ fn a_mixed_adapter_pair_is_refused_and_a_hand_edited_config_is_accepted() {
     let config = out.join("adapter_config.json");
     let weights_time =
         std::fs::metadata(out.join("adapter_model.safetensors")).and_then(|m| m.modified()).expect("mtime");
-    let other = std::fs::read_to_string(&config).expect("config").replace("\"lora_alpha\": 6", "\"lora_alpha\": 12");
+    let saved = std::fs::read_to_string(&config).expect("config");
+    let other = saved.replace("\"lora_alpha\": 6", "\"lora_alpha\": 12");
     assert!(other.contains("\"lora_alpha\": 12"), "the saved config changed shape: {other}");
     std::fs::write(&config, &other).expect("write older config");
     let file = std::fs::File::options().write(true).open(&config).expect("open");
     file.set_modified(weights_time - std::time::Duration::from_secs(60)).expect("set mtime");
     drop(file);
     fails(&eval, INPUT, &["adapter_model.safetensors", "another adapter_config.json", "interrupted"]);
+    // An edit of what the adapter came from, reformatted, in a folder copied so that the config
+    // is older than the weights: the same adapter, accepted.
+    let mut edited: serde_json::Value = serde_json::from_str(&saved).expect("json");
+    edited["base_model_name_or_path"] = "me/my-vit".into();
+    std::fs::write(&config, edited.to_string()).expect("edit");
+    let file = std::fs::File::options().write(true).open(&config).expect("open");
+    file.set_modified(weights_time - std::time::Duration::from_secs(60)).expect("set mtime");
+    drop(file);
+    succeeds(&eval);
+    std::fs::write(&config, &other).expect("the other config again");
     // The same edit made after the save (a newer config) is the user's choice and loads.
     let file = std::fs::File::options().write(true).open(&config).expect("open");
     file.set_modified(weights_time + std::time::Duration::from_secs(60)).expect("set mtime");

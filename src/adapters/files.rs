@@ -24,17 +24,21 @@ impl Adapter {
         }
         let list: Vec<(String, &HostTensor)> = host.iter().map(|(k, t)| (k.clone(), t)).collect();
         let config = self.config.to_json().into_bytes();
-        let meta = std::collections::HashMap::from([
+        let mut meta = std::collections::HashMap::from([
             ("format".to_string(), "pt".to_string()),
             (stamp::CONFIG_STAMP_KEY.to_string(), stamp::fingerprint(&config)),
         ]);
+        if let Some(meaning) = stamp::meaning_fingerprint(&config) {
+            meta.insert(stamp::MEANING_STAMP_KEY.to_string(), meaning);
+        }
         let weights_path = dir.join(WEIGHTS_FILE);
         let weights = st::serialize(&weights_path, &list, Some(meta))?;
-        // Only now, with both files in memory, is the folder made: a failure above leaves none.
-        crate::io::atomic::create_dir(dir)?;
-        // Before this save clears temporaries: an earlier one killed between its renames.
-        finish_interrupted_save(dir)?;
-        crate::io::atomic::write_all(&[(weights_path, weights), (dir.join(CONFIG_FILE), config)])
+        // Only now, with both files in memory, is the folder made; a failure leaves none.
+        crate::io::atomic::in_dir(dir, || {
+            // Before this save clears temporaries: an earlier one killed between its renames.
+            finish_interrupted_save(dir)?;
+            crate::io::atomic::write_all(&[(weights_path, weights), (dir.join(CONFIG_FILE), config)])
+        })
     }
 }
 
@@ -61,9 +65,11 @@ pub fn finish_interrupted_save(dir: &Path) -> Result<()> {
 }
 
 /// When `weights` carries the fingerprint of the config saved with it and `config_path` is the
-/// config beside it, a config that differs and is not newer than the weights means a mixed
-/// pair: a save interrupted between its two renames, or weights copied from another adapter.
-/// A config edited by hand after the save is newer than the weights and is accepted.
+/// config beside it, a config that means something else and is not newer than the weights
+/// means a mixed pair: a save interrupted between its two renames, or weights copied from
+/// another adapter. A config that differs only in layout or informational fields
+/// (`base_model_name_or_path`, …) is the same adapter wherever the folder was copied, and one
+/// edited by hand after the save is newer than the weights: both are accepted.
 pub(super) fn check_pair(config_path: &Path, weights: &TensorFile) -> Result<()> {
     let Some(expected) = weights.metadata().get(stamp::CONFIG_STAMP_KEY) else { return Ok(()) };
     if config_path.parent() != weights.path().parent() {
@@ -72,6 +78,10 @@ pub(super) fn check_pair(config_path: &Path, weights: &TensorFile) -> Result<()>
     let io = |path: &Path, source| Error::Io { path: path.to_path_buf(), source };
     let bytes = std::fs::read(config_path).map_err(|e| io(config_path, e))?;
     if &stamp::fingerprint(&bytes) == expected {
+        return Ok(());
+    }
+    let meaning = weights.metadata().get(stamp::MEANING_STAMP_KEY);
+    if meaning.is_some() && meaning.cloned() == stamp::meaning_fingerprint(&bytes) {
         return Ok(());
     }
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| io(path, e));

@@ -81,7 +81,16 @@ pub(crate) fn build(cfg: &MoppaConfig, build: &mut Build<'_>) -> Result<MoppaPar
         }
         let logits =
             build.trainable(&format!("{stem}.router_logits"), &[3, heads], Init::Normal { mean: 0.0, std: 1.0 })?;
-        let tau = build.trainable(&format!("{stem}.temperature"), &[heads], Init::Const(5.0))?;
+        let tau_key = format!("{stem}.temperature");
+        if let Some(t) = build.source_any_shape(&tau_key)?
+            && let Some(h) = t.data.iter().position(|&v| v == 0.0)
+        {
+            return Err(Error::Format {
+                path: build.weights_path(),
+                message: format!("tensor `{tau_key}` is 0 for head {h}; the router divides the logits by it"),
+            });
+        }
+        let tau = build.trainable(&tau_key, &[heads], Init::Const(5.0))?;
         parts.insert(l, MoppaLayer { t, logits, tau });
     }
     Ok(MoppaParts {

@@ -57,25 +57,25 @@ enum Command {
         #[arg(long)]
         init: Option<PathBuf>,
         /// Optimizer steps.
-        #[arg(long, conflicts_with = "epochs")]
+        #[arg(long, allow_negative_numbers = true, conflicts_with = "epochs")]
         steps: Option<usize>,
         /// Passes over the data (default 1 when --steps is not given).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         epochs: Option<usize>,
         /// Images per step.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 32)]
         batch_size: usize,
         /// Learning rate.
-        #[arg(long, default_value_t = 1e-3)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 1e-3)]
         lr: f64,
         /// Optimizer.
         #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
         optimizer: OptimizerArg,
         /// Weight decay (AdamW default 0.01, SGD default none).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         weight_decay: Option<f64>,
         /// Seed for initialisation and shuffling.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
         seed: u64,
         /// Step t uses rows (t·B + j) mod N instead of a seeded shuffle.
         #[arg(long)]
@@ -99,7 +99,7 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
         /// Images per batch.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 64)]
         batch_size: usize,
         /// Write the logits [N, labels] to this .safetensors file.
         #[arg(long)]
@@ -134,7 +134,7 @@ enum Command {
         #[arg(long, default_value = "demo_loss.svg")]
         svg: PathBuf,
         /// Fine-tuning steps of every method (default 600).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         steps: Option<usize>,
     },
 }

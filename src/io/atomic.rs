@@ -171,6 +171,18 @@ pub fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))
 }
 
+/// Creates `dir` when missing and runs `write` in it; if `write` fails in a folder this call
+/// created, the folder is removed again (when empty), so a failed save leaves nothing behind.
+pub fn in_dir<T>(dir: &Path, write: impl FnOnce() -> Result<T>) -> Result<T> {
+    let created = !dir.exists();
+    create_dir(dir)?;
+    let result = write();
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir(dir);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +207,20 @@ mod tests {
         let names: Vec<String> =
             std::fs::read_dir(&dir).expect("list").flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_failed_write_removes_only_the_folder_it_made() {
+        let dir = temp_dir("in_dir");
+        let fail = || -> Result<()> { Err(Error::invalid("--out", "no space")) };
+        let new = dir.join("new");
+        assert!(in_dir(&new, fail).is_err());
+        assert!(!new.exists(), "the folder made for a failed write is gone");
+        assert!(in_dir(&dir, fail).is_err());
+        assert!(dir.is_dir(), "a folder that was there stays");
+        in_dir(&new, || write_all(&[(new.join("f"), b"x".to_vec())])).expect("write");
+        assert_eq!(std::fs::read(new.join("f")).expect("f"), b"x");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -11,6 +11,19 @@ fn not_found(path: &Path, what: &str) -> Error {
     Error::Io { path: path.to_path_buf(), source }
 }
 
+/// `path`'s metadata, or an error that says why it cannot be read: not found (a dangling
+/// link included), or the system's reason (a loop of links, no permission).
+fn metadata(path: &Path, what: &str) -> Result<std::fs::Metadata> {
+    std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound if std::fs::symlink_metadata(path).is_ok() => Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(e.kind(), format!("is a symbolic link to nothing (expected {what})")),
+        },
+        std::io::ErrorKind::NotFound => not_found(path, what),
+        _ => Error::Io { path: path.to_path_buf(), source: e },
+    })
+}
+
 /// What kind of folder `dir` looks like, for hints when it is passed in the wrong place.
 fn looks_like(dir: &Path) -> Option<&'static str> {
     if dir.join("adapter_config.json").is_file() {
@@ -25,7 +38,7 @@ fn looks_like(dir: &Path) -> Option<&'static str> {
 /// Fails unless `dir` is an existing folder holding `required` (the file that makes it
 /// `what`, e.g. `config.json` for a model folder). Messages say what the path is instead.
 pub fn expect_dir(dir: &Path, what: &str, required: &str) -> Result<()> {
-    let meta = std::fs::metadata(dir).map_err(|_| not_found(dir, what))?;
+    let meta = metadata(dir, what)?;
     if !meta.is_dir() {
         return Err(Error::Format { path: dir.to_path_buf(), message: format!("is a file, expected {what}") });
     }
@@ -44,7 +57,7 @@ pub fn expect_dir(dir: &Path, what: &str, required: &str) -> Result<()> {
 
 /// Fails unless `path` is an existing file (`what` names it in messages).
 pub fn expect_file(path: &Path, what: &str) -> Result<()> {
-    let meta = std::fs::metadata(path).map_err(|_| not_found(path, what))?;
+    let meta = metadata(path, what)?;
     if meta.is_dir() {
         return Err(Error::Format { path: path.to_path_buf(), message: format!("is a folder, expected {what}") });
     }
@@ -52,16 +65,23 @@ pub fn expect_file(path: &Path, what: &str) -> Result<()> {
 }
 
 /// The deepest existing ancestor of `path` (itself if it exists; `.` for a relative path
-/// none of whose parts exist).
-fn existing_ancestor(path: &Path) -> PathBuf {
+/// none of whose parts exist). A symbolic link that leads nowhere (or in a loop) on the way is
+/// an error for `flag`: nothing could be created through it.
+fn existing_ancestor(path: &Path, flag: &str) -> Result<PathBuf> {
     let mut p = path;
     loop {
-        if p.exists() {
-            return p.to_path_buf();
+        match std::fs::metadata(p) {
+            Ok(_) => return Ok(p.to_path_buf()),
+            Err(e) if std::fs::symlink_metadata(p).is_ok() => {
+                let why =
+                    if e.kind() == std::io::ErrorKind::NotFound { "leads nowhere".to_string() } else { e.to_string() };
+                return Err(Error::invalid(flag, format!("{} is a symbolic link that {why}", p.display())));
+            }
+            Err(_) => {}
         }
         match p.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => p = parent,
-            _ => return PathBuf::from("."),
+            _ => return Ok(PathBuf::from(".")),
         }
     }
 }
@@ -85,7 +105,7 @@ fn probe_writable(dir: &Path, target: &Path) -> Result<()> {
 /// it is a folder or does not exist yet, the nearest existing ancestor is a folder, and a file
 /// can be created there.
 pub fn check_output_dir(dir: &Path, flag: &str) -> Result<()> {
-    let base = existing_ancestor(dir);
+    let base = existing_ancestor(dir, flag)?;
     if !base.is_dir() {
         let message = if base == dir {
             format!("{} is a file, expected a folder", dir.display())
@@ -100,6 +120,9 @@ pub fn check_output_dir(dir: &Path, flag: &str) -> Result<()> {
 /// Checks, before any work, that output file `path` (flag `flag`) can be written: it is not
 /// a folder, its folder exists, and a file can be created there.
 pub fn check_output_file(path: &Path, flag: &str) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok() && std::fs::metadata(path).is_err() {
+        return Err(Error::invalid(flag, format!("{} is a symbolic link that leads nowhere", path.display())));
+    }
     if path.is_dir() {
         return Err(Error::invalid(flag, format!("{} is a folder, expected a file name", path.display())));
     }

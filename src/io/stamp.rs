@@ -5,6 +5,58 @@
 /// `__metadata__` key of `adapter_model.safetensors` holding the config's fingerprint.
 pub const CONFIG_STAMP_KEY: &str = "peft_wgpu.config_fnv1a64";
 
+/// `__metadata__` key holding the fingerprint of what the config means
+/// ([`meaning_fingerprint`]), so that a config edited only in its informational fields, or
+/// reformatted, still belongs to its weights wherever the folder is copied.
+pub const MEANING_STAMP_KEY: &str = "peft_wgpu.config_meaning_fnv1a64";
+
+/// Config fields that describe where an adapter came from, not what it computes.
+const INFORMATIONAL: [&str; 6] =
+    ["base_model_name_or_path", "revision", "inference_mode", "peft_version", "auto_mapping", "task_type"];
+
+/// The fingerprint of a JSON config's meaning: its fields other than the informational ones,
+/// with keys sorted and no whitespace. `None` when `bytes` is not a JSON object.
+pub fn meaning_fingerprint(bytes: &[u8]) -> Option<String> {
+    let serde_json::Value::Object(mut o) = serde_json::from_slice(bytes).ok()? else { return None };
+    for key in INFORMATIONAL {
+        o.remove(key);
+    }
+    let mut text = String::new();
+    canonical(&serde_json::Value::Object(o), &mut text);
+    Some(fingerprint(text.as_bytes()))
+}
+
+/// `v` as compact JSON with object keys in sorted order.
+fn canonical(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(o) => {
+            let mut keys: Vec<&String> = o.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&o[k], out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
 /// 64-bit FNV-1a of `bytes` as 16 hex digits: stable across platforms and Rust versions.
 pub fn fingerprint(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -17,7 +69,18 @@ pub fn fingerprint(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::fingerprint;
+    use super::{fingerprint, meaning_fingerprint};
+
+    #[test]
+    fn meaning_ignores_layout_order_and_provenance() {
+        let a = meaning_fingerprint(br#"{"r": 4, "target_modules": ["q", "v"], "base_model_name_or_path": "x"}"#);
+        let b = meaning_fingerprint(b"{\n  \"target_modules\": [\"q\", \"v\"],\n  \"r\": 4, \"revision\": \"main\"\n}");
+        assert!(a.is_some());
+        assert_eq!(a, b);
+        assert_ne!(a, meaning_fingerprint(br#"{"r": 8, "target_modules": ["q", "v"]}"#));
+        assert_ne!(a, meaning_fingerprint(br#"{"r": 4, "target_modules": ["v", "q"]}"#));
+        assert_eq!(meaning_fingerprint(b"[1]"), None);
+    }
 
     #[test]
     fn fnv1a_matches_published_values() {

@@ -158,7 +158,6 @@ impl VitWeights {
     /// `dir` held before (its index and the shards it lists) is removed once the new files
     /// are in place, so the folder holds one model.
     pub fn save_with_config(&self, dir: &Path, config: String) -> Result<()> {
-        crate::io::atomic::create_dir(dir)?;
         let mut list: Vec<(String, &HostTensor)> = self.tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
         if let Some(p) = &self.prompts {
             list.push((PROMPT_KEY.to_string(), p));
@@ -167,7 +166,8 @@ impl VitWeights {
         let weights_path = dir.join("model.safetensors");
         let weights = safetensors::serialize(&weights_path, &list, Some(meta))?;
         let stale_shards = listed_shards(dir);
-        crate::io::atomic::write_all(&[(weights_path, weights), (dir.join("config.json"), config.into_bytes())])?;
+        let files = [(weights_path, weights), (dir.join("config.json"), config.into_bytes())];
+        crate::io::atomic::in_dir(dir, || crate::io::atomic::write_all(&files))?;
         for shard in stale_shards {
             let _ = std::fs::remove_file(dir.join(shard));
         }
