@@ -273,7 +273,14 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         progress.step(r);
     })?;
     adapter.save(&gpu, &args.out)?;
-    let eval = eval_data.as_ref().map(|d| evaluate(&gpu, &vit, Some(&adapter), d, args.batch_size)).transpose()?;
+    let eval = match &eval_data {
+        Some(d) => {
+            let report = evaluate(&gpu, &vit, Some(&adapter), d, args.batch_size)?;
+            check_logits(&report, d)?;
+            Some(report)
+        }
+        None => None,
+    };
     Ok(TrainOutcome { steps, final_loss: last, summary, eval })
 }
 

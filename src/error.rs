@@ -146,17 +146,17 @@ pub enum Error {
         /// The value (NaN or inf).
         value: f32,
     },
-    /// The last step's update made a parameter non-finite (no later loss shows it).
+    /// The last step's update diverged (no later loss shows it).
     #[error(
-        "the update of step {} (the last, counting from 1) made `{key}` non-finite; the adapter is left as it was \
+        "the update of step {} (the last, counting from 1) diverged: {what}; the adapter is left as it was \
          before that step; lower the learning rate",
         *step + 1
     )]
-    NonFiniteParameter {
+    DivergedUpdate {
         /// 0-based step.
         step: usize,
-        /// The parameter's file key.
-        key: String,
+        /// What is non-finite.
+        what: String,
     },
 }
 
@@ -207,7 +207,7 @@ impl Error {
             | Error::MissingTensor { .. }
             | Error::TensorMismatch { .. }
             | Error::Config { .. } => ErrorKind::Input,
-            Error::NonFiniteLoss { .. } | Error::NonFiniteParameter { .. } => ErrorKind::Training,
+            Error::NonFiniteLoss { .. } | Error::DivergedUpdate { .. } => ErrorKind::Training,
         }
     }
 

@@ -139,8 +139,10 @@ pub fn train(
     let mut batches = Batches::new(options.order, data.len(), options.batch_size);
     // The step whose loss is being read back: its report, the read and the state before it.
     let mut in_flight: Option<(StepReport, PendingRead, OptimizerCheckpoint)> = None;
+    let mut last_rows = Vec::new();
     for step in 0..options.steps {
         let rows = batches.next_rows();
+        last_rows.clone_from(&rows);
         let (images, labels) = upload_batch(gpu, data, &rows)?;
         let mut tape = Tape::new(gpu);
         let base = vit.bind(&mut tape, false);
@@ -168,16 +170,37 @@ pub fn train(
     if let Some((report, read, before)) = in_flight {
         let step = report.step;
         finish_step(gpu, &mut optimizer, report, read, &before, on_step)?;
-        // No later loss shows what the last update did: check the parameters themselves.
-        for p in adapter.trainable() {
-            if gpu.read(&p.tensor)?.iter().any(|v| !v.is_finite()) {
-                optimizer.restore(&before)?;
-                gpu.sync()?;
-                return Err(Error::NonFiniteParameter { step, key: p.key.clone() });
-            }
+        // No later loss shows what the last update did: check the parameters, then the loss
+        // they give on the last batch (huge but finite values overflow in the forward pass).
+        let mut bad = adapter.trainable().iter().find_map(|p| match gpu.read(&p.tensor) {
+            Ok(v) if v.iter().all(|x| x.is_finite()) => None,
+            Ok(_) => Some(Ok(format!("`{}` holds non-finite values", p.key))),
+            Err(e) => Some(Err(e)),
+        });
+        if bad.is_none() {
+            let value = inference_loss(gpu, vit, adapter, data, &last_rows)?;
+            bad = (!value.is_finite()).then(|| Ok(format!("the loss on its batch is then {value}")));
+        }
+        if let Some(what) = bad {
+            let what = what?;
+            optimizer.restore(&before)?;
+            gpu.sync()?;
+            return Err(Error::DivergedUpdate { step, what });
         }
     }
     gpu.sync()
+}
+
+/// Mean cross-entropy of the adapted model on `rows`, without recording anything.
+fn inference_loss(gpu: &Gpu, vit: &Vit, adapter: &Adapter, data: &Dataset, rows: &[usize]) -> Result<f32> {
+    let (images, labels) = upload_batch(gpu, data, rows)?;
+    let mut tape = Tape::inference(gpu);
+    let base = vit.bind(&mut tape, false);
+    let images = tape.constant(&images);
+    let bound = adapter.bind(&mut tape);
+    let logits = vit.forward(&mut tape, &base, &images, &bound)?;
+    let loss = cross_entropy_var(&mut tape, &logits, &labels)?;
+    Ok(gpu.read(loss.value())?[0])
 }
 
 /// Reads a step's loss; reports it, or undoes the step (and any after it) when it is not

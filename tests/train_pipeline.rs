@@ -19,7 +19,10 @@ fn model(gpu: &Gpu) -> Vit {
 }
 
 fn lora(gpu: &Gpu, vit: &Vit) -> Adapter {
-    let json = r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]}"#;
+    lora_with(gpu, vit, r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]}"#)
+}
+
+fn lora_with(gpu: &Gpu, vit: &Vit, json: &str) -> Adapter {
     let path = Path::new("adapter_config.json");
     let config = AdapterConfig::from_json(&JsonFile::parse(path, json.as_bytes()).unwrap()).unwrap();
     Adapter::new(gpu, config, path, vit, 3).unwrap()
@@ -92,7 +95,16 @@ fn a_last_update_that_overflows_is_an_error_and_undone() {
     let opts =
         TrainOptions { steps: 1, lr: 100.0, optimizer: OptimizerKind::Sgd { weight_decay: Some(3e38) }, ..options(1) };
     let err = train(&gpu, &vit, &adapter, &data(None), &opts, &mut |_| {}).unwrap_err();
-    assert!(matches!(&err, Error::NonFiniteParameter { step: 0, key } if key.contains("lora_")), "{err:?}");
+    assert!(matches!(&err, Error::DivergedUpdate { step: 0, what } if what.contains("lora_")), "{err:?}");
     assert!(err.to_string().contains("step 1"), "{err}");
+    assert_eq!(values(&gpu, &adapter), start, "the adapter is as before the update");
+    // Huge but finite parameters: only the loss they give shows the divergence. (B starts
+    // non-zero, so both factors move and their product overflows.)
+    let opts = TrainOptions { steps: 1, lr: 3e38, optimizer: OptimizerKind::sgd(), ..options(1) };
+    let json = r#"{"peft_type": "LORA", "r": 4, "target_modules": ["query", "value"], "init_lora_weights": false}"#;
+    let adapter = lora_with(&gpu, &vit, json);
+    let start = values(&gpu, &adapter);
+    let err = train(&gpu, &vit, &adapter, &data(None), &opts, &mut |_| {}).unwrap_err();
+    assert!(matches!(&err, Error::DivergedUpdate { step: 0, what } if what.contains("loss")), "{err:?}");
     assert_eq!(values(&gpu, &adapter), start, "the adapter is as before the update");
 }
