@@ -9,7 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::adapters::{Adapter, AdapterConfig, CONFIG_FILE, PeftType, WEIGHTS_FILE, finish_interrupted_save};
+use crate::adapters::{
+    Adapter, AdapterConfig, AdapterKind, CONFIG_FILE, PeftType, WEIGHTS_FILE, finish_interrupted_save,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT};
 use crate::io::Dataset;
@@ -18,7 +20,7 @@ use crate::io::paths::{check_output_dir, check_output_file, expect_dir, expect_f
 use crate::io::safetensors::{self as st, HostTensor, TensorFile};
 use crate::nn::{Vit, VitConfig, VitWeights};
 use crate::optim::OptimizerKind;
-use crate::train::{BatchOrder, EvalReport, StepReport, TrainOptions, evaluate, train as train_loop};
+use crate::train::{BatchOrder, EvalReport, StepReport, TrainOptions, evaluate_with_progress, train as train_loop};
 
 /// Everything `peft-wgpu train` takes.
 #[derive(Clone, Debug)]
@@ -69,6 +71,8 @@ pub trait Progress {
     fn started(&mut self, _summary: &str, _steps: usize) {}
     /// A step finished.
     fn step(&mut self, _report: &StepReport) {}
+    /// Evaluation has done `images` of `total` images.
+    fn evaluated(&mut self, _images: usize, _total: usize) {}
 }
 
 /// What a training run did.
@@ -157,21 +161,42 @@ fn read_model(dir: &Path) -> Result<VitWeights> {
     VitWeights::load(dir)
 }
 
-/// Bytes of one batch of `batch` images of `data`'s size, refused when it cannot be one
-/// tensor (before the GPU is known: 2³² − 1 elements; with it: the device's limit).
-fn check_batch(data: &Dataset, batch: usize, gpu: Option<&Gpu>) -> Result<()> {
+/// Refuses a batch of `batch` images whose largest tensor could not be one buffer (before the
+/// GPU is known: 2³² − 1 elements; with it: the device's limit), saying how many images fit.
+/// The largest tensor per image is the images themselves, an MLP activation
+/// (`tokens × intermediate_size`) or the attention scores (`heads × tokens²`); `tokens`
+/// counts the adapter's prompt tokens too.
+fn check_batch(model: &VitConfig, tokens: usize, data: &Dataset, batch: usize, gpu: Option<&Gpu>) -> Result<()> {
     let [_, c, h, w] = data.shape;
-    let bytes = [batch, c, h, w].iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64));
+    let per_image = [
+        (c as u64).saturating_mul(h as u64).saturating_mul(w as u64),
+        (tokens as u64).saturating_mul(model.intermediate_size.max(model.hidden_size) as u64),
+        (model.num_attention_heads as u64).saturating_mul((tokens as u64).saturating_mul(tokens as u64)),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(1)
+    .saturating_mul(4);
     let (max, limit) = gpu.map_or((MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT), Gpu::max_tensor_bytes);
+    let bytes = per_image.checked_mul(batch as u64);
     match bytes {
         Some(b) if b <= max => Ok(()),
         _ => Err(Error::TooLarge {
-            what: format!("--batch-size {batch} (images of {c}×{h}×{w})"),
+            what: format!("--batch-size {batch} (at most {} images fit a batch of this model here)", max / per_image),
             bytes: bytes.unwrap_or(u64::MAX),
             limit,
             max,
         }),
     }
+}
+
+/// Tokens per image: the model's and the adapter's prompt tokens.
+fn tokens(model: &VitConfig, adapter: Option<&AdapterInput>) -> usize {
+    let prompts = match adapter.map(|a| &a.config.kind) {
+        Some(AdapterKind::Rlp(c)) => c.num_prompt_tokens,
+        _ => 0,
+    };
+    model.tokens() + prompts
 }
 
 fn at_least_one(flag: &str, value: Option<usize>) -> Result<()> {
@@ -250,11 +275,14 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
             images.div_ceil(args.batch_size)
         }
     };
-    check_batch(&data, args.batch_size, None)?;
+    let tokens = tokens(model, Some(&adapter));
+    check_batch(model, tokens, &data, args.batch_size, None)?;
 
     let gpu = Gpu::new()?;
-    check_batch(&data, args.batch_size, Some(&gpu))?;
+    check_batch(model, tokens, &data, args.batch_size, Some(&gpu))?;
     let vit = Vit::from_weights(&gpu, &weights)?;
+    let mut adapter = adapter;
+    adapter.config.set_base_model_if_unnamed(&args.model.to_string_lossy());
     let adapter = adapter.build(&gpu, &vit, args.seed)?;
     let summary = adapter.trainable_summary();
     progress.started(&summary, steps);
@@ -272,10 +300,22 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         last = r.loss;
         progress.step(r);
     })?;
+    if holds_adapter(&args.out) && !args.force {
+        return Err(Error::invalid(
+            "--out",
+            format!(
+                "{} received an adapter from another run while this one trained; nothing was saved (pass --force \
+                 to overwrite it, or choose another folder)",
+                args.out.display()
+            ),
+        ));
+    }
     adapter.save(&gpu, &args.out)?;
     let eval = match &eval_data {
         Some(d) => {
-            let report = evaluate(&gpu, &vit, Some(&adapter), d, args.batch_size)?;
+            let batch = args.batch_size.min(d.len());
+            let report =
+                evaluate_with_progress(&gpu, &vit, Some(&adapter), d, batch, &mut |i, n| progress.evaluated(i, n))?;
             check_logits(&report, d)?;
             Some(report)
         }
@@ -291,6 +331,7 @@ pub fn eval(
     data: &Path,
     batch_size: usize,
     logits_out: Option<&Path>,
+    progress: &mut dyn Progress,
 ) -> Result<EvalReport> {
     at_least_one("--batch-size", Some(batch_size))?;
     if let Some(path) = logits_out {
@@ -302,13 +343,15 @@ pub fn eval(
     let labels = adapter.as_ref().map_or(weights.config.num_labels, |a| a.labels);
     let data = read_data(data, "--data", &weights.config, labels)?;
     let batch = batch_size.min(data.len());
-    check_batch(&data, batch, None)?;
+    let tokens = tokens(&weights.config, adapter.as_ref());
+    check_batch(&weights.config, tokens, &data, batch, None)?;
 
     let gpu = Gpu::new()?;
-    check_batch(&data, batch, Some(&gpu))?;
+    check_batch(&weights.config, tokens, &data, batch, Some(&gpu))?;
     let vit = Vit::from_weights(&gpu, &weights)?;
     let adapter = adapter.map(|a| a.build(&gpu, &vit, 0)).transpose()?;
-    let report = evaluate(&gpu, &vit, adapter.as_ref(), &data, batch)?;
+    let report =
+        evaluate_with_progress(&gpu, &vit, adapter.as_ref(), &data, batch, &mut |i, n| progress.evaluated(i, n))?;
     check_logits(&report, &data)?;
     if let Some(path) = logits_out {
         let t = HostTensor::new(vec![data.len(), report.labels], report.logits.clone())?;

@@ -245,6 +245,18 @@ pub fn evaluate(
     data: &Dataset,
     batch_size: usize,
 ) -> Result<EvalReport> {
+    evaluate_with_progress(gpu, vit, adapter, data, batch_size, &mut |_, _| {})
+}
+
+/// [`evaluate`], telling `on_batch` how many images of how many are done after each batch.
+pub fn evaluate_with_progress(
+    gpu: &Gpu,
+    vit: &Vit,
+    adapter: Option<&Adapter>,
+    data: &Dataset,
+    batch_size: usize,
+    on_batch: &mut dyn FnMut(usize, usize),
+) -> Result<EvalReport> {
     let labels = adapter.map_or(vit.config.num_labels, Adapter::num_labels);
     check_inputs(vit, labels, data, batch_size)?;
     let (mut correct, mut loss) = (0.0f64, 0.0f64);
@@ -266,6 +278,7 @@ pub fn evaluate(
         loss += gpu.read(&losses)?.iter().map(|&v| f64::from(v)).sum::<f64>();
         correct += gpu.read(&hits)?.iter().map(|&v| f64::from(v)).sum::<f64>();
         logits_all.extend(gpu.read(logits.value())?);
+        on_batch(rows.len() + start, data.len());
     }
     let n = data.len() as f64;
     Ok(EvalReport { accuracy: correct / n, mean_loss: loss / n, logits: logits_all, labels })

@@ -563,6 +563,7 @@ fn sizes_beyond_the_device_are_refused_by_name() {
     // A batch of 2²⁸ images of 3×8×8 (192 GiB): more than any one binding.
     let line = check_failure(&run(&train_args(m, l, d, o, &["--batch-size", "268435456"])), DEVICE, &[], true);
     assert!(line.contains("--batch-size 268435456") && line.contains("bytes"), "{line}");
+    assert!(line.contains("at most") && line.contains("images fit"), "says what fits: {line}");
     // An adapter whose tensors cannot be indexed: RLP with A of 65536 × 65536.
     let cfg = dir.join("adapter_config.json");
     std::fs::write(&cfg, r#"{"peft_type": "RLP", "num_prompt_tokens": 65536, "r": 65536}"#).expect("config");
@@ -647,5 +648,40 @@ fn logits_out_never_overwrites_an_input() {
     assert_eq!(std::fs::read(&data).expect("data"), before, "the data was overwritten");
     let weights = model.join("model.safetensors");
     fails(&["eval", "--model", m, "--data", d, "--logits-out", s(&weights)], USAGE, &["--logits-out", "input"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_adapter_another_run_saved_meanwhile_is_not_overwritten_without_force() {
+    // Two runs into the same new --out: the check at start-up passes for both, so the one that
+    // finishes second must look again before saving. The other run is simulated by a Progress
+    // that writes an adapter into --out when training starts.
+    struct OtherRun(std::path::PathBuf);
+    impl peft_wgpu::cli::Progress for OtherRun {
+        fn started(&mut self, _summary: &str, _steps: usize) {
+            copy_dir(&fixture("adapters/flora"), &self.0);
+        }
+    }
+    let dir = scratch("race");
+    let out = dir.join("out");
+    let args = peft_wgpu::cli::TrainArgs {
+        model: fixture("vit_tiny"),
+        adapter_config: None,
+        data: good_data(&dir),
+        out: out.clone(),
+        init: Some(fixture("adapters/lora_v4")),
+        steps: Some(1),
+        epochs: None,
+        batch_size: 2,
+        lr: 1e-3,
+        optimizer: peft_wgpu::OptimizerKind::sgd(),
+        seed: 0,
+        shuffle: false,
+        eval_data: None,
+        force: false,
+    };
+    let err = peft_wgpu::cli::train(&args, &mut OtherRun(out.clone())).expect_err("the other run's adapter is kept");
+    assert!(err.to_string().contains("another run") && err.to_string().contains("--force"), "{err}");
+    assert_eq!(snapshot(&out), snapshot(&fixture("adapters/flora")), "the other run's adapter is untouched");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -181,6 +181,14 @@ impl AdapterConfig {
         }
     }
 
+    /// Records `name` as `base_model_name_or_path` (as PEFT does with the name the base model
+    /// was loaded by) unless the config already names one.
+    pub fn set_base_model_if_unnamed(&mut self, name: &str) {
+        if self.raw.get("base_model_name_or_path").is_none_or(Value::is_null) {
+            self.raw.insert("base_model_name_or_path".into(), Value::String(name.into()));
+        }
+    }
+
     /// Whether `module` is one of `modules_to_save` (PEFT: the path ends with a listed name).
     pub fn saves_module(&self, module: ModuleId) -> bool {
         Naming::BOTH.into_iter().any(|n| self.saves_module_under(module, n))

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanDuration, ProgressBar, ProgressStyle};
 use peft_wgpu::optim::OptimizerKind;
 use peft_wgpu::train::StepReport;
 use peft_wgpu::{Error, ErrorKind, cli};
@@ -59,7 +59,8 @@ enum Command {
         /// Optimizer steps.
         #[arg(long, allow_negative_numbers = true, conflicts_with = "epochs")]
         steps: Option<usize>,
-        /// Passes over the data (default 1 when --steps is not given).
+        /// Passes over the data (default 1 when --steps is not given): ceil(E·N/B) steps of
+        /// full batches, so when B does not divide N the last batch wraps to the start.
         #[arg(long, allow_negative_numbers = true)]
         epochs: Option<usize>,
         /// Images per step.
@@ -258,8 +259,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             let outcome = cli::train(&args, &mut TerminalProgress::new())?;
             out!(
-                "trained {} steps, final loss {:.6}; adapter written to {}",
+                "trained {} step{}, final loss {:.6}; adapter written to {}",
                 outcome.steps,
+                if outcome.steps == 1 { "" } else { "s" },
                 outcome.final_loss,
                 args.out.display()
             );
@@ -269,7 +271,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Eval { model, adapter, data, batch_size, logits_out } => {
-            let report = cli::eval(&model, adapter.as_deref(), &data, batch_size, logits_out.as_deref())?;
+            let mut progress = TerminalProgress::new();
+            let report =
+                cli::eval(&model, adapter.as_deref(), &data, batch_size, logits_out.as_deref(), &mut progress)?;
             out!("accuracy: {:.4} ({} images)", report.accuracy, report.logits.len() / report.labels.max(1));
             out!("mean loss: {:.6}", report.mean_loss);
             Ok(())
@@ -292,17 +296,25 @@ fn run(cli: Cli) -> Result<(), Error> {
 }
 
 /// Progress on stderr: a bar with loss, throughput and ETA when stderr is a terminal;
-/// otherwise only the trainable-parameter line.
+/// otherwise only the trainable-parameter line. Throughput and ETA count from the end of the
+/// first step, which also builds the pipelines.
 struct TerminalProgress {
     bar: Option<ProgressBar>,
     tty: bool,
-    started: Instant,
-    images: usize,
+    /// When the first step ended, and the images since.
+    since_first: Option<(Instant, usize)>,
 }
 
 impl TerminalProgress {
     fn new() -> Self {
-        TerminalProgress { bar: None, tty: std::io::stderr().is_terminal(), started: Instant::now(), images: 0 }
+        TerminalProgress { bar: None, tty: std::io::stderr().is_terminal(), since_first: None }
+    }
+
+    fn bar(&mut self, total: usize, template: &str) -> &ProgressBar {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+        self.since_first = None;
+        self.bar.insert(bar)
     }
 }
 
@@ -310,24 +322,47 @@ impl cli::Progress for TerminalProgress {
     fn started(&mut self, summary: &str, steps: usize) {
         eprintln!("{summary}");
         if self.tty {
-            let bar = ProgressBar::new(steps as u64);
-            let style = ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
-            bar.set_style(style);
-            self.bar = Some(bar);
+            self.bar(steps, "{bar:30} {pos}/{len} steps  {msg}");
         }
-        self.started = Instant::now();
     }
 
     fn step(&mut self, r: &StepReport) {
-        self.images += r.images;
-        if let Some(bar) = &self.bar {
-            let rate = self.images as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("loss {:.4}  {rate:.1} img/s", r.loss));
-            bar.set_position(r.step as u64 + 1);
-            if r.step + 1 == r.steps {
-                bar.finish_and_clear();
+        let Some(bar) = &self.bar else { return };
+        bar.set_position(r.step as u64 + 1);
+        match &mut self.since_first {
+            None => {
+                self.since_first = Some((Instant::now(), 0));
+                bar.reset_eta();
+                bar.set_message(format!("loss {:.4}", r.loss));
             }
+            Some((start, images)) => {
+                *images += r.images;
+                let seconds = start.elapsed().as_secs_f64().max(1e-9);
+                let eta = seconds / (r.step as f64) * (r.steps - r.step - 1) as f64;
+                bar.set_message(format!(
+                    "loss {:.4}  {:.1} img/s  ETA {}",
+                    r.loss,
+                    *images as f64 / seconds,
+                    HumanDuration(std::time::Duration::from_secs_f64(eta))
+                ));
+            }
+        }
+        if r.step + 1 == r.steps {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn evaluated(&mut self, images: usize, total: usize) {
+        if !self.tty {
+            return;
+        }
+        let bar = match &self.bar {
+            Some(bar) if !bar.is_finished() && bar.length() == Some(total as u64) => bar.clone(),
+            _ => self.bar(total, "{bar:30} {pos}/{len} images evaluated  ETA {eta}").clone(),
+        };
+        bar.set_position(images as u64);
+        if images >= total {
+            bar.finish_and_clear();
         }
     }
 }
@@ -347,6 +382,7 @@ fn info() -> Result<(), Error> {
     out!("  max_compute_workgroups_per_dimension {}", l.max_compute_workgroups_per_dimension);
     out!("  max_storage_buffers_per_shader_stage {}", l.max_storage_buffers_per_shader_stage);
     out!("  max_immediate_size                   {}", l.max_immediate_size);
-    out!("features: {:?}", gpu.features());
+    let names: Vec<&str> = gpu.features().iter_names().map(|(name, _)| name).collect();
+    out!("features: {}", if names.is_empty() { "none beyond WebGPU's".to_string() } else { names.join(", ") });
     Ok(())
 }

@@ -102,6 +102,9 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
     if options.held_out == Some(0) {
         return Err(Error::invalid("held-out images", "must be at least 1"));
     }
+    if let Some(path) = &options.svg {
+        crate::io::paths::check_output_file(path, "--svg")?; // before minutes of training
+    }
     let base = model::pretrained()?;
     let train_set = digits::split(Task::FineTune, Part::Train)?;
     let held_out = digits::take(digits::split(Task::FineTune, Part::HeldOut)?, options.held_out)?;
@@ -124,9 +127,16 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
             seed: options.seed,
             cosine: false,
         };
+        let started = std::time::Instant::now();
         let mut show = |step: usize, loss: f32| {
             if options.progress && (step % 10 == 9 || step + 1 == options.steps) {
-                eprint!("\r  {:<10} step {:>5}/{}  loss {loss:.4}   ", method.name(), step + 1, options.steps);
+                let rate = ((step + 1) * options.batch_size) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                eprint!(
+                    "\r  {:<10} step {:>5}/{}  loss {loss:.4}  {rate:.0} img/s   ",
+                    method.name(),
+                    step + 1,
+                    options.steps
+                );
             }
         };
         let o = methods::fine_tune(&gpu, &base, method, &train_set, &held_out, fit, &mut show)?;

@@ -195,19 +195,38 @@ impl Gpu {
 
 fn pick_adapter(instance: &wgpu::Instance, options: &GpuOptions) -> Result<wgpu::Adapter> {
     let filter = options.adapter_name.as_ref().map(|s| s.to_lowercase());
-    let describe = || match &options.adapter_name {
-        Some(name) => format!(" matching PEFT_WGPU_ADAPTER=\"{name}\""),
-        None => String::new(),
+    let all = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+    let restricted = options.backends != all;
+    let describe = || {
+        let mut d = match &options.adapter_name {
+            Some(name) => format!(" matching PEFT_WGPU_ADAPTER=\"{name}\""),
+            None => String::new(),
+        };
+        if restricted {
+            let names: Vec<&str> =
+                [(wgpu::Backends::VULKAN, "Vulkan"), (wgpu::Backends::METAL, "Metal"), (wgpu::Backends::DX12, "DX12")]
+                    .into_iter()
+                    .filter(|(b, _)| options.backends.contains(*b))
+                    .map(|(_, n)| n)
+                    .collect();
+            d.push_str(&format!(" on {} (PEFT_WGPU_BACKEND)", names.join(", ")));
+        }
+        d
     };
     let mut adapters: Vec<wgpu::Adapter> = pollster::block_on(instance.enumerate_adapters(options.backends))
         .into_iter()
         .filter(|a| filter.as_ref().is_none_or(|f| a.get_info().name.to_lowercase().contains(f)))
         .collect();
     if adapters.is_empty() {
-        let hint = if filter.is_some() {
-            let names: Vec<String> = pollster::block_on(instance.enumerate_adapters(options.backends))
+        let hint = if filter.is_some() || restricted {
+            // Every backend's adapters, from an instance not limited to the chosen ones.
+            let everything = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends: all,
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            });
+            let names: Vec<String> = pollster::block_on(everything.enumerate_adapters(all))
                 .iter()
-                .map(|a| a.get_info().name)
+                .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend))
                 .collect();
             format!("adapters present: [{}]", names.join(", "))
         } else {
