@@ -38,7 +38,7 @@ pub struct TrainArgs {
     /// Optimizer steps.
     pub steps: Option<usize>,
     /// Passes over the data (when `steps` is not given; default 1).
-    pub epochs: Option<usize>,
+    pub epochs: Option<f64>,
     /// Images per step.
     pub batch_size: usize,
     /// Learning rate.
@@ -226,7 +226,11 @@ fn check_optimizer(lr: f64, optimizer: &OptimizerKind) -> Result<()> {
 pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutcome> {
     at_least_one("--batch-size", Some(args.batch_size))?;
     at_least_one("--steps", args.steps)?;
-    at_least_one("--epochs", args.epochs)?;
+    if let Some(e) = args.epochs
+        && !(e.is_finite() && e > 0.0)
+    {
+        return Err(Error::invalid("--epochs", format!("must be a positive number, got {e}")));
+    }
     check_optimizer(args.lr, &args.optimizer)?;
     if holds_model(&args.out) {
         return Err(Error::invalid(
@@ -268,11 +272,16 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     let steps = match (args.steps, args.epochs) {
         (Some(s), _) => s,
         (None, e) => {
-            let epochs = e.unwrap_or(1);
-            let images = epochs.checked_mul(data.len()).ok_or_else(|| {
-                Error::invalid("--epochs", format!("{epochs} passes over {} images is too many", data.len()))
-            })?;
-            images.div_ceil(args.batch_size)
+            // ceil(E·N/B) steps, at least one: the images E passes cover, in full batches.
+            let epochs = e.unwrap_or(1.0);
+            let steps = (epochs * data.len() as f64 / args.batch_size as f64).ceil();
+            if steps > (1u64 << 40) as f64 {
+                return Err(Error::invalid(
+                    "--epochs",
+                    format!("{epochs} passes over {} images is too many steps", data.len()),
+                ));
+            }
+            (steps as usize).max(1)
         }
     };
     let tokens = tokens(model, Some(&adapter));

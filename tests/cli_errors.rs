@@ -348,8 +348,10 @@ fn bad_numbers_are_refused_before_gpu_work() {
     let with = |extra: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(extra.iter().copied()).collect() };
     fails(&with(&["--batch-size", "0"]), USAGE, &["--batch-size", "at least 1"]);
     fails(&with(&["--steps", "0"]), USAGE, &["--steps", "at least 1"]);
-    fails(&with(&["--epochs", "0"]), USAGE, &["--epochs", "at least 1"]);
-    fails(&with(&["--epochs", "18446744073709551615"]), USAGE, &["--epochs", "too many"]);
+    fails(&with(&["--epochs", "0"]), USAGE, &["--epochs", "positive"]);
+    fails(&with(&["--epochs=-1.5"]), USAGE, &["--epochs", "-1.5"]);
+    fails(&with(&["--epochs", "NaN"]), USAGE, &["--epochs", "NaN"]);
+    fails(&with(&["--epochs", "1e30"]), USAGE, &["--epochs", "too many"]);
     fails(&with(&["--lr", "0"]), USAGE, &["--lr", "positive"]);
     fails(&with(&["--lr=-0.1"]), USAGE, &["--lr", "-0.1"]);
     fails(&with(&["--lr", "inf"]), USAGE, &["--lr", "inf"]);
@@ -361,7 +363,7 @@ fn bad_numbers_are_refused_before_gpu_work() {
     // Flag errors found by the parser: the same one-line form, naming the flag.
     fails(&["train", "--model", m], USAGE, &["required", "--data", "--out"]);
     fails(&with(&["--steps", "-3"]), USAGE, &["-3"]);
-    fails(&with(&["--epochs", "0.5"]), USAGE, &["--epochs", "0.5"]);
+    fails(&with(&["--epochs", "half"]), USAGE, &["--epochs", "half"]);
     fails(&with(&["--bogus"]), USAGE, &["--bogus"]);
     fails(&with(&["--steps", "2", "--epochs", "1"]), USAGE, &["--steps", "--epochs"]);
     assert!(!out.exists(), "a failed run created --out");
@@ -683,5 +685,28 @@ fn an_adapter_another_run_saved_meanwhile_is_not_overwritten_without_force() {
     let err = peft_wgpu::cli::train(&args, &mut OtherRun(out.clone())).expect_err("the other run's adapter is kept");
     assert!(err.to_string().contains("another run") && err.to_string().contains("--force"), "{err}");
     assert_eq!(snapshot(&out), snapshot(&fixture("adapters/flora")), "the other run's adapter is untouched");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn fractional_epochs_run_the_steps_they_cover() {
+    let dir = scratch("epochs");
+    let data = good_data(&dir);
+    let (model, lora) = (fixture("vit_tiny"), fixture("adapters/lora_v4"));
+    let n = peft_wgpu::io::Dataset::load(&data).expect("data").len();
+    for (epochs, batch) in [("0.5", 3), ("2.5", 4), ("0.01", 2)] {
+        let out = dir.join(format!("out-{epochs}"));
+        let args = ["train", "--model", s(&model), "--init", s(&lora), "--data", s(&data), "--out", s(&out)];
+        let batch_text = batch.to_string();
+        let extra = ["--epochs", epochs, "--batch-size", batch_text.as_str(), "--optimizer", "sgd"];
+        let stdout = succeeds(&args.into_iter().chain(extra).collect::<Vec<_>>());
+        let e: f64 = epochs.parse().expect("number");
+        let steps = ((e * n as f64 / batch as f64).ceil() as usize).max(1);
+        let plural = if steps == 1 { "" } else { "s" };
+        assert!(
+            stdout.contains(&format!("trained {steps} step{plural},")),
+            "--epochs {epochs}, B {batch}, N {n}: {stdout}"
+        );
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

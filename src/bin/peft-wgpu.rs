@@ -59,10 +59,11 @@ enum Command {
         /// Optimizer steps.
         #[arg(long, allow_negative_numbers = true, conflicts_with = "epochs")]
         steps: Option<usize>,
-        /// Passes over the data (default 1 when --steps is not given): ceil(E·N/B) steps of
-        /// full batches, so when B does not divide N the last batch wraps to the start.
+        /// Passes over the data, fractions allowed (default 1 when --steps is not given):
+        /// ceil(E·N/B) steps of full batches, so when B does not divide N the last batch wraps
+        /// to the start.
         #[arg(long, allow_negative_numbers = true)]
-        epochs: Option<usize>,
+        epochs: Option<f64>,
         /// Images per step.
         #[arg(long, allow_negative_numbers = true, default_value_t = 32)]
         batch_size: usize,
