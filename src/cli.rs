@@ -131,14 +131,16 @@ fn refuse_other_type(config_path: &Path, init: &Path) -> Result<()> {
     if !own.is_file() {
         return Ok(()); // a folder of weights only: the tensors are checked against the config
     }
-    let (given, found) = (AdapterConfig::read(config_path)?.peft_type(), AdapterConfig::read(&own)?.peft_type());
-    if given != found {
+    // Only the folder's `peft_type`: the rest of its config is overridden by --adapter-config.
+    let found = JsonFile::read(&own)?.opt_string("peft_type")?;
+    let given = AdapterConfig::read(config_path)?.peft_type();
+    if let Some(found) = found.filter(|f| f != given.as_str()) {
         return Err(Error::invalid(
             "--init",
             format!(
                 "{} holds a {} adapter, but --adapter-config {} is {}",
                 init.display(),
-                found.as_str(),
+                found,
                 config_path.display(),
                 given.as_str()
             ),
@@ -164,14 +166,19 @@ fn read_model(dir: &Path) -> Result<VitWeights> {
 /// Refuses a batch of `batch` images whose largest tensor could not be one buffer (before the
 /// GPU is known: 2³² − 1 elements; with it: the device's limit), saying how many images fit.
 /// The largest tensor per image is the images themselves, an MLP activation
-/// (`tokens × intermediate_size`) or the attention scores (`heads × tokens²`); `tokens`
-/// counts the adapter's prompt tokens too.
+/// (`tokens × intermediate_size`) or, where attention is not fused (on GPUs), the attention
+/// scores (`heads × tokens²`); `tokens` counts prompt tokens too.
 fn check_batch(model: &VitConfig, tokens: usize, data: &Dataset, batch: usize, gpu: Option<&Gpu>) -> Result<()> {
     let [_, c, h, w] = data.shape;
+    let fused_attention = gpu.is_none_or(|g| {
+        g.adapter_info().device_type == wgpu::DeviceType::Cpu
+            && crate::ops::attention::attention_fits(model.hidden_size, model.num_attention_heads)
+    });
+    let scores = if fused_attention { 0 } else { model.num_attention_heads };
     let per_image = [
         (c as u64).saturating_mul(h as u64).saturating_mul(w as u64),
         (tokens as u64).saturating_mul(model.intermediate_size.max(model.hidden_size) as u64),
-        (model.num_attention_heads as u64).saturating_mul((tokens as u64).saturating_mul(tokens as u64)),
+        (scores as u64).saturating_mul((tokens as u64).saturating_mul(tokens as u64)),
     ]
     .into_iter()
     .max()
@@ -190,13 +197,14 @@ fn check_batch(model: &VitConfig, tokens: usize, data: &Dataset, batch: usize, g
     }
 }
 
-/// Tokens per image: the model's and the adapter's prompt tokens.
-fn tokens(model: &VitConfig, adapter: Option<&AdapterInput>) -> usize {
+/// Tokens per image: the model's, a merged model's prompts and the adapter's prompt tokens.
+fn tokens(weights: &VitWeights, adapter: Option<&AdapterInput>) -> usize {
     let prompts = match adapter.map(|a| &a.config.kind) {
         Some(AdapterKind::Rlp(c)) => c.num_prompt_tokens,
         _ => 0,
     };
-    model.tokens() + prompts
+    let merged = weights.prompts.as_ref().map_or(0, |p| p.shape[0]);
+    weights.config.tokens() + merged + prompts
 }
 
 fn at_least_one(flag: &str, value: Option<usize>) -> Result<()> {
@@ -274,17 +282,21 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         (None, e) => {
             // ceil(E·N/B) steps, at least one: the images E passes cover, in full batches.
             let epochs = e.unwrap_or(1.0);
-            let steps = (epochs * data.len() as f64 / args.batch_size as f64).ceil();
-            if steps > (1u64 << 40) as f64 {
+            let images = epochs * data.len() as f64;
+            if images > (1u64 << 50) as f64 {
                 return Err(Error::invalid(
                     "--epochs",
                     format!("{epochs} passes over {} images is too many steps", data.len()),
                 ));
             }
-            (steps as usize).max(1)
+            // E·N images, rounded where the product is a whole number but for f64's error
+            // (1.1 × 100 is 110.00000000000001), then full batches.
+            let whole = images.round();
+            let images = if (images - whole).abs() <= 1e-9 * whole.max(1.0) { whole } else { images.ceil() };
+            (images as usize).div_ceil(args.batch_size).max(1)
         }
     };
-    let tokens = tokens(model, Some(&adapter));
+    let tokens = tokens(&weights, Some(&adapter));
     check_batch(model, tokens, &data, args.batch_size, None)?;
 
     let gpu = Gpu::new()?;
@@ -323,9 +335,14 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     let eval = match &eval_data {
         Some(d) => {
             let batch = args.batch_size.min(d.len());
+            let saved = |e: Error| Error::After {
+                done: format!("adapter saved to {}", args.out.display()),
+                source: Box::new(e),
+            };
             let report =
-                evaluate_with_progress(&gpu, &vit, Some(&adapter), d, batch, &mut |i, n| progress.evaluated(i, n))?;
-            check_logits(&report, d)?;
+                evaluate_with_progress(&gpu, &vit, Some(&adapter), d, batch, &mut |i, n| progress.evaluated(i, n))
+                    .map_err(saved)?;
+            check_logits(&report, d).map_err(saved)?;
             Some(report)
         }
         None => None,
@@ -352,7 +369,7 @@ pub fn eval(
     let labels = adapter.as_ref().map_or(weights.config.num_labels, |a| a.labels);
     let data = read_data(data, "--data", &weights.config, labels)?;
     let batch = batch_size.min(data.len());
-    let tokens = tokens(&weights.config, adapter.as_ref());
+    let tokens = tokens(&weights, adapter.as_ref());
     check_batch(&weights.config, tokens, &data, batch, None)?;
 
     let gpu = Gpu::new()?;

@@ -146,6 +146,15 @@ pub enum Error {
         /// The value (NaN or inf).
         value: f32,
     },
+    /// A step after others that succeeded failed; `done` says what was done (e.g. where the
+    /// adapter was saved) so the user does not repeat it.
+    #[error("{done}, but then: {source}")]
+    After {
+        /// What succeeded before the failure.
+        done: String,
+        /// The failure.
+        source: Box<Error>,
+    },
     /// The last step's update diverged (no later loss shows it).
     #[error(
         "the update of step {} (the last, counting from 1) diverged: {what}; the adapter is left as it was \
@@ -208,6 +217,7 @@ impl Error {
             | Error::TensorMismatch { .. }
             | Error::Config { .. } => ErrorKind::Input,
             Error::NonFiniteLoss { .. } | Error::DivergedUpdate { .. } => ErrorKind::Training,
+            Error::After { source, .. } => source.kind(),
         }
     }
 

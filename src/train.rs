@@ -116,7 +116,9 @@ pub fn check_inputs(vit: &Vit, labels: usize, data: &Dataset, batch_size: usize)
 
 /// Trains `adapter` on `data` for `options.steps` steps; `on_step` sees every step. The loss
 /// of every step is checked: a non-finite one stops the run with an error naming the step,
-/// and the adapter is left as it was before that step.
+/// and the adapter is left as it was before that step. The last update, which no later loss
+/// shows, is checked by the parameters it made and the loss they give on its batch
+/// ([`Error::DivergedUpdate`]).
 ///
 /// The device never waits for the host between steps: step `t`'s loss is read back (and
 /// checked, and reported to `on_step`) only once step `t + 1` has been submitted. Before

@@ -125,6 +125,22 @@ fn a_target_named_only_in_the_naming_peft_did_not_use_is_left_out_as_peft_does()
         assert_eq!(contents(&gpu, &a), contents(&gpu, &plain), "{name} + {extra}: tensors");
         assert_eq!(logits(&gpu, &vit, Some(&a), &x), logits(&gpu, &vit, Some(&plain), &x), "{name} + {extra}");
     }
+    // A file with no layer tensors at all: PEFT under transformers 4 given
+    // ["projection", "q_proj"] adapts only the patch embedding.
+    let conv = json!({"peft_type": "LORA", "r": 2, "target_modules": ["projection"]});
+    let plain = perturbed(&gpu, &vit, &conv, 5, 0.3, &scratch("conv_only_source"));
+    let saved = scratch("conv_only");
+    plain.save(&gpu, &saved).unwrap();
+    let dir = scratch("conv_only_plus_q_proj");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = TensorFile::open(&saved.join(WEIGHTS_FILE)).unwrap();
+    let tensors: Vec<(String, HostTensor)> = file.keys().map(|k| (k.to_string(), file.f32(k).unwrap())).collect();
+    let list: Vec<(String, &HostTensor)> = tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
+    st::write(&dir.join(WEIGHTS_FILE), &list, None).unwrap();
+    let cfg = json!({"peft_type": "LORA", "r": 2, "target_modules": ["projection", "q_proj"]});
+    std::fs::write(dir.join(CONFIG_FILE), cfg.to_string()).unwrap();
+    let a = Adapter::load(&gpu, &dir, &vit).unwrap_or_else(|e| panic!("projection only: {e}"));
+    assert_eq!(logits(&gpu, &vit, Some(&a), &x), logits(&gpu, &vit, Some(&plain), &x), "projection only");
     // A target in the file's own naming still needs its tensors.
     let dir = with_targets("lora_v4", "key", "lora_v4_plus_key");
     let e = Adapter::load(&gpu, &dir, &vit).err().expect("`key` has no tensors in a transformers-4 file");

@@ -307,7 +307,9 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
     if let Some(v) = j.get("layers_pattern").filter(|v| is_set(v)) {
         let names: Vec<&str> = match v {
             Value::String(s) => vec![s.as_str()],
-            Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+            Value::Array(items) if items.iter().all(Value::is_string) => {
+                items.iter().filter_map(Value::as_str).collect()
+            }
             _ => Vec::new(),
         };
         if names.is_empty() || names.iter().any(|n| !matches!(*n, "layer" | "layers")) {

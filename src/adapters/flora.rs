@@ -44,6 +44,9 @@ pub fn ranks(r: &FloraRank, dims: &[usize]) -> std::result::Result<Vec<usize>, S
 pub(crate) fn build(cfg: &FloraConfig, build: &mut Build<'_>) -> Result<Vec<FloraModule>> {
     let layers = build.model.num_hidden_layers;
     let mut modules = Vec::new();
+    // The first module left out because the file has no tensors for it (see
+    // `Build::left_out_by_file`): when that leaves nothing, the file is more likely broken.
+    let mut left_out: Option<String> = None;
     for (module, matched) in cfg.target_modules.resolve(layers, build.config_path)? {
         if build.saved.contains(&module) {
             continue;
@@ -56,6 +59,8 @@ pub(crate) fn build(cfg: &FloraConfig, build: &mut Build<'_>) -> Result<Vec<Flor
         })?;
         let named_under = |n: Naming| cfg.target_modules.matches_under(module, n);
         if build.left_out_by_file(module, named_under, "flora_core") {
+            let naming = build.key_naming(module, named_under, "flora_core");
+            left_out.get_or_insert_with(|| format!("{PEFT_PREFIX}{}.flora_core", module.path(naming)));
             continue;
         }
         let naming = build.key_naming(module, named_under, "flora_core");
@@ -71,6 +76,11 @@ pub(crate) fn build(cfg: &FloraConfig, build: &mut Build<'_>) -> Result<Vec<Flor
             })
             .collect::<Result<Vec<_>>>()?;
         modules.push(FloraModule { module, core, factors, scale: cfg.scale as f32 });
+    }
+    if modules.is_empty()
+        && let Some(key) = left_out
+    {
+        return Err(Error::MissingTensor { path: build.weights_path(), key });
     }
     if modules.is_empty() {
         return Err(Error::Config {

@@ -38,6 +38,9 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         });
     }
     let mut modules = Vec::new();
+    // The first module left out because the file has no tensors for it (see
+    // `Build::left_out_by_file`): when that leaves nothing, the file is more likely broken.
+    let mut left_out: Option<String> = None;
     for (module, matched) in cfg.target_modules.resolve(layers, build.config_path)? {
         if build.saved.contains(&module) {
             continue; // PEFT never adapts a module it also saves.
@@ -60,6 +63,8 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         let fan_in: usize = a_shape[1..].iter().product();
         let named_under = |n: Naming| cfg.target_modules.matches_under(module, n);
         if build.left_out_by_file(module, named_under, "lora_A.weight") {
+            let naming = build.key_naming(module, named_under, "lora_A.weight");
+            left_out.get_or_insert_with(|| format!("{PEFT_PREFIX}{}.lora_A.weight", module.path(naming)));
             continue;
         }
         let naming = build.key_naming(module, named_under, "lora_A.weight");
@@ -75,6 +80,11 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         let a = build.trainable(&format!("{stem}.lora_A.weight"), &a_shape, a_init)?;
         let b = build.trainable(&format!("{stem}.lora_B.weight"), &b_shape, b_init)?;
         modules.push(LoraModule { module, a, b, scale: cfg.scaling(r, alpha) as f32, dropout: cfg.lora_dropout });
+    }
+    if modules.is_empty()
+        && let Some(key) = left_out
+    {
+        return Err(Error::MissingTensor { path: build.weights_path(), key });
     }
     if modules.is_empty() {
         return Err(Error::Config {

@@ -155,17 +155,17 @@ impl Build<'_> {
     }
 
     /// Whether a file left `module` out the way PEFT does: the module's target names it only
-    /// under a naming the file's keys do not use while they use the other one, and the file has
-    /// no `<path>.<leaf>` for it. PEFT sees one naming (its transformers version's), so a
-    /// config such as `["q_proj", "value"]` adapts only `q_proj` under transformers 5.
+    /// under namings none of the file's layer keys use, and the file has no `<path>.<leaf>`
+    /// for it. PEFT sees one naming (its transformers version's), so a config such as
+    /// `["q_proj", "value"]` adapts only `q_proj` under transformers 5, and
+    /// `["projection", "q_proj"]` only the patch embedding under transformers 4.
     pub(crate) fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool, leaf: &str) -> bool {
         if !self.source.is_file() || !matches!(module, ModuleId::Layer(..)) {
             return false;
         }
         let has = |n: Naming| self.source.has(&format!("{PEFT_PREFIX}{}.{leaf}", module.path(n)));
         let uses = |n: Naming| self.file_namings.contains(&n);
-        !Naming::BOTH.into_iter().any(has)
-            && Naming::BOTH.into_iter().all(|n| !matched(n) || (!uses(n) && uses(n.other())))
+        !Naming::BOTH.into_iter().any(has) && Naming::BOTH.into_iter().all(|n| !matched(n) || !uses(n))
     }
 }
 

@@ -344,7 +344,7 @@ impl cli::Progress for TerminalProgress {
                     "loss {:.4}  {:.1} img/s  ETA {}",
                     r.loss,
                     *images as f64 / seconds,
-                    HumanDuration(std::time::Duration::from_secs_f64(eta))
+                    HumanDuration(std::time::Duration::try_from_secs_f64(eta).unwrap_or(std::time::Duration::MAX))
                 ));
             }
         }

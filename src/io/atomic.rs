@@ -171,14 +171,19 @@ pub fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))
 }
 
-/// Creates `dir` when missing and runs `write` in it; if `write` fails in a folder this call
-/// created, the folder is removed again (when empty), so a failed save leaves nothing behind.
+/// Creates `dir` (and missing parents) and runs `write` in it; if `write` fails, the folders
+/// this call created are removed again (those left empty), so a failed save leaves nothing
+/// behind.
 pub fn in_dir<T>(dir: &Path, write: impl FnOnce() -> Result<T>) -> Result<T> {
-    let created = !dir.exists();
+    let made: Vec<&Path> = dir.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
     create_dir(dir)?;
     let result = write();
-    if result.is_err() && created {
-        let _ = std::fs::remove_dir(dir);
+    if result.is_err() {
+        for folder in made {
+            if std::fs::remove_dir(folder).is_err() {
+                break;
+            }
+        }
     }
     result
 }
@@ -215,8 +220,8 @@ mod tests {
         let dir = temp_dir("in_dir");
         let fail = || -> Result<()> { Err(Error::invalid("--out", "no space")) };
         let new = dir.join("new");
-        assert!(in_dir(&new, fail).is_err());
-        assert!(!new.exists(), "the folder made for a failed write is gone");
+        assert!(in_dir(&new.join("deeper"), fail).is_err());
+        assert!(!new.exists(), "the folders made for a failed write are gone");
         assert!(in_dir(&dir, fail).is_err());
         assert!(dir.is_dir(), "a folder that was there stays");
         in_dir(&new, || write_all(&[(new.join("f"), b"x".to_vec())])).expect("write");

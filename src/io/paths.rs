@@ -73,8 +73,10 @@ fn existing_ancestor(path: &Path, flag: &str) -> Result<PathBuf> {
         match std::fs::metadata(p) {
             Ok(_) => return Ok(p.to_path_buf()),
             Err(e) if std::fs::symlink_metadata(p).is_ok() => {
-                let why =
-                    if e.kind() == std::io::ErrorKind::NotFound { "leads nowhere".to_string() } else { e.to_string() };
+                let why = match e.kind() {
+                    std::io::ErrorKind::NotFound => "leads nowhere".to_string(),
+                    _ => format!("cannot be followed ({e})"),
+                };
                 return Err(Error::invalid(flag, format!("{} is a symbolic link that {why}", p.display())));
             }
             Err(_) => {}

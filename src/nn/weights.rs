@@ -95,8 +95,14 @@ impl VitWeights {
             }
             tensors.insert(key, file.f32_shaped(&name, &shape)?);
         }
-        let prompt_file = placed.get(PROMPT_KEY).map(|&i| &files[i]).filter(|f| f.contains(PROMPT_KEY));
-        let prompts = match prompt_file.or_else(|| files.iter().find(|f| f.contains(PROMPT_KEY))) {
+        let prompt_file = match placed.get(PROMPT_KEY) {
+            Some(&i) if !files[i].contains(PROMPT_KEY) => {
+                return Err(Error::MissingTensor { path: files[i].path().to_path_buf(), key: PROMPT_KEY.into() });
+            }
+            Some(&i) => Some(&files[i]),
+            None => files.iter().find(|f| f.contains(PROMPT_KEY)),
+        };
+        let prompts = match prompt_file {
             None => None,
             Some(f) => {
                 let p = f.f32(PROMPT_KEY)?;
