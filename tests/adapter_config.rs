@@ -137,6 +137,14 @@ fn peft_options_left_off_are_accepted() {
     cfg["layers_pattern"] = json!(["layers"]);
     cfg["init_lora_weights"] = json!("gaussian");
     lora(&cfg);
+    // EVA and orthogonal inits touch only A and B: a trained adapter loads, a fresh one is
+    // refused by name (this crate does not run them).
+    for init in ["eva", "orthogonal"] {
+        cfg["init_lora_weights"] = json!(init);
+        lora(&cfg);
+        let e = adapted(&cfg).expect_err("a fresh EVA adapter");
+        assert!(e.to_string().contains("`init_lora_weights`") && e.to_string().contains(init), "{e}");
+    }
 }
 
 #[test]

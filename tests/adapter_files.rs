@@ -141,6 +141,15 @@ fn a_target_named_only_in_the_naming_peft_did_not_use_is_left_out_as_peft_does()
     std::fs::write(dir.join(CONFIG_FILE), cfg.to_string()).unwrap();
     let a = Adapter::load(&gpu, &dir, &vit).unwrap_or_else(|e| panic!("projection only: {e}"));
     assert_eq!(logits(&gpu, &vit, Some(&a), &x), logits(&gpu, &vit, Some(&plain), &x), "projection only");
+    // An adapter PEFT trained from an EVA init loads as the LoRA it is.
+    let dir = with_targets("lora_v5", "q_proj", "lora_v5_eva");
+    let path = dir.join(CONFIG_FILE);
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cfg["init_lora_weights"] = json!("eva");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let a = Adapter::load(&gpu, &dir, &vit).unwrap_or_else(|e| panic!("eva: {e}"));
+    let plain = Adapter::load(&gpu, &fixtures().join("adapters/lora_v5"), &vit).unwrap();
+    assert_eq!(logits(&gpu, &vit, Some(&a), &x), logits(&gpu, &vit, Some(&plain), &x), "eva");
     // A target in the file's own naming still needs its tensors.
     let dir = with_targets("lora_v4", "key", "lora_v4_plus_key");
     let e = Adapter::load(&gpu, &dir, &vit).err().expect("`key` has no tensors in a transformers-4 file");

@@ -68,6 +68,9 @@ pub enum LoraInit {
     Gaussian,
     /// `false`: both as a fresh `nn.Linear` (uniform on `±1/√fan_in`), so not an identity.
     Random,
+    /// `"eva"` or `"orthogonal"`: inits that touch only `A` and `B` but need data or a
+    /// procedure this crate does not run; a trained adapter loads, a fresh one is refused.
+    LoadOnly(&'static str),
 }
 
 /// Rank of a FLoRA core: one for every mode, or one per mode.
@@ -320,10 +323,12 @@ fn lora(j: &JsonFile) -> Result<LoraConfig> {
         None | Some(Value::Null | Value::Bool(true)) => LoraInit::Default,
         Some(Value::Bool(false)) => LoraInit::Random,
         Some(Value::String(s)) if s == "gaussian" => LoraInit::Gaussian,
+        Some(Value::String(s)) if s == "eva" => LoraInit::LoadOnly("eva"),
+        Some(Value::String(s)) if s == "orthogonal" => LoraInit::LoadOnly("orthogonal"),
         Some(v) => {
             return Err(j.error(
                 "init_lora_weights",
-                format!("is {v}; only true, false and \"gaussian\" are supported (PiSSA, OLoRA, LoftQ, CorDA and EVA change the base weights or need data)"),
+                format!("is {v}; only true, false and \"gaussian\" are supported (and \"eva\" or \"orthogonal\" for a trained adapter; PiSSA, OLoRA, LoftQ and CorDA change the base weights)"),
             ));
         }
     };

@@ -76,6 +76,17 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
             LoraInit::Default => (kaiming(fan_in), Init::Zeros),
             LoraInit::Gaussian => (Init::Normal { mean: 0.0, std: 1.0 / r as f64 }, Init::Zeros),
             LoraInit::Random => (kaiming(fan_in), kaiming(r)),
+            LoraInit::LoadOnly(name) if !build.is_file() => {
+                return Err(Error::Config {
+                    path: build.config_path.to_path_buf(),
+                    key: "init_lora_weights".into(),
+                    message: format!(
+                        "is \"{name}\", which needs data or a procedure this crate does not run; start from true, \
+                         false or \"gaussian\" (an adapter trained with it loads)"
+                    ),
+                });
+            }
+            LoraInit::LoadOnly(_) => (Init::Zeros, Init::Zeros), // read from the file
         };
         let a = build.trainable(&format!("{stem}.lora_A.weight"), &a_shape, a_init)?;
         let b = build.trainable(&format!("{stem}.lora_B.weight"), &b_shape, b_init)?;
