@@ -7,18 +7,21 @@
 //! input is reported by name, quickly, even on a machine without one. Outputs are written
 //! atomically, and an existing adapter is never replaced without `--force`.
 
+mod checks;
+mod inputs;
+
+use checks::{at_least_one, check_batch, check_logits, check_optimizer, refuse_overwriting_inputs};
+use inputs::{AdapterInput, read_data, read_model, refuse_other_type, tokens};
+
 use std::path::{Path, PathBuf};
 
-use crate::adapters::{
-    Adapter, AdapterConfig, AdapterKind, CONFIG_FILE, PeftType, WEIGHTS_FILE, finish_interrupted_save,
-};
+use crate::adapters::{CONFIG_FILE, PeftType, WEIGHTS_FILE, finish_interrupted_save};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT};
-use crate::io::Dataset;
+use crate::gpu::Gpu;
 use crate::io::json::JsonFile;
 use crate::io::paths::{check_output_dir, check_output_file, expect_dir, expect_file};
-use crate::io::safetensors::{self as st, HostTensor, TensorFile};
-use crate::nn::{Vit, VitConfig, VitWeights};
+use crate::io::safetensors::{self as st, HostTensor};
+use crate::nn::Vit;
 use crate::optim::OptimizerKind;
 use crate::train::{BatchOrder, EvalReport, StepReport, TrainOptions, evaluate_with_progress, train as train_loop};
 
@@ -86,148 +89,6 @@ pub struct TrainOutcome {
     pub summary: String,
     /// Results on `--eval-data`, when given.
     pub eval: Option<EvalReport>,
-}
-
-/// An adapter's config and tensors read and checked against a model, before any GPU work.
-struct AdapterInput {
-    config: AdapterConfig,
-    config_path: PathBuf,
-    /// `None` for a fresh adapter.
-    weights: Option<TensorFile>,
-    /// Labels of the adapted classifier.
-    labels: usize,
-}
-
-impl AdapterInput {
-    /// Reads `config_path` and, when given, the weights file, and checks them against `model`.
-    fn read(config_path: &Path, weights: Option<&Path>, model: &VitConfig) -> Result<AdapterInput> {
-        let config = AdapterConfig::read(config_path)?;
-        let weights = weights.map(TensorFile::open).transpose()?;
-        let labels = Adapter::check(config.clone(), config_path, weights.as_ref(), model)?;
-        Ok(AdapterInput { config, config_path: config_path.to_path_buf(), weights, labels })
-    }
-
-    /// The adapter folder `dir` (its config and weights).
-    fn folder(dir: &Path, flag: &str, model: &VitConfig) -> Result<AdapterInput> {
-        expect_dir(dir, &format!("an adapter folder for {flag}"), CONFIG_FILE)?;
-        finish_interrupted_save(dir)?;
-        expect_file(&dir.join(WEIGHTS_FILE), "the adapter's tensors")?;
-        AdapterInput::read(&dir.join(CONFIG_FILE), Some(&dir.join(WEIGHTS_FILE)), model)
-    }
-
-    /// Uploads the adapter.
-    fn build(self, gpu: &Gpu, vit: &Vit, seed: u64) -> Result<Adapter> {
-        match &self.weights {
-            Some(file) => Adapter::from_file(gpu, self.config, &self.config_path, file, vit),
-            None => Adapter::new(gpu, self.config, &self.config_path, vit, seed),
-        }
-    }
-}
-
-/// Refuses `--init DIR` whose own config is of another adapter type than `--adapter-config`:
-/// its tensors could not be those of the given config.
-fn refuse_other_type(config_path: &Path, init: &Path) -> Result<()> {
-    let own = init.join(CONFIG_FILE);
-    if !own.is_file() {
-        return Ok(()); // a folder of weights only: the tensors are checked against the config
-    }
-    // Only the folder's `peft_type`: the rest of its config is overridden by --adapter-config.
-    let found = JsonFile::read(&own)?.opt_string("peft_type")?;
-    let given = AdapterConfig::read(config_path)?.peft_type();
-    if let Some(found) = found.filter(|f| f != given.as_str()) {
-        return Err(Error::invalid(
-            "--init",
-            format!(
-                "{} holds a {} adapter, but --adapter-config {} is {}",
-                init.display(),
-                found,
-                config_path.display(),
-                given.as_str()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Reads a data file named by `flag` and checks it against the model and `labels`.
-fn read_data(path: &Path, flag: &str, model: &VitConfig, labels: usize) -> Result<Dataset> {
-    expect_file(path, &format!("a data file for {flag}"))?;
-    let data = Dataset::load(path)?;
-    data.check_fits(model.num_channels, model.image_size, model.image_size, labels)?;
-    Ok(data)
-}
-
-/// Reads the model folder named by `--model`.
-fn read_model(dir: &Path) -> Result<VitWeights> {
-    expect_dir(dir, "a model folder for --model", "config.json")?;
-    VitWeights::load(dir)
-}
-
-/// Refuses a batch of `batch` images whose largest tensor could not be one buffer (before the
-/// GPU is known: 2³² − 1 elements; with it: the device's limit), saying how many images fit.
-/// The largest tensor per image is the images themselves, an MLP activation
-/// (`tokens × intermediate_size`) or, where attention is not fused (on GPUs), the attention
-/// scores (`heads × tokens²`); `tokens` counts prompt tokens too.
-fn check_batch(model: &VitConfig, tokens: usize, data: &Dataset, batch: usize, gpu: Option<&Gpu>) -> Result<()> {
-    let [_, c, h, w] = data.shape;
-    let fused_attention = gpu.is_none_or(|g| {
-        g.adapter_info().device_type == wgpu::DeviceType::Cpu
-            && crate::ops::attention::attention_fits(model.hidden_size, model.num_attention_heads)
-    });
-    let scores = if fused_attention { 0 } else { model.num_attention_heads };
-    let per_image = [
-        (c as u64).saturating_mul(h as u64).saturating_mul(w as u64),
-        (tokens as u64).saturating_mul(model.intermediate_size.max(model.hidden_size) as u64),
-        (scores as u64).saturating_mul((tokens as u64).saturating_mul(tokens as u64)),
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(1)
-    .saturating_mul(4);
-    let (max, limit) = gpu.map_or((MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT), Gpu::max_tensor_bytes);
-    let bytes = per_image.checked_mul(batch as u64);
-    match bytes {
-        Some(b) if b <= max => Ok(()),
-        _ => Err(Error::TooLarge {
-            what: format!("--batch-size {batch} (at most {} images fit a batch of this model here)", max / per_image),
-            bytes: bytes.unwrap_or(u64::MAX),
-            limit,
-            max,
-        }),
-    }
-}
-
-/// Tokens per image: the model's, a merged model's prompts and the adapter's prompt tokens.
-fn tokens(weights: &VitWeights, adapter: Option<&AdapterInput>) -> usize {
-    let prompts = match adapter.map(|a| &a.config.kind) {
-        Some(AdapterKind::Rlp(c)) => c.num_prompt_tokens,
-        _ => 0,
-    };
-    let merged = weights.prompts.as_ref().map_or(0, |p| p.shape[0]);
-    weights.config.tokens() + merged + prompts
-}
-
-fn at_least_one(flag: &str, value: Option<usize>) -> Result<()> {
-    match value {
-        Some(0) => Err(Error::invalid(flag, "must be at least 1")),
-        _ => Ok(()),
-    }
-}
-
-fn check_optimizer(lr: f64, optimizer: &OptimizerKind) -> Result<()> {
-    if !(lr > 0.0 && (lr as f32).is_finite() && lr as f32 > 0.0) {
-        return Err(Error::invalid("--lr", format!("must be a positive number that fits in f32, got {lr:?}")));
-    }
-    let decay = match *optimizer {
-        OptimizerKind::Sgd { weight_decay } => weight_decay,
-        OptimizerKind::AdamW { weight_decay, .. } => Some(weight_decay),
-    };
-    if let Some(wd) = decay
-        && !(wd >= 0.0 && wd.is_finite())
-    {
-        return Err(Error::invalid("--weight-decay", format!("must be a finite number ≥ 0, got {wd:?}")));
-    }
-    Ok(())
 }
 
 /// `peft-wgpu train`: validates everything, trains, saves the adapter, optionally evaluates.
@@ -384,40 +245,6 @@ pub fn eval(
         st::write(path, &[("logits".to_string(), &t)], None)?;
     }
     Ok(report)
-}
-
-/// Fails, naming the first image, when the model's logits are not finite: an accuracy and a
-/// mean loss computed from them would be meaningless.
-fn check_logits(report: &EvalReport, data: &Dataset) -> Result<()> {
-    let labels = report.labels.max(1);
-    let Some(i) = report.logits.iter().position(|v| !v.is_finite()) else { return Ok(()) };
-    let image = i / labels;
-    let per = data.pixels.len() / data.len().max(1);
-    let largest = data.pixels[image * per..(image + 1) * per].iter().fold(0f32, |m, v| m.max(v.abs()));
-    Err(Error::Format {
-        path: data.path().to_path_buf(),
-        message: format!(
-            "the model's logits for image {image} are {} (its largest pixel magnitude is {largest:e}); \
-             check the data's normalisation, the model and the adapter",
-            report.logits[i]
-        ),
-    })
-}
-
-/// Refuses an output file that is one of the `inputs` (files, or files inside input folders):
-/// writing it would destroy what the run reads.
-fn refuse_overwriting_inputs(out: &Path, flag: &str, inputs: &[&Path]) -> Result<()> {
-    let Ok(target) = out.canonicalize() else { return Ok(()) }; // a new file
-    for input in inputs {
-        let Ok(input) = input.canonicalize() else { continue };
-        if target == input || (input.is_dir() && target.parent() == Some(input.as_path())) {
-            return Err(Error::invalid(
-                flag,
-                format!("{} is an input of this run ({}); choose another file", out.display(), input.display()),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// `peft-wgpu merge`: writes a model folder with the adapter folded in. An `out` that already

@@ -1,0 +1,191 @@
+//! LoRA's part of `adapter_config.json`: PEFT's `LoraConfig` fields that change the maths,
+//! and the PEFT options this crate refuses rather than ignores.
+
+use serde_json::Value;
+
+use super::{MAX_RANK, opt_targets, targets, usize_list};
+use crate::error::Result;
+use crate::io::json::JsonFile;
+use crate::nn::Targets;
+
+/// LoRA settings (PEFT's `LoraConfig`, the parts that change the maths).
+#[derive(Clone, Debug)]
+pub struct LoraConfig {
+    /// Default rank.
+    pub r: usize,
+    /// Default alpha.
+    pub lora_alpha: f64,
+    /// Modules to adapt.
+    pub target_modules: Targets,
+    /// Modules never adapted.
+    pub exclude_modules: Option<Targets>,
+    /// Only these layer indices, when given.
+    pub layers_to_transform: Option<Vec<usize>>,
+    /// Per-module rank overrides: pattern → rank.
+    pub rank_pattern: Vec<(String, usize)>,
+    /// Per-module alpha overrides: pattern → alpha.
+    pub alpha_pattern: Vec<(String, f64)>,
+    /// Dropout on the LoRA input during training (PEFT semantics).
+    pub lora_dropout: f64,
+    /// Scale by `alpha/√r` instead of `alpha/r`.
+    pub use_rslora: bool,
+    /// How a fresh adapter's `A` and `B` start (`init_lora_weights`).
+    pub init: LoraInit,
+}
+
+/// PEFT's `init_lora_weights` choices that touch only `A` and `B`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoraInit {
+    /// `true`: `A` Kaiming-uniform (a = √5), `B = 0`.
+    Default,
+    /// `"gaussian"`: `A ~ N(0, 1/r²)`, `B = 0`.
+    Gaussian,
+    /// `false`: both as a fresh `nn.Linear` (uniform on `±1/√fan_in`), so not an identity.
+    Random,
+    /// `"eva"` or `"orthogonal"`: inits that touch only `A` and `B` but need data or a
+    /// procedure this crate does not run; a trained adapter loads, a fresh one is refused.
+    LoadOnly(&'static str),
+}
+
+/// PEFT matches `rank_pattern`/`alpha_pattern` keys as regular expressions; a key that is not
+/// one is an error naming it rather than a pattern that silently never matches.
+fn check_pattern(j: &JsonFile, field: &str, pattern: &str) -> Result<()> {
+    regex::Regex::new(&format!(r"^(.*\.)?({pattern})$"))
+        .map(|_| ())
+        .map_err(|e| j.error(field, format!("key `{pattern}` is not a valid regular expression: {e}")))
+}
+
+pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
+    if let Some(bias) = j.opt_string("bias")?
+        && bias != "none"
+    {
+        return Err(j.error("bias", format!("is `{bias}`; only \"none\" is supported")));
+    }
+    for (key, what) in
+        [("use_dora", "DoRA"), ("fan_in_fan_out", "fan_in_fan_out (Conv1D layers)"), ("lora_bias", "lora_bias")]
+    {
+        if j.opt_bool(key)?.unwrap_or(false) {
+            return Err(j.error(key, format!("is true; {what} is not supported")));
+        }
+    }
+    // PEFT options that change what the adapter computes or how PEFT loads it are refused
+    // rather than ignored; absent, null, false, [] and {} all mean "not used".
+    for (key, what) in [
+        ("layer_replication", "layer replication"),
+        ("use_qalora", "QALoRA"),
+        ("target_parameters", "LoRA on parameters (`target_parameters`)"),
+        ("trainable_token_indices", "trainable tokens"),
+        ("alora_invocation_tokens", "aLoRA"),
+        ("megatron_config", "Megatron layers"),
+        ("velora_config", "VeLoRA"),
+        ("monteclora_config", "MonteCLoRA"),
+        ("use_bdlora", "BD-LoRA"),
+        ("arrow_config", "Arrow routing"),
+        ("kasa_config", "KaSA"),
+    ] {
+        if j.get(key).is_some_and(is_set) {
+            return Err(j.error(key, format!("is set; {what} is not supported")));
+        }
+    }
+    if let Some(v) = j.get("layers_pattern").filter(|v| is_set(v)) {
+        let names: Vec<&str> = match v {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(items) if items.iter().all(Value::is_string) => {
+                items.iter().filter_map(Value::as_str).collect()
+            }
+            _ => Vec::new(),
+        };
+        if names.is_empty() || names.iter().any(|n| !matches!(*n, "layer" | "layers")) {
+            return Err(j.error("layers_pattern", format!("is {v}; a ViT's layers are `layer` (on disk) or `layers`")));
+        }
+    }
+    let init = match j.get("init_lora_weights") {
+        None | Some(Value::Null | Value::Bool(true)) => LoraInit::Default,
+        Some(Value::Bool(false)) => LoraInit::Random,
+        Some(Value::String(s)) if s == "gaussian" => LoraInit::Gaussian,
+        Some(Value::String(s)) if s == "eva" => LoraInit::LoadOnly("eva"),
+        Some(Value::String(s)) if s == "orthogonal" => LoraInit::LoadOnly("orthogonal"),
+        Some(v) => {
+            return Err(j.error(
+                "init_lora_weights",
+                format!("is {v}; only true, false and \"gaussian\" are supported (and \"eva\" or \"orthogonal\" for a trained adapter; PiSSA, OLoRA, LoftQ and CorDA change the base weights)"),
+            ));
+        }
+    };
+    let dropout = j.opt_f64("lora_dropout")?.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(j.error("lora_dropout", format!("must be in [0, 1), got {dropout}")));
+    }
+    let mut rank_pattern = Vec::new();
+    if let Some(v) = j.get("rank_pattern") {
+        let map = v.as_object().ok_or_else(|| j.error("rank_pattern", "must be an object"))?;
+        for (k, r) in map {
+            check_pattern(j, "rank_pattern", k)?;
+            let r = r
+                .as_u64()
+                .filter(|&r| (1..=MAX_RANK as u64).contains(&r))
+                .ok_or_else(|| j.error("rank_pattern", format!("`{k}` needs a rank between 1 and {MAX_RANK}")))?;
+            rank_pattern.push((k.clone(), r as usize));
+        }
+    }
+    let mut alpha_pattern = Vec::new();
+    if let Some(v) = j.get("alpha_pattern") {
+        let map = v.as_object().ok_or_else(|| j.error("alpha_pattern", "must be an object"))?;
+        for (k, a) in map {
+            check_pattern(j, "alpha_pattern", k)?;
+            let a = a
+                .as_f64()
+                .filter(|a| a.is_finite())
+                .ok_or_else(|| j.error("alpha_pattern", format!("`{k}` needs a number")))?;
+            alpha_pattern.push((k.clone(), a));
+        }
+    }
+    let target_modules = targets(j, "target_modules")?;
+    let layers_to_transform = usize_list(j, "layers_to_transform")?;
+    if matches!(target_modules, Targets::Regex(_)) && layers_to_transform.is_some() {
+        return Err(
+            j.error("layers_to_transform", "cannot be used when target_modules is a string (a regex), as in PEFT")
+        );
+    }
+    Ok(LoraConfig {
+        r: j.usize_in("r", 1, MAX_RANK)?,
+        lora_alpha: j.opt_f64("lora_alpha")?.unwrap_or(8.0),
+        target_modules,
+        exclude_modules: opt_targets(j, "exclude_modules")?,
+        layers_to_transform,
+        rank_pattern,
+        alpha_pattern,
+        lora_dropout: dropout,
+        use_rslora: j.opt_bool("use_rslora")?.unwrap_or(false),
+        init,
+    })
+}
+
+/// Whether a PEFT option holds a value that turns it on.
+fn is_set(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => false,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    }
+}
+
+impl LoraConfig {
+    /// Rank and alpha for the module at `path`, after `rank_pattern`/`alpha_pattern` (PEFT:
+    /// the first pattern `p` with `path` matching `(.*\.)?(p)$`).
+    pub fn rank_alpha(&self, path: &str) -> (usize, f64) {
+        fn find<T: Copy>(patterns: &[(String, T)], path: &str) -> Option<T> {
+            patterns
+                .iter()
+                .find(|(k, _)| regex::Regex::new(&format!(r"^(.*\.)?({k})$")).is_ok_and(|re| re.is_match(path)))
+                .map(|&(_, v)| v)
+        }
+        (find(&self.rank_pattern, path).unwrap_or(self.r), find(&self.alpha_pattern, path).unwrap_or(self.lora_alpha))
+    }
+
+    /// `lora_alpha / r`, or `lora_alpha / √r` with rsLoRA.
+    pub fn scaling(&self, r: usize, alpha: f64) -> f64 {
+        if self.use_rslora { alpha / (r as f64).sqrt() } else { alpha / r as f64 }
+    }
+}

@@ -1,0 +1,107 @@
+//! Checks on flags, sizes and results that turn a bad value into an error naming it.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT};
+use crate::io::Dataset;
+use crate::nn::VitConfig;
+use crate::optim::OptimizerKind;
+use crate::train::EvalReport;
+
+/// Refuses a batch of `batch` images whose largest tensor could not be one buffer (before the
+/// GPU is known: 2³² − 1 elements; with it: the device's limit), saying how many images fit.
+/// The largest tensor per image is the images themselves, an MLP activation
+/// (`tokens × intermediate_size`) or, where attention is not fused (on GPUs), the attention
+/// scores (`heads × tokens²`); `tokens` counts prompt tokens too.
+pub(super) fn check_batch(
+    model: &VitConfig,
+    tokens: usize,
+    data: &Dataset,
+    batch: usize,
+    gpu: Option<&Gpu>,
+) -> Result<()> {
+    let [_, c, h, w] = data.shape;
+    let fused_attention = gpu.is_none_or(|g| {
+        g.adapter_info().device_type == wgpu::DeviceType::Cpu
+            && crate::ops::attention::attention_fits(model.hidden_size, model.num_attention_heads)
+    });
+    let scores = if fused_attention { 0 } else { model.num_attention_heads };
+    let per_image = [
+        (c as u64).saturating_mul(h as u64).saturating_mul(w as u64),
+        (tokens as u64).saturating_mul(model.intermediate_size.max(model.hidden_size) as u64),
+        (scores as u64).saturating_mul((tokens as u64).saturating_mul(tokens as u64)),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(1)
+    .saturating_mul(4);
+    let (max, limit) = gpu.map_or((MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT), Gpu::max_tensor_bytes);
+    let bytes = per_image.checked_mul(batch as u64);
+    match bytes {
+        Some(b) if b <= max => Ok(()),
+        _ => Err(Error::TooLarge {
+            what: format!("--batch-size {batch} (at most {} images fit a batch of this model here)", max / per_image),
+            bytes: bytes.unwrap_or(u64::MAX),
+            limit,
+            max,
+        }),
+    }
+}
+
+pub(super) fn at_least_one(flag: &str, value: Option<usize>) -> Result<()> {
+    match value {
+        Some(0) => Err(Error::invalid(flag, "must be at least 1")),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn check_optimizer(lr: f64, optimizer: &OptimizerKind) -> Result<()> {
+    if !(lr > 0.0 && (lr as f32).is_finite() && lr as f32 > 0.0) {
+        return Err(Error::invalid("--lr", format!("must be a positive number that fits in f32, got {lr:?}")));
+    }
+    let decay = match *optimizer {
+        OptimizerKind::Sgd { weight_decay } => weight_decay,
+        OptimizerKind::AdamW { weight_decay, .. } => Some(weight_decay),
+    };
+    if let Some(wd) = decay
+        && !(wd >= 0.0 && wd.is_finite())
+    {
+        return Err(Error::invalid("--weight-decay", format!("must be a finite number ≥ 0, got {wd:?}")));
+    }
+    Ok(())
+}
+
+/// Fails, naming the first image, when the model's logits are not finite: an accuracy and a
+/// mean loss computed from them would be meaningless.
+pub(super) fn check_logits(report: &EvalReport, data: &Dataset) -> Result<()> {
+    let labels = report.labels.max(1);
+    let Some(i) = report.logits.iter().position(|v| !v.is_finite()) else { return Ok(()) };
+    let image = i / labels;
+    let per = data.pixels.len() / data.len().max(1);
+    let largest = data.pixels[image * per..(image + 1) * per].iter().fold(0f32, |m, v| m.max(v.abs()));
+    Err(Error::Format {
+        path: data.path().to_path_buf(),
+        message: format!(
+            "the model's logits for image {image} are {} (its largest pixel magnitude is {largest:e}); \
+             check the data's normalisation, the model and the adapter",
+            report.logits[i]
+        ),
+    })
+}
+
+/// Refuses an output file that is one of the `inputs` (files, or files inside input folders):
+/// writing it would destroy what the run reads.
+pub(super) fn refuse_overwriting_inputs(out: &Path, flag: &str, inputs: &[&Path]) -> Result<()> {
+    let Ok(target) = out.canonicalize() else { return Ok(()) }; // a new file
+    for input in inputs {
+        let Ok(input) = input.canonicalize() else { continue };
+        if target == input || (input.is_dir() && target.parent() == Some(input.as_path())) {
+            return Err(Error::invalid(
+                flag,
+                format!("{} is an input of this run ({}); choose another file", out.display(), input.display()),
+            ));
+        }
+    }
+    Ok(())
+}

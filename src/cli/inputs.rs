@@ -1,0 +1,98 @@
+//! Reading a command's inputs (model, data, adapter) and checking them against each other on
+//! the host, before any GPU work.
+
+use std::path::{Path, PathBuf};
+
+use crate::adapters::{Adapter, AdapterConfig, AdapterKind, CONFIG_FILE, WEIGHTS_FILE, finish_interrupted_save};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::io::Dataset;
+use crate::io::json::JsonFile;
+use crate::io::paths::{expect_dir, expect_file};
+use crate::io::safetensors::TensorFile;
+use crate::nn::{Vit, VitConfig, VitWeights};
+
+/// An adapter's config and tensors read and checked against a model, before any GPU work.
+pub(super) struct AdapterInput {
+    pub(super) config: AdapterConfig,
+    pub(super) config_path: PathBuf,
+    /// `None` for a fresh adapter.
+    pub(super) weights: Option<TensorFile>,
+    /// Labels of the adapted classifier.
+    pub(super) labels: usize,
+}
+
+impl AdapterInput {
+    /// Reads `config_path` and, when given, the weights file, and checks them against `model`.
+    pub(super) fn read(config_path: &Path, weights: Option<&Path>, model: &VitConfig) -> Result<AdapterInput> {
+        let config = AdapterConfig::read(config_path)?;
+        let weights = weights.map(TensorFile::open).transpose()?;
+        let labels = Adapter::check(config.clone(), config_path, weights.as_ref(), model)?;
+        Ok(AdapterInput { config, config_path: config_path.to_path_buf(), weights, labels })
+    }
+
+    /// The adapter folder `dir` (its config and weights).
+    pub(super) fn folder(dir: &Path, flag: &str, model: &VitConfig) -> Result<AdapterInput> {
+        expect_dir(dir, &format!("an adapter folder for {flag}"), CONFIG_FILE)?;
+        finish_interrupted_save(dir)?;
+        expect_file(&dir.join(WEIGHTS_FILE), "the adapter's tensors")?;
+        AdapterInput::read(&dir.join(CONFIG_FILE), Some(&dir.join(WEIGHTS_FILE)), model)
+    }
+
+    /// Uploads the adapter.
+    pub(super) fn build(self, gpu: &Gpu, vit: &Vit, seed: u64) -> Result<Adapter> {
+        match &self.weights {
+            Some(file) => Adapter::from_file(gpu, self.config, &self.config_path, file, vit),
+            None => Adapter::new(gpu, self.config, &self.config_path, vit, seed),
+        }
+    }
+}
+
+/// Refuses `--init DIR` whose own config is of another adapter type than `--adapter-config`:
+/// its tensors could not be those of the given config.
+pub(super) fn refuse_other_type(config_path: &Path, init: &Path) -> Result<()> {
+    let own = init.join(CONFIG_FILE);
+    if !own.is_file() {
+        return Ok(()); // a folder of weights only: the tensors are checked against the config
+    }
+    // Only the folder's `peft_type`: the rest of its config is overridden by --adapter-config.
+    let found = JsonFile::read(&own)?.opt_string("peft_type")?;
+    let given = AdapterConfig::read(config_path)?.peft_type();
+    if let Some(found) = found.filter(|f| f != given.as_str()) {
+        return Err(Error::invalid(
+            "--init",
+            format!(
+                "{} holds a {} adapter, but --adapter-config {} is {}",
+                init.display(),
+                found,
+                config_path.display(),
+                given.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a data file named by `flag` and checks it against the model and `labels`.
+pub(super) fn read_data(path: &Path, flag: &str, model: &VitConfig, labels: usize) -> Result<Dataset> {
+    expect_file(path, &format!("a data file for {flag}"))?;
+    let data = Dataset::load(path)?;
+    data.check_fits(model.num_channels, model.image_size, model.image_size, labels)?;
+    Ok(data)
+}
+
+/// Reads the model folder named by `--model`.
+pub(super) fn read_model(dir: &Path) -> Result<VitWeights> {
+    expect_dir(dir, "a model folder for --model", "config.json")?;
+    VitWeights::load(dir)
+}
+
+/// Tokens per image: the model's, a merged model's prompts and the adapter's prompt tokens.
+pub(super) fn tokens(weights: &VitWeights, adapter: Option<&AdapterInput>) -> usize {
+    let prompts = match adapter.map(|a| &a.config.kind) {
+        Some(AdapterKind::Rlp(c)) => c.num_prompt_tokens,
+        _ => 0,
+    };
+    let merged = weights.prompts.as_ref().map_or(0, |p| p.shape[0]);
+    weights.config.tokens() + merged + prompts
+}
