@@ -3,13 +3,14 @@ tests/fixtures/written_here/ (made by `cargo run --example write_lora_for_peft`)
 the tiny ViT, checks that every tensor of the file reached the model, and compares PEFT's
 logits (float64) with the ones peft-wgpu recorded beside the folders.
 
-Cases: lora_transformers5 (targets named q_proj/v_proj) under transformers 5, and
-lora_on_disk (query/value) under transformers 4 (a directory with transformers 4 and PEFT <
-0.18 installed by `pip install --target`, given by PEFT_TF4_PATH, default /work/py-tf4), run
-in a subprocess with that directory first on PYTHONPATH. The on-disk-named adapter is not a
-case under transformers 5: PEFT matches target_modules against the live module names, which
-transformers 5 renamed, so it adapts only `projection` and leaves the query/value tensors
-unused; adapters PEFT itself wrote under transformers 4 fare the same (NOTE below).
+Cases, both under transformers 5 (PEFT's current pairing): lora_transformers5 (targets named
+q_proj/v_proj) and lora_on_disk, configured with the on-disk names (query/value, a layer's
+layernorm_after saved, a rank_pattern) and written by peft-wgpu in transformers 5's naming,
+its config spelling the modules out. PEFT's own transformers-4 adapter
+(tests/fixtures/adapters/lora_v4) is loaded under transformers 4 for its parameter counts only
+(a directory with transformers 4 and PEFT < 0.18 installed by `pip install --target`, given by
+PEFT_TF4_PATH, default /work/py-tf4, run in a subprocess with that directory first on
+PYTHONPATH).
 
 Writes tests/fixtures/peft_roundtrip.json: per case the versions, max |logit difference|,
 max |logit|, how far the adapter moves the logits from the base model's, and PEFT's
@@ -31,14 +32,14 @@ ROOT = "tests/fixtures/written_here"
 MODEL = "tests/fixtures/vit_tiny"
 OUT = "tests/fixtures/peft_roundtrip.json"
 # folder: transformers major versions it is loaded under
-CASES = {"lora_transformers5": [5], "lora_on_disk": [4]}
+CASES = {"lora_transformers5": [5], "lora_on_disk": [5]}
 # LoRA adapters PEFT wrote (scripts/fixtures_adapters.py), for print_trainable_parameters only.
 FIXTURES = {"lora_v5": "tests/fixtures/adapters/lora_v5", "lora_v4": "tests/fixtures/adapters/lora_v4"}
 NOTE = (
-    "lora_on_disk is checked under transformers 4 only: under transformers 5, PEFT matches "
-    "target_modules (query, value) against the renamed live modules (q_proj, v_proj), adapts only "
-    "`projection` and leaves the query/value tensors unused; PEFT's own transformers-4 adapter "
-    "tests/fixtures/adapters/lora_v4 fails there with NoMatchingPeftModuleError."
+    "lora_on_disk was configured with on-disk names (query, value); peft-wgpu writes LoRA files in "
+    "transformers 5's naming with the modules spelled out, so PEFT under transformers 5 loads it; "
+    "PEFT's own transformers-4 adapter tests/fixtures/adapters/lora_v4 fails there with "
+    "NoMatchingPeftModuleError."
 )
 
 

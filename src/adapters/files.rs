@@ -3,11 +3,13 @@
 
 use std::path::Path;
 
-use super::{Adapter, CONFIG_FILE, WEIGHTS_FILE};
+use super::params::PEFT_PREFIX;
+use super::{Adapter, CONFIG_FILE, Kind, WEIGHTS_FILE};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::safetensors::{self as st, HostTensor, TensorFile};
 use crate::io::stamp;
+use crate::nn::{ModuleId, Naming};
 
 impl Adapter {
     /// Writes `dir/adapter_model.safetensors` and `dir/adapter_config.json` so that a failed
@@ -17,13 +19,28 @@ impl Adapter {
     /// of the config written with them: a kill between the two renames (new weights, old
     /// config, new config still under its temporary name) is finished by the next reader
     /// ([`finish_interrupted_save`]), and any other mixed pair is refused when loaded.
+    ///
+    /// A LoRA adapter is written as PEFT under transformers 5 (the current one) loads it: when
+    /// any module is keyed by its on-disk path, keys take the transformers-5 paths and the
+    /// config spells its modules out in them ([`AdapterConfig::spelled_out`]).
     pub fn save(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
+        let keys: Vec<&str> = self.trainable.iter().chain(&self.frozen).map(|p| p.key.as_str()).collect();
+        let respell = matches!(self.kind, Kind::Lora(_)) && keys.iter().any(|k| transformers5_key(k).is_some());
         let mut host = Vec::new();
         for p in self.trainable.iter().chain(&self.frozen) {
-            host.push((p.key.clone(), HostTensor::new(p.tensor.shape().to_vec(), gpu.read(&p.tensor)?)?));
+            let key = if respell { transformers5_key(&p.key).unwrap_or_else(|| p.key.clone()) } else { p.key.clone() };
+            host.push((key, HostTensor::new(p.tensor.shape().to_vec(), gpu.read(&p.tensor)?)?));
         }
         let list: Vec<(String, &HostTensor)> = host.iter().map(|(k, t)| (k.clone(), t)).collect();
-        let config = self.config.to_json().into_bytes();
+        let config = match &self.kind {
+            Kind::Lora(modules) if respell => {
+                let adapted: Vec<_> = modules.iter().map(|m| (m.module, m.r, m.alpha)).collect();
+                let saved: Vec<ModuleId> = self.saved.iter().map(|s| s.module).collect();
+                self.config.spelled_out(&adapted, &saved)
+            }
+            _ => self.config.clone(),
+        };
+        let config = config.to_json().into_bytes();
         let mut meta = std::collections::HashMap::from([
             ("format".to_string(), "pt".to_string()),
             (stamp::CONFIG_STAMP_KEY.to_string(), stamp::fingerprint(&config)),
@@ -40,6 +57,19 @@ impl Adapter {
             crate::io::atomic::write_all(&[(weights_path, weights), (dir.join(CONFIG_FILE), config)])
         })
     }
+}
+
+/// `key` (a file key `base_model.model.<module path>.<leaf>`) with its module's on-disk layer
+/// path replaced by the transformers-5 one; `None` for any other key.
+fn transformers5_key(key: &str) -> Option<String> {
+    let path = key.strip_prefix(PEFT_PREFIX)?;
+    let layer: usize = path.strip_prefix("vit.encoder.layer.")?.split('.').next()?.parse().ok()?;
+    path.match_indices('.').find_map(|(i, _)| match ModuleId::parse(&path[..i], layer + 1) {
+        Some((module, Naming::OnDisk)) => {
+            Some(format!("{PEFT_PREFIX}{}{}", module.path(Naming::Transformers5), &path[i..]))
+        }
+        _ => None,
+    })
 }
 
 /// Finishes a save of `dir` that was killed between its two renames. [`Adapter::save`]

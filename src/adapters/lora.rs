@@ -22,6 +22,9 @@ pub(crate) struct LoraModule {
     pub(crate) module: ModuleId,
     pub(crate) a: Slot,
     pub(crate) b: Slot,
+    /// Rank and alpha after `rank_pattern` and `alpha_pattern`.
+    pub(crate) r: usize,
+    pub(crate) alpha: f64,
     pub(crate) scale: f32,
     /// PEFT's `lora_dropout` on the input of the LoRA branch while training.
     pub(crate) dropout: f64,
@@ -90,7 +93,8 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         };
         let a = build.trainable(&format!("{stem}.lora_A.weight"), &a_shape, a_init)?;
         let b = build.trainable(&format!("{stem}.lora_B.weight"), &b_shape, b_init)?;
-        modules.push(LoraModule { module, a, b, scale: cfg.scaling(r, alpha) as f32, dropout: cfg.lora_dropout });
+        let scale = cfg.scaling(r, alpha) as f32;
+        modules.push(LoraModule { module, a, b, r, alpha, scale, dropout: cfg.lora_dropout });
     }
     if modules.is_empty()
         && let Some(key) = left_out

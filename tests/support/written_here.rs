@@ -17,13 +17,15 @@ use super::support::{fixtures, logits, perturbed, pixels};
 /// Images the logits are recorded on.
 pub const IMAGES: usize = 4;
 
-/// `(folder name, adapter config)`: one per module naming of `target_modules`.
+/// `(folder name, adapter config)`: one per module naming of `target_modules` (both are
+/// written in transformers 5's naming).
 pub fn cases() -> [(&'static str, Value); 2] {
     [
         (
             "lora_on_disk",
             json!({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_rslora": true,
-                   "target_modules": ["query", "value", "projection"], "modules_to_save": ["classifier"]}),
+                   "target_modules": ["query", "value", "projection"], "rank_pattern": {"value": 2},
+                   "modules_to_save": ["classifier", "layer.1.layernorm_after"]}),
         ),
         (
             "lora_transformers5",

@@ -202,6 +202,40 @@ impl AdapterConfig {
         serde_json::to_string_pretty(&Value::Object(o)).unwrap_or_default()
     }
 
+    /// This LoRA config with its choice of modules spelled out as the transformers-5 paths
+    /// of `adapted` (`(module, rank, alpha)`) and of `saved`: `target_modules` lists them,
+    /// `rank_pattern` and `alpha_pattern` name those off the defaults, and
+    /// `exclude_modules`, `layers_to_transform` and `layers_pattern` (now encoded in the list)
+    /// are cleared. It adapts the same modules with the same ranks under either naming, and
+    /// PEFT under transformers 5 reads it as this crate does. Other types are returned as
+    /// they are.
+    pub(crate) fn spelled_out(&self, adapted: &[(ModuleId, usize, f64)], saved: &[ModuleId]) -> AdapterConfig {
+        let mut c = self.clone();
+        let AdapterKind::Lora(l) = &mut c.kind else { return c };
+        let path = |m: ModuleId| m.path(Naming::Transformers5);
+        let targets: Vec<String> = adapted.iter().map(|&(m, ..)| path(m)).collect();
+        let ranks: Vec<(String, usize)> =
+            adapted.iter().filter(|&&(_, r, _)| r != l.r).map(|&(m, r, _)| (path(m), r)).collect();
+        let alphas: Vec<(String, f64)> =
+            adapted.iter().filter(|&&(_, _, a)| a != l.lora_alpha).map(|&(m, _, a)| (path(m), a)).collect();
+        c.raw.insert("target_modules".into(), json!(targets));
+        c.raw.insert("rank_pattern".into(), Value::Object(ranks.iter().map(|(k, r)| (k.clone(), json!(r))).collect()));
+        c.raw
+            .insert("alpha_pattern".into(), Value::Object(alphas.iter().map(|(k, a)| (k.clone(), json!(a))).collect()));
+        for key in ["exclude_modules", "layers_to_transform", "layers_pattern"] {
+            c.raw.insert(key.into(), Value::Null);
+        }
+        l.target_modules = Targets::Names(targets);
+        l.rank_pattern = ranks;
+        l.alpha_pattern = alphas;
+        l.exclude_modules = None;
+        l.layers_to_transform = None;
+        if !saved.is_empty() {
+            c.modules_to_save = saved.iter().map(|&m| path(m)).collect();
+        }
+        c
+    }
+
     /// The naming to write module keys under: the one `target_modules` is written in when it
     /// names layer modules of only one naming, else the on-disk naming.
     pub fn preferred_naming(targets: &Targets, layers: usize) -> Naming {
