@@ -77,18 +77,7 @@ pub(crate) fn build(cfg: &FloraConfig, build: &mut Build<'_>) -> Result<Vec<Flor
             .collect::<Result<Vec<_>>>()?;
         modules.push(FloraModule { module, core, factors, scale: cfg.scale as f32 });
     }
-    if modules.is_empty()
-        && let Some(key) = left_out
-    {
-        return Err(Error::MissingTensor { path: build.weights_path(), key });
-    }
-    if modules.is_empty() {
-        return Err(Error::Config {
-            path: build.config_path.to_path_buf(),
-            key: "target_modules".into(),
-            message: "leaves no module to adapt once modules_to_save applies".into(),
-        });
-    }
+    build.require_adapted(modules.len(), left_out, "modules_to_save")?;
     Ok(modules)
 }
 

@@ -96,19 +96,7 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         let scale = cfg.scaling(r, alpha) as f32;
         modules.push(LoraModule { module, a, b, r, alpha, scale, dropout: cfg.lora_dropout });
     }
-    if modules.is_empty()
-        && let Some(key) = left_out
-    {
-        return Err(Error::MissingTensor { path: build.weights_path(), key });
-    }
-    if modules.is_empty() {
-        return Err(Error::Config {
-            path: build.config_path.to_path_buf(),
-            key: "target_modules".into(),
-            message: "leaves no module to adapt once modules_to_save, exclude_modules and layers_to_transform apply"
-                .into(),
-        });
-    }
+    build.require_adapted(modules.len(), left_out, "modules_to_save, exclude_modules and layers_to_transform")?;
     Ok(modules)
 }
 

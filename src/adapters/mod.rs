@@ -154,6 +154,21 @@ impl Build<'_> {
             .unwrap_or(first)
     }
 
+    /// Fails when a LoRA or FLoRA config adapts no module: naming the first tensor the file
+    /// lacks when modules were left out for the file's naming (`left_out`, a broken file being
+    /// likelier then), else `target_modules` and the `filters` that removed the rest.
+    pub(crate) fn require_adapted(&self, adapted: usize, left_out: Option<String>, filters: &str) -> Result<()> {
+        match (adapted, left_out) {
+            (0, Some(key)) => Err(Error::MissingTensor { path: self.weights_path(), key }),
+            (0, None) => Err(Error::Config {
+                path: self.config_path.to_path_buf(),
+                key: "target_modules".into(),
+                message: format!("leaves no module to adapt once {filters} are applied"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether a file left `module` out the way PEFT does: the module's target names it only
     /// under namings none of the file's layer keys use, and the file has no `<path>.<leaf>`
     /// for it. PEFT sees one naming (its transformers version's), so a config such as
