@@ -108,7 +108,10 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
         Some(v) => {
             return Err(j.error(
                 "init_lora_weights",
-                format!("is {v}; only true, false and \"gaussian\" are supported (and \"eva\" or \"orthogonal\" for a trained adapter; PiSSA, OLoRA, LoftQ and CorDA change the base weights)"),
+                format!(
+                    "is {v}; only true, false and \"gaussian\" are supported (and \"eva\" or \"orthogonal\" for a \
+                     trained adapter; PiSSA, OLoRA, LoftQ and CorDA change the base weights)"
+                ),
             ));
         }
     };
