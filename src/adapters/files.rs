@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::params::PEFT_PREFIX;
-use super::{Adapter, CONFIG_FILE, Kind, WEIGHTS_FILE};
+use super::{Adapter, CONFIG_FILE, Kind, Param, WEIGHTS_FILE};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::safetensors::{self as st, HostTensor, TensorFile};
@@ -24,11 +24,12 @@ impl Adapter {
     /// any module is keyed by its on-disk path, keys take the transformers-5 paths and the
     /// config spells its modules out in them ([`AdapterConfig::spelled_out`]).
     pub fn save(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
-        let keys: Vec<&str> = self.trainable.iter().chain(&self.frozen).map(|p| p.key.as_str()).collect();
-        let respell = matches!(self.kind, Kind::Lora(_)) && keys.iter().any(|k| transformers5_key(k).is_some());
+        let params: Vec<&Param> = self.trainable.iter().chain(&self.frozen).collect();
+        let respelled: Vec<Option<String>> = params.iter().map(|p| transformers5_key(&p.key)).collect();
+        let respell = matches!(self.kind, Kind::Lora(_)) && respelled.iter().any(Option::is_some);
         let mut host = Vec::new();
-        for p in self.trainable.iter().chain(&self.frozen) {
-            let key = if respell { transformers5_key(&p.key).unwrap_or_else(|| p.key.clone()) } else { p.key.clone() };
+        for (p, new_key) in params.iter().zip(respelled) {
+            let key = new_key.filter(|_| respell).unwrap_or_else(|| p.key.clone());
             host.push((key, HostTensor::new(p.tensor.shape().to_vec(), gpu.read(&p.tensor)?)?));
         }
         let list: Vec<(String, &HostTensor)> = host.iter().map(|(k, t)| (k.clone(), t)).collect();

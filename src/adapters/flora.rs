@@ -6,7 +6,7 @@ pub use super::flora_conv::{BoundFloraConv2d, FloraConv2d};
 
 use super::Build;
 use super::config::{FloraConfig, FloraRank};
-use super::params::{PEFT_PREFIX, Slot};
+use super::params::Slot;
 use super::source::Init;
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
@@ -58,13 +58,7 @@ pub(crate) fn build(cfg: &FloraConfig, build: &mut Build<'_>) -> Result<Vec<Flor
             message: format!("{m} (module {})", module.path(matched)),
         })?;
         let named_under = |n: Naming| cfg.target_modules.matches_under(module, n);
-        if build.left_out_by_file(module, named_under, "flora_core") {
-            let naming = build.key_naming(module, named_under, "flora_core");
-            left_out.get_or_insert_with(|| format!("{PEFT_PREFIX}{}.flora_core", module.path(naming)));
-            continue;
-        }
-        let naming = build.key_naming(module, named_under, "flora_core");
-        let stem = format!("{PEFT_PREFIX}{}", module.path(naming));
+        let Some(stem) = build.module_stem(module, named_under, "flora_core", &mut left_out) else { continue };
         let core = build.trainable(&format!("{stem}.flora_core"), &ranks, Init::Zeros)?;
         let factors = dims
             .iter()

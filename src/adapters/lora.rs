@@ -3,7 +3,7 @@
 
 use super::Build;
 use super::config::{LoraConfig, LoraInit};
-use super::params::{PEFT_PREFIX, Slot};
+use super::params::Slot;
 use super::source::Init;
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
@@ -65,13 +65,7 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         };
         let fan_in: usize = a_shape[1..].iter().product();
         let named_under = |n: Naming| cfg.target_modules.matches_under(module, n);
-        if build.left_out_by_file(module, named_under, "lora_A.weight") {
-            let naming = build.key_naming(module, named_under, "lora_A.weight");
-            left_out.get_or_insert_with(|| format!("{PEFT_PREFIX}{}.lora_A.weight", module.path(naming)));
-            continue;
-        }
-        let naming = build.key_naming(module, named_under, "lora_A.weight");
-        let stem = format!("{PEFT_PREFIX}{}", module.path(naming));
+        let Some(stem) = build.module_stem(module, named_under, "lora_A.weight", &mut left_out) else { continue };
         // PEFT's inits. Kaiming-uniform with a = √5, as `nn.Linear` and `nn.Conv2d` start, is
         // U(−1/√fan_in, 1/√fan_in); B's fan-in is r.
         let kaiming = |fan_in: usize| Init::Uniform { bound: 1.0 / (fan_in as f64).sqrt() };

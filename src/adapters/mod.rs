@@ -154,6 +154,25 @@ impl Build<'_> {
             .unwrap_or(first)
     }
 
+    /// The key stem (`base_model.model.<path>`) of a LoRA or FLoRA module whose first tensor is
+    /// `<stem>.<leaf>`, in the naming [`Build::key_naming`] picks; `None` when the file left the
+    /// module out ([`Build::left_out_by_file`]), its would-be key then kept in `left_out` (the
+    /// first such) for [`Build::require_adapted`].
+    pub(crate) fn module_stem(
+        &self,
+        module: ModuleId,
+        matched: impl Fn(Naming) -> bool + Copy,
+        leaf: &str,
+        left_out: &mut Option<String>,
+    ) -> Option<String> {
+        let stem = format!("{PEFT_PREFIX}{}", module.path(self.key_naming(module, matched, leaf)));
+        if self.left_out_by_file(module, matched, leaf) {
+            left_out.get_or_insert_with(|| format!("{stem}.{leaf}"));
+            return None;
+        }
+        Some(stem)
+    }
+
     /// Fails when a LoRA or FLoRA config adapts no module: naming the first tensor the file
     /// lacks when modules were left out for the file's naming (`left_out`, a broken file being
     /// likelier then), else `target_modules` and the `filters` that removed the rest.
@@ -174,7 +193,7 @@ impl Build<'_> {
     /// for it. PEFT sees one naming (its transformers version's), so a config such as
     /// `["q_proj", "value"]` adapts only `q_proj` under transformers 5, and
     /// `["projection", "q_proj"]` only the patch embedding under transformers 4.
-    pub(crate) fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool, leaf: &str) -> bool {
+    fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool, leaf: &str) -> bool {
         if !self.source.is_file() || !matches!(module, ModuleId::Layer(..)) {
             return false;
         }

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::adapters::{Adapter, AdapterConfig, AdapterKind, CONFIG_FILE, WEIGHTS_FILE, finish_interrupted_save};
+use crate::adapters::{
+    Adapter, AdapterConfig, AdapterKind, CONFIG_FILE, PeftType, WEIGHTS_FILE, finish_interrupted_save,
+};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::Dataset;
@@ -25,7 +27,17 @@ pub(super) struct AdapterInput {
 impl AdapterInput {
     /// Reads `config_path` and, when given, the weights file, and checks them against `model`.
     pub(super) fn read(config_path: &Path, weights: Option<&Path>, model: &VitConfig) -> Result<AdapterInput> {
-        let config = AdapterConfig::read(config_path)?;
+        AdapterInput::new(AdapterConfig::read(config_path)?, config_path, weights, model)
+    }
+
+    /// `config`, read from `config_path`, with the weights file when given, checked against
+    /// `model`.
+    pub(super) fn new(
+        config: AdapterConfig,
+        config_path: &Path,
+        weights: Option<&Path>,
+        model: &VitConfig,
+    ) -> Result<AdapterInput> {
         let weights = weights.map(TensorFile::open).transpose()?;
         let labels = Adapter::check(config.clone(), config_path, weights.as_ref(), model)?;
         Ok(AdapterInput { config, config_path: config_path.to_path_buf(), weights, labels })
@@ -48,17 +60,15 @@ impl AdapterInput {
     }
 }
 
-/// Refuses `--init DIR` whose own config is of another adapter type than `--adapter-config`:
-/// its tensors could not be those of the given config.
-pub(super) fn refuse_other_type(config_path: &Path, init: &Path) -> Result<()> {
+/// Refuses `--init DIR` whose own config is of another adapter type than `given`, the type of
+/// `--adapter-config` (`config_path`): its tensors could not be those of the given config.
+pub(super) fn refuse_other_type(given: PeftType, config_path: &Path, init: &Path) -> Result<()> {
     let own = init.join(CONFIG_FILE);
     if !own.is_file() {
         return Ok(()); // a folder of weights only: the tensors are checked against the config
     }
     // Only the folder's `peft_type`: the rest of its config is overridden by --adapter-config.
-    let found = JsonFile::read(&own)?.opt_string("peft_type")?;
-    let given = AdapterConfig::read(config_path)?.peft_type();
-    if let Some(found) = found.filter(|f| f != given.as_str()) {
+    if let Some(found) = JsonFile::read(&own)?.opt_string("peft_type")?.filter(|f| f != given.as_str()) {
         return Err(Error::invalid(
             "--init",
             format!(

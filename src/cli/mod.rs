@@ -15,7 +15,7 @@ use inputs::{AdapterInput, read_data, read_model, refuse_other_type, tokens};
 
 use std::path::{Path, PathBuf};
 
-use crate::adapters::{CONFIG_FILE, PeftType, WEIGHTS_FILE, finish_interrupted_save};
+use crate::adapters::{AdapterConfig, CONFIG_FILE, PeftType, WEIGHTS_FILE, finish_interrupted_save};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::json::JsonFile;
@@ -126,9 +126,12 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
             if let Some(dir) = init {
                 expect_dir(dir, "an adapter folder for --init", WEIGHTS_FILE)?;
                 finish_interrupted_save(dir)?;
-                refuse_other_type(path, dir)?;
             }
-            AdapterInput::read(path, init.as_ref().map(|d| d.join(WEIGHTS_FILE)).as_deref(), model)?
+            let config = AdapterConfig::read(path)?;
+            if let Some(dir) = init {
+                refuse_other_type(config.peft_type(), path, dir)?;
+            }
+            AdapterInput::new(config, path, init.as_ref().map(|d| d.join(WEIGHTS_FILE)).as_deref(), model)?
         }
         (None, Some(init)) => AdapterInput::folder(init, "--init", model)?,
         (None, None) => {
