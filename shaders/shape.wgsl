@@ -56,10 +56,10 @@ struct PatchParams {
     channels: u32,
     height: u32,
     width: u32,
-    side: u32,
+    ph: u32,
+    pw: u32,
     gh: u32,
     gw: u32,
-    _pad: u32,
 }
 
 var<immediate> pp: PermuteParams;
@@ -108,18 +108,18 @@ fn expand(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 fn patchify(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let j = flat(gid, nwg);
     if (j >= ip.n) { return; }
-    let area = ip.side * ip.side;
+    let area = ip.ph * ip.pw;
     let cols = ip.channels * area;
     let col = j % cols;
     let row = j / cols;
     let cell = row % (ip.gh * ip.gw);
     let b = row / (ip.gh * ip.gw);
     let c = col / area;
-    let kh = (col % area) / ip.side;
-    let kw = col % ip.side;
+    let kh = (col % area) / ip.pw;
+    let kw = col % ip.pw;
     let py = cell / ip.gw;
     let px = cell % ip.gw;
-    y[j] = x[((b * ip.channels + c) * ip.height + py * ip.side + kh) * ip.width + px * ip.side + kw];
+    y[j] = x[((b * ip.channels + c) * ip.height + py * ip.ph + kh) * ip.width + px * ip.pw + kw];
 }
 
 @compute @workgroup_size(WG)
@@ -131,15 +131,15 @@ fn unpatchify(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let px_y = t % ip.height;
     let c = (t / ip.height) % ip.channels;
     let b = t / (ip.height * ip.channels);
-    let py = px_y / ip.side;
-    let px = px_x / ip.side;
+    let py = px_y / ip.ph;
+    let px = px_x / ip.pw;
     if (py >= ip.gh || px >= ip.gw) {
         y[j] = 0.0;
         return;
     }
     let row = b * ip.gh * ip.gw + py * ip.gw + px;
-    let col = (c * ip.side + px_y % ip.side) * ip.side + px_x % ip.side;
-    y[j] = x[row * ip.channels * ip.side * ip.side + col];
+    let col = (c * ip.ph + px_y % ip.ph) * ip.pw + px_x % ip.pw;
+    y[j] = x[row * ip.channels * ip.ph * ip.pw + col];
 }
 
 @group(0) @binding(1) var<storage, read> e: array<f32>;

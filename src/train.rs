@@ -107,7 +107,7 @@ pub fn upload_batch(gpu: &Gpu, data: &Dataset, rows: &[usize]) -> Result<(Tensor
 /// Checks that `data` fits the model (and the adapter's head) and that the options are sane.
 pub fn check_inputs(vit: &Vit, labels: usize, data: &Dataset, batch_size: usize) -> Result<()> {
     let c = &vit.config;
-    data.check_fits(c.num_channels, c.image_size, c.image_size, labels)?;
+    data.check_fits(c.num_channels, c.image_size, labels)?;
     if batch_size == 0 {
         return Err(Error::invalid("--batch-size", "must be at least 1"));
     }

@@ -18,10 +18,15 @@ fn fixtures() -> &'static Path {
 }
 
 fn check(name: &str, label_mod: Option<u32>) {
+    check_on("vit_tiny", "adapters", name, label_mod);
+}
+
+/// Checks adapter `folder/name` on model `model` against `<folder>_expected.safetensors`.
+fn check_on(model: &str, folder: &str, name: &str, label_mod: Option<u32>) {
     let gpu = gpu();
-    let f = fixture("adapters_expected.safetensors");
-    let vit = Vit::load(&gpu, &fixtures().join("vit_tiny")).expect("model");
-    let adapter = Adapter::load(&gpu, &fixtures().join("adapters").join(name), &vit).expect("adapter loads");
+    let f = fixture(&format!("{folder}_expected.safetensors"));
+    let vit = Vit::load(&gpu, &fixtures().join(model)).expect("model");
+    let adapter = Adapter::load(&gpu, &fixtures().join(folder).join(name), &vit).expect("adapter loads");
     let pixels = Tensor::from_slice(&gpu, &f.f32("pixel_values"), &f.shape("pixel_values")).expect("pixels");
     let labels: Vec<u32> = f.ints("labels").iter().map(|&l| l as u32 % label_mod.unwrap_or(u32::MAX)).collect();
     let labels = Tensor::from_u32(&gpu, &labels, &[labels.len()]).expect("labels");
@@ -72,6 +77,24 @@ fn flora_matches_torch() {
 #[test]
 fn moppa_matches_torch() {
     check("moppa", None);
+}
+
+/// On 8×12 images of 2×4 patches the grid is 4×3: MoPPA's K is `[4, 3, heads]`.
+#[test]
+fn moppa_on_an_oblong_grid_matches_torch() {
+    check_on("vit_wide", "wide", "moppa", None);
+}
+
+/// FLoRA's four conv modes on the 2×4 patch kernel (kh ≠ kw) and a linear layer.
+#[test]
+fn flora_on_an_oblong_patch_conv_matches_torch() {
+    check_on("vit_wide", "wide", "flora", None);
+}
+
+/// PEFT's LoRA conv on the 2×4 patch kernel.
+#[test]
+fn lora_on_an_oblong_patch_conv_matches_peft() {
+    check_on("vit_wide", "wide", "lora", None);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Training through the binary: `--no-shuffle` SGD steps of every adapter equal PyTorch's
 //! (`scripts/fixtures_training.py`), and train → eval → merge → eval agree.
 
+mod cli_support;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -184,5 +185,48 @@ fn merge_keeps_the_model_config_and_replaces_a_sharded_model() {
         std::fs::read_dir(&out).expect("out").flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
     left.sort();
     assert_eq!(left, ["config.json", "model.safetensors"], "the old shards were left beside the merged model");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// On the 8×12 ViT of 2×4 patches (a 4×3 grid): a fresh MoPPA trains, saves K of shape
+/// `[4, 3, heads]` and evaluates; 8×8 images and the square model's MoPPA are refused by name.
+#[test]
+fn moppa_trains_and_evaluates_on_an_oblong_grid() {
+    use cli_support::{INPUT, fails, write_data};
+    let dir = temp_dir("wide");
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let data = dir.join("data.safetensors");
+    write_data(&data, [4, 3, 8, 12], &[0, 3, 1, 4]);
+    let config = dir.join("moppa.json");
+    std::fs::write(&config, r#"{"peft_type": "MOPPA", "entropy_scale": 0.1, "modules_to_save": ["classifier"]}"#)
+        .unwrap();
+    let adapter = dir.join("adapter");
+    let (m, d, c, a) = (s(&fixtures().join("vit_wide")), s(&data), s(&config), s(&adapter));
+    run(&[
+        "train",
+        "--model",
+        &m,
+        "--adapter-config",
+        &c,
+        "--data",
+        &d,
+        "--out",
+        &a,
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+    ]);
+    let saved = TensorFile::open(&adapter.join("adapter_model.safetensors")).unwrap();
+    assert_eq!(saved.f32("base_model.model.vit.encoder.moppa.k_wave").unwrap().shape, [4, 3, 2]);
+    let out = run(&["eval", "--model", &m, "--adapter", &a, "--data", &d]);
+    assert!(out.contains("accuracy"), "{out}");
+
+    let square = dir.join("square.safetensors");
+    write_data(&square, [2, 3, 8, 8], &[1, 2]);
+    fails(&["eval", "--model", &m, "--adapter", &a, "--data", &s(&square)], INPUT, &["pixel_values", "3×8×12"]);
+    let tiny_moppa = s(&fixtures().join("adapters/moppa"));
+    fails(&["eval", "--model", &m, "--adapter", &tiny_moppa, "--data", &d], INPUT, &["k_heat", "[4, 3, 2]"]);
     std::fs::remove_dir_all(&dir).ok();
 }

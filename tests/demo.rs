@@ -76,7 +76,7 @@ fn shifted_copies_move_every_pixel_by_one() {
 fn committed_pretrained_model_classifies_held_out_digits_0_to_4() {
     let weights = model::pretrained().expect("the embedded model parses");
     let c = &weights.config;
-    assert_eq!((c.image_size, c.num_channels, c.num_labels), (8, 1, 5));
+    assert_eq!((c.image_size, c.num_channels, c.num_labels), ([8, 8], 1, 5));
     // Trained by examples/pretrain_digits.rs; it measured 99.4% here (see data/README.md).
     let gpu = gpu();
     let held_out = digits::split(Task::Pretrain, Part::HeldOut).expect("split");

@@ -446,7 +446,7 @@ proptest! {
             Ok(d) => d,
         };
         prop_assert!(!data.is_empty() && data.pixels.iter().all(|p| p.is_finite()));
-        if let Err(e) = data.check_fits(dims.0, dims.1, dims.2, labels) {
+        if let Err(e) = data.check_fits(dims.0, [dims.1, dims.2], labels) {
             prop_assert!(names_file(&e, path), "{e}");
         }
         let rows: Vec<usize> = (0..data.len()).collect();

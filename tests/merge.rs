@@ -15,7 +15,7 @@ use peft_wgpu::nn::weights::PROMPT_KEY;
 use peft_wgpu::nn::{Vit, VitWeights};
 use peft_wgpu::{Gpu, cli};
 use serde_json::json;
-use support::{fixtures, logits, perturbed, pixels};
+use support::{fixtures, logits, perturbed, pixels, pixels_sized};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("merge").join(name);
@@ -26,9 +26,14 @@ fn scratch(name: &str) -> PathBuf {
 /// Merges `adapter` into the tiny ViT, checks the logits, saves the merged model, reloads it
 /// and checks it is the same model. Returns the merged weights.
 fn check(gpu: &Gpu, name: &str, adapter: &Adapter) -> VitWeights {
-    let base = VitWeights::load(&fixtures().join("vit_tiny")).unwrap();
+    check_on(gpu, "vit_tiny", name, adapter)
+}
+
+/// [`check`] on the fixture model `model`.
+fn check_on(gpu: &Gpu, model: &str, name: &str, adapter: &Adapter) -> VitWeights {
+    let base = VitWeights::load(&fixtures().join(model)).unwrap();
     let vit = Vit::from_weights(gpu, &base).unwrap();
-    let x = pixels(4);
+    let x = pixels_sized(4, base.config.image_size);
     let want = logits(gpu, &vit, Some(adapter), &x);
     let merged = adapter.merge(gpu, &base).unwrap_or_else(|e| panic!("{name}: merge failed: {e}"));
     assert_eq!(merged.config.num_labels, adapter.num_labels(), "{name}: labels of the merged model");
@@ -106,6 +111,22 @@ fn flora_on_linear_layers_and_the_patch_embedding_merges() {
     let vit = support::tiny_vit(&gpu);
     let cfg = json!({"peft_type": "FLORA", "r": 3, "scale": 1.5, "target_modules": ["value", "fc2", "projection"]});
     check(&gpu, "flora_fresh", &perturbed(&gpu, &vit, &cfg, 9, 0.3, &scratch("flora_adapter")));
+}
+
+/// On the 8×12 ViT of 2×4 patches: LoRA and FLoRA fold into the oblong patch kernel, and the
+/// merged config keeps `[height, width]` sizes.
+#[test]
+fn adapters_on_an_oblong_patch_conv_merge() {
+    let gpu = gpu();
+    let vit = Vit::load(&gpu, &fixtures().join("vit_wide")).unwrap();
+    for name in ["lora", "flora"] {
+        let adapter = Adapter::load(&gpu, &fixtures().join("wide").join(name), &vit).unwrap();
+        let merged = check_on(&gpu, "vit_wide", &format!("wide_{name}"), &adapter);
+        assert_eq!(merged.config.image_size, [8, 12]);
+        assert_eq!(merged.tensors["vit.embeddings.patch_embeddings.projection.weight"].shape, [16, 3, 2, 4]);
+    }
+    let cfg = json!({"peft_type": "RLP", "num_prompt_tokens": 2, "r": 2, "scale": 0.5, "num_labels": 3});
+    check_on(&gpu, "vit_wide", "wide_rlp", &perturbed(&gpu, &vit, &cfg, 11, 0.3, &scratch("wide_rlp_adapter")));
 }
 
 #[test]

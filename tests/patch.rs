@@ -10,10 +10,17 @@ use peft_wgpu::ops::sum::sum_var;
 use peft_wgpu::reference::shape as reference;
 use peft_wgpu::{Tape, Tensor};
 
-/// `[B, C, H, W]` and patch side: divisible, not divisible (dropped pixels), one patch,
-/// patch 1, and a ViT-like 32×32 grid of 4×4 patches.
-const CASES: [([usize; 4], usize); 5] =
-    [([2, 3, 8, 12], 4), ([1, 2, 9, 11], 4), ([3, 1, 5, 5], 5), ([2, 4, 3, 2], 1), ([1, 3, 32, 32], 4)];
+/// `[B, C, H, W]` and `[ph, pw]` patch: divisible, not divisible (dropped pixels), one patch,
+/// patch 1, a ViT-like 32×32 grid of 4×4 patches, and oblong patches both ways.
+const CASES: [([usize; 4], [usize; 2]); 7] = [
+    ([2, 3, 8, 12], [4, 4]),
+    ([1, 2, 9, 11], [4, 4]),
+    ([3, 1, 5, 5], [5, 5]),
+    ([2, 4, 3, 2], [1, 1]),
+    ([1, 3, 32, 32], [4, 4]),
+    ([2, 2, 6, 12], [2, 4]),
+    ([1, 3, 10, 7], [5, 2]),
+];
 
 #[test]
 fn patchify_matches_reference_and_unpatchify_is_its_adjoint() {
@@ -23,11 +30,11 @@ fn patchify_matches_reference_and_unpatchify_is_its_adjoint() {
         let img = rng.normal_vec(shape.iter().product(), 0.0, 1.0);
         let t = Tensor::from_slice(&gpu, &img, &shape).unwrap();
         let rows = patchify(&gpu, &t, p).unwrap();
-        let (gh, gw) = (shape[2] / p, shape[3] / p);
-        assert_eq!(rows.shape(), &[shape[0], gh * gw, shape[1] * p * p]);
+        let (gh, gw) = (shape[2] / p[0], shape[3] / p[1]);
+        assert_eq!(rows.shape(), &[shape[0], gh * gw, shape[1] * p[0] * p[1]]);
         let got = gpu.read(&rows).unwrap();
         let want = reference::patchify(&f64s(&img), &shape, p);
-        assert!(got.iter().zip(&want).all(|(&g, &w)| g as f64 == w), "patchify {shape:?} p={p}");
+        assert!(got.iter().zip(&want).all(|(&g, &w)| g as f64 == w), "patchify {shape:?} p={p:?}");
         // ⟨patchify(x), y⟩ = ⟨x, unpatchify(y)⟩, and unpatchify matches its twin.
         let y = rng.normal_vec(rows.len(), 0.0, 1.0);
         let back = unpatchify(&gpu, &Tensor::from_slice(&gpu, &y, rows.shape()).unwrap(), &shape, p).unwrap();
@@ -38,8 +45,9 @@ fn patchify_matches_reference_and_unpatchify_is_its_adjoint() {
         assert!((left - right).abs() <= 1e-9 * left.abs().max(1.0), "adjoint {shape:?}: {left} vs {right}");
     }
     let t = Tensor::zeros(&gpu, &[1, 1, 3, 3]).unwrap();
-    assert!(patchify(&gpu, &t, 4).is_err(), "patch larger than the image");
-    assert!(patchify(&gpu, &Tensor::zeros(&gpu, &[3, 3]).unwrap(), 1).is_err(), "not [B, C, H, W]");
+    assert!(patchify(&gpu, &t, [4, 4]).is_err(), "patch larger than the image");
+    assert!(patchify(&gpu, &t, [1, 4]).is_err(), "patch wider than the image");
+    assert!(patchify(&gpu, &Tensor::zeros(&gpu, &[3, 3]).unwrap(), [1, 1]).is_err(), "not [B, C, H, W]");
 }
 
 #[test]
@@ -49,19 +57,19 @@ fn patch_embed_matches_a_direct_convolution() {
     for (shape, p) in CASES {
         let d = 7;
         let img = rng.normal_vec(shape.iter().product(), 0.0, 1.0);
-        let w = rng.normal_vec(d * shape[1] * p * p, 0.0, 0.3);
+        let w = rng.normal_vec(d * shape[1] * p[0] * p[1], 0.0, 0.3);
         let b = rng.normal_vec(d, 0.0, 1.0);
         let mut tape = Tape::inference(&gpu);
         let vi = tape.constant(&Tensor::from_slice(&gpu, &img, &shape).unwrap());
-        let vw = tape.constant(&Tensor::from_slice(&gpu, &w, &[d, shape[1], p, p]).unwrap());
+        let vw = tape.constant(&Tensor::from_slice(&gpu, &w, &[d, shape[1], p[0], p[1]]).unwrap());
         let vb = tape.constant(&Tensor::from_slice(&gpu, &b, &[d]).unwrap());
         let tokens = patch_embed(&mut tape, &vi, &vw, Some(&vb)).unwrap();
-        let (gh, gw) = (shape[2] / p, shape[3] / p);
+        let (gh, gw) = (shape[2] / p[0], shape[3] / p[1]);
         assert_eq!(tokens.shape(), &[shape[0], gh * gw, d]);
         let want = reference::patch_conv(&f64s(&img), &shape, &f64s(&w), d, p, Some(&f64s(&b)));
-        let k = shape[1] * p * p;
+        let k = shape[1] * p[0] * p[1];
         assert_close(
-            &format!("patch_embed {shape:?} p={p}"),
+            &format!("patch_embed {shape:?} p={p:?}"),
             &gpu.read(tokens.value()).unwrap(),
             &want,
             tol(4.0, k),

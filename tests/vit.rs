@@ -29,3 +29,23 @@ fn vit_matches_transformers() {
         assert_close(folder, &gpu.read(logits.value()).expect("read"), &want, 1e-5, 1e-6);
     }
 }
+
+/// 8×12 images cut into 2×4 patches: a 4×3 grid, 13 tokens.
+#[test]
+fn an_oblong_vit_matches_transformers() {
+    let gpu = gpu();
+    let f = fixture("wide_expected.safetensors");
+    let vit = Vit::load(&gpu, &fixtures().join("vit_wide")).expect("model loads");
+    assert_eq!((vit.config.grid(), vit.config.tokens()), ((4, 3), 13));
+    let pixels = Tensor::from_slice(&gpu, &f.f32("pixel_values"), &f.shape("pixel_values")).expect("upload");
+    let mut tape = Tape::inference(&gpu);
+    let vars = vit.bind(&mut tape, false);
+    let images = tape.constant(&pixels);
+    let logits = vit.forward(&mut tape, &vars, &images, &NoHooks).expect("forward");
+    assert_close("vit_wide", &gpu.read(logits.value()).expect("read"), &f.f64("vit.logits"), 1e-5, 1e-6);
+    let mut tape = Tape::inference(&gpu);
+    let vars = vit.bind(&mut tape, false);
+    let square = tape.constant(&Tensor::zeros(&gpu, &[1, 3, 12, 8]).expect("zeros"));
+    let e = vit.forward(&mut tape, &vars, &square, &NoHooks).expect_err("12×8 images on an 8×12 model");
+    assert!(e.to_string().contains("3×8×12"), "{e}");
+}

@@ -32,7 +32,7 @@ fn missing_folder_and_missing_tensor_are_named() {
 }
 
 #[test]
-fn square_sizes_may_be_written_as_pairs() {
+fn sizes_may_be_written_as_pairs() {
     use peft_wgpu::io::json::JsonFile;
     use peft_wgpu::nn::VitConfig;
     let text = std::fs::read_to_string(fixtures().join("vit_tiny/config.json")).expect("config");
@@ -43,9 +43,14 @@ fn square_sizes_may_be_written_as_pairs() {
         VitConfig::from_json(&JsonFile::parse(Path::new("m/config.json"), v.to_string().as_bytes())?)
     };
     let c = parse(serde_json::json!([8, 8]), serde_json::json!([4, 4])).expect("pairs of equal sides");
-    assert_eq!((c.image_size, c.patch_size), (8, 4));
-    let e = parse(serde_json::json!([8, 12]), serde_json::json!(4)).expect_err("not square");
-    assert!(e.to_string().contains("`image_size`") && e.to_string().contains("square"), "{e}");
+    assert_eq!((c.image_size, c.patch_size, c.grid()), ([8, 8], [4, 4], (2, 2)));
+    let c = parse(serde_json::json!([8, 12]), serde_json::json!([2, 4])).expect("a wide image of tall patches");
+    assert_eq!((c.image_size, c.patch_size, c.grid(), c.tokens()), ([8, 12], [2, 4], (4, 3), 13));
+    let e = parse(serde_json::json!([8, 12]), serde_json::json!([4, 8])).expect_err("8 does not divide 12");
+    assert!(
+        e.to_string().contains("`patch_size`") && e.to_string().contains("(4×8) must divide image_size (8×12)"),
+        "{e}"
+    );
     let e = parse(serde_json::json!(8), serde_json::json!([4, 0])).expect_err("a zero side");
     assert!(e.to_string().contains("`patch_size`"), "{e}");
 }

@@ -146,13 +146,13 @@ pub(crate) fn patch_embed(
     bias: &Var,
     seed: Option<u64>,
 ) -> Result<Var> {
-    let &[d, c, p, _] = w.shape() else {
-        return Err(Error::shape("LoRA conv", "a weight [D, C, p, p]", format!("{:?}", w.shape())));
+    let &[d, c, ph, pw] = w.shape() else {
+        return Err(Error::shape("LoRA conv", "a weight [D, C, ph, pw]", format!("{:?}", w.shape())));
     };
     let r = a.shape()[0];
-    let rows = patchify_var(tape, images, p)?;
-    let w2 = reshape_var(tape, w, &[d, c * p * p])?;
-    let a2 = reshape_var(tape, a, &[r, c * p * p])?;
+    let rows = patchify_var(tape, images, [ph, pw])?;
+    let w2 = reshape_var(tape, w, &[d, c * ph * pw])?;
+    let a2 = reshape_var(tape, a, &[r, c * ph * pw])?;
     let b2 = reshape_var(tape, b, &[d, r])?;
     let base = linear_var(tape, &rows, &w2, Some(bias))?;
     let rows_d = branch_input(tape, m, &rows, seed)?;

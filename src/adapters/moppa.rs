@@ -62,7 +62,7 @@ pub(crate) fn build(cfg: &MoppaConfig, build: &mut Build<'_>) -> Result<MoppaPar
     if let Some(&bad) = layers.iter().find(|&&l| l >= model.num_hidden_layers) {
         return Err(err("layers", format!("names layer {bad}, but the model has {} layers", model.num_hidden_layers)));
     }
-    let (gh, gw) = (model.grid(), model.grid());
+    let (gh, gw) = model.grid();
     let mut k = [0; 3];
     for (slot, b) in k.iter_mut().zip(BRANCHES) {
         *slot = build.trainable(&k_key(b), &[gh, gw, heads], Init::Const(1.0))?;

@@ -60,8 +60,8 @@ pub fn vitb_layer_config() -> VitConfig {
         num_hidden_layers: 1,
         num_attention_heads: 12,
         intermediate_size: 3072,
-        image_size: 224,
-        patch_size: 16,
+        image_size: [224, 224],
+        patch_size: [16, 16],
         num_channels: 3,
         layer_norm_eps: 1e-12,
         qkv_bias: true,
@@ -76,8 +76,8 @@ fn small_layer_config() -> VitConfig {
         hidden_size: 32,
         intermediate_size: 64,
         num_attention_heads: 4,
-        image_size: 4,
-        patch_size: 1,
+        image_size: [4, 4],
+        patch_size: [1, 1],
         num_channels: 1,
         layer_norm_eps: 1e-6,
         ..vitb_layer_config()
@@ -133,7 +133,7 @@ impl LayerStep {
             Some(b) => b,
             None => &NoHooks,
         };
-        let grid = (self.config.grid(), self.config.grid());
+        let grid = self.config.grid();
         let y = self.vit.layer_forward(&mut tape, &base, hooks, 0, &x, 1, grid)?;
         let loss = mean_square_var(&mut tape, &y)?;
         let trainable: Vec<(String, Var)> = match (&self.adapter, &bound) {
@@ -314,10 +314,11 @@ impl VitStep {
         let optimizer = Optimizer::new(gpu, OptimizerKind::adamw(), LR, &params)?;
         let c = &vit.config;
         let mut rng = Rng::new(seed + 1);
-        let pixels = rng.normal_vec(batch * c.num_channels * c.image_size * c.image_size, 0.0, 1.0);
+        let [h, w] = c.image_size;
+        let pixels = rng.normal_vec(batch * c.num_channels * h * w, 0.0, 1.0);
         let labels: Vec<u32> = (0..batch).map(|_| rng.below(adapter.num_labels()) as u32).collect();
         Ok(VitStep {
-            images: Tensor::from_slice(gpu, &pixels, &[batch, c.num_channels, c.image_size, c.image_size])?,
+            images: Tensor::from_slice(gpu, &pixels, &[batch, c.num_channels, h, w])?,
             labels: Tensor::from_u32(gpu, &labels, &[batch])?,
             adapter,
             optimizer,

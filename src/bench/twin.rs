@@ -42,10 +42,10 @@ fn moppa(t: &Tensors, c: &VitConfig, layer: usize, x: &[f64], batch: usize) -> O
     let branch = |b: &str| get(t, &format!("{PEFT_PREFIX}vit.encoder.moppa.k_{b}")).to_vec();
     let times = |b: &str| get(t, &format!("{stem}.t_{b}")).to_vec();
     let tau = get(t, &format!("{stem}.temperature")).to_vec();
-    let (g, heads) = (c.grid(), tau.len());
+    let ((gh, gw), heads) = (c.grid(), tau.len());
     let prior = priors::Prior {
-        gh: g,
-        gw: g,
+        gh,
+        gw,
         heads,
         d: c.hidden_size / heads,
         k: [branch("heat"), branch("wave"), branch("poisson")],
@@ -55,7 +55,7 @@ fn moppa(t: &Tensors, c: &VitConfig, layer: usize, x: &[f64], batch: usize) -> O
     };
     let r = priors::prior_response(&prior);
     let tokens = x.len() / (batch * c.hidden_size);
-    Some(spectral::moppa_filter(x, [batch, tokens, c.hidden_size], g, g, &r))
+    Some(spectral::moppa_filter(x, [batch, tokens, c.hidden_size], gh, gw, &r))
 }
 
 /// `softmax(q kᵀ/√d_h) v` per head for `q`, `k`, `v` `[batch, tokens, d]`.
@@ -109,7 +109,7 @@ pub(crate) fn layer(t: &Tensors, c: &VitConfig, layer: usize, x: &[f64], batch: 
 /// Logits `[batch, labels]` of the whole ViT for images `[batch, C, H, W]`.
 pub(crate) fn vit_logits(t: &Tensors, c: &VitConfig, images: &[f64], batch: usize, lora_scale: f64) -> Vec<f64> {
     let d = c.hidden_size;
-    let shape = [batch, c.num_channels, c.image_size, c.image_size];
+    let shape = [batch, c.num_channels, c.image_size[0], c.image_size[1]];
     let pe = "vit.embeddings.patch_embeddings.projection";
     let patches = shape::patch_conv(
         images,

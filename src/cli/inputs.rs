@@ -87,7 +87,7 @@ pub(super) fn refuse_other_type(given: PeftType, config_path: &Path, init: &Path
 pub(super) fn read_data(path: &Path, flag: &str, model: &VitConfig, labels: usize) -> Result<Dataset> {
     expect_file(path, &format!("a data file for {flag}"))?;
     let data = Dataset::load(path)?;
-    data.check_fits(model.num_channels, model.image_size, model.image_size, labels)?;
+    data.check_fits(model.num_channels, model.image_size, labels)?;
     Ok(data)
 }
 

@@ -93,14 +93,17 @@ impl Dataset {
         self.shape[0] == 0
     }
 
-    /// Fails unless images are `channels × size × size` and every label is below `num_labels`.
-    pub fn check_fits(&self, channels: usize, height: usize, width: usize, num_labels: usize) -> Result<()> {
+    /// Fails unless images are `channels × height × width` and every label is below
+    /// `num_labels`.
+    pub fn check_fits(&self, channels: usize, [height, width]: [usize; 2], num_labels: usize) -> Result<()> {
         let [_, c, h, w] = self.shape;
         if (c, h, w) != (channels, height, width) {
             return Err(Error::TensorMismatch {
                 path: self.path.clone(),
                 key: "pixel_values".into(),
-                expected: format!("images of {channels}×{height}×{width} (the model's num_channels × image_size²)"),
+                expected: format!(
+                    "images of {channels}×{height}×{width} (the model's num_channels × image height × width)"
+                ),
                 got: format!("{c}×{h}×{w}"),
             });
         }

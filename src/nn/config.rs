@@ -16,10 +16,10 @@ pub struct VitConfig {
     pub num_attention_heads: usize,
     /// Width of the MLP's hidden layer.
     pub intermediate_size: usize,
-    /// Side of the square input image.
-    pub image_size: usize,
-    /// Side of the square patch; divides `image_size`.
-    pub patch_size: usize,
+    /// Input image `[height, width]` (a config's integer `image_size` is a square).
+    pub image_size: [usize; 2],
+    /// Patch `[height, width]`; each side divides the image's.
+    pub patch_size: [usize; 2],
     /// Input channels.
     pub num_channels: usize,
     /// LayerNorm epsilon, as written in the config (the kernels use it as f32).
@@ -60,10 +60,13 @@ impl VitConfig {
                 format!("({num_attention_heads}) must divide hidden_size ({hidden_size})"),
             ));
         }
-        let image_size = square_side(json, "image_size")?;
-        let patch_size = square_side(json, "patch_size")?;
-        if !image_size.is_multiple_of(patch_size) {
-            return Err(json.error("patch_size", format!("({patch_size}) must divide image_size ({image_size})")));
+        let image_size = sides(json, "image_size")?;
+        let patch_size = sides(json, "patch_size")?;
+        if image_size.iter().zip(&patch_size).any(|(i, p)| !i.is_multiple_of(*p)) {
+            return Err(json.error(
+                "patch_size",
+                format!("({}) must divide image_size ({})", show_sides(patch_size), show_sides(image_size)),
+            ));
         }
         let eps = json.opt_f64("layer_norm_eps")?.unwrap_or(1e-12);
         if eps <= 0.0 {
@@ -93,14 +96,15 @@ impl VitConfig {
         })
     }
 
-    /// Patches per side, `image_size / patch_size`.
-    pub fn grid(&self) -> usize {
-        self.image_size / self.patch_size
+    /// The patch grid `(gh, gw)`: patches per column and per row.
+    pub fn grid(&self) -> (usize, usize) {
+        (self.image_size[0] / self.patch_size[0], self.image_size[1] / self.patch_size[1])
     }
 
     /// Tokens per image: CLS plus the patches.
     pub fn tokens(&self) -> usize {
-        1 + self.grid() * self.grid()
+        let (gh, gw) = self.grid();
+        1 + gh * gw
     }
 
     /// Width of one attention head.
@@ -121,8 +125,8 @@ impl VitConfig {
             "hidden_act": "gelu",
             "hidden_dropout_prob": 0.0,
             "attention_probs_dropout_prob": 0.0,
-            "image_size": self.image_size,
-            "patch_size": self.patch_size,
+            "image_size": sides_json(self.image_size),
+            "patch_size": sides_json(self.patch_size),
             "num_channels": self.num_channels,
             "layer_norm_eps": self.layer_norm_eps,
             "qkv_bias": self.qkv_bias,
@@ -171,19 +175,29 @@ fn id2label(json: &JsonFile) -> Result<Vec<String>> {
     Ok(labels.into_iter().map(Option::unwrap_or_default).collect())
 }
 
-/// A side length written as an integer or, as transformers also accepts, a `[height, width]`
-/// pair; only square sizes are supported.
-fn square_side(json: &JsonFile, key: &str) -> Result<usize> {
-    let Some(serde_json::Value::Array(pair)) = json.get(key) else { return json.usize_in(key, 1, MAX_DIM) };
+/// A size written as an integer (a square) or, as transformers also accepts, a
+/// `[height, width]` pair.
+fn sides(json: &JsonFile, key: &str) -> Result<[usize; 2]> {
+    let Some(serde_json::Value::Array(pair)) = json.get(key) else {
+        let side = json.usize_in(key, 1, MAX_DIM)?;
+        return Ok([side, side]);
+    };
     let in_range = |v: &serde_json::Value| v.as_u64().filter(|v| (1..=MAX_DIM as u64).contains(v));
     match pair.as_slice() {
         [h, w] => match (in_range(h), in_range(w)) {
-            (Some(h), Some(w)) if h == w => Ok(h as usize),
-            (Some(h), Some(w)) => {
-                Err(json.error(key, format!("is [{h}, {w}]; only square sizes (height = width) are supported")))
-            }
+            (Some(h), Some(w)) => Ok([h as usize, w as usize]),
             _ => Err(json.error(key, format!("must hold integers from 1 to {MAX_DIM}"))),
         },
         _ => Err(json.error(key, "must be an integer or a [height, width] pair")),
     }
+}
+
+/// A size as the config writes it: an integer for a square, else `[height, width]`.
+fn sides_json([h, w]: [usize; 2]) -> serde_json::Value {
+    if h == w { h.into() } else { serde_json::json!([h, w]) }
+}
+
+/// A size for a message: `8` for a square, `8×12` otherwise.
+pub(crate) fn show_sides([h, w]: [usize; 2]) -> String {
+    if h == w { h.to_string() } else { format!("{h}×{w}") }
 }

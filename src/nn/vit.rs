@@ -135,10 +135,10 @@ impl Vit {
         let &[b, ch, h, w] = images.shape() else {
             return Err(Error::shape("ViT forward", "images [B, C, H, W]", format!("{:?}", images.shape())));
         };
-        if (ch, h, w) != (c.num_channels, c.image_size, c.image_size) {
+        if (ch, [h, w]) != (c.num_channels, c.image_size) {
             return Err(Error::shape(
                 "ViT forward",
-                format!("images of {}×{}×{}", c.num_channels, c.image_size, c.image_size),
+                format!("images of {}×{}×{}", c.num_channels, c.image_size[0], c.image_size[1]),
                 format!("{ch}×{h}×{w}"),
             ));
         }
@@ -161,7 +161,7 @@ impl Vit {
         }
         x = hooks.after_embeddings(tape, x)?;
         prefix += hooks.prompt_tokens();
-        let grid = (c.grid(), c.grid());
+        let grid = c.grid();
         for layer in 0..c.num_hidden_layers {
             x = self.layer_forward(tape, vars, hooks, layer, &x, prefix, grid)?;
         }

@@ -48,9 +48,9 @@ pub fn expected_shapes(config: &VitConfig) -> Vec<(String, Vec<usize>)> {
 /// Weight and bias shapes of `module` (bias `None` when the module has none).
 pub fn module_shapes(config: &VitConfig, module: ModuleId) -> (Vec<usize>, Option<Vec<usize>>) {
     let (d, m, k) = (config.hidden_size, config.intermediate_size, config.num_labels);
-    let p = config.patch_size;
+    let [ph, pw] = config.patch_size;
     match module {
-        ModuleId::PatchEmbed => (vec![d, config.num_channels, p, p], Some(vec![d])),
+        ModuleId::PatchEmbed => (vec![d, config.num_channels, ph, pw], Some(vec![d])),
         ModuleId::FinalNorm => (vec![d], Some(vec![d])),
         ModuleId::Classifier => (vec![k, d], Some(vec![k])),
         ModuleId::Layer(_, part) => match part {

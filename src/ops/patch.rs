@@ -20,24 +20,25 @@ pub struct PatchParams {
     pub height: u32,
     /// Image width.
     pub width: u32,
-    /// Patch side `p` (kernel and stride).
-    pub side: u32,
-    /// Patches per column, `⌊H / p⌋`.
+    /// Patch height `ph` (kernel and stride along the rows).
+    pub ph: u32,
+    /// Patch width `pw` (kernel and stride along the columns).
+    pub pw: u32,
+    /// Patches per column, `⌊H / ph⌋`.
     pub gh: u32,
-    /// Patches per row, `⌊W / p⌋`.
+    /// Patches per row, `⌊W / pw⌋`.
     pub gw: u32,
-    /// Padding to 32 bytes.
-    pub _pad: u32,
 }
 
-/// Checks `[B, C, H, W]` images against patch side `p` and returns the kernel parameters
-/// for `n` output elements (`n = 0`: fill in later).
-fn params(images: &[usize], patch: usize) -> Result<PatchParams> {
+/// Checks `[B, C, H, W]` images against a `[ph, pw]` patch and returns the kernel
+/// parameters for `n` output elements (`n = 0`: fill in later).
+fn params(images: &[usize], patch: [usize; 2]) -> Result<PatchParams> {
     let &[_, c, h, w] = images else {
         return Err(Error::shape("patchify", "images [B, C, H, W]", format!("{images:?}")));
     };
-    if patch == 0 || h < patch || w < patch {
-        return Err(Error::shape("patchify", format!("images at least {patch}×{patch}"), format!("{images:?}")));
+    let [ph, pw] = patch;
+    if ph == 0 || pw == 0 || h < ph || w < pw {
+        return Err(Error::shape("patchify", format!("images at least {ph}×{pw}"), format!("{images:?}")));
     }
     let total = images.iter().product::<usize>();
     u32::try_from(total).map_err(|_| Error::invalid("patchify", format!("{total} elements exceed u32")))?;
@@ -46,24 +47,24 @@ fn params(images: &[usize], patch: usize) -> Result<PatchParams> {
         channels: c as u32,
         height: h as u32,
         width: w as u32,
-        side: patch as u32,
-        gh: (h / patch) as u32,
-        gw: (w / patch) as u32,
-        _pad: 0,
+        ph: ph as u32,
+        pw: pw as u32,
+        gh: (h / ph) as u32,
+        gw: (w / pw) as u32,
     })
 }
 
-/// Patch rows of `images` `[B, C, H, W]`: `[B, gh·gw, C·p·p]` with `gh = ⌊H/p⌋`,
-/// `gw = ⌊W/p⌋`, patches row-major and each row ordered `(c, kh, kw)` like a PyTorch conv
-/// weight `[D, C, p, p]` flattened to `[D, C·p·p]`. Pixels past `gh·p` or `gw·p` are
-/// dropped, as a strided conv drops them.
-pub fn patchify(gpu: &Gpu, images: &Tensor, patch: usize) -> Result<Tensor> {
+/// Patch rows of `images` `[B, C, H, W]` for a `[ph, pw]` patch: `[B, gh·gw, C·ph·pw]` with
+/// `gh = ⌊H/ph⌋`, `gw = ⌊W/pw⌋`, patches row-major and each row ordered `(c, kh, kw)` like a
+/// PyTorch conv weight `[D, C, ph, pw]` flattened to `[D, C·ph·pw]`. Pixels past `gh·ph` or
+/// `gw·pw` are dropped, as a strided conv drops them.
+pub fn patchify(gpu: &Gpu, images: &Tensor, patch: [usize; 2]) -> Result<Tensor> {
     let mut params = params(images.shape(), patch)?;
     if images.dtype() != DType::F32 {
         return Err(Error::shape("patchify", "f32 images", format!("{images:?}")));
     }
     let (b, c) = (images.shape()[0], images.shape()[1]);
-    let shape = [b, (params.gh * params.gw) as usize, c * patch * patch];
+    let shape = [b, (params.gh * params.gw) as usize, c * patch[0] * patch[1]];
     let y = Tensor::uninit(gpu, &shape, DType::F32)?;
     params.n = y.len() as u32;
     gpu.dispatch_1d(Kernel::Patchify, &[images], &[&y], &params, y.len())?;
@@ -72,10 +73,10 @@ pub fn patchify(gpu: &Gpu, images: &Tensor, patch: usize) -> Result<Tensor> {
 
 /// The adjoint of [`patchify`] (col2im without overlap): images of shape `image_shape`
 /// where each pixel takes its one entry of `rows`, and pixels no patch reads are 0.
-pub fn unpatchify(gpu: &Gpu, rows: &Tensor, image_shape: &[usize], patch: usize) -> Result<Tensor> {
+pub fn unpatchify(gpu: &Gpu, rows: &Tensor, image_shape: &[usize], patch: [usize; 2]) -> Result<Tensor> {
     let mut params = params(image_shape, patch)?;
     let (b, c) = (image_shape[0], image_shape[1]);
-    let expected = [b, (params.gh * params.gw) as usize, c * patch * patch];
+    let expected = [b, (params.gh * params.gw) as usize, c * patch[0] * patch[1]];
     if rows.shape() != expected || rows.dtype() != DType::F32 {
         return Err(Error::shape("unpatchify", format!("f32 rows of shape {expected:?}"), format!("{rows:?}")));
     }
@@ -86,31 +87,31 @@ pub fn unpatchify(gpu: &Gpu, rows: &Tensor, image_shape: &[usize], patch: usize)
 }
 
 /// Tape op [`patchify`]; backward [`unpatchify`].
-pub fn patchify_var(tape: &mut Tape, images: &Var, patch: usize) -> Result<Var> {
+pub fn patchify_var(tape: &mut Tape, images: &Var, patch: [usize; 2]) -> Result<Var> {
     let y = patchify(tape.gpu(), images.value(), patch)?;
     let shape = images.shape().to_vec();
     Ok(tape.push(y, &[images], move |gpu, g| Ok(vec![Some(unpatchify(gpu, g, &shape, patch)?)])))
 }
 
-/// ViT patch embedding: the conv `images [B, C, H, W] ⊛ w [D, C, p, p] + b` with stride `p`,
-/// as tokens `[B, gh·gw, D]` (patches row-major), computed as `patchify(images) · w'ᵀ + b`
-/// with `w' = w` viewed `[D, C·p·p]`.
+/// ViT patch embedding: the conv `images [B, C, H, W] ⊛ w [D, C, ph, pw] + b` with stride
+/// `(ph, pw)`, as tokens `[B, gh·gw, D]` (patches row-major), computed as
+/// `patchify(images) · w'ᵀ + b` with `w' = w` viewed `[D, C·ph·pw]`.
 ///
 /// Backward through [`patchify_var`], [`reshape_var`] and [`linear_var`]: `∂w = ∂yᵀ·patches`
 /// (saved only when `w` is trained), `∂b = Σ ∂y`, `∂images = unpatchify(∂y·w')` (only when
 /// the images need a gradient, which they usually do not).
 pub fn patch_embed(tape: &mut Tape, images: &Var, w: &Var, b: Option<&Var>) -> Result<Var> {
-    let &[d, c, p, q] = w.shape() else {
-        return Err(Error::shape("patch_embed", "a weight [D, C, p, p]", format!("{:?}", w.shape())));
+    let &[d, c, ph, pw] = w.shape() else {
+        return Err(Error::shape("patch_embed", "a weight [D, C, ph, pw]", format!("{:?}", w.shape())));
     };
-    if p != q || images.shape().get(1) != Some(&c) {
+    if images.shape().get(1) != Some(&c) {
         return Err(Error::shape(
             "patch_embed",
-            format!("square patches and images with {c} channels"),
+            format!("images with {c} channels"),
             format!("weight {:?}, images {:?}", w.shape(), images.shape()),
         ));
     }
-    let rows = patchify_var(tape, images, p)?;
-    let w2 = reshape_var(tape, w, &[d, c * p * p])?;
+    let rows = patchify_var(tape, images, [ph, pw])?;
+    let w2 = reshape_var(tape, w, &[d, c * ph * pw])?;
     linear_var(tape, &rows, &w2, b)
 }

@@ -54,55 +54,57 @@ pub fn expand(x: &[f64], n: usize) -> Vec<f64> {
     (0..n).map(|j| x[j % x.len()]).collect()
 }
 
-/// Patch rows `[B, gh·gw, C·p·p]` of images `[B, C, H, W]`, row order `(c, kh, kw)`.
-pub fn patchify(img: &[f64], shape: &[usize], p: usize) -> Vec<f64> {
-    let (b, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
-    let (gh, gw) = (h / p, w / p);
-    let mut y = Vec::with_capacity(b * gh * gw * c * p * p);
-    for bi in 0..b {
-        for py in 0..gh {
-            for px in 0..gw {
-                for ci in 0..c {
-                    for kh in 0..p {
-                        for kw in 0..p {
-                            y.push(img[((bi * c + ci) * h + py * p + kh) * w + px * p + kw]);
-                        }
-                    }
-                }
-            }
-        }
-    }
+/// Patch rows `[B, gh·gw, C·ph·pw]` of images `[B, C, H, W]` for a `[ph, pw]` patch, row
+/// order `(c, kh, kw)`.
+pub fn patchify(img: &[f64], shape: &[usize], patch: [usize; 2]) -> Vec<f64> {
+    let mut y = Vec::new();
+    for_each_patch_pixel(shape, patch, |i| y.push(img[i]));
     y
 }
 
 /// The adjoint of [`patchify`]: scatters patch rows back to images (0 where no patch reads).
-pub fn unpatchify(rows: &[f64], shape: &[usize], p: usize) -> Vec<f64> {
-    let (b, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
-    let (gh, gw) = (h / p, w / p);
-    let mut img = vec![0.0; b * c * h * w];
+pub fn unpatchify(rows: &[f64], shape: &[usize], patch: [usize; 2]) -> Vec<f64> {
+    let mut img = vec![0.0; shape.iter().product()];
     let mut j = 0;
+    for_each_patch_pixel(shape, patch, |i| {
+        img[i] += rows[j];
+        j += 1;
+    });
+    img
+}
+
+/// Calls `visit` with the image index of each entry of the patch rows, in their order.
+fn for_each_patch_pixel(shape: &[usize], [ph, pw]: [usize; 2], mut visit: impl FnMut(usize)) {
+    let (b, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
     for bi in 0..b {
-        for py in 0..gh {
-            for px in 0..gw {
+        for py in 0..h / ph {
+            for px in 0..w / pw {
                 for ci in 0..c {
-                    for kh in 0..p {
-                        for kw in 0..p {
-                            img[((bi * c + ci) * h + py * p + kh) * w + px * p + kw] += rows[j];
-                            j += 1;
+                    for kh in 0..ph {
+                        for kw in 0..pw {
+                            visit(((bi * c + ci) * h + py * ph + kh) * w + px * pw + kw);
                         }
                     }
                 }
             }
         }
     }
-    img
 }
 
-/// The convolution `y[b, o, py, px] = bias[o] + Σ_{c,kh,kw} w[o, c, kh, kw]·img[b, c, py·p + kh,
-/// px·p + kw]` with stride `p`, returned as tokens `[B, gh·gw, D]` (patches row-major).
-pub fn patch_conv(img: &[f64], shape: &[usize], w: &[f64], d: usize, p: usize, bias: Option<&[f64]>) -> Vec<f64> {
+/// The convolution `y[b, o, py, px] = bias[o] + Σ_{c,kh,kw} w[o, c, kh, kw]·img[b, c,
+/// py·ph + kh, px·pw + kw]` with stride `(ph, pw)`, returned as tokens `[B, gh·gw, D]`
+/// (patches row-major). Written as the direct sum, independent of [`patchify`].
+pub fn patch_conv(
+    img: &[f64],
+    shape: &[usize],
+    w: &[f64],
+    d: usize,
+    patch: [usize; 2],
+    bias: Option<&[f64]>,
+) -> Vec<f64> {
     let (b, c, h, wd) = (shape[0], shape[1], shape[2], shape[3]);
-    let (gh, gw) = (h / p, wd / p);
+    let [ph, pw] = patch;
+    let (gh, gw) = (h / ph, wd / pw);
     let mut y = vec![0.0; b * gh * gw * d];
     for bi in 0..b {
         for py in 0..gh {
@@ -110,10 +112,10 @@ pub fn patch_conv(img: &[f64], shape: &[usize], w: &[f64], d: usize, p: usize, b
                 for o in 0..d {
                     let mut acc = bias.map_or(0.0, |bias| bias[o]);
                     for ci in 0..c {
-                        for kh in 0..p {
-                            for kw in 0..p {
-                                let pixel = img[((bi * c + ci) * h + py * p + kh) * wd + px * p + kw];
-                                acc += w[((o * c + ci) * p + kh) * p + kw] * pixel;
+                        for kh in 0..ph {
+                            for kw in 0..pw {
+                                let pixel = img[((bi * c + ci) * h + py * ph + kh) * wd + px * pw + kw];
+                                acc += w[((o * c + ci) * ph + kh) * pw + kw] * pixel;
                             }
                         }
                     }

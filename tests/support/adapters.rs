@@ -54,7 +54,12 @@ pub fn perturbed(gpu: &Gpu, vit: &Vit, cfg: &serde_json::Value, seed: u64, std: 
 
 /// `count` fixed images for the tiny ViT, `[count, 3, 8, 8]`.
 pub fn pixels(count: usize) -> (Vec<f32>, Vec<usize>) {
-    (Rng::new(2024).normal_vec(count * 3 * 8 * 8, 0.0, 1.0), vec![count, 3, 8, 8])
+    pixels_sized(count, [8, 8])
+}
+
+/// `count` fixed 3-channel images of `[h, w]` pixels, `[count, 3, h, w]`.
+pub fn pixels_sized(count: usize, [h, w]: [usize; 2]) -> (Vec<f32>, Vec<usize>) {
+    (Rng::new(2024).normal_vec(count * 3 * h * w, 0.0, 1.0), vec![count, 3, h, w])
 }
 
 /// Logits `[B, labels]` of `vit` (with `adapter`, if any) on `pixels`.
