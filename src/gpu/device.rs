@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{Gpu, Inner, MAX_PARAMS_BYTES, kernels, lock, pool, recorder};
+use super::{Gpu, Inner, MAX_PARAMS_BYTES, lock, pipelines, pool, recorder};
 use crate::error::{Error, Result};
 
 /// How to pick the adapter. [`GpuOptions::from_env`] reads `PEFT_WGPU_ADAPTER` (a substring of
@@ -135,7 +135,7 @@ impl Gpu {
                 *lock(&lost_sink) = Some(message);
             }
         });
-        let kernels = kernels::Registry::new(&device);
+        let kernels = pipelines::Registry::new(&device);
         Ok(Gpu {
             inner: Arc::new(Inner {
                 device,

@@ -8,16 +8,19 @@
 
 mod device;
 mod kernels;
+mod pipelines;
 mod pool;
 mod readback;
 mod recorder;
+mod shaders;
 mod timer;
 
 pub use device::{GpuOptions, MemoryStats};
-pub use kernels::{Kernel, Shader};
+pub use kernels::Kernel;
 pub(crate) use pool::PooledBuffer;
 pub use readback::PendingRead;
 pub use recorder::KernelTime;
+pub use shaders::Shader;
 pub use timer::GpuTimer;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,7 +53,7 @@ struct Inner {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
-    kernels: kernels::Registry,
+    kernels: pipelines::Registry,
     pool: Arc<Mutex<pool::Pool>>,
     recorder: Mutex<recorder::Recorder>,
     errors: Arc<Mutex<Vec<wgpu::Error>>>,

@@ -16,8 +16,6 @@
 //! `dct3_grid`), which also serves as the cross-check in tests. [`FilterPath`] picks a path
 //! explicitly.
 
-use std::sync::OnceLock;
-
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel};
@@ -25,14 +23,10 @@ use crate::ops::dct::{self, GridPlan, TokenLayout, scales};
 use crate::ops::spectral_tile;
 use crate::tensor::{DType, Tensor};
 
-/// Words of workgroup memory the fused kernels declare (`SMEM` in the shader).
-const SMEM_WORDS: usize = 4096;
-/// Invocations per workgroup of `moppa_fused` (`WG_FWD` in the shader).
-const FWD_WG: usize = 64;
-/// Invocations per workgroup of `moppa_fused_grad` (`WG_BWD` in the shader).
-const BWD_WG: usize = 32;
-/// Longest grid side of the fused kernels (`MAXL` in the shader).
-const MAX_SIDE: usize = 32;
+mod path;
+
+pub use path::{FilterPath, FusedTiles, ROWS_MAX_GRID, fused_tiles, rows_kernel_fits};
+use path::{pick, resolve, specialised};
 
 /// Immediates of `moppa_fused` / `moppa_fused_grad` (`FusedParams` in `shaders/spectral.wgsl`).
 #[repr(C)]
@@ -112,64 +106,6 @@ pub struct SpectralRowsParams {
     pub sw: f32,
 }
 
-/// Largest grid side the CPU kernel (`spectral_rows.wgsl`) holds in registers.
-pub const ROWS_MAX_GRID: usize = 16;
-
-/// Whether the CPU kernel filters a `gh × gw` grid of `channels` channels.
-pub fn rows_kernel_fits(gh: usize, gw: usize, channels: usize) -> bool {
-    gh <= ROWS_MAX_GRID && gw <= ROWS_MAX_GRID && channels.is_multiple_of(4) && channels > 0
-}
-
-/// Which implementation of the filter to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum FilterPath {
-    /// On CPU adapters the rows kernel when the grid fits it, on other adapters the tile
-    /// kernel when it fits; otherwise fused when the grid fits in workgroup memory, unfused
-    /// when it does not. `PEFT_WGPU_FILTER` (`rows`, `tile`, `fused`, `unfused`) overrides the
-    /// choice, for benchmarking one path against another.
-    #[default]
-    Auto,
-    /// `spectral_rows.wgsl`, laid out for CPU drivers: one lane per image and channel quad
-    /// with the whole spectrum in registers; grids up to 16 × 16, channels a multiple of 4.
-    Rows,
-    /// `spectral_tile.wgsl`, laid out for GPUs: a workgroup per image and 16-channel tile,
-    /// coalesced channel accesses; grids up to 16 × 16.
-    Tile,
-    /// The fused kernels; an error when the grid does not fit.
-    Fused,
-    /// `dct2_grid` → multiply → `dct3_grid`.
-    Unfused,
-}
-
-/// Channel tiles of the fused kernels on one grid: channels per workgroup of the forward and
-/// the backward kernel, `None` where that kernel cannot take the grid.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FusedTiles {
-    /// Channels per workgroup of `moppa_fused`.
-    pub forward: Option<usize>,
-    /// Channels per workgroup of `moppa_fused_grad` (it holds two grids).
-    pub backward: Option<usize>,
-}
-
-/// The fused kernels' channel tiles on a `gh × gw` grid with `channels` channels. A tile is a
-/// power of two, at least one quad of 4 channels, at most what the channels need; it must
-/// fit beside the two DCT matrices in the kernels' workgroup memory, give each invocation one
-/// quad of one line, and no side may exceed the kernels' line registers. A device offering
-/// less workgroup memory than the kernels declare gets no fused path.
-pub fn fused_tiles(gpu: &Gpu, gh: usize, gw: usize, channels: usize) -> FusedTiles {
-    let device_words = gpu.limits().max_compute_workgroup_storage_size as usize / 4;
-    let (mats, cells, side) = (gh * gh + gw * gw, gh * gw, gh.max(gw));
-    let usable = device_words >= SMEM_WORDS && side <= MAX_SIDE && mats < SMEM_WORDS && channels > 0;
-    if !usable {
-        return FusedTiles { forward: None, backward: None };
-    }
-    let tile = |grids: usize, wg: usize| {
-        let most = ((SMEM_WORDS - mats) / (grids * cells)).min(4 * (wg / side));
-        (most >= 4).then(|| (1usize << most.ilog2()).min(channels.next_power_of_two().max(4)))
-    };
-    FusedTiles { forward: tile(1, FWD_WG), backward: tile(2, BWD_WG) }
-}
-
 /// Batch elements per workgroup: enough chunks that tiles × chunks is a few hundred
 /// workgroups, each chunk as long as possible so the matrices and `r` load once per chunk.
 fn per_chunk(batch: usize, tiles: usize) -> (usize, usize) {
@@ -234,47 +170,6 @@ pub(crate) fn mul_reduce_spectra(
     Ok(dr)
 }
 
-/// The implementation a filter on `plan` runs: `path` resolved against the device and grid
-/// (`Auto` stays `Auto` where the choice is between fused and unfused, which depends on the
-/// kernel), an error when a specific path was asked for and cannot take the grid.
-fn resolve(op: &'static str, gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, path: FilterPath) -> Result<FilterPath> {
-    let (gh, gw) = plan.grid();
-    let rows = rows_kernel_fits(gh, gw, l.channels);
-    let tile = spectral_tile::fits(gpu, gh, gw);
-    let path = match path {
-        FilterPath::Auto => env_path().unwrap_or(FilterPath::Auto),
-        other => other,
-    };
-    match path {
-        FilterPath::Auto => Ok(if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu && rows {
-            FilterPath::Rows
-        } else if tile {
-            FilterPath::Tile
-        } else {
-            FilterPath::Auto
-        }),
-        FilterPath::Rows if !rows => {
-            Err(Error::invalid(op, format!("a {gh}×{gw} grid of {} channels does not fit the rows kernel", l.channels)))
-        }
-        FilterPath::Tile if !tile => {
-            Err(Error::invalid(op, format!("a {gh}×{gw} grid does not fit the tile kernel on this device")))
-        }
-        other => Ok(other),
-    }
-}
-
-/// The path `PEFT_WGPU_FILTER` names, read once; `None` when unset, empty or `auto`.
-fn env_path() -> Option<FilterPath> {
-    static PATH: OnceLock<Option<FilterPath>> = OnceLock::new();
-    *PATH.get_or_init(|| match std::env::var("PEFT_WGPU_FILTER").ok()?.to_ascii_lowercase().as_str() {
-        "rows" => Some(FilterPath::Rows),
-        "tile" => Some(FilterPath::Tile),
-        "fused" => Some(FilterPath::Fused),
-        "unfused" => Some(FilterPath::Unfused),
-        _ => None,
-    })
-}
-
 /// The rows kernel on `x`: the filter with `r` (`mode` 0) or the spectrum (`mode` 1).
 fn rows_pass(gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, x: &Tensor, r: Option<&Tensor>) -> Result<Tensor> {
     let (gh, gw) = plan.grid();
@@ -297,23 +192,6 @@ fn rows_pass(gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, x: &Tensor, r: Option<
     let kernel = if (gh, gw) == (14, 14) { Kernel::MoppaRows14 } else { Kernel::MoppaRows };
     gpu.dispatch(kernel, &[x, r.unwrap_or(x), plan.tables()], &[&y], &params, groups)?;
     Ok(y)
-}
-
-/// Whether the kernels specialised to 14×14 grids (one batch element per workgroup) apply.
-fn specialised(plan: &GridPlan, l: &TokenLayout) -> bool {
-    plan.grid() == (14, 14) && l.batch <= u16::MAX as usize
-}
-
-/// The tile to use for `path` given the kernel's `tile`, `None` for the unfused path.
-fn pick(op: &'static str, plan: &GridPlan, tile: Option<usize>, path: FilterPath) -> Result<Option<usize>> {
-    match path {
-        FilterPath::Auto => Ok(tile),
-        FilterPath::Unfused | FilterPath::Rows | FilterPath::Tile => Ok(None),
-        FilterPath::Fused => tile.map(Some).ok_or_else(|| {
-            let (gh, gw) = plan.grid();
-            Error::invalid(op, format!("a {gh}×{gw} grid does not fit the fused kernel's workgroup memory"))
-        }),
-    }
 }
 
 /// The MoPPA filter `y = IDCT2(DCT2(x_grid) ⊙ r)` per channel, prefix tokens copied; `x` is

@@ -28,6 +28,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel};
 use crate::tensor::{DType, Tensor};
 
+mod checkpoint;
+
+pub use checkpoint::OptimizerCheckpoint;
+
 /// The update rule and its hyperparameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimizerKind {
@@ -350,66 +354,6 @@ impl Optimizer {
             }
         }
         p
-    }
-
-    /// Reads back AdamW's first and second moments `(m, v)` of parameter `index` (submits and
-    /// waits; for checkpoints and tests, not for the training loop). `None` for SGD.
-    pub fn moments(&self, index: usize) -> Result<Option<(Vec<f32>, Vec<f32>)>> {
-        let Some(p) = self.params.get(index) else {
-            return Err(Error::invalid(
-                "optimizer parameter index",
-                format!("{index}, but there are {} parameters", self.params.len()),
-            ));
-        };
-        let Some(m) = &self.moments else { return Ok(None) };
-        let range = self.starts[index]..self.starts[index] + p.len();
-        let exp_avg = self.gpu.read(&m.exp_avg)?[range.clone()].to_vec();
-        let exp_avg_sq = self.gpu.read(&m.exp_avg_sq)?[range].to_vec();
-        Ok(Some((exp_avg, exp_avg_sq)))
-    }
-}
-
-/// An optimizer's state at one moment, on the device: copies of the parameters and of the
-/// AdamW moments, and the step counts (see [`Optimizer::checkpoint`]).
-pub struct OptimizerCheckpoint {
-    params: Vec<Tensor>,
-    moments: Option<(Tensor, Tensor)>,
-    updates: Vec<u64>,
-    steps: u64,
-}
-
-impl Optimizer {
-    /// Records copies of the parameters and moments (device to device, nothing waits), to
-    /// undo later steps with [`restore`](Self::restore): a training loop that checks each
-    /// loss only after the next step has been submitted rolls back a step whose loss turned
-    /// out non-finite. Costs three times the parameters' size for AdamW, twice for SGD.
-    pub fn checkpoint(&self) -> Result<OptimizerCheckpoint> {
-        let params = self.params.iter().map(|p| p.deep_copy(&self.gpu)).collect::<Result<Vec<_>>>()?;
-        let moments = match &self.moments {
-            Some(m) => Some((m.exp_avg.deep_copy(&self.gpu)?, m.exp_avg_sq.deep_copy(&self.gpu)?)),
-            None => None,
-        };
-        Ok(OptimizerCheckpoint { params, moments, updates: self.updates.clone(), steps: self.steps })
-    }
-
-    /// Records writing a checkpoint of this optimizer back: parameters in place (every clone
-    /// of a parameter tensor sees the old values again), moments and step counts.
-    pub fn restore(&mut self, checkpoint: &OptimizerCheckpoint) -> Result<()> {
-        if checkpoint.params.len() != self.params.len()
-            || checkpoint.params.iter().zip(&self.params).any(|(c, p)| c.shape() != p.shape())
-        {
-            return Err(Error::invalid("optimizer restore", "the checkpoint is of another optimizer"));
-        }
-        for (c, p) in checkpoint.params.iter().zip(&self.params) {
-            self.gpu.copy(c, 0, p, 0, p.len());
-        }
-        if let (Some((m, v)), Some(mine)) = (&checkpoint.moments, &self.moments) {
-            self.gpu.copy(m, 0, &mine.exp_avg, 0, m.len());
-            self.gpu.copy(v, 0, &mine.exp_avg_sq, 0, v.len());
-        }
-        self.updates.clone_from(&checkpoint.updates);
-        self.steps = checkpoint.steps;
-        Ok(())
     }
 }
 

@@ -1,0 +1,152 @@
+//! [`Build`]: the state while an adapter is built from its config and a source of tensors
+//! (a file, a fresh initialisation, or a dry run): each tensor's key, shape and check, and
+//! how module keys are named.
+
+use std::path::{Path, PathBuf};
+
+use super::params::{ParamBuilder, Slot, Value};
+use super::source::{Init, Source};
+use super::{PEFT_PREFIX, WEIGHTS_FILE};
+use crate::error::{Error, Result};
+use crate::io::safetensors::HostTensor;
+use crate::nn::{ModuleId, Naming, VitConfig};
+
+/// State while an adapter is built from a config and a source of tensors.
+pub(crate) struct Build<'a> {
+    pub(crate) model: &'a VitConfig,
+    pub(crate) config_path: &'a Path,
+    pub(crate) saved: Vec<ModuleId>,
+    pub(super) preferred: Naming,
+    /// The namings the file's layer keys use (empty for a fresh adapter).
+    pub(super) file_namings: Vec<Naming>,
+    pub(super) source: Source<'a>,
+    pub(super) params: ParamBuilder,
+    /// Largest tensor the device takes, in bytes, and the limit that sets it; checked before
+    /// any value is made.
+    pub(super) max_bytes: (u64, &'static str),
+}
+
+impl Build<'_> {
+    /// Fails with [`Error::TooLarge`] naming `key` when a tensor of `shape` would not fit the
+    /// device (or overflows), before anything is allocated for it.
+    fn check_size(&self, key: &str, shape: &[usize]) -> Result<()> {
+        let bytes = shape.iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64));
+        let (max, limit) = self.max_bytes;
+        match bytes {
+            Some(b) if b <= max => Ok(()),
+            _ => Err(Error::TooLarge {
+                what: format!("adapter tensor `{key}` of shape {shape:?} (from {})", self.config_path.display()),
+                bytes: bytes.unwrap_or(u64::MAX),
+                limit,
+                max,
+            }),
+        }
+    }
+
+    /// A trainable tensor from the source.
+    pub(crate) fn trainable(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Slot> {
+        self.check_size(key, shape)?;
+        let t = self.source.tensor(key, shape, init)?;
+        Ok(self.params.train(key.to_string(), Value::Host(t)))
+    }
+
+    /// A frozen tensor from the source.
+    pub(crate) fn frozen(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Slot> {
+        self.check_size(key, shape)?;
+        let t = self.source.tensor(key, shape, init)?;
+        Ok(self.params.freeze(key.to_string(), Value::Host(t)))
+    }
+
+    /// Zeros of `shape` for `key` that come from no file (a new classifier head).
+    pub(crate) fn zeros(&self, key: &str, shape: &[usize]) -> Result<HostTensor> {
+        self.check_size(key, shape)?;
+        Ok(self.source.zeros(shape))
+    }
+
+    pub(crate) fn params_mut(&mut self) -> &mut ParamBuilder {
+        &mut self.params
+    }
+
+    pub(crate) fn is_file(&self) -> bool {
+        self.source.is_file()
+    }
+
+    pub(crate) fn source_any_shape(&mut self, key: &str) -> Result<Option<HostTensor>> {
+        self.source.any_shape(key)
+    }
+
+    /// The weights file, for messages.
+    pub(crate) fn weights_path(&self) -> PathBuf {
+        match &self.source {
+            Source::File { file, .. } => file.path().to_path_buf(),
+            Source::Fresh(_) | Source::Shapes => PathBuf::from(WEIGHTS_FILE),
+        }
+    }
+
+    /// The naming of `module`'s keys: whichever the file uses (probing `<path>.<leaf>`), or
+    /// for a new adapter the one its config prefers when `matched` (whether the module's
+    /// target matches its path under a naming) allows, else the one that matched. A file so
+    /// written keys each layer module in a naming its target names it by, which is the naming
+    /// PEFT looks it up under.
+    pub(crate) fn key_naming(&self, module: ModuleId, matched: impl Fn(Naming) -> bool, leaf: &str) -> Naming {
+        if !matches!(module, ModuleId::Layer(..)) {
+            return Naming::OnDisk; // the same path under both namings
+        }
+        let first = if matched(self.preferred) { self.preferred } else { self.preferred.other() };
+        if !self.source.is_file() {
+            return first;
+        }
+        [first, first.other()]
+            .into_iter()
+            .find(|&n| self.source.has(&format!("{PEFT_PREFIX}{}.{leaf}", module.path(n))))
+            .unwrap_or(first)
+    }
+
+    /// The key stem (`base_model.model.<path>`) of a LoRA or FLoRA module whose first tensor is
+    /// `<stem>.<leaf>`, in the naming [`Build::key_naming`] picks; `None` when the file left the
+    /// module out ([`Build::left_out_by_file`]), its would-be key then kept in `left_out` (the
+    /// first such) for [`Build::require_adapted`].
+    pub(crate) fn module_stem(
+        &self,
+        module: ModuleId,
+        matched: impl Fn(Naming) -> bool + Copy,
+        leaf: &str,
+        left_out: &mut Option<String>,
+    ) -> Option<String> {
+        let stem = format!("{PEFT_PREFIX}{}", module.path(self.key_naming(module, matched, leaf)));
+        if self.left_out_by_file(module, matched, leaf) {
+            left_out.get_or_insert_with(|| format!("{stem}.{leaf}"));
+            return None;
+        }
+        Some(stem)
+    }
+
+    /// Fails when a LoRA or FLoRA config adapts no module: naming the first tensor the file
+    /// lacks when modules were left out for the file's naming (`left_out`, a broken file being
+    /// likelier then), else `target_modules` and the `filters` that removed the rest.
+    pub(crate) fn require_adapted(&self, adapted: usize, left_out: Option<String>, filters: &str) -> Result<()> {
+        match (adapted, left_out) {
+            (0, Some(key)) => Err(Error::MissingTensor { path: self.weights_path(), key }),
+            (0, None) => Err(Error::Config {
+                path: self.config_path.to_path_buf(),
+                key: "target_modules".into(),
+                message: format!("leaves no module to adapt once {filters} are applied"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a file left `module` out the way PEFT does: the module's target names it only
+    /// under namings none of the file's layer keys use, and the file has no `<path>.<leaf>`
+    /// for it. PEFT sees one naming (its transformers version's), so a config such as
+    /// `["q_proj", "value"]` adapts only `q_proj` under transformers 5, and
+    /// `["projection", "q_proj"]` only the patch embedding under transformers 4.
+    fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool, leaf: &str) -> bool {
+        if !self.source.is_file() || !matches!(module, ModuleId::Layer(..)) {
+            return false;
+        }
+        let has = |n: Naming| self.source.has(&format!("{PEFT_PREFIX}{}.{leaf}", module.path(n)));
+        let uses = |n: Naming| self.file_namings.contains(&n);
+        !Naming::BOTH.into_iter().any(has) && Naming::BOTH.into_iter().all(|n| !matched(n) || !uses(n))
+    }
+}
