@@ -336,6 +336,37 @@ fn bad_data_is_named() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Data through a pipe (`--data /dev/stdin`) is read like a file; a truncated stream is named
+/// as such, and one that does not end where its tensors do is refused, not read forever.
+#[cfg(target_os = "linux")]
+#[test]
+fn data_may_arrive_through_a_pipe() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let data = std::fs::read(fixture("train_data.safetensors")).expect("data");
+    let run_piped = |bytes: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"))
+            .args(["eval", "--model", s(&fixture("vit_tiny")), "--data", "/dev/stdin"])
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        // The binary may stop reading early (a bad header): a broken pipe here is fine.
+        let _ = child.stdin.take().expect("stdin").write_all(bytes);
+        child.wait_with_output().expect("output")
+    };
+    let out = run_piped(&data);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("accuracy"));
+    check_failure(&run_piped(&data[..data.len() - 9]), INPUT, &["/dev/stdin", "truncated"], true);
+    let mut longer = data.clone();
+    longer.extend_from_slice(b"tail");
+    check_failure(&run_piped(&longer), INPUT, &["/dev/stdin", "unexpected bytes after the last tensor"], true);
+    check_failure(&run_piped(b"abc"), INPUT, &["/dev/stdin", "only 3 bytes"], true);
+}
+
 #[test]
 fn bad_numbers_are_refused_before_gpu_work() {
     let dir = scratch("numbers");

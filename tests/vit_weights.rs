@@ -52,7 +52,11 @@ fn sizes_may_be_written_as_pairs() {
         "{e}"
     );
     let e = parse(serde_json::json!(8), serde_json::json!([4, 0])).expect_err("a zero side");
-    assert!(e.to_string().contains("`patch_size`"), "{e}");
+    assert!(e.to_string().contains("`patch_size`") && e.to_string().contains("is [4,0]"), "{e}");
+    let e = parse(serde_json::json!({"h": 8}), serde_json::json!(4)).expect_err("an object");
+    assert!(e.to_string().contains("`image_size`") && e.to_string().contains("[height, width] pair"), "{e}");
+    let e = parse(serde_json::json!([8, 8, 3]), serde_json::json!(4)).expect_err("three sides");
+    assert!(e.to_string().contains("is [8,8,3]"), "{e}");
 }
 
 #[test]

@@ -178,17 +178,20 @@ fn id2label(json: &JsonFile) -> Result<Vec<String>> {
 /// A size written as an integer (a square) or, as transformers also accepts, a
 /// `[height, width]` pair.
 fn sides(json: &JsonFile, key: &str) -> Result<[usize; 2]> {
-    let Some(serde_json::Value::Array(pair)) = json.get(key) else {
-        let side = json.usize_in(key, 1, MAX_DIM)?;
-        return Ok([side, side]);
+    let value = match json.get(key) {
+        Some(v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) => v,
+        _ => {
+            let side = json.usize_in(key, 1, MAX_DIM)?;
+            return Ok([side, side]);
+        }
     };
     let in_range = |v: &serde_json::Value| v.as_u64().filter(|v| (1..=MAX_DIM as u64).contains(v));
-    match pair.as_slice() {
-        [h, w] => match (in_range(h), in_range(w)) {
+    match value.as_array().map(Vec::as_slice) {
+        Some([h, w]) => match (in_range(h), in_range(w)) {
             (Some(h), Some(w)) => Ok([h as usize, w as usize]),
-            _ => Err(json.error(key, format!("must hold integers from 1 to {MAX_DIM}"))),
+            _ => Err(json.error(key, format!("is {value}; both sides must be integers from 1 to {MAX_DIM}"))),
         },
-        _ => Err(json.error(key, "must be an integer or a [height, width] pair")),
+        _ => Err(json.error(key, format!("is {value}; expected an integer or a [height, width] pair"))),
     }
 }
 

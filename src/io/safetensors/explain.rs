@@ -3,8 +3,9 @@
 
 use super::MAX_HEADER_BYTES;
 
-/// Why a file whose first 8 bytes are not a plausible header length is not a safetensors file.
-pub(super) fn explain_bad_start(start: &[u8], len: u64) -> String {
+/// Why a file whose first 8 bytes are not a plausible header length is not a safetensors file;
+/// `len` is the file's length, `None` for a stream of unknown length.
+pub(super) fn explain_bad_start(start: &[u8], len: Option<u64>) -> String {
     let text = String::from_utf8_lossy(&start[..start.len().min(64)]).to_ascii_lowercase();
     if text.starts_with("version https://git-lfs") {
         "is a Git LFS pointer, not the tensors themselves; fetch the real file (git lfs pull)".into()
@@ -14,10 +15,16 @@ pub(super) fn explain_bad_start(start: &[u8], len: u64) -> String {
         "looks like a JSON file, not a safetensors file".into()
     } else {
         let header = start.get(..8).and_then(|h| h.try_into().ok()).map_or(0, u64::from_le_bytes);
-        format!(
-            "not a safetensors file, or truncated: it starts with a header length of {header} bytes \
-             but the file has {len} bytes"
-        )
+        match len {
+            Some(len) => format!(
+                "not a safetensors file, or truncated: it starts with a header length of {header} bytes \
+                 but the file has {len} bytes"
+            ),
+            None => format!(
+                "not a safetensors file: it starts with a header length of {header} bytes, more than the \
+                 format allows ({MAX_HEADER_BYTES})"
+            ),
+        }
     }
 }
 
@@ -30,7 +37,7 @@ pub(super) fn explain_invalid(bytes: &[u8], err: &safetensors::SafeTensorError) 
     let n = u64::from_le_bytes(head);
     let rest = bytes.len() as u64 - 8;
     if n > rest || n > MAX_HEADER_BYTES {
-        return explain_bad_start(&bytes[..bytes.len().min(64)], bytes.len() as u64);
+        return explain_bad_start(&bytes[..bytes.len().min(64)], Some(bytes.len() as u64));
     }
     let available = rest - n;
     let header = &bytes[8..8 + n as usize];

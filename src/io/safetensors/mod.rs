@@ -101,6 +101,9 @@ impl TensorFile {
             return Err(format_err(path, "is a folder, expected a .safetensors file"));
         }
         let mut file = std::fs::File::open(path).map_err(io)?;
+        if !meta.is_file() {
+            return TensorFile::from_bytes(path, read_stream(path, &mut file)?);
+        }
         let len = meta.len();
         let mut head = [0u8; 8];
         if len < 8 {
@@ -111,7 +114,7 @@ impl TensorFile {
         if header > MAX_HEADER_BYTES || header > len - 8 {
             let mut start = head.to_vec();
             let _ = (&mut file).take(56).read_to_end(&mut start);
-            return Err(format_err(path, explain_bad_start(&start, len)));
+            return Err(format_err(path, explain_bad_start(&start, Some(len))));
         }
         let mut bytes = Vec::new();
         let size = usize::try_from(len).unwrap_or(usize::MAX);
@@ -269,6 +272,31 @@ pub fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
         }
     }
     at
+}
+
+/// The bytes of a safetensors file arriving through a pipe or device (`--data /dev/stdin`),
+/// whose length is not known up front: the header first (bounded like a file's), then as
+/// many bytes as its tensors need plus one, so that a stream that does not end (or ends
+/// early) is reported by [`TensorFile::from_bytes`] instead of filling memory.
+fn read_stream(path: &Path, file: &mut std::fs::File) -> Result<Vec<u8>> {
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let mut bytes = Vec::new();
+    file.take(8).read_to_end(&mut bytes).map_err(io)?;
+    let Ok(head) = <[u8; 8]>::try_from(bytes.as_slice()) else {
+        return Err(format_err(path, format!("not a safetensors file: only {} bytes", bytes.len())));
+    };
+    let header = u64::from_le_bytes(head);
+    if header > MAX_HEADER_BYTES {
+        let _ = file.take(56).read_to_end(&mut bytes);
+        return Err(format_err(path, explain_bad_start(&bytes, None)));
+    }
+    file.take(header).read_to_end(&mut bytes).map_err(io)?;
+    let data_end = serde_json::from_slice::<serde_json::Value>(&bytes[8..])
+        .ok()
+        .and_then(|v| v.as_object()?.values().filter_map(|t| t.get("data_offsets")?.as_array()?.get(1)?.as_u64()).max())
+        .unwrap_or(0);
+    file.take(data_end.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
 }
 
 /// Exact IEEE half → single conversion.
