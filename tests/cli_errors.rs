@@ -8,6 +8,8 @@ mod cli_support;
 
 use cli_support::*;
 use safetensors::Dtype;
+#[cfg(unix)]
+use std::os::unix::fs::FileTypeExt;
 
 /// `train` on `model` from adapter folder `init` with `data`, into `out`, for `extra` flags.
 fn train_args<'a>(model: &'a str, init: &'a str, data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -697,6 +699,42 @@ fn logits_out_never_overwrites_an_input() {
     assert_eq!(std::fs::read(&data).expect("data"), before, "the data was overwritten");
     let weights = model.join("model.safetensors");
     fails(&["eval", "--model", m, "--data", d, "--logits-out", s(&weights)], USAGE, &["--logits-out", "input"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--logits-out` into a pipe or device writes into it (a rename would replace the special
+/// file), and through a symbolic link replaces the link's target, keeping the link.
+#[cfg(unix)]
+#[test]
+fn logits_out_writes_into_pipes_and_devices_and_through_links() {
+    let dir = scratch("logits-special");
+    let data = good_data(&dir);
+    let model = model_copy(&dir);
+    let (m, d) = (s(&model), s(&data));
+    let plain = dir.join("plain.safetensors");
+    succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&plain)]);
+    let want = std::fs::read(&plain).expect("logits");
+
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success(), "mkfifo failed");
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
+    };
+    succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&fifo)]);
+    assert_eq!(reader.join().expect("reader"), want, "the logits through the pipe");
+    assert!(std::fs::symlink_metadata(&fifo).expect("fifo").file_type().is_fifo(), "the pipe was replaced");
+
+    // (`/dev/null` takes the same path as the pipe; it is not written here, so that a
+    // regression cannot replace the machine's /dev/null.)
+    let target = dir.join("target.safetensors");
+    std::fs::write(&target, b"old").expect("target");
+    let link = dir.join("link.safetensors");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&link)]);
+    assert!(std::fs::symlink_metadata(&link).expect("link").file_type().is_symlink(), "the link was replaced");
+    assert_eq!(std::fs::read(&target).expect("target"), want, "the link's target holds the logits");
     std::fs::remove_dir_all(&dir).ok();
 }
 

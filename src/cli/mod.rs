@@ -245,7 +245,7 @@ pub fn eval(
     check_logits(&report, &data)?;
     if let Some(path) = logits_out {
         let t = HostTensor::new(vec![data.len(), report.labels], report.logits.clone())?;
-        st::write(path, &[("logits".to_string(), &t)], None)?;
+        crate::io::atomic::write_output(path, &st::serialize(path, &[("logits".to_string(), &t)], None)?)?;
     }
     Ok(report)
 }

@@ -66,6 +66,20 @@ pub fn write_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> std::io:
     rename_into_place(&tmp, path)
 }
 
+/// Writes `bytes` where a user's output path leads: to a regular file (new, or existing and
+/// then replaced atomically; through a symbolic link, its target is replaced) with [`write`],
+/// and into a device or pipe (`/dev/null`, a FIFO), which a rename would destroy, directly.
+pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+            file.write_all(bytes).and_then(|()| file.flush()).map_err(io_err(path))
+        }
+        Ok(_) => write(&path.canonicalize().map_err(io_err(path))?, bytes),
+        Err(_) => write(path, bytes),
+    }
+}
+
 /// Writes every `(path, bytes)` pair: all temporaries first (each flushed to disk), then the
 /// renames in the order given, then a flush of the folders. On an error before the renames no
 /// target has changed and the temporaries are removed.

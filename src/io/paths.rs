@@ -120,7 +120,10 @@ pub fn check_output_dir(dir: &Path, flag: &str) -> Result<()> {
 }
 
 /// Checks, before any work, that output file `path` (flag `flag`) can be written: it is not
-/// a folder, its folder exists, and a file can be created there.
+/// a folder, its folder exists, and a file can be created there. A device or pipe
+/// (`/dev/null`, a FIFO) is written into, not replaced (see
+/// [`crate::io::atomic::write_output`]), and a symbolic link to a file leads to the folder
+/// of its target.
 pub fn check_output_file(path: &Path, flag: &str) -> Result<()> {
     if std::fs::symlink_metadata(path).is_ok() && std::fs::metadata(path).is_err() {
         return Err(Error::invalid(flag, format!("{} is a symbolic link that leads nowhere", path.display())));
@@ -128,6 +131,15 @@ pub fn check_output_file(path: &Path, flag: &str) -> Result<()> {
     if path.is_dir() {
         return Err(Error::invalid(flag, format!("{} is a folder, expected a file name", path.display())));
     }
+    let resolved;
+    let path = match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Ok(()),
+        Ok(_) => {
+            resolved = path.canonicalize().map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+            resolved.as_path()
+        }
+        Err(_) => path,
+    };
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
