@@ -2,7 +2,8 @@
 //! and never destroys the previous one (SPEC §11): killed while training or while writing
 //! its temporaries, `--out` holds the old adapter byte-identical; killed in the instant
 //! between the two renames, the next reader finishes the save (the weights' rename is the
-//! commit point), and any other mixed pair is refused by name when loaded.
+//! commit point), and any other mixed pair is refused by name when loaded. The same holds
+//! for a merged model folder, and two saves into one folder never interleave.
 //!
 //! The write is slowed with the test hook `PEFT_WGPU_TEST_SLOW_WRITE_MS` (see
 //! `src/io/atomic.rs`), so the kill lands where each test wants it.
@@ -163,5 +164,82 @@ fn killed_between_the_two_renames_the_next_reader_finishes_the_save() {
     let older = weights_time - Duration::from_secs(60);
     std::fs::File::options().write(true).open(&config).and_then(|f| f.set_modified(older)).expect("set mtime");
     fails(&eval, INPUT, &["adapter_model.safetensors", "another adapter_config.json", "interrupted"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `merge --force` killed between its two renames: the merged weights are in place beside
+/// the old config, and the next reader of the folder finishes the save, so it evaluates as
+/// the new merged model (transformers would otherwise see a mixed folder).
+#[test]
+fn merge_killed_between_the_two_renames_the_next_reader_finishes_it() {
+    let dir = scratch("kill-merge");
+    let data = good_data(&dir);
+    let (model, out) = (fixture("vit_tiny"), dir.join("merged"));
+    // The previous merged model, with the RLP adapter's 3-label head.
+    succeeds(&["merge", "--model", s(&model), "--adapter", s(&fixture("adapters/rlp")), "--out", s(&out)]);
+    let old_weights = std::fs::read(out.join("model.safetensors")).expect("weights");
+    let old_config = std::fs::read(out.join("config.json")).expect("config");
+    let lora = fixture("adapters/lora_v4");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"))
+        .args(["merge", "--model", s(&model), "--adapter", s(&lora), "--out", s(&out), "--force"])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env(SLOW_WRITE_ENV, "3000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    wait_for(&mut child, Duration::from_secs(120), "the merged weights to be renamed", || {
+        std::fs::read(out.join("model.safetensors")).is_ok_and(|b| b != old_weights)
+    });
+    kill(&mut child);
+    assert_eq!(std::fs::read(out.join("config.json")).expect("config"), old_config, "killed before the config");
+    assert_eq!(names_with(&out, ".config.json.tmp-").len(), 1, "the new config waits under its temporary name");
+    // The merged LoRA model evaluates exactly as the base model with the adapter.
+    let (merged_logits, adapter_logits) = (dir.join("merged.safetensors"), dir.join("adapter.safetensors"));
+    succeeds(&["eval", "--model", s(&out), "--data", s(&data), "--logits-out", s(&merged_logits)]);
+    let with_adapter = ["--adapter", s(&lora), "--data", s(&data), "--logits-out", s(&adapter_logits)];
+    succeeds(&[&["eval", "--model", s(&model)][..], &with_adapter].concat());
+    assert!(names_with(&out, ".config.json.tmp-").is_empty(), "temporary left after recovery");
+    let logits = |p: &Path| {
+        let (_, _, shape, bytes) = read_tensors(p).into_iter().find(|t| t.0 == "logits").expect("logits");
+        let values: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        (shape, values)
+    };
+    let ((shape, merged), (want_shape, want)) = (logits(&merged_logits), logits(&adapter_logits));
+    assert_eq!(shape, want_shape, "logits of the finished merge: the new 5-label head");
+    for (m, a) in merged.iter().zip(&want) {
+        assert!((m - a).abs() <= 1e-5 * a.abs().max(1.0), "merged {m} vs adapter {a}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Two `train --force` runs of different adapters (LoRA from its fixture, a fresh FLoRA)
+/// saving into one `--out` at once, their slowed writes overlapping: both succeed, one after
+/// the other, and the folder holds one whole adapter of either type, not a mix.
+#[test]
+fn two_saves_into_one_folder_do_not_interleave() {
+    let dir = scratch("two-saves");
+    let data = good_data(&dir);
+    let out = adapter_copy("lora_v4", &dir);
+    let flora_config = fixture("adapters/flora/adapter_config.json");
+    let lora = start_training(&out, &data, "1", Some(400));
+    let flora = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"))
+        .args(["train", "--model", s(&fixture("vit_tiny")), "--adapter-config", s(&flora_config)])
+        .args(["--data", s(&data), "--out", s(&out), "--force", "--steps", "1", "--batch-size", "2"])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env(SLOW_WRITE_ENV, "400")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    for run in [lora, flora] {
+        let output = run.wait_with_output().expect("wait");
+        assert!(output.status.success(), "a run failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let mut left: Vec<String> =
+        std::fs::read_dir(&out).expect("list").flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
+    left.sort();
+    assert_eq!(left, ["adapter_config.json", "adapter_model.safetensors"], "temporaries left");
+    succeeds(&["eval", "--model", s(&fixture("vit_tiny")), "--adapter", s(&out), "--data", s(&data)]);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -54,7 +54,7 @@ impl Adapter {
         // Only now, with both files in memory, is the folder made; a failure leaves none.
         crate::io::atomic::in_dir(dir, || {
             // Before this save clears temporaries: an earlier one killed between its renames.
-            finish_interrupted_save(dir)?;
+            finish_interrupted_save(dir);
             crate::io::atomic::write_all(&[(weights_path, weights), (dir.join(CONFIG_FILE), config)])
         })
     }
@@ -73,26 +73,11 @@ fn transformers5_key(key: &str) -> Option<String> {
     })
 }
 
-/// Finishes a save of `dir` that was killed between its two renames. [`Adapter::save`]
-/// renames the weights first (the commit point) and the config second; a kill in between
-/// leaves the new weights beside the old config and the new config under its temporary name
-/// (`.adapter_config.json.tmp-PID`). When the weights' config fingerprint does not match the
-/// config beside them but matches such a temporary, that temporary is renamed into place, so
-/// the folder holds the newly saved adapter whole (also for PEFT). Anything else is left for
-/// the readers' checks to report.
-pub fn finish_interrupted_save(dir: &Path) -> Result<()> {
-    let (weights, config) = (dir.join(WEIGHTS_FILE), dir.join(CONFIG_FILE));
-    let Some(expected) = st::header_metadata(&weights).and_then(|m| m.get(stamp::CONFIG_STAMP_KEY).cloned()) else {
-        return Ok(());
-    };
-    let matches = |path: &Path| std::fs::read(path).is_ok_and(|bytes| stamp::fingerprint(&bytes) == expected);
-    if matches(&config) {
-        return Ok(());
-    }
-    match crate::io::atomic::stale_temps(&config).into_iter().find(|tmp| matches(tmp)) {
-        Some(tmp) => crate::io::atomic::finish_rename(&tmp, &config),
-        None => Ok(()),
-    }
+/// Finishes a save of adapter folder `dir` that was killed between its two renames (see
+/// [`stamp::finish_interrupted_pair`]): the new weights are kept with the config saved with
+/// them.
+pub fn finish_interrupted_save(dir: &Path) {
+    stamp::finish_interrupted_pair(&dir.join(WEIGHTS_FILE), &dir.join(CONFIG_FILE));
 }
 
 /// When `weights` carries the fingerprint of the config saved with it and `config_path` is the

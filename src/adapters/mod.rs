@@ -83,8 +83,8 @@ impl Adapter {
     /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors` (finishing a save
     /// that was killed between its two renames first, see [`finish_interrupted_save`]).
     pub fn load(gpu: &Gpu, dir: &Path, vit: &Vit) -> Result<Adapter> {
+        finish_interrupted_save(dir);
         crate::io::paths::expect_dir(dir, "an adapter folder", CONFIG_FILE)?;
-        finish_interrupted_save(dir)?;
         let config_path = dir.join(CONFIG_FILE);
         let config = AdapterConfig::read(&config_path)?;
         Adapter::load_tensors(gpu, config, &config_path, &dir.join(WEIGHTS_FILE), vit)

@@ -45,8 +45,8 @@ impl AdapterInput {
 
     /// The adapter folder `dir` (its config and weights).
     pub(super) fn folder(dir: &Path, flag: &str, model: &VitConfig) -> Result<AdapterInput> {
+        finish_interrupted_save(dir);
         expect_dir(dir, &format!("an adapter folder for {flag}"), CONFIG_FILE)?;
-        finish_interrupted_save(dir)?;
         expect_file(&dir.join(WEIGHTS_FILE), "the adapter's tensors")?;
         AdapterInput::read(&dir.join(CONFIG_FILE), Some(&dir.join(WEIGHTS_FILE)), model)
     }

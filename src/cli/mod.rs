@@ -124,8 +124,8 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         (Some(path), init) => {
             expect_file(path, "an adapter_config.json for --adapter-config")?;
             if let Some(dir) = init {
+                finish_interrupted_save(dir);
                 expect_dir(dir, "an adapter folder for --init", WEIGHTS_FILE)?;
-                finish_interrupted_save(dir)?;
             }
             let config = AdapterConfig::read(path)?;
             if let Some(dir) = init {

@@ -7,9 +7,10 @@
 //! bad value. A kill during the first phase leaves the previous files byte-identical (and a
 //! stray `.NAME.tmp-PID` that the next write to the same folder removes). The first rename is
 //! the commit point: a kill in the microseconds between two renames leaves the later files
-//! under their temporary names, and readers finish the renames (for adapters:
-//! `adapters::finish_interrupted_save`, which matches them by fingerprint, see
-//! [`super::stamp`]).
+//! under their temporary names, and readers finish the renames (for adapters and merged
+//! models: [`super::stamp::finish_interrupted_pair`], which matches them by fingerprint).
+//! Writers into one folder hold a lock on it (where the platform can lock a folder), so two
+//! saves never interleave their renames.
 //!
 //! Test hook: when the environment variable `PEFT_WGPU_TEST_SLOW_WRITE_MS` holds a number
 //! `N`, each temporary is written in two halves with a pause of `N` ms between them, and
@@ -84,6 +85,8 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
 /// renames in the order given, then a flush of the folders. On an error before the renames no
 /// target has changed and the temporaries are removed.
 pub fn write_all(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
+    // Two processes saving into one folder commit one after the other, never interleaved.
+    let _lock = files.first().and_then(|(p, _)| p.parent()).and_then(lock_dir);
     let pause = test_pause();
     for (path, _) in files {
         remove_stale_temps(path);
@@ -110,13 +113,15 @@ pub fn write_all(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
             return Err(io_err(path)(e));
         }
     }
-    for (i, ((path, _), tmp)) in files.iter().zip(&written).enumerate() {
+    for (i, ((path, bytes), tmp)) in files.iter().zip(&written).enumerate() {
         if i > 0
             && let Some(p) = pause
         {
             std::thread::sleep(p);
         }
-        if let Err(e) = rename_into_place(tmp, path) {
+        if let Err(e) = rename_into_place(tmp, path)
+            && !finished_by_another(tmp, path, bytes)
+        {
             for t in &written[i + 1..] {
                 let _ = std::fs::remove_file(t);
             }
@@ -127,6 +132,22 @@ pub fn write_all(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
         sync_dir(dir);
     }
     Ok(())
+}
+
+/// Whether a reader finished this rename for the writer: `tmp` is gone and `path` holds
+/// `bytes` (a reader that found the weights committed and the config still under its
+/// temporary name renamed it, see [`super::stamp::finish_interrupted_pair`]).
+fn finished_by_another(tmp: &Path, path: &Path, bytes: &[u8]) -> bool {
+    !tmp.exists() && std::fs::read(path).is_ok_and(|now| now == bytes)
+}
+
+/// An exclusive advisory lock on folder `dir`, held until the returned handle is dropped;
+/// `None` where the platform cannot open or lock a folder (the writes then go unlocked).
+fn lock_dir(dir: &Path) -> Option<std::fs::File> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let handle = std::fs::File::open(dir).ok()?;
+    handle.lock().ok()?;
+    Some(handle)
 }
 
 fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {

@@ -1,8 +1,12 @@
-//! A fingerprint that ties files written together: an adapter's weights carry the
-//! fingerprint of the config written with them, so a pair mixed by an interrupted save (or by
-//! copying one file from another adapter) is refused when read instead of being used.
+//! A fingerprint that ties files written together: an adapter's (or a merged model's)
+//! weights carry the fingerprint of the config written with them, so a save killed between
+//! its two renames is finished by the next reader ([`finish_interrupted_pair`]), and an
+//! adapter pair mixed any other way is refused when read instead of being used.
 
-/// `__metadata__` key of `adapter_model.safetensors` holding the config's fingerprint.
+use std::path::Path;
+
+/// `__metadata__` key of `adapter_model.safetensors` (and of a merged `model.safetensors`)
+/// holding the config's fingerprint.
 pub const CONFIG_STAMP_KEY: &str = "peft_wgpu.config_fnv1a64";
 
 /// `__metadata__` key holding the fingerprint of what the config means
@@ -54,6 +58,28 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
             out.push(']');
         }
         other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Finishes a save of `weights` and `config` that was killed between its two renames. The
+/// writers ([`super::atomic::write_all`]) rename the weights first (the commit point) and the
+/// config second; a kill in between leaves the new weights beside the old config and the new
+/// config under its temporary name (`.NAME.tmp-PID`). When the weights' config fingerprint
+/// does not match the config beside them but matches such a temporary, that temporary is
+/// renamed into place, so the folder holds the new pair whole (also for other readers, PEFT
+/// or transformers). What cannot be done (a read-only folder, another process that finished
+/// first) is left as it is, for the readers' own checks to report.
+pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
+    let Some(expected) = super::safetensors::header_metadata(weights).and_then(|m| m.get(CONFIG_STAMP_KEY).cloned())
+    else {
+        return;
+    };
+    let matches = |path: &Path| std::fs::read(path).is_ok_and(|bytes| fingerprint(&bytes) == expected);
+    if matches(config) {
+        return;
+    }
+    if let Some(tmp) = super::atomic::stale_temps(config).into_iter().find(|tmp| matches(tmp)) {
+        let _ = super::atomic::finish_rename(&tmp, config);
     }
 }
 

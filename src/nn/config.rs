@@ -178,12 +178,9 @@ fn id2label(json: &JsonFile) -> Result<Vec<String>> {
 /// A size written as an integer (a square) or, as transformers also accepts, a
 /// `[height, width]` pair.
 fn sides(json: &JsonFile, key: &str) -> Result<[usize; 2]> {
-    let value = match json.get(key) {
-        Some(v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) => v,
-        _ => {
-            let side = json.usize_in(key, 1, MAX_DIM)?;
-            return Ok([side, side]);
-        }
+    let Some(value @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) = json.get(key) else {
+        let side = json.usize_in(key, 1, MAX_DIM)?;
+        return Ok([side, side]);
     };
     let in_range = |v: &serde_json::Value| v.as_u64().filter(|v| (1..=MAX_DIM as u64).contains(v));
     match value.as_array().map(Vec::as_slice) {

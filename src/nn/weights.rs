@@ -9,6 +9,7 @@ use super::names::{LayerPart, ModuleId, Naming};
 use crate::error::{Error, Result};
 use crate::io::json::JsonFile;
 use crate::io::safetensors::{self, HostTensor, TensorFile};
+use crate::io::stamp;
 
 /// Every weight of a ViT on the host, keyed by its on-disk name.
 #[derive(Clone, Debug)]
@@ -73,6 +74,7 @@ fn v5_alias(key: &str, layers: usize) -> Option<String> {
 impl VitWeights {
     /// Reads `dir/config.json` and the weights beside it.
     pub fn load(dir: &Path) -> Result<VitWeights> {
+        stamp::finish_interrupted_pair(&dir.join("model.safetensors"), &dir.join("config.json"));
         crate::io::paths::expect_dir(dir, "a model folder", "config.json")?;
         let config = VitConfig::from_dir(dir)?;
         let (files, placed) = weight_files(dir)?;
@@ -168,7 +170,12 @@ impl VitWeights {
         if let Some(p) = &self.prompts {
             list.push((PROMPT_KEY.to_string(), p));
         }
-        let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        // The config's fingerprint ties the pair: a merge killed between its two renames is
+        // finished by the next reader (`load`).
+        let meta = std::collections::HashMap::from([
+            ("format".to_string(), "pt".to_string()),
+            (stamp::CONFIG_STAMP_KEY.to_string(), stamp::fingerprint(config.as_bytes())),
+        ]);
         let weights_path = dir.join("model.safetensors");
         let weights = safetensors::serialize(&weights_path, &list, Some(meta))?;
         let stale_shards = listed_shards(dir);
