@@ -22,6 +22,8 @@
 //   attention_forward:     inputs q, k, v; outputs o, lse.         grid [⌈T/32⌉, H, B]
 //   attention_backward_q:  inputs q, k, v, o, ∂o, lse; outputs ∂q, D. grid [⌈T/32⌉, H, B]
 //   attention_backward_kv: inputs q, k, v, ∂o, lse, D; outputs ∂k, ∂v. grid [⌈T/32⌉, H, B]
+// The grid is exact in heads and batch (wid.y < H, wid.z < B, as the host dispatches it); only
+// the token axis is ragged, handled by repeating the last token as above.
 // Params `AttentionParams` (host: ops::attention::AttentionParams).
 
 struct AttentionParams {

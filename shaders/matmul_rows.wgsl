@@ -3,7 +3,7 @@
 //   C[z] = alpha · op(A[z]) · op(B[z]) (+ bias) (+ addend[z])      op(A): m×k, op(B): k×n
 //
 // Same maths and params as matmul.wgsl (`MatmulParams`, flags TRANS_A, TRANS_B, BIAS,
-// ADDEND; not TRANS_OUT) for shapes with m ≥ 32, n ≥ 16, n % 4 = 0, k % 4 = 0 and, with
+// ADDEND; not TRANS_OUT) for shapes with m ≥ 32, n > 16, n % 4 = 0, k % 4 = 0 and, with
 // TRANS_A, m % 4 = 0, so that every operand is read as vec4s (host: ops::matmul).
 //
 // Why a second kernel: a CPU driver runs a workgroup's invocations as the lanes of SIMD

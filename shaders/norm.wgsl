@@ -7,7 +7,7 @@
 //   layer_norm_backward:        with g_j = ∂y_j·γ_j,
 //       ∂x_j = rstd·(g_j − mean_j(g) − x̂_j·mean_j(g·x̂))
 //   layer_norm_gamma_partials:  partial[c, j] = Σ_{r in chunk c} ∂y[r, j]·x̂[r, j]
-//       (chunk c holds rows c·rows_per_chunk ..; reduce.wgsl column_sums finishes ∂γ)
+//       (chunk c holds rows c·rows_per_chunk ..; ops::sum::sum_rows (shaders/sum.wgsl) finishes ∂γ)
 //
 // Layouts: x, y, ∂y, ∂x: [rows, d] row-major; γ, β: [d]; mean, rstd: [rows];
 // partial: [ceil(rows / rows_per_chunk), d]. Params `NormParams` (host: ops::norm::NormParams).

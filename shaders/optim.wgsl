@@ -1,4 +1,4 @@
-// Fused optimizer steps over every parameter at once (host: src/optim.rs).
+// Fused optimizer steps over every parameter at once (host: src/optim/mod.rs).
 //
 // The optimizer packs all parameters end to end into flat buffers; element i of the flat
 // buffers belongs to the segment (parameter) whose range holds it. One dispatch updates

@@ -26,6 +26,7 @@ const WG: u32 = 256u;
 const PI: f32 = 3.14159265358979323846;
 const EPS_LOG: f32 = 1e-8;
 
+// Host: ops::priors::PriorParams.
 struct PriorParams {
     gh: u32,
     gw: u32,

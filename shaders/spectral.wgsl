@@ -1,4 +1,4 @@
-// The MoPPA spectral filter (host: src/ops/spectral.rs; twins: src/reference/spectral.rs).
+// The MoPPA spectral filter (host: src/ops/spectral/mod.rs; twins: src/reference/spectral.rs).
 //
 // Tokens x [B, T, C]: the first P = T − gh·gw tokens (CLS, prompts) are copied through, the
 // rest form a row-major gh×gw grid. Per channel, with C_h, C_w the orthonormal DCT-II matrices,
@@ -32,6 +32,7 @@ const WG_BWD: u32 = 32u;
 const SMEM: u32 = 4096u;
 const MAXL: u32 = 32u;
 
+// Host: ops::spectral::FusedParams.
 struct FusedParams {
     batch: u32,
     tokens: u32,

@@ -1,6 +1,6 @@
 // The fused MoPPA filter kernels specialised to a 14×14 grid (ViT-B/16 at 224 px: the common
 // and benchmarked case). Same maths, layouts and bindings as moppa_fused / moppa_fused_grad in
-// shaders/spectral.wgsl (see there); host: src/ops/spectral.rs; twin:
+// shaders/spectral.wgsl (see there); host: src/ops/spectral/mod.rs; twin:
 // reference::spectral::moppa_filter(_grads).
 //
 // The difference is the shape of the code: one batch element per workgroup, each 14-point
@@ -23,6 +23,7 @@ const L: u32 = 14u;
 const CELLS: u32 = 196u;
 const SMEM: u32 = 4096u;
 
+// Host: ops::spectral::FusedParams.
 struct FusedParams {
     batch: u32,
     tokens: u32,

@@ -1,5 +1,5 @@
-// The unfused MoPPA filter's pieces (host: src/ops/spectral.rs; twins:
-// src/reference/spectral.rs), used with dct2_grid / dct3_grid of shaders/dct.wgsl for grids too
+// The unfused MoPPA filter's pieces (host: src/ops/spectral/mod.rs; twins:
+// src/reference/spectral.rs), used with dct2_grid_axis / dct3_grid_axis of shaders/dct.wgsl for grids too
 // large for the fused kernels of shaders/spectral.wgsl. One thread per output element; the
 // 1-D grid folds into two dimensions.
 // grid_scale:      y[b, t, c] = x[b, t, c] · r[t − P, c] on grid tokens, x on prefix tokens.

@@ -9,7 +9,7 @@
 // (even k) and difference (odd k); and the inverses produce output pairs as E ± O from the
 // even and odd halves of the sum. Only C[k][m] for m < 7 is held (98 values).
 //
-// moppa_rows_14: inputs x, r, tables; output y; params `SpectralRowsParams`
+// moppa_rows14: inputs x, r, tables; output y; params `SpectralRowsParams`
 // (host: ops::spectral::SpectralRowsParams). Grid [⌈C/32⌉, B, 1]; needs gh = gw = 14.
 
 struct SpectralRowsParams {
@@ -165,7 +165,7 @@ fn ch_col(ch: ptr<function, array<f32, 14>>, n: u32) {
 }
 
 @compute @workgroup_size(LANES)
-fn moppa_rows_14(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn moppa_rows14(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let b = wid.y;
     let q = min(wid.x * LANES + li, p.c4 - 1u);
     let tok0 = b * p.tokens;

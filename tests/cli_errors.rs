@@ -338,6 +338,26 @@ fn bad_data_is_named() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The tuning variables of the runtime take only the values they document: a typo is an error
+/// naming the variable, not a silent fallback that benchmarks the default under another name.
+#[test]
+fn unknown_values_of_the_tuning_variables_are_named() {
+    let dir = scratch("env");
+    let data = good_data(&dir);
+    let (model, moppa) = (fixture("vit_tiny"), fixture("adapters/moppa"));
+    let eval = ["eval", "--model", s(&model), "--adapter", s(&moppa), "--data", s(&data)];
+    for (var, value) in [("PEFT_WGPU_MATMUL", "tile"), ("PEFT_WGPU_FILTER", "fast"), ("PEFT_WGPU_SUBMIT_EVERY", "0")] {
+        check_failure(&run_env(&eval, &[(var, value)]), USAGE, &[var, value], false);
+    }
+    for (var, value) in
+        [("PEFT_WGPU_MATMUL", "Tiled64"), ("PEFT_WGPU_FILTER", "unfused"), ("PEFT_WGPU_SUBMIT_EVERY", "3")]
+    {
+        let out = run_env(&eval, &[(var, value)]);
+        assert!(out.status.success(), "{var}={value}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Data through a pipe (`--data /dev/stdin`) is read like a file; a truncated stream is named
 /// as such, and one that does not end where its tensors do is refused, not read forever.
 #[cfg(target_os = "linux")]

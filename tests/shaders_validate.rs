@@ -44,7 +44,9 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
 fn parse(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
     let module = naga::front::wgsl::parse_str(shader.source())
         .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(shader.source())));
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+    // Only what the device is asked for (`Gpu::required_features`: immediates); a shader
+    // needing more would fail here rather than on a user's device.
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::IMMEDIATES)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(shader.source())));
     (module, info)
@@ -54,6 +56,40 @@ fn parse(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
 fn shaders_validate() {
     for &shader in Shader::ALL {
         parse(shader);
+    }
+}
+
+/// The registries are closed both ways: every file under `shaders/` is a [`Shader`], every
+/// compute entry point of a shader is a [`Kernel`], and neither list repeats itself.
+#[test]
+fn every_shader_file_and_entry_point_is_registered() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("shaders/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wgsl"))
+        .collect();
+    files.sort();
+    let mut registered: Vec<String> = Shader::ALL.iter().map(|s| s.file_name().to_string()).collect();
+    registered.sort();
+    let before = registered.len();
+    registered.dedup();
+    assert_eq!(registered.len(), before, "Shader::ALL repeats a file");
+    assert_eq!(files, registered, "files under shaders/ vs Shader::ALL");
+
+    let mut kernels: Vec<(String, &str)> =
+        Kernel::ALL.iter().map(|k| (k.spec().shader.file_name().to_string(), k.spec().entry)).collect();
+    kernels.sort();
+    let before = kernels.len();
+    kernels.dedup();
+    assert_eq!(kernels.len(), before, "Kernel::ALL repeats an entry point");
+    for &shader in Shader::ALL {
+        let (module, _) = parse(shader);
+        for ep in module.entry_points.iter().filter(|ep| ep.stage == naga::ShaderStage::Compute) {
+            let key = (shader.file_name().to_string(), ep.name.as_str());
+            assert!(kernels.contains(&key), "{}: entry point `{}` has no Kernel", shader.file_name(), ep.name);
+        }
     }
 }
 

@@ -110,6 +110,7 @@ impl Gpu {
     /// the same device. It must have been opened with [`Gpu::required_features`] and limits at
     /// least [`Gpu::required_limits`].
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Result<Gpu> {
+        recorder::submit_every_from_env()?;
         if !device.features().contains(Gpu::required_features()) {
             return Err(Error::Device {
                 adapter: info.name,
@@ -135,7 +136,7 @@ impl Gpu {
                 *lock(&lost_sink) = Some(message);
             }
         });
-        let kernels = pipelines::Registry::new(&device);
+        let kernels = pipelines::Registry::new();
         Ok(Gpu {
             inner: Arc::new(Inner {
                 device,
@@ -160,7 +161,7 @@ impl Gpu {
 
     /// Features used when the adapter has them (timestamps for benchmarks).
     pub fn optional_features() -> wgpu::Features {
-        wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP
+        wgpu::Features::TIMESTAMP_QUERY
     }
 
     /// The limits to request from an adapter offering `adapter`: WebGPU's defaults raised to

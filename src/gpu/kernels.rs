@@ -311,7 +311,7 @@ impl Kernel {
             Kernel::AttentionBackwardQ => spec(S::Attention, "attention_backward_q", 6, 2),
             Kernel::AttentionBackwardKv => spec(S::Attention, "attention_backward_kv", 6, 2),
             Kernel::MoppaRows => spec(S::SpectralRows, "moppa_rows", 3, 1),
-            Kernel::MoppaRows14 => spec(S::SpectralRows14, "moppa_rows_14", 3, 1),
+            Kernel::MoppaRows14 => spec(S::SpectralRows14, "moppa_rows14", 3, 1),
             Kernel::LayerNormRows => spec(S::NormRows, "layer_norm_rows", 3, 3),
             Kernel::LayerNormBackwardRows => spec(S::NormRows, "layer_norm_backward_rows", 5, 1),
         }

@@ -20,7 +20,7 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn new(_device: &wgpu::Device) -> Self {
+    pub(crate) fn new() -> Self {
         Registry { modules: Mutex::default(), pipelines: Mutex::default() }
     }
 

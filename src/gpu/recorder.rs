@@ -18,18 +18,29 @@ const CPU_PENDING_COMMANDS: usize = 2048;
 
 impl Gpu {
     /// Commands after which the pending encoder is submitted (`PEFT_WGPU_SUBMIT_EVERY`
-    /// overrides the default of the adapter's kind).
+    /// overrides the default of the adapter's kind; its value was checked when the `Gpu` was
+    /// made, by [`submit_every_from_env`]).
     fn pending_commands(&self) -> usize {
-        static N: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-        let from_env = N.get_or_init(|| {
-            std::env::var("PEFT_WGPU_SUBMIT_EVERY").ok().and_then(|v| v.parse().ok()).filter(|&n: &usize| n > 0)
-        });
-        from_env.unwrap_or(if self.inner.info.device_type == wgpu::DeviceType::Cpu {
+        submit_every_from_env().ok().flatten().unwrap_or(if self.inner.info.device_type == wgpu::DeviceType::Cpu {
             CPU_PENDING_COMMANDS
         } else {
             GPU_PENDING_COMMANDS
         })
     }
+}
+
+/// `PEFT_WGPU_SUBMIT_EVERY`, read once: `None` when unset or empty, an error naming the
+/// variable unless it is a whole number ≥ 1.
+pub(crate) fn submit_every_from_env() -> Result<Option<usize>> {
+    static N: std::sync::OnceLock<std::result::Result<Option<usize>, String>> = std::sync::OnceLock::new();
+    let parsed = N.get_or_init(|| match std::env::var("PEFT_WGPU_SUBMIT_EVERY") {
+        Err(_) => Ok(None),
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => v.trim().parse().ok().filter(|&n: &usize| n > 0).map(Some).ok_or(v),
+    });
+    parsed
+        .clone()
+        .map_err(|v| Error::invalid("PEFT_WGPU_SUBMIT_EVERY", format!("is `{v}`; expected a whole number ≥ 1")))
 }
 
 #[derive(Default)]

@@ -51,22 +51,6 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     write_all(&[(path.to_path_buf(), bytes.to_vec())])
 }
 
-/// Writes `path` atomically with `fill`, which writes the whole contents to the file.
-pub fn write_with(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        fill(&mut file)?;
-        file.sync_all()
-    })();
-    if let Err(e) = result {
-        // The temporary file is ours; failing to remove it leaves only a stray dotfile.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(path)(e));
-    }
-    rename_into_place(&tmp, path)
-}
-
 /// Writes `bytes` where a user's output path leads: to a regular file (new, or existing and
 /// then replaced atomically; through a symbolic link, its target is replaced) with [`write`],
 /// and into a device or pipe (`/dev/null`, a FIFO), which a rename would destroy, directly.

@@ -107,7 +107,7 @@ pub(super) fn launch(
     }
     let fits = rows_kernel_fits(m, n, k, spec.trans_a);
     let requested = match kernel {
-        MatmulKernel::Auto => env_kernel().unwrap_or(MatmulKernel::Auto),
+        MatmulKernel::Auto => env_kernel()?.unwrap_or(MatmulKernel::Auto),
         other => other,
     };
     // Auto's choices depend on the adapter: CPU kernels on CPU adapters, GPU layouts elsewhere.
@@ -191,15 +191,23 @@ fn k_chunk(k: usize, workgroups: usize, forced: bool) -> Option<usize> {
     Some(k.div_ceil(chunks).next_multiple_of(32).max(MIN_K_CHUNK))
 }
 
-/// The kernel `PEFT_WGPU_MATMUL` names, read once; `None` when unset, empty or `auto`.
-fn env_kernel() -> Option<MatmulKernel> {
-    static KERNEL: OnceLock<Option<MatmulKernel>> = OnceLock::new();
-    *KERNEL.get_or_init(|| match std::env::var("PEFT_WGPU_MATMUL").ok()?.to_ascii_lowercase().as_str() {
-        "tiled" => Some(MatmulKernel::Tiled),
-        "tiled64" => Some(MatmulKernel::Tiled64),
-        "splitk" => Some(MatmulKernel::SplitK),
-        "rows" => Some(MatmulKernel::Rows),
-        _ => None,
+/// The kernel `PEFT_WGPU_MATMUL` names, read once; `None` when unset, empty or `auto`, an
+/// error naming the variable for any other value.
+fn env_kernel() -> Result<Option<MatmulKernel>> {
+    static KERNEL: OnceLock<std::result::Result<Option<MatmulKernel>, String>> = OnceLock::new();
+    let parsed = KERNEL.get_or_init(|| {
+        let Ok(value) = std::env::var("PEFT_WGPU_MATMUL") else { return Ok(None) };
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(None),
+            "tiled" => Ok(Some(MatmulKernel::Tiled)),
+            "tiled64" => Ok(Some(MatmulKernel::Tiled64)),
+            "splitk" => Ok(Some(MatmulKernel::SplitK)),
+            "rows" => Ok(Some(MatmulKernel::Rows)),
+            _ => Err(value),
+        }
+    });
+    parsed.clone().map_err(|value| {
+        Error::invalid("PEFT_WGPU_MATMUL", format!("is `{value}`; expected auto, tiled, tiled64, splitk or rows"))
     })
 }
 

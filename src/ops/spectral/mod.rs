@@ -60,7 +60,8 @@ pub struct FusedParams {
     pub sw: f32,
 }
 
-/// Immediates of `grid_scale`, `grid_mul_reduce`, `sum_chunks` (`GridOpParams` in the shader).
+/// Immediates of `grid_scale`, `grid_mul_reduce`, `sum_chunks` (`GridOpParams` in
+/// `shaders/spectral_grid.wgsl`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct GridOpParams {

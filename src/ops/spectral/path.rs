@@ -90,7 +90,7 @@ pub(super) fn resolve(
     let rows = rows_kernel_fits(gh, gw, l.channels);
     let tile = spectral_tile::fits(gpu, gh, gw);
     let path = match path {
-        FilterPath::Auto => env_path().unwrap_or(FilterPath::Auto),
+        FilterPath::Auto => env_path()?.unwrap_or(FilterPath::Auto),
         other => other,
     };
     match path {
@@ -111,15 +111,23 @@ pub(super) fn resolve(
     }
 }
 
-/// The path `PEFT_WGPU_FILTER` names, read once; `None` when unset, empty or `auto`.
-pub(super) fn env_path() -> Option<FilterPath> {
-    static PATH: OnceLock<Option<FilterPath>> = OnceLock::new();
-    *PATH.get_or_init(|| match std::env::var("PEFT_WGPU_FILTER").ok()?.to_ascii_lowercase().as_str() {
-        "rows" => Some(FilterPath::Rows),
-        "tile" => Some(FilterPath::Tile),
-        "fused" => Some(FilterPath::Fused),
-        "unfused" => Some(FilterPath::Unfused),
-        _ => None,
+/// The path `PEFT_WGPU_FILTER` names, read once; `None` when unset, empty or `auto`, an
+/// error naming the variable for any other value.
+fn env_path() -> Result<Option<FilterPath>> {
+    static PATH: OnceLock<std::result::Result<Option<FilterPath>, String>> = OnceLock::new();
+    let parsed = PATH.get_or_init(|| {
+        let Ok(value) = std::env::var("PEFT_WGPU_FILTER") else { return Ok(None) };
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(None),
+            "rows" => Ok(Some(FilterPath::Rows)),
+            "tile" => Ok(Some(FilterPath::Tile)),
+            "fused" => Ok(Some(FilterPath::Fused)),
+            "unfused" => Ok(Some(FilterPath::Unfused)),
+            _ => Err(value),
+        }
+    });
+    parsed.clone().map_err(|value| {
+        Error::invalid("PEFT_WGPU_FILTER", format!("is `{value}`; expected auto, rows, tile, fused or unfused"))
     })
 }
 
