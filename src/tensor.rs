@@ -133,6 +133,7 @@ impl Tensor {
 
     /// A new tensor with the same shape and a copy of the contents (recorded, not waited for).
     pub fn deep_copy(&self, gpu: &Gpu) -> Result<Tensor> {
+        gpu.check_owns("deep_copy", [self])?;
         let t = Tensor::uninit(gpu, &self.shape, self.dtype)?;
         gpu.copy(self, 0, &t, 0, self.len());
         Ok(t)
@@ -145,6 +146,12 @@ impl Tensor {
 
     pub(crate) fn buffer(&self) -> &wgpu::Buffer {
         self.buf.raw()
+    }
+
+    /// Whether this tensor lives on `gpu` (was made by it or by one of its clones). Ops and
+    /// reads refuse tensors of another device.
+    pub fn is_on(&self, gpu: &Gpu) -> bool {
+        gpu.owns(&self.buf)
     }
 }
 

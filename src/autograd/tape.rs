@@ -1,6 +1,7 @@
 //! The tape: nodes, leaves, recording and the reverse sweep.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -15,6 +16,8 @@ pub struct NodeId(u32);
 #[derive(Clone, Debug)]
 pub struct Var {
     id: NodeId,
+    /// The [`Tape`] the node belongs to.
+    tape: u64,
     value: Tensor,
     requires_grad: bool,
 }
@@ -53,25 +56,41 @@ struct Node {
 
 /// The arena of recorded operations. See the [module docs](crate::autograd).
 pub struct Tape {
+    /// Distinguishes this tape's `Var`s from those of every other tape.
+    id: u64,
     gpu: Gpu,
     nodes: Vec<Node>,
     recording: bool,
+    /// The first op that was given a `Var` of another tape: its gradients cannot be linked,
+    /// so [`Tape::backward`] refuses to run.
+    foreign: Option<String>,
 }
+
+/// Ids of tapes, unique in the process.
+static NEXT_TAPE: AtomicU64 = AtomicU64::new(1);
 
 /// Gradients of the trainable leaves after [`Tape::backward`].
 #[derive(Debug, Default)]
 pub struct Gradients {
+    tape: u64,
     grads: HashMap<NodeId, Tensor>,
 }
 
 impl Gradients {
-    /// The gradient of a trainable leaf; `None` when the loss does not depend on it.
+    /// The gradient of a trainable leaf; `None` when the loss does not depend on it, or `v`
+    /// belongs to another tape.
     pub fn get(&self, v: &Var) -> Option<&Tensor> {
+        if v.tape != self.tape {
+            return None;
+        }
         self.grads.get(&v.id)
     }
 
-    /// Removes and returns the gradient of a trainable leaf.
+    /// Removes and returns the gradient of a trainable leaf (`None` as for [`Gradients::get`]).
     pub fn take(&mut self, v: &Var) -> Option<Tensor> {
+        if v.tape != self.tape {
+            return None;
+        }
         self.grads.remove(&v.id)
     }
 
@@ -89,12 +108,17 @@ impl Gradients {
 impl Tape {
     /// A tape that records backward rules, for training.
     pub fn new(gpu: &Gpu) -> Tape {
-        Tape { gpu: gpu.clone(), nodes: Vec::new(), recording: true }
+        Tape::with_recording(gpu, true)
     }
 
     /// A tape that records nothing: every value is a constant and ops save no tensors.
     pub fn inference(gpu: &Gpu) -> Tape {
-        Tape { gpu: gpu.clone(), nodes: Vec::new(), recording: false }
+        Tape::with_recording(gpu, false)
+    }
+
+    fn with_recording(gpu: &Gpu, recording: bool) -> Tape {
+        let id = NEXT_TAPE.fetch_add(1, Ordering::Relaxed);
+        Tape { id, gpu: gpu.clone(), nodes: Vec::new(), recording, foreign: None }
     }
 
     /// The device ops on this tape run on.
@@ -125,32 +149,38 @@ impl Tape {
     pub fn param(&mut self, value: &Tensor) -> Var {
         let id = self.next_id();
         self.nodes.push(Node { parents: Vec::new(), backward: None, trainable_leaf: self.recording });
-        Var { id, value: value.clone(), requires_grad: self.recording }
+        Var { id, tape: self.id, value: value.clone(), requires_grad: self.recording }
     }
 
     /// A frozen leaf: no gradient flows into it and ops save nothing for its sake.
     pub fn constant(&mut self, value: &Tensor) -> Var {
         let id = self.next_id();
         self.nodes.push(Node { parents: Vec::new(), backward: None, trainable_leaf: false });
-        Var { id, value: value.clone(), requires_grad: false }
+        Var { id, tape: self.id, value: value.clone(), requires_grad: false }
     }
 
     /// Records the output of an op. `backward` is kept only when the tape records and some
-    /// parent requires a gradient; otherwise it is dropped at once with what it saved.
+    /// parent requires a gradient; otherwise it is dropped at once with what it saved. A
+    /// parent of another tape cannot be linked: the op is recorded without a backward rule
+    /// and [`Tape::backward`] will refuse to run.
     pub(crate) fn push(
         &mut self,
         value: Tensor,
         parents: &[&Var],
         backward: impl FnOnce(&Gpu, &Tensor) -> Result<Vec<Option<Tensor>>> + Send + 'static,
     ) -> Var {
-        let requires_grad = self.recording && parents.iter().any(|p| p.requires_grad);
+        let foreign = parents.iter().any(|p| p.tape != self.id);
+        if foreign && self.foreign.is_none() {
+            self.foreign = Some(format!("node {} was given a Var of another tape", self.nodes.len()));
+        }
+        let requires_grad = self.recording && !foreign && parents.iter().any(|p| p.requires_grad);
         let id = self.next_id();
         self.nodes.push(Node {
             parents: if requires_grad { parents.iter().map(|p| p.id).collect() } else { Vec::new() },
             backward: if requires_grad { Some(Box::new(backward)) } else { None },
             trainable_leaf: false,
         });
-        Var { id, value, requires_grad }
+        Var { id, tape: self.id, value, requires_grad }
     }
 
     /// Runs the backward sweep from a scalar `loss` and returns the gradients of all trainable
@@ -159,7 +189,13 @@ impl Tape {
         if loss.value.len() != 1 {
             return Err(Error::shape("backward", "a scalar loss", format!("{:?}", loss.shape())));
         }
-        let mut gradients = Gradients::default();
+        if loss.tape != self.id {
+            return Err(Error::invalid("backward", "the loss is a Var of another tape"));
+        }
+        if let Some(what) = self.foreign {
+            return Err(Error::invalid("backward", format!("{what}; a Var works only on the tape that made it")));
+        }
+        let mut gradients = Gradients { tape: self.id, grads: HashMap::new() };
         if !loss.requires_grad {
             return Ok(gradients);
         }

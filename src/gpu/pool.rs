@@ -83,6 +83,11 @@ impl PooledBuffer {
     pub(crate) fn raw(&self) -> &wgpu::Buffer {
         self.raw.as_ref().expect("a pooled buffer is only emptied by its own drop")
     }
+
+    /// Whether this buffer came from `pool` (and so lives on that pool's device).
+    pub(crate) fn is_from(&self, pool: &Arc<Mutex<Pool>>) -> bool {
+        Arc::ptr_eq(&self.pool, pool)
+    }
 }
 
 impl Drop for PooledBuffer {

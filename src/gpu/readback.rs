@@ -82,6 +82,7 @@ impl Gpu {
     /// submission, so work recorded and submitted after this call keeps the device busy
     /// meanwhile (a training loop reads step `t`'s loss while step `t + 1` runs).
     pub fn read_later(&self, t: &Tensor) -> Result<PendingRead> {
+        self.check_owns("read_later", [t])?;
         if t.dtype() != DType::F32 {
             return Err(Error::shape("read_later", "an f32 tensor", format!("{:?}", t.dtype())));
         }
@@ -90,6 +91,7 @@ impl Gpu {
 
     /// Reads an f32 tensor back to the host (submits and waits for all recorded work).
     pub fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
+        self.check_owns("read", [t])?;
         if t.dtype() != DType::F32 {
             return Err(Error::shape("read", "an f32 tensor", format!("{:?}", t.dtype())));
         }
@@ -98,6 +100,7 @@ impl Gpu {
 
     /// Reads a u32 tensor back to the host (submits and waits for all recorded work).
     pub fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>> {
+        self.check_owns("read_u32", [t])?;
         if t.dtype() != DType::U32 {
             return Err(Error::shape("read_u32", "a u32 tensor", format!("{:?}", t.dtype())));
         }

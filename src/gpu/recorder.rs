@@ -116,6 +116,7 @@ impl Gpu {
             "{kernel:?}: params of {} bytes",
             bytes.len()
         );
+        self.check_owns(spec.entry, inputs.iter().chain(outputs).copied())?;
         let max = self.inner.limits.max_compute_workgroups_per_dimension;
         if let Some(&too_many) = workgroups.iter().find(|&&w| w > max) {
             return Err(Error::TooLarge {
@@ -268,6 +269,24 @@ impl Gpu {
 
     /// Allocates a device buffer of at least `bytes` bytes from the pool; sizes beyond
     /// [`Gpu::max_tensor_bytes`] are refused with [`Error::TooLarge`] naming `what`.
+    /// Whether `buffer` came from this device's pool.
+    pub(crate) fn owns(&self, buffer: &pool::PooledBuffer) -> bool {
+        buffer.is_from(&self.inner.pool)
+    }
+
+    /// Fails, naming `what`, when one of `tensors` lives on another device: a wgpu buffer of
+    /// another device cannot be bound here (it would fail inside wgpu, or read the wrong
+    /// memory).
+    pub(crate) fn check_owns<'a>(&self, what: &str, tensors: impl IntoIterator<Item = &'a Tensor>) -> Result<()> {
+        match tensors.into_iter().find(|t| !t.is_on(self)) {
+            None => Ok(()),
+            Some(t) => Err(Error::invalid(
+                what,
+                format!("{t:?} lives on another Gpu; a tensor works only on the device that made it"),
+            )),
+        }
+    }
+
     pub(crate) fn alloc(&self, bytes: u64, what: &str) -> Result<Arc<pool::PooledBuffer>> {
         let (limit, name) = self.max_tensor_bytes();
         if bytes > limit {

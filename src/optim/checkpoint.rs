@@ -48,7 +48,8 @@ impl Optimizer {
     /// of a parameter tensor sees the old values again), moments and step counts.
     pub fn restore(&mut self, checkpoint: &OptimizerCheckpoint) -> Result<()> {
         if checkpoint.params.len() != self.params.len()
-            || checkpoint.params.iter().zip(&self.params).any(|(c, p)| c.shape() != p.shape())
+            || checkpoint.params.iter().zip(&self.params).any(|(c, p)| c.shape() != p.shape() || !c.is_on(&self.gpu))
+            || checkpoint.moments.is_some() != self.moments.is_some()
         {
             return Err(Error::invalid("optimizer restore", "the checkpoint is of another optimizer"));
         }

@@ -170,6 +170,7 @@ impl Optimizer {
     pub fn new(gpu: &Gpu, kind: OptimizerKind, lr: f64, params: &[Tensor]) -> Result<Optimizer> {
         kind.validate()?;
         check_lr(lr)?;
+        gpu.check_owns("optimizer parameters", params)?;
         let mut starts = Vec::with_capacity(params.len());
         let mut n = 0usize;
         for (j, p) in params.iter().enumerate() {
@@ -270,6 +271,7 @@ impl Optimizer {
                 ));
             }
         }
+        self.gpu.check_owns("optimizer gradients", grads.iter().flatten().copied())?;
         if grads.iter().all(Option::is_none) {
             self.steps += 1;
             return Ok(());
