@@ -14,13 +14,18 @@ fn tensors_of_another_gpu_are_refused_by_name() {
     let (g1, g2) = (gpu(), gpu());
     let a = Tensor::from_slice(&g1, &[1.0, 2.0], &[2]).unwrap();
     let b = Tensor::from_slice(&g2, &[3.0, 4.0], &[2]).unwrap();
-    assert!(a.is_on(&g1) && !a.is_on(&g2) && a.is_on(&g1.clone()));
+    let g1_clone = g1.clone();
+    assert!(a.is_on(&g1) && !a.is_on(&g2) && a.is_on(&g1_clone), "a clone of a Gpu is the same device");
     let another = |e: peft_wgpu::Error| assert!(e.to_string().contains("another Gpu"), "{e}");
     another(add(&g1, &a, &b).expect_err("b lives on g2"));
     another(g2.read(&a).expect_err("a lives on g1"));
     another(a.deep_copy(&g2).expect_err("a lives on g1"));
-    another(Optimizer::new(&g2, OptimizerKind::Sgd { weight_decay: None }, 0.1, &[a.clone()]).expect_err("params"));
-    let mut opt = Optimizer::new(&g1, OptimizerKind::Sgd { weight_decay: None }, 0.1, &[a.clone()]).unwrap();
+    another(
+        Optimizer::new(&g2, OptimizerKind::Sgd { weight_decay: None }, 0.1, std::slice::from_ref(&a))
+            .expect_err("params"),
+    );
+    let mut opt =
+        Optimizer::new(&g1, OptimizerKind::Sgd { weight_decay: None }, 0.1, std::slice::from_ref(&a)).unwrap();
     let foreign_grad = Tensor::from_slice(&g2, &[1.0, 1.0], &[2]).unwrap();
     another(opt.step(&[Some(&foreign_grad)]).expect_err("a gradient of g2"));
     // Nothing was recorded for the refused calls: g1 still computes and reads correctly.
