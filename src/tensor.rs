@@ -33,9 +33,15 @@ pub struct Tensor {
     dtype: DType,
 }
 
-/// Number of elements of `shape`.
+/// Number of elements of `shape` (of a tensor that exists, so the product fits; see
+/// [`checked_numel`] for a shape from elsewhere).
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
+}
+
+/// Number of elements of `shape`, `None` when the product overflows `usize`.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
 impl Tensor {
@@ -81,12 +87,8 @@ impl Tensor {
     }
 
     fn from_bytes(gpu: &Gpu, bytes: &[u8], len: usize, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        if numel(shape) != len {
-            return Err(Error::shape(
-                "upload",
-                format!("{} values for shape {shape:?}", numel(shape)),
-                format!("{len}"),
-            ));
+        if checked_numel(shape) != Some(len) {
+            return Err(Error::shape("upload", format!("as many values as shape {shape:?} holds"), format!("{len}")));
         }
         let t = Tensor::uninit(gpu, shape, dtype)?;
         gpu.upload(bytes, t.buffer());
@@ -125,7 +127,7 @@ impl Tensor {
 
     /// The same data under another shape with as many elements (no copy).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        if numel(shape) != self.len() {
+        if checked_numel(shape) != Some(self.len()) {
             return Err(Error::shape("reshape", format!("{} elements", self.len()), format!("{shape:?}")));
         }
         Ok(Tensor { buf: Arc::clone(&self.buf), shape: shape.to_vec(), dtype: self.dtype })

@@ -49,6 +49,9 @@ impl Batches {
 
     /// The rows of the next step.
     pub fn next_rows(&mut self) -> Vec<usize> {
+        if self.rows == 0 {
+            return Vec::new();
+        }
         let t = self.step;
         self.step += 1;
         match self.order {
@@ -99,7 +102,7 @@ pub struct StepReport {
 
 /// Uploads the images and labels of `rows`.
 pub fn upload_batch(gpu: &Gpu, data: &Dataset, rows: &[usize]) -> Result<(Tensor, Tensor)> {
-    let (pixels, labels) = data.gather(rows);
+    let (pixels, labels) = data.gather(rows)?;
     let [_, c, h, w] = data.shape;
     Ok((Tensor::from_slice(gpu, &pixels, &[rows.len(), c, h, w])?, Tensor::from_u32(gpu, &labels, &[rows.len()])?))
 }

@@ -59,3 +59,76 @@ fn vars_of_another_tape_are_refused_by_name() {
     assert!(grads.get(&a4).is_some());
     assert!(grads.get(&a2).is_none(), "a Var of another tape with the same node id");
 }
+
+#[test]
+fn sizes_that_overflow_are_errors() {
+    use peft_wgpu::ops::conv::Conv2dSpec;
+    use peft_wgpu::ops::shape::slice;
+    let gpu = gpu();
+    let x = Tensor::from_slice(&gpu, &[0.0, 1.0, 2.0, 3.0], &[4]).unwrap();
+    assert!(x.reshape(&[(1 << 62) + 1, 4]).is_err(), "a product that overflows usize");
+    assert!(Tensor::from_slice(&gpu, &[], &[1 << 32, 1 << 32]).is_err(), "an upload whose shape overflows");
+    assert!(slice(&gpu, &x, 0, usize::MAX, 1).is_err(), "start + len overflows");
+    assert_eq!(Conv2dSpec::out_size(4, 2, 0, 0), None, "stride 0");
+    assert_eq!(Conv2dSpec::out_size(4, 2, 1, usize::MAX), None, "padding that overflows");
+    assert_eq!(Conv2dSpec::out_size(4, 2, 2, 1), Some(3));
+}
+
+#[test]
+fn configs_data_and_hyperparameters_built_in_code_are_checked() {
+    use peft_wgpu::io::Dataset;
+    use peft_wgpu::nn::{Vit, VitConfig, VitWeights};
+    let gpu = gpu();
+    let good = peft_wgpu::demo::model::architecture();
+    for bad in [
+        VitConfig { patch_size: [0, 0], ..good.clone() },
+        VitConfig { patch_size: [3, 3], ..good.clone() },
+        VitConfig { num_attention_heads: 5, ..good.clone() },
+        VitConfig { num_hidden_layers: 0, ..good.clone() },
+    ] {
+        let e = Vit::from_weights(&gpu, &VitWeights::random(&bad, 1)).err().expect("a bad config is refused");
+        assert!(e.to_string().contains("ViT config"), "{e}");
+    }
+    let mut weights = VitWeights::random(&good, 1);
+    weights.tensors.get_mut("vit.layernorm.weight").expect("final norm").shape = vec![3];
+    assert!(Vit::from_weights(&gpu, &weights).is_err(), "a tensor of the wrong shape");
+
+    let path = std::path::Path::new("in-memory");
+    assert!(Dataset::from_parts(path, [0, 1, 8, 8], vec![], vec![]).is_err(), "no images");
+    let data = Dataset::from_parts(path, [2, 1, 2, 2], vec![0.0; 8], vec![0, 1]).unwrap();
+    let e = data.gather(&[1, 5]).expect_err("row 5 of 2");
+    assert!(e.to_string().contains("row 5"), "{e}");
+
+    let x = Tensor::zeros(&gpu, &[2]).unwrap();
+    let sgd = OptimizerKind::Sgd { weight_decay: None };
+    assert!(Optimizer::new(&gpu, sgd, 1e40, std::slice::from_ref(&x)).is_err(), "lr beyond f32");
+    let adamw = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e300 };
+    assert!(Optimizer::new(&gpu, adamw, 1e-3, std::slice::from_ref(&x)).is_err(), "weight decay beyond f32");
+}
+
+#[test]
+fn an_adapter_merged_into_a_model_of_another_architecture_is_refused() {
+    use peft_wgpu::adapters::{Adapter, AdapterConfig};
+    use peft_wgpu::io::json::JsonFile;
+    use peft_wgpu::nn::{Vit, VitConfig, VitWeights};
+    let gpu = gpu();
+    let config = peft_wgpu::demo::model::architecture();
+    let vit = Vit::from_weights(&gpu, &VitWeights::random(&config, 1)).unwrap();
+    let path = std::path::Path::new("adapter_config.json");
+    for json in [
+        r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query", "projection"]}"#,
+        r#"{"peft_type": "FLORA", "r": 2, "target_modules": ["projection"]}"#,
+        r#"{"peft_type": "RLP", "num_prompt_tokens": 2, "r": 2}"#,
+    ] {
+        let cfg = AdapterConfig::from_json(&JsonFile::parse(path, json.as_bytes()).unwrap()).unwrap();
+        let adapter = Adapter::new(&gpu, cfg, path, &vit, 3).unwrap();
+        for other in [
+            VitConfig { hidden_size: 16, intermediate_size: 32, ..config.clone() },
+            VitConfig { patch_size: [4, 4], ..config.clone() },
+        ] {
+            let e = adapter.merge(&gpu, &VitWeights::random(&other, 2)).err().expect("another architecture");
+            assert!(e.to_string().contains("another model"), "{json}: {e}");
+        }
+        assert!(adapter.merge(&gpu, &VitWeights::random(&config, 2)).is_ok(), "{json}: its own architecture");
+    }
+}

@@ -450,7 +450,7 @@ proptest! {
             prop_assert!(names_file(&e, path), "{e}");
         }
         let rows: Vec<usize> = (0..data.len()).collect();
-        let (pixels, got) = data.gather(&rows);
+        let (pixels, got) = data.gather(&rows).expect("rows of the data");
         prop_assert_eq!(pixels.len(), data.pixels.len());
         prop_assert_eq!(got.len(), data.len());
     }

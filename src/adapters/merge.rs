@@ -10,7 +10,9 @@ use crate::nn::{ModuleId, Naming, VitWeights};
 impl Adapter {
     /// The weights of `base` with this adapter folded in. MoPPA's filter is not a weight
     /// change and cannot be merged.
+    /// `base` must be of the architecture the adapter was made for.
     pub fn merge(&self, gpu: &Gpu, base: &VitWeights) -> Result<VitWeights> {
+        self.check_base(base)?;
         let read = |slot: usize| -> Result<HostTensor> {
             let t = &self.trainable[slot].tensor;
             HostTensor::new(t.shape().to_vec(), gpu.read(t)?)
@@ -58,6 +60,44 @@ impl Adapter {
         }
         Ok(out)
     }
+
+    /// Fails unless `base` has the architecture of the model this adapter was made for and
+    /// each weight the adapter changes has the shape that model gives it.
+    fn check_base(&self, base: &VitWeights) -> Result<()> {
+        let (a, b) = (&self.model, &base.config);
+        let shape_of = |c: &crate::nn::VitConfig| {
+            let sizes = (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size);
+            (sizes, c.image_size, c.patch_size, c.num_channels, c.qkv_bias, c.num_labels)
+        };
+        if shape_of(a) != shape_of(b) {
+            return Err(Error::invalid(
+                "merge",
+                format!("the adapter was made for another model ({}) than the base ({})", describe(a), describe(b)),
+            ));
+        }
+        for (key, shape) in crate::nn::weights::expected_shapes(a) {
+            match base.tensors.get(&key) {
+                Some(t) if t.shape == shape && t.data.len() == t.shape.iter().product::<usize>() => {}
+                _ => return Err(Error::invalid("merge", format!("the base's `{key}` is not of shape {shape:?}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A model's architecture in a few words, for messages.
+fn describe(c: &crate::nn::VitConfig) -> String {
+    format!(
+        "D {}, {} layers, {} heads, MLP {}, images {:?} of {:?} patches, {} channels, {} labels",
+        c.hidden_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.intermediate_size,
+        c.image_size,
+        c.patch_size,
+        c.num_channels,
+        c.num_labels
+    )
 }
 
 fn missing(m: ModuleId) -> Error {

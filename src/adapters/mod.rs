@@ -63,6 +63,8 @@ pub struct Adapter {
     saved: Vec<saved::SavedModule>,
     num_labels: usize,
     base_parameters: usize,
+    /// The architecture of the model it was made for.
+    model: VitConfig,
 }
 
 /// An adapter worked out on the host: every tensor's key, shape and (unless a dry run) value.
@@ -194,7 +196,16 @@ impl Adapter {
             m.attach(gpu)?;
         }
         let (trainable, frozen) = params.upload(gpu, vit.weights())?;
-        Ok(Adapter { config, trainable, frozen, kind, saved, num_labels, base_parameters: vit.num_parameters() })
+        Ok(Adapter {
+            config,
+            trainable,
+            frozen,
+            kind,
+            saved,
+            num_labels,
+            base_parameters: vit.num_parameters(),
+            model: vit.config.clone(),
+        })
     }
 
     /// The trainable tensors with their file keys, in a fixed order.

@@ -79,7 +79,7 @@ pub fn take(data: Dataset, limit: Option<usize>) -> Result<Dataset> {
     match limit {
         Some(k) if k < data.len() => {
             let rows: Vec<usize> = (0..k).collect();
-            let (pixels, labels) = data.gather(&rows);
+            let (pixels, labels) = data.gather(&rows)?;
             let [_, c, h, w] = data.shape;
             Dataset::from_parts(data.path(), [k, c, h, w], pixels, labels)
         }

@@ -117,14 +117,11 @@ impl Gpu {
                 message: "the device was opened without Features::IMMEDIATES; request Gpu::required_features()".into(),
             });
         }
+        // The same minimums `Gpu::new` asks an adapter for, so a device opened with lower
+        // limits is refused here by name rather than failing later in a kernel.
         let limits = device.limits();
-        if limits.max_immediate_size < MAX_PARAMS_BYTES {
-            return Err(Error::Limit {
-                adapter: info.name,
-                limit: "max_immediate_size",
-                needed: MAX_PARAMS_BYTES.into(),
-                available: limits.max_immediate_size.into(),
-            });
+        if let Err((limit, needed, available)) = Gpu::required_limits(&limits) {
+            return Err(Error::Limit { adapter: info.name, limit, needed, available });
         }
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&errors);

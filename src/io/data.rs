@@ -75,6 +75,9 @@ impl Dataset {
         if count != Some(pixels.len()) || labels.len() != shape[0] {
             return Err(Error::Format { path: path.to_path_buf(), message: "pixel and label counts disagree".into() });
         }
+        if shape[0] == 0 {
+            return Err(Error::Format { path: path.to_path_buf(), message: "holds no images".into() });
+        }
         Ok(Dataset { path: path.to_path_buf(), shape, pixels, labels })
     }
 
@@ -96,7 +99,13 @@ impl Dataset {
     /// Fails unless images are `channels × height × width` and every label is below
     /// `num_labels`.
     pub fn check_fits(&self, channels: usize, [height, width]: [usize; 2], num_labels: usize) -> Result<()> {
-        let [_, c, h, w] = self.shape;
+        let [n, c, h, w] = self.shape;
+        let pixels = [n, c, h, w].iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let consistent = self.labels.len() == n && pixels == Some(self.pixels.len());
+        if n == 0 || !consistent {
+            let message = if n == 0 { "holds no images" } else { "pixel and label counts disagree with its shape" };
+            return Err(Error::Format { path: self.path.clone(), message: message.into() });
+        }
         if (c, h, w) != (channels, height, width) {
             return Err(Error::TensorMismatch {
                 path: self.path.clone(),
@@ -119,13 +128,22 @@ impl Dataset {
         Ok(())
     }
 
-    /// Pixels of images `rows`, concatenated, and their labels.
-    pub fn gather(&self, rows: &[usize]) -> (Vec<f32>, Vec<u32>) {
+    /// The pixels and labels of images `rows`, in that order; an error naming the first row
+    /// beyond the data.
+    pub fn gather(&self, rows: &[usize]) -> Result<(Vec<f32>, Vec<u32>)> {
         let per = self.shape[1] * self.shape[2] * self.shape[3];
-        let mut pixels = Vec::with_capacity(rows.len() * per);
+        let mut pixels = Vec::with_capacity(rows.len().saturating_mul(per));
+        let mut labels = Vec::with_capacity(rows.len());
         for &r in rows {
-            pixels.extend_from_slice(&self.pixels[r * per..(r + 1) * per]);
+            let (Some(image), Some(&label)) = (self.pixels.get(r * per..(r + 1) * per), self.labels.get(r)) else {
+                return Err(Error::invalid(
+                    "rows",
+                    format!("row {r} of {}, which holds {} images", self.path.display(), self.len()),
+                ));
+            };
+            pixels.extend_from_slice(image);
+            labels.push(label);
         }
-        (pixels, rows.iter().map(|&r| self.labels[r]).collect())
+        Ok((pixels, labels))
     }
 }

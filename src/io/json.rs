@@ -105,8 +105,9 @@ impl JsonFile {
     pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         let Some(v) = self.get(key) else { return Ok(None) };
         let x = v.as_f64().ok_or_else(|| self.err(key, format!("must be a number, got {v}")))?;
-        if !x.is_finite() {
-            return Err(self.err(key, "must be finite"));
+        // Everything computes in f32: a value beyond its range would become an infinity.
+        if !(x as f32).is_finite() {
+            return Err(self.err(key, format!("is {x}, beyond the f32 range the kernels compute in")));
         }
         Ok(Some(x))
     }

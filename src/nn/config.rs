@@ -96,9 +96,44 @@ impl VitConfig {
         })
     }
 
+    /// Checks a config built in code (as [`VitConfig::from_json`] checks a file): every size
+    /// at least 1, heads dividing the width, each patch side dividing the image's, a positive
+    /// finite `layer_norm_eps`.
+    pub fn check(&self) -> Result<()> {
+        let sizes = [
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("num_channels", self.num_channels),
+            ("num_labels", self.num_labels),
+        ];
+        let invalid =
+            |what: &str, message: String| Err(crate::error::Error::invalid(format!("ViT config {what}"), message));
+        if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+            return invalid(name, "must be at least 1".into());
+        }
+        if self.image_size.contains(&0) || self.patch_size.contains(&0) {
+            return invalid("image_size/patch_size", "sides must be at least 1".into());
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return invalid("num_attention_heads", format!("({}) must divide hidden_size", self.num_attention_heads));
+        }
+        if self.image_size.iter().zip(&self.patch_size).any(|(i, p)| !i.is_multiple_of(*p)) {
+            let (p, i) = (show_sides(self.patch_size), show_sides(self.image_size));
+            return invalid("patch_size", format!("({p}) must divide image_size ({i})"));
+        }
+        if !(self.layer_norm_eps > 0.0 && (self.layer_norm_eps as f32) > 0.0 && self.layer_norm_eps.is_finite()) {
+            return invalid("layer_norm_eps", format!("{} is not a positive f32", self.layer_norm_eps));
+        }
+        Ok(())
+    }
+
     /// The patch grid `(gh, gw)`: patches per column and per row.
     pub fn grid(&self) -> (usize, usize) {
-        (self.image_size[0] / self.patch_size[0], self.image_size[1] / self.patch_size[1])
+        // (0, 0) for a zero patch side, which `check` refuses.
+        let side = |i: usize| self.image_size[i].checked_div(self.patch_size[i]).unwrap_or(0);
+        (side(0), side(1))
     }
 
     /// Tokens per image: CLS plus the patches.

@@ -96,6 +96,20 @@ impl VitVars {
 impl Vit {
     /// Uploads host weights (with a merged RLP model's `prompt_embeddings`, if any).
     pub fn from_weights(gpu: &Gpu, weights: &VitWeights) -> Result<Vit> {
+        weights.config.check()?;
+        for (key, shape) in super::weights::expected_shapes(&weights.config) {
+            match weights.tensors.get(&key) {
+                Some(t) if t.shape == shape => {}
+                Some(t) => {
+                    return Err(Error::shape(
+                        "ViT weights",
+                        format!("`{key}` of shape {shape:?}"),
+                        format!("{:?}", t.shape),
+                    ));
+                }
+                None => return Err(Error::invalid("ViT weights", format!("`{key}` is missing"))),
+            }
+        }
         let mut map = BTreeMap::new();
         for (k, t) in &weights.tensors {
             map.insert(k.clone(), Tensor::from_slice(gpu, &t.data, &t.shape)?);
@@ -132,6 +146,7 @@ impl Vit {
     /// Logits `[B, num_labels]` for images `[B, C, H, W]`.
     pub fn forward(&self, tape: &mut Tape, vars: &VitVars, images: &Var, hooks: &dyn VitHooks) -> Result<Var> {
         let c = &self.config;
+        c.check()?;
         let &[b, ch, h, w] = images.shape() else {
             return Err(Error::shape("ViT forward", "images [B, C, H, W]", format!("{:?}", images.shape())));
         };

@@ -125,7 +125,8 @@ impl VitWeights {
     /// Random weights for `config`, seeded: linear and conv weights `N(0, 0.02²)` as
     /// transformers initialises them, embeddings `N(0, 0.02²)`, biases `N(0, 0.02²)`,
     /// LayerNorm gains `1 + N(0, 0.02²)`. For benchmarks and tests that need a model of a
-    /// given shape and no file.
+    /// given shape and no file. A `config` that fails [`VitConfig::check`] gives weights that
+    /// [`crate::nn::Vit::from_weights`] refuses.
     pub fn random(config: &VitConfig, seed: u64) -> VitWeights {
         let mut rng = crate::rng::Rng::new(seed);
         let tensors = expected_shapes(config)

@@ -84,9 +84,11 @@ impl Conv2dSpec {
     }
 
     /// Output side for an input side, kernel side, stride and padding:
-    /// `⌊(size + 2·pad − kernel) / stride⌋ + 1`, `None` when the kernel does not fit.
+    /// `⌊(size + 2·pad − kernel) / stride⌋ + 1`, `None` when the kernel does not fit, the
+    /// stride is 0 or the padded size overflows.
     pub fn out_size(size: usize, kernel: usize, stride: usize, pad: usize) -> Option<usize> {
-        (size + 2 * pad).checked_sub(kernel).map(|span| span / stride + 1)
+        let padded = pad.checked_mul(2)?.checked_add(size)?;
+        padded.checked_sub(kernel)?.checked_div(stride).map(|steps| steps + 1)
     }
 }
 
@@ -126,7 +128,8 @@ fn plan(x: &[usize], w: &[usize], spec: Conv2dSpec) -> Result<(ConvParams, [usiz
             format!("x {x:?}, w {w:?}"),
         ));
     };
-    let biggest = [b * cin * h * wd, b * cout * oh * ow, cout * cpg * kh * kw].into_iter().max().unwrap_or(0);
+    let sizes = [[b, cin, h, wd], [b, cout, oh, ow], [cout, cpg, kh, kw]];
+    let biggest = sizes.iter().map(|s| crate::tensor::checked_numel(s).unwrap_or(usize::MAX)).max().unwrap_or(0);
     let dims = [b, cin, h, wd, cout, oh, ow, kh, kw, sh, sw, spec.padding.0, spec.padding.1, g];
     if u32::try_from(biggest).is_err() || dims.iter().any(|&d| u32::try_from(d).is_err()) {
         return Err(Error::invalid("conv2d", format!("x {x:?}, w {w:?}: sizes exceed u32")));

@@ -177,10 +177,10 @@ pub fn concat_var(tape: &mut Tape, inputs: &[&Var], axis: usize) -> Result<Var> 
 pub fn slice(gpu: &Gpu, x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
     f32_tensor("slice", x)?;
     let rank = x.shape().len();
-    if axis >= rank || start + len > x.shape()[axis] {
+    if axis >= rank || start.checked_add(len).is_none_or(|end| end > x.shape()[axis]) {
         return Err(Error::shape(
             "slice",
-            format!("{start}..{} within axis {axis} of {:?}", start + len, x.shape()),
+            format!("{start}..{start}+{len} within axis {axis}"),
             format!("{:?}", x.shape()),
         ));
     }

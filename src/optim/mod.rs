@@ -69,8 +69,10 @@ impl OptimizerKind {
     }
 
     fn validate(&self) -> Result<()> {
+        // The kernel computes in f32: a value beyond f32's range would turn every parameter
+        // into an infinity.
         let check = |what: &str, value: f64, ok: bool, range: &str| {
-            if ok && value.is_finite() {
+            if ok && value.is_finite() && (value as f32).is_finite() {
                 Ok(())
             } else {
                 Err(Error::invalid(format!("optimizer {what}"), format!("{value} is not {range}")))
@@ -90,10 +92,10 @@ impl OptimizerKind {
 }
 
 fn check_lr(lr: f64) -> Result<()> {
-    if lr.is_finite() && lr >= 0.0 {
+    if lr >= 0.0 && (lr as f32).is_finite() {
         Ok(())
     } else {
-        Err(Error::invalid("learning rate", format!("{lr} is not a finite number ≥ 0")))
+        Err(Error::invalid("learning rate", format!("{lr} is not a number ≥ 0 within f32's range")))
     }
 }
 

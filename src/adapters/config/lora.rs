@@ -138,7 +138,7 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
             check_pattern(j, "alpha_pattern", k)?;
             let a = a
                 .as_f64()
-                .filter(|a| a.is_finite())
+                .filter(|&a| (a as f32).is_finite())
                 .ok_or_else(|| j.error("alpha_pattern", format!("`{k}` needs a number")))?;
             alpha_pattern.push((k.clone(), a));
         }
