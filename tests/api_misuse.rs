@@ -126,7 +126,7 @@ fn an_adapter_merged_into_a_model_of_another_architecture_is_refused() {
             VitConfig { hidden_size: 16, intermediate_size: 32, ..config.clone() },
             VitConfig { patch_size: [4, 4], ..config.clone() },
         ] {
-            let e = adapter.merge(&gpu, &VitWeights::random(&other, 2)).err().expect("another architecture");
+            let e = adapter.merge(&gpu, &VitWeights::random(&other, 2)).expect_err("another architecture");
             assert!(e.to_string().contains("another model"), "{json}: {e}");
         }
         assert!(adapter.merge(&gpu, &VitWeights::random(&config, 2)).is_ok(), "{json}: its own architecture");
