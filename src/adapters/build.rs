@@ -30,6 +30,15 @@ impl Build<'_> {
     /// Fails with [`Error::TooLarge`] naming `key` when a tensor of `shape` would not fit the
     /// device (or overflows), before anything is allocated for it.
     fn check_size(&self, key: &str, shape: &[usize]) -> Result<()> {
+        // Every rank, count and width is at least 1 in a config read from a file; one built in
+        // code may say 0, which would make an empty tensor and NaNs (or a division by zero).
+        if shape.contains(&0) {
+            return Err(Error::Config {
+                path: self.config_path.to_path_buf(),
+                key: key.into(),
+                message: format!("would have shape {shape:?}; ranks and counts must be at least 1"),
+            });
+        }
         let bytes = shape.iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64));
         let (max, limit) = self.max_bytes;
         match bytes {

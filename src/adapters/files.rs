@@ -22,7 +22,7 @@ impl Adapter {
     ///
     /// A LoRA adapter is written as PEFT under transformers 5 (the current one) loads it: when
     /// any module is keyed by its on-disk path, keys take the transformers-5 paths and the
-    /// config spells its modules out in them ([`AdapterConfig::spelled_out`]).
+    /// config spells its modules out in them (`AdapterConfig::spelled_out`).
     pub fn save(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
         let params: Vec<&Param> = self.trainable.iter().chain(&self.frozen).collect();
         let respelled: Vec<Option<String>> = params.iter().map(|p| transformers5_key(&p.key)).collect();

@@ -3,7 +3,7 @@
 //!
 //! An [`Adapter`] owns its tensors on the GPU, in a fixed order with their file keys. Each
 //! step, [`Adapter::bind`] puts them on a tape as trainable leaves and returns a
-//! [`BoundAdapter`], which the ViT consults through [`VitHooks`] at every point where an
+//! [`BoundAdapter`], which the ViT consults through [`VitHooks`](crate::nn::VitHooks) at every point where an
 //! adapter acts.
 
 mod bound;

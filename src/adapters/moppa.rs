@@ -59,6 +59,12 @@ pub(crate) fn build(cfg: &MoppaConfig, build: &mut Build<'_>) -> Result<MoppaPar
     }
     let d = model.hidden_size / heads;
     let layers: Vec<usize> = cfg.layers.clone().unwrap_or_else(|| (0..model.num_hidden_layers).collect());
+    let mut unique = layers.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    if layers.is_empty() || unique.len() != layers.len() {
+        return Err(err("layers", format!("{layers:?} must name at least one layer, each once")));
+    }
     if let Some(&bad) = layers.iter().find(|&&l| l >= model.num_hidden_layers) {
         return Err(err("layers", format!("names layer {bad}, but the model has {} layers", model.num_hidden_layers)));
     }

@@ -1,5 +1,5 @@
 //! The five ways the demo fine-tunes the pretrained ViT on digits 5–9: four adapters through
-//! the library's [`Adapter`] and [`train`](crate::train::train), and a head-only baseline.
+//! the library's [`Adapter`] and [`crate::train::train`], and a head-only baseline.
 //! Every method gets a fresh zero head of five labels (`modules_to_save: ["classifier"]`).
 
 use std::path::Path;

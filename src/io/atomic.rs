@@ -52,7 +52,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes `bytes` where a user's output path leads: to a regular file (new, or existing and
-/// then replaced atomically; through a symbolic link, its target is replaced) with [`write`],
+/// then replaced atomically; through a symbolic link, its target is replaced) with [`write()`],
 /// and into a device or pipe (`/dev/null`, a FIFO), which a rename would destroy, directly.
 pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
     match std::fs::metadata(path) {

@@ -110,6 +110,12 @@ impl Vit {
                 None => return Err(Error::invalid("ViT weights", format!("`{key}` is missing"))),
             }
         }
+        if let Some(p) = &weights.prompts
+            && !matches!(p.shape.as_slice(), &[n, d] if n >= 1 && d == weights.config.hidden_size)
+        {
+            let expected = format!("prompt_embeddings [n, {}]", weights.config.hidden_size);
+            return Err(Error::shape("ViT weights", expected, format!("{:?}", p.shape)));
+        }
         let mut map = BTreeMap::new();
         for (k, t) in &weights.tensors {
             map.insert(k.clone(), Tensor::from_slice(gpu, &t.data, &t.shape)?);
@@ -233,7 +239,16 @@ pub fn insert_after_cls(tape: &mut Tape, x: &Var, prompts: &Var) -> Result<Var> 
     let &[b, t, d] = x.shape() else {
         return Err(Error::shape("insert prompts", "tokens [B, T, D]", format!("{:?}", x.shape())));
     };
-    let n = prompts.shape()[0];
+    let &[n, pd] = prompts.shape() else {
+        return Err(Error::shape("insert prompts", format!("prompts [n, {d}]"), format!("{:?}", prompts.shape())));
+    };
+    if pd != d || t == 0 {
+        return Err(Error::shape(
+            "insert prompts",
+            "prompts [n, D] for tokens [B, T ≥ 1, D]",
+            format!("prompts {:?}, tokens {:?}", prompts.shape(), x.shape()),
+        ));
+    }
     let p = reshape_var(tape, prompts, &[1, n, d])?;
     let p = expand_var(tape, &p, &[b, n, d])?;
     let cls = slice_var(tape, x, 1, 0, 1)?;

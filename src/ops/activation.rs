@@ -48,6 +48,7 @@ pub fn gelu(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
 
 /// `∂x = ∂y·(Φ(x) + x·φ(x))`, the backward pass of [`gelu`].
 pub fn gelu_backward(gpu: &Gpu, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    check_f32("gelu_backward", "x", x, x.shape())?;
     check_f32("gelu_backward", "dy", dy, x.shape())?;
     let dx = Tensor::uninit(gpu, x.shape(), DType::F32)?;
     let n = x.len();

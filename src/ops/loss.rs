@@ -88,8 +88,16 @@ pub fn cross_entropy_backward(
     dloss: &Tensor,
 ) -> Result<Tensor> {
     let p = params("cross_entropy_backward", logits, labels)?;
-    if lse.shape() != [p.rows as usize] || dloss.shape() != [1] {
-        return Err(Error::shape("cross_entropy_backward", "lse [rows], dloss [1]", format!("{lse:?}, {dloss:?}")));
+    if lse.shape() != [p.rows as usize]
+        || dloss.shape() != [1]
+        || lse.dtype() != DType::F32
+        || dloss.dtype() != DType::F32
+    {
+        return Err(Error::shape(
+            "cross_entropy_backward",
+            "f32 lse [rows], f32 dloss [1]",
+            format!("{lse:?}, {dloss:?}"),
+        ));
     }
     let dl = Tensor::uninit(gpu, logits.shape(), DType::F32)?;
     gpu.dispatch_1d(Kernel::CrossEntropyBackward, &[logits, labels, lse, dloss], &[&dl], &p, logits.len())?;

@@ -155,8 +155,8 @@ pub fn layer_norm_backward_with(
 ) -> Result<Tensor> {
     let (rows, d) = rows_of(x);
     check_saved("layer_norm_backward", x, mean, rstd, dy)?;
-    if gamma.shape() != [d] {
-        return Err(Error::shape("layer_norm_backward", format!("gamma [{d}]"), format!("{gamma:?}")));
+    if gamma.shape() != [d] || gamma.dtype() != DType::F32 {
+        return Err(Error::shape("layer_norm_backward", format!("f32 gamma [{d}]"), format!("{gamma:?}")));
     }
     let dx = Tensor::uninit(gpu, x.shape(), DType::F32)?;
     let inputs = [x, gamma, mean, rstd, dy];

@@ -157,7 +157,7 @@ pub fn concat(gpu: &Gpu, inputs: &[&Tensor], axis: usize) -> Result<Tensor> {
     Ok(y)
 }
 
-/// Tape op [`concat`]; backward slices `∂y` back into one piece per input.
+/// Tape op [`concat()`]; backward slices `∂y` back into one piece per input.
 pub fn concat_var(tape: &mut Tape, inputs: &[&Var], axis: usize) -> Result<Var> {
     let values: Vec<&Tensor> = inputs.iter().map(|v| v.value()).collect();
     let y = concat(tape.gpu(), &values, axis)?;
@@ -191,7 +191,7 @@ pub fn slice(gpu: &Gpu, x: &Tensor, axis: usize, start: usize, len: usize) -> Re
     Ok(y)
 }
 
-/// Tape op [`slice`]; backward writes `∂y` into zeros of `x`'s shape at the same place.
+/// Tape op [`slice()`]; backward writes `∂y` into zeros of `x`'s shape at the same place.
 pub fn slice_var(tape: &mut Tape, x: &Var, axis: usize, start: usize, len: usize) -> Result<Var> {
     let y = slice(tape.gpu(), x.value(), axis, start, len)?;
     let shape = x.shape().to_vec();
