@@ -185,3 +185,10 @@ pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// `train` on `model` from adapter folder `init` with `data`, into `out`, for `extra` flags.
+pub fn train_args<'a>(model: &'a str, init: &'a str, data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["train", "--model", model, "--init", init, "--data", data, "--out", out, "--steps", "1"];
+    v.extend_from_slice(extra);
+    v
+}

@@ -1,0 +1,256 @@
+//! Outputs through the binary (SPEC §11, §14): an `--out` holding an adapter or a model is
+//! kept unless `--force`, and kept through a failed run; mixed adapter pairs are refused by
+//! name; `--logits-out` never overwrites an input and writes into pipes; stdout that closes
+//! or fills is not an internal error; an adapter saved meanwhile by another run is not
+//! overwritten; fractional `--epochs` run the steps they cover.
+
+mod cli_support;
+
+use cli_support::*;
+#[cfg(unix)]
+use std::os::unix::fs::FileTypeExt;
+
+// ---------------------------------------------------------------------------------------
+// Writing
+
+#[test]
+fn an_existing_adapter_is_kept_without_force_and_through_a_failed_run() {
+    let dir = scratch("overwrite");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let lora = fixture("adapters/lora_v4");
+    let out = adapter_copy("flora", &dir);
+    let before = snapshot(&out);
+    let (m, l, d, o) = (s(&model), s(&lora), s(&data), s(&out));
+    fails(&train_args(m, l, d, o, &[]), USAGE, &["--out", "already holds an adapter", "--force"]);
+    assert_eq!(snapshot(&out), before, "--out changed without --force");
+    // A run that diverges stops with the step and leaves the old adapter byte-identical.
+    let line = check_failure(
+        &run(&["train", "--model", m, "--init", l, "--data", d, "--out", o, "--force", "--steps", "5"]
+            .into_iter()
+            .chain(["--lr", "1e30", "--optimizer", "sgd"])
+            .collect::<Vec<_>>()),
+        TRAINING,
+        &["step 2 of the run", "learning rate"],
+        false,
+    );
+    assert!(line.contains("NaN") || line.contains("inf"), "{line}");
+    assert_eq!(snapshot(&out), before, "a failed run changed --out");
+    // merge refuses a folder that holds an adapter or a model.
+    let merged = dir.join("merged");
+    succeeds(&["merge", "--model", m, "--adapter", l, "--out", s(&merged)]);
+    let merged_before = snapshot(&merged);
+    fails(&["merge", "--model", m, "--adapter", l, "--out", s(&merged)], USAGE, &["--out", "--force"]);
+    fails(&["merge", "--model", m, "--adapter", l, "--out", o], USAGE, &["--out", "holds an adapter"]);
+    fails(&["merge", "--model", m, "--adapter", l, "--out", o, "--force"], USAGE, &["--out", "holds an adapter"]);
+    fails(&["merge", "--model", m, "--adapter", l, "--out", m], USAGE, &["--out", "--model folder"]);
+    assert_eq!(snapshot(&merged), merged_before);
+    assert_eq!(snapshot(&out), before);
+    let moppa = fixture("adapters/moppa");
+    fails(&["merge", "--model", m, "--adapter", s(&moppa), "--out", s(&dir.join("m2"))], USAGE, &["MoPPA", "eval"]);
+    // train never saves an adapter into a model folder: transformers would apply it there.
+    for extra in [&[][..], &["--force"][..]] {
+        fails(&train_args(m, l, d, s(&merged), extra), USAGE, &["--out", "holds a model"]);
+    }
+    assert_eq!(snapshot(&merged), merged_before);
+    // An --out that is a link to nowhere is refused before training, not after.
+    #[cfg(unix)]
+    {
+        let link = dir.join("dangling");
+        std::os::unix::fs::symlink(dir.join("no/such/folder"), &link).expect("symlink");
+        fails(&train_args(m, l, d, s(&link), &[]), USAGE, &["--out", "dangling", "symbolic link"]);
+        fails(&train_args(m, l, d, s(&link.join("sub")), &[]), USAGE, &["--out", "symbolic link"]);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_init_folder_of_another_adapter_type_is_named() {
+    let dir = scratch("init-type");
+    let data = good_data(&dir);
+    let (model, flora) = (fixture("vit_tiny"), fixture("adapters/flora"));
+    let lora_config = fixture("adapters/lora_v4/adapter_config.json");
+    let out = dir.join("out");
+    let args = ["train", "--model", s(&model), "--adapter-config", s(&lora_config), "--init", s(&flora)];
+    let args: Vec<&str> = args.into_iter().chain(["--data", s(&data), "--out", s(&out), "--steps", "1"]).collect();
+    fails(&args, USAGE, &["--init", "FLORA", "LORA"]);
+    assert!(!out.exists(), "nothing written");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_mixed_adapter_pair_is_refused_and_a_hand_edited_config_is_accepted() {
+    let dir = scratch("pair");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let lora = fixture("adapters/lora_v4");
+    let out = dir.join("out");
+    let (m, l, d, o) = (s(&model), s(&lora), s(&data), s(&out));
+    succeeds(&train_args(m, l, d, o, &[]));
+    let eval = ["eval", "--model", m, "--adapter", o, "--data", d];
+    // The weights of this save beside an older config of another save: refused by name.
+    let config = out.join("adapter_config.json");
+    let weights_time =
+        std::fs::metadata(out.join("adapter_model.safetensors")).and_then(|m| m.modified()).expect("mtime");
+    let saved = std::fs::read_to_string(&config).expect("config");
+    let other = saved.replace("\"lora_alpha\": 6", "\"lora_alpha\": 12");
+    assert!(other.contains("\"lora_alpha\": 12"), "the saved config changed shape: {other}");
+    std::fs::write(&config, &other).expect("write older config");
+    let file = std::fs::File::options().write(true).open(&config).expect("open");
+    file.set_modified(weights_time - std::time::Duration::from_secs(60)).expect("set mtime");
+    drop(file);
+    fails(&eval, INPUT, &["adapter_model.safetensors", "another adapter_config.json", "interrupted"]);
+    // An edit of what the adapter came from, reformatted, in a folder copied so that the config
+    // is older than the weights: the same adapter, accepted.
+    let mut edited: serde_json::Value = serde_json::from_str(&saved).expect("json");
+    edited["base_model_name_or_path"] = "me/my-vit".into();
+    std::fs::write(&config, edited.to_string()).expect("edit");
+    let file = std::fs::File::options().write(true).open(&config).expect("open");
+    file.set_modified(weights_time - std::time::Duration::from_secs(60)).expect("set mtime");
+    drop(file);
+    succeeds(&eval);
+    std::fs::write(&config, &other).expect("the other config again");
+    // The same edit made after the save (a newer config) is the user's choice and loads.
+    let file = std::fs::File::options().write(true).open(&config).expect("open");
+    file.set_modified(weights_time + std::time::Duration::from_secs(60)).expect("set mtime");
+    drop(file);
+    succeeds(&eval);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Stdout closed by its reader (`peft-wgpu eval … | head -1`) ends the run quietly; stdout
+/// that cannot be written (a full disk) is an error naming `<stdout>`; neither is reported
+/// as an internal error.
+#[test]
+fn stdout_closed_or_full_is_not_an_internal_error() {
+    use std::process::{Command, Stdio};
+    let dir = scratch("stdout");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let eval = ["eval", "--model", s(&model), "--data", s(&data)];
+    let command = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"));
+        cmd.args(eval).env("XDG_RUNTIME_DIR", std::env::temp_dir()).stderr(Stdio::piped());
+        cmd
+    };
+    // A pipe whose reader is gone before anything is written.
+    let mut child = command().stdout(Stdio::piped()).spawn().expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "closed stdout: {:?}\n{stderr}", out.status);
+    assert!(!stderr.contains("error"), "closed stdout reported: {stderr}");
+    #[cfg(target_os = "linux")]
+    {
+        let full = std::fs::File::options().write(true).open("/dev/full").expect("/dev/full");
+        let out = command().stdout(full).output().expect("run");
+        check_failure(&out, INPUT, &["<stdout>", "No space left"], false);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--logits-out` naming an input of the run (the data, a file of the model or adapter
+/// folders) is refused before anything is read or written.
+#[test]
+fn logits_out_never_overwrites_an_input() {
+    let dir = scratch("logits-input");
+    let data = good_data(&dir);
+    let model = model_copy(&dir);
+    let before = std::fs::read(&data).expect("data");
+    let (m, d) = (s(&model), s(&data));
+    fails(&["eval", "--model", m, "--data", d, "--logits-out", d], USAGE, &["--logits-out", "input"]);
+    assert_eq!(std::fs::read(&data).expect("data"), before, "the data was overwritten");
+    let weights = model.join("model.safetensors");
+    fails(&["eval", "--model", m, "--data", d, "--logits-out", s(&weights)], USAGE, &["--logits-out", "input"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `--logits-out` into a pipe or device writes into it (a rename would replace the special
+/// file), and through a symbolic link replaces the link's target, keeping the link.
+#[cfg(unix)]
+#[test]
+fn logits_out_writes_into_pipes_and_devices_and_through_links() {
+    let dir = scratch("logits-special");
+    let data = good_data(&dir);
+    let model = model_copy(&dir);
+    let (m, d) = (s(&model), s(&data));
+    let plain = dir.join("plain.safetensors");
+    succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&plain)]);
+    let want = std::fs::read(&plain).expect("logits");
+
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success(), "mkfifo failed");
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
+    };
+    succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&fifo)]);
+    assert_eq!(reader.join().expect("reader"), want, "the logits through the pipe");
+    assert!(std::fs::symlink_metadata(&fifo).expect("fifo").file_type().is_fifo(), "the pipe was replaced");
+
+    // (`/dev/null` takes the same path as the pipe; it is not written here, so that a
+    // regression cannot replace the machine's /dev/null.)
+    let target = dir.join("target.safetensors");
+    std::fs::write(&target, b"old").expect("target");
+    let link = dir.join("link.safetensors");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&link)]);
+    assert!(std::fs::symlink_metadata(&link).expect("link").file_type().is_symlink(), "the link was replaced");
+    assert_eq!(std::fs::read(&target).expect("target"), want, "the link's target holds the logits");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn an_adapter_another_run_saved_meanwhile_is_not_overwritten_without_force() {
+    // Two runs into the same new --out: the check at start-up passes for both, so the one that
+    // finishes second must look again before saving. The other run is simulated by a Progress
+    // that writes an adapter into --out when training starts.
+    struct OtherRun(std::path::PathBuf);
+    impl peft_wgpu::cli::Progress for OtherRun {
+        fn started(&mut self, _summary: &str, _steps: usize) {
+            copy_dir(&fixture("adapters/flora"), &self.0);
+        }
+    }
+    let dir = scratch("race");
+    let out = dir.join("out");
+    let args = peft_wgpu::cli::TrainArgs {
+        model: fixture("vit_tiny"),
+        adapter_config: None,
+        data: good_data(&dir),
+        out: out.clone(),
+        init: Some(fixture("adapters/lora_v4")),
+        steps: Some(1),
+        epochs: None,
+        batch_size: 2,
+        lr: 1e-3,
+        optimizer: peft_wgpu::OptimizerKind::sgd(),
+        seed: 0,
+        shuffle: false,
+        eval_data: None,
+        force: false,
+    };
+    let err = peft_wgpu::cli::train(&args, &mut OtherRun(out.clone())).expect_err("the other run's adapter is kept");
+    assert!(err.to_string().contains("another run") && err.to_string().contains("--force"), "{err}");
+    assert_eq!(snapshot(&out), snapshot(&fixture("adapters/flora")), "the other run's adapter is untouched");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn fractional_epochs_run_the_steps_they_cover() {
+    let dir = scratch("epochs");
+    let data = dir.join("ten.safetensors");
+    write_data(&data, [10, 3, 8, 8], &[0, 1, 2, 3, 4, 0, 1, 2, 3, 4]);
+    let (model, lora) = (fixture("vit_tiny"), fixture("adapters/lora_v4"));
+    // (E, B, steps): ceil(E·N/B) for N = 10, by hand; 0.7 × 10 is 7.000000000000001 in f64.
+    for (epochs, batch, steps) in [("0.5", 3, 2), ("2.5", 4, 7), ("0.01", 2, 1), ("0.7", 7, 1), ("3", 10, 3)] {
+        let out = dir.join(format!("out-{epochs}"));
+        let args = ["train", "--model", s(&model), "--init", s(&lora), "--data", s(&data), "--out", s(&out)];
+        let batch_text = batch.to_string();
+        let extra = ["--epochs", epochs, "--batch-size", batch_text.as_str(), "--optimizer", "sgd"];
+        let stdout = succeeds(&args.into_iter().chain(extra).collect::<Vec<_>>());
+        let plural = if steps == 1 { "" } else { "s" };
+        assert!(stdout.contains(&format!("trained {steps} step{plural},")), "--epochs {epochs}, B {batch}: {stdout}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
