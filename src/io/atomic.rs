@@ -184,6 +184,9 @@ fn remove_stale_temps(path: &Path) {
 
 /// Creates directory `dir` (and parents) with an error naming it.
 pub fn create_dir(dir: &Path) -> Result<()> {
+    if dir.as_os_str().is_empty() {
+        return Err(Error::invalid("output folder", "is an empty path; name a folder (`.` for this one)"));
+    }
     if dir.is_file() {
         return Err(Error::Format { path: dir.to_path_buf(), message: "is a file, expected a folder".into() });
     }
@@ -242,6 +245,7 @@ mod tests {
         assert!(in_dir(&new.join("deeper"), fail).is_err());
         assert!(!new.exists(), "the folders made for a failed write are gone");
         assert!(in_dir(&dir, fail).is_err());
+        assert!(in_dir(Path::new(""), || Ok(())).is_err(), "an empty path is not this folder by accident");
         assert!(dir.is_dir(), "a folder that was there stays");
         in_dir(&new, || write_all(&[(new.join("f"), b"x".to_vec())])).expect("write");
         assert_eq!(std::fs::read(new.join("f")).expect("f"), b"x");
