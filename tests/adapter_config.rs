@@ -327,3 +327,40 @@ fn targets_that_match_nothing_are_errors_naming_target_modules() {
     let err = adapted(&cfg).unwrap_err();
     assert!(err.to_string().contains("`modules_to_save`"), "{err}");
 }
+
+/// A config changed in code is written as changed (and reads back so); a field left alone
+/// keeps the file's spelling, and unknown keys survive.
+#[test]
+fn configs_changed_in_code_are_written_as_changed() {
+    let reread = |c: &AdapterConfig| parse(&serde_json::from_str(&c.to_json()).unwrap()).unwrap();
+    let mut lora =
+        parse(&json!({"peft_type": "LORA", "r": 2, "lora_alpha": 16, "target_modules": ["query"], "custom": 1}))
+            .unwrap();
+    let text = lora.to_json();
+    assert!(text.contains("\"lora_alpha\": 16,") && text.contains("\"custom\": 1"), "{text}");
+    let AdapterKind::Lora(l) = &mut lora.kind else { panic!("LoRA") };
+    l.lora_alpha = 8.0;
+    l.target_modules = peft_wgpu::nn::Targets::Names(vec!["value".into()]);
+    l.rank_pattern = vec![("value".into(), 3)];
+    let AdapterKind::Lora(back) = reread(&lora).kind else { panic!("LoRA") };
+    assert_eq!((back.lora_alpha, back.rank_pattern), (8.0, vec![("value".to_string(), 3)]));
+    assert!(matches!(back.target_modules, peft_wgpu::nn::Targets::Names(n) if n == ["value"]));
+
+    let mut flora = parse(&json!({"peft_type": "FLORA", "r": 2, "scale": 1.0, "target_modules": ["query"]})).unwrap();
+    let AdapterKind::Flora(f) = &mut flora.kind else { panic!("FLoRA") };
+    (f.scale, f.r) = (3.0, FloraRank::PerMode(vec![2, 1]));
+    let AdapterKind::Flora(back) = reread(&flora).kind else { panic!("FLoRA") };
+    assert_eq!((back.scale, back.r), (3.0, FloraRank::PerMode(vec![2, 1])));
+
+    let mut moppa = parse(&json!({"peft_type": "MOPPA"})).unwrap();
+    let AdapterKind::Moppa(m) = &mut moppa.kind else { panic!("MoPPA") };
+    (m.entropy_scale, m.layers, m.num_heads) = (0.5, Some(vec![1]), Some(4));
+    let AdapterKind::Moppa(back) = reread(&moppa).kind else { panic!("MoPPA") };
+    assert_eq!((back.entropy_scale, back.layers, back.num_heads), (0.5, Some(vec![1]), Some(4)));
+
+    let mut rlp = parse(&json!({"peft_type": "RLP", "num_prompt_tokens": 2, "r": 2})).unwrap();
+    let AdapterKind::Rlp(r) = &mut rlp.kind else { panic!("RLP") };
+    (r.scale, r.num_prompt_tokens) = (3.0, 5);
+    let AdapterKind::Rlp(back) = reread(&rlp).kind else { panic!("RLP") };
+    assert_eq!((back.scale, back.num_prompt_tokens), (3.0, 5));
+}

@@ -1,6 +1,7 @@
 //! `adapter_config.json` for the four adapter types (SPEC §9), read and written in the form
 //! PEFT uses. Unknown keys are ignored on reading and kept on writing.
 
+mod fields;
 mod lora;
 
 use std::path::Path;
@@ -180,20 +181,14 @@ impl AdapterConfig {
         if let Some(n) = self.num_labels {
             o.insert("num_labels".into(), n.into());
         }
-        if let AdapterKind::Lora(c) = &self.kind {
+        fields::write_fields(&self.kind, &mut o);
+        if let AdapterKind::Lora(_) = &self.kind {
             let defaults = [
-                ("r", json!(c.r)),
-                ("lora_alpha", json!(c.lora_alpha)),
-                ("lora_dropout", json!(c.lora_dropout)),
-                ("use_rslora", json!(c.use_rslora)),
                 ("bias", json!("none")),
                 ("fan_in_fan_out", json!(false)),
-                ("init_lora_weights", json!(true)),
                 ("inference_mode", json!(true)),
                 ("task_type", Value::Null),
                 ("base_model_name_or_path", Value::Null),
-                ("rank_pattern", json!({})),
-                ("alpha_pattern", json!({})),
             ];
             for (k, v) in defaults {
                 o.entry(k).or_insert(v);
