@@ -364,3 +364,17 @@ fn configs_changed_in_code_are_written_as_changed() {
     let AdapterKind::Rlp(back) = reread(&rlp).kind else { panic!("RLP") };
     assert_eq!((back.scale, back.num_prompt_tokens), (3.0, 5));
 }
+
+/// As PEFT's sequence-classification models do, `task_type: "SEQ_CLS"` trains and saves the
+/// head with the adapter (PEFT adds `classifier` and `score` to `modules_to_save`).
+#[test]
+fn a_sequence_classification_task_saves_the_head() {
+    let c = parse(&json!({"peft_type": "LORA", "r": 2, "target_modules": ["query"], "task_type": "SEQ_CLS"})).unwrap();
+    assert_eq!(c.modules_to_save, ["classifier", "score"]);
+    let c = parse(&json!({"peft_type": "LORA", "r": 2, "target_modules": ["query"], "task_type": "SEQ_CLS",
+                          "modules_to_save": ["classifier", "layernorm"]}))
+    .unwrap();
+    assert_eq!(c.modules_to_save, ["classifier", "layernorm", "score"]);
+    let c = parse(&json!({"peft_type": "LORA", "r": 2, "target_modules": ["query"]})).unwrap();
+    assert!(c.modules_to_save.is_empty());
+}

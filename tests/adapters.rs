@@ -97,6 +97,35 @@ fn lora_on_an_oblong_patch_conv_matches_peft() {
     check_on("vit_wide", "wide", "lora", None);
 }
 
+/// PEFT under transformers 5 with `exclude_modules: ["output.dense"]` excludes nothing (no
+/// module has that name there) and saves every module: all of them load here too.
+#[test]
+fn lora_written_by_peft_with_an_exclusion_of_the_other_naming_matches_peft() {
+    check_on("vit_tiny", "peft_extra", "lora_exclude", None);
+}
+
+/// `target_modules: "all-linear"` as PEFT expands it for a ViT classifier.
+#[test]
+fn lora_written_by_peft_for_all_linear_layers_matches_peft() {
+    check_on("vit_tiny", "peft_extra", "lora_all_linear", None);
+}
+
+/// A hand-written `"all-linear"` adapts the modules PEFT's expansion lists.
+#[test]
+fn all_linear_adapts_what_peft_adapts() {
+    use peft_wgpu::adapters::AdapterConfig;
+    use peft_wgpu::io::json::JsonFile;
+    let gpu = gpu();
+    let vit = Vit::load(&gpu, &fixtures().join("vit_tiny")).expect("model");
+    let path = fixtures().join("peft_extra/lora_all_linear/adapter_config.json");
+    let text = br#"{"peft_type": "LORA", "r": 2, "target_modules": "all-linear"}"#;
+    let config = AdapterConfig::from_json(&JsonFile::parse(&path, text).unwrap()).unwrap();
+    let ours = Adapter::new(&gpu, config, &path, &vit, 1).unwrap();
+    let peft = Adapter::load(&gpu, &fixtures().join("peft_extra/lora_all_linear"), &vit).unwrap();
+    let keys = |a: &Adapter| a.trainable().iter().map(|p| p.key.clone()).collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(keys(&ours), keys(&peft));
+}
+
 #[test]
 fn rlp_matches_torch() {
     check("rlp", Some(3));

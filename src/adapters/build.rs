@@ -150,6 +150,14 @@ impl Build<'_> {
     /// for it. PEFT sees one naming (its transformers version's), so a config such as
     /// `["q_proj", "value"]` adapts only `q_proj` under transformers 5, and
     /// `["projection", "q_proj"]` only the patch embedding under transformers 4.
+    /// Whether the file holds `module`'s `leaf` tensor under either naming: PEFT adapted the
+    /// module, so an `exclude_modules` entry that names it only in the other naming (PEFT
+    /// under transformers 5 does not see `output.dense`) did not exclude it.
+    pub(crate) fn kept_by_file(&self, module: ModuleId, leaf: &str) -> bool {
+        self.source.is_file()
+            && Naming::BOTH.into_iter().any(|n| self.source.has(&format!("{PEFT_PREFIX}{}.{leaf}", module.path(n))))
+    }
+
     fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool, leaf: &str) -> bool {
         if !self.source.is_file() || !matches!(module, ModuleId::Layer(..)) {
             return false;

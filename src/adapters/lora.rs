@@ -50,6 +50,7 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         }
         if let Some(ex) = &cfg.exclude_modules
             && ex.matches(module).is_some()
+            && !build.kept_by_file(module, "lora_A.weight")
         {
             continue;
         }

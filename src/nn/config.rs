@@ -49,8 +49,9 @@ impl VitConfig {
             return Err(json.error("model_type", format!("is `{model_type}`; only `vit` models are supported")));
         }
         let act = json.opt_string("hidden_act")?.unwrap_or_else(|| "gelu".into());
-        if act != "gelu" {
-            return Err(json.error("hidden_act", format!("is `{act}`; only the exact `gelu` is supported")));
+        // transformers' `gelu` and `gelu_python` are both the exact (erf) GELU.
+        if act != "gelu" && act != "gelu_python" {
+            return Err(json.error("hidden_act", format!("is `{act}`; only the exact (erf) `gelu` is supported")));
         }
         let hidden_size = json.usize_in("hidden_size", 1, MAX_DIM)?;
         let num_attention_heads = json.usize_in("num_attention_heads", 1, MAX_DIM)?;
@@ -179,6 +180,12 @@ impl VitConfig {
         let mut value = base.clone();
         value.insert("id2label".into(), id2label.into());
         value.insert("label2id".into(), label2id.into());
+        // The merged weights are written in f32, whatever the base's were.
+        for key in ["torch_dtype", "dtype"] {
+            if value.contains_key(key) {
+                value.insert(key.into(), "float32".into());
+            }
+        }
         if value.contains_key("num_labels") {
             value.insert("num_labels".into(), self.num_labels.into());
         }

@@ -132,9 +132,19 @@ impl AdapterConfig {
             "RLP" => AdapterKind::Rlp(rlp(j)?),
             other => return Err(j.error("peft_type", format!("`{other}` is not one of LORA, FLORA, MOPPA, RLP"))),
         };
+        let mut modules_to_save = j.opt_strings("modules_to_save")?.unwrap_or_default();
+        // PEFT's sequence-classification models train and save the head (`classifier`, or
+        // `score` in other architectures) with the adapter, whatever modules_to_save says.
+        if j.get("task_type").and_then(Value::as_str) == Some("SEQ_CLS") {
+            for head in ["classifier", "score"] {
+                if !modules_to_save.iter().any(|m| m == head) {
+                    modules_to_save.push(head.into());
+                }
+            }
+        }
         Ok(AdapterConfig {
             kind,
-            modules_to_save: j.opt_strings("modules_to_save")?.unwrap_or_default(),
+            modules_to_save,
             num_labels: j.opt_usize_in("num_labels", 1, 1 << 20)?,
             raw: j.object().clone(),
         })
