@@ -159,6 +159,17 @@ fn missing_misshaped_and_mistyped_model_tensors_are_named() {
     edit_tensors(&weights, |t| t.retain(|(k, ..)| k != key));
     fails(&eval, INPUT, &["model.safetensors", "missing tensor", key]);
 
+    // A backbone checkpoint: ViTModel's keys have no `vit.` prefix and there is no head.
+    std::fs::write(&weights, &good).expect("restore");
+    edit_tensors(&weights, |t| {
+        t.retain(|(k, ..)| !k.starts_with("classifier."));
+        t.iter_mut().for_each(|e| e.0 = e.0.trim_start_matches("vit.").to_string());
+    });
+    fails(&eval, INPUT, &["model.safetensors", "not a ViTForImageClassification", "`vit.` prefix"]);
+    std::fs::write(&weights, &good).expect("restore");
+    edit_tensors(&weights, |t| t.retain(|(k, ..)| !k.starts_with("classifier.")));
+    fails(&eval, INPUT, &["model.safetensors", "not a ViTForImageClassification", "no `classifier`"]);
+
     std::fs::write(&weights, &good).expect("restore");
     edit_tensors(&weights, |t| {
         let e = t.iter_mut().find(|(k, ..)| k == key).expect("key");

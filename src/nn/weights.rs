@@ -90,6 +90,20 @@ impl VitWeights {
             };
             let Some((file, name)) = found else {
                 let path = files.first().map(|f| f.path().to_path_buf()).unwrap_or_else(|| dir.to_path_buf());
+                // A backbone (`ViTModel`, `ViTForMaskedImageModeling`) names its weights without
+                // the `vit.` prefix, or has no classifier: say so rather than name one key.
+                let backbone = key.strip_prefix("vit.").is_some_and(|bare| files.iter().any(|f| f.contains(bare)));
+                if backbone || key.starts_with("classifier.") {
+                    let what = if backbone { "its weights lack the `vit.` prefix" } else { "it has no `classifier`" };
+                    return Err(Error::Format {
+                        path,
+                        message: format!(
+                            "is not a ViTForImageClassification checkpoint ({what}: a ViTModel backbone?); \
+                             load it with ViTForImageClassification.from_pretrained(..., num_labels=N) and \
+                             save_pretrained it first"
+                        ),
+                    });
+                }
                 return Err(Error::MissingTensor { path, key });
             };
             if !file.contains(&name) {
