@@ -107,6 +107,18 @@ pub fn upload_batch(gpu: &Gpu, data: &Dataset, rows: &[usize]) -> Result<(Tensor
     Ok((Tensor::from_slice(gpu, &pixels, &[rows.len(), c, h, w])?, Tensor::from_u32(gpu, &labels, &[rows.len()])?))
 }
 
+/// Fails with [`Error::TooLarge`] when a batch of `batch` images of `data` would not fit one
+/// device tensor (before the rows of such a batch are even listed).
+fn check_batch_fits(gpu: &Gpu, data: &Dataset, batch: usize) -> Result<()> {
+    let [_, c, h, w] = data.shape;
+    let bytes = [batch, c, h, w].iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX);
+    let (max, limit) = gpu.max_tensor_bytes();
+    if bytes > max {
+        return Err(Error::TooLarge { what: format!("a batch of {batch} images"), bytes, limit, max });
+    }
+    Ok(())
+}
+
 /// Checks that `data` fits the model (and the adapter's head) and that the options are sane.
 pub fn check_inputs(vit: &Vit, labels: usize, data: &Dataset, batch_size: usize) -> Result<()> {
     let c = &vit.config;
@@ -136,6 +148,8 @@ pub fn train(
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<()> {
     check_inputs(vit, adapter.num_labels(), data, options.batch_size)?;
+    adapter.check_model("train", &vit.config)?;
+    check_batch_fits(gpu, data, options.batch_size)?;
     if options.steps == 0 {
         return Err(Error::invalid("--steps", "must be at least 1"));
     }
@@ -264,6 +278,9 @@ pub fn evaluate_with_progress(
 ) -> Result<EvalReport> {
     let labels = adapter.map_or(vit.config.num_labels, Adapter::num_labels);
     check_inputs(vit, labels, data, batch_size)?;
+    if let Some(a) = adapter {
+        a.check_model("evaluate", &vit.config)?;
+    }
     let (mut correct, mut loss) = (0.0f64, 0.0f64);
     let mut logits_all = Vec::with_capacity(data.len() * labels);
     for start in (0..data.len()).step_by(batch_size) {

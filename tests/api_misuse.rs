@@ -132,3 +132,45 @@ fn an_adapter_merged_into_a_model_of_another_architecture_is_refused() {
         assert!(adapter.merge(&gpu, &VitWeights::random(&config, 2)).is_ok(), "{json}: its own architecture");
     }
 }
+
+#[test]
+fn training_checks_the_adapter_the_batch_and_values_changed_in_code() {
+    use peft_wgpu::adapters::{Adapter, AdapterConfig, AdapterKind};
+    use peft_wgpu::io::Dataset;
+    use peft_wgpu::io::json::JsonFile;
+    use peft_wgpu::nn::{Vit, VitConfig, VitWeights};
+    use peft_wgpu::train::{BatchOrder, TrainOptions, evaluate, train};
+    let gpu = gpu();
+    let config = peft_wgpu::demo::model::architecture();
+    let vit = Vit::from_weights(&gpu, &VitWeights::random(&config, 1)).unwrap();
+    let path = std::path::Path::new("adapter_config.json");
+    let parse = |json: &str| AdapterConfig::from_json(&JsonFile::parse(path, json.as_bytes()).unwrap()).unwrap();
+    let lora = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#;
+
+    let mut cfg = parse(lora);
+    let AdapterKind::Lora(l) = &mut cfg.kind else { panic!("LoRA") };
+    l.lora_alpha = f64::NAN;
+    let e = Adapter::new(&gpu, cfg, path, &vit, 1).err().expect("a NaN alpha");
+    assert!(e.to_string().contains("lora_alpha"), "{e}");
+
+    let adapter = Adapter::new(&gpu, parse(lora), path, &vit, 1).unwrap();
+    let [c, h, w] = [config.num_channels, config.image_size[0], config.image_size[1]];
+    let data = Dataset::from_parts(path, [2, c, h, w], vec![0.1; 2 * c * h * w], vec![0, 1]).unwrap();
+    let options = |batch_size| TrainOptions {
+        steps: 1,
+        batch_size,
+        lr: 1e-3,
+        optimizer: OptimizerKind::Sgd { weight_decay: None },
+        order: BatchOrder::Sequential,
+        seed: 0,
+    };
+    let e = train(&gpu, &vit, &adapter, &data, &options(1 << 40), &mut |_| {}).expect_err("a batch beyond the device");
+    assert!(e.to_string().contains("a batch of 1099511627776 images"), "{e}");
+
+    let other = VitConfig { num_hidden_layers: 1, ..config };
+    let other = Vit::from_weights(&gpu, &VitWeights::random(&other, 1)).unwrap();
+    let e = train(&gpu, &other, &adapter, &data, &options(2), &mut |_| {}).expect_err("another model");
+    assert!(e.to_string().contains("another model"), "{e}");
+    assert!(evaluate(&gpu, &other, Some(&adapter), &data, 2).is_err(), "evaluate on another model");
+    train(&gpu, &vit, &adapter, &data, &options(2), &mut |_| {}).expect("its own model");
+}

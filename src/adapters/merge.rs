@@ -64,22 +64,35 @@ impl Adapter {
     /// Fails unless `base` has the architecture of the model this adapter was made for and
     /// each weight the adapter changes has the shape that model gives it.
     fn check_base(&self, base: &VitWeights) -> Result<()> {
-        let (a, b) = (&self.model, &base.config);
-        let shape_of = |c: &crate::nn::VitConfig| {
-            let sizes = (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size);
-            (sizes, c.image_size, c.patch_size, c.num_channels, c.qkv_bias, c.num_labels)
-        };
-        if shape_of(a) != shape_of(b) {
-            return Err(Error::invalid(
-                "merge",
-                format!("the adapter was made for another model ({}) than the base ({})", describe(a), describe(b)),
-            ));
-        }
+        self.check_model("merge", &base.config)?;
+        let a = &self.model;
         for (key, shape) in crate::nn::weights::expected_shapes(a) {
             match base.tensors.get(&key) {
                 Some(t) if t.shape == shape && t.data.len() == t.shape.iter().product::<usize>() => {}
                 _ => return Err(Error::invalid("merge", format!("the base's `{key}` is not of shape {shape:?}"))),
             }
+        }
+        Ok(())
+    }
+}
+
+impl Adapter {
+    /// Fails, naming `op`, unless `model` has the architecture of the model this adapter was
+    /// made for (its tensors fit only that one).
+    pub fn check_model(&self, op: &str, model: &crate::nn::VitConfig) -> Result<()> {
+        let shape_of = |c: &crate::nn::VitConfig| {
+            let sizes = (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size);
+            (sizes, c.image_size, c.patch_size, c.num_channels, c.qkv_bias, c.num_labels)
+        };
+        if shape_of(&self.model) != shape_of(model) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "the adapter was made for another model ({}) than this one ({})",
+                    describe(&self.model),
+                    describe(model)
+                ),
+            ));
         }
         Ok(())
     }

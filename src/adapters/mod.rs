@@ -145,6 +145,7 @@ impl Adapter {
         source: Source<'_>,
         max_bytes: (u64, &'static str),
     ) -> Result<Plan> {
+        config.check_values(config_path)?;
         if config.num_labels.is_some() && !config.saves_module(ModuleId::Classifier) {
             // A new head is a saved module, as in PEFT.
             config.modules_to_save.push("classifier".into());

@@ -135,7 +135,9 @@ impl Dataset {
         let mut pixels = Vec::with_capacity(rows.len().saturating_mul(per));
         let mut labels = Vec::with_capacity(rows.len());
         for &r in rows {
-            let (Some(image), Some(&label)) = (self.pixels.get(r * per..(r + 1) * per), self.labels.get(r)) else {
+            let range = r.checked_mul(per).and_then(|start| Some(start..start.checked_add(per)?));
+            let (Some(image), Some(&label)) = (range.and_then(|range| self.pixels.get(range)), self.labels.get(r))
+            else {
                 return Err(Error::invalid(
                     "rows",
                     format!("row {r} of {}, which holds {} images", self.path.display(), self.len()),

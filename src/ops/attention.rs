@@ -111,8 +111,8 @@ pub fn attention_backward(
     let p = params("attention_backward", q, heads)?;
     same_shape("attention_backward", q, &[k, v, o, d_o])?;
     let rows = [p.batch as usize, heads, p.tokens as usize];
-    if lse.shape() != rows {
-        return Err(Error::shape("attention_backward", format!("lse {rows:?}"), format!("{lse:?}")));
+    if lse.shape() != rows || lse.dtype() != DType::F32 {
+        return Err(Error::shape("attention_backward", format!("f32 lse {rows:?}"), format!("{lse:?}")));
     }
     let dq = Tensor::uninit(gpu, q.shape(), DType::F32)?;
     let dsum = Tensor::uninit(gpu, &rows, DType::F32)?;

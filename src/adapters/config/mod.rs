@@ -150,6 +150,47 @@ impl AdapterConfig {
         })
     }
 
+    /// Checks the numbers of a config that may have been changed in code since it was read
+    /// (reading checks them too): multipliers finite in f32, dropout in [0, 1), MoPPA's
+    /// entropy settings finite with a positive decay fraction. Errors name the key.
+    pub fn check_values(&self, path: &Path) -> Result<()> {
+        let bad = |key: &str, value: f64, want: &str| {
+            Err(crate::error::Error::Config {
+                path: path.to_path_buf(),
+                key: key.into(),
+                message: format!("is {value}; {want}"),
+            })
+        };
+        let f32_finite = |v: f64| (v as f32).is_finite();
+        match &self.kind {
+            AdapterKind::Lora(c) => {
+                for (key, v) in std::iter::once(("lora_alpha", c.lora_alpha))
+                    .chain(c.alpha_pattern.iter().map(|(_, a)| ("alpha_pattern", *a)))
+                {
+                    if !f32_finite(v) {
+                        return bad(key, v, "expected a finite number within f32's range");
+                    }
+                }
+                if !(0.0..1.0).contains(&c.lora_dropout) {
+                    return bad("lora_dropout", c.lora_dropout, "expected a value in [0, 1)");
+                }
+            }
+            AdapterKind::Flora(FloraConfig { scale, .. }) | AdapterKind::Rlp(RlpConfig { scale, .. })
+                if !f32_finite(*scale) =>
+            {
+                return bad("scale", *scale, "expected a finite number within f32's range");
+            }
+            AdapterKind::Moppa(m) if !m.entropy_scale.is_finite() => {
+                return bad("entropy_scale", m.entropy_scale, "expected a finite number");
+            }
+            AdapterKind::Moppa(m) if !(m.entropy_decay_fraction > 0.0 && m.entropy_decay_fraction.is_finite()) => {
+                return bad("entropy_decay_fraction", m.entropy_decay_fraction, "expected a positive number");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// The adapter type.
     pub fn peft_type(&self) -> PeftType {
         match self.kind {
