@@ -110,6 +110,13 @@ fn lora_written_by_peft_for_all_linear_layers_matches_peft() {
     check_on("vit_tiny", "peft_extra", "lora_all_linear", None);
 }
 
+/// PEFT's `save_embedding_layers` stores the patch embedding (the input embedding) beside the
+/// LoRA tensors; PEFT loads it over the base's, and so does this crate (frozen).
+#[test]
+fn lora_written_by_peft_with_its_embedding_layer_matches_peft() {
+    check_on("vit_tiny", "peft_extra", "lora_embedding", None);
+}
+
 /// A hand-written `"all-linear"` adapts the modules PEFT's expansion lists.
 #[test]
 fn all_linear_adapts_what_peft_adapts() {

@@ -77,6 +77,29 @@ fn lora_written_by_peft_merges() {
     }
 }
 
+/// The patch embedding PEFT stored with `save_embedding_layers` goes into the merged model.
+#[test]
+fn lora_with_a_stored_embedding_layer_merges() {
+    let gpu = gpu();
+    let vit = support::tiny_vit(&gpu);
+    let adapter = Adapter::load(&gpu, &fixtures().join("peft_extra/lora_embedding"), &vit).unwrap();
+    assert_eq!(adapter.trainable().len(), 4, "the embedding is stored, not trained");
+    let merged = check(&gpu, "lora_embedding", &adapter);
+    let base = VitWeights::load(&fixtures().join("vit_tiny")).unwrap();
+    let key = "vit.embeddings.patch_embeddings.projection.weight";
+    assert_ne!(merged.tensors[key], base.tensors[key], "{key} comes from the adapter file");
+    // Saved again, the adapter keeps the embedding and does not list it as a saved module.
+    let dir = scratch("lora_embedding_resaved");
+    adapter.save(&gpu, &dir).unwrap();
+    let file = peft_wgpu::io::TensorFile::open(&dir.join("adapter_model.safetensors")).unwrap();
+    assert!(file.contains(&format!("base_model.model.{key}")));
+    let config = std::fs::read_to_string(dir.join("adapter_config.json")).unwrap();
+    assert!(!config.contains("projection"), "{config}");
+    let again = Adapter::load(&gpu, &dir, &vit).unwrap();
+    let x = pixels(2);
+    assert_eq!(logits(&gpu, &vit, Some(&again), &x), logits(&gpu, &vit, Some(&adapter), &x));
+}
+
 #[test]
 fn lora_on_linear_layers_and_the_patch_embedding_merges() {
     let gpu = gpu();

@@ -116,6 +116,7 @@ impl VitHooks for BoundAdapter<'_> {
 
     fn module_weights(&self, module: ModuleId) -> Option<(Var, Option<Var>)> {
         let s = self.adapter.saved.iter().find(|s| s.module == module)?;
-        Some((self.vars[s.weight].clone(), s.bias.map(|b| self.vars[b].clone())))
+        let list = if s.frozen { &self.frozen } else { &self.vars };
+        Some((list[s.weight].clone(), s.bias.map(|b| list[b].clone())))
     }
 }

@@ -80,6 +80,11 @@ impl Build<'_> {
         self.source.is_file()
     }
 
+    /// Whether the source is a file holding `key`.
+    pub(crate) fn source_has(&self, key: &str) -> bool {
+        self.source.is_file() && self.source.has(key)
+    }
+
     pub(crate) fn source_any_shape(&mut self, key: &str) -> Result<Option<HostTensor>> {
         self.source.any_shape(key)
     }

@@ -36,7 +36,7 @@ impl Adapter {
         let config = match &self.kind {
             Kind::Lora(modules) if respell => {
                 let adapted: Vec<_> = modules.iter().map(|m| (m.module, m.r, m.alpha)).collect();
-                let saved: Vec<ModuleId> = self.saved.iter().map(|s| s.module).collect();
+                let saved: Vec<ModuleId> = self.saved.iter().filter(|s| !s.frozen).map(|s| s.module).collect();
                 self.config.spelled_out(&adapted, &saved)
             }
             _ => self.config.clone(),

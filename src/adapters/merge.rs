@@ -47,11 +47,16 @@ impl Adapter {
                 ));
             }
         }
+        let read_frozen = |slot: usize| -> Result<HostTensor> {
+            let t = &self.frozen[slot].tensor;
+            HostTensor::new(t.shape().to_vec(), gpu.read(t)?)
+        };
         for s in &self.saved {
             let path = s.module.path(Naming::OnDisk);
-            out.tensors.insert(format!("{path}.weight"), read(s.weight)?);
+            let read_slot = |slot| if s.frozen { read_frozen(slot) } else { read(slot) };
+            out.tensors.insert(format!("{path}.weight"), read_slot(s.weight)?);
             if let Some(b) = s.bias {
-                out.tensors.insert(format!("{path}.bias"), read(b)?);
+                out.tensors.insert(format!("{path}.bias"), read_slot(b)?);
             }
         }
         out.config.num_labels = self.num_labels;

@@ -183,7 +183,10 @@ impl Adapter {
         };
         let saved_modules = b.saved.clone();
         let saves_under = |m: ModuleId, n: Naming| config.saves_module_under(m, n);
-        let (saved, num_labels) = saved::build(&saved_modules, saves_under, config.num_labels, &mut b)?;
+        let (mut saved, num_labels) = saved::build(&saved_modules, saves_under, config.num_labels, &mut b)?;
+        if matches!(kind, Kind::Lora(_)) {
+            saved.extend(saved::embedding_from_file(&saved, &mut b)?);
+        }
         let Build { source, params, .. } = b;
         source.finish()?;
         Ok(Plan { config, kind, saved, num_labels, params })

@@ -15,6 +15,9 @@ pub(crate) struct SavedModule {
     pub(crate) module: ModuleId,
     pub(crate) weight: Slot,
     pub(crate) bias: Option<Slot>,
+    /// Slots in the frozen list, not trained: the input embedding PEFT stores with
+    /// `save_embedding_layers` (see [`embedding_from_file`]).
+    pub(crate) frozen: bool,
 }
 
 /// Builds the saved modules: from the file, or as copies of the base (a new head of
@@ -50,9 +53,30 @@ pub(crate) fn build(
             let bias = b_shape.map(|_| build.params_mut().train(bk, Value::Base(base_b)));
             (weight, bias)
         };
-        saved.push(SavedModule { module, weight, bias });
+        saved.push(SavedModule { module, weight, bias, frozen: false });
     }
     Ok((saved, labels))
+}
+
+/// The patch embedding as PEFT's `save_embedding_layers` stores it beside a LoRA adapter
+/// (`base_model.model.vit.embeddings.patch_embeddings.projection.weight` and `.bias`, the
+/// model's input embedding, without it being in `modules_to_save`): PEFT loads those into
+/// the base model, so they replace its patch embedding here too, frozen as PEFT keeps them.
+/// `None` when the file has no such tensors or the module is already saved.
+pub(crate) fn embedding_from_file(saved: &[SavedModule], build: &mut Build<'_>) -> Result<Option<SavedModule>> {
+    let module = ModuleId::PatchEmbed;
+    let stem = format!("{PEFT_PREFIX}{}", module.path(Naming::OnDisk));
+    let (wk, bk) = (format!("{stem}.weight"), format!("{stem}.bias"));
+    if !build.is_file() || saved.iter().any(|s| s.module == module) || !build.source_has(&wk) {
+        return Ok(None);
+    }
+    let (w_shape, b_shape) = module_shapes(build.model, module);
+    let weight = build.frozen(&wk, &w_shape, Init::Zeros)?;
+    let bias = match b_shape {
+        Some(s) if build.source_has(&bk) => Some(build.frozen(&bk, &s, Init::Zeros)?),
+        _ => None,
+    };
+    Ok(Some(SavedModule { module, weight, bias, frozen: true }))
 }
 
 type Head = (Option<HostTensor>, Option<HostTensor>, usize);
