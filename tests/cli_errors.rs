@@ -169,6 +169,10 @@ fn missing_misshaped_and_mistyped_model_tensors_are_named() {
     std::fs::write(&weights, &good).expect("restore");
     edit_tensors(&weights, |t| t.retain(|(k, ..)| !k.starts_with("classifier.")));
     fails(&eval, INPUT, &["model.safetensors", "not a ViTForImageClassification", "no `classifier`"]);
+    // Half a classifier is a missing tensor, not a missing head.
+    std::fs::write(&weights, &good).expect("restore");
+    edit_tensors(&weights, |t| t.retain(|(k, ..)| k != "classifier.bias"));
+    fails(&eval, INPUT, &["model.safetensors", "missing tensor", "classifier.bias"]);
 
     std::fs::write(&weights, &good).expect("restore");
     edit_tensors(&weights, |t| {

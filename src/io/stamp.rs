@@ -75,10 +75,16 @@ pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
         return;
     };
     let matches = |path: &Path| std::fs::read(path).is_ok_and(|bytes| fingerprint(&bytes) == expected);
+    let pending = super::atomic::stale_temps(config).into_iter().filter(|tmp| matches(tmp));
     if matches(config) {
+        // The config in place is already the one saved with the weights (the new config was
+        // the same as the old): a temporary of it is only a leftover.
+        for tmp in pending {
+            let _ = std::fs::remove_file(tmp);
+        }
         return;
     }
-    if let Some(tmp) = super::atomic::stale_temps(config).into_iter().find(|tmp| matches(tmp)) {
+    if let Some(tmp) = pending.into_iter().next() {
         let _ = super::atomic::finish_rename(&tmp, config);
     }
 }
@@ -106,6 +112,33 @@ mod tests {
         assert_ne!(a, meaning_fingerprint(br#"{"r": 8, "target_modules": ["q", "v"]}"#));
         assert_ne!(a, meaning_fingerprint(br#"{"r": 4, "target_modules": ["v", "q"]}"#));
         assert_eq!(meaning_fingerprint(b"[1]"), None);
+    }
+
+    /// A save killed between its renames is finished; a leftover temporary of the config
+    /// already in place is removed; a temporary of another config is left alone.
+    #[test]
+    fn interrupted_pairs_are_finished_and_leftovers_removed() {
+        use crate::io::safetensors::{HostTensor, serialize};
+        let dir = std::env::temp_dir().join(format!("peft-wgpu-stamp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test file");
+        let (weights, config) = (dir.join("w.safetensors"), dir.join("c.json"));
+        let t = HostTensor::new(vec![1], vec![1.0]).expect("test file");
+        let meta = std::collections::HashMap::from([(super::CONFIG_STAMP_KEY.to_string(), fingerprint(b"new"))]);
+        std::fs::write(&weights, serialize(&weights, &[("t".into(), &t)], Some(meta)).expect("test file"))
+            .expect("test file");
+        let tmp = |pid: u32| dir.join(format!(".c.json.tmp-{pid}"));
+        std::fs::write(&config, b"old").expect("test file");
+        std::fs::write(tmp(11), b"other").expect("test file");
+        std::fs::write(tmp(12), b"new").expect("test file");
+        super::finish_interrupted_pair(&weights, &config);
+        assert_eq!(std::fs::read(&config).expect("test file"), b"new");
+        assert!(!tmp(12).exists() && tmp(11).exists());
+        std::fs::write(tmp(13), b"new").expect("test file");
+        super::finish_interrupted_pair(&weights, &config);
+        assert!(!tmp(13).exists(), "a leftover copy of the config in place is removed");
+        assert!(tmp(11).exists(), "another config's temporary is not this reader's to remove");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -93,7 +93,9 @@ impl VitWeights {
                 // A backbone (`ViTModel`, `ViTForMaskedImageModeling`) names its weights without
                 // the `vit.` prefix, or has no classifier: say so rather than name one key.
                 let backbone = key.strip_prefix("vit.").is_some_and(|bare| files.iter().any(|f| f.contains(bare)));
-                if backbone || key.starts_with("classifier.") {
+                let headless = key.starts_with("classifier.")
+                    && !files.iter().any(|f| f.keys().any(|k| k.starts_with("classifier.")));
+                if backbone || headless {
                     let what = if backbone { "its weights lack the `vit.` prefix" } else { "it has no `classifier`" };
                     return Err(Error::Format {
                         path,
