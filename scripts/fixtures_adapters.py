@@ -46,13 +46,13 @@ def load_model():
     return ViTForImageClassification.from_pretrained(MODEL).double().eval()
 
 
-def write_adapter(name, config, tensors):
-    path = os.path.join(OUT, name)
+def write_adapter(name, config, tensors, out=OUT):
+    path = os.path.join(out, name)
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
     with open(os.path.join(path, "adapter_config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    save_file({k: v.float().contiguous() for k, v in tensors.items()}, os.path.join(path, "adapter_model.safetensors"))
+    save_file({k: v.detach().float().contiguous() for k, v in tensors.items()}, os.path.join(path, "adapter_model.safetensors"))
 
 
 def record(expected, name, logits, loss, named_params):
@@ -97,17 +97,10 @@ def live_path(path):
     return f"vit.layers.{m.group(1)}.{table.get(m.group(2), m.group(2))}"
 
 
-def flora(expected):
-    g = torch.Generator().manual_seed(2)
-    model = load_model()
-    targets = {
-        "vit.encoder.layer.0.attention.attention.query": "linear",
-        "vit.encoder.layer.1.attention.attention.value": "linear",
-        "vit.encoder.layer.1.intermediate.dense": "linear",
-        "vit.embeddings.patch_embeddings.projection": "conv",
-    }
-    scale, r = 0.7, 3
-    params, tensors = {}, {}
+def attach_flora(model, targets, r, scale, g):
+    """FLoRA on each `path: kind` ("linear" or "conv") of `targets` with a random core and
+    factors (ranks min(r, d_i)); returns the trainable tensors by file key."""
+    params = {}
     for path, kind in targets.items():
         base = model.get_submodule(live_path(path))
         dims = list(base.weight.shape)
@@ -120,8 +113,21 @@ def flora(expected):
         params[f"{PREFIX}{path}.flora_core"] = mod.core
         for i, f in enumerate(mod.factors):
             params[f"{PREFIX}{path}.flora_factors.{i}"] = f
+    return params
+
+
+def flora(expected):
+    g = torch.Generator().manual_seed(2)
+    model = load_model()
+    targets = {
+        "vit.encoder.layer.0.attention.attention.query": "linear",
+        "vit.encoder.layer.1.attention.attention.value": "linear",
+        "vit.encoder.layer.1.intermediate.dense": "linear",
+        "vit.embeddings.patch_embeddings.projection": "conv",
+    }
+    scale, r = 0.7, 3
+    params = attach_flora(model, targets, r, scale, g)
     params.update(classifier_copy(model, g))
-    tensors = {k: v.detach() for k, v in params.items()}
     config = {
         "peft_type": "FLORA",
         "r": r,
@@ -129,41 +135,45 @@ def flora(expected):
         "target_modules": ["0.attention.attention.query", "layer.1.attention.attention.value", "1.intermediate.dense", "projection"],
         "modules_to_save": ["classifier"],
     }
-    write_adapter("flora", config, tensors)
+    write_adapter("flora", config, params)
     pixels, labels = inputs()
     logits = model(pixel_values=pixels).logits
     loss = torch.nn.functional.cross_entropy(logits, labels)
     record(expected, "flora", logits, loss, params)
 
 
-def moppa(expected):
-    g = torch.Generator().manual_seed(3)
-    model = load_model()
-    heads, d, gh, gw = 2, 8, 4, 4
-    layers = [0, 1]
+def attach_random_moppa(model, g, grid, heads, d, layers):
+    """MoPPA on `layers` of a `grid` token grid with random K near 1, times of both signs (so
+    ReLU's zero region is exercised), router logits and temperatures; returns the trainable
+    tensors by file key and the filters."""
+    gh, gw = grid
     raw = {}
     for n in ["heat", "wave", "poisson"]:
         raw[f"k_{n}"] = ref.f32_exact(1.0 + rand([gh, gw, heads], 0.3, g))
-    # Times of both signs so that ReLU's zero region is exercised.
     for l in layers:
         raw[f"{l}.t_heat"] = rand([d], 0.3, g)
         raw[f"{l}.t_wave"] = rand([d], 0.3, g)
         raw[f"{l}.t_poisson"] = ref.f32_exact(0.5 + rand([d], 0.2, g))
         raw[f"{l}.router_logits"] = rand([3, heads], 1.0, g)
         raw[f"{l}.temperature"] = ref.f32_exact(5.0 + rand([heads], 0.5, g))
-    shared, filters = ref.attach_moppa(model, dict(raw), layers, gh, gw, prefix=1)
-    params = {}
-    for n in ["heat", "wave", "poisson"]:
-        params[f"{PREFIX}vit.encoder.moppa.k_{n}"] = shared[n]
+    shared, filters = ref.attach_moppa(model, raw, layers, gh, gw, prefix=1)
+    params = {f"{PREFIX}vit.encoder.moppa.k_{n}": shared[n] for n in ["heat", "wave", "poisson"]}
     for l, f in filters.items():
-        base = f"{PREFIX}vit.encoder.layer.{l}.moppa"
+        stem = f"{PREFIX}vit.encoder.layer.{l}.moppa"
         for n in ["heat", "wave", "poisson"]:
-            params[f"{base}.t_{n}"] = f.t[n]
-        params[f"{base}.router_logits"] = f.logits
-        params[f"{base}.temperature"] = f.tau
+            params[f"{stem}.t_{n}"] = f.t[n]
+        params[f"{stem}.router_logits"] = f.logits
+        params[f"{stem}.temperature"] = f.tau
+    return params, filters
+
+
+def moppa(expected):
+    g = torch.Generator().manual_seed(3)
+    model = load_model()
+    params, filters = attach_random_moppa(model, g, (4, 4), 2, 8, [0, 1])
     entropy_scale = 0.3
     config = {"peft_type": "MOPPA", "entropy_scale": entropy_scale, "entropy_decay_fraction": 0.5, "modules_to_save": None}
-    write_adapter("moppa", config, {k: v.detach() for k, v in params.items()})
+    write_adapter("moppa", config, params)
     pixels, labels = inputs()
     logits = model(pixel_values=pixels).logits
     entropy = sum(ref.route_entropy(f.logits, f.tau) for f in filters.values())
@@ -193,45 +203,50 @@ def rlp(expected):
     expected["rlp.prompt_embeddings"] = emb.prompts().detach()
 
 
-def lora_with_peft(expected, name, targets):
-    """LoRA through PEFT itself: random A and B, saved classifier, rsLoRA off, then rsLoRA on."""
-    from peft import LoraConfig, get_peft_model
+def peft_lora(expected, name, config, seed, out=OUT, model_dir=MODEL, data=inputs, save_options=None, prepare=None):
+    """LoRA through PEFT itself on the model of `model_dir` with `config` (a LoraConfig): every
+    trainable tensor (A, B, saved modules) drawn from N(0, 0.3²) with `seed`, then
+    `prepare(model, g)` if given, saved to `out/name` with `save_options`; records PEFT's
+    logits, loss and the gradient of every trained tensor of the file on `data()`."""
+    from peft import get_peft_model
     from transformers import ViTForImageClassification
 
-    g = torch.Generator().manual_seed(5)
-    model = ViTForImageClassification.from_pretrained(MODEL).eval()
-    config = LoraConfig(r=4, lora_alpha=6, target_modules=targets, modules_to_save=["classifier"], lora_dropout=0.0)
-    model = get_peft_model(model, config)
+    g = torch.Generator().manual_seed(seed)
+    model = get_peft_model(ViTForImageClassification.from_pretrained(model_dir).eval(), config)
     with torch.no_grad():
-        for key, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.copy_(rand(p.shape, 0.3, g).float())
-    path = os.path.join(OUT, name)
+        if prepare is not None:
+            prepare(model, g)
+    path = os.path.join(out, name)
     shutil.rmtree(path, ignore_errors=True)
-    model.save_pretrained(path)
-    for extra in ["README.md"]:
-        if os.path.exists(os.path.join(path, extra)):
-            os.remove(os.path.join(path, extra))
+    model.save_pretrained(path, **(save_options or {}))
+    readme = os.path.join(path, "README.md")
+    if os.path.exists(readme):
+        os.remove(readme)
     model = model.double()
-    saved = load_file(os.path.join(path, "adapter_model.safetensors"))
     # Map file keys to live parameters: PEFT inserts the adapter name into the live names.
     live = dict(model.named_parameters())
     params = {}
-    for key in saved:
-        stem = key[: -len(".weight")] if key.endswith(".weight") else key[: -len(".bias")]
-        leaf = key[len(stem) + 1 :]
-        if ".lora_" in stem:
-            candidates = [f"{stem}.default.{leaf}"]
-        else:
-            parent, _, mod = stem.rpartition(".")
-            candidates = [f"{parent}.{mod}.modules_to_save.default.{leaf}"]
-        match = [c for c in candidates if c in live]
-        assert match, (key, [k for k in live if "classifier" in k])
-        params[key] = live[match[0]]
-    pixels, labels = inputs()
+    for key in load_file(os.path.join(path, "adapter_model.safetensors")):
+        stem, _, leaf = key.rpartition(".")
+        trained = [c for c in [f"{stem}.default.{leaf}", f"{stem}.modules_to_save.default.{leaf}"] if c in live]
+        if trained:
+            params[key] = live[trained[0]]
+        else:  # a base layer PEFT stores untrained (save_embedding_layers)
+            assert f"{stem}.{leaf}" in live, key
+    pixels, labels = data()
     logits = model(pixel_values=pixels).logits
-    loss = torch.nn.functional.cross_entropy(logits, labels)
-    record(expected, name, logits, loss, params)
+    record(expected, name, logits, torch.nn.functional.cross_entropy(logits, labels), params)
+
+
+def lora_with_peft(expected, name, targets):
+    """LoRA through PEFT itself: random A and B, saved classifier."""
+    from peft import LoraConfig
+
+    config = LoraConfig(r=4, lora_alpha=6, target_modules=targets, modules_to_save=["classifier"], lora_dropout=0.0)
+    peft_lora(expected, name, config, 5)
 
 
 def lora_v4_subprocess():

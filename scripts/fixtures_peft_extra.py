@@ -13,48 +13,26 @@ Outputs: tests/fixtures/peft_extra/<name>/ and tests/fixtures/peft_extra_expecte
 """
 
 import os
-import shutil
 
-import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from fixtures_adapters import MODEL, inputs, rand, record
+from fixtures_adapters import inputs, peft_lora, rand
 
 OUT = "tests/fixtures/peft_extra"
 EXPECTED = "tests/fixtures/peft_extra_expected.safetensors"
 
 
-def case(expected, name, seed, save_options=None, move_embedding=False, **options):
-    from peft import LoraConfig, get_peft_model
-    from transformers import ViTForImageClassification
+def move_embedding(model, g):
+    proj = model.get_input_embeddings().projection
+    proj.weight.add_(rand(proj.weight.shape, 0.3, g).float())
+    proj.bias.add_(rand(proj.bias.shape, 0.3, g).float())
 
-    g = torch.Generator().manual_seed(seed)
-    model = ViTForImageClassification.from_pretrained(MODEL).eval()
-    model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, **options))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.copy_(rand(p.shape, 0.3, g).float())
-        if move_embedding:
-            proj = model.get_input_embeddings().projection
-            proj.weight.add_(rand(proj.weight.shape, 0.3, g).float())
-            proj.bias.add_(rand(proj.bias.shape, 0.3, g).float())
-    path = os.path.join(OUT, name)
-    shutil.rmtree(path, ignore_errors=True)
-    model.save_pretrained(path, **(save_options or {}))
-    readme = os.path.join(path, "README.md")
-    if os.path.exists(readme):
-        os.remove(readme)
-    model = model.double()
-    live = dict(model.named_parameters())
-    params = {}
-    for key in load_file(os.path.join(path, "adapter_model.safetensors")):
-        stem, _, leaf = key.rpartition(".")
-        if f"{stem}.default.{leaf}" in live:  # the embedding is stored, not trained
-            params[key] = live[f"{stem}.default.{leaf}"]
-    pixels, labels = inputs()
-    logits = model(pixel_values=pixels).logits
-    record(expected, name, logits, torch.nn.functional.cross_entropy(logits, labels), params)
+
+def case(expected, name, seed, save_options=None, prepare=None, **options):
+    from peft import LoraConfig
+
+    config = LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, **options)
+    peft_lora(expected, name, config, seed, out=OUT, save_options=save_options, prepare=prepare)
 
 
 def main():
@@ -62,7 +40,7 @@ def main():
     expected = {}
     case(expected, "lora_exclude", 21, target_modules="all-linear", exclude_modules=["output.dense"])
     case(expected, "lora_all_linear", 22, target_modules="all-linear")
-    case(expected, "lora_embedding", 23, {"save_embedding_layers": True}, True, target_modules=["q_proj"])
+    case(expected, "lora_embedding", 23, {"save_embedding_layers": True}, move_embedding, target_modules=["q_proj"])
     pixels, labels = inputs()
     expected["pixel_values"] = pixels.float()
     expected["labels"] = labels

@@ -9,15 +9,14 @@ tests/fixtures/wide_expected.safetensors with `pixel_values`, `labels`, `vit.log
 per adapter, `<name>.logits`, `<name>.loss`, `<name>.grad.<file key>` (float64).
 """
 
-import json
 import os
 import shutil
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import torch_reference as ref
-from fixtures_adapters import PREFIX, live_path, rand, record
+from fixtures_adapters import attach_flora, attach_random_moppa, peft_lora, record, write_adapter
 
 MODEL = "tests/fixtures/vit_wide"
 OUT = "tests/fixtures/wide"
@@ -49,38 +48,12 @@ def inputs():
     return pixels, torch.tensor([2, 0, 4])
 
 
-def write_adapter(name, config, tensors):
-    path = os.path.join(OUT, name)
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path)
-    with open(os.path.join(path, "adapter_config.json"), "w") as f:
-        json.dump(config, f, indent=2)
-    save_file({k: v.detach().float().contiguous() for k, v in tensors.items()}, os.path.join(path, "adapter_model.safetensors"))
-
-
 def moppa(expected):
     g = torch.Generator().manual_seed(12)
     model = load_model()
-    heads, d = 2, 8
-    gh, gw = GRID
-    layers = [0, 1]
-    raw = {f"k_{n}": ref.f32_exact(1.0 + rand([gh, gw, heads], 0.3, g)) for n in ["heat", "wave", "poisson"]}
-    for l in layers:
-        raw[f"{l}.t_heat"] = rand([d], 0.3, g)
-        raw[f"{l}.t_wave"] = rand([d], 0.3, g)
-        raw[f"{l}.t_poisson"] = ref.f32_exact(0.5 + rand([d], 0.2, g))
-        raw[f"{l}.router_logits"] = rand([3, heads], 1.0, g)
-        raw[f"{l}.temperature"] = ref.f32_exact(5.0 + rand([heads], 0.5, g))
-    shared, filters = ref.attach_moppa(model, raw, layers, gh, gw, prefix=1)
-    params = {f"{PREFIX}vit.encoder.moppa.k_{n}": shared[n] for n in ["heat", "wave", "poisson"]}
-    for l, f in filters.items():
-        stem = f"{PREFIX}vit.encoder.layer.{l}.moppa"
-        for n in ["heat", "wave", "poisson"]:
-            params[f"{stem}.t_{n}"] = f.t[n]
-        params[f"{stem}.router_logits"] = f.logits
-        params[f"{stem}.temperature"] = f.tau
+    params, filters = attach_random_moppa(model, g, GRID, 2, 8, [0, 1])
     entropy_scale = 0.2
-    write_adapter("moppa", {"peft_type": "MOPPA", "entropy_scale": entropy_scale}, params)
+    write_adapter("moppa", {"peft_type": "MOPPA", "entropy_scale": entropy_scale}, params, OUT)
     pixels, labels = inputs()
     logits = model(pixel_values=pixels).logits
     entropy = sum(ref.route_entropy(f.logits, f.tau) for f in filters.values())
@@ -92,24 +65,13 @@ def flora(expected):
     g = torch.Generator().manual_seed(13)
     model = load_model()
     targets = {
-        "vit.embeddings.patch_embeddings.projection": ref.FloraConv,
-        "vit.encoder.layer.1.attention.attention.query": ref.FloraLinear,
+        "vit.embeddings.patch_embeddings.projection": "conv",
+        "vit.encoder.layer.1.attention.attention.query": "linear",
     }
     scale, r = 0.6, 3
-    params = {}
-    for path, cls in targets.items():
-        base = model.get_submodule(live_path(path))
-        dims = list(base.weight.shape)
-        ranks = [min(r, n) for n in dims]
-        core = rand(ranks, 0.5, g)
-        factors = [rand([n, k], (1 / (2 * k)) ** 0.5, g) for n, k in zip(dims, ranks)]
-        mod = cls(base, core, factors, scale)
-        ref.set_module(model, live_path(path), mod)
-        params[f"{PREFIX}{path}.flora_core"] = mod.core
-        for i, f in enumerate(mod.factors):
-            params[f"{PREFIX}{path}.flora_factors.{i}"] = f
+    params = attach_flora(model, targets, r, scale, g)
     config = {"peft_type": "FLORA", "r": r, "scale": scale, "target_modules": ["projection", "1.attention.attention.query"]}
-    write_adapter("flora", config, params)
+    write_adapter("flora", config, params, OUT)
     pixels, labels = inputs()
     logits = model(pixel_values=pixels).logits
     record(expected, "flora", logits, torch.nn.functional.cross_entropy(logits, labels), params)
@@ -117,32 +79,10 @@ def flora(expected):
 
 def lora(expected):
     """PEFT's LoRA on the 2×4 patch conv and on a linear layer, random A and B."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import ViTForImageClassification
+    from peft import LoraConfig
 
-    g = torch.Generator().manual_seed(14)
-    model = ViTForImageClassification.from_pretrained(MODEL).eval()
     config = LoraConfig(r=3, lora_alpha=5, target_modules=["projection", "k_proj"], lora_dropout=0.0)
-    model = get_peft_model(model, config)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.copy_(rand(p.shape, 0.3, g).float())
-    path = os.path.join(OUT, "lora")
-    shutil.rmtree(path, ignore_errors=True)
-    model.save_pretrained(path)
-    readme = os.path.join(path, "README.md")
-    if os.path.exists(readme):
-        os.remove(readme)
-    model = model.double()
-    live = dict(model.named_parameters())
-    params = {}
-    for key in load_file(os.path.join(path, "adapter_model.safetensors")):
-        stem, _, leaf = key.rpartition(".")
-        params[key] = live[f"{stem}.default.{leaf}"]
-    pixels, labels = inputs()
-    logits = model(pixel_values=pixels).logits
-    record(expected, "lora", logits, torch.nn.functional.cross_entropy(logits, labels), params)
+    peft_lora(expected, "lora", config, 14, out=OUT, model_dir=MODEL, data=inputs)
 
 
 def main():
