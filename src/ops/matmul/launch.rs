@@ -195,20 +195,13 @@ fn k_chunk(k: usize, workgroups: usize, forced: bool) -> Option<usize> {
 /// error naming the variable for any other value.
 fn env_kernel() -> Result<Option<MatmulKernel>> {
     static KERNEL: OnceLock<std::result::Result<Option<MatmulKernel>, String>> = OnceLock::new();
-    let parsed = KERNEL.get_or_init(|| {
-        let Ok(value) = std::env::var("PEFT_WGPU_MATMUL") else { return Ok(None) };
-        match value.trim().to_ascii_lowercase().as_str() {
-            "" | "auto" => Ok(None),
-            "tiled" => Ok(Some(MatmulKernel::Tiled)),
-            "tiled64" => Ok(Some(MatmulKernel::Tiled64)),
-            "splitk" => Ok(Some(MatmulKernel::SplitK)),
-            "rows" => Ok(Some(MatmulKernel::Rows)),
-            _ => Err(value),
-        }
-    });
-    parsed.clone().map_err(|value| {
-        Error::invalid("PEFT_WGPU_MATMUL", format!("is `{value}`; expected auto, tiled, tiled64, splitk or rows"))
-    })
+    let choices = [
+        ("tiled", MatmulKernel::Tiled),
+        ("tiled64", MatmulKernel::Tiled64),
+        ("splitk", MatmulKernel::SplitK),
+        ("rows", MatmulKernel::Rows),
+    ];
+    crate::ops::env_choice(&KERNEL, "PEFT_WGPU_MATMUL", &choices)
 }
 
 /// Records the product on `matmul_rows.wgsl` (the shape fits, see [`rows_kernel_fits`]).

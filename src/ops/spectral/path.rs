@@ -115,20 +115,13 @@ pub(super) fn resolve(
 /// error naming the variable for any other value.
 fn env_path() -> Result<Option<FilterPath>> {
     static PATH: OnceLock<std::result::Result<Option<FilterPath>, String>> = OnceLock::new();
-    let parsed = PATH.get_or_init(|| {
-        let Ok(value) = std::env::var("PEFT_WGPU_FILTER") else { return Ok(None) };
-        match value.trim().to_ascii_lowercase().as_str() {
-            "" | "auto" => Ok(None),
-            "rows" => Ok(Some(FilterPath::Rows)),
-            "tile" => Ok(Some(FilterPath::Tile)),
-            "fused" => Ok(Some(FilterPath::Fused)),
-            "unfused" => Ok(Some(FilterPath::Unfused)),
-            _ => Err(value),
-        }
-    });
-    parsed.clone().map_err(|value| {
-        Error::invalid("PEFT_WGPU_FILTER", format!("is `{value}`; expected auto, rows, tile, fused or unfused"))
-    })
+    let choices = [
+        ("rows", FilterPath::Rows),
+        ("tile", FilterPath::Tile),
+        ("fused", FilterPath::Fused),
+        ("unfused", FilterPath::Unfused),
+    ];
+    crate::ops::env_choice(&PATH, "PEFT_WGPU_FILTER", &choices)
 }
 
 /// Whether the kernels specialised to 14×14 grids (one batch element per workgroup) apply.
