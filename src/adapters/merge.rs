@@ -70,14 +70,7 @@ impl Adapter {
     /// each weight the adapter changes has the shape that model gives it.
     fn check_base(&self, base: &VitWeights) -> Result<()> {
         self.check_model("merge", &base.config)?;
-        let a = &self.model;
-        for (key, shape) in crate::nn::weights::expected_shapes(a) {
-            match base.tensors.get(&key) {
-                Some(t) if t.shape == shape && t.data.len() == t.shape.iter().product::<usize>() => {}
-                _ => return Err(Error::invalid("merge", format!("the base's `{key}` is not of shape {shape:?}"))),
-            }
-        }
-        Ok(())
+        base.check()
     }
 }
 

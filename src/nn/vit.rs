@@ -96,20 +96,7 @@ impl VitVars {
 impl Vit {
     /// Uploads host weights (with a merged RLP model's `prompt_embeddings`, if any).
     pub fn from_weights(gpu: &Gpu, weights: &VitWeights) -> Result<Vit> {
-        weights.config.check()?;
-        for (key, shape) in super::weights::expected_shapes(&weights.config) {
-            match weights.tensors.get(&key) {
-                Some(t) if t.shape == shape => {}
-                Some(t) => {
-                    return Err(Error::shape(
-                        "ViT weights",
-                        format!("`{key}` of shape {shape:?}"),
-                        format!("{:?}", t.shape),
-                    ));
-                }
-                None => return Err(Error::invalid("ViT weights", format!("`{key}` is missing"))),
-            }
-        }
+        weights.check()?;
         if let Some(p) = &weights.prompts
             && !matches!(p.shape.as_slice(), &[n, d] if n >= 1 && d == weights.config.hidden_size)
         {

@@ -138,6 +138,26 @@ impl VitWeights {
         Ok(VitWeights { config, tensors, prompts })
     }
 
+    /// Fails unless `config` passes [`VitConfig::check`] and every tensor it implies is here
+    /// with its shape and as many values (a `VitWeights` built or changed in code).
+    pub fn check(&self) -> Result<()> {
+        self.config.check()?;
+        for (key, shape) in expected_shapes(&self.config) {
+            match self.tensors.get(&key) {
+                Some(t) if t.shape == shape && t.data.len() == t.shape.iter().product::<usize>() => {}
+                Some(t) => {
+                    return Err(Error::shape(
+                        "ViT weights",
+                        format!("`{key}` of shape {shape:?}"),
+                        format!("{:?}", t.shape),
+                    ));
+                }
+                None => return Err(Error::invalid("ViT weights", format!("`{key}` is missing"))),
+            }
+        }
+        Ok(())
+    }
+
     /// Random weights for `config`, seeded: linear and conv weights `N(0, 0.02²)` as
     /// transformers initialises them, embeddings `N(0, 0.02²)`, biases `N(0, 0.02²)`,
     /// LayerNorm gains `1 + N(0, 0.02²)`. For benchmarks and tests that need a model of a
