@@ -71,14 +71,22 @@ impl Dataset {
 
     /// A data set from memory (`path` names it in messages).
     pub fn from_parts(path: &Path, shape: [usize; 4], pixels: Vec<f32>, labels: Vec<u32>) -> Result<Dataset> {
-        let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        if count != Some(pixels.len()) || labels.len() != shape[0] {
-            return Err(Error::Format { path: path.to_path_buf(), message: "pixel and label counts disagree".into() });
+        let data = Dataset { path: path.to_path_buf(), shape, pixels, labels };
+        data.check_whole()?;
+        Ok(data)
+    }
+
+    /// Fails unless there is at least one image and the pixels and labels agree with the
+    /// shape (the fields are public, so a dataset changed in code is checked again).
+    fn check_whole(&self) -> Result<()> {
+        let n = self.shape[0];
+        let pixels = self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let consistent = self.labels.len() == n && pixels == Some(self.pixels.len());
+        if n == 0 || !consistent {
+            let message = if n == 0 { "holds no images" } else { "pixel and label counts disagree with its shape" };
+            return Err(Error::Format { path: self.path.clone(), message: message.into() });
         }
-        if shape[0] == 0 {
-            return Err(Error::Format { path: path.to_path_buf(), message: "holds no images".into() });
-        }
-        Ok(Dataset { path: path.to_path_buf(), shape, pixels, labels })
+        Ok(())
     }
 
     /// The file it came from.
@@ -99,13 +107,8 @@ impl Dataset {
     /// Fails unless images are `channels × height × width` and every label is below
     /// `num_labels`.
     pub fn check_fits(&self, channels: usize, [height, width]: [usize; 2], num_labels: usize) -> Result<()> {
-        let [n, c, h, w] = self.shape;
-        let pixels = [n, c, h, w].iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let consistent = self.labels.len() == n && pixels == Some(self.pixels.len());
-        if n == 0 || !consistent {
-            let message = if n == 0 { "holds no images" } else { "pixel and label counts disagree with its shape" };
-            return Err(Error::Format { path: self.path.clone(), message: message.into() });
-        }
+        self.check_whole()?;
+        let [_, c, h, w] = self.shape;
         if (c, h, w) != (channels, height, width) {
             return Err(Error::TensorMismatch {
                 path: self.path.clone(),
