@@ -92,6 +92,13 @@ fn configs_data_and_hyperparameters_built_in_code_are_checked() {
     let mut weights = VitWeights::random(&good, 1);
     weights.tensors.get_mut("vit.layernorm.weight").expect("final norm").shape = vec![3];
     assert!(Vit::from_weights(&gpu, &weights).is_err(), "a tensor of the wrong shape");
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-api-bad-save-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = weights.save(&dir).expect_err("weights that load would refuse are not written");
+    assert!(e.to_string().contains("vit.layernorm.weight"), "{e}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing written");
+    std::fs::remove_dir_all(&dir).unwrap();
 
     let path = std::path::Path::new("in-memory");
     assert!(Dataset::from_parts(path, [0, 1, 8, 8], vec![], vec![]).is_err(), "no images");

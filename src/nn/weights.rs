@@ -138,8 +138,9 @@ impl VitWeights {
         Ok(VitWeights { config, tensors, prompts })
     }
 
-    /// Fails unless `config` passes [`VitConfig::check`] and every tensor it implies is here
-    /// with its shape and as many values (a `VitWeights` built or changed in code).
+    /// Fails unless `config` passes [`VitConfig::check`], every tensor it implies is here
+    /// with its shape and as many values, and the prompts, if any, are `[n ≥ 1, hidden]` (a
+    /// `VitWeights` built or changed in code).
     pub fn check(&self) -> Result<()> {
         self.config.check()?;
         for (key, shape) in expected_shapes(&self.config) {
@@ -153,6 +154,20 @@ impl VitWeights {
                     ));
                 }
                 None => return Err(Error::invalid("ViT weights", format!("`{key}` is missing"))),
+            }
+        }
+        if let Some(p) = &self.prompts {
+            let d = self.config.hidden_size;
+            if p.shape.len() != 2
+                || p.shape[1] != d
+                || p.shape[0] == 0
+                || p.data.len() != p.shape.iter().product::<usize>()
+            {
+                return Err(Error::shape(
+                    "ViT weights",
+                    format!("`{PROMPT_KEY}` of shape [n, {d}]"),
+                    format!("{:?}", p.shape),
+                ));
             }
         }
         Ok(())
@@ -193,7 +208,8 @@ impl VitWeights {
     }
 
     /// Writes `dir/model.safetensors` and `dir/config.json`: both to temporaries first, then
-    /// renamed into place (see [`crate::io::atomic::write_all`]).
+    /// renamed into place (see [`crate::io::atomic::write_all`]). Weights that fail
+    /// [`VitWeights::check`] are refused before anything is written, so a saved folder loads.
     pub fn save(&self, dir: &Path) -> Result<()> {
         self.save_with_config(dir, self.config.to_json())
     }
@@ -203,6 +219,7 @@ impl VitWeights {
     /// `dir` held before (its index and the shards it lists) is removed once the new files
     /// are in place, so the folder holds one model.
     pub fn save_with_config(&self, dir: &Path, config: String) -> Result<()> {
+        self.check()?;
         let mut list: Vec<(String, &HostTensor)> = self.tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
         if let Some(p) = &self.prompts {
             list.push((PROMPT_KEY.to_string(), p));
