@@ -346,6 +346,15 @@ fn configs_changed_in_code_are_written_as_changed() {
     assert_eq!((back.lora_alpha, back.rank_pattern), (8.0, vec![("value".to_string(), 3)]));
     assert!(matches!(back.target_modules, peft_wgpu::nn::Targets::Names(n) if n == ["value"]));
 
+    // Whole numbers written as floats (`2.0`, as Python code may spell them) read as integers
+    // and are written back as integers, which PEFT needs to size its tensors.
+    let floaty = json!({"peft_type": "LORA", "r": 2.0, "lora_alpha": 4, "target_modules": ["query"],
+        "rank_pattern": {"query": 3.0}, "layers_to_transform": [0.0]});
+    let written: Value = serde_json::from_str(&parse(&floaty).unwrap().to_json()).unwrap();
+    assert_eq!((&written["r"], &written["rank_pattern"]["query"]), (&json!(2), &json!(3)), "{written}");
+    assert_eq!((&written["lora_alpha"], &written["layers_to_transform"]), (&json!(4), &json!([0])), "{written}");
+    assert!(written["r"].is_u64() && written["rank_pattern"]["query"].is_u64(), "{written}");
+
     let mut flora = parse(&json!({"peft_type": "FLORA", "r": 2, "scale": 1.0, "target_modules": ["query"]})).unwrap();
     let AdapterKind::Flora(f) = &mut flora.kind else { panic!("FLoRA") };
     (f.scale, f.r) = (3.0, FloraRank::PerMode(vec![2, 1]));

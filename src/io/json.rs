@@ -90,10 +90,7 @@ impl JsonFile {
     /// An optional integer in `min..=max`.
     pub fn opt_usize_in(&self, key: &str, min: usize, max: usize) -> Result<Option<usize>> {
         let Some(v) = self.get(key) else { return Ok(None) };
-        let n = v
-            .as_u64()
-            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
-            .ok_or_else(|| self.err(key, format!("must be a non-negative integer, got {v}")))?;
+        let n = whole_number(v).ok_or_else(|| self.err(key, format!("must be a non-negative integer, got {v}")))?;
         let n = usize::try_from(n).unwrap_or(usize::MAX);
         if n < min || n > max {
             return Err(self.err(key, format!("must be between {min} and {max}, got {n}")));
@@ -137,4 +134,10 @@ impl JsonFile {
     pub fn error(&self, key: &str, message: impl Into<String>) -> Error {
         self.err(key, message)
     }
+}
+
+/// `v` as a non-negative integer: an integer, or a number with no fraction (`2.0`, as a
+/// config written by Python code may spell a rank).
+pub fn whole_number(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
 }

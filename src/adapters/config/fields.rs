@@ -76,11 +76,15 @@ fn fields(kind: &AdapterKind) -> Vec<(&'static str, Value)> {
     }
 }
 
-/// Whether two JSON values mean the same setting: numbers by value (`16` and `16.0`), lists
-/// of names as sets (PEFT writes `target_modules` from a set), objects key by key.
+/// Whether the file's value `a` means the same setting as the struct's `b`: numbers by value
+/// (`16` for a float `16.0`), except that an integer field (a rank, a count) is rewritten
+/// unless the file spells it as an integer, since PEFT builds tensors of that size and
+/// fails on `2.0`; lists of names as sets (PEFT writes `target_modules` from a set); objects
+/// key by key.
 fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Number(x), Value::Number(y)) if y.is_f64() => x.as_f64() == y.as_f64(),
+        (Value::Number(x), Value::Number(y)) => !x.is_f64() && x.as_f64() == y.as_f64(),
         (Value::Array(x), Value::Array(y)) if x.iter().chain(y).all(Value::is_string) => {
             let set = |v: &[Value]| v.iter().filter_map(|s| s.as_str().map(str::to_string)).collect::<BTreeSet<_>>();
             set(x) == set(y)

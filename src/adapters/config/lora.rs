@@ -124,8 +124,7 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
         let map = v.as_object().ok_or_else(|| j.error("rank_pattern", "must be an object"))?;
         for (k, r) in map {
             check_pattern(j, "rank_pattern", k)?;
-            let r = r
-                .as_u64()
+            let r = crate::io::json::whole_number(r)
                 .filter(|&r| (1..=MAX_RANK as u64).contains(&r))
                 .ok_or_else(|| j.error("rank_pattern", format!("`{k}` needs a rank between 1 and {MAX_RANK}")))?;
             rank_pattern.push((k.clone(), r as usize));

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 pub use lora::{LoraConfig, LoraInit};
 
 use crate::error::Result;
-use crate::io::json::JsonFile;
+use crate::io::json::{JsonFile, whole_number};
 use crate::nn::{ModuleId, Naming, Targets};
 
 /// Which adapter a config describes.
@@ -304,10 +304,12 @@ fn usize_list(j: &JsonFile, key: &str) -> Result<Option<Vec<usize>>> {
     let Some(v) = j.get(key) else { return Ok(None) };
     let bad = || j.error(key, "must be a non-negative integer or a list of them");
     match v {
-        Value::Number(n) => Ok(Some(vec![n.as_u64().ok_or_else(bad)? as usize])),
-        Value::Array(items) => {
-            items.iter().map(|i| i.as_u64().map(|x| x as usize).ok_or_else(bad)).collect::<Result<Vec<_>>>().map(Some)
-        }
+        Value::Number(_) => Ok(Some(vec![whole_number(v).ok_or_else(bad)? as usize])),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| whole_number(i).map(|x| x as usize).ok_or_else(bad))
+            .collect::<Result<Vec<_>>>()
+            .map(Some),
         _ => Err(bad()),
     }
 }
