@@ -572,3 +572,34 @@ fn non_finite_logits_and_losses_are_errors_naming_the_image_or_step() {
     assert!(out.join("adapter_model.safetensors").is_file(), "the trained adapter is kept");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn merges_that_overflow_f32_are_refused_and_keep_the_previous_model() {
+    let dir = scratch("merge-overflow");
+    let model = fixture("vit_tiny");
+    let out = dir.join("merged");
+    let lora = fixture("adapters/lora_v4");
+    let (m, o) = (s(&model), s(&out));
+    let ok = run(&["merge", "--model", m, "--adapter", s(&lora), "--out", o]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let before = std::fs::read(out.join("model.safetensors")).unwrap();
+    // A finite adapter whose change to one weight is beyond f32 (s · Σ_r B A ≈ 1e39).
+    let huge = adapter_copy("lora_v4", &dir);
+    edit_tensors(&huge.join("adapter_model.safetensors"), |t| {
+        for (key, _, shape, bytes) in t.iter_mut() {
+            if key.starts_with("base_model.model.vit.encoder.layer.1.output.dense.lora_") {
+                *bytes = f32_bytes(&vec![1e19; shape.iter().product()]);
+            }
+        }
+    });
+    let merge = ["merge", "--model", m, "--adapter", s(&huge), "--out", o, "--force"];
+    let line = check_failure(
+        &run(&merge),
+        INPUT,
+        &["lora_v4/adapter_model.safetensors", "vit.encoder.layer.1.output.dense.weight", "inf"],
+        false,
+    );
+    assert!(line.contains("eval --adapter"), "{line}");
+    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before, "the previous merge is kept");
+    std::fs::remove_dir_all(&dir).ok();
+}
