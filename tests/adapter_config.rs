@@ -151,11 +151,11 @@ fn peft_options_left_off_are_accepted() {
 fn unknown_keys_are_ignored_and_kept_on_writing() {
     for (mut cfg, _) in minimal() {
         cfg["a_future_peft_key"] = json!({"nested": [1, 2]});
-        cfg["task_type"] = json!("IMAGE_CLASSIFICATION");
+        cfg["task_type"] = json!("FEATURE_EXTRACTION");
         let parsed = parse(&cfg).unwrap_or_else(|e| panic!("{cfg}: {e}"));
         let written: Value = serde_json::from_str(&parsed.to_json()).unwrap();
         assert_eq!(written["a_future_peft_key"], cfg["a_future_peft_key"]);
-        assert_eq!(written["task_type"], "IMAGE_CLASSIFICATION");
+        assert_eq!(written["task_type"], "FEATURE_EXTRACTION");
         assert_eq!(written["peft_type"], cfg["peft_type"]);
         // What was written parses to the same config.
         assert_eq!(parse(&written).unwrap().to_json(), parsed.to_json());
@@ -386,4 +386,11 @@ fn a_sequence_classification_task_saves_the_head() {
     assert_eq!(c.modules_to_save, ["classifier", "layernorm", "score"]);
     let c = parse(&json!({"peft_type": "LORA", "r": 2, "target_modules": ["query"]})).unwrap();
     assert!(c.modules_to_save.is_empty());
+    // Tasks PEFT cannot load for an image classifier (a name it does not know, a language
+    // model's) are refused by name rather than written into a file PEFT then refuses.
+    for task in [json!("BOGUS"), json!("CAUSAL_LM"), json!("IMAGE_CLASSIFICATION"), json!(5)] {
+        let e = parse(&json!({"peft_type": "RLP", "num_prompt_tokens": 1, "r": 1, "task_type": task}))
+            .expect_err("a task PEFT cannot load on a ViT");
+        assert!(e.to_string().contains("`task_type`") && e.to_string().contains(&task.to_string()), "{e}");
+    }
 }

@@ -43,7 +43,7 @@ fn an_existing_adapter_is_kept_without_force_and_through_a_failed_run() {
     fails(&["merge", "--model", m, "--adapter", l, "--out", s(&merged)], USAGE, &["--out", "--force"]);
     fails(&["merge", "--model", m, "--adapter", l, "--out", o], USAGE, &["--out", "holds an adapter"]);
     fails(&["merge", "--model", m, "--adapter", l, "--out", o, "--force"], USAGE, &["--out", "holds an adapter"]);
-    fails(&["merge", "--model", m, "--adapter", l, "--out", m], USAGE, &["--out", "--model folder"]);
+    fails(&["merge", "--model", m, "--adapter", l, "--out", m], USAGE, &["--out", m, "--model folder"]);
     assert_eq!(snapshot(&merged), merged_before);
     assert_eq!(snapshot(&out), before);
     let moppa = fixture("adapters/moppa");

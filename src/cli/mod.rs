@@ -255,7 +255,13 @@ pub fn eval(
 pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<()> {
     let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     if !force && same(model, out) {
-        return Err(Error::invalid("--out", "is the --model folder; the merged model would replace the base one"));
+        return Err(Error::invalid(
+            "--out",
+            format!(
+                "{} is the --model folder; the merged model would replace the base one (pass --force to do that)",
+                out.display()
+            ),
+        ));
     }
     if holds_adapter(out) {
         return Err(Error::invalid(

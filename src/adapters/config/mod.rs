@@ -135,7 +135,7 @@ impl AdapterConfig {
         let mut modules_to_save = j.opt_strings("modules_to_save")?.unwrap_or_default();
         // PEFT's sequence-classification models train and save the head (`classifier`, or
         // `score` in other architectures) with the adapter, whatever modules_to_save says.
-        if j.get("task_type").and_then(Value::as_str) == Some("SEQ_CLS") {
+        if task_type(j)? == Some("SEQ_CLS") {
             for head in ["classifier", "score"] {
                 if !modules_to_save.iter().any(|m| m == head) {
                     modules_to_save.push(head.into());
@@ -289,6 +289,22 @@ impl AdapterConfig {
         let hits =
             |n: Naming| modules.iter().any(|m| matches!(m, ModuleId::Layer(..)) && targets.matches_path(&m.path(n)));
         if hits(Naming::Transformers5) && !hits(Naming::OnDisk) { Naming::Transformers5 } else { Naming::OnDisk }
+    }
+}
+
+/// The tasks PEFT can load an adapter of an image classifier for: its base model
+/// (`FEATURE_EXTRACTION`, or none) and its sequence-classification model. PEFT refuses any
+/// other name, and its language-model tasks fail on a ViT, so those are refused here too.
+const VIT_TASK_TYPES: [&str; 2] = ["SEQ_CLS", "FEATURE_EXTRACTION"];
+
+fn task_type(j: &JsonFile) -> Result<Option<&str>> {
+    match j.get("task_type") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(t)) if VIT_TASK_TYPES.contains(&t.as_str()) => Ok(Some(t)),
+        Some(other) => Err(j.error(
+            "task_type",
+            format!("is {other}; a ViT image classifier's adapter has null, \"SEQ_CLS\" or \"FEATURE_EXTRACTION\""),
+        )),
     }
 }
 
