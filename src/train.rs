@@ -250,13 +250,20 @@ pub struct EvalReport {
     pub accuracy: f64,
     /// Mean cross-entropy.
     pub mean_loss: f64,
-    /// Logits `[N, labels]`, row-major.
+    /// Images evaluated.
+    pub images: usize,
+    /// Logits `[images, labels]`, row-major, when kept ([`evaluate`] keeps them,
+    /// [`evaluate_with_progress`] when asked to); empty otherwise.
     pub logits: Vec<f32>,
     /// Labels of the classifier.
     pub labels: usize,
+    /// The first logit that is not finite, as (image, value): the accuracy and the loss are
+    /// then meaningless.
+    pub first_non_finite: Option<(usize, f32)>,
 }
 
-/// Evaluates `vit` (with `hooks`, e.g. a bound adapter, made per batch by `bind`) on `data`.
+/// Evaluates `vit` (with `hooks`, e.g. a bound adapter, made per batch by `bind`) on `data`,
+/// keeping the logits.
 pub fn evaluate(
     gpu: &Gpu,
     vit: &Vit,
@@ -264,16 +271,19 @@ pub fn evaluate(
     data: &Dataset,
     batch_size: usize,
 ) -> Result<EvalReport> {
-    evaluate_with_progress(gpu, vit, adapter, data, batch_size, &mut |_, _| {})
+    evaluate_with_progress(gpu, vit, adapter, data, batch_size, true, &mut |_, _| {})
 }
 
-/// [`evaluate`], telling `on_batch` how many images of how many are done after each batch.
+/// [`evaluate`], keeping the logits only when `keep_logits` (they take `images × labels`
+/// floats of host memory; an error says so when that cannot be had), and telling `on_batch`
+/// how many images of how many are done after each batch.
 pub fn evaluate_with_progress(
     gpu: &Gpu,
     vit: &Vit,
     adapter: Option<&Adapter>,
     data: &Dataset,
     batch_size: usize,
+    keep_logits: bool,
     on_batch: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalReport> {
     let labels = adapter.map_or(vit.config.num_labels, Adapter::num_labels);
@@ -282,7 +292,22 @@ pub fn evaluate_with_progress(
         a.check_model("evaluate", &vit.config)?;
     }
     let (mut correct, mut loss) = (0.0f64, 0.0f64);
-    let mut logits_all = Vec::with_capacity(data.len() * labels);
+    let mut logits_all = Vec::new();
+    if keep_logits {
+        let n = data.len().saturating_mul(labels);
+        logits_all.try_reserve_exact(n).map_err(|_| {
+            Error::invalid(
+                "evaluation",
+                format!(
+                    "keeping the logits of {} images × {labels} labels needs {} bytes of memory, which this \
+                     machine cannot give; evaluate fewer images at a time",
+                    data.len(),
+                    (n as u128) * 4
+                ),
+            )
+        })?;
+    }
+    let mut first_non_finite = None;
     for start in (0..data.len()).step_by(batch_size) {
         let rows: Vec<usize> = (start..(start + batch_size).min(data.len())).collect();
         let (images, label_t) = upload_batch(gpu, data, &rows)?;
@@ -299,9 +324,24 @@ pub fn evaluate_with_progress(
         let (losses, hits) = cross_entropy_rows(gpu, logits.value(), &label_t)?;
         loss += gpu.read(&losses)?.iter().map(|&v| f64::from(v)).sum::<f64>();
         correct += gpu.read(&hits)?.iter().map(|&v| f64::from(v)).sum::<f64>();
-        logits_all.extend(gpu.read(logits.value())?);
+        let batch_logits = gpu.read(logits.value())?;
+        if first_non_finite.is_none()
+            && let Some(i) = batch_logits.iter().position(|v| !v.is_finite())
+        {
+            first_non_finite = Some((start + i / labels.max(1), batch_logits[i]));
+        }
+        if keep_logits {
+            logits_all.extend(batch_logits);
+        }
         on_batch(rows.len() + start, data.len());
     }
     let n = data.len() as f64;
-    Ok(EvalReport { accuracy: correct / n, mean_loss: loss / n, logits: logits_all, labels })
+    Ok(EvalReport {
+        accuracy: correct / n,
+        mean_loss: loss / n,
+        images: data.len(),
+        logits: logits_all,
+        labels,
+        first_non_finite,
+    })
 }

@@ -38,6 +38,12 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
         INPUT,
         &["missing_config.json", "not found"],
     );
+    // A device that never ends is read only up to the size limit of a config.
+    fails(
+        &["train", "--model", m, "--adapter-config", "/dev/zero", "--data", d, "--out", o],
+        INPUT,
+        &["/dev/zero", "too large for a config file"],
+    );
     // Outputs: a file where a folder goes, a folder inside a file, a folder where a file goes.
     fails(&train_args(m, l, d, d, &[]), USAGE, &["--out", "data.safetensors", "is a file"]);
     let inside = data.join("sub");
@@ -517,8 +523,15 @@ fn sizes_beyond_the_device_are_refused_by_name() {
     let line = check_failure(&run(&train_args(m, l, d, o, &["--batch-size", "268435456"])), DEVICE, &[], true);
     assert!(line.contains("--batch-size 268435456") && line.contains("bytes"), "{line}");
     assert!(line.contains("at most") && line.contains("images fit"), "says what fits: {line}");
-    // An adapter whose tensors cannot be indexed: RLP with A of 65536 × 65536.
+    // A head of 2²⁰ labels: 1024 images' logits are 4 GiB, more than any one binding.
     let cfg = dir.join("adapter_config.json");
+    let head = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"], "num_labels": 1048576,
+                   "modules_to_save": ["classifier"]}"#;
+    std::fs::write(&cfg, head).expect("config");
+    let args = ["train", "--model", m, "--adapter-config", s(&cfg), "--data", d, "--out", o, "--batch-size", "1024"];
+    let line = check_failure(&run(&args), DEVICE, &["--batch-size 1024", "images fit"], false);
+    assert!(line.contains("bytes"), "{line}");
+    // An adapter whose tensors cannot be indexed: RLP with A of 65536 × 65536.
     std::fs::write(&cfg, r#"{"peft_type": "RLP", "num_prompt_tokens": 65536, "r": 65536}"#).expect("config");
     let args = ["train", "--model", m, "--adapter-config", s(&cfg), "--data", d, "--out", o];
     fails(&args, DEVICE, &["rlp.A", "[65536, 65536]", "adapter_config.json"]);

@@ -124,9 +124,10 @@ fn reduced_demo_runs_end_to_end_and_every_method_learns() {
 }
 
 #[test]
-fn demo_refuses_empty_settings() {
+fn demo_refuses_empty_and_endless_settings() {
     for options in [
         DemoOptions { steps: 0, svg: None, ..Default::default() },
+        DemoOptions { steps: usize::MAX, svg: None, ..Default::default() },
         DemoOptions { batch_size: 0, svg: None, ..Default::default() },
         DemoOptions { held_out: Some(0), svg: None, ..Default::default() },
     ] {

@@ -99,3 +99,37 @@ fn save_round_trips() {
     assert_eq!(back.config, w.config);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Saving over a sharded model removes its index and the shards it lists, and nothing else
+/// the index names: a leftover index listing `config.json` costs only itself.
+#[test]
+fn saving_over_a_sharded_model_removes_only_its_shards() {
+    let w = VitWeights::load(&fixtures().join("vit_tiny")).expect("model");
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-vit-reshard-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixtures().join("vit_tiny_sharded");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let shards: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("model-"))
+        .collect();
+    assert!(!shards.is_empty(), "the fixture is sharded");
+    w.save(&dir).expect("save over the sharded model");
+    for shard in &shards {
+        assert!(!dir.join(shard).exists(), "{shard} left behind");
+    }
+    assert!(!dir.join("model.safetensors.index.json").exists(), "index left behind");
+    assert_eq!(VitWeights::load(&dir).expect("reload").tensors, w.tensors);
+
+    let index = r#"{"weight_map": {"classifier.weight": "config.json", "classifier.bias": "../x.safetensors"}}"#;
+    std::fs::write(dir.join("model.safetensors.index.json"), index).unwrap();
+    w.save(&dir).expect("save beside a leftover index");
+    assert!(dir.join("config.json").is_file(), "a file the index lists that is not a shard is kept");
+    assert_eq!(VitWeights::load(&dir).expect("reload").config, w.config);
+    std::fs::remove_dir_all(&dir).ok();
+}

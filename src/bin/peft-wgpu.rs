@@ -275,7 +275,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let mut progress = TerminalProgress::new();
             let report =
                 cli::eval(&model, adapter.as_deref(), &data, batch_size, logits_out.as_deref(), &mut progress)?;
-            out!("accuracy: {:.4} ({} images)", report.accuracy, report.logits.len() / report.labels.max(1));
+            out!("accuracy: {:.4} ({} images)", report.accuracy, report.images);
             out!("mean loss: {:.6}", report.mean_loss);
             Ok(())
         }

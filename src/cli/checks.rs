@@ -12,11 +12,11 @@ use crate::train::EvalReport;
 /// Refuses a batch of `batch` images whose largest tensor could not be one buffer (before the
 /// GPU is known: 2³² − 1 elements; with it: the device's limit), saying how many images fit.
 /// The largest tensor per image is the images themselves, an MLP activation
-/// (`tokens × intermediate_size`) or, where attention is not fused (on GPUs), the attention
-/// scores (`heads × tokens²`); `tokens` counts prompt tokens too.
+/// (`tokens × intermediate_size`), the logits (`labels`) or, where attention is not fused
+/// (on GPUs), the attention scores (`heads × tokens²`); `tokens` counts prompt tokens too.
 pub(super) fn check_batch(
     model: &VitConfig,
-    tokens: usize,
+    (tokens, labels): (usize, usize),
     data: &Dataset,
     batch: usize,
     gpu: Option<&Gpu>,
@@ -31,6 +31,7 @@ pub(super) fn check_batch(
         (c as u64).saturating_mul(h as u64).saturating_mul(w as u64),
         (tokens as u64).saturating_mul(model.intermediate_size.max(model.hidden_size) as u64),
         (scores as u64).saturating_mul((tokens as u64).saturating_mul(tokens as u64)),
+        labels as u64,
     ]
     .into_iter()
     .max()
@@ -75,17 +76,14 @@ pub(super) fn check_optimizer(lr: f64, optimizer: &OptimizerKind) -> Result<()> 
 /// Fails, naming the first image, when the model's logits are not finite: an accuracy and a
 /// mean loss computed from them would be meaningless.
 pub(super) fn check_logits(report: &EvalReport, data: &Dataset) -> Result<()> {
-    let labels = report.labels.max(1);
-    let Some(i) = report.logits.iter().position(|v| !v.is_finite()) else { return Ok(()) };
-    let image = i / labels;
+    let Some((image, value)) = report.first_non_finite else { return Ok(()) };
     let per = data.pixels.len() / data.len().max(1);
     let largest = data.pixels[image * per..(image + 1) * per].iter().fold(0f32, |m, v| m.max(v.abs()));
     Err(Error::Format {
         path: data.path().to_path_buf(),
         message: format!(
-            "the model's logits for image {image} are {} (its largest pixel magnitude is {largest:e}); \
-             check the data's normalisation, the model and the adapter",
-            report.logits[i]
+            "the model's logits for image {image} are {value} (its largest pixel magnitude is {largest:e}); \
+             check the data's normalisation, the model and the adapter"
         ),
     })
 }

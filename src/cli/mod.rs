@@ -161,10 +161,10 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         }
     };
     let tokens = tokens(&weights, Some(&adapter));
-    check_batch(model, tokens, &data, args.batch_size, None)?;
+    check_batch(model, (tokens, adapter.labels), &data, args.batch_size, None)?;
 
     let gpu = Gpu::new()?;
-    check_batch(model, tokens, &data, args.batch_size, Some(&gpu))?;
+    check_batch(model, (tokens, adapter.labels), &data, args.batch_size, Some(&gpu))?;
     let vit = Vit::from_weights(&gpu, &weights)?;
     let mut adapter = adapter;
     adapter.config.set_base_model_if_unnamed(&args.model.to_string_lossy());
@@ -203,9 +203,10 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
                 done: format!("adapter saved to {}", args.out.display()),
                 source: Box::new(e),
             };
-            let report =
-                evaluate_with_progress(&gpu, &vit, Some(&adapter), d, batch, &mut |i, n| progress.evaluated(i, n))
-                    .map_err(saved)?;
+            let report = evaluate_with_progress(&gpu, &vit, Some(&adapter), d, batch, false, &mut |i, n| {
+                progress.evaluated(i, n)
+            })
+            .map_err(saved)?;
             check_logits(&report, d).map_err(saved)?;
             Some(report)
         }
@@ -234,14 +235,16 @@ pub fn eval(
     let data = read_data(data, "--data", &weights.config, labels)?;
     let batch = batch_size.min(data.len());
     let tokens = tokens(&weights, adapter.as_ref());
-    check_batch(&weights.config, tokens, &data, batch, None)?;
+    check_batch(&weights.config, (tokens, labels), &data, batch, None)?;
 
     let gpu = Gpu::new()?;
-    check_batch(&weights.config, tokens, &data, batch, Some(&gpu))?;
+    check_batch(&weights.config, (tokens, labels), &data, batch, Some(&gpu))?;
     let vit = Vit::from_weights(&gpu, &weights)?;
     let adapter = adapter.map(|a| a.build(&gpu, &vit, 0)).transpose()?;
     let report =
-        evaluate_with_progress(&gpu, &vit, adapter.as_ref(), &data, batch, &mut |i, n| progress.evaluated(i, n))?;
+        evaluate_with_progress(&gpu, &vit, adapter.as_ref(), &data, batch, logits_out.is_some(), &mut |i, n| {
+            progress.evaluated(i, n)
+        })?;
     check_logits(&report, &data)?;
     if let Some(path) = logits_out {
         let t = HostTensor::new(vec![data.len(), report.labels], report.logits.clone())?;

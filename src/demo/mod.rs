@@ -90,11 +90,17 @@ pub struct DemoReport {
     pub device: String,
 }
 
+/// The most fine-tuning steps a demo run takes (about 10 hours on lavapipe).
+pub const MAX_STEPS: usize = 1_000_000;
+
 /// Runs the demo: evaluates the pretrained model, fine-tunes with every method, writes the
 /// SVG (if asked) and returns the table.
 pub fn run(options: &DemoOptions) -> Result<DemoReport> {
-    if options.steps == 0 {
-        return Err(Error::invalid("--steps", "must be at least 1"));
+    if !(1..=MAX_STEPS).contains(&options.steps) {
+        return Err(Error::invalid(
+            "--steps",
+            format!("must be between 1 and {MAX_STEPS} (the demo keeps every step's loss), got {}", options.steps),
+        ));
     }
     if options.batch_size == 0 {
         return Err(Error::invalid("--batch-size", "must be at least 1"));

@@ -1,5 +1,6 @@
 //! Reading JSON config files with errors that name the file and the field.
 
+use std::io::Read;
 use std::path::Path;
 
 use serde_json::{Map, Value};
@@ -26,13 +27,20 @@ impl JsonFile {
                 message: "is a directory, expected a JSON file".into(),
             });
         }
+        let too_large = |bytes: String| Error::Format {
+            path: path.to_path_buf(),
+            message: format!("is too large for a config file ({bytes} bytes; at most {MAX_CONFIG_BYTES})"),
+        };
         if meta.len() > MAX_CONFIG_BYTES {
-            return Err(Error::Format {
-                path: path.to_path_buf(),
-                message: format!("{} bytes is too large for a config file", meta.len()),
-            });
+            return Err(too_large(meta.len().to_string()));
         }
-        let text = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        // A pipe or device reports no length: read one byte past the limit to know.
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
+        let mut text = Vec::new();
+        std::fs::File::open(path).map_err(io)?.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut text).map_err(io)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(too_large(format!("more than {MAX_CONFIG_BYTES}")));
+        }
         JsonFile::parse(path, &text)
     }
 

@@ -243,15 +243,17 @@ impl VitWeights {
     }
 }
 
-/// The shard files `dir`'s index lists (file names inside `dir`; none without an index or
-/// with an index that cannot be read).
+/// The shard files `dir`'s index lists (`.safetensors` file names inside `dir`, other than
+/// `model.safetensors`; none without an index or with an index that cannot be read). Only
+/// such names are ever removed, so an index that lists other files (`config.json`) costs
+/// nothing but itself.
 fn listed_shards(dir: &Path) -> Vec<String> {
     let Ok(index) = JsonFile::read(&dir.join(INDEX_FILE)) else { return Vec::new() };
     let Some(map) = index.get("weight_map").and_then(|m| m.as_object()) else { return Vec::new() };
     let mut shards: Vec<String> = map
         .values()
         .filter_map(|f| f.as_str())
-        .filter(|f| !f.contains('/') && !f.contains('\\') && *f != ".." && *f != "model.safetensors")
+        .filter(|f| !f.contains('/') && !f.contains('\\') && f.ends_with(".safetensors") && *f != "model.safetensors")
         .map(str::to_string)
         .collect();
     shards.sort();
