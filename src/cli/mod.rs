@@ -204,7 +204,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
                 source: Box::new(e),
             };
             let report = evaluate_with_progress(&gpu, &vit, Some(&adapter), d, batch, false, &mut |i, n| {
-                progress.evaluated(i, n)
+                progress.evaluated(i, n);
             })
             .map_err(saved)?;
             check_logits(&report, d).map_err(saved)?;
@@ -243,7 +243,7 @@ pub fn eval(
     let adapter = adapter.map(|a| a.build(&gpu, &vit, 0)).transpose()?;
     let report =
         evaluate_with_progress(&gpu, &vit, adapter.as_ref(), &data, batch, logits_out.is_some(), &mut |i, n| {
-            progress.evaluated(i, n)
+            progress.evaluated(i, n);
         })?;
     check_logits(&report, &data)?;
     if let Some(path) = logits_out {
