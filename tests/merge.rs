@@ -195,3 +195,23 @@ fn moppa_cannot_merge() {
     assert!(cli::merge(&fixtures().join("vit_tiny"), &fixtures().join("adapters/moppa"), &out, false).is_err());
     assert!(!out.join("model.safetensors").exists(), "no partial output");
 }
+
+/// An RLP adapter trained on a model merged from another keeps both prompt sets when merged
+/// in turn: its own right after CLS, then the model's, as in the forward pass.
+#[test]
+fn rlp_merges_into_a_model_merged_before() {
+    let gpu = gpu();
+    let base = VitWeights::load(&fixtures().join("vit_tiny")).unwrap();
+    let first = fixture_adapter(&gpu, "rlp").merge(&gpu, &base).unwrap();
+    let vit = Vit::from_weights(&gpu, &first).unwrap();
+    let cfg = json!({"peft_type": "RLP", "num_prompt_tokens": 2, "r": 2, "scale": 0.5});
+    let second = perturbed(&gpu, &vit, &cfg, 12, 0.3, &scratch("rlp_again_adapter"));
+    let x = pixels_sized(4, first.config.image_size);
+    let want = logits(&gpu, &vit, Some(&second), &x);
+    let merged = second.merge(&gpu, &first).unwrap();
+    let prompts = merged.prompts.as_ref().expect("prompts");
+    assert_eq!(prompts.shape, [5, 16], "2 new prompts, then the 3 merged before");
+    assert_eq!(&prompts.data[2 * 16..], &first.prompts.as_ref().unwrap().data[..], "the earlier prompts, unchanged");
+    let got = logits(&gpu, &Vit::from_weights(&gpu, &merged).unwrap(), None, &x);
+    assert_close("merged twice vs adapter on the merged model", &got, &f64s(&want), 1e-5, 0.0);
+}

@@ -39,8 +39,14 @@ impl Adapter {
             Kind::Rlp(r) => {
                 let p0 = &self.frozen[r.p0].tensor;
                 let p0 = HostTensor::new(p0.shape().to_vec(), gpu.read(p0)?)?;
-                let prompts = r.merge(&p0, &read(r.a)?, &read(r.b)?);
+                let mut prompts = r.merge(&p0, &read(r.a)?, &read(r.b)?);
                 finite(crate::nn::weights::PROMPT_KEY, &prompts)?;
+                // A model merged before keeps its prompts: the adapter's come first, right
+                // after CLS, as in the forward pass that trained it.
+                if let Some(old) = &base.prompts {
+                    prompts.data.extend_from_slice(&old.data);
+                    prompts.shape[0] += old.shape[0];
+                }
                 out.prompts = Some(prompts);
             }
             Kind::Moppa(_) => {
