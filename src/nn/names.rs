@@ -153,17 +153,29 @@ impl ModuleId {
         v
     }
 
-    /// The module named `path` under either naming, with the naming it used.
+    /// The module named `path` under either naming, with the naming it used (layers
+    /// `0..layers`; a layer index is written in decimal without leading zeros, as PyTorch
+    /// names submodules). Reads the path once rather than comparing it with every module's.
     pub fn parse(path: &str, layers: usize) -> Option<(ModuleId, Naming)> {
-        ModuleId::all(layers).into_iter().find_map(|m| {
+        for m in [ModuleId::PatchEmbed, ModuleId::FinalNorm, ModuleId::Classifier] {
             if m.path(Naming::OnDisk) == path {
-                Some((m, Naming::OnDisk))
-            } else if m.path(Naming::Transformers5) == path {
-                Some((m, Naming::Transformers5))
-            } else {
-                None
+                return Some((m, Naming::OnDisk));
             }
-        })
+        }
+        let naming = Naming::of_path(path)?;
+        let rest = match naming {
+            Naming::OnDisk => path.strip_prefix("vit.encoder.layer.")?,
+            Naming::Transformers5 => path.strip_prefix("vit.layers.")?,
+        };
+        let (index, suffix) = rest.split_once('.')?;
+        let canonical =
+            !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) && (index == "0" || !index.starts_with('0'));
+        let i: usize = index.parse().ok().filter(|&i| canonical && i < layers)?;
+        let part = LayerPart::ALL.into_iter().find(|p| match naming {
+            Naming::OnDisk => p.v4_suffix() == suffix,
+            Naming::Transformers5 => p.v5_suffix() == suffix,
+        })?;
+        Some((ModuleId::Layer(i, part), naming))
     }
 }
 
@@ -260,6 +272,22 @@ mod tests {
                 assert_eq!(back, m);
             }
         }
+        for path in [
+            "vit.encoder.layer.3.attention.attention.query",
+            "vit.encoder.layer.01.attention.attention.query",
+            "vit.encoder.layer.+1.attention.attention.query",
+            "vit.layers.1.attention.query",
+            "vit.layers.1",
+            "vit.layers..mlp.fc1",
+            "layers.1.mlp.fc1",
+            "vit.layernorm.weight",
+        ] {
+            assert_eq!(ModuleId::parse(path, 3), None, "{path}");
+        }
+        assert_eq!(
+            ModuleId::parse("vit.layers.10.mlp.fc1", 11),
+            Some((ModuleId::Layer(10, LayerPart::Fc1), Naming::Transformers5))
+        );
     }
 
     #[test]
