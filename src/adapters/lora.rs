@@ -44,6 +44,7 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
     // The first module left out because the file has no tensors for it (see
     // `Build::left_out_by_file`): when that leaves nothing, the file is more likely broken.
     let mut left_out: Option<String> = None;
+    let rank_alpha = cfg.rank_alpha_lookup();
     for (module, matched) in cfg.target_modules.resolve(layers, build.config_path)? {
         if build.saved.contains(&module) {
             continue; // PEFT never adapts a module it also saves.
@@ -57,7 +58,7 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         if !in_layers_to_transform(cfg, module, matched) {
             continue;
         }
-        let (r, alpha) = cfg.rank_alpha(&module.path(matched));
+        let (r, alpha) = rank_alpha(&module.path(matched));
         let (w, _) = module_shapes(build.model, module);
         let (a_shape, b_shape) = match w.as_slice() {
             [out, inp] => (vec![r, *inp], vec![*out, r]),

@@ -177,13 +177,24 @@ impl LoraConfig {
     /// Rank and alpha for the module at `path`, after `rank_pattern`/`alpha_pattern` (PEFT:
     /// the first pattern `p` with `path` matching `(.*\.)?(p)$`).
     pub fn rank_alpha(&self, path: &str) -> (usize, f64) {
-        fn find<T: Copy>(patterns: &[(String, T)], path: &str) -> Option<T> {
+        self.rank_alpha_lookup()(path)
+    }
+
+    /// [`LoraConfig::rank_alpha`] for many paths: the patterns are compiled once.
+    pub fn rank_alpha_lookup(&self) -> impl Fn(&str) -> (usize, f64) + '_ {
+        fn compile<T: Copy>(patterns: &[(String, T)]) -> Vec<(regex::Regex, T)> {
+            // A key that is not a regex cannot be read from a file (`check_pattern`); one set
+            // in code matches nothing.
             patterns
                 .iter()
-                .find(|(k, _)| regex::Regex::new(&format!(r"^(.*\.)?({k})$")).is_ok_and(|re| re.is_match(path)))
-                .map(|&(_, v)| v)
+                .filter_map(|(k, v)| Some((regex::Regex::new(&format!(r"^(.*\.)?({k})$")).ok()?, *v)))
+                .collect()
         }
-        (find(&self.rank_pattern, path).unwrap_or(self.r), find(&self.alpha_pattern, path).unwrap_or(self.lora_alpha))
+        fn find<T: Copy>(patterns: &[(regex::Regex, T)], path: &str) -> Option<T> {
+            patterns.iter().find(|(re, _)| re.is_match(path)).map(|&(_, v)| v)
+        }
+        let (ranks, alphas) = (compile(&self.rank_pattern), compile(&self.alpha_pattern));
+        move |path| (find(&ranks, path).unwrap_or(self.r), find(&alphas, path).unwrap_or(self.lora_alpha))
     }
 
     /// `lora_alpha / r`, or `lora_alpha / √r` with rsLoRA.
