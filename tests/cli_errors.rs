@@ -214,13 +214,15 @@ fn inconsistent_model_configs_are_named() {
     let config = model.join("config.json");
     let good = std::fs::read(&config).expect("config");
     let eval = ["eval", "--model", s(&model), "--data", s(&data)];
-    let cases: [(&str, serde_json::Value, &[&str]); 7] = [
+    let cases: [(&str, serde_json::Value, &[&str]); 9] = [
         ("num_attention_heads", 3.into(), &["num_attention_heads", "(3) must divide hidden_size (16)"]),
         ("patch_size", 3.into(), &["patch_size", "(3) must divide image_size (8)"]),
         ("hidden_size", "sixteen".into(), &["hidden_size", "must be a non-negative integer"]),
         ("hidden_size", (-16).into(), &["hidden_size", "-16"]),
         ("num_hidden_layers", 0.into(), &["num_hidden_layers", "between 1 and"]),
         ("layer_norm_eps", (-1.0).into(), &["layer_norm_eps", "positive"]),
+        ("layer_norm_eps", 1e-50.into(), &["layer_norm_eps", "f32", "1e-50"]),
+        ("layer_norm_eps", 1e50.into(), &["layer_norm_eps", "f32", "1e50"]),
         ("hidden_act", "relu".into(), &["hidden_act", "relu"]),
     ];
     for (key, value, culprits) in cases {
@@ -424,6 +426,7 @@ fn bad_numbers_are_refused_before_gpu_work() {
     fails(&with(&["--lr", "1e39"]), USAGE, &["--lr", "1e39", "f32"]);
     fails(&with(&["--weight-decay=-5"]), USAGE, &["--weight-decay", "-5"]);
     fails(&with(&["--optimizer", "sgd", "--weight-decay", "NaN"]), USAGE, &["--weight-decay", "NaN"]);
+    fails(&with(&["--weight-decay", "1e300"]), USAGE, &["--weight-decay", "1e300", "f32"]);
     fails(&["eval", "--model", m, "--data", d, "--batch-size", "0"], USAGE, &["--batch-size"]);
     // Flag errors found by the parser: the same one-line form, naming the flag.
     fails(&["train", "--model", m], USAGE, &["required", "--data", "--out"]);

@@ -69,6 +69,15 @@ pub(crate) fn build(cfg: &MoppaConfig, build: &mut Build<'_>) -> Result<MoppaPar
         return Err(err("layers", format!("names layer {bad}, but the model has {} layers", model.num_hidden_layers)));
     }
     let (gh, gw) = model.grid();
+    if gh.max(gw) > crate::ops::dct::MAX_LEN {
+        return Err(err(
+            "peft_type",
+            format!(
+                "MOPPA transforms grids of up to {0} × {0} patches; this model's is {gh} × {gw}",
+                crate::ops::dct::MAX_LEN
+            ),
+        ));
+    }
     let mut k = [0; 3];
     for (slot, b) in k.iter_mut().zip(BRANCHES) {
         *slot = build.trainable(&k_key(b), &[gh, gw, heads], Init::Const(1.0))?;

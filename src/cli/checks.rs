@@ -66,9 +66,9 @@ pub(super) fn check_optimizer(lr: f64, optimizer: &OptimizerKind) -> Result<()> 
         OptimizerKind::AdamW { weight_decay, .. } => Some(weight_decay),
     };
     if let Some(wd) = decay
-        && !(wd >= 0.0 && wd.is_finite())
+        && !(wd >= 0.0 && (wd as f32).is_finite())
     {
-        return Err(Error::invalid("--weight-decay", format!("must be a finite number ≥ 0, got {wd:?}")));
+        return Err(Error::invalid("--weight-decay", format!("must be a number ≥ 0 that fits in f32, got {wd:e}")));
     }
     Ok(())
 }

@@ -112,7 +112,7 @@ impl JsonFile {
         let x = v.as_f64().ok_or_else(|| self.err(key, format!("must be a number, got {v}")))?;
         // Everything computes in f32: a value beyond its range would become an infinity.
         if !(x as f32).is_finite() {
-            return Err(self.err(key, format!("is {x}, beyond the f32 range the kernels compute in")));
+            return Err(self.err(key, format!("is {x:e}, beyond the f32 range the kernels compute in")));
         }
         Ok(Some(x))
     }

@@ -70,8 +70,10 @@ impl VitConfig {
             ));
         }
         let eps = json.opt_f64("layer_norm_eps")?.unwrap_or(1e-12);
-        if eps <= 0.0 {
-            return Err(json.error("layer_norm_eps", "must be positive"));
+        if !(eps > 0.0 && (eps as f32) > 0.0 && (eps as f32).is_finite()) {
+            return Err(
+                json.error("layer_norm_eps", format!("must be a positive number within f32's range, got {eps:e}"))
+            );
         }
         let id2label = id2label(json)?;
         let num_labels = match json.opt_usize_in("num_labels", 1, MAX_DIM)? {

@@ -75,7 +75,10 @@ impl OptimizerKind {
             if ok && value.is_finite() && (value as f32).is_finite() {
                 Ok(())
             } else {
-                Err(Error::invalid(format!("optimizer {what}"), format!("{value} is not {range}")))
+                Err(Error::invalid(
+                    format!("optimizer {what}"),
+                    format!("{value:e} is not a number {range} within f32's range"),
+                ))
             }
         };
         match *self {
