@@ -1,9 +1,10 @@
 //! The GPU runtime: adapter choice, the device, the buffer pool, the kernel registry and the
 //! one dispatch helper every op goes through.
 //!
-//! Work is recorded into one pending command encoder and submitted when results are read
-//! back ([`Gpu::read`]) or when [`Gpu::sync`] is called, so a whole training step is a single
-//! submission. Parameters reach kernels as immediates (push constants), so no uniform
+//! Work is recorded into a pending command encoder and submitted every 16 commands on GPUs
+//! (2048 on CPU adapters; `PEFT_WGPU_SUBMIT_EVERY` overrides), when results are read back
+//! ([`Gpu::read`]) and when [`Gpu::sync`] is called; nothing waits on the device before a
+//! read or a sync. Parameters reach kernels as immediates (push constants), so no uniform
 //! buffers are allocated per dispatch.
 
 mod device;
