@@ -1,0 +1,191 @@
+//! Bad runs through the binary (SPEC §14) that only the inputs together reveal: an adapter
+//! made for another model, sizes beyond the device, logits or losses that are not finite, and
+//! a merge whose result overflows f32. Each ends with its exit code and one short line naming
+//! the file, key, value, image or step at fault, and leaves no partial output.
+
+mod cli_support;
+
+use cli_support::*;
+use safetensors::Dtype;
+
+// ---------------------------------------------------------------------------------------
+// Adapters made for another model
+
+#[test]
+fn adapters_for_another_model_are_named() {
+    let dir = scratch("other-model");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let (m, d) = (s(&model), s(&data));
+    let eval = |a: &std::path::Path| fails(&["eval", "--model", m, "--adapter", s(a), "--data", d], INPUT, &[]);
+
+    // LoRA for a hidden-32 model: every [r, 16] A becomes [r, 32].
+    let wide = adapter_copy("lora_v4", &dir);
+    let key = "base_model.model.vit.encoder.layer.0.attention.attention.query.lora_A.weight";
+    edit_tensors(&wide.join("adapter_model.safetensors"), |t| {
+        for (k, _, shape, bytes) in t.iter_mut() {
+            if k.ends_with("lora_A.weight") && shape[1] == 16 {
+                shape[1] = 32;
+                bytes.extend(bytes.clone());
+            }
+        }
+    });
+    let line = eval(&wide);
+    assert!(line.contains(key) && line.contains("[4, 32]") && line.contains("expected shape [4, 16]"), "{line}");
+
+    // Keys for layer 11 on a 2-layer model.
+    let deep = adapter_copy("lora_v4", &dir.join("deep"));
+    let extra = "base_model.model.vit.encoder.layer.11.attention.attention.query.lora_A.weight";
+    edit_tensors(&deep.join("adapter_model.safetensors"), |t| {
+        t.push((extra.into(), Dtype::F32, vec![4, 16], f32_bytes(&[0.0; 64])));
+    });
+    let line = eval(&deep);
+    assert!(line.contains(extra) && line.contains("another model"), "{line}");
+
+    // A tensor the config needs is missing.
+    let short = adapter_copy("lora_v4", &dir.join("short"));
+    let gone = "base_model.model.vit.encoder.layer.1.attention.attention.value.lora_B.weight";
+    edit_tensors(&short.join("adapter_model.safetensors"), |t| t.retain(|(k, ..)| k != gone));
+    let line = eval(&short);
+    assert!(line.contains(gone) && line.contains("missing"), "{line}");
+
+    // MoPPA made for a 3-head model: k_* are [4, 4, 3].
+    let heads = adapter_copy("moppa", &dir);
+    edit_tensors(&heads.join("adapter_model.safetensors"), |t| {
+        for (k, _, shape, bytes) in t.iter_mut() {
+            if k.contains("moppa.k_") {
+                *shape = vec![4, 4, 3];
+                *bytes = f32_bytes(&[1.0; 48]);
+            }
+        }
+    });
+    let line = eval(&heads);
+    assert!(line.contains("moppa.k_") && line.contains("[4, 4, 3]"), "{line}");
+
+    // A config for another adapter type beside these tensors.
+    let swapped = adapter_copy("rlp", &dir.join("swapped"));
+    std::fs::copy(fixture("adapters/lora_v4/adapter_config.json"), swapped.join("adapter_config.json")).expect("copy");
+    let line = eval(&swapped);
+    assert!(line.contains("adapter_model.safetensors") && line.contains("lora_A"), "{line}");
+
+    // Integer tensors where floats belong.
+    let ints = adapter_copy("rlp", &dir.join("ints"));
+    edit_tensors(&ints.join("adapter_model.safetensors"), |t| {
+        let e = t.iter_mut().find(|(k, ..)| k == "rlp.A").expect("rlp.A");
+        e.1 = Dtype::I32;
+    });
+    let line = eval(&ints);
+    assert!(line.contains("rlp.A") && line.contains("I32"), "{line}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Device limits
+
+#[test]
+fn sizes_beyond_the_device_are_refused_by_name() {
+    let dir = scratch("device");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let lora = fixture("adapters/lora_v4");
+    let out = dir.join("out");
+    let (m, l, d, o) = (s(&model), s(&lora), s(&data), s(&out));
+    // A batch whose images overflow any size: refused before the GPU opens.
+    fails(&train_args(m, l, d, o, &["--batch-size", "18446744073709551615"]), DEVICE, &["--batch-size", "2⁶⁴"]);
+    // A batch of 2²⁸ images of 3×8×8 (192 GiB): more than any one binding.
+    let line = check_failure(&run(&train_args(m, l, d, o, &["--batch-size", "268435456"])), DEVICE, &[], true);
+    assert!(line.contains("--batch-size 268435456") && line.contains("bytes"), "{line}");
+    assert!(line.contains("at most") && line.contains("images fit"), "says what fits: {line}");
+    // A head of 2²⁰ labels: 1024 images' logits are 4 GiB, more than any one binding.
+    let cfg = dir.join("adapter_config.json");
+    let head = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"], "num_labels": 1048576,
+                   "modules_to_save": ["classifier"]}"#;
+    std::fs::write(&cfg, head).expect("config");
+    let args = ["train", "--model", m, "--adapter-config", s(&cfg), "--data", d, "--out", o, "--batch-size", "1024"];
+    let line = check_failure(&run(&args), DEVICE, &["--batch-size 1024", "images fit"], false);
+    assert!(line.contains("bytes"), "{line}");
+    // An adapter whose tensors cannot be indexed: RLP with A of 65536 × 65536.
+    std::fs::write(&cfg, r#"{"peft_type": "RLP", "num_prompt_tokens": 65536, "r": 65536}"#).expect("config");
+    let args = ["train", "--model", m, "--adapter-config", s(&cfg), "--data", d, "--out", o];
+    fails(&args, DEVICE, &["rlp.A", "[65536, 65536]", "adapter_config.json"]);
+    assert!(!out.exists(), "a failed run created --out");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Non-finite results
+
+#[test]
+fn non_finite_logits_and_losses_are_errors_naming_the_image_or_step() {
+    let dir = scratch("non-finite");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    // A finite adapter whose classifier overflows f32: every logit is ±inf.
+    let huge = adapter_copy("lora_v4", &dir);
+    edit_tensors(&huge.join("adapter_model.safetensors"), |t| {
+        let w = t.iter_mut().find(|(k, ..)| k == "base_model.model.classifier.weight").expect("classifier");
+        w.3 = f32_bytes(&[3e38; 80]);
+    });
+    let (m, h, d) = (s(&model), s(&huge), s(&data));
+    let logits = dir.join("logits.safetensors");
+    let eval = ["eval", "--model", m, "--adapter", h, "--data", d, "--logits-out", s(&logits)];
+    check_failure(&run(&eval), INPUT, &["data.safetensors", "logits for image 0", "inf"], false);
+    assert!(!logits.exists(), "logits written for a failed evaluation");
+    let out = dir.join("out");
+    let line = check_failure(
+        &run(&train_args(m, h, d, s(&out), &[])),
+        TRAINING,
+        &["step 1 of the run", "check the data"],
+        false,
+    );
+    assert!(line.contains("NaN") || line.contains("inf"), "{line}");
+    assert!(!out.exists(), "a diverged run created --out");
+    // Eval data whose logits overflow after a sound run: the adapter is kept, and the message
+    // says where it was saved.
+    let loud = dir.join("loud.safetensors");
+    write_data(&loud, [2, 3, 8, 8], &[0, 1]);
+    edit_tensors(&loud, |t| {
+        let p = t.iter_mut().find(|(k, ..)| k == "pixel_values").expect("pixels");
+        p.3 = f32_bytes(&[3e38; 2 * 192]);
+    });
+    let lora = fixture("adapters/lora_v4");
+    let eval_data = ["--eval-data", s(&loud)];
+    let line = check_failure(&run(&train_args(m, s(&lora), d, s(&out), &eval_data)), INPUT, &[], false);
+    assert!(
+        line.contains(&format!("adapter saved to {}", out.display())) && line.contains("loud.safetensors"),
+        "{line}"
+    );
+    assert!(out.join("adapter_model.safetensors").is_file(), "the trained adapter is kept");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn merges_that_overflow_f32_are_refused_and_keep_the_previous_model() {
+    let dir = scratch("merge-overflow");
+    let model = fixture("vit_tiny");
+    let out = dir.join("merged");
+    let lora = fixture("adapters/lora_v4");
+    let (m, o) = (s(&model), s(&out));
+    let ok = run(&["merge", "--model", m, "--adapter", s(&lora), "--out", o]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let before = std::fs::read(out.join("model.safetensors")).unwrap();
+    // A finite adapter whose change to one weight is beyond f32 (s · Σ_r B A ≈ 1e39).
+    let huge = adapter_copy("lora_v4", &dir);
+    edit_tensors(&huge.join("adapter_model.safetensors"), |t| {
+        for (key, _, shape, bytes) in t.iter_mut() {
+            if key.starts_with("base_model.model.vit.encoder.layer.1.output.dense.lora_") {
+                *bytes = f32_bytes(&vec![1e19; shape.iter().product()]);
+            }
+        }
+    });
+    let merge = ["merge", "--model", m, "--adapter", s(&huge), "--out", o, "--force"];
+    let line = check_failure(
+        &run(&merge),
+        INPUT,
+        &["lora_v4/adapter_model.safetensors", "vit.encoder.layer.1.output.dense.weight", "inf"],
+        false,
+    );
+    assert!(line.contains("eval --adapter"), "{line}");
+    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before, "the previous merge is kept");
+    std::fs::remove_dir_all(&dir).ok();
+}
