@@ -58,6 +58,15 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
     );
     let no_adapter = dir.join("no-adapter");
     fails(&["eval", "--model", m, "--adapter", s(&no_adapter), "--data", d], INPUT, &["no-adapter", "not found"]);
+    // PEFT saves an adapter not named "default" in a subfolder of its name.
+    let named = dir.join("named");
+    std::fs::create_dir_all(&named).expect("named");
+    adapter_copy("lora_v4", &named);
+    fails(
+        &["eval", "--model", m, "--adapter", s(&named), "--data", d],
+        INPUT,
+        &["no adapter_config.json", "`lora_v4` inside holds one", "named/lora_v4"],
+    );
     // An adapter folder without its tensors.
     let half = adapter_copy("lora_v4", &dir);
     std::fs::remove_file(half.join("adapter_model.safetensors")).expect("remove");

@@ -35,6 +35,19 @@ fn looks_like(dir: &Path) -> Option<&'static str> {
     }
 }
 
+/// The names of `dir`'s subfolders that hold `file` (sorted, at most 5).
+fn subfolders_holding(dir: &Path, file: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join(file).is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names.truncate(5);
+    names
+}
+
 /// Fails unless `dir` is an existing folder holding `required` (the file that makes it
 /// `what`, e.g. `config.json` for a model folder). Messages say what the path is instead.
 pub fn expect_dir(dir: &Path, what: &str, required: &str) -> Result<()> {
@@ -43,9 +56,17 @@ pub fn expect_dir(dir: &Path, what: &str, required: &str) -> Result<()> {
         return Err(Error::Format { path: dir.to_path_buf(), message: format!("is a file, expected {what}") });
     }
     if !dir.join(required).exists() {
-        let hint = match looks_like(dir) {
-            Some(kind) => format!("; it looks like {kind}"),
-            None => String::new(),
+        let inside = subfolders_holding(dir, required);
+        let hint = match (looks_like(dir), inside.first()) {
+            (Some(kind), _) => format!("; it looks like {kind}"),
+            // PEFT saves an adapter not named "default" in a subfolder of its name.
+            (None, Some(first)) => format!(
+                "; {} inside {} one (pass {})",
+                inside.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+                if inside.len() == 1 { "holds" } else { "hold" },
+                dir.join(first).display()
+            ),
+            (None, None) => String::new(),
         };
         return Err(Error::Format {
             path: dir.to_path_buf(),
