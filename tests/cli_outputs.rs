@@ -75,6 +75,14 @@ fn an_init_folder_of_another_adapter_type_is_named() {
     let args: Vec<&str> = args.into_iter().chain(["--data", s(&data), "--out", s(&out), "--steps", "1"]).collect();
     fails(&args, USAGE, &["--init", "FLORA", "LORA"]);
     assert!(!out.exists(), "nothing written");
+    // Of the same type, but a config whose ranks the folder's tensors do not have.
+    let rank2 = dir.join("rank2.json");
+    std::fs::write(&rank2, r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#).expect("config");
+    let lora = fixture("adapters/lora_v4");
+    let args = ["train", "--model", s(&model), "--adapter-config", s(&rank2), "--init", s(&lora)];
+    let args: Vec<&str> = args.into_iter().chain(["--data", s(&data), "--out", s(&out), "--steps", "1"]).collect();
+    fails(&args, INPUT, &["lora_A.weight", "[4, 16]", "--adapter-config", "rank2.json", "leave it out"]);
+    assert!(!out.exists(), "nothing written");
     std::fs::remove_dir_all(&dir).ok();
 }
 
