@@ -7,13 +7,18 @@
 // TRANS_A, m % 4 = 0, so that every operand is read as vec4s (host: ops::matmul).
 //
 // Why a second kernel: a CPU driver runs a workgroup's invocations as the lanes of SIMD
-// registers, and there every load from a buffer costs tens of instructions (address,
-// bounds check, per-lane gather), whatever its width, while a multiply-add costs one. So a
-// workgroup here is one SIMD batch of 8 lanes that share their rows: it computes 32 rows ×
-// 128 columns, each lane 32 rows × 16 columns (four column quads). Per step of 4 along k, a
-// lane makes 32 loads of op(A) that all lanes share (uniform: one scalar load, broadcast)
-// and 16 vec4 loads of op(B) of its own, for 32·16·4 = 2048 multiply-adds. No workgroup
-// memory, no barriers. On a GPU the tiled kernel of matmul.wgsl is the right one.
+// registers, and there a load from a buffer whose address is not built from constants and
+// immediates alone costs tens of instructions per component (Mesa's lavapipe: a loop over
+// the lanes, each with a bounds check), while a multiply-add costs one. An address that
+// depends on the workgroup id or on a loop counter is such a load even when every lane
+// reads the same place. So a workgroup here is one subgroup of 8 lanes that share their
+// rows: it computes 32 rows × 128 columns, each lane 32 rows × 16 columns (four column
+// quads). Per step of 4 along k, each lane loads 4 vec4s of op(A) (rows sg, sg + 8, ..),
+// and subgroupBroadcast from constant lanes (an element extract and a splat) hands every
+// lane all 32 rows; each lane also loads 16 vec4s of op(B) of its own, for 32·16·4 = 2048
+// multiply-adds per 20 loads. No workgroup memory, no barriers. Needs subgroups of at least
+// 8 lanes (host: `Gpu::has_subgroups_of(8)`); on a GPU the tiled kernel of matmul.wgsl is
+// the right one.
 //
 // Tails without branches: the last workgroup along the rows starts at m − 32 and the lanes
 // past the last column quads work on the last four, so every load is inside the matrices;
@@ -53,13 +58,9 @@ var<immediate> p: MatmulParams;
 @group(0) @binding(3) var<storage, read> addend: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> c: array<vec4<f32>>;
 
-// Rows 4q..4q+3 of ra (alpha·op(A)[i][k0..k0+4]) from a transposed A (stored k×m): the vec4
-// at `at + k_off` holds four rows at k0; the next k is m4 vec4s further.
-fn rows4(ra: ptr<function, array<vec4<f32>, 32>>, q: u32, at: u32, k_off: u32, m4: u32) {
-    let v0 = p.alpha * a[at + k_off];
-    let v1 = p.alpha * a[at + k_off + m4];
-    let v2 = p.alpha * a[at + k_off + 2u * m4];
-    let v3 = p.alpha * a[at + k_off + 3u * m4];
+// Rows 4q..4q+3 of ra (alpha·op(A)[i][k0..k0+4]) from a transposed A (stored k×m): v_kk
+// holds the four rows at k0 + kk.
+fn quad(ra: ptr<function, array<vec4<f32>, 32>>, q: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
     (*ra)[4u * q] = vec4<f32>(v0.x, v1.x, v2.x, v3.x);
     (*ra)[4u * q + 1u] = vec4<f32>(v0.y, v1.y, v2.y, v3.y);
     (*ra)[4u * q + 2u] = vec4<f32>(v0.z, v1.z, v2.z, v3.z);
@@ -98,26 +99,42 @@ fn fma_row(acc: ptr<function, array<vec4<f32>, 128>>, r: u32, x: vec4<f32>, rb: 
     (*acc)[4u * r + 3u] = fma(vec4(x.w), (*rb)[15u], fma(vec4(x.z), (*rb)[11u], fma(vec4(x.y), (*rb)[7u], fma(vec4(x.x), (*rb)[3u], (*acc)[4u * r + 3u]))));
 }
 
-// One step of 4 along k: loads, then the 32 rows' multiply-adds.
-fn step(acc: ptr<function, array<vec4<f32>, 128>>, trans_a: bool, trans_b: bool, z: u32, row0: u32, q0: u32, k0: u32) {
+// One step of 4 along k: loads, then the 32 rows' multiply-adds. Lane `sg` of the subgroup
+// loads op(A)'s rows row0 + sg + 8i (without Aᵀ; with it, the quad of rows 4·sg ..) and the
+// lanes share them by subgroupBroadcast from constant lanes (see the header).
+fn step(acc: ptr<function, array<vec4<f32>, 128>>, trans_a: bool, trans_b: bool, z: u32, row0: u32, q0: u32, k0: u32, sg: u32) {
     var ra: array<vec4<f32>, 32>;
     var rb: array<vec4<f32>, 16>;
     if (!trans_a) {
         let k4 = p.k / 4u;
-        let at = z * (p.a_stride / 4u) + row0 * k4 + k0 / 4u;
-        ra[0u] = p.alpha * a[at + 0u * k4]; ra[1u] = p.alpha * a[at + 1u * k4]; ra[2u] = p.alpha * a[at + 2u * k4]; ra[3u] = p.alpha * a[at + 3u * k4];
-        ra[4u] = p.alpha * a[at + 4u * k4]; ra[5u] = p.alpha * a[at + 5u * k4]; ra[6u] = p.alpha * a[at + 6u * k4]; ra[7u] = p.alpha * a[at + 7u * k4];
-        ra[8u] = p.alpha * a[at + 8u * k4]; ra[9u] = p.alpha * a[at + 9u * k4]; ra[10u] = p.alpha * a[at + 10u * k4]; ra[11u] = p.alpha * a[at + 11u * k4];
-        ra[12u] = p.alpha * a[at + 12u * k4]; ra[13u] = p.alpha * a[at + 13u * k4]; ra[14u] = p.alpha * a[at + 14u * k4]; ra[15u] = p.alpha * a[at + 15u * k4];
-        ra[16u] = p.alpha * a[at + 16u * k4]; ra[17u] = p.alpha * a[at + 17u * k4]; ra[18u] = p.alpha * a[at + 18u * k4]; ra[19u] = p.alpha * a[at + 19u * k4];
-        ra[20u] = p.alpha * a[at + 20u * k4]; ra[21u] = p.alpha * a[at + 21u * k4]; ra[22u] = p.alpha * a[at + 22u * k4]; ra[23u] = p.alpha * a[at + 23u * k4];
-        ra[24u] = p.alpha * a[at + 24u * k4]; ra[25u] = p.alpha * a[at + 25u * k4]; ra[26u] = p.alpha * a[at + 26u * k4]; ra[27u] = p.alpha * a[at + 27u * k4];
-        ra[28u] = p.alpha * a[at + 28u * k4]; ra[29u] = p.alpha * a[at + 29u * k4]; ra[30u] = p.alpha * a[at + 30u * k4]; ra[31u] = p.alpha * a[at + 31u * k4];
+        let at = z * (p.a_stride / 4u) + (row0 + sg) * k4 + k0 / 4u;
+        let v0 = p.alpha * a[at];
+        let v1 = p.alpha * a[at + 8u * k4];
+        let v2 = p.alpha * a[at + 16u * k4];
+        let v3 = p.alpha * a[at + 24u * k4];
+        ra[0u] = subgroupBroadcast(v0, 0u); ra[1u] = subgroupBroadcast(v0, 1u); ra[2u] = subgroupBroadcast(v0, 2u); ra[3u] = subgroupBroadcast(v0, 3u);
+        ra[4u] = subgroupBroadcast(v0, 4u); ra[5u] = subgroupBroadcast(v0, 5u); ra[6u] = subgroupBroadcast(v0, 6u); ra[7u] = subgroupBroadcast(v0, 7u);
+        ra[8u] = subgroupBroadcast(v1, 0u); ra[9u] = subgroupBroadcast(v1, 1u); ra[10u] = subgroupBroadcast(v1, 2u); ra[11u] = subgroupBroadcast(v1, 3u);
+        ra[12u] = subgroupBroadcast(v1, 4u); ra[13u] = subgroupBroadcast(v1, 5u); ra[14u] = subgroupBroadcast(v1, 6u); ra[15u] = subgroupBroadcast(v1, 7u);
+        ra[16u] = subgroupBroadcast(v2, 0u); ra[17u] = subgroupBroadcast(v2, 1u); ra[18u] = subgroupBroadcast(v2, 2u); ra[19u] = subgroupBroadcast(v2, 3u);
+        ra[20u] = subgroupBroadcast(v2, 4u); ra[21u] = subgroupBroadcast(v2, 5u); ra[22u] = subgroupBroadcast(v2, 6u); ra[23u] = subgroupBroadcast(v2, 7u);
+        ra[24u] = subgroupBroadcast(v3, 0u); ra[25u] = subgroupBroadcast(v3, 1u); ra[26u] = subgroupBroadcast(v3, 2u); ra[27u] = subgroupBroadcast(v3, 3u);
+        ra[28u] = subgroupBroadcast(v3, 4u); ra[29u] = subgroupBroadcast(v3, 5u); ra[30u] = subgroupBroadcast(v3, 6u); ra[31u] = subgroupBroadcast(v3, 7u);
     } else {
         let m4 = p.m / 4u;
-        let at = z * (p.a_stride / 4u) + row0 / 4u;
-        rows4(&ra, 0u, at + 0u, k0 * m4, m4); rows4(&ra, 1u, at + 1u, k0 * m4, m4); rows4(&ra, 2u, at + 2u, k0 * m4, m4); rows4(&ra, 3u, at + 3u, k0 * m4, m4);
-        rows4(&ra, 4u, at + 4u, k0 * m4, m4); rows4(&ra, 5u, at + 5u, k0 * m4, m4); rows4(&ra, 6u, at + 6u, k0 * m4, m4); rows4(&ra, 7u, at + 7u, k0 * m4, m4);
+        let at = z * (p.a_stride / 4u) + row0 / 4u + sg + k0 * m4;
+        let w0 = p.alpha * a[at];
+        let w1 = p.alpha * a[at + m4];
+        let w2 = p.alpha * a[at + 2u * m4];
+        let w3 = p.alpha * a[at + 3u * m4];
+        quad(&ra, 0u, subgroupBroadcast(w0, 0u), subgroupBroadcast(w1, 0u), subgroupBroadcast(w2, 0u), subgroupBroadcast(w3, 0u));
+        quad(&ra, 1u, subgroupBroadcast(w0, 1u), subgroupBroadcast(w1, 1u), subgroupBroadcast(w2, 1u), subgroupBroadcast(w3, 1u));
+        quad(&ra, 2u, subgroupBroadcast(w0, 2u), subgroupBroadcast(w1, 2u), subgroupBroadcast(w2, 2u), subgroupBroadcast(w3, 2u));
+        quad(&ra, 3u, subgroupBroadcast(w0, 3u), subgroupBroadcast(w1, 3u), subgroupBroadcast(w2, 3u), subgroupBroadcast(w3, 3u));
+        quad(&ra, 4u, subgroupBroadcast(w0, 4u), subgroupBroadcast(w1, 4u), subgroupBroadcast(w2, 4u), subgroupBroadcast(w3, 4u));
+        quad(&ra, 5u, subgroupBroadcast(w0, 5u), subgroupBroadcast(w1, 5u), subgroupBroadcast(w2, 5u), subgroupBroadcast(w3, 5u));
+        quad(&ra, 6u, subgroupBroadcast(w0, 6u), subgroupBroadcast(w1, 6u), subgroupBroadcast(w2, 6u), subgroupBroadcast(w3, 6u));
+        quad(&ra, 7u, subgroupBroadcast(w0, 7u), subgroupBroadcast(w1, 7u), subgroupBroadcast(w2, 7u), subgroupBroadcast(w3, 7u));
     }
     let base = z * (p.b_stride / 4u);
     col(&rb, 0u, trans_b, base, q0, k0); col(&rb, 1u, trans_b, base, q0 + 1u, k0);
@@ -154,7 +171,7 @@ fn store_row(acc: ptr<function, array<vec4<f32>, 128>>, r: u32, z: u32, i: u32, 
     c[at + 3u] = (*acc)[4u * r + 3u];
 }
 
-fn body(trans_a: bool, trans_b: bool, wid: vec3<u32>, li: u32) {
+fn body(trans_a: bool, trans_b: bool, wid: vec3<u32>, li: u32, sg: u32) {
     let z = wid.z;
     // The tail guards: blocks past the end move back inside (see the header).
     let row0 = min(wid.y * ROWS, p.m - ROWS);
@@ -170,7 +187,7 @@ fn body(trans_a: bool, trans_b: bool, wid: vec3<u32>, li: u32) {
     init_row(&acc, 24u, z, row0 + 24u, q0); init_row(&acc, 25u, z, row0 + 25u, q0); init_row(&acc, 26u, z, row0 + 26u, q0); init_row(&acc, 27u, z, row0 + 27u, q0);
     init_row(&acc, 28u, z, row0 + 28u, q0); init_row(&acc, 29u, z, row0 + 29u, q0); init_row(&acc, 30u, z, row0 + 30u, q0); init_row(&acc, 31u, z, row0 + 31u, q0);
     for (var k0 = 0u; k0 < p.k; k0 += 4u) {
-        step(&acc, trans_a, trans_b, z, row0, q0, k0);
+        step(&acc, trans_a, trans_b, z, row0, q0, k0, sg);
     }
     store_row(&acc, 0u, z, row0 + 0u, q0); store_row(&acc, 1u, z, row0 + 1u, q0); store_row(&acc, 2u, z, row0 + 2u, q0); store_row(&acc, 3u, z, row0 + 3u, q0);
     store_row(&acc, 4u, z, row0 + 4u, q0); store_row(&acc, 5u, z, row0 + 5u, q0); store_row(&acc, 6u, z, row0 + 6u, q0); store_row(&acc, 7u, z, row0 + 7u, q0);
@@ -183,21 +200,21 @@ fn body(trans_a: bool, trans_b: bool, wid: vec3<u32>, li: u32) {
 }
 
 @compute @workgroup_size(LANES)
-fn matmul_rows_nn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    body(false, false, wid, li);
+fn matmul_rows_nn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_invocation_id) sg: u32) {
+    body(false, false, wid, li, sg);
 }
 
 @compute @workgroup_size(LANES)
-fn matmul_rows_nt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    body(false, true, wid, li);
+fn matmul_rows_nt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_invocation_id) sg: u32) {
+    body(false, true, wid, li, sg);
 }
 
 @compute @workgroup_size(LANES)
-fn matmul_rows_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    body(true, false, wid, li);
+fn matmul_rows_tn(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_invocation_id) sg: u32) {
+    body(true, false, wid, li, sg);
 }
 
 @compute @workgroup_size(LANES)
-fn matmul_rows_tt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    body(true, true, wid, li);
+fn matmul_rows_tt(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_invocation_id) sg: u32) {
+    body(true, true, wid, li, sg);
 }

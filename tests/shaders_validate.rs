@@ -44,9 +44,16 @@ fn host_params() -> Vec<(Shader, &'static str, usize)> {
 fn parse(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
     let module = naga::front::wgsl::parse_str(shader.source())
         .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(shader.source())));
-    // Only what the device is asked for (`Gpu::required_features`: immediates); a shader
-    // needing more would fail here rather than on a user's device.
-    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::IMMEDIATES)
+    // Only what the device is asked for (`Gpu::required_features`: immediates; subgroups,
+    // optional, only where the registry says a shader uses them); a shader needing more
+    // would fail here rather than on a user's device.
+    let mut caps = naga::valid::Capabilities::IMMEDIATES;
+    if shader.uses_subgroups() {
+        caps |= naga::valid::Capabilities::SUBGROUP;
+    }
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+        .subgroup_operations(naga::valid::SubgroupOperationSet::BALLOT)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{}: {}", shader.file_name(), e.emit_to_string(shader.source())));
     (module, info)
@@ -56,6 +63,15 @@ fn parse(shader: Shader) -> (naga::Module, naga::valid::ModuleInfo) {
 fn shaders_validate() {
     for &shader in Shader::ALL {
         parse(shader);
+        // A shader said to use subgroups does: without them it is invalid, so the registry's
+        // flag (which keeps its pipelines off devices lacking them) is not stale.
+        if shader.uses_subgroups() {
+            let module = naga::front::wgsl::parse_str(shader.source()).expect("parsed above");
+            let plain =
+                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::IMMEDIATES)
+                    .validate(&module);
+            assert!(plain.is_err(), "{} is flagged as using subgroups but validates without", shader.file_name());
+        }
     }
 }
 

@@ -156,9 +156,10 @@ impl Gpu {
         wgpu::Features::IMMEDIATES
     }
 
-    /// Features used when the adapter has them (timestamps for benchmarks).
+    /// Features used when the adapter has them: timestamps for benchmarks, subgroups for the
+    /// CPU adapters' matrix product (`matmul_rows.wgsl`).
     pub fn optional_features() -> wgpu::Features {
-        wgpu::Features::TIMESTAMP_QUERY
+        wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP
     }
 
     /// The limits to request from an adapter offering `adapter`: WebGPU's defaults raised to

@@ -95,6 +95,13 @@ impl Gpu {
         self.inner.device.features()
     }
 
+    /// Whether kernels may use subgroup operations across `lanes` invocations: the device
+    /// was opened with [`wgpu::Features::SUBGROUP`] and every subgroup of the adapter has at
+    /// least `lanes` invocations (a workgroup of `lanes` is then one subgroup).
+    pub fn has_subgroups_of(&self, lanes: u32) -> bool {
+        self.features().contains(wgpu::Features::SUBGROUP) && self.inner.info.subgroup_min_size >= lanes
+    }
+
     /// Live, peak and pooled device bytes of tensors made through this handle.
     pub fn memory(&self) -> MemoryStats {
         lock(&self.inner.pool).stats()

@@ -109,6 +109,12 @@ impl Shader {
         }
     }
 
+    /// Whether the shader uses subgroup operations: its pipelines need a device opened with
+    /// [`wgpu::Features::SUBGROUP`] (see [`crate::Gpu::has_subgroups_of`]).
+    pub fn uses_subgroups(self) -> bool {
+        matches!(self, Shader::MatmulRows)
+    }
+
     /// WGSL source text, compiled into the binary.
     pub fn source(self) -> &'static str {
         match self {

@@ -25,6 +25,8 @@ const SMALL_TILE: (usize, usize) = (64, 64);
 const MIN_WORKGROUPS: usize = 512;
 /// Rows and columns of C one workgroup of the CPU kernel (`matmul_rows.wgsl`) covers.
 const ROWS_TILE: (usize, usize) = (32, 128);
+/// Invocations of one workgroup of `matmul_rows.wgsl`, which share rows within a subgroup.
+const ROWS_LANES: u32 = 8;
 const NARROW_TILE: (usize, usize) = (256, 8);
 /// Products with at most this many columns (or rows) use the narrow kernel.
 const NARROW_MAX: usize = 16;
@@ -50,8 +52,9 @@ pub enum MatmulKernel {
     /// their sum. Other shapes as `Tiled`.
     SplitK,
     /// The CPU kernel of `matmul_rows.wgsl`: 8-lane workgroups sharing 32 rows, vec4 loads.
-    /// Needs m ≥ 32, n > 16, n and k multiples of 4 and, with `Aᵀ`, m a multiple of 4;
-    /// other shapes are an error.
+    /// Needs m ≥ 32, n > 16, n and k multiples of 4 and, with `Aᵀ`, m a multiple of 4, and a
+    /// device with subgroups of at least 8 lanes ([`Gpu::has_subgroups_of`]); otherwise an
+    /// error.
     Rows,
 }
 
@@ -105,7 +108,7 @@ pub(super) fn launch(
         batch = 1;
         a_stride = 0;
     }
-    let fits = rows_kernel_fits(m, n, k, spec.trans_a);
+    let fits = rows_kernel_fits(m, n, k, spec.trans_a) && gpu.has_subgroups_of(ROWS_LANES);
     let requested = match kernel {
         MatmulKernel::Auto => env_kernel()?.unwrap_or(MatmulKernel::Auto),
         other => other,
@@ -119,7 +122,12 @@ pub(super) fn launch(
         MatmulKernel::Rows => {
             return Err(Error::invalid(
                 "matmul (rows kernel)",
-                format!("a {m}×{k}·{k}×{n} product (Aᵀ: {}) does not fit the rows kernel", spec.trans_a),
+                format!(
+                    "a {m}×{k}·{k}×{n} product (Aᵀ: {}) on this device (subgroups of at least {ROWS_LANES} lanes: {}) \
+                     does not fit the rows kernel",
+                    spec.trans_a,
+                    gpu.has_subgroups_of(ROWS_LANES)
+                ),
             ));
         }
     };
