@@ -12,11 +12,14 @@
 // Needs D % 4 = 0, dh % 4 = 0 and dh ≤ 64 (host: ops::attention).
 //
 // Why this shape: a CPU driver runs a workgroup's invocations as SIMD lanes, and every load
-// costs tens of instructions while a multiply-add costs one, and register arrays stay in
-// registers only under constant indices. So a workgroup is one batch of 8 lanes; each lane
-// keeps 4 queries (forward, ∂q) or 4 keys (∂k, ∂v) with their head rows in registers,
-// padded to 16 vec4s (channels past dh are zero and never stored), and the loop over the
-// other side's tokens loads each row once for all lanes (a uniform load). Lanes past the
+// whose address is not built from constants and immediates alone costs tens of instructions
+// per component (Mesa's lavapipe loops over the lanes), while a multiply-add costs one, and
+// register arrays stay in registers only under constant indices. So a workgroup is one
+// subgroup of 8 lanes; each lane keeps 4 queries (forward, ∂q) or 4 keys (∂k, ∂v) with their
+// head rows in registers, padded to 16 vec4s (channels past dh are zero and never stored),
+// and in the loop over the other side's tokens each lane loads two vec4s of a row (sg and
+// sg + 8) and subgroupBroadcast from constant lanes hands every lane the whole row. Needs
+// subgroups of at least 8 lanes (host: ops::attention::fused_kernels_run_on). Lanes past the
 // last token repeat the last one and store the same values to the same place.
 //
 //   attention_forward:     inputs q, k, v; outputs o, lse.         grid [⌈T/32⌉, H, B]
@@ -100,7 +103,7 @@ fn store_o(b: u32, i: u32, h: u32, acc: ptr<function, array<vec4<f32>, 64>>, s: 
 }
 
 @compute @workgroup_size(LANES)
-fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_invocation_id) sg: u32) {
     let b = wid.z;
     let h = wid.y;
     let last = p.tokens - 1u;
@@ -134,14 +137,16 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     let cl = p.dh4 - 1u;
     for (var j = 0u; j < p.tokens; j++) {
         let at = (b * p.tokens + j) * p.d4 + h * p.dh4;
-        kr[0u] = f_k[at + min(0u, cl)]; vr[0u] = f_v[at + min(0u, cl)]; kr[1u] = f_k[at + min(1u, cl)]; vr[1u] = f_v[at + min(1u, cl)];
-        kr[2u] = f_k[at + min(2u, cl)]; vr[2u] = f_v[at + min(2u, cl)]; kr[3u] = f_k[at + min(3u, cl)]; vr[3u] = f_v[at + min(3u, cl)];
-        kr[4u] = f_k[at + min(4u, cl)]; vr[4u] = f_v[at + min(4u, cl)]; kr[5u] = f_k[at + min(5u, cl)]; vr[5u] = f_v[at + min(5u, cl)];
-        kr[6u] = f_k[at + min(6u, cl)]; vr[6u] = f_v[at + min(6u, cl)]; kr[7u] = f_k[at + min(7u, cl)]; vr[7u] = f_v[at + min(7u, cl)];
-        kr[8u] = f_k[at + min(8u, cl)]; vr[8u] = f_v[at + min(8u, cl)]; kr[9u] = f_k[at + min(9u, cl)]; vr[9u] = f_v[at + min(9u, cl)];
-        kr[10u] = f_k[at + min(10u, cl)]; vr[10u] = f_v[at + min(10u, cl)]; kr[11u] = f_k[at + min(11u, cl)]; vr[11u] = f_v[at + min(11u, cl)];
-        kr[12u] = f_k[at + min(12u, cl)]; vr[12u] = f_v[at + min(12u, cl)]; kr[13u] = f_k[at + min(13u, cl)]; vr[13u] = f_v[at + min(13u, cl)];
-        kr[14u] = f_k[at + min(14u, cl)]; vr[14u] = f_v[at + min(14u, cl)]; kr[15u] = f_k[at + min(15u, cl)]; vr[15u] = f_v[at + min(15u, cl)];
+        let kr_lo = f_k[at + min(sg, cl)]; let kr_hi = f_k[at + min(sg + 8u, cl)];
+        let vr_lo = f_v[at + min(sg, cl)]; let vr_hi = f_v[at + min(sg + 8u, cl)];
+        kr[0u] = subgroupBroadcast(kr_lo, 0u); kr[1u] = subgroupBroadcast(kr_lo, 1u); kr[2u] = subgroupBroadcast(kr_lo, 2u); kr[3u] = subgroupBroadcast(kr_lo, 3u);
+        kr[4u] = subgroupBroadcast(kr_lo, 4u); kr[5u] = subgroupBroadcast(kr_lo, 5u); kr[6u] = subgroupBroadcast(kr_lo, 6u); kr[7u] = subgroupBroadcast(kr_lo, 7u);
+        kr[8u] = subgroupBroadcast(kr_hi, 0u); kr[9u] = subgroupBroadcast(kr_hi, 1u); kr[10u] = subgroupBroadcast(kr_hi, 2u); kr[11u] = subgroupBroadcast(kr_hi, 3u);
+        kr[12u] = subgroupBroadcast(kr_hi, 4u); kr[13u] = subgroupBroadcast(kr_hi, 5u); kr[14u] = subgroupBroadcast(kr_hi, 6u); kr[15u] = subgroupBroadcast(kr_hi, 7u);
+        vr[0u] = subgroupBroadcast(vr_lo, 0u); vr[1u] = subgroupBroadcast(vr_lo, 1u); vr[2u] = subgroupBroadcast(vr_lo, 2u); vr[3u] = subgroupBroadcast(vr_lo, 3u);
+        vr[4u] = subgroupBroadcast(vr_lo, 4u); vr[5u] = subgroupBroadcast(vr_lo, 5u); vr[6u] = subgroupBroadcast(vr_lo, 6u); vr[7u] = subgroupBroadcast(vr_lo, 7u);
+        vr[8u] = subgroupBroadcast(vr_hi, 0u); vr[9u] = subgroupBroadcast(vr_hi, 1u); vr[10u] = subgroupBroadcast(vr_hi, 2u); vr[11u] = subgroupBroadcast(vr_hi, 3u);
+        vr[12u] = subgroupBroadcast(vr_hi, 4u); vr[13u] = subgroupBroadcast(vr_hi, 5u); vr[14u] = subgroupBroadcast(vr_hi, 6u); vr[15u] = subgroupBroadcast(vr_hi, 7u);
         let sc = vec4<f32>(dot16(&qr, 0u, &kr), dot16(&qr, 16u, &kr), dot16(&qr, 32u, &kr), dot16(&qr, 48u, &kr));
         let m_new = max(m, sc);
         let corr = exp(m - m_new);
@@ -235,7 +240,7 @@ fn store_dq(b: u32, i: u32, h: u32, acc: ptr<function, array<vec4<f32>, 64>>, s:
 }
 
 @compute @workgroup_size(LANES)
-fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_invocation_id) sg: u32) {
     let b = wid.z;
     let h = wid.y;
     let last = p.tokens - 1u;
@@ -285,14 +290,16 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     let cl = p.dh4 - 1u;
     for (var j = 0u; j < p.tokens; j++) {
         let at = (b * p.tokens + j) * p.d4 + h * p.dh4;
-        kr[0u] = bq_k[at + min(0u, cl)]; vr[0u] = bq_v[at + min(0u, cl)]; kr[1u] = bq_k[at + min(1u, cl)]; vr[1u] = bq_v[at + min(1u, cl)];
-        kr[2u] = bq_k[at + min(2u, cl)]; vr[2u] = bq_v[at + min(2u, cl)]; kr[3u] = bq_k[at + min(3u, cl)]; vr[3u] = bq_v[at + min(3u, cl)];
-        kr[4u] = bq_k[at + min(4u, cl)]; vr[4u] = bq_v[at + min(4u, cl)]; kr[5u] = bq_k[at + min(5u, cl)]; vr[5u] = bq_v[at + min(5u, cl)];
-        kr[6u] = bq_k[at + min(6u, cl)]; vr[6u] = bq_v[at + min(6u, cl)]; kr[7u] = bq_k[at + min(7u, cl)]; vr[7u] = bq_v[at + min(7u, cl)];
-        kr[8u] = bq_k[at + min(8u, cl)]; vr[8u] = bq_v[at + min(8u, cl)]; kr[9u] = bq_k[at + min(9u, cl)]; vr[9u] = bq_v[at + min(9u, cl)];
-        kr[10u] = bq_k[at + min(10u, cl)]; vr[10u] = bq_v[at + min(10u, cl)]; kr[11u] = bq_k[at + min(11u, cl)]; vr[11u] = bq_v[at + min(11u, cl)];
-        kr[12u] = bq_k[at + min(12u, cl)]; vr[12u] = bq_v[at + min(12u, cl)]; kr[13u] = bq_k[at + min(13u, cl)]; vr[13u] = bq_v[at + min(13u, cl)];
-        kr[14u] = bq_k[at + min(14u, cl)]; vr[14u] = bq_v[at + min(14u, cl)]; kr[15u] = bq_k[at + min(15u, cl)]; vr[15u] = bq_v[at + min(15u, cl)];
+        let kr_lo = bq_k[at + min(sg, cl)]; let kr_hi = bq_k[at + min(sg + 8u, cl)];
+        let vr_lo = bq_v[at + min(sg, cl)]; let vr_hi = bq_v[at + min(sg + 8u, cl)];
+        kr[0u] = subgroupBroadcast(kr_lo, 0u); kr[1u] = subgroupBroadcast(kr_lo, 1u); kr[2u] = subgroupBroadcast(kr_lo, 2u); kr[3u] = subgroupBroadcast(kr_lo, 3u);
+        kr[4u] = subgroupBroadcast(kr_lo, 4u); kr[5u] = subgroupBroadcast(kr_lo, 5u); kr[6u] = subgroupBroadcast(kr_lo, 6u); kr[7u] = subgroupBroadcast(kr_lo, 7u);
+        kr[8u] = subgroupBroadcast(kr_hi, 0u); kr[9u] = subgroupBroadcast(kr_hi, 1u); kr[10u] = subgroupBroadcast(kr_hi, 2u); kr[11u] = subgroupBroadcast(kr_hi, 3u);
+        kr[12u] = subgroupBroadcast(kr_hi, 4u); kr[13u] = subgroupBroadcast(kr_hi, 5u); kr[14u] = subgroupBroadcast(kr_hi, 6u); kr[15u] = subgroupBroadcast(kr_hi, 7u);
+        vr[0u] = subgroupBroadcast(vr_lo, 0u); vr[1u] = subgroupBroadcast(vr_lo, 1u); vr[2u] = subgroupBroadcast(vr_lo, 2u); vr[3u] = subgroupBroadcast(vr_lo, 3u);
+        vr[4u] = subgroupBroadcast(vr_lo, 4u); vr[5u] = subgroupBroadcast(vr_lo, 5u); vr[6u] = subgroupBroadcast(vr_lo, 6u); vr[7u] = subgroupBroadcast(vr_lo, 7u);
+        vr[8u] = subgroupBroadcast(vr_hi, 0u); vr[9u] = subgroupBroadcast(vr_hi, 1u); vr[10u] = subgroupBroadcast(vr_hi, 2u); vr[11u] = subgroupBroadcast(vr_hi, 3u);
+        vr[12u] = subgroupBroadcast(vr_hi, 4u); vr[13u] = subgroupBroadcast(vr_hi, 5u); vr[14u] = subgroupBroadcast(vr_hi, 6u); vr[15u] = subgroupBroadcast(vr_hi, 7u);
         let sc = vec4<f32>(dot16(&qr, 0u, &kr), dot16(&qr, 16u, &kr), dot16(&qr, 32u, &kr), dot16(&qr, 48u, &kr));
         let pj = exp(sc - lse);
         let dp = vec4<f32>(dot16(&dor, 0u, &vr), dot16(&dor, 16u, &vr), dot16(&dor, 32u, &vr), dot16(&dor, 48u, &vr));
@@ -347,7 +354,7 @@ fn store_dkv(b: u32, j: u32, h: u32, dk: ptr<function, array<vec4<f32>, 64>>, dv
 }
 
 @compute @workgroup_size(LANES)
-fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_invocation_id) sg: u32) {
     let b = wid.z;
     let h = wid.y;
     let last = p.tokens - 1u;
@@ -397,14 +404,16 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let cl = p.dh4 - 1u;
     for (var i = 0u; i < p.tokens; i++) {
         let at = (b * p.tokens + i) * p.d4 + h * p.dh4;
-        qr[0u] = p.scale * bk_q[at + min(0u, cl)]; dor[0u] = bk_do[at + min(0u, cl)]; qr[1u] = p.scale * bk_q[at + min(1u, cl)]; dor[1u] = bk_do[at + min(1u, cl)];
-        qr[2u] = p.scale * bk_q[at + min(2u, cl)]; dor[2u] = bk_do[at + min(2u, cl)]; qr[3u] = p.scale * bk_q[at + min(3u, cl)]; dor[3u] = bk_do[at + min(3u, cl)];
-        qr[4u] = p.scale * bk_q[at + min(4u, cl)]; dor[4u] = bk_do[at + min(4u, cl)]; qr[5u] = p.scale * bk_q[at + min(5u, cl)]; dor[5u] = bk_do[at + min(5u, cl)];
-        qr[6u] = p.scale * bk_q[at + min(6u, cl)]; dor[6u] = bk_do[at + min(6u, cl)]; qr[7u] = p.scale * bk_q[at + min(7u, cl)]; dor[7u] = bk_do[at + min(7u, cl)];
-        qr[8u] = p.scale * bk_q[at + min(8u, cl)]; dor[8u] = bk_do[at + min(8u, cl)]; qr[9u] = p.scale * bk_q[at + min(9u, cl)]; dor[9u] = bk_do[at + min(9u, cl)];
-        qr[10u] = p.scale * bk_q[at + min(10u, cl)]; dor[10u] = bk_do[at + min(10u, cl)]; qr[11u] = p.scale * bk_q[at + min(11u, cl)]; dor[11u] = bk_do[at + min(11u, cl)];
-        qr[12u] = p.scale * bk_q[at + min(12u, cl)]; dor[12u] = bk_do[at + min(12u, cl)]; qr[13u] = p.scale * bk_q[at + min(13u, cl)]; dor[13u] = bk_do[at + min(13u, cl)];
-        qr[14u] = p.scale * bk_q[at + min(14u, cl)]; dor[14u] = bk_do[at + min(14u, cl)]; qr[15u] = p.scale * bk_q[at + min(15u, cl)]; dor[15u] = bk_do[at + min(15u, cl)];
+        let qr_lo = p.scale * bk_q[at + min(sg, cl)]; let qr_hi = p.scale * bk_q[at + min(sg + 8u, cl)];
+        let dor_lo = bk_do[at + min(sg, cl)]; let dor_hi = bk_do[at + min(sg + 8u, cl)];
+        qr[0u] = subgroupBroadcast(qr_lo, 0u); qr[1u] = subgroupBroadcast(qr_lo, 1u); qr[2u] = subgroupBroadcast(qr_lo, 2u); qr[3u] = subgroupBroadcast(qr_lo, 3u);
+        qr[4u] = subgroupBroadcast(qr_lo, 4u); qr[5u] = subgroupBroadcast(qr_lo, 5u); qr[6u] = subgroupBroadcast(qr_lo, 6u); qr[7u] = subgroupBroadcast(qr_lo, 7u);
+        qr[8u] = subgroupBroadcast(qr_hi, 0u); qr[9u] = subgroupBroadcast(qr_hi, 1u); qr[10u] = subgroupBroadcast(qr_hi, 2u); qr[11u] = subgroupBroadcast(qr_hi, 3u);
+        qr[12u] = subgroupBroadcast(qr_hi, 4u); qr[13u] = subgroupBroadcast(qr_hi, 5u); qr[14u] = subgroupBroadcast(qr_hi, 6u); qr[15u] = subgroupBroadcast(qr_hi, 7u);
+        dor[0u] = subgroupBroadcast(dor_lo, 0u); dor[1u] = subgroupBroadcast(dor_lo, 1u); dor[2u] = subgroupBroadcast(dor_lo, 2u); dor[3u] = subgroupBroadcast(dor_lo, 3u);
+        dor[4u] = subgroupBroadcast(dor_lo, 4u); dor[5u] = subgroupBroadcast(dor_lo, 5u); dor[6u] = subgroupBroadcast(dor_lo, 6u); dor[7u] = subgroupBroadcast(dor_lo, 7u);
+        dor[8u] = subgroupBroadcast(dor_hi, 0u); dor[9u] = subgroupBroadcast(dor_hi, 1u); dor[10u] = subgroupBroadcast(dor_hi, 2u); dor[11u] = subgroupBroadcast(dor_hi, 3u);
+        dor[12u] = subgroupBroadcast(dor_hi, 4u); dor[13u] = subgroupBroadcast(dor_hi, 5u); dor[14u] = subgroupBroadcast(dor_hi, 6u); dor[15u] = subgroupBroadcast(dor_hi, 7u);
         let lse = bk_lse[row_idx(b, i, h)];
         let dd = bk_dsum[row_idx(b, i, h)];
         let pj = exp(vec4<f32>(dot16(&kr, 0u, &qr), dot16(&kr, 16u, &qr), dot16(&kr, 32u, &qr), dot16(&kr, 48u, &qr)) - lse);

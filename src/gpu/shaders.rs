@@ -112,7 +112,7 @@ impl Shader {
     /// Whether the shader uses subgroup operations: its pipelines need a device opened with
     /// [`wgpu::Features::SUBGROUP`] (see [`crate::Gpu::has_subgroups_of`]).
     pub fn uses_subgroups(self) -> bool {
-        matches!(self, Shader::MatmulRows)
+        matches!(self, Shader::MatmulRows | Shader::Attention)
     }
 
     /// WGSL source text, compiled into the binary.

@@ -3,7 +3,7 @@
 
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::ops::attention::{attention_fits, attention_var};
+use crate::ops::attention::{attention_fits, attention_var, fused_kernels_run_on};
 use crate::ops::matmul::{MatmulSpec, matmul_var};
 use crate::ops::shape::{permute_var, reshape_var};
 use crate::ops::softmax::softmax_var;
@@ -11,11 +11,13 @@ use crate::ops::softmax::softmax_var;
 /// Which implementation computes attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AttentionPath {
-    /// `Fused` on CPU adapters (lavapipe) when the heads fit it, `Unfused` otherwise.
+    /// `Fused` on CPU adapters (lavapipe) with subgroups of 8 when the heads fit it,
+    /// `Unfused` otherwise.
     #[default]
     Auto,
     /// [`crate::ops::attention`]: one kernel forward, two backward, no `T×T` tensor stored;
-    /// laid out for CPU drivers. Needs `D` and `d_h` multiples of 4 and `d_h ≤ 64`.
+    /// laid out for CPU drivers. Needs `D` and `d_h` multiples of 4, `d_h ≤ 64` and a device
+    /// with subgroups of at least 8 lanes.
     Fused,
     /// Permutes, batched matmuls and a softmax on the tape (any shape, suits GPUs).
     Unfused,
@@ -49,7 +51,10 @@ pub fn multi_head_attention_with(
     }
     let fused = match path {
         AttentionPath::Auto => {
-            attention_fits(d, heads) && tape.gpu().adapter_info().device_type == wgpu::DeviceType::Cpu
+            let gpu = tape.gpu();
+            attention_fits(d, heads)
+                && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu
+                && fused_kernels_run_on(gpu)
         }
         AttentionPath::Fused => true,
         AttentionPath::Unfused => false,

@@ -41,7 +41,11 @@ pub struct AttentionParams {
 /// Largest head width the fused kernels hold in registers.
 pub const MAX_HEAD_DIM: usize = 64;
 
-/// Whether the fused kernels compute attention of `heads` heads over width `d`.
+/// Invocations of a workgroup of the fused kernels, one subgroup that shares each row it loads.
+const LANES: u32 = 8;
+
+/// Whether the fused kernels compute attention of `heads` heads over width `d` (shapes only;
+/// the device must also have subgroups of 8, see [`fused_kernels_run_on`]).
 pub fn attention_fits(d: usize, heads: usize) -> bool {
     heads > 0 && d.is_multiple_of(heads) && {
         let dh = d / heads;
@@ -49,7 +53,18 @@ pub fn attention_fits(d: usize, heads: usize) -> bool {
     }
 }
 
-fn params(op: &'static str, q: &Tensor, heads: usize) -> Result<AttentionParams> {
+/// Whether `gpu` runs the fused kernels: they share rows across a subgroup of 8 lanes.
+pub fn fused_kernels_run_on(gpu: &Gpu) -> bool {
+    gpu.has_subgroups_of(LANES)
+}
+
+fn params(gpu: &Gpu, op: &'static str, q: &Tensor, heads: usize) -> Result<AttentionParams> {
+    if !fused_kernels_run_on(gpu) {
+        return Err(Error::invalid(
+            op,
+            format!("the fused attention kernels need subgroups of at least {LANES} lanes, which this device lacks"),
+        ));
+    }
     let &[batch, tokens, d] = q.shape() else {
         return Err(Error::shape(op, "q of shape [B, T, D]", format!("{:?}", q.shape())));
     };
@@ -88,7 +103,7 @@ fn grid(p: &AttentionParams, per_workgroup: u32) -> [u32; 3] {
 /// `(o, lse)`: attention of `q`, `k`, `v` `[B, T, D]` with `heads` heads; `o` is `[B, T, D]`,
 /// `lse` the log-sum-exp of each query's scores `[B, H, T]`.
 pub fn attention(gpu: &Gpu, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<(Tensor, Tensor)> {
-    let p = params("attention", q, heads)?;
+    let p = params(gpu, "attention", q, heads)?;
     same_shape("attention", q, &[k, v])?;
     let o = Tensor::uninit(gpu, q.shape(), DType::F32)?;
     let lse = Tensor::uninit(gpu, &[p.batch as usize, heads, p.tokens as usize], DType::F32)?;
@@ -108,7 +123,7 @@ pub fn attention_backward(
     d_o: &Tensor,
     heads: usize,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let p = params("attention_backward", q, heads)?;
+    let p = params(gpu, "attention_backward", q, heads)?;
     same_shape("attention_backward", q, &[k, v, o, d_o])?;
     let rows = [p.batch as usize, heads, p.tokens as usize];
     if lse.shape() != rows || lse.dtype() != DType::F32 {
