@@ -14,13 +14,14 @@
 // Why this shape: a CPU driver runs a workgroup's invocations as SIMD lanes, and every load
 // whose address is not built from constants and immediates alone costs tens of instructions
 // per component (Mesa's lavapipe loops over the lanes), while a multiply-add costs one, and
-// register arrays stay in registers only under constant indices. So a workgroup is one
-// subgroup of 8 lanes; each lane keeps 4 queries (forward, ∂q) or 4 keys (∂k, ∂v) with their
-// head rows in registers, padded to 16 vec4s (channels past dh are zero and never stored),
-// and in the loop over the other side's tokens each lane loads two vec4s of a row (sg and
-// sg + 8) and subgroupBroadcast from constant lanes hands every lane the whole row. Needs
-// subgroups of at least 8 lanes (host: ops::attention::fused_kernels_run_on). Lanes past the
-// last token repeat the last one and store the same values to the same place.
+// register arrays stay in registers only under constant indices. So a workgroup is 8 lanes;
+// each lane keeps 4 queries (forward, ∂q) or 4 keys (∂k, ∂v) with their head rows in
+// registers, padded to 16 vec4s (channels past dh are zero and never stored), and in the
+// loop over the other side's tokens each lane loads four vec4s of a row (s, s + 4, s + 8,
+// s + 12 for s = sg mod 4) and subgroupBroadcast from constant lanes hands every lane the
+// whole row; lanes 4..7 load what lanes 0..3 do, so subgroups of 4 lanes work as well as of
+// 8 or more. Needs subgroups of at least 4 lanes (host: ops::attention::fused_kernels_run_on).
+// Lanes past the last token repeat the last one and store the same values to the same place.
 //
 //   attention_forward:     inputs q, k, v; outputs o, lse.         grid [⌈T/32⌉, H, B]
 //   attention_backward_q:  inputs q, k, v, o, ∂o, lse; outputs ∂q, D. grid [⌈T/32⌉, H, B]
@@ -39,6 +40,7 @@ struct AttentionParams {
 }
 
 const LANES: u32 = 8u;
+const SHARE: u32 = 4u; // lanes that share a row: the smallest subgroup the host allows
 
 var<immediate> p: AttentionParams;
 
@@ -104,6 +106,7 @@ fn store_o(b: u32, i: u32, h: u32, acc: ptr<function, array<vec4<f32>, 64>>, s: 
 
 @compute @workgroup_size(LANES)
 fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_invocation_id) sg: u32) {
+    let s = sg % SHARE;
     let b = wid.z;
     let h = wid.y;
     let last = p.tokens - 1u;
@@ -137,16 +140,16 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     let cl = p.dh4 - 1u;
     for (var j = 0u; j < p.tokens; j++) {
         let at = (b * p.tokens + j) * p.d4 + h * p.dh4;
-        let kr_lo = f_k[at + min(sg, cl)]; let kr_hi = f_k[at + min(sg + 8u, cl)];
-        let vr_lo = f_v[at + min(sg, cl)]; let vr_hi = f_v[at + min(sg + 8u, cl)];
-        kr[0u] = subgroupBroadcast(kr_lo, 0u); kr[1u] = subgroupBroadcast(kr_lo, 1u); kr[2u] = subgroupBroadcast(kr_lo, 2u); kr[3u] = subgroupBroadcast(kr_lo, 3u);
-        kr[4u] = subgroupBroadcast(kr_lo, 4u); kr[5u] = subgroupBroadcast(kr_lo, 5u); kr[6u] = subgroupBroadcast(kr_lo, 6u); kr[7u] = subgroupBroadcast(kr_lo, 7u);
-        kr[8u] = subgroupBroadcast(kr_hi, 0u); kr[9u] = subgroupBroadcast(kr_hi, 1u); kr[10u] = subgroupBroadcast(kr_hi, 2u); kr[11u] = subgroupBroadcast(kr_hi, 3u);
-        kr[12u] = subgroupBroadcast(kr_hi, 4u); kr[13u] = subgroupBroadcast(kr_hi, 5u); kr[14u] = subgroupBroadcast(kr_hi, 6u); kr[15u] = subgroupBroadcast(kr_hi, 7u);
-        vr[0u] = subgroupBroadcast(vr_lo, 0u); vr[1u] = subgroupBroadcast(vr_lo, 1u); vr[2u] = subgroupBroadcast(vr_lo, 2u); vr[3u] = subgroupBroadcast(vr_lo, 3u);
-        vr[4u] = subgroupBroadcast(vr_lo, 4u); vr[5u] = subgroupBroadcast(vr_lo, 5u); vr[6u] = subgroupBroadcast(vr_lo, 6u); vr[7u] = subgroupBroadcast(vr_lo, 7u);
-        vr[8u] = subgroupBroadcast(vr_hi, 0u); vr[9u] = subgroupBroadcast(vr_hi, 1u); vr[10u] = subgroupBroadcast(vr_hi, 2u); vr[11u] = subgroupBroadcast(vr_hi, 3u);
-        vr[12u] = subgroupBroadcast(vr_hi, 4u); vr[13u] = subgroupBroadcast(vr_hi, 5u); vr[14u] = subgroupBroadcast(vr_hi, 6u); vr[15u] = subgroupBroadcast(vr_hi, 7u);
+        let kr_0 = f_k[at + min(s + 0u, cl)]; let kr_1 = f_k[at + min(s + 4u, cl)]; let kr_2 = f_k[at + min(s + 8u, cl)]; let kr_3 = f_k[at + min(s + 12u, cl)];
+        let vr_0 = f_v[at + min(s + 0u, cl)]; let vr_1 = f_v[at + min(s + 4u, cl)]; let vr_2 = f_v[at + min(s + 8u, cl)]; let vr_3 = f_v[at + min(s + 12u, cl)];
+        kr[0u] = subgroupBroadcast(kr_0, 0u); kr[1u] = subgroupBroadcast(kr_0, 1u); kr[2u] = subgroupBroadcast(kr_0, 2u); kr[3u] = subgroupBroadcast(kr_0, 3u);
+        kr[4u] = subgroupBroadcast(kr_1, 0u); kr[5u] = subgroupBroadcast(kr_1, 1u); kr[6u] = subgroupBroadcast(kr_1, 2u); kr[7u] = subgroupBroadcast(kr_1, 3u);
+        kr[8u] = subgroupBroadcast(kr_2, 0u); kr[9u] = subgroupBroadcast(kr_2, 1u); kr[10u] = subgroupBroadcast(kr_2, 2u); kr[11u] = subgroupBroadcast(kr_2, 3u);
+        kr[12u] = subgroupBroadcast(kr_3, 0u); kr[13u] = subgroupBroadcast(kr_3, 1u); kr[14u] = subgroupBroadcast(kr_3, 2u); kr[15u] = subgroupBroadcast(kr_3, 3u);
+        vr[0u] = subgroupBroadcast(vr_0, 0u); vr[1u] = subgroupBroadcast(vr_0, 1u); vr[2u] = subgroupBroadcast(vr_0, 2u); vr[3u] = subgroupBroadcast(vr_0, 3u);
+        vr[4u] = subgroupBroadcast(vr_1, 0u); vr[5u] = subgroupBroadcast(vr_1, 1u); vr[6u] = subgroupBroadcast(vr_1, 2u); vr[7u] = subgroupBroadcast(vr_1, 3u);
+        vr[8u] = subgroupBroadcast(vr_2, 0u); vr[9u] = subgroupBroadcast(vr_2, 1u); vr[10u] = subgroupBroadcast(vr_2, 2u); vr[11u] = subgroupBroadcast(vr_2, 3u);
+        vr[12u] = subgroupBroadcast(vr_3, 0u); vr[13u] = subgroupBroadcast(vr_3, 1u); vr[14u] = subgroupBroadcast(vr_3, 2u); vr[15u] = subgroupBroadcast(vr_3, 3u);
         let sc = vec4<f32>(dot16(&qr, 0u, &kr), dot16(&qr, 16u, &kr), dot16(&qr, 32u, &kr), dot16(&qr, 48u, &kr));
         let m_new = max(m, sc);
         let corr = exp(m - m_new);
@@ -241,6 +244,7 @@ fn store_dq(b: u32, i: u32, h: u32, acc: ptr<function, array<vec4<f32>, 64>>, s:
 
 @compute @workgroup_size(LANES)
 fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_invocation_id) sg: u32) {
+    let s = sg % SHARE;
     let b = wid.z;
     let h = wid.y;
     let last = p.tokens - 1u;
@@ -290,16 +294,16 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     let cl = p.dh4 - 1u;
     for (var j = 0u; j < p.tokens; j++) {
         let at = (b * p.tokens + j) * p.d4 + h * p.dh4;
-        let kr_lo = bq_k[at + min(sg, cl)]; let kr_hi = bq_k[at + min(sg + 8u, cl)];
-        let vr_lo = bq_v[at + min(sg, cl)]; let vr_hi = bq_v[at + min(sg + 8u, cl)];
-        kr[0u] = subgroupBroadcast(kr_lo, 0u); kr[1u] = subgroupBroadcast(kr_lo, 1u); kr[2u] = subgroupBroadcast(kr_lo, 2u); kr[3u] = subgroupBroadcast(kr_lo, 3u);
-        kr[4u] = subgroupBroadcast(kr_lo, 4u); kr[5u] = subgroupBroadcast(kr_lo, 5u); kr[6u] = subgroupBroadcast(kr_lo, 6u); kr[7u] = subgroupBroadcast(kr_lo, 7u);
-        kr[8u] = subgroupBroadcast(kr_hi, 0u); kr[9u] = subgroupBroadcast(kr_hi, 1u); kr[10u] = subgroupBroadcast(kr_hi, 2u); kr[11u] = subgroupBroadcast(kr_hi, 3u);
-        kr[12u] = subgroupBroadcast(kr_hi, 4u); kr[13u] = subgroupBroadcast(kr_hi, 5u); kr[14u] = subgroupBroadcast(kr_hi, 6u); kr[15u] = subgroupBroadcast(kr_hi, 7u);
-        vr[0u] = subgroupBroadcast(vr_lo, 0u); vr[1u] = subgroupBroadcast(vr_lo, 1u); vr[2u] = subgroupBroadcast(vr_lo, 2u); vr[3u] = subgroupBroadcast(vr_lo, 3u);
-        vr[4u] = subgroupBroadcast(vr_lo, 4u); vr[5u] = subgroupBroadcast(vr_lo, 5u); vr[6u] = subgroupBroadcast(vr_lo, 6u); vr[7u] = subgroupBroadcast(vr_lo, 7u);
-        vr[8u] = subgroupBroadcast(vr_hi, 0u); vr[9u] = subgroupBroadcast(vr_hi, 1u); vr[10u] = subgroupBroadcast(vr_hi, 2u); vr[11u] = subgroupBroadcast(vr_hi, 3u);
-        vr[12u] = subgroupBroadcast(vr_hi, 4u); vr[13u] = subgroupBroadcast(vr_hi, 5u); vr[14u] = subgroupBroadcast(vr_hi, 6u); vr[15u] = subgroupBroadcast(vr_hi, 7u);
+        let kr_0 = bq_k[at + min(s + 0u, cl)]; let kr_1 = bq_k[at + min(s + 4u, cl)]; let kr_2 = bq_k[at + min(s + 8u, cl)]; let kr_3 = bq_k[at + min(s + 12u, cl)];
+        let vr_0 = bq_v[at + min(s + 0u, cl)]; let vr_1 = bq_v[at + min(s + 4u, cl)]; let vr_2 = bq_v[at + min(s + 8u, cl)]; let vr_3 = bq_v[at + min(s + 12u, cl)];
+        kr[0u] = subgroupBroadcast(kr_0, 0u); kr[1u] = subgroupBroadcast(kr_0, 1u); kr[2u] = subgroupBroadcast(kr_0, 2u); kr[3u] = subgroupBroadcast(kr_0, 3u);
+        kr[4u] = subgroupBroadcast(kr_1, 0u); kr[5u] = subgroupBroadcast(kr_1, 1u); kr[6u] = subgroupBroadcast(kr_1, 2u); kr[7u] = subgroupBroadcast(kr_1, 3u);
+        kr[8u] = subgroupBroadcast(kr_2, 0u); kr[9u] = subgroupBroadcast(kr_2, 1u); kr[10u] = subgroupBroadcast(kr_2, 2u); kr[11u] = subgroupBroadcast(kr_2, 3u);
+        kr[12u] = subgroupBroadcast(kr_3, 0u); kr[13u] = subgroupBroadcast(kr_3, 1u); kr[14u] = subgroupBroadcast(kr_3, 2u); kr[15u] = subgroupBroadcast(kr_3, 3u);
+        vr[0u] = subgroupBroadcast(vr_0, 0u); vr[1u] = subgroupBroadcast(vr_0, 1u); vr[2u] = subgroupBroadcast(vr_0, 2u); vr[3u] = subgroupBroadcast(vr_0, 3u);
+        vr[4u] = subgroupBroadcast(vr_1, 0u); vr[5u] = subgroupBroadcast(vr_1, 1u); vr[6u] = subgroupBroadcast(vr_1, 2u); vr[7u] = subgroupBroadcast(vr_1, 3u);
+        vr[8u] = subgroupBroadcast(vr_2, 0u); vr[9u] = subgroupBroadcast(vr_2, 1u); vr[10u] = subgroupBroadcast(vr_2, 2u); vr[11u] = subgroupBroadcast(vr_2, 3u);
+        vr[12u] = subgroupBroadcast(vr_3, 0u); vr[13u] = subgroupBroadcast(vr_3, 1u); vr[14u] = subgroupBroadcast(vr_3, 2u); vr[15u] = subgroupBroadcast(vr_3, 3u);
         let sc = vec4<f32>(dot16(&qr, 0u, &kr), dot16(&qr, 16u, &kr), dot16(&qr, 32u, &kr), dot16(&qr, 48u, &kr));
         let pj = exp(sc - lse);
         let dp = vec4<f32>(dot16(&dor, 0u, &vr), dot16(&dor, 16u, &vr), dot16(&dor, 32u, &vr), dot16(&dor, 48u, &vr));
@@ -355,6 +359,7 @@ fn store_dkv(b: u32, j: u32, h: u32, dk: ptr<function, array<vec4<f32>, 64>>, dv
 
 @compute @workgroup_size(LANES)
 fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(subgroup_invocation_id) sg: u32) {
+    let s = sg % SHARE;
     let b = wid.z;
     let h = wid.y;
     let last = p.tokens - 1u;
@@ -404,16 +409,16 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let cl = p.dh4 - 1u;
     for (var i = 0u; i < p.tokens; i++) {
         let at = (b * p.tokens + i) * p.d4 + h * p.dh4;
-        let qr_lo = p.scale * bk_q[at + min(sg, cl)]; let qr_hi = p.scale * bk_q[at + min(sg + 8u, cl)];
-        let dor_lo = bk_do[at + min(sg, cl)]; let dor_hi = bk_do[at + min(sg + 8u, cl)];
-        qr[0u] = subgroupBroadcast(qr_lo, 0u); qr[1u] = subgroupBroadcast(qr_lo, 1u); qr[2u] = subgroupBroadcast(qr_lo, 2u); qr[3u] = subgroupBroadcast(qr_lo, 3u);
-        qr[4u] = subgroupBroadcast(qr_lo, 4u); qr[5u] = subgroupBroadcast(qr_lo, 5u); qr[6u] = subgroupBroadcast(qr_lo, 6u); qr[7u] = subgroupBroadcast(qr_lo, 7u);
-        qr[8u] = subgroupBroadcast(qr_hi, 0u); qr[9u] = subgroupBroadcast(qr_hi, 1u); qr[10u] = subgroupBroadcast(qr_hi, 2u); qr[11u] = subgroupBroadcast(qr_hi, 3u);
-        qr[12u] = subgroupBroadcast(qr_hi, 4u); qr[13u] = subgroupBroadcast(qr_hi, 5u); qr[14u] = subgroupBroadcast(qr_hi, 6u); qr[15u] = subgroupBroadcast(qr_hi, 7u);
-        dor[0u] = subgroupBroadcast(dor_lo, 0u); dor[1u] = subgroupBroadcast(dor_lo, 1u); dor[2u] = subgroupBroadcast(dor_lo, 2u); dor[3u] = subgroupBroadcast(dor_lo, 3u);
-        dor[4u] = subgroupBroadcast(dor_lo, 4u); dor[5u] = subgroupBroadcast(dor_lo, 5u); dor[6u] = subgroupBroadcast(dor_lo, 6u); dor[7u] = subgroupBroadcast(dor_lo, 7u);
-        dor[8u] = subgroupBroadcast(dor_hi, 0u); dor[9u] = subgroupBroadcast(dor_hi, 1u); dor[10u] = subgroupBroadcast(dor_hi, 2u); dor[11u] = subgroupBroadcast(dor_hi, 3u);
-        dor[12u] = subgroupBroadcast(dor_hi, 4u); dor[13u] = subgroupBroadcast(dor_hi, 5u); dor[14u] = subgroupBroadcast(dor_hi, 6u); dor[15u] = subgroupBroadcast(dor_hi, 7u);
+        let qr_0 = p.scale * bk_q[at + min(s + 0u, cl)]; let qr_1 = p.scale * bk_q[at + min(s + 4u, cl)]; let qr_2 = p.scale * bk_q[at + min(s + 8u, cl)]; let qr_3 = p.scale * bk_q[at + min(s + 12u, cl)];
+        let dor_0 = bk_do[at + min(s + 0u, cl)]; let dor_1 = bk_do[at + min(s + 4u, cl)]; let dor_2 = bk_do[at + min(s + 8u, cl)]; let dor_3 = bk_do[at + min(s + 12u, cl)];
+        qr[0u] = subgroupBroadcast(qr_0, 0u); qr[1u] = subgroupBroadcast(qr_0, 1u); qr[2u] = subgroupBroadcast(qr_0, 2u); qr[3u] = subgroupBroadcast(qr_0, 3u);
+        qr[4u] = subgroupBroadcast(qr_1, 0u); qr[5u] = subgroupBroadcast(qr_1, 1u); qr[6u] = subgroupBroadcast(qr_1, 2u); qr[7u] = subgroupBroadcast(qr_1, 3u);
+        qr[8u] = subgroupBroadcast(qr_2, 0u); qr[9u] = subgroupBroadcast(qr_2, 1u); qr[10u] = subgroupBroadcast(qr_2, 2u); qr[11u] = subgroupBroadcast(qr_2, 3u);
+        qr[12u] = subgroupBroadcast(qr_3, 0u); qr[13u] = subgroupBroadcast(qr_3, 1u); qr[14u] = subgroupBroadcast(qr_3, 2u); qr[15u] = subgroupBroadcast(qr_3, 3u);
+        dor[0u] = subgroupBroadcast(dor_0, 0u); dor[1u] = subgroupBroadcast(dor_0, 1u); dor[2u] = subgroupBroadcast(dor_0, 2u); dor[3u] = subgroupBroadcast(dor_0, 3u);
+        dor[4u] = subgroupBroadcast(dor_1, 0u); dor[5u] = subgroupBroadcast(dor_1, 1u); dor[6u] = subgroupBroadcast(dor_1, 2u); dor[7u] = subgroupBroadcast(dor_1, 3u);
+        dor[8u] = subgroupBroadcast(dor_2, 0u); dor[9u] = subgroupBroadcast(dor_2, 1u); dor[10u] = subgroupBroadcast(dor_2, 2u); dor[11u] = subgroupBroadcast(dor_2, 3u);
+        dor[12u] = subgroupBroadcast(dor_3, 0u); dor[13u] = subgroupBroadcast(dor_3, 1u); dor[14u] = subgroupBroadcast(dor_3, 2u); dor[15u] = subgroupBroadcast(dor_3, 3u);
         let lse = bk_lse[row_idx(b, i, h)];
         let dd = bk_dsum[row_idx(b, i, h)];
         let pj = exp(vec4<f32>(dot16(&kr, 0u, &qr), dot16(&kr, 16u, &qr), dot16(&kr, 32u, &qr), dot16(&kr, 48u, &qr)) - lse);

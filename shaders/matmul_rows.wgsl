@@ -11,14 +11,15 @@
 // immediates alone costs tens of instructions per component (Mesa's lavapipe: a loop over
 // the lanes, each with a bounds check), while a multiply-add costs one. An address that
 // depends on the workgroup id or on a loop counter is such a load even when every lane
-// reads the same place. So a workgroup here is one subgroup of 8 lanes that share their
-// rows: it computes 32 rows × 128 columns, each lane 32 rows × 16 columns (four column
-// quads). Per step of 4 along k, each lane loads 4 vec4s of op(A) (rows sg, sg + 8, ..),
-// and subgroupBroadcast from constant lanes (an element extract and a splat) hands every
-// lane all 32 rows; each lane also loads 16 vec4s of op(B) of its own, for 32·16·4 = 2048
-// multiply-adds per 20 loads. No workgroup memory, no barriers. Needs subgroups of at least
-// 8 lanes (host: `Gpu::has_subgroups_of(8)`); on a GPU the tiled kernel of matmul.wgsl is
-// the right one.
+// reads the same place. So a workgroup here is 8 lanes that share their rows through
+// subgroup operations: it computes 32 rows × 128 columns, each lane 32 rows × 16 columns (four column
+// quads). Per step of 4 along k, each lane loads 8 vec4s of op(A) (rows s, s + 4, .. for
+// s = sg mod 4), and subgroupBroadcast from constant lanes (an element extract and a splat)
+// hands every lane all 32 rows; each lane also loads 16 vec4s of op(B) of its own, for
+// 32·16·4 = 2048 multiply-adds per 24 loads. Sharing among 4 lanes rather than 8 costs 4 more
+// loads but works on subgroups of 4 (lavapipe on 128-bit vectors, WARP, SwiftShader) as on
+// 8, 16 or more: needs subgroups of at least 4 lanes (host: `Gpu::has_subgroups_of(4)`). No
+// workgroup memory, no barriers. On a GPU the tiled kernel of matmul.wgsl is the right one.
 //
 // Tails without branches: the last workgroup along the rows starts at m − 32 and the lanes
 // past the last column quads work on the last four, so every load is inside the matrices;
@@ -49,6 +50,7 @@ const ADDEND: u32 = 8u;
 const ROWS: u32 = 32u;  // rows of a workgroup
 const LANES: u32 = 8u;  // invocations of a workgroup
 const QUADS: u32 = 4u;  // column quads of a lane
+const SHARE: u32 = 4u;  // lanes that share op(A)'s rows: the smallest subgroup the host allows
 
 var<immediate> p: MatmulParams;
 
@@ -99,42 +101,53 @@ fn fma_row(acc: ptr<function, array<vec4<f32>, 128>>, r: u32, x: vec4<f32>, rb: 
     (*acc)[4u * r + 3u] = fma(vec4(x.w), (*rb)[15u], fma(vec4(x.z), (*rb)[11u], fma(vec4(x.y), (*rb)[7u], fma(vec4(x.x), (*rb)[3u], (*acc)[4u * r + 3u]))));
 }
 
-// One step of 4 along k: loads, then the 32 rows' multiply-adds. Lane `sg` of the subgroup
-// loads op(A)'s rows row0 + sg + 8i (without Aᵀ; with it, the quad of rows 4·sg ..) and the
-// lanes share them by subgroupBroadcast from constant lanes (see the header).
+// One step of 4 along k: loads, then the 32 rows' multiply-adds. The lanes share op(A)'s 32
+// rows by subgroupBroadcast from constant lanes (see the header).
 fn step(acc: ptr<function, array<vec4<f32>, 128>>, trans_a: bool, trans_b: bool, z: u32, row0: u32, q0: u32, k0: u32, sg: u32) {
     var ra: array<vec4<f32>, 32>;
     var rb: array<vec4<f32>, 16>;
+    // Lane s = sg % 4 of each group of 4 loads rows s + 4i (without Aᵀ; with it, the row
+    // quads s and s + 4); lanes 4..7 load what lanes 0..3 do, so a subgroup of 4 lanes
+    // has every row as well as one of 8 or more.
+    let s = sg % SHARE;
     if (!trans_a) {
         let k4 = p.k / 4u;
-        let at = z * (p.a_stride / 4u) + (row0 + sg) * k4 + k0 / 4u;
+        let at = z * (p.a_stride / 4u) + (row0 + s) * k4 + k0 / 4u;
         let v0 = p.alpha * a[at];
-        let v1 = p.alpha * a[at + 8u * k4];
-        let v2 = p.alpha * a[at + 16u * k4];
-        let v3 = p.alpha * a[at + 24u * k4];
+        let v1 = p.alpha * a[at + 4u * k4];
+        let v2 = p.alpha * a[at + 8u * k4];
+        let v3 = p.alpha * a[at + 12u * k4];
+        let v4 = p.alpha * a[at + 16u * k4];
+        let v5 = p.alpha * a[at + 20u * k4];
+        let v6 = p.alpha * a[at + 24u * k4];
+        let v7 = p.alpha * a[at + 28u * k4];
         ra[0u] = subgroupBroadcast(v0, 0u); ra[1u] = subgroupBroadcast(v0, 1u); ra[2u] = subgroupBroadcast(v0, 2u); ra[3u] = subgroupBroadcast(v0, 3u);
-        ra[4u] = subgroupBroadcast(v0, 4u); ra[5u] = subgroupBroadcast(v0, 5u); ra[6u] = subgroupBroadcast(v0, 6u); ra[7u] = subgroupBroadcast(v0, 7u);
-        ra[8u] = subgroupBroadcast(v1, 0u); ra[9u] = subgroupBroadcast(v1, 1u); ra[10u] = subgroupBroadcast(v1, 2u); ra[11u] = subgroupBroadcast(v1, 3u);
-        ra[12u] = subgroupBroadcast(v1, 4u); ra[13u] = subgroupBroadcast(v1, 5u); ra[14u] = subgroupBroadcast(v1, 6u); ra[15u] = subgroupBroadcast(v1, 7u);
-        ra[16u] = subgroupBroadcast(v2, 0u); ra[17u] = subgroupBroadcast(v2, 1u); ra[18u] = subgroupBroadcast(v2, 2u); ra[19u] = subgroupBroadcast(v2, 3u);
-        ra[20u] = subgroupBroadcast(v2, 4u); ra[21u] = subgroupBroadcast(v2, 5u); ra[22u] = subgroupBroadcast(v2, 6u); ra[23u] = subgroupBroadcast(v2, 7u);
-        ra[24u] = subgroupBroadcast(v3, 0u); ra[25u] = subgroupBroadcast(v3, 1u); ra[26u] = subgroupBroadcast(v3, 2u); ra[27u] = subgroupBroadcast(v3, 3u);
-        ra[28u] = subgroupBroadcast(v3, 4u); ra[29u] = subgroupBroadcast(v3, 5u); ra[30u] = subgroupBroadcast(v3, 6u); ra[31u] = subgroupBroadcast(v3, 7u);
+        ra[4u] = subgroupBroadcast(v1, 0u); ra[5u] = subgroupBroadcast(v1, 1u); ra[6u] = subgroupBroadcast(v1, 2u); ra[7u] = subgroupBroadcast(v1, 3u);
+        ra[8u] = subgroupBroadcast(v2, 0u); ra[9u] = subgroupBroadcast(v2, 1u); ra[10u] = subgroupBroadcast(v2, 2u); ra[11u] = subgroupBroadcast(v2, 3u);
+        ra[12u] = subgroupBroadcast(v3, 0u); ra[13u] = subgroupBroadcast(v3, 1u); ra[14u] = subgroupBroadcast(v3, 2u); ra[15u] = subgroupBroadcast(v3, 3u);
+        ra[16u] = subgroupBroadcast(v4, 0u); ra[17u] = subgroupBroadcast(v4, 1u); ra[18u] = subgroupBroadcast(v4, 2u); ra[19u] = subgroupBroadcast(v4, 3u);
+        ra[20u] = subgroupBroadcast(v5, 0u); ra[21u] = subgroupBroadcast(v5, 1u); ra[22u] = subgroupBroadcast(v5, 2u); ra[23u] = subgroupBroadcast(v5, 3u);
+        ra[24u] = subgroupBroadcast(v6, 0u); ra[25u] = subgroupBroadcast(v6, 1u); ra[26u] = subgroupBroadcast(v6, 2u); ra[27u] = subgroupBroadcast(v6, 3u);
+        ra[28u] = subgroupBroadcast(v7, 0u); ra[29u] = subgroupBroadcast(v7, 1u); ra[30u] = subgroupBroadcast(v7, 2u); ra[31u] = subgroupBroadcast(v7, 3u);
     } else {
         let m4 = p.m / 4u;
-        let at = z * (p.a_stride / 4u) + row0 / 4u + sg + k0 * m4;
+        let at = z * (p.a_stride / 4u) + row0 / 4u + s + k0 * m4;
         let w0 = p.alpha * a[at];
         let w1 = p.alpha * a[at + m4];
         let w2 = p.alpha * a[at + 2u * m4];
         let w3 = p.alpha * a[at + 3u * m4];
+        let x0 = p.alpha * a[at + 4u];
+        let x1 = p.alpha * a[at + 4u + m4];
+        let x2 = p.alpha * a[at + 4u + 2u * m4];
+        let x3 = p.alpha * a[at + 4u + 3u * m4];
         quad(&ra, 0u, subgroupBroadcast(w0, 0u), subgroupBroadcast(w1, 0u), subgroupBroadcast(w2, 0u), subgroupBroadcast(w3, 0u));
         quad(&ra, 1u, subgroupBroadcast(w0, 1u), subgroupBroadcast(w1, 1u), subgroupBroadcast(w2, 1u), subgroupBroadcast(w3, 1u));
         quad(&ra, 2u, subgroupBroadcast(w0, 2u), subgroupBroadcast(w1, 2u), subgroupBroadcast(w2, 2u), subgroupBroadcast(w3, 2u));
         quad(&ra, 3u, subgroupBroadcast(w0, 3u), subgroupBroadcast(w1, 3u), subgroupBroadcast(w2, 3u), subgroupBroadcast(w3, 3u));
-        quad(&ra, 4u, subgroupBroadcast(w0, 4u), subgroupBroadcast(w1, 4u), subgroupBroadcast(w2, 4u), subgroupBroadcast(w3, 4u));
-        quad(&ra, 5u, subgroupBroadcast(w0, 5u), subgroupBroadcast(w1, 5u), subgroupBroadcast(w2, 5u), subgroupBroadcast(w3, 5u));
-        quad(&ra, 6u, subgroupBroadcast(w0, 6u), subgroupBroadcast(w1, 6u), subgroupBroadcast(w2, 6u), subgroupBroadcast(w3, 6u));
-        quad(&ra, 7u, subgroupBroadcast(w0, 7u), subgroupBroadcast(w1, 7u), subgroupBroadcast(w2, 7u), subgroupBroadcast(w3, 7u));
+        quad(&ra, 4u, subgroupBroadcast(x0, 0u), subgroupBroadcast(x1, 0u), subgroupBroadcast(x2, 0u), subgroupBroadcast(x3, 0u));
+        quad(&ra, 5u, subgroupBroadcast(x0, 1u), subgroupBroadcast(x1, 1u), subgroupBroadcast(x2, 1u), subgroupBroadcast(x3, 1u));
+        quad(&ra, 6u, subgroupBroadcast(x0, 2u), subgroupBroadcast(x1, 2u), subgroupBroadcast(x2, 2u), subgroupBroadcast(x3, 2u));
+        quad(&ra, 7u, subgroupBroadcast(x0, 3u), subgroupBroadcast(x1, 3u), subgroupBroadcast(x2, 3u), subgroupBroadcast(x3, 3u));
     }
     let base = z * (p.b_stride / 4u);
     col(&rb, 0u, trans_b, base, q0, k0); col(&rb, 1u, trans_b, base, q0 + 1u, k0);

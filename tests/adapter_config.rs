@@ -354,6 +354,13 @@ fn configs_changed_in_code_are_written_as_changed() {
     assert_eq!((&written["r"], &written["rank_pattern"]["query"]), (&json!(2), &json!(3)), "{written}");
     assert_eq!((&written["lora_alpha"], &written["layers_to_transform"]), (&json!(4), &json!([0])), "{written}");
     assert!(written["r"].is_u64() && written["rank_pattern"]["query"].is_u64(), "{written}");
+    // A float too large to be an exact integer is not read as one.
+    for huge in [json!({"r": 1e300}), json!({"r": 2, "layers_to_transform": [1e20]})] {
+        let mut cfg = json!({"peft_type": "LORA", "target_modules": ["query"]});
+        cfg.as_object_mut().unwrap().extend(huge.as_object().unwrap().clone());
+        let e = parse(&cfg).expect_err("not an integer");
+        assert!(e.to_string().contains("non-negative integer"), "{e}");
+    }
 
     let mut flora = parse(&json!({"peft_type": "FLORA", "r": 2, "scale": 1.0, "target_modules": ["query"]})).unwrap();
     let AdapterKind::Flora(f) = &mut flora.kind else { panic!("FLoRA") };

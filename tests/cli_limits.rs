@@ -156,6 +156,17 @@ fn non_finite_logits_and_losses_are_errors_naming_the_image_or_step() {
         "{line}"
     );
     assert!(out.join("adapter_model.safetensors").is_file(), "the trained adapter is kept");
+    // Only the third image overflows, in the third batch of one: the message names it.
+    let third = dir.join("third.safetensors");
+    write_data(&third, [3, 3, 8, 8], &[0, 1, 2]);
+    edit_tensors(&third, |t| {
+        let p = t.iter_mut().find(|(k, ..)| k == "pixel_values").expect("pixels");
+        let mut values = vec![0.5f32; 3 * 192];
+        values[2 * 192..].fill(3e38);
+        p.3 = f32_bytes(&values);
+    });
+    let eval = ["eval", "--model", m, "--adapter", s(&lora), "--data", s(&third), "--batch-size", "1"];
+    check_failure(&run(&eval), INPUT, &["third.safetensors", "logits for image 2"], false);
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -64,7 +64,8 @@ fn shaders_validate() {
     for &shader in Shader::ALL {
         parse(shader);
         // A shader said to use subgroups does: without them it is invalid, so the registry's
-        // flag (which keeps its pipelines off devices lacking them) is not stale.
+        // flag (which the validation above reads; the ops check `Gpu::has_subgroups_of`
+        // before choosing such a kernel) is not stale.
         if shader.uses_subgroups() {
             let module = naga::front::wgsl::parse_str(shader.source()).expect("parsed above");
             let plain =

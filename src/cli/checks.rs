@@ -13,7 +13,8 @@ use crate::train::EvalReport;
 /// GPU is known: 2³² − 1 elements; with it: the device's limit), saying how many images fit.
 /// The largest tensor per image is the images themselves, an MLP activation
 /// (`tokens × intermediate_size`), the logits (`labels`) or, where attention is not fused
-/// (on GPUs), the attention scores (`heads × tokens²`); `tokens` counts prompt tokens too.
+/// (on GPUs, and CPU adapters without subgroups of 4), the attention scores
+/// (`heads × tokens²`); `tokens` counts prompt tokens too.
 pub(super) fn check_batch(
     model: &VitConfig,
     (tokens, labels): (usize, usize),

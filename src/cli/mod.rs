@@ -87,7 +87,7 @@ pub struct TrainOutcome {
     pub final_loss: f32,
     /// PEFT's trainable-parameter line.
     pub summary: String,
-    /// Results on `--eval-data`, when given.
+    /// Accuracy and loss on `--eval-data`, when given (without the logits).
     pub eval: Option<EvalReport>,
 }
 
@@ -227,7 +227,8 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     Ok(TrainOutcome { steps, final_loss: last, summary, eval })
 }
 
-/// `peft-wgpu eval`: accuracy and mean loss; optionally writes the logits.
+/// `peft-wgpu eval`: accuracy and mean loss; with `logits_out`, writes the logits (the report
+/// holds them only then: `EvalReport::logits` is empty otherwise).
 pub fn eval(
     model: &Path,
     adapter: Option<&Path>,
@@ -253,14 +254,15 @@ pub fn eval(
     check_batch(&weights.config, (tokens, labels), &data, batch, Some(&gpu))?;
     let vit = Vit::from_weights(&gpu, &weights)?;
     let adapter = adapter.map(|a| a.build(&gpu, &vit, 0)).transpose()?;
-    let report =
+    let mut report =
         evaluate_with_progress(&gpu, &vit, adapter.as_ref(), &data, batch, logits_out.is_some(), &mut |i, n| {
             progress.evaluated(i, n);
         })?;
     check_logits(&report, &data)?;
     if let Some(path) = logits_out {
-        let t = HostTensor::new(vec![data.len(), report.labels], report.logits.clone())?;
+        let t = HostTensor::new(vec![data.len(), report.labels], std::mem::take(&mut report.logits))?;
         crate::io::atomic::write_output(path, &st::serialize(path, &[("logits".to_string(), &t)], None)?)?;
+        report.logits = t.data;
     }
     Ok(report)
 }

@@ -157,7 +157,7 @@ impl Gpu {
     }
 
     /// Features used when the adapter has them: timestamps for benchmarks, subgroups for the
-    /// CPU adapters' matrix product (`matmul_rows.wgsl`).
+    /// CPU adapters' matrix product and attention (`matmul_rows.wgsl`, `attention.wgsl`).
     pub fn optional_features() -> wgpu::Features {
         wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP
     }

@@ -97,7 +97,9 @@ impl Gpu {
 
     /// Whether kernels may use subgroup operations across `lanes` invocations: the device
     /// was opened with [`wgpu::Features::SUBGROUP`] and every subgroup of the adapter has at
-    /// least `lanes` invocations (a workgroup of `lanes` is then one subgroup).
+    /// least `lanes` invocations. The CPU kernels also rely on what every driver known does
+    /// and the specs leave open: a small workgroup's invocations fill its subgroups in order,
+    /// so invocations `0..lanes` are the first `lanes` of one subgroup.
     pub fn has_subgroups_of(&self, lanes: u32) -> bool {
         self.features().contains(wgpu::Features::SUBGROUP) && self.inner.info.subgroup_min_size >= lanes
     }

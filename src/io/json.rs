@@ -145,7 +145,9 @@ impl JsonFile {
 }
 
 /// `v` as a non-negative integer: an integer, or a number with no fraction (`2.0`, as a
-/// config written by Python code may spell a rank).
+/// config written by Python code may spell a rank) below 2⁵³, where every whole float is
+/// exact (`1e300` is not read as some integer).
 pub fn whole_number(v: &Value) -> Option<u64> {
-    v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && (0.0..EXACT).contains(f)).map(|f| f as u64))
 }

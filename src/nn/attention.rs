@@ -11,13 +11,13 @@ use crate::ops::softmax::softmax_var;
 /// Which implementation computes attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AttentionPath {
-    /// `Fused` on CPU adapters (lavapipe) with subgroups of 8 when the heads fit it,
+    /// `Fused` on CPU adapters (lavapipe) with subgroups of at least 4 lanes when the heads fit,
     /// `Unfused` otherwise.
     #[default]
     Auto,
     /// [`crate::ops::attention`]: one kernel forward, two backward, no `T×T` tensor stored;
     /// laid out for CPU drivers. Needs `D` and `d_h` multiples of 4, `d_h ≤ 64` and a device
-    /// with subgroups of at least 8 lanes.
+    /// with subgroups of at least 4 lanes.
     Fused,
     /// Permutes, batched matmuls and a softmax on the tape (any shape, suits GPUs).
     Unfused,

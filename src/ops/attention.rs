@@ -41,11 +41,12 @@ pub struct AttentionParams {
 /// Largest head width the fused kernels hold in registers.
 pub const MAX_HEAD_DIM: usize = 64;
 
-/// Invocations of a workgroup of the fused kernels, one subgroup that shares each row it loads.
-const LANES: u32 = 8;
+/// Lanes of the fused kernels that share each row they load by subgroup operations: the
+/// device's subgroups must have at least this many.
+const SHARE: u32 = 4;
 
 /// Whether the fused kernels compute attention of `heads` heads over width `d` (shapes only;
-/// the device must also have subgroups of 8, see [`fused_kernels_run_on`]).
+/// the device must also have subgroups of at least 4 lanes, see [`fused_kernels_run_on`]).
 pub fn attention_fits(d: usize, heads: usize) -> bool {
     heads > 0 && d.is_multiple_of(heads) && {
         let dh = d / heads;
@@ -53,18 +54,12 @@ pub fn attention_fits(d: usize, heads: usize) -> bool {
     }
 }
 
-/// Whether `gpu` runs the fused kernels: they share rows across a subgroup of 8 lanes.
+/// Whether `gpu` runs the fused kernels: they share rows across subgroups of 4 lanes.
 pub fn fused_kernels_run_on(gpu: &Gpu) -> bool {
-    gpu.has_subgroups_of(LANES)
+    gpu.has_subgroups_of(SHARE)
 }
 
 fn params(gpu: &Gpu, op: &'static str, q: &Tensor, heads: usize) -> Result<AttentionParams> {
-    if !fused_kernels_run_on(gpu) {
-        return Err(Error::invalid(
-            op,
-            format!("the fused attention kernels need subgroups of at least {LANES} lanes, which this device lacks"),
-        ));
-    }
     let &[batch, tokens, d] = q.shape() else {
         return Err(Error::shape(op, "q of shape [B, T, D]", format!("{:?}", q.shape())));
     };
@@ -73,6 +68,12 @@ fn params(gpu: &Gpu, op: &'static str, q: &Tensor, heads: usize) -> Result<Atten
             op,
             format!("f32 [B, T, D] with {heads} heads of a width that is a multiple of 4, at most {MAX_HEAD_DIM}"),
             format!("{q:?}"),
+        ));
+    }
+    if !fused_kernels_run_on(gpu) {
+        return Err(Error::invalid(
+            op,
+            format!("the fused attention kernels need subgroups of at least {SHARE} lanes, which this device lacks"),
         ));
     }
     if q.len() > u32::MAX as usize {

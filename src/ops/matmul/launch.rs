@@ -25,8 +25,9 @@ const SMALL_TILE: (usize, usize) = (64, 64);
 const MIN_WORKGROUPS: usize = 512;
 /// Rows and columns of C one workgroup of the CPU kernel (`matmul_rows.wgsl`) covers.
 const ROWS_TILE: (usize, usize) = (32, 128);
-/// Invocations of one workgroup of `matmul_rows.wgsl`, which share rows within a subgroup.
-const ROWS_LANES: u32 = 8;
+/// Lanes of `matmul_rows.wgsl` that share op(A)'s rows by subgroup operations: the device's
+/// subgroups must have at least this many.
+const ROWS_SHARE: u32 = 4;
 const NARROW_TILE: (usize, usize) = (256, 8);
 /// Products with at most this many columns (or rows) use the narrow kernel.
 const NARROW_MAX: usize = 16;
@@ -34,7 +35,8 @@ const NARROW_MAX: usize = 16;
 /// Which kernel computes a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum MatmulKernel {
-    /// `Rows` on CPU adapters (lavapipe) when the shape allows it; on other adapters
+    /// `Rows` on CPU adapters (lavapipe) with subgroups of at least 4 lanes when the shape
+    /// allows it; on other adapters (and CPU adapters without such subgroups)
     /// `Tiled64` when `Tiled` would have fewer than 512 workgroups, `Tiled` otherwise, and
     /// narrow products split over k (`SplitK`) when they would have fewer than 64
     /// workgroups. `PEFT_WGPU_MATMUL` (`tiled`, `tiled64`, `splitk`, `rows`) overrides the
@@ -53,7 +55,7 @@ pub enum MatmulKernel {
     SplitK,
     /// The CPU kernel of `matmul_rows.wgsl`: 8-lane workgroups sharing 32 rows, vec4 loads.
     /// Needs m ≥ 32, n > 16, n and k multiples of 4 and, with `Aᵀ`, m a multiple of 4, and a
-    /// device with subgroups of at least 8 lanes ([`Gpu::has_subgroups_of`]); otherwise an
+    /// device with subgroups of at least 4 lanes ([`Gpu::has_subgroups_of`]); otherwise an
     /// error.
     Rows,
 }
@@ -108,7 +110,7 @@ pub(super) fn launch(
         batch = 1;
         a_stride = 0;
     }
-    let fits = rows_kernel_fits(m, n, k, spec.trans_a) && gpu.has_subgroups_of(ROWS_LANES);
+    let fits = rows_kernel_fits(m, n, k, spec.trans_a) && gpu.has_subgroups_of(ROWS_SHARE);
     let requested = match kernel {
         MatmulKernel::Auto => env_kernel()?.unwrap_or(MatmulKernel::Auto),
         other => other,
@@ -123,10 +125,9 @@ pub(super) fn launch(
             return Err(Error::invalid(
                 "matmul (rows kernel)",
                 format!(
-                    "a {m}×{k}·{k}×{n} product (Aᵀ: {}) on this device (subgroups of at least {ROWS_LANES} lanes: {}) \
-                     does not fit the rows kernel",
+                    "a {m}×{k}·{k}×{n} product (Aᵀ: {}) does not fit the rows kernel{}",
                     spec.trans_a,
-                    gpu.has_subgroups_of(ROWS_LANES)
+                    if gpu.has_subgroups_of(ROWS_SHARE) { "" } else { ", which needs subgroups of at least 4 lanes" }
                 ),
             ));
         }
