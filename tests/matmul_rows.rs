@@ -138,7 +138,11 @@ fn auto_picks_the_rows_kernel_on_cpu_adapters_with_subgroups_only() {
     let mut ran: Vec<&str> = gpu.take_profile().iter().map(|k| k.entry).filter(|e| e.starts_with("matmul")).collect();
     ran.sort_unstable();
     let cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
-    let wide = if cpu && gpu.has_subgroups_of(4) { "matmul_rows_nn" } else { "matmul" };
+    let wide = match (cpu, gpu.has_subgroups_of(8), gpu.has_subgroups_of(4)) {
+        (true, true, _) => "matmul_rows8_nn",
+        (true, false, true) => "matmul_rows_nn",
+        _ => "matmul",
+    };
     // lavapipe, the adapter CI runs on, has subgroups of 4 (128-bit vectors), 8 (256) or 16
     // (512): there the rows kernel must be taken.
     if gpu.adapter_info().driver.contains("llvmpipe") {

@@ -136,6 +136,10 @@ pub enum Kernel {
     MatmulRowsTn,
     /// The same with both transposed.
     MatmulRowsTt,
+    /// `MatmulRowsNn` sharing rows among 8 lanes (subgroups of at least 8).
+    MatmulRows8Nn,
+    /// `MatmulRowsNt` sharing rows among 8 lanes (subgroups of at least 8).
+    MatmulRows8Nt,
     /// Fused attention forward: `o`, `lse` from `q`, `k`, `v`.
     AttentionForward,
     /// Fused attention backward to `q` (and `D = Σ ∂o ⊙ o`).
@@ -233,6 +237,8 @@ impl Kernel {
         Kernel::MatmulRowsNt,
         Kernel::MatmulRowsTn,
         Kernel::MatmulRowsTt,
+        Kernel::MatmulRows8Nn,
+        Kernel::MatmulRows8Nt,
         Kernel::AttentionForward,
         Kernel::AttentionBackwardQ,
         Kernel::AttentionBackwardKv,
@@ -307,6 +313,8 @@ impl Kernel {
             Kernel::MatmulRowsNt => spec(S::MatmulRows, "matmul_rows_nt", 4, 1),
             Kernel::MatmulRowsTn => spec(S::MatmulRows, "matmul_rows_tn", 4, 1),
             Kernel::MatmulRowsTt => spec(S::MatmulRows, "matmul_rows_tt", 4, 1),
+            Kernel::MatmulRows8Nn => spec(S::MatmulRows, "matmul_rows8_nn", 4, 1),
+            Kernel::MatmulRows8Nt => spec(S::MatmulRows, "matmul_rows8_nt", 4, 1),
             Kernel::AttentionForward => spec(S::Attention, "attention_forward", 3, 2),
             Kernel::AttentionBackwardQ => spec(S::Attention, "attention_backward_q", 6, 2),
             Kernel::AttentionBackwardKv => spec(S::Attention, "attention_backward_kv", 6, 2),

@@ -225,7 +225,11 @@ fn launch_rows(
     let Plan { batch, m, n, .. } = plan;
     let flags = u32::from(bias.is_some()) * BIAS + u32::from(addend.is_some()) * ADDEND;
     let params = MatmulParams::of(plan, flags, spec.alpha)?;
+    // Subgroups of 8 or more share op(A)'s rows among 8 lanes: half the loads of op(A).
+    let share8 = gpu.has_subgroups_of(8);
     let kernel = match (spec.trans_a, spec.trans_b) {
+        (false, false) if share8 => Kernel::MatmulRows8Nn,
+        (false, true) if share8 => Kernel::MatmulRows8Nt,
         (false, false) => Kernel::MatmulRowsNn,
         (false, true) => Kernel::MatmulRowsNt,
         (true, false) => Kernel::MatmulRowsTn,
