@@ -401,3 +401,22 @@ fn a_sequence_classification_task_saves_the_head() {
         assert!(e.to_string().contains("`task_type`") && e.to_string().contains(&task.to_string()), "{e}");
     }
 }
+
+/// MoPPA transforms the token grid with DCTs of at most `ops::dct::MAX_LEN` points a side: a
+/// model with a longer side is refused on the host, naming the adapter config and the grid.
+#[test]
+fn moppa_refuses_grids_past_the_dct_length() {
+    let mut model = peft_wgpu::demo::model::architecture();
+    let side = peft_wgpu::ops::dct::MAX_LEN + 8;
+    (model.image_size, model.patch_size) = ([1, side], [1, 1]);
+    let cfg = parse(&json!({"peft_type": "MOPPA"})).unwrap();
+    let e = Adapter::check(cfg, Path::new("cfg/adapter_config.json"), None, &model).expect_err("a grid too long");
+    let text = e.to_string();
+    assert!(text.contains("adapter_config.json") && text.contains(&format!("1 × {side}")), "{text}");
+    let cfg = parse(&json!({"peft_type": "MOPPA"})).unwrap();
+    model.image_size = [1, peft_wgpu::ops::dct::MAX_LEN];
+    assert!(
+        Adapter::check(cfg, Path::new("cfg/adapter_config.json"), None, &model).is_ok(),
+        "the longest side allowed"
+    );
+}
