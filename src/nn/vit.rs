@@ -97,12 +97,6 @@ impl Vit {
     /// Uploads host weights (with a merged RLP model's `prompt_embeddings`, if any).
     pub fn from_weights(gpu: &Gpu, weights: &VitWeights) -> Result<Vit> {
         weights.check()?;
-        if let Some(p) = &weights.prompts
-            && !matches!(p.shape.as_slice(), &[n, d] if n >= 1 && d == weights.config.hidden_size)
-        {
-            let expected = format!("prompt_embeddings [n, {}]", weights.config.hidden_size);
-            return Err(Error::shape("ViT weights", expected, format!("{:?}", p.shape)));
-        }
         let mut map = BTreeMap::new();
         for (k, t) in &weights.tensors {
             map.insert(k.clone(), Tensor::from_slice(gpu, &t.data, &t.shape)?);

@@ -28,6 +28,11 @@ const INDEX_FILE: &str = "model.safetensors.index.json";
 /// Key of the merged RLP prompts in a model file.
 pub const PROMPT_KEY: &str = "prompt_embeddings";
 
+/// Whether merged prompts of `shape` fit a model of width `hidden`: `[n ≥ 1, hidden]`.
+fn prompts_fit(shape: &[usize], hidden: usize) -> bool {
+    matches!(shape, &[n, d] if n >= 1 && d == hidden)
+}
+
 /// The on-disk names and shapes a model with `config` must have.
 pub fn expected_shapes(config: &VitConfig) -> Vec<(String, Vec<usize>)> {
     let d = config.hidden_size;
@@ -124,7 +129,7 @@ impl VitWeights {
             None => None,
             Some(f) => {
                 let p = f.f32(PROMPT_KEY)?;
-                if p.shape.len() != 2 || p.shape[1] != config.hidden_size || p.shape[0] == 0 {
+                if !prompts_fit(&p.shape, config.hidden_size) {
                     return Err(Error::TensorMismatch {
                         path: f.path().to_path_buf(),
                         key: PROMPT_KEY.into(),
@@ -158,11 +163,7 @@ impl VitWeights {
         }
         if let Some(p) = &self.prompts {
             let d = self.config.hidden_size;
-            if p.shape.len() != 2
-                || p.shape[1] != d
-                || p.shape[0] == 0
-                || p.data.len() != p.shape.iter().product::<usize>()
-            {
+            if !prompts_fit(&p.shape, d) || p.data.len() != p.shape.iter().product::<usize>() {
                 return Err(Error::shape(
                     "ViT weights",
                     format!("`{PROMPT_KEY}` of shape [n, {d}]"),
