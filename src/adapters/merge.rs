@@ -24,7 +24,7 @@ impl Adapter {
                 for m in ms {
                     let w = out.tensors.get_mut(&weight_key(m.module)).ok_or_else(|| missing(m.module))?;
                     lora::merge(m, &read(m.a)?, &read(m.b)?, w);
-                    finite(&weight_key(m.module), w)?;
+                    finite(&self.weights_path, &weight_key(m.module), w)?;
                 }
             }
             Kind::Flora(ms) => {
@@ -33,14 +33,14 @@ impl Adapter {
                     let core = read(m.core)?;
                     let w = out.tensors.get_mut(&weight_key(m.module)).ok_or_else(|| missing(m.module))?;
                     flora::merge(m, &core, &factors, w);
-                    finite(&weight_key(m.module), w)?;
+                    finite(&self.weights_path, &weight_key(m.module), w)?;
                 }
             }
             Kind::Rlp(r) => {
                 let p0 = &self.frozen[r.p0].tensor;
                 let p0 = HostTensor::new(p0.shape().to_vec(), gpu.read(p0)?)?;
                 let mut prompts = r.merge(&p0, &read(r.a)?, &read(r.b)?);
-                finite(crate::nn::weights::PROMPT_KEY, &prompts)?;
+                finite(&self.weights_path, crate::nn::weights::PROMPT_KEY, &prompts)?;
                 // A model merged before keeps its prompts: the adapter's come first, right
                 // after CLS, as in the forward pass that trained it.
                 if let Some(old) = &base.prompts {
@@ -123,12 +123,12 @@ fn describe(c: &crate::nn::VitConfig) -> String {
 
 /// Fails, naming `key` and the first value, where folding the adapter in left a value that
 /// f32 cannot hold (an adapter whose change overflows): a model so written would not load.
-/// The error is about the adapter's tensors, [`Error::Format`] of its `adapter_model.safetensors`.
-fn finite(key: &str, merged: &HostTensor) -> Result<()> {
+/// The error is about the adapter's tensors: [`Error::Format`] of `weights`, its file.
+fn finite(weights: &std::path::Path, key: &str, merged: &HostTensor) -> Result<()> {
     match merged.data.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(i) => Err(Error::Format {
-            path: std::path::PathBuf::from(super::WEIGHTS_FILE),
+            path: weights.to_path_buf(),
             message: format!(
                 "folding the adapter into `{key}` gives {} at index {:?}, beyond f32: the adapter's \
                  change to it is too large to merge; evaluate it with `eval --adapter` instead",

@@ -20,7 +20,7 @@ pub mod rlp;
 mod saved;
 mod source;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use bound::BoundAdapter;
 pub(crate) use build::Build;
@@ -65,6 +65,9 @@ pub struct Adapter {
     base_parameters: usize,
     /// The architecture of the model it was made for.
     model: VitConfig,
+    /// The `adapter_model.safetensors` it was read from (the bare file name for a new one),
+    /// for messages about its values.
+    weights_path: PathBuf,
 }
 
 /// An adapter worked out on the host: every tensor's key, shape and (unless a dry run) value.
@@ -74,6 +77,7 @@ struct Plan {
     saved: Vec<saved::SavedModule>,
     num_labels: usize,
     params: ParamBuilder,
+    weights_path: PathBuf,
 }
 
 impl Adapter {
@@ -187,14 +191,15 @@ impl Adapter {
         if matches!(kind, Kind::Lora(_)) {
             saved.extend(saved::embedding_from_file(&saved, &mut b)?);
         }
+        let weights_path = b.weights_path();
         let Build { source, params, .. } = b;
         source.finish()?;
-        Ok(Plan { config, kind, saved, num_labels, params })
+        Ok(Plan { config, kind, saved, num_labels, params, weights_path })
     }
 
     fn build(gpu: &Gpu, config: AdapterConfig, config_path: &Path, vit: &Vit, source: Source<'_>) -> Result<Adapter> {
         let max_bytes = gpu.max_tensor_bytes();
-        let Plan { config, mut kind, saved, num_labels, params } =
+        let Plan { config, mut kind, saved, num_labels, params, weights_path } =
             Adapter::plan(config, config_path, &vit.config, source, max_bytes)?;
         if let Kind::Moppa(m) = &mut kind {
             m.attach(gpu)?;
@@ -209,6 +214,7 @@ impl Adapter {
             num_labels,
             base_parameters: vit.num_parameters(),
             model: vit.config.clone(),
+            weights_path,
         })
     }
 

@@ -310,17 +310,10 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<()
         ));
     }
 
-    let adapter_dir = adapter;
     let gpu = Gpu::new()?;
     let vit = Vit::from_weights(&gpu, &weights)?;
     let adapter = input.build(&gpu, &vit, 0)?;
-    let merged = adapter.merge(&gpu, &weights).map_err(|e| match e {
-        // The library names the adapter's weights file; here its folder is known.
-        Error::Format { path, message } if path == Path::new(WEIGHTS_FILE) => {
-            Error::Format { path: adapter_dir.join(WEIGHTS_FILE), message }
-        }
-        e => e,
-    })?;
+    let merged = adapter.merge(&gpu, &weights)?;
     // The merged config is the model's own with the adapter's labels: fields this crate does
     // not read (transformers' version, pooler settings, custom keys) are kept.
     let original = JsonFile::read(&model.join("config.json"))?;
