@@ -23,11 +23,8 @@ pub(super) fn check_batch(
     gpu: Option<&Gpu>,
 ) -> Result<()> {
     let [_, c, h, w] = data.shape;
-    let fused_attention = gpu.is_none_or(|g| {
-        g.adapter_info().device_type == wgpu::DeviceType::Cpu
-            && crate::ops::attention::fused_kernels_run_on(g)
-            && crate::ops::attention::attention_fits(model.hidden_size, model.num_attention_heads)
-    });
+    let fused_attention =
+        gpu.is_none_or(|g| crate::ops::attention::fused_by_default(g, model.hidden_size, model.num_attention_heads));
     let scores = if fused_attention { 0 } else { model.num_attention_heads };
     let per_image = [
         (c as u64).saturating_mul(h as u64).saturating_mul(w as u64),

@@ -3,7 +3,7 @@
 
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::ops::attention::{attention_fits, attention_var, fused_kernels_run_on};
+use crate::ops::attention::{attention_var, fused_by_default};
 use crate::ops::matmul::{MatmulSpec, matmul_var};
 use crate::ops::shape::{permute_var, reshape_var};
 use crate::ops::softmax::softmax_var;
@@ -50,12 +50,7 @@ pub fn multi_head_attention_with(
         ));
     }
     let fused = match path {
-        AttentionPath::Auto => {
-            let gpu = tape.gpu();
-            attention_fits(d, heads)
-                && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu
-                && fused_kernels_run_on(gpu)
-        }
+        AttentionPath::Auto => fused_by_default(tape.gpu(), d, heads),
         AttentionPath::Fused => true,
         AttentionPath::Unfused => false,
     };
