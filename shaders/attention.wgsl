@@ -78,6 +78,15 @@ fn axpy16(a: ptr<function, array<vec4<f32>, 64>>, base: u32, w: f32, x: ptr<func
     (*a)[base + 14u] = fma(ww, (*x)[14u], (*a)[base + 14u]); (*a)[base + 15u] = fma(ww, (*x)[15u], (*a)[base + 15u]);
 }
 
+// row[4g + l] = lane l's v_g for g, l in 0..4: a head row of 16 vec4s, each lane of a group
+// of 4 having loaded every fourth vec4 (see the header).
+fn share_row(row: ptr<function, array<vec4<f32>, 16>>, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
+    (*row)[0u] = subgroupBroadcast(v0, 0u); (*row)[1u] = subgroupBroadcast(v0, 1u); (*row)[2u] = subgroupBroadcast(v0, 2u); (*row)[3u] = subgroupBroadcast(v0, 3u);
+    (*row)[4u] = subgroupBroadcast(v1, 0u); (*row)[5u] = subgroupBroadcast(v1, 1u); (*row)[6u] = subgroupBroadcast(v1, 2u); (*row)[7u] = subgroupBroadcast(v1, 3u);
+    (*row)[8u] = subgroupBroadcast(v2, 0u); (*row)[9u] = subgroupBroadcast(v2, 1u); (*row)[10u] = subgroupBroadcast(v2, 2u); (*row)[11u] = subgroupBroadcast(v2, 3u);
+    (*row)[12u] = subgroupBroadcast(v3, 0u); (*row)[13u] = subgroupBroadcast(v3, 1u); (*row)[14u] = subgroupBroadcast(v3, 2u); (*row)[15u] = subgroupBroadcast(v3, 3u);
+}
+
 // ---- attention_forward ----
 
 @group(0) @binding(0) var<storage, read> f_q: array<vec4<f32>>;
@@ -142,14 +151,8 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         let at = (b * p.tokens + j) * p.d4 + h * p.dh4;
         let kr_0 = f_k[at + min(s + 0u, cl)]; let kr_1 = f_k[at + min(s + 4u, cl)]; let kr_2 = f_k[at + min(s + 8u, cl)]; let kr_3 = f_k[at + min(s + 12u, cl)];
         let vr_0 = f_v[at + min(s + 0u, cl)]; let vr_1 = f_v[at + min(s + 4u, cl)]; let vr_2 = f_v[at + min(s + 8u, cl)]; let vr_3 = f_v[at + min(s + 12u, cl)];
-        kr[0u] = subgroupBroadcast(kr_0, 0u); kr[1u] = subgroupBroadcast(kr_0, 1u); kr[2u] = subgroupBroadcast(kr_0, 2u); kr[3u] = subgroupBroadcast(kr_0, 3u);
-        kr[4u] = subgroupBroadcast(kr_1, 0u); kr[5u] = subgroupBroadcast(kr_1, 1u); kr[6u] = subgroupBroadcast(kr_1, 2u); kr[7u] = subgroupBroadcast(kr_1, 3u);
-        kr[8u] = subgroupBroadcast(kr_2, 0u); kr[9u] = subgroupBroadcast(kr_2, 1u); kr[10u] = subgroupBroadcast(kr_2, 2u); kr[11u] = subgroupBroadcast(kr_2, 3u);
-        kr[12u] = subgroupBroadcast(kr_3, 0u); kr[13u] = subgroupBroadcast(kr_3, 1u); kr[14u] = subgroupBroadcast(kr_3, 2u); kr[15u] = subgroupBroadcast(kr_3, 3u);
-        vr[0u] = subgroupBroadcast(vr_0, 0u); vr[1u] = subgroupBroadcast(vr_0, 1u); vr[2u] = subgroupBroadcast(vr_0, 2u); vr[3u] = subgroupBroadcast(vr_0, 3u);
-        vr[4u] = subgroupBroadcast(vr_1, 0u); vr[5u] = subgroupBroadcast(vr_1, 1u); vr[6u] = subgroupBroadcast(vr_1, 2u); vr[7u] = subgroupBroadcast(vr_1, 3u);
-        vr[8u] = subgroupBroadcast(vr_2, 0u); vr[9u] = subgroupBroadcast(vr_2, 1u); vr[10u] = subgroupBroadcast(vr_2, 2u); vr[11u] = subgroupBroadcast(vr_2, 3u);
-        vr[12u] = subgroupBroadcast(vr_3, 0u); vr[13u] = subgroupBroadcast(vr_3, 1u); vr[14u] = subgroupBroadcast(vr_3, 2u); vr[15u] = subgroupBroadcast(vr_3, 3u);
+        share_row(&kr, kr_0, kr_1, kr_2, kr_3);
+        share_row(&vr, vr_0, vr_1, vr_2, vr_3);
         let sc = vec4<f32>(dot16(&qr, 0u, &kr), dot16(&qr, 16u, &kr), dot16(&qr, 32u, &kr), dot16(&qr, 48u, &kr));
         let m_new = max(m, sc);
         let corr = exp(m - m_new);
@@ -296,14 +299,8 @@ fn attention_backward_q(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         let at = (b * p.tokens + j) * p.d4 + h * p.dh4;
         let kr_0 = bq_k[at + min(s + 0u, cl)]; let kr_1 = bq_k[at + min(s + 4u, cl)]; let kr_2 = bq_k[at + min(s + 8u, cl)]; let kr_3 = bq_k[at + min(s + 12u, cl)];
         let vr_0 = bq_v[at + min(s + 0u, cl)]; let vr_1 = bq_v[at + min(s + 4u, cl)]; let vr_2 = bq_v[at + min(s + 8u, cl)]; let vr_3 = bq_v[at + min(s + 12u, cl)];
-        kr[0u] = subgroupBroadcast(kr_0, 0u); kr[1u] = subgroupBroadcast(kr_0, 1u); kr[2u] = subgroupBroadcast(kr_0, 2u); kr[3u] = subgroupBroadcast(kr_0, 3u);
-        kr[4u] = subgroupBroadcast(kr_1, 0u); kr[5u] = subgroupBroadcast(kr_1, 1u); kr[6u] = subgroupBroadcast(kr_1, 2u); kr[7u] = subgroupBroadcast(kr_1, 3u);
-        kr[8u] = subgroupBroadcast(kr_2, 0u); kr[9u] = subgroupBroadcast(kr_2, 1u); kr[10u] = subgroupBroadcast(kr_2, 2u); kr[11u] = subgroupBroadcast(kr_2, 3u);
-        kr[12u] = subgroupBroadcast(kr_3, 0u); kr[13u] = subgroupBroadcast(kr_3, 1u); kr[14u] = subgroupBroadcast(kr_3, 2u); kr[15u] = subgroupBroadcast(kr_3, 3u);
-        vr[0u] = subgroupBroadcast(vr_0, 0u); vr[1u] = subgroupBroadcast(vr_0, 1u); vr[2u] = subgroupBroadcast(vr_0, 2u); vr[3u] = subgroupBroadcast(vr_0, 3u);
-        vr[4u] = subgroupBroadcast(vr_1, 0u); vr[5u] = subgroupBroadcast(vr_1, 1u); vr[6u] = subgroupBroadcast(vr_1, 2u); vr[7u] = subgroupBroadcast(vr_1, 3u);
-        vr[8u] = subgroupBroadcast(vr_2, 0u); vr[9u] = subgroupBroadcast(vr_2, 1u); vr[10u] = subgroupBroadcast(vr_2, 2u); vr[11u] = subgroupBroadcast(vr_2, 3u);
-        vr[12u] = subgroupBroadcast(vr_3, 0u); vr[13u] = subgroupBroadcast(vr_3, 1u); vr[14u] = subgroupBroadcast(vr_3, 2u); vr[15u] = subgroupBroadcast(vr_3, 3u);
+        share_row(&kr, kr_0, kr_1, kr_2, kr_3);
+        share_row(&vr, vr_0, vr_1, vr_2, vr_3);
         let sc = vec4<f32>(dot16(&qr, 0u, &kr), dot16(&qr, 16u, &kr), dot16(&qr, 32u, &kr), dot16(&qr, 48u, &kr));
         let pj = exp(sc - lse);
         let dp = vec4<f32>(dot16(&dor, 0u, &vr), dot16(&dor, 16u, &vr), dot16(&dor, 32u, &vr), dot16(&dor, 48u, &vr));
@@ -411,14 +408,8 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
         let at = (b * p.tokens + i) * p.d4 + h * p.dh4;
         let qr_0 = p.scale * bk_q[at + min(s + 0u, cl)]; let qr_1 = p.scale * bk_q[at + min(s + 4u, cl)]; let qr_2 = p.scale * bk_q[at + min(s + 8u, cl)]; let qr_3 = p.scale * bk_q[at + min(s + 12u, cl)];
         let dor_0 = bk_do[at + min(s + 0u, cl)]; let dor_1 = bk_do[at + min(s + 4u, cl)]; let dor_2 = bk_do[at + min(s + 8u, cl)]; let dor_3 = bk_do[at + min(s + 12u, cl)];
-        qr[0u] = subgroupBroadcast(qr_0, 0u); qr[1u] = subgroupBroadcast(qr_0, 1u); qr[2u] = subgroupBroadcast(qr_0, 2u); qr[3u] = subgroupBroadcast(qr_0, 3u);
-        qr[4u] = subgroupBroadcast(qr_1, 0u); qr[5u] = subgroupBroadcast(qr_1, 1u); qr[6u] = subgroupBroadcast(qr_1, 2u); qr[7u] = subgroupBroadcast(qr_1, 3u);
-        qr[8u] = subgroupBroadcast(qr_2, 0u); qr[9u] = subgroupBroadcast(qr_2, 1u); qr[10u] = subgroupBroadcast(qr_2, 2u); qr[11u] = subgroupBroadcast(qr_2, 3u);
-        qr[12u] = subgroupBroadcast(qr_3, 0u); qr[13u] = subgroupBroadcast(qr_3, 1u); qr[14u] = subgroupBroadcast(qr_3, 2u); qr[15u] = subgroupBroadcast(qr_3, 3u);
-        dor[0u] = subgroupBroadcast(dor_0, 0u); dor[1u] = subgroupBroadcast(dor_0, 1u); dor[2u] = subgroupBroadcast(dor_0, 2u); dor[3u] = subgroupBroadcast(dor_0, 3u);
-        dor[4u] = subgroupBroadcast(dor_1, 0u); dor[5u] = subgroupBroadcast(dor_1, 1u); dor[6u] = subgroupBroadcast(dor_1, 2u); dor[7u] = subgroupBroadcast(dor_1, 3u);
-        dor[8u] = subgroupBroadcast(dor_2, 0u); dor[9u] = subgroupBroadcast(dor_2, 1u); dor[10u] = subgroupBroadcast(dor_2, 2u); dor[11u] = subgroupBroadcast(dor_2, 3u);
-        dor[12u] = subgroupBroadcast(dor_3, 0u); dor[13u] = subgroupBroadcast(dor_3, 1u); dor[14u] = subgroupBroadcast(dor_3, 2u); dor[15u] = subgroupBroadcast(dor_3, 3u);
+        share_row(&qr, qr_0, qr_1, qr_2, qr_3);
+        share_row(&dor, dor_0, dor_1, dor_2, dor_3);
         let lse = bk_lse[row_idx(b, i, h)];
         let dd = bk_dsum[row_idx(b, i, h)];
         let pj = exp(vec4<f32>(dot16(&kr, 0u, &qr), dot16(&kr, 16u, &qr), dot16(&kr, 32u, &qr), dot16(&kr, 48u, &qr)) - lse);
