@@ -103,13 +103,26 @@ impl Gpu {
             ..Default::default()
         }))
         .map_err(|e| Error::Device { adapter: info.name.clone(), message: e.to_string() })?;
-        Gpu::from_device(device, queue, info)
+        Gpu::adopt(device, queue, info, true)
     }
 
     /// Adopts a device an application already uses (for rendering, say), so training runs on
     /// the same device. It must have been opened with [`Gpu::required_features`] and limits at
     /// least [`Gpu::required_limits`].
+    ///
+    /// The device's uncaptured-error handler and device-lost callback stay the
+    /// application's: this crate catches the errors of its own work in error scopes (pushed
+    /// and popped around each of its calls, on the calling thread) and reports them from its
+    /// own calls, so an error the application causes never surfaces here, nor one of ours
+    /// there.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Result<Gpu> {
+        Gpu::adopt(device, queue, info, false)
+    }
+
+    /// Wraps `device`; `owned` when this crate opened it, and so may also install the
+    /// handlers that catch what no error scope does (a lost device, errors raised later by
+    /// the driver).
+    fn adopt(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, owned: bool) -> Result<Gpu> {
         recorder::submit_every_from_env()?;
         if !device.features().contains(Gpu::required_features()) {
             return Err(Error::Device {
@@ -124,15 +137,19 @@ impl Gpu {
             return Err(Error::Limit { adapter: info.name, limit, needed, available });
         }
         let errors = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&errors);
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| lock(&sink).push(e)));
         let lost = Arc::new(Mutex::new(None));
-        let lost_sink = Arc::clone(&lost);
-        device.set_device_lost_callback(move |reason, message| {
-            if reason != wgpu::DeviceLostReason::Destroyed {
-                *lock(&lost_sink) = Some(message);
-            }
-        });
+        if owned {
+            let sink = Arc::clone(&errors);
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                lock(&sink).push(super::device_error(e, "GPU work"))
+            }));
+            let lost_sink = Arc::clone(&lost);
+            device.set_device_lost_callback(move |reason, message| {
+                if reason != wgpu::DeviceLostReason::Destroyed {
+                    *lock(&lost_sink) = Some(message);
+                }
+            });
+        }
         let kernels = pipelines::Registry::new();
         Ok(Gpu {
             inner: Arc::new(Inner {

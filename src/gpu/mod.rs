@@ -57,10 +57,34 @@ struct Inner {
     kernels: pipelines::Registry,
     pool: Arc<Mutex<pool::Pool>>,
     recorder: Mutex<recorder::Recorder>,
-    errors: Arc<Mutex<Vec<wgpu::Error>>>,
+    /// Errors the device raised, not yet reported by [`Gpu::check`].
+    errors: Arc<Mutex<Vec<Error>>>,
     lost: Arc<Mutex<Option<String>>>,
     poison: std::sync::atomic::AtomicBool,
     profiling: std::sync::atomic::AtomicBool,
+}
+
+/// Runs `f`, which calls `device`, inside error scopes of every filter, and returns what it
+/// returned with the errors it raised (validation first, then out-of-memory, then internal).
+/// Scopes belong to the calling thread, so nothing an application does on another thread
+/// is caught, and its own uncaptured-error handler never sees this crate's errors.
+pub(crate) fn catch_errors<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> (T, Vec<wgpu::Error>) {
+    let filters = [wgpu::ErrorFilter::Validation, wgpu::ErrorFilter::OutOfMemory, wgpu::ErrorFilter::Internal];
+    let scopes = filters.map(|filter| device.push_error_scope(filter));
+    let out = f();
+    // Scopes pop in the reverse order of their pushes.
+    let mut errors: Vec<wgpu::Error> =
+        scopes.into_iter().rev().filter_map(|scope| pollster::block_on(scope.pop())).collect();
+    errors.reverse();
+    (out, errors)
+}
+
+/// The error of this crate for an error the device raised `during` some work.
+pub(crate) fn device_error(e: wgpu::Error, during: &str) -> Error {
+    match e {
+        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory { during: during.into() },
+        e => Error::Gpu { during: during.into(), message: e.to_string() },
+    }
 }
 
 /// Locks a mutex, recovering the data if another thread panicked while holding it: every
@@ -156,12 +180,19 @@ impl Gpu {
         if let Some(message) = lock(&self.inner.lost).clone() {
             return Err(Error::DeviceLost { message });
         }
-        let first = lock(&self.inner.errors).drain(..).next();
-        match first {
+        match lock(&self.inner.errors).drain(..).next() {
             None => Ok(()),
-            Some(wgpu::Error::OutOfMemory { .. }) => Err(Error::OutOfMemory { during: "GPU work".into() }),
-            Some(e) => Err(Error::Gpu { during: "GPU work".into(), message: e.to_string() }),
+            Some(e) => Err(e),
         }
+    }
+
+    /// Runs `f`, which calls the device, and keeps the errors it raises for [`Gpu::check`].
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> T) -> T {
+        let (out, errors) = catch_errors(&self.inner.device, f);
+        if !errors.is_empty() {
+            lock(&self.inner.errors).extend(errors.into_iter().map(|e| device_error(e, "GPU work")));
+        }
+        out
     }
 
     pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::{Kernel, MAX_PARAMS_BYTES, Shader, lock};
-use crate::error::{Error, Result};
+use super::{Kernel, MAX_PARAMS_BYTES, Shader, catch_errors, device_error, lock};
+use crate::error::Result;
 
 /// A built pipeline and the layout its bind groups use.
 pub(crate) struct Pipeline {
@@ -32,7 +32,6 @@ impl Registry {
         let spec = kernel.spec();
         let module = self.module(device, spec.shader)?;
         let label = format!("peft-wgpu::{}", spec.entry);
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..spec.inputs + spec.outputs)
             .map(|binding| wgpu::BindGroupLayoutEntry {
                 binding,
@@ -45,23 +44,26 @@ impl Registry {
                 count: None,
             })
             .collect();
-        let bind_layout = device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(&label), entries: &entries });
-        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(&label),
-            bind_group_layouts: &[Some(&bind_layout)],
-            immediate_size: MAX_PARAMS_BYTES,
+        let ((pipeline, bind_layout), errors) = catch_errors(device, || {
+            let bind_layout = device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(&label), entries: &entries });
+            let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&bind_layout)],
+                immediate_size: MAX_PARAMS_BYTES,
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&layout),
+                module: &module,
+                entry_point: Some(spec.entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            (pipeline, bind_layout)
         });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&label),
-            layout: Some(&layout),
-            module: &module,
-            entry_point: Some(spec.entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu { during: format!("building kernel {}", spec.entry), message: e.to_string() });
+        if let Some(e) = errors.into_iter().next() {
+            return Err(device_error(e, &format!("building kernel {}", spec.entry)));
         }
         let built = Arc::new(Pipeline { pipeline, bind_layout });
         lock(&self.pipelines).insert(kernel, Arc::clone(&built));
@@ -72,13 +74,14 @@ impl Registry {
         if let Some(m) = lock(&self.modules).get(&shader) {
             return Ok(Arc::clone(m));
         }
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(shader.file_name()),
-            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+        let (module, errors) = catch_errors(device, || {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.file_name()),
+                source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+            })
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu { during: format!("compiling {}", shader.file_name()), message: e.to_string() });
+        if let Some(e) = errors.into_iter().next() {
+            return Err(device_error(e, &format!("compiling {}", shader.file_name())));
         }
         let module = Arc::new(module);
         lock(&self.modules).insert(shader, Arc::clone(&module));

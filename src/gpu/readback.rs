@@ -49,20 +49,24 @@ impl Gpu {
     /// buffer, without waiting.
     fn start_read(&self, buffer: &wgpu::Buffer, bytes: u64) -> PendingRead {
         let padded = bytes.next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT).max(wgpu::COPY_BUFFER_ALIGNMENT);
-        let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("peft-wgpu download"),
-            size: padded,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        let staging = self.scoped(|| {
+            self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("peft-wgpu download"),
+                size: padded,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
         });
         if bytes > 0 {
             self.record(|encoder| encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, padded));
         }
         let index = self.submit();
         let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            // The receiver lives in the PendingRead until it is waited for.
-            let _ = tx.send(r);
+        self.scoped(|| {
+            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                // The receiver lives in the PendingRead until it is waited for.
+                let _ = tx.send(r);
+            });
         });
         PendingRead { gpu: self.clone(), staging, index, bytes: bytes as usize, rx }
     }

@@ -66,6 +66,11 @@ pub struct KernelTime {
 impl Gpu {
     /// Runs `f` with the pending encoder, creating it if needed; submits when it grows long.
     pub(super) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+        self.scoped(|| self.record_in_scope(f));
+    }
+
+    /// [`Gpu::record`] for a caller that has opened the error scopes itself.
+    fn record_in_scope(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
         let limit = self.pending_commands();
         let full = {
             let mut rec = lock(&self.inner.recorder);
@@ -88,7 +93,7 @@ impl Gpu {
             rec.commands = 0;
             rec.encoder.take()
         }?;
-        Some(self.inner.queue.submit([encoder.finish()]))
+        Some(self.scoped(|| self.inner.queue.submit([encoder.finish()])))
     }
 
     /// Records one dispatch of `kernel` over `workgroups`, binding `inputs` then `outputs` in
@@ -136,24 +141,28 @@ impl Gpu {
             .enumerate()
             .map(|(i, t)| wgpu::BindGroupEntry { binding: i as u32, resource: t.buffer().as_entire_binding() })
             .collect();
-        let bind_group = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(spec.entry),
-            layout: &pipe.bind_layout,
-            entries: &entries,
-        });
         lock(&self.inner.recorder).dispatches += 1;
         let profiling = self.profiling();
         if profiling {
             self.sync()?;
         }
         let start = std::time::Instant::now();
-        self.record(|encoder| {
-            let mut pass = encoder
-                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(spec.entry), timestamp_writes: None });
-            pass.set_pipeline(&pipe.pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.set_immediates(0, bytes);
-            pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        self.scoped(|| {
+            let bind_group = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(spec.entry),
+                layout: &pipe.bind_layout,
+                entries: &entries,
+            });
+            self.record_in_scope(|encoder| {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(spec.entry),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&pipe.pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                pass.set_immediates(0, bytes);
+                pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+            });
         });
         if profiling {
             self.sync()?;
@@ -233,18 +242,21 @@ impl Gpu {
             return;
         }
         let padded = (bytes.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
-        let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("peft-wgpu upload"),
-            size: padded,
-            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: true,
-        });
-        {
-            let mut view = staging.get_mapped_range_mut(..).expect("a buffer mapped at creation can be viewed");
+        self.scoped(|| {
+            let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("peft-wgpu upload"),
+                size: padded,
+                usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: true,
+            });
+            // Only a buffer that could not be made (out of memory: the scope caught why) is
+            // not mapped here.
+            let Ok(mut view) = staging.get_mapped_range_mut(..) else { return };
             view.slice(..bytes.len()).copy_from_slice(bytes);
-        }
-        staging.unmap();
-        self.record(|encoder| encoder.copy_buffer_to_buffer(&staging, 0, dst, 0, padded));
+            drop(view);
+            staging.unmap();
+            self.record(|encoder| encoder.copy_buffer_to_buffer(&staging, 0, dst, 0, padded));
+        });
     }
 
     /// Records zeroing the whole of `dst`.
@@ -267,8 +279,6 @@ impl Gpu {
         .expect("three candidates")
     }
 
-    /// Allocates a device buffer of at least `bytes` bytes from the pool; sizes beyond
-    /// [`Gpu::max_tensor_bytes`] are refused with [`Error::TooLarge`] naming `what`.
     /// Whether `buffer` came from this device's pool.
     pub(crate) fn owns(&self, buffer: &pool::PooledBuffer) -> bool {
         buffer.is_from(&self.inner.pool)
@@ -287,6 +297,8 @@ impl Gpu {
         }
     }
 
+    /// Allocates a device buffer of at least `bytes` bytes from the pool; sizes beyond
+    /// [`Gpu::max_tensor_bytes`] are refused with [`Error::TooLarge`] naming `what`.
     pub(crate) fn alloc(&self, bytes: u64, what: &str) -> Result<Arc<pool::PooledBuffer>> {
         let (limit, name) = self.max_tensor_bytes();
         if bytes > limit {
@@ -297,15 +309,16 @@ impl Gpu {
         let raw = match taken {
             Some(raw) => raw,
             None => {
-                let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-                let raw = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("peft-wgpu tensor"),
-                    size: class,
-                    usage: pool::USAGE,
-                    mapped_at_creation: false,
+                let (raw, errors) = super::catch_errors(&self.inner.device, || {
+                    self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("peft-wgpu tensor"),
+                        size: class,
+                        usage: pool::USAGE,
+                        mapped_at_creation: false,
+                    })
                 });
-                if pollster::block_on(scope.pop()).is_some() {
-                    return Err(Error::OutOfMemory { during: format!("allocating {bytes} bytes for {what}") });
+                if let Some(e) = errors.into_iter().next() {
+                    return Err(super::device_error(e, &format!("allocating {bytes} bytes for {what}")));
                 }
                 lock(self.pool()).count_live(class);
                 raw

@@ -21,16 +21,19 @@ impl Gpu {
         if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             return None;
         }
-        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("peft-wgpu timer"),
-            ty: wgpu::QueryType::Timestamp,
-            count: 2,
-        });
-        let resolved = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("peft-wgpu timer"),
-            size: 2 * wgpu::QUERY_SIZE as u64,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
+        let (queries, resolved) = self.scoped(|| {
+            let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("peft-wgpu timer"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolved = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("peft-wgpu timer"),
+                size: 2 * wgpu::QUERY_SIZE as u64,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            (queries, resolved)
         });
         let period_ns = f64::from(self.inner.queue.get_timestamp_period());
         Some(GpuTimer { queries, resolved, period_ns })

@@ -1,0 +1,91 @@
+//! A device the application opened and hands over with `Gpu::from_device`: both sides keep
+//! working on it, and each side's errors reach that side only (the application's
+//! uncaptured-error handler is never replaced, nor fed this crate's errors).
+
+use std::sync::{Arc, Mutex};
+
+use peft_wgpu::ops::elementwise::scale;
+use peft_wgpu::{ErrorKind, Gpu, Tensor};
+
+/// A device opened the way an application would, with what peft-wgpu needs on top.
+fn app_device() -> (wgpu::Device, wgpu::Queue, wgpu::AdapterInfo) {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("GPU tests need a wgpu adapter; on headless Linux: apt-get install -y mesa-vulkan-drivers libvulkan1");
+    let limits = Gpu::required_limits(&adapter.limits()).expect("the adapter meets peft-wgpu's limits");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("the application's device"),
+        required_features: Gpu::required_features(),
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .expect("device");
+    (device, queue, adapter.get_info())
+}
+
+/// The application's handler: every uncaptured error, as text.
+fn watch(device: &wgpu::Device) -> Arc<Mutex<Vec<String>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().expect("lock").push(e.to_string())));
+    seen
+}
+
+fn doubled(gpu: &Gpu) -> peft_wgpu::Result<Vec<f32>> {
+    let t = Tensor::from_slice(gpu, &[1.0, 2.0, 3.0], &[3])?;
+    gpu.read(&scale(gpu, &t, 2.0)?)
+}
+
+#[test]
+fn an_adopted_device_keeps_the_applications_error_handler() {
+    let (device, queue, info) = app_device();
+    let seen = watch(&device);
+    let gpu = Gpu::from_device(device.clone(), queue, info).expect("adopt the device");
+    assert_eq!(doubled(&gpu).expect("work on the adopted device"), vec![2.0, 4.0, 6.0]);
+    assert!(seen.lock().expect("lock").is_empty(), "the application saw errors: {seen:?}");
+
+    // The application's own mistake (a mappable storage buffer) reaches its handler, and
+    // this crate does not report it as its own.
+    let _bad = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("the application's bad buffer"),
+        size: 16,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    assert_eq!(seen.lock().expect("lock").len(), 1, "the application's handler missed its error: {seen:?}");
+    gpu.check().expect("the application's error is not reported by peft-wgpu");
+    assert_eq!(doubled(&gpu).expect("work after the application's error"), vec![2.0, 4.0, 6.0]);
+
+    // Once the application destroys the device, this crate's work fails with an error of
+    // its own (no panic), and the application's handler hears nothing of it.
+    device.destroy();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doubled(&gpu)));
+    match result {
+        Ok(Err(e)) => assert_eq!(e.kind(), ErrorKind::Device, "{e}"),
+        Ok(Ok(v)) => panic!("work on a destroyed device returned {v:?}"),
+        Err(_) => panic!("work on a destroyed device panicked"),
+    }
+    assert_eq!(seen.lock().expect("lock").len(), 1, "peft-wgpu's errors reached the application: {seen:?}");
+}
+
+#[test]
+fn a_device_without_what_the_kernels_need_is_refused_by_name() {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("GPU tests need a wgpu adapter; on headless Linux: apt-get install -y mesa-vulkan-drivers libvulkan1");
+    let info = adapter.get_info();
+    // No immediates.
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).expect("default device");
+    let e = Gpu::from_device(device, queue, info.clone()).expect_err("a device without immediates");
+    assert!(e.to_string().contains("IMMEDIATES"), "{e}");
+    // Immediates, but WebGPU's default limits (too few for the kernels' immediates).
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            required_features: Gpu::required_features(),
+            ..Default::default()
+        }))
+        .expect("device with default limits");
+    let e = Gpu::from_device(device, queue, info).expect_err("a device with default limits");
+    assert!(e.to_string().contains("max_immediate_size"), "{e}");
+}
