@@ -141,7 +141,7 @@ impl Gpu {
         if owned {
             let sink = Arc::clone(&errors);
             device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-                lock(&sink).push(super::device_error(e, "GPU work"))
+                lock(&sink).push(super::device_error(e, "GPU work"));
             }));
             let lost_sink = Arc::clone(&lost);
             device.set_device_lost_callback(move |reason, message| {
