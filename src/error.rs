@@ -128,6 +128,24 @@ pub enum Error {
         /// What the file holds.
         got: String,
     },
+    /// An adapter tensor's shape is not the one the model and the adapter config give it.
+    #[error(
+        "{}: tensor `{key}` is shape {got:?}, expected {expected:?} for this model and {}",
+        path.display(),
+        config_text(path, config)
+    )]
+    AdapterShape {
+        /// The adapter's weights file.
+        path: PathBuf,
+        /// The tensor name.
+        key: String,
+        /// The shape the model and config give it.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        got: Vec<usize>,
+        /// The adapter config the shapes come from.
+        config: PathBuf,
+    },
     /// A configuration field is missing or wrong.
     #[error("{}: `{key}` {message}", path.display())]
     Config {
@@ -177,6 +195,16 @@ fn non_finite_hint(step: usize) -> &'static str {
     }
 }
 
+/// The adapter config of [`Error::AdapterShape`]: the one saved with the weights (then the
+/// adapter was likely made for another model) or another one (which may not be theirs).
+fn config_text(weights: &std::path::Path, config: &std::path::Path) -> String {
+    if weights.parent() == config.parent() {
+        "config (an adapter for another model?)".into()
+    } else {
+        format!("the config {} (the config saved beside these weights may fit them)", config.display())
+    }
+}
+
 fn size_text(bytes: u64) -> String {
     if bytes == u64::MAX { "more than 2⁶⁴ bytes".into() } else { format!("{bytes} bytes") }
 }
@@ -215,6 +243,7 @@ impl Error {
             | Error::Format { .. }
             | Error::MissingTensor { .. }
             | Error::TensorMismatch { .. }
+            | Error::AdapterShape { .. }
             | Error::Config { .. } => ErrorKind::Input,
             Error::NonFiniteLoss { .. } | Error::DivergedUpdate { .. } => ErrorKind::Training,
             Error::After { source, .. } => source.kind(),

@@ -227,8 +227,13 @@ fn broken_folders_are_errors_naming_the_tensor() {
         *a = HostTensor::zeros(&[3, 16]);
     });
     let e = load(&dir);
-    assert!(matches!(&e, Error::TensorMismatch { key, .. } if key == a_key), "{e}");
+    assert!(
+        matches!(&e, Error::AdapterShape { key, expected, got, .. }
+            if key == a_key && got == &[3, 16] && expected[0] != 3),
+        "{e}"
+    );
     assert!(e.to_string().contains(&dir.join(WEIGHTS_FILE).display().to_string()), "names the file: {e}");
+    assert!(e.to_string().contains("another model"), "the config beside the weights: {e}");
 
     let tau_key = "base_model.model.vit.encoder.layer.1.moppa.temperature";
     let dir = broken_from("moppa", "zero_temperature", |t| {

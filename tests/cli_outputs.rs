@@ -81,7 +81,7 @@ fn an_init_folder_of_another_adapter_type_is_named() {
     let lora = fixture("adapters/lora_v4");
     let args = ["train", "--model", s(&model), "--adapter-config", s(&rank2), "--init", s(&lora)];
     let args: Vec<&str> = args.into_iter().chain(["--data", s(&data), "--out", s(&out), "--steps", "1"]).collect();
-    fails(&args, INPUT, &["lora_A.weight", "[4, 16]", "--adapter-config", "rank2.json", "leave it out"]);
+    fails(&args, INPUT, &["lora_A.weight", "[4, 16]", "[2, 16]", "rank2.json", "saved beside these weights"]);
     assert!(!out.exists(), "nothing written");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -117,7 +117,7 @@ impl Adapter {
         vit: &Vit,
     ) -> Result<Adapter> {
         check_pair(config_path, weights)?;
-        Adapter::build(gpu, config, config_path, vit, Source::file(weights))
+        Adapter::build(gpu, config, config_path, vit, Source::file(weights, config_path))
     }
 
     /// Checks on the host, without a GPU, that `config` (with tensors from `weights`, or fresh
@@ -134,7 +134,7 @@ impl Adapter {
         let source = match weights {
             Some(file) => {
                 check_pair(config_path, file)?;
-                Source::file(file)
+                Source::file(file, config_path)
             }
             None => Source::Shapes,
         };

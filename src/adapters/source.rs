@@ -2,6 +2,7 @@
 //! `adapter_model.safetensors` whose every tensor must be used and well-shaped.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use super::params::PEFT_PREFIX;
 use crate::error::{Error, Result};
@@ -29,14 +30,15 @@ pub(crate) enum Source<'a> {
     /// A dry run that checks a config against a model: tensors have their shape and no values,
     /// so nothing is generated or allocated.
     Shapes,
-    /// An adapter file; `used` collects the keys read, to reject the rest.
-    File { file: &'a TensorFile, used: BTreeSet<String> },
+    /// An adapter file read with the adapter config `config`; `used` collects the keys read,
+    /// to reject the rest.
+    File { file: &'a TensorFile, config: &'a Path, used: BTreeSet<String> },
 }
 
 impl<'a> Source<'a> {
-    /// A source reading `file`.
-    pub(crate) fn file(file: &'a TensorFile) -> Source<'a> {
-        Source::File { file, used: BTreeSet::new() }
+    /// A source reading `file` with the adapter config `config` (for messages).
+    pub(crate) fn file(file: &'a TensorFile, config: &'a Path) -> Source<'a> {
+        Source::File { file, config, used: BTreeSet::new() }
     }
 
     /// Whether tensors come from a file.
@@ -49,15 +51,18 @@ impl<'a> Source<'a> {
         match self {
             Source::Fresh(rng) => Ok(fresh(rng, shape, init)),
             Source::Shapes => Ok(HostTensor { shape: shape.to_vec(), data: Vec::new() }),
-            Source::File { file, used } => {
+            Source::File { file, config, used } => {
                 used.insert(key.to_string());
-                file.f32_shaped(key, shape).map_err(|e| match e {
-                    Error::TensorMismatch { path, key, expected, got } if got.starts_with("shape") => {
-                        let expected = format!("{expected} for this model and config (an adapter for another model?)");
-                        Error::TensorMismatch { path, key, expected, got }
-                    }
-                    e => e,
-                })
+                match file.shape(key) {
+                    Some(got) if got != shape => Err(Error::AdapterShape {
+                        path: file.path().to_path_buf(),
+                        key: key.to_string(),
+                        expected: shape.to_vec(),
+                        got: got.to_vec(),
+                        config: config.to_path_buf(),
+                    }),
+                    _ => file.f32(key),
+                }
             }
         }
     }
@@ -74,7 +79,7 @@ impl<'a> Source<'a> {
     pub(crate) fn any_shape(&mut self, key: &str) -> Result<Option<HostTensor>> {
         match self {
             Source::Fresh(_) | Source::Shapes => Ok(None),
-            Source::File { file, used } => {
+            Source::File { file, used, .. } => {
                 used.insert(key.to_string());
                 file.f32(key).map(Some)
             }
@@ -97,7 +102,7 @@ impl<'a> Source<'a> {
     /// Fails on the first tensor of the file that nothing used: an adapter for another model
     /// or another configuration.
     pub(crate) fn finish(self) -> Result<()> {
-        if let Source::File { file, used } = self
+        if let Source::File { file, used, .. } = self
             && let Some(extra) = file.keys().find(|k| !used.contains(*k))
         {
             return Err(Error::Format {

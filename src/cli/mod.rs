@@ -132,18 +132,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
                 refuse_other_type(config.peft_type(), path, dir)?;
             }
             let weights = init.as_ref().map(|d| d.join(WEIGHTS_FILE));
-            AdapterInput::new(config, path, weights.as_deref(), model).map_err(|e| match e {
-                // The folder's tensors do not fit the config given beside it.
-                Error::TensorMismatch { path: file, key, expected, got } if init.is_some() => {
-                    let hint = format!(
-                        "given by --adapter-config {} (leave it out to use the --init folder's own config)",
-                        path.display()
-                    );
-                    let expected = expected.replace("(an adapter for another model?)", &hint);
-                    Error::TensorMismatch { path: file, key, expected, got }
-                }
-                e => e,
-            })?
+            AdapterInput::new(config, path, weights.as_deref(), model)?
         }
         (None, Some(init)) => AdapterInput::folder(init, "--init", model)?,
         (None, None) => {
