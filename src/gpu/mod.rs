@@ -195,14 +195,18 @@ impl Gpu {
         out
     }
 
+    /// Waits until the device has finished submission `index` (all work when `None`), then
+    /// reports any error it raised.
     pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
-        self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None }).map_err(
-            |e| match e {
-                wgpu::PollError::Timeout => Error::DeviceLost { message: "the device stopped answering".into() },
-                other => Error::DeviceLost { message: other.to_string() },
-            },
-        )?;
-        self.check()
+        match self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None }) {
+            Ok(_) => self.check(),
+            Err(wgpu::PollError::Timeout) => Err(Error::DeviceLost { message: "the device stopped answering".into() }),
+            // The submission was refused: the error that refused it says why.
+            Err(e @ wgpu::PollError::WrongSubmissionIndex(..)) => {
+                self.check()?;
+                Err(Error::Gpu { during: "waiting for GPU work".into(), message: e.to_string() })
+            }
+        }
     }
 }
 

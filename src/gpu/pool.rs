@@ -60,10 +60,11 @@ impl Pool {
         self.peak_bytes = self.live_bytes;
     }
 
+    /// Drops the free buffers. Dropped, not destroyed: work recorded but not yet submitted
+    /// may still use one (a tensor freed after its last use was recorded), and wgpu keeps it
+    /// until that work is done.
     pub(crate) fn trim(&mut self) {
-        for buffer in self.free.drain().flat_map(|(_, v)| v) {
-            buffer.destroy();
-        }
+        self.free.clear();
         self.pooled_bytes = 0;
     }
 }

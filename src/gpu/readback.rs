@@ -6,6 +6,13 @@ use super::Gpu;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
+/// How long a read-back waits for its mapping callback between polls of the device.
+const READBACK_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// How long a read-back waits for its mapping callback, once its work has finished, before
+/// it gives up on the device.
+const READBACK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A read-back started by [`Gpu::read_later`].
 pub struct PendingRead {
     gpu: Gpu,
@@ -24,10 +31,25 @@ impl PendingRead {
 
     fn wait_bytes(self) -> Result<Vec<u8>> {
         self.gpu.wait(self.index)?;
-        match self.rx.try_recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Gpu { during: "reading a tensor back".into(), message: e.to_string() }),
-            Err(_) => return Err(Error::DeviceLost { message: "the read-back never completed".into() }),
+        // The mapping's callback runs on whichever thread polled the device: usually this
+        // one, in `wait`, but an application thread polling the same device may have taken
+        // it and be about to run it, so wait for it, polling again now and then.
+        let mut waited = std::time::Duration::ZERO;
+        let mapped = loop {
+            match self.rx.recv_timeout(READBACK_POLL) {
+                Ok(mapped) => break mapped,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if waited < READBACK_PATIENCE => {
+                    waited += READBACK_POLL;
+                    self.gpu.wait(None)?;
+                }
+                Err(_) => {
+                    let message = format!("a read-back still had no answer {waited:?} after its work finished");
+                    return Err(Error::DeviceLost { message });
+                }
+            }
+        };
+        if let Err(e) = mapped {
+            return Err(Error::Gpu { during: "reading a tensor back".into(), message: e.to_string() });
         }
         let view = self
             .staging

@@ -86,13 +86,13 @@ impl Gpu {
         }
     }
 
-    /// Submits the pending encoder, if any, without waiting.
+    /// Submits the pending encoder, if any, without waiting. The recorder stays locked until
+    /// the queue has the work, so submissions keep the order in which threads recorded it:
+    /// work another thread records later never reaches the queue before this.
     pub(crate) fn submit(&self) -> Option<wgpu::SubmissionIndex> {
-        let encoder = {
-            let mut rec = lock(&self.inner.recorder);
-            rec.commands = 0;
-            rec.encoder.take()
-        }?;
+        let mut rec = lock(&self.inner.recorder);
+        rec.commands = 0;
+        let encoder = rec.encoder.take()?;
         Some(self.scoped(|| self.inner.queue.submit([encoder.finish()])))
     }
 
