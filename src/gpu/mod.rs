@@ -79,11 +79,17 @@ pub(crate) fn catch_errors<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> (
     (out, errors)
 }
 
-/// The error of this crate for an error the device raised `during` some work.
+/// The error of this crate for an error the device raised `during` some work, with wgpu's
+/// multi-line report ("Validation Error", "Caused by:", the causes) on one line.
 pub(crate) fn device_error(e: wgpu::Error, during: &str) -> Error {
     match e {
         wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory { during: during.into() },
-        e => Error::Gpu { during: during.into(), message: e.to_string() },
+        e => {
+            let text = e.to_string();
+            let parts: Vec<&str> =
+                text.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "Caused by:").collect();
+            Error::Gpu { during: during.into(), message: parts.join(": ") }
+        }
     }
 }
 
