@@ -44,6 +44,12 @@ pub const MAX_TENSOR_LIMIT: &str = "u32 element indexing in the kernels";
 
 /// A handle to a GPU device with its queue, kernels and buffer pool. Cheap to clone; all
 /// clones share one device.
+///
+/// Threads may share it: each op records its kernels into one pending encoder, and work
+/// reaches the queue in the order it was recorded, so every thread's results are its own.
+/// A device error (a wgpu validation error, out of memory) is reported by the next
+/// [`Gpu::check`], [`Gpu::sync`] or read of whichever thread comes first, since the device
+/// cannot tell whose work raised it.
 #[derive(Clone)]
 pub struct Gpu {
     inner: Arc<Inner>,
