@@ -39,8 +39,12 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
-/// Number of elements of `shape`, `None` when the product overflows `usize`.
+/// Number of elements of `shape`, `None` when the product overflows `usize` (a shape with
+/// a zero side has none, whatever its other sides).
 pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
     shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
@@ -48,8 +52,13 @@ impl Tensor {
     /// A tensor whose contents are unspecified (NaN when the `Gpu` poisons new buffers); for
     /// kernels that write every element.
     pub(crate) fn uninit(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        // A shape whose size overflows asks for u64::MAX bytes, which `alloc` refuses by name.
-        let bytes = shape.iter().try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX);
+        // A shape whose size overflows asks for u64::MAX bytes, which `alloc` refuses by name;
+        // a shape with a zero side holds nothing, whatever its other sides.
+        let bytes = if shape.contains(&0) {
+            0
+        } else {
+            shape.iter().try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX)
+        };
         let buf = gpu.alloc(bytes, &format!("a {dtype:?} tensor of shape {shape:?}"))?;
         let n = numel(shape);
         let t = Tensor { buf, shape: shape.to_vec(), dtype };

@@ -55,7 +55,10 @@ impl Batches {
         let t = self.step;
         self.step += 1;
         match self.order {
-            BatchOrder::Sequential => (0..self.batch).map(|j| (t * self.batch + j) % self.rows).collect(),
+            // In u128, so `t·B + j` cannot wrap however long the run.
+            BatchOrder::Sequential => (0..self.batch)
+                .map(|j| ((t as u128 * self.batch as u128 + j as u128) % self.rows as u128) as usize)
+                .collect(),
             BatchOrder::Shuffled { .. } => (0..self.batch)
                 .map(|_| {
                     if self.cursor == self.perm.len() {

@@ -75,6 +75,33 @@ fn sizes_that_overflow_are_errors() {
 }
 
 #[test]
+fn empty_tensors_with_huge_sides_hold_nothing_and_their_sums_are_checked() {
+    use peft_wgpu::ops::linear::linear;
+    use peft_wgpu::ops::patch::patchify;
+    use peft_wgpu::ops::shape::{concat, permute};
+    let gpu = gpu();
+    // A zero side means no elements, whichever side it is.
+    for shape in [[usize::MAX, 0], [0, usize::MAX], [1 << 62, 0]] {
+        let t = Tensor::zeros(&gpu, &shape).unwrap_or_else(|e| panic!("{shape:?}: {e}"));
+        assert_eq!((t.len(), t.shape()), (0, &shape[..]));
+        assert_eq!(permute(&gpu, &t, &[1, 0]).expect("permute").shape(), [shape[1], shape[0]]);
+    }
+    // Lengths along the axis whose sum overflows are an error, not a wrapped shape.
+    let z = Tensor::zeros(&gpu, &[0, usize::MAX]).expect("empty");
+    let e = concat(&gpu, &[&z, &z], 1).expect_err("the lengths overflow");
+    assert!(e.to_string().contains("concat"), "{e}");
+    // A linear layer with no inputs gives the bias in every row.
+    let (x, w) = (Tensor::zeros(&gpu, &[2, 0]).unwrap(), Tensor::zeros(&gpu, &[3, 0]).unwrap());
+    let b = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[3]).unwrap();
+    let y = linear(&gpu, &x, &w, Some(&b)).expect("linear with in = 0");
+    assert_eq!(gpu.read(&y).unwrap(), [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+    // A zero patch is named as such.
+    let images = Tensor::zeros(&gpu, &[1, 1, 4, 4]).unwrap();
+    let e = patchify(&gpu, &images, [0, 0]).expect_err("patch 0×0");
+    assert!(e.to_string().contains("patch sides of at least 1"), "{e}");
+}
+
+#[test]
 fn configs_data_and_hyperparameters_built_in_code_are_checked() {
     use peft_wgpu::io::Dataset;
     use peft_wgpu::nn::{Vit, VitConfig, VitWeights};

@@ -21,7 +21,8 @@ fn dims(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<(usize, usize, usi
     {
         return Err(Error::shape("linear bias", format!("[{out}]"), format!("{b:?}")));
     }
-    Ok((x.len() / inn.max(1), inn, out))
+    let rows = x.shape()[..x.shape().len() - 1].iter().product();
+    Ok((rows, inn, out))
 }
 
 fn out_shape(x: &Tensor, out: usize) -> Vec<usize> {

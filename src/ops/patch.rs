@@ -37,7 +37,10 @@ fn params(images: &[usize], patch: [usize; 2]) -> Result<PatchParams> {
         return Err(Error::shape("patchify", "images [B, C, H, W]", format!("{images:?}")));
     };
     let [ph, pw] = patch;
-    if ph == 0 || pw == 0 || h < ph || w < pw {
+    if ph == 0 || pw == 0 {
+        return Err(Error::shape("patchify", "patch sides of at least 1", format!("{ph}×{pw}")));
+    }
+    if h < ph || w < pw {
         return Err(Error::shape("patchify", format!("images at least {ph}×{pw}"), format!("{images:?}")));
     }
     let total = images.iter().product::<usize>();

@@ -147,7 +147,10 @@ pub fn concat(gpu: &Gpu, inputs: &[&Tensor], axis: usize) -> Result<Tensor> {
         f32_tensor("concat", t)?;
     }
     let mut shape = first.shape().to_vec();
-    shape[axis] = inputs.iter().map(|t| t.shape()[axis]).sum();
+    shape[axis] = inputs.iter().try_fold(0usize, |sum, t| sum.checked_add(t.shape()[axis])).ok_or_else(|| {
+        let got: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+        Error::shape("concat", format!("lengths along axis {axis} whose sum fits usize"), format!("{got:?}"))
+    })?;
     let y = Tensor::uninit(gpu, &shape, DType::F32)?;
     let mut offset = 0;
     for t in inputs {
