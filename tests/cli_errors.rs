@@ -354,7 +354,7 @@ fn bad_data_is_named() {
     });
     fails(&train_args(m, l, p, o, &[]), INPUT, &["labels", "F64", "integer tensor"]);
     edit_tensors(&path, |t| t.retain(|(k, ..)| k != "labels"));
-    fails(&train_args(m, l, p, o, &[]), INPUT, &["missing tensor `labels`"]);
+    fails(&train_args(m, l, p, o, &[]), INPUT, &["no `labels`", "pixel_values"]);
     // A model file given as data.
     let weights = model.join("model.safetensors");
     fails(&train_args(m, l, s(&weights), o, &[]), INPUT, &["model.safetensors", "not a data set"]);

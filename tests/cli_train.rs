@@ -230,3 +230,42 @@ fn moppa_trains_and_evaluates_on_an_oblong_grid() {
     fails(&["eval", "--model", &m, "--adapter", &tiny_moppa, "--data", &d], INPUT, &["k_heat", "[4, 3, 2]"]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The README's "first steps with the command line": the demo's task written as CLI files
+/// (what `examples/export_digits.rs` does), LoRA trained on the committed model, evaluated,
+/// merged and evaluated again (fewer steps than the README's run, so it is quick).
+#[test]
+fn the_readme_first_steps_run_on_the_committed_model() {
+    use cli_support::s;
+    use peft_wgpu::demo::Method;
+    use peft_wgpu::demo::digits::{Part, Task, split};
+    use peft_wgpu::io::Dataset;
+    let dir = temp_dir("first-steps");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (train, test) = (dir.join("train.safetensors"), dir.join("test.safetensors"));
+    let (train_set, test_set) =
+        (split(Task::FineTune, Part::Train).unwrap(), split(Task::FineTune, Part::HeldOut).unwrap());
+    train_set.save(&train).unwrap();
+    test_set.save(&test).unwrap();
+    // The saved files read back as they were.
+    let reread = Dataset::load(&test).unwrap();
+    assert_eq!((reread.shape, &reread.labels, &reread.pixels), (test_set.shape, &test_set.labels, &test_set.pixels));
+    let config = dir.join("lora.json");
+    std::fs::write(&config, Method::Lora.adapter_config().unwrap()).unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits_vit");
+    let (adapter, merged) = (dir.join("my-lora"), dir.join("my-merged"));
+    let (m, c, tr, te, a, mm) = (s(&model), s(&config), s(&train), s(&test), s(&adapter), s(&merged));
+    let args = ["train", "--model", m, "--adapter-config", c, "--data", tr, "--eval-data", te, "--out", a];
+    run(&[&args[..], &["--steps", "60", "--batch-size", "16", "--lr", "3e-3"]].concat());
+    let accuracy = |out: &str| -> f64 {
+        let field = out.split_whitespace().skip_while(|w| *w != "accuracy:").nth(1).expect("an accuracy line");
+        field.parse().expect("a number")
+    };
+    let with_adapter = run(&["eval", "--model", m, "--adapter", a, "--data", te]);
+    // Five classes: chance is 0.2; 60 steps of LoRA on the pretrained model reach far more.
+    assert!(accuracy(&with_adapter) > 0.6, "{with_adapter}");
+    run(&["merge", "--model", m, "--adapter", a, "--out", mm]);
+    let from_merged = run(&["eval", "--model", mm, "--data", te]);
+    assert_eq!(accuracy(&from_merged), accuracy(&with_adapter), "{from_merged} vs {with_adapter}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -78,6 +78,15 @@ impl BenchOptions {
     pub fn from_env() -> Result<BenchOptions> {
         let mut options = BenchOptions::full();
         options.filter = std::env::var("PEFT_WGPU_BENCH_FILTER").ok().filter(|f| !f.is_empty());
+        if let Some(f) = &options.filter
+            && !WORKLOADS.iter().any(|w| w.contains(f.as_str()))
+        {
+            let names = WORKLOADS.join(", ");
+            return Err(Error::invalid(
+                "PEFT_WGPU_BENCH_FILTER",
+                format!("`{f}` is part of no workload's name ({names})"),
+            ));
+        }
         if let Ok(r) = std::env::var("PEFT_WGPU_BENCH_REPEATS") {
             let n: usize = r.parse().map_err(|_| Error::invalid("PEFT_WGPU_BENCH_REPEATS", format!("`{r}`")))?;
             if n == 0 {

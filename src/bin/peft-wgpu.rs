@@ -25,7 +25,15 @@ const EXIT_TRAINING: u8 = 5;
 const EXIT_INTERNAL: u8 = 70;
 
 #[derive(Parser)]
-#[command(name = "peft-wgpu", version, about = "Parameter-efficient fine-tuning on any GPU through wgpu")]
+#[command(
+    name = "peft-wgpu",
+    version,
+    about = "Parameter-efficient fine-tuning on any GPU through wgpu",
+    after_help = "Environment: PEFT_WGPU_ADAPTER=<part of the GPU adapter's name, any case> and \
+                  PEFT_WGPU_BACKEND=vulkan|metal|dx12 choose the GPU (`peft-wgpu info` shows it).\n\
+                  Exit codes: 0 success, 2 bad flags or values, 3 bad input files, 4 GPU problems, \
+                  5 training diverged, 70 internal error."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,7 +64,7 @@ enum Command {
         /// Start from this adapter folder instead of a fresh initialisation.
         #[arg(long)]
         init: Option<PathBuf>,
-        /// Optimizer steps.
+        /// Optimizer steps (instead of --epochs).
         #[arg(long, allow_negative_numbers = true, conflicts_with = "epochs")]
         steps: Option<usize>,
         /// Passes over the data, fractions allowed (default 1 when --steps is not given):
@@ -89,15 +97,16 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Accuracy and mean loss of a model (with an adapter) on a data set.
+    /// Accuracy and mean loss of a model, with an adapter or without, on a data set.
     Eval {
-        /// Model folder.
+        /// Model folder (config.json + model.safetensors, or shards with their index).
         #[arg(long)]
         model: PathBuf,
-        /// Adapter folder.
+        /// Adapter folder (adapter_config.json + adapter_model.safetensors); without it the
+        /// model is evaluated alone.
         #[arg(long)]
         adapter: Option<PathBuf>,
-        /// Data set.
+        /// Data (.safetensors with pixel_values and labels).
         #[arg(long)]
         data: PathBuf,
         /// Images per batch.
@@ -109,10 +118,10 @@ enum Command {
     },
     /// Fold an adapter into the model's weights and write a model folder.
     Merge {
-        /// Model folder.
+        /// Model folder (config.json + model.safetensors, or shards with their index).
         #[arg(long)]
         model: PathBuf,
-        /// Adapter folder.
+        /// Adapter folder (adapter_config.json + adapter_model.safetensors).
         #[arg(long)]
         adapter: PathBuf,
         /// Output model folder.
@@ -124,7 +133,8 @@ enum Command {
     },
     /// The GPU adapter in use, its backend, limits and features.
     Info,
-    /// Run the benchmark workloads.
+    /// Run the benchmark workloads of SPEC §13 (PEFT_WGPU_BENCH_FILTER=<part of a name> runs
+    /// only those; PEFT_WGPU_BENCH_REPEATS=<n> sets the timed runs).
     Bench {
         /// One JSON object per line.
         #[arg(long)]
@@ -160,11 +170,23 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
     }
-    // clap's message is the part before the first blank line ("Usage: …" follows).
+    // clap's message and its tips ("a similar argument exists: …") come in blocks before
+    // the usage block.
     let text = e.render().to_string();
-    let head = text.split("\n\n").next().unwrap_or("bad arguments");
-    let message = head.split_whitespace().collect::<Vec<_>>().join(" ");
-    eprintln!("peft-wgpu: error: {} (see peft-wgpu --help)", message.trim_start_matches("error: "));
+    let blocks: Vec<String> = text
+        .split("\n\n")
+        .take_while(|b| !b.trim_start().starts_with("Usage:") && !b.trim_start().starts_with("For more information"))
+        .map(|b| b.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|b| !b.is_empty())
+        .collect();
+    let message = if blocks.is_empty() { "bad arguments".to_string() } else { blocks.join("; ") };
+    // Point at the help of the subcommand given, which lists its flags.
+    let commands = ["train", "eval", "merge", "info", "bench", "demo"];
+    let help = match std::env::args().nth(1).filter(|a| commands.contains(&a.as_str())) {
+        Some(command) => format!("peft-wgpu {command} --help"),
+        None => "peft-wgpu --help".to_string(),
+    };
+    eprintln!("peft-wgpu: error: {} (see {help})", message.trim_start_matches("error: "));
     ExitCode::from(EXIT_USAGE)
 }
 
@@ -372,9 +394,9 @@ fn info() -> Result<(), Error> {
     let gpu = peft_wgpu::Gpu::new()?;
     let i = gpu.adapter_info();
     let l = gpu.limits();
-    out!("adapter:  {} ({:?})", i.name, i.device_type);
-    out!("backend:  {:?}", i.backend);
-    out!("driver:   {} {}", i.driver, i.driver_info);
+    out!("GPU adapter: {} ({:?})", i.name, i.device_type);
+    out!("backend:     {:?}", i.backend);
+    out!("driver:      {} {}", i.driver, i.driver_info);
     out!("limits:");
     out!("  max_storage_buffer_binding_size      {}", l.max_storage_buffer_binding_size);
     out!("  max_buffer_size                      {}", l.max_buffer_size);

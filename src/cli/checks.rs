@@ -67,7 +67,7 @@ pub(super) fn check_optimizer(lr: f64, optimizer: &OptimizerKind) -> Result<()> 
     if let Some(wd) = decay
         && !(wd >= 0.0 && (wd as f32).is_finite())
     {
-        return Err(Error::invalid("--weight-decay", format!("must be a number ≥ 0 that fits in f32, got {wd:e}")));
+        return Err(Error::invalid("--weight-decay", format!("must be a number ≥ 0 that fits in f32, got {wd:?}")));
     }
     Ok(())
 }

@@ -64,8 +64,8 @@ impl Method {
         }
     }
 
-    /// The `adapter_config.json` of an adapter method.
-    fn config(self) -> Option<&'static str> {
+    /// The `adapter_config.json` of an adapter method (`None` for the head-only baseline).
+    pub fn adapter_config(self) -> Option<&'static str> {
         let json = match self {
             Method::Moppa => r#"{"peft_type": "MOPPA", "modules_to_save": ["classifier"], "num_labels": 5}"#,
             Method::Flora => {
@@ -119,7 +119,7 @@ pub fn fine_tune(
         on_step(step, loss);
     };
     let started;
-    let (trainable, accuracy) = match method.config() {
+    let (trainable, accuracy) = match method.adapter_config() {
         Some(json) => {
             let path = Path::new("<demo>/adapter_config.json");
             let config = AdapterConfig::from_json(&JsonFile::parse(path, json.as_bytes())?)?;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::safetensors::{TensorFile, unravel};
+use super::safetensors::{RawTensor, TensorFile, serialize_raw, unravel};
 use crate::error::{Error, Result};
 
 /// Images and labels on the host.
@@ -35,10 +35,15 @@ impl Dataset {
             got,
         };
         let format = |message: String| Error::Format { path: path.to_path_buf(), message };
-        if !file.contains("pixel_values") && !file.contains("labels") {
-            let keys: Vec<&str> = file.keys().take(5).collect();
+        let missing: Vec<&str> = ["pixel_values", "labels"].into_iter().filter(|k| !file.contains(k)).collect();
+        if !missing.is_empty() {
+            let keys: Vec<&str> = file.keys().take(3).collect();
+            let more = if file.keys().count() > keys.len() { ", …" } else { "" };
             return Err(format(format!(
-                "is not a data set: it has no `pixel_values` and no `labels` (its tensors: {keys:?})"
+                "is not a data set: it has no `{}` (it holds {}{more}; a data set holds float \
+                 `pixel_values` [N, C, H, W] and integer `labels` [N])",
+                missing.join("` and no `"),
+                keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
             )));
         }
         let pixels = file.f32_any("pixel_values")?;
@@ -67,6 +72,23 @@ impl Dataset {
             })
             .collect::<Result<Vec<u32>>>()?;
         Ok(Dataset { path: path.to_path_buf(), shape: [n, c, h, w], pixels: pixels.data, labels })
+    }
+
+    /// Writes the data set to `path` in the format [`Dataset::load`] reads (`pixel_values`
+    /// f32, `labels` i64), atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.check_whole()?;
+        let labels: Vec<u8> = self.labels.iter().flat_map(|&l| i64::from(l).to_le_bytes()).collect();
+        let tensors = [
+            RawTensor { key: "labels", dtype: "I64", shape: &[self.labels.len()], bytes: &labels },
+            RawTensor {
+                key: "pixel_values",
+                dtype: "F32",
+                shape: &self.shape,
+                bytes: bytemuck::cast_slice(&self.pixels),
+            },
+        ];
+        super::atomic::write(path, &serialize_raw(path, &tensors, None)?)
     }
 
     /// A data set from memory (`path` names it in messages).

@@ -325,12 +325,38 @@ pub fn serialize(
     tensors: &[(String, &HostTensor)],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
+    for (key, t) in tensors {
+        if t.shape.iter().product::<usize>() != t.data.len() {
+            return Err(format_err(path, format!("tensor `{key}`: {} values for shape {:?}", t.data.len(), t.shape)));
+        }
+    }
+    let raw: Vec<RawTensor<'_>> = tensors
+        .iter()
+        .map(|(key, t)| RawTensor { key, dtype: "F32", shape: &t.shape, bytes: bytemuck::cast_slice(&t.data) })
+        .collect();
+    serialize_raw(path, &raw, metadata)
+}
+
+/// One tensor to write as it is: its safetensors dtype name and little-endian bytes.
+pub(crate) struct RawTensor<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) dtype: &'static str,
+    pub(crate) shape: &'a [usize],
+    pub(crate) bytes: &'a [u8],
+}
+
+/// [`serialize`] for tensors of any dtype, whose bytes the caller has checked against shapes.
+pub(crate) fn serialize_raw(
+    path: &Path,
+    tensors: &[RawTensor<'_>],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     // Written by hand rather than through the crate so the bytes are the same on every run:
     // tensors in name order, `__metadata__` keys sorted (a HashMap would order them randomly).
-    let mut sorted: Vec<&(String, &HostTensor)> = tensors.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    if let Some(pair) = sorted.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(format_err(path, format!("tensor `{}` written twice", pair[0].0)));
+    let mut sorted: Vec<&RawTensor<'_>> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(b.key));
+    if let Some(pair) = sorted.windows(2).find(|w| w[0].key == w[1].key) {
+        return Err(format_err(path, format!("tensor `{}` written twice", pair[0].key)));
     }
     let mut header = serde_json::Map::new();
     if let Some(meta) = metadata {
@@ -338,13 +364,12 @@ pub fn serialize(
         header.insert("__metadata__".into(), serde_json::to_value(meta).unwrap_or_default());
     }
     let mut offset = 0usize;
-    for (key, t) in &sorted {
-        if t.shape.iter().product::<usize>() != t.data.len() {
-            return Err(format_err(path, format!("tensor `{key}`: {} values for shape {:?}", t.data.len(), t.shape)));
-        }
-        let end = offset + 4 * t.data.len();
-        header
-            .insert(key.clone(), serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, end]}));
+    for t in &sorted {
+        let end = offset + t.bytes.len();
+        header.insert(
+            t.key.to_string(),
+            serde_json::json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, end]}),
+        );
         offset = end;
     }
     let mut head = serde_json::to_string(&serde_json::Value::Object(header)).unwrap_or_default().into_bytes();
@@ -353,8 +378,8 @@ pub fn serialize(
     let mut out = Vec::with_capacity(8 + head.len() + offset);
     out.extend_from_slice(&(head.len() as u64).to_le_bytes());
     out.extend_from_slice(&head);
-    for (_, t) in &sorted {
-        out.extend_from_slice(bytemuck::cast_slice(&t.data));
+    for t in &sorted {
+        out.extend_from_slice(t.bytes);
     }
     Ok(out)
 }
