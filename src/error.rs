@@ -132,7 +132,7 @@ pub enum Error {
     #[error(
         "{}: tensor `{key}` is shape {got:?}, expected {expected:?} for this model and {}",
         path.display(),
-        config_text(path, config)
+        config_text(other_config.as_deref())
     )]
     AdapterShape {
         /// The adapter's weights file.
@@ -143,8 +143,9 @@ pub enum Error {
         expected: Vec<usize>,
         /// The shape in the file.
         got: Vec<usize>,
-        /// The adapter config the shapes come from.
-        config: PathBuf,
+        /// The adapter config the shapes come from, when it is not the one saved beside the
+        /// weights.
+        other_config: Option<PathBuf>,
     },
     /// A configuration field is missing or wrong.
     #[error("{}: `{key}` {message}", path.display())]
@@ -197,11 +198,12 @@ fn non_finite_hint(step: usize) -> &'static str {
 
 /// The adapter config of [`Error::AdapterShape`]: the one saved with the weights (then the
 /// adapter was likely made for another model) or another one (which may not be theirs).
-fn config_text(weights: &std::path::Path, config: &std::path::Path) -> String {
-    if weights.parent() == config.parent() {
-        "config (an adapter for another model?)".into()
-    } else {
-        format!("the config {} (the config saved beside these weights may fit them)", config.display())
+fn config_text(other_config: Option<&std::path::Path>) -> String {
+    match other_config {
+        None => "config (an adapter for another model?)".into(),
+        Some(config) => {
+            format!("the config {} (the config saved beside these weights may fit them)", config.display())
+        }
     }
 }
 

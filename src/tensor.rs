@@ -52,12 +52,14 @@ impl Tensor {
     /// A tensor whose contents are unspecified (NaN when the `Gpu` poisons new buffers); for
     /// kernels that write every element.
     pub(crate) fn uninit(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        // A shape whose size overflows asks for u64::MAX bytes, which `alloc` refuses by name;
-        // a shape with a zero side holds nothing, whatever its other sides.
-        let bytes = if shape.contains(&0) {
-            0
-        } else {
-            shape.iter().try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX)
+        // A shape whose size overflows asks for u64::MAX bytes, which `alloc` refuses by name.
+        // A zero side holds nothing, but the other sides' product must still fit, so that
+        // every product of a tensor's sides does (ops multiply leading or trailing axes).
+        let sides = shape.iter().filter(|&&d| d != 0).try_fold(1usize, |a, &d| a.checked_mul(d));
+        let bytes = match sides {
+            Some(_) if shape.contains(&0) => 0,
+            Some(n) => (n as u64).saturating_mul(dtype.size() as u64),
+            None => u64::MAX,
         };
         let buf = gpu.alloc(bytes, &format!("a {dtype:?} tensor of shape {shape:?}"))?;
         let n = numel(shape);

@@ -86,6 +86,9 @@ fn empty_tensors_with_huge_sides_hold_nothing_and_their_sums_are_checked() {
         assert_eq!((t.len(), t.shape()), (0, &shape[..]));
         assert_eq!(permute(&gpu, &t, &[1, 0]).expect("permute").shape(), [shape[1], shape[0]]);
     }
+    // The other sides' product must still fit, so that every product of sides does.
+    let e = Tensor::zeros(&gpu, &[usize::MAX, 2, 0]).expect_err("sides whose product overflows");
+    assert!(matches!(e, peft_wgpu::Error::TooLarge { .. }), "{e}");
     // Lengths along the axis whose sum overflows are an error, not a wrapped shape.
     let z = Tensor::zeros(&gpu, &[0, usize::MAX]).expect("empty");
     let e = concat(&gpu, &[&z, &z], 1).expect_err("the lengths overflow");

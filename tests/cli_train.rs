@@ -266,6 +266,9 @@ fn the_readme_first_steps_run_on_the_committed_model() {
     assert!(accuracy(&with_adapter) > 0.6, "{with_adapter}");
     run(&["merge", "--model", m, "--adapter", a, "--out", mm]);
     let from_merged = run(&["eval", "--model", mm, "--data", te]);
-    assert_eq!(accuracy(&from_merged), accuracy(&with_adapter), "{from_merged} vs {with_adapter}");
+    // Folding s·BA into W rounds differently: at most one borderline image may flip.
+    let one_image = 1.0 / test_set.len() as f64;
+    let gap = (accuracy(&from_merged) - accuracy(&with_adapter)).abs();
+    assert!(gap <= one_image + 1e-9, "merged {from_merged} vs adapter {with_adapter}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -89,3 +89,38 @@ fn a_device_without_what_the_kernels_need_is_refused_by_name() {
     let e = Gpu::from_device(device, queue, info).expect_err("a device with default limits");
     assert!(e.to_string().contains("max_immediate_size"), "{e}");
 }
+
+#[test]
+fn a_callback_that_wgpu_runs_inside_this_crates_submit_may_use_the_gpu() {
+    let (device, queue, info) = app_device();
+    let gpu = Gpu::from_device(device.clone(), queue, info).expect("adopt the device");
+    // The application maps a buffer of its own; wgpu runs the callback in whichever call
+    // polls the device next, here the submit inside this crate's read. The callback uses
+    // the Gpu: it records an op and starts a read-back (which submits).
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("the application's buffer"),
+        size: 16,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let pending = Arc::new(Mutex::new(None));
+    let (from_callback, slot) = (gpu.clone(), Arc::clone(&pending));
+    buffer.slice(..).map_async(wgpu::MapMode::Read, move |mapped| {
+        mapped.expect("the application's mapping");
+        let read = Tensor::from_slice(&from_callback, &[5.0, 6.0], &[2])
+            .and_then(|t| scale(&from_callback, &t, 2.0))
+            .map(|t| from_callback.read_later(&t));
+        *slot.lock().expect("lock") = Some(read);
+    });
+    // On a thread, so a deadlock fails the test instead of hanging it.
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = gpu;
+    std::thread::spawn(move || {
+        let _ = done.send(doubled(&worker));
+    });
+    let result = finished.recv_timeout(std::time::Duration::from_secs(60)).expect("the read finished (no deadlock)");
+    assert_eq!(result.expect("the read"), vec![2.0, 4.0, 6.0]);
+    let read = pending.lock().expect("lock").take().expect("the callback ran");
+    let values = read.expect("the callback's op").and_then(|r| r.wait()).expect("the callback's read-back");
+    assert_eq!(values, vec![10.0, 12.0]);
+}

@@ -30,15 +30,22 @@ pub(crate) enum Source<'a> {
     /// A dry run that checks a config against a model: tensors have their shape and no values,
     /// so nothing is generated or allocated.
     Shapes,
-    /// An adapter file read with the adapter config `config`; `used` collects the keys read,
-    /// to reject the rest.
-    File { file: &'a TensorFile, config: &'a Path, used: BTreeSet<String> },
+    /// An adapter file; `other_config` names the adapter config it is read with when that is
+    /// not the one saved beside it (for messages); `used` collects the keys read, to reject
+    /// the rest.
+    File { file: &'a TensorFile, other_config: Option<&'a Path>, used: BTreeSet<String> },
 }
 
 impl<'a> Source<'a> {
     /// A source reading `file` with the adapter config `config` (for messages).
     pub(crate) fn file(file: &'a TensorFile, config: &'a Path) -> Source<'a> {
-        Source::File { file, config, used: BTreeSet::new() }
+        let folder = |p: &Path| {
+            let parent = p.parent().unwrap_or(Path::new(""));
+            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            parent.canonicalize().unwrap_or_else(|_| parent.to_path_buf())
+        };
+        let other_config = (folder(file.path()) != folder(config)).then_some(config);
+        Source::File { file, other_config, used: BTreeSet::new() }
     }
 
     /// Whether tensors come from a file.
@@ -51,7 +58,7 @@ impl<'a> Source<'a> {
         match self {
             Source::Fresh(rng) => Ok(fresh(rng, shape, init)),
             Source::Shapes => Ok(HostTensor { shape: shape.to_vec(), data: Vec::new() }),
-            Source::File { file, config, used } => {
+            Source::File { file, other_config, used } => {
                 used.insert(key.to_string());
                 match file.shape(key) {
                     Some(got) if got != shape => Err(Error::AdapterShape {
@@ -59,7 +66,7 @@ impl<'a> Source<'a> {
                         key: key.to_string(),
                         expected: shape.to_vec(),
                         got: got.to_vec(),
-                        config: config.to_path_buf(),
+                        other_config: other_config.map(Path::to_path_buf),
                     }),
                     _ => file.f32(key),
                 }

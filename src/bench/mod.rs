@@ -23,7 +23,8 @@
 //! The ViT-B layer steps compute `loss = mean(y²)` of the layer output, backpropagate to the
 //! trainable tensors and to the input, and take an AdamW step.
 //!
-//! Environment: `PEFT_WGPU_BENCH_FILTER` (run only workloads whose name contains it),
+//! Environment: `PEFT_WGPU_BENCH_FILTER` (run only workloads whose name contains it; one
+//! that no name contains is refused),
 //! `PEFT_WGPU_BENCH_REPEATS` (timed repetitions, default per workload) and
 //! `PEFT_WGPU_PROFILE=1` (time every dispatch alone and print the time per kernel of each
 //! workload on stderr; this serialises the device, so the workload times grow).
@@ -74,7 +75,9 @@ impl BenchOptions {
         BenchOptions { size: Size::Tiny, warmup: 0, repeats: Some(1), filter: None }
     }
 
-    /// [`BenchOptions::full`] with `PEFT_WGPU_BENCH_FILTER` and `PEFT_WGPU_BENCH_REPEATS`.
+    /// [`BenchOptions::full`] with `PEFT_WGPU_BENCH_FILTER` and `PEFT_WGPU_BENCH_REPEATS`; a
+    /// filter that no workload's name contains, or a count that is not a whole number ≥ 1,
+    /// is an error naming the variable.
     pub fn from_env() -> Result<BenchOptions> {
         let mut options = BenchOptions::full();
         options.filter = std::env::var("PEFT_WGPU_BENCH_FILTER").ok().filter(|f| !f.is_empty());

@@ -114,7 +114,9 @@ impl Gpu {
     /// application's: this crate catches the errors of its own work in error scopes (pushed
     /// and popped around each of its calls, on the calling thread) and reports them from its
     /// own calls, so an error the application causes never surfaces here, nor one of ours
-    /// there.
+    /// there. A lost device therefore reaches this crate as the errors of the work it
+    /// refused ([`crate::ErrorKind::Device`]). wgpu runs ready callbacks, the application's
+    /// too, inside this crate's submits and polls; they may use the `Gpu`.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Result<Gpu> {
         Gpu::adopt(device, queue, info, false)
     }
@@ -160,6 +162,7 @@ impl Gpu {
                 kernels,
                 pool: Arc::new(Mutex::new(pool::Pool::default())),
                 recorder: Mutex::new(recorder::Recorder::default()),
+                submit_turn: parking_lot::ReentrantMutex::new(()),
                 errors,
                 lost,
                 poison: false.into(),

@@ -63,6 +63,10 @@ struct Inner {
     kernels: pipelines::Registry,
     pool: Arc<Mutex<pool::Pool>>,
     recorder: Mutex<recorder::Recorder>,
+    /// Held while an encoder is taken and queued, so submissions keep the order of their
+    /// recording; re-entrant, because wgpu runs ready callbacks (an application's too) inside
+    /// `Queue::submit`, and one may submit work of its own.
+    submit_turn: parking_lot::ReentrantMutex<()>,
     /// Errors the device raised, not yet reported by [`Gpu::check`].
     errors: Arc<Mutex<Vec<Error>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -213,10 +217,14 @@ impl Gpu {
         match self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None }) {
             Ok(_) => self.check(),
             Err(wgpu::PollError::Timeout) => Err(Error::DeviceLost { message: "the device stopped answering".into() }),
-            // The submission was refused: the error that refused it says why.
-            Err(e @ wgpu::PollError::WrongSubmissionIndex(..)) => {
+            // The submission was refused: the error that refused it says why, and a refusal
+            // with none was a lost device's (wgpu reports those only to a device-lost
+            // callback, which an adopted device keeps for its application).
+            Err(wgpu::PollError::WrongSubmissionIndex(..)) => {
                 self.check()?;
-                Err(Error::Gpu { during: "waiting for GPU work".into(), message: e.to_string() })
+                Err(Error::DeviceLost {
+                    message: "the device refused GPU work without an error: it was lost or destroyed".into(),
+                })
             }
         }
     }

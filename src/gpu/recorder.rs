@@ -86,13 +86,18 @@ impl Gpu {
         }
     }
 
-    /// Submits the pending encoder, if any, without waiting. The recorder stays locked until
-    /// the queue has the work, so submissions keep the order in which threads recorded it:
-    /// work another thread records later never reaches the queue before this.
+    /// Submits the pending encoder, if any, without waiting. The submit turn is held from
+    /// taking the encoder until the queue has it, so submissions keep the order in which
+    /// threads recorded their work: what another thread records later never reaches the
+    /// queue first. The recorder itself is not locked while wgpu submits, so a callback that
+    /// wgpu runs inside `Queue::submit` may use this `Gpu`.
     pub(crate) fn submit(&self) -> Option<wgpu::SubmissionIndex> {
-        let mut rec = lock(&self.inner.recorder);
-        rec.commands = 0;
-        let encoder = rec.encoder.take()?;
+        let _turn = self.inner.submit_turn.lock();
+        let encoder = {
+            let mut rec = lock(&self.inner.recorder);
+            rec.commands = 0;
+            rec.encoder.take()
+        }?;
         Some(self.scoped(|| self.inner.queue.submit([encoder.finish()])))
     }
 

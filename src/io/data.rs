@@ -37,13 +37,16 @@ impl Dataset {
         let format = |message: String| Error::Format { path: path.to_path_buf(), message };
         let missing: Vec<&str> = ["pixel_values", "labels"].into_iter().filter(|k| !file.contains(k)).collect();
         if !missing.is_empty() {
-            let keys: Vec<&str> = file.keys().take(3).collect();
-            let more = if file.keys().count() > keys.len() { ", …" } else { "" };
+            let keys: Vec<String> = file.keys().take(3).map(|k| format!("`{k}`")).collect();
+            let holds = match file.keys().count() {
+                0 => "no tensors".to_string(),
+                n if n > keys.len() => format!("{}, …", keys.join(", ")),
+                _ => keys.join(", "),
+            };
             return Err(format(format!(
-                "is not a data set: it has no `{}` (it holds {}{more}; a data set holds float \
+                "is not a data set: it has no `{}` (it holds {holds}; a data set holds float \
                  `pixel_values` [N, C, H, W] and integer `labels` [N])",
                 missing.join("` and no `"),
-                keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
             )));
         }
         let pixels = file.f32_any("pixel_values")?;

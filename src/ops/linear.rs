@@ -21,7 +21,9 @@ fn dims(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<(usize, usize, usi
     {
         return Err(Error::shape("linear bias", format!("[{out}]"), format!("{b:?}")));
     }
-    let rows = x.shape()[..x.shape().len() - 1].iter().product();
+    // The leading axes of a tensor that exists: their product fits unless `in` is 0.
+    let rows = crate::tensor::checked_numel(&x.shape()[..x.shape().len() - 1])
+        .ok_or_else(|| Error::shape("linear", "leading axes whose product fits usize", format!("{x:?}")))?;
     Ok((rows, inn, out))
 }
 

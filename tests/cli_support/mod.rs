@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
-/// Exit codes of the binary (src/bin/peft-wgpu.rs).
+/// Exit codes of the binary (src/bin/peft-wgpu/main.rs).
 pub const USAGE: i32 = 2;
 /// Bad file, tensor, config or data.
 pub const INPUT: i32 = 3;
