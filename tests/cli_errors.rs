@@ -75,6 +75,17 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
         INPUT,
         &["adapter_model.safetensors", "not found"],
     );
+    // Folders saved as PyTorch pickles by older transformers and PEFT.
+    std::fs::write(half.join("adapter_model.bin"), b"PK\x03\x04").expect("pickle");
+    for args in [
+        vec!["eval", "--model", m, "--adapter", s(&half), "--data", d],
+        vec!["train", "--model", m, "--adapter-config", s(&config_file), "--init", s(&half), "--data", d, "--out", o],
+    ] {
+        fails(&args, INPUT, &["adapter_model.bin", "PyTorch pickle", "adapter_model.safetensors"]);
+    }
+    let pickled = model_copy(&dir.join("pickled"));
+    std::fs::rename(pickled.join("model.safetensors"), pickled.join("pytorch_model.bin")).expect("rename");
+    fails(&["eval", "--model", s(&pickled), "--data", d], INPUT, &["pytorch_model.bin", "PyTorch pickle"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 

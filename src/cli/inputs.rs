@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::Dataset;
 use crate::io::json::JsonFile;
-use crate::io::paths::{expect_dir, expect_file};
+use crate::io::paths::{expect_dir, expect_file, refuse_pickle};
 use crate::io::safetensors::TensorFile;
 use crate::nn::{Vit, VitConfig, VitWeights};
 
@@ -47,6 +47,7 @@ impl AdapterInput {
     pub(super) fn folder(dir: &Path, flag: &str, model: &VitConfig) -> Result<AdapterInput> {
         finish_interrupted_save(dir);
         expect_dir(dir, &format!("an adapter folder for {flag}"), CONFIG_FILE)?;
+        refuse_pickle(dir, "adapter_model.bin", WEIGHTS_FILE)?;
         expect_file(&dir.join(WEIGHTS_FILE), "the adapter's tensors")?;
         AdapterInput::read(&dir.join(CONFIG_FILE), Some(&dir.join(WEIGHTS_FILE)), model)
     }

@@ -125,6 +125,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
             expect_file(path, "an adapter_config.json for --adapter-config")?;
             if let Some(dir) = init {
                 finish_interrupted_save(dir);
+                crate::io::paths::refuse_pickle(dir, "adapter_model.bin", WEIGHTS_FILE)?;
                 expect_dir(dir, "an adapter folder for --init", WEIGHTS_FILE)?;
             }
             let config = AdapterConfig::read(path)?;

@@ -85,6 +85,22 @@ pub fn expect_file(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Fails, naming `pickle`, when `dir` holds the PyTorch pickle `pickle` (`pytorch_model.bin`,
+/// `adapter_model.bin`: what older transformers and PEFT wrote) in place of the safetensors
+/// file `wanted` that is missing.
+pub fn refuse_pickle(dir: &Path, pickle: &str, wanted: &str) -> Result<()> {
+    if dir.join(pickle).is_file() && !dir.join(wanted).exists() {
+        return Err(Error::Format {
+            path: dir.join(pickle),
+            message: format!(
+                "is a PyTorch pickle, which this crate does not read; save it as {wanted} \
+                 (`save_pretrained(dir, safe_serialization=True)`)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The deepest existing ancestor of `path` (itself if it exists; `.` for a relative path
 /// none of whose parts exist). A symbolic link that leads nowhere (or in a loop) on the way is
 /// an error for `flag`: nothing could be created through it.

@@ -272,6 +272,7 @@ fn weight_files(dir: &Path) -> Result<(Vec<TensorFile>, BTreeMap<String, usize>)
     }
     let index_path = dir.join(INDEX_FILE);
     if !index_path.exists() {
+        crate::io::paths::refuse_pickle(dir, "pytorch_model.bin", "model.safetensors")?;
         let source = std::io::Error::new(
             std::io::ErrorKind::NotFound,
             "no model.safetensors or model.safetensors.index.json in the model folder",
