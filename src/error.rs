@@ -140,9 +140,9 @@ pub enum Error {
         /// The tensor name.
         key: String,
         /// The shape the model and config give it.
-        expected: Vec<usize>,
+        expected: Box<[usize]>,
         /// The shape in the file.
-        got: Vec<usize>,
+        got: Box<[usize]>,
         /// The adapter config the shapes come from, when it is not the one saved beside the
         /// weights.
         other_config: Option<PathBuf>,

@@ -229,7 +229,7 @@ fn broken_folders_are_errors_naming_the_tensor() {
     let e = load(&dir);
     assert!(
         matches!(&e, Error::AdapterShape { key, expected, got, .. }
-            if key == a_key && got == &[3, 16] && expected[0] != 3),
+            if key == a_key && got[..] == [3, 16] && expected[0] != 3),
         "{e}"
     );
     assert!(e.to_string().contains(&dir.join(WEIGHTS_FILE).display().to_string()), "names the file: {e}");

@@ -64,8 +64,8 @@ impl<'a> Source<'a> {
                     Some(got) if got != shape => Err(Error::AdapterShape {
                         path: file.path().to_path_buf(),
                         key: key.to_string(),
-                        expected: shape.to_vec(),
-                        got: got.to_vec(),
+                        expected: shape.into(),
+                        got: got.into(),
                         other_config: other_config.map(Path::to_path_buf),
                     }),
                     _ => file.f32(key),
