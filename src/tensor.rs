@@ -161,10 +161,43 @@ impl Tensor {
         self.buf.raw()
     }
 
+    /// How many times the buffer's contents were changed in place (shared by every tensor
+    /// on the buffer).
+    pub(crate) fn version(&self) -> u64 {
+        self.buf.version()
+    }
+
+    /// A handle that tells the buffer's version while the buffer lives, without keeping it.
+    pub(crate) fn watch(&self) -> VersionWatch {
+        VersionWatch { buf: Arc::downgrade(&self.buf), version: self.version(), shape: self.shape.clone() }
+    }
+
+    /// Marks the buffer's contents as changed in place: a tape that recorded this tensor
+    /// before refuses to run its backward pass.
+    pub(crate) fn mark_changed(&self) {
+        self.buf.bump_version();
+    }
+
     /// Whether this tensor lives on `gpu` (was made by it or by one of its clones). Ops and
     /// reads refuse tensors of another device.
     pub fn is_on(&self, gpu: &Gpu) -> bool {
         gpu.owns(&self.buf)
+    }
+}
+
+/// A tensor's buffer version when it was watched ([`Tensor::watch`]).
+pub(crate) struct VersionWatch {
+    buf: std::sync::Weak<PooledBuffer>,
+    version: u64,
+    shape: Vec<usize>,
+}
+
+impl VersionWatch {
+    /// The shape of the watched tensor, when its buffer still lives and was changed in place
+    /// since.
+    pub(crate) fn changed(&self) -> Option<&[usize]> {
+        let buf = self.buf.upgrade()?;
+        (buf.version() != self.version).then_some(&self.shape)
     }
 }
 

@@ -211,3 +211,83 @@ fn training_checks_the_adapter_the_batch_and_values_changed_in_code() {
     assert!(evaluate(&gpu, &other, Some(&adapter), &data, 2).is_err(), "evaluate on another model");
     train(&gpu, &vit, &adapter, &data, &options(2), &mut |_| {}).expect("its own model");
 }
+
+#[test]
+fn a_forward_pass_with_an_adapter_for_another_architecture_is_refused() {
+    use peft_wgpu::adapters::{Adapter, AdapterConfig};
+    use peft_wgpu::io::json::JsonFile;
+    use peft_wgpu::nn::{Vit, VitConfig, VitWeights};
+    let gpu = gpu();
+    let config = peft_wgpu::demo::model::architecture();
+    let vit = Vit::from_weights(&gpu, &VitWeights::random(&config, 1)).unwrap();
+    let path = std::path::Path::new("adapter_config.json");
+    let json = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"]}"#;
+    let cfg = AdapterConfig::from_json(&JsonFile::parse(path, json.as_bytes()).unwrap()).unwrap();
+    let adapter = Adapter::new(&gpu, cfg, path, &vit, 0).unwrap();
+    let [c, h, w] = [config.num_channels, config.image_size[0], config.image_size[1]];
+    let images = Tensor::zeros(&gpu, &[1, c, h, w]).unwrap();
+    // One more layer (left unadapted) and one fewer (an adapted layer ignored): both refused.
+    for layers in [config.num_hidden_layers + 1, config.num_hidden_layers - 1] {
+        let other = VitConfig { num_hidden_layers: layers, ..config.clone() };
+        let other = Vit::from_weights(&gpu, &VitWeights::random(&other, 1)).unwrap();
+        let mut tape = Tape::new(&gpu);
+        let base = other.bind(&mut tape, false);
+        let bound = adapter.bind(&mut tape);
+        let x = tape.constant(&images);
+        let e = other.forward(&mut tape, &base, &x, &bound).expect_err("an adapter for another model");
+        assert!(e.to_string().contains("another model"), "{layers} layers: {e}");
+    }
+    let mut tape = Tape::new(&gpu);
+    let (base, bound) = (vit.bind(&mut tape, false), adapter.bind(&mut tape));
+    let x = tape.constant(&images);
+    vit.forward(&mut tape, &base, &x, &bound).expect("its own model");
+}
+
+#[test]
+fn a_tape_recorded_before_an_optimizer_step_refuses_its_backward_pass() {
+    use peft_wgpu::ops::linear::linear_var;
+    let gpu = gpu();
+    let w = Tensor::from_slice(&gpu, &[0.5, -1.0, 1.5, 0.25], &[2, 2]).unwrap();
+    let x = Tensor::from_slice(&gpu, &[1.0, 2.0], &[1, 2]).unwrap();
+    let record = |tape: &mut Tape| {
+        let (p, xv) = (tape.param(&w), tape.constant(&x));
+        let y = linear_var(tape, &xv, &p, None).unwrap();
+        let y2 = mul_var(tape, &y, &y).unwrap();
+        (p, sum_var(tape, &y2).unwrap())
+    };
+    let mut first = Tape::new(&gpu);
+    let (p1, loss1) = record(&mut first);
+    // A second tape records the same forward pass before the first one's step.
+    let mut second = Tape::new(&gpu);
+    let (_, loss2) = record(&mut second);
+    let grads = first.backward(&loss1).unwrap();
+    let mut opt = Optimizer::new(&gpu, OptimizerKind::sgd(), 0.1, std::slice::from_ref(&w)).unwrap();
+    opt.step(&[grads.get(&p1)]).unwrap();
+    let e = second.backward(&loss2).expect_err("w changed under the second tape");
+    assert!(e.to_string().contains("changed in place"), "{e}");
+    // Recorded after the step, the same pass runs.
+    let mut third = Tape::new(&gpu);
+    let (p3, loss3) = record(&mut third);
+    assert!(third.backward(&loss3).unwrap().get(&p3).is_some());
+    // An inference tape saves nothing, so it has nothing to refuse.
+    let mut frozen = Tape::inference(&gpu);
+    let (_, value) = record(&mut frozen);
+    opt.step(&[Some(&Tensor::zeros(&gpu, &[2, 2]).unwrap())]).unwrap();
+    assert!(frozen.backward(&value).unwrap().is_empty());
+}
+
+#[test]
+fn a_checkpoint_is_restored_only_into_its_own_optimizer() {
+    let gpu = gpu();
+    let a = Tensor::from_slice(&gpu, &[1.0, 1.0], &[2]).unwrap();
+    let b = Tensor::from_slice(&gpu, &[7.0, 7.0], &[2]).unwrap();
+    let mut opt_a = Optimizer::new(&gpu, OptimizerKind::adamw(), 1e-3, std::slice::from_ref(&a)).unwrap();
+    let mut opt_b = Optimizer::new(&gpu, OptimizerKind::adamw(), 1e-3, std::slice::from_ref(&b)).unwrap();
+    let of_a = opt_a.checkpoint().unwrap();
+    let e = opt_b.restore(&of_a).expect_err("a checkpoint of another optimizer");
+    assert!(e.to_string().contains("another optimizer"), "{e}");
+    assert_eq!(gpu.read(&b).unwrap(), [7.0, 7.0], "nothing written");
+    opt_a.step(&[Some(&Tensor::full(&gpu, &[2], 1.0).unwrap())]).unwrap();
+    opt_a.restore(&of_a).expect("its own checkpoint");
+    assert_eq!(gpu.read(&a).unwrap(), [1.0, 1.0]);
+}

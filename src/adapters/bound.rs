@@ -4,7 +4,7 @@
 use super::{Adapter, Kind, flora, lora};
 use crate::autograd::{Gradients, Tape, Var};
 use crate::error::Result;
-use crate::nn::{ModuleId, VitHooks};
+use crate::nn::{ModuleId, VitConfig, VitHooks};
 use crate::tensor::Tensor;
 
 /// An adapter's tensors on one tape; the hooks through which it changes the ViT.
@@ -43,6 +43,10 @@ impl BoundAdapter<'_> {
 }
 
 impl VitHooks for BoundAdapter<'_> {
+    fn check_model(&self, model: &VitConfig) -> Result<()> {
+        self.adapter.check_model("ViT forward", model)
+    }
+
     fn linear(&self, tape: &mut Tape, module: ModuleId, x: &Var, w: &Var, b: Option<&Var>) -> Result<Option<Var>> {
         let v = &self.vars;
         match &self.adapter.kind {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::ops::elementwise;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, VersionWatch};
 
 /// Index of a node in its [`Tape`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,6 +52,10 @@ struct Node {
     parents: Vec<NodeId>,
     backward: Option<BackwardFn>,
     trainable_leaf: bool,
+    /// A leaf of a recording tape, watched: ops save leaves (a weight for the input's
+    /// gradient, say), so a leaf changed in place since it was recorded (by an optimizer
+    /// step) makes the saved values stale. The watch does not keep the leaf alive.
+    leaf: Option<VersionWatch>,
 }
 
 /// The arena of recorded operations. See the [module docs](crate::autograd).
@@ -147,16 +151,19 @@ impl Tape {
 
     /// A trainable leaf: [`Tape::backward`] returns its gradient (on a recording tape).
     pub fn param(&mut self, value: &Tensor) -> Var {
-        let id = self.next_id();
-        self.nodes.push(Node { parents: Vec::new(), backward: None, trainable_leaf: self.recording });
-        Var { id, tape: self.id, value: value.clone(), requires_grad: self.recording }
+        self.leaf(value, self.recording)
     }
 
     /// A frozen leaf: no gradient flows into it and ops save nothing for its sake.
     pub fn constant(&mut self, value: &Tensor) -> Var {
+        self.leaf(value, false)
+    }
+
+    fn leaf(&mut self, value: &Tensor, trainable: bool) -> Var {
         let id = self.next_id();
-        self.nodes.push(Node { parents: Vec::new(), backward: None, trainable_leaf: false });
-        Var { id, tape: self.id, value: value.clone(), requires_grad: false }
+        let leaf = self.recording.then(|| value.watch());
+        self.nodes.push(Node { parents: Vec::new(), backward: None, trainable_leaf: trainable, leaf });
+        Var { id, tape: self.id, value: value.clone(), requires_grad: trainable }
     }
 
     /// Records the output of an op. `backward` is kept only when the tape records and some
@@ -179,6 +186,7 @@ impl Tape {
             parents: if requires_grad { parents.iter().map(|p| p.id).collect() } else { Vec::new() },
             backward: if requires_grad { Some(Box::new(backward)) } else { None },
             trainable_leaf: false,
+            leaf: None,
         });
         Var { id, tape: self.id, value, requires_grad }
     }
@@ -194,6 +202,16 @@ impl Tape {
         }
         if let Some(what) = self.foreign {
             return Err(Error::invalid("backward", format!("{what}; a Var works only on the tape that made it")));
+        }
+        let changed = self.nodes.iter().enumerate().find_map(|(i, n)| Some((i, n.leaf.as_ref()?.changed()?)));
+        if let Some((node, shape)) = changed {
+            return Err(Error::invalid(
+                "backward",
+                format!(
+                    "leaf {node} (shape {shape:?}) was changed in place (an optimizer step or restore) after \
+                     this tape recorded it, so the values its ops saved are stale; record the forward pass again"
+                ),
+            ));
         }
         let mut gradients = Gradients { tape: self.id, grads: HashMap::new() };
         if !loss.requires_grad {

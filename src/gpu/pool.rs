@@ -74,11 +74,24 @@ pub(crate) struct PooledBuffer {
     raw: Option<wgpu::Buffer>,
     class: u64,
     pool: Arc<Mutex<Pool>>,
+    /// How many times the contents were changed in place (by an optimizer), so a tape that
+    /// saved the buffer can tell its saved values are stale.
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl PooledBuffer {
     pub(crate) fn new(raw: wgpu::Buffer, class: u64, pool: Arc<Mutex<Pool>>) -> Self {
-        PooledBuffer { raw: Some(raw), class, pool }
+        PooledBuffer { raw: Some(raw), class, pool, version: 0.into() }
+    }
+
+    /// See the `version` field.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Marks the contents as changed in place.
+    pub(crate) fn bump_version(&self) {
+        self.version.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn raw(&self) -> &wgpu::Buffer {

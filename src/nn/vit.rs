@@ -57,6 +57,12 @@ pub trait VitHooks {
     fn module_weights(&self, _module: ModuleId) -> Option<(Var, Option<Var>)> {
         None
     }
+
+    /// Fails when these hooks were made for another architecture than `model` (an adapter
+    /// for another model would leave layers unadapted or its own tensors unused).
+    fn check_model(&self, _model: &VitConfig) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// No adapter.
@@ -134,6 +140,7 @@ impl Vit {
     pub fn forward(&self, tape: &mut Tape, vars: &VitVars, images: &Var, hooks: &dyn VitHooks) -> Result<Var> {
         let c = &self.config;
         c.check()?;
+        hooks.check_model(c)?;
         let &[b, ch, h, w] = images.shape() else {
             return Err(Error::shape("ViT forward", "images [B, C, H, W]", format!("{:?}", images.shape())));
         };

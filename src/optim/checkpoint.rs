@@ -8,6 +8,8 @@ use crate::tensor::Tensor;
 /// An optimizer's state at one moment, on the device: copies of the parameters and of the
 /// AdamW moments, and the step counts (see [`Optimizer::checkpoint`]).
 pub struct OptimizerCheckpoint {
+    /// The optimizer it was taken of.
+    optimizer: u64,
     params: Vec<Tensor>,
     moments: Option<(Tensor, Tensor)>,
     updates: Vec<u64>,
@@ -41,20 +43,26 @@ impl Optimizer {
             Some(m) => Some((m.exp_avg.deep_copy(&self.gpu)?, m.exp_avg_sq.deep_copy(&self.gpu)?)),
             None => None,
         };
-        Ok(OptimizerCheckpoint { params, moments, updates: self.updates.clone(), steps: self.steps })
+        Ok(OptimizerCheckpoint {
+            optimizer: self.id,
+            params,
+            moments,
+            updates: self.updates.clone(),
+            steps: self.steps,
+        })
     }
 
     /// Records writing a checkpoint of this optimizer back: parameters in place (every clone
-    /// of a parameter tensor sees the old values again), moments and step counts.
+    /// of a parameter tensor sees the old values again), moments and step counts. A
+    /// checkpoint of another optimizer is refused; a tape that recorded the parameters before
+    /// refuses its backward pass (as after [`Optimizer::step`]).
     pub fn restore(&mut self, checkpoint: &OptimizerCheckpoint) -> Result<()> {
-        if checkpoint.params.len() != self.params.len()
-            || checkpoint.params.iter().zip(&self.params).any(|(c, p)| c.shape() != p.shape() || !c.is_on(&self.gpu))
-            || checkpoint.moments.is_some() != self.moments.is_some()
-        {
+        if checkpoint.optimizer != self.id {
             return Err(Error::invalid("optimizer restore", "the checkpoint is of another optimizer"));
         }
         for (c, p) in checkpoint.params.iter().zip(&self.params) {
             self.gpu.copy(c, 0, p, 0, p.len());
+            p.mark_changed();
         }
         if let (Some((m, v)), Some(mine)) = (&checkpoint.moments, &self.moments) {
             self.gpu.copy(m, 0, &mine.exp_avg, 0, m.len());

@@ -152,6 +152,8 @@ struct Moments {
 /// An optimizer over a fixed list of parameter tensors, updated in place by [`step`](Self::step).
 /// See the [module docs](self) for how a step runs.
 pub struct Optimizer {
+    /// Distinguishes this optimizer's checkpoints from those of every other.
+    id: u64,
     gpu: Gpu,
     kind: OptimizerKind,
     lr: f64,
@@ -167,6 +169,9 @@ pub struct Optimizer {
     /// The segment table (`Segment` records), uploaded only in steps that need it.
     table: Tensor,
 }
+
+/// Ids of optimizers, unique in the process.
+static NEXT_OPTIMIZER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Optimizer {
     /// An optimizer for `params` (f32 tensors, each at most once) with learning rate `lr`.
@@ -203,6 +208,7 @@ impl Optimizer {
         let table = Tensor::uninit(gpu, &[4 * params.len().max(1)], DType::U32)?;
         gpu.clear(table.buffer());
         Ok(Optimizer {
+            id: NEXT_OPTIMIZER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             gpu: gpu.clone(),
             kind,
             lr,
@@ -255,6 +261,9 @@ impl Optimizer {
     /// of its parameter's shape; `None` leaves a parameter, its moments and its step count
     /// unchanged) is updated in place. Records copies and one kernel dispatch; allocates no
     /// tensor and waits for nothing. A mismatch is an [`Error::Shape`] and records nothing.
+    ///
+    /// A tape that recorded an updated parameter before this step refuses its backward pass
+    /// (its ops saved the old values): step after the backward pass, or record again.
     ///
     /// When every parameter has a gradient and (for AdamW) all share one step count, the
     /// kernel's coefficients travel as immediates. Otherwise a table of 16 bytes per parameter
@@ -321,6 +330,7 @@ impl Optimizer {
         for ((p, g), &start) in self.params.iter().zip(grads).zip(&self.starts) {
             if g.is_some() {
                 self.gpu.copy(&self.flat_param, start, p, 0, p.len());
+                p.mark_changed();
             }
         }
         self.updates = updates;
