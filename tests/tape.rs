@@ -33,7 +33,9 @@ fn inference_tape_records_nothing() {
     let y = scale_var(&mut tape, &x, 3.0).unwrap();
     assert!(!y.requires_grad());
     assert_eq!(gpu.read(y.value()).unwrap(), vec![6.0]);
-    assert!(tape.backward(&y).unwrap().is_empty());
+    assert_eq!(tape.len(), 2, "two nodes, no backward rules");
+    let e = tape.backward(&y).expect_err("nothing to run backward on");
+    assert!(e.to_string().contains("Tape::inference"), "{e}");
 }
 
 #[test]

@@ -200,6 +200,12 @@ impl Tape {
         if loss.tape != self.id {
             return Err(Error::invalid("backward", "the loss is a Var of another tape"));
         }
+        if !self.recording {
+            return Err(Error::invalid(
+                "backward",
+                "the tape was made by Tape::inference and recorded no backward rules; train with Tape::new",
+            ));
+        }
         if let Some(what) = self.foreign {
             return Err(Error::invalid("backward", format!("{what}; a Var works only on the tape that made it")));
         }
