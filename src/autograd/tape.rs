@@ -150,6 +150,8 @@ impl Tape {
     }
 
     /// A trainable leaf: [`Tape::backward`] returns its gradient (on a recording tape).
+    /// Each call makes a new leaf: a tensor made a leaf twice has its gradient split between
+    /// the two (use one `Var` wherever the tensor is used to get the whole gradient).
     pub fn param(&mut self, value: &Tensor) -> Var {
         self.leaf(value, self.recording)
     }
