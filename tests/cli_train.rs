@@ -264,6 +264,15 @@ fn the_readme_first_steps_run_on_the_committed_model() {
     let with_adapter = run(&["eval", "--model", m, "--adapter", a, "--data", te]);
     // Five classes: chance is 0.2; 60 steps of LoRA on the pretrained model reach far more.
     assert!(accuracy(&with_adapter) > 0.6, "{with_adapter}");
+    // A batch larger than the data set repeats images, which the run says.
+    let big = dir.join("big-batch");
+    let args = ["train", "--model", m, "--adapter-config", c, "--data", te, "--out", s(&big), "--steps", "1"];
+    let out = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"))
+        .args([&args[..], &["--batch-size", "500"]].concat())
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("--batch-size 500 is more than the 177 images"), "{stderr}");
     run(&["merge", "--model", m, "--adapter", a, "--out", mm]);
     let from_merged = run(&["eval", "--model", mm, "--data", te]);
     // Folding s·BA into W rounds differently: at most one borderline image may flip.
