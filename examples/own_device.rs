@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
     let gpu = Gpu::from_device(device.clone(), queue.clone(), info)?;
     println!("training on {} ({:?})", gpu.adapter_info().name, gpu.adapter_info().backend);
 
-    let vit = Vit::from_weights(&gpu, &VitWeights::random(&peft_wgpu::demo::model::architecture(), 7))?;
+    let vit = Vit::from_weights(&gpu, &VitWeights::random(&peft_wgpu::demo::model::architecture(), 7)?)?;
     let config_text = br#"{
         "peft_type": "LORA", "r": 4, "lora_alpha": 8,
         "target_modules": ["query", "value"], "modules_to_save": ["classifier"], "num_labels": 2

@@ -54,7 +54,12 @@ impl Rng {
 
     /// `n` f32 values from `N(mean, std²)`.
     pub fn normal_vec(&mut self, n: usize, mean: f64, std: f64) -> Vec<f32> {
-        (0..n).map(|_| (mean + std * self.normal()) as f32).collect()
+        self.normal_iter(n, mean, std).collect()
+    }
+
+    /// The values of [`Rng::normal_vec`], drawn as they are taken.
+    pub fn normal_iter(&mut self, n: usize, mean: f64, std: f64) -> impl Iterator<Item = f32> + '_ {
+        (0..n).map(move |_| (mean + std * self.normal()) as f32)
     }
 
     /// `n` f32 values uniform in `[lo, hi)`.

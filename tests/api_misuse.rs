@@ -72,6 +72,15 @@ fn sizes_that_overflow_are_errors() {
     assert_eq!(Conv2dSpec::out_size(4, 2, 0, 0), None, "stride 0");
     assert_eq!(Conv2dSpec::out_size(4, 2, 1, usize::MAX), None, "padding that overflows");
     assert_eq!(Conv2dSpec::out_size(4, 2, 2, 1), Some(3));
+    // Random weights for a config too large to hold: an error before anything is generated.
+    let config = peft_wgpu::demo::model::architecture();
+    for huge in [
+        peft_wgpu::nn::VitConfig { hidden_size: 1 << 20, intermediate_size: 1 << 20, ..config.clone() },
+        peft_wgpu::nn::VitConfig { num_labels: 1 << 40, ..config },
+    ] {
+        let e = peft_wgpu::nn::VitWeights::random(&huge, 0).expect_err("too large");
+        assert!(matches!(e, peft_wgpu::Error::TooLarge { .. }), "{e}");
+    }
 }
 
 #[test]
@@ -116,10 +125,10 @@ fn configs_data_and_hyperparameters_built_in_code_are_checked() {
         VitConfig { num_attention_heads: 5, ..good.clone() },
         VitConfig { num_hidden_layers: 0, ..good.clone() },
     ] {
-        let e = Vit::from_weights(&gpu, &VitWeights::random(&bad, 1)).err().expect("a bad config is refused");
+        let e = Vit::from_weights(&gpu, &VitWeights::random(&bad, 1).unwrap()).err().expect("a bad config is refused");
         assert!(e.to_string().contains("ViT config"), "{e}");
     }
-    let mut weights = VitWeights::random(&good, 1);
+    let mut weights = VitWeights::random(&good, 1).unwrap();
     weights.tensors.get_mut("vit.layernorm.weight").expect("final norm").shape = vec![3];
     assert!(Vit::from_weights(&gpu, &weights).is_err(), "a tensor of the wrong shape");
     let dir = std::env::temp_dir().join(format!("peft-wgpu-api-bad-save-{}", std::process::id()));
@@ -150,7 +159,7 @@ fn an_adapter_merged_into_a_model_of_another_architecture_is_refused() {
     use peft_wgpu::nn::{Vit, VitConfig, VitWeights};
     let gpu = gpu();
     let config = peft_wgpu::demo::model::architecture();
-    let vit = Vit::from_weights(&gpu, &VitWeights::random(&config, 1)).unwrap();
+    let vit = Vit::from_weights(&gpu, &VitWeights::random(&config, 1).unwrap()).unwrap();
     let path = std::path::Path::new("adapter_config.json");
     for json in [
         r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query", "projection"]}"#,
@@ -163,10 +172,10 @@ fn an_adapter_merged_into_a_model_of_another_architecture_is_refused() {
             VitConfig { hidden_size: 16, intermediate_size: 32, ..config.clone() },
             VitConfig { patch_size: [4, 4], ..config.clone() },
         ] {
-            let e = adapter.merge(&gpu, &VitWeights::random(&other, 2)).expect_err("another architecture");
+            let e = adapter.merge(&gpu, &VitWeights::random(&other, 2).unwrap()).expect_err("another architecture");
             assert!(e.to_string().contains("another model"), "{json}: {e}");
         }
-        assert!(adapter.merge(&gpu, &VitWeights::random(&config, 2)).is_ok(), "{json}: its own architecture");
+        assert!(adapter.merge(&gpu, &VitWeights::random(&config, 2).unwrap()).is_ok(), "{json}: its own architecture");
     }
 }
 
@@ -179,7 +188,7 @@ fn training_checks_the_adapter_the_batch_and_values_changed_in_code() {
     use peft_wgpu::train::{BatchOrder, TrainOptions, evaluate, train};
     let gpu = gpu();
     let config = peft_wgpu::demo::model::architecture();
-    let vit = Vit::from_weights(&gpu, &VitWeights::random(&config, 1)).unwrap();
+    let vit = Vit::from_weights(&gpu, &VitWeights::random(&config, 1).unwrap()).unwrap();
     let path = std::path::Path::new("adapter_config.json");
     let parse = |json: &str| AdapterConfig::from_json(&JsonFile::parse(path, json.as_bytes()).unwrap()).unwrap();
     let lora = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#;
@@ -205,7 +214,7 @@ fn training_checks_the_adapter_the_batch_and_values_changed_in_code() {
     assert!(e.to_string().contains("a batch of 1099511627776 images"), "{e}");
 
     let other = VitConfig { num_hidden_layers: 1, ..config };
-    let other = Vit::from_weights(&gpu, &VitWeights::random(&other, 1)).unwrap();
+    let other = Vit::from_weights(&gpu, &VitWeights::random(&other, 1).unwrap()).unwrap();
     let e = train(&gpu, &other, &adapter, &data, &options(2), &mut |_| {}).expect_err("another model");
     assert!(e.to_string().contains("another model"), "{e}");
     assert!(evaluate(&gpu, &other, Some(&adapter), &data, 2).is_err(), "evaluate on another model");
@@ -219,7 +228,7 @@ fn a_forward_pass_with_an_adapter_for_another_architecture_is_refused() {
     use peft_wgpu::nn::{Vit, VitConfig, VitWeights};
     let gpu = gpu();
     let config = peft_wgpu::demo::model::architecture();
-    let vit = Vit::from_weights(&gpu, &VitWeights::random(&config, 1)).unwrap();
+    let vit = Vit::from_weights(&gpu, &VitWeights::random(&config, 1).unwrap()).unwrap();
     let path = std::path::Path::new("adapter_config.json");
     let json = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"]}"#;
     let cfg = AdapterConfig::from_json(&JsonFile::parse(path, json.as_bytes()).unwrap()).unwrap();
@@ -229,7 +238,7 @@ fn a_forward_pass_with_an_adapter_for_another_architecture_is_refused() {
     // One more layer (left unadapted) and one fewer (an adapted layer ignored): both refused.
     for layers in [config.num_hidden_layers + 1, config.num_hidden_layers - 1] {
         let other = VitConfig { num_hidden_layers: layers, ..config.clone() };
-        let other = Vit::from_weights(&gpu, &VitWeights::random(&other, 1)).unwrap();
+        let other = Vit::from_weights(&gpu, &VitWeights::random(&other, 1).unwrap()).unwrap();
         let mut tape = Tape::new(&gpu);
         let base = other.bind(&mut tape, false);
         let bound = adapter.bind(&mut tape);

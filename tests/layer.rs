@@ -33,7 +33,7 @@ fn config() -> VitConfig {
 
 /// A one-layer ViT whose layer holds the fixture's weights (the rest is random and unused).
 fn model(gpu: &Gpu, f: &common::Fixture) -> Vit {
-    let mut weights = VitWeights::random(&config(), 7);
+    let mut weights = VitWeights::random(&config(), 7).unwrap();
     let mut replaced = 0;
     for (key, t) in weights.tensors.iter_mut() {
         if key.starts_with(LAYER) {

@@ -110,7 +110,7 @@ struct LayerStep {
 
 impl LayerStep {
     fn new(gpu: &Gpu, config: &VitConfig, training: LayerTraining, batch: usize, seed: u64) -> Result<LayerStep> {
-        let vit = Vit::from_weights(gpu, &VitWeights::random(config, seed))?;
+        let vit = Vit::from_weights(gpu, &VitWeights::random(config, seed)?)?;
         let adapter = training.adapter_json().map(|j| adapter(gpu, &vit, j, seed + 1)).transpose()?;
         let params: Vec<Tensor> = match &adapter {
             Some(a) => a.trainable().iter().map(|p| p.tensor.clone()).collect(),

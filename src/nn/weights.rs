@@ -178,19 +178,36 @@ impl VitWeights {
     /// transformers initialises them, embeddings `N(0, 0.02²)`, biases `N(0, 0.02²)`,
     /// LayerNorm gains `1 + N(0, 0.02²)`. For benchmarks and tests that need a model of a
     /// given shape and no file. A `config` that fails [`VitConfig::check`] gives weights that
-    /// [`crate::nn::Vit::from_weights`] refuses.
-    pub fn random(config: &VitConfig, seed: u64) -> VitWeights {
+    /// [`crate::nn::Vit::from_weights`] refuses; one whose tensors could not be held (past
+    /// [`crate::gpu::MAX_TENSOR_BYTES`], or past the host's memory) is an error, found before
+    /// anything is generated.
+    pub fn random(config: &VitConfig, seed: u64) -> Result<VitWeights> {
+        let shapes = expected_shapes(config);
+        let mut sizes = Vec::with_capacity(shapes.len());
+        for (key, shape) in &shapes {
+            let n = crate::tensor::checked_numel(shape).unwrap_or(usize::MAX);
+            let bytes = (n as u64).saturating_mul(4);
+            if bytes > crate::gpu::MAX_TENSOR_BYTES {
+                let (limit, max) = (crate::gpu::MAX_TENSOR_LIMIT, crate::gpu::MAX_TENSOR_BYTES);
+                return Err(Error::TooLarge { what: format!("weight `{key}` of shape {shape:?}"), bytes, limit, max });
+            }
+            let mut data: Vec<f32> = Vec::new();
+            data.try_reserve_exact(n).map_err(|_| {
+                Error::invalid("VitWeights::random", format!("no host memory for `{key}` of shape {shape:?}"))
+            })?;
+            sizes.push((data, n));
+        }
         let mut rng = crate::rng::Rng::new(seed);
-        let tensors = expected_shapes(config)
+        let tensors = shapes
             .into_iter()
-            .map(|(key, shape)| {
-                let n = shape.iter().product();
+            .zip(sizes)
+            .map(|((key, shape), (mut data, n))| {
                 let is_norm_gain = key.ends_with(".weight") && shape.len() == 1;
-                let data = rng.normal_vec(n, if is_norm_gain { 1.0 } else { 0.0 }, 0.02);
+                data.extend(rng.normal_iter(n, if is_norm_gain { 1.0 } else { 0.0 }, 0.02));
                 (key, HostTensor { shape, data })
             })
             .collect();
-        VitWeights { config: config.clone(), tensors, prompts: None }
+        Ok(VitWeights { config: config.clone(), tensors, prompts: None })
     }
 
     /// The weight called `key` (on-disk name).
