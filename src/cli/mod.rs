@@ -172,16 +172,16 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     adapter.config.set_base_model_if_unnamed(&args.model.to_string_lossy());
     let adapter = adapter.build(&gpu, &vit, args.seed)?;
     let summary = adapter.trainable_summary();
-    if args.batch_size > data.len() {
-        let note = format!(
-            "note: --batch-size {} is more than the {} images of --data, so each batch repeats images",
+    let started = if args.batch_size > data.len() {
+        format!(
+            "{summary}\nnote: --batch-size {} is more than the {} images of --data, so each batch repeats images",
             args.batch_size,
             data.len()
-        );
-        progress.started(&format!("{summary}\n{note}"), steps);
+        )
     } else {
-        progress.started(&summary, steps);
-    }
+        summary.clone()
+    };
+    progress.started(&started, steps);
     let order = if args.shuffle { BatchOrder::Shuffled { seed: args.seed } } else { BatchOrder::Sequential };
     let options = TrainOptions {
         steps,

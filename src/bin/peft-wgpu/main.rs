@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use peft_wgpu::optim::OptimizerKind;
 use peft_wgpu::{Error, ErrorKind, cli};
 use progress::TerminalProgress;
@@ -180,9 +180,9 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         .collect();
     let message = if blocks.is_empty() { "bad arguments".to_string() } else { blocks.join("; ") };
     // Point at the help of the subcommand given, which lists its flags.
-    let commands = ["train", "eval", "merge", "info", "bench", "demo"];
     let first = std::env::args_os().nth(1);
-    let help = match first.as_ref().and_then(|a| a.to_str()).filter(|a| commands.contains(a)) {
+    let known = |a: &&str| Cli::command().get_subcommands().any(|c| c.get_name() == *a);
+    let help = match first.as_ref().and_then(|a| a.to_str()).filter(known) {
         Some(command) => format!("peft-wgpu {command} --help"),
         None => "peft-wgpu --help".to_string(),
     };
