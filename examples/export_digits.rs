@@ -15,28 +15,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use peft_wgpu::demo::Method;
-use peft_wgpu::demo::digits::{Part, Task, split};
-
 fn main() -> anyhow::Result<()> {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "digits-cli".into()));
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    for (part, name) in [(Part::Train, "train.safetensors"), (Part::HeldOut, "test.safetensors")] {
-        let data = split(Task::FineTune, part)?;
-        data.save(&out.join(name))?;
-        println!("wrote {} ({} images of digits 5-9, labels 0-4)", out.join(name).display(), data.len());
-    }
-    for method in Method::ALL {
-        let Some(config) = method.adapter_config() else { continue };
-        let name = format!("{}.json", method.name().to_lowercase());
-        std::fs::write(out.join(&name), config).with_context(|| format!("writing {name}"))?;
-        println!(
-            "wrote {} (the demo's {}; its learning rate: {})",
-            out.join(&name).display(),
-            method.name(),
-            method.lr()
-        );
+    for (path, what) in peft_wgpu::demo::write_task_files(&out)? {
+        println!("wrote {} ({what})", path.display());
     }
     Ok(())
 }

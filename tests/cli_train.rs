@@ -237,21 +237,18 @@ fn moppa_trains_and_evaluates_on_an_oblong_grid() {
 #[test]
 fn the_readme_first_steps_run_on_the_committed_model() {
     use cli_support::s;
-    use peft_wgpu::demo::Method;
     use peft_wgpu::demo::digits::{Part, Task, split};
     use peft_wgpu::io::Dataset;
     let dir = temp_dir("first-steps");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (train, test) = (dir.join("train.safetensors"), dir.join("test.safetensors"));
-    let (train_set, test_set) =
-        (split(Task::FineTune, Part::Train).unwrap(), split(Task::FineTune, Part::HeldOut).unwrap());
-    train_set.save(&train).unwrap();
-    test_set.save(&test).unwrap();
+    let written = peft_wgpu::demo::write_task_files(&dir).unwrap();
+    let names: Vec<String> = written.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into()).collect();
+    let expected = ["train.safetensors", "test.safetensors", "moppa.json", "flora.json", "lora.json", "rlp.json"];
+    assert_eq!(names, expected);
+    let (train, test, config) = (dir.join("train.safetensors"), dir.join("test.safetensors"), dir.join("lora.json"));
     // The saved files read back as they were.
+    let test_set = split(Task::FineTune, Part::HeldOut).unwrap();
     let reread = Dataset::load(&test).unwrap();
     assert_eq!((reread.shape, &reread.labels, &reread.pixels), (test_set.shape, &test_set.labels, &test_set.pixels));
-    let config = dir.join("lora.json");
-    std::fs::write(&config, Method::Lora.adapter_config().unwrap()).unwrap();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits_vit");
     let (adapter, merged) = (dir.join("my-lora"), dir.join("my-merged"));
     let (m, c, tr, te, a, mm) = (s(&model), s(&config), s(&train), s(&test), s(&adapter), s(&merged));

@@ -15,7 +15,7 @@ mod svg;
 
 use std::fmt;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use methods::Method;
 
@@ -23,6 +23,28 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use digits::{Part, Task};
 use model::FitOptions;
+
+/// Writes the demo's fine-tuning task into `dir` as files for the command line: digits 5–9
+/// (labelled 0–4) as `train.safetensors` and `test.safetensors` in the data format of
+/// `--data`, and each adapter method's config as `<method>.json` (`lora.json`, …). Returns
+/// every file written with a line saying what it holds.
+pub fn write_task_files(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+    let mut written = Vec::new();
+    for (part, name) in [(Part::Train, "train.safetensors"), (Part::HeldOut, "test.safetensors")] {
+        let data = digits::split(Task::FineTune, part)?;
+        let path = dir.join(name);
+        data.save(&path)?;
+        written.push((path, format!("{} images of digits 5-9, labels 0-4", data.len())));
+    }
+    for method in Method::ALL {
+        let Some(config) = method.adapter_config() else { continue };
+        let path = dir.join(format!("{}.json", method.name().to_lowercase()));
+        crate::io::atomic::write(&path, config.as_bytes())?;
+        written.push((path, format!("the demo's {}; its learning rate: {}", method.name(), method.lr())));
+    }
+    Ok(written)
+}
 
 /// Settings of the demo. The default is the full demo; tests use fewer steps and images.
 #[derive(Clone, Debug)]
