@@ -5,9 +5,27 @@
 mod common;
 
 use common::gpu;
+use peft_wgpu::adapters::AdapterConfig;
+use peft_wgpu::nn::{Vit, VitConfig, VitWeights};
 use peft_wgpu::ops::elementwise::{add, mul_var};
 use peft_wgpu::ops::sum::sum_var;
-use peft_wgpu::{Optimizer, OptimizerKind, Tape, Tensor};
+use peft_wgpu::{Gpu, Optimizer, OptimizerKind, Tape, Tensor};
+
+/// The name adapter configs parsed here carry in messages.
+const CONFIG_PATH: &str = "adapter_config.json";
+
+/// The demo's architecture with random weights on `gpu`.
+fn demo_vit(gpu: &Gpu) -> (VitConfig, Vit) {
+    let config = peft_wgpu::demo::model::architecture();
+    let vit = Vit::from_weights(gpu, &VitWeights::random(&config, 1).unwrap()).unwrap();
+    (config, vit)
+}
+
+/// An adapter config from its JSON text.
+fn adapter_config(json: &str) -> AdapterConfig {
+    let file = peft_wgpu::io::json::JsonFile::parse(std::path::Path::new(CONFIG_PATH), json.as_bytes()).unwrap();
+    AdapterConfig::from_json(&file).unwrap()
+}
 
 #[test]
 fn tensors_of_another_gpu_are_refused_by_name() {
@@ -75,10 +93,10 @@ fn sizes_that_overflow_are_errors() {
     // Random weights for a config too large to hold: an error before anything is generated.
     let config = peft_wgpu::demo::model::architecture();
     for huge in [
-        peft_wgpu::nn::VitConfig { hidden_size: 1 << 20, intermediate_size: 1 << 20, ..config.clone() },
-        peft_wgpu::nn::VitConfig { num_labels: 1 << 40, ..config },
+        VitConfig { hidden_size: 1 << 20, intermediate_size: 1 << 20, ..config.clone() },
+        VitConfig { num_labels: 1 << 40, ..config },
     ] {
-        let e = peft_wgpu::nn::VitWeights::random(&huge, 0).expect_err("too large");
+        let e = VitWeights::random(&huge, 0).expect_err("too large");
         assert!(matches!(e, peft_wgpu::Error::TooLarge { .. }), "{e}");
     }
 }
@@ -116,7 +134,6 @@ fn empty_tensors_with_huge_sides_hold_nothing_and_their_sums_are_checked() {
 #[test]
 fn configs_data_and_hyperparameters_built_in_code_are_checked() {
     use peft_wgpu::io::Dataset;
-    use peft_wgpu::nn::{Vit, VitConfig, VitWeights};
     let gpu = gpu();
     let good = peft_wgpu::demo::model::architecture();
     for bad in [
@@ -154,20 +171,16 @@ fn configs_data_and_hyperparameters_built_in_code_are_checked() {
 
 #[test]
 fn an_adapter_merged_into_a_model_of_another_architecture_is_refused() {
-    use peft_wgpu::adapters::{Adapter, AdapterConfig};
-    use peft_wgpu::io::json::JsonFile;
-    use peft_wgpu::nn::{Vit, VitConfig, VitWeights};
+    use peft_wgpu::adapters::Adapter;
     let gpu = gpu();
-    let config = peft_wgpu::demo::model::architecture();
-    let vit = Vit::from_weights(&gpu, &VitWeights::random(&config, 1).unwrap()).unwrap();
-    let path = std::path::Path::new("adapter_config.json");
+    let (config, vit) = demo_vit(&gpu);
+    let path = std::path::Path::new(CONFIG_PATH);
     for json in [
         r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query", "projection"]}"#,
         r#"{"peft_type": "FLORA", "r": 2, "target_modules": ["projection"]}"#,
         r#"{"peft_type": "RLP", "num_prompt_tokens": 2, "r": 2}"#,
     ] {
-        let cfg = AdapterConfig::from_json(&JsonFile::parse(path, json.as_bytes()).unwrap()).unwrap();
-        let adapter = Adapter::new(&gpu, cfg, path, &vit, 3).unwrap();
+        let adapter = Adapter::new(&gpu, adapter_config(json), path, &vit, 3).unwrap();
         for other in [
             VitConfig { hidden_size: 16, intermediate_size: 32, ..config.clone() },
             VitConfig { patch_size: [4, 4], ..config.clone() },
@@ -181,16 +194,13 @@ fn an_adapter_merged_into_a_model_of_another_architecture_is_refused() {
 
 #[test]
 fn training_checks_the_adapter_the_batch_and_values_changed_in_code() {
-    use peft_wgpu::adapters::{Adapter, AdapterConfig, AdapterKind};
+    use peft_wgpu::adapters::{Adapter, AdapterKind};
     use peft_wgpu::io::Dataset;
-    use peft_wgpu::io::json::JsonFile;
-    use peft_wgpu::nn::{Vit, VitConfig, VitWeights};
     use peft_wgpu::train::{BatchOrder, TrainOptions, evaluate, train};
     let gpu = gpu();
-    let config = peft_wgpu::demo::model::architecture();
-    let vit = Vit::from_weights(&gpu, &VitWeights::random(&config, 1).unwrap()).unwrap();
-    let path = std::path::Path::new("adapter_config.json");
-    let parse = |json: &str| AdapterConfig::from_json(&JsonFile::parse(path, json.as_bytes()).unwrap()).unwrap();
+    let (config, vit) = demo_vit(&gpu);
+    let path = std::path::Path::new(CONFIG_PATH);
+    let parse = adapter_config;
     let lora = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#;
 
     let mut cfg = parse(lora);
@@ -223,16 +233,12 @@ fn training_checks_the_adapter_the_batch_and_values_changed_in_code() {
 
 #[test]
 fn a_forward_pass_with_an_adapter_for_another_architecture_is_refused() {
-    use peft_wgpu::adapters::{Adapter, AdapterConfig};
-    use peft_wgpu::io::json::JsonFile;
-    use peft_wgpu::nn::{Vit, VitConfig, VitWeights};
+    use peft_wgpu::adapters::Adapter;
     let gpu = gpu();
-    let config = peft_wgpu::demo::model::architecture();
-    let vit = Vit::from_weights(&gpu, &VitWeights::random(&config, 1).unwrap()).unwrap();
-    let path = std::path::Path::new("adapter_config.json");
+    let (config, vit) = demo_vit(&gpu);
+    let path = std::path::Path::new(CONFIG_PATH);
     let json = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"]}"#;
-    let cfg = AdapterConfig::from_json(&JsonFile::parse(path, json.as_bytes()).unwrap()).unwrap();
-    let adapter = Adapter::new(&gpu, cfg, path, &vit, 0).unwrap();
+    let adapter = Adapter::new(&gpu, adapter_config(json), path, &vit, 0).unwrap();
     let [c, h, w] = [config.num_channels, config.image_size[0], config.image_size[1]];
     let images = Tensor::zeros(&gpu, &[1, c, h, w]).unwrap();
     // One more layer (left unadapted) and one fewer (an adapted layer ignored): both refused.
