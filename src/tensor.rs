@@ -161,15 +161,9 @@ impl Tensor {
         self.buf.raw()
     }
 
-    /// How many times the buffer's contents were changed in place (shared by every tensor
-    /// on the buffer).
-    pub(crate) fn version(&self) -> u64 {
-        self.buf.version()
-    }
-
     /// A handle that tells the buffer's version while the buffer lives, without keeping it.
     pub(crate) fn watch(&self) -> VersionWatch {
-        VersionWatch { buf: Arc::downgrade(&self.buf), version: self.version(), shape: self.shape.clone() }
+        VersionWatch { buf: Arc::downgrade(&self.buf), version: self.buf.version(), shape: self.shape.clone() }
     }
 
     /// Marks the buffer's contents as changed in place: a tape that recorded this tensor
