@@ -9,6 +9,7 @@ mod cli_support;
 
 use cli_support::*;
 use safetensors::Dtype;
+use std::path::Path;
 
 // ---------------------------------------------------------------------------------------
 // Paths
@@ -44,6 +45,19 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
         &["train", "--model", m, "--adapter-config", "/dev/zero", "--data", d, "--out", o],
         INPUT,
         &["/dev/zero", "too large for a config file"],
+    );
+    // Also beside weights this crate saved, whose stamp of their config is checked first.
+    let stamped_model = copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits_vit"), &dir.join("sm"));
+    let stamped_adapter = copy_dir(&fixture("written_here/lora_transformers5"), &dir.join("sa"));
+    for config in [stamped_model.join("config.json"), stamped_adapter.join("adapter_config.json")] {
+        std::fs::remove_file(&config).expect("remove config");
+        std::os::unix::fs::symlink("/dev/zero", &config).expect("symlink");
+    }
+    fails(&["eval", "--model", s(&stamped_model), "--data", d], INPUT, &["sm/config.json", "too large"]);
+    fails(
+        &["eval", "--model", m, "--adapter", s(&stamped_adapter), "--data", d],
+        INPUT,
+        &["sa/adapter_config.json", "too large"],
     );
     // Outputs: a file where a folder goes, a folder inside a file, a folder where a file goes.
     fails(&train_args(m, l, d, d, &[]), USAGE, &["--out", "data.safetensors", "is a file"]);

@@ -91,8 +91,7 @@ pub(super) fn check_pair(config_path: &Path, weights: &TensorFile) -> Result<()>
     if config_path.parent() != weights.path().parent() {
         return Ok(()); // a config given separately (`--adapter-config` with `--init`)
     }
-    let io = |path: &Path, source| Error::Io { path: path.to_path_buf(), source };
-    let bytes = std::fs::read(config_path).map_err(|e| io(config_path, e))?;
+    let bytes = crate::io::json::read_config_bytes(config_path)?;
     if &stamp::fingerprint(&bytes) == expected {
         return Ok(());
     }
@@ -100,7 +99,11 @@ pub(super) fn check_pair(config_path: &Path, weights: &TensorFile) -> Result<()>
     if meaning.is_some() && meaning.cloned() == stamp::meaning_fingerprint(&bytes) {
         return Ok(());
     }
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| io(path, e));
+    let modified = |path: &Path| {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    };
     if modified(config_path)? > modified(weights.path())? {
         return Ok(());
     }

@@ -17,31 +17,34 @@ pub struct JsonFile {
 /// Largest config file accepted; real configs are a few kilobytes.
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
+/// The bytes of the config file `path`: a directory, or more than [`MAX_CONFIG_BYTES`]
+/// (also from a pipe or device, which report no length), is an error naming the file.
+pub(crate) fn read_config_bytes(path: &Path) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    if meta.is_dir() {
+        return Err(Error::Format { path: path.to_path_buf(), message: "is a directory, expected a JSON file".into() });
+    }
+    let too_large = |bytes: String| Error::Format {
+        path: path.to_path_buf(),
+        message: format!("is too large for a config file ({bytes} bytes; at most {MAX_CONFIG_BYTES})"),
+    };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_large(meta.len().to_string()));
+    }
+    // A pipe or device reports no length: read one byte past the limit to know.
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let mut text = Vec::new();
+    std::fs::File::open(path).map_err(io)?.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut text).map_err(io)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large(format!("more than {MAX_CONFIG_BYTES}")));
+    }
+    Ok(text)
+}
+
 impl JsonFile {
-    /// Reads and parses `path`, which must hold a JSON object.
+    /// Reads and parses `path`, which must hold a JSON object (see [`read_config_bytes`]).
     pub fn read(path: &Path) -> Result<JsonFile> {
-        let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-        if meta.is_dir() {
-            return Err(Error::Format {
-                path: path.to_path_buf(),
-                message: "is a directory, expected a JSON file".into(),
-            });
-        }
-        let too_large = |bytes: String| Error::Format {
-            path: path.to_path_buf(),
-            message: format!("is too large for a config file ({bytes} bytes; at most {MAX_CONFIG_BYTES})"),
-        };
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(too_large(meta.len().to_string()));
-        }
-        // A pipe or device reports no length: read one byte past the limit to know.
-        let io = |source| Error::Io { path: path.to_path_buf(), source };
-        let mut text = Vec::new();
-        std::fs::File::open(path).map_err(io)?.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut text).map_err(io)?;
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(too_large(format!("more than {MAX_CONFIG_BYTES}")));
-        }
-        JsonFile::parse(path, &text)
+        JsonFile::parse(path, &read_config_bytes(path)?)
     }
 
     /// Parses `text` as the contents of `path`.

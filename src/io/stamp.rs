@@ -74,7 +74,7 @@ pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
     else {
         return;
     };
-    let matches = |path: &Path| std::fs::read(path).is_ok_and(|bytes| fingerprint(&bytes) == expected);
+    let matches = |path: &Path| super::json::read_config_bytes(path).is_ok_and(|bytes| fingerprint(&bytes) == expected);
     let pending = super::atomic::stale_temps(config).into_iter().filter(|tmp| matches(tmp));
     if matches(config) {
         // The config in place is already the one saved with the weights (the new config was
