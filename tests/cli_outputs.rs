@@ -1,6 +1,6 @@
 //! Outputs through the binary (SPEC §11, §14): an `--out` holding an adapter or a model is
 //! kept unless `--force`, and kept through a failed run; mixed adapter pairs are refused by
-//! name; `--logits-out` never overwrites an input and writes into pipes; stdout that closes
+//! name; `--logits-out` never overwrites an input and, like `demo --svg`, writes into pipes; stdout that closes
 //! or fills is not an internal error; an adapter saved meanwhile by another run is not
 //! overwritten; fractional `--epochs` run the steps they cover.
 
@@ -206,6 +206,34 @@ fn logits_out_writes_into_pipes_and_devices_and_through_links() {
     succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&link)]);
     assert!(std::fs::symlink_metadata(&link).expect("link").file_type().is_symlink(), "the link was replaced");
     assert_eq!(std::fs::read(&target).expect("target"), want, "the link's target holds the logits");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `demo --svg` writes the way `--logits-out` does: into a pipe, and through a link.
+#[cfg(unix)]
+#[test]
+fn demo_svg_writes_into_pipes_and_through_links() {
+    let dir = scratch("demo-svg");
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success(), "mkfifo failed");
+    // A reader left blocked by a regression (the pipe replaced) ends with the test process.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
+    };
+    succeeds(&["demo", "--steps", "1", "--svg", s(&fifo)]);
+    assert!(std::fs::symlink_metadata(&fifo).expect("fifo").file_type().is_fifo(), "the pipe was replaced");
+    let through_pipe = reader.join().expect("reader");
+    assert!(through_pipe.starts_with(b"<svg"), "the plot through the pipe");
+
+    let target = dir.join("target.svg");
+    std::fs::write(&target, b"old").expect("target");
+    let link = dir.join("link.svg");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    succeeds(&["demo", "--steps", "1", "--svg", s(&link)]);
+    assert!(std::fs::symlink_metadata(&link).expect("link").file_type().is_symlink(), "the link was replaced");
+    assert!(std::fs::read(&target).expect("target").starts_with(b"<svg"), "the link's target holds the plot");
     std::fs::remove_dir_all(&dir).ok();
 }
 

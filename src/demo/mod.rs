@@ -183,7 +183,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
     if let Some(path) = &options.svg {
         let series: Vec<(&str, &[f32])> = rows.iter().map(|r| (r.method.name(), r.losses.as_slice())).collect();
         let title = "Fine-tuning a digits-0–4 ViT on digits 5–9";
-        crate::io::atomic::write(path, svg::loss_plot(title, &series).as_bytes())?;
+        crate::io::atomic::write_output(path, svg::loss_plot(title, &series).as_bytes())?;
     }
     Ok(DemoReport {
         rows,
