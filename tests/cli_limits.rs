@@ -95,14 +95,14 @@ fn sizes_beyond_the_device_are_refused_by_name() {
     // A batch of 2²⁸ images of 3×8×8 (192 GiB): more than any one binding.
     let line = check_failure(&run(&train_args(m, l, d, o, &["--batch-size", "268435456"])), DEVICE, &[], true);
     assert!(line.contains("--batch-size 268435456") && line.contains("bytes"), "{line}");
-    assert!(line.contains("at most") && line.contains("images fit"), "says what fits: {line}");
+    assert!(line.contains("no device takes more than") && line.contains("images"), "says what fits: {line}");
     // A head of 2²⁰ labels: 1024 images' logits are 4 GiB, more than any one binding.
     let cfg = dir.join("adapter_config.json");
     let head = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"], "num_labels": 1048576,
                    "modules_to_save": ["classifier"]}"#;
     std::fs::write(&cfg, head).expect("config");
     let args = ["train", "--model", m, "--adapter-config", s(&cfg), "--data", d, "--out", o, "--batch-size", "1024"];
-    let line = check_failure(&run(&args), DEVICE, &["--batch-size 1024", "images fit"], false);
+    let line = check_failure(&run(&args), DEVICE, &["--batch-size 1024", "images of this model fit this device"], false);
     assert!(line.contains("bytes"), "{line}");
     // An adapter whose tensors cannot be indexed: RLP with A of 65536 × 65536.
     std::fs::write(&cfg, r#"{"peft_type": "RLP", "num_prompt_tokens": 65536, "r": 65536}"#).expect("config");

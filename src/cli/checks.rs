@@ -41,7 +41,14 @@ pub(super) fn check_batch(
     match bytes {
         Some(b) if b <= max => Ok(()),
         _ => Err(Error::TooLarge {
-            what: format!("--batch-size {batch} (at most {} images fit a batch of this model here)", max / per_image),
+            what: match gpu {
+                Some(_) => {
+                    format!("--batch-size {batch} (at most {} images of this model fit this device)", max / per_image)
+                }
+                None => {
+                    format!("--batch-size {batch} (no device takes more than {} images of this model)", max / per_image)
+                }
+            },
             bytes: bytes.unwrap_or(u64::MAX),
             limit,
             max,
