@@ -59,6 +59,67 @@ pub(super) fn explain_invalid(bytes: &[u8], err: &safetensors::SafeTensorError) 
         if matches!(err, safetensors::SafeTensorError::MetadataIncompleteBuffer) && last < available {
             return format!("{} unexpected bytes after the last tensor (a corrupt file?)", available - last);
         }
+        if let Some(reason) = explain_layout(&map) {
+            return format!("not a valid safetensors file: {reason}");
+        }
     }
     format!("not a valid safetensors file: {err}")
+}
+
+/// The first tensor of a header (a JSON object) whose place or size is wrong, in offset
+/// order: one that does not start where the one before it ends (a gap, as a tensor missing
+/// from the header leaves, or an overlap), whose byte count overflows, or whose bytes do not
+/// match its dtype and shape. `None` when each is right, or the header is malformed in some
+/// other way (the validator's own message says how).
+fn explain_layout<'a>(map: &'a serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    struct Entry<'a> {
+        key: &'a str,
+        dtype: safetensors::Dtype,
+        shape: Vec<u64>,
+        start: u64,
+        end: u64,
+    }
+    let entry = |(key, v): (&'a String, &serde_json::Value)| -> Option<Entry<'a>> {
+        let dtype = serde_json::from_value(v.get("dtype")?.clone()).ok()?;
+        let shape = v.get("shape")?.as_array()?.iter().map(serde_json::Value::as_u64).collect::<Option<_>>()?;
+        let offsets = v.get("data_offsets")?.as_array()?;
+        let [start, end] = [offsets.first()?.as_u64()?, offsets.get(1)?.as_u64()?];
+        Some(Entry { key, dtype, shape, start, end })
+    };
+    let mut entries: Vec<Entry<'_>> =
+        map.iter().filter(|(k, _)| k.as_str() != "__metadata__").map(entry).collect::<Option<_>>()?;
+    entries.sort_by_key(|e| (e.start, e.end));
+    let mut at = 0u64;
+    for e in &entries {
+        let (key, start, end) = (e.key, e.start, e.end);
+        if end < start {
+            return Some(format!("tensor `{key}` has data_offsets [{start}, {end}], which end before they start"));
+        }
+        if start > at {
+            return Some(format!(
+                "bytes {at}..{start} of the data section belong to no tensor (a tensor missing from the \
+                 header?); the next is `{key}`"
+            ));
+        }
+        if start < at {
+            return Some(format!(
+                "tensor `{key}` (bytes {start}..{end}) overlaps the tensor before it, which ends at byte {at}"
+            ));
+        }
+        let bits = e.shape.iter().try_fold(e.dtype.bitsize() as u64, |n, &d| n.checked_mul(d));
+        let Some(bits) = bits else {
+            return Some(format!("tensor `{key}` has shape {:?}, too large to count its bytes", e.shape));
+        };
+        if bits.div_ceil(8) != end - start {
+            return Some(format!(
+                "tensor `{key}` is {:?} of shape {:?}, {} bytes, but its data_offsets [{start}, {end}] hold {}",
+                e.dtype,
+                e.shape,
+                bits.div_ceil(8),
+                end - start
+            ));
+        }
+        at = end;
+    }
+    None
 }

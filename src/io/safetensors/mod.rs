@@ -356,4 +356,46 @@ mod tests {
         assert!(e.to_string().contains("t.safetensors"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    /// A safetensors file whose header holds `entries` and whose data section is 24 zero bytes.
+    fn crafted(entries: &str) -> Vec<u8> {
+        let header = format!("{{{entries}}}");
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0u8; 24]);
+        bytes
+    }
+
+    #[test]
+    fn a_tensor_out_of_place_is_named() {
+        let cases = [
+            // `b`'s shape says 4 values, its offsets hold 2.
+            (
+                r#""a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[16,24]}"#,
+                "tensor `b` is F32 of shape [4], 16 bytes, but its data_offsets [16, 24] hold 8",
+            ),
+            // F16 where the bytes were written as F32.
+            (
+                r#""a":{"dtype":"F16","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}"#,
+                "tensor `a` is F16 of shape [4], 8 bytes",
+            ),
+            // `a` dropped from the header: its bytes belong to no tensor.
+            (
+                r#""b":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}"#,
+                "bytes 0..16 of the data section belong to no tensor (a tensor missing from the header?); the next is `b`",
+            ),
+            (
+                r#""a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}"#,
+                "tensor `b` (bytes 8..24) overlaps the tensor before it, which ends at byte 16",
+            ),
+            (
+                r#""a":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,24]}"#,
+                "tensor `a` has shape [4294967296, 4294967296, 4], too large to count its bytes",
+            ),
+        ];
+        for (entries, want) in cases {
+            let e = TensorFile::from_bytes(Path::new("x.safetensors"), crafted(entries)).expect_err(want);
+            assert!(e.to_string().contains(want), "{entries}\n  got: {e}\n want: {want}");
+        }
+    }
 }
