@@ -46,19 +46,37 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
         INPUT,
         &["/dev/zero", "too large for a config file"],
     );
-    // Also beside weights this crate saved, whose stamp of their config is checked first.
+    // Also beside weights this crate saved, whose stamp of their config is read first: a
+    // sparse file of 64 GiB is read only up to the limit too.
     let stamped_model = copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits_vit"), &dir.join("sm"));
-    let stamped_adapter = copy_dir(&fixture("written_here/lora_transformers5"), &dir.join("sa"));
-    for config in [stamped_model.join("config.json"), stamped_adapter.join("adapter_config.json")] {
-        std::fs::remove_file(&config).expect("remove config");
-        std::os::unix::fs::symlink("/dev/zero", &config).expect("symlink");
-    }
+    std::fs::File::create(stamped_model.join("config.json")).and_then(|f| f.set_len(64 << 30)).expect("sparse");
     fails(&["eval", "--model", s(&stamped_model), "--data", d], INPUT, &["sm/config.json", "too large"]);
-    fails(
-        &["eval", "--model", m, "--adapter", s(&stamped_adapter), "--data", d],
-        INPUT,
-        &["sa/adapter_config.json", "too large"],
-    );
+    // Pipes and devices inside model and adapter folders are refused, not opened (a pipe
+    // without a writer would wait forever).
+    let stamped_adapter = copy_dir(&fixture("written_here/lora_transformers5"), &dir.join("sa"));
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success(), "mkfifo failed");
+    for (folder, file) in [
+        (&stamped_model, "config.json"),
+        (&stamped_model, "model.safetensors"),
+        (&stamped_adapter, "adapter_config.json"),
+        (&stamped_adapter, "adapter_model.safetensors"),
+    ] {
+        let saved = folder.join("saved");
+        std::fs::rename(folder.join(file), &saved).expect("move aside");
+        for special in [fifo.as_path(), Path::new("/dev/zero")] {
+            std::os::unix::fs::symlink(special, folder.join(file)).expect("symlink");
+            let args: Vec<&str> = if folder == &stamped_model {
+                vec!["eval", "--model", s(folder), "--data", d]
+            } else {
+                vec!["eval", "--model", m, "--adapter", s(folder), "--data", d]
+            };
+            fails(&args, INPUT, &[file, "pipe, socket or device"]);
+            std::fs::remove_file(folder.join(file)).expect("remove link");
+        }
+        std::fs::rename(&saved, folder.join(file)).expect("move back");
+    }
     // Outputs: a file where a folder goes, a folder inside a file, a folder where a file goes.
     fails(&train_args(m, l, d, d, &[]), USAGE, &["--out", "data.safetensors", "is a file"]);
     let inside = data.join("sub");
@@ -436,6 +454,15 @@ fn data_may_arrive_through_a_pipe() {
     longer.extend_from_slice(b"tail");
     check_failure(&run_piped(&longer), INPUT, &["/dev/stdin", "unexpected bytes after the last tensor"], true);
     check_failure(&run_piped(b"abc"), INPUT, &["/dev/stdin", "only 3 bytes"], true);
+    // One pipe can be read once: as --data and --eval-data both, it is refused up front.
+    let dir = scratch("pipe-twice");
+    let fifo = dir.join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success(), "mkfifo failed");
+    let (model, lora, out) = (fixture("vit_tiny"), fixture("adapters/lora_v4"), dir.join("out"));
+    let args = train_args(s(&model), s(&lora), s(&fifo), s(&out), &["--eval-data", s(&fifo)]);
+    fails(&args, USAGE, &["--eval-data", "fifo", "same pipe or device as --data"]);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

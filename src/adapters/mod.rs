@@ -91,6 +91,7 @@ impl Adapter {
     pub fn load(gpu: &Gpu, dir: &Path, vit: &Vit) -> Result<Adapter> {
         finish_interrupted_save(dir);
         crate::io::paths::expect_dir(dir, "an adapter folder", CONFIG_FILE)?;
+        crate::io::paths::refuse_special_files(dir, &[CONFIG_FILE, WEIGHTS_FILE])?;
         let config_path = dir.join(CONFIG_FILE);
         let config = AdapterConfig::read(&config_path)?;
         Adapter::load_tensors(gpu, config, &config_path, &dir.join(WEIGHTS_FILE), vit)

@@ -94,6 +94,30 @@ pub(super) fn check_logits(report: &EvalReport, data: &Dataset) -> Result<()> {
     })
 }
 
+/// Refuses `--eval-data` naming the same pipe or device as `--data` (`/dev/stdin` twice, one
+/// FIFO): it can be read only once, so the second read would find nothing or wait forever.
+pub(super) fn refuse_one_stream_twice(data: &Path, eval: &Path) -> Result<()> {
+    let (Ok(d), Ok(e)) = (std::fs::metadata(data), std::fs::metadata(eval)) else { return Ok(()) };
+    #[cfg(unix)]
+    let same = {
+        use std::os::unix::fs::MetadataExt;
+        (d.dev(), d.ino()) == (e.dev(), e.ino())
+    };
+    #[cfg(not(unix))]
+    let same = data == eval;
+    if same && !d.is_file() && !d.is_dir() {
+        return Err(Error::invalid(
+            "--eval-data",
+            format!(
+                "{} is the same pipe or device as --data, which can be read only once; give the evaluation \
+                 images in a file",
+                eval.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses an output file that is one of the `inputs` (files, or files inside input folders):
 /// writing it would destroy what the run reads.
 pub(super) fn refuse_overwriting_inputs(out: &Path, flag: &str, inputs: &[&Path]) -> Result<()> {

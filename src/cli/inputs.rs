@@ -47,6 +47,7 @@ impl AdapterInput {
     pub(super) fn folder(dir: &Path, flag: &str, model: &VitConfig) -> Result<AdapterInput> {
         finish_interrupted_save(dir);
         expect_dir(dir, &format!("an adapter folder for {flag}"), CONFIG_FILE)?;
+        crate::io::paths::refuse_special_files(dir, &[CONFIG_FILE, WEIGHTS_FILE])?;
         refuse_pickle(dir, "adapter_model.bin", WEIGHTS_FILE)?;
         expect_file(&dir.join(WEIGHTS_FILE), "the adapter's tensors")?;
         AdapterInput::read(&dir.join(CONFIG_FILE), Some(&dir.join(WEIGHTS_FILE)), model)

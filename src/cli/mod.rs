@@ -10,7 +10,9 @@
 mod checks;
 mod inputs;
 
-use checks::{at_least_one, check_batch, check_logits, check_optimizer, refuse_overwriting_inputs};
+use checks::{
+    at_least_one, check_batch, check_logits, check_optimizer, refuse_one_stream_twice, refuse_overwriting_inputs,
+};
 use inputs::{AdapterInput, read_data, read_model, refuse_other_type, tokens};
 
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use crate::adapters::{AdapterConfig, CONFIG_FILE, PeftType, WEIGHTS_FILE, finish
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::json::JsonFile;
-use crate::io::paths::{check_output_dir, check_output_file, expect_dir, expect_file};
+use crate::io::paths::{check_output_dir, check_output_file, expect_dir, expect_file, refuse_special_files};
 use crate::io::safetensors::{self as st, HostTensor};
 use crate::nn::Vit;
 use crate::optim::OptimizerKind;
@@ -118,6 +120,9 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         ));
     }
     check_output_dir(&args.out, "--out")?;
+    if let Some(eval) = &args.eval_data {
+        refuse_one_stream_twice(&args.data, eval)?;
+    }
     let weights = read_model(&args.model)?;
     let model = &weights.config;
     let adapter = match (&args.adapter_config, &args.init) {
@@ -127,6 +132,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
                 finish_interrupted_save(dir);
                 crate::io::paths::refuse_pickle(dir, "adapter_model.bin", WEIGHTS_FILE)?;
                 expect_dir(dir, "an adapter folder for --init", WEIGHTS_FILE)?;
+                refuse_special_files(dir, &[CONFIG_FILE, WEIGHTS_FILE])?;
             }
             let config = AdapterConfig::read(path)?;
             if let Some(dir) = init {

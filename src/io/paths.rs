@@ -48,6 +48,28 @@ fn subfolders_holding(dir: &Path, file: &str) -> Vec<String> {
     names
 }
 
+/// Refuses each of `names` inside `dir` that is there but is neither a regular file nor a
+/// folder (a pipe, socket or device, directly or through a link): a model or adapter folder
+/// holds files, and opening a pipe that no one writes would wait forever. Missing names and
+/// folders are left to the readers, whose messages say what was expected.
+pub fn refuse_special_files(dir: &Path, names: &[&str]) -> Result<()> {
+    for name in names {
+        let path = dir.join(name);
+        if let Ok(meta) = std::fs::metadata(&path)
+            && !meta.is_file()
+            && !meta.is_dir()
+        {
+            return Err(Error::Format {
+                path,
+                message: "is a pipe, socket or device, not a file; files in a model or adapter folder must be \
+                          regular files"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Fails unless `dir` is an existing folder holding `required` (the file that makes it
 /// `what`, e.g. `config.json` for a model folder). Messages say what the path is instead.
 pub fn expect_dir(dir: &Path, what: &str, required: &str) -> Result<()> {

@@ -81,6 +81,7 @@ impl VitWeights {
     pub fn load(dir: &Path) -> Result<VitWeights> {
         stamp::finish_interrupted_pair(&dir.join("model.safetensors"), &dir.join("config.json"));
         crate::io::paths::expect_dir(dir, "a model folder", "config.json")?;
+        crate::io::paths::refuse_special_files(dir, &["config.json", "model.safetensors", INDEX_FILE])?;
         let config = VitConfig::from_dir(dir)?;
         let (files, placed) = weight_files(dir)?;
         let mut tensors = BTreeMap::new();
@@ -311,6 +312,7 @@ fn weight_files(dir: &Path) -> Result<(Vec<TensorFile>, BTreeMap<String, usize>)
     shards.sort();
     shards.dedup();
     let placed = entries.iter().map(|&(k, f)| (k.clone(), shards.binary_search(&f).unwrap_or(0))).collect();
+    crate::io::paths::refuse_special_files(dir, &shards)?;
     let files = shards.iter().map(|s| TensorFile::open(&dir.join(s))).collect::<Result<Vec<_>>>()?;
     Ok((files, placed))
 }
