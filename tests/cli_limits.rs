@@ -1,5 +1,5 @@
 //! Bad runs through the binary (SPEC §14) that only the inputs together reveal: an adapter
-//! made for another model, sizes beyond the device, logits or losses that are not finite, and
+//! made for another model, sizes beyond the device or the free memory, logits or losses that are not finite, and
 //! a merge whose result overflows f32. Each ends with its exit code and one short line naming
 //! the file, key, value, image or step at fault, and leaves no partial output.
 
@@ -199,5 +199,30 @@ fn merges_that_overflow_f32_are_refused_and_keep_the_previous_model() {
     );
     assert!(line.contains("eval --adapter"), "{line}");
     assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before, "the previous merge is kept");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A data file larger than the memory this machine has free is refused by name before it is
+/// read, instead of an aborted allocation or the kernel's out-of-memory kill (a sparse file
+/// of 769 GiB whose header is right).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_larger_than_free_memory_is_refused_by_name() {
+    use std::io::Write;
+    let dir = scratch("huge-data");
+    let n: u64 = 1 << 30;
+    let pixels = n * 3 * 8 * 8 * 4;
+    let header = format!(
+        r#"{{"labels":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}},"pixel_values":{{"dtype":"F32","shape":[{n},3,8,8],"data_offsets":[{n},{}]}}}}"#,
+        n + pixels
+    );
+    let path = dir.join("huge.safetensors");
+    let mut file = std::fs::File::create(&path).expect("create");
+    file.write_all(&(header.len() as u64).to_le_bytes())
+        .and_then(|()| file.write_all(header.as_bytes()))
+        .expect("header");
+    file.set_len(8 + header.len() as u64 + n + pixels).expect("sparse data");
+    let model = fixture("vit_tiny");
+    fails(&["eval", "--model", s(&model), "--data", s(&path)], INPUT, &["huge.safetensors", "bytes of memory"]);
     std::fs::remove_dir_all(&dir).ok();
 }

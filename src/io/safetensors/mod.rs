@@ -119,11 +119,7 @@ impl TensorFile {
             let _ = (&mut file).take(56).read_to_end(&mut start);
             return Err(format_err(path, explain_bad_start(&start, Some(len))));
         }
-        let mut bytes = Vec::new();
-        let size = usize::try_from(len).unwrap_or(usize::MAX);
-        bytes
-            .try_reserve_exact(size)
-            .map_err(|_| format_err(path, format!("{len} bytes is more than this machine can hold in memory")))?;
+        let mut bytes = super::memory::reserve::<u8>(path, usize::try_from(len).unwrap_or(usize::MAX))?;
         bytes.extend_from_slice(&head);
         file.read_to_end(&mut bytes).map_err(io)?;
         TensorFile::from_bytes(path, bytes)
@@ -196,16 +192,10 @@ impl TensorFile {
     /// check them with messages of their own.
     pub fn f32_any(&self, key: &str) -> Result<HostTensor> {
         let (dtype, shape, raw) = self.raw(key)?;
-        let data: Vec<f32> = match dtype {
-            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F64 => raw
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-                .collect(),
-            Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            Dtype::BF16 => {
-                raw.chunks_exact(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)).collect()
-            }
+        let width = match dtype {
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+            Dtype::F16 | Dtype::BF16 => 2,
             other => {
                 return Err(Error::TensorMismatch {
                     path: self.path.clone(),
@@ -215,6 +205,17 @@ impl TensorFile {
                 });
             }
         };
+        let mut data = super::memory::reserve::<f32>(&self.path, raw.len() / width)?;
+        match dtype {
+            Dtype::F32 => data.extend(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+            Dtype::F64 => data.extend(
+                raw.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32),
+            ),
+            Dtype::F16 => data.extend(raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))),
+            _ => data
+                .extend(raw.chunks_exact(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))),
+        }
         Ok(HostTensor { shape: shape.to_vec(), data })
     }
 
@@ -236,22 +237,23 @@ impl TensorFile {
     /// Integer tensor `key` (I64, I32, I16, I8, U8, U16, U32 or U64) widened to i64.
     pub fn integers(&self, key: &str) -> Result<(Vec<usize>, Vec<i64>)> {
         let (dtype, shape, raw) = self.raw(key)?;
-        let data: Vec<i64> = match dtype {
-            Dtype::I64 => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
-            Dtype::U64 => raw
-                .chunks_exact(8)
-                .map(|c| i64::try_from(u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).unwrap_or(i64::MAX))
-                .collect(),
+        let mut data = super::memory::reserve::<i64>(&self.path, shape.iter().product())?;
+        match dtype {
+            Dtype::I64 => data.extend(raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))),
+            Dtype::U64 => data.extend(
+                raw.chunks_exact(8)
+                    .map(|c| i64::try_from(u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).unwrap_or(i64::MAX)),
+            ),
             Dtype::I32 => {
-                raw.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()
+                data.extend(raw.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))));
             }
             Dtype::U32 => {
-                raw.chunks_exact(4).map(|c| i64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()
+                data.extend(raw.chunks_exact(4).map(|c| i64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))));
             }
-            Dtype::I16 => raw.chunks_exact(2).map(|c| i64::from(i16::from_le_bytes([c[0], c[1]]))).collect(),
-            Dtype::U16 => raw.chunks_exact(2).map(|c| i64::from(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            Dtype::I8 => raw.iter().map(|&b| i64::from(b as i8)).collect(),
-            Dtype::U8 => raw.iter().map(|&b| i64::from(b)).collect(),
+            Dtype::I16 => data.extend(raw.chunks_exact(2).map(|c| i64::from(i16::from_le_bytes([c[0], c[1]])))),
+            Dtype::U16 => data.extend(raw.chunks_exact(2).map(|c| i64::from(u16::from_le_bytes([c[0], c[1]])))),
+            Dtype::I8 => data.extend(raw.iter().map(|&b| i64::from(b as i8))),
+            Dtype::U8 => data.extend(raw.iter().map(|&b| i64::from(b))),
             other => {
                 return Err(Error::TensorMismatch {
                     path: self.path.clone(),
