@@ -1,15 +1,14 @@
 //! Bad inputs through the binary (SPEC §11, §14): wrong paths, broken safetensors files,
 //! inconsistent configs, bad data, bad numbers and tuning variables (adapters made for
 //! another model, device limits and non-finite results: `cli_limits.rs`; outputs:
-//! `cli_outputs.rs`). Each must end with its exit code and one short line naming the file,
-//! key or value at fault, never a panic; errors in the inputs must be found before any GPU
-//! work.
+//! `cli_outputs.rs`; pipes and devices: `cli_pipes.rs`). Each must end with its exit code
+//! and one short line naming the file, key or value at fault, never a panic; errors in the
+//! inputs must be found before any GPU work.
 
 mod cli_support;
 
 use cli_support::*;
 use safetensors::Dtype;
-use std::path::Path;
 
 // ---------------------------------------------------------------------------------------
 // Paths
@@ -46,37 +45,6 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
         INPUT,
         &["/dev/zero", "too large for a config file"],
     );
-    // Also beside weights this crate saved, whose stamp of their config is read first: a
-    // sparse file of 64 GiB is read only up to the limit too.
-    let stamped_model = copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits_vit"), &dir.join("sm"));
-    std::fs::File::create(stamped_model.join("config.json")).and_then(|f| f.set_len(64 << 30)).expect("sparse");
-    fails(&["eval", "--model", s(&stamped_model), "--data", d], INPUT, &["sm/config.json", "too large"]);
-    // Pipes and devices inside model and adapter folders are refused, not opened (a pipe
-    // without a writer would wait forever).
-    let stamped_adapter = copy_dir(&fixture("written_here/lora_transformers5"), &dir.join("sa"));
-    let fifo = dir.join("fifo");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
-    assert!(made.success(), "mkfifo failed");
-    for (folder, file) in [
-        (&stamped_model, "config.json"),
-        (&stamped_model, "model.safetensors"),
-        (&stamped_adapter, "adapter_config.json"),
-        (&stamped_adapter, "adapter_model.safetensors"),
-    ] {
-        let saved = folder.join("saved");
-        std::fs::rename(folder.join(file), &saved).expect("move aside");
-        for special in [fifo.as_path(), Path::new("/dev/zero")] {
-            std::os::unix::fs::symlink(special, folder.join(file)).expect("symlink");
-            let args: Vec<&str> = if folder == &stamped_model {
-                vec!["eval", "--model", s(folder), "--data", d]
-            } else {
-                vec!["eval", "--model", m, "--adapter", s(folder), "--data", d]
-            };
-            fails(&args, INPUT, &[file, "pipe, socket or device"]);
-            std::fs::remove_file(folder.join(file)).expect("remove link");
-        }
-        std::fs::rename(&saved, folder.join(file)).expect("move back");
-    }
     // Outputs: a file where a folder goes, a folder inside a file, a folder where a file goes.
     fails(&train_args(m, l, d, d, &[]), USAGE, &["--out", "data.safetensors", "is a file"]);
     let inside = data.join("sub");
@@ -428,43 +396,6 @@ fn unknown_values_of_the_tuning_variables_are_named() {
 /// Data through a pipe (`--data /dev/stdin`) is read like a file; a truncated stream is named
 /// as such, and one that does not end where its tensors do is refused, not read forever.
 #[cfg(target_os = "linux")]
-#[test]
-fn data_may_arrive_through_a_pipe() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let data = std::fs::read(fixture("train_data.safetensors")).expect("data");
-    let run_piped = |bytes: &[u8]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"))
-            .args(["eval", "--model", s(&fixture("vit_tiny")), "--data", "/dev/stdin"])
-            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary runs");
-        // The binary may stop reading early (a bad header): a broken pipe here is fine.
-        let _ = child.stdin.take().expect("stdin").write_all(bytes);
-        child.wait_with_output().expect("output")
-    };
-    let out = run_piped(&data);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("accuracy"));
-    check_failure(&run_piped(&data[..data.len() - 9]), INPUT, &["/dev/stdin", "truncated"], true);
-    let mut longer = data;
-    longer.extend_from_slice(b"tail");
-    check_failure(&run_piped(&longer), INPUT, &["/dev/stdin", "unexpected bytes after the last tensor"], true);
-    check_failure(&run_piped(b"abc"), INPUT, &["/dev/stdin", "only 3 bytes"], true);
-    // One pipe can be read once: as --data and --eval-data both, it is refused up front.
-    let dir = scratch("pipe-twice");
-    let fifo = dir.join("fifo");
-    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
-    assert!(made.success(), "mkfifo failed");
-    let (model, lora, out) = (fixture("vit_tiny"), fixture("adapters/lora_v4"), dir.join("out"));
-    let args = train_args(s(&model), s(&lora), s(&fifo), s(&out), &["--eval-data", s(&fifo)]);
-    fails(&args, USAGE, &["--eval-data", "fifo", "same pipe or device as --data"]);
-    std::fs::remove_dir_all(&dir).ok();
-}
-
 #[test]
 fn bad_numbers_are_refused_before_gpu_work() {
     let dir = scratch("numbers");

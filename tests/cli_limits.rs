@@ -1,7 +1,8 @@
 //! Bad runs through the binary (SPEC §14) that only the inputs together reveal: an adapter
-//! made for another model, sizes beyond the device or the free memory, logits or losses that are not finite, and
-//! a merge whose result overflows f32. Each ends with its exit code and one short line naming
-//! the file, key, value, image or step at fault, and leaves no partial output.
+//! made for another model, sizes beyond the device or the free memory, logits or losses that
+//! are not finite, and a merge whose result overflows f32. Each ends with its exit code and
+//! one short line naming the file, key, value, image or step at fault, and leaves no partial
+//! output.
 
 mod cli_support;
 
@@ -223,6 +224,10 @@ fn a_file_larger_than_free_memory_is_refused_by_name() {
         .expect("header");
     file.set_len(8 + header.len() as u64 + n + pixels).expect("sparse data");
     let model = fixture("vit_tiny");
-    fails(&["eval", "--model", s(&model), "--data", s(&path)], INPUT, &["huge.safetensors", "bytes of memory"]);
+    fails(
+        &["eval", "--model", s(&model), "--data", s(&path)],
+        INPUT,
+        &["huge.safetensors", "769.0 GiB of memory", "available"],
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,8 +1,8 @@
 //! Outputs through the binary (SPEC §11, §14): an `--out` holding an adapter or a model is
 //! kept unless `--force`, and kept through a failed run; mixed adapter pairs are refused by
-//! name; `--logits-out` never overwrites an input and, like `demo --svg`, writes into pipes; stdout that closes
-//! or fills is not an internal error; an adapter saved meanwhile by another run is not
-//! overwritten; fractional `--epochs` run the steps they cover.
+//! name; `--logits-out` never overwrites an input and, like `demo --svg`, writes into pipes;
+//! stdout that closes or fills is not an internal error; an adapter saved meanwhile by
+//! another run is not overwritten; fractional `--epochs` run the steps they cover.
 
 mod cli_support;
 
@@ -173,6 +173,23 @@ fn logits_out_never_overwrites_an_input() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Reads the FIFO at `path` to its end on a thread of its own; [`received`] gets the bytes.
+/// (A reader left blocked by a regression, the pipe never written, ends with the process.)
+#[cfg(unix)]
+fn read_in_background(path: &std::path::Path) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (send, receive) = std::sync::mpsc::channel();
+    let path = path.to_path_buf();
+    std::thread::spawn(move || send.send(std::fs::read(path).expect("read the fifo")));
+    receive
+}
+
+/// What the reader of [`read_in_background`] got, failing the test if nothing came in a
+/// minute (the pipe never written, or replaced).
+#[cfg(unix)]
+fn received(reader: &std::sync::mpsc::Receiver<Vec<u8>>) -> Vec<u8> {
+    reader.recv_timeout(std::time::Duration::from_secs(60)).expect("nothing came through the pipe")
+}
+
 /// `--logits-out` into a pipe or device writes into it (a rename would replace the special
 /// file), and through a symbolic link replaces the link's target, keeping the link.
 #[cfg(unix)]
@@ -189,12 +206,9 @@ fn logits_out_writes_into_pipes_and_devices_and_through_links() {
     let fifo = dir.join("fifo");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
     assert!(made.success(), "mkfifo failed");
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
-    };
+    let reader = read_in_background(&fifo);
     succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&fifo)]);
-    assert_eq!(reader.join().expect("reader"), want, "the logits through the pipe");
+    assert_eq!(received(&reader), want, "the logits through the pipe");
     assert!(std::fs::symlink_metadata(&fifo).expect("fifo").file_type().is_fifo(), "the pipe was replaced");
 
     // (`/dev/null` takes the same path as the pipe; it is not written here, so that a
@@ -217,15 +231,10 @@ fn demo_svg_writes_into_pipes_and_through_links() {
     let fifo = dir.join("fifo");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
     assert!(made.success(), "mkfifo failed");
-    // A reader left blocked by a regression (the pipe replaced) ends with the test process.
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
-    };
+    let reader = read_in_background(&fifo);
     succeeds(&["demo", "--steps", "1", "--svg", s(&fifo)]);
     assert!(std::fs::symlink_metadata(&fifo).expect("fifo").file_type().is_fifo(), "the pipe was replaced");
-    let through_pipe = reader.join().expect("reader");
-    assert!(through_pipe.starts_with(b"<svg"), "the plot through the pipe");
+    assert!(received(&reader).starts_with(b"<svg"), "the plot through the pipe");
 
     let target = dir.join("target.svg");
     std::fs::write(&target, b"old").expect("target");

@@ -98,14 +98,8 @@ pub(super) fn check_logits(report: &EvalReport, data: &Dataset) -> Result<()> {
 /// FIFO): it can be read only once, so the second read would find nothing or wait forever.
 pub(super) fn refuse_one_stream_twice(data: &Path, eval: &Path) -> Result<()> {
     let (Ok(d), Ok(e)) = (std::fs::metadata(data), std::fs::metadata(eval)) else { return Ok(()) };
-    #[cfg(unix)]
-    let same = {
-        use std::os::unix::fs::MetadataExt;
-        (d.dev(), d.ino()) == (e.dev(), e.ino())
-    };
-    #[cfg(not(unix))]
-    let same = data == eval;
-    if same && !d.is_file() && !d.is_dir() {
+    // `/dev/stdin` and `/dev/fd/N` of a regular file share its read position on some systems.
+    if same_file((data, &d), (eval, &e)) && ((!d.is_file() && !d.is_dir()) || data.starts_with("/dev")) {
         return Err(Error::invalid(
             "--eval-data",
             format!(
@@ -116,6 +110,19 @@ pub(super) fn refuse_one_stream_twice(data: &Path, eval: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether two paths with their metadata are one file (on Unix by device and inode, so also
+/// through links; elsewhere by the paths as given).
+#[cfg(unix)]
+fn same_file((_, a): (&Path, &std::fs::Metadata), (_, b): (&Path, &std::fs::Metadata)) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file((a, _): (&Path, &std::fs::Metadata), (b, _): (&Path, &std::fs::Metadata)) -> bool {
+    a == b
 }
 
 /// Refuses an output file that is one of the `inputs` (files, or files inside input folders):

@@ -42,7 +42,8 @@ pub(crate) fn read_config_bytes(path: &Path) -> Result<Vec<u8>> {
 }
 
 impl JsonFile {
-    /// Reads and parses `path`, which must hold a JSON object (see [`read_config_bytes`]).
+    /// Reads and parses `path`, which must hold a JSON object (at most 16 MiB, also from a
+    /// pipe or device).
     pub fn read(path: &Path) -> Result<JsonFile> {
         JsonFile::parse(path, &read_config_bytes(path)?)
     }

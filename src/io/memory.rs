@@ -11,38 +11,42 @@ const CHECK_FROM_BYTES: u64 = 64 << 20;
 
 /// An empty vector with room for `n` values of `T`, for reading `path`: an error naming
 /// the file when that is more than the allocator gives or, on Linux, more than the memory
-/// still available (`MemAvailable` and `SwapFree`, within the cgroup's limit if any).
+/// the system still has available (`MemAvailable` and `SwapFree` of `/proc/meminfo`; a
+/// container's own limit is not seen there).
 pub(crate) fn reserve<T>(path: &Path, n: usize) -> Result<Vec<T>> {
     let bytes = (n as u64).saturating_mul(size_of::<T>() as u64);
     let refuse = |why: String| Error::Format {
         path: path.to_path_buf(),
-        message: format!("reading it needs {bytes} bytes of memory, {why}"),
+        message: format!("reading it needs {} of memory, {why}", gib(bytes)),
     };
     if bytes >= CHECK_FROM_BYTES
         && let Some(free) = available()
         && bytes > free
     {
-        return Err(refuse(format!("more than the {free} bytes this machine has available")));
+        return Err(refuse(format!("more than the {} this machine has available", gib(free))));
     }
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| refuse("more than this machine can hold".into()))?;
     Ok(v)
 }
 
-/// Memory this process could still get, in bytes; `None` where the system does not say.
+/// `bytes` in GiB, for messages.
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+}
+
+/// Memory the system could still give this process, in bytes; `None` where it does not say.
 fn available() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    if cfg!(target_os = "linux") { available_in(&std::fs::read_to_string("/proc/meminfo").ok()?) } else { None }
+}
+
+/// `MemAvailable` plus `SwapFree` of a `/proc/meminfo` text, in bytes.
+fn available_in(meminfo: &str) -> Option<u64> {
     let kib = |name: &str| -> Option<u64> {
         let rest = meminfo.lines().find_map(|l| l.strip_prefix(name))?;
         rest.trim().strip_suffix("kB")?.trim().parse::<u64>().ok().map(|k| k.saturating_mul(1024))
     };
-    let system = kib("MemAvailable:")?.saturating_add(kib("SwapFree:").unwrap_or(0));
-    // cgroup v2: the group's limit less what it uses ("max" where there is none).
-    let read = |f: &str| std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(f)).ok();
-    let group = read("memory.max")
-        .and_then(|m| m.trim().parse::<u64>().ok())
-        .map(|max| max.saturating_sub(read("memory.current").and_then(|c| c.trim().parse().ok()).unwrap_or(0)));
-    Some(group.map_or(system, |g| g.min(system)))
+    Some(kib("MemAvailable:")?.saturating_add(kib("SwapFree:").unwrap_or(0)))
 }
 
 #[cfg(test)]
@@ -50,11 +54,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn meminfo_is_read_as_available_memory_and_swap() {
+        let text = "MemTotal:       24580328 kB\nMemFree:  1000 kB\nMemAvailable:   20000000 kB\n\
+                    SwapTotal: 8 kB\nSwapFree:            4 kB\n";
+        assert_eq!(available_in(text), Some((20_000_000 + 4) * 1024));
+        assert_eq!(available_in("MemAvailable: 3 kB\n"), Some(3072), "no swap line");
+        assert_eq!(available_in("MemFree: 3 kB\n"), None, "an old kernel without MemAvailable");
+        assert_eq!(available_in("MemAvailable: lots\n"), None);
+    }
+
+    #[test]
     fn small_reservations_succeed_and_impossible_ones_name_the_file() {
         let path = Path::new("big.safetensors");
         assert!(reserve::<f32>(path, 1000).expect("small").capacity() >= 1000);
         let e = reserve::<f32>(path, usize::MAX / 4).expect_err("more than any machine");
         let text = e.to_string();
-        assert!(text.contains("big.safetensors") && text.contains("bytes of memory"), "{text}");
+        assert!(text.contains("big.safetensors") && text.contains("GiB of memory"), "{text}");
     }
 }

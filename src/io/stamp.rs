@@ -70,15 +70,16 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
 /// or transformers). What cannot be done (a read-only folder, another process that finished
 /// first) is left as it is, for the readers' own checks to report.
 pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
-    // Pipes and devices are not opened here: they may block, and are no saved pair.
-    if !weights.is_file() || (config.exists() && !config.is_file()) {
+    // Pipes and devices are not opened here (they may block, and are no saved pair).
+    if !weights.is_file() {
         return;
     }
     let Some(expected) = super::safetensors::header_metadata(weights).and_then(|m| m.get(CONFIG_STAMP_KEY).cloned())
     else {
         return;
     };
-    let matches = |path: &Path| super::json::read_config_bytes(path).is_ok_and(|bytes| fingerprint(&bytes) == expected);
+    let matches =
+        |path: &Path| path.is_file() && super::json::read_config_bytes(path).is_ok_and(|b| fingerprint(&b) == expected);
     let pending = super::atomic::stale_temps(config).into_iter().filter(|tmp| matches(tmp));
     if matches(config) {
         // The config in place is already the one saved with the weights (the new config was

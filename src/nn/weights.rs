@@ -81,7 +81,7 @@ impl VitWeights {
     pub fn load(dir: &Path) -> Result<VitWeights> {
         stamp::finish_interrupted_pair(&dir.join("model.safetensors"), &dir.join("config.json"));
         crate::io::paths::expect_dir(dir, "a model folder", "config.json")?;
-        crate::io::paths::refuse_special_files(dir, &["config.json", "model.safetensors", INDEX_FILE])?;
+        crate::io::paths::refuse_special_files(dir, &["config.json", "model.safetensors"])?;
         let config = VitConfig::from_dir(dir)?;
         let (files, placed) = weight_files(dir)?;
         let mut tensors = BTreeMap::new();
@@ -267,7 +267,11 @@ impl VitWeights {
 /// such names are ever removed, so an index that lists other files (`config.json`) costs
 /// nothing but itself.
 fn listed_shards(dir: &Path) -> Vec<String> {
-    let Ok(index) = JsonFile::read(&dir.join(INDEX_FILE)) else { return Vec::new() };
+    let path = dir.join(INDEX_FILE);
+    if !path.is_file() {
+        return Vec::new(); // none, or a pipe or device that reading could block on
+    }
+    let Ok(index) = JsonFile::read(&path) else { return Vec::new() };
     let Some(map) = index.get("weight_map").and_then(|m| m.as_object()) else { return Vec::new() };
     let mut shards: Vec<String> = map
         .values()
@@ -297,6 +301,7 @@ fn weight_files(dir: &Path) -> Result<(Vec<TensorFile>, BTreeMap<String, usize>)
         );
         return Err(Error::Io { path: single, source });
     }
+    crate::io::paths::refuse_special_files(dir, &[INDEX_FILE])?;
     let index = JsonFile::read(&index_path)?;
     let map = index.require("weight_map")?.as_object().ok_or_else(|| index.error("weight_map", "must be an object"))?;
     let mut entries: Vec<(&String, &str)> = Vec::new();

@@ -4,8 +4,10 @@
 #![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -127,14 +129,46 @@ pub fn run(args: &[&str]) -> Output {
     run_env(args, &[])
 }
 
-/// Runs the binary with `args` and extra environment variables.
+/// How long one run may take before it counts as hung (a read from a pipe nobody writes,
+/// say): it is killed and the test fails, rather than blocking the suite.
+const PATIENCE: Duration = Duration::from_secs(600);
+
+/// Runs the binary with `args` and extra environment variables (stdin empty, as
+/// [`Command::output`] has it), failing the test if it runs past [`PATIENCE`].
 pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"));
     cmd.args(args).env("XDG_RUNTIME_DIR", std::env::temp_dir()).env("RUST_BACKTRACE", "1");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("the binary runs")
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the binary runs");
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the binary") {
+            break status;
+        }
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap_or_default();
+            panic!("peft-wgpu {args:?} ran past {PATIENCE:?} (hung?); stderr:\n{}", String::from_utf8_lossy(&stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let join = |h: std::thread::JoinHandle<Vec<u8>>| h.join().expect("reader thread");
+    Output { status, stdout: join(stdout), stderr: join(stderr) }
+}
+
+/// Reads `stream` to its end on a thread of its own (so neither pipe of a child fills up).
+fn drain(mut stream: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes);
+        bytes
+    })
 }
 
 /// Asserts the run failed with `code`, its error names every one of `culprits`, and it is one

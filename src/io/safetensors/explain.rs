@@ -1,5 +1,6 @@
 //! Why bytes are not a safetensors file, in words a user can act on: a Git LFS pointer, an
-//! HTML page from a failed download, a truncated tensor, stray bytes after the last one.
+//! HTML page from a failed download, a truncated tensor, stray bytes after the last one, the
+//! tensor whose offsets or size are wrong.
 
 use super::MAX_HEADER_BYTES;
 
@@ -29,7 +30,8 @@ pub(super) fn explain_bad_start(start: &[u8], len: Option<u64>) -> String {
 }
 
 /// A precise reason why `bytes` failed the format's validation: which tensor runs past the
-/// end (a truncated file), stray bytes after the last tensor, or the validator's own message.
+/// end (a truncated file), stray bytes after the last tensor, the first tensor out of place
+/// or of the wrong size ([`explain_layout`]), or else the validator's own message.
 pub(super) fn explain_invalid(bytes: &[u8], err: &safetensors::SafeTensorError) -> String {
     let Some(head) = bytes.get(..8).and_then(|h| <[u8; 8]>::try_from(h).ok()) else {
         return format!("not a safetensors file: only {} bytes", bytes.len());
@@ -110,16 +112,75 @@ fn explain_layout<'a>(map: &'a serde_json::Map<String, serde_json::Value>) -> Op
         let Some(bits) = bits else {
             return Some(format!("tensor `{key}` has shape {:?}, too large to count its bytes", e.shape));
         };
-        if bits.div_ceil(8) != end - start {
+        if bits % 8 != 0 {
+            return Some(format!(
+                "tensor `{key}` is {:?} of shape {:?}, {bits} bits, which is not a whole number of bytes",
+                e.dtype, e.shape
+            ));
+        }
+        if bits / 8 != end - start {
             return Some(format!(
                 "tensor `{key}` is {:?} of shape {:?}, {} bytes, but its data_offsets [{start}, {end}] hold {}",
                 e.dtype,
                 e.shape,
-                bits.div_ceil(8),
+                bits / 8,
                 end - start
             ));
         }
         at = end;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::TensorFile;
+
+    /// A safetensors file whose header holds `entries` and whose data section is 24 zero bytes.
+    fn crafted(entries: &str) -> Vec<u8> {
+        let header = format!("{{{entries}}}");
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0u8; 24]);
+        bytes
+    }
+
+    #[test]
+    fn a_tensor_out_of_place_is_named() {
+        let cases = [
+            // `b`'s shape says 4 values, its offsets hold 2.
+            (
+                r#""a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[16,24]}"#,
+                "tensor `b` is F32 of shape [4], 16 bytes, but its data_offsets [16, 24] hold 8",
+            ),
+            // F16 where the bytes were written as F32.
+            (
+                r#""a":{"dtype":"F16","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}"#,
+                "tensor `a` is F16 of shape [4], 8 bytes",
+            ),
+            // `a` dropped from the header: its bytes belong to no tensor.
+            (
+                r#""b":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}"#,
+                "bytes 0..16 of the data section belong to no tensor (a tensor missing from the header?); the next is `b`",
+            ),
+            (
+                r#""a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}"#,
+                "tensor `b` (bytes 8..24) overlaps the tensor before it, which ends at byte 16",
+            ),
+            (
+                r#""a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]},"b":{"dtype":"F32","shape":[5],"data_offsets":[2,22]}"#,
+                "tensor `a` is F4 of shape [3], 12 bits, which is not a whole number of bytes",
+            ),
+            (
+                r#""a":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,24]}"#,
+                "tensor `a` has shape [4294967296, 4294967296, 4], too large to count its bytes",
+            ),
+        ];
+        for (entries, want) in cases {
+            let e = TensorFile::from_bytes(Path::new("x.safetensors"), crafted(entries)).expect_err(want);
+            assert!(e.to_string().contains(want), "{entries}\n  got: {e}\n want: {want}");
+        }
+    }
 }

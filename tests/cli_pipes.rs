@@ -1,0 +1,98 @@
+//! Pipes, devices and huge sparse files through the binary (SPEC §14: no hang, no partial
+//! output): data may arrive through a pipe, read once; pipes and devices inside model and
+//! adapter folders are refused rather than opened; configs are read only up to their size
+//! limit. Unix only (FIFOs and symbolic links); a run that hangs fails after
+//! `cli_support`'s patience instead of blocking the suite.
+#![cfg(unix)]
+
+mod cli_support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use cli_support::*;
+
+/// A FIFO at `dir/name`.
+fn fifo(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let made = Command::new("mkfifo").arg(&path).status().expect("mkfifo runs");
+    assert!(made.success(), "mkfifo failed");
+    path
+}
+
+#[test]
+fn data_may_arrive_through_a_pipe_once() {
+    let data = std::fs::read(fixture("train_data.safetensors")).expect("data");
+    let run_piped = |bytes: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"))
+            .args(["eval", "--model", s(&fixture("vit_tiny")), "--data", "/dev/stdin"])
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        // The binary may stop reading early (a bad header): a broken pipe here is fine.
+        let _ = child.stdin.take().expect("stdin").write_all(bytes);
+        child.wait_with_output().expect("output")
+    };
+    let out = run_piped(&data);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("accuracy"));
+    check_failure(&run_piped(&data[..data.len() - 9]), INPUT, &["/dev/stdin", "truncated"], true);
+    let mut longer = data;
+    longer.extend_from_slice(b"tail");
+    check_failure(&run_piped(&longer), INPUT, &["/dev/stdin", "unexpected bytes after the last tensor"], true);
+    check_failure(&run_piped(b"abc"), INPUT, &["/dev/stdin", "only 3 bytes"], true);
+    // One pipe can be read once: as --data and --eval-data both, it is refused up front.
+    let dir = scratch("pipe-twice");
+    let pipe = fifo(&dir, "fifo");
+    let (model, lora, out) = (fixture("vit_tiny"), fixture("adapters/lora_v4"), dir.join("out"));
+    let args = train_args(s(&model), s(&lora), s(&pipe), s(&out), &["--eval-data", s(&pipe)]);
+    fails(&args, USAGE, &["--eval-data", "fifo", "same pipe or device as --data"]);
+    fails(
+        &train_args(s(&model), s(&lora), "/dev/stdin", s(&out), &["--eval-data", "/dev/stdin"]),
+        USAGE,
+        &["--eval-data", "same pipe or device as --data"],
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Pipes and devices inside model and adapter folders (also through links) are refused, not
+/// opened: a pipe without a writer would wait forever, a device never ends. The folders are
+/// ones this crate saved, whose weights' stamp of their config is read first.
+#[test]
+fn pipes_and_devices_inside_folders_are_refused() {
+    let dir = scratch("special-in-folders");
+    let data = good_data(&dir);
+    let model = copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits_vit"), &dir.join("sm"));
+    let adapter = copy_dir(&fixture("written_here/lora_transformers5"), &dir.join("sa"));
+    let pipe = fifo(&dir, "fifo");
+    let tiny = fixture("vit_tiny");
+    for (folder, file) in [
+        (&model, "config.json"),
+        (&model, "model.safetensors"),
+        (&adapter, "adapter_config.json"),
+        (&adapter, "adapter_model.safetensors"),
+    ] {
+        let saved = folder.join("saved");
+        std::fs::rename(folder.join(file), &saved).expect("move aside");
+        for special in [pipe.as_path(), Path::new("/dev/zero")] {
+            std::os::unix::fs::symlink(special, folder.join(file)).expect("symlink");
+            let args: Vec<&str> = if folder == &model {
+                vec!["eval", "--model", s(folder), "--data", s(&data)]
+            } else {
+                vec!["eval", "--model", s(&tiny), "--adapter", s(folder), "--data", s(&data)]
+            };
+            fails(&args, INPUT, &[file, "pipe, socket or device"]);
+            std::fs::remove_file(folder.join(file)).expect("remove link");
+        }
+        std::fs::rename(&saved, folder.join(file)).expect("move back");
+    }
+    // A config of 64 GiB (sparse) beside stamped weights is read only up to the size limit,
+    // by the stamp check as by the config reader (read whole, it would exhaust memory).
+    std::fs::File::create(model.join("config.json")).and_then(|f| f.set_len(64 << 30)).expect("sparse");
+    fails(&["eval", "--model", s(&model), "--data", s(&data)], INPUT, &["sm/config.json", "too large"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
