@@ -43,18 +43,20 @@ fn data_may_arrive_through_a_pipe_once() {
     check_failure(&run_piped(&data[..data.len() - 9]), INPUT, &["/dev/stdin", "truncated"], true);
     let mut longer = data;
     longer.extend_from_slice(b"tail");
-    check_failure(&run_piped(&longer), INPUT, &["/dev/stdin", "unexpected bytes after the last tensor"], true);
+    let line =
+        check_failure(&run_piped(&longer), INPUT, &["/dev/stdin", "unexpected bytes after the last tensor"], true);
+    assert!(!line.contains("1 unexpected"), "a stream is read one byte past its end, no further: {line}");
     check_failure(&run_piped(b"abc"), INPUT, &["/dev/stdin", "only 3 bytes"], true);
     // One pipe can be read once: as --data and --eval-data both, it is refused up front.
     let dir = scratch("pipe-twice");
     let pipe = fifo(&dir, "fifo");
     let (model, lora, out) = (fixture("vit_tiny"), fixture("adapters/lora_v4"), dir.join("out"));
     let args = train_args(s(&model), s(&lora), s(&pipe), s(&out), &["--eval-data", s(&pipe)]);
-    fails(&args, USAGE, &["--eval-data", "fifo", "same pipe or device as --data"]);
+    fails(&args, USAGE, &["--eval-data", "fifo", "same input as --data", "read only once"]);
     fails(
         &train_args(s(&model), s(&lora), "/dev/stdin", s(&out), &["--eval-data", "/dev/stdin"]),
         USAGE,
-        &["--eval-data", "same pipe or device as --data"],
+        &["--eval-data", "same input as --data", "read only once"],
     );
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -94,5 +96,40 @@ fn pipes_and_devices_inside_folders_are_refused() {
     // by the stamp check as by the config reader (read whole, it would exhaust memory).
     std::fs::File::create(model.join("config.json")).and_then(|f| f.set_len(64 << 30)).expect("sparse");
     fails(&["eval", "--model", s(&model), "--data", s(&data)], INPUT, &["sm/config.json", "too large"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A pipe or device where a save would put a file is refused up front, `--force` or not
+/// (renaming over it would destroy it); so is finishing an interrupted save over one.
+#[test]
+fn saves_never_replace_pipes_or_devices() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = scratch("special-outputs");
+    let data = good_data(&dir);
+    let (model, lora) = (fixture("vit_tiny"), fixture("adapters/lora_v4"));
+    let is_fifo = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_fifo());
+
+    let out = dir.join("adapter-out");
+    std::fs::create_dir(&out).expect("out");
+    let config = fifo(&out, "adapter_config.json");
+    let args = train_args(s(&model), s(&lora), s(&data), s(&out), &["--force"]);
+    fails(&args, USAGE, &["--out", "adapter_config.json", "pipe, socket or device"]);
+    assert!(is_fifo(&config), "the pipe was replaced");
+
+    let merged = dir.join("model-out");
+    std::fs::create_dir(&merged).expect("out");
+    let weights = fifo(&merged, "model.safetensors");
+    let args = ["merge", "--model", s(&model), "--adapter", s(&lora), "--out", s(&merged), "--force"];
+    fails(&args, USAGE, &["--out", "model.safetensors", "pipe, socket or device"]);
+    assert!(is_fifo(&weights), "the pipe was replaced");
+
+    // Stamped weights beside a config that is a pipe, and a leftover temporary of their own
+    // config (a save killed between its renames): the pipe is neither renamed over nor read.
+    let stamped = copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits_vit"), &dir.join("sm"));
+    let pid_temp = stamped.join(".config.json.tmp-999999");
+    std::fs::rename(stamped.join("config.json"), &pid_temp).expect("temporary");
+    let config = fifo(&stamped, "config.json");
+    fails(&["eval", "--model", s(&stamped), "--data", s(&data)], INPUT, &["config.json", "pipe, socket or device"]);
+    assert!(is_fifo(&config), "the pipe was replaced");
     std::fs::remove_dir_all(&dir).ok();
 }

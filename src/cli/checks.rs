@@ -94,8 +94,15 @@ pub(super) fn check_logits(report: &EvalReport, data: &Dataset) -> Result<()> {
     })
 }
 
-/// Refuses `--eval-data` naming the same pipe or device as `--data` (`/dev/stdin` twice, one
-/// FIFO): it can be read only once, so the second read would find nothing or wait forever.
+/// Refuses an `--out` folder whose files `names` (those a save replaces) include a pipe,
+/// socket or device, force or not: a save would destroy it.
+pub(super) fn refuse_special_outputs(out: &Path, names: &[&str]) -> Result<()> {
+    crate::io::paths::refuse_special_files(out, names).map_err(|e| Error::invalid("--out", e.to_string()))
+}
+
+/// Refuses `--eval-data` naming the same pipe, device or `/dev` stream as `--data`
+/// (`/dev/stdin` twice, one FIFO): it can be read only once, so the second read would find
+/// nothing or wait forever.
 pub(super) fn refuse_one_stream_twice(data: &Path, eval: &Path) -> Result<()> {
     let (Ok(d), Ok(e)) = (std::fs::metadata(data), std::fs::metadata(eval)) else { return Ok(()) };
     // `/dev/stdin` and `/dev/fd/N` of a regular file share its read position on some systems.
@@ -103,9 +110,10 @@ pub(super) fn refuse_one_stream_twice(data: &Path, eval: &Path) -> Result<()> {
         return Err(Error::invalid(
             "--eval-data",
             format!(
-                "{} is the same pipe or device as --data, which can be read only once; give the evaluation \
-                 images in a file",
-                eval.display()
+                "{} is the same input as --data {}, a pipe, device or /dev stream that can be read only once; \
+                 give --eval-data a file of its own",
+                eval.display(),
+                data.display()
             ),
         ));
     }

@@ -12,6 +12,7 @@ mod inputs;
 
 use checks::{
     at_least_one, check_batch, check_logits, check_optimizer, refuse_one_stream_twice, refuse_overwriting_inputs,
+    refuse_special_outputs,
 };
 use inputs::{AdapterInput, read_data, read_model, refuse_other_type, tokens};
 
@@ -120,6 +121,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         ));
     }
     check_output_dir(&args.out, "--out")?;
+    refuse_special_outputs(&args.out, &[CONFIG_FILE, WEIGHTS_FILE])?;
     if let Some(eval) = &args.eval_data {
         refuse_one_stream_twice(&args.data, eval)?;
     }
@@ -302,6 +304,7 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<()
         ));
     }
     check_output_dir(out, "--out")?;
+    refuse_special_outputs(out, &["config.json", "model.safetensors", "model.safetensors.index.json"])?;
     let weights = read_model(model)?;
     let input = AdapterInput::folder(adapter, "--adapter", &weights.config)?;
     if input.config.peft_type() == PeftType::Moppa {

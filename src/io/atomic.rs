@@ -67,12 +67,20 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Writes every `(path, bytes)` pair: all temporaries first (each flushed to disk), then the
 /// renames in the order given, then a flush of the folders. On an error before the renames no
-/// target has changed and the temporaries are removed.
+/// target has changed and the temporaries are removed. A target that exists but is not a
+/// regular file (nor a link to one) is an error: renaming over it would destroy it.
 pub fn write_all(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
     // Two processes saving into one folder commit one after the other, never interleaved.
     let _lock = files.first().and_then(|(p, _)| p.parent()).and_then(lock_dir);
     let pause = test_pause();
     for (path, _) in files {
+        // A pipe, device or folder where a file goes is never renamed over.
+        if let Ok(meta) = std::fs::metadata(path)
+            && !meta.is_file()
+        {
+            let message = "is a pipe, socket, device or folder, not a file; it is not replaced".into();
+            return Err(Error::Format { path: path.clone(), message });
+        }
         remove_stale_temps(path);
     }
     let mut written: Vec<PathBuf> = Vec::with_capacity(files.len());
@@ -219,6 +227,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn write_all_never_renames_over_a_pipe_or_folder() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = temp_dir("special");
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+        assert!(made.success(), "mkfifo failed");
+        let sub = dir.join("sub");
+        std::fs::create_dir(&sub).expect("folder");
+        for target in [&fifo, &sub] {
+            let e = write_all(&[(dir.join("a"), b"a".to_vec()), (target.clone(), b"x".to_vec())]).expect_err("refused");
+            assert!(e.to_string().contains("not replaced"), "{e}");
+            assert!(!dir.join("a").exists(), "nothing is written when one target is refused");
+        }
+        assert!(std::fs::symlink_metadata(&fifo).expect("fifo").file_type().is_fifo());
+        assert!(sub.is_dir());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -15,19 +15,25 @@ const CHECK_FROM_BYTES: u64 = 64 << 20;
 /// container's own limit is not seen there).
 pub(crate) fn reserve<T>(path: &Path, n: usize) -> Result<Vec<T>> {
     let bytes = (n as u64).saturating_mul(size_of::<T>() as u64);
-    let refuse = |why: String| Error::Format {
-        path: path.to_path_buf(),
-        message: format!("reading it needs {} of memory, {why}", gib(bytes)),
-    };
-    if bytes >= CHECK_FROM_BYTES
-        && let Some(free) = available()
-        && bytes > free
-    {
-        return Err(refuse(format!("more than the {} this machine has available", gib(free))));
-    }
+    check_available(path, bytes)?;
     let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| refuse("more than this machine can hold".into()))?;
+    v.try_reserve_exact(n).map_err(|_| refusal(path, bytes, "more than this machine can hold"))?;
     Ok(v)
+}
+
+/// Fails, naming `path`, when reading it needs `bytes` more than the memory the system has
+/// available (see [`reserve`]; checked from 64 MiB on).
+pub(crate) fn check_available(path: &Path, bytes: u64) -> Result<()> {
+    match available() {
+        Some(free) if bytes >= CHECK_FROM_BYTES && bytes > free => {
+            Err(refusal(path, bytes, &format!("more than the {} this machine has available", gib(free))))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn refusal(path: &Path, bytes: u64, why: &str) -> Error {
+    Error::Format { path: path.to_path_buf(), message: format!("reading it needs {} of memory, {why}", gib(bytes)) }
 }
 
 /// `bytes` in GiB, for messages.
@@ -70,5 +76,10 @@ mod tests {
         let e = reserve::<f32>(path, usize::MAX / 4).expect_err("more than any machine");
         let text = e.to_string();
         assert!(text.contains("big.safetensors") && text.contains("GiB of memory"), "{text}");
+        assert!(check_available(path, 1 << 20).is_ok(), "small amounts are not compared");
+        if cfg!(target_os = "linux") {
+            let e = check_available(path, u64::MAX / 2).expect_err("more than any machine has");
+            assert!(e.to_string().contains("available"), "{e}");
+        }
     }
 }

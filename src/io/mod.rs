@@ -4,7 +4,7 @@
 pub mod atomic;
 pub mod data;
 pub mod json;
-mod memory;
+pub(crate) mod memory;
 pub mod paths;
 pub mod safetensors;
 pub mod stamp;

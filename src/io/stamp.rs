@@ -70,8 +70,8 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
 /// or transformers). What cannot be done (a read-only folder, another process that finished
 /// first) is left as it is, for the readers' own checks to report.
 pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
-    // Pipes and devices are not opened here (they may block, and are no saved pair).
-    if !weights.is_file() {
+    // Pipes and devices are neither opened (they may block) nor replaced: no saved pair.
+    if !weights.is_file() || (config.exists() && !config.is_file()) {
         return;
     }
     let Some(expected) = super::safetensors::header_metadata(weights).and_then(|m| m.get(CONFIG_STAMP_KEY).cloned())

@@ -84,6 +84,9 @@ impl VitWeights {
         crate::io::paths::refuse_special_files(dir, &["config.json", "model.safetensors"])?;
         let config = VitConfig::from_dir(dir)?;
         let (files, placed) = weight_files(dir)?;
+        // The f32 copies of the tensors, beside the files' bytes already in memory.
+        let copies: u64 = expected_shapes(&config).iter().map(|(_, s)| s.iter().product::<usize>() as u64 * 4).sum();
+        crate::io::memory::check_available(files.first().map_or(dir, TensorFile::path), copies)?;
         let mut tensors = BTreeMap::new();
         for (key, shape) in expected_shapes(&config) {
             let alias = v5_alias(&key, config.num_hidden_layers);

@@ -29,10 +29,11 @@ pub(super) fn explain_bad_start(start: &[u8], len: Option<u64>) -> String {
     }
 }
 
-/// A precise reason why `bytes` failed the format's validation: which tensor runs past the
-/// end (a truncated file), stray bytes after the last tensor, the first tensor out of place
-/// or of the wrong size ([`explain_layout`]), or else the validator's own message.
-pub(super) fn explain_invalid(bytes: &[u8], err: &safetensors::SafeTensorError) -> String {
+/// A precise reason why `bytes` (read from a pipe or device when `stream`) failed the
+/// format's validation: which tensor runs past the end (a truncated file), stray bytes after
+/// the last tensor (how many, except in a stream), the first tensor out of place or of the
+/// wrong size ([`explain_layout`]), or else the validator's own message.
+pub(super) fn explain_invalid(bytes: &[u8], err: &safetensors::SafeTensorError, stream: bool) -> String {
     let Some(head) = bytes.get(..8).and_then(|h| <[u8; 8]>::try_from(h).ok()) else {
         return format!("not a safetensors file: only {} bytes", bytes.len());
     };
@@ -59,7 +60,11 @@ pub(super) fn explain_invalid(bytes: &[u8], err: &safetensors::SafeTensorError) 
             last = last.max(end);
         }
         if matches!(err, safetensors::SafeTensorError::MetadataIncompleteBuffer) && last < available {
-            return format!("{} unexpected bytes after the last tensor (a corrupt file?)", available - last);
+            return if stream {
+                "unexpected bytes after the last tensor (a corrupt stream?)".into()
+            } else {
+                format!("{} unexpected bytes after the last tensor (a corrupt file?)", available - last)
+            };
         }
         if let Some(reason) = explain_layout(&map) {
             return format!("not a valid safetensors file: {reason}");

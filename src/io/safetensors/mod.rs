@@ -106,7 +106,7 @@ impl TensorFile {
         }
         let mut file = std::fs::File::open(path).map_err(io)?;
         if !meta.is_file() {
-            return TensorFile::from_bytes(path, read_stream(path, &mut file)?);
+            return TensorFile::parse(path, read_stream(path, &mut file)?, true);
         }
         let len = meta.len();
         let mut head = [0u8; 8];
@@ -130,8 +130,14 @@ impl TensorFile {
     /// header is JSON with known dtypes, every tensor's bytes match its dtype and shape, the
     /// tensors tile the data section exactly, and the file ends where the last one does.
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<TensorFile> {
+        TensorFile::parse(path, bytes, false)
+    }
+
+    /// [`TensorFile::from_bytes`]; `stream` when `bytes` came from a pipe or device, read only
+    /// up to one byte past the announced end (so how many more follow is unknown).
+    fn parse(path: &Path, bytes: Vec<u8>, stream: bool) -> Result<TensorFile> {
         let (header_len, meta) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| format_err(path, explain_invalid(&bytes, &e)))?;
+            SafeTensors::read_metadata(&bytes).map_err(|e| format_err(path, explain_invalid(&bytes, &e, stream)))?;
         let index = meta
             .tensors()
             .into_iter()
