@@ -105,8 +105,10 @@ pub(super) fn refuse_special_outputs(out: &Path, names: &[&str]) -> Result<()> {
 /// nothing or wait forever.
 pub(super) fn refuse_one_stream_twice(data: &Path, eval: &Path) -> Result<()> {
     let (Ok(d), Ok(e)) = (std::fs::metadata(data), std::fs::metadata(eval)) else { return Ok(()) };
-    // `/dev/stdin` and `/dev/fd/N` of a regular file share its read position on some systems.
-    if same_file((data, &d), (eval, &e)) && ((!d.is_file() && !d.is_dir()) || data.starts_with("/dev")) {
+    // `/dev/stdin` and `/dev/fd/N` of a regular file share its read position on some systems,
+    // so reading it twice through them finds nothing the second time.
+    let stream = !d.is_file() && !d.is_dir();
+    if same_file((data, &d), (eval, &e)) && (stream || (data.starts_with("/dev") && eval.starts_with("/dev"))) {
         return Err(Error::invalid(
             "--eval-data",
             format!(
