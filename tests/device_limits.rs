@@ -1,7 +1,8 @@
 //! The device side of "hard to misuse" (SPEC §14): tensors beyond what one binding, one
 //! buffer or u32 element indices allow are refused by name before anything is dispatched, an
 //! overflowing shape is the same error rather than a panic, a lost device turns into errors
-//! (not a hang or an abort), and a diverging run stops with the step.
+//! (not a hang or an abort), a diverging run stops with the step, and uploads larger than
+//! the staging budget arrive whole.
 
 mod common;
 
@@ -91,5 +92,25 @@ fn a_diverging_run_stops_with_the_step_and_leaves_the_adapter_alone() {
     for p in adapter.trainable() {
         let v = gpu.read(&p.tensor).expect("read");
         assert!(v.iter().all(|x| x.is_finite()), "{} holds non-finite values after the stop", p.key);
+    }
+}
+
+/// Uploads past the staging budget (256 MiB pending, then submitted and waited for) arrive
+/// whole and in order: five tensors of 80 MiB, each with its own values, read back in full.
+#[test]
+fn uploads_past_the_staging_budget_arrive_whole() {
+    let gpu = common::gpu();
+    let n = 20 << 20; // 80 MiB of f32
+    let tensors: Vec<(f32, Tensor)> = (0..5)
+        .map(|k| {
+            let base = k as f32 * 1e6;
+            let data: Vec<f32> = (0..n).map(|i| base + (i % 1000) as f32).collect();
+            (base, Tensor::from_slice(&gpu, &data, &[n]).expect("upload"))
+        })
+        .collect();
+    for (base, t) in &tensors {
+        let back = gpu.read(t).expect("read back");
+        let wrong = back.iter().enumerate().find(|&(i, &v)| v != base + (i % 1000) as f32);
+        assert!(wrong.is_none(), "tensor {base}: element {:?} differs", wrong);
     }
 }

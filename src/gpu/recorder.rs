@@ -15,6 +15,10 @@ const GPU_PENDING_COMMANDS: usize = 16;
 /// On CPU adapters, where recording and running share the cores and early submission
 /// gained nothing, only to bound the encoder's memory.
 const CPU_PENDING_COMMANDS: usize = 2048;
+/// Uploads' staging buffers (host memory, freed once their copies have run) pending at most
+/// this many bytes: past it the encoder is submitted and waited for, so loading a large model
+/// holds one slice of it in staging, not a second copy of all of it.
+const STAGED_BYTES: u64 = 256 << 20;
 
 impl Gpu {
     /// Commands after which the pending encoder is submitted (`PEFT_WGPU_SUBMIT_EVERY`
@@ -47,6 +51,8 @@ pub(crate) fn submit_every_from_env() -> Result<Option<usize>> {
 pub(crate) struct Recorder {
     encoder: Option<wgpu::CommandEncoder>,
     commands: usize,
+    /// Bytes of upload staging buffers recorded since the last submission.
+    staged: u64,
     dispatches: u64,
     /// Per kernel entry point: dispatches and seconds, while profiling.
     profile: std::collections::BTreeMap<&'static str, (u64, f64)>,
@@ -96,6 +102,7 @@ impl Gpu {
         let encoder = {
             let mut rec = lock(&self.inner.recorder);
             rec.commands = 0;
+            rec.staged = 0;
             rec.encoder.take()
         }?;
         Some(self.scoped(|| self.inner.queue.submit([encoder.finish()])))
@@ -262,6 +269,16 @@ impl Gpu {
             staging.unmap();
             self.record(|encoder| encoder.copy_buffer_to_buffer(&staging, 0, dst, 0, padded));
         });
+        let staged = {
+            let mut rec = lock(&self.inner.recorder);
+            rec.staged += padded;
+            rec.staged
+        };
+        if staged > STAGED_BYTES {
+            // Errors stay stored for the next check; a lost device shows there too.
+            let index = self.submit();
+            let _ = self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
+        }
     }
 
     /// Records zeroing the whole of `dst`.

@@ -24,12 +24,16 @@ pub(crate) fn reserve<T>(path: &Path, n: usize) -> Result<Vec<T>> {
 /// Fails, naming `path`, when reading it needs `bytes` more than the memory the system has
 /// available (see [`reserve`]; checked from 64 MiB on).
 pub(crate) fn check_available(path: &Path, bytes: u64) -> Result<()> {
-    match available() {
-        Some(free) if bytes >= CHECK_FROM_BYTES && bytes > free => {
-            Err(refusal(path, bytes, &format!("more than the {} this machine has available", gib(free))))
-        }
-        _ => Ok(()),
+    match shortfall(bytes) {
+        Some(free) => Err(refusal(path, bytes, &format!("more than the {} this machine has available", gib(free)))),
+        None => Ok(()),
     }
+}
+
+/// The memory the system has available, when `bytes` (from 64 MiB on) are more than that;
+/// `None` when they fit or the system does not say.
+pub(crate) fn shortfall(bytes: u64) -> Option<u64> {
+    available().filter(|&free| bytes >= CHECK_FROM_BYTES && bytes > free)
 }
 
 fn refusal(path: &Path, bytes: u64, why: &str) -> Error {

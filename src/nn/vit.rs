@@ -100,9 +100,22 @@ impl VitVars {
 }
 
 impl Vit {
-    /// Uploads host weights (with a merged RLP model's `prompt_embeddings`, if any).
+    /// Uploads host weights (with a merged RLP model's `prompt_embeddings`, if any). On a CPU
+    /// adapter (lavapipe), whose buffers are host memory too, weights larger than the memory
+    /// the system has available are refused first.
     pub fn from_weights(gpu: &Gpu, weights: &VitWeights) -> Result<Vit> {
         weights.check()?;
+        if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+            let bytes = weights.tensors.values().chain(&weights.prompts).map(|t| t.data.len() as u64 * 4).sum();
+            if let Some(free) = crate::io::memory::shortfall(bytes) {
+                return Err(Error::TooLarge {
+                    what: "the model's weights on this CPU adapter (whose buffers are host memory)".into(),
+                    bytes,
+                    limit: "the memory the system has available",
+                    max: free,
+                });
+            }
+        }
         let mut map = BTreeMap::new();
         for (k, t) in &weights.tensors {
             map.insert(k.clone(), Tensor::from_slice(gpu, &t.data, &t.shape)?);
