@@ -69,7 +69,10 @@ fn layer_norm(
         let c = x[base + j] - mu;
         q += c * c;
     }
-    let r = inverseSqrt(workgroup_sum(vec2(q, 0.0), lid).x / n + p.eps);
+    // A variance that overflowed f32 (|x − μ| past about 1.8e19) gives rstd = +inf, so the
+    // output is not finite (PyTorch's is NaN) rather than a quiet β.
+    let s2 = workgroup_sum(vec2(q, 0.0), lid).x / n;
+    let r = select(inverseSqrt(s2 + p.eps), s2, s2 > 3.0e38);
     for (var j = lid; j < p.d; j += WG) {
         y[base + j] = (x[base + j] - mu) * r * gamma[j] + beta[j];
     }

@@ -59,7 +59,9 @@ fn layer_norm_rows(
         let c = x[base + j] - mu;
         q = fma(c, c, q);
     }
-    let r = inverseSqrt(hsum(q) / f32(p.d) + p.eps);
+    // An overflowed variance gives rstd = +inf, a non-finite output (see norm.wgsl).
+    let s2 = hsum(q) / f32(p.d);
+    let r = select(inverseSqrt(s2 + p.eps), s2, s2 > 3.0e38);
     for (var j = 0u; j < d4; j++) {
         y[base + j] = fma((x[base + j] - mu) * r, gamma[j], beta[j]);
     }

@@ -169,6 +169,18 @@ fn non_finite_logits_and_losses_are_errors_naming_the_image_or_step() {
     });
     let eval = ["eval", "--model", m, "--adapter", s(&lora), "--data", s(&third), "--batch-size", "1"];
     check_failure(&run(&eval), INPUT, &["third.safetensors", "logits for image 2"], false);
+    // One pixel of 1e20: the embeddings stay finite, but a LayerNorm's variance overflows;
+    // its output is not finite (PyTorch's is NaN), not a quiet β, so this is caught too.
+    let spike = dir.join("spike.safetensors");
+    write_data(&spike, [3, 3, 8, 8], &[0, 1, 2]);
+    edit_tensors(&spike, |t| {
+        let p = t.iter_mut().find(|(k, ..)| k == "pixel_values").expect("pixels");
+        let mut values = vec![0.5f32; 3 * 192];
+        values[192 + 40] = 1e20;
+        p.3 = f32_bytes(&values);
+    });
+    let eval = ["eval", "--model", m, "--adapter", s(&lora), "--data", s(&spike)];
+    check_failure(&run(&eval), INPUT, &["spike.safetensors", "logits for image 1", "1e20"], false);
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -1,6 +1,7 @@
 //! LayerNorm's CPU kernels (`norm_rows.wgsl`, `NormKernel::Rows`) against the f64 twin,
 //! forward and backward, on row counts around the 8 a workgroup covers and widths from 4 to
-//! 768; the same shapes on the workgroup kernels; and what `Auto` picks.
+//! 768; the same shapes on the workgroup kernels; a variance that overflows f32; and what
+//! `Auto` picks.
 
 mod common;
 
@@ -43,6 +44,24 @@ fn layer_norm_rows_kernels_match_reference() {
 #[test]
 fn layer_norm_workgroup_kernels_match_reference_on_the_same_shapes() {
     check(NormKernel::Workgroup);
+}
+
+/// A row whose variance overflows f32 (one value of 1e20) gives a non-finite output on both
+/// kernels, as PyTorch's NaN, so that the checks on logits and losses see it; the row
+/// beside it is normalised as usual.
+#[test]
+fn an_overflowing_variance_gives_a_non_finite_row() {
+    let gpu = gpu();
+    let d = 8;
+    let mut x: Vec<f32> = (0..2 * d).map(|i| (i % d) as f32).collect();
+    x[3] = 1e20;
+    let up = |v: &[f32], s: &[usize]| Tensor::from_slice(&gpu, v, s).unwrap();
+    let (tx, tg, tb) = (up(&x, &[2, d]), up(&[1.0; 8], &[d]), up(&[0.5; 8], &[d]));
+    for kernel in [NormKernel::Rows, NormKernel::Workgroup] {
+        let y = gpu.read(&layer_norm_with(&gpu, &tx, &tg, &tb, 1e-6, kernel).unwrap().y).unwrap();
+        assert!(y[..d].iter().any(|v| !v.is_finite()), "{kernel:?}: the overflowing row is finite: {:?}", &y[..d]);
+        assert!(y[d..].iter().all(|v| v.is_finite()), "{kernel:?}: the ordinary row: {:?}", &y[d..]);
+    }
 }
 
 #[test]
