@@ -80,6 +80,17 @@ pub fn finish_interrupted_save(dir: &Path) {
     stamp::finish_interrupted_pair(&dir.join(WEIGHTS_FILE), &dir.join(CONFIG_FILE));
 }
 
+/// Readies adapter folder `dir` for reading, the same for every reader: finishes a save killed
+/// between its renames, names a PyTorch pickle left where the weights go, requires the folder
+/// with `required` in it (`what` says what it is for, in messages), and refuses a pipe or
+/// device where its config or weights go.
+pub(crate) fn check_folder(dir: &Path, what: &str, required: &str) -> Result<()> {
+    finish_interrupted_save(dir);
+    crate::io::paths::refuse_pickle(dir, "adapter_model.bin", WEIGHTS_FILE)?;
+    crate::io::paths::expect_dir(dir, what, required)?;
+    crate::io::paths::refuse_special_files(dir, &[CONFIG_FILE, WEIGHTS_FILE])
+}
+
 /// When `weights` carries the fingerprint of the config saved with it and `config_path` is the
 /// config beside it, a config that means something else and is not newer than the weights
 /// means a mixed pair: a save interrupted between its two renames, or weights copied from

@@ -27,6 +27,7 @@ pub(crate) use build::Build;
 pub use config::{
     AdapterConfig, AdapterKind, FloraConfig, FloraRank, LoraConfig, LoraInit, MoppaConfig, PeftType, RlpConfig,
 };
+pub(crate) use files::check_folder as check_adapter_folder;
 use files::check_pair;
 pub use files::finish_interrupted_save;
 pub use params::{PEFT_PREFIX, Param};
@@ -89,9 +90,7 @@ impl Adapter {
     /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors` (finishing a save
     /// that was killed between its two renames first, see [`finish_interrupted_save`]).
     pub fn load(gpu: &Gpu, dir: &Path, vit: &Vit) -> Result<Adapter> {
-        finish_interrupted_save(dir);
-        crate::io::paths::expect_dir(dir, "an adapter folder", CONFIG_FILE)?;
-        crate::io::paths::refuse_special_files(dir, &[CONFIG_FILE, WEIGHTS_FILE])?;
+        check_adapter_folder(dir, "an adapter folder", CONFIG_FILE)?;
         let config_path = dir.join(CONFIG_FILE);
         let config = AdapterConfig::read(&config_path)?;
         Adapter::load_tensors(gpu, config, &config_path, &dir.join(WEIGHTS_FILE), vit)

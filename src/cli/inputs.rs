@@ -3,14 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::adapters::{
-    Adapter, AdapterConfig, AdapterKind, CONFIG_FILE, PeftType, WEIGHTS_FILE, finish_interrupted_save,
-};
+use crate::adapters::{Adapter, AdapterConfig, AdapterKind, CONFIG_FILE, PeftType, WEIGHTS_FILE, check_adapter_folder};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::Dataset;
 use crate::io::json::JsonFile;
-use crate::io::paths::{expect_dir, expect_file, refuse_pickle};
+use crate::io::paths::{expect_dir, expect_file};
 use crate::io::safetensors::TensorFile;
 use crate::nn::{Vit, VitConfig, VitWeights};
 
@@ -45,10 +43,7 @@ impl AdapterInput {
 
     /// The adapter folder `dir` (its config and weights).
     pub(super) fn folder(dir: &Path, flag: &str, model: &VitConfig) -> Result<AdapterInput> {
-        finish_interrupted_save(dir);
-        expect_dir(dir, &format!("an adapter folder for {flag}"), CONFIG_FILE)?;
-        crate::io::paths::refuse_special_files(dir, &[CONFIG_FILE, WEIGHTS_FILE])?;
-        refuse_pickle(dir, "adapter_model.bin", WEIGHTS_FILE)?;
+        check_adapter_folder(dir, &format!("an adapter folder for {flag}"), CONFIG_FILE)?;
         expect_file(&dir.join(WEIGHTS_FILE), "the adapter's tensors")?;
         AdapterInput::read(&dir.join(CONFIG_FILE), Some(&dir.join(WEIGHTS_FILE)), model)
     }

@@ -18,11 +18,11 @@ use inputs::{AdapterInput, read_data, read_model, refuse_other_type, tokens};
 
 use std::path::{Path, PathBuf};
 
-use crate::adapters::{AdapterConfig, CONFIG_FILE, PeftType, WEIGHTS_FILE, finish_interrupted_save};
+use crate::adapters::{AdapterConfig, CONFIG_FILE, PeftType, WEIGHTS_FILE, check_adapter_folder};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::json::JsonFile;
-use crate::io::paths::{check_output_dir, check_output_file, expect_dir, expect_file, refuse_special_files};
+use crate::io::paths::{check_output_dir, check_output_file, expect_file};
 use crate::io::safetensors::{self as st, HostTensor};
 use crate::nn::Vit;
 use crate::optim::OptimizerKind;
@@ -131,10 +131,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         (Some(path), init) => {
             expect_file(path, "an adapter_config.json for --adapter-config")?;
             if let Some(dir) = init {
-                finish_interrupted_save(dir);
-                crate::io::paths::refuse_pickle(dir, "adapter_model.bin", WEIGHTS_FILE)?;
-                expect_dir(dir, "an adapter folder for --init", WEIGHTS_FILE)?;
-                refuse_special_files(dir, &[CONFIG_FILE, WEIGHTS_FILE])?;
+                check_adapter_folder(dir, "an adapter folder for --init", WEIGHTS_FILE)?;
             }
             let config = AdapterConfig::read(path)?;
             if let Some(dir) = init {
