@@ -203,9 +203,7 @@ fn logits_out_writes_into_pipes_and_devices_and_through_links() {
     succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&plain)]);
     let want = std::fs::read(&plain).expect("logits");
 
-    let fifo = dir.join("fifo");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
-    assert!(made.success(), "mkfifo failed");
+    let fifo = fifo(&dir, "fifo");
     let reader = read_in_background(&fifo);
     succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&fifo)]);
     assert_eq!(received(&reader), want, "the logits through the pipe");
@@ -228,9 +226,7 @@ fn logits_out_writes_into_pipes_and_devices_and_through_links() {
 #[test]
 fn demo_svg_writes_into_pipes_and_through_links() {
     let dir = scratch("demo-svg");
-    let fifo = dir.join("fifo");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
-    assert!(made.success(), "mkfifo failed");
+    let fifo = fifo(&dir, "fifo");
     let reader = read_in_background(&fifo);
     succeeds(&["demo", "--steps", "1", "--svg", s(&fifo)]);
     assert!(std::fs::symlink_metadata(&fifo).expect("fifo").file_type().is_fifo(), "the pipe was replaced");

@@ -8,18 +8,10 @@
 mod cli_support;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use cli_support::*;
-
-/// A FIFO at `dir/name`.
-fn fifo(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    let made = Command::new("mkfifo").arg(&path).status().expect("mkfifo runs");
-    assert!(made.success(), "mkfifo failed");
-    path
-}
 
 #[test]
 fn data_may_arrive_through_a_pipe_once() {

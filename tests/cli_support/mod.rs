@@ -124,6 +124,14 @@ pub fn good_data(dir: &Path) -> PathBuf {
     path
 }
 
+/// A FIFO made at `dir/name` (Unix).
+pub fn fifo(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let made = Command::new("mkfifo").arg(&path).status().expect("mkfifo runs");
+    assert!(made.success(), "mkfifo failed");
+    path
+}
+
 /// Runs the binary with `args`.
 pub fn run(args: &[&str]) -> Output {
     run_env(args, &[])
