@@ -84,11 +84,12 @@ impl VitWeights {
         crate::io::paths::refuse_special_files(dir, &["config.json", "model.safetensors"])?;
         let config = VitConfig::from_dir(dir)?;
         let (files, placed) = weight_files(dir)?;
+        let shapes = expected_shapes(&config);
         // The f32 copies of the tensors, beside the files' bytes already in memory.
-        let copies: u64 = expected_shapes(&config).iter().map(|(_, s)| s.iter().product::<usize>() as u64 * 4).sum();
+        let copies: u64 = shapes.iter().map(|(_, s)| s.iter().product::<usize>() as u64 * 4).sum();
         crate::io::memory::check_available(files.first().map_or(dir, TensorFile::path), copies)?;
         let mut tensors = BTreeMap::new();
-        for (key, shape) in expected_shapes(&config) {
+        for (key, shape) in shapes {
             let alias = v5_alias(&key, config.num_hidden_layers);
             let names = std::iter::once(&key).chain(alias.as_ref());
             // The shard the index names for the key, as transformers reads it (a stale copy in
