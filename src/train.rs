@@ -47,31 +47,41 @@ impl Batches {
         Batches { order, rows, batch, rng: Rng::new(seed ^ 0x005E_ED0F_BA7C), perm: Vec::new(), cursor: 0, step: 0 }
     }
 
-    /// The rows of the next step.
-    pub fn next_rows(&mut self) -> Vec<usize> {
+    /// The rows of the next step; an error when the list of `batch` row numbers is more
+    /// than the allocator gives (a batch no device could take anyway).
+    pub fn next_rows(&mut self) -> Result<Vec<usize>> {
+        let mut rows = Vec::new();
         if self.rows == 0 {
-            return Vec::new();
+            return Ok(rows);
         }
+        rows.try_reserve_exact(self.batch).map_err(|_| {
+            Error::invalid("batch size", format!("{}: the list of its rows does not fit in memory", self.batch))
+        })?;
         let t = self.step;
         self.step += 1;
         match self.order {
             // In u128, so `t·B + j` cannot wrap however long the run.
-            BatchOrder::Sequential => (0..self.batch)
-                .map(|j| ((t as u128 * self.batch as u128 + j as u128) % self.rows as u128) as usize)
-                .collect(),
-            BatchOrder::Shuffled { .. } => (0..self.batch)
-                .map(|_| {
+            BatchOrder::Sequential => rows.extend(
+                (0..self.batch).map(|j| ((t as u128 * self.batch as u128 + j as u128) % self.rows as u128) as usize),
+            ),
+            BatchOrder::Shuffled { .. } => {
+                for _ in 0..self.batch {
                     if self.cursor == self.perm.len() {
                         self.perm = self.rng.permutation(self.rows);
                         self.cursor = 0;
                     }
                     self.cursor += 1;
-                    self.perm[self.cursor - 1]
-                })
-                .collect(),
+                    rows.push(self.perm[self.cursor - 1]);
+                }
+            }
         }
+        Ok(rows)
     }
 }
+
+/// Why a classifier with one label is not trained.
+pub(crate) const ONE_LABEL: &str = "cross-entropy over one class is 0 whatever the weights, so training cannot \
+     learn (transformers trains a one-label head by regression, which peft-wgpu does not do)";
 
 /// Settings of a training run.
 #[derive(Clone, Debug)]
@@ -150,6 +160,9 @@ pub fn train(
     options: &TrainOptions,
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<()> {
+    if adapter.num_labels() < 2 {
+        return Err(Error::invalid("classifier", format!("it has 1 label: {ONE_LABEL}")));
+    }
     check_inputs(vit, adapter.num_labels(), data, options.batch_size)?;
     adapter.check_model("train", &vit.config)?;
     check_batch_fits(gpu, data, options.batch_size)?;
@@ -163,7 +176,7 @@ pub fn train(
     let mut in_flight: Option<(StepReport, PendingRead, OptimizerCheckpoint)> = None;
     let mut last_rows = Vec::new();
     for step in 0..options.steps {
-        let rows = batches.next_rows();
+        let rows = batches.next_rows()?;
         last_rows.clone_from(&rows);
         let (images, labels) = upload_batch(gpu, data, &rows)?;
         let mut tape = Tape::new(gpu);

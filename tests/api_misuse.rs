@@ -223,6 +223,13 @@ fn training_checks_the_adapter_the_batch_and_values_changed_in_code() {
     let e = train(&gpu, &vit, &adapter, &data, &options(1 << 40), &mut |_| {}).expect_err("a batch beyond the device");
     assert!(e.to_string().contains("a batch of 1099511627776 images"), "{e}");
 
+    let one_label = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"], "num_labels": 1,
+        "modules_to_save": ["classifier"]}"#;
+    let one_label = Adapter::new(&gpu, parse(one_label), path, &vit, 1).unwrap();
+    let zeros = Dataset::from_parts(path, [2, c, h, w], vec![0.1; 2 * c * h * w], vec![0, 0]).unwrap();
+    let e = train(&gpu, &vit, &one_label, &zeros, &options(2), &mut |_| {}).expect_err("a one-label head");
+    assert!(e.to_string().contains("cross-entropy over one class"), "{e}");
+
     let other = VitConfig { num_hidden_layers: 1, ..config };
     let other = Vit::from_weights(&gpu, &VitWeights::random(&other, 1).unwrap()).unwrap();
     let e = train(&gpu, &other, &adapter, &data, &options(2), &mut |_| {}).expect_err("another model");
@@ -305,4 +312,18 @@ fn a_checkpoint_is_restored_only_into_its_own_optimizer() {
     opt_a.step(&[Some(&Tensor::full(&gpu, &[2], 1.0).unwrap())]).unwrap();
     opt_a.restore(&of_a).expect("its own checkpoint");
     assert_eq!(gpu.read(&a).unwrap(), [1.0, 1.0]);
+}
+
+#[test]
+fn batches_list_rows_as_the_spec_says_and_refuse_a_batch_beyond_memory() {
+    use peft_wgpu::train::{BatchOrder, Batches};
+    let mut sequential = Batches::new(BatchOrder::Sequential, 3, 2);
+    let steps: Vec<Vec<usize>> = (0..3).map(|_| sequential.next_rows().unwrap()).collect();
+    assert_eq!(steps, [[0, 1], [2, 0], [1, 2]], "step t takes rows (t·B + j) mod N");
+    let mut shuffled = Batches::new(BatchOrder::Shuffled { seed: 7 }, 5, 5);
+    let mut epoch = shuffled.next_rows().unwrap();
+    epoch.sort_unstable();
+    assert_eq!(epoch, [0, 1, 2, 3, 4], "one shuffled epoch takes every row once");
+    let e = Batches::new(BatchOrder::Sequential, 3, 1 << 60).next_rows().expect_err("2^60 row numbers");
+    assert!(e.to_string().contains("1152921504606846976"), "{e}");
 }

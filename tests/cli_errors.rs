@@ -252,6 +252,29 @@ fn inconsistent_model_configs_are_named() {
         let line = fails(&eval, INPUT, culprits);
         assert!(line.contains("config.json"), "{line}");
     }
+    // A one-label head (a regression head in transformers) is not trained by cross-entropy.
+    std::fs::write(&config, &good).expect("restore");
+    edit_json(&config, |v| {
+        let v = v.as_object_mut().expect("object");
+        v.remove("id2label");
+        v.remove("label2id");
+        v.insert("num_labels".into(), 1.into());
+    });
+    let weights = model.join("model.safetensors");
+    let good_weights = std::fs::read(&weights).expect("weights");
+    edit_tensors(&weights, |tensors| {
+        // classifier.weight [5, 16] → [1, 16], classifier.bias [5] → [1]
+        for (_, _, shape, bytes) in tensors.iter_mut().filter(|t| t.0.starts_with("classifier.")) {
+            shape[0] = 1;
+            bytes.truncate(bytes.len() / 5);
+        }
+    });
+    let (lora, out) = (dir.join("lora.json"), dir.join("out"));
+    std::fs::write(&lora, r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#).expect("lora config");
+    let train = ["train", "--model", s(&model), "--adapter-config", s(&lora), "--data", s(&data), "--out", s(&out)];
+    let line = fails(&train, INPUT, &["num_labels", "is 1", "cross-entropy over one class"]);
+    assert!(line.contains("config.json"), "{line}");
+    std::fs::write(&weights, good_weights).expect("restore weights");
     std::fs::write(&config, &good).expect("restore");
     edit_json(&config, |v| {
         v.as_object_mut().expect("object").remove("image_size");
@@ -294,6 +317,10 @@ fn bad_adapter_configs_are_named() {
         (serde_json::json!({"bias": "all"}), &["bias", "all"]),
         (serde_json::json!({"use_dora": true}), &["use_dora", "DoRA"]),
         (serde_json::json!({"num_labels": 0}), &["num_labels", "between 1 and"]),
+        (
+            serde_json::json!({"num_labels": 1, "modules_to_save": ["classifier"]}),
+            &["num_labels", "is 1", "cross-entropy over one class"],
+        ),
     ];
     for (patch, culprits) in cases {
         let mut v = lora.clone();

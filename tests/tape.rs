@@ -4,6 +4,7 @@ mod common;
 
 use common::{assert_close, gpu};
 use peft_wgpu::ops::elementwise::{add_var, mul_var, scale_var};
+use peft_wgpu::ops::sum::sum_var;
 use peft_wgpu::{Tape, Tensor};
 
 #[test]
@@ -22,6 +23,27 @@ fn gradient_accumulates_when_a_value_is_used_twice() {
     assert_close("dz/dx", &gpu.read(grads.get(&x).unwrap()).unwrap(), &[14.0], 1e-7, 0.0);
     assert!(grads.get(&w).is_none(), "a frozen leaf got a gradient");
     assert_eq!(grads.len(), 1);
+}
+
+#[test]
+fn a_tensor_made_a_parameter_twice_is_one_leaf_with_the_whole_gradient() {
+    let gpu = gpu();
+    let x = Tensor::from_slice(&gpu, &[2.0, -1.0], &[2]).unwrap();
+    let mut tape = Tape::new(&gpu);
+    // Two parameters of one tensor (an adapter bound twice, say): z = sum(3·x + x·x).
+    let (first, second) = (tape.param(&x), tape.param(&x));
+    assert_eq!(first.id(), second.id(), "the same buffer made a parameter twice");
+    let three_x = scale_var(&mut tape, &first, 3.0).unwrap();
+    let x_x = mul_var(&mut tape, &second, &second).unwrap();
+    let both = add_var(&mut tape, &three_x, &x_x).unwrap();
+    let z = sum_var(&mut tape, &both).unwrap();
+    // A view under another shape is a leaf of its own.
+    let view = tape.param(&x.reshape(&[1, 2]).unwrap());
+    assert_ne!(view.id(), first.id());
+    let grads = tape.backward(&z).unwrap();
+    // dz/dx = 3 + 2x
+    assert_close("dz/dx", &gpu.read(grads.get(&first).unwrap()).unwrap(), &[7.0, 1.0], 1e-7, 0.0);
+    assert_eq!(grads.len(), 1, "one leaf received the gradient");
 }
 
 #[test]

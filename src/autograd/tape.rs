@@ -68,6 +68,8 @@ pub struct Tape {
     /// The first op that was given a `Var` of another tape: its gradients cannot be linked,
     /// so [`Tape::backward`] refuses to run.
     foreign: Option<String>,
+    /// The trainable leaves, so that a tensor made a parameter twice is one leaf.
+    params: Vec<Var>,
 }
 
 /// Ids of tapes, unique in the process.
@@ -122,7 +124,7 @@ impl Tape {
 
     fn with_recording(gpu: &Gpu, recording: bool) -> Tape {
         let id = NEXT_TAPE.fetch_add(1, Ordering::Relaxed);
-        Tape { id, gpu: gpu.clone(), nodes: Vec::new(), recording, foreign: None }
+        Tape { id, gpu: gpu.clone(), nodes: Vec::new(), recording, foreign: None, params: Vec::new() }
     }
 
     /// The device ops on this tape run on.
@@ -150,10 +152,20 @@ impl Tape {
     }
 
     /// A trainable leaf: [`Tape::backward`] returns its gradient (on a recording tape).
-    /// Each call makes a new leaf: a tensor made a leaf twice has its gradient split between
-    /// the two (use one `Var` wherever the tensor is used to get the whole gradient).
+    /// A tensor made a parameter again (the same buffer and shape, an adapter bound twice,
+    /// say) gets the `Var` it got the first time, so its gradient sums every use. A view of
+    /// the same buffer under another shape is a leaf of its own, with the gradient of its
+    /// own uses only: reshape the first `Var` instead.
     pub fn param(&mut self, value: &Tensor) -> Var {
-        self.leaf(value, self.recording)
+        if !self.recording {
+            return self.leaf(value, false);
+        }
+        if let Some(v) = self.params.iter().find(|v| v.value.same_buffer(value) && v.shape() == value.shape()) {
+            return v.clone();
+        }
+        let v = self.leaf(value, true);
+        self.params.push(v.clone());
+        v
     }
 
     /// A frozen leaf: no gradient flows into it and ops save nothing for its sake.

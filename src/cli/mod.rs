@@ -145,6 +145,15 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
             return Err(Error::invalid("--adapter-config", "is required (or --init with an adapter folder)"));
         }
     };
+    if adapter.labels < 2 {
+        let from = if adapter.labels == model.num_labels {
+            args.model.join("config.json")
+        } else {
+            adapter.config_path.clone()
+        };
+        let message = format!("is 1: {}", crate::train::ONE_LABEL);
+        return Err(Error::Config { path: from, key: "num_labels".into(), message });
+    }
     let data = read_data(&args.data, "--data", model, adapter.labels)?;
     let eval_data =
         args.eval_data.as_deref().map(|p| read_data(p, "--eval-data", model, adapter.labels)).transpose()?;

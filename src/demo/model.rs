@@ -118,7 +118,7 @@ pub fn fit(
             let progress = step as f64 / options.steps as f64;
             optimizer.set_lr(options.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))?;
         }
-        let (images, labels) = upload_batch(gpu, data, &batches.next_rows())?;
+        let (images, labels) = upload_batch(gpu, data, &batches.next_rows()?)?;
         let mut tape = Tape::new(gpu);
         let images = tape.constant(&images);
         let (logits, vars) = forward(&mut tape, &images)?;
