@@ -146,11 +146,8 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         }
     };
     if adapter.labels < 2 {
-        let from = if adapter.labels == model.num_labels {
-            args.model.join("config.json")
-        } else {
-            adapter.config_path
-        };
+        let from =
+            if adapter.labels == model.num_labels { args.model.join("config.json") } else { adapter.config_path };
         let message = format!("is 1: {}", crate::train::ONE_LABEL);
         return Err(Error::Config { path: from, key: "num_labels".into(), message });
     }

@@ -11,8 +11,7 @@ const CHECK_FROM_BYTES: u64 = 64 << 20;
 
 /// An empty vector with room for `n` values of `T`, for reading `path`: an error naming
 /// the file when that is more than the allocator gives or, on Linux, more than the memory
-/// the system still has available (`MemAvailable` and `SwapFree` of `/proc/meminfo`; a
-/// container's own limit is not seen there).
+/// still available ([`shortfall`]).
 pub(crate) fn reserve<T>(path: &Path, n: usize) -> Result<Vec<T>> {
     let bytes = (n as u64).saturating_mul(size_of::<T>() as u64);
     check_available(path, bytes)?;
@@ -21,17 +20,19 @@ pub(crate) fn reserve<T>(path: &Path, n: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
-/// Fails, naming `path`, when reading it needs `bytes` more than the memory the system has
-/// available (see [`reserve`]; checked from 64 MiB on).
+/// Fails, naming `path`, when reading it needs `bytes` more than the memory still available
+/// (see [`shortfall`]; checked from 64 MiB on).
 pub(crate) fn check_available(path: &Path, bytes: u64) -> Result<()> {
     match shortfall(bytes) {
-        Some(free) => Err(refusal(path, bytes, &format!("more than the {} this machine has available", gib(free)))),
+        Some(free) => Err(refusal(path, bytes, &format!("more than the {} this process can still get", gib(free)))),
         None => Ok(()),
     }
 }
 
-/// The memory the system has available, when `bytes` (from 64 MiB on) are more than that;
-/// `None` when they fit or the system does not say.
+/// The memory still available, when `bytes` (from 64 MiB on) are more than that; `None`
+/// when they fit or the system does not say. On Linux that is `MemAvailable` plus `SwapFree`
+/// of `/proc/meminfo`, or less where the memory limit of a control group this process is in
+/// (a container's, say) leaves less.
 pub(crate) fn shortfall(bytes: u64) -> Option<u64> {
     available().filter(|&free| bytes >= CHECK_FROM_BYTES && bytes > free)
 }
@@ -47,7 +48,16 @@ fn gib(bytes: u64) -> String {
 
 /// Memory the system could still give this process, in bytes; `None` where it does not say.
 fn available() -> Option<u64> {
-    if cfg!(target_os = "linux") { available_in(&std::fs::read_to_string("/proc/meminfo").ok()?) } else { None }
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let system = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| available_in(&m));
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok();
+    let limited = own.and_then(|own| cgroup_headroom(Path::new("/sys/fs/cgroup"), &own));
+    match (system, limited) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// `MemAvailable` plus `SwapFree` of a `/proc/meminfo` text, in bytes.
@@ -57,6 +67,62 @@ fn available_in(meminfo: &str) -> Option<u64> {
         rest.trim().strip_suffix("kB")?.trim().parse::<u64>().ok().map(|k| k.saturating_mul(1024))
     };
     Some(kib("MemAvailable:")?.saturating_add(kib("SwapFree:").unwrap_or(0)))
+}
+
+/// The files of a memory control group: its limit, its usage, and the `memory.stat` key of
+/// its inactive file cache (which the kernel reclaims before it kills).
+struct CgroupFiles {
+    limit: &'static str,
+    usage: &'static str,
+    inactive: &'static str,
+}
+
+const CGROUP_V2: CgroupFiles = CgroupFiles { limit: "memory.max", usage: "memory.current", inactive: "inactive_file" };
+const CGROUP_V1: CgroupFiles =
+    CgroupFiles { limit: "memory.limit_in_bytes", usage: "memory.usage_in_bytes", inactive: "total_inactive_file" };
+
+/// The least room any memory limit leaves, over the control groups this process is in and
+/// their ancestors, under the cgroup mount `root` (`/sys/fs/cgroup`); `own` is the text of
+/// `/proc/self/cgroup`. Version 2 groups are under `root` itself (or `root/unified` on hybrid
+/// systems), version 1 memory groups under `root/memory`; a container that sees only its
+/// own group finds it at the mount's top. `None` when no limit is set or none is visible.
+fn cgroup_headroom(root: &Path, own: &str) -> Option<u64> {
+    let mut least: Option<u64> = None;
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (mounts, files) = match controllers {
+            "" => (vec![root.to_path_buf(), root.join("unified")], &CGROUP_V2),
+            c if c.split(',').any(|c| c == "memory") => (vec![root.join("memory")], &CGROUP_V1),
+            _ => continue,
+        };
+        for mount in mounts {
+            // The group and its ancestors, up to the mount's top.
+            let mut dir = Some(Path::new(path.trim_start_matches('/')));
+            while let Some(rel) = dir {
+                if let Some(room) = group_headroom(&mount.join(rel), files) {
+                    least = Some(least.map_or(room, |l| l.min(room)));
+                }
+                dir = rel.parent();
+            }
+        }
+    }
+    least
+}
+
+/// Room under the memory limit of the group at `dir`: the limit less what the group uses,
+/// not counting its inactive file cache; `None` without a limit or without the files.
+fn group_headroom(dir: &Path, files: &CgroupFiles) -> Option<u64> {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    // "max" (version 2) does not parse; version 1 writes "no limit" as about 2^63.
+    let limit = read(files.limit)?.trim().parse::<u64>().ok().filter(|&l| l < 1 << 62)?;
+    let usage = read(files.usage)?.trim().parse::<u64>().ok()?;
+    let stat = read("memory.stat").unwrap_or_default();
+    let inactive = stat
+        .lines()
+        .find_map(|l| l.strip_prefix(files.inactive)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    Some(limit.saturating_sub(usage.saturating_sub(inactive)))
 }
 
 #[cfg(test)]
@@ -83,7 +149,54 @@ mod tests {
         assert!(check_available(path, 1 << 20).is_ok(), "small amounts are not compared");
         if cfg!(target_os = "linux") {
             let e = check_available(path, u64::MAX / 2).expect_err("more than any machine has");
-            assert!(e.to_string().contains("available"), "{e}");
+            assert!(e.to_string().contains("this process can still get"), "{e}");
         }
+    }
+
+    /// Writes `files` (name, contents) into `dir`, making it first.
+    fn group(dir: &Path, files: &[(&str, &str)]) {
+        std::fs::create_dir_all(dir).expect("group folder");
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).expect("group file");
+        }
+    }
+
+    #[test]
+    fn control_group_limits_are_read_for_both_versions_and_all_ancestors() {
+        let root = std::env::temp_dir().join(format!("peft-wgpu-cgroup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        const MIB: u64 = 1 << 20;
+        // Version 1: the process's group has no limit, its parent 1000 MiB with 300 MiB used,
+        // 100 MiB of that inactive file cache; the mount's top has no limit either.
+        let v1 = root.join("memory");
+        let unlimited = [("memory.limit_in_bytes", "9223372036854771712\n"), ("memory.usage_in_bytes", "5\n")];
+        group(&v1, &unlimited);
+        group(
+            &v1.join("jobs"),
+            &[
+                ("memory.limit_in_bytes", "1048576000\n"),
+                ("memory.usage_in_bytes", "314572800\n"),
+                ("memory.stat", "cache 1\ninactive_file 7\ntotal_inactive_file 104857600\n"),
+            ],
+        );
+        group(&v1.join("jobs/one"), &unlimited);
+        let own = "4:memory:/jobs/one\n3:cpu,cpuacct:/elsewhere\n";
+        assert_eq!(cgroup_headroom(&root, own), Some(800 * MIB), "the parent's room, cache not counted");
+        // Version 2 beside it, tighter: 64 MiB left.
+        group(
+            &root.join("svc"),
+            &[("memory.max", "134217728\n"), ("memory.current", "67108864\n"), ("memory.stat", "anon 1\n")],
+        );
+        assert_eq!(cgroup_headroom(&root, &format!("{own}0::/svc\n")), Some(64 * MIB));
+        // "max" is no limit; a group over its limit has no room; a group not mounted is skipped.
+        group(&root.join("free"), &[("memory.max", "max\n"), ("memory.current", "1\n")]);
+        assert_eq!(cgroup_headroom(&root, "0::/free\n"), None);
+        group(&root.join("full"), &[("memory.max", "100\n"), ("memory.current", "200\n")]);
+        assert_eq!(cgroup_headroom(&root, "0::/full\n"), Some(0));
+        assert_eq!(cgroup_headroom(&root, "0::/not/mounted\n5:memory:/gone\n"), None);
+        // On a hybrid system the version 2 tree is under `unified`.
+        group(&root.join("unified/app"), &[("memory.max", "2048\n"), ("memory.current", "1024\n")]);
+        assert_eq!(cgroup_headroom(&root, "0::/app\n"), Some(1024));
+        std::fs::remove_dir_all(&root).ok();
     }
 }

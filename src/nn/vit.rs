@@ -102,7 +102,7 @@ impl VitVars {
 impl Vit {
     /// Uploads host weights (with a merged RLP model's `prompt_embeddings`, if any). On a CPU
     /// adapter (lavapipe), whose buffers are host memory too, weights larger than the memory
-    /// the system has available are refused first.
+    /// this process can still get are refused first.
     pub fn from_weights(gpu: &Gpu, weights: &VitWeights) -> Result<Vit> {
         weights.check()?;
         if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
@@ -111,7 +111,7 @@ impl Vit {
                 return Err(Error::TooLarge {
                     what: "the model's weights on this CPU adapter (whose buffers are host memory)".into(),
                     bytes,
-                    limit: "the memory the system has available",
+                    limit: "the memory this process can still get",
                     max: free,
                 });
             }
