@@ -3,8 +3,30 @@
 
 use std::path::{Path, PathBuf};
 
-use super::safetensors::{RawTensor, TensorFile, serialize_raw, unravel};
+use super::safetensors::{HostTensor, RawTensor, TensorFile, serialize_raw, unravel};
 use crate::error::{Error, Result};
+
+/// Fails unless `file` holds both tensors of a data set, naming what it holds instead.
+fn check_keys(file: &TensorFile) -> Result<()> {
+    let missing: Vec<&str> = ["pixel_values", "labels"].into_iter().filter(|k| !file.contains(k)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = file.keys().take(3).map(|k| format!("`{k}`")).collect();
+    let holds = match file.keys().count() {
+        0 => "no tensors".to_string(),
+        n if n > keys.len() => format!("{}, …", keys.join(", ")),
+        _ => keys.join(", "),
+    };
+    Err(Error::Format {
+        path: file.path().to_path_buf(),
+        message: format!(
+            "is not a data set: it has no `{}` (it holds {holds}; a data set holds float \
+             `pixel_values` [N, C, H, W] and integer `labels` [N])",
+            missing.join("` and no `"),
+        ),
+    })
+}
 
 /// Images and labels on the host.
 #[derive(Clone, Debug)]
@@ -20,14 +42,24 @@ pub struct Dataset {
 
 impl Dataset {
     /// Reads and validates a data file: both tensors present, 4-D pixels, one label per
-    /// image, labels non-negative, every pixel finite, at least one image.
+    /// image, labels non-negative, every pixel finite, at least one image. F32 pixels are
+    /// taken where they lie in the file's memory, so the file is held once.
     pub fn load(path: &Path) -> Result<Dataset> {
-        Dataset::from_file(&TensorFile::open(path)?)
+        let file = TensorFile::open(path)?;
+        check_keys(&file)?;
+        let labels = file.integers("labels")?;
+        Dataset::from_tensors(path, file.into_f32_any("pixel_values")?, labels)
     }
 
     /// Validates an opened data file (see [`Dataset::load`]).
     pub fn from_file(file: &TensorFile) -> Result<Dataset> {
-        let path = file.path();
+        check_keys(file)?;
+        let labels = file.integers("labels")?;
+        Dataset::from_tensors(file.path(), file.f32_any("pixel_values")?, labels)
+    }
+
+    /// The data set of `pixels` and the integer `labels` (shape and values) read from `path`.
+    fn from_tensors(path: &Path, pixels: HostTensor, (label_shape, raw): (Vec<usize>, Vec<i64>)) -> Result<Dataset> {
         let bad = |key: &str, expected: &str, got: String| Error::TensorMismatch {
             path: path.to_path_buf(),
             key: key.to_string(),
@@ -35,21 +67,6 @@ impl Dataset {
             got,
         };
         let format = |message: String| Error::Format { path: path.to_path_buf(), message };
-        let missing: Vec<&str> = ["pixel_values", "labels"].into_iter().filter(|k| !file.contains(k)).collect();
-        if !missing.is_empty() {
-            let keys: Vec<String> = file.keys().take(3).map(|k| format!("`{k}`")).collect();
-            let holds = match file.keys().count() {
-                0 => "no tensors".to_string(),
-                n if n > keys.len() => format!("{}, …", keys.join(", ")),
-                _ => keys.join(", "),
-            };
-            return Err(format(format!(
-                "is not a data set: it has no `{}` (it holds {holds}; a data set holds float \
-                 `pixel_values` [N, C, H, W] and integer `labels` [N])",
-                missing.join("` and no `"),
-            )));
-        }
-        let pixels = file.f32_any("pixel_values")?;
         let [n, c, h, w] = <[usize; 4]>::try_from(pixels.shape.as_slice())
             .map_err(|_| bad("pixel_values", "shape [N, C, H, W]", format!("shape {:?}", pixels.shape)))?;
         if let Some(i) = pixels.data.iter().position(|v| !v.is_finite()) {
@@ -60,7 +77,6 @@ impl Dataset {
                 pixels.data[i]
             )));
         }
-        let (label_shape, raw) = file.integers("labels")?;
         if label_shape != [n] {
             return Err(bad("labels", &format!("shape [{n}] (one per image)"), format!("shape {label_shape:?}")));
         }
@@ -175,5 +191,38 @@ impl Dataset {
             labels.push(label);
         }
         Ok((pixels, labels))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pixels_of_every_float_dtype_load_wherever_they_lie_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("peft-wgpu-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("d.safetensors");
+        // Values every dtype holds exactly; labels as three U8s come first, so the pixels
+        // start 3 bytes into the data section, not on a 4-byte boundary.
+        let values = [0.5f32, -1.25, 3.0, 0.0, -0.75, 2.5];
+        let encoded: [(&str, Vec<u8>); 4] = [
+            ("F32", values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ("F64", values.iter().flat_map(|&v| f64::from(v).to_le_bytes()).collect()),
+            // Half and bfloat16 bit patterns of the same values.
+            ("F16", [0x3800u16, 0xBD00, 0x4200, 0x0000, 0xBA00, 0x4100].iter().flat_map(|h| h.to_le_bytes()).collect()),
+            ("BF16", values.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect()),
+        ];
+        for (dtype, bytes) in &encoded {
+            let tensors = [
+                RawTensor { key: "labels", dtype: "U8", shape: &[3], bytes: &[2, 0, 1] },
+                RawTensor { key: "pixel_values", dtype, shape: &[3, 1, 1, 2], bytes },
+            ];
+            std::fs::write(&path, serialize_raw(&path, &tensors, None).expect("serialize")).expect("write");
+            let data = Dataset::load(&path).expect(dtype);
+            assert_eq!(data.pixels, values, "{dtype}");
+            assert_eq!((data.shape, data.labels.as_slice()), ([3, 1, 1, 2], [2, 0, 1].as_slice()), "{dtype}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

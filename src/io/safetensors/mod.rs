@@ -10,9 +10,11 @@ use safetensors::{Dtype, SafeTensors};
 use super::memory;
 use crate::error::{Error, Result};
 
+mod contents;
 mod explain;
 mod write;
 
+use contents::Contents;
 use explain::{explain_bad_start, explain_invalid};
 pub(crate) use write::{RawTensor, serialize_raw};
 pub use write::{serialize, write};
@@ -60,7 +62,7 @@ type Entry = (Dtype, Vec<usize>, (usize, usize));
 /// A safetensors file read into memory with its validated index.
 pub struct TensorFile {
     path: PathBuf,
-    bytes: Vec<u8>,
+    contents: Contents,
     data_start: usize,
     index: BTreeMap<String, Entry>,
     metadata: HashMap<String, String>,
@@ -106,7 +108,7 @@ impl TensorFile {
         }
         let mut file = std::fs::File::open(path).map_err(io)?;
         if !meta.is_file() {
-            return TensorFile::parse(path, read_stream(path, &mut file)?, true);
+            return TensorFile::parse(path, Contents::from_bytes(path, &read_stream(path, &mut file)?)?, true);
         }
         let len = meta.len();
         let mut head = [0u8; 8];
@@ -120,24 +122,23 @@ impl TensorFile {
             let _ = (&mut file).take(56).read_to_end(&mut start);
             return Err(format_err(path, explain_bad_start(&start, Some(len))));
         }
-        let mut bytes = memory::reserve::<u8>(path, usize::try_from(len).unwrap_or(usize::MAX))?;
-        bytes.extend_from_slice(&head);
-        file.read_to_end(&mut bytes).map_err(io)?;
-        TensorFile::from_bytes(path, bytes)
+        let contents = Contents::read(path, &mut file, head, len)?;
+        TensorFile::parse(path, contents, false)
     }
 
     /// Validates `bytes` as the contents of `path` (the path is only used in messages): the
     /// header is JSON with known dtypes, every tensor's bytes match its dtype and shape, the
     /// tensors tile the data section exactly, and the file ends where the last one does.
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<TensorFile> {
-        TensorFile::parse(path, bytes, false)
+        TensorFile::parse(path, Contents::from_bytes(path, &bytes)?, false)
     }
 
-    /// [`TensorFile::from_bytes`]; `stream` when `bytes` came from a pipe or device, read only
-    /// up to one byte past the announced end (so how many more follow is unknown).
-    fn parse(path: &Path, bytes: Vec<u8>, stream: bool) -> Result<TensorFile> {
+    /// [`TensorFile::from_bytes`]; `stream` when the contents came from a pipe or device, read
+    /// only up to one byte past the announced end (so how many more follow is unknown).
+    fn parse(path: &Path, contents: Contents, stream: bool) -> Result<TensorFile> {
+        let bytes = contents.bytes();
         let (header_len, meta) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| format_err(path, explain_invalid(&bytes, &e, stream)))?;
+            SafeTensors::read_metadata(bytes).map_err(|e| format_err(path, explain_invalid(bytes, &e, stream)))?;
         let index = meta
             .tensors()
             .into_iter()
@@ -148,7 +149,7 @@ impl TensorFile {
             data_start: 8 + header_len,
             index,
             metadata: meta.metadata().clone().unwrap_or_default(),
-            bytes,
+            contents,
         })
     }
 
@@ -182,7 +183,7 @@ impl TensorFile {
             .index
             .get(key)
             .ok_or_else(|| Error::MissingTensor { path: self.path.clone(), key: key.to_string() })?;
-        Ok((*dtype, shape, &self.bytes[self.data_start + a..self.data_start + b]))
+        Ok((*dtype, shape, &self.contents.bytes()[self.data_start + a..self.data_start + b]))
     }
 
     /// Tensor `key` as f32 (from F32, F16, BF16 or F64); every value must be finite.
@@ -209,6 +210,26 @@ impl TensorFile {
         let mut data = memory::reserve::<f32>(&self.path, raw.len() / width)?;
         data.extend(raw.chunks_exact(width).map(convert));
         Ok(HostTensor { shape: shape.to_vec(), data })
+    }
+
+    /// Tensor `key` as f32 like [`TensorFile::f32_any`], taking the file: an F32 tensor is
+    /// moved to the front of the file's memory and becomes the result there, so reading a
+    /// large tensor needs no second copy of it.
+    pub fn into_f32_any(self, key: &str) -> Result<HostTensor> {
+        let (dtype, shape, (a, b)) = self.raw_entry(key)?;
+        if dtype != Dtype::F32 {
+            return self.f32_any(key);
+        }
+        let data = self.contents.into_f32(self.data_start + a..self.data_start + b);
+        Ok(HostTensor { shape, data })
+    }
+
+    /// The index entry of `key`.
+    fn raw_entry(&self, key: &str) -> Result<Entry> {
+        self.index
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::MissingTensor { path: self.path.clone(), key: key.to_string() })
     }
 
     /// Tensor `key` as f32, which must have exactly `expected` shape.
