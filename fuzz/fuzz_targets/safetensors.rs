@@ -9,7 +9,7 @@ use peft_wgpu::io::{Dataset, TensorFile};
 
 fuzz_target!(|bytes: &[u8]| {
     let path = Path::new("fuzzed.safetensors");
-    match TensorFile::from_bytes(path, bytes.to_vec()) {
+    match TensorFile::from_bytes(path, bytes) {
         Err(e) => assert!(e.to_string().contains("fuzzed.safetensors"), "error without the file: {e}"),
         Ok(file) => {
             let keys: Vec<String> = file.keys().map(str::to_string).collect();

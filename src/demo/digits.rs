@@ -39,7 +39,7 @@ pub enum Part {
 /// One split of the digits: pixels `p / 16` standardised with the mean and standard deviation
 /// of all 1,797 images' pixels, so every split shares one normalisation.
 pub fn split(task: Task, part: Part) -> Result<Dataset> {
-    let file = TensorFile::from_bytes(Path::new(NAME), DIGITS.to_vec())?;
+    let file = TensorFile::from_bytes(Path::new(NAME), DIGITS)?;
     let (shape, raw) = file.integers("images")?;
     let (label_shape, labels) = file.integers("labels")?;
     let &[n, 1, 8, 8] = shape.as_slice() else {

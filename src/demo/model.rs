@@ -69,7 +69,7 @@ pub fn init_weights(config: &VitConfig, seed: u64) -> VitWeights {
 pub fn pretrained() -> Result<VitWeights> {
     let dir = Path::new("<embedded>/data/digits_vit");
     let config = VitConfig::from_json(&JsonFile::parse(&dir.join("config.json"), CONFIG)?)?;
-    let file = TensorFile::from_bytes(&dir.join("model.safetensors"), WEIGHTS.to_vec())?;
+    let file = TensorFile::from_bytes(&dir.join("model.safetensors"), WEIGHTS)?;
     let tensors = expected_shapes(&config)
         .into_iter()
         .map(|(key, shape)| Ok((key.clone(), file.f32_shaped(&key, &shape)?)))

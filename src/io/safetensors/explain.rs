@@ -184,7 +184,7 @@ mod tests {
             ),
         ];
         for (entries, want) in cases {
-            let e = TensorFile::from_bytes(Path::new("x.safetensors"), crafted(entries)).expect_err(want);
+            let e = TensorFile::from_bytes(Path::new("x.safetensors"), &crafted(entries)).expect_err(want);
             assert!(e.to_string().contains(want), "{entries}\n  got: {e}\n want: {want}");
         }
     }

@@ -129,8 +129,8 @@ impl TensorFile {
     /// Validates `bytes` as the contents of `path` (the path is only used in messages): the
     /// header is JSON with known dtypes, every tensor's bytes match its dtype and shape, the
     /// tensors tile the data section exactly, and the file ends where the last one does.
-    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<TensorFile> {
-        TensorFile::parse(path, Contents::from_bytes(path, &bytes)?, false)
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<TensorFile> {
+        TensorFile::parse(path, Contents::from_bytes(path, bytes)?, false)
     }
 
     /// [`TensorFile::from_bytes`]; `stream` when the contents came from a pipe or device, read
