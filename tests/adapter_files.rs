@@ -248,3 +248,28 @@ fn broken_folders_are_errors_naming_the_tensor() {
     assert!(load(&dir).to_string().contains(CONFIG_FILE));
     assert!(matches!(load(&scratch("not_there")), Error::Io { .. }));
 }
+
+/// A reader that read a folder's config and weights, then sees another save replace both,
+/// builds the adapter it read (the pair is checked against the config as it was read, not as
+/// the file is now); the old config with the new weights is still refused as a mixed pair.
+#[test]
+fn the_pair_is_checked_as_it_was_read_while_the_folder_is_saved_again() {
+    use peft_wgpu::adapters::AdapterConfig;
+    let gpu = gpu();
+    let vit = tiny_vit(&gpu);
+    let dir = scratch("saved_again");
+    let (config_path, weights_path) = (dir.join(CONFIG_FILE), dir.join(WEIGHTS_FILE));
+    let lora = |alpha: u32| json!({"peft_type": "LORA", "r": 2, "lora_alpha": alpha, "target_modules": ["query"]});
+    let first = perturbed(&gpu, &vit, &lora(4), 3, 0.3, &scratch("saved_again_first"));
+    let second = perturbed(&gpu, &vit, &lora(16), 4, 0.3, &scratch("saved_again_second"));
+    first.save(&gpu, &dir).unwrap();
+    let (config, weights) = (AdapterConfig::read(&config_path).unwrap(), TensorFile::open(&weights_path).unwrap());
+    second.save(&gpu, &dir).unwrap();
+    let read = Adapter::from_file(&gpu, config.clone(), &config_path, &weights, &vit).expect("the pair as read");
+    let x = pixels(2);
+    assert_eq!(logits(&gpu, &vit, Some(&read), &x), logits(&gpu, &vit, Some(&first), &x), "the adapter read");
+    // The first config with the second save's weights: a mix no save wrote.
+    let newer = TensorFile::open(&weights_path).unwrap();
+    let e = Adapter::from_file(&gpu, config, &config_path, &newer, &vit).err().expect("a mixed pair");
+    assert!(e.to_string().contains("another adapter_config.json"), "{e}");
+}

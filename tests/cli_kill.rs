@@ -13,7 +13,7 @@ mod cli_support;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cli_support::*;
 
@@ -34,36 +34,11 @@ fn start_training(out: &Path, data: &Path, steps: &str, slow_write_ms: Option<u6
     cmd.spawn().expect("the binary starts")
 }
 
-/// Waits until `ready()` holds, polling every 5 ms; kills the child and fails after `limit`.
-fn wait_for(child: &mut Child, limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the run ended ({status}) before {what}");
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// SIGKILLs the child and checks it was killed, not finished.
 fn kill(child: &mut Child) {
     child.kill().expect("kill");
     let status = child.wait().expect("wait");
     assert!(!status.success(), "the run finished before it was killed");
-}
-
-/// Names in `dir` that start with `prefix`.
-fn names_with(dir: &Path, prefix: &str) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .expect("list")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(prefix))
-        .collect()
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::params::PEFT_PREFIX;
-use super::{Adapter, CONFIG_FILE, Kind, Param, WEIGHTS_FILE};
+use super::{Adapter, AdapterConfig, CONFIG_FILE, Kind, Param, WEIGHTS_FILE};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::safetensors::{self as st, HostTensor, TensorFile};
@@ -24,6 +24,13 @@ impl Adapter {
     /// any module is keyed by its on-disk path, keys take the transformers-5 paths and the
     /// config spells its modules out in them (`AdapterConfig::spelled_out`).
     pub fn save(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
+        self.save_checked(gpu, dir, || Ok(()))
+    }
+
+    /// [`Adapter::save`], running `check` under the folder's lock before anything is
+    /// written, so that what it finds (no adapter in `dir`, say) holds until the save is in
+    /// place; its error leaves the folder as it was.
+    pub(crate) fn save_checked(&self, gpu: &Gpu, dir: &Path, check: impl FnOnce() -> Result<()>) -> Result<()> {
         let params: Vec<&Param> = self.trainable.iter().chain(&self.frozen).collect();
         let respelled: Vec<Option<String>> = params.iter().map(|p| transformers5_key(&p.key)).collect();
         let respell = matches!(self.kind, Kind::Lora(_)) && respelled.iter().any(Option::is_some);
@@ -55,7 +62,7 @@ impl Adapter {
         crate::io::atomic::in_dir(dir, || {
             // Before this save clears temporaries: an earlier one killed between its renames.
             finish_interrupted_save(dir);
-            crate::io::atomic::write_all(&[(weights_path, weights), (dir.join(CONFIG_FILE), config)])
+            crate::io::atomic::write_all_checked(&[(weights_path, weights), (dir.join(CONFIG_FILE), config)], check)
         })
     }
 }
@@ -91,31 +98,43 @@ pub(crate) fn check_folder(dir: &Path, what: &str, required: &str) -> Result<()>
     crate::io::paths::refuse_special_files(dir, &[CONFIG_FILE, WEIGHTS_FILE])
 }
 
+/// Reads the config and the weights of adapter folder `dir` (readied by [`check_folder`];
+/// `what` says what the folder is for, in messages), holding the folder's shared lock so that
+/// both come from one save even while another process saves into it.
+pub(crate) fn read_folder(dir: &Path, what: &str) -> Result<(AdapterConfig, TensorFile)> {
+    let _lock = crate::io::atomic::lock_shared(dir);
+    check_folder(dir, what, CONFIG_FILE)?;
+    crate::io::paths::expect_file(&dir.join(WEIGHTS_FILE), "the adapter's tensors")?;
+    Ok((AdapterConfig::read(&dir.join(CONFIG_FILE))?, TensorFile::open(&dir.join(WEIGHTS_FILE))?))
+}
+
 /// When `weights` carries the fingerprint of the config saved with it and `config_path` is the
 /// config beside it, a config that means something else and is not newer than the weights
 /// means a mixed pair: a save interrupted between its two renames, or weights copied from
 /// another adapter. A config that differs only in layout or informational fields
 /// (`base_model_name_or_path`, …) is the same adapter wherever the folder was copied, and one
-/// edited by hand after the save is newer than the weights: both are accepted.
-pub(super) fn check_pair(config_path: &Path, weights: &TensorFile) -> Result<()> {
+/// edited by hand after the save is newer than the weights: both are accepted. `config` is
+/// compared as it was read (a save into the folder since then changes nothing here); a config
+/// made in memory is compared with the file at `config_path`.
+pub(super) fn check_pair(config: &AdapterConfig, config_path: &Path, weights: &TensorFile) -> Result<()> {
     let Some(expected) = weights.metadata().get(stamp::CONFIG_STAMP_KEY) else { return Ok(()) };
     if config_path.parent() != weights.path().parent() {
         return Ok(()); // a config given separately (`--adapter-config` with `--init`)
     }
-    let bytes = crate::io::json::read_config_bytes(config_path)?;
-    if &stamp::fingerprint(&bytes) == expected {
+    let read = match config.read_as() {
+        Some(stamp) => stamp.clone(),
+        None => stamp::ConfigStamp::read(config_path)?,
+    };
+    if &read.exact == expected {
         return Ok(());
     }
     let meaning = weights.metadata().get(stamp::MEANING_STAMP_KEY);
-    if meaning.is_some() && meaning.cloned() == stamp::meaning_fingerprint(&bytes) {
+    if meaning.is_some() && meaning == read.meaning.as_ref() {
         return Ok(());
     }
-    let modified = |path: &Path| {
-        std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .map_err(|source| Error::Io { path: path.to_path_buf(), source })
-    };
-    if modified(config_path)? > modified(weights.path())? {
+    if let (Some(config_time), Some(weights_time)) = (read.modified, weights.modified())
+        && config_time > weights_time
+    {
         return Ok(());
     }
     Err(Error::Format {

@@ -30,6 +30,8 @@ pub use config::{
 pub(crate) use files::check_folder as check_adapter_folder;
 use files::check_pair;
 pub use files::finish_interrupted_save;
+pub(crate) use files::read_folder as read_adapter_folder;
+use files::read_folder;
 pub use params::{PEFT_PREFIX, Param};
 
 use params::ParamBuilder;
@@ -90,10 +92,9 @@ impl Adapter {
     /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors` (finishing a save
     /// that was killed between its two renames first, see [`finish_interrupted_save`]).
     pub fn load(gpu: &Gpu, dir: &Path, vit: &Vit) -> Result<Adapter> {
-        check_adapter_folder(dir, "an adapter folder", CONFIG_FILE)?;
         let config_path = dir.join(CONFIG_FILE);
-        let config = AdapterConfig::read(&config_path)?;
-        Adapter::load_tensors(gpu, config, &config_path, &dir.join(WEIGHTS_FILE), vit)
+        let (config, weights) = read_folder(dir, "an adapter folder")?;
+        Adapter::from_file(gpu, config, &config_path, &weights, vit)
     }
 
     /// An adapter with `config` whose tensors come from `weights` (an
@@ -116,7 +117,7 @@ impl Adapter {
         weights: &TensorFile,
         vit: &Vit,
     ) -> Result<Adapter> {
-        check_pair(config_path, weights)?;
+        check_pair(&config, config_path, weights)?;
         Adapter::build(gpu, config, config_path, vit, Source::file(weights, config_path))
     }
 
@@ -133,7 +134,7 @@ impl Adapter {
     ) -> Result<usize> {
         let source = match weights {
             Some(file) => {
-                check_pair(config_path, file)?;
+                check_pair(&config, config_path, file)?;
                 Source::file(file, config_path)
             }
             None => Source::Shapes,

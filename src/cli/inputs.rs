@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::adapters::{Adapter, AdapterConfig, AdapterKind, CONFIG_FILE, PeftType, WEIGHTS_FILE, check_adapter_folder};
+use crate::adapters::{Adapter, AdapterConfig, AdapterKind, CONFIG_FILE, PeftType, read_adapter_folder};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::Dataset;
@@ -23,11 +23,6 @@ pub(super) struct AdapterInput {
 }
 
 impl AdapterInput {
-    /// Reads `config_path` and, when given, the weights file, and checks them against `model`.
-    pub(super) fn read(config_path: &Path, weights: Option<&Path>, model: &VitConfig) -> Result<AdapterInput> {
-        AdapterInput::new(AdapterConfig::read(config_path)?, config_path, weights, model)
-    }
-
     /// `config`, read from `config_path`, with the weights file when given, checked against
     /// `model`.
     pub(super) fn new(
@@ -43,9 +38,10 @@ impl AdapterInput {
 
     /// The adapter folder `dir` (its config and weights).
     pub(super) fn folder(dir: &Path, flag: &str, model: &VitConfig) -> Result<AdapterInput> {
-        check_adapter_folder(dir, &format!("an adapter folder for {flag}"), CONFIG_FILE)?;
-        expect_file(&dir.join(WEIGHTS_FILE), "the adapter's tensors")?;
-        AdapterInput::read(&dir.join(CONFIG_FILE), Some(&dir.join(WEIGHTS_FILE)), model)
+        let (config, weights) = read_adapter_folder(dir, &format!("an adapter folder for {flag}"))?;
+        let config_path = dir.join(CONFIG_FILE);
+        let labels = Adapter::check(config.clone(), &config_path, Some(&weights), model)?;
+        Ok(AdapterInput { config, config_path, weights: Some(weights), labels })
     }
 
     /// Uploads the adapter.

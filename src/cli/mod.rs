@@ -207,17 +207,21 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         last = r.loss;
         progress.step(r);
     })?;
-    if holds_adapter(&args.out) && !args.force {
-        return Err(Error::invalid(
-            "--out",
-            format!(
-                "{} received an adapter from another run while this one trained; nothing was saved (pass --force \
-                 to overwrite it, or choose another folder)",
-                args.out.display()
-            ),
-        ));
-    }
-    adapter.save(&gpu, &args.out)?;
+    // Checked again under the folder's lock, as the save starts: another run may have saved
+    // an adapter there while this one trained.
+    adapter.save_checked(&gpu, &args.out, || {
+        if holds_adapter(&args.out) && !args.force {
+            return Err(Error::invalid(
+                "--out",
+                format!(
+                    "{} received an adapter from another run while this one trained; nothing was saved (pass \
+                     --force to overwrite it, or choose another folder)",
+                    args.out.display()
+                ),
+            ));
+        }
+        Ok(())
+    })?;
     let eval = match &eval_data {
         Some(d) => {
             let batch = args.batch_size.min(d.len());
@@ -290,22 +294,26 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<()
             ),
         ));
     }
-    if holds_adapter(out) {
-        return Err(Error::invalid(
-            "--out",
-            format!(
-                "{} holds an adapter; a merged model beside it would get the adapter applied again by PEFT-aware \
-                 loaders; choose another folder",
-                out.display()
-            ),
-        ));
-    }
-    if !force && holds_model(out) {
-        return Err(Error::invalid(
-            "--out",
-            format!("{} already holds a model; pass --force to overwrite it", out.display()),
-        ));
-    }
+    let refuse_held = || {
+        if holds_adapter(out) {
+            return Err(Error::invalid(
+                "--out",
+                format!(
+                    "{} holds an adapter; a merged model beside it would get the adapter applied again by \
+                     PEFT-aware loaders; choose another folder",
+                    out.display()
+                ),
+            ));
+        }
+        if !force && holds_model(out) {
+            return Err(Error::invalid(
+                "--out",
+                format!("{} already holds a model; pass --force to overwrite it", out.display()),
+            ));
+        }
+        Ok(())
+    };
+    refuse_held()?;
     check_output_dir(out, "--out")?;
     refuse_special_outputs(out, &["config.json", "model.safetensors", "model.safetensors.index.json"])?;
     let weights = read_model(model)?;
@@ -328,5 +336,6 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<()
     // The merged config is the model's own with the adapter's labels: fields this crate does
     // not read (transformers' version, pooler settings, custom keys) are kept.
     let original = JsonFile::read(&model.join("config.json"))?;
-    merged.save_with_config(out, merged.config.to_json_over(original.object()))
+    // Checked again under the folder's lock: another run may have saved there meanwhile.
+    merged.save_checked(out, merged.config.to_json_over(original.object()), refuse_held)
 }

@@ -70,8 +70,16 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
 /// target has changed and the temporaries are removed. A target that exists but is not a
 /// regular file (nor a link to one) is an error: renaming over it would destroy it.
 pub fn write_all(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
+    write_all_checked(files, || Ok(()))
+}
+
+/// [`write_all`], running `check` first while holding the folder's lock: its error leaves
+/// every file as it was. What `check` finds in the folder (no adapter there yet, say) stays
+/// true until the files are in place, since every other writer waits for the lock.
+pub fn write_all_checked(files: &[(PathBuf, Vec<u8>)], check: impl FnOnce() -> Result<()>) -> Result<()> {
     // Two processes saving into one folder commit one after the other, never interleaved.
-    let _lock = files.first().and_then(|(p, _)| p.parent()).and_then(lock_dir);
+    let _lock = files.first().and_then(|(p, _)| p.parent()).and_then(|dir| lock_dir(dir, Lock::Exclusive));
+    check()?;
     let pause = test_pause();
     for (path, _) in files {
         // A pipe, device or folder where a file goes is never renamed over.
@@ -133,12 +141,29 @@ fn finished_by_another(tmp: &Path, path: &Path, bytes: &[u8]) -> bool {
     !tmp.exists() && std::fs::read(path).is_ok_and(|now| now == bytes)
 }
 
-/// An exclusive advisory lock on folder `dir`, held until the returned handle is dropped;
-/// `None` where the platform cannot open or lock a folder (the writes then go unlocked).
-fn lock_dir(dir: &Path) -> Option<std::fs::File> {
+/// A shared advisory lock on folder `dir`, for reading files that belong together (an
+/// adapter's config and weights): writers ([`write_all`]) wait until it is dropped, so the
+/// files read under it come from one save. `None` where the folder cannot be opened or the
+/// platform cannot lock one (the reads then go unlocked).
+pub fn lock_shared(dir: &Path) -> Option<std::fs::File> {
+    lock_dir(dir, Lock::Shared)
+}
+
+#[derive(Clone, Copy)]
+enum Lock {
+    Shared,
+    Exclusive,
+}
+
+/// An advisory lock on folder `dir`, held until the returned handle is dropped; `None` where
+/// the platform cannot open or lock a folder.
+fn lock_dir(dir: &Path, kind: Lock) -> Option<std::fs::File> {
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     let handle = std::fs::File::open(dir).ok()?;
-    handle.lock().ok()?;
+    match kind {
+        Lock::Shared => handle.lock_shared().ok()?,
+        Lock::Exclusive => handle.lock().ok()?,
+    }
     Some(handle)
 }
 

@@ -94,6 +94,29 @@ pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
     }
 }
 
+/// A config file as it was read, for checking it against the weights read beside it: the
+/// fingerprints of its bytes ([`fingerprint`], [`meaning_fingerprint`]) and the time it was
+/// last changed.
+#[derive(Clone, Debug)]
+pub(crate) struct ConfigStamp {
+    pub(crate) exact: String,
+    pub(crate) meaning: Option<String>,
+    pub(crate) modified: Option<std::time::SystemTime>,
+}
+
+impl ConfigStamp {
+    /// The stamp of `bytes`, read from a file last changed at `modified`.
+    pub(crate) fn of(bytes: &[u8], modified: Option<std::time::SystemTime>) -> ConfigStamp {
+        ConfigStamp { exact: fingerprint(bytes), meaning: meaning_fingerprint(bytes), modified }
+    }
+
+    /// The stamp of the config file `path` as it is now.
+    pub(crate) fn read(path: &Path) -> crate::error::Result<ConfigStamp> {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        Ok(ConfigStamp::of(&super::json::read_config_bytes(path)?, modified))
+    }
+}
+
 /// 64-bit FNV-1a of `bytes` as 16 hex digits: stable across platforms and Rust versions.
 pub fn fingerprint(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -77,8 +77,12 @@ fn v5_alias(key: &str, layers: usize) -> Option<String> {
 }
 
 impl VitWeights {
-    /// Reads `dir/config.json` and the weights beside it.
+    /// Reads `dir/config.json` and the weights beside it (with the folder's shared lock held,
+    /// see [`crate::io::atomic::lock_shared`]).
     pub fn load(dir: &Path) -> Result<VitWeights> {
+        // Held while the files are read, so that all of them come from one save even while
+        // another process saves into the folder (`merge --force`).
+        let _lock = crate::io::atomic::lock_shared(dir);
         stamp::finish_interrupted_pair(&dir.join("model.safetensors"), &dir.join("config.json"));
         crate::io::paths::expect_dir(dir, "a model folder", "config.json")?;
         crate::io::paths::refuse_special_files(dir, &["config.json", "model.safetensors"])?;
@@ -242,6 +246,12 @@ impl VitWeights {
     /// `dir` held before (its index and the shards it lists) is removed once the new files
     /// are in place, so the folder holds one model.
     pub fn save_with_config(&self, dir: &Path, config: String) -> Result<()> {
+        self.save_checked(dir, config, || Ok(()))
+    }
+
+    /// [`VitWeights::save_with_config`], running `check` under the folder's lock before
+    /// anything is written (see [`crate::io::atomic::write_all_checked`]).
+    pub(crate) fn save_checked(&self, dir: &Path, config: String, check: impl FnOnce() -> Result<()>) -> Result<()> {
         self.check()?;
         let mut list: Vec<(String, &HostTensor)> = self.tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
         if let Some(p) = &self.prompts {
@@ -257,7 +267,7 @@ impl VitWeights {
         let weights = safetensors::serialize(&weights_path, &list, Some(meta))?;
         let stale_shards = listed_shards(dir);
         let files = [(weights_path, weights), (dir.join("config.json"), config.into_bytes())];
-        crate::io::atomic::in_dir(dir, || crate::io::atomic::write_all(&files))?;
+        crate::io::atomic::in_dir(dir, || crate::io::atomic::write_all_checked(&files, check))?;
         for shard in stale_shards {
             let _ = std::fs::remove_file(dir.join(shard));
         }

@@ -234,3 +234,28 @@ pub fn train_args<'a>(model: &'a str, init: &'a str, data: &'a str, out: &'a str
     v.extend_from_slice(extra);
     v
 }
+
+/// Waits until `ready()` holds, polling every 5 ms; kills the child and fails after `limit`.
+pub fn wait_for(child: &mut std::process::Child, limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended ({status}) before {what}");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Names in `dir` that start with `prefix`.
+pub fn names_with(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}

@@ -11,7 +11,8 @@ use serde_json::{Map, Value, json};
 pub use lora::{LoraConfig, LoraInit};
 
 use crate::error::Result;
-use crate::io::json::{JsonFile, whole_number};
+use crate::io::json::{JsonFile, read_config_bytes, whole_number};
+use crate::io::stamp::ConfigStamp;
 use crate::nn::{ModuleId, Naming, Targets};
 
 /// Which adapter a config describes.
@@ -107,6 +108,9 @@ pub struct AdapterConfig {
     pub num_labels: Option<usize>,
     /// The object as read, so unknown keys survive a save.
     raw: Map<String, Value>,
+    /// The file as [`AdapterConfig::read`] read it, so that the weights are checked against
+    /// the bytes parsed, not against the file as it is later.
+    read_as: Option<ConfigStamp>,
 }
 
 const MAX_RANK: usize = 1 << 16;
@@ -114,7 +118,15 @@ const MAX_RANK: usize = 1 << 16;
 impl AdapterConfig {
     /// Reads `path` (an `adapter_config.json`).
     pub fn read(path: &Path) -> Result<AdapterConfig> {
-        AdapterConfig::from_json(&JsonFile::read(path)?)
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let bytes = read_config_bytes(path)?;
+        let config = AdapterConfig::from_json(&JsonFile::parse(path, &bytes)?)?;
+        Ok(AdapterConfig { read_as: Some(ConfigStamp::of(&bytes, modified)), ..config })
+    }
+
+    /// The file as [`AdapterConfig::read`] read it; `None` for a config parsed from memory.
+    pub(crate) fn read_as(&self) -> Option<&ConfigStamp> {
+        self.read_as.as_ref()
     }
 
     /// Reads `dir/adapter_config.json`.
@@ -147,6 +159,7 @@ impl AdapterConfig {
             modules_to_save,
             num_labels: j.opt_usize_in("num_labels", 1, 1 << 20)?,
             raw: j.object().clone(),
+            read_as: None,
         })
     }
 

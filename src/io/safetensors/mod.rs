@@ -66,6 +66,9 @@ pub struct TensorFile {
     data_start: usize,
     index: BTreeMap<String, Entry>,
     metadata: HashMap<String, String>,
+    /// When the file was last changed, as it was opened (`None` for bytes from memory or a
+    /// stream).
+    modified: Option<std::time::SystemTime>,
 }
 
 impl std::fmt::Debug for TensorFile {
@@ -123,7 +126,8 @@ impl TensorFile {
             return Err(format_err(path, explain_bad_start(&start, Some(len))));
         }
         let contents = Contents::read(path, &mut file, head, len)?;
-        TensorFile::parse(path, contents, false)
+        let modified = file.metadata().and_then(|m| m.modified()).ok();
+        Ok(TensorFile { modified, ..TensorFile::parse(path, contents, false)? })
     }
 
     /// Validates `bytes` as the contents of `path` (the path is only used in messages): the
@@ -150,6 +154,7 @@ impl TensorFile {
             index,
             metadata: meta.metadata().clone().unwrap_or_default(),
             contents,
+            modified: None,
         })
     }
 
@@ -171,6 +176,12 @@ impl TensorFile {
     /// Shape of `key`, if present.
     pub fn shape(&self, key: &str) -> Option<&[usize]> {
         self.index.get(key).map(|(_, s, _)| s.as_slice())
+    }
+
+    /// When the file was last changed, as it was opened; `None` for bytes given in memory or
+    /// read from a stream.
+    pub(crate) fn modified(&self) -> Option<std::time::SystemTime> {
+        self.modified
     }
 
     /// The `__metadata__` map.
