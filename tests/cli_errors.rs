@@ -30,6 +30,12 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
     fails(&train_args(m, m, d, o, &[]), INPUT, &["vit_tiny", "no adapter_config.json", "looks like a model folder"]);
     let config_file = lora.join("adapter_config.json");
     fails(&train_args(m, s(&config_file), d, o, &[]), INPUT, &["adapter_config.json", "is a file", "--init"]);
+    // The reverse: an adapter folder where its config goes.
+    fails(
+        &["train", "--model", m, "--adapter-config", l, "--data", d, "--out", o],
+        INPUT,
+        &["lora_v4", "is a folder", "adapter_config.json", "pass the folder as --init"],
+    );
     fails(&train_args(m, l, s(&dir), o, &[]), INPUT, &[s(&dir), "is a folder", "--data"]);
     let no_data = dir.join("nothing.safetensors");
     fails(&train_args(m, l, s(&no_data), o, &[]), INPUT, &["nothing.safetensors", "not found"]);

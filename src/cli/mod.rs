@@ -129,6 +129,14 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     let model = &weights.config;
     let adapter = match (&args.adapter_config, &args.init) {
         (Some(path), init) => {
+            if path.join(CONFIG_FILE).is_file() {
+                let message = format!(
+                    "is a folder, expected an adapter_config.json for --adapter-config (its own is {}; to start \
+                     from the adapter in it, pass the folder as --init)",
+                    path.join(CONFIG_FILE).display()
+                );
+                return Err(Error::Format { path: path.clone(), message });
+            }
             expect_file(path, "an adapter_config.json for --adapter-config")?;
             if let Some(dir) = init {
                 check_adapter_folder(dir, "an adapter folder for --init", WEIGHTS_FILE)?;

@@ -156,20 +156,22 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
             cosine: false,
         };
         let started = std::time::Instant::now();
+        let bar = if options.progress {
+            let style = indicatif::ProgressStyle::with_template("  {prefix:<10} {bar:20} {pos}/{len}  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            indicatif::ProgressBar::new(options.steps as u64).with_style(style).with_prefix(method.name())
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         let mut show = |step: usize, loss: f32| {
-            if options.progress && (step % 10 == 9 || step + 1 == options.steps) {
-                let rate = ((step + 1) * options.batch_size) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                eprint!(
-                    "\r  {:<10} step {:>5}/{}  loss {loss:.4}  {rate:.0} img/s   ",
-                    method.name(),
-                    step + 1,
-                    options.steps
-                );
-            }
+            let rate = ((step + 1) * options.batch_size) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_position(step as u64 + 1);
+            bar.set_message(format!("loss {loss:.4}  {rate:.0} img/s"));
         };
         let o = methods::fine_tune(&gpu, &base, method, &train_set, &held_out, fit, &mut show)?;
+        bar.finish_and_clear();
         if options.progress {
-            eprintln!("\r  {:<10} done: held-out accuracy {:.1}%{:20}", method.name(), 100.0 * o.accuracy, "");
+            eprintln!("  {:<10} done: held-out accuracy {:.1}%", method.name(), 100.0 * o.accuracy);
         }
         rows.push(MethodRow {
             method,
@@ -212,8 +214,12 @@ impl fmt::Display for DemoReport {
         )?;
         writeln!(
             f,
-            "Fine-tuned on digits 5–9: {} training images, {} steps of {} (AdamW, seed {}), fresh 5-label head each;",
-            self.train_images, o.steps, o.batch_size, o.seed
+            "Fine-tuned on digits 5–9: {} training images, {} step{} of {} (AdamW, seed {}), fresh 5-label head each;",
+            self.train_images,
+            o.steps,
+            if o.steps == 1 { "" } else { "s" },
+            o.batch_size,
+            o.seed
         )?;
         writeln!(f, "accuracy on {} held-out images; on {}.", self.held_out_images, self.device)?;
         writeln!(f)?;

@@ -34,7 +34,7 @@ impl cli::Progress for TerminalProgress {
     fn started(&mut self, summary: &str, steps: usize) {
         eprintln!("{summary}");
         if self.tty {
-            self.bar(steps, "{bar:30} {pos}/{len} steps  {msg}");
+            self.bar(steps, "{bar:20} {pos}/{len} steps  {msg}");
         }
     }
 
@@ -52,7 +52,7 @@ impl cli::Progress for TerminalProgress {
                 let seconds = start.elapsed().as_secs_f64().max(1e-9);
                 let eta = seconds / (r.step as f64) * (r.steps - r.step - 1) as f64;
                 bar.set_message(format!(
-                    "loss {:.4}  {:.1} img/s  ETA {}",
+                    "loss {:.4}  {:.1} img/s  ETA {:#}",
                     r.loss,
                     *images as f64 / seconds,
                     HumanDuration(std::time::Duration::try_from_secs_f64(eta).unwrap_or(std::time::Duration::MAX))
@@ -70,7 +70,7 @@ impl cli::Progress for TerminalProgress {
         }
         let bar = match &self.bar {
             Some(bar) if !bar.is_finished() && bar.length() == Some(total as u64) => bar.clone(),
-            _ => self.bar(total, "{bar:30} {pos}/{len} images evaluated  ETA {eta}").clone(),
+            _ => self.bar(total, "{bar:20} {pos}/{len} images evaluated  ETA {eta}").clone(),
         };
         bar.set_position(images as u64);
         if images >= total {
