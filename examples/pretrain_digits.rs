@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/digits_vit"), PathBuf::from);
     let options = FitOptions { steps: 3000, batch_size: 32, lr: 2e-3, seed: SEED, cosine: true };
     let gpu = Gpu::new()?;
-    let fresh = init_weights(&architecture(), SEED);
+    let fresh = init_weights(&architecture(), SEED)?;
     let started = std::time::Instant::now();
     let mut recent = Vec::new();
     let trained = pretrain(&gpu, &fresh, options, &mut |step, loss| {

@@ -75,9 +75,14 @@ impl Rng {
     /// A uniformly random permutation of `0..n` (Fisher–Yates).
     pub fn permutation(&mut self, n: usize) -> Vec<usize> {
         let mut p: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            p.swap(i, self.below(i + 1));
-        }
+        self.shuffle(&mut p);
         p
+    }
+
+    /// Puts `values` in a uniformly random order (Fisher–Yates), as [`Rng::permutation`] does.
+    pub fn shuffle(&mut self, values: &mut [usize]) {
+        for i in (1..values.len()).rev() {
+            values.swap(i, self.below(i + 1));
+        }
     }
 }

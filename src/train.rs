@@ -67,7 +67,18 @@ impl Batches {
             BatchOrder::Shuffled { .. } => {
                 for _ in 0..self.batch {
                     if self.cursor == self.perm.len() {
-                        self.perm = self.rng.permutation(self.rows);
+                        // A fresh permutation of the rows each epoch, in the list of the last.
+                        if self.perm.len() != self.rows {
+                            self.perm.try_reserve_exact(self.rows).map_err(|_| {
+                                Error::invalid(
+                                    "data",
+                                    format!("a shuffled order of {} rows does not fit in memory", self.rows),
+                                )
+                            })?;
+                            self.perm.resize(self.rows, 0);
+                        }
+                        self.perm.iter_mut().enumerate().for_each(|(i, p)| *p = i);
+                        self.rng.shuffle(&mut self.perm);
                         self.cursor = 0;
                     }
                     self.cursor += 1;

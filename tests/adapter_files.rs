@@ -218,13 +218,13 @@ fn broken_folders_are_errors_naming_the_tensor() {
     let e = load(&dir);
     assert!(matches!(&e, Error::MissingTensor { key, .. } if key == a_key), "{e}");
 
-    let dir = broken("extra", |t| t.push(("base_model.model.stray".into(), HostTensor::zeros(&[2]))));
+    let dir = broken("extra", |t| t.push(("base_model.model.stray".into(), HostTensor::zeros(&[2]).unwrap())));
     let e = load(&dir);
     assert!(e.to_string().contains("base_model.model.stray"), "{e}");
 
     let dir = broken("misshaped", |t| {
         let (_, a) = t.iter_mut().find(|(k, _)| k == a_key).unwrap();
-        *a = HostTensor::zeros(&[3, 16]);
+        *a = HostTensor::zeros(&[3, 16]).unwrap();
     });
     let e = load(&dir);
     assert!(

@@ -94,7 +94,7 @@ fn sizes_that_overflow_are_errors() {
     let config = peft_wgpu::demo::model::architecture();
     for huge in [
         VitConfig { hidden_size: 1 << 20, intermediate_size: 1 << 20, ..config.clone() },
-        VitConfig { num_labels: 1 << 40, ..config },
+        VitConfig { num_labels: 1 << 20, hidden_size: 1 << 20, ..config },
     ] {
         let e = VitWeights::random(&huge, 0).expect_err("too large");
         assert!(matches!(e, peft_wgpu::Error::TooLarge { .. }), "{e}");
@@ -142,7 +142,11 @@ fn configs_data_and_hyperparameters_built_in_code_are_checked() {
         VitConfig { num_attention_heads: 5, ..good.clone() },
         VitConfig { num_hidden_layers: 0, ..good.clone() },
     ] {
-        let e = Vit::from_weights(&gpu, &VitWeights::random(&bad, 1).unwrap()).err().expect("a bad config is refused");
+        let e = VitWeights::random(&bad, 1).expect_err("a bad config is refused");
+        assert!(e.to_string().contains("ViT config"), "{e}");
+        // The same config set on good weights after they were made.
+        let weights = VitWeights { config: bad, ..VitWeights::random(&good, 1).unwrap() };
+        let e = Vit::from_weights(&gpu, &weights).err().expect("a bad config is refused");
         assert!(e.to_string().contains("ViT config"), "{e}");
     }
     let mut weights = VitWeights::random(&good, 1).unwrap();
@@ -326,4 +330,54 @@ fn batches_list_rows_as_the_spec_says_and_refuse_a_batch_beyond_memory() {
     assert_eq!(epoch, [0, 1, 2, 3, 4], "one shuffled epoch takes every row once");
     let e = Batches::new(BatchOrder::Sequential, 3, 1 << 60).next_rows().expect_err("2^60 row numbers");
     assert!(e.to_string().contains("1152921504606846976"), "{e}");
+}
+
+#[test]
+fn sizes_and_settings_built_in_code_that_cannot_be_held_are_errors_not_panics() {
+    use peft_wgpu::io::{Dataset, HostTensor};
+    use peft_wgpu::train::{BatchOrder, Batches};
+    let gpu = gpu();
+    let base = peft_wgpu::demo::model::architecture();
+    let too_big = [
+        VitConfig { image_size: [1 << 33, 1 << 33], patch_size: [1, 1], ..base.clone() },
+        VitConfig { num_hidden_layers: 1 << 40, ..base.clone() },
+        VitConfig { num_labels: 1 << 40, ..base.clone() },
+        VitConfig { hidden_size: 0, num_attention_heads: 0, ..base.clone() },
+    ];
+    for config in &too_big {
+        let e = config.check().expect_err("out of bounds");
+        assert!(e.to_string().contains("ViT config"), "{e}");
+        assert!(VitWeights::random(config, 0).is_err(), "{config:?}");
+        assert!(peft_wgpu::demo::model::init_weights(config, 0).is_err(), "{config:?}");
+        let moppa = adapter_config(r#"{"peft_type": "MOPPA"}"#);
+        assert!(peft_wgpu::adapters::Adapter::check(moppa, CONFIG_PATH.as_ref(), None, config).is_err());
+    }
+    // Shapes whose sizes overflow.
+    assert!(HostTensor::new(vec![usize::MAX, 2], vec![]).is_err());
+    assert!(HostTensor::zeros(&[usize::MAX, 2]).is_err());
+    assert_eq!(peft_wgpu::ops::conv::Conv2dSpec::out_size(usize::MAX, 0, 1, 0), None);
+    // Batch orders over more rows than memory can list.
+    let e = Batches::new(BatchOrder::Shuffled { seed: 1 }, 1 << 60, 1).next_rows().expect_err("2^60 rows");
+    assert!(e.to_string().contains("does not fit in memory"), "{e}");
+    // Images without pixels, and a data set whose public shape was changed after it was made.
+    let path = std::path::Path::new("memory");
+    assert!(Dataset::from_parts(path, [1, 0, 8, 8], vec![], vec![0]).is_err());
+    let mut data = Dataset::from_parts(path, [2, 1, 2, 2], vec![0.0; 8], vec![0, 1]).unwrap();
+    data.shape = [4, 1, 1, 2];
+    assert!(data.gather(&[1]).is_err(), "gathered by a shape its pixels and labels do not have");
+    // An AdamW step whose derived coefficient 1 − lr·weight_decay overflows f32.
+    let p = Tensor::from_slice(&gpu, &[1.0, 2.0], &[2]).unwrap();
+    let kind = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e20 };
+    let mut optimizer = Optimizer::new(&gpu, kind, 1e20, std::slice::from_ref(&p)).unwrap();
+    let g = Tensor::from_slice(&gpu, &[0.0, 0.0], &[2]).unwrap();
+    let e = optimizer.step(&[Some(&g)]).expect_err("an overflowing update");
+    assert!(e.to_string().contains("beyond f32's range"), "{e}");
+    assert_eq!(gpu.read(&p).unwrap(), [1.0, 2.0], "the parameters are untouched");
+    // Weights that `load` would refuse are not saved.
+    let mut weights = VitWeights::random(&base, 1).unwrap();
+    weights.tensors.get_mut("classifier.bias").unwrap().data[0] = f32::NAN;
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-nan-save-{}", std::process::id()));
+    let e = weights.save(&dir).expect_err("a NaN weight");
+    assert!(e.to_string().contains("classifier.bias"), "{e}");
+    assert!(!dir.exists(), "nothing written");
 }

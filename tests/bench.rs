@@ -4,9 +4,9 @@
 mod common;
 
 use common::gpu;
-use peft_wgpu::Tensor;
 use peft_wgpu::bench::{self, BenchOptions, WORKLOADS};
 use peft_wgpu::ops::matmul::{MatmulSpec, matmul};
+use peft_wgpu::{Gpu, Tensor};
 
 #[test]
 fn every_workload_runs_checks_and_reports_on_tiny_instances() {
@@ -61,11 +61,11 @@ fn gpu_timer_measures_the_work_between_its_timestamps() {
     let time = |products: usize| {
         gpu.sync().expect("sync");
         let start = std::time::Instant::now();
-        timer.start(&gpu);
+        timer.start(&gpu).expect("start");
         for _ in 0..products {
             drop(matmul(&gpu, &a, &a, MatmulSpec::new(), None, None).expect("matmul"));
         }
-        timer.stop(&gpu);
+        timer.stop(&gpu).expect("stop");
         gpu.sync().expect("sync");
         let wall = start.elapsed().as_secs_f64() * 1e3;
         (timer.elapsed_ms(&gpu).expect("timestamps"), wall)
@@ -75,4 +75,9 @@ fn gpu_timer_measures_the_work_between_its_timestamps() {
     assert!(none >= 0.0 && some > 0.0, "device times {none} ms (no work) and {some} ms (20 products)");
     assert!(some <= wall * 1.05 + 0.1, "device time {some} ms beyond the wall time {wall} ms around it");
     assert!(some > none, "20 products took {some} ms of device time, no work {none} ms");
+    // A timer times only the device that made it.
+    let other = Gpu::new().expect("a second device");
+    for e in [timer.start(&other).err(), timer.stop(&other).err(), timer.elapsed_ms(&other).err()] {
+        assert!(e.expect("another Gpu is refused").to_string().contains("another Gpu"));
+    }
 }

@@ -80,7 +80,7 @@ fn a_sharded_model_reads_each_tensor_from_the_shard_its_index_names() {
     // A stale copy (zeros) of it left in the first shard, as an interrupted re-shard might.
     let shard = TensorFile::open(&dir.join(first)).expect("shard");
     let mut tensors: Vec<(String, HostTensor)> = shard.keys().map(|k| (k.to_string(), shard.f32(k).unwrap())).collect();
-    tensors.push((key.clone(), HostTensor::zeros(&good.tensors[key].shape)));
+    tensors.push((key.clone(), HostTensor::zeros(&good.tensors[key].shape).unwrap()));
     drop(shard);
     let list: Vec<(String, &HostTensor)> = tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
     st::write(&dir.join(first), &list, None).expect("rewrite shard");

@@ -69,7 +69,7 @@ impl Build<'_> {
     /// Zeros of `shape` for `key` that come from no file (a new classifier head).
     pub(crate) fn zeros(&self, key: &str, shape: &[usize]) -> Result<HostTensor> {
         self.check_size(key, shape)?;
-        Ok(self.source.zeros(shape))
+        self.source.zeros(shape)
     }
 
     pub(crate) fn params_mut(&mut self) -> &mut ParamBuilder {

@@ -87,6 +87,9 @@ impl FloraConv2d {
         factors: Vec<Tensor>,
         scale: f32,
     ) -> Result<FloraConv2d> {
+        if !scale.is_finite() {
+            return Err(Error::invalid("FLoRA conv scale", format!("{scale} is not a finite number")));
+        }
         let dims = modes_of(&weight)?;
         if spec.groups == 0 || !dims[0].is_multiple_of(spec.groups) {
             return Err(Error::invalid(

@@ -150,6 +150,7 @@ impl Adapter {
         source: Source<'_>,
         max_bytes: (u64, &'static str),
     ) -> Result<Plan> {
+        model.check()?;
         config.check_values(config_path)?;
         if config.num_labels.is_some() && !config.saves_module(ModuleId::Classifier) {
             // A new head is a saved module, as in PEFT.

@@ -75,9 +75,9 @@ impl<'a> Source<'a> {
     }
 
     /// Zeros of `shape` that come from no file (a new classifier head); empty in a dry run.
-    pub(crate) fn zeros(&self, shape: &[usize]) -> HostTensor {
+    pub(crate) fn zeros(&self, shape: &[usize]) -> Result<HostTensor> {
         match self {
-            Source::Shapes => HostTensor { shape: shape.to_vec(), data: Vec::new() },
+            Source::Shapes => Ok(HostTensor { shape: shape.to_vec(), data: Vec::new() }),
             _ => HostTensor::zeros(shape),
         }
     }

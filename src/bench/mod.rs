@@ -249,15 +249,19 @@ pub(crate) fn time(gpu: &Gpu, warmup: usize, repeats: usize, mut run: impl FnMut
     }
     let timer = gpu.timer();
     let before = gpu.dispatch_count();
-    let (mut walls, mut device) = (Vec::with_capacity(repeats), Vec::with_capacity(repeats));
+    let (mut walls, mut device) = (Vec::new(), Vec::new());
+    for v in [&mut walls, &mut device] {
+        v.try_reserve_exact(repeats)
+            .map_err(|_| Error::invalid("repeats", format!("{repeats} timed runs are more than memory can list")))?;
+    }
     for _ in 0..repeats {
         let start = Instant::now();
         if let Some(t) = &timer {
-            t.start(gpu);
+            t.start(gpu)?;
         }
         run()?;
         if let Some(t) = &timer {
-            t.stop(gpu);
+            t.stop(gpu)?;
         }
         gpu.sync()?;
         walls.push(start.elapsed().as_secs_f64() * 1e3);

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::model::{FitOptions, fit};
 use crate::adapters::{Adapter, AdapterConfig};
 use crate::autograd::{Tape, Var};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::Dataset;
 use crate::io::json::JsonFile;
@@ -111,8 +111,9 @@ pub fn fine_tune(
     on_step: &mut dyn FnMut(usize, f32),
 ) -> Result<Outcome> {
     let vit = Vit::from_weights(gpu, base)?;
-    let mut losses = Vec::with_capacity(options.steps);
-    let mut ticks = Vec::with_capacity(options.steps);
+    let (mut losses, mut ticks) = (Vec::new(), Vec::new());
+    let room = losses.try_reserve_exact(options.steps).and(ticks.try_reserve_exact(options.steps));
+    room.map_err(|_| Error::invalid("steps", format!("{} steps' losses do not fit in memory", options.steps)))?;
     let mut record = |step: usize, loss: f32| {
         ticks.push(Instant::now());
         losses.push(loss);

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::Dataset;
 use crate::io::json::JsonFile;
-use crate::io::safetensors::{HostTensor, TensorFile};
+use crate::io::safetensors::TensorFile;
 use crate::nn::weights::expected_shapes;
 use crate::nn::{NoHooks, Vit, VitConfig, VitWeights};
 use crate::ops::loss::cross_entropy_var;
@@ -46,23 +46,18 @@ pub fn architecture() -> VitConfig {
 
 /// Fresh weights as transformers initialises a ViT: every weight matrix, the CLS token and
 /// the position embeddings `N(0, 0.02²)` truncated at ±2σ, biases 0, LayerNorm γ = 1, β = 0.
-pub fn init_weights(config: &VitConfig, seed: u64) -> VitWeights {
+/// A config that fails [`VitConfig::check`] or is too large to hold is an error.
+pub fn init_weights(config: &VitConfig, seed: u64) -> Result<VitWeights> {
     let mut rng = Rng::new(seed);
-    let tensors = expected_shapes(config)
-        .into_iter()
-        .map(|(key, shape)| {
-            let n = shape.iter().product();
-            let data = if key.contains("layernorm") && key.ends_with(".weight") {
-                vec![1.0; n]
-            } else if key.ends_with(".bias") {
-                vec![0.0; n]
-            } else {
-                rng.normal_vec(n, 0.0, 0.02).into_iter().map(|v| v.clamp(-0.04, 0.04)).collect()
-            };
-            (key, HostTensor { shape, data })
-        })
-        .collect();
-    VitWeights { config: config.clone(), tensors, prompts: None }
+    VitWeights::generate(config, "init_weights", |key, _, n, data| {
+        if key.contains("layernorm") && key.ends_with(".weight") {
+            data.resize(n, 1.0);
+        } else if key.ends_with(".bias") {
+            data.resize(n, 0.0);
+        } else {
+            data.extend(rng.normal_vec(n, 0.0, 0.02).into_iter().map(|v| v.clamp(-0.04, 0.04)));
+        }
+    })
 }
 
 /// The pretrained demo model embedded in the binary (`data/digits_vit/`).

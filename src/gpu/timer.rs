@@ -1,7 +1,7 @@
 //! Device time of recorded work from GPU timestamps, for benchmarks.
 
 use super::Gpu;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Two timestamps around a stretch of recorded work: [`GpuTimer::start`] before it,
 /// [`GpuTimer::stop`] after it, [`GpuTimer::elapsed_ms`] reads the device time between them.
@@ -9,6 +9,8 @@ use crate::error::Result;
 /// what `TIMESTAMP_QUERY` guarantees), so the time covers every pass recorded in between,
 /// and any idle gap of the device between them.
 pub struct GpuTimer {
+    /// The device the timer was made on, the only one it can time.
+    gpu: Gpu,
     queries: wgpu::QuerySet,
     resolved: wgpu::Buffer,
     period_ns: f64,
@@ -36,12 +38,22 @@ impl Gpu {
             (queries, resolved)
         });
         let period_ns = f64::from(self.inner.queue.get_timestamp_period());
-        Some(GpuTimer { queries, resolved, period_ns })
+        Some(GpuTimer { gpu: self.clone(), queries, resolved, period_ns })
     }
 }
 
 impl GpuTimer {
-    fn mark(&self, gpu: &Gpu, index: u32) {
+    /// Fails unless `gpu` is the device the timer was made on: its queries exist only there.
+    fn check(&self, gpu: &Gpu) -> Result<()> {
+        if std::sync::Arc::ptr_eq(&self.gpu.inner, &gpu.inner) {
+            Ok(())
+        } else {
+            Err(Error::invalid("GpuTimer", "it was made by another Gpu; make one with this Gpu's timer()"))
+        }
+    }
+
+    fn mark(&self, gpu: &Gpu, index: u32) -> Result<()> {
+        self.check(gpu)?;
         gpu.record(|encoder| {
             let writes = wgpu::ComputePassTimestampWrites {
                 query_set: &self.queries,
@@ -53,29 +65,25 @@ impl GpuTimer {
                 timestamp_writes: Some(writes),
             }));
         });
+        Ok(())
     }
 
-    /// Records the start timestamp.
-    pub fn start(&self, gpu: &Gpu) {
-        self.mark(gpu, 0);
+    /// Records the start timestamp (on the `Gpu` that made the timer; another is an error).
+    pub fn start(&self, gpu: &Gpu) -> Result<()> {
+        self.mark(gpu, 0)
     }
 
-    /// Records the stop timestamp.
-    pub fn stop(&self, gpu: &Gpu) {
-        self.mark(gpu, 1);
+    /// Records the stop timestamp (on the `Gpu` that made the timer; another is an error).
+    pub fn stop(&self, gpu: &Gpu) -> Result<()> {
+        self.mark(gpu, 1)
     }
 
     /// Milliseconds of device time between the last start and stop (waits for the device).
     pub fn elapsed_ms(&self, gpu: &Gpu) -> Result<f64> {
+        self.check(gpu)?;
         gpu.record(|encoder| encoder.resolve_query_set(&self.queries, 0..2, &self.resolved, 0));
         let bytes = gpu.read_buffer(&self.resolved, 2 * wgpu::QUERY_SIZE as u64)?;
         let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
         Ok(ticks[1].saturating_sub(ticks[0]) as f64 * self.period_ns * 1e-6)
-    }
-}
-
-impl std::fmt::Debug for GpuTimer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GpuTimer({} ns per tick)", self.period_ns)
     }
 }

@@ -123,8 +123,14 @@ impl Dataset {
         let n = self.shape[0];
         let pixels = self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         let consistent = self.labels.len() == n && pixels == Some(self.pixels.len());
-        if n == 0 || !consistent {
-            let message = if n == 0 { "holds no images" } else { "pixel and label counts disagree with its shape" };
+        if n == 0 || self.shape[1..].contains(&0) || !consistent {
+            let message = if n == 0 {
+                "holds no images"
+            } else if !consistent {
+                "pixel and label counts disagree with its shape"
+            } else {
+                "holds no pixels: its images have a side of 0"
+            };
             return Err(Error::Format { path: self.path.clone(), message: message.into() });
         }
         Ok(())
@@ -175,9 +181,13 @@ impl Dataset {
     /// The pixels and labels of images `rows`, in that order; an error naming the first row
     /// beyond the data.
     pub fn gather(&self, rows: &[usize]) -> Result<(Vec<f32>, Vec<u32>)> {
+        self.check_whole()?;
         let per = self.shape[1] * self.shape[2] * self.shape[3];
-        let mut pixels = Vec::with_capacity(rows.len().saturating_mul(per));
-        let mut labels = Vec::with_capacity(rows.len());
+        let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+        let room = pixels.try_reserve_exact(rows.len().saturating_mul(per)).and(labels.try_reserve_exact(rows.len()));
+        room.map_err(|_| {
+            Error::invalid("batch", format!("{} images of {per} values do not fit in memory", rows.len()))
+        })?;
         for &r in rows {
             let range = r.checked_mul(per).and_then(|start| Some(start..start.checked_add(per)?));
             let (Some(image), Some(&label)) = (range.and_then(|range| self.pixels.get(range)), self.labels.get(r))

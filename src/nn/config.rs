@@ -34,6 +34,10 @@ pub struct VitConfig {
 
 /// Upper bound on every size field: beyond it a config is certainly corrupt.
 const MAX_DIM: usize = 1 << 20;
+/// Upper bound on `num_hidden_layers`.
+const MAX_LAYERS: usize = 4096;
+/// Upper bound on `num_channels`.
+const MAX_CHANNELS: usize = 4096;
 
 impl VitConfig {
     /// Reads `dir/config.json`.
@@ -86,12 +90,12 @@ impl VitConfig {
         };
         Ok(VitConfig {
             hidden_size,
-            num_hidden_layers: json.usize_in("num_hidden_layers", 1, 4096)?,
+            num_hidden_layers: json.usize_in("num_hidden_layers", 1, MAX_LAYERS)?,
             num_attention_heads,
             intermediate_size: json.usize_in("intermediate_size", 1, MAX_DIM)?,
             image_size,
             patch_size,
-            num_channels: json.opt_usize_in("num_channels", 1, 4096)?.unwrap_or(3),
+            num_channels: json.opt_usize_in("num_channels", 1, MAX_CHANNELS)?.unwrap_or(3),
             layer_norm_eps: eps,
             qkv_bias: json.opt_bool("qkv_bias")?.unwrap_or(true),
             num_labels,
@@ -103,21 +107,23 @@ impl VitConfig {
     /// at least 1, heads dividing the width, each patch side dividing the image's, a positive
     /// finite `layer_norm_eps`.
     pub fn check(&self) -> Result<()> {
+        // The bounds `from_json` reads a file with.
         let sizes = [
-            ("hidden_size", self.hidden_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("intermediate_size", self.intermediate_size),
-            ("num_channels", self.num_channels),
-            ("num_labels", self.num_labels),
+            ("hidden_size", self.hidden_size, MAX_DIM),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_attention_heads, MAX_DIM),
+            ("intermediate_size", self.intermediate_size, MAX_DIM),
+            ("num_channels", self.num_channels, MAX_CHANNELS),
+            ("num_labels", self.num_labels, MAX_DIM),
         ];
         let invalid =
             |what: &str, message: String| Err(crate::error::Error::invalid(format!("ViT config {what}"), message));
-        if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
-            return invalid(name, "must be at least 1".into());
+        if let Some((name, value, max)) = sizes.iter().find(|(_, v, max)| !(1..=*max).contains(v)) {
+            return invalid(name, format!("must be between 1 and {max}, got {value}"));
         }
-        if self.image_size.contains(&0) || self.patch_size.contains(&0) {
-            return invalid("image_size/patch_size", "sides must be at least 1".into());
+        let sides = self.image_size.iter().chain(&self.patch_size);
+        if let Some(side) = sides.into_iter().find(|s| !(1..=MAX_DIM).contains(*s)) {
+            return invalid("image_size/patch_size", format!("sides must be between 1 and {MAX_DIM}, got {side}"));
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return invalid("num_attention_heads", format!("({}) must divide hidden_size", self.num_attention_heads));

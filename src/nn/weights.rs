@@ -186,11 +186,27 @@ impl VitWeights {
     /// Random weights for `config`, seeded: linear and conv weights `N(0, 0.02²)` as
     /// transformers initialises them, embeddings `N(0, 0.02²)`, biases `N(0, 0.02²)`,
     /// LayerNorm gains `1 + N(0, 0.02²)`. For benchmarks and tests that need a model of a
-    /// given shape and no file. A `config` that fails [`VitConfig::check`] gives weights that
-    /// [`crate::nn::Vit::from_weights`] refuses; one whose tensors could not be held (past
-    /// [`crate::gpu::MAX_TENSOR_BYTES`], or past the host's memory) is an error, found before
-    /// anything is generated.
+    /// given shape and no file. A `config` that fails [`VitConfig::check`], or whose tensors could not be held (past
+    /// [`crate::gpu::MAX_TENSOR_BYTES`], or past the host's memory), is an error, found
+    /// before anything is generated.
     pub fn random(config: &VitConfig, seed: u64) -> Result<VitWeights> {
+        let mut rng = crate::rng::Rng::new(seed);
+        VitWeights::generate(config, "VitWeights::random", |key, shape, n, data| {
+            let is_norm_gain = key.ends_with(".weight") && shape.len() == 1;
+            data.extend(rng.normal_iter(n, if is_norm_gain { 1.0 } else { 0.0 }, 0.02));
+        })
+    }
+
+    /// Weights of `config` whose values `fill(key, shape, n, data)` appends to `data` (room
+    /// for its `n` values reserved): the config is checked and every tensor's room reserved
+    /// first, so a config too large to hold is an error (`what` names the caller) before
+    /// anything is generated.
+    pub(crate) fn generate(
+        config: &VitConfig,
+        what: &str,
+        mut fill: impl FnMut(&str, &[usize], usize, &mut Vec<f32>),
+    ) -> Result<VitWeights> {
+        config.check()?;
         let shapes = expected_shapes(config);
         let mut sizes = Vec::with_capacity(shapes.len());
         for (key, shape) in &shapes {
@@ -201,18 +217,15 @@ impl VitWeights {
                 return Err(Error::TooLarge { what: format!("weight `{key}` of shape {shape:?}"), bytes, limit, max });
             }
             let mut data: Vec<f32> = Vec::new();
-            data.try_reserve_exact(n).map_err(|_| {
-                Error::invalid("VitWeights::random", format!("no host memory for `{key}` of shape {shape:?}"))
-            })?;
+            data.try_reserve_exact(n)
+                .map_err(|_| Error::invalid(what, format!("no host memory for `{key}` of shape {shape:?}")))?;
             sizes.push((data, n));
         }
-        let mut rng = crate::rng::Rng::new(seed);
         let tensors = shapes
             .into_iter()
             .zip(sizes)
             .map(|((key, shape), (mut data, n))| {
-                let is_norm_gain = key.ends_with(".weight") && shape.len() == 1;
-                data.extend(rng.normal_iter(n, if is_norm_gain { 1.0 } else { 0.0 }, 0.02));
+                fill(&key, &shape, n, &mut data);
                 (key, HostTensor { shape, data })
             })
             .collect();
@@ -253,6 +266,13 @@ impl VitWeights {
     /// anything is written (see [`crate::io::atomic::write_all_checked`]).
     pub(crate) fn save_checked(&self, dir: &Path, config: String, check: impl FnOnce() -> Result<()>) -> Result<()> {
         self.check()?;
+        // A folder `load` would refuse is not written.
+        let all = self.tensors.iter().map(|(k, t)| (k.as_str(), t)).chain(self.prompts.iter().map(|p| (PROMPT_KEY, p)));
+        for (key, t) in all {
+            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::invalid(format!("weight `{key}`"), format!("holds {} at index {i}", t.data[i])));
+            }
+        }
         let mut list: Vec<(String, &HostTensor)> = self.tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
         if let Some(p) = &self.prompts {
             list.push((PROMPT_KEY.to_string(), p));

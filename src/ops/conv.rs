@@ -88,7 +88,7 @@ impl Conv2dSpec {
     /// stride is 0 or the padded size overflows.
     pub fn out_size(size: usize, kernel: usize, stride: usize, pad: usize) -> Option<usize> {
         let padded = pad.checked_mul(2)?.checked_add(size)?;
-        padded.checked_sub(kernel)?.checked_div(stride).map(|steps| steps + 1)
+        padded.checked_sub(kernel)?.checked_div(stride)?.checked_add(1)
     }
 }
 

@@ -43,7 +43,7 @@ fn params(images: &[usize], patch: [usize; 2]) -> Result<PatchParams> {
     if h < ph || w < pw {
         return Err(Error::shape("patchify", format!("images at least {ph}×{pw}"), format!("{images:?}")));
     }
-    let total = images.iter().product::<usize>();
+    let total = crate::tensor::checked_numel(images).unwrap_or(usize::MAX);
     u32::try_from(total).map_err(|_| Error::invalid("patchify", format!("{total} elements exceed u32")))?;
     Ok(PatchParams {
         n: 0,

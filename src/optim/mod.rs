@@ -295,6 +295,21 @@ impl Optimizer {
         let uniform = same_counts && grads.iter().all(Option::is_some);
         let (step_size, bc2_sqrt) = self.coefficients(updates[0]);
         let mut params = self.params_for(step_size, bc2_sqrt);
+        // Each setting is within f32's range, but what the step derives from them may not be
+        // (`1 − lr·weight_decay`, `lr / (1 − β1^t)`): an update by an infinity is refused.
+        let coefficients = |p: &OptimParams| [p.step_size, p.bc2_sqrt, p.decay].iter().all(|c| c.is_finite());
+        let overflow = || {
+            Error::invalid(
+                "optimizer step",
+                format!(
+                    "the learning rate {:e} with these settings ({:?}) gives an update coefficient beyond f32's range",
+                    self.lr, self.kind
+                ),
+            )
+        };
+        if !coefficients(&params) {
+            return Err(overflow());
+        }
         if !uniform {
             let table: Vec<Segment> = (0..self.params.len())
                 .map(|j| {
@@ -307,6 +322,9 @@ impl Optimizer {
                     }
                 })
                 .collect();
+            if !table.iter().all(|s| s.step_size.is_finite() && s.bc2_sqrt.is_finite()) {
+                return Err(overflow());
+            }
             self.gpu.upload(bytemuck::cast_slice(&table), self.table.buffer());
             params.segments = table.len() as u32;
         }

@@ -34,15 +34,21 @@ pub struct HostTensor {
 impl HostTensor {
     /// A tensor from values and shape; errs when the counts differ.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<HostTensor> {
-        if shape.iter().product::<usize>() != data.len() {
+        if crate::tensor::checked_numel(&shape) != Some(data.len()) {
             return Err(Error::shape("HostTensor::new", format!("{} values for {shape:?}", data.len()), "a mismatch"));
         }
         Ok(HostTensor { shape, data })
     }
 
-    /// Zeros of `shape`.
-    pub fn zeros(shape: &[usize]) -> HostTensor {
-        HostTensor { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
+    /// Zeros of `shape`; an error when its size overflows or is more than memory can hold.
+    pub fn zeros(shape: &[usize]) -> Result<HostTensor> {
+        let too_large =
+            || Error::shape("HostTensor::zeros", "a shape whose values fit in memory", format!("{shape:?}"));
+        let n = crate::tensor::checked_numel(shape).ok_or_else(too_large)?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(n).map_err(|_| too_large())?;
+        data.resize(n, 0.0);
+        Ok(HostTensor { shape: shape.to_vec(), data })
     }
 
     /// Number of elements.

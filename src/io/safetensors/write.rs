@@ -14,7 +14,7 @@ pub fn serialize(
     metadata: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
     for (key, t) in tensors {
-        if t.shape.iter().product::<usize>() != t.data.len() {
+        if crate::tensor::checked_numel(&t.shape) != Some(t.data.len()) {
             return Err(format_err(path, format!("tensor `{key}`: {} values for shape {:?}", t.data.len(), t.shape)));
         }
     }
