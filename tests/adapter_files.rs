@@ -53,9 +53,9 @@ fn round_trip(gpu: &Gpu, name: &str, a: &Adapter) {
     assert_eq!(contents(gpu, &b), contents(gpu, a), "{name}: tensors after save and load");
     assert!(contents(gpu, a).iter().any(|(_, _, v)| v.iter().any(|&x| x != 0.0)), "{name}: all zero");
     let written = std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap();
-    assert_eq!(b.config.to_json(), written, "{name}: the config read is the one written");
+    assert_eq!(b.config().to_json(), written, "{name}: the config read is the one written");
     if !name.contains("lora") {
-        assert_eq!(b.config.to_json(), a.config.to_json(), "{name}: config");
+        assert_eq!(b.config().to_json(), a.config().to_json(), "{name}: config");
     }
     assert_eq!((b.num_labels(), b.trainable_summary()), (a.num_labels(), a.trainable_summary()), "{name}");
     let x = pixels(3);

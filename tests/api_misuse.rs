@@ -234,16 +234,11 @@ fn training_checks_the_adapter_the_batch_and_values_changed_in_code() {
     let e = train(&gpu, &vit, &one_label, &zeros, &options(2), &mut |_| {}).expect_err("a one-label head");
     assert!(e.to_string().contains("cross-entropy over one class"), "{e}");
 
-    let other = VitConfig { num_hidden_layers: 1, ..config.clone() };
+    let other = VitConfig { num_hidden_layers: 1, ..config };
     let other = Vit::from_weights(&gpu, &VitWeights::random(&other, 1).unwrap()).unwrap();
     let e = train(&gpu, &other, &adapter, &data, &options(2), &mut |_| {}).expect_err("another model");
     assert!(e.to_string().contains("another model"), "{e}");
     assert!(evaluate(&gpu, &other, Some(&adapter), &data, 2).is_err(), "evaluate on another model");
-    // A label count changed in code after the weights were made: the head still has 5 rows.
-    let mut relabelled = Vit::from_weights(&gpu, &VitWeights::random(&config, 1).unwrap()).unwrap();
-    relabelled.config.num_labels = 7;
-    let e = evaluate(&gpu, &relabelled, None, &data, 2).expect_err("7 labels, 5 logits");
-    assert!(e.to_string().contains("logits for 7 labels"), "{e}");
     train(&gpu, &vit, &adapter, &data, &options(2), &mut |_| {}).expect("its own model");
 }
 

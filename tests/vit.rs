@@ -36,7 +36,7 @@ fn an_oblong_vit_matches_transformers() {
     let gpu = gpu();
     let f = fixture("wide_expected.safetensors");
     let vit = Vit::load(&gpu, &fixtures().join("vit_wide")).expect("model loads");
-    assert_eq!((vit.config.grid(), vit.config.tokens()), ((4, 3), 13));
+    assert_eq!((vit.config().grid(), vit.config().tokens()), ((4, 3), 13));
     let pixels = Tensor::from_slice(&gpu, &f.f32("pixel_values"), &f.shape("pixel_values")).expect("upload");
     let mut tape = Tape::inference(&gpu);
     let vars = vit.bind(&mut tape, false);

@@ -58,8 +58,9 @@ enum Kind {
 
 /// An adapter for one ViT, its tensors on the GPU.
 pub struct Adapter {
-    /// The config it was built from.
-    pub config: AdapterConfig,
+    /// The config it was built from, read-only outside the crate ([`Adapter::config`]): its
+    /// tensors and scales were made from it, and [`Adapter::save`] writes it beside them.
+    pub(crate) config: AdapterConfig,
     trainable: Vec<Param>,
     frozen: Vec<Param>,
     kind: Kind,
@@ -228,6 +229,11 @@ impl Adapter {
     /// The frozen tensors of the adapter (RLP's `P₀`).
     pub fn frozen(&self) -> &[Param] {
         &self.frozen
+    }
+
+    /// The config the adapter was built from (and is saved with).
+    pub fn config(&self) -> &AdapterConfig {
+        &self.config
     }
 
     /// Labels of the adapted model's classifier.

@@ -72,8 +72,9 @@ impl VitHooks for NoHooks {}
 
 /// A ViT classifier whose weights live on the GPU.
 pub struct Vit {
-    /// The architecture.
-    pub config: VitConfig,
+    /// The architecture, read-only outside the crate ([`Vit::config`]): it describes the
+    /// uploaded weights, so changing it alone would make them disagree.
+    pub(crate) config: VitConfig,
     weights: BTreeMap<String, Tensor>,
     /// Merged RLP prompts `[n, D]` inserted after CLS, when the folder has them.
     prompts: Option<Tensor>,
@@ -100,6 +101,11 @@ impl VitVars {
 }
 
 impl Vit {
+    /// The architecture of the uploaded weights.
+    pub fn config(&self) -> &VitConfig {
+        &self.config
+    }
+
     /// Uploads host weights (with a merged RLP model's `prompt_embeddings`, if any). On a CPU
     /// adapter (lavapipe), whose buffers are host memory too, weights larger than the memory
     /// this process can still get are refused first.
