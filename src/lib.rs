@@ -27,6 +27,9 @@ pub mod io;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+// Public only for the integration tests that use the twins as oracles; not part of the API
+// (its functions assume well-formed inputs and do not check them).
+#[doc(hidden)]
 pub mod reference;
 pub mod rng;
 pub mod tensor;

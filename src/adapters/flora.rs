@@ -143,7 +143,7 @@ pub(crate) fn patch_embed(
 }
 
 /// `scale · G ×₁ U₁ … ×_N U_N` on the host in f64.
-pub fn flora_delta(core: &HostTensor, factors: &[HostTensor], scale: f64) -> Vec<f64> {
+pub(crate) fn flora_delta(core: &HostTensor, factors: &[HostTensor], scale: f64) -> Vec<f64> {
     let mut shape = core.shape.clone();
     let mut t: Vec<f64> = core.data.iter().map(|&v| f64::from(v)).collect();
     for (i, u) in factors.iter().enumerate() {

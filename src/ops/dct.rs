@@ -62,7 +62,7 @@ pub struct GridParams {
 }
 
 /// `cos(π m / (2N))` for `m` in `0..4N`, evaluated in f64 and rounded once.
-pub fn cos_table(n: usize) -> Vec<f32> {
+pub(crate) fn cos_table(n: usize) -> Vec<f32> {
     (0..4 * n).map(|m| (std::f64::consts::PI * m as f64 / (2 * n) as f64).cos() as f32).collect()
 }
 

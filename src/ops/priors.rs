@@ -55,9 +55,10 @@ impl PriorDims {
         PriorParams { gh, gw, heads, d, branch, total: total as u32 }
     }
 
-    /// Grid cells times channels: the size of `r`.
+    /// Grid cells times channels: the size of `r` (`usize::MAX` when that overflows, a size
+    /// no buffer has).
     pub fn response_len(&self) -> usize {
-        self.gh * self.gw * self.heads * self.d
+        [self.gh, self.gw, self.heads, self.d].iter().try_fold(1usize, |a, &b| a.checked_mul(b)).unwrap_or(usize::MAX)
     }
 }
 

@@ -64,8 +64,13 @@ pub struct FusedTiles {
 /// less workgroup memory than the kernels declare gets no fused path.
 pub fn fused_tiles(gpu: &Gpu, gh: usize, gw: usize, channels: usize) -> FusedTiles {
     let device_words = gpu.limits().max_compute_workgroup_storage_size as usize / 4;
-    let (mats, cells, side) = (gh * gh + gw * gw, gh * gw, gh.max(gw));
-    let usable = device_words >= SMEM_WORDS && side <= MAX_SIDE && mats < SMEM_WORDS && channels > 0;
+    let side = gh.max(gw);
+    // Sides checked first, so the products below cannot overflow.
+    if side > MAX_SIDE {
+        return FusedTiles { forward: None, backward: None };
+    }
+    let (mats, cells) = (gh * gh + gw * gw, gh * gw);
+    let usable = device_words >= SMEM_WORDS && mats < SMEM_WORDS && channels > 0;
     if !usable {
         return FusedTiles { forward: None, backward: None };
     }
