@@ -150,6 +150,10 @@ fn configs_data_and_hyperparameters_built_in_code_are_checked() {
         assert!(e.to_string().contains("ViT config"), "{e}");
     }
     let mut weights = VitWeights::random(&good, 1).unwrap();
+    weights.tensors.get_mut("vit.layernorm.bias").expect("final norm").data.pop();
+    let e = Vit::from_weights(&gpu, &weights).err().expect("a tensor short of a value");
+    assert!(e.to_string().contains("vit.layernorm.bias") && e.to_string().contains("31 values"), "{e}");
+    weights.tensors.get_mut("vit.layernorm.bias").expect("final norm").data.push(0.0);
     weights.tensors.get_mut("vit.layernorm.weight").expect("final norm").shape = vec![3];
     assert!(Vit::from_weights(&gpu, &weights).is_err(), "a tensor of the wrong shape");
     let dir = std::env::temp_dir().join(format!("peft-wgpu-api-bad-save-{}", std::process::id()));
@@ -267,6 +271,9 @@ fn a_forward_pass_with_an_adapter_for_another_architecture_is_refused() {
     let (base, bound) = (vit.bind(&mut tape, false), adapter.bind(&mut tape));
     let x = tape.constant(&images);
     vit.forward(&mut tape, &base, &x, &bound).expect("its own model");
+    let none = tape.constant(&Tensor::zeros(&gpu, &[0, c, h, w]).unwrap());
+    let e = vit.forward(&mut tape, &base, &none, &bound).expect_err("a batch of no images");
+    assert!(e.to_string().contains("at least one image"), "{e}");
 }
 
 #[test]

@@ -163,6 +163,9 @@ impl Vit {
         let &[b, ch, h, w] = images.shape() else {
             return Err(Error::shape("ViT forward", "images [B, C, H, W]", format!("{:?}", images.shape())));
         };
+        if b == 0 {
+            return Err(Error::shape("ViT forward", "at least one image", "a batch of 0 images"));
+        }
         if (ch, [h, w]) != (c.num_channels, c.image_size) {
             return Err(Error::shape(
                 "ViT forward",

@@ -164,7 +164,7 @@ impl VitWeights {
                     return Err(Error::shape(
                         "ViT weights",
                         format!("`{key}` of shape {shape:?}"),
-                        format!("{:?}", t.shape),
+                        format!("shape {:?} with {} values", t.shape, t.data.len()),
                     ));
                 }
                 None => return Err(Error::invalid("ViT weights", format!("`{key}` is missing"))),
@@ -176,7 +176,7 @@ impl VitWeights {
                 return Err(Error::shape(
                     "ViT weights",
                     format!("`{PROMPT_KEY}` of shape [n, {d}]"),
-                    format!("{:?}", p.shape),
+                    format!("shape {:?} with {} values", p.shape, p.data.len()),
                 ));
             }
         }
