@@ -48,6 +48,13 @@ fn tensors_of_another_gpu_are_refused_by_name() {
     another(opt.step(&[Some(&foreign_grad)]).expect_err("a gradient of g2"));
     // Nothing was recorded for the refused calls: g1 still computes and reads correctly.
     assert_eq!(g1.read(&add(&g1, &a, &a).unwrap()).unwrap(), [2.0, 4.0]);
+    // A leaf of g2 on a tape of g1, in a graph of reshapes (which dispatch nothing).
+    let mut tape = Tape::new(&g1);
+    let leaf = tape.param(&Tensor::from_slice(&g2, &[5.0], &[1]).unwrap());
+    let column = peft_wgpu::ops::shape::reshape_var(&mut tape, &leaf, &[1, 1]).unwrap();
+    let loss = peft_wgpu::ops::shape::reshape_var(&mut tape, &column, &[1]).unwrap();
+    let e = tape.backward(&loss).expect_err("a leaf of another device");
+    assert!(e.to_string().contains("another Gpu"), "{e}");
 }
 
 #[test]

@@ -65,8 +65,8 @@ pub struct Tape {
     gpu: Gpu,
     nodes: Vec<Node>,
     recording: bool,
-    /// The first op that was given a `Var` of another tape: its gradients cannot be linked,
-    /// so [`Tape::backward`] refuses to run.
+    /// The first op that was given a `Var` of another tape, or the first leaf of another
+    /// device: its gradients cannot be linked, so [`Tape::backward`] refuses to run.
     foreign: Option<String>,
     /// The trainable leaves, so that a tensor made a parameter twice is one leaf.
     params: Vec<Var>,
@@ -175,6 +175,10 @@ impl Tape {
 
     fn leaf(&mut self, value: &Tensor, trainable: bool) -> Var {
         let id = self.next_id();
+        if !value.is_on(&self.gpu) && self.foreign.is_none() {
+            // Ops that dispatch refuse it by name; one that only reshapes would not.
+            self.foreign = Some(format!("leaf {} is a tensor of another Gpu than the tape's", id.0));
+        }
         let leaf = self.recording.then(|| value.watch());
         self.nodes.push(Node { parents: Vec::new(), backward: None, trainable_leaf: trainable, leaf });
         Var { id, tape: self.id, value: value.clone(), requires_grad: trainable }
@@ -192,7 +196,9 @@ impl Tape {
     ) -> Var {
         let foreign = parents.iter().any(|p| p.tape != self.id);
         if foreign && self.foreign.is_none() {
-            self.foreign = Some(format!("node {} was given a Var of another tape", self.nodes.len()));
+            let node = self.nodes.len();
+            self.foreign =
+                Some(format!("node {node} was given a Var of another tape; a Var works only on the tape that made it"));
         }
         let requires_grad = self.recording && !foreign && parents.iter().any(|p| p.requires_grad);
         let id = self.next_id();
@@ -221,7 +227,7 @@ impl Tape {
             ));
         }
         if let Some(what) = self.foreign {
-            return Err(Error::invalid("backward", format!("{what}; a Var works only on the tape that made it")));
+            return Err(Error::invalid("backward", what));
         }
         let changed = self.nodes.iter().enumerate().find_map(|(i, n)| Some((i, n.leaf.as_ref()?.changed()?)));
         if let Some((node, shape)) = changed {
