@@ -73,3 +73,19 @@ fn sums_broadcast_their_gradients_back() {
     let want: Vec<f64> = (0..105).map(|i| w[i % 35] as f64 + 1.0 / n + 1.0 + 2.0 * x[i] as f64 / n).collect();
     assert_close("∂x", &got, &want, 1e-6, 1e-7);
 }
+
+#[test]
+fn sums_over_empty_tensors_are_empty_or_zero_forward_and_backward() {
+    let gpu = gpu();
+    let nothing = Tensor::zeros(&gpu, &[3, 0]).unwrap();
+    assert_eq!(sum::sum_to_trailing(&gpu, &nothing, 1).unwrap().shape(), [0]);
+    let no_rows = Tensor::zeros(&gpu, &[0, 2]).unwrap();
+    assert_eq!(gpu.read(&sum::sum_to_trailing(&gpu, &no_rows, 1).unwrap()).unwrap(), [0.0, 0.0]);
+    // An empty leaf expanded over a new axis: its gradient is empty too.
+    let mut tape = Tape::new(&gpu);
+    let x = tape.param(&Tensor::zeros(&gpu, &[0]).unwrap());
+    let y = peft_wgpu::ops::shape::expand_var(&mut tape, &x, &[3, 0]).unwrap();
+    let s = sum_var(&mut tape, &y).unwrap();
+    let grads = tape.backward(&s).unwrap();
+    assert_eq!(grads.get(&x).map(|g| g.shape().to_vec()), Some(vec![0]));
+}

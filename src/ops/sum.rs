@@ -55,11 +55,16 @@ fn rows_pass(gpu: &Gpu, a: &Tensor, rows: usize, cols: usize, scale: f32) -> Res
     Ok(out)
 }
 
-/// `s[j] = Σ_r a[r, j]` for `a` viewed as `[rows, cols]` (`cols` must divide its length):
+/// `s[j] = Σ_r a[r, j]` for `a` viewed as `[rows, cols]` (`cols` must divide its length; an
+/// empty `a` gives `cols` zeros):
 /// the sum over the leading axes down to the trailing `cols` elements. Shape `[cols]`.
 /// Chunks of 64 rows first, then the chunk sums.
 pub fn sum_rows(gpu: &Gpu, a: &Tensor, cols: usize) -> Result<Tensor> {
     check("sum_rows", a)?;
+    // No rows sum to zeros; rows of no columns to nothing.
+    if a.is_empty() {
+        return Tensor::zeros(gpu, &[cols]);
+    }
     if cols == 0 || !a.len().is_multiple_of(cols) {
         return Err(Error::shape("sum_rows", format!("a length divisible by {cols}"), format!("{a:?}")));
     }
