@@ -50,6 +50,9 @@ fn bench_filter_selects_workloads() {
     let options = BenchOptions { filter: Some("matmul".into()), ..BenchOptions::tiny() };
     let reports = bench::run(&gpu, &options, &mut |_| {}).expect("bench runs");
     assert_eq!(reports.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["matmul_1024"]);
+    let none = BenchOptions { filter: Some("no such workload".into()), ..BenchOptions::tiny() };
+    let e = bench::run(&gpu, &none, &mut |_| {}).expect_err("a filter that selects nothing");
+    assert!(e.to_string().contains("part of no workload's name"), "{e}");
 }
 
 #[test]

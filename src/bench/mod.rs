@@ -81,15 +81,7 @@ impl BenchOptions {
     pub fn from_env() -> Result<BenchOptions> {
         let mut options = BenchOptions::full();
         options.filter = std::env::var("PEFT_WGPU_BENCH_FILTER").ok().filter(|f| !f.is_empty());
-        if let Some(f) = &options.filter
-            && !WORKLOADS.iter().any(|w| w.contains(f.as_str()))
-        {
-            let names = WORKLOADS.join(", ");
-            return Err(Error::invalid(
-                "PEFT_WGPU_BENCH_FILTER",
-                format!("`{f}` is part of no workload's name ({names})"),
-            ));
-        }
+        check_filter("PEFT_WGPU_BENCH_FILTER", options.filter.as_deref())?;
         if let Ok(r) = std::env::var("PEFT_WGPU_BENCH_REPEATS") {
             let n: usize = r.parse().map_err(|_| Error::invalid("PEFT_WGPU_BENCH_REPEATS", format!("`{r}`")))?;
             if n == 0 {
@@ -316,9 +308,20 @@ pub const WORKLOADS: [&str; 6] = [
     "tiny_vit_train_step_b64",
 ];
 
+/// Fails, naming `what`, when `filter` is part of no workload's name.
+fn check_filter(what: &str, filter: Option<&str>) -> Result<()> {
+    match filter {
+        Some(f) if !WORKLOADS.iter().any(|w| w.contains(f)) => {
+            Err(Error::invalid(what, format!("`{f}` is part of no workload's name ({})", WORKLOADS.join(", "))))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Runs every workload `options` selects on `gpu`, handing each report to `on_report` as it
 /// is measured.
 pub fn run(gpu: &Gpu, options: &BenchOptions, on_report: &mut dyn FnMut(&Report)) -> Result<Vec<Report>> {
+    check_filter("bench filter", options.filter.as_deref())?;
     let mut reports = Vec::new();
     for name in WORKLOADS {
         if options.filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
