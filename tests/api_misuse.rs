@@ -387,6 +387,10 @@ fn sizes_and_settings_built_in_code_that_cannot_be_held_are_errors_not_panics() 
     let e = optimizer.step(&[Some(&g)]).expect_err("an overflowing update");
     assert!(e.to_string().contains("beyond f32's range"), "{e}");
     assert_eq!(gpu.read(&p).unwrap(), [1.0, 2.0], "the parameters are untouched");
+    // A FLoRA core with no modes (whose scale would apply to no product).
+    let mut tape = Tape::new(&gpu);
+    let core = tape.param(&Tensor::from_slice(&gpu, &[2.0], &[]).unwrap());
+    assert!(peft_wgpu::adapters::flora::flora_delta_var(&mut tape, &core, &[], 3.0).is_err());
     // Weights that `load` would refuse are not saved.
     let mut weights = VitWeights::random(&base, 1).unwrap();
     weights.tensors.get_mut("classifier.bias").unwrap().data[0] = f32::NAN;

@@ -97,6 +97,9 @@ pub(crate) fn linear(
 /// `U_i` on the left, and move the axis back. Backward comes from the products and permutes.
 pub fn flora_delta_var(tape: &mut Tape, core: &Var, factors: &[Var], scale: f32) -> Result<Var> {
     let n = core.shape().len();
+    if n == 0 {
+        return Err(Error::shape("FLoRA", "a core with at least one mode", "a core of shape []"));
+    }
     if factors.len() != n {
         return Err(Error::shape("FLoRA", format!("{n} factors for a {n}-mode core"), format!("{}", factors.len())));
     }
