@@ -123,7 +123,7 @@ pub(super) fn check_pair(config: &AdapterConfig, config_path: &Path, weights: &T
     }
     let read = match config.read_as() {
         Some(stamp) => stamp.clone(),
-        None => stamp::ConfigStamp::read(config_path)?,
+        None => stamp::ConfigStamp::read(config_path)?.1,
     };
     if &read.exact == expected {
         return Ok(());

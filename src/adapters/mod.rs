@@ -31,7 +31,6 @@ pub(crate) use files::check_folder as check_adapter_folder;
 use files::check_pair;
 pub use files::finish_interrupted_save;
 pub(crate) use files::read_folder as read_adapter_folder;
-use files::read_folder;
 pub use params::{PEFT_PREFIX, Param};
 
 use params::ParamBuilder;
@@ -94,7 +93,7 @@ impl Adapter {
     /// that was killed between its two renames first, see [`finish_interrupted_save`]).
     pub fn load(gpu: &Gpu, dir: &Path, vit: &Vit) -> Result<Adapter> {
         let config_path = dir.join(CONFIG_FILE);
-        let (config, weights) = read_folder(dir, "an adapter folder")?;
+        let (config, weights) = read_adapter_folder(dir, "an adapter folder")?;
         Adapter::from_file(gpu, config, &config_path, &weights, vit)
     }
 

@@ -110,10 +110,12 @@ impl ConfigStamp {
         ConfigStamp { exact: fingerprint(bytes), meaning: meaning_fingerprint(bytes), modified }
     }
 
-    /// The stamp of the config file `path` as it is now.
-    pub(crate) fn read(path: &Path) -> crate::error::Result<ConfigStamp> {
+    /// The bytes of the config file `path` as it is now, with their stamp.
+    pub(crate) fn read(path: &Path) -> crate::error::Result<(Vec<u8>, ConfigStamp)> {
         let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        Ok(ConfigStamp::of(&super::json::read_config_bytes(path)?, modified))
+        let bytes = super::json::read_config_bytes(path)?;
+        let stamp = ConfigStamp::of(&bytes, modified);
+        Ok((bytes, stamp))
     }
 }
 

@@ -186,9 +186,9 @@ impl VitWeights {
     /// Random weights for `config`, seeded: linear and conv weights `N(0, 0.02²)` as
     /// transformers initialises them, embeddings `N(0, 0.02²)`, biases `N(0, 0.02²)`,
     /// LayerNorm gains `1 + N(0, 0.02²)`. For benchmarks and tests that need a model of a
-    /// given shape and no file. A `config` that fails [`VitConfig::check`], or whose tensors could not be held (past
-    /// [`crate::gpu::MAX_TENSOR_BYTES`], or past the host's memory), is an error, found
-    /// before anything is generated.
+    /// given shape and no file. A `config` that fails [`VitConfig::check`], or whose tensors
+    /// could not be held (past [`crate::gpu::MAX_TENSOR_BYTES`], or past the host's memory),
+    /// is an error, found before anything is generated.
     pub fn random(config: &VitConfig, seed: u64) -> Result<VitWeights> {
         let mut rng = crate::rng::Rng::new(seed);
         VitWeights::generate(config, "VitWeights::random", |key, shape, n, data| {
@@ -266,16 +266,15 @@ impl VitWeights {
     /// anything is written (see [`crate::io::atomic::write_all_checked`]).
     pub(crate) fn save_checked(&self, dir: &Path, config: String, check: impl FnOnce() -> Result<()>) -> Result<()> {
         self.check()?;
-        // A folder `load` would refuse is not written.
-        let all = self.tensors.iter().map(|(k, t)| (k.as_str(), t)).chain(self.prompts.iter().map(|p| (PROMPT_KEY, p)));
-        for (key, t) in all {
-            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-                return Err(Error::invalid(format!("weight `{key}`"), format!("holds {} at index {i}", t.data[i])));
-            }
-        }
         let mut list: Vec<(String, &HostTensor)> = self.tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
         if let Some(p) = &self.prompts {
             list.push((PROMPT_KEY.to_string(), p));
+        }
+        // A folder `load` would refuse is not written.
+        for (key, t) in &list {
+            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::invalid(format!("weight `{key}`"), format!("holds {} at index {i}", t.data[i])));
+            }
         }
         // The config's fingerprint ties the pair: a merge killed between its two renames is
         // finished by the next reader (`load`).

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 pub use lora::{LoraConfig, LoraInit};
 
 use crate::error::Result;
-use crate::io::json::{JsonFile, read_config_bytes, whole_number};
+use crate::io::json::{JsonFile, whole_number};
 use crate::io::stamp::ConfigStamp;
 use crate::nn::{ModuleId, Naming, Targets};
 
@@ -118,10 +118,9 @@ const MAX_RANK: usize = 1 << 16;
 impl AdapterConfig {
     /// Reads `path` (an `adapter_config.json`).
     pub fn read(path: &Path) -> Result<AdapterConfig> {
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        let bytes = read_config_bytes(path)?;
+        let (bytes, stamp) = ConfigStamp::read(path)?;
         let config = AdapterConfig::from_json(&JsonFile::parse(path, &bytes)?)?;
-        Ok(AdapterConfig { read_as: Some(ConfigStamp::of(&bytes, modified)), ..config })
+        Ok(AdapterConfig { read_as: Some(stamp), ..config })
     }
 
     /// The file as [`AdapterConfig::read`] read it; `None` for a config parsed from memory.

@@ -196,11 +196,13 @@ impl TensorFile {
     }
 
     fn raw(&self, key: &str) -> Result<(Dtype, &[usize], &[u8])> {
-        let (dtype, shape, (a, b)) = self
-            .index
-            .get(key)
-            .ok_or_else(|| Error::MissingTensor { path: self.path.clone(), key: key.to_string() })?;
+        let (dtype, shape, (a, b)) = self.entry(key)?;
         Ok((*dtype, shape, &self.contents.bytes()[self.data_start + a..self.data_start + b]))
+    }
+
+    /// The index entry of `key`.
+    fn entry(&self, key: &str) -> Result<&Entry> {
+        self.index.get(key).ok_or_else(|| Error::MissingTensor { path: self.path.clone(), key: key.to_string() })
     }
 
     /// Tensor `key` as f32 (from F32, F16, BF16 or F64); every value must be finite.
@@ -233,20 +235,12 @@ impl TensorFile {
     /// moved to the front of the file's memory and becomes the result there, so reading a
     /// large tensor needs no second copy of it.
     pub fn into_f32_any(self, key: &str) -> Result<HostTensor> {
-        let (dtype, shape, (a, b)) = self.raw_entry(key)?;
+        let (dtype, shape, (a, b)) = self.entry(key)?.clone();
         if dtype != Dtype::F32 {
             return self.f32_any(key);
         }
         let data = self.contents.into_f32(self.data_start + a..self.data_start + b);
         Ok(HostTensor { shape, data })
-    }
-
-    /// The index entry of `key`.
-    fn raw_entry(&self, key: &str) -> Result<Entry> {
-        self.index
-            .get(key)
-            .cloned()
-            .ok_or_else(|| Error::MissingTensor { path: self.path.clone(), key: key.to_string() })
     }
 
     /// Tensor `key` as f32, which must have exactly `expected` shape.
