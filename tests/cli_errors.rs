@@ -414,12 +414,21 @@ fn unknown_values_of_the_tuning_variables_are_named() {
     let data = good_data(&dir);
     let (model, moppa) = (fixture("vit_tiny"), fixture("adapters/moppa"));
     let eval = ["eval", "--model", s(&model), "--adapter", s(&moppa), "--data", s(&data)];
-    for (var, value) in [("PEFT_WGPU_MATMUL", "tile"), ("PEFT_WGPU_FILTER", "fast"), ("PEFT_WGPU_SUBMIT_EVERY", "0")] {
+    let bad = [
+        ("PEFT_WGPU_MATMUL", "tile"),
+        ("PEFT_WGPU_FILTER", "fast"),
+        ("PEFT_WGPU_SUBMIT_EVERY", "0"),
+        ("PEFT_WGPU_KERNELS", "npu"),
+    ];
+    for (var, value) in bad {
         check_failure(&run_env(&eval, &[(var, value)]), USAGE, &[var, value], false);
     }
-    for (var, value) in
-        [("PEFT_WGPU_MATMUL", "Tiled64"), ("PEFT_WGPU_FILTER", "unfused"), ("PEFT_WGPU_SUBMIT_EVERY", "3")]
-    {
+    for (var, value) in [
+        ("PEFT_WGPU_MATMUL", "Tiled64"),
+        ("PEFT_WGPU_FILTER", "unfused"),
+        ("PEFT_WGPU_SUBMIT_EVERY", "3"),
+        ("PEFT_WGPU_KERNELS", "GPU"),
+    ] {
         let out = run_env(&eval, &[(var, value)]);
         assert!(out.status.success(), "{var}={value}: {}", String::from_utf8_lossy(&out.stderr));
     }

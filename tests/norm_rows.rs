@@ -74,7 +74,7 @@ fn rows_kernel_needs_a_width_divisible_by_4() {
 }
 
 #[test]
-fn auto_runs_the_rows_kernel_on_cpu_adapters_only() {
+fn auto_runs_the_rows_kernel_for_cpu_kernels_only() {
     let gpu = gpu();
     let x = Tensor::zeros(&gpu, &[3, 8]).unwrap();
     let g = Tensor::zeros(&gpu, &[8]).unwrap();
@@ -82,6 +82,6 @@ fn auto_runs_the_rows_kernel_on_cpu_adapters_only() {
     drop(layer_norm(&gpu, &x, &g, &g, 1e-5).unwrap());
     gpu.set_profiling(false);
     let ran: Vec<&str> = gpu.take_profile().iter().map(|k| k.entry).filter(|e| e.starts_with("layer_norm")).collect();
-    let want = if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu { "layer_norm_rows" } else { "layer_norm" };
+    let want = if common::expect_cpu_kernels(&gpu) { "layer_norm_rows" } else { "layer_norm" };
     assert_eq!(ran, [want]);
 }

@@ -83,7 +83,7 @@ fn rows_kernel_refuses_grids_it_cannot_hold() {
 }
 
 #[test]
-fn auto_runs_the_rows_kernel_on_cpu_adapters_only() {
+fn auto_runs_the_rows_kernel_for_cpu_kernels_only() {
     let gpu = gpu();
     let plan = GridPlan::new(&gpu, 4, 4).unwrap();
     let x = Tensor::zeros(&gpu, &[1, 17, 8]).unwrap();
@@ -91,7 +91,19 @@ fn auto_runs_the_rows_kernel_on_cpu_adapters_only() {
     gpu.set_profiling(true);
     drop(spectral::moppa_filter(&gpu, &plan, &x, &r).unwrap());
     gpu.set_profiling(false);
-    let ran: Vec<&str> = gpu.take_profile().iter().map(|k| k.entry).filter(|e| e.starts_with("moppa")).collect();
-    let want = if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu { "moppa_rows" } else { "moppa_fused" };
+    let ran: Vec<&str> = gpu
+        .take_profile()
+        .iter()
+        .map(|k| k.entry)
+        .filter(|e| e.starts_with("moppa") || e.starts_with("spectral"))
+        .collect();
+    // GPUs take the tile kernel where the device has its workgroup memory, else the fused one.
+    let want = if common::expect_cpu_kernels(&gpu) {
+        "moppa_rows"
+    } else if peft_wgpu::ops::spectral_tile::fits(&gpu, 4, 4) {
+        "spectral_tile"
+    } else {
+        "moppa_fused"
+    };
     assert_eq!(ran, [want]);
 }

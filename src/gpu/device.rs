@@ -126,6 +126,7 @@ impl Gpu {
     /// the driver).
     fn adopt(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, owned: bool) -> Result<Gpu> {
         recorder::submit_every_from_env()?;
+        let cpu_kernels = kernels_from_env()?.unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
         if !device.features().contains(Gpu::required_features()) {
             return Err(Error::Device {
                 adapter: info.name,
@@ -167,6 +168,7 @@ impl Gpu {
                 lost,
                 poison: false.into(),
                 profiling: false.into(),
+                cpu_kernels,
             }),
         })
     }
@@ -269,4 +271,11 @@ fn pick_adapter(instance: &wgpu::Instance, options: &GpuOptions) -> Result<wgpu:
     };
     adapters.sort_by_key(rank);
     Ok(adapters.swap_remove(0))
+}
+
+/// `PEFT_WGPU_KERNELS`, read once: `Some(true)` for `cpu`, `Some(false)` for `gpu`, `None`
+/// when unset, empty or `auto`; an error naming the variable for any other value.
+fn kernels_from_env() -> Result<Option<bool>> {
+    static CPU: std::sync::OnceLock<std::result::Result<Option<bool>, String>> = std::sync::OnceLock::new();
+    crate::ops::env_choice(&CPU, "PEFT_WGPU_KERNELS", &[("cpu", true), ("gpu", false)])
 }

@@ -72,6 +72,9 @@ struct Inner {
     lost: Arc<Mutex<Option<String>>>,
     poison: std::sync::atomic::AtomicBool,
     profiling: std::sync::atomic::AtomicBool,
+    /// Whether the automatic kernel choices take the CPU adapters' kernels
+    /// ([`Gpu::cpu_kernels`]).
+    cpu_kernels: bool,
 }
 
 /// Runs `f`, which calls `device`, inside error scopes of every filter, and returns what it
@@ -133,6 +136,16 @@ impl Gpu {
     /// The features the device was opened with.
     pub fn features(&self) -> wgpu::Features {
         self.inner.device.features()
+    }
+
+    /// Whether the automatic kernel choices (matrix product, attention, layer norm, MoPPA
+    /// filter) take the kernels written for CPU adapters, which run a workgroup as SIMD lanes,
+    /// rather than those written for GPUs. By default: whether the adapter is a CPU
+    /// (lavapipe). `PEFT_WGPU_KERNELS=cpu` or `gpu` overrides it, so that one machine can
+    /// run both families end to end (the tests run the GPUs' kernels on lavapipe this way);
+    /// either family computes the same results.
+    pub fn cpu_kernels(&self) -> bool {
+        self.inner.cpu_kernels
     }
 
     /// Whether kernels may use subgroup operations across `lanes` invocations: the device

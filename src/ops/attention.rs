@@ -60,9 +60,10 @@ pub fn fused_kernels_run_on(gpu: &Gpu) -> bool {
 }
 
 /// Whether attention of `heads` heads over width `d` takes the fused kernels by default on
-/// `gpu` (`AttentionPath::Auto`): a CPU adapter (lavapipe) that runs them, and heads that fit.
+/// `gpu` (`AttentionPath::Auto`): CPU kernels ([`Gpu::cpu_kernels`]) that the device runs, and
+/// heads that fit.
 pub fn fused_by_default(gpu: &Gpu, d: usize, heads: usize) -> bool {
-    gpu.adapter_info().device_type == wgpu::DeviceType::Cpu && fused_kernels_run_on(gpu) && attention_fits(d, heads)
+    gpu.cpu_kernels() && fused_kernels_run_on(gpu) && attention_fits(d, heads)
 }
 
 fn params(gpu: &Gpu, op: &'static str, q: &Tensor, heads: usize) -> Result<AttentionParams> {

@@ -76,7 +76,8 @@ fn row_grid(gpu: &Gpu, rows: usize) -> [u32; 3] {
 /// Which kernels compute LayerNorm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum NormKernel {
-    /// `Rows` on CPU adapters (lavapipe) when `d % 4 = 0`, `Workgroup` otherwise.
+    /// `Rows` on CPU adapters (lavapipe; [`Gpu::cpu_kernels`]) when `d % 4 = 0`, `Workgroup`
+    /// otherwise.
     #[default]
     Auto,
     /// `norm.wgsl`: one workgroup per row with a tree reduction (GPUs; any `d`).
@@ -90,7 +91,7 @@ pub enum NormKernel {
 fn use_rows(gpu: &Gpu, x: &Tensor, kernel: NormKernel) -> Result<bool> {
     let fits = x.last_dim().is_multiple_of(4);
     match kernel {
-        NormKernel::Auto => Ok(fits && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu),
+        NormKernel::Auto => Ok(fits && gpu.cpu_kernels()),
         NormKernel::Workgroup => Ok(false),
         NormKernel::Rows if fits => Ok(true),
         NormKernel::Rows => {

@@ -20,6 +20,20 @@ pub fn gpu() -> Gpu {
     }
 }
 
+/// Whether `gpu` should pick the CPU adapters' kernels: what `PEFT_WGPU_KERNELS` asks for
+/// (`cpu`, `gpu`), else whether the adapter is a CPU. Asserts that `gpu` agrees, so a test
+/// that checks which kernel ran also checks the choice of family.
+pub fn expect_cpu_kernels(gpu: &Gpu) -> bool {
+    let forced = std::env::var("PEFT_WGPU_KERNELS").map(|v| v.trim().to_ascii_lowercase()).unwrap_or_default();
+    let want = match forced.as_str() {
+        "cpu" => true,
+        "gpu" => false,
+        _ => gpu.adapter_info().device_type == wgpu::DeviceType::Cpu,
+    };
+    assert_eq!(gpu.cpu_kernels(), want, "kernel family on {:?} with PEFT_WGPU_KERNELS={forced:?}", gpu.adapter_info());
+    want
+}
+
 /// f32 machine epsilon as f64.
 pub const EPS: f64 = f32::EPSILON as f64;
 

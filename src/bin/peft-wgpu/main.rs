@@ -325,6 +325,7 @@ fn info() -> Result<(), Error> {
     out!("GPU adapter: {} ({:?})", i.name, i.device_type);
     out!("backend:     {:?}", i.backend);
     out!("driver:      {} {}", i.driver, i.driver_info);
+    out!("kernels:     {}", if gpu.cpu_kernels() { "for CPU adapters" } else { "for GPUs" });
     out!("limits:");
     out!("  max_storage_buffer_binding_size      {}", l.max_storage_buffer_binding_size);
     out!("  max_buffer_size                      {}", l.max_buffer_size);

@@ -35,9 +35,8 @@ const NARROW_MAX: usize = 16;
 /// Which kernel computes a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum MatmulKernel {
-    /// `Rows` on CPU adapters (lavapipe) with subgroups of at least 4 lanes when the shape
-    /// allows it; on other adapters (and CPU adapters without such subgroups)
-    /// `Tiled64` when `Tiled` would have fewer than 512 workgroups, `Tiled` otherwise, and
+    /// On CPU adapters (lavapipe; [`Gpu::cpu_kernels`]) `Rows` with subgroups of at least 4
+    /// lanes when the shape allows it, `Tiled` otherwise; on other adapters `Tiled64` when `Tiled` would have fewer than 512 workgroups, `Tiled` otherwise, and
     /// narrow products split over k (`SplitK`) when they would have fewer than 64
     /// workgroups. `PEFT_WGPU_MATMUL` (`tiled`, `tiled64`, `splitk`, `rows`) overrides the
     /// choice, for benchmarking.
@@ -116,7 +115,7 @@ pub(super) fn launch(
         other => other,
     };
     // Auto's choices depend on the adapter: CPU kernels on CPU adapters, GPU layouts elsewhere.
-    let on_cpu = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let on_cpu = gpu.cpu_kernels();
     let rows = match requested {
         MatmulKernel::Auto => fits && on_cpu,
         MatmulKernel::Tiled | MatmulKernel::Tiled64 | MatmulKernel::SplitK => false,

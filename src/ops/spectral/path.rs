@@ -29,7 +29,7 @@ pub fn rows_kernel_fits(gh: usize, gw: usize, channels: usize) -> bool {
 /// Which implementation of the filter to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FilterPath {
-    /// On CPU adapters the rows kernel when the grid fits it, on other adapters the tile
+    /// On CPU adapters ([`crate::Gpu::cpu_kernels`]) the rows kernel when the grid fits it, on other adapters the tile
     /// kernel when it fits; otherwise fused when the grid fits in workgroup memory, unfused
     /// when it does not. `PEFT_WGPU_FILTER` (`rows`, `tile`, `fused`, `unfused`) overrides the
     /// choice, for benchmarking one path against another.
@@ -99,7 +99,7 @@ pub(super) fn resolve(
         other => other,
     };
     match path {
-        FilterPath::Auto => Ok(if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu && rows {
+        FilterPath::Auto => Ok(if gpu.cpu_kernels() && rows {
             FilterPath::Rows
         } else if tile {
             FilterPath::Tile
