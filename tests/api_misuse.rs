@@ -399,3 +399,14 @@ fn sizes_and_settings_built_in_code_that_cannot_be_held_are_errors_not_panics() 
     assert!(e.to_string().contains("classifier.bias"), "{e}");
     assert!(!dir.exists(), "nothing written");
 }
+
+/// Options that name no backend the kernels are written for are refused by name, rather
+/// than opening whatever adapter wgpu would fall back to.
+#[test]
+fn options_without_a_supported_backend_are_refused() {
+    for backends in [wgpu::Backends::empty(), wgpu::Backends::GL, wgpu::Backends::BROWSER_WEBGPU] {
+        let options = peft_wgpu::GpuOptions { backends, ..Default::default() };
+        let Err(err) = Gpu::with_options(&options) else { panic!("{backends:?} opened a device") };
+        assert!(err.to_string().contains("GpuOptions::backends"), "{backends:?}: {err}");
+    }
+}

@@ -75,8 +75,16 @@ impl Gpu {
         Gpu::with_options(&GpuOptions::from_env()?)
     }
 
-    /// Opens an adapter chosen by `options`.
+    /// Opens an adapter chosen by `options`; `backends` must name at least one of Vulkan,
+    /// Metal and DX12 (the backends the kernels are written for).
     pub fn with_options(options: &GpuOptions) -> Result<Gpu> {
+        let supported = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+        if !options.backends.intersects(supported) {
+            return Err(Error::invalid(
+                "GpuOptions::backends",
+                format!("{:?} names none of Vulkan, Metal and DX12", options.backends),
+            ));
+        }
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends: options.backends,
             ..wgpu::InstanceDescriptor::new_without_display_handle()
