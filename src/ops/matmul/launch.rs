@@ -36,9 +36,9 @@ const NARROW_MAX: usize = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum MatmulKernel {
     /// On CPU adapters (lavapipe; [`Gpu::cpu_kernels`]) `Rows` with subgroups of at least 4
-    /// lanes when the shape allows it, `Tiled` otherwise; on other adapters `Tiled64` when `Tiled` would have fewer than 512 workgroups, `Tiled` otherwise, and
-    /// narrow products split over k (`SplitK`) when they would have fewer than 64
-    /// workgroups. `PEFT_WGPU_MATMUL` (`tiled`, `tiled64`, `splitk`, `rows`) overrides the
+    /// lanes when the shape allows it, `Tiled` otherwise; on other adapters `Tiled64` when
+    /// `Tiled` would have fewer than 512 workgroups, `Tiled` otherwise, and narrow products
+    /// split over k (`SplitK`) when they would have fewer than 64 workgroups. `PEFT_WGPU_MATMUL` (`tiled`, `tiled64`, `splitk`, `rows`) overrides the
     /// choice, for benchmarking.
     #[default]
     Auto,
@@ -114,7 +114,7 @@ pub(super) fn launch(
         MatmulKernel::Auto => env_kernel()?.unwrap_or(MatmulKernel::Auto),
         other => other,
     };
-    // Auto's choices depend on the adapter: CPU kernels on CPU adapters, GPU layouts elsewhere.
+    // Auto's choices depend on the kernel family: CPU kernels on CPU adapters, GPU layouts elsewhere.
     let on_cpu = gpu.cpu_kernels();
     let rows = match requested {
         MatmulKernel::Auto => fits && on_cpu,
