@@ -420,3 +420,20 @@ fn moppa_refuses_grids_past_the_dct_length() {
         "the longest side allowed"
     );
 }
+
+/// A config saved with a UTF-8 byte-order mark (as some Windows editors save) reads like the
+/// same text without it; a mark alone, or text that is not JSON after it, is still an error
+/// naming the file.
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let path = Path::new("cfg/adapter_config.json");
+    let text = json!({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["query"]}).to_string();
+    let with_mark = [b"\xEF\xBB\xBF".as_slice(), text.as_bytes()].concat();
+    let read = AdapterConfig::from_json(&JsonFile::parse(path, &with_mark).unwrap()).unwrap();
+    let plain = parse(&serde_json::from_str(&text).unwrap()).unwrap();
+    assert_eq!(format!("{:?}", read.kind), format!("{:?}", plain.kind));
+    for bad in [b"\xEF\xBB\xBF".as_slice(), b"\xEF\xBB\xBF\xEF\xBB\xBF{}"] {
+        let err = JsonFile::parse(path, bad).unwrap_err().to_string();
+        assert!(err.contains("cfg/adapter_config.json") && err.contains("invalid JSON"), "{err}");
+    }
+}

@@ -48,8 +48,10 @@ impl JsonFile {
         JsonFile::parse(path, &read_config_bytes(path)?)
     }
 
-    /// Parses `text` as the contents of `path`.
+    /// Parses `text` as the contents of `path` (after a UTF-8 byte-order mark, which some
+    /// Windows editors write, if there is one).
     pub fn parse(path: &Path, text: &[u8]) -> Result<JsonFile> {
+        let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
         let value: Value = serde_json::from_slice(text)
             .map_err(|e| Error::Format { path: path.to_path_buf(), message: format!("invalid JSON: {e}") })?;
         match value {
