@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 ROUNDS="${ROUNDS:-3}"
 OUT="${OUT:-bench/results/$(date +%Y-%m-%d)}"
+"$PYTHON" -c "import torch" 2>/dev/null ||
+    { echo "run_both.sh: $PYTHON cannot import torch; set PYTHON to a Python that has it" >&2; exit 1; }
 mkdir -p "$OUT"
 cargo build --release --quiet
 for i in $(seq 1 "$ROUNDS"); do

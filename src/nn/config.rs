@@ -55,7 +55,10 @@ impl VitConfig {
         let act = json.opt_string("hidden_act")?.unwrap_or_else(|| "gelu".into());
         // transformers' `gelu` and `gelu_python` are both the exact (erf) GELU.
         if act != "gelu" && act != "gelu_python" {
-            return Err(json.error("hidden_act", format!("is `{act}`; only the exact (erf) `gelu` is supported")));
+            return Err(json.error(
+                "hidden_act",
+                format!("is `{act}`; only the exact (erf) GELU, `gelu` or `gelu_python`, is supported"),
+            ));
         }
         let hidden_size = json.usize_in("hidden_size", 1, MAX_DIM)?;
         let num_attention_heads = json.usize_in("num_attention_heads", 1, MAX_DIM)?;

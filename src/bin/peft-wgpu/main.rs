@@ -29,7 +29,9 @@ const EXIT_INTERNAL: u8 = 70;
     version,
     about = "Parameter-efficient fine-tuning on any GPU through wgpu",
     after_help = "Environment: PEFT_WGPU_ADAPTER=<part of the GPU adapter's name, any case> and \
-                  PEFT_WGPU_BACKEND=vulkan|metal|dx12 choose the GPU (`peft-wgpu info` shows it).\n\
+                  PEFT_WGPU_BACKEND=vulkan|metal|dx12 choose the GPU (`peft-wgpu info` shows it); \
+                  PEFT_WGPU_KERNELS=gpu|cpu takes the kernels written for GPUs or for CPU adapters \
+                  (default: by the adapter's kind).\n\
                   Exit codes: 0 success, 2 bad flags or values, 3 bad input files, 4 GPU problems, \
                   5 training diverged, 70 internal error."
 )]
@@ -132,8 +134,8 @@ enum Command {
     },
     /// The GPU adapter in use, its backend, limits and features.
     Info,
-    /// Run the benchmark workloads of SPEC §13 (PEFT_WGPU_BENCH_FILTER=<part of a name> runs
-    /// only those; PEFT_WGPU_BENCH_REPEATS=<n> sets the timed runs).
+    /// Run the benchmark workloads, listed in bench/README.md (PEFT_WGPU_BENCH_FILTER=<part of
+    /// a name> runs only those; PEFT_WGPU_BENCH_REPEATS=<n> sets the timed runs).
     Bench {
         /// One JSON object per line.
         #[arg(long)]
