@@ -1,6 +1,7 @@
 //! The training loop reads each step's loss only after submitting the next step: every
-//! step is still reported in order, and a step with a non-finite loss stops the run with
-//! the adapter as it was before that step.
+//! step is still reported in order with PyTorch's loss for it, and a step with a non-finite
+//! loss stops the run with the adapter as it was before that step. `evaluate` gives
+//! PyTorch's logits, loss and accuracy.
 
 mod common;
 
@@ -107,4 +108,75 @@ fn a_last_update_that_overflows_is_an_error_and_undone() {
     let err = train(&gpu, &vit, &adapter, &data(None), &opts, &mut |_| {}).unwrap_err();
     assert!(matches!(&err, Error::DivergedUpdate { step: 0, what } if what.contains("loss")), "{err:?}");
     assert_eq!(values(&gpu, &adapter), start, "the adapter is as before the update");
+}
+
+fn fixtures() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+}
+
+/// The loss each step reports (read one step late, while the next runs) is PyTorch's loss of
+/// that step, MoPPA's decaying route term included: `--no-shuffle` SGD from every fixture
+/// adapter (`scripts/fixtures_training.py`).
+#[test]
+fn reported_step_losses_equal_pytorchs() {
+    let gpu = gpu();
+    let vit = model(&gpu);
+    let expected = common::fixture("training_expected.safetensors");
+    let [steps, batch] = expected.ints("steps")[..] else { panic!("the fixture's `steps` is [steps, batch]") };
+    let data = Dataset::load(&fixtures().join("train_data.safetensors")).expect("training data");
+    let opts = TrainOptions {
+        steps: steps as usize,
+        batch_size: batch as usize,
+        lr: expected.f64("lr")[0],
+        optimizer: OptimizerKind::sgd(),
+        order: BatchOrder::Sequential,
+        seed: 0,
+    };
+    for name in ["flora", "moppa", "rlp", "lora_v5"] {
+        let adapter = Adapter::load(&gpu, &fixtures().join("adapters").join(name), &vit).expect("fixture adapter");
+        let mut losses = Vec::new();
+        train(&gpu, &vit, &adapter, &data, &opts, &mut |r| losses.push(r.loss)).unwrap();
+        common::assert_close(
+            &format!("{name}: step losses"),
+            &losses,
+            &expected.f64(&format!("{name}.loss")),
+            1e-5,
+            1e-6,
+        );
+    }
+}
+
+/// `evaluate` against PyTorch's logits and loss of the adapter fixtures, in batches of 2 over
+/// 3 images (so the last batch is partial): the logits row by row, the mean cross-entropy,
+/// and the accuracy as the share of rows whose PyTorch arg-max is the label.
+#[test]
+fn evaluate_gives_pytorchs_logits_loss_and_accuracy() {
+    let gpu = gpu();
+    let vit = model(&gpu);
+    let f = common::fixture("adapters_expected.safetensors");
+    let shape: [usize; 4] = f.shape("pixel_values").try_into().expect("4-D pixel values");
+    for (name, labels_mod) in [("flora", 5), ("lora_v5", 5), ("rlp", 3)] {
+        let labels: Vec<u32> = f.ints("labels").iter().map(|&l| l as u32 % labels_mod).collect();
+        let data = Dataset::from_parts(Path::new("data"), shape, f.f32("pixel_values"), labels.clone()).unwrap();
+        let adapter = Adapter::load(&gpu, &fixtures().join("adapters").join(name), &vit).expect("fixture adapter");
+        let report = peft_wgpu::train::evaluate(&gpu, &vit, Some(&adapter), &data, 2).unwrap();
+        let want = f.f64(&format!("{name}.logits"));
+        assert_eq!((report.images, report.labels), (3, labels_mod as usize), "{name}");
+        common::assert_close(&format!("{name}: logits"), &report.logits, &want, 1e-5, 1e-6);
+        let loss = f.f64(&format!("{name}.loss"))[0];
+        assert!(
+            (report.mean_loss - loss).abs() <= 1e-5 * loss.abs(),
+            "{name}: mean loss {} vs {loss}",
+            report.mean_loss
+        );
+        let right = want
+            .chunks(labels_mod as usize)
+            .zip(&labels)
+            .filter(|&(row, &label)| {
+                let best = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+                best == Some(label as usize)
+            })
+            .count();
+        assert_eq!(report.accuracy, right as f64 / 3.0, "{name}: accuracy");
+    }
 }
