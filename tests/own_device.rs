@@ -31,8 +31,17 @@ fn watch(device: &wgpu::Device) -> Arc<Mutex<Vec<String>>> {
     seen
 }
 
-fn doubled(gpu: &Gpu) -> peft_wgpu::Result<Vec<f32>> {
-    let t = Tensor::from_slice(gpu, &[1.0, 2.0, 3.0], &[3])?;
+/// Adopts `device` with new buffers poisoned with NaN, so a dispatch that does not run leaves
+/// NaN behind rather than a pooled buffer's old, right-looking values.
+fn adopt(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Gpu {
+    let gpu = Gpu::from_device(device, queue, info).expect("adopt the device");
+    gpu.set_poison_new_buffers(true);
+    gpu
+}
+
+/// `[x, 2x, 3x] · 2`; each call gives other values, so no call can pass on an earlier one's.
+fn doubled(gpu: &Gpu, x: f32) -> peft_wgpu::Result<Vec<f32>> {
+    let t = Tensor::from_slice(gpu, &[x, 2.0 * x, 3.0 * x], &[3])?;
     gpu.read(&scale(gpu, &t, 2.0)?)
 }
 
@@ -40,8 +49,8 @@ fn doubled(gpu: &Gpu) -> peft_wgpu::Result<Vec<f32>> {
 fn an_adopted_device_keeps_the_applications_error_handler() {
     let (device, queue, info) = app_device();
     let seen = watch(&device);
-    let gpu = Gpu::from_device(device.clone(), queue, info).expect("adopt the device");
-    assert_eq!(doubled(&gpu).expect("work on the adopted device"), vec![2.0, 4.0, 6.0]);
+    let gpu = adopt(device.clone(), queue, info);
+    assert_eq!(doubled(&gpu, 1.0).expect("work on the adopted device"), vec![2.0, 4.0, 6.0]);
     assert!(seen.lock().expect("lock").is_empty(), "the application saw errors: {seen:?}");
 
     // The application's own mistake (a mappable storage buffer) reaches its handler, and
@@ -54,12 +63,12 @@ fn an_adopted_device_keeps_the_applications_error_handler() {
     });
     assert_eq!(seen.lock().expect("lock").len(), 1, "the application's handler missed its error: {seen:?}");
     gpu.check().expect("the application's error is not reported by peft-wgpu");
-    assert_eq!(doubled(&gpu).expect("work after the application's error"), vec![2.0, 4.0, 6.0]);
+    assert_eq!(doubled(&gpu, 5.0).expect("work after the application's error"), vec![10.0, 20.0, 30.0]);
 
     // Once the application destroys the device, this crate's work fails with an error of
     // its own (no panic), and the application's handler hears nothing of it.
     device.destroy();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doubled(&gpu)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doubled(&gpu, 7.0)));
     match result {
         Ok(Err(e)) => assert_eq!(e.kind(), ErrorKind::Device, "{e}"),
         Ok(Ok(v)) => panic!("work on a destroyed device returned {v:?}"),
@@ -93,7 +102,7 @@ fn a_device_without_what_the_kernels_need_is_refused_by_name() {
 #[test]
 fn a_callback_that_wgpu_runs_inside_this_crates_submit_may_use_the_gpu() {
     let (device, queue, info) = app_device();
-    let gpu = Gpu::from_device(device.clone(), queue, info).expect("adopt the device");
+    let gpu = adopt(device.clone(), queue, info);
     // The application maps a buffer of its own; wgpu runs the callback in whichever call
     // polls the device next, here the submit inside this crate's read. The callback uses
     // the Gpu: it records an op and starts a read-back (which submits).
@@ -116,7 +125,7 @@ fn a_callback_that_wgpu_runs_inside_this_crates_submit_may_use_the_gpu() {
     let (done, finished) = std::sync::mpsc::channel();
     let worker = gpu;
     std::thread::spawn(move || {
-        let _ = done.send(doubled(&worker));
+        let _ = done.send(doubled(&worker, 1.0));
     });
     let result = finished.recv_timeout(std::time::Duration::from_secs(60)).expect("the read finished (no deadlock)");
     assert_eq!(result.expect("the read"), vec![2.0, 4.0, 6.0]);
