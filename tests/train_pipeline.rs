@@ -180,3 +180,34 @@ fn evaluate_gives_pytorchs_logits_loss_and_accuracy() {
         assert_eq!(report.accuracy, right as f64 / 3.0, "{name}: accuracy");
     }
 }
+
+/// The shuffled order: each epoch a new permutation of every row (the identity or a repeat
+/// of the last epoch would be a fault at 20 rows), seeded and reproducible, and a batch that
+/// spans two epochs finishes one permutation before it starts the next.
+#[test]
+fn shuffled_batches_take_a_new_seeded_permutation_every_epoch() {
+    use peft_wgpu::train::Batches;
+    let epochs = |seed: u64, n: usize| {
+        let mut b = Batches::new(BatchOrder::Shuffled { seed }, 20, 20);
+        (0..n).map(|_| b.next_rows().unwrap()).collect::<Vec<_>>()
+    };
+    let [first, second] = <[Vec<usize>; 2]>::try_from(epochs(7, 2)).unwrap();
+    let identity: Vec<usize> = (0..20).collect();
+    for epoch in [&first, &second] {
+        let mut sorted = epoch.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, identity, "an epoch takes every row once: {epoch:?}");
+    }
+    assert_ne!(first, identity, "the first epoch is not shuffled");
+    assert_ne!(first, second, "the second epoch repeats the first");
+    assert_eq!(epochs(7, 2), [first.clone(), second], "the same seed gives the same order");
+    assert_ne!(epochs(8, 1)[0], first, "another seed gives another order");
+    // 5 rows in batches of 3: rows 0–4 of the stream are one permutation, 5–9 the next.
+    let mut b = Batches::new(BatchOrder::Shuffled { seed: 1 }, 5, 3);
+    let stream: Vec<usize> = (0..4).flat_map(|_| b.next_rows().unwrap()).collect();
+    for chunk in stream.chunks(5).take(2) {
+        let mut sorted = chunk.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [0, 1, 2, 3, 4], "every row once before any repeats: {stream:?}");
+    }
+}
