@@ -6,7 +6,9 @@ mod common;
 
 use common::{Rng, assert_close, f64s, fixture, gpu, tol};
 use peft_wgpu::ops::dct::{self, DctPlan, GridPlan};
+use peft_wgpu::ops::elementwise::mul_var;
 use peft_wgpu::ops::priors;
+use peft_wgpu::ops::sum::sum_var;
 use peft_wgpu::reference::{dct as reference, priors as ref_priors};
 use peft_wgpu::{Gpu, Tape, Tensor};
 
@@ -176,22 +178,41 @@ fn dct_vars_backpropagate_the_other_transform() {
     }
 }
 
-/// The grid ops on the tape. Without a reduction op the loss must be the output itself, so
-/// this runs on a one-cell grid with one channel (`y = x`, `∂x = 1`) and checks the wiring;
-/// the transforms themselves are checked above, and each backward is the other transform.
+/// The grid ops on the tape, on a 7×9 grid behind a prefix token: with `L = Σ y ⊙ w`, the
+/// gradient of the DCT-II is the DCT-III of `w` and the other way round, and the prefix
+/// tokens' gradient is `w` there.
 #[test]
 fn grid_dct_vars_backpropagate() {
     let gpu = gpu();
-    let plan = GridPlan::new(&gpu, 1, 1).unwrap();
+    let (gh, gw) = (7, 9);
+    let dims = [2, 1 + gh * gw, 3];
+    let plan = GridPlan::new(&gpu, gh, gw).unwrap();
+    let mut rng = Rng::new(12);
+    let n = dims.iter().product();
+    let (x, w) = (rng.normal_vec(n, 0.0, 1.0), rng.normal_vec(n, 0.0, 1.0));
     for forward in [true, false] {
         let mut tape = Tape::new(&gpu);
-        let x = tape.param(&upload(&gpu, &[0.25], &[1, 1, 1]));
+        let xv = tape.param(&upload(&gpu, &x, &dims));
+        let wv = tape.constant(&upload(&gpu, &w, &dims));
         let y =
-            if forward { dct::dct2_grid_var(&mut tape, &plan, &x) } else { dct::dct3_grid_var(&mut tape, &plan, &x) };
+            if forward { dct::dct2_grid_var(&mut tape, &plan, &xv) } else { dct::dct3_grid_var(&mut tape, &plan, &xv) };
         let y = y.unwrap();
-        assert_eq!(gpu.read(y.value()).unwrap(), vec![0.25]);
-        let grads = tape.backward(&y).unwrap();
-        assert_eq!(gpu.read(grads.get(&x).unwrap()).unwrap(), vec![1.0], "forward {forward}");
+        let weighted = mul_var(&mut tape, &y, &wv).unwrap();
+        let loss = sum_var(&mut tape, &weighted).unwrap();
+        let grads = tape.backward(&loss).unwrap();
+        let got = gpu.read(grads.get(&xv).unwrap()).unwrap();
+        let want = if forward {
+            reference::dct3_grid(&f64s(&w), dims, gh, gw)
+        } else {
+            reference::dct2_grid(&f64s(&w), dims, gh, gw)
+        };
+        assert_close(
+            &format!("∂x of the grid dct{}", if forward { 2 } else { 3 }),
+            &got,
+            &want,
+            tol(4.0, gh * gw),
+            0.0,
+        );
     }
 }
 
