@@ -17,6 +17,13 @@ fn dropout_matches_reference() {
         let x = rng.normal_vec(n, 0.0, 1.0);
         let t = Tensor::from_slice(&gpu, &x, &[n]).unwrap();
         let got = gpu.read(&dropout(&gpu, &t, p, seed).unwrap()).unwrap();
+        // The mask bit for bit: exactly zero where the twin drops, a kept value scaled by the
+        // f32 `1/(1 − p)` (one rounding) elsewhere.
+        let scale = (1.0 / (1.0 - p)) as f32;
+        for (i, (&g, &v)) in got.iter().zip(&x).enumerate() {
+            let want = if reference::keep(i, p, seed) { v * scale } else { 0.0 };
+            assert!(g.to_bits() == want.to_bits(), "dropout n={n} p={p}: element {i} is {g}, expected {want}");
+        }
         assert_close(&format!("dropout n={n}"), &got, &reference::dropout(&f64s(&x), p, seed), 1e-7, 0.0);
     }
 }
