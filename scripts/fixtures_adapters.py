@@ -1,7 +1,9 @@
 """Adapter fixtures: for every adapter type, an adapter folder on the tiny ViT of
 tests/fixtures/vit_tiny with random non-zero parameters, and the logits, cross-entropy and
 gradients of every trainable parameter, computed in float64 by PyTorch (LoRA: by PEFT itself,
-once under transformers 5 and once under transformers 4 for the two module namings).
+once under transformers 5 and once under transformers 4 for the two module namings). MoPPA
+has three more cases: a subset of layers, router heads other than the model's attention heads,
+and `layers` listed out of order.
 
 Run from the repository root (make_fixtures.sh does). The transformers-4 half runs when
 PEFT_TF4_PATH points at a directory holding transformers<5 and peft<0.18 (pip install
@@ -167,19 +169,36 @@ def attach_random_moppa(model, g, grid, heads, d, layers):
     return params, filters
 
 
-def moppa(expected):
-    g = torch.Generator().manual_seed(3)
+def moppa_case(expected, name, seed, heads, layers, entropy_scale, options=None):
+    """MoPPA on `layers` of the tiny ViT (hidden 16, 2 attention heads) with `heads` router
+    heads of 16 / heads channels; `options` (`num_heads`, `layers`) go into the config as
+    given. The loss is that of step 0 of training, where lambda_0 = entropy_scale."""
+    g = torch.Generator().manual_seed(seed)
     model = load_model()
-    params, filters = attach_random_moppa(model, g, (4, 4), 2, 8, [0, 1])
-    entropy_scale = 0.3
+    params, filters = attach_random_moppa(model, g, (4, 4), heads, 16 // heads, layers)
     config = {"peft_type": "MOPPA", "entropy_scale": entropy_scale, "entropy_decay_fraction": 0.5, "modules_to_save": None}
-    write_adapter("moppa", config, params)
+    config.update(options or {})
+    write_adapter(name, config, params)
     pixels, labels = inputs()
     logits = model(pixel_values=pixels).logits
     entropy = sum(ref.route_entropy(f.logits, f.tau) for f in filters.values())
-    # Step 0 of training: lambda_0 = entropy_scale.
     loss = torch.nn.functional.cross_entropy(logits, labels) - entropy_scale * entropy
-    record(expected, "moppa", logits, loss, params)
+    record(expected, name, logits, loss, params)
+
+
+def moppa(expected):
+    moppa_case(expected, "moppa", 3, 2, [0, 1], 0.3)
+
+
+def moppa_layers_and_heads(expected):
+    """MoPPA where a per-layer tensor's layer id is not its position in `layers`, and with
+    router heads other than the model's attention heads:
+    - moppa_layer1: layer 1 only (layer 0 has no filter), the model's 2 heads;
+    - moppa_heads4: every layer, num_heads 4 (d = 4);
+    - moppa_heads1_layers10: `layers: [1, 0]` (listed out of order), num_heads 1 (d = 16)."""
+    moppa_case(expected, "moppa_layer1", 31, 2, [1], 0.3, {"layers": [1]})
+    moppa_case(expected, "moppa_heads4", 32, 4, [0, 1], 0.4, {"num_heads": 4})
+    moppa_case(expected, "moppa_heads1_layers10", 33, 1, [1, 0], 0.25, {"num_heads": 1, "layers": [1, 0]})
 
 
 def rlp(expected):
@@ -278,6 +297,7 @@ def main():
     moppa(expected)
     rlp(expected)
     lora_with_peft(expected, "lora_v5", ["q_proj", "v_proj", "fc1", "o_proj"])
+    moppa_layers_and_heads(expected)
     v4 = lora_v4_subprocess()
     if v4 is None and os.path.exists(EXPECTED):
         v4 = {k: v for k, v in load_file(EXPECTED).items() if k.startswith("lora_v4.")}

@@ -79,6 +79,27 @@ fn moppa_matches_torch() {
     check("moppa", None);
 }
 
+/// `layers: [1]`: the file holds per-layer tensors for layer 1 only, keyed by its id, and
+/// layer 0 runs unfiltered; a lookup by position in `layers` would filter layer 0 instead.
+#[test]
+fn moppa_on_layer_1_only_matches_torch() {
+    check("moppa_layer1", None);
+}
+
+/// `num_heads: 4` on a model of 2 attention heads: K is `[4, 4, 4]`, T has `d = 4` values,
+/// the router `[3, 4]`; with `entropy_scale` 0.4, so the route term's gradients are checked.
+#[test]
+fn moppa_with_more_router_heads_than_attention_heads_matches_torch() {
+    check("moppa_heads4", None);
+}
+
+/// `num_heads: 1` (one head of all 16 channels) with `layers: [1, 0]`: each layer's tensors
+/// belong to the layer their key names, not to the position the layer has in the list.
+#[test]
+fn moppa_with_one_router_head_on_layers_listed_out_of_order_matches_torch() {
+    check("moppa_heads1_layers10", None);
+}
+
 /// On 8×12 images of 2×4 patches the grid is 4×3: MoPPA's K is `[4, 3, heads]`.
 #[test]
 fn moppa_on_an_oblong_grid_matches_torch() {
