@@ -13,6 +13,12 @@ use peft_wgpu::reference::{priors as ref_priors, spectral as reference};
 use peft_wgpu::{Gpu, Tape, Tensor};
 
 const REL: f64 = 1e-5;
+
+/// The bound for a result that sums `terms` f32 products: `tol(8, terms)`, never looser than
+/// [`REL`] (the runtime issue's 1e-5), so small grids are held to what f32 gives them.
+fn rel(terms: usize) -> f64 {
+    REL.min(common::tol(8.0, terms))
+}
 /// Grids `(gh, gw, channels)`: 2×31 has the longest fused side, 24×24 is fused forward only,
 /// 64×64 (unfused only) has few channels, as lavapipe is slow.
 const GRIDS: &[(usize, usize, usize)] =
@@ -88,16 +94,16 @@ fn filter_matches_reference() {
             for path in forward {
                 let what = format!("{path:?} {gh}x{gw} C={ch} batch {batch} prefix {prefix}");
                 let y = spectral::moppa_filter_with(&gpu, &plan, &tx, &tr, path).unwrap();
-                assert_close(&format!("y {what}"), &gpu.read(&y).unwrap(), &want, REL, 0.0);
+                assert_close(&format!("y {what}"), &gpu.read(&y).unwrap(), &want, rel(gh * gw), 0.0);
             }
             for path in backward {
                 let what = format!("{path:?} {gh}x{gw} C={ch} batch {batch} prefix {prefix}");
                 let (dx, dr) = spectral::moppa_filter_grads(&gpu, &plan, &tx, Some(&tr), &tdy, path).unwrap();
-                assert_close(&format!("∂x {what}"), &gpu.read(&dx.unwrap()).unwrap(), &want_dx, REL, 0.0);
-                assert_close(&format!("∂r {what}"), &gpu.read(&dr).unwrap(), &want_dr, REL, 0.0);
+                assert_close(&format!("∂x {what}"), &gpu.read(&dx.unwrap()).unwrap(), &want_dx, rel(gh * gw), 0.0);
+                assert_close(&format!("∂r {what}"), &gpu.read(&dr).unwrap(), &want_dr, rel(gh * gw * batch), 0.0);
                 let (none, dr) = spectral::moppa_filter_grads(&gpu, &plan, &tx, None, &tdy, path).unwrap();
                 assert!(none.is_none());
-                assert_close(&format!("∂r alone {what}"), &gpu.read(&dr).unwrap(), &want_dr, REL, 0.0);
+                assert_close(&format!("∂r alone {what}"), &gpu.read(&dr).unwrap(), &want_dr, rel(gh * gw * batch), 0.0);
             }
         }
     }

@@ -13,6 +13,12 @@ use peft_wgpu::{Gpu, Tensor};
 
 const REL: f64 = 1e-5;
 
+/// The bound for a result that sums `terms` f32 products: `tol(8, terms)`, never looser than
+/// [`REL`] (the runtime issue's 1e-5), so small grids are held to what f32 gives them.
+fn rel(terms: usize) -> f64 {
+    REL.min(common::tol(8.0, terms))
+}
+
 fn upload(gpu: &Gpu, x: &[f32], shape: &[usize]) -> Tensor {
     Tensor::from_slice(gpu, x, shape).unwrap()
 }
@@ -39,13 +45,13 @@ fn rows_filter_and_grads_match_reference() {
             let (want_dx, want_dr) = reference::moppa_filter_grads(&f64s(&x), dims, gh, gw, &f64s(&r), &f64s(&dy));
             let what = format!("{gh}x{gw} C={ch} batch {batch} prefix {prefix}");
             let y = spectral::moppa_filter_with(&gpu, &plan, &tx, &tr, FilterPath::Rows).unwrap();
-            assert_close(&format!("y {what}"), &gpu.read(&y).unwrap(), &want, REL, 0.0);
+            assert_close(&format!("y {what}"), &gpu.read(&y).unwrap(), &want, rel(gh * gw), 0.0);
             let (dx, dr) = spectral::moppa_filter_grads(&gpu, &plan, &tx, Some(&tr), &tdy, FilterPath::Rows).unwrap();
-            assert_close(&format!("∂x {what}"), &gpu.read(&dx.unwrap()).unwrap(), &want_dx, REL, 0.0);
-            assert_close(&format!("∂r {what}"), &gpu.read(&dr).unwrap(), &want_dr, REL, 0.0);
+            assert_close(&format!("∂x {what}"), &gpu.read(&dx.unwrap()).unwrap(), &want_dx, rel(gh * gw), 0.0);
+            assert_close(&format!("∂r {what}"), &gpu.read(&dr).unwrap(), &want_dr, rel(gh * gw * batch), 0.0);
             let (none, dr) = spectral::moppa_filter_grads(&gpu, &plan, &tx, None, &tdy, FilterPath::Rows).unwrap();
             assert!(none.is_none());
-            assert_close(&format!("∂r alone {what}"), &gpu.read(&dr).unwrap(), &want_dr, REL, 0.0);
+            assert_close(&format!("∂r alone {what}"), &gpu.read(&dr).unwrap(), &want_dr, rel(gh * gw * batch), 0.0);
         }
     }
 }
