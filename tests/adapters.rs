@@ -62,7 +62,9 @@ fn check_on(model: &str, folder: &str, name: &str, label_mod: Option<u32>) {
         let key = format!("{name}.grad.{}", param.key);
         let want = f.f64(&key);
         let got = gpu.read(grads.get(var).unwrap_or_else(|| panic!("no gradient for {}", param.key))).unwrap();
-        assert_close(&key, &got, &want, 1e-4, 1e-7);
+        // 2e-5 of the largest gradient: the worst seen is 7e-6 (MoPPA's K, summed over the
+        // grid, batch and layers); the adapters issue's contract is 1e-4.
+        assert_close(&key, &got, &want, 2e-5, 1e-7);
         checked += 1;
     }
     let expected = f.keys().iter().filter(|k| k.starts_with(&format!("{name}.grad."))).count();
