@@ -204,3 +204,89 @@ fn lora_dropout_applies_only_while_training() {
     assert_ne!(a, c, "another seed gives other masks");
     assert_ne!(a, eval, "training applies dropout");
 }
+
+/// While training, one LoRA module computes exactly `x Wᵀ + b + s·(dropout(x) Aᵀ) Bᵀ`, the
+/// mask being the dropout twin's for the module's seed, over the branch's input only, scaled
+/// by `1/(1 − p)`. The module is the classifier of a model whose head is the identity, so the
+/// base model's logits are the classifier's input `x`.
+#[test]
+fn lora_dropout_masks_the_branch_input_as_the_twin_does() {
+    use peft_wgpu::adapters::AdapterConfig;
+    use peft_wgpu::io::HostTensor;
+    use peft_wgpu::io::json::JsonFile;
+    use peft_wgpu::nn::{NoHooks, VitConfig, VitWeights};
+    use peft_wgpu::reference::dropout::dropout;
+    let gpu = gpu();
+    let d = 8;
+    let config = VitConfig {
+        hidden_size: d,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        intermediate_size: 16,
+        image_size: [4, 4],
+        patch_size: [2, 2],
+        num_channels: 1,
+        layer_norm_eps: 1e-6,
+        qkv_bias: true,
+        num_labels: d,
+        id2label: Vec::new(),
+    };
+    let mut weights = VitWeights::random(&config, 3).unwrap();
+    let identity: Vec<f32> = (0..d * d).map(|i| if i % (d + 1) == 0 { 1.0 } else { 0.0 }).collect();
+    weights.tensors.insert("classifier.weight".into(), HostTensor::new(vec![d, d], identity).unwrap());
+    weights.tensors.insert("classifier.bias".into(), HostTensor::zeros(&[d]).unwrap());
+    let vit = Vit::from_weights(&gpu, &weights).unwrap();
+    let (p, r, alpha) = (0.5, 4, 8.0);
+    let json = format!(
+        r#"{{"peft_type": "LORA", "r": {r}, "lora_alpha": {alpha}, "target_modules": ["classifier"],
+            "lora_dropout": {p}, "init_lora_weights": false}}"#
+    );
+    let path = Path::new("adapter_config.json");
+    let adapter_config = AdapterConfig::from_json(&JsonFile::parse(path, json.as_bytes()).unwrap()).unwrap();
+    let adapter = Adapter::new(&gpu, adapter_config, path, &vit, 5).unwrap();
+    let factor = |name: &str| {
+        let param = adapter.trainable().iter().find(|t| t.key.contains(name)).expect("a LoRA factor");
+        common::f64s(&gpu.read(&param.tensor).unwrap())
+    };
+    let (a, b) = (factor("lora_A"), factor("lora_B"));
+    let batch = 5;
+    let images = common::Rng::new(4).normal_vec(batch * 16, 0.0, 1.0);
+    let images = Tensor::from_slice(&gpu, &images, &[batch, 1, 4, 4]).unwrap();
+    let logits = |seed: Option<u64>| {
+        let mut tape = Tape::inference(&gpu);
+        let base = vit.bind(&mut tape, false);
+        let x = tape.constant(&images);
+        let (out, module_seed) = match seed {
+            None => (vit.forward(&mut tape, &base, &x, &NoHooks).unwrap(), None),
+            Some(s) => {
+                let bound = adapter.bind_train(&mut tape, s);
+                (vit.forward(&mut tape, &base, &x, &bound).unwrap(), bound.dropout_seed(0))
+            }
+        };
+        (common::f64s(&gpu.read(out.value()).unwrap()), module_seed)
+    };
+    let (x, _) = logits(None);
+    let scale = alpha / r as f64;
+    let mut seeds = Vec::new();
+    for seed in [1, 2] {
+        let (got, module_seed) = logits(Some(seed));
+        let module_seed = module_seed.expect("a training binding has dropout seeds");
+        seeds.push(module_seed);
+        let dropped = dropout(&x, p, module_seed);
+        assert!(dropped.contains(&0.0) && dropped.iter().any(|&v| v != 0.0), "a mask that drops some inputs");
+        let mut want = x.clone();
+        for (row, out) in dropped.chunks(d).zip(want.chunks_mut(d)) {
+            let h: Vec<f64> = (0..r).map(|k| (0..d).map(|i| row[i] * a[k * d + i]).sum()).collect();
+            for (o, slot) in out.iter_mut().enumerate() {
+                *slot += scale * (0..r).map(|k| h[k] * b[o * r + k]).sum::<f64>();
+            }
+        }
+        let got: Vec<f32> = got.iter().map(|&v| v as f32).collect();
+        assert_close(&format!("training logits, seed {seed}"), &got, &want, 1e-5, 1e-6);
+    }
+    assert_ne!(seeds[0], seeds[1], "each run seed gives the module another mask");
+    let mut tape = Tape::inference(&gpu);
+    let bound = adapter.bind_train(&mut tape, 1);
+    assert_ne!(bound.dropout_seed(0), bound.dropout_seed(1), "two modules never share a mask");
+    assert_eq!(adapter.bind(&mut tape).dropout_seed(0), None, "no dropout outside training");
+}

@@ -16,8 +16,12 @@ pub struct BoundAdapter<'a> {
 }
 
 impl BoundAdapter<'_> {
-    /// The dropout seed of the `index`-th adapted module, distinct per module.
-    fn module_seed(&self, index: usize) -> Option<u64> {
+    /// The seed of the dropout mask on the input of the `index`-th adapted LoRA module (in
+    /// the adapter's module order, that of its `lora_A` tensors in [`Adapter::trainable`]),
+    /// `None` when bound for inference: `seed ^ (index + 1)·0x9E3779B97F4A7C15` from the seed
+    /// given to [`Adapter::bind_train`], so no two modules share a mask. The mask is
+    /// [`crate::ops::dropout::dropout`]'s for that seed over the module's input, flattened.
+    pub fn dropout_seed(&self, index: usize) -> Option<u64> {
         self.dropout_seed.map(|s| s ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 }
@@ -53,7 +57,7 @@ impl VitHooks for BoundAdapter<'_> {
             Kind::Lora(ms) => match ms.iter().position(|m| m.module == module) {
                 Some(i) => {
                     let m = &ms[i];
-                    lora::linear(tape, m, &v[m.a], &v[m.b], x, w, b, self.module_seed(i)).map(Some)
+                    lora::linear(tape, m, &v[m.a], &v[m.b], x, w, b, self.dropout_seed(i)).map(Some)
                 }
                 None => Ok(None),
             },
@@ -75,7 +79,7 @@ impl VitHooks for BoundAdapter<'_> {
             Kind::Lora(ms) => match ms.iter().position(|m| m.module == module) {
                 Some(i) => {
                     let m = &ms[i];
-                    lora::patch_embed(tape, m, &v[m.a], &v[m.b], images, w, b, self.module_seed(i)).map(Some)
+                    lora::patch_embed(tape, m, &v[m.a], &v[m.b], images, w, b, self.dropout_seed(i)).map(Some)
                 }
                 None => Ok(None),
             },
