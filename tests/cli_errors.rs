@@ -46,6 +46,7 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
         &["missing_config.json", "not found"],
     );
     // A device that never ends is read only up to the size limit of a config.
+    #[cfg(unix)]
     fails(
         &["train", "--model", m, "--adapter-config", "/dev/zero", "--data", d, "--out", o],
         INPUT,

@@ -131,5 +131,35 @@ fn saving_over_a_sharded_model_removes_only_its_shards() {
     w.save(&dir).expect("save beside a leftover index");
     assert!(dir.join("config.json").is_file(), "a file the index lists that is not a shard is kept");
     assert_eq!(VitWeights::load(&dir).expect("reload").config, w.config);
+
+    // `Model.safetensors` is the file just written where names ignore case (macOS, Windows):
+    // a leftover index that lists it must not make the save remove it.
+    let index = r#"{"weight_map": {"classifier.weight": "Model.safetensors", "classifier.bias": "MODEL.SAFETENSORS"}}"#;
+    std::fs::write(dir.join("model.safetensors.index.json"), index).unwrap();
+    std::fs::write(dir.join("Model.safetensors"), b"kept").unwrap();
+    w.save(&dir).expect("save beside an index naming the weights in other case");
+    assert!(dir.join("Model.safetensors").exists(), "a listed name equal to model.safetensors but for case is kept");
+    assert_eq!(VitWeights::load(&dir).expect("reload").tensors, w.tensors);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An index whose shard names leave the folder, or name no plain file in it (a drive-relative
+/// `C:x` or a stream `a:b` on Windows), is refused by name before anything is read.
+#[test]
+fn shard_names_outside_the_folder_are_refused() {
+    let src = fixtures().join("vit_tiny_sharded");
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-vitw-names-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    for name in
+        ["../x.safetensors", "sub/x.safetensors", "sub\\x.safetensors", "C:x.safetensors", "a:b.safetensors", ".", ""]
+    {
+        let index = serde_json::json!({"weight_map": {"classifier.weight": name}}).to_string();
+        std::fs::write(dir.join("model.safetensors.index.json"), index).unwrap();
+        let e = VitWeights::load(&dir).expect_err(name);
+        let text = e.to_string();
+        assert!(text.contains("weight_map") && text.contains("model.safetensors.index.json"), "{name}: {text}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -9,8 +9,11 @@
 //! the commit point: a kill in the microseconds between two renames leaves the later files
 //! under their temporary names, and readers finish the renames (for adapters and merged
 //! models: [`super::stamp::finish_interrupted_pair`], which matches them by fingerprint).
-//! Writers into one folder hold a lock on it (where the platform can lock a folder), so two
-//! saves never interleave their renames.
+//! Writers into one folder hold a lock on it (on Windows, which cannot lock a folder, on a
+//! lock file standing for it in the temporary folder), so two saves never interleave their
+//! renames. Past the commit point a rename that fails leaves the remaining temporaries for
+//! readers to finish; on Windows a rename refused for a moment (a virus scanner holding the
+//! file just written) is tried again for up to two seconds.
 //!
 //! Test hook: when the environment variable `PEFT_WGPU_TEST_SLOW_WRITE_MS` holds a number
 //! `N`, each temporary is written in two halves with a pause of `N` ms between them, and
@@ -55,6 +58,11 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// then replaced atomically; through a symbolic link, its target is replaced) with [`write()`],
 /// and into a device or pipe (`/dev/null`, a FIFO), which a rename would destroy, directly.
 pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
+    if cfg!(windows) && names_windows_device(path) {
+        // `NUL`, `CON`, …: devices Windows gives no metadata for.
+        let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+        return file.write_all(bytes).and_then(|()| file.flush()).map_err(io_err(path));
+    }
     match std::fs::metadata(path) {
         Ok(m) if !m.is_file() => {
             let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
@@ -63,6 +71,22 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
         Ok(_) => write(&path.canonicalize().map_err(io_err(path))?, bytes),
         Err(_) => write(path, bytes),
     }
+}
+
+/// Whether `path` names a Windows device: a `\\.\` path, or a last component that is `NUL`,
+/// `CON`, `PRN`, `AUX`, `COM1`–`COM9` or `LPT1`–`LPT9` in any case, with or without an
+/// extension (as Windows reads `nul.txt`). Only consulted on Windows.
+pub(crate) fn names_windows_device(path: &Path) -> bool {
+    let text = path.as_os_str().to_string_lossy();
+    if text.starts_with(r"\\.\") {
+        return true;
+    }
+    let name = text.rsplit(['/', '\\']).next().unwrap_or_default().to_ascii_uppercase();
+    let stem = name.split('.').next().unwrap_or_default().trim_end();
+    let numbered = |prefix: &str| {
+        stem.strip_prefix(prefix).is_some_and(|n| n.len() == 1 && n.as_bytes()[0].is_ascii_digit() && n != "0")
+    };
+    matches!(stem, "NUL" | "CON" | "PRN" | "AUX") || numbered("COM") || numbered("LPT")
 }
 
 /// Writes every `(path, bytes)` pair: all temporaries first (each flushed to disk), then the
@@ -119,13 +143,24 @@ pub fn write_all_checked(files: &[(PathBuf, Vec<u8>)], check: impl FnOnce() -> R
         {
             std::thread::sleep(p);
         }
-        if let Err(e) = rename_into_place(tmp, path)
+        if let Err(e) = with_retries(|| std::fs::rename(tmp, path))
             && !finished_by_another(tmp, path, bytes)
         {
-            for t in &written[i + 1..] {
-                let _ = std::fs::remove_file(t);
+            if i == 0 {
+                // Nothing is committed: the previous files stay, and so does nothing of ours.
+                for t in &written {
+                    let _ = std::fs::remove_file(t);
+                }
+                return Err(io_err(path)(e));
             }
-            return Err(e);
+            // Past the commit point the remaining temporaries are the rest of this save: they
+            // stay, for the next reader of the folder to finish the renames.
+            let message = format!(
+                "could not be renamed into place ({e}); the save is incomplete, and the next \
+                 command that reads this folder finishes it from `{}`",
+                tmp.display()
+            );
+            return Err(Error::Format { path: path.clone(), message });
         }
     }
     for dir in files.iter().filter_map(|(p, _)| p.parent()) {
@@ -156,10 +191,10 @@ enum Lock {
 }
 
 /// An advisory lock on folder `dir`, held until the returned handle is dropped; `None` where
-/// the platform cannot open or lock a folder.
+/// the folder (or, on Windows, its lock file) cannot be opened or locked.
 fn lock_dir(dir: &Path, kind: Lock) -> Option<std::fs::File> {
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    let handle = std::fs::File::open(dir).ok()?;
+    let handle = lock_handle(dir)?;
     match kind {
         Lock::Shared => handle.lock_shared().ok()?,
         Lock::Exclusive => handle.lock().ok()?,
@@ -167,11 +202,47 @@ fn lock_dir(dir: &Path, kind: Lock) -> Option<std::fs::File> {
     Some(handle)
 }
 
-fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::rename(tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(tmp);
-        io_err(path)(e)
-    })
+/// What locks folder `dir`: the folder itself where it opens as a file (Unix).
+#[cfg(unix)]
+fn lock_handle(dir: &Path) -> Option<std::fs::File> {
+    std::fs::File::open(dir).ok()
+}
+
+/// What locks folder `dir`: Windows opens no folder as a file, so a lock file stands for it.
+#[cfg(not(unix))]
+fn lock_handle(dir: &Path) -> Option<std::fs::File> {
+    lock_file_for(dir, &std::env::temp_dir())
+}
+
+/// The lock file standing for folder `dir` under `root`: `root/peft-wgpu-locks/<fingerprint
+/// of the folder's full path, lowercased>.lock` (Windows paths ignore case), shared by every
+/// process that locks that folder.
+#[cfg_attr(unix, allow(dead_code, reason = "the lock of platforms that cannot lock a folder; tested everywhere"))]
+fn lock_file_for(dir: &Path, root: &Path) -> Option<std::fs::File> {
+    let full = dir.canonicalize().ok()?;
+    let name = super::stamp::fingerprint(full.to_string_lossy().to_lowercase().as_bytes());
+    let locks = root.join("peft-wgpu-locks");
+    std::fs::create_dir_all(&locks).ok()?;
+    let file = locks.join(format!("{name}.lock"));
+    std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(file).ok()
+}
+
+/// Runs `op` (a rename or removal) again for up to two seconds while Windows refuses it for
+/// a moment (access denied, sharing violation: a virus scanner or indexer holding the file
+/// just written); elsewhere, or on any other error, once.
+fn with_retries(mut op: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
+    let transient = |e: &std::io::Error| cfg!(windows) && matches!(e.raw_os_error(), Some(5 | 32));
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match op() {
+            Err(e) if transient(&e) && waited < std::time::Duration::from_secs(2) => {
+                let pause = std::time::Duration::from_millis(50);
+                std::thread::sleep(pause);
+                waited += pause;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Flushes a folder's entries (the renames) to disk where the platform allows opening a
@@ -201,7 +272,7 @@ pub fn stale_temps(path: &Path) -> Vec<PathBuf> {
 /// Renames the temporary `tmp` left by a killed [`write_all`] over `path`, finishing the
 /// writer's second phase, and flushes the folder.
 pub fn finish_rename(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::rename(tmp, path).map_err(io_err(path))?;
+    with_retries(|| std::fs::rename(tmp, path)).map_err(io_err(path))?;
     if let Some(dir) = path.parent() {
         sync_dir(dir);
     }
@@ -252,6 +323,36 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir
+    }
+
+    #[test]
+    fn windows_device_names_are_recognised() {
+        for name in ["NUL", "nul", "nul.txt", r"C:\out\con", "com1", "LPT9.log", r"\\.\pipe\x", "dir/Aux"] {
+            assert!(names_windows_device(Path::new(name)), "{name}");
+        }
+        for name in ["null", "com0", "com10", "console", "nul_logits.safetensors", "my-nul", "logits.safetensors"] {
+            assert!(!names_windows_device(Path::new(name)), "{name}");
+        }
+    }
+
+    /// The lock file that stands for a folder where no folder can be locked (Windows): every
+    /// spelling of one folder's path gets the same file, other folders another, and it
+    /// excludes a second holder as a folder lock does.
+    #[test]
+    fn a_folders_lock_file_is_shared_by_its_spellings_and_excludes() {
+        let dir = temp_dir("lockfile");
+        let (root, other) = (dir.join("root"), dir.join("other"));
+        std::fs::create_dir_all(&other).expect("folder");
+        let held = lock_file_for(&dir, &root).expect("a lock file");
+        held.lock().expect("exclusive lock");
+        let again = lock_file_for(&dir.join("other").join(".."), &root).expect("the same folder's lock file");
+        assert!(again.try_lock().is_err(), "a second holder of the same folder waits");
+        let elsewhere = lock_file_for(&other, &root).expect("another folder's lock file");
+        elsewhere.try_lock().expect("another folder's lock is free");
+        drop(held);
+        again.try_lock().expect("free once the first holder is gone");
+        assert_eq!(std::fs::read_dir(root.join("peft-wgpu-locks")).expect("locks").count(), 2);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[cfg(unix)]

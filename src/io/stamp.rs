@@ -21,6 +21,8 @@ const INFORMATIONAL: [&str; 6] =
 /// The fingerprint of a JSON config's meaning: its fields other than the informational ones,
 /// with keys sorted and no whitespace. `None` when `bytes` is not a JSON object.
 pub fn meaning_fingerprint(bytes: &[u8]) -> Option<String> {
+    // A byte-order mark, as config files are read (`JsonFile::parse`), is no part of the text.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let serde_json::Value::Object(mut o) = serde_json::from_slice(bytes).ok()? else { return None };
     for key in INFORMATIONAL {
         o.remove(key);
@@ -142,6 +144,8 @@ mod tests {
         assert_ne!(a, meaning_fingerprint(br#"{"r": 8, "target_modules": ["q", "v"]}"#));
         assert_ne!(a, meaning_fingerprint(br#"{"r": 4, "target_modules": ["v", "q"]}"#));
         assert_eq!(meaning_fingerprint(b"[1]"), None);
+        let marked = [b"\xEF\xBB\xBF".as_slice(), br#"{"r": 4, "target_modules": ["q", "v"]}"#].concat();
+        assert_eq!(meaning_fingerprint(&marked), a, "a byte-order mark changes no meaning");
     }
 
     /// A save killed between its renames is finished; a leftover temporary of the config

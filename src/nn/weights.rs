@@ -309,12 +309,22 @@ fn listed_shards(dir: &Path) -> Vec<String> {
     let mut shards: Vec<String> = map
         .values()
         .filter_map(|f| f.as_str())
-        .filter(|f| !f.contains('/') && !f.contains('\\') && f.ends_with(".safetensors") && *f != "model.safetensors")
+        // Compared without case: on macOS and Windows `Model.safetensors` is the file just written.
+        .filter(|f| is_file_name(f) && f.ends_with(".safetensors") && !f.eq_ignore_ascii_case("model.safetensors"))
         .map(str::to_string)
         .collect();
     shards.sort();
     shards.dedup();
     shards
+}
+
+/// Whether `name` names a file inside the folder and nothing else: one plain path component
+/// (no `/`, `\`, `..` or `.`), and no `:` (on Windows `C:x` leaves the folder for drive C's
+/// current one, and `a:b` names a stream of file `a`).
+fn is_file_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(p)), None) if p == name)
+        && !name.contains([':', '/', '\\'])
 }
 
 /// The safetensors files of a model folder, `model.safetensors` or the shards listed by
@@ -341,8 +351,8 @@ fn weight_files(dir: &Path) -> Result<(Vec<TensorFile>, BTreeMap<String, usize>)
     for (key, file) in map {
         let file =
             file.as_str().ok_or_else(|| index.error("weight_map", format!("entry `{key}` must be a file name")))?;
-        if file.contains('/') || file.contains('\\') || file == ".." {
-            return Err(index.error("weight_map", format!("entry `{key}` points outside the folder: {file}")));
+        if !is_file_name(file) {
+            return Err(index.error("weight_map", format!("entry `{key}` names no file in the model folder: `{file}`")));
         }
         entries.push((key, file));
     }
