@@ -124,8 +124,9 @@ pub fn refuse_pickle(dir: &Path, pickle: &str, wanted: &str) -> Result<()> {
 }
 
 /// The deepest existing ancestor of `path` (itself if it exists; `.` for a relative path
-/// none of whose parts exist). A symbolic link that leads nowhere (or in a loop) on the way is
-/// an error for `flag`: nothing could be created through it.
+/// none of whose parts exist). A symbolic link that leads nowhere (or in a loop) on the way,
+/// or a root that does not exist (an unmapped drive), is an error for `flag`: nothing could
+/// be created through it.
 fn existing_ancestor(path: &Path, flag: &str) -> Result<PathBuf> {
     let mut p = path;
     loop {
@@ -142,6 +143,11 @@ fn existing_ancestor(path: &Path, flag: &str) -> Result<PathBuf> {
         }
         match p.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+            // Not even the root exists: a Windows drive or network share that is not there.
+            _ if p.has_root() || matches!(p.components().next(), Some(std::path::Component::Prefix(_))) => {
+                let why = format!("{} does not exist (a drive or network share that is not available?)", p.display());
+                return Err(Error::invalid(flag, why));
+            }
             _ => return Ok(PathBuf::from(".")),
         }
     }
