@@ -286,7 +286,5 @@ fn lora_dropout_masks_the_branch_input_as_the_twin_does() {
     }
     assert_ne!(seeds[0], seeds[1], "each run seed gives the module another mask");
     let mut tape = Tape::inference(&gpu);
-    let bound = adapter.bind_train(&mut tape, 1);
-    assert_ne!(bound.dropout_seed(0), bound.dropout_seed(1), "two modules never share a mask");
     assert_eq!(adapter.bind(&mut tape).dropout_seed(0), None, "no dropout outside training");
 }

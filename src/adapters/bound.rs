@@ -20,7 +20,8 @@ impl BoundAdapter<'_> {
     /// the adapter's module order, that of its `lora_A` tensors in [`Adapter::trainable`]),
     /// `None` when bound for inference: `seed ^ (index + 1)·0x9E3779B97F4A7C15` from the seed
     /// given to [`Adapter::bind_train`], so no two modules share a mask. The mask is
-    /// [`crate::ops::dropout::dropout`]'s for that seed over the module's input, flattened.
+    /// [`crate::ops::dropout::dropout`]'s for that seed over the module's input, flattened
+    /// (for the patch embedding, over its patch rows `[B·patches, C·ph·pw]`).
     pub fn dropout_seed(&self, index: usize) -> Option<u64> {
         self.dropout_seed.map(|s| s ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }

@@ -75,18 +75,19 @@ impl Gpu {
         Gpu::with_options(&GpuOptions::from_env()?)
     }
 
-    /// Opens an adapter chosen by `options`; `backends` must name at least one of Vulkan,
-    /// Metal and DX12 (the backends the kernels are written for).
+    /// Opens an adapter chosen by `options` among its backends that the kernels are written
+    /// for (Vulkan, Metal, DX12; others, such as GL, are left out); none of them is an error.
     pub fn with_options(options: &GpuOptions) -> Result<Gpu> {
-        let supported = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
-        if !options.backends.intersects(supported) {
+        let backends = options.backends & (wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12);
+        if backends.is_empty() {
             return Err(Error::invalid(
                 "GpuOptions::backends",
                 format!("{:?} names none of Vulkan, Metal and DX12", options.backends),
             ));
         }
+        let options = &GpuOptions { backends, ..options.clone() };
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: options.backends,
+            backends,
             ..wgpu::InstanceDescriptor::new_without_display_handle()
         });
         let adapter = pick_adapter(&instance, options)?;

@@ -143,7 +143,7 @@ impl Gpu {
     /// rather than those written for GPUs. By default: whether the adapter is a CPU
     /// (lavapipe). `PEFT_WGPU_KERNELS=cpu` or `gpu` overrides it, so that one machine can
     /// run both families end to end (the tests run the GPUs' kernels on lavapipe this way);
-    /// either family computes the same results.
+    /// either family computes the same results within rounding.
     pub fn cpu_kernels(&self) -> bool {
         self.inner.cpu_kernels
     }

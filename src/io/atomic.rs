@@ -58,24 +58,26 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// then replaced atomically; through a symbolic link, its target is replaced) with [`write()`],
 /// and into a device or pipe (`/dev/null`, a FIFO), which a rename would destroy, directly.
 pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
-    if cfg!(windows) && names_windows_device(path) {
-        // `NUL`, `CON`, …: devices Windows gives no metadata for.
-        let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
-        return file.write_all(bytes).and_then(|()| file.flush()).map_err(io_err(path));
-    }
+    let into = |path: &Path| -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+        file.write_all(bytes).and_then(|()| file.flush())
+    };
     match std::fs::metadata(path) {
-        Ok(m) if !m.is_file() => {
-            let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
-            file.write_all(bytes).and_then(|()| file.flush()).map_err(io_err(path))
-        }
+        Ok(m) if !m.is_file() => into(path).map_err(io_err(path)),
         Ok(_) => write(&path.canonicalize().map_err(io_err(path))?, bytes),
+        // `NUL`, `CON`, …: devices that Windows may give no metadata for; a name that turns
+        // out to be no device (an ordinary file since Windows 11) is written as a file.
+        Err(_) if cfg!(windows) && names_windows_device(path) => match into(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => write(path, bytes),
+            other => other.map_err(io_err(path)),
+        },
         Err(_) => write(path, bytes),
     }
 }
 
 /// Whether `path` names a Windows device: a `\\.\` path, or a last component that is `NUL`,
 /// `CON`, `PRN`, `AUX`, `COM1`–`COM9` or `LPT1`–`LPT9` in any case, with or without an
-/// extension (as Windows reads `nul.txt`). Only consulted on Windows.
+/// extension (as Windows before 11 reads `nul.txt`). Only consulted on Windows.
 pub(crate) fn names_windows_device(path: &Path) -> bool {
     let text = path.as_os_str().to_string_lossy();
     if text.starts_with(r"\\.\") {
@@ -155,12 +157,12 @@ pub fn write_all_checked(files: &[(PathBuf, Vec<u8>)], check: impl FnOnce() -> R
             }
             // Past the commit point the remaining temporaries are the rest of this save: they
             // stay, for the next reader of the folder to finish the renames.
-            let message = format!(
-                "could not be renamed into place ({e}); the save is incomplete, and the next \
-                 command that reads this folder finishes it from `{}`",
+            let done = format!(
+                "the save was committed but is incomplete: the next command that reads this folder \
+                 finishes it from `{}`",
                 tmp.display()
             );
-            return Err(Error::Format { path: path.clone(), message });
+            return Err(Error::After { done, source: Box::new(io_err(path)(e)) });
         }
     }
     for dir in files.iter().filter_map(|(p, _)| p.parent()) {
@@ -216,7 +218,8 @@ fn lock_handle(dir: &Path) -> Option<std::fs::File> {
 
 /// The lock file standing for folder `dir` under `root`: `root/peft-wgpu-locks/<fingerprint
 /// of the folder's full path, lowercased>.lock` (Windows paths ignore case), shared by every
-/// process that locks that folder.
+/// process with the same `root`: on Windows the user's temporary folder, so processes of
+/// one user exclude each other (two accounts saving into one shared folder do not).
 #[cfg_attr(unix, allow(dead_code, reason = "the lock of platforms that cannot lock a folder; tested everywhere"))]
 fn lock_file_for(dir: &Path, root: &Path) -> Option<std::fs::File> {
     let full = dir.canonicalize().ok()?;
@@ -227,7 +230,7 @@ fn lock_file_for(dir: &Path, root: &Path) -> Option<std::fs::File> {
     std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(file).ok()
 }
 
-/// Runs `op` (a rename or removal) again for up to two seconds while Windows refuses it for
+/// Runs `op` (a rename) again for up to two seconds while Windows refuses it for
 /// a moment (access denied, sharing violation: a virus scanner or indexer holding the file
 /// just written); elsewhere, or on any other error, once.
 fn with_retries(mut op: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {

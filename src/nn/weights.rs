@@ -325,6 +325,7 @@ fn is_file_name(name: &str) -> bool {
     let mut parts = Path::new(name).components();
     matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(p)), None) if p == name)
         && !name.contains([':', '/', '\\'])
+        && !(cfg!(windows) && crate::io::atomic::names_windows_device(Path::new(name)))
 }
 
 /// The safetensors files of a model folder, `model.safetensors` or the shards listed by

@@ -38,8 +38,9 @@ pub enum MatmulKernel {
     /// On CPU adapters (lavapipe; [`Gpu::cpu_kernels`]) `Rows` with subgroups of at least 4
     /// lanes when the shape allows it, `Tiled` otherwise; on other adapters `Tiled64` when
     /// `Tiled` would have fewer than 512 workgroups, `Tiled` otherwise, and narrow products
-    /// split over k (`SplitK`) when they would have fewer than 64 workgroups. `PEFT_WGPU_MATMUL` (`tiled`, `tiled64`, `splitk`, `rows`) overrides the
-    /// choice, for benchmarking.
+    /// split over k (`SplitK`) when they would have fewer than 64 workgroups.
+    /// `PEFT_WGPU_MATMUL` (`tiled`, `tiled64`, `splitk`, `rows`) overrides the choice, for
+    /// benchmarking.
     #[default]
     Auto,
     /// The GPU kernels of `matmul.wgsl`: 128×128 tiles in workgroup memory, or 256×8 tiles

@@ -29,9 +29,9 @@ pub fn rows_kernel_fits(gh: usize, gw: usize, channels: usize) -> bool {
 /// Which implementation of the filter to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FilterPath {
-    /// On CPU adapters ([`crate::Gpu::cpu_kernels`]) the rows kernel when the grid fits it, on other adapters the tile
-    /// kernel when it fits; otherwise fused when the grid fits in workgroup memory, unfused
-    /// when it does not. `PEFT_WGPU_FILTER` (`rows`, `tile`, `fused`, `unfused`) overrides the
+    /// On CPU adapters ([`crate::Gpu::cpu_kernels`]) the rows kernel when the grid fits it,
+    /// on other adapters the tile kernel when it fits; otherwise fused when the grid fits in
+    /// workgroup memory, unfused when it does not. `PEFT_WGPU_FILTER` (`rows`, `tile`, `fused`, `unfused`) overrides the
     /// choice, for benchmarking one path against another.
     #[default]
     Auto,
