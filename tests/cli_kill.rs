@@ -218,3 +218,36 @@ fn two_saves_into_one_folder_do_not_interleave() {
     succeeds(&["eval", "--model", s(&fixture("vit_tiny")), "--adapter", s(&out), "--data", s(&data)]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A rename that fails after the commit point (here the config's: a folder took its place
+/// while the writer paused between the renames) ends the run with an error that says the
+/// save is incomplete and where the rest waits; the config's temporary is kept, not removed,
+/// and the next reader finishes the save once the obstacle is gone.
+#[test]
+fn a_rename_failing_after_the_commit_point_keeps_the_rest_for_the_next_reader() {
+    let dir = scratch("late-rename");
+    let data = good_data(&dir);
+    let out = adapter_copy("flora", &dir);
+    let old_weights = std::fs::read(out.join("adapter_model.safetensors")).expect("weights");
+    let mut child = start_training(&out, &data, "2", Some(3_000));
+    wait_for(&mut child, Duration::from_secs(120), "the weights to be renamed", || {
+        std::fs::read(out.join("adapter_model.safetensors")).is_ok_and(|b| b != old_weights)
+    });
+    let config = out.join("adapter_config.json");
+    std::fs::remove_file(&config).expect("old config");
+    std::fs::create_dir(&config).expect("a folder where the config goes");
+    let finished = child.wait_with_output().expect("the run ends");
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert!(!finished.status.success(), "a save whose config was not renamed succeeded: {stderr}");
+    let pending = names_with(&out, ".adapter_config.json.tmp-");
+    assert_eq!(pending.len(), 1, "the config's temporary is kept: {pending:?}");
+    assert!(stderr.contains("incomplete") && stderr.contains(&pending[0]), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let new_config = std::fs::read(out.join(&pending[0])).expect("pending config");
+    std::fs::remove_dir(&config).expect("the obstacle removed");
+    let model = fixture("vit_tiny");
+    succeeds(&["eval", "--model", s(&model), "--adapter", s(&out), "--data", s(&data)]);
+    assert_eq!(std::fs::read(&config).expect("config"), new_config, "the reader finished the save");
+    assert!(names_with(&out, ".adapter_config.json.tmp-").is_empty(), "temporary left after recovery");
+    std::fs::remove_dir_all(&dir).ok();
+}
