@@ -211,3 +211,29 @@ fn shuffled_batches_take_a_new_seeded_permutation_every_epoch() {
         assert_eq!(sorted, [0, 1, 2, 3, 4], "every row once before any repeats: {stream:?}");
     }
 }
+
+/// LoRA dropout draws new masks every step, from the run's seed: on the same batch with a
+/// negligible learning rate, each step's loss differs (one mask reused would repeat it), and
+/// the same seed repeats the run exactly.
+#[test]
+fn dropout_masks_change_every_step_and_follow_the_seed() {
+    let gpu = gpu();
+    let vit = model(&gpu);
+    let json = r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value"],
+                   "lora_dropout": 0.5, "init_lora_weights": false}"#;
+    let run = |seed: u64| {
+        let adapter = lora_with(&gpu, &vit, json);
+        let opts = TrainOptions { batch_size: 6, lr: 1e-12, optimizer: OptimizerKind::sgd(), seed, ..options(3) };
+        let mut losses = Vec::new();
+        train(&gpu, &vit, &adapter, &data(None), &opts, &mut |r| losses.push(r.loss)).unwrap();
+        losses
+    };
+    let losses = run(5);
+    for (i, a) in losses.iter().enumerate() {
+        for b in &losses[i + 1..] {
+            assert!((a - b).abs() > 1e-4 * a.abs(), "two steps gave the same loss (one mask?): {losses:?}");
+        }
+    }
+    assert_eq!(run(5), losses, "the same seed repeats the run");
+    assert_ne!(run(6), losses, "another seed draws other masks");
+}
