@@ -89,20 +89,26 @@ impl VitWeights {
         let config = VitConfig::from_dir(dir)?;
         let (files, placed) = weight_files(dir)?;
         let shapes = expected_shapes(&config);
-        // The f32 copies of the tensors, beside the files' bytes already in memory.
+        // The f32 copies of the tensors, beside the files' bytes already in memory: the most
+        // needed (each file's memory is given back behind every tensor converted, which saves
+        // the copy where the allocator shrinks a block in place, as glibc does).
         let copies: u64 = shapes.iter().map(|(_, s)| s.iter().product::<usize>() as u64 * 4).sum();
         crate::io::memory::check_available(files.first().map_or(dir, TensorFile::path), copies)?;
-        let mut tensors = BTreeMap::new();
+        // Which file and name holds each tensor, every shape checked before any is converted.
+        let mut wanted: Vec<(usize, String, String)> = Vec::with_capacity(shapes.len() + 1);
         for (key, shape) in shapes {
             let alias = v5_alias(&key, config.num_hidden_layers);
             let names = std::iter::once(&key).chain(alias.as_ref());
             // The shard the index names for the key, as transformers reads it (a stale copy in
             // another shard is ignored); else whichever file holds it.
             let found = match names.clone().find_map(|n| placed.get(n).map(|&i| (i, n))) {
-                Some((i, name)) => Some((&files[i], name.clone())),
-                None => files.iter().find_map(|f| names.clone().find(|n| f.contains(n)).map(|n| (f, n.clone()))),
+                Some((i, name)) => Some((i, name.clone())),
+                None => files
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, f)| names.clone().find(|n| f.contains(n)).map(|n| (i, n.clone()))),
             };
-            let Some((file, name)) = found else {
+            let Some((at, name)) = found else {
                 let path = files.first().map(|f| f.path().to_path_buf()).unwrap_or_else(|| dir.to_path_buf());
                 // A backbone (`ViTModel`, `ViTForMaskedImageModeling`) names its weights without
                 // the `vit.` prefix, or has no classifier: say so rather than name one key.
@@ -122,33 +128,52 @@ impl VitWeights {
                 }
                 return Err(Error::MissingTensor { path, key });
             };
-            if !file.contains(&name) {
-                return Err(Error::MissingTensor { path: file.path().to_path_buf(), key: name });
+            let file = &files[at];
+            match file.shape(&name) {
+                None => return Err(Error::MissingTensor { path: file.path().to_path_buf(), key: name }),
+                Some(got) if got != shape.as_slice() => {
+                    return Err(Error::TensorMismatch {
+                        path: file.path().to_path_buf(),
+                        key: name,
+                        expected: format!("shape {shape:?}"),
+                        got: format!("shape {got:?}"),
+                    });
+                }
+                Some(_) => wanted.push((at, name, key)),
             }
-            tensors.insert(key, file.f32_shaped(&name, &shape)?);
         }
         let prompt_file = match placed.get(PROMPT_KEY) {
             Some(&i) if !files[i].contains(PROMPT_KEY) => {
                 return Err(Error::MissingTensor { path: files[i].path().to_path_buf(), key: PROMPT_KEY.into() });
             }
-            Some(&i) => Some(&files[i]),
-            None => files.iter().find(|f| f.contains(PROMPT_KEY)),
+            Some(&i) => Some(i),
+            None => files.iter().position(|f| f.contains(PROMPT_KEY)),
         };
-        let prompts = match prompt_file {
-            None => None,
-            Some(f) => {
-                let p = f.f32(PROMPT_KEY)?;
-                if !prompts_fit(&p.shape, config.hidden_size) {
-                    return Err(Error::TensorMismatch {
-                        path: f.path().to_path_buf(),
-                        key: PROMPT_KEY.into(),
-                        expected: format!("shape [n, {}]", config.hidden_size),
-                        got: format!("shape {:?}", p.shape),
-                    });
-                }
-                Some(p)
+        if let Some(i) = prompt_file {
+            let shape = files[i].shape(PROMPT_KEY).unwrap_or_default();
+            if !prompts_fit(shape, config.hidden_size) {
+                return Err(Error::TensorMismatch {
+                    path: files[i].path().to_path_buf(),
+                    key: PROMPT_KEY.into(),
+                    expected: format!("shape [n, {}]", config.hidden_size),
+                    got: format!("shape {shape:?}"),
+                });
             }
-        };
+            wanted.push((i, PROMPT_KEY.into(), PROMPT_KEY.into()));
+        }
+        // Each file converted into f32 tensors and let go, tensor by tensor from its end.
+        let (mut tensors, mut prompts) = (BTreeMap::new(), None);
+        for (at, file) in files.into_iter().enumerate() {
+            let mine: Vec<&(usize, String, String)> = wanted.iter().filter(|w| w.0 == at).collect();
+            let names: Vec<&str> = mine.iter().map(|w| w.1.as_str()).collect();
+            for ((_, _, key), tensor) in mine.iter().zip(file.into_f32_tensors(&names)?) {
+                if key == PROMPT_KEY {
+                    prompts = Some(tensor);
+                } else {
+                    tensors.insert(key.clone(), tensor);
+                }
+            }
+        }
         Ok(VitWeights { config, tensors, prompts })
     }
 

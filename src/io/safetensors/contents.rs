@@ -52,6 +52,16 @@ impl Contents {
         &mut bytemuck::cast_slice_mut(&mut self.words)[..self.len]
     }
 
+    /// Keeps the first `len` bytes and gives the memory of the rest back (where the allocator
+    /// shrinks a block in place, as glibc does for large ones, without a copy).
+    pub(super) fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            self.words.truncate(len.div_ceil(4));
+            self.words.shrink_to_fit();
+            self.len = len;
+        }
+    }
+
     /// The little-endian f32 values at byte range `at` (a whole number of them), moved to the
     /// front of the words and returned in them; the rest of the file is let go.
     pub(super) fn into_f32(mut self, at: Range<usize>) -> Vec<f32> {

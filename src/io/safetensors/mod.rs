@@ -243,6 +243,33 @@ impl TensorFile {
         Ok(HostTensor { shape, data })
     }
 
+    /// Tensors `keys` as f32 like [`TensorFile::f32`] (every value finite), taking the file:
+    /// they are converted from the last in the file to the first, and the file's memory
+    /// behind each is given back before the next, so the file and the f32 copies are not
+    /// held in full at once. A key named twice is converted once and returned for each.
+    pub fn into_f32_tensors(mut self, keys: &[&str]) -> Result<Vec<HostTensor>> {
+        let mut unique: Vec<(usize, &str)> = Vec::with_capacity(keys.len());
+        for &key in keys {
+            let start = self.entry(key)?.2.0;
+            if !unique.iter().any(|&(_, k)| k == key) {
+                unique.push((start, key));
+            }
+        }
+        // Tensors tile the data section, so every one converted later lies before the cut.
+        unique.sort_unstable_by_key(|&(start, _)| std::cmp::Reverse(start));
+        let mut done: HashMap<&str, HostTensor> = HashMap::with_capacity(unique.len());
+        for (start, key) in unique {
+            done.insert(key, self.f32(key)?);
+            self.contents.truncate(self.data_start + start);
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            let tensor = if keys[i + 1..].contains(key) { done.get(key).cloned() } else { done.remove(key) };
+            out.push(tensor.ok_or_else(|| Error::MissingTensor { path: self.path.clone(), key: key.to_string() })?);
+        }
+        Ok(out)
+    }
+
     /// Tensor `key` as f32, which must have exactly `expected` shape.
     pub fn f32_shaped(&self, key: &str, expected: &[usize]) -> Result<HostTensor> {
         if let Some(shape) = self.shape(key)
@@ -363,6 +390,33 @@ mod tests {
         assert_eq!(f16_to_f32(0x0400), 2f32.powi(-14));
         assert!(f16_to_f32(0x7c00).is_infinite());
         assert!(f16_to_f32(0x7e00).is_nan());
+    }
+
+    /// Tensors taken out of a file from its end give what `f32` gives, in the order asked,
+    /// a key asked twice included; a missing key or a non-finite value is an error naming it.
+    #[test]
+    fn tensors_taken_out_from_the_end_equal_those_read_in_place() {
+        let tensors: Vec<(String, HostTensor)> = [("a", 3), ("b", 5), ("c", 2), ("d", 0)]
+            .into_iter()
+            .map(|(k, n)| {
+                (
+                    k.to_string(),
+                    HostTensor::new(vec![n], (0..n).map(|i| (i * 7) as f32 - 1.5).collect()).expect("shape"),
+                )
+            })
+            .collect();
+        let list: Vec<(String, &HostTensor)> = tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
+        let bytes = serialize(Path::new("t.safetensors"), &list, None).expect("serialize");
+        let file = || TensorFile::from_bytes(Path::new("t.safetensors"), &bytes).expect("valid");
+        let keys = ["c", "a", "d", "c", "b"];
+        let want: Vec<HostTensor> = keys.iter().map(|k| file().f32(k).expect("in place")).collect();
+        assert_eq!(file().into_f32_tensors(&keys).expect("taken out"), want);
+        let e = file().into_f32_tensors(&["a", "zz"]).expect_err("missing");
+        assert!(e.to_string().contains("zz"), "{e}");
+        let bad = HostTensor::new(vec![2], vec![1.0, f32::NAN]).expect("shape");
+        let bytes = serialize(Path::new("t.safetensors"), &[("n".to_string(), &bad)], None).expect("serialize");
+        let e = TensorFile::from_bytes(Path::new("t.safetensors"), &bytes).expect("valid").into_f32_tensors(&["n"]);
+        assert!(e.expect_err("NaN").to_string().contains("`n`"));
     }
 
     #[test]
