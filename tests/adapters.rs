@@ -217,20 +217,10 @@ fn lora_dropout_masks_the_branch_input_as_the_twin_does() {
     use peft_wgpu::nn::{NoHooks, VitConfig, VitWeights};
     use peft_wgpu::reference::dropout::dropout;
     let gpu = gpu();
-    let d = 8;
-    let config = VitConfig {
-        hidden_size: d,
-        num_hidden_layers: 1,
-        num_attention_heads: 2,
-        intermediate_size: 16,
-        image_size: [4, 4],
-        patch_size: [2, 2],
-        num_channels: 1,
-        layer_norm_eps: 1e-6,
-        qkv_bias: true,
-        num_labels: d,
-        id2label: Vec::new(),
-    };
+    // The demo's architecture with as many labels as channels, for an identity head.
+    let demo = peft_wgpu::demo::model::architecture();
+    let d = demo.hidden_size;
+    let config = VitConfig { num_labels: d, id2label: Vec::new(), ..demo };
     let mut weights = VitWeights::random(&config, 3).unwrap();
     let identity: Vec<f32> = (0..d * d).map(|i| if i % (d + 1) == 0 { 1.0 } else { 0.0 }).collect();
     weights.tensors.insert("classifier.weight".into(), HostTensor::new(vec![d, d], identity).unwrap());
@@ -250,8 +240,9 @@ fn lora_dropout_masks_the_branch_input_as_the_twin_does() {
     };
     let (a, b) = (factor("lora_A"), factor("lora_B"));
     let batch = 5;
-    let images = common::Rng::new(4).normal_vec(batch * 16, 0.0, 1.0);
-    let images = Tensor::from_slice(&gpu, &images, &[batch, 1, 4, 4]).unwrap();
+    let ([h, w], c) = (config.image_size, config.num_channels);
+    let images = common::Rng::new(4).normal_vec(batch * c * h * w, 0.0, 1.0);
+    let images = Tensor::from_slice(&gpu, &images, &[batch, c, h, w]).unwrap();
     let logits = |seed: Option<u64>| {
         let mut tape = Tape::inference(&gpu);
         let base = vit.bind(&mut tape, false);

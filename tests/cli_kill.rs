@@ -34,6 +34,17 @@ fn start_training(out: &Path, data: &Path, steps: &str, slow_write_ms: Option<u6
     cmd.spawn().expect("the binary starts")
 }
 
+/// Starts 2 training steps into `out` with slowed writes and returns once the new weights are
+/// renamed into place (the commit point); the config follows after a pause of 3 s.
+fn train_until_the_weights_are_renamed(out: &Path, data: &Path) -> Child {
+    let old_weights = std::fs::read(out.join("adapter_model.safetensors")).expect("weights");
+    let mut child = start_training(out, data, "2", Some(3_000));
+    wait_for(&mut child, Duration::from_secs(120), "the weights to be renamed", || {
+        std::fs::read(out.join("adapter_model.safetensors")).is_ok_and(|b| b != old_weights)
+    });
+    child
+}
+
 /// SIGKILLs the child and checks it was killed, not finished.
 fn kill(child: &mut Child) {
     child.kill().expect("kill");
@@ -112,13 +123,8 @@ fn killed_between_the_two_renames_the_next_reader_finishes_the_save() {
     let dir = scratch("kill-rename");
     let data = good_data(&dir);
     let out = adapter_copy("flora", &dir);
-    let old_weights = std::fs::read(out.join("adapter_model.safetensors")).expect("weights");
     let old_config = std::fs::read(out.join("adapter_config.json")).expect("config");
-    let mut child = start_training(&out, &data, "2", Some(3_000));
-    // The weights are renamed into place; the config follows after a pause of 3 s.
-    wait_for(&mut child, Duration::from_secs(120), "the weights to be renamed", || {
-        std::fs::read(out.join("adapter_model.safetensors")).is_ok_and(|b| b != old_weights)
-    });
+    let mut child = train_until_the_weights_are_renamed(&out, &data);
     kill(&mut child);
     assert_eq!(std::fs::read(out.join("adapter_config.json")).expect("config"), old_config);
     let pending = names_with(&out, ".adapter_config.json.tmp-");
@@ -228,11 +234,7 @@ fn a_rename_failing_after_the_commit_point_keeps_the_rest_for_the_next_reader() 
     let dir = scratch("late-rename");
     let data = good_data(&dir);
     let out = adapter_copy("flora", &dir);
-    let old_weights = std::fs::read(out.join("adapter_model.safetensors")).expect("weights");
-    let mut child = start_training(&out, &data, "2", Some(3_000));
-    wait_for(&mut child, Duration::from_secs(120), "the weights to be renamed", || {
-        std::fs::read(out.join("adapter_model.safetensors")).is_ok_and(|b| b != old_weights)
-    });
+    let child = train_until_the_weights_are_renamed(&out, &data);
     let config = out.join("adapter_config.json");
     std::fs::remove_file(&config).expect("old config");
     std::fs::create_dir(&config).expect("a folder where the config goes");

@@ -41,6 +41,12 @@ pub(crate) fn read_config_bytes(path: &Path) -> Result<Vec<u8>> {
     Ok(text)
 }
 
+/// The text of a config file without the UTF-8 byte-order mark it may begin with, which is
+/// no part of its JSON.
+pub(crate) fn without_bom(text: &[u8]) -> &[u8] {
+    text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text)
+}
+
 impl JsonFile {
     /// Reads and parses `path`, which must hold a JSON object (at most 16 MiB, also from a
     /// pipe or device).
@@ -51,8 +57,7 @@ impl JsonFile {
     /// Parses `text` as the contents of `path` (after a UTF-8 byte-order mark, which some
     /// Windows editors write, if there is one).
     pub fn parse(path: &Path, text: &[u8]) -> Result<JsonFile> {
-        let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
-        let value: Value = serde_json::from_slice(text)
+        let value: Value = serde_json::from_slice(without_bom(text))
             .map_err(|e| Error::Format { path: path.to_path_buf(), message: format!("invalid JSON: {e}") })?;
         match value {
             Value::Object(object) => Ok(JsonFile { path: path.to_path_buf(), object }),

@@ -21,9 +21,9 @@ const INFORMATIONAL: [&str; 6] =
 /// The fingerprint of a JSON config's meaning: its fields other than the informational ones,
 /// with keys sorted and no whitespace. `None` when `bytes` is not a JSON object.
 pub fn meaning_fingerprint(bytes: &[u8]) -> Option<String> {
-    // A byte-order mark, as config files are read (`JsonFile::parse`), is no part of the text.
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let serde_json::Value::Object(mut o) = serde_json::from_slice(bytes).ok()? else { return None };
+    let serde_json::Value::Object(mut o) = serde_json::from_slice(super::json::without_bom(bytes)).ok()? else {
+        return None;
+    };
     for key in INFORMATIONAL {
         o.remove(key);
     }

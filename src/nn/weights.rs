@@ -128,19 +128,8 @@ impl VitWeights {
                 }
                 return Err(Error::MissingTensor { path, key });
             };
-            let file = &files[at];
-            match file.shape(&name) {
-                None => return Err(Error::MissingTensor { path: file.path().to_path_buf(), key: name }),
-                Some(got) if got != shape.as_slice() => {
-                    return Err(Error::TensorMismatch {
-                        path: file.path().to_path_buf(),
-                        key: name,
-                        expected: format!("shape {shape:?}"),
-                        got: format!("shape {got:?}"),
-                    });
-                }
-                Some(_) => wanted.push((at, name, key)),
-            }
+            files[at].check_shape(&name, &shape)?;
+            wanted.push((at, name, key));
         }
         let prompt_file = match placed.get(PROMPT_KEY) {
             Some(&i) if !files[i].contains(PROMPT_KEY) => {

@@ -272,9 +272,15 @@ impl TensorFile {
 
     /// Tensor `key` as f32, which must have exactly `expected` shape.
     pub fn f32_shaped(&self, key: &str, expected: &[usize]) -> Result<HostTensor> {
-        if let Some(shape) = self.shape(key)
-            && shape != expected
-        {
+        self.check_shape(key, expected)?;
+        self.f32(key)
+    }
+
+    /// Fails unless tensor `key` is here with exactly `expected` shape (an error naming the
+    /// file and the key), reading no values.
+    pub fn check_shape(&self, key: &str, expected: &[usize]) -> Result<()> {
+        let (_, shape, _) = self.entry(key)?;
+        if shape != expected {
             return Err(Error::TensorMismatch {
                 path: self.path.clone(),
                 key: key.to_string(),
@@ -282,7 +288,7 @@ impl TensorFile {
                 got: format!("shape {shape:?}"),
             });
         }
-        self.f32(key)
+        Ok(())
     }
 
     /// Integer tensor `key` (I64, I32, I16, I8, U8, U16, U32 or U64) widened to i64.
