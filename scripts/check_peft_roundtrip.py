@@ -6,7 +6,8 @@ logits (float64) with the ones peft-wgpu recorded beside the folders.
 Cases, both under transformers 5 (PEFT's current pairing): lora_transformers5 (targets named
 q_proj/v_proj) and lora_on_disk, configured with the on-disk names (query/value, a layer's
 layernorm_after saved, a rank_pattern) and written by peft-wgpu in transformers 5's naming,
-its config spelling the modules out. PEFT's own transformers-4 adapter
+its config spelling the modules out; lora_saved_containers, whose modules_to_save names
+modules that hold others (`embeddings`, `layers.1.mlp`), written with them spelled out. PEFT's own transformers-4 adapter
 (tests/fixtures/adapters/lora_v4) is loaded under transformers 4 for its parameter counts only
 (a directory with transformers 4 and PEFT < 0.18 installed by `pip install --target`, given by
 PEFT_TF4_PATH, default /work/py-tf4, run in a subprocess with that directory first on
@@ -32,7 +33,7 @@ ROOT = "tests/fixtures/written_here"
 MODEL = "tests/fixtures/vit_tiny"
 OUT = "tests/fixtures/peft_roundtrip.json"
 # folder: transformers major versions it is loaded under
-CASES = {"lora_transformers5": [5], "lora_on_disk": [5]}
+CASES = {"lora_transformers5": [5], "lora_on_disk": [5], "lora_saved_containers": [5]}
 # LoRA adapters PEFT wrote (scripts/fixtures_adapters.py), for print_trainable_parameters only.
 FIXTURES = {"lora_v5": "tests/fixtures/adapters/lora_v5", "lora_v4": "tests/fixtures/adapters/lora_v4"}
 NOTE = (

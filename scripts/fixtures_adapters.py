@@ -247,12 +247,16 @@ def peft_lora(expected, name, config, seed, out=OUT, model_dir=MODEL, data=input
     model = model.double()
     # Map file keys to live parameters: PEFT inserts the adapter name into the live names.
     live = dict(model.named_parameters())
+    # A saved module's copy lives under `<module>.modules_to_save.default`, tensors inside it
+    # (those of a saved container such as `mlp`) further down.
+    saved_copies = {n.replace(".modules_to_save.default.", "."): p for n, p in live.items() if ".modules_to_save.default." in n}
     params = {}
     for key in load_file(os.path.join(path, "adapter_model.safetensors")):
         stem, _, leaf = key.rpartition(".")
-        trained = [c for c in [f"{stem}.default.{leaf}", f"{stem}.modules_to_save.default.{leaf}"] if c in live]
-        if trained:
-            params[key] = live[trained[0]]
+        if f"{stem}.default.{leaf}" in live:
+            params[key] = live[f"{stem}.default.{leaf}"]
+        elif key in saved_copies:
+            params[key] = saved_copies[key]
         else:  # a base layer PEFT stores untrained (save_embedding_layers)
             assert f"{stem}.{leaf}" in live, key
     pixels, labels = data()
@@ -266,6 +270,18 @@ def lora_with_peft(expected, name, targets):
 
     config = LoraConfig(r=4, lora_alpha=6, target_modules=targets, modules_to_save=["classifier"], lora_dropout=0.0)
     peft_lora(expected, name, config, 5)
+
+
+def lora_saved_containers(expected):
+    """LoRA through PEFT whose `modules_to_save` names modules that hold others: every `mlp`
+    (fc1 and fc2) and `vit.embeddings` (its own `cls_token` and `position_embeddings`, and
+    the patch embedding), trained in full beside the classifier."""
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=2, lora_alpha=4, target_modules=["q_proj", "fc1"], modules_to_save=["classifier", "mlp", "vit.embeddings"]
+    )
+    peft_lora(expected, "lora_saved_containers", config, 11)
 
 
 def lora_v4_subprocess():
@@ -298,6 +314,7 @@ def main():
     rlp(expected)
     lora_with_peft(expected, "lora_v5", ["q_proj", "v_proj", "fc1", "o_proj"])
     moppa_layers_and_heads(expected)
+    lora_saved_containers(expected)
     v4 = lora_v4_subprocess()
     if v4 is None and os.path.exists(EXPECTED):
         v4 = {k: v for k, v in load_file(EXPECTED).items() if k.startswith("lora_v4.")}

@@ -120,14 +120,11 @@ def lora(name):
     model = PeftModel.from_pretrained(model, path, is_trainable=True).double()
     saved = load_file(os.path.join(path, "adapter_model.safetensors"))
     live = dict(model.named_parameters())
+    saved_copies = {n.replace(".modules_to_save.default.", "."): p for n, p in live.items() if ".modules_to_save.default." in n}
     params = {}
     for key in saved:
         stem, _, leaf = key.rpartition(".")
-        if ".lora_" in stem:
-            params[key] = live[f"{stem}.default.{leaf}"]
-        else:
-            parent, _, mod = stem.rpartition(".")
-            params[key] = live[f"{parent}.{mod}.modules_to_save.default.{leaf}"]
+        params[key] = live[f"{stem}.default.{leaf}"] if ".lora_" in stem else saved_copies[key]
     return model, params, lambda step: 0.0, {}
 
 
@@ -160,6 +157,7 @@ def main():
     train("moppa", moppa, pixels, labels, expected)
     train("rlp", rlp, pixels, labels, expected)
     train("lora_v5", lambda: lora("lora_v5"), pixels, labels, expected)
+    train("lora_saved_containers", lambda: lora("lora_saved_containers"), pixels, labels, expected)
     expected["steps"] = torch.tensor([STEPS, BATCH])
     expected["lr"] = torch.tensor([LR], dtype=torch.float64)
     save_file({k: v.contiguous() for k, v in expected.items()}, EXPECTED)

@@ -166,6 +166,15 @@ fn lora_written_by_peft_under_transformers_5_matches_peft() {
     check("lora_v5", None);
 }
 
+/// `modules_to_save: ["classifier", "mlp", "vit.embeddings"]`: modules that hold others are
+/// saved whole, as PEFT saves them (fc1 and fc2 of every layer; the CLS token, the position
+/// embeddings and the patch embedding), and PEFT adapts no module inside them (fc1 is a
+/// target but saved).
+#[test]
+fn lora_written_by_peft_with_saved_containers_matches_peft() {
+    check("lora_saved_containers", None);
+}
+
 #[test]
 fn lora_written_by_peft_under_transformers_4_matches_peft() {
     check("lora_v4", None);

@@ -321,6 +321,12 @@ fn bad_adapter_configs_are_named() {
         (serde_json::json!({"rank_pattern": {"query": 0}}), &["rank_pattern", "query", "rank between 1"]),
         (serde_json::json!({"layers_to_transform": [0, 11]}), &["layers_to_transform", "layer 11", "2 layers"]),
         (serde_json::json!({"modules_to_save": ["no_such_head"]}), &["modules_to_save", "no_such_head"]),
+        (
+            serde_json::json!({"modules_to_save": ["classifier", "clasifier_typo"]}),
+            &["modules_to_save", "`clasifier_typo` matches no module"],
+        ),
+        (serde_json::json!({"modules_to_save": ["classifier", "dropout"]}), &["modules_to_save", "`dropout`"]),
+        (serde_json::json!({"modules_to_save": ["classifier", ""]}), &["modules_to_save", "empty name"]),
         (serde_json::json!({"bias": "all"}), &["bias", "all"]),
         (serde_json::json!({"use_dora": true}), &["use_dora", "DoRA"]),
         (serde_json::json!({"num_labels": 0}), &["num_labels", "between 1 and"]),

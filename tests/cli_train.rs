@@ -88,6 +88,12 @@ fn no_shuffle_sgd_matches_peft_for_lora() {
     train_no_shuffle("lora_v5");
 }
 
+/// Saved modules that hold others (`mlp`, `vit.embeddings`) train in full, as in PEFT.
+#[test]
+fn no_shuffle_sgd_matches_peft_for_lora_with_saved_containers() {
+    train_no_shuffle("lora_saved_containers");
+}
+
 #[test]
 fn train_eval_merge_eval_agree() {
     let dir = temp_dir("pipeline");

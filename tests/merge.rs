@@ -77,6 +77,21 @@ fn lora_written_by_peft_merges() {
     }
 }
 
+/// Saved modules that hold others (`mlp`, `vit.embeddings`): their tensors, the CLS token and
+/// position embeddings among them, go into the merged model.
+#[test]
+fn lora_with_saved_containers_merges() {
+    let gpu = gpu();
+    let name = "lora_saved_containers";
+    let merged = check(&gpu, name, &fixture_adapter(&gpu, name));
+    let base = VitWeights::load(&fixtures().join("vit_tiny")).unwrap();
+    for key in
+        ["vit.embeddings.cls_token", "vit.embeddings.position_embeddings", "vit.encoder.layer.1.output.dense.weight"]
+    {
+        assert_ne!(merged.tensors[key], base.tensors[key], "{key} comes from the adapter file");
+    }
+}
+
 /// The patch embedding PEFT stored with `save_embedding_layers` goes into the merged model.
 #[test]
 fn lora_with_a_stored_embedding_layer_merges() {

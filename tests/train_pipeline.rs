@@ -132,7 +132,7 @@ fn reported_step_losses_equal_pytorchs() {
         order: BatchOrder::Sequential,
         seed: 0,
     };
-    for name in ["flora", "moppa", "rlp", "lora_v5"] {
+    for name in ["flora", "moppa", "rlp", "lora_v5", "lora_saved_containers"] {
         let adapter = Adapter::load(&gpu, &fixtures().join("adapters").join(name), &vit).expect("fixture adapter");
         let mut losses = Vec::new();
         train(&gpu, &vit, &adapter, &data, &opts, &mut |r| losses.push(r.loss)).unwrap();

@@ -123,6 +123,11 @@ impl VitHooks for BoundAdapter<'_> {
         }
     }
 
+    fn embeddings(&self) -> Option<(Var, Var)> {
+        let e = self.adapter.embeddings?;
+        Some((self.vars[e.cls_token].clone(), self.vars[e.position_embeddings].clone()))
+    }
+
     fn module_weights(&self, module: ModuleId) -> Option<(Var, Option<Var>)> {
         let s = self.adapter.saved.iter().find(|s| s.module == module)?;
         let list = if s.frozen { &self.frozen } else { &self.vars };

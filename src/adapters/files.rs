@@ -22,7 +22,8 @@ impl Adapter {
     ///
     /// A LoRA adapter is written as PEFT under transformers 5 (the current one) loads it: when
     /// any module is keyed by its on-disk path, keys take the transformers-5 paths and the
-    /// config spells its modules out in them (`AdapterConfig::spelled_out`).
+    /// config spells its modules out in them (`AdapterConfig::spelled_out`); so it does when
+    /// a `modules_to_save` entry names a module and one inside it (`AdapterConfig::saves_nested`).
     pub fn save(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
         self.save_checked(gpu, dir, || Ok(()))
     }
@@ -41,10 +42,10 @@ impl Adapter {
         }
         let list: Vec<(String, &HostTensor)> = host.iter().map(|(k, t)| (k.clone(), t)).collect();
         let config = match &self.kind {
-            Kind::Lora(modules) if respell => {
+            Kind::Lora(modules) if respell || self.config.saves_nested(self.model.num_hidden_layers) => {
                 let adapted: Vec<_> = modules.iter().map(|m| (m.module, m.r, m.alpha)).collect();
                 let saved: Vec<ModuleId> = self.saved.iter().filter(|s| !s.frozen).map(|s| s.module).collect();
-                self.config.spelled_out(&adapted, &saved)
+                self.config.spelled_out(&adapted, &saved, self.embeddings.is_some())
             }
             _ => self.config.clone(),
         };

@@ -1,6 +1,7 @@
 //! Folding an adapter into the model's weights: LoRA and FLoRA into the weights they adapt,
 //! saved modules in place, RLP's prompts as one `prompt_embeddings` matrix.
 
+use super::config::EMBEDDINGS;
 use super::{Adapter, Kind, flora, lora};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -68,6 +69,11 @@ impl Adapter {
             if let Some(b) = s.bias {
                 out.tensors.insert(format!("{path}.bias"), read_slot(b)?);
             }
+        }
+        if let Some(e) = self.embeddings {
+            let [cls, pos] = super::saved::embedding_tensors(&base.config).map(|(name, _)| name);
+            out.tensors.insert(format!("{EMBEDDINGS}.{cls}"), read(e.cls_token)?);
+            out.tensors.insert(format!("{EMBEDDINGS}.{pos}"), read(e.position_embeddings)?);
         }
         out.config.num_labels = self.num_labels;
         if out.config.id2label.len() != self.num_labels {

@@ -64,6 +64,7 @@ pub struct Adapter {
     frozen: Vec<Param>,
     kind: Kind,
     saved: Vec<saved::SavedModule>,
+    embeddings: Option<saved::SavedEmbeddings>,
     num_labels: usize,
     base_parameters: usize,
     /// The architecture of the model it was made for.
@@ -78,6 +79,7 @@ struct Plan {
     config: AdapterConfig,
     kind: Kind,
     saved: Vec<saved::SavedModule>,
+    embeddings: Option<saved::SavedEmbeddings>,
     num_labels: usize,
     params: ParamBuilder,
     weights_path: PathBuf,
@@ -158,12 +160,18 @@ impl Adapter {
         }
         let saved: Vec<ModuleId> =
             ModuleId::all(model.num_hidden_layers).into_iter().filter(|&m| config.saves_module(m)).collect();
-        if saved.is_empty() && !config.modules_to_save.is_empty() {
-            return Err(Error::Config {
-                path: config_path.to_path_buf(),
-                key: "modules_to_save".into(),
-                message: format!("{:?} matches no module of the model", config.modules_to_save),
-            });
+        let no_module =
+            |message: String| Error::Config { path: config_path.to_path_buf(), key: "modules_to_save".into(), message };
+        if saved.is_empty() && !config.saves_embeddings() && !config.modules_to_save.is_empty() {
+            return Err(no_module(format!("{:?} matches no module of the model", config.modules_to_save)));
+        }
+        // PEFT passes over an entry that matches nothing. A file it wrote loads the same here;
+        // in a config for a new adapter such an entry is a mistake, which would otherwise
+        // leave a module untrained without a word.
+        if !source.is_file()
+            && let Some(entry) = config.unmatched_saved_entry(model.num_hidden_layers)
+        {
+            return Err(no_module(format!("`{entry}` matches no module of the model that has weights")));
         }
         let preferred = match &config.kind {
             AdapterKind::Lora(c) => AdapterConfig::preferred_naming(&c.target_modules, model.num_hidden_layers),
@@ -193,15 +201,16 @@ impl Adapter {
         if matches!(kind, Kind::Lora(_)) {
             saved.extend(saved::embedding_from_file(&saved, &mut b)?);
         }
+        let embeddings = config.saves_embeddings().then(|| saved::embeddings(&mut b)).transpose()?;
         let weights_path = b.weights_path();
         let Build { source, params, .. } = b;
         source.finish()?;
-        Ok(Plan { config, kind, saved, num_labels, params, weights_path })
+        Ok(Plan { config, kind, saved, embeddings, num_labels, params, weights_path })
     }
 
     fn build(gpu: &Gpu, config: AdapterConfig, config_path: &Path, vit: &Vit, source: Source<'_>) -> Result<Adapter> {
         let max_bytes = gpu.max_tensor_bytes();
-        let Plan { config, mut kind, saved, num_labels, params, weights_path } =
+        let Plan { config, mut kind, saved, embeddings, num_labels, params, weights_path } =
             Adapter::plan(config, config_path, &vit.config, source, max_bytes)?;
         if let Kind::Moppa(m) = &mut kind {
             m.attach(gpu)?;
@@ -213,6 +222,7 @@ impl Adapter {
             frozen,
             kind,
             saved,
+            embeddings,
             num_labels,
             base_parameters: vit.num_parameters(),
             model: vit.config.clone(),

@@ -2,6 +2,7 @@
 //! adapter file; a classifier with another label count replaces the base head.
 
 use super::Build;
+use super::config::EMBEDDINGS;
 use super::params::{PEFT_PREFIX, Slot, Value};
 use super::source::Init;
 use crate::error::{Error, Result};
@@ -77,6 +78,35 @@ pub(crate) fn embedding_from_file(saved: &[SavedModule], build: &mut Build<'_>) 
         _ => None,
     };
     Ok(Some(SavedModule { module, weight, bias, frozen: true }))
+}
+
+/// `vit.embeddings`' own tensors, `cls_token` `[1, 1, D]` and `position_embeddings`
+/// `[1, T, D]`, trained in full when `modules_to_save` names the embeddings (or `vit`), as
+/// PEFT saves everything a saved module holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SavedEmbeddings {
+    pub(crate) cls_token: Slot,
+    pub(crate) position_embeddings: Slot,
+}
+
+/// The two tensors' names under `vit.embeddings`, with their shapes for `model`.
+pub(crate) fn embedding_tensors(model: &crate::nn::VitConfig) -> [(&'static str, Vec<usize>); 2] {
+    let d = model.hidden_size;
+    [("cls_token", vec![1, 1, d]), ("position_embeddings", vec![1, model.tokens(), d])]
+}
+
+/// Builds [`SavedEmbeddings`]: from the file, or as copies of the base.
+pub(crate) fn embeddings(build: &mut Build<'_>) -> Result<SavedEmbeddings> {
+    let [cls, pos] = embedding_tensors(build.model).map(|(name, shape)| {
+        let base = format!("{EMBEDDINGS}.{name}");
+        let key = format!("{PEFT_PREFIX}{base}");
+        if build.is_file() {
+            build.trainable(&key, &shape, Init::Zeros)
+        } else {
+            Ok(build.params_mut().train(key, Value::Base(base)))
+        }
+    });
+    Ok(SavedEmbeddings { cls_token: cls?, position_embeddings: pos? })
 }
 
 type Head = (Option<HostTensor>, Option<HostTensor>, usize);

@@ -58,6 +58,12 @@ pub trait VitHooks {
         None
     }
 
+    /// `cls_token` `[1, 1, D]` and `position_embeddings` `[1, T, D]` that replace the base
+    /// ones (saved embeddings).
+    fn embeddings(&self) -> Option<(Var, Var)> {
+        None
+    }
+
     /// Fails when these hooks were made for another architecture than `model` (an adapter
     /// for another model would leave layers unadapted or its own tensors unused).
     fn check_model(&self, _model: &VitConfig) -> Result<()> {
@@ -180,10 +186,15 @@ impl Vit {
             Some(p) => p,
             None => patch_embed(tape, images, &pw, Some(&pb))?,
         };
-        let cls = expand_var(tape, vars.get("vit.embeddings.cls_token")?, &[b, 1, d])?;
+        let (cls, pos) = match hooks.embeddings() {
+            Some(replaced) => replaced,
+            None => {
+                (vars.get("vit.embeddings.cls_token")?.clone(), vars.get("vit.embeddings.position_embeddings")?.clone())
+            }
+        };
+        let cls = expand_var(tape, &cls, &[b, 1, d])?;
         let x = concat_var(tape, &[&cls, &patches], 1)?;
-        let pos = vars.get("vit.embeddings.position_embeddings")?;
-        let pos = reshape_var(tape, pos, &[c.tokens(), d])?;
+        let pos = reshape_var(tape, &pos, &[c.tokens(), d])?;
         let mut x = add_broadcast_var(tape, &x, &pos)?;
         let mut prefix = 1;
         if let Some(p) = &vars.prompts {

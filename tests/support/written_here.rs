@@ -18,8 +18,10 @@ use super::support::{fixtures, logits, perturbed, pixels};
 pub const IMAGES: usize = 4;
 
 /// `(folder name, adapter config)`: one per module naming of `target_modules` (both are
-/// written in transformers 5's naming).
-pub fn cases() -> [(&'static str, Value); 2] {
+/// written in transformers 5's naming), and one saving modules that hold others, among them
+/// `embeddings`, which names `vit.embeddings` and its `patch_embeddings` (written spelled out,
+/// as PEFT cannot load that entry back).
+pub fn cases() -> [(&'static str, Value); 3] {
     [
         (
             "lora_on_disk",
@@ -31,6 +33,11 @@ pub fn cases() -> [(&'static str, Value); 2] {
             "lora_transformers5",
             json!({"peft_type": "LORA", "r": 4, "lora_alpha": 6, "target_modules": ["q_proj", "v_proj"],
                    "rank_pattern": {"v_proj": 2}, "alpha_pattern": {"q_proj": 3}, "modules_to_save": ["classifier"]}),
+        ),
+        (
+            "lora_saved_containers",
+            json!({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "fc2"],
+                   "modules_to_save": ["classifier", "embeddings", "layers.1.mlp"]}),
         ),
     ]
 }

@@ -115,6 +115,15 @@ pub struct AdapterConfig {
 
 const MAX_RANK: usize = 1 << 16;
 
+/// The ViT's embeddings module, which holds `cls_token` and `position_embeddings` itself.
+pub(crate) const EMBEDDINGS: &str = "vit.embeddings";
+
+/// Whether `entry` of `modules_to_save` names the module at `path` or one holding it: as
+/// PEFT matches them, the module's path, or a path above it, ends with `entry`.
+fn names_within(entry: &str, path: &str) -> bool {
+    path.match_indices('.').map(|(i, _)| &path[..i]).chain([path]).any(|p| p.ends_with(entry))
+}
+
 impl AdapterConfig {
     /// Reads `path` (an `adapter_config.json`).
     pub fn read(path: &Path) -> Result<AdapterConfig> {
@@ -144,6 +153,9 @@ impl AdapterConfig {
             other => return Err(j.error("peft_type", format!("`{other}` is not one of LORA, FLORA, MOPPA, RLP"))),
         };
         let mut modules_to_save = j.opt_strings("modules_to_save")?.unwrap_or_default();
+        if modules_to_save.iter().any(String::is_empty) {
+            return Err(j.error("modules_to_save", "has an empty name, which every module's path ends with"));
+        }
         // PEFT's sequence-classification models train and save the head (`classifier`, or
         // `score` in other architectures) with the adapter, whatever modules_to_save says.
         if task_type(j)? == Some("SEQ_CLS") {
@@ -221,15 +233,62 @@ impl AdapterConfig {
         }
     }
 
-    /// Whether `module` is one of `modules_to_save` (PEFT: the path ends with a listed name).
+    /// Whether `module` is saved: PEFT saves every module whose path ends with an entry of
+    /// `modules_to_save`, and everything inside it, so `module` is saved when its own path or
+    /// the path of a module holding it (`vit.layers.0.mlp` for `fc1`) ends with one.
     pub fn saves_module(&self, module: ModuleId) -> bool {
         Naming::BOTH.into_iter().any(|n| self.saves_module_under(module, n))
     }
 
-    /// Whether one of `modules_to_save` names `module` by its path under `naming`.
+    /// Whether one of `modules_to_save` names `module`, or a module holding it, by its path
+    /// under `naming`.
     pub fn saves_module_under(&self, module: ModuleId, naming: Naming) -> bool {
-        let path = module.path(naming);
-        self.modules_to_save.iter().any(|m| path.ends_with(m.as_str()))
+        self.saves_within(&module.path(naming))
+    }
+
+    /// Whether the tensors the embeddings module holds itself (`vit.embeddings.cls_token` and
+    /// `position_embeddings`) are saved: `modules_to_save` names `vit.embeddings` or `vit`.
+    pub fn saves_embeddings(&self) -> bool {
+        self.saves_within(EMBEDDINGS)
+    }
+
+    /// Whether an entry of `modules_to_save` names two modules of which one holds the other
+    /// under transformers 5's naming (`embeddings`: `vit.embeddings` and its
+    /// `patch_embeddings`). PEFT then wraps both, saves two tensors under one key and cannot
+    /// load its own file, so such a config is written with the saved modules spelled out.
+    pub(crate) fn saves_nested(&self, layers: usize) -> bool {
+        let mut paths: Vec<&str> = Vec::new();
+        let leaves: Vec<String> = ModuleId::all(layers).iter().map(|m| m.path(Naming::Transformers5)).collect();
+        for leaf in &leaves {
+            paths.extend(leaf.match_indices('.').map(|(i, _)| &leaf[..i]).chain([leaf.as_str()]));
+        }
+        paths.sort_unstable();
+        paths.dedup();
+        self.modules_to_save.iter().any(|m| {
+            let named: Vec<&str> = paths.iter().copied().filter(|p| p.ends_with(m.as_str())).collect();
+            named
+                .iter()
+                .any(|outer| named.iter().any(|inner| inner.strip_prefix(outer).is_some_and(|r| r.starts_with('.'))))
+        })
+    }
+
+    fn saves_within(&self, path: &str) -> bool {
+        self.modules_to_save.iter().any(|m| names_within(m, path))
+    }
+
+    /// The first entry of `modules_to_save` that names no module with weights of a model of
+    /// `layers` layers, under either naming; `score`, which PEFT adds for `SEQ_CLS` (the head
+    /// of other architectures), is not looked at.
+    pub fn unmatched_saved_entry(&self, layers: usize) -> Option<&str> {
+        let modules = ModuleId::all(layers);
+        let paths: Vec<String> =
+            modules.iter().flat_map(|m| Naming::BOTH.map(|n| m.path(n))).chain([EMBEDDINGS.to_string()]).collect();
+        let seq_cls = self.raw.get("task_type").and_then(Value::as_str) == Some("SEQ_CLS");
+        self.modules_to_save
+            .iter()
+            .filter(|m| !(seq_cls && m.as_str() == "score"))
+            .find(|m| !paths.iter().any(|p| names_within(m, p)))
+            .map(String::as_str)
     }
 
     /// The config as PEFT writes it: the object read (unknown keys kept) with this crate's
@@ -261,13 +320,19 @@ impl AdapterConfig {
     }
 
     /// This LoRA config with its choice of modules spelled out as the transformers-5 paths
-    /// of `adapted` (`(module, rank, alpha)`) and of `saved`: `target_modules` lists them,
+    /// of `adapted` (`(module, rank, alpha)`) and of `saved` (with `vit.embeddings` when its
+    /// own tensors are saved too): `target_modules` lists them,
     /// `rank_pattern` and `alpha_pattern` name those off the defaults, and
     /// `exclude_modules`, `layers_to_transform` and `layers_pattern` (now encoded in the list)
     /// are cleared. It adapts the same modules with the same ranks under either naming, and
     /// PEFT under transformers 5 reads it as this crate does. Other types are returned as
     /// they are.
-    pub(crate) fn spelled_out(&self, adapted: &[(ModuleId, usize, f64)], saved: &[ModuleId]) -> AdapterConfig {
+    pub(crate) fn spelled_out(
+        &self,
+        adapted: &[(ModuleId, usize, f64)],
+        saved: &[ModuleId],
+        saves_embeddings: bool,
+    ) -> AdapterConfig {
         let mut c = self.clone();
         let AdapterKind::Lora(l) = &mut c.kind else { return c };
         let path = |m: ModuleId| m.path(Naming::Transformers5);
@@ -288,8 +353,11 @@ impl AdapterConfig {
         l.alpha_pattern = alphas;
         l.exclude_modules = None;
         l.layers_to_transform = None;
-        if !saved.is_empty() {
-            c.modules_to_save = saved.iter().map(|&m| path(m)).collect();
+        if !saved.is_empty() || saves_embeddings {
+            // `vit.embeddings` holds the patch embedding, which it saves with it.
+            let listed = saved.iter().filter(|&&m| !(saves_embeddings && m == ModuleId::PatchEmbed));
+            let embeddings = saves_embeddings.then(|| EMBEDDINGS.to_string());
+            c.modules_to_save = embeddings.into_iter().chain(listed.map(|&m| path(m))).collect();
         }
         c
     }
