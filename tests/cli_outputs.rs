@@ -295,3 +295,26 @@ fn fractional_epochs_run_the_steps_they_cover() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A model with merged RLP prompts: `merge` and `train` on it say on stderr that only this
+/// crate inserts them (transformers' ViT ignores `prompt_embeddings`).
+#[test]
+fn a_model_with_merged_prompts_is_pointed_out() {
+    let dir = scratch("prompts-note");
+    let data = good_data(&dir);
+    let (model, merged, out) = (fixture("vit_tiny"), dir.join("merged"), dir.join("lora"));
+    let rlp = fixture("adapters/rlp");
+    let merging = run(&["merge", "--model", s(&model), "--adapter", s(&rlp), "--out", s(&merged)]);
+    assert!(merging.status.success(), "{}", String::from_utf8_lossy(&merging.stderr));
+    let note = String::from_utf8_lossy(&merging.stderr).into_owned();
+    assert!(note.contains("3 merged RLP prompt tokens") && note.contains("ignores"), "{note}");
+    let lora = fixture("adapters/lora_v5");
+    let training = run(&train_args(s(&merged), s(&lora), s(&data), s(&out), &[]));
+    assert!(training.status.success(), "{}", String::from_utf8_lossy(&training.stderr));
+    let note = String::from_utf8_lossy(&training.stderr).into_owned();
+    assert!(note.contains("3 merged RLP prompt tokens"), "{note}");
+    // A model without prompts gets no such note.
+    let plain = run(&train_args(s(&model), s(&lora), s(&data), s(&dir.join("plain")), &[]));
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("prompt token"));
+    std::fs::remove_dir_all(&dir).ok();
+}

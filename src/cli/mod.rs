@@ -191,15 +191,17 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     adapter.config.set_base_model_if_unnamed(&args.model.to_string_lossy());
     let adapter = adapter.build(&gpu, &vit, args.seed)?;
     let summary = adapter.trainable_summary();
-    let started = if args.batch_size > data.len() {
-        format!(
-            "{summary}\nnote: --batch-size {} is more than the {} images of --data, so each batch repeats images",
+    let mut started = summary.clone();
+    if args.batch_size > data.len() {
+        started += &format!(
+            "\nnote: --batch-size {} is more than the {} images of --data, so each batch repeats images",
             args.batch_size,
             data.len()
-        )
-    } else {
-        summary.clone()
-    };
+        );
+    }
+    if let Some(p) = &weights.prompts {
+        started += &format!("\n{}", prompts_note(p.shape[0]));
+    }
     progress.started(&started, steps);
     let order = if args.shuffle { BatchOrder::Shuffled { seed: args.seed } } else { BatchOrder::Sequential };
     let options = TrainOptions {
@@ -290,8 +292,9 @@ pub fn eval(
 }
 
 /// `peft-wgpu merge`: writes a model folder with the adapter folded in. An `out` that already
-/// holds a model (or is the `--model` folder) is refused unless `force`.
-pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<()> {
+/// holds a model (or is the `--model` folder) is refused unless `force`. Returns the number of
+/// merged RLP prompt tokens the written model holds (`prompt_embeddings`), 0 for none.
+pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<usize> {
     let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     if !force && same(model, out) {
         return Err(Error::invalid(
@@ -345,5 +348,17 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<()
     // not read (transformers' version, pooler settings, custom keys) are kept.
     let original = JsonFile::read(&model.join("config.json"))?;
     // Checked again under the folder's lock: another run may have saved there meanwhile.
-    merged.save_checked(out, merged.config.to_json_over(original.object()), refuse_held)
+    merged.save_checked(out, merged.config.to_json_over(original.object()), refuse_held)?;
+    Ok(merged.prompts.as_ref().map_or(0, |p| p.shape[0]))
+}
+
+/// What to tell the user about a model with `n` merged RLP prompt tokens: only this crate
+/// inserts them.
+pub fn prompts_note(n: usize) -> String {
+    format!(
+        "note: the model holds {n} merged RLP prompt token{} (`prompt_embeddings` in its weights), which \
+         peft-wgpu inserts after CLS; transformers' ViTForImageClassification (and PEFT on it) ignores that \
+         tensor and computes other outputs",
+        if n == 1 { "" } else { "s" }
+    )
 }

@@ -292,7 +292,8 @@ impl AdapterConfig {
     }
 
     /// The config as PEFT writes it: the object read (unknown keys kept) with this crate's
-    /// fields set, and for LoRA the fields PEFT needs to load it.
+    /// fields set, and for LoRA the fields PEFT needs to load it (and no `num_labels`, which
+    /// PEFT does not know; the saved classifier's shape gives it).
     pub fn to_json(&self) -> String {
         let mut o = self.raw.clone();
         o.insert("peft_type".into(), self.peft_type().as_str().into());
@@ -300,8 +301,16 @@ impl AdapterConfig {
             "modules_to_save".into(),
             if self.modules_to_save.is_empty() { Value::Null } else { json!(self.modules_to_save) },
         );
-        if let Some(n) = self.num_labels {
-            o.insert("num_labels".into(), n.into());
+        match (&self.kind, self.num_labels) {
+            // PEFT's LoraConfig has no `num_labels` and warns about it (advising an upgrade);
+            // the saved head's shape carries the label count.
+            (AdapterKind::Lora(_), _) => {
+                o.remove("num_labels");
+            }
+            (_, Some(n)) => {
+                o.insert("num_labels".into(), n.into());
+            }
+            (_, None) => {}
         }
         fields::write_fields(&self.kind, &mut o);
         if let AdapterKind::Lora(_) = &self.kind {

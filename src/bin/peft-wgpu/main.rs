@@ -304,8 +304,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Merge { model, adapter, out, force } => {
-            cli::merge(&model, &adapter, &out, force)?;
+            let prompts = cli::merge(&model, &adapter, &out, force)?;
             out!("merged model written to {}", out.display());
+            if prompts > 0 {
+                eprintln!("{}", cli::prompts_note(prompts));
+            }
             Ok(())
         }
         Command::Info => info(),
