@@ -278,3 +278,21 @@ fn the_pair_is_checked_as_it_was_read_while_the_folder_is_saved_again() {
     let e = Adapter::from_file(&gpu, config, &config_path, &newer, &vit).err().expect("a mixed pair");
     assert!(e.to_string().contains("another adapter_config.json"), "{e}");
 }
+
+/// Overlapping `alpha_pattern` keys (`layers.1.mlp.fc1` and `fc1` both match layer 1's fc1;
+/// PEFT takes the first but writes them sorted, so its own re-save would give that module
+/// `fc1`'s alpha): the config is written with one key per module, each matching one module,
+/// and reads back to the same alphas and outputs.
+#[test]
+fn overlapping_patterns_are_written_one_per_module() {
+    let gpu = gpu();
+    let cfg = json!({"peft_type": "LORA", "r": 2, "lora_alpha": 8, "target_modules": ["fc1"],
+                     "alpha_pattern": {"layers.1.mlp.fc1": 20, "fc1": 3}});
+    let a = perturbed(&gpu, &tiny_vit(&gpu), &cfg, 5, 0.2, &scratch("overlap_source"));
+    round_trip(&gpu, "overlap_lora", &a);
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scratch_path("overlap_lora").join(CONFIG_FILE)).unwrap()).unwrap();
+    let want = json!({"vit.layers.0.mlp.fc1": 3.0, "vit.layers.1.mlp.fc1": 20.0});
+    assert_eq!(written["alpha_pattern"], want, "{written}");
+    assert_eq!(written["target_modules"], json!(["vit.layers.0.mlp.fc1", "vit.layers.1.mlp.fc1"]), "{written}");
+}

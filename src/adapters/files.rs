@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::params::PEFT_PREFIX;
-use super::{Adapter, AdapterConfig, CONFIG_FILE, Kind, Param, WEIGHTS_FILE};
+use super::{Adapter, AdapterConfig, AdapterKind, CONFIG_FILE, Kind, Param, WEIGHTS_FILE};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::safetensors::{self as st, HostTensor, TensorFile};
@@ -22,8 +22,8 @@ impl Adapter {
     ///
     /// A LoRA adapter is written as PEFT under transformers 5 (the current one) loads it: when
     /// any module is keyed by its on-disk path, keys take the transformers-5 paths and the
-    /// config spells its modules out in them (`AdapterConfig::spelled_out`); so it does when
-    /// a `modules_to_save` entry names a module and one inside it (`AdapterConfig::saves_nested`).
+    /// config spells its modules out in them (`AdapterConfig::spelled_out`); so it does where
+    /// PEFT would misread the config it saves again (`spell_out_for_peft`).
     pub fn save(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
         self.save_checked(gpu, dir, || Ok(()))
     }
@@ -42,7 +42,7 @@ impl Adapter {
         }
         let list: Vec<(String, &HostTensor)> = host.iter().map(|(k, t)| (k.clone(), t)).collect();
         let config = match &self.kind {
-            Kind::Lora(modules) if respell || self.config.saves_nested(self.model.num_hidden_layers) => {
+            Kind::Lora(modules) if respell || self.spell_out_for_peft(modules) => {
                 let adapted: Vec<_> = modules.iter().map(|m| (m.module, m.r, m.alpha)).collect();
                 let saved: Vec<ModuleId> = self.saved.iter().filter(|s| !s.frozen).map(|s| s.module).collect();
                 self.config.spelled_out(&adapted, &saved, self.embeddings.is_some())
@@ -65,6 +65,18 @@ impl Adapter {
             finish_interrupted_save(dir);
             crate::io::atomic::write_all_checked(&[(weights_path, weights), (dir.join(CONFIG_FILE), config)], check)
         })
+    }
+}
+
+impl Adapter {
+    /// Whether PEFT would read this LoRA config otherwise than written after saving it again
+    /// (nested saved modules, overlapping rank or alpha patterns), so it is written with its
+    /// modules spelled out.
+    fn spell_out_for_peft(&self, modules: &[super::lora::LoraModule]) -> bool {
+        let AdapterKind::Lora(lora) = &self.config.kind else { return false };
+        let paths: Vec<String> = modules.iter().flat_map(|m| Naming::BOTH.map(|n| m.module.path(n))).collect();
+        self.config.saves_nested(self.model.num_hidden_layers)
+            || lora.patterns_overlap(paths.iter().map(String::as_str))
     }
 }
 

@@ -50,9 +50,14 @@ pub enum LoraInit {
 /// PEFT matches `rank_pattern`/`alpha_pattern` keys as regular expressions; a key that is not
 /// one is an error naming it rather than a pattern that silently never matches.
 fn check_pattern(j: &JsonFile, field: &str, pattern: &str) -> Result<()> {
-    regex::Regex::new(&format!(r"^(.*\.)?({pattern})$"))
+    pattern_regex(pattern)
         .map(|_| ())
         .map_err(|e| j.error(field, format!("key `{pattern}` is not a valid regular expression: {e}")))
+}
+
+/// PEFT's reading of a pattern key: the key matches a module path's whole tail after a dot.
+fn pattern_regex(key: &str) -> std::result::Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!(r"^(.*\.)?({key})$"))
 }
 
 pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
@@ -185,16 +190,27 @@ impl LoraConfig {
         fn compile<T: Copy>(patterns: &[(String, T)]) -> Vec<(regex::Regex, T)> {
             // A key that is not a regex cannot be read from a file (`check_pattern`); one set
             // in code matches nothing.
-            patterns
-                .iter()
-                .filter_map(|(k, v)| Some((regex::Regex::new(&format!(r"^(.*\.)?({k})$")).ok()?, *v)))
-                .collect()
+            patterns.iter().filter_map(|(k, v)| Some((pattern_regex(k).ok()?, *v))).collect()
         }
         fn find<T: Copy>(patterns: &[(regex::Regex, T)], path: &str) -> Option<T> {
             patterns.iter().find(|(re, _)| re.is_match(path)).map(|&(_, v)| v)
         }
         let (ranks, alphas) = (compile(&self.rank_pattern), compile(&self.alpha_pattern));
         move |path| (find(&ranks, path).unwrap_or(self.r), find(&alphas, path).unwrap_or(self.lora_alpha))
+    }
+
+    /// Whether two keys of `rank_pattern`, or two of `alpha_pattern`, match one of `paths`.
+    /// PEFT takes the first key that matches but writes the keys sorted, so a folder it saves
+    /// again may give such a module another rank or alpha; a config like this is written
+    /// with its modules spelled out.
+    pub(crate) fn patterns_overlap<'p>(&self, paths: impl IntoIterator<Item = &'p str>) -> bool {
+        let compile = |keys: Vec<&String>| -> Vec<regex::Regex> {
+            keys.into_iter().filter_map(|k| pattern_regex(k).ok()).collect()
+        };
+        let ranks = compile(self.rank_pattern.iter().map(|(k, _)| k).collect());
+        let alphas = compile(self.alpha_pattern.iter().map(|(k, _)| k).collect());
+        let twice = |res: &[regex::Regex], path: &str| res.iter().filter(|re| re.is_match(path)).count() > 1;
+        paths.into_iter().any(|p| twice(&ranks, p) || twice(&alphas, p))
     }
 
     /// `lora_alpha / r`, or `lora_alpha / √r` with rsLoRA.
