@@ -93,6 +93,10 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
     let pickled = model_copy(&dir.join("pickled"));
     std::fs::rename(pickled.join("model.safetensors"), pickled.join("pytorch_model.bin")).expect("rename");
     fails(&["eval", "--model", s(&pickled), "--data", d], INPUT, &["pytorch_model.bin", "PyTorch pickle"]);
+    // Weights saved under a transformers `variant` are named with the way out.
+    let variant = model_copy(&dir.join("variant"));
+    std::fs::rename(variant.join("model.safetensors"), variant.join("model.fp16.safetensors")).expect("rename");
+    fails(&["eval", "--model", s(&variant), "--data", d], INPUT, &["model.safetensors", "`model.fp16.safetensors`"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 

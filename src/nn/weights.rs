@@ -342,6 +342,20 @@ fn is_file_name(name: &str) -> bool {
         && !(cfg!(windows) && crate::io::atomic::names_windows_device(Path::new(name)))
 }
 
+/// A weights file of `dir` saved under a transformers `variant` (`model.fp16.safetensors`,
+/// `model.safetensors.index.fp16.json`), for the message when the plain name is missing.
+fn variant_file(dir: &Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| {
+            (n.starts_with("model.") && n.ends_with(".safetensors")) || n.starts_with("model.safetensors.index.")
+        })
+        .collect();
+    names.sort();
+    names.into_iter().next()
+}
+
 /// The safetensors files of a model folder, `model.safetensors` or the shards listed by
 /// `model.safetensors.index.json`, with the index's placement of each key (a position in
 /// the files; empty for a single file).
@@ -353,10 +367,12 @@ fn weight_files(dir: &Path) -> Result<(Vec<TensorFile>, BTreeMap<String, usize>)
     let index_path = dir.join(INDEX_FILE);
     if !index_path.exists() {
         crate::io::paths::refuse_pickle(dir, "pytorch_model.bin", "model.safetensors")?;
-        let source = std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no model.safetensors or model.safetensors.index.json in the model folder",
-        );
+        let mut message = "no model.safetensors or model.safetensors.index.json in the model folder".to_string();
+        if let Some(variant) = variant_file(dir) {
+            message +=
+                &format!(" (it has `{variant}`, saved with a `variant`: rename it, or its index, to the plain name)");
+        }
+        let source = std::io::Error::new(std::io::ErrorKind::NotFound, message);
         return Err(Error::Io { path: single, source });
     }
     crate::io::paths::refuse_special_files(dir, &[INDEX_FILE])?;
