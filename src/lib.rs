@@ -16,6 +16,13 @@
 
 #![warn(clippy::unwrap_used)]
 
+/// `eprintln!` that never panics: see [`io::stderr_line`].
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::io::stderr_line(format_args!($($arg)*))
+    };
+}
+
 pub mod adapters;
 pub mod autograd;
 pub mod bench;

@@ -125,3 +125,30 @@ fn saves_never_replace_pipes_or_devices() {
     assert!(is_fifo(&config), "the pipe was replaced");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A stderr that cannot be written (`/dev/full`; a log pipe whose reader left) costs the
+/// progress lines and notes, not the run: training still saves its adapter, and a bad flag
+/// still gets its own exit code rather than an abort.
+#[test]
+fn an_unwritable_stderr_loses_only_the_messages() {
+    let dir = scratch("stderr-full");
+    let data = good_data(&dir);
+    let out = dir.join("out");
+    let with_full_stderr = |args: &[&str]| {
+        let full = std::fs::File::options().write(true).open("/dev/full").expect("/dev/full");
+        Command::new(env!("CARGO_BIN_EXE_peft-wgpu"))
+            .args(args)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .stdout(Stdio::piped())
+            .stderr(full)
+            .output()
+            .expect("the binary runs")
+    };
+    let lora = fixture("adapters/lora_v5");
+    let trained = with_full_stderr(&train_args(s(&fixture("vit_tiny")), s(&lora), s(&data), s(&out), &[]));
+    assert!(trained.status.success(), "train with stderr on /dev/full: {}", trained.status);
+    assert!(out.join("adapter_model.safetensors").is_file(), "the adapter was saved");
+    let missing = with_full_stderr(&["eval", "--model", s(&fixture("vit_tiny")), "--data", s(&dir.join("none"))]);
+    assert_eq!(missing.status.code(), Some(INPUT), "a missing --data with stderr on /dev/full");
+    std::fs::remove_dir_all(&dir).ok();
+}

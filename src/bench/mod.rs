@@ -345,9 +345,9 @@ pub fn run(gpu: &Gpu, options: &BenchOptions, on_report: &mut dyn FnMut(&Report)
 /// Time per kernel of one workload (all its runs, check included), on stderr.
 fn print_profile(name: &str, profile: &[crate::gpu::KernelTime]) {
     let total: f64 = profile.iter().map(|k| k.seconds).sum();
-    eprintln!("# profile of {name}: {total:.3} s in {} kernels", profile.len());
+    note!("# profile of {name}: {total:.3} s in {} kernels", profile.len());
     for k in profile {
-        eprintln!(
+        note!(
             "#   {:<28} {:>7} dispatches {:>10.3} s {:>6.1}%",
             k.entry,
             k.dispatches,

@@ -141,10 +141,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
     let device = format!("{} ({:?})", gpu.adapter_info().name, gpu.adapter_info().backend);
     let pretrained_accuracy = methods::accuracy(&gpu, &base, &pretrain_held_out)?;
     if options.progress {
-        eprintln!(
-            "peft-wgpu demo on {device}: pretrained ViT, {:.1}% on held-out digits 0–4",
-            100.0 * pretrained_accuracy
-        );
+        note!("peft-wgpu demo on {device}: pretrained ViT, {:.1}% on held-out digits 0–4", 100.0 * pretrained_accuracy);
     }
     let mut rows = Vec::new();
     for method in Method::ALL {
@@ -171,7 +168,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
         let o = methods::fine_tune(&gpu, &base, method, &train_set, &held_out, fit, &mut show)?;
         bar.finish_and_clear();
         if options.progress {
-            eprintln!("  {:<10} done: held-out accuracy {:.1}%", method.name(), 100.0 * o.accuracy);
+            note!("  {:<10} done: held-out accuracy {:.1}%", method.name(), 100.0 * o.accuracy);
         }
         rows.push(MethodRow {
             method,

@@ -11,3 +11,11 @@ pub mod stamp;
 
 pub use data::Dataset;
 pub use safetensors::{HostTensor, TensorFile};
+
+/// Writes one line on stderr (progress, notes). A stderr that cannot take it (a pipe whose
+/// reader left, a full disk) loses the line and the work goes on, where `eprintln!` would
+/// panic and end a training run over a log line.
+pub fn stderr_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}

@@ -152,6 +152,14 @@ enum Command {
     },
 }
 
+/// `eprintln!` that never panics: a stderr that cannot be written loses the line, not the run.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        peft_wgpu::io::stderr_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use note;
+
 /// Prints a line on stdout; a closed or full stdout is an error naming `<stdout>`, not a panic.
 macro_rules! out {
     ($($arg:tt)*) => {
@@ -188,7 +196,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         Some(command) => format!("peft-wgpu {command} --help"),
         None => "peft-wgpu --help".to_string(),
     };
-    eprintln!("peft-wgpu: error: {} (see {help})", message.trim_start_matches("error: "));
+    note!("peft-wgpu: error: {} (see {help})", message.trim_start_matches("error: "));
     ExitCode::from(EXIT_USAGE)
 }
 
@@ -212,7 +220,7 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown".into());
-        eprintln!("peft-wgpu: internal error: {message} (this is a bug; please report it)");
+        note!("peft-wgpu: internal error: {message} (this is a bug; please report it)");
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -222,7 +230,7 @@ fn main() -> ExitCode {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
-            eprintln!("peft-wgpu: error: {}", one_line(&e.to_string()));
+            note!("peft-wgpu: error: {}", one_line(&e.to_string()));
             ExitCode::from(match e.kind() {
                 ErrorKind::Usage => EXIT_USAGE,
                 ErrorKind::Input => EXIT_INPUT,
@@ -307,7 +315,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let prompts = cli::merge(&model, &adapter, &out, force)?;
             out!("merged model written to {}", out.display());
             if prompts > 0 {
-                eprintln!("{}", cli::prompts_note(prompts));
+                note!("{}", cli::prompts_note(prompts));
             }
             Ok(())
         }

@@ -52,7 +52,7 @@ impl TerminalProgress {
 
 impl cli::Progress for TerminalProgress {
     fn started(&mut self, summary: &str, steps: usize) {
-        eprintln!("{summary}");
+        crate::note!("{summary}");
         self.since_first = None;
         self.last_line = Instant::now();
         if self.tty {
@@ -88,14 +88,14 @@ impl cli::Progress for TerminalProgress {
                 bar.finish_and_clear();
             }
         } else if r.step + 1 < r.steps && self.line_due() {
-            eprintln!("step {}/{}  {message}", r.step + 1, r.steps);
+            crate::note!("step {}/{}  {message}", r.step + 1, r.steps);
         }
     }
 
     fn evaluated(&mut self, images: usize, total: usize) {
         if !self.tty {
             if images < total && self.line_due() {
-                eprintln!("evaluated {images}/{total} images");
+                crate::note!("evaluated {images}/{total} images");
             }
             return;
         }
