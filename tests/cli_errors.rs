@@ -246,8 +246,11 @@ fn inconsistent_model_configs_are_named() {
     let config = model.join("config.json");
     let good = std::fs::read(&config).expect("config");
     let eval = ["eval", "--model", s(&model), "--data", s(&data)];
-    let cases: [(&str, serde_json::Value, &[&str]); 9] = [
+    let cases: [(&str, serde_json::Value, &[&str]); 11] = [
         ("num_attention_heads", 3.into(), &["num_attention_heads", "(3) must divide hidden_size (16)"]),
+        // transformers trains these with MSE or BCE; train and eval compute cross-entropy.
+        ("problem_type", "regression".into(), &["problem_type", "`regression`", "single_label_classification"]),
+        ("problem_type", "multi_label_classification".into(), &["problem_type", "multi_label_classification"]),
         ("patch_size", 3.into(), &["patch_size", "(3) must divide image_size (8)"]),
         ("hidden_size", "sixteen".into(), &["hidden_size", "must be a non-negative integer"]),
         ("hidden_size", (-16).into(), &["hidden_size", "-16"]),
@@ -263,6 +266,9 @@ fn inconsistent_model_configs_are_named() {
         let line = fails(&eval, INPUT, culprits);
         assert!(line.contains("config.json"), "{line}");
     }
+    std::fs::write(&config, &good).expect("restore");
+    edit_json(&config, |v| v["problem_type"] = "single_label_classification".into());
+    succeeds(&eval);
     // A one-label head (a regression head in transformers) is not trained by cross-entropy.
     std::fs::write(&config, &good).expect("restore");
     edit_json(&config, |v| {

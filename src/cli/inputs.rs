@@ -90,6 +90,26 @@ pub(super) fn read_model(dir: &Path) -> Result<VitWeights> {
     VitWeights::load(dir)
 }
 
+/// [`read_model`] for `train` and `eval`, which compute the mean cross-entropy over single
+/// labels (SPEC §12): a model whose config asks transformers for another loss
+/// (`problem_type` `regression` or `multi_label_classification`) is refused, as its
+/// training and scores would mean something else there.
+pub(super) fn read_model_for_loss(dir: &Path) -> Result<VitWeights> {
+    expect_dir(dir, "a model folder for --model", "config.json")?;
+    let config = JsonFile::read(&dir.join("config.json"))?;
+    match config.opt_string("problem_type")? {
+        Some(kind) if kind != "single_label_classification" => Err(config.error(
+            "problem_type",
+            format!(
+                "is `{kind}`, for which transformers computes another loss; train and eval compute the \
+                 cross-entropy of single-label classification (set it to `single_label_classification` or \
+                 remove it)"
+            ),
+        )),
+        _ => VitWeights::load(dir),
+    }
+}
+
 /// Tokens per image: the model's, a merged model's prompts and the adapter's prompt tokens.
 pub(super) fn tokens(weights: &VitWeights, adapter: Option<&AdapterInput>) -> usize {
     let prompts = match adapter.map(|a| &a.config.kind) {

@@ -14,7 +14,7 @@ use checks::{
     at_least_one, check_batch, check_logits, check_optimizer, refuse_one_stream_twice, refuse_overwriting_inputs,
     refuse_special_outputs,
 };
-use inputs::{AdapterInput, read_data, read_model, refuse_other_type, tokens};
+use inputs::{AdapterInput, read_data, read_model, read_model_for_loss, refuse_other_type, tokens};
 
 use std::path::{Path, PathBuf};
 
@@ -125,7 +125,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     if let Some(eval) = &args.eval_data {
         refuse_one_stream_twice(&args.data, eval)?;
     }
-    let weights = read_model(&args.model)?;
+    let weights = read_model_for_loss(&args.model)?;
     let model = &weights.config;
     let adapter = match (&args.adapter_config, &args.init) {
         (Some(path), init) => {
@@ -266,7 +266,7 @@ pub fn eval(
         check_output_file(path, "--logits-out")?;
         refuse_overwriting_inputs(path, "--logits-out", &[data, model, adapter.unwrap_or(model)])?;
     }
-    let weights = read_model(model)?;
+    let weights = read_model_for_loss(model)?;
     let adapter = adapter.map(|dir| AdapterInput::folder(dir, "--adapter", &weights.config)).transpose()?;
     let labels = adapter.as_ref().map_or(weights.config.num_labels, |a| a.labels);
     let data = read_data(data, "--data", &weights.config, labels)?;
