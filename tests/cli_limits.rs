@@ -243,3 +243,36 @@ fn a_file_larger_than_free_memory_is_refused_by_name() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// F16 pixels are converted to f32 beside the file's bytes: a data file that fits in free
+/// memory but not with its f32 copy is refused by name before it is read, counting both (a
+/// sparse file of about 0.6 of the free memory, whose copy takes twice that).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_half_precision_file_whose_copy_does_not_fit_is_refused_before_reading() {
+    use std::io::Write;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    let kib = |field: &str| -> u64 {
+        let line = meminfo.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in /proc/meminfo"));
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("a number of KiB")
+    };
+    let free = (kib("MemAvailable:") + kib("SwapFree:")) * 1024;
+    let dir = scratch("half-data");
+    let n = free * 6 / 10 / 384; // 384 bytes of F16 pixels per 3×8×8 image
+    let pixels = n * 384;
+    let header = format!(
+        r#"{{"labels":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}},"pixel_values":{{"dtype":"F16","shape":[{n},3,8,8],"data_offsets":[{n},{}]}}}}"#,
+        n + pixels
+    );
+    let path = dir.join("half.safetensors");
+    let mut file = std::fs::File::create(&path).expect("create");
+    file.write_all(&(header.len() as u64).to_le_bytes())
+        .and_then(|()| file.write_all(header.as_bytes()))
+        .expect("header");
+    let len = 8 + header.len() as u64 + n + pixels;
+    file.set_len(len).expect("sparse data");
+    let needed = format!("{:.1} GiB of memory", (len + 2 * pixels) as f64 / f64::from(1u32 << 30));
+    let model = fixture("vit_tiny");
+    fails(&["eval", "--model", s(&model), "--data", s(&path)], INPUT, &["half.safetensors", &needed]);
+    std::fs::remove_dir_all(&dir).ok();
+}

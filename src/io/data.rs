@@ -28,6 +28,19 @@ fn check_keys(file: &TensorFile) -> Result<()> {
     })
 }
 
+/// Bytes of the f32 copy of `pixel_values` when the file at `path` stores them as another
+/// float type, from its header alone; `None` for F32 (used where it lies) or a header the
+/// full reader will explain.
+fn converted_pixel_bytes(path: &Path) -> Option<u64> {
+    let header = super::safetensors::header_json(path)?;
+    let pixels = header.get("pixel_values")?;
+    if pixels.get("dtype")?.as_str()? == "F32" {
+        return None;
+    }
+    let shape = pixels.get("shape")?.as_array()?;
+    shape.iter().try_fold(4u64, |n, d| n.checked_mul(d.as_u64()?))
+}
+
 /// Images and labels on the host.
 #[derive(Clone, Debug)]
 pub struct Dataset {
@@ -45,6 +58,11 @@ impl Dataset {
     /// image, labels non-negative, every pixel finite, at least one image. F32 pixels are
     /// taken where they lie in the file's memory, so the file is held once.
     pub fn load(path: &Path) -> Result<Dataset> {
+        // Pixels stored as F16, BF16 or F64 are converted beside the file's bytes: both must
+        // fit before the file is read.
+        if let (Some(extra), Ok(meta)) = (converted_pixel_bytes(path), std::fs::metadata(path)) {
+            crate::io::memory::check_available(path, meta.len().saturating_add(extra))?;
+        }
         let file = TensorFile::open(path)?;
         check_keys(&file)?;
         let labels = file.integers("labels")?;

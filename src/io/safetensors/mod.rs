@@ -91,18 +91,28 @@ fn format_err(path: &Path, message: impl Into<String>) -> Error {
 /// the file cannot be read or its header is not a safetensors header (the full reader,
 /// [`TensorFile::open`], explains what is wrong).
 pub fn header_metadata(path: &Path) -> Option<HashMap<String, String>> {
+    let value = header_json(path)?;
+    let meta = value.get("__metadata__")?.as_object()?;
+    meta.iter().map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()
+}
+
+/// The JSON header of the regular safetensors file `path`, reading nothing else; `None` when
+/// it cannot be read or is no safetensors header ([`TensorFile::open`] explains why).
+pub(crate) fn header_json(path: &Path) -> Option<serde_json::Value> {
     let mut file = std::fs::File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
     let mut head = [0u8; 8];
+    if !meta.is_file() {
+        return None;
+    }
     file.read_exact(&mut head).ok()?;
     let n = u64::from_le_bytes(head);
-    if n > MAX_HEADER_BYTES || n > file.metadata().ok()?.len().saturating_sub(8) {
+    if n > MAX_HEADER_BYTES || n > meta.len().saturating_sub(8) {
         return None;
     }
     let mut header = Vec::new();
     (&mut file).take(n).read_to_end(&mut header).ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&header).ok()?;
-    let meta = value.get("__metadata__")?.as_object()?;
-    meta.iter().map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()
+    serde_json::from_slice(&header).ok()
 }
 
 impl TensorFile {
