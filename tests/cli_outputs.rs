@@ -318,3 +318,25 @@ fn a_model_with_merged_prompts_is_pointed_out() {
     assert!(!String::from_utf8_lossy(&plain.stderr).contains("prompt token"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An `--out` the file system cannot hold (a name longer than its 255-byte limit) is refused
+/// before any training, with the path cut short in the message, and the folders the check
+/// made on the way are gone again.
+#[cfg(unix)]
+#[test]
+fn an_out_name_too_long_is_refused_before_training() {
+    let dir = scratch("long-out");
+    let data = good_data(&dir);
+    let long = dir.join("new").join("x".repeat(300));
+    let lora = fixture("adapters/lora_v5");
+    let started = std::time::Instant::now();
+    let line = fails(
+        &train_args(s(&fixture("vit_tiny")), s(&lora), s(&data), s(&long), &[]),
+        INPUT,
+        &["cannot make this folder", "…"],
+    );
+    assert!(line.len() < 600, "the message carries the whole path: {line}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "refused only after training: {line}");
+    assert!(!dir.join("new").exists(), "the check left the folder it made");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -96,6 +96,8 @@ pub(super) fn read_model(dir: &Path) -> Result<VitWeights> {
 /// training and scores would mean something else there.
 pub(super) fn read_model_for_loss(dir: &Path) -> Result<VitWeights> {
     expect_dir(dir, "a model folder for --model", "config.json")?;
+    // A pipe in its place would block the read.
+    crate::io::paths::refuse_special_files(dir, &["config.json"])?;
     let config = JsonFile::read(&dir.join("config.json"))?;
     match config.opt_string("problem_type")? {
         Some(kind) if kind != "single_label_classification" => Err(config.error(

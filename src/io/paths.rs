@@ -155,15 +155,19 @@ fn existing_ancestor(path: &Path, flag: &str) -> Result<PathBuf> {
 
 /// Fails unless a file can be created in folder `dir` (made and removed at once).
 fn probe_writable(dir: &Path, target: &Path) -> Result<()> {
-    let probe = dir.join(format!(".peft-wgpu-probe-{}", std::process::id()));
+    // As long as the longest temporary name a save uses (`.model.safetensors.index.json.tmp-PID`).
+    let probe = dir.join(format!(".peft-wgpu-probe-of-a-long-name.tmp-{}", std::process::id()));
     match std::fs::File::create(&probe) {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
         Err(source) => Err(Error::Io {
-            path: target.to_path_buf(),
-            source: std::io::Error::new(source.kind(), format!("cannot write in {}: {source}", dir.display())),
+            path: shortened(target),
+            source: std::io::Error::new(
+                source.kind(),
+                format!("cannot write in {}: {source}", shortened(dir).display()),
+            ),
         }),
     }
 }
@@ -181,7 +185,50 @@ pub fn check_output_dir(dir: &Path, flag: &str) -> Result<()> {
         };
         return Err(Error::invalid(flag, message));
     }
-    probe_writable(&base, dir)
+    probe_writable(&base, dir)?;
+    probe_new_folders(&base, dir)
+}
+
+/// Makes the folders of `dir` below its existing ancestor `base`, and a file in the deepest,
+/// then removes them: a name or path too long for the file system, or any other refusal,
+/// ends the run now rather than at the save after the training. The first new folder is
+/// made under a name of its own of at least the same length, so that no other run saving
+/// to `dir` meanwhile sees it come and go.
+fn probe_new_folders(base: &Path, dir: &Path) -> Result<()> {
+    let mut first = None;
+    let mut p = dir;
+    while !p.as_os_str().is_empty() && p != base && std::fs::symlink_metadata(p).is_err() {
+        first = Some(p);
+        p = p.parent().unwrap_or(Path::new(""));
+    }
+    let Some(first) = first else { return Ok(()) };
+    let (Some(name), Ok(rest)) = (first.file_name(), dir.strip_prefix(first)) else { return Ok(()) };
+    let mut own = format!(".peft-wgpu-probe-{}-", std::process::id());
+    while own.len() < name.len() {
+        own.push('x');
+    }
+    let root = first.with_file_name(own);
+    let probe = root.join(rest);
+    let outcome = match std::fs::create_dir_all(&probe) {
+        Ok(()) => probe_writable(&probe, &shortened(dir)),
+        Err(e) => Err(Error::Io {
+            path: shortened(dir),
+            source: std::io::Error::new(e.kind(), format!("cannot make this folder: {e}")),
+        }),
+    };
+    let _ = std::fs::remove_dir_all(&root);
+    outcome
+}
+
+/// `path` for a message: a path of thousands of characters keeps its start and its end.
+fn shortened(path: &Path) -> PathBuf {
+    let text = path.to_string_lossy();
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= 160 {
+        return path.to_path_buf();
+    }
+    let (head, tail): (String, String) = (chars[..60].iter().collect(), chars[chars.len() - 60..].iter().collect());
+    PathBuf::from(format!("{head}…{tail}"))
 }
 
 /// Checks, before any work, that output file `path` (flag `flag`) can be written: it is not

@@ -99,8 +99,8 @@ impl VitWeights {
         for (key, shape) in shapes {
             let alias = v5_alias(&key, config.num_hidden_layers);
             let names = std::iter::once(&key).chain(alias.as_ref());
-            // The shard the index names for the key, as transformers reads it (a stale copy in
-            // another shard is ignored); else whichever file holds it.
+            // The shard the index names for the key (no other shard holds it, see
+            // `weight_files`); else whichever file holds it.
             let found = match names.clone().find_map(|n| placed.get(n).map(|&i| (i, n))) {
                 Some((i, name)) => Some((i, name.clone())),
                 None => files
@@ -393,5 +393,21 @@ fn weight_files(dir: &Path) -> Result<(Vec<TensorFile>, BTreeMap<String, usize>)
     let placed = entries.iter().map(|&(k, f)| (k.clone(), shards.binary_search(&f).unwrap_or(0))).collect();
     crate::io::paths::refuse_special_files(dir, &shards)?;
     let files = shards.iter().map(|s| TensorFile::open(&dir.join(s))).collect::<Result<Vec<_>>>()?;
+    // One tensor in two shards (a re-shard cut short, say) makes two models of one folder:
+    // the index names one copy, transformers reads whichever shard it loads last.
+    let mut holder: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, file) in files.iter().enumerate() {
+        for key in file.keys() {
+            if let Some(first) = holder.insert(key, i) {
+                return Err(index.error(
+                    "weight_map",
+                    format!(
+                        "tensor `{key}` is in both {} and {}; each tensor must be in one shard",
+                        shards[first], shards[i]
+                    ),
+                ));
+            }
+        }
+    }
     Ok((files, placed))
 }
