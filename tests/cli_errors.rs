@@ -440,6 +440,13 @@ fn unknown_values_of_the_tuning_variables_are_named() {
     for (var, value) in bad {
         check_failure(&run_env(&eval, &[(var, value)]), USAGE, &[var, value], false);
     }
+    // A value that is not UTF-8 is named too, not taken for an unset variable.
+    #[cfg(unix)]
+    for var in ["PEFT_WGPU_ADAPTER", "PEFT_WGPU_BACKEND", "PEFT_WGPU_KERNELS", "PEFT_WGPU_SUBMIT_EVERY"] {
+        use std::os::unix::ffi::OsStrExt;
+        let value = std::ffi::OsStr::from_bytes(b"gpu\xff");
+        check_failure(&run_env(&eval, &[(var, value)]), USAGE, &[var, "is `gpu\u{fffd}`"], false);
+    }
     for (var, value) in [
         ("PEFT_WGPU_MATMUL", "Tiled64"),
         ("PEFT_WGPU_FILTER", "unfused"),

@@ -80,9 +80,9 @@ impl BenchOptions {
     /// is an error naming the variable.
     pub fn from_env() -> Result<BenchOptions> {
         let mut options = BenchOptions::full();
-        options.filter = std::env::var("PEFT_WGPU_BENCH_FILTER").ok().filter(|f| !f.is_empty());
+        options.filter = crate::io::env_var("PEFT_WGPU_BENCH_FILTER")?.filter(|f| !f.is_empty());
         check_filter("PEFT_WGPU_BENCH_FILTER", options.filter.as_deref())?;
-        if let Ok(r) = std::env::var("PEFT_WGPU_BENCH_REPEATS") {
+        if let Some(r) = crate::io::env_var("PEFT_WGPU_BENCH_REPEATS")? {
             let n: usize = r.parse().map_err(|_| Error::invalid("PEFT_WGPU_BENCH_REPEATS", format!("`{r}`")))?;
             if n == 0 {
                 return Err(Error::invalid("PEFT_WGPU_BENCH_REPEATS", "must be at least 1"));

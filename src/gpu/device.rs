@@ -31,12 +31,12 @@ impl GpuOptions {
     /// Defaults, overridden by `PEFT_WGPU_ADAPTER` and `PEFT_WGPU_BACKEND` when set.
     pub fn from_env() -> Result<Self> {
         let mut options = GpuOptions::default();
-        if let Ok(name) = std::env::var("PEFT_WGPU_ADAPTER")
+        if let Some(name) = crate::io::env_var("PEFT_WGPU_ADAPTER")?
             && !name.is_empty()
         {
             options.adapter_name = Some(name);
         }
-        if let Ok(backend) = std::env::var("PEFT_WGPU_BACKEND")
+        if let Some(backend) = crate::io::env_var("PEFT_WGPU_BACKEND")?
             && !backend.is_empty()
         {
             options.backends = match backend.to_ascii_lowercase().as_str() {

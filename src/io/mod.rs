@@ -12,6 +12,18 @@ pub mod stamp;
 pub use data::Dataset;
 pub use safetensors::{HostTensor, TensorFile};
 
+/// The value of environment variable `var`: `None` when unset, an error naming it when it
+/// is not UTF-8 (rather than taking such a value for unset).
+pub(crate) fn env_var(var: &str) -> crate::Result<Option<String>> {
+    match std::env::var(var) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(crate::Error::invalid(var, format!("is `{}`, which is not UTF-8", v.to_string_lossy())))
+        }
+    }
+}
+
 /// Writes one line on stderr (progress, notes). A stderr that cannot take it (a pipe whose
 /// reader left, a full disk) loses the line and the work goes on, where `eprintln!` would
 /// panic and end a training run over a log line.

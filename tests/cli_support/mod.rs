@@ -134,7 +134,7 @@ pub fn fifo(dir: &Path, name: &str) -> PathBuf {
 
 /// Runs the binary with `args`.
 pub fn run(args: &[&str]) -> Output {
-    run_env(args, &[])
+    run_env::<&str>(args, &[])
 }
 
 /// How long one run may take before it counts as hung (a read from a pipe nobody writes,
@@ -143,7 +143,7 @@ const PATIENCE: Duration = Duration::from_secs(600);
 
 /// Runs the binary with `args` and extra environment variables (stdin empty, as
 /// [`Command::output`] has it), failing the test if it runs past [`PATIENCE`].
-pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub fn run_env<V: AsRef<std::ffi::OsStr>>(args: &[&str], env: &[(&str, V)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"));
     cmd.args(args).env("XDG_RUNTIME_DIR", std::env::temp_dir()).env("RUST_BACKTRACE", "1");
     for (k, v) in env {
