@@ -44,7 +44,20 @@ pub(super) fn explain_invalid(bytes: &[u8], err: &safetensors::SafeTensorError, 
     }
     let available = rest - n;
     let header = &bytes[8..8 + n as usize];
-    if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(header) {
+    let parsed = serde_json::from_slice::<serde_json::Value>(header);
+    if let Ok(other) = &parsed
+        && !other.is_object()
+    {
+        let kind = match other {
+            serde_json::Value::Array(_) => "a list",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return format!("not a valid safetensors file: its header is {kind}, not a JSON object of tensors");
+    }
+    if let Ok(serde_json::Value::Object(map)) = parsed {
         let ends = map.iter().filter(|(k, _)| k.as_str() != "__metadata__").filter_map(|(k, v)| {
             let end = v.get("data_offsets")?.as_array()?.get(1)?.as_u64()?;
             Some((k, end))
@@ -150,6 +163,18 @@ mod tests {
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend_from_slice(&[0u8; 24]);
         bytes
+    }
+
+    /// A header that is JSON but no object is named for what it is, in the file's terms
+    /// (not the validator's type names).
+    #[test]
+    fn a_header_that_is_no_object_is_named() {
+        for (header, kind) in [("[1,2]", "a list"), (r#""hello""#, "a string"), ("null", "null"), ("7", "a number")] {
+            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(header.as_bytes());
+            let e = TensorFile::from_bytes(Path::new("x.safetensors"), &bytes).expect_err(header).to_string();
+            assert!(e.contains(&format!("its header is {kind}, not a JSON object")), "{e}");
+        }
     }
 
     #[test]
