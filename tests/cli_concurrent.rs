@@ -78,8 +78,15 @@ fn a_reader_waits_for_a_save_in_progress_and_reads_the_new_adapter() {
     let train = ["train", "--model", s(&model), "--init", s(&out), "--data", s(&data), "--out", s(&out)];
     let mut writer = start_slowed(&[&train[..], &["--force", "--steps", "2", "--batch-size", "2"]].concat(), 3_000);
     wait_for_save(&mut writer, &out);
-    // Started while the old adapter is still in place and the new one half written.
-    let during = eval_into(&dir.join("during.safetensors"));
+    // Started while the old adapter is still in place and the new one half written: it says
+    // why it waits.
+    let during_logits = dir.join("during.safetensors");
+    let args = ["eval", "--model", s(&model), "--adapter", s(&out), "--data", s(&data), "--logits-out"];
+    let reading = run(&[&args[..], &[s(&during_logits)]].concat());
+    assert!(reading.status.success(), "{}", String::from_utf8_lossy(&reading.stderr));
+    let waited = String::from_utf8_lossy(&reading.stderr).into_owned();
+    assert!(waited.contains("waiting for another peft-wgpu run saving into"), "{waited}");
+    let during = read_tensors(&during_logits).into_iter().find(|t| t.0 == "logits").expect("logits").3;
     finishes(writer, "the save");
     let new = eval_into(&dir.join("new.safetensors"));
     assert_ne!(new, old, "training changed the adapter");

@@ -197,6 +197,23 @@ enum Lock {
 fn lock_dir(dir: &Path, kind: Lock) -> Option<std::fs::File> {
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     let handle = lock_handle(dir)?;
+    let free = match kind {
+        Lock::Shared => handle.try_lock_shared(),
+        Lock::Exclusive => handle.try_lock(),
+    };
+    match free {
+        Ok(()) => return Some(handle),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            // Another run holds the folder (a save, or reads during one): say why nothing
+            // happens, since a run stopped while holding it keeps this one waiting.
+            let doing = match kind {
+                Lock::Shared => "saving into",
+                Lock::Exclusive => "reading or saving",
+            };
+            note!("waiting for another peft-wgpu run {doing} {} to finish…", dir.display());
+        }
+        Err(std::fs::TryLockError::Error(_)) => return None,
+    }
     match kind {
         Lock::Shared => handle.lock_shared().ok()?,
         Lock::Exclusive => handle.lock().ok()?,
