@@ -53,6 +53,11 @@ fn an_existing_adapter_is_kept_without_force_and_through_a_failed_run() {
         fails(&train_args(m, l, d, s(&merged), extra), USAGE, &["--out", "holds a model"]);
     }
     assert_eq!(snapshot(&merged), merged_before);
+    // Nor into the shards of one whose config is missing: the index marks it.
+    let shards = dir.join("shards");
+    std::fs::create_dir_all(&shards).expect("shards folder");
+    std::fs::write(shards.join("model.safetensors.index.json"), r#"{"weight_map": {}}"#).expect("index");
+    fails(&train_args(m, l, d, s(&shards), &["--force"]), USAGE, &["--out", "holds a model"]);
     // An --out that is a link to nowhere is refused before training, not after.
     #[cfg(unix)]
     {

@@ -66,9 +66,9 @@ pub fn holds_adapter(dir: &Path) -> bool {
     dir.join(CONFIG_FILE).exists() || dir.join(WEIGHTS_FILE).exists()
 }
 
-/// Whether `dir` already holds a model.
+/// Whether `dir` already holds a model: its config, its weights, or the index of its shards.
 pub fn holds_model(dir: &Path) -> bool {
-    dir.join("config.json").exists() || dir.join("model.safetensors").exists()
+    ["config.json", "model.safetensors", "model.safetensors.index.json"].iter().any(|f| dir.join(f).exists())
 }
 
 /// What a caller of [`train`] hears about the run.
