@@ -391,6 +391,13 @@ fn bad_data_is_named() {
     fails(&train_args(m, s(&rlp), p, o, &[]), INPUT, &["`labels[3]` = 3", "3 labels"]);
     write_data(&path, [6, 3, 8, 8], &[0, 1, -2, 3, 0, 0]);
     fails(&train_args(m, l, p, o, &[]), INPUT, &["`labels[2]` = -2"]);
+    // U64 labels beyond i64 are named with their own value.
+    edit_tensors(&path, |tensors| {
+        let labels = tensors.iter_mut().find(|t| t.0 == "labels").expect("labels");
+        labels.1 = Dtype::U64;
+        labels.3[16..24].copy_from_slice(&((1u64 << 63) + 5).to_le_bytes());
+    });
+    fails(&train_args(m, l, p, o, &[]), INPUT, &["`labels[2]` is 9223372036854775813"]);
     write_data(&path, [6, 3, 16, 16], &[0; 6]);
     fails(&train_args(m, l, p, o, &[]), INPUT, &["pixel_values", "3×8×8", "3×16×16"]);
     write_data(&path, [6, 1, 8, 8], &[0; 6]);

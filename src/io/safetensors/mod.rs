@@ -317,6 +317,15 @@ impl TensorFile {
             Dtype::U8 => (1, |c| i64::from(c[0])),
             other => return Err(self.mismatch(key, "an integer tensor (I64, I32, U8 or another integer type)", other)),
         };
+        if dtype == Dtype::U64
+            && let Some(i) = raw.chunks_exact(8).position(|c| c[7] >= 0x80)
+        {
+            let v = u64::from_le_bytes(<[u8; 8]>::try_from(&raw[i * 8..i * 8 + 8]).unwrap_or([0; 8]));
+            return Err(Error::Format {
+                path: self.path.clone(),
+                message: format!("`{key}[{i}]` is {v}, beyond any count or index this crate handles (2⁶³ − 1)"),
+            });
+        }
         let mut data = memory::reserve::<i64>(&self.path, raw.len() / width)?;
         data.extend(raw.chunks_exact(width).map(convert));
         Ok((shape.to_vec(), data))
