@@ -484,7 +484,8 @@ fn bad_numbers_are_refused_before_gpu_work() {
     fails(&with(&["--epochs", "0"]), USAGE, &["--epochs", "positive"]);
     fails(&with(&["--epochs=-1.5"]), USAGE, &["--epochs", "-1.5"]);
     fails(&with(&["--epochs", "NaN"]), USAGE, &["--epochs", "NaN"]);
-    fails(&with(&["--epochs", "1e30"]), USAGE, &["--epochs", "too many"]);
+    fails(&with(&["--epochs", "1e30"]), USAGE, &["--epochs", "1e30 passes", "too many"]);
+    fails(&with(&["--epochs", "1.79e308"]), USAGE, &["--epochs", "1.79e308 passes"]);
     fails(&with(&["--lr", "0"]), USAGE, &["--lr", "positive"]);
     fails(&with(&["--lr=-0.1"]), USAGE, &["--lr", "-0.1"]);
     fails(&with(&["--lr", "inf"]), USAGE, &["--lr", "inf"]);

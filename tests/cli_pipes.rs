@@ -152,3 +152,34 @@ fn an_unwritable_stderr_loses_only_the_messages() {
     assert_eq!(missing.status.code(), Some(INPUT), "a missing --data with stderr on /dev/full");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--data` may be a named pipe whose writer starts after the reader: the pipe is opened
+/// once and read once (opening it a second time would wait for a writer that has gone).
+#[test]
+fn data_from_a_named_pipe_written_later_is_read_once() {
+    let dir = scratch("named-pipe-data");
+    let pipe = fifo(&dir, "data");
+    let data = std::fs::read(fixture("train_data.safetensors")).expect("data");
+    let child = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"))
+        .args(["eval", "--model", s(&fixture("vit_tiny")), "--data", s(&pipe)])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::write(&pipe, &data).expect("the reader takes the data");
+    let mut child = child;
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("eval hung on a named pipe written once");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("accuracy"));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -171,7 +171,8 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
             if images > (1u64 << 50) as f64 {
                 return Err(Error::invalid(
                     "--epochs",
-                    format!("{epochs} passes over {} images is too many steps", data.len()),
+                    // 1.79e308 rather than its 309 digits.
+                    format!("{epochs:e} passes over {} images is too many steps", data.len()),
                 ));
             }
             // E·N images, rounded where the product is a whole number but for f64's error

@@ -91,9 +91,9 @@ impl VitWeights {
         let shapes = expected_shapes(&config);
         // The f32 copies of the tensors, beside the files' bytes already in memory: the most
         // needed (each file's memory is given back behind every tensor converted, which saves
-        // the copy where the allocator shrinks a block in place, as glibc does).
+        // the copy where the allocator shrinks a block in place, as glibc does). Checked once
+        // the shapes are, so that a config that does not fit its weights is named as such.
         let copies: u64 = shapes.iter().map(|(_, s)| s.iter().product::<usize>() as u64 * 4).sum();
-        crate::io::memory::check_available(files.first().map_or(dir, TensorFile::path), copies)?;
         // Which file and name holds each tensor, every shape checked before any is converted.
         let mut wanted: Vec<(usize, String, String)> = Vec::with_capacity(shapes.len() + 1);
         for (key, shape) in shapes {
@@ -150,6 +150,7 @@ impl VitWeights {
             }
             wanted.push((i, PROMPT_KEY.into(), PROMPT_KEY.into()));
         }
+        crate::io::memory::check_available(files.first().map_or(dir, TensorFile::path), copies)?;
         // Each file converted into f32 tensors and let go, tensor by tensor from its end.
         let (mut tensors, mut prompts) = (BTreeMap::new(), None);
         for (at, file) in files.into_iter().enumerate() {

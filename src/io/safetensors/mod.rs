@@ -99,12 +99,13 @@ pub fn header_metadata(path: &Path) -> Option<HashMap<String, String>> {
 /// The JSON header of the regular safetensors file `path`, reading nothing else; `None` when
 /// it cannot be read or is no safetensors header ([`TensorFile::open`] explains why).
 pub(crate) fn header_json(path: &Path) -> Option<serde_json::Value> {
-    let mut file = std::fs::File::open(path).ok()?;
-    let meta = file.metadata().ok()?;
-    let mut head = [0u8; 8];
+    // Looked at before opening: opening a pipe would block, or take its data from the reader.
+    let meta = std::fs::metadata(path).ok()?;
     if !meta.is_file() {
         return None;
     }
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 8];
     file.read_exact(&mut head).ok()?;
     let n = u64::from_le_bytes(head);
     if n > MAX_HEADER_BYTES || n > meta.len().saturating_sub(8) {
