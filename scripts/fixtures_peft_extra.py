@@ -7,6 +7,10 @@ tests/fixtures/vit_tiny, with PEFT's logits, loss and gradients (float64):
 - lora_embedding: saved with `save_embedding_layers=True`, the model's patch embedding
   (its input embedding) moved first, so the file's copy differs from the base model's and
   PEFT loads it over the base.
+- lora_output_entry: `modules_to_save=["classifier", "output"]` with `o_proj` and `fc1`
+  targets under transformers 5, where no module is named `output` (transformers 4's
+  `attention.output` and `output` hold o_proj and fc2): PEFT saves the classifier only and
+  adapts o_proj and fc1.
 
 Outputs: tests/fixtures/peft_extra/<name>/ and tests/fixtures/peft_extra_expected.safetensors
 (`<name>.logits`, `<name>.loss`, `<name>.grad.<file key>`, `pixel_values`, `labels`).
@@ -41,6 +45,7 @@ def main():
     case(expected, "lora_exclude", 21, target_modules="all-linear", exclude_modules=["output.dense"])
     case(expected, "lora_all_linear", 22, target_modules="all-linear")
     case(expected, "lora_embedding", 23, {"save_embedding_layers": True}, move_embedding, target_modules=["q_proj"])
+    case(expected, "lora_output_entry", 24, target_modules=["o_proj", "fc1"], modules_to_save=["classifier", "output"])
     pixels, labels = inputs()
     expected["pixel_values"] = pixels.float()
     expected["labels"] = labels

@@ -92,11 +92,11 @@ fn every_adapter_type_round_trips() {
         let a = perturbed(&gpu, &vit, cfg, 11, 0.2, &scratch(&format!("fresh_{name}_source")));
         round_trip(&gpu, &format!("fresh_{name}"), &a);
     }
-    // The new head's label count reads back from its shape: a LoRA config is written without
-    // `num_labels`, which PEFT's LoraConfig does not know (and warns about).
+    // The saved config keeps `num_labels`, so that given again to `train` it makes the same
+    // head (PEFT's LoraConfig ignores the field, with a warning).
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(scratch_path("fresh_lora_v5").join(CONFIG_FILE)).unwrap()).unwrap();
-    assert!(written.get("num_labels").is_none(), "{written}");
+    assert_eq!(written["num_labels"], 4, "{written}");
 }
 
 #[test]

@@ -140,6 +140,15 @@ fn lora_written_by_peft_with_its_embedding_layer_matches_peft() {
     check_on("vit_tiny", "peft_extra", "lora_embedding", None);
 }
 
+/// `modules_to_save: ["classifier", "output"]` written by PEFT under transformers 5, where no
+/// module is named `output`: the file's naming decides, so o_proj (inside transformers 4's
+/// `attention.output`) and fc1 carry LoRA as PEFT put it there, and only the classifier is
+/// saved.
+#[test]
+fn lora_written_by_peft_with_an_entry_of_the_other_naming_matches_peft() {
+    check_on("vit_tiny", "peft_extra", "lora_output_entry", None);
+}
+
 /// A hand-written `"all-linear"` adapts the modules PEFT's expansion lists.
 #[test]
 fn all_linear_adapts_what_peft_adapts() {

@@ -28,6 +28,7 @@ fn config() -> VitConfig {
         qkv_bias: true,
         num_labels: 2,
         id2label: Vec::new(),
+        problem_type: None,
     }
 }
 

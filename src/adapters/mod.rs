@@ -158,27 +158,38 @@ impl Adapter {
             // A new head is a saved module, as in PEFT.
             config.modules_to_save.push("classifier".into());
         }
-        let saved: Vec<ModuleId> =
-            ModuleId::all(model.num_hidden_layers).into_iter().filter(|&m| config.saves_module(m)).collect();
+        // A file names its modules in the naming of the PEFT that wrote it: an entry such as
+        // `output`, a module only under transformers 4's names, saved nothing under 5's.
+        let file_namings = source.layer_namings();
+        let namings = if file_namings.is_empty() { Naming::BOTH.to_vec() } else { file_namings.clone() };
+        let saved: Vec<ModuleId> = ModuleId::all(model.num_hidden_layers)
+            .into_iter()
+            .filter(|&m| namings.iter().any(|&n| config.saves_module_under(m, n)))
+            .collect();
         let no_module =
             |message: String| Error::Config { path: config_path.to_path_buf(), key: "modules_to_save".into(), message };
-        if saved.is_empty() && !config.saves_embeddings() && !config.modules_to_save.is_empty() {
-            return Err(no_module(format!("{:?} matches no module of the model", config.modules_to_save)));
-        }
         // PEFT passes over an entry that matches nothing. A file it wrote loads the same here;
         // in a config for a new adapter such an entry is a mistake, which would otherwise
         // leave a module untrained without a word.
-        if !source.is_file()
-            && let Some(entry) = config.unmatched_saved_entry(model.num_hidden_layers)
-        {
-            return Err(no_module(format!("`{entry}` matches no module of the model that has weights")));
+        if !source.is_file() {
+            if saved.is_empty() && !config.saves_embeddings() && !config.modules_to_save.is_empty() {
+                return Err(no_module(format!("{:?} matches no module of the model", config.modules_to_save)));
+            }
+            if let Some(entry) = config.unmatched_saved_entry(model.num_hidden_layers) {
+                return Err(no_module(format!("`{entry}` matches no module of the model that has weights")));
+            }
+            if let Some((entry, whole)) = config.partial_saved_entry(model.num_hidden_layers) {
+                return Err(no_module(format!(
+                    "`{entry}` ends a module's name partway (PEFT would save `{whole}` but still adapt \
+                     modules inside it); write whole names, as `{whole}`"
+                )));
+            }
         }
         let preferred = match &config.kind {
             AdapterKind::Lora(c) => AdapterConfig::preferred_naming(&c.target_modules, model.num_hidden_layers),
             AdapterKind::Flora(c) => AdapterConfig::preferred_naming(&c.target_modules, model.num_hidden_layers),
             _ => Naming::OnDisk,
         };
-        let file_namings = source.layer_namings();
         let mut b = Build {
             model,
             config_path,
@@ -196,7 +207,7 @@ impl Adapter {
             AdapterKind::Rlp(c) => Kind::Rlp(rlp::build(c, &mut b)?),
         };
         let saved_modules = b.saved.clone();
-        let saves_under = |m: ModuleId, n: Naming| config.saves_module_under(m, n);
+        let saves_under = |m: ModuleId, n: Naming| namings.contains(&n) && config.saves_module_under(m, n);
         let (mut saved, num_labels) = saved::build(&saved_modules, saves_under, config.num_labels, &mut b)?;
         if matches!(kind, Kind::Lora(_)) {
             saved.extend(saved::embedding_from_file(&saved, &mut b)?);

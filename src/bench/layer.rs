@@ -67,6 +67,7 @@ pub fn vitb_layer_config() -> VitConfig {
         qkv_bias: true,
         num_labels: 2,
         id2label: Vec::new(),
+        problem_type: None,
     }
 }
 

@@ -372,7 +372,7 @@ pub fn run_cli(json: bool) -> Result<()> {
         writeln!(out, "# ms: median wall time of a run, device synchronised{device}").map_err(io_err)?;
         writeln!(out, "{TABLE_HEADER}").map_err(io_err)?;
     }
-    let profile = std::env::var("PEFT_WGPU_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let profile = crate::io::env_var("PEFT_WGPU_PROFILE")?.is_some_and(|v| !v.is_empty() && v != "0");
     gpu.set_profiling(profile);
     let mut failed = None;
     run(&gpu, &options, &mut |r| {

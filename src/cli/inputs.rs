@@ -95,20 +95,18 @@ pub(super) fn read_model(dir: &Path) -> Result<VitWeights> {
 /// (`problem_type` `regression` or `multi_label_classification`) is refused, as its
 /// training and scores would mean something else there.
 pub(super) fn read_model_for_loss(dir: &Path) -> Result<VitWeights> {
-    expect_dir(dir, "a model folder for --model", "config.json")?;
-    // A pipe in its place would block the read.
-    crate::io::paths::refuse_special_files(dir, &["config.json"])?;
-    let config = JsonFile::read(&dir.join("config.json"))?;
-    match config.opt_string("problem_type")? {
-        Some(kind) if kind != "single_label_classification" => Err(config.error(
-            "problem_type",
-            format!(
+    let weights = read_model(dir)?;
+    match weights.config.problem_type.as_deref() {
+        Some(kind) if kind != "single_label_classification" => Err(Error::Config {
+            path: dir.join("config.json"),
+            key: "problem_type".into(),
+            message: format!(
                 "is `{kind}`, for which transformers computes another loss; train and eval compute the \
                  cross-entropy of single-label classification (set it to `single_label_classification` or \
                  remove it)"
             ),
-        )),
-        _ => VitWeights::load(dir),
+        }),
+        _ => Ok(weights),
     }
 }
 

@@ -41,6 +41,7 @@ pub fn architecture() -> VitConfig {
         qkv_bias: true,
         num_labels: 5,
         id2label: (0..5).map(|d| d.to_string()).collect(),
+        problem_type: None,
     }
 }
 

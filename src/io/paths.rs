@@ -156,7 +156,7 @@ fn existing_ancestor(path: &Path, flag: &str) -> Result<PathBuf> {
 /// Fails unless a file can be created in folder `dir` (made and removed at once).
 fn probe_writable(dir: &Path, target: &Path) -> Result<()> {
     // As long as the longest temporary name a save uses (`.model.safetensors.index.json.tmp-PID`).
-    let probe = dir.join(format!(".peft-wgpu-probe-of-a-long-name.tmp-{}", std::process::id()));
+    let probe = dir.join(format!(".peft-wgpu-probe-of-a-long-name.tmp-{}", unique_suffix()));
     match std::fs::File::create(&probe) {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
@@ -195,6 +195,11 @@ pub fn check_output_dir(dir: &Path, flag: &str) -> Result<()> {
 /// made under a name of its own of at least the same length, so that no other run saving
 /// to `dir` meanwhile sees it come and go.
 fn probe_new_folders(base: &Path, dir: &Path) -> Result<()> {
+    use std::path::Component;
+    // `a/../b` would make `b` outside the private folder: such paths are left to the save.
+    if dir.components().any(|c| c == Component::ParentDir) {
+        return Ok(());
+    }
     let mut first = None;
     let mut p = dir;
     while !p.as_os_str().is_empty() && p != base && std::fs::symlink_metadata(p).is_err() {
@@ -203,7 +208,7 @@ fn probe_new_folders(base: &Path, dir: &Path) -> Result<()> {
     }
     let Some(first) = first else { return Ok(()) };
     let (Some(name), Ok(rest)) = (first.file_name(), dir.strip_prefix(first)) else { return Ok(()) };
-    let mut own = format!(".peft-wgpu-probe-{}-", std::process::id());
+    let mut own = format!(".peft-wgpu-probe-{}-", unique_suffix());
     while own.len() < name.len() {
         own.push('x');
     }
@@ -218,6 +223,12 @@ fn probe_new_folders(base: &Path, dir: &Path) -> Result<()> {
     };
     let _ = std::fs::remove_dir_all(&root);
     outcome
+}
+
+/// This process's id and a count of its probes, so that no two probes share a name.
+fn unique_suffix() -> String {
+    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    format!("{}-{}", std::process::id(), COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// `path` for a message: a path of thousands of characters keeps its start and its end.

@@ -30,6 +30,9 @@ pub struct VitConfig {
     pub num_labels: usize,
     /// Class names by index, when the config has them.
     pub id2label: Vec<String>,
+    /// transformers' `problem_type` when the config names one: the loss it trains with
+    /// (`train` and `eval` compute that of `single_label_classification` only).
+    pub problem_type: Option<String>,
 }
 
 /// Upper bound on every size field: beyond it a config is certainly corrupt.
@@ -103,6 +106,7 @@ impl VitConfig {
             qkv_bias: json.opt_bool("qkv_bias")?.unwrap_or(true),
             num_labels,
             id2label,
+            problem_type: json.opt_string("problem_type")?,
         })
     }
 

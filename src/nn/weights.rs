@@ -350,7 +350,10 @@ fn variant_file(dir: &Path) -> Option<String> {
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| {
-            (n.starts_with("model.") && n.ends_with(".safetensors")) || n.starts_with("model.safetensors.index.")
+            let plain = n == "model.safetensors" || n == INDEX_FILE;
+            !plain
+                && ((n.starts_with("model.") && n.ends_with(".safetensors"))
+                    || n.starts_with("model.safetensors.index."))
         })
         .collect();
     names.sort();

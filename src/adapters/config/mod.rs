@@ -3,6 +3,7 @@
 
 mod fields;
 mod lora;
+mod saved;
 
 use std::path::Path;
 
@@ -14,6 +15,7 @@ use crate::error::Result;
 use crate::io::json::{JsonFile, whole_number};
 use crate::io::stamp::ConfigStamp;
 use crate::nn::{ModuleId, Naming, Targets};
+pub(crate) use saved::EMBEDDINGS;
 
 /// Which adapter a config describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -114,15 +116,6 @@ pub struct AdapterConfig {
 }
 
 const MAX_RANK: usize = 1 << 16;
-
-/// The ViT's embeddings module, which holds `cls_token` and `position_embeddings` itself.
-pub(crate) const EMBEDDINGS: &str = "vit.embeddings";
-
-/// Whether `entry` of `modules_to_save` names the module at `path` or one holding it: as
-/// PEFT matches them, the module's path, or a path above it, ends with `entry`.
-fn names_within(entry: &str, path: &str) -> bool {
-    path.match_indices('.').map(|(i, _)| &path[..i]).chain([path]).any(|p| p.ends_with(entry))
-}
 
 impl AdapterConfig {
     /// Reads `path` (an `adapter_config.json`).
@@ -233,67 +226,8 @@ impl AdapterConfig {
         }
     }
 
-    /// Whether `module` is saved: PEFT saves every module whose path ends with an entry of
-    /// `modules_to_save`, and everything inside it, so `module` is saved when its own path or
-    /// the path of a module holding it (`vit.layers.0.mlp` for `fc1`) ends with one.
-    pub fn saves_module(&self, module: ModuleId) -> bool {
-        Naming::BOTH.into_iter().any(|n| self.saves_module_under(module, n))
-    }
-
-    /// Whether one of `modules_to_save` names `module`, or a module holding it, by its path
-    /// under `naming`.
-    pub fn saves_module_under(&self, module: ModuleId, naming: Naming) -> bool {
-        self.saves_within(&module.path(naming))
-    }
-
-    /// Whether the tensors the embeddings module holds itself (`vit.embeddings.cls_token` and
-    /// `position_embeddings`) are saved: `modules_to_save` names `vit.embeddings` or `vit`.
-    pub fn saves_embeddings(&self) -> bool {
-        self.saves_within(EMBEDDINGS)
-    }
-
-    /// Whether an entry of `modules_to_save` names two modules of which one holds the other
-    /// under transformers 5's naming (`embeddings`: `vit.embeddings` and its
-    /// `patch_embeddings`). PEFT then wraps both, saves two tensors under one key and cannot
-    /// load its own file, so such a config is written with the saved modules spelled out.
-    pub(crate) fn saves_nested(&self, layers: usize) -> bool {
-        let mut paths: Vec<&str> = Vec::new();
-        let leaves: Vec<String> = ModuleId::all(layers).iter().map(|m| m.path(Naming::Transformers5)).collect();
-        for leaf in &leaves {
-            paths.extend(leaf.match_indices('.').map(|(i, _)| &leaf[..i]).chain([leaf.as_str()]));
-        }
-        paths.sort_unstable();
-        paths.dedup();
-        self.modules_to_save.iter().any(|m| {
-            let named: Vec<&str> = paths.iter().copied().filter(|p| p.ends_with(m.as_str())).collect();
-            named
-                .iter()
-                .any(|outer| named.iter().any(|inner| inner.strip_prefix(outer).is_some_and(|r| r.starts_with('.'))))
-        })
-    }
-
-    fn saves_within(&self, path: &str) -> bool {
-        self.modules_to_save.iter().any(|m| names_within(m, path))
-    }
-
-    /// The first entry of `modules_to_save` that names no module with weights of a model of
-    /// `layers` layers, under either naming; `score`, which PEFT adds for `SEQ_CLS` (the head
-    /// of other architectures), is not looked at.
-    pub fn unmatched_saved_entry(&self, layers: usize) -> Option<&str> {
-        let modules = ModuleId::all(layers);
-        let paths: Vec<String> =
-            modules.iter().flat_map(|m| Naming::BOTH.map(|n| m.path(n))).chain([EMBEDDINGS.to_string()]).collect();
-        let seq_cls = self.raw.get("task_type").and_then(Value::as_str) == Some("SEQ_CLS");
-        self.modules_to_save
-            .iter()
-            .filter(|m| !(seq_cls && m.as_str() == "score"))
-            .find(|m| !paths.iter().any(|p| names_within(m, p)))
-            .map(String::as_str)
-    }
-
     /// The config as PEFT writes it: the object read (unknown keys kept) with this crate's
-    /// fields set, and for LoRA the fields PEFT needs to load it (and no `num_labels`, which
-    /// PEFT does not know; the saved classifier's shape gives it).
+    /// fields set, and for LoRA the fields PEFT needs to load it.
     pub fn to_json(&self) -> String {
         let mut o = self.raw.clone();
         o.insert("peft_type".into(), self.peft_type().as_str().into());
@@ -301,16 +235,10 @@ impl AdapterConfig {
             "modules_to_save".into(),
             if self.modules_to_save.is_empty() { Value::Null } else { json!(self.modules_to_save) },
         );
-        match (&self.kind, self.num_labels) {
-            // PEFT's LoraConfig has no `num_labels` and warns about it (advising an upgrade);
-            // the saved head's shape carries the label count.
-            (AdapterKind::Lora(_), _) => {
-                o.remove("num_labels");
-            }
-            (_, Some(n)) => {
-                o.insert("num_labels".into(), n.into());
-            }
-            (_, None) => {}
+        // Kept in a LoRA config too, though PEFT's LoraConfig warns that it ignores it: the
+        // config given again to `train` must make the same head.
+        if let Some(n) = self.num_labels {
+            o.insert("num_labels".into(), n.into());
         }
         fields::write_fields(&self.kind, &mut o);
         if let AdapterKind::Lora(_) = &self.kind {
