@@ -50,6 +50,11 @@ fn data_may_arrive_through_a_pipe_once() {
         USAGE,
         &["--eval-data", "same input as --data", "read only once"],
     );
+    // So is one stream as the adapter config and the data.
+    let m = s(&model);
+    let config_and_data =
+        ["train", "--model", m, "--adapter-config", "/dev/stdin", "--data", "/dev/stdin", "--out", s(&out)];
+    fails(&config_and_data, USAGE, &["--data", "same input as --adapter-config", "read only once"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 

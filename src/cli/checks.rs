@@ -100,20 +100,20 @@ pub(super) fn refuse_special_outputs(out: &Path, names: &[&str]) -> Result<()> {
     crate::io::paths::refuse_special_files(out, names).map_err(|e| Error::invalid("--out", e.to_string()))
 }
 
-/// Refuses `--eval-data` naming the same pipe, device or `/dev` stream as `--data`
-/// (`/dev/stdin` twice, one FIFO): it can be read only once, so the second read would find
-/// nothing or wait forever.
-pub(super) fn refuse_one_stream_twice(data: &Path, eval: &Path) -> Result<()> {
+/// Refuses the input of flag `second` naming the same pipe, device or `/dev` stream as that
+/// of `first` (`--data` and `--eval-data` both `/dev/stdin`, one FIFO): it can be read only
+/// once, so the second read would find nothing or wait forever.
+pub(super) fn refuse_one_stream_twice((first, data): (&str, &Path), (second, eval): (&str, &Path)) -> Result<()> {
     let (Ok(d), Ok(e)) = (std::fs::metadata(data), std::fs::metadata(eval)) else { return Ok(()) };
     // `/dev/stdin` and `/dev/fd/N` of a regular file share its read position on some systems,
     // so reading it twice through them finds nothing the second time.
     let stream = !d.is_file() && !d.is_dir();
     if same_file((data, &d), (eval, &e)) && (stream || (data.starts_with("/dev") && eval.starts_with("/dev"))) {
         return Err(Error::invalid(
-            "--eval-data",
+            second,
             format!(
-                "{} is the same input as --data {}, a pipe, device or /dev stream that can be read only once; \
-                 give --eval-data a file of its own",
+                "{} is the same input as {first} {}, a pipe, device or /dev stream that can be read only once; \
+                 give {second} a file of its own",
                 eval.display(),
                 data.display()
             ),

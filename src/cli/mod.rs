@@ -123,7 +123,14 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     check_output_dir(&args.out, "--out")?;
     refuse_special_outputs(&args.out, &[CONFIG_FILE, WEIGHTS_FILE])?;
     if let Some(eval) = &args.eval_data {
-        refuse_one_stream_twice(&args.data, eval)?;
+        refuse_one_stream_twice(("--data", &args.data), ("--eval-data", eval))?;
+    }
+    if let Some(config) = &args.adapter_config {
+        for (flag, input) in [("--data", Some(&args.data)), ("--eval-data", args.eval_data.as_ref())] {
+            if let Some(input) = input {
+                refuse_one_stream_twice(("--adapter-config", config), (flag, input))?;
+            }
+        }
     }
     let weights = read_model_for_loss(&args.model)?;
     let model = &weights.config;
