@@ -90,8 +90,8 @@ impl Dataset {
         if let Some(i) = pixels.data.iter().position(|v| !v.is_finite()) {
             let [img, ch, y, x] = <[usize; 4]>::try_from(unravel(i, &pixels.shape)).unwrap_or_default();
             return Err(format(format!(
-                "`pixel_values` of image {img} is {} at channel {ch}, row {y}, column {x}; \
-                 pixel values must be finite",
+                "`pixel_values` of image {img} is {} at channel {ch}, row {y}, column {x} (read as f32); \
+                 pixel values must be finite (F64 values beyond f32's range read as inf)",
                 pixels.data[i]
             )));
         }
