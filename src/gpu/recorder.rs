@@ -37,11 +37,10 @@ impl Gpu {
 /// variable unless it is a whole number ≥ 1.
 pub(crate) fn submit_every_from_env() -> Result<Option<usize>> {
     static N: std::sync::OnceLock<std::result::Result<Option<usize>, String>> = std::sync::OnceLock::new();
-    let parsed = N.get_or_init(|| match std::env::var("PEFT_WGPU_SUBMIT_EVERY") {
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(v)) => Err(v.to_string_lossy().into_owned()),
-        Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => v.trim().parse().ok().filter(|&n: &usize| n > 0).map(Some).ok_or(v),
+    let parsed = N.get_or_init(|| match crate::io::env_text("PEFT_WGPU_SUBMIT_EVERY")? {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) => v.trim().parse().ok().filter(|&n: &usize| n > 0).map(Some).ok_or(v),
     });
     parsed
         .clone()

@@ -15,12 +15,16 @@ pub use safetensors::{HostTensor, TensorFile};
 /// The value of environment variable `var`: `None` when unset, an error naming it when it
 /// is not UTF-8 (rather than taking such a value for unset).
 pub(crate) fn env_var(var: &str) -> crate::Result<Option<String>> {
+    env_text(var).map_err(|v| crate::Error::invalid(var, format!("is `{v}`, which is not UTF-8")))
+}
+
+/// [`env_var`] for callers that cache the outcome and word their own error: a value that is
+/// not UTF-8 comes back as `Err` with its lossy spelling.
+pub(crate) fn env_text(var: &str) -> Result<Option<String>, String> {
     match std::env::var(var) {
         Ok(v) => Ok(Some(v)),
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(v)) => {
-            Err(crate::Error::invalid(var, format!("is `{}`, which is not UTF-8", v.to_string_lossy())))
-        }
+        Err(std::env::VarError::NotUnicode(v)) => Err(v.to_string_lossy().into_owned()),
     }
 }
 

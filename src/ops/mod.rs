@@ -28,11 +28,7 @@ pub(crate) fn env_choice<T: Copy + Send + Sync>(
     choices: &[(&str, T)],
 ) -> crate::Result<Option<T>> {
     let parsed = cell.get_or_init(|| {
-        let value = match std::env::var(var) {
-            Ok(value) => value,
-            Err(std::env::VarError::NotPresent) => return Ok(None),
-            Err(std::env::VarError::NotUnicode(v)) => return Err(v.to_string_lossy().into_owned()),
-        };
+        let Some(value) = crate::io::env_text(var)? else { return Ok(None) };
         match value.trim().to_ascii_lowercase().as_str() {
             "" | "auto" => Ok(None),
             name => choices.iter().find(|(n, _)| *n == name).map(|&(_, t)| Some(t)).ok_or(value),
