@@ -215,26 +215,35 @@ fn merges_that_overflow_f32_are_refused_and_keep_the_previous_model() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Writes at `path` a data file of `n` 3×8×8 images with `dtype` pixels (F32 or F16) and U8
+/// labels whose header is right and whose data is a hole (a sparse file, no disk used);
+/// returns its length.
+#[cfg(target_os = "linux")]
+fn sparse_data(path: &std::path::Path, n: u64, dtype: &str) -> u64 {
+    use std::io::Write;
+    let pixels = n * 3 * 8 * 8 * if dtype == "F16" { 2 } else { 4 };
+    let header = format!(
+        r#"{{"labels":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}},"pixel_values":{{"dtype":"{dtype}","shape":[{n},3,8,8],"data_offsets":[{n},{}]}}}}"#,
+        n + pixels
+    );
+    let mut file = std::fs::File::create(path).expect("create");
+    file.write_all(&(header.len() as u64).to_le_bytes())
+        .and_then(|()| file.write_all(header.as_bytes()))
+        .expect("header");
+    let len = 8 + header.len() as u64 + n + pixels;
+    file.set_len(len).expect("sparse data");
+    len
+}
+
 /// A data file larger than the memory this machine has free is refused by name before it is
 /// read, instead of an aborted allocation or the kernel's out-of-memory kill (a sparse file
 /// of 769 GiB whose header is right).
 #[cfg(target_os = "linux")]
 #[test]
 fn a_file_larger_than_free_memory_is_refused_by_name() {
-    use std::io::Write;
     let dir = scratch("huge-data");
-    let n: u64 = 1 << 30;
-    let pixels = n * 3 * 8 * 8 * 4;
-    let header = format!(
-        r#"{{"labels":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}},"pixel_values":{{"dtype":"F32","shape":[{n},3,8,8],"data_offsets":[{n},{}]}}}}"#,
-        n + pixels
-    );
     let path = dir.join("huge.safetensors");
-    let mut file = std::fs::File::create(&path).expect("create");
-    file.write_all(&(header.len() as u64).to_le_bytes())
-        .and_then(|()| file.write_all(header.as_bytes()))
-        .expect("header");
-    file.set_len(8 + header.len() as u64 + n + pixels).expect("sparse data");
+    sparse_data(&path, 1 << 30, "F32");
     let model = fixture("vit_tiny");
     fails(
         &["eval", "--model", s(&model), "--data", s(&path)],
@@ -250,7 +259,6 @@ fn a_file_larger_than_free_memory_is_refused_by_name() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_half_precision_file_whose_copy_does_not_fit_is_refused_before_reading() {
-    use std::io::Write;
     let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
     let kib = |field: &str| -> u64 {
         let line = meminfo.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in /proc/meminfo"));
@@ -260,17 +268,8 @@ fn a_half_precision_file_whose_copy_does_not_fit_is_refused_before_reading() {
     let dir = scratch("half-data");
     let n = free * 6 / 10 / 384; // 384 bytes of F16 pixels per 3×8×8 image
     let pixels = n * 384;
-    let header = format!(
-        r#"{{"labels":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}},"pixel_values":{{"dtype":"F16","shape":[{n},3,8,8],"data_offsets":[{n},{}]}}}}"#,
-        n + pixels
-    );
     let path = dir.join("half.safetensors");
-    let mut file = std::fs::File::create(&path).expect("create");
-    file.write_all(&(header.len() as u64).to_le_bytes())
-        .and_then(|()| file.write_all(header.as_bytes()))
-        .expect("header");
-    let len = 8 + header.len() as u64 + n + pixels;
-    file.set_len(len).expect("sparse data");
+    let len = sparse_data(&path, n, "F16");
     let needed = format!("{:.1} GiB of memory", (len + 2 * pixels) as f64 / f64::from(1u32 << 30));
     let model = fixture("vit_tiny");
     fails(&["eval", "--model", s(&model), "--data", s(&path)], INPUT, &["half.safetensors", &needed]);
