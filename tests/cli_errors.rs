@@ -246,8 +246,10 @@ fn inconsistent_model_configs_are_named() {
     let config = model.join("config.json");
     let good = std::fs::read(&config).expect("config");
     let eval = ["eval", "--model", s(&model), "--data", s(&data)];
-    let cases: [(&str, serde_json::Value, &[&str]); 11] = [
+    let cases: [(&str, serde_json::Value, &[&str]); 12] = [
         ("num_attention_heads", 3.into(), &["num_attention_heads", "(3) must divide hidden_size (16)"]),
+        // transformers 5 would size q/k/v by it.
+        ("head_dim", 4.into(), &["head_dim", "is 4", "= 8"]),
         // transformers trains these with MSE or BCE; train and eval compute cross-entropy.
         ("problem_type", "regression".into(), &["problem_type", "`regression`", "single_label_classification"]),
         ("problem_type", "multi_label_classification".into(), &["problem_type", "multi_label_classification"]),
@@ -291,6 +293,12 @@ fn inconsistent_model_configs_are_named() {
     let train = ["train", "--model", s(&model), "--adapter-config", s(&lora), "--data", s(&data), "--out", s(&out)];
     let line = fails(&train, INPUT, &["num_labels", "is 1", "cross-entropy over one class"]);
     assert!(line.contains("config.json"), "{line}");
+    // Nor scored by accuracy, unless the config asks for single-label classification.
+    let line = fails(&eval, INPUT, &["num_labels", "is 1", "problem_type", "regression"]);
+    assert!(line.contains("config.json"), "{line}");
+    // (which then reaches the labels: this data has five).
+    edit_json(&config, |v| v["problem_type"] = "single_label_classification".into());
+    fails(&eval, INPUT, &["labels[1]", "out of range", "1 labels"]);
     std::fs::write(&weights, good_weights).expect("restore weights");
     std::fs::write(&config, &good).expect("restore");
     edit_json(&config, |v| {

@@ -277,6 +277,17 @@ pub fn eval(
     let weights = read_model_for_loss(model)?;
     let adapter = adapter.map(|dir| AdapterInput::folder(dir, "--adapter", &weights.config)).transpose()?;
     let labels = adapter.as_ref().map_or(weights.config.num_labels, |a| a.labels);
+    if labels == 1 && weights.config.problem_type.is_none() {
+        // transformers scores such a head by regression (mean squared error), not by accuracy.
+        let from = match &adapter {
+            Some(a) if a.labels != weights.config.num_labels => a.config_path.clone(),
+            _ => model.join("config.json"),
+        };
+        let message = "is 1 and config.json sets no problem_type, so transformers scores the head by \
+                       regression; eval computes accuracy and cross-entropy over class labels (set problem_type \
+                       to `single_label_classification` to score it that way)";
+        return Err(Error::Config { path: from, key: "num_labels".into(), message: message.into() });
+    }
     let data = read_data(data, "--data", &weights.config, labels)?;
     let batch = batch_size.min(data.len());
     let tokens = tokens(&weights, adapter.as_ref());

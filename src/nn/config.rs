@@ -71,6 +71,20 @@ impl VitConfig {
                 format!("({num_attention_heads}) must divide hidden_size ({hidden_size})"),
             ));
         }
+        // transformers 5 reads an explicit `head_dim` and sizes q/k/v by it; here heads split
+        // the width.
+        if let Some(head_dim) = json.opt_usize_in("head_dim", 0, usize::MAX)?
+            && head_dim != hidden_size / num_attention_heads
+        {
+            return Err(json.error(
+                "head_dim",
+                format!(
+                    "is {head_dim}; only heads that split hidden_size are supported (hidden_size / \
+                     num_attention_heads = {})",
+                    hidden_size / num_attention_heads
+                ),
+            ));
+        }
         let image_size = sides(json, "image_size")?;
         let patch_size = sides(json, "patch_size")?;
         if image_size.iter().zip(&patch_size).any(|(i, p)| !i.is_multiple_of(*p)) {

@@ -115,7 +115,8 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
                 "init_lora_weights",
                 format!(
                     "is {v}; only true, false and \"gaussian\" are supported (and \"eva\" or \"orthogonal\" for a \
-                     trained adapter; PiSSA, OLoRA, LoftQ and CorDA change the base weights)"
+                     trained adapter; PiSSA, OLoRA, LoftQ and CorDA change the base weights: save such an \
+                     adapter with PEFT's `path_initial_model_for_weight_conversion` to get a plain LoRA)"
                 ),
             ));
         }
