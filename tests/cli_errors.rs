@@ -97,6 +97,15 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
     let variant = model_copy(&dir.join("variant"));
     std::fs::rename(variant.join("model.safetensors"), variant.join("model.fp16.safetensors")).expect("rename");
     fails(&["eval", "--model", s(&variant), "--data", d], INPUT, &["model.safetensors", "`model.fp16.safetensors`"]);
+    // A config that is a link leading nowhere is named as such, not as missing.
+    #[cfg(unix)]
+    {
+        let linked = model_copy(&dir.join("linked"));
+        let config = linked.join("config.json");
+        std::fs::remove_file(&config).expect("remove");
+        std::os::unix::fs::symlink("config.json", &config).expect("a link to itself");
+        fails(&["eval", "--model", s(&linked), "--data", d], INPUT, &["config.json", "symbolic link"]);
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -345,3 +345,19 @@ fn an_out_name_too_long_is_refused_before_training() {
     assert!(!dir.join("new").exists(), "the check left the folder it made");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--logits-out` with the longest name a file system takes is written: its temporary, which
+/// sits beside it, is named to fit too.
+#[cfg(unix)]
+#[test]
+fn a_logits_out_of_the_longest_name_is_written() {
+    let dir = scratch("long-logits");
+    let data = good_data(&dir);
+    let out = dir.join("l".repeat(255));
+    let model = fixture("vit_tiny");
+    succeeds(&["eval", "--model", s(&model), "--data", s(&data), "--logits-out", s(&out)]);
+    assert!(out.is_file(), "no logits at the 255-byte name");
+    let names: Vec<_> = std::fs::read_dir(&dir).expect("list").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(names.len(), 2, "data and logits only: {names:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -85,11 +85,17 @@ pub(super) fn check_logits(report: &EvalReport, data: &Dataset) -> Result<()> {
     let Some((image, value)) = report.first_non_finite else { return Ok(()) };
     let per = data.pixels.len() / data.len().max(1);
     let largest = data.pixels[image * per..(image + 1) * per].iter().fold(0f32, |m, v| m.max(v.abs()));
+    // Normalised pixels are a few units; far beyond that, the data is the likelier culprit.
+    let check = if largest > 1e3 {
+        "check the data's normalisation"
+    } else {
+        "the pixels are of ordinary size, so check the model's and the adapter's weights"
+    };
     Err(Error::Format {
         path: data.path().to_path_buf(),
         message: format!(
             "the model's logits for image {image} are {value} (its largest pixel magnitude is {largest:e}); \
-             check the data's normalisation, the model and the adapter"
+             {check}"
         ),
     })
 }

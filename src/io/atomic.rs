@@ -33,7 +33,23 @@ const TEMP_MARKER: &str = ".tmp-";
 
 /// The temporary name `path` is written under before the rename.
 pub fn temp_path(path: &Path) -> PathBuf {
-    path.with_file_name(format!(".{}{TEMP_MARKER}{}", file_name(path), std::process::id()))
+    path.with_file_name(format!("{}{}", temp_prefix(path), std::process::id()))
+}
+
+/// `.NAME.tmp-`, what `path`'s temporary names start with. A name too long to fit that within
+/// the 255 bytes file systems allow a name is cut, and a fingerprint of the whole of it
+/// follows, so the temporaries of two such names in one folder stay apart.
+fn temp_prefix(path: &Path) -> String {
+    const MAX_NAME: usize = 255;
+    // The dot, the marker and a process id of up to 10 digits.
+    const ROOM: usize = 1 + TEMP_MARKER.len() + 10;
+    let name = file_name(path);
+    if name.len() + ROOM <= MAX_NAME {
+        return format!(".{name}{TEMP_MARKER}");
+    }
+    // Room for `~` and 16 hex digits.
+    let keep = (0..=MAX_NAME - ROOM - 17).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0);
+    format!(".{}~{}{TEMP_MARKER}", &name[..keep], super::stamp::fingerprint(name.as_bytes()))
 }
 
 fn file_name(path: &Path) -> String {
@@ -276,7 +292,7 @@ fn sync_dir(dir: &Path) {
 
 /// Temporaries of `path` left by killed writers (`.NAME.tmp-PID` beside it).
 pub fn stale_temps(path: &Path) -> Vec<PathBuf> {
-    let prefix = format!(".{}{TEMP_MARKER}", file_name(path));
+    let prefix = temp_prefix(path);
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     entries
@@ -408,6 +424,29 @@ mod tests {
         let names: Vec<String> =
             std::fs::read_dir(&dir).expect("list").flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A name of up to 255 bytes (file systems' limit) is written through a temporary whose
+    /// name fits too, one apart from that of a name that differs only past the cut, and a
+    /// temporary such a writer left behind is found.
+    #[test]
+    fn the_longest_names_get_temporaries_that_fit() {
+        let dir = temp_dir("long");
+        let (a, b) = (dir.join(format!("{}a", "é".repeat(127))), dir.join(format!("{}b", "é".repeat(127))));
+        assert_eq!(a.file_name().expect("name").len(), 255);
+        let (ta, tb) = (temp_path(&a), temp_path(&b));
+        assert!(ta.file_name().expect("name").len() <= 255, "{}", ta.display());
+        assert_ne!(ta, tb);
+        std::fs::write(&ta, b"half").expect("a temporary left by a killed writer");
+        assert_eq!(stale_temps(&a), std::slice::from_ref(&ta));
+        assert!(stale_temps(&b).is_empty());
+        write(&a, b"new a").expect("write");
+        assert_eq!(std::fs::read(&a).expect("a"), b"new a");
+        assert!(!ta.exists(), "the stale temporary is removed");
+        let short = dir.join("logits.safetensors");
+        let name = temp_path(&short).file_name().expect("name").to_string_lossy().into_owned();
+        assert_eq!(name, format!(".logits.safetensors.tmp-{}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
     }
 

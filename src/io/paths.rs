@@ -77,7 +77,15 @@ pub fn expect_dir(dir: &Path, what: &str, required: &str) -> Result<()> {
     if !meta.is_dir() {
         return Err(Error::Format { path: dir.to_path_buf(), message: format!("is a file, expected {what}") });
     }
-    if !dir.join(required).exists() {
+    let file = dir.join(required);
+    if !file.exists() {
+        if let (Ok(_), Err(source)) = (std::fs::symlink_metadata(&file), std::fs::metadata(&file)) {
+            // A link that is there but leads nowhere (a dangling or looping link).
+            return Err(Error::Format {
+                path: file,
+                message: format!("is a symbolic link that cannot be followed ({source})"),
+            });
+        }
         let inside = subfolders_holding(dir, required);
         let hint = match (looks_like(dir), inside.first()) {
             (Some(kind), _) => format!("; it looks like {kind}"),
