@@ -22,6 +22,8 @@ const EXIT_DEVICE: u8 = 4;
 const EXIT_TRAINING: u8 = 5;
 /// Exit code for a bug in peft-wgpu.
 const EXIT_INTERNAL: u8 = 70;
+/// Exit code for a run ended by Ctrl-C, SIGTERM or SIGHUP (128 + SIGINT, as shells report).
+const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Parser)]
 #[command(
@@ -226,6 +228,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
+    // Ctrl-C (or SIGTERM, SIGHUP) ends the run as it would, but never in the middle of a save:
+    // no temporaries or empty folders are left. Without the handler the signal still ends it.
+    let _ = ctrlc::set_handler(|| peft_wgpu::io::atomic::exit_between_saves(EXIT_INTERRUPTED));
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) if is_broken_pipe(&e) => ExitCode::SUCCESS,
