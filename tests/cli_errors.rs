@@ -515,8 +515,11 @@ fn bad_numbers_are_refused_before_gpu_work() {
     fails(&with(&["--weight-decay", "1e300"]), USAGE, &["--weight-decay", "1e300", "f32"]);
     fails(&["eval", "--model", m, "--data", d, "--batch-size", "0"], USAGE, &["--batch-size"]);
     // Flag errors found by the parser: the same one-line form, naming the flag.
-    fails(&["train", "--model", m], USAGE, &["required", "--data", "--out"]);
-    fails(&with(&["--steps", "-3"]), USAGE, &["-3"]);
+    fails(&["train", "--model", m], USAGE, &["required", "--data", "--out", "--adapter-config"]);
+    fails(&with(&["--steps", "-3"]), USAGE, &["--steps", "-3", "negative", "at least 1"]);
+    fails(&with(&["--batch-size", "1e3"]), USAGE, &["--batch-size", "1e3", "not a whole number"]);
+    fails(&with(&["--seed", "-1"]), USAGE, &["--seed", "-1", "negative"]);
+    fails(&with(&["--seed", "18446744073709551616"]), USAGE, &["--seed", "too large", "18446744073709551615"]);
     fails(&with(&["--epochs", "half"]), USAGE, &["--epochs", "half"]);
     fails(&with(&["--bogus"]), USAGE, &["--bogus"]);
     fails(&with(&["--steps", "2", "--epochs", "1"]), USAGE, &["--steps", "--epochs"]);

@@ -361,3 +361,29 @@ fn a_logits_out_of_the_longest_name_is_written() {
     assert_eq!(names.len(), 2, "data and logits only: {names:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A merged model lists the adapters folded into it, so the same adapter is not applied to
+/// it again by `eval`, `merge` (unless `--force`) or `train --init`; another adapter, and the
+/// base model, are unaffected.
+#[test]
+fn an_adapter_is_not_applied_twice_to_the_model_it_was_merged_into() {
+    let dir = scratch("merged-twice");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let (lora, flora) = (fixture("adapters/lora_v4"), fixture("adapters/flora"));
+    let (merged, again, out) = (dir.join("merged"), dir.join("again"), dir.join("out"));
+    let (m, d, l) = (s(&model), s(&data), s(&lora));
+    succeeds(&["merge", "--model", m, "--adapter", l, "--out", s(&merged)]);
+    let twice = ["already merged into the model", "lora_v4", "count it twice"];
+    fails(&["eval", "--model", s(&merged), "--adapter", l, "--data", d], USAGE, &twice);
+    fails(&["merge", "--model", s(&merged), "--adapter", l, "--out", s(&again)], USAGE, &twice);
+    fails(&train_args(s(&merged), l, d, s(&out), &[]), USAGE, &[&["--init"][..], &twice].concat());
+    assert!(!again.exists() && !out.exists(), "a refused run wrote its output");
+    succeeds(&["eval", "--model", s(&merged), "--data", d]);
+    succeeds(&["eval", "--model", m, "--adapter", l, "--data", d]);
+    succeeds(&["eval", "--model", s(&merged), "--adapter", s(&flora), "--data", d]);
+    // Forced, the second merge is made, and both merges stay listed.
+    succeeds(&["merge", "--model", s(&merged), "--adapter", l, "--out", s(&again), "--force"]);
+    fails(&["eval", "--model", s(&again), "--adapter", l, "--data", d], USAGE, &twice);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -239,6 +239,11 @@ pub(crate) fn time(gpu: &Gpu, warmup: usize, repeats: usize, mut run: impl FnMut
         run()?;
         gpu.sync()?;
     }
+    if warmup > 0 && gpu.profiling() {
+        // The profile covers the timed runs: the check and warm-up include building the
+        // pipelines (seconds of shader compilation on a cold cache).
+        gpu.take_profile();
+    }
     let timer = gpu.timer();
     let before = gpu.dispatch_count();
     let (mut walls, mut device) = (Vec::new(), Vec::new());
@@ -345,7 +350,8 @@ pub fn run(gpu: &Gpu, options: &BenchOptions, on_report: &mut dyn FnMut(&Report)
 /// Time per kernel of one workload (all its runs, check included), on stderr.
 fn print_profile(name: &str, profile: &[crate::gpu::KernelTime]) {
     let total: f64 = profile.iter().map(|k| k.seconds).sum();
-    note!("# profile of {name}: {total:.3} s in {} kernels", profile.len());
+    let kernels = if profile.len() == 1 { "kernel" } else { "kernels" };
+    note!("# profile of {name}: {total:.3} s in {} {kernels} (the timed runs)", profile.len());
     for k in profile {
         note!(
             "#   {:<28} {:>7} dispatches {:>10.3} s {:>6.1}%",

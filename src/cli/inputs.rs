@@ -53,6 +53,33 @@ impl AdapterInput {
     }
 }
 
+/// Refuses the adapter of `flag` when it is already merged into the `--model` folder `model`
+/// (its weight file's fingerprint is listed in the model's, see
+/// [`crate::io::stamp::MERGED_KEY`]): applying it again would count it twice. `hint` says
+/// how to go on.
+pub(super) fn refuse_merged_twice(
+    weights: &VitWeights,
+    model: &Path,
+    adapter: &AdapterInput,
+    flag: &str,
+    hint: &str,
+) -> Result<()> {
+    let Some(file) = adapter.weights.as_ref().filter(|_| !weights.merged_adapters.is_empty()) else { return Ok(()) };
+    if !weights.merged_adapters.contains(&file.fingerprint()) {
+        return Ok(());
+    }
+    let folder = file.path().parent().unwrap_or(Path::new("."));
+    Err(Error::invalid(
+        flag,
+        format!(
+            "{} is already merged into the model {} (the model's weights list it), so applying it again would \
+             count it twice; {hint}",
+            folder.display(),
+            model.display()
+        ),
+    ))
+}
+
 /// Refuses `--init DIR` whose own config is of another adapter type than `given`, the type of
 /// `--adapter-config` (`config_path`): its tensors could not be those of the given config.
 pub(super) fn refuse_other_type(given: PeftType, config_path: &Path, init: &Path) -> Result<()> {

@@ -14,7 +14,9 @@ use checks::{
     at_least_one, check_batch, check_logits, check_optimizer, refuse_one_stream_twice, refuse_overwriting_inputs,
     refuse_special_outputs,
 };
-use inputs::{AdapterInput, read_data, read_model, read_model_for_loss, refuse_other_type, tokens};
+use inputs::{
+    AdapterInput, read_data, read_model, read_model_for_loss, refuse_merged_twice, refuse_other_type, tokens,
+};
 
 use std::path::{Path, PathBuf};
 
@@ -160,6 +162,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
             return Err(Error::invalid("--adapter-config", "is required (or --init with an adapter folder)"));
         }
     };
+    refuse_merged_twice(&weights, &args.model, &adapter, "--init", "train on the base model")?;
     if adapter.labels < 2 {
         let from =
             if adapter.labels == model.num_labels { args.model.join("config.json") } else { adapter.config_path };
@@ -276,6 +279,15 @@ pub fn eval(
     }
     let weights = read_model_for_loss(model)?;
     let adapter = adapter.map(|dir| AdapterInput::folder(dir, "--adapter", &weights.config)).transpose()?;
+    if let Some(a) = &adapter {
+        refuse_merged_twice(
+            &weights,
+            model,
+            a,
+            "--adapter",
+            "evaluate the merged model alone, or the base model with it",
+        )?;
+    }
     let labels = adapter.as_ref().map_or(weights.config.num_labels, |a| a.labels);
     if labels == 1 && weights.config.problem_type.is_none() {
         // transformers scores such a head by regression (mean squared error), not by accuracy.
@@ -348,6 +360,9 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<us
     refuse_special_outputs(out, &["config.json", "model.safetensors", "model.safetensors.index.json"])?;
     let weights = read_model(model)?;
     let input = AdapterInput::folder(adapter, "--adapter", &weights.config)?;
+    if !force {
+        refuse_merged_twice(&weights, model, &input, "--adapter", "merge it into the base model (or pass --force)")?;
+    }
     if input.config.peft_type() == PeftType::Moppa {
         return Err(Error::invalid(
             "--adapter",
@@ -361,8 +376,11 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<us
 
     let gpu = Gpu::new()?;
     let vit = Vit::from_weights(&gpu, &weights)?;
+    // Recorded in the merged weights, so that the adapter is not applied to them again.
+    let fingerprint = input.weights.as_ref().map(crate::io::safetensors::TensorFile::fingerprint);
     let adapter = input.build(&gpu, &vit, 0)?;
-    let merged = adapter.merge(&gpu, &weights)?;
+    let mut merged = adapter.merge(&gpu, &weights)?;
+    merged.merged_adapters.extend(fingerprint);
     // The merged config is the model's own with the adapter's labels: fields this crate does
     // not read (transformers' version, pooler settings, custom keys) are kept.
     let original = JsonFile::read(&model.join("config.json"))?;

@@ -40,7 +40,12 @@ pub fn write_task_files(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
     for method in Method::ALL {
         let Some(config) = method.adapter_config() else { continue };
         let path = dir.join(format!("{}.json", method.name().to_lowercase()));
-        crate::io::atomic::write(&path, config.as_bytes())?;
+        // Laid out as a person would write it, one field per line.
+        let value: serde_json::Value =
+            serde_json::from_str(config).map_err(|e| Error::invalid("demo config", e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&value).map_err(|e| Error::invalid("demo config", e.to_string()))? + "\n";
+        crate::io::atomic::write(&path, text.as_bytes())?;
         written.push((path, format!("the demo's {}; its learning rate: {}", method.name(), method.lr())));
     }
     Ok(written)

@@ -14,6 +14,12 @@ pub const CONFIG_STAMP_KEY: &str = "peft_wgpu.config_fnv1a64";
 /// reformatted, still belongs to its weights wherever the folder is copied.
 pub const MEANING_STAMP_KEY: &str = "peft_wgpu.config_meaning_fnv1a64";
 
+/// `__metadata__` key of a merged `model.safetensors` listing the adapters folded into it:
+/// the fingerprints of their weight files ([`fingerprint`] of the bytes of
+/// `adapter_model.safetensors`), comma-separated, oldest first. `merge` and `eval` refuse
+/// an adapter whose weights are listed, which would count it twice.
+pub const MERGED_KEY: &str = "peft_wgpu.merged_adapters_fnv1a64";
+
 /// Config fields that describe where an adapter came from, not what it computes.
 const INFORMATIONAL: [&str; 6] =
     ["base_model_name_or_path", "revision", "inference_mode", "peft_version", "auto_mapping", "task_type"];

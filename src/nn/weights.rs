@@ -20,6 +20,9 @@ pub struct VitWeights {
     pub tensors: BTreeMap<String, HostTensor>,
     /// Prompt tokens `[n, D]` inserted after CLS, in a model merged from an RLP adapter.
     pub prompts: Option<HostTensor>,
+    /// Fingerprints of the adapter weight files merged into these weights, oldest first
+    /// (saved as [`stamp::MERGED_KEY`]; empty for a model no adapter was merged into).
+    pub merged_adapters: Vec<String>,
 }
 
 /// The index of a sharded model's weights.
@@ -153,6 +156,11 @@ impl VitWeights {
         crate::io::memory::check_available(files.first().map_or(dir, TensorFile::path), copies)?;
         // Each file converted into f32 tensors and let go, tensor by tensor from its end.
         let (mut tensors, mut prompts) = (BTreeMap::new(), None);
+        let merged_adapters = files
+            .iter()
+            .find_map(|f| f.metadata().get(stamp::MERGED_KEY))
+            .map(|list| list.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
         for (at, file) in files.into_iter().enumerate() {
             let mine: Vec<&(usize, String, String)> = wanted.iter().filter(|w| w.0 == at).collect();
             let names: Vec<&str> = mine.iter().map(|w| w.1.as_str()).collect();
@@ -164,7 +172,7 @@ impl VitWeights {
                 }
             }
         }
-        Ok(VitWeights { config, tensors, prompts })
+        Ok(VitWeights { config, tensors, prompts, merged_adapters })
     }
 
     /// Fails unless `config` passes [`VitConfig::check`], every tensor it implies is here
@@ -244,7 +252,7 @@ impl VitWeights {
                 (key, HostTensor { shape, data })
             })
             .collect();
-        Ok(VitWeights { config: config.clone(), tensors, prompts: None })
+        Ok(VitWeights { config: config.clone(), tensors, prompts: None, merged_adapters: Vec::new() })
     }
 
     /// The weight called `key` (on-disk name).
@@ -293,10 +301,13 @@ impl VitWeights {
         }
         // The config's fingerprint ties the pair: a merge killed between its two renames is
         // finished by the next reader (`load`).
-        let meta = std::collections::HashMap::from([
+        let mut meta = std::collections::HashMap::from([
             ("format".to_string(), "pt".to_string()),
             (stamp::CONFIG_STAMP_KEY.to_string(), stamp::fingerprint(config.as_bytes())),
         ]);
+        if !self.merged_adapters.is_empty() {
+            meta.insert(stamp::MERGED_KEY.to_string(), self.merged_adapters.join(","));
+        }
         let weights_path = dir.join("model.safetensors");
         let weights = safetensors::serialize(&weights_path, &list, Some(meta))?;
         let stale_shards = listed_shards(dir);

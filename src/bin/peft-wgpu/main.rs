@@ -32,10 +32,10 @@ const EXIT_INTERRUPTED: i32 = 130;
     about = "Parameter-efficient fine-tuning on any GPU through wgpu",
     after_help = "Environment: PEFT_WGPU_ADAPTER=<part of the GPU adapter's name, any case> and \
                   PEFT_WGPU_BACKEND=vulkan|metal|dx12 choose the GPU (`peft-wgpu info` shows it); \
-                  PEFT_WGPU_KERNELS=gpu|cpu takes the kernels written for GPUs or for CPU adapters \
-                  (default: by the adapter's kind).\n\
+                  PEFT_WGPU_KERNELS=auto|gpu|cpu takes the kernels written for GPUs or for CPU \
+                  adapters (auto, the default: by the adapter's kind).\n\
                   Exit codes: 0 success, 2 bad flags or values, 3 bad input files, 4 GPU problems, \
-                  5 training diverged, 70 internal error."
+                  5 training diverged, 70 internal error, 130 interrupted (after any save under way)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -56,7 +56,7 @@ enum Command {
         #[arg(long)]
         model: PathBuf,
         /// adapter_config.json describing the adapter (optional with --init).
-        #[arg(long)]
+        #[arg(long, required_unless_present = "init")]
         adapter_config: Option<PathBuf>,
         /// Training data (.safetensors with pixel_values and labels).
         #[arg(long)]
@@ -68,7 +68,7 @@ enum Command {
         #[arg(long)]
         init: Option<PathBuf>,
         /// Optimizer steps (instead of --epochs).
-        #[arg(long, allow_negative_numbers = true, conflicts_with = "epochs")]
+        #[arg(long, allow_negative_numbers = true, conflicts_with = "epochs", value_parser = count)]
         steps: Option<usize>,
         /// Passes over the data, fractions allowed (default 1 when --steps is not given):
         /// ceil(E·N/B) steps of full batches, so when B does not divide N the last batch wraps
@@ -76,7 +76,7 @@ enum Command {
         #[arg(long, allow_negative_numbers = true)]
         epochs: Option<f64>,
         /// Images per step.
-        #[arg(long, allow_negative_numbers = true, default_value_t = 32)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 32, value_parser = count)]
         batch_size: usize,
         /// Learning rate.
         #[arg(long, allow_negative_numbers = true, default_value_t = 1e-3)]
@@ -88,7 +88,7 @@ enum Command {
         #[arg(long, allow_negative_numbers = true)]
         weight_decay: Option<f64>,
         /// Seed for initialisation and shuffling.
-        #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 0, value_parser = seed)]
         seed: u64,
         /// Step t uses rows (t·B + j) mod N instead of a seeded shuffle.
         #[arg(long)]
@@ -113,7 +113,7 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
         /// Images per batch.
-        #[arg(long, allow_negative_numbers = true, default_value_t = 64)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 64, value_parser = count)]
         batch_size: usize,
         /// Write the logits [N, labels] to this .safetensors file.
         #[arg(long)]
@@ -136,8 +136,10 @@ enum Command {
     },
     /// The GPU adapter in use, its backend, limits and features.
     Info,
-    /// Run the benchmark workloads, listed in bench/README.md (PEFT_WGPU_BENCH_FILTER=<part of
-    /// a name> runs only those; PEFT_WGPU_BENCH_REPEATS=<n> sets the timed runs).
+    /// Run the benchmark workloads (matmul_1024, spectral_filter_64x14x14x768,
+    /// vitb_block_{lora,moppa,full}_train_step_b8, tiny_vit_train_step_b64; bench/README.md in
+    /// the repository describes them). PEFT_WGPU_BENCH_FILTER=<part of a name> runs only those;
+    /// PEFT_WGPU_BENCH_REPEATS=<n> sets the timed runs.
     Bench {
         /// One JSON object per line.
         #[arg(long)]
@@ -200,6 +202,27 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     };
     note!("peft-wgpu: error: {} (see {help})", message.trim_start_matches("error: "));
     ExitCode::from(EXIT_USAGE)
+}
+
+/// A count flag (`--steps`, `--batch-size`): a whole number, with a message saying what is
+/// wrong with a negative, fractional or too large one. 0 passes, for the library to refuse
+/// with the flag's name.
+fn count(text: &str) -> Result<usize, String> {
+    whole(text, "of at least 1", &usize::MAX)
+}
+
+/// `--seed`: a whole number from 0 to 2^64 − 1.
+fn seed(text: &str) -> Result<u64, String> {
+    whole(text, "from 0", &u64::MAX)
+}
+
+fn whole<T: std::str::FromStr + std::fmt::Display>(text: &str, range: &str, max: &T) -> Result<T, String> {
+    let text = text.trim();
+    text.parse::<T>().map_err(|_| match text.parse::<i128>() {
+        Ok(n) if n < 0 => format!("is negative; give a whole number {range}"),
+        Ok(_) => format!("is too large; the largest is {max}"),
+        Err(_) => format!("is not a whole number (digits only, e.g. 100); give one {range}"),
+    })
 }
 
 /// `message` on one line: the lines of a multi-line message (a regex error's caret diagram,
@@ -344,14 +367,22 @@ fn info() -> Result<(), Error> {
     out!("backend:     {:?}", i.backend);
     out!("driver:      {} {}", i.driver, i.driver_info);
     out!("kernels:     {}", if gpu.cpu_kernels() { "for CPU adapters" } else { "for GPUs" });
+    if gpu.features().contains(wgpu::Features::SUBGROUP) {
+        out!("subgroups:   {} to {} lanes", i.subgroup_min_size, i.subgroup_max_size);
+    }
     out!("limits:");
-    out!("  max_storage_buffer_binding_size      {}", l.max_storage_buffer_binding_size);
-    out!("  max_buffer_size                      {}", l.max_buffer_size);
-    out!("  max_compute_workgroup_storage_size   {}", l.max_compute_workgroup_storage_size);
-    out!("  max_compute_invocations_per_workgroup {}", l.max_compute_invocations_per_workgroup);
-    out!("  max_compute_workgroups_per_dimension {}", l.max_compute_workgroups_per_dimension);
-    out!("  max_storage_buffers_per_shader_stage {}", l.max_storage_buffers_per_shader_stage);
-    out!("  max_immediate_size                   {}", l.max_immediate_size);
+    let limits = [
+        ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size),
+        ("max_buffer_size", l.max_buffer_size),
+        ("max_compute_workgroup_storage_size", l.max_compute_workgroup_storage_size.into()),
+        ("max_compute_invocations_per_workgroup", l.max_compute_invocations_per_workgroup.into()),
+        ("max_compute_workgroups_per_dimension", l.max_compute_workgroups_per_dimension.into()),
+        ("max_storage_buffers_per_shader_stage", l.max_storage_buffers_per_shader_stage.into()),
+        ("max_immediate_size", l.max_immediate_size.into()),
+    ];
+    for (name, value) in limits {
+        out!("  {name:<38} {value}");
+    }
     let names: Vec<&str> = gpu.features().iter_names().map(|(name, _)| name).collect();
     out!("features: {}", if names.is_empty() { "none beyond WebGPU's".to_string() } else { names.join(", ") });
     Ok(())

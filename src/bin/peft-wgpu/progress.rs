@@ -3,16 +3,17 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{HumanDuration, ProgressBar, ProgressStyle};
+use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use peft_wgpu::cli;
 use peft_wgpu::train::StepReport;
 
 /// Time between two plain progress lines when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 
-/// Progress on stderr: a bar with loss, throughput and ETA when stderr is a terminal;
-/// otherwise the trainable-parameter line, then a plain line with the same figures every
-/// [`LOG_EVERY`] (none in a shorter run), for logs of long runs. Throughput and ETA count from
+/// Progress on stderr: a bar with loss, throughput and ETA when stderr is a terminal that can
+/// draw one; otherwise (a pipe, a log file, `TERM=dumb`) the trainable-parameter line, then a
+/// plain line with the same figures every [`LOG_EVERY`] (none in a shorter run), for logs of
+/// long runs. Throughput and ETA count from
 /// the end of the first step, which also builds the pipelines.
 pub(crate) struct TerminalProgress {
     bar: Option<ProgressBar>,
@@ -27,7 +28,8 @@ impl TerminalProgress {
     pub(crate) fn new() -> Self {
         TerminalProgress {
             bar: None,
-            tty: std::io::stderr().is_terminal(),
+            // A terminal indicatif cannot draw on (`TERM=dumb`) gets the plain lines.
+            tty: std::io::stderr().is_terminal() && !ProgressDrawTarget::stderr().is_hidden(),
             since_first: None,
             last_line: Instant::now(),
         }

@@ -206,6 +206,11 @@ impl TensorFile {
         &self.metadata
     }
 
+    /// The fingerprint of the whole file's bytes ([`crate::io::stamp::fingerprint`]).
+    pub fn fingerprint(&self) -> String {
+        crate::io::stamp::fingerprint(self.contents.bytes())
+    }
+
     fn raw(&self, key: &str) -> Result<(Dtype, &[usize], &[u8])> {
         let (dtype, shape, (a, b)) = self.entry(key)?;
         Ok((*dtype, shape, &self.contents.bytes()[self.data_start + a..self.data_start + b]))
