@@ -520,6 +520,15 @@ fn bad_numbers_are_refused_before_gpu_work() {
     fails(&with(&["--batch-size", "1e3"]), USAGE, &["--batch-size", "1e3", "not a whole number"]);
     fails(&with(&["--seed", "-1"]), USAGE, &["--seed", "-1", "negative"]);
     fails(&with(&["--seed", "18446744073709551616"]), USAGE, &["--seed", "too large", "18446744073709551615"]);
+    fails(&with(&["--steps", "-0"]), USAGE, &["--steps", "at least 1"]);
+    // Beyond any integer type, too.
+    let huge = "999999999999999999999999999999999999999999999";
+    fails(&with(&["--batch-size", huge]), USAGE, &["--batch-size", "too large"]);
+    fails(
+        &with(&["--batch-size=-999999999999999999999999999999999999999999999"]),
+        USAGE,
+        &["--batch-size", "negative"],
+    );
     fails(&with(&["--epochs", "half"]), USAGE, &["--epochs", "half"]);
     fails(&with(&["--bogus"]), USAGE, &["--bogus"]);
     fails(&with(&["--steps", "2", "--epochs", "1"]), USAGE, &["--steps", "--epochs"]);

@@ -363,8 +363,8 @@ fn a_logits_out_of_the_longest_name_is_written() {
 }
 
 /// A merged model lists the adapters folded into it, so the same adapter is not applied to
-/// it again by `eval`, `merge` (unless `--force`) or `train --init`; another adapter, and the
-/// base model, are unaffected.
+/// it again by `eval`, `merge` (`--force` or not) or `train --init`; another adapter, and the
+/// base model, are unaffected, and a model merged from two adapters lists both.
 #[test]
 fn an_adapter_is_not_applied_twice_to_the_model_it_was_merged_into() {
     let dir = scratch("merged-twice");
@@ -382,8 +382,12 @@ fn an_adapter_is_not_applied_twice_to_the_model_it_was_merged_into() {
     succeeds(&["eval", "--model", s(&merged), "--data", d]);
     succeeds(&["eval", "--model", m, "--adapter", l, "--data", d]);
     succeeds(&["eval", "--model", s(&merged), "--adapter", s(&flora), "--data", d]);
-    // Forced, the second merge is made, and both merges stay listed.
-    succeeds(&["merge", "--model", s(&merged), "--adapter", l, "--out", s(&again), "--force"]);
+    // Merging in place needs --force, which does not let the adapter in a second time.
+    fails(&["merge", "--model", s(&merged), "--adapter", l, "--out", s(&merged), "--force"], USAGE, &twice);
+    succeeds(&["eval", "--model", s(&merged), "--data", d]);
+    // Another adapter merged on top: both are listed.
+    succeeds(&["merge", "--model", s(&merged), "--adapter", s(&flora), "--out", s(&again)]);
     fails(&["eval", "--model", s(&again), "--adapter", l, "--data", d], USAGE, &twice);
+    fails(&["eval", "--model", s(&again), "--adapter", s(&flora), "--data", d], USAGE, &["flora", "count it twice"]);
     std::fs::remove_dir_all(&dir).ok();
 }

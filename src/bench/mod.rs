@@ -347,7 +347,7 @@ pub fn run(gpu: &Gpu, options: &BenchOptions, on_report: &mut dyn FnMut(&Report)
     Ok(reports)
 }
 
-/// Time per kernel of one workload (all its runs, check included), on stderr.
+/// Time per kernel of one workload's timed runs (with no warm-up, of all its runs), on stderr.
 fn print_profile(name: &str, profile: &[crate::gpu::KernelTime]) {
     let total: f64 = profile.iter().map(|k| k.seconds).sum();
     let kernels = if profile.len() == 1 { "kernel" } else { "kernels" };

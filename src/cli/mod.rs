@@ -360,9 +360,8 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<us
     refuse_special_outputs(out, &["config.json", "model.safetensors", "model.safetensors.index.json"])?;
     let weights = read_model(model)?;
     let input = AdapterInput::folder(adapter, "--adapter", &weights.config)?;
-    if !force {
-        refuse_merged_twice(&weights, model, &input, "--adapter", "merge it into the base model (or pass --force)")?;
-    }
+    // Force or not: `--force` is for replacing `--out` (the model itself, merging in place).
+    refuse_merged_twice(&weights, model, &input, "--adapter", "merge it into the base model")?;
     if input.config.peft_type() == PeftType::Moppa {
         return Err(Error::invalid(
             "--adapter",

@@ -15,11 +15,6 @@
 //! readers to finish; on Windows a rename refused for a moment (a virus scanner holding the
 //! file just written) is tried again for up to two seconds.
 //!
-//! A program that ends itself on a signal calls [`exit_between_saves`]: a save under way in
-//! this process finishes first, none starts after, and a folder made for a save that had not
-//! begun is removed, so Ctrl-C leaves neither temporaries nor empty folders behind (the
-//! binary does this for SIGINT, SIGTERM and SIGHUP; a SIGKILL still can).
-//!
 //! Test hook: when the environment variable `PEFT_WGPU_TEST_SLOW_WRITE_MS` holds a number
 //! `N`, each temporary is written in two halves with a pause of `N` ms between them, and
 //! there is a pause of `N` ms between consecutive renames, so a test can kill the process
@@ -35,24 +30,6 @@ pub const SLOW_WRITE_ENV: &str = "PEFT_WGPU_TEST_SLOW_WRITE_MS";
 
 /// Marker between a file's name and the writer's process id in a temporary name.
 const TEMP_MARKER: &str = ".tmp-";
-
-/// Held by a save while it writes and renames its files, and by [`exit_between_saves`]. It
-/// is reentrant, so that a save started while this thread holds it cannot deadlock.
-static SAVING: parking_lot::ReentrantMutex<()> = parking_lot::ReentrantMutex::new(());
-
-/// The folders each [`in_dir`] under way made (innermost first).
-static MADE: parking_lot::Mutex<Vec<Vec<PathBuf>>> = parking_lot::Mutex::new(Vec::new());
-
-/// Ends the process with exit status `code` once no save of this process is in progress (see
-/// the module docs): for a signal handler, which runs on its own thread. A save under way
-/// finishes, so the files it replaces are all new or all old; a folder made for a save that
-/// has not written yet is removed.
-pub fn exit_between_saves(code: i32) -> ! {
-    let _saving = SAVING.lock();
-    // Only empty ones go: a folder that holds the save's files stays.
-    MADE.lock().iter().for_each(|made| remove_empty(made));
-    std::process::exit(code)
-}
 
 /// The temporary name `path` is written under before the rename.
 pub fn temp_path(path: &Path) -> PathBuf {
@@ -145,8 +122,6 @@ pub fn write_all_checked(files: &[(PathBuf, Vec<u8>)], check: impl FnOnce() -> R
     // Two processes saving into one folder commit one after the other, never interleaved.
     let _lock = files.first().and_then(|(p, _)| p.parent()).and_then(|dir| lock_dir(dir, Lock::Exclusive));
     check()?;
-    // Taken after the folder's lock, which may be a long wait that a signal should cut short.
-    let _saving = SAVING.lock();
     let pause = test_pause();
     for (path, _) in files {
         // A pipe, device or folder where a file goes is never renamed over.
@@ -362,32 +337,17 @@ pub fn create_dir(dir: &Path) -> Result<()> {
 /// this call created are removed again (those left empty), so a failed save leaves nothing
 /// behind.
 pub fn in_dir<T>(dir: &Path, write: impl FnOnce() -> Result<T>) -> Result<T> {
-    let made: Vec<PathBuf> =
-        dir.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).map(Path::to_path_buf).collect();
-    {
-        let _saving = SAVING.lock();
-        create_dir(dir)?;
-        MADE.lock().push(made.clone());
-    }
+    let made: Vec<&Path> = dir.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
+    create_dir(dir)?;
     let result = write();
-    let _saving = SAVING.lock();
     if result.is_err() {
-        remove_empty(&made);
-    }
-    let mut list = MADE.lock();
-    if let Some(i) = list.iter().rposition(|m| *m == made) {
-        list.remove(i);
-    }
-    result
-}
-
-/// Removes `folders` (innermost first) while they are empty.
-fn remove_empty(folders: &[PathBuf]) {
-    for folder in folders {
-        if std::fs::remove_dir(folder).is_err() {
-            break;
+        for folder in made {
+            if std::fs::remove_dir(folder).is_err() {
+                break;
+            }
         }
     }
+    result
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@ pub const MEANING_STAMP_KEY: &str = "peft_wgpu.config_meaning_fnv1a64";
 
 /// `__metadata__` key of a merged `model.safetensors` listing the adapters folded into it:
 /// the fingerprints of their weight files ([`fingerprint`] of the bytes of
-/// `adapter_model.safetensors`), comma-separated, oldest first. `merge` and `eval` refuse
-/// an adapter whose weights are listed, which would count it twice.
+/// `adapter_model.safetensors`), comma-separated, oldest first. `eval`, `train --init` and
+/// `merge` refuse an adapter whose weights file is listed (byte for byte the same), which
+/// would count it twice.
 pub const MERGED_KEY: &str = "peft_wgpu.merged_adapters_fnv1a64";
 
 /// Config fields that describe where an adapter came from, not what it computes.

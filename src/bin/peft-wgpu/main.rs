@@ -22,8 +22,6 @@ const EXIT_DEVICE: u8 = 4;
 const EXIT_TRAINING: u8 = 5;
 /// Exit code for a bug in peft-wgpu.
 const EXIT_INTERNAL: u8 = 70;
-/// Exit code for a run ended by Ctrl-C, SIGTERM or SIGHUP (128 + SIGINT, as shells report).
-const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Parser)]
 #[command(
@@ -35,7 +33,7 @@ const EXIT_INTERRUPTED: i32 = 130;
                   PEFT_WGPU_KERNELS=auto|gpu|cpu takes the kernels written for GPUs or for CPU \
                   adapters (auto, the default: by the adapter's kind).\n\
                   Exit codes: 0 success, 2 bad flags or values, 3 bad input files, 4 GPU problems, \
-                  5 training diverged, 70 internal error, 130 interrupted (after any save under way)."
+                  5 training diverged, 70 internal error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -51,12 +49,13 @@ enum OptimizerArg {
 #[derive(Subcommand)]
 enum Command {
     /// Train an adapter on a data set and save it.
+    #[command(group(clap::ArgGroup::new("start").required(true).multiple(true).args(["adapter_config", "init"])))]
     Train {
         /// Model folder (config.json + model.safetensors, or shards with their index).
         #[arg(long)]
         model: PathBuf,
         /// adapter_config.json describing the adapter (optional with --init).
-        #[arg(long, required_unless_present = "init")]
+        #[arg(long)]
         adapter_config: Option<PathBuf>,
         /// Training data (.safetensors with pixel_values and labels).
         #[arg(long)]
@@ -218,10 +217,24 @@ fn seed(text: &str) -> Result<u64, String> {
 
 fn whole<T: std::str::FromStr + std::fmt::Display>(text: &str, range: &str, max: &T) -> Result<T, String> {
     let text = text.trim();
-    text.parse::<T>().map_err(|_| match text.parse::<i128>() {
-        Ok(n) if n < 0 => format!("is negative; give a whole number {range}"),
-        Ok(_) => format!("is too large; the largest is {max}"),
-        Err(_) => format!("is not a whole number (digits only, e.g. 100); give one {range}"),
+    if let Ok(n) = text.parse::<T>() {
+        return Ok(n);
+    }
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("is not a whole number (digits only, e.g. 100); give one {range}"));
+    }
+    if digits.bytes().all(|b| b == b'0') {
+        // `-0`: zero, for the caller to judge.
+        return "0".parse::<T>().map_err(|_| format!("give a whole number {range}"));
+    }
+    Err(if negative {
+        format!("is negative; give a whole number {range}")
+    } else {
+        format!("is too large; the largest is {max}")
     })
 }
 
@@ -251,9 +264,6 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
-    // Ctrl-C (or SIGTERM, SIGHUP) ends the run as it would, but never in the middle of a save:
-    // no temporaries or empty folders are left. Without the handler the signal still ends it.
-    let _ = ctrlc::set_handler(|| peft_wgpu::io::atomic::exit_between_saves(EXIT_INTERRUPTED));
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) if is_broken_pipe(&e) => ExitCode::SUCCESS,
