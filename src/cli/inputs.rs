@@ -44,6 +44,13 @@ impl AdapterInput {
         Ok(AdapterInput { config, config_path, weights: Some(weights), labels })
     }
 
+    /// The config that sets the adapted classifier's label count, for messages about it: the
+    /// adapter's when it gives the head another count than `model`'s, else the model's
+    /// `config.json` in `model_dir`.
+    pub(super) fn labels_config(&self, model_dir: &Path, model: &VitConfig) -> PathBuf {
+        if self.labels == model.num_labels { model_dir.join("config.json") } else { self.config_path.clone() }
+    }
+
     /// Uploads the adapter.
     pub(super) fn build(self, gpu: &Gpu, vit: &Vit, seed: u64) -> Result<Adapter> {
         match &self.weights {

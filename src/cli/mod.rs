@@ -164,8 +164,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     };
     refuse_merged_twice(&weights, &args.model, &adapter, "--init", "train on the base model")?;
     if adapter.labels < 2 {
-        let from =
-            if adapter.labels == model.num_labels { args.model.join("config.json") } else { adapter.config_path };
+        let from = adapter.labels_config(&args.model, model);
         let message = format!("is 1: {}", crate::train::ONE_LABEL);
         return Err(Error::Config { path: from, key: "num_labels".into(), message });
     }
@@ -291,10 +290,7 @@ pub fn eval(
     let labels = adapter.as_ref().map_or(weights.config.num_labels, |a| a.labels);
     if labels == 1 && weights.config.problem_type.is_none() {
         // transformers scores such a head by regression (mean squared error), not by accuracy.
-        let from = match &adapter {
-            Some(a) if a.labels != weights.config.num_labels => a.config_path.clone(),
-            _ => model.join("config.json"),
-        };
+        let from = adapter.as_ref().map_or(model.join("config.json"), |a| a.labels_config(model, &weights.config));
         let message = "is 1 and config.json sets no problem_type, so transformers scores the head by \
                        regression; eval computes accuracy and cross-entropy over class labels (set problem_type \
                        to `single_label_classification` to score it that way)";
