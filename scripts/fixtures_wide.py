@@ -1,5 +1,6 @@
-"""Fixtures on an oblong ViT: 8×12 images cut into 2×4 patches, so the token grid is 4×3
-(gh ≠ gw) and the patch-embedding conv has a 2×4 kernel. Covers what the square tiny ViT
+"""Fixtures on an oblong ViT: 9×14 images cut into 2×4 patches, so the token grid is 4×3
+(gh ≠ gw), the patch-embedding conv has a 2×4 kernel, and the conv drops the last pixel row
+and the last two pixel columns (no patch covers them). Covers what the square tiny ViT
 cannot: MoPPA's K of shape [gh, gw, heads] with gh ≠ gw, FLoRA's four conv modes with
 kh ≠ kw, and PEFT's LoRA conv on an oblong kernel.
 
@@ -28,7 +29,7 @@ def make_model():
     from transformers import ViTForImageClassification
 
     torch.manual_seed(0)
-    model = ViTForImageClassification(ref.tiny_vit_config(image_size=[8, 12], patch_size=[2, 4])).eval()
+    model = ViTForImageClassification(ref.tiny_vit_config(image_size=[9, 14], patch_size=[2, 4])).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(ref.f32_exact(torch.randn_like(p, dtype=torch.float64) * 0.3).float())
@@ -44,7 +45,7 @@ def load_model():
 
 def inputs():
     g = torch.Generator().manual_seed(11)
-    pixels = ref.f32_exact(torch.randn(3, 3, 8, 12, generator=g, dtype=torch.float64))
+    pixels = ref.f32_exact(torch.randn(3, 3, 9, 14, generator=g, dtype=torch.float64))
     return pixels, torch.tensor([2, 0, 4])
 
 

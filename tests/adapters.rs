@@ -102,7 +102,7 @@ fn moppa_with_one_router_head_on_layers_listed_out_of_order_matches_torch() {
     check("moppa_heads1_layers10", None);
 }
 
-/// On 8×12 images of 2×4 patches the grid is 4×3: MoPPA's K is `[4, 3, heads]`.
+/// On 9×14 images of 2×4 patches the grid is 4×3: MoPPA's K is `[4, 3, heads]`.
 #[test]
 fn moppa_on_an_oblong_grid_matches_torch() {
     check_on("vit_wide", "wide", "moppa", None);

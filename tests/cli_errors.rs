@@ -262,7 +262,7 @@ fn inconsistent_model_configs_are_named() {
         // transformers trains these with MSE or BCE; train and eval compute cross-entropy.
         ("problem_type", "regression".into(), &["problem_type", "`regression`", "single_label_classification"]),
         ("problem_type", "multi_label_classification".into(), &["problem_type", "multi_label_classification"]),
-        ("patch_size", 3.into(), &["patch_size", "(3) must divide image_size (8)"]),
+        ("patch_size", 16.into(), &["patch_size", "(16) is larger than image_size (8)"]),
         ("hidden_size", "sixteen".into(), &["hidden_size", "must be a non-negative integer"]),
         ("hidden_size", (-16).into(), &["hidden_size", "-16"]),
         ("num_hidden_layers", 0.into(), &["num_hidden_layers", "between 1 and"]),

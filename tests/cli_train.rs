@@ -194,7 +194,7 @@ fn merge_keeps_the_model_config_and_replaces_a_sharded_model() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// On the 8×12 ViT of 2×4 patches (a 4×3 grid): a fresh MoPPA trains, saves K of shape
+/// On the 9×14 ViT of 2×4 patches (a 4×3 grid, the last pixel row and two columns dropped): a fresh MoPPA trains, saves K of shape
 /// `[4, 3, heads]` and evaluates; 8×8 images and the square model's MoPPA are refused by name.
 #[test]
 fn moppa_trains_and_evaluates_on_an_oblong_grid() {
@@ -203,7 +203,7 @@ fn moppa_trains_and_evaluates_on_an_oblong_grid() {
     std::fs::create_dir_all(&dir).unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let data = dir.join("data.safetensors");
-    write_data(&data, [4, 3, 8, 12], &[0, 3, 1, 4]);
+    write_data(&data, [4, 3, 9, 14], &[0, 3, 1, 4]);
     let config = dir.join("moppa.json");
     std::fs::write(&config, r#"{"peft_type": "MOPPA", "entropy_scale": 0.1, "modules_to_save": ["classifier"]}"#)
         .unwrap();
@@ -231,7 +231,7 @@ fn moppa_trains_and_evaluates_on_an_oblong_grid() {
 
     let square = dir.join("square.safetensors");
     write_data(&square, [2, 3, 8, 8], &[1, 2]);
-    fails(&["eval", "--model", &m, "--adapter", &a, "--data", &s(&square)], INPUT, &["pixel_values", "3×8×12"]);
+    fails(&["eval", "--model", &m, "--adapter", &a, "--data", &s(&square)], INPUT, &["pixel_values", "3×9×14"]);
     let tiny_moppa = s(&fixtures().join("adapters/moppa"));
     fails(&["eval", "--model", &m, "--adapter", &tiny_moppa, "--data", &d], INPUT, &["k_heat", "[4, 3, 2]"]);
     std::fs::remove_dir_all(&dir).ok();

@@ -151,7 +151,7 @@ fn flora_on_linear_layers_and_the_patch_embedding_merges() {
     check(&gpu, "flora_fresh", &perturbed(&gpu, &vit, &cfg, 9, 0.3, &scratch("flora_adapter")));
 }
 
-/// On the 8×12 ViT of 2×4 patches: LoRA and FLoRA fold into the oblong patch kernel, and the
+/// On the 9×14 ViT of 2×4 patches: LoRA and FLoRA fold into the oblong patch kernel, and the
 /// merged config keeps `[height, width]` sizes.
 #[test]
 fn adapters_on_an_oblong_patch_conv_merge() {
@@ -160,7 +160,7 @@ fn adapters_on_an_oblong_patch_conv_merge() {
     for name in ["lora", "flora"] {
         let adapter = Adapter::load(&gpu, &fixtures().join("wide").join(name), &vit).unwrap();
         let merged = check_on(&gpu, "vit_wide", &format!("wide_{name}"), &adapter);
-        assert_eq!(merged.config.image_size, [8, 12]);
+        assert_eq!(merged.config.image_size, [9, 14]);
         assert_eq!(merged.tensors["vit.embeddings.patch_embeddings.projection.weight"].shape, [16, 3, 2, 4]);
     }
     let cfg = json!({"peft_type": "RLP", "num_prompt_tokens": 2, "r": 2, "scale": 0.5, "num_labels": 3});

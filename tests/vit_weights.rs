@@ -46,9 +46,12 @@ fn sizes_may_be_written_as_pairs() {
     assert_eq!((c.image_size, c.patch_size, c.grid()), ([8, 8], [4, 4], (2, 2)));
     let c = parse(serde_json::json!([8, 12]), serde_json::json!([2, 4])).expect("a wide image of tall patches");
     assert_eq!((c.image_size, c.patch_size, c.grid(), c.tokens()), ([8, 12], [2, 4], (4, 3), 13));
-    let e = parse(serde_json::json!([8, 12]), serde_json::json!([4, 8])).expect_err("8 does not divide 12");
+    // transformers' strided conv drops what the last whole patch leaves: so does the grid.
+    let c = parse(serde_json::json!([9, 14]), serde_json::json!([4, 8])).expect("sides patches do not divide");
+    assert_eq!((c.grid(), c.tokens()), ((2, 1), 3));
+    let e = parse(serde_json::json!([8, 12]), serde_json::json!([4, 16])).expect_err("a patch wider than the image");
     assert!(
-        e.to_string().contains("`patch_size`") && e.to_string().contains("(4×8) must divide image_size (8×12)"),
+        e.to_string().contains("`patch_size`") && e.to_string().contains("(4×16) is larger than image_size (8×12)"),
         "{e}"
     );
     let e = parse(serde_json::json!(8), serde_json::json!([4, 0])).expect_err("a zero side");

@@ -87,10 +87,12 @@ impl VitConfig {
         }
         let image_size = sides(json, "image_size")?;
         let patch_size = sides(json, "patch_size")?;
-        if image_size.iter().zip(&patch_size).any(|(i, p)| !i.is_multiple_of(*p)) {
+        // transformers' strided conv drops the pixels past the last whole patch; a patch
+        // larger than the image leaves no token at all.
+        if image_size.iter().zip(&patch_size).any(|(i, p)| p > i) {
             return Err(json.error(
                 "patch_size",
-                format!("({}) must divide image_size ({})", show_sides(patch_size), show_sides(image_size)),
+                format!("({}) is larger than image_size ({})", show_sides(patch_size), show_sides(image_size)),
             ));
         }
         let eps = json.opt_f64("layer_norm_eps")?.unwrap_or(1e-12);
@@ -125,7 +127,7 @@ impl VitConfig {
     }
 
     /// Checks a config built in code (as [`VitConfig::from_json`] checks a file): every size
-    /// at least 1, heads dividing the width, each patch side dividing the image's, a positive
+    /// at least 1, heads dividing the width, no patch side larger than the image's, a positive
     /// finite `layer_norm_eps`.
     pub fn check(&self) -> Result<()> {
         // The bounds `from_json` reads a file with.
@@ -149,9 +151,9 @@ impl VitConfig {
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return invalid("num_attention_heads", format!("({}) must divide hidden_size", self.num_attention_heads));
         }
-        if self.image_size.iter().zip(&self.patch_size).any(|(i, p)| !i.is_multiple_of(*p)) {
+        if self.image_size.iter().zip(&self.patch_size).any(|(i, p)| p > i) {
             let (p, i) = (show_sides(self.patch_size), show_sides(self.image_size));
-            return invalid("patch_size", format!("({p}) must divide image_size ({i})"));
+            return invalid("patch_size", format!("({p}) is larger than image_size ({i})"));
         }
         if !(self.layer_norm_eps > 0.0 && (self.layer_norm_eps as f32) > 0.0 && self.layer_norm_eps.is_finite()) {
             return invalid("layer_norm_eps", format!("{} is not a positive f32", self.layer_norm_eps));
