@@ -170,6 +170,61 @@ fn rlp_matches_torch() {
     check("rlp", Some(3));
 }
 
+/// An RLP adapter file in merged form, `prompt_embeddings` alone (SPEC §9), gives the
+/// unmerged adapter's logits; it saves as `P₀ = P`, `B = 0` and a nonzero `A` (so training
+/// from it moves), and a file holding both forms is refused by name.
+#[test]
+fn rlp_in_merged_form_matches_torch_and_saves_unmerged() {
+    use peft_wgpu::io::TensorFile;
+    use peft_wgpu::io::safetensors::{HostTensor, serialize};
+    let gpu = gpu();
+    let f = fixture("adapters_expected.safetensors");
+    let vit = Vit::load(&gpu, &fixtures().join("vit_tiny")).expect("model");
+    let source = fixtures().join("adapters/rlp");
+    let unmerged = TensorFile::open(&source.join("adapter_model.safetensors")).expect("fixture");
+    let prompts = HostTensor {
+        shape: f.shape("rlp.prompt_embeddings"),
+        data: f.f64("rlp.prompt_embeddings").iter().map(|&v| v as f32).collect(),
+    };
+    let write = |dir: &Path, with: &[&str]| {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::copy(source.join("adapter_config.json"), dir.join("adapter_config.json")).unwrap();
+        let mut tensors: Vec<(String, HostTensor)> = unmerged
+            .keys()
+            .filter(|k| !k.starts_with("rlp.") || with.contains(k))
+            .map(|k| (k.to_string(), unmerged.f32(k).unwrap()))
+            .collect();
+        tensors.push(("prompt_embeddings".into(), prompts.clone()));
+        let refs: Vec<(String, &HostTensor)> = tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
+        let path = dir.join("adapter_model.safetensors");
+        std::fs::write(&path, serialize(&path, &refs, None).unwrap()).unwrap();
+    };
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-rlp-merged-form-{}", std::process::id()));
+    write(&dir.join("merged"), &[]);
+    let adapter = Adapter::load(&gpu, &dir.join("merged"), &vit).expect("merged form loads");
+    let pixels = Tensor::from_slice(&gpu, &f.f32("pixel_values"), &f.shape("pixel_values")).unwrap();
+    let mut tape = Tape::inference(&gpu);
+    let base = vit.bind(&mut tape, false);
+    let bound = adapter.bind(&mut tape);
+    let images = tape.constant(&pixels);
+    let logits = vit.forward(&mut tape, &base, &images, &bound).expect("forward");
+    assert_close("merged-form rlp logits", &gpu.read(logits.value()).unwrap(), &f.f64("rlp.logits"), 1e-5, 1e-6);
+    drop(bound);
+
+    adapter.save(&gpu, &dir.join("saved")).expect("save");
+    let saved = TensorFile::open(&dir.join("saved/adapter_model.safetensors")).unwrap();
+    assert!(!saved.contains("prompt_embeddings"), "saved in unmerged form");
+    assert_eq!(saved.f32("rlp.prompt_init").unwrap(), prompts);
+    assert!(saved.f32("rlp.B").unwrap().data.iter().all(|&v| v == 0.0));
+    let a = saved.f32("rlp.A").unwrap();
+    assert!(a.shape == [3, 2] && a.data.iter().all(|v| v.is_finite()) && a.data.iter().any(|&v| v != 0.0), "{a:?}");
+
+    write(&dir.join("both"), &["rlp.A"]);
+    let e = Adapter::load(&gpu, &dir.join("both"), &vit).err().expect("both forms refused");
+    assert!(e.to_string().contains("`prompt_embeddings`") && e.to_string().contains("`rlp.A`"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn lora_written_by_peft_under_transformers_5_matches_peft() {
     check("lora_v5", None);

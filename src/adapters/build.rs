@@ -66,6 +66,22 @@ impl Build<'_> {
         Ok(self.params.freeze(key.to_string(), Value::Host(t)))
     }
 
+    /// A frozen tensor saved as `key` that the source holds as `file_key` (RLP's merged
+    /// prompts, read as the `P₀` of a new re-parameterisation).
+    pub(crate) fn frozen_from(&mut self, key: &str, file_key: &str, shape: &[usize]) -> Result<Slot> {
+        self.check_size(file_key, shape)?;
+        let t = self.source.tensor(file_key, shape, Init::Zeros)?;
+        Ok(self.params.freeze(key.to_string(), Value::Host(t)))
+    }
+
+    /// A trainable tensor the file does not hold, drawn by `init` from a generator seeded with
+    /// `seed` whatever the source (empty in a dry run).
+    pub(crate) fn trainable_generated(&mut self, key: &str, shape: &[usize], init: Init, seed: u64) -> Result<Slot> {
+        self.check_size(key, shape)?;
+        let t = self.source.generated(shape, init, seed);
+        Ok(self.params.train(key.to_string(), Value::Host(t)))
+    }
+
     /// Zeros of `shape` for `key` that come from no file (a new classifier head).
     pub(crate) fn zeros(&self, key: &str, shape: &[usize]) -> Result<HostTensor> {
         self.check_size(key, shape)?;

@@ -1,14 +1,21 @@
 //! RLP (SPEC §6): `n` prompt tokens `P = P₀ + scale·A·B` inserted right after CLS, after the
 //! position embeddings. `P₀` is frozen and stored in the file; merging writes `P` once.
+//!
+//! An adapter file may also hold the merged form, `prompt_embeddings` `[n, D]` alone (SPEC
+//! §9): it is read as `P₀` of a new re-parameterisation with `B = 0`, so the prompts are
+//! exactly `P`, and `A` drawn as at initialisation from a fixed seed (training from such a file
+//! with `--init` needs a nonzero `A`, or `B` would get no gradient). Saving writes the three
+//! tensors.
 
 use super::Build;
 use super::config::RlpConfig;
 use super::params::Slot;
 use super::source::Init;
 use crate::autograd::{Tape, Var};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::safetensors::HostTensor;
 use crate::nn::vit::insert_after_cls;
+use crate::nn::weights::PROMPT_KEY;
 use crate::ops::matmul::{MatmulSpec, matmul_var};
 
 /// File keys.
@@ -17,6 +24,8 @@ pub const PROMPT_INIT: &str = "rlp.prompt_init";
 pub const A_KEY: &str = "rlp.A";
 /// File key of `B` `[r, D]`.
 pub const B_KEY: &str = "rlp.B";
+/// Seed of `A` when the file holds the merged prompts, which leave it undetermined.
+const MERGED_A_SEED: u64 = 0x524c_5041;
 
 /// The RLP adapter's tensors: `p0` is a frozen slot, `a` and `b` trainable ones.
 #[derive(Clone, Debug)]
@@ -30,8 +39,25 @@ pub(crate) struct RlpParts {
 
 pub(crate) fn build(cfg: &RlpConfig, build: &mut Build<'_>) -> Result<RlpParts> {
     let (n, r, d) = (cfg.num_prompt_tokens, cfg.r, build.model.hidden_size);
+    let a_init = Init::Normal { mean: 0.0, std: (1.0 / r as f64).sqrt() };
+    let unmerged = [PROMPT_INIT, A_KEY, B_KEY].into_iter().find(|k| build.source_has(k));
+    if build.source_has(PROMPT_KEY) {
+        if let Some(key) = unmerged {
+            return Err(Error::Format {
+                path: build.weights_path(),
+                message: format!(
+                    "holds both the merged `{PROMPT_KEY}` and `{key}`; an RLP adapter file holds \
+                     `{PROMPT_INIT}`, `{A_KEY}` and `{B_KEY}`, or `{PROMPT_KEY}` alone"
+                ),
+            });
+        }
+        let p0 = build.frozen_from(PROMPT_INIT, PROMPT_KEY, &[n, d])?;
+        let a = build.trainable_generated(A_KEY, &[n, r], a_init, MERGED_A_SEED)?;
+        let b = build.trainable_generated(B_KEY, &[r, d], Init::Zeros, MERGED_A_SEED)?;
+        return Ok(RlpParts { p0, a, b, scale: cfg.scale as f32, tokens: n });
+    }
     let p0 = build.frozen(PROMPT_INIT, &[n, d], Init::Normal { mean: 0.0, std: 0.02 })?;
-    let a = build.trainable(A_KEY, &[n, r], Init::Normal { mean: 0.0, std: (1.0 / r as f64).sqrt() })?;
+    let a = build.trainable(A_KEY, &[n, r], a_init)?;
     let b = build.trainable(B_KEY, &[r, d], Init::Zeros)?;
     Ok(RlpParts { p0, a, b, scale: cfg.scale as f32, tokens: n })
 }

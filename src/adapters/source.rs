@@ -82,6 +82,15 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// A tensor no file holds, drawn by `init` from a generator seeded with `seed` (empty in
+    /// a dry run).
+    pub(crate) fn generated(&self, shape: &[usize], init: Init, seed: u64) -> HostTensor {
+        match self {
+            Source::Shapes => HostTensor { shape: shape.to_vec(), data: Vec::new() },
+            _ => fresh(&mut Rng::new(seed), shape, init),
+        }
+    }
+
     /// Tensor `key` from the file whatever its shape (`None` for a fresh adapter).
     pub(crate) fn any_shape(&mut self, key: &str) -> Result<Option<HostTensor>> {
         match self {
