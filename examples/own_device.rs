@@ -21,7 +21,7 @@ use peft_wgpu::{Gpu, OptimizerKind};
 
 /// The application's own device: opened with the features and limits peft-wgpu needs on top
 /// of whatever the application asks for itself.
-fn open_device() -> anyhow::Result<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo)> {
+fn open_device() -> anyhow::Result<(wgpu::Device, wgpu::Queue)> {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
         power_preference: wgpu::PowerPreference::HighPerformance,
@@ -38,7 +38,7 @@ fn open_device() -> anyhow::Result<(wgpu::Device, wgpu::Queue, wgpu::AdapterInfo
         required_limits: limits,
         ..Default::default()
     }))?;
-    Ok((device, queue, adapter.get_info()))
+    Ok((device, queue))
 }
 
 /// `n` 8×8 single-channel images, label 1 when the right half is brighter than the left.
@@ -65,9 +65,9 @@ fn synthetic(n: usize, seed: u64) -> anyhow::Result<Dataset> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let (device, queue, info) = open_device()?;
+    let (device, queue) = open_device()?;
     // peft-wgpu takes handles to the application's device; both keep working on it.
-    let gpu = Gpu::from_device(device.clone(), queue.clone(), info)?;
+    let gpu = Gpu::from_device(device.clone(), queue.clone())?;
     println!("training on {} ({:?})", gpu.adapter_info().name, gpu.adapter_info().backend);
 
     let vit = Vit::from_weights(&gpu, &VitWeights::random(&peft_wgpu::demo::model::architecture(), 7)?)?;

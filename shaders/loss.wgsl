@@ -5,7 +5,8 @@
 //       correct[n] = 1 if the first index of the maximum equals t, else 0
 //       A label ≥ classes is never used as an index: its row gets loss NaN and correct 0.
 //   cross_entropy_backward:  ∂l[n, k] = (exp(l[n, k] − lse[n]) − [k = t_n]) · ∂loss / rows
-//       (the gradient of the mean over rows; ∂loss is the scalar dloss[0])
+//       (the gradient of the mean over rows; ∂loss is the scalar dloss[0]); a row whose label
+//       is ≥ classes gets NaN, as its loss did, so an unchecked label cannot train quietly
 //
 // Layout: logits [rows, classes] f32, labels [rows] u32, loss/lse/correct [rows], dloss [1],
 // ∂logits [rows, classes]. Params `LossParams` (host: ops::loss::LossParams).
@@ -120,6 +121,11 @@ fn cross_entropy_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     if (i >= p.rows * p.classes) { return; }
     let row = i / p.classes;
     let k = i - row * p.classes;
-    let onehot = select(0.0, 1.0, labels[row] == k);
-    bw_dlogits[i] = (exp(logits[i] - bw_lse[row]) - onehot) * (bw_dloss[0] / f32(p.rows));
+    let t = labels[row];
+    let onehot = select(0.0, 1.0, t == k);
+    var g = (exp(logits[i] - bw_lse[row]) - onehot) * (bw_dloss[0] / f32(p.rows));
+    if (t >= p.classes) {
+        g = bitcast<f32>(0x7fc00000u);
+    }
+    bw_dlogits[i] = g;
 }

@@ -204,7 +204,7 @@ pub fn train(
         let vars = bound.vars().to_vec();
         drop(bound);
         let grads = tape.backward(&loss)?;
-        let list: Vec<Option<&Tensor>> = vars.iter().map(|v| grads.get(v)).collect();
+        let list = grads.of(&vars)?;
         let before = optimizer.checkpoint()?;
         optimizer.step(&list)?;
         let read = gpu.read_later(&loss_value)?;

@@ -183,7 +183,7 @@ fn a_target_named_only_in_the_naming_peft_did_not_use_is_left_out_as_peft_does()
     assert_eq!(logits(&gpu, &vit, Some(&a), &x), logits(&gpu, &vit, Some(&plain), &x), "eva");
     // A target in the file's own naming still needs its tensors.
     let dir = with_targets("lora_v4", "key", "lora_v4_plus_key");
-    let e = Adapter::load(&gpu, &dir, &vit).err().expect("`key` has no tensors in a transformers-4 file");
+    let e = Adapter::load(&gpu, &dir, &vit).expect_err("`key` has no tensors in a transformers-4 file");
     let want = "base_model.model.vit.encoder.layer.0.attention.attention.key.lora_A.weight";
     assert!(matches!(&e, Error::MissingTensor { key, .. } if key == want), "{e}");
 }
@@ -216,7 +216,7 @@ fn broken_from(fixture: &str, name: &str, edit: impl FnOnce(&mut Vec<(String, Ho
 fn broken_folders_are_errors_naming_the_tensor() {
     let gpu = gpu();
     let vit = tiny_vit(&gpu);
-    let load = |dir: &Path| Adapter::load(&gpu, dir, &vit).err().expect("a broken adapter is refused");
+    let load = |dir: &Path| Adapter::load(&gpu, dir, &vit).expect_err("a broken adapter is refused");
     let a_key = "base_model.model.vit.encoder.layer.1.attention.attention.query.lora_A.weight";
 
     let dir = broken("missing", |t| t.retain(|(k, _)| k != a_key));
@@ -275,7 +275,7 @@ fn the_pair_is_checked_as_it_was_read_while_the_folder_is_saved_again() {
     assert_eq!(logits(&gpu, &vit, Some(&read), &x), logits(&gpu, &vit, Some(&first), &x), "the adapter read");
     // The first config with the second save's weights: a mix no save wrote.
     let newer = TensorFile::open(&weights_path).unwrap();
-    let e = Adapter::from_file(&gpu, config, &config_path, &newer, &vit).err().expect("a mixed pair");
+    let e = Adapter::from_file(&gpu, config, &config_path, &newer, &vit).expect_err("a mixed pair");
     assert!(e.to_string().contains("another adapter_config.json"), "{e}");
 }
 

@@ -220,7 +220,7 @@ fn rlp_in_merged_form_matches_torch_and_saves_unmerged() {
     assert!(a.shape == [3, 2] && a.data.iter().all(|v| v.is_finite()) && a.data.iter().any(|&v| v != 0.0), "{a:?}");
 
     write(&dir.join("both"), &["rlp.A"]);
-    let e = Adapter::load(&gpu, &dir.join("both"), &vit).err().expect("both forms refused");
+    let e = Adapter::load(&gpu, &dir.join("both"), &vit).expect_err("both forms refused");
     assert!(e.to_string().contains("`prompt_embeddings`") && e.to_string().contains("`rlp.A`"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -83,6 +83,11 @@ fn vars_of_another_tape_are_refused_by_name() {
     let grads = t4.backward(&loss4).unwrap();
     assert!(grads.get(&a4).is_some());
     assert!(grads.get(&a2).is_none(), "a Var of another tape with the same node id");
+    // The list an optimizer step takes refuses them: Vars kept from an earlier step would
+    // otherwise make every later step update nothing.
+    assert_eq!(grads.of(std::slice::from_ref(&a4)).unwrap().len(), 1);
+    let e = grads.of(&[a4.clone(), a2]).expect_err("a Var of another tape");
+    assert!(e.to_string().contains("variable 1") && e.to_string().contains("another tape"), "{e}");
 }
 
 #[test]
@@ -145,7 +150,7 @@ fn configs_data_and_hyperparameters_built_in_code_are_checked() {
     let good = peft_wgpu::demo::model::architecture();
     for bad in [
         VitConfig { patch_size: [0, 0], ..good.clone() },
-        VitConfig { patch_size: [3, 3], ..good.clone() },
+        VitConfig { patch_size: [9, 9], ..good.clone() },
         VitConfig { num_attention_heads: 5, ..good.clone() },
         VitConfig { num_hidden_layers: 0, ..good.clone() },
     ] {
@@ -153,12 +158,12 @@ fn configs_data_and_hyperparameters_built_in_code_are_checked() {
         assert!(e.to_string().contains("ViT config"), "{e}");
         // The same config set on good weights after they were made.
         let weights = VitWeights { config: bad, ..VitWeights::random(&good, 1).unwrap() };
-        let e = Vit::from_weights(&gpu, &weights).err().expect("a bad config is refused");
+        let e = Vit::from_weights(&gpu, &weights).expect_err("a bad config is refused");
         assert!(e.to_string().contains("ViT config"), "{e}");
     }
     let mut weights = VitWeights::random(&good, 1).unwrap();
     weights.tensors.get_mut("vit.layernorm.bias").expect("final norm").data.pop();
-    let e = Vit::from_weights(&gpu, &weights).err().expect("a tensor short of a value");
+    let e = Vit::from_weights(&gpu, &weights).expect_err("a tensor short of a value");
     assert!(e.to_string().contains("vit.layernorm.bias") && e.to_string().contains("31 values"), "{e}");
     weights.tensors.get_mut("vit.layernorm.bias").expect("final norm").data.push(0.0);
     weights.tensors.get_mut("vit.layernorm.weight").expect("final norm").shape = vec![3];
@@ -221,7 +226,7 @@ fn training_checks_the_adapter_the_batch_and_values_changed_in_code() {
     let mut cfg = parse(lora);
     let AdapterKind::Lora(l) = &mut cfg.kind else { panic!("LoRA") };
     l.lora_alpha = f64::NAN;
-    let e = Adapter::new(&gpu, cfg, path, &vit, 1).err().expect("a NaN alpha");
+    let e = Adapter::new(&gpu, cfg, path, &vit, 1).expect_err("a NaN alpha");
     assert!(e.to_string().contains("lora_alpha"), "{e}");
 
     let adapter = Adapter::new(&gpu, parse(lora), path, &vit, 1).unwrap();
@@ -281,6 +286,13 @@ fn a_forward_pass_with_an_adapter_for_another_architecture_is_refused() {
     let none = tape.constant(&Tensor::zeros(&gpu, &[0, c, h, w]).unwrap());
     let e = vit.forward(&mut tape, &base, &none, &bound).expect_err("a batch of no images");
     assert!(e.to_string().contains("at least one image"), "{e}");
+    // Weights bound from another model, even one of the same architecture, are refused.
+    let (_, twin) = demo_vit(&gpu);
+    let mut tape = Tape::new(&gpu);
+    let other = twin.bind(&mut tape, false);
+    let x = tape.constant(&images);
+    let e = vit.forward(&mut tape, &other, &x, &peft_wgpu::nn::NoHooks).expect_err("another model's weights");
+    assert!(e.to_string().contains("another model"), "{e}");
 }
 
 #[test]

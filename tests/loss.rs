@@ -106,8 +106,9 @@ fn cross_entropy_identities() {
     }
 }
 
-/// A label ≥ K is never used as an index: that row's loss is NaN, its hit 0, the others
-/// unaffected; the host check names the offending label.
+/// A label ≥ K is never used as an index: that row's loss and gradient are NaN (so training
+/// on it cannot go on quietly), its hit 0, the others unaffected; the host check names the
+/// offending label.
 #[test]
 fn out_of_range_labels_are_guarded_and_reported() {
     let gpu = gpu();
@@ -118,6 +119,13 @@ fn out_of_range_labels_are_guarded_and_reported() {
     assert!(rows[1].is_nan(), "row with a bad label: {}", rows[1]);
     assert_close("good row", &rows[..1], &reference::cross_entropy_rows(&[0.0, 1.0, 2.0], &[2], 3).0, 1e-6, 0.0);
     assert_eq!(gpu.read(&correct).unwrap(), vec![1.0, 0.0]);
+    let (_, lse) = loss::cross_entropy(&gpu, &logits, &labels).unwrap();
+    let dloss = upload(&gpu, &[1.0], &[1]);
+    let grad = gpu.read(&loss::cross_entropy_backward(&gpu, &logits, &labels, &lse, &dloss).unwrap()).unwrap();
+    assert!(grad[3..].iter().all(|g| g.is_nan()), "row with a bad label: {grad:?}");
+    let want = reference::cross_entropy_backward(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], &[2, u32::MAX], 3, 1.0);
+    assert!(want[3..].iter().all(|g| g.is_nan()), "the twin: {want:?}");
+    assert_close("good row's gradient", &grad[..3], &want[..3], 1e-6, 1e-7);
     assert!(loss::check_labels(&[0, 2, 1], 3).is_ok());
     let e = loss::check_labels(&[0, 2, 3], 3).unwrap_err();
     assert!(e.to_string().contains("label 2") && e.to_string().contains('3'), "{e}");

@@ -8,7 +8,7 @@ use peft_wgpu::ops::elementwise::scale;
 use peft_wgpu::{ErrorKind, Gpu, Tensor};
 
 /// A device opened the way an application would, with what peft-wgpu needs on top.
-fn app_device() -> (wgpu::Device, wgpu::Queue, wgpu::AdapterInfo) {
+fn app_device() -> (wgpu::Device, wgpu::Queue) {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
         .expect("GPU tests need a wgpu adapter; on headless Linux: apt-get install -y mesa-vulkan-drivers libvulkan1");
@@ -20,7 +20,7 @@ fn app_device() -> (wgpu::Device, wgpu::Queue, wgpu::AdapterInfo) {
         ..Default::default()
     }))
     .expect("device");
-    (device, queue, adapter.get_info())
+    (device, queue)
 }
 
 /// The application's handler: every uncaptured error, as text.
@@ -33,8 +33,8 @@ fn watch(device: &wgpu::Device) -> Arc<Mutex<Vec<String>>> {
 
 /// Adopts `device` with new buffers poisoned with NaN, so a dispatch that does not run leaves
 /// NaN behind rather than a pooled buffer's old, right-looking values.
-fn adopt(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Gpu {
-    let gpu = Gpu::from_device(device, queue, info).expect("adopt the device");
+fn adopt(device: wgpu::Device, queue: wgpu::Queue) -> Gpu {
+    let gpu = Gpu::from_device(device, queue).expect("adopt the device");
     gpu.set_poison_new_buffers(true);
     gpu
 }
@@ -47,9 +47,9 @@ fn doubled(gpu: &Gpu, x: f32) -> peft_wgpu::Result<Vec<f32>> {
 
 #[test]
 fn an_adopted_device_keeps_the_applications_error_handler() {
-    let (device, queue, info) = app_device();
+    let (device, queue) = app_device();
     let seen = watch(&device);
-    let gpu = adopt(device.clone(), queue, info);
+    let gpu = adopt(device.clone(), queue);
     assert_eq!(doubled(&gpu, 1.0).expect("work on the adopted device"), vec![2.0, 4.0, 6.0]);
     assert!(seen.lock().expect("lock").is_empty(), "the application saw errors: {seen:?}");
 
@@ -82,11 +82,10 @@ fn a_device_without_what_the_kernels_need_is_refused_by_name() {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
         .expect("GPU tests need a wgpu adapter; on headless Linux: apt-get install -y mesa-vulkan-drivers libvulkan1");
-    let info = adapter.get_info();
     // No immediates.
     let (device, queue) =
         pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).expect("default device");
-    let e = Gpu::from_device(device, queue, info.clone()).expect_err("a device without immediates");
+    let e = Gpu::from_device(device, queue).expect_err("a device without immediates");
     assert!(e.to_string().contains("IMMEDIATES"), "{e}");
     // Immediates, but WebGPU's default limits (too few for the kernels' immediates).
     let (device, queue) =
@@ -95,14 +94,14 @@ fn a_device_without_what_the_kernels_need_is_refused_by_name() {
             ..Default::default()
         }))
         .expect("device with default limits");
-    let e = Gpu::from_device(device, queue, info).expect_err("a device with default limits");
+    let e = Gpu::from_device(device, queue).expect_err("a device with default limits");
     assert!(e.to_string().contains("max_immediate_size"), "{e}");
 }
 
 #[test]
 fn a_callback_that_wgpu_runs_inside_this_crates_submit_may_use_the_gpu() {
-    let (device, queue, info) = app_device();
-    let gpu = adopt(device.clone(), queue, info);
+    let (device, queue) = app_device();
+    let gpu = adopt(device.clone(), queue);
     // The application maps a buffer of its own; wgpu runs the callback in whichever call
     // polls the device next, here the submit inside this crate's read. The callback uses
     // the Gpu: it records an op and starts a read-back (which submits).

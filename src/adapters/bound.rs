@@ -8,6 +8,7 @@ use crate::nn::{ModuleId, VitConfig, VitHooks};
 use crate::tensor::Tensor;
 
 /// An adapter's tensors on one tape; the hooks through which it changes the ViT.
+#[derive(Debug)]
 pub struct BoundAdapter<'a> {
     pub(super) adapter: &'a Adapter,
     pub(super) vars: Vec<Var>,
@@ -28,9 +29,10 @@ impl BoundAdapter<'_> {
 }
 
 impl BoundAdapter<'_> {
-    /// The gradients of the trainable tensors in [`Adapter::trainable`]'s order.
-    pub fn gradients<'g>(&self, grads: &'g Gradients) -> Vec<Option<&'g Tensor>> {
-        self.vars.iter().map(|v| grads.get(v)).collect()
+    /// The gradients of the trainable tensors in [`Adapter::trainable`]'s order; `grads`
+    /// must come from the tape this adapter was bound to ([`Gradients::of`]).
+    pub fn gradients<'g>(&self, grads: &'g Gradients) -> Result<Vec<Option<&'g Tensor>>> {
+        grads.of(&self.vars)
     }
 
     /// The trainable tensors as tape variables, in [`Adapter::trainable`]'s order.

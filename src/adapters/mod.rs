@@ -74,6 +74,18 @@ pub struct Adapter {
     weights_path: PathBuf,
 }
 
+impl std::fmt::Debug for Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adapter")
+            .field("peft_type", &self.config.kind)
+            .field("trainable", &self.trainable.iter().map(|p| (&p.key, p.tensor.shape())).collect::<Vec<_>>())
+            .field("frozen", &self.frozen.iter().map(|p| (&p.key, p.tensor.shape())).collect::<Vec<_>>())
+            .field("num_labels", &self.num_labels)
+            .field("weights", &self.weights_path)
+            .finish()
+    }
+}
+
 /// An adapter worked out on the host: every tensor's key, shape and (unless a dry run) value.
 struct Plan {
     config: AdapterConfig,

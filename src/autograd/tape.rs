@@ -58,6 +58,17 @@ struct Node {
     leaf: Option<VersionWatch>,
 }
 
+impl std::fmt::Debug for Tape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tape")
+            .field("id", &self.id)
+            .field("nodes", &self.nodes.len())
+            .field("recording", &self.recording)
+            .field("params", &self.params.len())
+            .finish()
+    }
+}
+
 /// The arena of recorded operations. See the [module docs](crate::autograd).
 pub struct Tape {
     /// Distinguishes this tape's `Var`s from those of every other tape.
@@ -83,8 +94,26 @@ pub struct Gradients {
 }
 
 impl Gradients {
+    /// The gradients of `vars`, in order, as [`crate::Optimizer::step`] takes them: `None`
+    /// where the loss does not depend on a leaf. A `Var` of another tape (one kept from an
+    /// earlier step, say) is an error, where [`Gradients::get`] would answer `None` and the
+    /// step would silently update nothing.
+    pub fn of(&self, vars: &[Var]) -> Result<Vec<Option<&Tensor>>> {
+        if let Some(i) = vars.iter().position(|v| v.tape != self.tape) {
+            return Err(Error::invalid(
+                "gradients",
+                format!(
+                    "variable {i} ({:?}) is from another tape than the one these gradients come from \
+                     (take the variables of this step's tape)",
+                    vars[i].shape()
+                ),
+            ));
+        }
+        Ok(vars.iter().map(|v| self.grads.get(&v.id)).collect())
+    }
+
     /// The gradient of a trainable leaf; `None` when the loss does not depend on it, or `v`
-    /// belongs to another tape.
+    /// belongs to another tape (use [`Gradients::of`] to have that refused).
     pub fn get(&self, v: &Var) -> Option<&Tensor> {
         if v.tape != self.tape {
             return None;

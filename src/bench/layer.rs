@@ -149,7 +149,8 @@ impl LayerStep {
 
     fn step(&mut self, gpu: &Gpu) -> Result<()> {
         let pass = self.pass(gpu)?;
-        let list: Vec<Option<&Tensor>> = pass.trainable.iter().map(|(_, v)| pass.grads.get(v)).collect();
+        let vars: Vec<Var> = pass.trainable.iter().map(|(_, v)| v.clone()).collect();
+        let list = pass.grads.of(&vars)?;
         self.optimizer.step(&list)
     }
 
@@ -342,7 +343,8 @@ impl VitStep {
 
     fn step(&mut self, gpu: &Gpu, vit: &Vit) -> Result<()> {
         let pass = self.pass(gpu, vit)?;
-        let list: Vec<Option<&Tensor>> = pass.trainable.iter().map(|(_, v)| pass.grads.get(v)).collect();
+        let vars: Vec<Var> = pass.trainable.iter().map(|(_, v)| v.clone()).collect();
+        let list = pass.grads.of(&vars)?;
         self.optimizer.step(&list)
     }
 }

@@ -124,7 +124,7 @@ pub fn fit(
         if !value.is_finite() {
             return Err(Error::NonFiniteLoss { step, value });
         }
-        optimizer.step(&vars.iter().map(|v| grads.get(v)).collect::<Vec<_>>())?;
+        optimizer.step(&grads.of(&vars)?)?;
         on_step(step, value);
     }
     gpu.sync()

@@ -117,7 +117,10 @@ impl Gpu {
 
     /// Adopts a device an application already uses (for rendering, say), so training runs on
     /// the same device. It must have been opened with [`Gpu::required_features`] and limits at
-    /// least [`Gpu::required_limits`].
+    /// least [`Gpu::required_limits`], and `queue` must be the one opened with it (wgpu
+    /// cannot tell a queue's device, and its first submission would fail inside wgpu). The
+    /// adapter's description, which chooses the kernels, is the device's own
+    /// ([`wgpu::Device::adapter_info`]).
     ///
     /// The device's uncaptured-error handler and device-lost callback stay the
     /// application's: this crate catches the errors of its own work in error scopes (pushed
@@ -126,7 +129,8 @@ impl Gpu {
     /// there. A lost device therefore reaches this crate as the errors of the work it
     /// refused ([`crate::ErrorKind::Device`]). wgpu runs ready callbacks, the application's
     /// too, inside this crate's submits and polls; they may use the `Gpu`.
-    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Result<Gpu> {
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Gpu> {
+        let info = device.adapter_info();
         Gpu::adopt(device, queue, info, false)
     }
 

@@ -84,12 +84,33 @@ pub struct Vit {
     weights: BTreeMap<String, Tensor>,
     /// Merged RLP prompts `[n, D]` inserted after CLS, when the folder has them.
     prompts: Option<Tensor>,
+    /// Tells this model's [`VitVars`] from another's.
+    id: u64,
 }
 
-/// The model's weights on one tape, trainable or frozen.
+impl std::fmt::Debug for Vit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.config;
+        f.debug_struct("Vit")
+            .field("layers", &c.num_hidden_layers)
+            .field("hidden_size", &c.hidden_size)
+            .field("heads", &c.num_attention_heads)
+            .field("image_size", &c.image_size)
+            .field("patch_size", &c.patch_size)
+            .field("num_labels", &c.num_labels)
+            .field("parameters", &self.num_parameters())
+            .field("merged_prompts", &self.prompts.as_ref().map(|p| p.shape()[0]))
+            .finish()
+    }
+}
+
+/// The model's weights on one tape, trainable or frozen, from [`Vit::bind`]; they run only
+/// that model's [`Vit::forward`].
+#[derive(Debug)]
 pub struct VitVars {
     vars: BTreeMap<String, Var>,
     prompts: Option<Var>,
+    model: u64,
 }
 
 impl VitVars {
@@ -133,7 +154,9 @@ impl Vit {
             map.insert(k.clone(), Tensor::from_slice(gpu, &t.data, &t.shape)?);
         }
         let prompts = weights.prompts.as_ref().map(|p| Tensor::from_slice(gpu, &p.data, &p.shape)).transpose()?;
-        Ok(Vit { config: weights.config.clone(), weights: map, prompts })
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Vit { config: weights.config.clone(), weights: map, prompts, id })
     }
 
     /// Loads a transformers folder (`config.json` + weights).
@@ -158,11 +181,15 @@ impl Vit {
             .iter()
             .map(|(k, t)| (k.clone(), if trainable { tape.param(t) } else { tape.constant(t) }))
             .collect();
-        VitVars { vars, prompts: self.prompts.as_ref().map(|p| tape.constant(p)) }
+        VitVars { vars, prompts: self.prompts.as_ref().map(|p| tape.constant(p)), model: self.id }
     }
 
-    /// Logits `[B, num_labels]` for images `[B, C, H, W]`.
+    /// Logits `[B, num_labels]` for images `[B, C, H, W]`, with `vars` from this model's
+    /// [`Vit::bind`] (another model's are refused).
     pub fn forward(&self, tape: &mut Tape, vars: &VitVars, images: &Var, hooks: &dyn VitHooks) -> Result<Var> {
+        if vars.model != self.id {
+            return Err(Error::invalid("ViT forward", "the weights were bound from another model (`Vit::bind`)"));
+        }
         let c = &self.config;
         c.check()?;
         hooks.check_model(c)?;

@@ -2,7 +2,8 @@
 //!
 //! Labels must be `< classes`. Check them on the host where they are read, with
 //! [`check_labels`]: the kernels never index with a label out of range (such a row gets a
-//! NaN loss), but they cannot report which label was bad.
+//! NaN loss and a NaN gradient, so training on it cannot go on quietly), but they cannot
+//! report which label was bad.
 
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};

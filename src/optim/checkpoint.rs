@@ -7,6 +7,7 @@ use crate::tensor::Tensor;
 
 /// An optimizer's state at one moment, on the device: copies of the parameters and of the
 /// AdamW moments, and the step counts (see [`Optimizer::checkpoint`]).
+#[derive(Debug)]
 pub struct OptimizerCheckpoint {
     /// The optimizer it was taken of.
     optimizer: u64,
