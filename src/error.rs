@@ -41,6 +41,20 @@ pub enum Error {
         /// What the adapter offers.
         available: u64,
     },
+    /// A kernel would need more workgroups along one axis of its grid than the device allows
+    /// (the batch axis of products, attention and the MoPPA filter is one).
+    #[error(
+        "kernel {kernel} needs {workgroups} workgroups along one axis, more than the {max} of this device's \
+         max_compute_workgroups_per_dimension (a smaller batch fits)"
+    )]
+    TooManyWorkgroups {
+        /// The kernel's entry point.
+        kernel: &'static str,
+        /// Workgroups it needs along the axis.
+        workgroups: u32,
+        /// The limit's value.
+        max: u32,
+    },
     /// A tensor would exceed what one binding or buffer may hold on this device.
     #[error("{what} needs {}, more than the {max} bytes {}", size_text(*bytes), limit_text(limit))]
     TooLarge {
@@ -237,6 +251,7 @@ impl Error {
             | Error::Device { .. }
             | Error::Limit { .. }
             | Error::TooLarge { .. }
+            | Error::TooManyWorkgroups { .. }
             | Error::OutOfMemory { .. }
             | Error::DeviceLost { .. }
             | Error::Gpu { .. } => ErrorKind::Device,

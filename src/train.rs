@@ -143,12 +143,22 @@ fn check_batch_fits(gpu: &Gpu, data: &Dataset, batch: usize) -> Result<()> {
     Ok(())
 }
 
+/// Fails unless the model's weights and the adapter's tensors live on `gpu`.
+fn check_device(gpu: &Gpu, vit: &Vit, adapter: Option<&Adapter>) -> Result<()> {
+    gpu.check_owns("model (the Vit was loaded on another Gpu)", vit.weights().values())?;
+    if let Some(a) = adapter {
+        let tensors = a.trainable().iter().chain(a.frozen()).map(|p| &p.tensor);
+        gpu.check_owns("adapter (it was made on another Gpu)", tensors)?;
+    }
+    Ok(())
+}
+
 /// Checks that `data` fits the model (and the adapter's head) and that the options are sane.
 pub fn check_inputs(vit: &Vit, labels: usize, data: &Dataset, batch_size: usize) -> Result<()> {
     let c = &vit.config;
     data.check_fits(c.num_channels, c.image_size, labels)?;
     if batch_size == 0 {
-        return Err(Error::invalid("--batch-size", "must be at least 1"));
+        return Err(Error::invalid("batch size", "must be at least 1"));
     }
     Ok(())
 }
@@ -175,10 +185,11 @@ pub fn train(
         return Err(Error::invalid("classifier", format!("it has 1 label: {ONE_LABEL}")));
     }
     check_inputs(vit, adapter.num_labels(), data, options.batch_size)?;
+    check_device(gpu, vit, Some(adapter))?;
     adapter.check_model("train", &vit.config)?;
     check_batch_fits(gpu, data, options.batch_size)?;
     if options.steps == 0 {
-        return Err(Error::invalid("--steps", "must be at least 1"));
+        return Err(Error::invalid("number of steps", "must be at least 1"));
     }
     let params: Vec<Tensor> = adapter.trainable().iter().map(|p| p.tensor.clone()).collect();
     let mut optimizer = Optimizer::new(gpu, options.optimizer, options.lr, &params)?;
@@ -315,6 +326,7 @@ pub fn evaluate_with_progress(
 ) -> Result<EvalReport> {
     let labels = adapter.map_or(vit.config.num_labels, Adapter::num_labels);
     check_inputs(vit, labels, data, batch_size)?;
+    check_device(gpu, vit, adapter)?;
     if let Some(a) = adapter {
         a.check_model("evaluate", &vit.config)?;
     }

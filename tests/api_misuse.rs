@@ -55,6 +55,23 @@ fn tensors_of_another_gpu_are_refused_by_name() {
     let loss = peft_wgpu::ops::shape::reshape_var(&mut tape, &column, &[1]).unwrap();
     let e = tape.backward(&loss).expect_err("a leaf of another device");
     assert!(e.to_string().contains("another Gpu"), "{e}");
+
+    // A model or an adapter of another device is named as such, before any kernel runs.
+    use peft_wgpu::adapters::Adapter;
+    use peft_wgpu::io::Dataset;
+    let (config, vit1) = demo_vit(&g1);
+    let path = std::path::Path::new(CONFIG_PATH);
+    let json = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#;
+    let e = Adapter::new(&g2, adapter_config(json), path, &vit1, 0).expect_err("a model of g1, an adapter of g2");
+    assert!(e.to_string().contains("model (the Vit was loaded on another Gpu)"), "{e}");
+    let adapter1 = Adapter::new(&g1, adapter_config(json), path, &vit1, 0).unwrap();
+    let [c, h, w] = [config.num_channels, config.image_size[0], config.image_size[1]];
+    let data = Dataset::from_parts(path, [2, c, h, w], vec![0.1; 2 * c * h * w], vec![0, 1]).unwrap();
+    let (_, vit2) = demo_vit(&g2);
+    let e = peft_wgpu::train::evaluate(&g2, &vit2, Some(&adapter1), &data, 2).expect_err("an adapter of g1");
+    assert!(e.to_string().contains("adapter (it was made on another Gpu)"), "{e}");
+    let e = peft_wgpu::train::evaluate(&g2, &vit1, None, &data, 2).expect_err("a model of g1");
+    assert!(e.to_string().contains("model (the Vit was loaded on another Gpu)"), "{e}");
 }
 
 #[test]
@@ -153,6 +170,7 @@ fn configs_data_and_hyperparameters_built_in_code_are_checked() {
         VitConfig { patch_size: [9, 9], ..good.clone() },
         VitConfig { num_attention_heads: 5, ..good.clone() },
         VitConfig { num_hidden_layers: 0, ..good.clone() },
+        VitConfig { layer_norm_eps: 1e300, ..good.clone() },
     ] {
         let e = VitWeights::random(&bad, 1).expect_err("a bad config is refused");
         assert!(e.to_string().contains("ViT config"), "{e}");
@@ -229,6 +247,26 @@ fn training_checks_the_adapter_the_batch_and_values_changed_in_code() {
     let e = Adapter::new(&gpu, cfg, path, &vit, 1).expect_err("a NaN alpha");
     assert!(e.to_string().contains("lora_alpha"), "{e}");
 
+    let mut cfg = parse(lora);
+    let AdapterKind::Lora(l) = &mut cfg.kind else { panic!("LoRA") };
+    l.rank_pattern = vec![("(query".into(), 1)];
+    let e = Adapter::new(&gpu, cfg, path, &vit, 1).expect_err("a rank_pattern key that is no regex");
+    assert!(e.to_string().contains("rank_pattern") && e.to_string().contains("`(query`"), "{e}");
+
+    // A target regex built in code without anchors matches anywhere in the path, and is saved
+    // so that it reads back with that meaning.
+    let mut cfg = parse(r#"{"peft_type": "FLORA", "r": 2, "target_modules": "x"}"#);
+    let AdapterKind::Flora(f) = &mut cfg.kind else { panic!("FLoRA") };
+    f.target_modules = peft_wgpu::nn::Targets::Regex(regex::Regex::new("query").unwrap());
+    let searched = Adapter::new(&gpu, cfg, path, &vit, 1).unwrap();
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-api-regex-{}", std::process::id()));
+    searched.save(&gpu, &dir).unwrap();
+    let again = Adapter::load(&gpu, &dir, &vit).expect("the saved regex reads back");
+    let keys = |a: &Adapter| a.trainable().iter().map(|p| p.key.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&again), keys(&searched));
+    assert_eq!(keys(&again).len(), 3 * config.num_hidden_layers, "core and two factors of each layer's query");
+    std::fs::remove_dir_all(&dir).unwrap();
+
     let adapter = Adapter::new(&gpu, parse(lora), path, &vit, 1).unwrap();
     let [c, h, w] = [config.num_channels, config.image_size[0], config.image_size[1]];
     let data = Dataset::from_parts(path, [2, c, h, w], vec![0.1; 2 * c * h * w], vec![0, 1]).unwrap();
@@ -250,12 +288,34 @@ fn training_checks_the_adapter_the_batch_and_values_changed_in_code() {
     let e = train(&gpu, &vit, &one_label, &zeros, &options(2), &mut |_| {}).expect_err("a one-label head");
     assert!(e.to_string().contains("cross-entropy over one class"), "{e}");
 
-    let other = VitConfig { num_hidden_layers: 1, ..config };
+    let other = VitConfig { num_hidden_layers: 1, ..config.clone() };
     let other = Vit::from_weights(&gpu, &VitWeights::random(&other, 1).unwrap()).unwrap();
     let e = train(&gpu, &other, &adapter, &data, &options(2), &mut |_| {}).expect_err("another model");
     assert!(e.to_string().contains("another model"), "{e}");
     assert!(evaluate(&gpu, &other, Some(&adapter), &data, 2).is_err(), "evaluate on another model");
     train(&gpu, &vit, &adapter, &data, &options(2), &mut |_| {}).expect("its own model");
+
+    // Non-finite values made in code are refused as the file loaders refuse them.
+    let mut pixels = vec![0.1; 2 * c * h * w];
+    pixels[c * h * w + 3] = f32::NAN;
+    let e = Dataset::from_parts(path, [2, c, h, w], pixels, vec![0, 1]).expect_err("a NaN pixel");
+    assert!(e.to_string().contains("image 1 is NaN"), "{e}");
+    let mut changed = data;
+    changed.pixels[c * h * w] = f32::INFINITY;
+    let e = evaluate(&gpu, &vit, Some(&adapter), &changed, 2).expect_err("a pixel made infinite after the checks");
+    assert!(e.to_string().contains("image 1 is inf"), "{e}");
+    let mut weights = VitWeights::random(&config, 1).unwrap();
+    weights.tensors.get_mut("classifier.bias").unwrap().data[2] = f32::NAN;
+    let e = Vit::from_weights(&gpu, &weights).expect_err("a NaN weight");
+    assert!(e.to_string().contains("`classifier.bias`") && e.to_string().contains("NaN at index 2"), "{e}");
+    let first = adapter.trainable()[0].tensor.clone();
+    let poisoned = Tensor::from_slice(&gpu, &vec![f32::NAN; first.len()], first.shape()).unwrap();
+    let mut sgd = Optimizer::new(&gpu, OptimizerKind::Sgd { weight_decay: None }, 1.0, &[first]).unwrap();
+    sgd.step(&[Some(&poisoned)]).unwrap(); // a diverged step, in place
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-api-nan-adapter-{}", std::process::id()));
+    let e = adapter.save(&gpu, &dir).expect_err("an adapter holding NaN");
+    assert!(e.to_string().contains("q_proj.lora_A.weight`") && e.to_string().contains("NaN"), "{e}");
+    assert!(!dir.exists(), "nothing written");
 }
 
 #[test]

@@ -142,7 +142,7 @@ fn corrupt_and_truncated_safetensors_are_named() {
     let mut garbage_header = good.clone();
     garbage_header[..8].copy_from_slice(&u64::MAX.to_le_bytes());
     std::fs::write(&weights, &garbage_header).expect("header length");
-    assert!(eval(s(&model)).contains("header length"));
+    assert!(eval(s(&model)).contains("announce a header of 18446744073709551615 bytes"));
 
     let mut bad_json = good.clone();
     bad_json[8] = b'[';

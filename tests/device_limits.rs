@@ -38,6 +38,18 @@ fn tensors_beyond_the_device_are_refused_by_name() {
         assert!(matches!(e, Error::TooLarge { .. }), "{e}");
         assert!(e.to_string().contains(&format!("{shape:?}")), "{e}");
     }
+    // A batch past the device's workgroups per grid axis (65,535 on most) is an error naming
+    // the kernel and the count, not a validation failure.
+    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    let a = Tensor::zeros(&gpu, &[max + 1, 2, 2]).expect("a small tensor of many matrices");
+    let spec = peft_wgpu::ops::matmul::MatmulSpec::new();
+    match peft_wgpu::ops::matmul::matmul(&gpu, &a, &a, spec, None, None) {
+        Err(e @ Error::TooManyWorkgroups { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(&format!("{} workgroups", max + 1)) && text.contains("smaller batch"), "{text}");
+        }
+        other => panic!("expected TooManyWorkgroups, got {other:?}"),
+    }
     // The device still works afterwards.
     let t = Tensor::from_slice(&gpu, &[1.0, 2.0], &[2]).expect("small tensor");
     assert_eq!(gpu.read(&t).expect("read"), vec![1.0, 2.0]);

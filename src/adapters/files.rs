@@ -40,6 +40,15 @@ impl Adapter {
             let key = new_key.filter(|_| respell).unwrap_or_else(|| p.key.clone());
             host.push((key, HostTensor::new(p.tensor.shape().to_vec(), gpu.read(&p.tensor)?)?));
         }
+        // An adapter `load` would refuse (a diverged run's) is not written.
+        for (key, t) in &host {
+            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::invalid(
+                    format!("adapter tensor `{key}`"),
+                    format!("holds {} at index {i}", t.data[i]),
+                ));
+            }
+        }
         let list: Vec<(String, &HostTensor)> = host.iter().map(|(k, t)| (k.clone(), t)).collect();
         let config = match &self.kind {
             Kind::Lora(modules) if respell || self.spell_out_for_peft(modules) => {

@@ -232,6 +232,7 @@ impl Adapter {
     }
 
     fn build(gpu: &Gpu, config: AdapterConfig, config_path: &Path, vit: &Vit, source: Source<'_>) -> Result<Adapter> {
+        gpu.check_owns("model (the Vit was loaded on another Gpu)", vit.weights().values())?;
         let max_bytes = gpu.max_tensor_bytes();
         let Plan { config, mut kind, saved, embeddings, num_labels, params, weights_path } =
             Adapter::plan(config, config_path, &vit.config, source, max_bytes)?;

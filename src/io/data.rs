@@ -87,13 +87,8 @@ impl Dataset {
         let format = |message: String| Error::Format { path: path.to_path_buf(), message };
         let [n, c, h, w] = <[usize; 4]>::try_from(pixels.shape.as_slice())
             .map_err(|_| bad("pixel_values", "shape [N, C, H, W]", format!("shape {:?}", pixels.shape)))?;
-        if let Some(i) = pixels.data.iter().position(|v| !v.is_finite()) {
-            let [img, ch, y, x] = <[usize; 4]>::try_from(unravel(i, &pixels.shape)).unwrap_or_default();
-            return Err(format(format!(
-                "`pixel_values` of image {img} is {} at channel {ch}, row {y}, column {x} (read as f32); \
-                 pixel values must be finite (F64 values beyond f32's range read as inf)",
-                pixels.data[i]
-            )));
+        if let Some(e) = non_finite(path, &pixels.data, &pixels.shape, 0) {
+            return Err(e);
         }
         if label_shape != [n] {
             return Err(bad("labels", &format!("shape [{n}] (one per image)"), format!("shape {label_shape:?}")));
@@ -115,6 +110,9 @@ impl Dataset {
     /// f32, `labels` i64), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.check_whole()?;
+        if let Some(e) = non_finite(&self.path, &self.pixels, &self.shape, 0) {
+            return Err(e);
+        }
         let labels: Vec<u8> = self.labels.iter().flat_map(|&l| i64::from(l).to_le_bytes()).collect();
         let tensors = [
             RawTensor { key: "labels", dtype: "I64", shape: &[self.labels.len()], bytes: &labels },
@@ -132,6 +130,9 @@ impl Dataset {
     pub fn from_parts(path: &Path, shape: [usize; 4], pixels: Vec<f32>, labels: Vec<u32>) -> Result<Dataset> {
         let data = Dataset { path: path.to_path_buf(), shape, pixels, labels };
         data.check_whole()?;
+        if let Some(e) = non_finite(path, &data.pixels, &shape, 0) {
+            return Err(e);
+        }
         Ok(data)
     }
 
@@ -215,11 +216,31 @@ impl Dataset {
                     format!("row {r} of {}, which holds {} images", self.path.display(), self.len()),
                 ));
             };
+            // The pixels are public: values changed in code since the checks are caught here.
+            if let Some(e) = non_finite(&self.path, image, &[1, self.shape[1], self.shape[2], self.shape[3]], r) {
+                return Err(e);
+            }
             pixels.extend_from_slice(image);
             labels.push(label);
         }
         Ok((pixels, labels))
     }
+}
+
+/// The error naming the first non-finite value of `pixels` (`[N, C, H, W]`, its first image
+/// being image `first` of the data set read from `path`), if there is one.
+fn non_finite(path: &Path, pixels: &[f32], shape: &[usize], first: usize) -> Option<Error> {
+    let i = pixels.iter().position(|v| !v.is_finite())?;
+    let [img, ch, y, x] = <[usize; 4]>::try_from(unravel(i, shape)).unwrap_or_default();
+    Some(Error::Format {
+        path: path.to_path_buf(),
+        message: format!(
+            "`pixel_values` of image {} is {} at channel {ch}, row {y}, column {x} (read as f32); pixel values \
+             must be finite (F64 values beyond f32's range read as inf)",
+            first + img,
+            pixels[i]
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -155,8 +155,9 @@ impl VitConfig {
             let (p, i) = (show_sides(self.patch_size), show_sides(self.image_size));
             return invalid("patch_size", format!("({p}) is larger than image_size ({i})"));
         }
-        if !(self.layer_norm_eps > 0.0 && (self.layer_norm_eps as f32) > 0.0 && self.layer_norm_eps.is_finite()) {
-            return invalid("layer_norm_eps", format!("{} is not a positive f32", self.layer_norm_eps));
+        let eps = self.layer_norm_eps;
+        if !(eps > 0.0 && (eps as f32) > 0.0 && (eps as f32).is_finite()) {
+            return invalid("layer_norm_eps", format!("{eps:e} is not a positive number within f32's range"));
         }
         Ok(())
     }

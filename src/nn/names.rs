@@ -185,7 +185,10 @@ impl ModuleId {
 pub enum Targets {
     /// Names matched exactly or as a dotted suffix.
     Names(Vec<String>),
-    /// A regex that must match the whole path.
+    /// A regex matched against the path: [`Targets::regex`] and [`Targets::from_config`]
+    /// anchor it (`^(?:…)$`), so that it must match the whole path as PEFT's `re.fullmatch`;
+    /// one built without anchors matches anywhere in the path, and is saved as
+    /// `.*(?:…).*` so that it reads back with the same meaning.
     Regex(regex::Regex),
 }
 
@@ -199,9 +202,7 @@ impl Targets {
             serde_json::Value::String(s) if s == "all-linear" => Ok(Targets::Names(
                 ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2", "classifier"].map(String::from).to_vec(),
             )),
-            serde_json::Value::String(s) => regex::Regex::new(&format!("^(?:{s})$"))
-                .map(Targets::Regex)
-                .map_err(|e| format!("is not a valid regular expression: {e}")),
+            serde_json::Value::String(s) => Targets::regex(s),
             serde_json::Value::Array(items) => items
                 .iter()
                 .map(|i| i.as_str().map(str::to_string).ok_or_else(|| "must hold strings".to_string()))
@@ -209,6 +210,24 @@ impl Targets {
                 .map(Targets::Names),
             _ => Err("must be a string (a regex) or a list of module names".into()),
         }
+    }
+
+    /// PEFT's regex form: `pattern` must match a module's whole path.
+    pub fn regex(pattern: &str) -> std::result::Result<Targets, String> {
+        regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map(Targets::Regex)
+            .map_err(|e| format!("is not a valid regular expression: {e}"))
+    }
+
+    /// The regex as an adapter config writes it (matched against the whole path), for
+    /// [`Targets::Regex`]; `None` for names.
+    pub fn config_regex(&self) -> Option<String> {
+        let Targets::Regex(re) = self else { return None };
+        let s = re.as_str();
+        Some(match s.strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")) {
+            Some(inner) => inner.to_string(),
+            None => format!(".*(?:{s}).*"),
+        })
     }
 
     /// Whether `path` is targeted.
@@ -252,10 +271,7 @@ impl std::fmt::Display for Targets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Targets::Names(n) => write!(f, "{n:?}"),
-            Targets::Regex(r) => {
-                let s = r.as_str();
-                write!(f, "regex {:?}", s.strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")).unwrap_or(s))
-            }
+            Targets::Regex(_) => write!(f, "regex {:?}", self.config_regex().unwrap_or_default()),
         }
     }
 }

@@ -203,6 +203,13 @@ impl VitWeights {
                 ));
             }
         }
+        // What a folder's `load` refuses, weights made in code may not hold either.
+        let prompt_key = PROMPT_KEY.to_string();
+        for (key, t) in self.tensors.iter().chain(self.prompts.iter().map(|p| (&prompt_key, p))) {
+            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::invalid(format!("weight `{key}`"), format!("holds {} at index {i}", t.data[i])));
+            }
+        }
         Ok(())
     }
 
@@ -292,12 +299,6 @@ impl VitWeights {
         let mut list: Vec<(String, &HostTensor)> = self.tensors.iter().map(|(k, t)| (k.clone(), t)).collect();
         if let Some(p) = &self.prompts {
             list.push((PROMPT_KEY.to_string(), p));
-        }
-        // A folder `load` would refuse is not written.
-        for (key, t) in &list {
-            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-                return Err(Error::invalid(format!("weight `{key}`"), format!("holds {} at index {i}", t.data[i])));
-            }
         }
         // The config's fingerprint ties the pair: a merge killed between its two renames is
         // finished by the next reader (`load`).

@@ -30,21 +30,21 @@ pub struct PatchParams {
     pub gw: u32,
 }
 
-/// Checks `[B, C, H, W]` images against a `[ph, pw]` patch and returns the kernel
+/// Checks `[B, C, H, W]` images against a `[ph, pw]` patch for `op` and returns the kernel
 /// parameters for `n` output elements (`n = 0`: fill in later).
-fn params(images: &[usize], patch: [usize; 2]) -> Result<PatchParams> {
+fn params(op: &'static str, images: &[usize], patch: [usize; 2]) -> Result<PatchParams> {
     let &[_, c, h, w] = images else {
-        return Err(Error::shape("patchify", "images [B, C, H, W]", format!("{images:?}")));
+        return Err(Error::shape(op, "images [B, C, H, W]", format!("{images:?}")));
     };
     let [ph, pw] = patch;
     if ph == 0 || pw == 0 {
-        return Err(Error::shape("patchify", "patch sides of at least 1", format!("{ph}×{pw}")));
+        return Err(Error::shape(op, "patch sides of at least 1", format!("{ph}×{pw}")));
     }
     if h < ph || w < pw {
-        return Err(Error::shape("patchify", format!("images at least {ph}×{pw}"), format!("{images:?}")));
+        return Err(Error::shape(op, format!("images at least {ph}×{pw}"), format!("{images:?}")));
     }
     let total = crate::tensor::checked_numel(images).unwrap_or(usize::MAX);
-    u32::try_from(total).map_err(|_| Error::invalid("patchify", format!("{total} elements exceed u32")))?;
+    u32::try_from(total).map_err(|_| Error::invalid(op, format!("{total} elements exceed u32")))?;
     Ok(PatchParams {
         n: 0,
         channels: c as u32,
@@ -62,7 +62,7 @@ fn params(images: &[usize], patch: [usize; 2]) -> Result<PatchParams> {
 /// PyTorch conv weight `[D, C, ph, pw]` flattened to `[D, C·ph·pw]`. Pixels past `gh·ph` or
 /// `gw·pw` are dropped, as a strided conv drops them.
 pub fn patchify(gpu: &Gpu, images: &Tensor, patch: [usize; 2]) -> Result<Tensor> {
-    let mut params = params(images.shape(), patch)?;
+    let mut params = params("patchify", images.shape(), patch)?;
     if images.dtype() != DType::F32 {
         return Err(Error::shape("patchify", "f32 images", format!("{images:?}")));
     }
@@ -77,7 +77,7 @@ pub fn patchify(gpu: &Gpu, images: &Tensor, patch: [usize; 2]) -> Result<Tensor>
 /// The adjoint of [`patchify`] (col2im without overlap): images of shape `image_shape`
 /// where each pixel takes its one entry of `rows`, and pixels no patch reads are 0.
 pub fn unpatchify(gpu: &Gpu, rows: &Tensor, image_shape: &[usize], patch: [usize; 2]) -> Result<Tensor> {
-    let mut params = params(image_shape, patch)?;
+    let mut params = params("unpatchify", image_shape, patch)?;
     let (b, c) = (image_shape[0], image_shape[1]);
     let expected = [b, (params.gh * params.gw) as usize, c * patch[0] * patch[1]];
     if rows.shape() != expected || rows.dtype() != DType::F32 {
@@ -107,6 +107,9 @@ pub fn patch_embed(tape: &mut Tape, images: &Var, w: &Var, b: Option<&Var>) -> R
     let &[d, c, ph, pw] = w.shape() else {
         return Err(Error::shape("patch_embed", "a weight [D, C, ph, pw]", format!("{:?}", w.shape())));
     };
+    if images.shape().len() != 4 {
+        return Err(Error::shape("patch_embed", "images [B, C, H, W]", format!("{:?}", images.shape())));
+    }
     if images.shape().get(1) != Some(&c) {
         return Err(Error::shape(
             "patch_embed",

@@ -26,10 +26,7 @@ pub(super) fn write_fields(kind: &AdapterKind, o: &mut Map<String, Value>) {
 fn fields(kind: &AdapterKind) -> Vec<(&'static str, Value)> {
     let targets = |t: &Targets| match t {
         Targets::Names(names) => json!(names),
-        Targets::Regex(re) => {
-            let s = re.as_str();
-            json!(s.strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")).unwrap_or(s))
-        }
+        Targets::Regex(_) => json!(t.config_regex().unwrap_or_default()),
     };
     let opt = |v: Option<Value>| v.unwrap_or(Value::Null);
     match kind {

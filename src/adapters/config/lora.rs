@@ -56,7 +56,7 @@ fn check_pattern(j: &JsonFile, field: &str, pattern: &str) -> Result<()> {
 }
 
 /// PEFT's reading of a pattern key: the key matches a module path's whole tail after a dot.
-fn pattern_regex(key: &str) -> std::result::Result<regex::Regex, regex::Error> {
+pub(super) fn pattern_regex(key: &str) -> std::result::Result<regex::Regex, regex::Error> {
     regex::Regex::new(&format!(r"^(.*\.)?({key})$"))
 }
 
@@ -189,8 +189,8 @@ impl LoraConfig {
     /// [`LoraConfig::rank_alpha`] for many paths: the patterns are compiled once.
     pub fn rank_alpha_lookup(&self) -> impl Fn(&str) -> (usize, f64) + '_ {
         fn compile<T: Copy>(patterns: &[(String, T)]) -> Vec<(regex::Regex, T)> {
-            // A key that is not a regex cannot be read from a file (`check_pattern`); one set
-            // in code matches nothing.
+            // A key that is not a regex is refused when read (`check_pattern`) and when built
+            // in code (`AdapterConfig::check_values`).
             patterns.iter().filter_map(|(k, v)| Some((pattern_regex(k).ok()?, *v))).collect()
         }
         fn find<T: Copy>(patterns: &[(regex::Regex, T)], path: &str) -> Option<T> {

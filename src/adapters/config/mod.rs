@@ -191,6 +191,16 @@ impl AdapterConfig {
                 if !(0.0..1.0).contains(&c.lora_dropout) {
                     return bad("lora_dropout", c.lora_dropout, "expected a value in [0, 1)");
                 }
+                let ranks = c.rank_pattern.iter().map(|(k, _)| ("rank_pattern", k));
+                for (field, key) in ranks.chain(c.alpha_pattern.iter().map(|(k, _)| ("alpha_pattern", k))) {
+                    if let Err(e) = lora::pattern_regex(key) {
+                        return Err(crate::error::Error::Config {
+                            path: path.to_path_buf(),
+                            key: field.into(),
+                            message: format!("key `{key}` is not a valid regular expression: {e}"),
+                        });
+                    }
+                }
             }
             AdapterKind::Flora(FloraConfig { scale, .. }) | AdapterKind::Rlp(RlpConfig { scale, .. })
                 if !f32_finite(*scale) =>

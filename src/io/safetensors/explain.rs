@@ -18,8 +18,9 @@ pub(super) fn explain_bad_start(start: &[u8], len: Option<u64>) -> String {
         let header = start.get(..8).and_then(|h| h.try_into().ok()).map_or(0, u64::from_le_bytes);
         match len {
             Some(len) => format!(
-                "not a safetensors file, or truncated: it starts with a header length of {header} bytes \
-                 but the file has {len} bytes"
+                "not a safetensors file, or truncated: its first 8 bytes announce a header of {header} bytes, \
+                 which with them needs {} bytes, but the file has {len}",
+                u128::from(header) + 8
             ),
             None => format!(
                 "not a safetensors file: it starts with a header length of {header} bytes, more than the \
