@@ -145,10 +145,10 @@ fn check_batch_fits(gpu: &Gpu, data: &Dataset, batch: usize) -> Result<()> {
 
 /// Fails unless the model's weights and the adapter's tensors live on `gpu`.
 fn check_device(gpu: &Gpu, vit: &Vit, adapter: Option<&Adapter>) -> Result<()> {
-    gpu.check_owns("model (the Vit was loaded on another Gpu)", vit.weights().values())?;
+    gpu.check_owns("model weights", vit.weights().values())?;
     if let Some(a) = adapter {
         let tensors = a.trainable().iter().chain(a.frozen()).map(|p| &p.tensor);
-        gpu.check_owns("adapter (it was made on another Gpu)", tensors)?;
+        gpu.check_owns("adapter tensors", tensors)?;
     }
     Ok(())
 }

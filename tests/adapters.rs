@@ -171,8 +171,8 @@ fn rlp_matches_torch() {
 }
 
 /// An RLP adapter file in merged form, `prompt_embeddings` alone (SPEC §9), gives the
-/// unmerged adapter's logits; it saves as `P₀ = P`, `B = 0` and a nonzero `A` (so training
-/// from it moves), and a file holding both forms is refused by name.
+/// unmerged adapter's logits; it saves as `P₀ = P`, `B = 0` and a nonzero `A` (without which
+/// `B` would get no gradient), and a file holding both forms is refused by name.
 #[test]
 fn rlp_in_merged_form_matches_torch_and_saves_unmerged() {
     use peft_wgpu::io::TensorFile;

@@ -194,8 +194,9 @@ fn merge_keeps_the_model_config_and_replaces_a_sharded_model() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// On the 9×14 ViT of 2×4 patches (a 4×3 grid, the last pixel row and two columns dropped): a fresh MoPPA trains, saves K of shape
-/// `[4, 3, heads]` and evaluates; 8×8 images and the square model's MoPPA are refused by name.
+/// On the 9×14 ViT of 2×4 patches (a 4×3 grid, the last pixel row and two columns dropped):
+/// a fresh MoPPA trains, saves K of shape `[4, 3, heads]` and evaluates; 8×8 images and the
+/// square model's MoPPA are refused by name.
 #[test]
 fn moppa_trains_and_evaluates_on_an_oblong_grid() {
     use cli_support::{INPUT, fails, write_data};
@@ -282,5 +283,59 @@ fn the_readme_first_steps_run_on_the_committed_model() {
     let one_image = 1.0 / test_set.len() as f64;
     let gap = (accuracy(&from_merged) - accuracy(&with_adapter)).abs();
     assert!(gap <= one_image + 1e-9, "merged {from_merged} vs adapter {with_adapter}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An RLP adapter folder in merged form (`prompt_embeddings` alone, SPEC §9): `eval` gives
+/// what the merged model gives, `merge` writes those prompts unchanged, and `train --init`
+/// continues from them as `P₀` with `A` drawn from `--seed`, saving the unmerged form.
+#[test]
+fn an_rlp_adapter_in_merged_form_evaluates_merges_and_trains() {
+    use cli_support::{read_tensors, write_data, write_tensors};
+    let dir = temp_dir("rlp-merged-form");
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (model, unmerged) = (fixtures().join("vit_tiny"), fixtures().join("adapters/rlp"));
+    let data = dir.join("data.safetensors");
+    write_data(&data, [6, 3, 8, 8], &[0, 1, 2, 0, 1, 2]);
+    let merged_model = dir.join("merged-model");
+    run(&["merge", "--model", &s(&model), "--adapter", &s(&unmerged), "--out", &s(&merged_model)]);
+    let tensor = |file: &Path, key: &str| {
+        read_tensors(file).into_iter().find(|t| t.0 == key).unwrap_or_else(|| panic!("{key} in {file:?}"))
+    };
+    let prompts = tensor(&merged_model.join("model.safetensors"), "prompt_embeddings");
+
+    // The merged form: the fixture's saved classifier and the merged prompts.
+    let form = dir.join("merged-form");
+    std::fs::create_dir_all(&form).unwrap();
+    std::fs::copy(unmerged.join("adapter_config.json"), form.join("adapter_config.json")).unwrap();
+    let mut tensors: Vec<_> = read_tensors(&unmerged.join("adapter_model.safetensors"))
+        .into_iter()
+        .filter(|t| !t.0.starts_with("rlp."))
+        .collect();
+    tensors.push(prompts.clone());
+    let refs: Vec<_> = tensors.iter().map(|(k, d, shape, b)| (k.as_str(), *d, shape.clone(), b.clone())).collect();
+    write_tensors(&form.join("adapter_model.safetensors"), &refs);
+
+    let (m, d, f) = (s(&model), s(&data), s(&form));
+    let from_form = run(&["eval", "--model", &m, "--adapter", &f, "--data", &d]);
+    let from_model = run(&["eval", "--model", &s(&merged_model), "--data", &d]);
+    assert_eq!(from_form, from_model, "the merged form evaluates as the merged model");
+    let again = dir.join("merged-again");
+    run(&["merge", "--model", &m, "--adapter", &f, "--out", &s(&again)]);
+    assert_eq!(tensor(&again.join("model.safetensors"), "prompt_embeddings"), prompts, "merge keeps P");
+
+    let trained = |seed: &str| {
+        let out = dir.join(format!("trained-{seed}"));
+        run(&["train", "--model", &m, "--init", &f, "--data", &d, "--out", &s(&out), "--steps", "2", "--seed", seed]);
+        let file = out.join("adapter_model.safetensors");
+        assert!(read_tensors(&file).iter().all(|t| t.0 != "prompt_embeddings"), "saved in unmerged form");
+        let p0 = tensor(&file, "rlp.prompt_init");
+        assert_eq!((p0.2, p0.3), (prompts.2.clone(), prompts.3.clone()), "P₀ is the merged P");
+        let b = tensor(&file, "rlp.B").3;
+        assert!(b.chunks(4).any(|v| f32::from_le_bytes(v.try_into().unwrap()) != 0.0), "B moved");
+        tensor(&file, "rlp.A").3
+    };
+    assert_ne!(trained("1"), trained("2"), "A is drawn from --seed");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -74,11 +74,11 @@ impl Build<'_> {
         Ok(self.params.freeze(key.to_string(), Value::Host(t)))
     }
 
-    /// A trainable tensor the file does not hold, drawn by `init` from a generator seeded with
-    /// `seed` whatever the source (empty in a dry run).
-    pub(crate) fn trainable_generated(&mut self, key: &str, shape: &[usize], init: Init, seed: u64) -> Result<Slot> {
+    /// A trainable tensor the file does not hold, drawn by `init` from the source's seed
+    /// mixed with `stream` (empty in a dry run).
+    pub(crate) fn trainable_generated(&mut self, key: &str, shape: &[usize], init: Init, stream: u64) -> Result<Slot> {
         self.check_size(key, shape)?;
-        let t = self.source.generated(shape, init, seed);
+        let t = self.source.generated(shape, init, stream);
         Ok(self.params.train(key.to_string(), Value::Host(t)))
     }
 

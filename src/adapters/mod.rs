@@ -77,7 +77,7 @@ pub struct Adapter {
 impl std::fmt::Debug for Adapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Adapter")
-            .field("peft_type", &self.config.kind)
+            .field("config", &self.config.kind)
             .field("trainable", &self.trainable.iter().map(|p| (&p.key, p.tensor.shape())).collect::<Vec<_>>())
             .field("frozen", &self.frozen.iter().map(|p| (&p.key, p.tensor.shape())).collect::<Vec<_>>())
             .field("num_labels", &self.num_labels)
@@ -123,7 +123,8 @@ impl Adapter {
         Adapter::from_file(gpu, config, config_path, &TensorFile::open(weights)?, vit)
     }
 
-    /// An adapter with `config` whose tensors come from an opened `adapter_model.safetensors`.
+    /// An adapter with `config` whose tensors come from an opened `adapter_model.safetensors`
+    /// ([`Adapter::from_file_seeded`] with seed 0).
     pub fn from_file(
         gpu: &Gpu,
         config: AdapterConfig,
@@ -131,8 +132,22 @@ impl Adapter {
         weights: &TensorFile,
         vit: &Vit,
     ) -> Result<Adapter> {
+        Adapter::from_file_seeded(gpu, config, config_path, weights, vit, 0)
+    }
+
+    /// [`Adapter::from_file`], drawing from `seed` what the file leaves undetermined: only
+    /// `A` of an RLP file in merged form (`prompt_embeddings` alone), which holds `P` but not
+    /// how it splits; `train --init` passes its `--seed`.
+    pub fn from_file_seeded(
+        gpu: &Gpu,
+        config: AdapterConfig,
+        config_path: &Path,
+        weights: &TensorFile,
+        vit: &Vit,
+        seed: u64,
+    ) -> Result<Adapter> {
         check_pair(&config, config_path, weights)?;
-        Adapter::build(gpu, config, config_path, vit, Source::file(weights, config_path))
+        Adapter::build(gpu, config, config_path, vit, Source::file(weights, config_path, seed))
     }
 
     /// Checks on the host, without a GPU, that `config` (with tensors from `weights`, or fresh
@@ -149,7 +164,7 @@ impl Adapter {
         let source = match weights {
             Some(file) => {
                 check_pair(&config, config_path, file)?;
-                Source::file(file, config_path)
+                Source::file(file, config_path, 0)
             }
             None => Source::Shapes,
         };
@@ -232,7 +247,7 @@ impl Adapter {
     }
 
     fn build(gpu: &Gpu, config: AdapterConfig, config_path: &Path, vit: &Vit, source: Source<'_>) -> Result<Adapter> {
-        gpu.check_owns("model (the Vit was loaded on another Gpu)", vit.weights().values())?;
+        gpu.check_owns("model weights", vit.weights().values())?;
         let max_bytes = gpu.max_tensor_bytes();
         let Plan { config, mut kind, saved, embeddings, num_labels, params, weights_path } =
             Adapter::plan(config, config_path, &vit.config, source, max_bytes)?;

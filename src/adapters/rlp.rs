@@ -3,9 +3,9 @@
 //!
 //! An adapter file may also hold the merged form, `prompt_embeddings` `[n, D]` alone (SPEC
 //! §9): it is read as `P₀` of a new re-parameterisation with `B = 0`, so the prompts are
-//! exactly `P`, and `A` drawn as at initialisation from a fixed seed (training from such a file
-//! with `--init` needs a nonzero `A`, or `B` would get no gradient). Saving writes the three
-//! tensors.
+//! exactly `P`, and `A` drawn as at initialisation from the seed the adapter is read with
+//! (`train --init` passes `--seed`; training needs a nonzero `A`, or `B` would get no
+//! gradient). Saving writes the three tensors.
 
 use super::Build;
 use super::config::RlpConfig;
@@ -24,8 +24,8 @@ pub const PROMPT_INIT: &str = "rlp.prompt_init";
 pub const A_KEY: &str = "rlp.A";
 /// File key of `B` `[r, D]`.
 pub const B_KEY: &str = "rlp.B";
-/// Seed of `A` when the file holds the merged prompts, which leave it undetermined.
-const MERGED_A_SEED: u64 = 0x524c_5041;
+/// Mixed into the reading seed to draw `A` when the file holds the merged prompts.
+const MERGED_A_STREAM: u64 = 0x524c_5041;
 
 /// The RLP adapter's tensors: `p0` is a frozen slot, `a` and `b` trainable ones.
 #[derive(Clone, Debug)]
@@ -52,8 +52,8 @@ pub(crate) fn build(cfg: &RlpConfig, build: &mut Build<'_>) -> Result<RlpParts> 
             });
         }
         let p0 = build.frozen_from(PROMPT_INIT, PROMPT_KEY, &[n, d])?;
-        let a = build.trainable_generated(A_KEY, &[n, r], a_init, MERGED_A_SEED)?;
-        let b = build.trainable_generated(B_KEY, &[r, d], Init::Zeros, MERGED_A_SEED)?;
+        let a = build.trainable_generated(A_KEY, &[n, r], a_init, MERGED_A_STREAM)?;
+        let b = build.trainable_generated(B_KEY, &[r, d], Init::Zeros, MERGED_A_STREAM)?;
         return Ok(RlpParts { p0, a, b, scale: cfg.scale as f32, tokens: n });
     }
     let p0 = build.frozen(PROMPT_INIT, &[n, d], Init::Normal { mean: 0.0, std: 0.02 })?;

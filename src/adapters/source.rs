@@ -32,20 +32,21 @@ pub(crate) enum Source<'a> {
     Shapes,
     /// An adapter file; `other_config` names the adapter config it is read with when that is
     /// not the one saved beside it (for messages); `used` collects the keys read, to reject
-    /// the rest.
-    File { file: &'a TensorFile, other_config: Option<&'a Path>, used: BTreeSet<String> },
+    /// the rest; `seed` draws what the file leaves undetermined (`A` of RLP's merged form).
+    File { file: &'a TensorFile, other_config: Option<&'a Path>, used: BTreeSet<String>, seed: u64 },
 }
 
 impl<'a> Source<'a> {
-    /// A source reading `file` with the adapter config `config` (for messages).
-    pub(crate) fn file(file: &'a TensorFile, config: &'a Path) -> Source<'a> {
+    /// A source reading `file` with the adapter config `config` (for messages); `seed` draws
+    /// what the file leaves undetermined.
+    pub(crate) fn file(file: &'a TensorFile, config: &'a Path, seed: u64) -> Source<'a> {
         let folder = |p: &Path| {
             let parent = p.parent().unwrap_or(Path::new(""));
             let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
             parent.canonicalize().unwrap_or_else(|_| parent.to_path_buf())
         };
         let other_config = (folder(file.path()) != folder(config)).then_some(config);
-        Source::File { file, other_config, used: BTreeSet::new() }
+        Source::File { file, other_config, used: BTreeSet::new(), seed }
     }
 
     /// Whether tensors come from a file.
@@ -58,7 +59,7 @@ impl<'a> Source<'a> {
         match self {
             Source::Fresh(rng) => Ok(fresh(rng, shape, init)),
             Source::Shapes => Ok(HostTensor { shape: shape.to_vec(), data: Vec::new() }),
-            Source::File { file, other_config, used } => {
+            Source::File { file, other_config, used, .. } => {
                 used.insert(key.to_string());
                 match file.shape(key) {
                     Some(got) if got != shape => Err(Error::AdapterShape {
@@ -82,12 +83,13 @@ impl<'a> Source<'a> {
         }
     }
 
-    /// A tensor no file holds, drawn by `init` from a generator seeded with `seed` (empty in
-    /// a dry run).
-    pub(crate) fn generated(&self, shape: &[usize], init: Init, seed: u64) -> HostTensor {
+    /// A tensor the file does not hold, drawn by `init` from the source's seed mixed with
+    /// `stream` (empty in a dry run).
+    pub(crate) fn generated(&mut self, shape: &[usize], init: Init, stream: u64) -> HostTensor {
         match self {
             Source::Shapes => HostTensor { shape: shape.to_vec(), data: Vec::new() },
-            _ => fresh(&mut Rng::new(seed), shape, init),
+            Source::Fresh(rng) => fresh(rng, shape, init),
+            Source::File { seed, .. } => fresh(&mut Rng::new(*seed ^ stream), shape, init),
         }
     }
 

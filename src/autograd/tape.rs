@@ -58,17 +58,6 @@ struct Node {
     leaf: Option<VersionWatch>,
 }
 
-impl std::fmt::Debug for Tape {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tape")
-            .field("id", &self.id)
-            .field("nodes", &self.nodes.len())
-            .field("recording", &self.recording)
-            .field("params", &self.params.len())
-            .finish()
-    }
-}
-
 /// The arena of recorded operations. See the [module docs](crate::autograd).
 pub struct Tape {
     /// Distinguishes this tape's `Var`s from those of every other tape.
@@ -81,6 +70,17 @@ pub struct Tape {
     foreign: Option<String>,
     /// The trainable leaves, so that a tensor made a parameter twice is one leaf.
     params: Vec<Var>,
+}
+
+impl std::fmt::Debug for Tape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tape")
+            .field("id", &self.id)
+            .field("nodes", &self.nodes.len())
+            .field("recording", &self.recording)
+            .field("params", &self.params.len())
+            .finish()
+    }
 }
 
 /// Ids of tapes, unique in the process.
@@ -96,9 +96,18 @@ pub struct Gradients {
 impl Gradients {
     /// The gradients of `vars`, in order, as [`crate::Optimizer::step`] takes them: `None`
     /// where the loss does not depend on a leaf. A `Var` of another tape (one kept from an
-    /// earlier step, say) is an error, where [`Gradients::get`] would answer `None` and the
-    /// step would silently update nothing.
+    /// earlier step, say) or a constant is an error, where [`Gradients::get`] would answer
+    /// `None` and the step would silently update nothing.
     pub fn of(&self, vars: &[Var]) -> Result<Vec<Option<&Tensor>>> {
+        if let Some(i) = vars.iter().position(|v| !v.requires_grad) {
+            return Err(Error::invalid(
+                "gradients",
+                format!(
+                    "variable {i} ({:?}) is a constant, which gets no gradient (make it with Tape::param)",
+                    vars[i].shape()
+                ),
+            ));
+        }
         if let Some(i) = vars.iter().position(|v| v.tape != self.tape) {
             return Err(Error::invalid(
                 "gradients",

@@ -54,7 +54,7 @@ impl AdapterInput {
     /// Uploads the adapter.
     pub(super) fn build(self, gpu: &Gpu, vit: &Vit, seed: u64) -> Result<Adapter> {
         match &self.weights {
-            Some(file) => Adapter::from_file(gpu, self.config, &self.config_path, file, vit),
+            Some(file) => Adapter::from_file_seeded(gpu, self.config, &self.config_path, file, vit, seed),
             None => Adapter::new(gpu, self.config, &self.config_path, vit, seed),
         }
     }

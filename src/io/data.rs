@@ -42,7 +42,7 @@ fn converted_pixel_bytes(path: &Path) -> Option<u64> {
 }
 
 /// Images and labels on the host.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Dataset {
     path: PathBuf,
     /// `[N, C, H, W]`.
@@ -51,6 +51,12 @@ pub struct Dataset {
     pub pixels: Vec<f32>,
     /// One label per image.
     pub labels: Vec<u32>,
+}
+
+impl std::fmt::Debug for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataset").field("path", &self.path).field("shape", &self.shape).finish_non_exhaustive()
+    }
 }
 
 impl Dataset {
@@ -170,10 +176,14 @@ impl Dataset {
         self.shape[0] == 0
     }
 
-    /// Fails unless images are `channels × height × width` and every label is below
-    /// `num_labels`.
+    /// Fails unless images are `channels × height × width`, every pixel is finite (the pixels
+    /// are public: values changed in code are caught here, before a run starts) and every
+    /// label is below `num_labels`.
     pub fn check_fits(&self, channels: usize, [height, width]: [usize; 2], num_labels: usize) -> Result<()> {
         self.check_whole()?;
+        if let Some(e) = non_finite(&self.path, &self.pixels, &self.shape, 0) {
+            return Err(e);
+        }
         let [_, c, h, w] = self.shape;
         if (c, h, w) != (channels, height, width) {
             return Err(Error::TensorMismatch {
@@ -216,7 +226,8 @@ impl Dataset {
                     format!("row {r} of {}, which holds {} images", self.path.display(), self.len()),
                 ));
             };
-            // The pixels are public: values changed in code since the checks are caught here.
+            // The pixels are public: values changed in code since the checks are caught here
+            // too (`check_fits` finds them before a run).
             if let Some(e) = non_finite(&self.path, image, &[1, self.shape[1], self.shape[2], self.shape[3]], r) {
                 return Err(e);
             }
@@ -235,8 +246,8 @@ fn non_finite(path: &Path, pixels: &[f32], shape: &[usize], first: usize) -> Opt
     Some(Error::Format {
         path: path.to_path_buf(),
         message: format!(
-            "`pixel_values` of image {} is {} at channel {ch}, row {y}, column {x} (read as f32); pixel values \
-             must be finite (F64 values beyond f32's range read as inf)",
+            "`pixel_values` of image {} is {} at channel {ch}, row {y}, column {x}; pixel values must be finite \
+             (F64 values in a file beyond f32's range read as inf)",
             first + img,
             pixels[i]
         ),

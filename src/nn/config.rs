@@ -18,7 +18,8 @@ pub struct VitConfig {
     pub intermediate_size: usize,
     /// Input image `[height, width]` (a config's integer `image_size` is a square).
     pub image_size: [usize; 2],
-    /// Patch `[height, width]`; each side divides the image's.
+    /// Patch `[height, width]`, no side larger than the image's; pixels past the last whole
+    /// patch are dropped, as by transformers' strided conv.
     pub patch_size: [usize; 2],
     /// Input channels.
     pub num_channels: usize,

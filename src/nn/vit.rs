@@ -174,6 +174,14 @@ impl Vit {
         self.weights.values().map(Tensor::len).sum::<usize>() + self.prompts.as_ref().map_or(0, Tensor::len)
     }
 
+    /// Fails unless `vars` come from this model's [`Vit::bind`].
+    fn check_vars(&self, vars: &VitVars) -> Result<()> {
+        if vars.model != self.id {
+            return Err(Error::invalid("ViT forward", "the weights were bound from another model (`Vit::bind`)"));
+        }
+        Ok(())
+    }
+
     /// Puts the weights on `tape`, as trainable leaves or as constants.
     pub fn bind(&self, tape: &mut Tape, trainable: bool) -> VitVars {
         let vars = self
@@ -187,9 +195,7 @@ impl Vit {
     /// Logits `[B, num_labels]` for images `[B, C, H, W]`, with `vars` from this model's
     /// [`Vit::bind`] (another model's are refused).
     pub fn forward(&self, tape: &mut Tape, vars: &VitVars, images: &Var, hooks: &dyn VitHooks) -> Result<Var> {
-        if vars.model != self.id {
-            return Err(Error::invalid("ViT forward", "the weights were bound from another model (`Vit::bind`)"));
-        }
+        self.check_vars(vars)?;
         let c = &self.config;
         c.check()?;
         hooks.check_model(c)?;
@@ -262,6 +268,7 @@ impl Vit {
         prefix: usize,
         grid: (usize, usize),
     ) -> Result<Var> {
+        self.check_vars(vars)?;
         let c = &self.config;
         let m = |part| ModuleId::Layer(layer, part);
         let filtered = hooks.pre_attention(tape, layer, x, prefix, grid)?;

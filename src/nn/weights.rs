@@ -176,8 +176,8 @@ impl VitWeights {
     }
 
     /// Fails unless `config` passes [`VitConfig::check`], every tensor it implies is here
-    /// with its shape and as many values, and the prompts, if any, are `[n ≥ 1, hidden]` (a
-    /// `VitWeights` built or changed in code).
+    /// with its shape and as many values, the prompts, if any, are `[n ≥ 1, hidden]`, and
+    /// every value is finite (a `VitWeights` built or changed in code).
     pub fn check(&self) -> Result<()> {
         self.config.check()?;
         for (key, shape) in expected_shapes(&self.config) {

@@ -1,6 +1,8 @@
 //! LoRA's part of `adapter_config.json`: PEFT's `LoraConfig` fields that change the maths,
 //! and the PEFT options this crate refuses rather than ignores.
 
+use std::path::Path;
+
 use serde_json::Value;
 
 use super::{MAX_RANK, opt_targets, targets, usize_list};
@@ -55,8 +57,24 @@ fn check_pattern(j: &JsonFile, field: &str, pattern: &str) -> Result<()> {
         .map_err(|e| j.error(field, format!("key `{pattern}` is not a valid regular expression: {e}")))
 }
 
+/// Fails naming the first key of `rank_pattern` or `alpha_pattern` that is not a regex (a
+/// config changed in code; reading refuses one with [`check_pattern`]).
+pub(super) fn check_pattern_keys(c: &LoraConfig, path: &Path) -> Result<()> {
+    let ranks = c.rank_pattern.iter().map(|(k, _)| ("rank_pattern", k));
+    for (field, key) in ranks.chain(c.alpha_pattern.iter().map(|(k, _)| ("alpha_pattern", k))) {
+        if let Err(e) = pattern_regex(key) {
+            return Err(crate::error::Error::Config {
+                path: path.to_path_buf(),
+                key: field.into(),
+                message: format!("key `{key}` is not a valid regular expression: {e}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// PEFT's reading of a pattern key: the key matches a module path's whole tail after a dot.
-pub(super) fn pattern_regex(key: &str) -> std::result::Result<regex::Regex, regex::Error> {
+fn pattern_regex(key: &str) -> std::result::Result<regex::Regex, regex::Error> {
     regex::Regex::new(&format!(r"^(.*\.)?({key})$"))
 }
 

@@ -168,8 +168,9 @@ impl AdapterConfig {
     }
 
     /// Checks the numbers of a config that may have been changed in code since it was read
-    /// (reading checks them too): multipliers finite in f32, dropout in [0, 1), MoPPA's
-    /// entropy settings finite with a positive decay fraction. Errors name the key.
+    /// (reading checks them too): multipliers finite in f32, dropout in [0, 1), LoRA's
+    /// `rank_pattern`/`alpha_pattern` keys valid regexes, MoPPA's entropy settings finite with
+    /// a positive decay fraction. Errors name the key.
     pub fn check_values(&self, path: &Path) -> Result<()> {
         let bad = |key: &str, value: f64, want: &str| {
             Err(crate::error::Error::Config {
@@ -191,16 +192,7 @@ impl AdapterConfig {
                 if !(0.0..1.0).contains(&c.lora_dropout) {
                     return bad("lora_dropout", c.lora_dropout, "expected a value in [0, 1)");
                 }
-                let ranks = c.rank_pattern.iter().map(|(k, _)| ("rank_pattern", k));
-                for (field, key) in ranks.chain(c.alpha_pattern.iter().map(|(k, _)| ("alpha_pattern", k))) {
-                    if let Err(e) = lora::pattern_regex(key) {
-                        return Err(crate::error::Error::Config {
-                            path: path.to_path_buf(),
-                            key: field.into(),
-                            message: format!("key `{key}` is not a valid regular expression: {e}"),
-                        });
-                    }
-                }
+                lora::check_pattern_keys(c, path)?;
             }
             AdapterKind::Flora(FloraConfig { scale, .. }) | AdapterKind::Rlp(RlpConfig { scale, .. })
                 if !f32_finite(*scale) =>

@@ -17,13 +17,13 @@ pub(super) fn explain_bad_start(start: &[u8], len: Option<u64>) -> String {
     } else {
         let header = start.get(..8).and_then(|h| h.try_into().ok()).map_or(0, u64::from_le_bytes);
         match len {
-            Some(len) => format!(
+            Some(len) if header <= MAX_HEADER_BYTES => format!(
                 "not a safetensors file, or truncated: its first 8 bytes announce a header of {header} bytes, \
                  which with them needs {} bytes, but the file has {len}",
                 u128::from(header) + 8
             ),
-            None => format!(
-                "not a safetensors file: it starts with a header length of {header} bytes, more than the \
+            _ => format!(
+                "not a safetensors file: its first 8 bytes announce a header of {header} bytes, more than the \
                  format allows ({MAX_HEADER_BYTES})"
             ),
         }
