@@ -301,7 +301,9 @@ pub struct EvalReport {
 }
 
 /// Evaluates `vit` (with `hooks`, e.g. a bound adapter, made per batch by `bind`) on `data`,
-/// keeping the logits.
+/// keeping the logits. `batch_size` images go through the model at once, or fewer where the
+/// device's grid cannot take that many (batch × heads past its workgroups per axis, 65,535
+/// on most): the results are the same.
 pub fn evaluate(
     gpu: &Gpu,
     vit: &Vit,
@@ -347,23 +349,20 @@ pub fn evaluate_with_progress(
         })?;
     }
     let mut first_non_finite = None;
-    for start in (0..data.len()).step_by(batch_size) {
-        let rows: Vec<usize> = (start..(start + batch_size).min(data.len())).collect();
-        let (images, label_t) = upload_batch(gpu, data, &rows)?;
-        let mut tape = Tape::inference(gpu);
-        let base = vit.bind(&mut tape, false);
-        let images = tape.constant(&images);
-        let logits = match adapter {
-            Some(a) => {
-                let bound = a.bind(&mut tape);
-                vit.forward(&mut tape, &base, &images, &bound)?
+    let (mut start, mut chunk) = (0, batch_size);
+    while start < data.len() {
+        let rows: Vec<usize> = (start..(start + chunk).min(data.len())).collect();
+        let (batch_loss, batch_correct, batch_logits) = match eval_batch(gpu, vit, adapter, data, &rows) {
+            // More images at once than the device's grid takes (batch × heads past its
+            // workgroups per axis): the same images in smaller pieces give the same results.
+            Err(Error::TooManyWorkgroups { .. }) if rows.len() > 1 => {
+                chunk = rows.len() / 2;
+                continue;
             }
-            None => vit.forward(&mut tape, &base, &images, &crate::nn::NoHooks as &dyn VitHooks)?,
+            other => other?,
         };
-        let (losses, hits) = cross_entropy_rows(gpu, logits.value(), &label_t)?;
-        loss += gpu.read(&losses)?.iter().map(|&v| f64::from(v)).sum::<f64>();
-        correct += gpu.read(&hits)?.iter().map(|&v| f64::from(v)).sum::<f64>();
-        let batch_logits = gpu.read(logits.value())?;
+        loss += batch_loss;
+        correct += batch_correct;
         if first_non_finite.is_none()
             && let Some(i) = batch_logits.iter().position(|v| !v.is_finite())
         {
@@ -372,7 +371,8 @@ pub fn evaluate_with_progress(
         if keep_logits {
             logits_all.extend(batch_logits);
         }
-        on_batch(rows.len() + start, data.len());
+        start += rows.len();
+        on_batch(start, data.len());
     }
     let n = data.len() as f64;
     Ok(EvalReport {
@@ -383,4 +383,29 @@ pub fn evaluate_with_progress(
         labels,
         first_non_finite,
     })
+}
+
+/// The summed loss, the number of hits and the logits of images `rows`.
+fn eval_batch(
+    gpu: &Gpu,
+    vit: &Vit,
+    adapter: Option<&Adapter>,
+    data: &Dataset,
+    rows: &[usize],
+) -> Result<(f64, f64, Vec<f32>)> {
+    let (images, labels) = upload_batch(gpu, data, rows)?;
+    let mut tape = Tape::inference(gpu);
+    let base = vit.bind(&mut tape, false);
+    let images = tape.constant(&images);
+    let logits = match adapter {
+        Some(a) => {
+            let bound = a.bind(&mut tape);
+            vit.forward(&mut tape, &base, &images, &bound)?
+        }
+        None => vit.forward(&mut tape, &base, &images, &crate::nn::NoHooks as &dyn VitHooks)?,
+    };
+    let (losses, hits) = cross_entropy_rows(gpu, logits.value(), &labels)?;
+    let loss = gpu.read(&losses)?.iter().map(|&v| f64::from(v)).sum::<f64>();
+    let correct = gpu.read(&hits)?.iter().map(|&v| f64::from(v)).sum::<f64>();
+    Ok((loss, correct, gpu.read(logits.value())?))
 }

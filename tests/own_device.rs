@@ -132,3 +132,58 @@ fn a_callback_that_wgpu_runs_inside_this_crates_submit_may_use_the_gpu() {
     let values = read.expect("the callback's op").and_then(|r| r.wait()).expect("the callback's read-back");
     assert_eq!(values, vec![10.0, 12.0]);
 }
+
+/// A device that allows few workgroups per grid axis (an application may open one so): a
+/// batch its grids cannot take at once is evaluated in smaller pieces with the same results,
+/// where training, whose steps depend on the batch, refuses it by name.
+#[test]
+fn evaluation_splits_a_batch_the_devices_grid_cannot_take() {
+    use peft_wgpu::io::Dataset;
+    use peft_wgpu::nn::Vit;
+    use peft_wgpu::train::evaluate;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("GPU tests need a wgpu adapter; on headless Linux: apt-get install -y mesa-vulkan-drivers libvulkan1");
+    let limits = wgpu::Limits {
+        max_compute_workgroups_per_dimension: 256,
+        ..Gpu::required_limits(&adapter.limits()).expect("the adapter meets peft-wgpu's limits")
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_features: Gpu::required_features() | (adapter.features() & Gpu::optional_features()),
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .expect("device");
+    let narrow = adopt(device, queue);
+    let wide = Gpu::new().expect("the default device");
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vit_tiny");
+    let n = 600;
+    let mut rng = peft_wgpu::rng::Rng::new(5);
+    let pixels = rng.normal_vec(n * 3 * 8 * 8, 0.0, 1.0);
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
+    let data = Dataset::from_parts(std::path::Path::new("in-memory"), [n, 3, 8, 8], pixels, labels).unwrap();
+    let vit = Vit::load(&narrow, &model).unwrap();
+    let split = evaluate(&narrow, &vit, None, &data, n).expect("split into pieces");
+    let whole = evaluate(&wide, &Vit::load(&wide, &model).unwrap(), None, &data, n).expect("one batch");
+    assert_eq!((split.images, split.accuracy), (whole.images, whole.accuracy));
+    assert!((split.mean_loss - whole.mean_loss).abs() <= 1e-6 * whole.mean_loss.abs(), "{split:?} vs {whole:?}");
+    let worst = split.logits.iter().zip(&whole.logits).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1e-5, "logits differ by {worst}");
+
+    use peft_wgpu::adapters::{Adapter, AdapterConfig};
+    use peft_wgpu::train::{BatchOrder, TrainOptions, train};
+    let path = std::path::Path::new("adapter_config.json");
+    let json = br#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#;
+    let config = AdapterConfig::from_json(&peft_wgpu::io::json::JsonFile::parse(path, json).unwrap()).unwrap();
+    let lora = Adapter::new(&narrow, config, path, &vit, 0).unwrap();
+    let options = TrainOptions {
+        steps: 1,
+        batch_size: n,
+        lr: 1e-3,
+        optimizer: peft_wgpu::OptimizerKind::adamw(),
+        order: BatchOrder::Sequential,
+        seed: 0,
+    };
+    let e = train(&narrow, &vit, &lora, &data, &options, &mut |_| {}).expect_err("a batch past the grid");
+    assert!(matches!(e, peft_wgpu::Error::TooManyWorkgroups { max: 256, .. }), "{e}");
+}
