@@ -42,12 +42,7 @@ impl Adapter {
         }
         // An adapter `load` would refuse (a diverged run's) is not written.
         for (key, t) in &host {
-            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-                return Err(Error::invalid(
-                    format!("adapter tensor `{key}`"),
-                    format!("holds {} at index {i}", t.data[i]),
-                ));
-            }
+            t.check_finite(|| format!("adapter tensor `{key}`"))?;
         }
         let list: Vec<(String, &HostTensor)> = host.iter().map(|(k, t)| (k.clone(), t)).collect();
         let config = match &self.kind {

@@ -98,7 +98,8 @@ impl Gradients {
     /// where the loss does not depend on a leaf. A `Var` of another tape (one kept from an
     /// earlier step, say) or a constant is an error, where [`Gradients::get`] would answer
     /// `None` and the step would silently update nothing.
-    pub fn of(&self, vars: &[Var]) -> Result<Vec<Option<&Tensor>>> {
+    pub fn of<'v>(&self, vars: impl IntoIterator<Item = &'v Var>) -> Result<Vec<Option<&Tensor>>> {
+        let vars: Vec<&Var> = vars.into_iter().collect();
         if let Some(i) = vars.iter().position(|v| !v.requires_grad) {
             return Err(Error::invalid(
                 "gradients",

@@ -149,8 +149,7 @@ impl LayerStep {
 
     fn step(&mut self, gpu: &Gpu) -> Result<()> {
         let pass = self.pass(gpu)?;
-        let vars: Vec<Var> = pass.trainable.iter().map(|(_, v)| v.clone()).collect();
-        let list = pass.grads.of(&vars)?;
+        let list = pass.grads.of(pass.trainable.iter().map(|(_, v)| v))?;
         self.optimizer.step(&list)
     }
 
@@ -343,8 +342,7 @@ impl VitStep {
 
     fn step(&mut self, gpu: &Gpu, vit: &Vit) -> Result<()> {
         let pass = self.pass(gpu, vit)?;
-        let vars: Vec<Var> = pass.trainable.iter().map(|(_, v)| v.clone()).collect();
-        let list = pass.grads.of(&vars)?;
+        let list = pass.grads.of(pass.trainable.iter().map(|(_, v)| v))?;
         self.optimizer.step(&list)
     }
 }

@@ -93,9 +93,7 @@ impl Dataset {
         let format = |message: String| Error::Format { path: path.to_path_buf(), message };
         let [n, c, h, w] = <[usize; 4]>::try_from(pixels.shape.as_slice())
             .map_err(|_| bad("pixel_values", "shape [N, C, H, W]", format!("shape {:?}", pixels.shape)))?;
-        if let Some(e) = non_finite(path, &pixels.data, &pixels.shape, 0) {
-            return Err(e);
-        }
+        check_finite(path, &pixels.data, &pixels.shape, 0)?;
         if label_shape != [n] {
             return Err(bad("labels", &format!("shape [{n}] (one per image)"), format!("shape {label_shape:?}")));
         }
@@ -116,9 +114,7 @@ impl Dataset {
     /// f32, `labels` i64), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.check_whole()?;
-        if let Some(e) = non_finite(&self.path, &self.pixels, &self.shape, 0) {
-            return Err(e);
-        }
+        check_finite(&self.path, &self.pixels, &self.shape, 0)?;
         let labels: Vec<u8> = self.labels.iter().flat_map(|&l| i64::from(l).to_le_bytes()).collect();
         let tensors = [
             RawTensor { key: "labels", dtype: "I64", shape: &[self.labels.len()], bytes: &labels },
@@ -136,9 +132,7 @@ impl Dataset {
     pub fn from_parts(path: &Path, shape: [usize; 4], pixels: Vec<f32>, labels: Vec<u32>) -> Result<Dataset> {
         let data = Dataset { path: path.to_path_buf(), shape, pixels, labels };
         data.check_whole()?;
-        if let Some(e) = non_finite(path, &data.pixels, &shape, 0) {
-            return Err(e);
-        }
+        check_finite(path, &data.pixels, &shape, 0)?;
         Ok(data)
     }
 
@@ -181,9 +175,7 @@ impl Dataset {
     /// label is below `num_labels`.
     pub fn check_fits(&self, channels: usize, [height, width]: [usize; 2], num_labels: usize) -> Result<()> {
         self.check_whole()?;
-        if let Some(e) = non_finite(&self.path, &self.pixels, &self.shape, 0) {
-            return Err(e);
-        }
+        check_finite(&self.path, &self.pixels, &self.shape, 0)?;
         let [_, c, h, w] = self.shape;
         if (c, h, w) != (channels, height, width) {
             return Err(Error::TensorMismatch {
@@ -228,9 +220,7 @@ impl Dataset {
             };
             // The pixels are public: values changed in code since the checks are caught here
             // too (`check_fits` finds them before a run).
-            if let Some(e) = non_finite(&self.path, image, &[1, self.shape[1], self.shape[2], self.shape[3]], r) {
-                return Err(e);
-            }
+            check_finite(&self.path, image, &[1, self.shape[1], self.shape[2], self.shape[3]], r)?;
             pixels.extend_from_slice(image);
             labels.push(label);
         }
@@ -238,12 +228,12 @@ impl Dataset {
     }
 }
 
-/// The error naming the first non-finite value of `pixels` (`[N, C, H, W]`, its first image
-/// being image `first` of the data set read from `path`), if there is one.
-fn non_finite(path: &Path, pixels: &[f32], shape: &[usize], first: usize) -> Option<Error> {
-    let i = pixels.iter().position(|v| !v.is_finite())?;
+/// Fails naming the first non-finite value of `pixels` (`[N, C, H, W]`, its first image
+/// being image `first` of the data set read from `path`).
+fn check_finite(path: &Path, pixels: &[f32], shape: &[usize], first: usize) -> Result<()> {
+    let Some(i) = pixels.iter().position(|v| !v.is_finite()) else { return Ok(()) };
     let [img, ch, y, x] = <[usize; 4]>::try_from(unravel(i, shape)).unwrap_or_default();
-    Some(Error::Format {
+    Err(Error::Format {
         path: path.to_path_buf(),
         message: format!(
             "`pixel_values` of image {} is {} at channel {ch}, row {y}, column {x}; pixel values must be finite \

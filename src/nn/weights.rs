@@ -206,9 +206,7 @@ impl VitWeights {
         // What a folder's `load` refuses, weights made in code may not hold either.
         let prompt_key = PROMPT_KEY.to_string();
         for (key, t) in self.tensors.iter().chain(self.prompts.iter().map(|p| (&prompt_key, p))) {
-            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-                return Err(Error::invalid(format!("weight `{key}`"), format!("holds {} at index {i}", t.data[i])));
-            }
+            t.check_finite(|| format!("weight `{key}`"))?;
         }
         Ok(())
     }

@@ -56,6 +56,15 @@ impl HostTensor {
         self.data.len()
     }
 
+    /// Fails with `invalid {what}: holds V at index I`, naming the first value that is not
+    /// finite.
+    pub fn check_finite(&self, what: impl FnOnce() -> String) -> Result<()> {
+        match self.data.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(i) => Err(Error::invalid(what(), format!("holds {} at index {i}", self.data[i]))),
+        }
+    }
+
     /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
