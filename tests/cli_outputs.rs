@@ -69,6 +69,46 @@ fn an_existing_adapter_is_kept_without_force_and_through_a_failed_run() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Runs the binary under a file size limit of `kib` KiB (bash's `ulimit -f`).
+#[cfg(target_os = "linux")]
+fn run_with_file_size_limit(kib: u32, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("bash")
+        .args(["-c", &format!("ulimit -f {kib} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_peft-wgpu")])
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("bash runs")
+}
+
+/// Past `ulimit -f` the kernel stops a writer with SIGXFSZ, which prints nothing; the writes
+/// are checked against the limit first, so the run ends with a message and keeps `--out`.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_size_limit_below_an_output_is_named_and_keeps_the_previous_files() {
+    let dir = scratch("fsize");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let lora = fixture("adapters/lora_v4");
+    let out = adapter_copy("flora", &dir);
+    let before = snapshot(&out);
+    let (m, l, d, o) = (s(&model), s(&lora), s(&data), s(&out));
+    let weights = std::fs::metadata(lora.join("adapter_model.safetensors")).expect("weights").len();
+    assert!(weights > 4096, "the LoRA fixture's weights ({weights} bytes) fit in the limit");
+    let args = ["train", "--model", m, "--init", l, "--data", d, "--out", o, "--force", "--steps", "1"];
+    let line =
+        check_failure(&run_with_file_size_limit(4, &args), INPUT, &["adapter_model.safetensors", "ulimit -f"], false);
+    assert!(line.contains("4096 bytes"), "{line}");
+    assert_eq!(snapshot(&out), before, "a run stopped by the file size limit changed --out");
+    assert_eq!(names_with(&out, "."), Vec::<String>::new(), "temporaries left in --out");
+    let merged = dir.join("merged");
+    let args = ["merge", "--model", m, "--adapter", l, "--out", s(&merged)];
+    check_failure(&run_with_file_size_limit(4, &args), INPUT, &["model.safetensors", "ulimit -f"], false);
+    assert!(!merged.join("config.json").exists(), "a merged model was left half-written");
+    // A limit the files fit in does not get in the way.
+    assert!(run_with_file_size_limit(1 << 20, &args).status.success(), "merge under a 1 GiB limit failed");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn an_init_folder_of_another_adapter_type_is_named() {
     let dir = scratch("init-type");

@@ -133,6 +133,16 @@ pub fn write_all_checked(files: &[(PathBuf, Vec<u8>)], check: impl FnOnce() -> R
         }
         remove_stale_temps(path);
     }
+    if let Some(limit) = file_size_limit()
+        && let Some((path, bytes)) = files.iter().find(|(_, b)| b.len() as u64 > limit)
+    {
+        // Past the limit the kernel stops the process with SIGXFSZ, which no message follows.
+        let message = format!(
+            "{} bytes to write, more than this process's file size limit of {limit} bytes (`ulimit -f`)",
+            bytes.len()
+        );
+        return Err(io_err(path)(std::io::Error::new(std::io::ErrorKind::FileTooLarge, message)));
+    }
     let mut written: Vec<PathBuf> = Vec::with_capacity(files.len());
     for (path, bytes) in files {
         let tmp = temp_path(path);
@@ -185,6 +195,15 @@ pub fn write_all_checked(files: &[(PathBuf, Vec<u8>)], check: impl FnOnce() -> R
         sync_dir(dir);
     }
     Ok(())
+}
+
+/// The largest file this process may write (the soft `RLIMIT_FSIZE`, `ulimit -f`), where the
+/// system says (Linux's `/proc/self/limits`, in bytes); `None` for no limit or no way to tell.
+fn file_size_limit() -> Option<u64> {
+    const FIELD: &str = "Max file size";
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with(FIELD))?;
+    line[FIELD.len()..].split_whitespace().next()?.parse().ok()
 }
 
 /// Whether a reader finished this rename for the writer: `tmp` is gone and `path` holds
