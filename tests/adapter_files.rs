@@ -247,6 +247,14 @@ fn broken_folders_are_errors_naming_the_tensor() {
     });
     let e = load(&dir);
     assert!(e.to_string().contains(tau_key) && e.to_string().contains("head 1"), "{e}");
+    // A τ so small that a logit divided by it overflows f32 leaves the router no finite route.
+    let dir = broken_from("moppa", "tiny_temperature", |t| {
+        let (_, tau) = t.iter_mut().find(|(k, _)| k == tau_key).expect("a temperature");
+        tau.data[0] = -1e-40;
+    });
+    let e = load(&dir);
+    assert!(e.to_string().contains(tau_key) && e.to_string().contains("head 0:"), "{e}");
+    assert!(e.to_string().contains("overflows"), "{e}");
 
     let dir = broken("no_config", |_| {});
     std::fs::remove_file(dir.join(CONFIG_FILE)).unwrap();

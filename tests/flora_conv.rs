@@ -150,3 +150,43 @@ fn bad_parts_are_errors() {
     let x = tape.constant(&t(&[1, 2, 5, 5]));
     assert!(flora.forward(&mut tape, &bound, &x).is_err());
 }
+
+/// Per-mode ranks may exceed their modes' sizes (a list in the config is taken as given).
+/// `ΔW` then comes out the same, on the tape and merged on the host, as the SPEC's sum over
+/// the core, and neither builds an intermediate larger than the core or `ΔW` (the modes
+/// whose rank exceeds their size are multiplied first).
+#[test]
+fn ranks_above_the_modes_sizes_give_the_specs_delta() {
+    let gpu = gpu();
+    let mut rng = Rng::new(23);
+    let (modes, ranks) = ([4usize, 2, 3, 3], [5usize, 3, 2, 4]);
+    let w_data = rng.normal_vec(modes.iter().product(), 0.0, 0.5);
+    let g_data = rng.normal_vec(ranks.iter().product(), 0.0, 1.0);
+    let u_data: Vec<Vec<f32>> = modes.iter().zip(&ranks).map(|(&d, &r)| rng.normal_vec(d * r, 0.0, 1.0)).collect();
+    let scale = 0.75f32;
+    let mut want = vec![0.0f64; modes.iter().product()];
+    for (i, slot) in want.iter_mut().enumerate() {
+        let (o, c, p, q) = (i / 18, i / 9 % 2, i / 3 % 3, i % 3);
+        let mut sum = 0.0;
+        for (j, &g) in g_data.iter().enumerate() {
+            let (a, b, cc, e) = (j / 24, j / 8 % 3, j / 4 % 2, j % 4);
+            let u = |m: usize, row: usize, col: usize| f64::from(u_data[m][row * ranks[m] + col]);
+            sum += f64::from(g) * u(0, o, a) * u(1, c, b) * u(2, p, cc) * u(3, q, e);
+        }
+        *slot = f64::from(w_data[i]) + f64::from(scale) * sum;
+    }
+    let up = |v: &[f32], shape: &[usize]| Tensor::from_slice(&gpu, v, shape).unwrap();
+    let factors: Vec<Tensor> = (0..4).map(|m| up(&u_data[m], &[modes[m], ranks[m]])).collect();
+    let weight = up(&w_data, &modes);
+    let spec = Conv2dSpec::new().padding(1);
+    let flora = FloraConv2d::from_parts(weight.clone(), None, spec, up(&g_data, &ranks), factors, scale).unwrap();
+    assert_eq!(flora.ranks(), ranks);
+    let merged = flora.merged_weight(&gpu).unwrap();
+    assert_close("merged with ranks above sizes", &merged.data, &want, tol(16.0, g_data.len()), 1e-6);
+    let mut tape = Tape::new(&gpu);
+    let bound = flora.bind(&mut tape);
+    let delta = peft_wgpu::adapters::flora::flora_delta_var(&mut tape, bound.core(), bound.factors(), scale).unwrap();
+    let base = gpu.read(&weight).unwrap();
+    let on_tape: Vec<f32> = gpu.read(delta.value()).unwrap().iter().zip(&base).map(|(d, w)| d + w).collect();
+    assert_close("ΔW on the tape with ranks above sizes", &on_tape, &want, tol(16.0, g_data.len()), 1e-6);
+}

@@ -187,3 +187,33 @@ fn evaluation_splits_a_batch_the_devices_grid_cannot_take() {
     let e = train(&narrow, &vit, &lora, &data, &options, &mut |_| {}).expect_err("a batch past the grid");
     assert!(matches!(e, peft_wgpu::Error::TooManyWorkgroups { max: 256, .. }), "{e}");
 }
+
+/// A device whose storage bindings are small (64 KiB): parameters that each fit one binding
+/// but together not are refused by the optimizer by name, since it keeps them (with their
+/// gradients and moments) in one flat buffer each; parameters that fit together are taken.
+#[test]
+fn the_optimizer_names_parameters_that_fit_one_by_one_but_not_together() {
+    use peft_wgpu::optim::Optimizer;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("GPU tests need a wgpu adapter; on headless Linux: apt-get install -y mesa-vulkan-drivers libvulkan1");
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: 1 << 16,
+        ..Gpu::required_limits(&adapter.limits()).expect("the adapter meets peft-wgpu's limits")
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_features: Gpu::required_features() | (adapter.features() & Gpu::optional_features()),
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .expect("device");
+    let small = adopt(device, queue);
+    assert_eq!(small.max_tensor_bytes().0, 1 << 16);
+    let params = [Tensor::zeros(&small, &[10_000]).unwrap(), Tensor::zeros(&small, &[10_000]).unwrap()];
+    let Err(e) = Optimizer::new(&small, peft_wgpu::OptimizerKind::adamw(), 1e-3, &params) else {
+        panic!("80,000 bytes in all were taken");
+    };
+    assert!(matches!(e, peft_wgpu::Error::TooLarge { bytes: 80_000, max: 65_536, .. }), "{e}");
+    assert!(e.to_string().contains("20000 trainable values") && e.to_string().contains("2 tensors"), "{e}");
+    assert!(Optimizer::new(&small, peft_wgpu::OptimizerKind::adamw(), 1e-3, &params[..1]).is_ok());
+}

@@ -91,9 +91,18 @@ pub(crate) fn linear(
     matmul_var(tape, &h, &factors[0], MatmulSpec::new().transpose_b().scaled(m.scale), None, Some(&base))
 }
 
+/// The order in which to multiply the modes of a core of shape `ranks` by factors with
+/// `dims` rows: first the modes whose rank exceeds their size (each shrinks the running
+/// tensor), then the rest in order, so no intermediate is larger than the core or `ΔW`.
+fn mode_order(ranks: &[usize], dims: impl Iterator<Item = usize>) -> Vec<usize> {
+    let dims: Vec<usize> = dims.collect();
+    let (shrinking, rest): (Vec<usize>, Vec<usize>) = (0..ranks.len()).partition(|&i| ranks[i] > dims[i]);
+    shrinking.into_iter().chain(rest).collect()
+}
+
 /// `scale · G ×₁ U₁ … ×_N U_N` on the tape, for any number of modes.
 ///
-/// Mode `i`: move axis `i` of the running tensor to the front, flatten the rest, multiply by
+/// Modes go in [`mode_order`]. Mode `i`: move axis `i` of the running tensor to the front, flatten the rest, multiply by
 /// `U_i` on the left, and move the axis back. Backward comes from the products and permutes.
 pub fn flora_delta_var(tape: &mut Tape, core: &Var, factors: &[Var], scale: f32) -> Result<Var> {
     let n = core.shape().len();
@@ -103,8 +112,11 @@ pub fn flora_delta_var(tape: &mut Tape, core: &Var, factors: &[Var], scale: f32)
     if factors.len() != n {
         return Err(Error::shape("FLoRA", format!("{n} factors for a {n}-mode core"), format!("{}", factors.len())));
     }
+    let order = mode_order(core.shape(), factors.iter().map(|u| u.shape().first().copied().unwrap_or(0)));
+    let last = order[n - 1];
     let mut t = core.clone();
-    for (i, u) in factors.iter().enumerate() {
+    for i in order {
+        let u = &factors[i];
         let shape = t.shape().to_vec();
         let mut perm: Vec<usize> = (0..n).collect();
         perm.remove(i);
@@ -112,7 +124,7 @@ pub fn flora_delta_var(tape: &mut Tape, core: &Var, factors: &[Var], scale: f32)
         let moved = if i == 0 { t.clone() } else { permute_var(tape, &t, &perm)? };
         let rest: usize = shape.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &d)| d).product();
         let flat = reshape_var(tape, &moved, &[shape[i], rest])?;
-        let alpha = if i == n - 1 { scale } else { 1.0 };
+        let alpha = if i == last { scale } else { 1.0 };
         let prod = matmul_var(tape, u, &flat, MatmulSpec::new().scaled(alpha), None, None)?;
         let mut moved_shape: Vec<usize> = perm.iter().map(|&j| shape[j]).collect();
         moved_shape[0] = u.shape()[0];
@@ -149,7 +161,8 @@ pub(crate) fn patch_embed(
 pub(crate) fn flora_delta(core: &HostTensor, factors: &[HostTensor], scale: f64) -> Vec<f64> {
     let mut shape = core.shape.clone();
     let mut t: Vec<f64> = core.data.iter().map(|&v| f64::from(v)).collect();
-    for (i, u) in factors.iter().enumerate() {
+    for i in mode_order(&core.shape, factors.iter().map(|u| u.shape[0])) {
+        let u = &factors[i];
         let (d, r) = (u.shape[0], u.shape[1]);
         let outer: usize = shape[..i].iter().product();
         let inner: usize = shape[i + 1..].iter().product();

@@ -106,6 +106,21 @@ pub(crate) fn build(cfg: &MoppaConfig, build: &mut Build<'_>) -> Result<MoppaPar
             });
         }
         let tau = build.trainable(&tau_key, &[heads], Init::Const(5.0))?;
+        // The router divides the logits by τ in f32: a τ so small that a quotient overflows
+        // leaves no finite route (the softmax of an infinity is NaN). (A dry run's tensors are
+        // empty and pass.)
+        let params = &*build.params_mut();
+        let values = |slot| params.trainable_host(slot).map(|t| t.data.as_slice()).unwrap_or_default();
+        let (lv, tv) = (values(logits), values(tau));
+        let overflow = lv.iter().enumerate().find_map(|(i, &l)| {
+            let t = *tv.get(i % heads)?;
+            (!(l / t).is_finite()).then_some((l, t, i % heads))
+        });
+        if let Some((l, t, h)) = overflow {
+            let message =
+                format!("tensor `{tau_key}` is {t:e} for head {h}: the router's logit {l} divided by it overflows f32");
+            return Err(Error::Format { path: build.weights_path(), message });
+        }
         parts.insert(l, MoppaLayer { t, logits, tau });
     }
     Ok(MoppaParts {

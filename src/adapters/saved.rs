@@ -126,6 +126,11 @@ fn classifier(build: &mut Build<'_>, wk: &str, bk: &str, base: &[usize], num_lab
         if w.shape.len() != 2 || w.shape[1] != d || w.shape[0] == 0 {
             return Err(bad(wk, format!("shape [labels, {d}]"), &w.shape));
         }
+        // As many labels as a model's config may have, so the merged model's config holds them.
+        let max = crate::nn::config::MAX_DIM;
+        if w.shape[0] > max {
+            return Err(bad(wk, format!("shape [labels, {d}] with at most {max} labels"), &w.shape));
+        }
         let k = w.shape[0];
         if let Some(n) = num_labels
             && n != k

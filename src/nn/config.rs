@@ -36,8 +36,9 @@ pub struct VitConfig {
     pub problem_type: Option<String>,
 }
 
-/// Upper bound on every size field: beyond it a config is certainly corrupt.
-const MAX_DIM: usize = 1 << 20;
+/// Upper bound on every size field (labels included): beyond it a config is certainly
+/// corrupt.
+pub(crate) const MAX_DIM: usize = 1 << 20;
 /// Upper bound on `num_hidden_layers`.
 const MAX_LAYERS: usize = 4096;
 /// Upper bound on `num_channels`.

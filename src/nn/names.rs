@@ -233,7 +233,9 @@ impl Targets {
     /// Whether `path` is targeted.
     pub fn matches_path(&self, path: &str) -> bool {
         match self {
-            Targets::Names(names) => names.iter().any(|t| path == t || path.ends_with(&format!(".{t}"))),
+            Targets::Names(names) => names
+                .iter()
+                .any(|t| path.strip_suffix(t.as_str()).is_some_and(|head| head.is_empty() || head.ends_with('.'))),
             Targets::Regex(re) => re.is_match(path),
         }
     }

@@ -36,6 +36,16 @@ fn prompts_fit(shape: &[usize], hidden: usize) -> bool {
     matches!(shape, &[n, d] if n >= 1 && d == hidden)
 }
 
+/// Bytes of an f32 tensor of `shape` (`u64::MAX` past that).
+fn f32_bytes(shape: &[usize]) -> u64 {
+    shape.iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX)
+}
+
+/// Whether `len` values fill a tensor of `shape` (whose element count may overflow).
+fn holds_all(shape: &[usize], len: usize) -> bool {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) == Some(len)
+}
+
 /// The on-disk names and shapes a model with `config` must have.
 pub fn expected_shapes(config: &VitConfig) -> Vec<(String, Vec<usize>)> {
     let d = config.hidden_size;
@@ -96,7 +106,7 @@ impl VitWeights {
         // needed (each file's memory is given back behind every tensor converted, which saves
         // the copy where the allocator shrinks a block in place, as glibc does). Checked once
         // the shapes are, so that a config that does not fit its weights is named as such.
-        let copies: u64 = shapes.iter().map(|(_, s)| s.iter().product::<usize>() as u64 * 4).sum();
+        let copies = shapes.iter().fold(0u64, |sum, (_, s)| sum.saturating_add(f32_bytes(s)));
         // Which file and name holds each tensor, every shape checked before any is converted.
         let mut wanted: Vec<(usize, String, String)> = Vec::with_capacity(shapes.len() + 1);
         for (key, shape) in shapes {
@@ -182,7 +192,7 @@ impl VitWeights {
         self.config.check()?;
         for (key, shape) in expected_shapes(&self.config) {
             match self.tensors.get(&key) {
-                Some(t) if t.shape == shape && t.data.len() == t.shape.iter().product::<usize>() => {}
+                Some(t) if t.shape == shape && holds_all(&t.shape, t.data.len()) => {}
                 Some(t) => {
                     return Err(Error::shape(
                         "ViT weights",
@@ -195,7 +205,7 @@ impl VitWeights {
         }
         if let Some(p) = &self.prompts {
             let d = self.config.hidden_size;
-            if !prompts_fit(&p.shape, d) || p.data.len() != p.shape.iter().product::<usize>() {
+            if !prompts_fit(&p.shape, d) || !holds_all(&p.shape, p.data.len()) {
                 return Err(Error::shape(
                     "ViT weights",
                     format!("`{PROMPT_KEY}` of shape [n, {d}]"),

@@ -199,6 +199,16 @@ impl Optimizer {
         if u32::try_from(n).is_err() {
             return Err(Error::invalid("optimizer parameters", format!("{n} elements in all, more than 2^32 - 1")));
         }
+        // One flat buffer holds all the parameters (and each of their gradients and moments).
+        let (max, limit) = gpu.max_tensor_bytes();
+        let bytes = 4 * n as u64;
+        if bytes > max {
+            let what = format!(
+                "the optimizer's flat buffer of all {n} trainable values (of {} tensors; train fewer or smaller)",
+                params.len()
+            );
+            return Err(Error::TooLarge { what, bytes, limit, max });
+        }
         let moments = match kind {
             OptimizerKind::Sgd { .. } => None,
             OptimizerKind::AdamW { .. } => {

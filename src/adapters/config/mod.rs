@@ -373,8 +373,10 @@ fn moppa(j: &JsonFile) -> Result<MoppaConfig> {
         if layers.is_empty() {
             return Err(j.error("layers", "is empty, so no layer would be adapted (leave it out for all layers)"));
         }
-        if let Some(l) = layers.iter().enumerate().find_map(|(i, l)| layers[..i].contains(l).then_some(l)) {
-            return Err(j.error("layers", format!("lists layer {l} more than once")));
+        let mut sorted = layers.clone();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(j.error("layers", format!("lists layer {} more than once", w[0])));
         }
     }
     Ok(MoppaConfig {
