@@ -77,6 +77,15 @@ fn wrong_types_and_values_are_errors_naming_the_key() {
     let cases = [
         (with(&lora, "peft_type", json!("IA3")), "peft_type"),
         (with(&lora, "peft_type", json!(3)), "peft_type"),
+        // PEFT reads the types in upper case only (its `PeftType` values).
+        (with(&lora, "peft_type", json!("lora")), "peft_type"),
+        (with(&flora, "peft_type", json!("Flora")), "peft_type"),
+        // An explicit null number is no number (PEFT takes it as None and fails on it); the
+        // default comes only from leaving the key out.
+        (with(&lora, "lora_alpha", Value::Null), "lora_alpha"),
+        (with(&lora, "lora_dropout", Value::Null), "lora_dropout"),
+        (with(&flora, "scale", Value::Null), "scale"),
+        (with(&moppa, "entropy_scale", Value::Null), "entropy_scale"),
         (with(&lora, "r", json!("4")), "r"),
         (with(&lora, "r", json!(0)), "r"),
         (with(&lora, "r", json!(-2)), "r"),

@@ -37,6 +37,11 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
         &["lora_v4", "is a folder", "adapter_config.json", "pass the folder as --init"],
     );
     fails(&train_args(m, l, s(&dir), o, &[]), INPUT, &[s(&dir), "is a folder", "--data"]);
+    // Control characters in a name are escaped: a carriage return or an escape sequence would
+    // hide the start of the line or move the cursor on a terminal.
+    let tricky = dir.join("real.safetensors\rfake: all ok\u{1b}[2J");
+    let line = fails(&train_args(m, l, s(&tricky), o, &[]), INPUT, &["real.safetensors\\rfake: all ok\\u{1b}[2J"]);
+    assert!(!line.contains('\r') && !line.contains('\u{1b}'), "{line:?}");
     let no_data = dir.join("nothing.safetensors");
     fails(&train_args(m, l, s(&no_data), o, &[]), INPUT, &["nothing.safetensors", "not found"]);
     let no_config = dir.join("missing_config.json");
@@ -433,6 +438,26 @@ fn bad_data_is_named() {
         px.3[i..i + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     });
     fails(&train_args(m, l, p, o, &[]), INPUT, &["bad.safetensors", "image 3", "NaN", "channel 1, row 3, column 5"]);
+    // An infinity written as such is named without the hint for F64 values beyond f32's
+    // range, which a file of F64 pixels gets.
+    write_data(&path, [6, 3, 8, 8], &[0; 6]);
+    edit_tensors(&path, |t| {
+        let px = t.iter_mut().find(|(k, ..)| k == "pixel_values").expect("pixels");
+        px.3[4 * 192..4 * 193].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    });
+    let line = fails(&train_args(m, l, p, o, &[]), INPUT, &["bad.safetensors", "image 1", "inf"]);
+    assert!(!line.contains("F64"), "{line}");
+    edit_tensors(&path, |t| {
+        let px = t.iter_mut().find(|(k, ..)| k == "pixel_values").expect("pixels");
+        px.1 = Dtype::F64;
+        let mut wide: Vec<u8> =
+            px.3.chunks_exact(4)
+                .flat_map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes())
+                .collect();
+        wide[8 * 192..8 * 193].copy_from_slice(&1e300f64.to_le_bytes());
+        px.3 = wide;
+    });
+    fails(&train_args(m, l, p, o, &[]), INPUT, &["bad.safetensors", "image 1", "inf", "F64 values beyond f32's range"]);
 
     write_data(&path, [6, 3, 8, 8], &[0; 6]);
     edit_tensors(&path, |t| {

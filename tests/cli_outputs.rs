@@ -36,6 +36,13 @@ fn an_existing_adapter_is_kept_without_force_and_through_a_failed_run() {
     );
     assert!(line.contains("NaN") || line.contains("inf"), "{line}");
     assert_eq!(snapshot(&out), before, "a failed run changed --out");
+    // --force replaces an adapter, never this run's data.
+    let theirs = dir.join("theirs");
+    let data_inside = copy_dir(&out, &theirs).join("adapter_model.safetensors");
+    std::fs::copy(d, &data_inside).expect("data where the weights go");
+    let kept = snapshot(&theirs);
+    fails(&train_args(m, l, s(&data_inside), s(&theirs), &["--force"]), USAGE, &["--out", "is an input of this run"]);
+    assert_eq!(snapshot(&theirs), kept, "the data was replaced");
     // merge refuses a folder that holds an adapter or a model.
     let merged = dir.join("merged");
     succeeds(&["merge", "--model", m, "--adapter", l, "--out", s(&merged)]);

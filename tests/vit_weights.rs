@@ -171,3 +171,31 @@ fn shard_names_outside_the_folder_are_refused() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A tensor the index of a sharded model places nowhere, and no shard it lists holds, is the
+/// index's fault: the error names the index and the tensor, not a shard.
+#[test]
+fn a_tensor_no_listed_shard_holds_is_blamed_on_the_index() {
+    let src = fixtures().join("vit_tiny_sharded");
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-vitw-unplaced-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for entry in std::fs::read_dir(&src).expect("fixture") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+    }
+    let index_path = dir.join("model.safetensors.index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).expect("index")).expect("json");
+    let key = "vit.encoder.layer.1.output.dense.weight";
+    let shard = index["weight_map"][key].as_str().expect("the fixture places the key").to_string();
+    // The key's shard dropped from the index (its other tensors too), as if never written.
+    index["weight_map"].as_object_mut().expect("weight_map").retain(|_, f| f.as_str() != Some(shard.as_str()));
+    std::fs::write(&index_path, serde_json::to_vec(&index).expect("json")).expect("write index");
+    let err = VitWeights::load(&dir).expect_err("a tensor placed nowhere").to_string();
+    assert!(err.contains("model.safetensors.index.json") && err.contains("weight_map"), "{err}");
+    // The first tensor (in the model's order) of the dropped shard is the one named.
+    assert!(err.contains("has no entry for tensor `vit.") && err.contains("no shard it lists holds it"), "{err}");
+    assert!(!err.contains("model-0000"), "a shard blamed: {err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -124,6 +124,11 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     }
     check_output_dir(&args.out, "--out")?;
     refuse_special_outputs(&args.out, &[CONFIG_FILE, WEIGHTS_FILE])?;
+    // `--force` replaces an adapter, never the data this run reads.
+    let data_files: Vec<&Path> = std::iter::once(&args.data).chain(&args.eval_data).map(PathBuf::as_path).collect();
+    for name in [CONFIG_FILE, WEIGHTS_FILE] {
+        refuse_overwriting_inputs(&args.out.join(name), "--out", &data_files)?;
+    }
     if let Some(eval) = &args.eval_data {
         refuse_one_stream_twice(("--data", &args.data), ("--eval-data", eval))?;
     }

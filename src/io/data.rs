@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use safetensors::Dtype;
+
 use super::safetensors::{HostTensor, RawTensor, TensorFile, serialize_raw, unravel};
 use crate::error::{Error, Result};
 
@@ -72,18 +74,26 @@ impl Dataset {
         let file = TensorFile::open(path)?;
         check_keys(&file)?;
         let labels = file.integers("labels")?;
-        Dataset::from_tensors(path, file.into_f32_any("pixel_values")?, labels)
+        let from_f64 = file.dtype("pixel_values") == Some(Dtype::F64);
+        Dataset::from_tensors(path, file.into_f32_any("pixel_values")?, labels, from_f64)
     }
 
     /// Validates an opened data file (see [`Dataset::load`]).
     pub fn from_file(file: &TensorFile) -> Result<Dataset> {
         check_keys(file)?;
         let labels = file.integers("labels")?;
-        Dataset::from_tensors(file.path(), file.f32_any("pixel_values")?, labels)
+        let from_f64 = file.dtype("pixel_values") == Some(Dtype::F64);
+        Dataset::from_tensors(file.path(), file.f32_any("pixel_values")?, labels, from_f64)
     }
 
-    /// The data set of `pixels` and the integer `labels` (shape and values) read from `path`.
-    fn from_tensors(path: &Path, pixels: HostTensor, (label_shape, raw): (Vec<usize>, Vec<i64>)) -> Result<Dataset> {
+    /// The data set of `pixels` and the integer `labels` (shape and values) read from `path`,
+    /// the pixels converted from F64 when `from_f64`.
+    fn from_tensors(
+        path: &Path,
+        pixels: HostTensor,
+        (label_shape, raw): (Vec<usize>, Vec<i64>),
+        from_f64: bool,
+    ) -> Result<Dataset> {
         let bad = |key: &str, expected: &str, got: String| Error::TensorMismatch {
             path: path.to_path_buf(),
             key: key.to_string(),
@@ -93,7 +103,13 @@ impl Dataset {
         let format = |message: String| Error::Format { path: path.to_path_buf(), message };
         let [n, c, h, w] = <[usize; 4]>::try_from(pixels.shape.as_slice())
             .map_err(|_| bad("pixel_values", "shape [N, C, H, W]", format!("shape {:?}", pixels.shape)))?;
-        check_finite(path, &pixels.data, &pixels.shape, 0)?;
+        check_finite(path, &pixels.data, &pixels.shape, 0).map_err(|e| match e {
+            Error::Format { path, message } if from_f64 => {
+                let message = format!("{message} (F64 values beyond f32's range read as inf)");
+                Error::Format { path, message }
+            }
+            e => e,
+        })?;
         if label_shape != [n] {
             return Err(bad("labels", &format!("shape [{n}] (one per image)"), format!("shape {label_shape:?}")));
         }
@@ -236,8 +252,7 @@ fn check_finite(path: &Path, pixels: &[f32], shape: &[usize], first: usize) -> R
     Err(Error::Format {
         path: path.to_path_buf(),
         message: format!(
-            "`pixel_values` of image {} is {} at channel {ch}, row {y}, column {x}; pixel values must be finite \
-             (F64 values in a file beyond f32's range read as inf)",
+            "`pixel_values` of image {} is {} at channel {ch}, row {y}, column {x}; pixel values must be finite",
             first + img,
             pixels[i]
         ),

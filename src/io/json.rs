@@ -117,9 +117,13 @@ impl JsonFile {
         Ok(Some(n))
     }
 
-    /// An optional finite number.
+    /// An optional finite number. An explicit `null` is refused: it is no number, and PEFT and transformers take it as
+    /// the value `None`, which no computation accepts (the key left out gives the default).
     pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
-        let Some(v) = self.get(key) else { return Ok(None) };
+        let Some(v) = self.object.get(key) else { return Ok(None) };
+        if v.is_null() {
+            return Err(self.err(key, "is null; give a number, or leave the key out for the default"));
+        }
         let x = v.as_f64().ok_or_else(|| self.err(key, format!("must be a number, got {v}")))?;
         // Everything computes in f32: a value beyond its range would become an infinity.
         if !(x as f32).is_finite() {

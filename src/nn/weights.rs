@@ -139,7 +139,15 @@ impl VitWeights {
                         ),
                     });
                 }
-                return Err(Error::MissingTensor { path, key });
+                if files.len() == 1 && placed.is_empty() {
+                    return Err(Error::MissingTensor { path, key });
+                }
+                // Sharded: the index lists no shard for the key, and none it lists holds it.
+                return Err(Error::Config {
+                    path: dir.join(INDEX_FILE),
+                    key: "weight_map".into(),
+                    message: format!("has no entry for tensor `{key}`, and no shard it lists holds it"),
+                });
             };
             files[at].check_shape(&name, &shape)?;
             wanted.push((at, name, key));

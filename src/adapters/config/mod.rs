@@ -138,12 +138,21 @@ impl AdapterConfig {
     /// Parses and validates a config object.
     pub fn from_json(j: &JsonFile) -> Result<AdapterConfig> {
         let peft_type = j.string("peft_type")?;
-        let kind = match peft_type.to_ascii_uppercase().as_str() {
+        // Upper case only, as PEFT reads it (its `PeftType` values).
+        let kind = match peft_type.as_str() {
             "LORA" => AdapterKind::Lora(lora::lora(j)?),
             "FLORA" => AdapterKind::Flora(flora(j)?),
             "MOPPA" => AdapterKind::Moppa(moppa(j)?),
             "RLP" => AdapterKind::Rlp(rlp(j)?),
-            other => return Err(j.error("peft_type", format!("`{other}` is not one of LORA, FLORA, MOPPA, RLP"))),
+            other => {
+                let upper = other.to_ascii_uppercase();
+                let hint = if ["LORA", "FLORA", "MOPPA", "RLP"].contains(&upper.as_str()) {
+                    format!(" (write `{upper}`: PEFT reads the types in upper case)")
+                } else {
+                    String::new()
+                };
+                return Err(j.error("peft_type", format!("`{other}` is not one of LORA, FLORA, MOPPA, RLP{hint}")));
+            }
         };
         let mut modules_to_save = j.opt_strings("modules_to_save")?.unwrap_or_default();
         if modules_to_save.iter().any(String::is_empty) {

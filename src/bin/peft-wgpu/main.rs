@@ -199,7 +199,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         Some(command) => format!("peft-wgpu {command} --help"),
         None => "peft-wgpu --help".to_string(),
     };
-    note!("peft-wgpu: error: {} (see {help})", message.trim_start_matches("error: "));
+    note!("peft-wgpu: error: {} (see {help})", printable(message.trim_start_matches("error: ")));
     ExitCode::from(EXIT_USAGE)
 }
 
@@ -239,9 +239,17 @@ fn whole<T: std::str::FromStr + std::fmt::Display>(text: &str, range: &str, max:
 }
 
 /// `message` on one line: the lines of a multi-line message (a regex error's caret diagram,
-/// say) joined with " | ".
+/// say) joined with " | ", and every other control character escaped (`\r`, `\u{1b}`), so
+/// that a name read from a file or a flag cannot move the cursor or hide the rest of the line
+/// on a terminal.
 fn one_line(message: &str) -> String {
-    message.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" | ")
+    let joined = message.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" | ");
+    printable(&joined)
+}
+
+/// `text` with its control characters escaped.
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// Whether `e` is stdout closed by its reader (`peft-wgpu eval … | head -1`): not a failure

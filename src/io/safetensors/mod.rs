@@ -204,6 +204,11 @@ impl TensorFile {
         self.index.get(key).map(|(_, s, _)| s.as_slice())
     }
 
+    /// Element type of `key`, if present.
+    pub(crate) fn dtype(&self, key: &str) -> Option<Dtype> {
+        self.index.get(key).map(|(d, _, _)| *d)
+    }
+
     /// When the file was last changed, as it was opened; `None` for bytes given in memory or
     /// read from a stream.
     pub(crate) fn modified(&self) -> Option<std::time::SystemTime> {
