@@ -1,5 +1,5 @@
 //! Ad hoc timing of the MoPPA spectral filter on `[64, 14, 14, 768]` (SPEC §13's
-//! `spectral_filter_64x14x14x768`): fused and unfused forward, fused backward. Checks that the
+//! `spectral_filter_64x14x14x768`): fused and unfused forward and backward. Checks that the
 //! two paths agree before timing. Run with `cargo run --release --example spectral_timing`.
 
 use std::time::Instant;

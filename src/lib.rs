@@ -13,6 +13,23 @@
 //! assert_eq!(gpu.read(&y)?, vec![2.0, 4.0, 6.0, 8.0]);
 //! # Ok(()) }
 //! ```
+//!
+//! ## Where things are
+//!
+//! - [`nn::Vit`]: a transformers `ViTForImageClassification` folder on the GPU, its forward
+//!   pass on the tape with an adapter's hooks.
+//! - [`adapters::Adapter`]: LoRA, FLoRA, MoPPA and RLP from a PEFT-style config
+//!   ([`adapters::AdapterConfig`]) or adapter folder; saving and merging.
+//! - [`train::train`] and [`train::evaluate`]: the training and evaluation loops over an
+//!   [`io::Dataset`].
+//! - [`Tape`], [`ops`] and [`Optimizer`]: the autograd tape, the ops recorded on it, SGD and
+//!   AdamW.
+//! - [`Gpu`]: the device, chosen by [`Gpu::new`] or adopted from an application that already
+//!   renders with wgpu ([`Gpu::from_device`]).
+//! - [`cli`]: the command line's commands as functions.
+//!
+//! The README's "Using the library" section trains a LoRA adapter from Rust, and the
+//! repository's `examples/` embed the library in a program with its own wgpu device.
 
 #![warn(clippy::unwrap_used)]
 

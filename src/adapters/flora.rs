@@ -102,8 +102,10 @@ fn mode_order(ranks: &[usize], dims: impl Iterator<Item = usize>) -> Vec<usize> 
 
 /// `scale · G ×₁ U₁ … ×_N U_N` on the tape, for any number of modes.
 ///
-/// Modes go in [`mode_order`]. Mode `i`: move axis `i` of the running tensor to the front, flatten the rest, multiply by
-/// `U_i` on the left, and move the axis back. Backward comes from the products and permutes.
+/// The modes whose rank exceeds their size go first (each shrinks the running tensor), so no
+/// intermediate is larger than the core or `ΔW`. Mode `i`: move axis `i` of the running
+/// tensor to the front, flatten the rest, multiply by `U_i` on the left, and move the axis
+/// back. Backward comes from the products and permutes.
 pub fn flora_delta_var(tape: &mut Tape, core: &Var, factors: &[Var], scale: f32) -> Result<Var> {
     let n = core.shape().len();
     if n == 0 {

@@ -86,7 +86,8 @@ enum Command {
         /// Weight decay (AdamW default 0.01, SGD default none).
         #[arg(long, allow_negative_numbers = true)]
         weight_decay: Option<f64>,
-        /// Seed for initialisation and shuffling.
+        /// Seed of the fresh adapter's initialisation, the shuffling, LoRA's dropout masks, and
+        /// the `A` of an RLP adapter given to --init in merged form.
         #[arg(long, allow_negative_numbers = true, default_value_t = 0, value_parser = seed)]
         seed: u64,
         /// Step t uses rows (t·B + j) mod N instead of a seeded shuffle.
