@@ -110,6 +110,12 @@ fn sizes_beyond_the_device_are_refused_by_name() {
     std::fs::write(&cfg, r#"{"peft_type": "RLP", "num_prompt_tokens": 65536, "r": 65536}"#).expect("config");
     let args = ["train", "--model", m, "--adapter-config", s(&cfg), "--data", d, "--out", o];
     fails(&args, DEVICE, &["rlp.A", "[65536, 65536]", "adapter_config.json"]);
+    // The GPUs' kernels compute attention scores in pieces of whole heads, so one head's
+    // T×T must fit one tensor: 65,536 prompts make more than 2³² scores, beyond any device.
+    std::fs::write(&cfg, r#"{"peft_type": "RLP", "num_prompt_tokens": 65536, "r": 2}"#).expect("config");
+    let args = ["train", "--model", m, "--adapter-config", s(&cfg), "--data", d, "--out", o, "--batch-size", "1"];
+    let line = check_failure(&run_env(&args, &[("PEFT_WGPU_KERNELS", "gpu")]), DEVICE, &[], false);
+    assert!(line.contains("attention over 655") && line.contains("the scores of one head"), "{line}");
     assert!(!out.exists(), "a failed run created --out");
     std::fs::remove_dir_all(&dir).ok();
 }

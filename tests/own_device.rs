@@ -188,17 +188,14 @@ fn evaluation_splits_a_batch_the_devices_grid_cannot_take() {
     assert!(matches!(e, peft_wgpu::Error::TooManyWorkgroups { max: 256, .. }), "{e}");
 }
 
-/// A device whose storage bindings are small (64 KiB): parameters that each fit one binding
-/// but together not are refused by the optimizer by name, since it keeps them (with their
-/// gradients and moments) in one flat buffer each; parameters that fit together are taken.
-#[test]
-fn the_optimizer_names_parameters_that_fit_one_by_one_but_not_together() {
-    use peft_wgpu::optim::Optimizer;
+/// A device whose storage bindings hold at most `bytes` (an application may open one so;
+/// DX12's are 128 MiB).
+fn small_binding_device(bytes: u64) -> Gpu {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
         .expect("GPU tests need a wgpu adapter; on headless Linux: apt-get install -y mesa-vulkan-drivers libvulkan1");
     let limits = wgpu::Limits {
-        max_storage_buffer_binding_size: 1 << 16,
+        max_storage_buffer_binding_size: bytes,
         ..Gpu::required_limits(&adapter.limits()).expect("the adapter meets peft-wgpu's limits")
     };
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -207,8 +204,18 @@ fn the_optimizer_names_parameters_that_fit_one_by_one_but_not_together() {
         ..Default::default()
     }))
     .expect("device");
-    let small = adopt(device, queue);
-    assert_eq!(small.max_tensor_bytes().0, 1 << 16);
+    let gpu = adopt(device, queue);
+    assert_eq!(gpu.max_tensor_bytes().0, bytes);
+    gpu
+}
+
+/// A device whose storage bindings are small (64 KiB): parameters that each fit one binding
+/// but together not are refused by the optimizer by name, since it keeps them (with their
+/// gradients and moments) in one flat buffer each; parameters that fit together are taken.
+#[test]
+fn the_optimizer_names_parameters_that_fit_one_by_one_but_not_together() {
+    use peft_wgpu::optim::Optimizer;
+    let small = small_binding_device(1 << 16);
     let params = [Tensor::zeros(&small, &[10_000]).unwrap(), Tensor::zeros(&small, &[10_000]).unwrap()];
     let Err(e) = Optimizer::new(&small, peft_wgpu::OptimizerKind::adamw(), 1e-3, &params) else {
         panic!("80,000 bytes in all were taken");
@@ -216,4 +223,47 @@ fn the_optimizer_names_parameters_that_fit_one_by_one_but_not_together() {
     assert!(matches!(e, peft_wgpu::Error::TooLarge { bytes: 80_000, max: 65_536, .. }), "{e}");
     assert!(e.to_string().contains("20000 trainable values") && e.to_string().contains("2 tensors"), "{e}");
     assert!(Optimizer::new(&small, peft_wgpu::OptimizerKind::adamw(), 1e-3, &params[..1]).is_ok());
+}
+
+/// Unfused attention whose `T×T` scores for the whole batch exceed one binding computes them
+/// in pieces of whole image-heads, with the same output and gradients as in one piece; one
+/// head's scores larger than a binding are refused by name.
+#[test]
+fn attention_scores_past_one_binding_are_computed_in_pieces() {
+    use peft_wgpu::Tape;
+    use peft_wgpu::nn::attention::{AttentionPath, multi_head_attention_with};
+    use peft_wgpu::ops::elementwise::mul_var;
+    use peft_wgpu::ops::sum::sum_var;
+    // 3 images × 4 heads of 65×65 scores: 16,900 bytes each, 202,800 in all; 64 KiB holds 3.
+    let (b, t, d, heads) = (3, 65, 32, 4);
+    let mut rng = peft_wgpu::rng::Rng::new(11);
+    let inputs: Vec<Vec<f32>> = (0..4).map(|_| rng.normal_vec(b * t * d, 0.0, 1.0)).collect();
+    let run = |gpu: &Gpu| -> Vec<Vec<f32>> {
+        let mut tape = Tape::new(gpu);
+        let vars: Vec<_> =
+            inputs[..3].iter().map(|x| tape.param(&Tensor::from_slice(gpu, x, &[b, t, d]).unwrap())).collect();
+        let y =
+            multi_head_attention_with(&mut tape, &vars[0], &vars[1], &vars[2], heads, AttentionPath::Unfused).unwrap();
+        let w = tape.constant(&Tensor::from_slice(gpu, &inputs[3], &[b, t, d]).unwrap());
+        let prod = mul_var(&mut tape, &y, &w).unwrap();
+        let loss = sum_var(&mut tape, &prod).unwrap();
+        let mut out = vec![gpu.read(y.value()).unwrap()];
+        let grads = tape.backward(&loss).unwrap();
+        out.extend(vars.iter().map(|v| gpu.read(grads.get(v).expect("a gradient")).unwrap()));
+        out
+    };
+    let pieces = run(&small_binding_device(1 << 16));
+    let whole = run(&Gpu::new().expect("the default device"));
+    for (name, (p, w)) in ["y", "∂q", "∂k", "∂v"].iter().zip(pieces.iter().zip(&whole)) {
+        let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = p.iter().zip(w).fold(0.0f32, |m, (a, c)| m.max((a - c).abs()));
+        assert!(worst <= 1e-6 * scale, "{name}: pieces and one piece differ by {worst} (max {scale})");
+    }
+    // 129 tokens: one head's scores (66,564 bytes) exceed 64 KiB.
+    let small = small_binding_device(1 << 16);
+    let mut tape = Tape::new(&small);
+    let x = tape.constant(&Tensor::zeros(&small, &[1, 129, 8]).unwrap());
+    let e = multi_head_attention_with(&mut tape, &x, &x, &x, 2, AttentionPath::Unfused).expect_err("one head too big");
+    assert!(matches!(e, peft_wgpu::Error::TooLarge { bytes: 66_564, .. }), "{e}");
+    assert!(e.to_string().contains("129 tokens"), "{e}");
 }

@@ -12,9 +12,10 @@ use crate::train::EvalReport;
 /// Refuses a batch of `batch` images whose largest tensor could not be one buffer (before the
 /// GPU is known: 2³² − 1 elements; with it: the device's limit), saying how many images fit.
 /// The largest tensor per image is the images themselves, an MLP activation
-/// (`tokens × intermediate_size`), the logits (`labels`) or, where attention is not fused
-/// (on GPUs, and CPU adapters without subgroups of 4), the attention scores
-/// (`heads × tokens²`); `tokens` counts prompt tokens too.
+/// (`tokens × intermediate_size`) or the logits (`labels`); `tokens` counts prompt tokens
+/// too. Where attention is not fused (on GPUs, and CPU adapters without subgroups of 4) its
+/// scores are computed in pieces that fit, but one head's (`tokens²`) must fit one tensor
+/// whatever the batch.
 pub(super) fn check_batch(
     model: &VitConfig,
     (tokens, labels): (usize, usize),
@@ -25,18 +26,21 @@ pub(super) fn check_batch(
     let [_, c, h, w] = data.shape;
     let fused_attention =
         gpu.is_none_or(|g| crate::ops::attention::fused_by_default(g, model.hidden_size, model.num_attention_heads));
-    let scores = if fused_attention { 0 } else { model.num_attention_heads };
+    let (max, limit) = gpu.map_or((MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT), Gpu::max_tensor_bytes);
+    let one_head = (tokens as u64).saturating_mul(tokens as u64).saturating_mul(4);
+    if !fused_attention && one_head > max {
+        let what = format!("attention over {tokens} tokens (the scores of one head, {tokens}×{tokens})");
+        return Err(Error::TooLarge { what, bytes: one_head, limit, max });
+    }
     let per_image = [
         (c as u64).saturating_mul(h as u64).saturating_mul(w as u64),
         (tokens as u64).saturating_mul(model.intermediate_size.max(model.hidden_size) as u64),
-        (scores as u64).saturating_mul((tokens as u64).saturating_mul(tokens as u64)),
         labels as u64,
     ]
     .into_iter()
     .max()
     .unwrap_or(1)
     .saturating_mul(4);
-    let (max, limit) = gpu.map_or((MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT), Gpu::max_tensor_bytes);
     let bytes = per_image.checked_mul(batch as u64);
     match bytes {
         Some(b) if b <= max => Ok(()),

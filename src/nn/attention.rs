@@ -5,7 +5,7 @@ use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::ops::attention::{attention_var, fused_by_default};
 use crate::ops::matmul::{MatmulSpec, matmul_var};
-use crate::ops::shape::{permute_var, reshape_var};
+use crate::ops::shape::{concat_var, permute_var, reshape_var, slice_var};
 use crate::ops::softmax::softmax_var;
 
 /// Which implementation computes attention.
@@ -19,7 +19,9 @@ pub enum AttentionPath {
     /// laid out for CPU drivers. Needs `D` and `d_h` multiples of 4, `d_h ≤ 64` and a device
     /// with subgroups of at least 4 lanes.
     Fused,
-    /// Permutes, batched matmuls and a softmax on the tape (any shape, suits GPUs).
+    /// Permutes, batched matmuls and a softmax on the tape (any shape, suits GPUs). The `T×T`
+    /// scores of a batch too large for one tensor on the device are computed in pieces of
+    /// whole image-heads, each as large as one tensor may be.
     Unfused,
 }
 
@@ -58,14 +60,36 @@ pub fn multi_head_attention_with(
         return attention_var(tape, q, k, v, heads);
     }
     let dh = d / heads;
+    // Image-heads, each one `T×T` score matrix, per piece: as many as one tensor may hold.
+    let per_head = 4 * (t as u64).saturating_mul(t as u64);
+    let (max, limit) = tape.gpu().max_tensor_bytes();
+    if per_head > max {
+        let what = format!("the attention scores of one head over {t} tokens ({t}×{t})");
+        return Err(Error::TooLarge { what, bytes: per_head, limit, max });
+    }
+    let units = b * heads;
+    let piece = usize::try_from(max / per_head).unwrap_or(usize::MAX).min(units);
     let split = |tape: &mut Tape, x: &Var| -> Result<Var> {
         let x = reshape_var(tape, x, &[b, t, heads, dh])?;
-        permute_var(tape, &x, &[0, 2, 1, 3])
+        let x = permute_var(tape, &x, &[0, 2, 1, 3])?;
+        reshape_var(tape, &x, &[units, t, dh])
     };
     let (qh, kh, vh) = (split(tape, q)?, split(tape, k)?, split(tape, v)?);
-    let scores = matmul_var(tape, &qh, &kh, MatmulSpec::new().transpose_b(), None, None)?;
-    let probs = softmax_var(tape, &scores, 1.0 / (dh as f32).sqrt())?;
-    let ctx = matmul_var(tape, &probs, &vh, MatmulSpec::new(), None, None)?;
+    let mut pieces = Vec::with_capacity(units.div_ceil(piece));
+    for start in (0..units).step_by(piece) {
+        let len = piece.min(units - start);
+        let part =
+            |tape: &mut Tape, x: &Var| if len == units { Ok(x.clone()) } else { slice_var(tape, x, 0, start, len) };
+        let (qp, kp, vp) = (part(tape, &qh)?, part(tape, &kh)?, part(tape, &vh)?);
+        let scores = matmul_var(tape, &qp, &kp, MatmulSpec::new().transpose_b(), None, None)?;
+        let probs = softmax_var(tape, &scores, 1.0 / (dh as f32).sqrt())?;
+        pieces.push(matmul_var(tape, &probs, &vp, MatmulSpec::new(), None, None)?);
+    }
+    let ctx = match pieces.as_slice() {
+        [whole] => whole.clone(),
+        _ => concat_var(tape, &pieces.iter().collect::<Vec<_>>(), 0)?,
+    };
+    let ctx = reshape_var(tape, &ctx, &[b, heads, t, dh])?;
     let ctx = permute_var(tape, &ctx, &[0, 2, 1, 3])?;
     reshape_var(tape, &ctx, &[b, t, d])
 }
