@@ -9,20 +9,19 @@ use crate::nn::VitConfig;
 use crate::optim::OptimizerKind;
 use crate::train::EvalReport;
 
-/// Refuses a batch of `batch` images whose largest tensor could not be one buffer (before the
-/// GPU is known: 2³² − 1 elements; with it: the device's limit), saying how many images fit.
-/// The largest tensor per image is the images themselves, an MLP activation
-/// (`tokens × intermediate_size`) or the logits (`labels`); `tokens` counts prompt tokens
-/// too. Where attention is not fused (on GPUs, and CPU adapters without subgroups of 4) its
-/// scores are computed in pieces that fit, but one head's (`tokens²`) must fit one tensor
-/// whatever the batch.
-pub(super) fn check_batch(
+/// What one batch's largest tensor allows: the bytes per image of that tensor, the most bytes
+/// a tensor may have (before the GPU is known: 2³² − 1 elements; with it: the device's limit)
+/// and the limit's name. The largest tensor per image is the images themselves, an MLP
+/// activation (`tokens × intermediate_size`) or the logits (`labels`); `tokens` counts prompt
+/// tokens too. Where attention is not fused (on GPUs, and CPU adapters without subgroups of
+/// 4) its scores are computed in pieces that fit, but one head's (`tokens²`) must fit one
+/// tensor whatever the batch: an error otherwise.
+fn batch_room(
     model: &VitConfig,
     (tokens, labels): (usize, usize),
     data: &Dataset,
-    batch: usize,
     gpu: Option<&Gpu>,
-) -> Result<()> {
+) -> Result<(u64, u64, &'static str)> {
     let [_, c, h, w] = data.shape;
     let fused_attention =
         gpu.is_none_or(|g| crate::ops::attention::fused_by_default(g, model.hidden_size, model.num_attention_heads));
@@ -41,6 +40,19 @@ pub(super) fn check_batch(
     .max()
     .unwrap_or(1)
     .saturating_mul(4);
+    Ok((per_image, max, limit))
+}
+
+/// Refuses a batch of `batch` images whose largest tensor could not be one buffer (see
+/// [`batch_room`]), saying how many images fit.
+pub(super) fn check_batch(
+    model: &VitConfig,
+    sizes: (usize, usize),
+    data: &Dataset,
+    batch: usize,
+    gpu: Option<&Gpu>,
+) -> Result<()> {
+    let (per_image, max, limit) = batch_room(model, sizes, data, gpu)?;
     let bytes = per_image.checked_mul(batch as u64);
     match bytes {
         Some(b) if b <= max => Ok(()),
@@ -58,6 +70,30 @@ pub(super) fn check_batch(
             max,
         }),
     }
+}
+
+/// `batch`, or the most images that fit one batch (see [`batch_room`]) when fewer, with a
+/// note: evaluation gives the same results in smaller batches. Fails like [`check_batch`]
+/// when not even one image fits.
+pub(super) fn fitting_batch(
+    model: &VitConfig,
+    sizes: (usize, usize),
+    data: &Dataset,
+    batch: usize,
+    gpu: Option<&Gpu>,
+) -> Result<usize> {
+    let (per_image, max, _) = batch_room(model, sizes, data, gpu)?;
+    let fit = usize::try_from(max / per_image).unwrap_or(usize::MAX);
+    if batch <= fit || fit == 0 {
+        check_batch(model, sizes, data, batch, gpu)?;
+        return Ok(batch);
+    }
+    note!(
+        "note: --batch-size {batch} is more than the {fit} images of this model that one tensor on {} holds; \
+         evaluating {fit} at a time (the results do not depend on the batch size)",
+        if gpu.is_some() { "this device" } else { "any device" }
+    );
+    Ok(fit)
 }
 
 pub(super) fn at_least_one(flag: &str, value: Option<usize>) -> Result<()> {

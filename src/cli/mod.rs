@@ -11,8 +11,8 @@ mod checks;
 mod inputs;
 
 use checks::{
-    at_least_one, check_batch, check_logits, check_optimizer, refuse_one_stream_twice, refuse_overwriting_inputs,
-    refuse_special_outputs,
+    at_least_one, check_batch, check_logits, check_optimizer, fitting_batch, refuse_one_stream_twice,
+    refuse_overwriting_inputs, refuse_special_outputs,
 };
 use inputs::{
     AdapterInput, read_data, read_model, read_model_for_loss, refuse_merged_twice, refuse_other_type, tokens,
@@ -302,12 +302,11 @@ pub fn eval(
         return Err(Error::Config { path: from, key: "num_labels".into(), message: message.into() });
     }
     let data = read_data(data, "--data", &weights.config, labels)?;
-    let batch = batch_size.min(data.len());
     let tokens = tokens(&weights, adapter.as_ref());
-    check_batch(&weights.config, (tokens, labels), &data, batch, None)?;
+    let batch = fitting_batch(&weights.config, (tokens, labels), &data, batch_size.min(data.len()), None)?;
 
     let gpu = Gpu::new()?;
-    check_batch(&weights.config, (tokens, labels), &data, batch, Some(&gpu))?;
+    let batch = fitting_batch(&weights.config, (tokens, labels), &data, batch, Some(&gpu))?;
     let vit = Vit::from_weights(&gpu, &weights)?;
     let adapter = adapter.map(|a| a.build(&gpu, &vit, 0)).transpose()?;
     let mut report =
