@@ -141,20 +141,7 @@ fn evaluation_splits_a_batch_the_devices_grid_cannot_take() {
     use peft_wgpu::io::Dataset;
     use peft_wgpu::nn::Vit;
     use peft_wgpu::train::evaluate;
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-        .expect("GPU tests need a wgpu adapter; on headless Linux: apt-get install -y mesa-vulkan-drivers libvulkan1");
-    let limits = wgpu::Limits {
-        max_compute_workgroups_per_dimension: 256,
-        ..Gpu::required_limits(&adapter.limits()).expect("the adapter meets peft-wgpu's limits")
-    };
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        required_features: Gpu::required_features() | (adapter.features() & Gpu::optional_features()),
-        required_limits: limits,
-        ..Default::default()
-    }))
-    .expect("device");
-    let narrow = adopt(device, queue);
+    let narrow = limited_device(|l| l.max_compute_workgroups_per_dimension = 256);
     let wide = Gpu::new().expect("the default device");
     let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vit_tiny");
     let n = 600;
@@ -188,23 +175,26 @@ fn evaluation_splits_a_batch_the_devices_grid_cannot_take() {
     assert!(matches!(e, peft_wgpu::Error::TooManyWorkgroups { max: 256, .. }), "{e}");
 }
 
-/// A device whose storage bindings hold at most `bytes` (an application may open one so;
-/// DX12's are 128 MiB).
-fn small_binding_device(bytes: u64) -> Gpu {
+/// The default adapter opened, adopted, with what peft-wgpu needs and its optional features,
+/// under limits changed by `edit` (an application may open a device with lower limits).
+fn limited_device(edit: impl FnOnce(&mut wgpu::Limits)) -> Gpu {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
         .expect("GPU tests need a wgpu adapter; on headless Linux: apt-get install -y mesa-vulkan-drivers libvulkan1");
-    let limits = wgpu::Limits {
-        max_storage_buffer_binding_size: bytes,
-        ..Gpu::required_limits(&adapter.limits()).expect("the adapter meets peft-wgpu's limits")
-    };
+    let mut limits = Gpu::required_limits(&adapter.limits()).expect("the adapter meets peft-wgpu's limits");
+    edit(&mut limits);
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         required_features: Gpu::required_features() | (adapter.features() & Gpu::optional_features()),
         required_limits: limits,
         ..Default::default()
     }))
     .expect("device");
-    let gpu = adopt(device, queue);
+    adopt(device, queue)
+}
+
+/// A device whose storage bindings hold at most `bytes` (DX12's hold 128 MiB).
+fn small_binding_device(bytes: u64) -> Gpu {
+    let gpu = limited_device(|l| l.max_storage_buffer_binding_size = bytes);
     assert_eq!(gpu.max_tensor_bytes().0, bytes);
     gpu
 }
