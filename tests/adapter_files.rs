@@ -247,14 +247,26 @@ fn broken_folders_are_errors_naming_the_tensor() {
     });
     let e = load(&dir);
     assert!(e.to_string().contains(tau_key) && e.to_string().contains("head 1"), "{e}");
-    // A τ so small that a logit divided by it overflows f32 leaves the router no finite route.
+    // A τ whose square underflows f32 leaves the router's gradient no finite value; one that
+    // a logit divided by overflows f32 leaves it no finite route.
     let dir = broken_from("moppa", "tiny_temperature", |t| {
         let (_, tau) = t.iter_mut().find(|(k, _)| k == tau_key).expect("a temperature");
-        tau.data[0] = -1e-40;
+        tau.data[0] = -1e-20;
     });
     let e = load(&dir);
-    assert!(e.to_string().contains(tau_key) && e.to_string().contains("head 0:"), "{e}");
-    assert!(e.to_string().contains("overflows"), "{e}");
+    assert!(e.to_string().contains(tau_key) && e.to_string().contains("head 0,"), "{e}");
+    assert!(e.to_string().contains("its square") && e.to_string().contains("underflows"), "{e}");
+    let logits_key = "base_model.model.vit.encoder.layer.1.moppa.router_logits";
+    let dir = broken_from("moppa", "huge_route", |t| {
+        let (_, tau) = t.iter_mut().find(|(k, _)| k == tau_key).expect("a temperature");
+        tau.data[1] = 1e-10;
+        let heads = tau.data.len();
+        let (_, logits) = t.iter_mut().find(|(k, _)| k == logits_key).expect("router logits");
+        logits.data[2 * heads + 1] = -1e30;
+    });
+    let e = load(&dir);
+    assert!(e.to_string().contains(tau_key) && e.to_string().contains("head 1:"), "{e}");
+    assert!(e.to_string().contains("-1e30") && e.to_string().contains("overflows"), "{e}");
 
     let dir = broken("no_config", |_| {});
     std::fs::remove_file(dir.join(CONFIG_FILE)).unwrap();

@@ -120,61 +120,6 @@ fn sizes_beyond_the_device_are_refused_by_name() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The most bytes one tensor may have on the device `peft-wgpu info` picks.
-fn device_tensor_bytes() -> u64 {
-    let info = String::from_utf8_lossy(&run(&["info"]).stdout).into_owned();
-    let limit = |name: &str| -> u64 {
-        let line =
-            info.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_else(|| panic!("{name} in:\n{info}"));
-        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
-    };
-    limit("max_storage_buffer_binding_size").min(limit("max_buffer_size")).min(4 * u64::from(u32::MAX))
-}
-
-/// `eval`, whose results do not depend on the batch size, takes a batch larger than one
-/// device tensor holds in pieces that fit (with a note), where `train` refuses it.
-#[test]
-fn eval_takes_a_batch_too_large_for_the_device_in_pieces_that_fit() {
-    let dir = scratch("eval-fit");
-    let model = fixture("vit_tiny");
-    let m = s(&model);
-    // A head of 2²⁰ labels: 4 MiB of logits per image.
-    let cfg = dir.join("adapter_config.json");
-    let head = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"], "num_labels": 1048576,
-                   "modules_to_save": ["classifier"]}"#;
-    std::fs::write(&cfg, head).expect("config");
-    let fit = device_tensor_bytes() / (4 << 20);
-    let n = fit as usize + 3;
-    let labels: Vec<i64> = (0..n as i64).map(|i| i * 7919 % 1_048_576).collect();
-    let data = dir.join("data.safetensors");
-    write_data(&data, [n, 3, 8, 8], &labels);
-    let adapter = dir.join("adapter");
-    let (d, a) = (s(&data), s(&adapter));
-    let train = ["train", "--model", m, "--adapter-config", s(&cfg), "--data", d, "--out", a, "--steps", "1"];
-    succeeds(&train.iter().copied().chain(["--batch-size", "2"]).collect::<Vec<_>>());
-    let all = n.to_string();
-    let line = check_failure(
-        &run(&train.iter().copied().chain(["--batch-size", &all, "--force"]).collect::<Vec<_>>()),
-        DEVICE,
-        &[&format!("--batch-size {n}"), &format!("at most {fit} images")],
-        false,
-    );
-    assert!(line.contains("fit this device"), "{line}");
-    let out = run(&["eval", "--model", m, "--adapter", a, "--data", d, "--batch-size", &all]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains(&format!("evaluating {fit} at a time")), "no note of the smaller batch: {stderr}");
-    let small = succeeds(&["eval", "--model", m, "--adapter", a, "--data", d, "--batch-size", "5"]);
-    let whole = String::from_utf8_lossy(&out.stdout).into_owned();
-    let loss = |text: &str| -> f64 {
-        let line = text.lines().find_map(|l| l.strip_prefix("mean loss: ")).unwrap_or_else(|| panic!("{text}"));
-        line.trim().parse().expect("a number")
-    };
-    assert_eq!(whole.lines().next(), small.lines().next(), "accuracy");
-    assert!((loss(&whole) - loss(&small)).abs() <= 1e-5 * loss(&small).abs(), "{whole} vs {small}");
-    std::fs::remove_dir_all(&dir).ok();
-}
-
 // ---------------------------------------------------------------------------------------
 // Non-finite results
 

@@ -190,3 +190,38 @@ fn ranks_above_the_modes_sizes_give_the_specs_delta() {
     let on_tape: Vec<f32> = gpu.read(delta.value()).unwrap().iter().zip(&base).map(|(d, w)| d + w).collect();
     assert_close("ΔW on the tape with ranks above sizes", &on_tape, &want, tol(16.0, g_data.len()), 1e-6);
 }
+
+/// The modes whose rank exceeds their size are multiplied first: with modes (64, 64, 1, 1)
+/// and ranks (1, 1, 64, 64), the modes' order would pass through a 64⁴ tensor (64 MiB), this
+/// order through nothing larger than the core or `ΔW` (4,096 values each).
+#[test]
+fn ranks_above_sizes_never_build_an_intermediate_larger_than_the_core_or_the_delta() {
+    let gpu = Gpu::new().expect("a device of this test's own, for its peak memory");
+    let mut rng = Rng::new(29);
+    let (modes, ranks) = ([64usize, 64, 1, 1], [1usize, 1, 64, 64]);
+    let g_data = rng.normal_vec(4096, 0.0, 1.0);
+    let u_data: Vec<Vec<f32>> = modes.iter().zip(&ranks).map(|(&d, &r)| rng.normal_vec(d * r, 0.0, 1.0)).collect();
+    let up = |v: &[f32], shape: &[usize]| Tensor::from_slice(&gpu, v, shape).unwrap();
+    let factors: Vec<Tensor> = (0..4).map(|m| up(&u_data[m], &[modes[m], ranks[m]])).collect();
+    let spec = Conv2dSpec::new();
+    let flora =
+        FloraConv2d::from_parts(Tensor::zeros(&gpu, &modes).unwrap(), None, spec, up(&g_data, &ranks), factors, 1.0)
+            .unwrap();
+    gpu.sync().unwrap();
+    gpu.reset_peak_memory();
+    let before = gpu.memory().live_bytes;
+    let mut tape = Tape::new(&gpu);
+    let bound = flora.bind(&mut tape);
+    let delta = peft_wgpu::adapters::flora::flora_delta_var(&mut tape, bound.core(), bound.factors(), 1.0).unwrap();
+    let got = gpu.read(delta.value()).unwrap();
+    let grew = gpu.memory().peak_bytes - before;
+    assert!(grew < 1 << 20, "ΔW of 16 KiB took {grew} bytes more on the device");
+    // ΔW[o, i] = Σ_{c,e} G[0, 0, c, e] U₁[o, 0] U₂[i, 0] U₃[0, c] U₄[0, e].
+    let inner: f64 =
+        (0..4096).map(|j| f64::from(g_data[j]) * f64::from(u_data[2][j / 64]) * f64::from(u_data[3][j % 64])).sum();
+    let want: Vec<f64> =
+        (0..4096).map(|i| f64::from(u_data[0][i / 64]) * f64::from(u_data[1][i % 64]) * inner).collect();
+    assert_close("ΔW with ranks above sizes", &got, &want, tol(16.0, 4096), 1e-6);
+    let merged = flora.merged_weight(&gpu).unwrap();
+    assert_close("merged with ranks above sizes", &merged.data, &want, tol(16.0, 4096), 1e-6);
+}

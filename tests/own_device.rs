@@ -243,7 +243,7 @@ fn attention_scores_past_one_binding_are_computed_in_pieces() {
         out
     };
     let pieces = run(&small_binding_device(1 << 16));
-    let whole = run(&Gpu::new().expect("the default device"));
+    let whole = run(&limited_device(|_| {}));
     for (name, (p, w)) in ["y", "∂q", "∂k", "∂v"].iter().zip(pieces.iter().zip(&whole)) {
         let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let worst = p.iter().zip(w).fold(0.0f32, |m, (a, c)| m.max((a - c).abs()));
@@ -256,4 +256,10 @@ fn attention_scores_past_one_binding_are_computed_in_pieces() {
     let e = multi_head_attention_with(&mut tape, &x, &x, &x, 2, AttentionPath::Unfused).expect_err("one head too big");
     assert!(matches!(e, peft_wgpu::Error::TooLarge { bytes: 66_564, .. }), "{e}");
     assert!(e.to_string().contains("129 tokens"), "{e}");
+    // No images or no tokens: an error, not a division by zero when sizing the pieces.
+    for shape in [[0, 4, 8], [2, 0, 8]] {
+        let x = tape.constant(&Tensor::zeros(&small, &shape).unwrap());
+        let e = multi_head_attention_with(&mut tape, &x, &x, &x, 2, AttentionPath::Unfused).expect_err("empty");
+        assert!(e.to_string().contains("B, T ≥ 1"), "{shape:?}: {e}");
+    }
 }

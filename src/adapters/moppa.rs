@@ -106,20 +106,24 @@ pub(crate) fn build(cfg: &MoppaConfig, build: &mut Build<'_>) -> Result<MoppaPar
             });
         }
         let tau = build.trainable(&tau_key, &[heads], Init::Const(5.0))?;
-        // The router divides the logits by τ in f32: a τ so small that a quotient overflows
-        // leaves no finite route (the softmax of an infinity is NaN). (A dry run's tensors are
-        // empty and pass.)
-        let params = &*build.params_mut();
+        // The router divides the logits by τ in f32, and its gradient by τ²: a τ so small that
+        // a quotient overflows leaves no finite route (the softmax of an infinity is NaN), and
+        // one whose square underflows no finite gradient. (A dry run's tensors are empty.)
+        let params = build.params();
         let values = |slot| params.trainable_host(slot).map(|t| t.data.as_slice()).unwrap_or_default();
         let (lv, tv) = (values(logits), values(tau));
-        let overflow = lv.iter().enumerate().find_map(|(i, &l)| {
-            let t = *tv.get(i % heads)?;
-            (!(l / t).is_finite()).then_some((l, t, i % heads))
+        let smallest = f32::MIN_POSITIVE.sqrt();
+        let bad = lv.iter().enumerate().find_map(|(i, &l)| {
+            let (t, h) = (*tv.get(i % heads)?, i % heads);
+            if t.abs() < smallest {
+                Some(format!("is {t:e} for head {h}, below {smallest:e}: its square, which the router's gradient divides by, underflows f32"))
+            } else {
+                (!(l / t).is_finite())
+                    .then(|| format!("is {t:e} for head {h}: the router's logit {l:e} divided by it overflows f32"))
+            }
         });
-        if let Some((l, t, h)) = overflow {
-            let message =
-                format!("tensor `{tau_key}` is {t:e} for head {h}: the router's logit {l} divided by it overflows f32");
-            return Err(Error::Format { path: build.weights_path(), message });
+        if let Some(why) = bad {
+            return Err(Error::Format { path: build.weights_path(), message: format!("tensor `{tau_key}` {why}") });
         }
         parts.insert(l, MoppaLayer { t, logits, tau });
     }

@@ -72,9 +72,9 @@ pub(super) fn check_batch(
     }
 }
 
-/// `batch`, or the most images that fit one batch (see [`batch_room`]) when fewer, with a
-/// note: evaluation gives the same results in smaller batches. Fails like [`check_batch`]
-/// when not even one image fits.
+/// `batch`, or the most images that fit one batch (see [`batch_room`]) when fewer: evaluation
+/// gives the same results in smaller batches. Fails like [`check_batch`] when not even one
+/// image fits.
 pub(super) fn fitting_batch(
     model: &VitConfig,
     sizes: (usize, usize),
@@ -84,16 +84,10 @@ pub(super) fn fitting_batch(
 ) -> Result<usize> {
     let (per_image, max, _) = batch_room(model, sizes, data, gpu)?;
     let fit = usize::try_from(max / per_image).unwrap_or(usize::MAX);
-    if batch <= fit || fit == 0 {
+    if fit == 0 {
         check_batch(model, sizes, data, batch, gpu)?;
-        return Ok(batch);
     }
-    note!(
-        "note: --batch-size {batch} is more than the {fit} images of this model that one tensor on {} holds; \
-         evaluating {fit} at a time (the results do not depend on the batch size)",
-        if gpu.is_some() { "this device" } else { "any device" }
-    );
-    Ok(fit)
+    Ok(batch.min(fit.max(1)))
 }
 
 pub(super) fn at_least_one(flag: &str, value: Option<usize>) -> Result<()> {
@@ -195,4 +189,31 @@ pub(super) fn refuse_overwriting_inputs(out: &Path, flag: &str, inputs: &[&Path]
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A head of 2²⁰ labels has 4 MiB of logits per image: no device indexes more than 4,095
+    /// images' worth in one tensor, so a larger batch becomes 4,095 for evaluation, and one
+    /// that fits stays as given.
+    #[test]
+    fn evaluation_batches_shrink_to_what_one_tensor_holds() {
+        let json = br#"{"hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1,
+                        "intermediate_size": 16, "image_size": 4, "patch_size": 2, "num_channels": 1}"#;
+        let model =
+            VitConfig::from_json(&crate::io::json::JsonFile::parse(Path::new("config.json"), json).expect("JSON"))
+                .expect("a config");
+        let n = 5000;
+        let data =
+            Dataset::from_parts(Path::new("data"), [n, 1, 4, 4], vec![0.0; n * 16], vec![0; n]).expect("a data set");
+        let sizes = (5, 1 << 20);
+        assert_eq!(fitting_batch(&model, sizes, &data, n, None).expect("fits"), 4095);
+        assert_eq!(fitting_batch(&model, sizes, &data, 64, None).expect("fits"), 64);
+        assert!(check_batch(&model, sizes, &data, 4096, None).is_err(), "train refuses what eval shrinks");
+        // A head no device holds one image of is refused by name.
+        let e = fitting_batch(&model, (5, usize::MAX / 8), &data, 1, None).expect_err("one image too large");
+        assert!(e.to_string().contains("--batch-size 1"), "{e}");
+    }
 }

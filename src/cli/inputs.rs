@@ -95,7 +95,9 @@ pub(super) fn refuse_other_type(given: PeftType, config_path: &Path, init: &Path
         return Ok(()); // a folder of weights only: the tensors are checked against the config
     }
     // Only the folder's `peft_type`: the rest of its config is overridden by --adapter-config.
-    if let Some(found) = JsonFile::read(&own)?.opt_string("peft_type")?.filter(|f| f != given.as_str()) {
+    // Told apart by name only (a misspelt one is refused by name when the folder is read).
+    let other = |f: &String| !f.eq_ignore_ascii_case(given.as_str());
+    if let Some(found) = JsonFile::read(&own)?.opt_string("peft_type")?.filter(other) {
         return Err(Error::invalid(
             "--init",
             format!(

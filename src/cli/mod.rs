@@ -303,10 +303,17 @@ pub fn eval(
     }
     let data = read_data(data, "--data", &weights.config, labels)?;
     let tokens = tokens(&weights, adapter.as_ref());
-    let batch = fitting_batch(&weights.config, (tokens, labels), &data, batch_size.min(data.len()), None)?;
+    let asked = batch_size.min(data.len());
+    let batch = fitting_batch(&weights.config, (tokens, labels), &data, asked, None)?;
 
     let gpu = Gpu::new()?;
     let batch = fitting_batch(&weights.config, (tokens, labels), &data, batch, Some(&gpu))?;
+    if batch < asked {
+        note!(
+            "note: --batch-size {batch_size} is more than the {batch} images of this model that one tensor on this \
+             device holds; evaluating {batch} at a time (the results do not depend on the batch size)"
+        );
+    }
     let vit = Vit::from_weights(&gpu, &weights)?;
     let adapter = adapter.map(|a| a.build(&gpu, &vit, 0)).transpose()?;
     let mut report =

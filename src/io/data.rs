@@ -104,7 +104,10 @@ impl Dataset {
         let [n, c, h, w] = <[usize; 4]>::try_from(pixels.shape.as_slice())
             .map_err(|_| bad("pixel_values", "shape [N, C, H, W]", format!("shape {:?}", pixels.shape)))?;
         check_finite(path, &pixels.data, &pixels.shape, 0).map_err(|e| match e {
-            Error::Format { path, message } if from_f64 => {
+            // An F64 value beyond f32's range reads as an infinity (a NaN is a NaN in any type).
+            Error::Format { path, message }
+                if from_f64 && pixels.data.iter().find(|v| !v.is_finite()).is_some_and(|v| v.is_infinite()) =>
+            {
                 let message = format!("{message} (F64 values beyond f32's range read as inf)");
                 Error::Format { path, message }
             }

@@ -44,10 +44,10 @@ pub fn multi_head_attention_with(
     let &[b, t, d] = q.shape() else {
         return Err(Error::shape("attention", "q of shape [B, T, D]", format!("{:?}", q.shape())));
     };
-    if k.shape() != q.shape() || v.shape() != q.shape() || heads == 0 || !d.is_multiple_of(heads) {
+    if k.shape() != q.shape() || v.shape() != q.shape() || heads == 0 || !d.is_multiple_of(heads) || b * t == 0 {
         return Err(Error::shape(
             "attention",
-            format!("q, k, v of one shape [B, T, D] with D divisible by {heads} heads"),
+            format!("q, k, v of one shape [B, T, D] with B, T ≥ 1 and D divisible by {heads} heads"),
             format!("{:?}, {:?}, {:?}", q.shape(), k.shape(), v.shape()),
         ));
     }
