@@ -62,17 +62,23 @@ fn sizes_may_be_written_as_pairs() {
     assert!(e.to_string().contains("is [8,8,3]"), "{e}");
 }
 
+/// The sharded fixture copied into a fresh temporary folder named after `name`.
+fn sharded_copy(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-vitw-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for entry in std::fs::read_dir(fixtures().join("vit_tiny_sharded")).expect("fixture") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+    }
+    dir
+}
+
 #[test]
 fn a_tensor_in_two_shards_is_refused() {
     use peft_wgpu::io::safetensors::{self as st, HostTensor, TensorFile};
     let src = fixtures().join("vit_tiny_sharded");
-    let dir = std::env::temp_dir().join(format!("peft-wgpu-vitw-stale-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    for entry in std::fs::read_dir(&src).expect("fixture") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
-    }
+    let dir = sharded_copy("stale");
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("model.safetensors.index.json")).expect("index")).expect("json");
     // A tensor whose indexed shard is read after the first one.
@@ -113,14 +119,7 @@ fn save_round_trips() {
 #[test]
 fn saving_over_a_sharded_model_removes_only_its_shards() {
     let w = VitWeights::load(&fixtures().join("vit_tiny")).expect("model");
-    let dir = std::env::temp_dir().join(format!("peft-wgpu-vit-reshard-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = fixtures().join("vit_tiny_sharded");
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
+    let dir = sharded_copy("reshard");
     let shards: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
@@ -176,14 +175,7 @@ fn shard_names_outside_the_folder_are_refused() {
 /// index's fault: the error names the index and the tensor, not a shard.
 #[test]
 fn a_tensor_no_listed_shard_holds_is_blamed_on_the_index() {
-    let src = fixtures().join("vit_tiny_sharded");
-    let dir = std::env::temp_dir().join(format!("peft-wgpu-vitw-unplaced-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    for entry in std::fs::read_dir(&src).expect("fixture") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
-    }
+    let dir = sharded_copy("unplaced");
     let index_path = dir.join("model.safetensors.index.json");
     let mut index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&index_path).expect("index")).expect("json");

@@ -88,10 +88,6 @@ impl Build<'_> {
         self.source.zeros(shape)
     }
 
-    pub(crate) fn params(&self) -> &ParamBuilder {
-        &self.params
-    }
-
     pub(crate) fn params_mut(&mut self) -> &mut ParamBuilder {
         &mut self.params
     }

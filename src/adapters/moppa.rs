@@ -97,33 +97,27 @@ pub(crate) fn build(cfg: &MoppaConfig, build: &mut Build<'_>) -> Result<MoppaPar
         let logits =
             build.trainable(&format!("{stem}.router_logits"), &[3, heads], Init::Normal { mean: 0.0, std: 1.0 })?;
         let tau_key = format!("{stem}.temperature");
-        if let Some(t) = build.source_any_shape(&tau_key)?
-            && let Some(h) = t.data.iter().position(|&v| v == 0.0)
-        {
-            return Err(Error::Format {
-                path: build.weights_path(),
-                message: format!("tensor `{tau_key}` is 0 for head {h}; the router divides the logits by it"),
-            });
-        }
         let tau = build.trainable(&tau_key, &[heads], Init::Const(5.0))?;
-        // The router divides the logits by τ in f32, and its gradient by τ²: a τ so small that
-        // a quotient overflows leaves no finite route (the softmax of an infinity is NaN), and
-        // one whose square underflows no finite gradient. (A dry run's tensors are empty.)
-        let params = build.params();
-        let values = |slot| params.trainable_host(slot).map(|t| t.data.as_slice()).unwrap_or_default();
-        let (lv, tv) = (values(logits), values(tau));
-        let smallest = f32::MIN_POSITIVE.sqrt();
-        let bad = lv.iter().enumerate().find_map(|(i, &l)| {
-            let (t, h) = (*tv.get(i % heads)?, i % heads);
-            if t.abs() < smallest {
-                Some(format!("is {t:e} for head {h}, below {smallest:e}: its square, which the router's gradient divides by, underflows f32"))
-            } else {
-                (!(l / t).is_finite())
-                    .then(|| format!("is {t:e} for head {h}: the router's logit {l:e} divided by it overflows f32"))
+        // The router divides the logits by τ in f32, and its gradient by τ²: a τ of a file whose
+        // square underflows (0 included) leaves no finite gradient, and one that a logit divided
+        // by overflows no finite route (the softmax of an infinity is NaN). The shapes are
+        // checked by now; fresh values (τ = 5) pass.
+        if let Some(tv) = build.source_any_shape(&tau_key)? {
+            let lv = build.source_any_shape(&format!("{stem}.router_logits"))?.map(|t| t.data).unwrap_or_default();
+            let smallest = f32::MIN_POSITIVE.sqrt();
+            let tiny = tv.data.iter().enumerate().find(|(_, t)| t.abs() < smallest).map(|(h, &t)| {
+                format!("is {t:e} for head {h}, below {smallest:e}: its square, which the router's gradient divides by, underflows f32")
+            });
+            let overflow = || {
+                lv.iter().enumerate().find_map(|(i, &l)| {
+                    let (t, h) = (tv.data[i % heads], i % heads);
+                    (!(l / t).is_finite())
+                        .then(|| format!("is {t:e} for head {h}: the router's logit {l:e} divided by it overflows f32"))
+                })
+            };
+            if let Some(why) = tiny.or_else(overflow) {
+                return Err(Error::Format { path: build.weights_path(), message: format!("tensor `{tau_key}` {why}") });
             }
-        });
-        if let Some(why) = bad {
-            return Err(Error::Format { path: build.weights_path(), message: format!("tensor `{tau_key}` {why}") });
         }
         parts.insert(l, MoppaLayer { t, logits, tau });
     }

@@ -45,14 +45,6 @@ impl ParamBuilder {
         self.trainable.len() - 1
     }
 
-    /// The host values of trainable tensor `slot`; `None` for a copy of a base weight.
-    pub(crate) fn trainable_host(&self, slot: Slot) -> Option<&HostTensor> {
-        match &self.trainable.get(slot)?.1 {
-            Value::Host(t) => Some(t),
-            Value::Base(_) => None,
-        }
-    }
-
     /// Adds a frozen tensor; returns its slot.
     pub(crate) fn freeze(&mut self, key: String, v: Value) -> Slot {
         self.frozen.push((key, v));
