@@ -3,9 +3,16 @@ code, every DCT matrix entry a literal operand of a multiply-add and every line 
 held in named values, so no GPU compiler has a loop to unroll or an array to index.
 
     python3 scripts/gen_spectral_tile14.py > shaders/spectral_tile14.wgsl
+    python3 scripts/gen_spectral_tile14.py --lab DIR    # the variants, for examples/spectral_lab.rs
+
+The variants (other channel tiles, lines per thread, workgroup-memory padding, the plain
+product, several images per workgroup, and diagnostic kernels that do part of the work)
+are how the kernel's shape was chosen on an H200 (bench/README.md).
 """
 
+import argparse
 import math
+import os
 
 N = 14
 
@@ -16,26 +23,57 @@ def coef(k, n):
     return round(s * math.cos(math.pi * (2 * n + 1) * k / (2 * N)), 9) + 0.0
 
 
-def product(out, src, transposed, indent):
+def terms(pairs):
+    """`c0 * v0 + c1 * v1 + …` over (coefficient, name) pairs."""
+    return " + ".join(f"{c:.9f} * {v}" for c, v in pairs)
+
+
+def product(out, src, transposed, indent, style):
     """`out = C · src` (or `Cᵀ · src`), one `let` per output, halving the products by the
-    matrix's symmetry `C[k][13 − n] = (−1)^k C[k][n]`."""
+    matrix's symmetry `C[k][13 − n] = (−1)^k C[k][n]`. `style` "fast" also halves the even
+    half by the same symmetry of its 7-point part, `C[2j][6 − n] = (−1)^j C[2j][n]` for
+    n < 7 (49 products become 25); "none" copies `src` (a lab variant without the maths)."""
     h = N // 2
     lines = []
+    if style == "none":
+        return "\n".join(f"{indent}let {out}{k} = {src}{k};" for k in range(N))
     if not transposed:
         # Even rows see src_n + src_(13−n), odd rows src_n − src_(13−n).
         for n in range(h):
             lines.append(f"{indent}let {out}p{n} = {src}{n} + {src}{N - 1 - n};")
             lines.append(f"{indent}let {out}m{n} = {src}{n} - {src}{N - 1 - n};")
+        if style == "fast":
+            # Rows 4j see p_n + p_(6−n) and p_3, rows 4j + 2 see p_n − p_(6−n) (C[k][3] = 0).
+            for n in range(h // 2):
+                lines.append(f"{indent}let {out}q{n} = {out}p{n} + {out}p{h - 1 - n};")
+                lines.append(f"{indent}let {out}r{n} = {out}p{n} - {out}p{h - 1 - n};")
         for k in range(N):
-            half = f"{out}p" if k % 2 == 0 else f"{out}m"
-            terms = " + ".join(f"{coef(k, n):.9f} * {half}{n}" for n in range(h))
-            lines.append(f"{indent}let {out}{k} = {terms};")
+            if k % 2 == 1:
+                pairs = [(coef(k, n), f"{out}m{n}") for n in range(h)]
+            elif style != "fast":
+                pairs = [(coef(k, n), f"{out}p{n}") for n in range(h)]
+            elif k % 4 == 0:
+                pairs = [(coef(k, n), f"{out}q{n}") for n in range(h // 2)] + [(coef(k, h // 2), f"{out}p{h // 2}")]
+            else:
+                pairs = [(coef(k, n), f"{out}r{n}") for n in range(h // 2)]
+            lines.append(f"{indent}let {out}{k} = {terms(pairs)};")
     else:
         # out_n = even_n + odd_n and out_(13−n) = even_n − odd_n, from the even and odd k.
+        if style == "fast":
+            # even_n = E_n + O_n and even_(6−n) = E_n − O_n, from k = 4j and k = 4j + 2.
+            for n in range(h // 2):
+                lines.append(f"{indent}let {out}E{n} = {terms((coef(k, n), f'{src}{k}') for k in range(0, N, 4))};")
+                lines.append(f"{indent}let {out}O{n} = {terms((coef(k, n), f'{src}{k}') for k in range(2, N, 4))};")
+            middle = terms((coef(k, h // 2), f"{src}{k}") for k in range(0, N, 4))
+            lines.append(f"{indent}let {out}e{h // 2} = {middle};")
+            for n in range(h // 2):
+                lines.append(f"{indent}let {out}e{n} = {out}E{n} + {out}O{n};")
+                lines.append(f"{indent}let {out}e{h - 1 - n} = {out}E{n} - {out}O{n};")
         for n in range(h):
-            even = " + ".join(f"{coef(k, n):.9f} * {src}{k}" for k in range(0, N, 2))
-            odd = " + ".join(f"{coef(k, n):.9f} * {src}{k}" for k in range(1, N, 2))
-            lines.append(f"{indent}let {out}e{n} = {even};")
+            even = terms((coef(k, n), f"{src}{k}") for k in range(0, N, 2))
+            odd = terms((coef(k, n), f"{src}{k}") for k in range(1, N, 2))
+            if style != "fast":
+                lines.append(f"{indent}let {out}e{n} = {even};")
             lines.append(f"{indent}let {out}o{n} = {odd};")
         for n in range(N):
             m = n if n < h else N - 1 - n
@@ -53,9 +91,10 @@ HEADER = """\
 //
 // The MoPPA filter of shaders/spectral_tile.wgsl for 14 × 14 grids (ViT-B/16 at 224 pixels),
 // written out as straight-line code: each 14-point transform is 14 sums of 7 products (the
-// matrix's symmetry C[k][13 − n] = (−1)^k C[k][n] halves them) with the entries as literals,
-// on values held in registers, so the kernel has no loop for a compiler to unroll and no
-// array to index. (Written with loops over register arrays, NVIDIA's compiler did neither
+// matrix's symmetry C[k][13 − n] = (−1)^k C[k][n] halves them; the same symmetry of the even
+// rows' 7-point part, C[2j][6 − n] = (−1)^j C[2j][n], turns their 49 products into 25) with
+// the entries as literals, on values held in registers, so the kernel has no loop for a
+// compiler to unroll and no array to index. (Written with loops over register arrays, NVIDIA's compiler did neither
 // unroll nor keep the arrays in registers: 7× slower on an H200.)
 //
 //   spectral_tile14 (mode 0):  y = Cᵀ·( (C·x·Cᵀ) ⊙ r )·C     per channel (the filter)
@@ -67,13 +106,14 @@ HEADER = """\
 // column i in the column pass. The forward row pass reads its row from x and the inverse one
 // writes its row to y, so the grid goes through workgroup memory twice (after the rows and
 // after the columns) with two barriers. Adjacent threads own adjacent channels, so global
-// accesses are coalesced. Barriers must be reached by every thread, so threads past the last
+// accesses are coalesced; each grid row of workgroup memory is followed by 16 spare cells, so
+// the two lanes of a 32-thread subgroup fall in different banks in the row passes. Barriers must be reached by every thread, so threads past the last
 // channel read channel 0, compute on zeros and store nothing.
 // Params `TileParams` (host: ops::spectral_tile::TileParams; gh, gw and the scales unused).
 
-const TC: u32 = 16u;
+const TC: u32 = {tc}u;
 
-struct TileParams {
+struct TileParams {{
     batch: u32,
     tokens: u32,
     prefix: u32,
@@ -85,7 +125,7 @@ struct TileParams {
     sh: f32,
     s0w: f32,
     sw: f32,
-}
+}}
 
 var<immediate> p: TileParams;
 
@@ -93,61 +133,245 @@ var<immediate> p: TileParams;
 @group(0) @binding(1) var<storage, read> r: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-var<workgroup> grid: array<f32, 3136>; // 196 cells × TC channels, channel-minor
+var<workgroup> grid: array<f32, {cells}>; // {grid_doc}
 
 // Cell (row, col) of this thread's channel in `grid`.
-fn at(row: u32, col: u32, c: u32) -> u32 {
-    return (row * 14u + col) * TC + c;
-}
+fn at(row: u32, col: u32, c: u32) -> u32 {{
+    return {at};
+}}
 
-@compute @workgroup_size(224)
-fn spectral_tile14(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+@compute @workgroup_size({threads})
+fn spectral_tile14(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {{
     let c = li % TC;
-    let lane = li / TC;
+    let lane = li / TC;{lines_decl}
     let channel = wid.x * TC + c;
     let live = channel < p.channels;
     let b = wid.y;
     let img = b * p.tokens;
     let first = img + p.prefix;
     let k = select(0u, channel, live);
-    if (p.mode == 0u && live) {
-        for (var t = lane; t < p.prefix; t += 14u) {
+    if (p.mode == 0u && live) {{
+        for (var t = lane; t < p.prefix; t += {lanes}u) {{
             y[(img + t) * p.channels + channel] = x[(img + t) * p.channels + channel];
-        }
-    }
+        }}
+    }}
+"""
+
+
+def kernel(tc, per_thread, pad, style, r_first=False):
+    """The kernel for `tc` channels per workgroup and `per_thread` lines (1 or 2) per thread;
+    `pad` extra cells after each grid row of workgroup memory; `r_first`: the thread's column
+    of r is loaded with its row of x, at the start, instead of after the first barrier."""
+    ind = "    "
+    lanes = N // per_thread
+    row_cells = N * tc + pad
+    at = "(row * 14u + col) * TC + c" if pad == 0 else f"row * {row_cells}u + col * TC + c"
+    grid_doc = "196 cells × TC channels, channel-minor"
+    if pad:
+        grid_doc += f", {pad} spare cells after each grid row"
+    decl = "" if per_thread == 1 else "".join(f"\n{ind}let line{s} = lane + {s * lanes}u;" for s in range(per_thread))
+    out = [
+        HEADER.format(
+            tc=tc,
+            cells=N * row_cells,
+            grid_doc=grid_doc,
+            at=at,
+            threads=tc * lanes,
+            lines_decl=decl,
+            lanes=lanes,
+        ).rstrip("\n")
+    ]
+    slots = ["lane"] if per_thread == 1 else [f"line{s}" for s in range(per_thread)]
+    names = [""] if per_thread == 1 else [f"{chr(ord('u') + s)}" for s in range(per_thread)]
+
+    def each(template):
+        return "\n".join(lines(template.format(v=v, line=line, i="{i}"), ind) for v, line in zip(names, slots))
+
+    def each_product(out_name, src_name, transposed):
+        return "\n".join(product(out_name + v, src_name + v, transposed, ind, style) for v in names)
+
+    which = "row `lane`" if per_thread == 1 else "rows " + ", ".join(f"`{s}`" for s in slots)
+    out.append(f"{ind}// Rows: {which} ← C · row, read straight from x.")
+    out.append(each("let a{v}{i} = select(0.0, x[(first + {line} * 14u + {i}u) * p.channels + k], live);"))
+    if r_first:
+        out.append(f"{ind}// The filter's column `lane` of r, loaded now so its latency overlaps x's.")
+        out.append(each("var q{v}{i} = 0.0;"))
+        out.append(f"{ind}if (p.mode == 0u && live) {{")
+        out.append("\n".join(lines(f"q{v}{{i}} = r[({{i}}u * 14u + {line}) * p.channels + k];", ind * 2) for v, line in zip(names, slots)))
+        out.append(f"{ind}}}")
+    out.append(each_product("b", "a", False))
+    out.append(each("grid[at({line}, {i}u, c)] = b{v}{i};"))
+    out.append(f"{ind}workgroupBarrier();")
+    out.append(f"{ind}// Columns: S = C · column `lane`; mode 1 writes S, mode 0 scales it by r and inverts it.")
+    out.append(each("let d{v}{i} = grid[at({i}u, {line}, c)];"))
+    out.append(each_product("e", "d", False))
+    out.append(f"{ind}if (p.mode == 1u) {{")
+    out.append(f"{ind}    if (live) {{")
+    out.append(
+        "\n".join(
+            lines(f"y[(b * 196u + {{i}}u * 14u + {line}) * p.channels + channel] = e{v}{{i}};", ind * 3)
+            for v, line in zip(names, slots)
+        )
+    )
+    out.append(f"{ind}    }}")
+    out.append(f"{ind}    return;")
+    out.append(f"{ind}}}")
+    if r_first:
+        out.append(each("let f{v}{i} = e{v}{i} * q{v}{i};"))
+    else:
+        out.append(each("let f{v}{i} = e{v}{i} * select(0.0, r[({i}u * 14u + {line}) * p.channels + k], live);"))
+    out.append(each_product("g", "f", True))
+    out.append(each("grid[at({i}u, {line}, c)] = g{v}{i};"))
+    out.append(f"{ind}workgroupBarrier();")
+    out.append(f"{ind}// Inverse rows, written out: {which} ← Cᵀ · row.")
+    out.append(each("let h{v}{i} = grid[at({line}, {i}u, c)];"))
+    out.append(each_product("o", "h", True))
+    out.append(f"{ind}if (live) {{")
+    for v, line in zip(names, slots):
+        out.append(f"{ind}    let base{v} = first + {line} * 14u;")
+        out.append(lines(f"y[(base{v} + {{i}}u) * p.channels + channel] = o{v}{{i}};", ind * 2))
+    out.append(f"{ind}}}")
+    out.append("}")
+    return "\n".join(out)
+
+
+def kernel_images(tc, pad, style, images):
+    """A workgroup filters `images` images in turn, loading the next image's rows while it
+    works on the current one, through two grids in workgroup memory used in turn."""
+    ind = "    "
+    row_cells = N * tc + pad
+    cells = N * row_cells
+    head = kernel(tc, 1, pad, style).split("@compute")[0]
+    head = head.replace(f"array<f32, {cells}>", f"array<f32, {2 * cells}>")
+    i2 = ind * 2
+    out = [head.rstrip("\n"), ""]
+    out.append(f"@compute @workgroup_size({tc * N})")
+    out.append("fn spectral_tile14(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {")
+    out.append(f"{ind}let c = li % TC;")
+    out.append(f"{ind}let lane = li / TC;")
+    out.append(f"{ind}let channel = wid.x * TC + c;")
+    out.append(f"{ind}let on = channel < p.channels;")
+    out.append(f"{ind}let k = select(0u, channel, on);")
+    out.append(f"{ind}let b0 = wid.y * {images}u;")
+    out.append(lines("var a{i} = 0.0;", ind))
+    out.append(f"{ind}if (on && b0 < p.batch) {{")
+    out.append(f"{i2}let first = b0 * p.tokens + p.prefix;")
+    out.append(lines("a{i} = x[(first + lane * 14u + {i}u) * p.channels + k];", i2))
+    out.append(f"{ind}}}")
+    out.append(f"{ind}for (var j = 0u; j < {images}u; j += 1u) {{")
+    out.append(f"{i2}let b = b0 + j;")
+    out.append(f"{i2}let live = on && b < p.batch;")
+    out.append(f"{i2}let img = b * p.tokens;")
+    out.append(f"{i2}let first = img + p.prefix;")
+    out.append(f"{i2}let half = (j & 1u) * {cells}u;")
+    out.append(f"{i2}if (p.mode == 0u && live) {{")
+    out.append(f"{i2}    for (var t = lane; t < p.prefix; t += 14u) {{")
+    out.append(f"{i2}        y[(img + t) * p.channels + channel] = x[(img + t) * p.channels + channel];")
+    out.append(f"{i2}    }}")
+    out.append(f"{i2}}}")
+    out.append(product("b", "a", False, i2, style))
+    out.append(lines("grid[half + at(lane, {i}u, c)] = b{i};", i2))
+    out.append(f"{i2}if (on && j + 1u < {images}u && b + 1u < p.batch) {{")
+    out.append(f"{i2}    let next = first + p.tokens;")
+    out.append(lines("a{i} = x[(next + lane * 14u + {i}u) * p.channels + k];", i2 + ind))
+    out.append(f"{i2}}}")
+    out.append(f"{i2}workgroupBarrier();")
+    out.append(lines("let d{i} = grid[half + at({i}u, lane, c)];", i2))
+    out.append(product("e", "d", False, i2, style))
+    out.append(f"{i2}if (p.mode == 1u) {{")
+    out.append(f"{i2}    if (live) {{")
+    out.append(lines("y[(b * 196u + {i}u * 14u + lane) * p.channels + channel] = e{i};", i2 + ind * 2))
+    out.append(f"{i2}    }}")
+    out.append(f"{i2}    continue;")
+    out.append(f"{i2}}}")
+    out.append(lines("let f{i} = e{i} * r[({i}u * 14u + lane) * p.channels + k];", i2))
+    out.append(product("g", "f", True, i2, style))
+    out.append(lines("grid[half + at({i}u, lane, c)] = g{i};", i2))
+    out.append(f"{i2}workgroupBarrier();")
+    out.append(lines("let h{i} = grid[half + at(lane, {i}u, c)];", i2))
+    out.append(product("o", "h", True, i2, style))
+    out.append(f"{i2}if (live) {{")
+    out.append(lines("y[(first + lane * 14u + {i}u) * p.channels + channel] = o{i};", i2 + ind))
+    out.append(f"{i2}}}")
+    out.append(f"{ind}}}")
+    out.append("}")
+    return "\n".join(out)
+
+
+def copy_kernel(loads):
+    """A lab measure of the memory alone: the filter's bytes as a plain copy, workgroup (i, b)
+    copying the i-th of channels / 16 contiguous pieces of image b as vec4s, `loads` (1 or 4)
+    in flight per thread. Same bindings and immediates as the kernel."""
+    text = kernel(16, 1, 0, "plain")
+    decls = text[text.index("struct TileParams") : text.index("var<workgroup>")]
+    decls = decls.replace("x: array<f32>", "x: array<vec4<f32>>").replace("y: array<f32>", "y: array<vec4<f32>>")
+    if loads == 1:
+        body = """    for (var i = li; i < piece; i += 256u) {
+        y[start + i] = x[start + i];
+    }"""
+    else:
+        body = "\n".join(f"    let i{n} = min(li + {256 * n}u, piece - 1u);" for n in range(loads))
+        body += "\n" + "\n".join(f"    let v{n} = x[start + i{n}];" for n in range(loads))
+        body += "\n" + "\n".join(f"    y[start + i{n}] = v{n};" for n in range(loads))
+    return f"""// lab: tc=16 images=1 shared=0
+// The filter's bytes as a plain copy, {loads} load(s) in flight per thread.
+{decls}@compute @workgroup_size(256)
+fn spectral_tile14(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {{
+    _ = r[0];
+    let pieces = p.channels / 16u;
+    let piece = p.tokens * p.channels / 4u / pieces;
+    let start = wid.y * p.tokens * p.channels / 4u + wid.x * piece;
+{body}
+}}
 """
 
 
 def main():
-    ind = "    "
-    out = [HEADER.rstrip("\n")]
-    out.append(f"{ind}// Rows: row `lane` ← C · row, read straight from x.")
-    out.append(lines("let a{i} = select(0.0, x[(first + lane * 14u + {i}u) * p.channels + k], live);", ind))
-    out.append(product("b", "a", False, ind))
-    out.append(lines("grid[at(lane, {i}u, c)] = b{i};", ind))
-    out.append(f"{ind}workgroupBarrier();")
-    out.append(f"{ind}// Columns: S = C · column `lane`; mode 1 writes S, mode 0 scales it by r and inverts it.")
-    out.append(lines("let d{i} = grid[at({i}u, lane, c)];", ind))
-    out.append(product("e", "d", False, ind))
-    out.append(f"{ind}if (p.mode == 1u) {{")
-    out.append(f"{ind}    if (live) {{")
-    out.append(lines("y[(b * 196u + {i}u * 14u + lane) * p.channels + channel] = e{i};", ind * 3))
-    out.append(f"{ind}    }}")
-    out.append(f"{ind}    return;")
-    out.append(f"{ind}}}")
-    out.append(lines("let f{i} = e{i} * select(0.0, r[({i}u * 14u + lane) * p.channels + k], live);", ind))
-    out.append(product("g", "f", True, ind))
-    out.append(lines("grid[at({i}u, lane, c)] = g{i};", ind))
-    out.append(f"{ind}workgroupBarrier();")
-    out.append(f"{ind}// Inverse rows, written out: row `lane` ← Cᵀ · row.")
-    out.append(lines("let h{i} = grid[at(lane, {i}u, c)];", ind))
-    out.append(product("o", "h", True, ind))
-    out.append(f"{ind}if (live) {{")
-    out.append(f"{ind}    let base = first + lane * 14u;")
-    out.append(lines("y[(base + {i}u) * p.channels + channel] = o{i};", ind * 2))
-    out.append(f"{ind}}}")
-    out.append("}")
-    print("\n".join(out))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lab", metavar="DIR", help="write the variants timed by examples/spectral_lab.rs to DIR")
+    args = parser.parse_args()
+    if args.lab is None:
+        print(kernel(16, 1, 16, "fast", r_first=True))
+        return
+    os.makedirs(args.lab, exist_ok=True)
+    variants = {
+        "tc16_plain": (16, 1, 0, "plain"),
+        "tc16_pad": (16, 1, 16, "plain"),
+        "tc16_fast": (16, 1, 0, "fast"),
+        "tc16_pad_fast": (16, 1, 16, "fast"),
+        "tc32": (32, 1, 0, "plain"),
+        "tc32_fast": (32, 1, 0, "fast"),
+        "tc32_x2": (32, 2, 0, "plain"),
+        "tc32_x2_fast": (32, 2, 0, "fast"),
+        "tc8_pad_fast": (8, 1, 8, "fast"),
+        "diag_tc16_nomath": (16, 1, 0, "none"),
+        "diag_tc32_nomath": (32, 1, 0, "none"),
+    }
+    for name, (tc, per_thread, pad, style) in variants.items():
+        for r_first in [False, True]:
+            if r_first and not name.startswith(("tc16_pad", "diag_tc16_nomath")):
+                continue
+            with open(os.path.join(args.lab, name + ("_rfirst" if r_first else "") + ".wgsl"), "w") as f:
+                text = kernel(tc, per_thread, pad, style, r_first)
+                f.write(f"// lab: tc={tc} images=1 shared={4 * N * (N * tc + pad)}\n{text}\n")
+    grouped = {
+        "tc16_pad_fast_g2": (16, 16, "fast", 2),
+        "tc16_pad_fast_g4": (16, 16, "fast", 4),
+    }
+    for name, (tc, pad, style, images) in grouped.items():
+        with open(os.path.join(args.lab, name + ".wgsl"), "w") as f:
+            shared = 8 * N * (N * tc + pad)
+            f.write(f"// lab: tc={tc} images={images} shared={shared}\n" + kernel_images(tc, pad, style, images) + "\n")
+    with open(os.path.join(args.lab, "diag_copy.wgsl"), "w") as f:
+        f.write(copy_kernel(1))
+    with open(os.path.join(args.lab, "diag_copy4.wgsl"), "w") as f:
+        f.write(copy_kernel(4))
+    # The kernel's global loads and stores alone: each thread copies its row.
+    head = kernel(16, 1, 0, "none").split("    // Rows:")[0]
+    body = "    _ = r[0];\n" + lines("let a{i} = x[(first + lane * 14u + {i}u) * p.channels + k];", "    ")
+    body += "\n" + lines("y[(first + lane * 14u + {i}u) * p.channels + k] = a{i};", "    ")
+    with open(os.path.join(args.lab, "diag_tc16_pattern.wgsl"), "w") as f:
+        f.write(f"// lab: tc=16 images=1 shared=12544\n{head}{body}\n}}\n")
 
 
 if __name__ == "__main__":

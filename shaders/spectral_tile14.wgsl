@@ -2,9 +2,10 @@
 //
 // The MoPPA filter of shaders/spectral_tile.wgsl for 14 × 14 grids (ViT-B/16 at 224 pixels),
 // written out as straight-line code: each 14-point transform is 14 sums of 7 products (the
-// matrix's symmetry C[k][13 − n] = (−1)^k C[k][n] halves them) with the entries as literals,
-// on values held in registers, so the kernel has no loop for a compiler to unroll and no
-// array to index. (Written with loops over register arrays, NVIDIA's compiler did neither
+// matrix's symmetry C[k][13 − n] = (−1)^k C[k][n] halves them; the same symmetry of the even
+// rows' 7-point part, C[2j][6 − n] = (−1)^j C[2j][n], turns their 49 products into 25) with
+// the entries as literals, on values held in registers, so the kernel has no loop for a
+// compiler to unroll and no array to index. (Written with loops over register arrays, NVIDIA's compiler did neither
 // unroll nor keep the arrays in registers: 7× slower on an H200.)
 //
 //   spectral_tile14 (mode 0):  y = Cᵀ·( (C·x·Cᵀ) ⊙ r )·C     per channel (the filter)
@@ -16,7 +17,8 @@
 // column i in the column pass. The forward row pass reads its row from x and the inverse one
 // writes its row to y, so the grid goes through workgroup memory twice (after the rows and
 // after the columns) with two barriers. Adjacent threads own adjacent channels, so global
-// accesses are coalesced. Barriers must be reached by every thread, so threads past the last
+// accesses are coalesced; each grid row of workgroup memory is followed by 16 spare cells, so
+// the two lanes of a 32-thread subgroup fall in different banks in the row passes. Barriers must be reached by every thread, so threads past the last
 // channel read channel 0, compute on zeros and store nothing.
 // Params `TileParams` (host: ops::spectral_tile::TileParams; gh, gw and the scales unused).
 
@@ -42,11 +44,11 @@ var<immediate> p: TileParams;
 @group(0) @binding(1) var<storage, read> r: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-var<workgroup> grid: array<f32, 3136>; // 196 cells × TC channels, channel-minor
+var<workgroup> grid: array<f32, 3360>; // 196 cells × TC channels, channel-minor, 16 spare cells after each grid row
 
 // Cell (row, col) of this thread's channel in `grid`.
 fn at(row: u32, col: u32, c: u32) -> u32 {
-    return (row * 14u + col) * TC + c;
+    return row * 240u + col * TC + c;
 }
 
 @compute @workgroup_size(224)
@@ -79,6 +81,37 @@ fn spectral_tile14(@builtin(local_invocation_index) li: u32, @builtin(workgroup_
     let a11 = select(0.0, x[(first + lane * 14u + 11u) * p.channels + k], live);
     let a12 = select(0.0, x[(first + lane * 14u + 12u) * p.channels + k], live);
     let a13 = select(0.0, x[(first + lane * 14u + 13u) * p.channels + k], live);
+    // The filter's column `lane` of r, loaded now so its latency overlaps x's.
+    var q0 = 0.0;
+    var q1 = 0.0;
+    var q2 = 0.0;
+    var q3 = 0.0;
+    var q4 = 0.0;
+    var q5 = 0.0;
+    var q6 = 0.0;
+    var q7 = 0.0;
+    var q8 = 0.0;
+    var q9 = 0.0;
+    var q10 = 0.0;
+    var q11 = 0.0;
+    var q12 = 0.0;
+    var q13 = 0.0;
+    if (p.mode == 0u && live) {
+        q0 = r[(0u * 14u + lane) * p.channels + k];
+        q1 = r[(1u * 14u + lane) * p.channels + k];
+        q2 = r[(2u * 14u + lane) * p.channels + k];
+        q3 = r[(3u * 14u + lane) * p.channels + k];
+        q4 = r[(4u * 14u + lane) * p.channels + k];
+        q5 = r[(5u * 14u + lane) * p.channels + k];
+        q6 = r[(6u * 14u + lane) * p.channels + k];
+        q7 = r[(7u * 14u + lane) * p.channels + k];
+        q8 = r[(8u * 14u + lane) * p.channels + k];
+        q9 = r[(9u * 14u + lane) * p.channels + k];
+        q10 = r[(10u * 14u + lane) * p.channels + k];
+        q11 = r[(11u * 14u + lane) * p.channels + k];
+        q12 = r[(12u * 14u + lane) * p.channels + k];
+        q13 = r[(13u * 14u + lane) * p.channels + k];
+    }
     let bp0 = a0 + a13;
     let bm0 = a0 - a13;
     let bp1 = a1 + a12;
@@ -93,19 +126,25 @@ fn spectral_tile14(@builtin(local_invocation_index) li: u32, @builtin(workgroup_
     let bm5 = a5 - a8;
     let bp6 = a6 + a7;
     let bm6 = a6 - a7;
-    let b0 = 0.267261242 * bp0 + 0.267261242 * bp1 + 0.267261242 * bp2 + 0.267261242 * bp3 + 0.267261242 * bp4 + 0.267261242 * bp5 + 0.267261242 * bp6;
+    let bq0 = bp0 + bp6;
+    let br0 = bp0 - bp6;
+    let bq1 = bp1 + bp5;
+    let br1 = bp1 - bp5;
+    let bq2 = bp2 + bp4;
+    let br2 = bp2 - bp4;
+    let b0 = 0.267261242 * bq0 + 0.267261242 * bq1 + 0.267261242 * bq2 + 0.267261242 * bp3;
     let b1 = 0.375587912 * bm0 + 0.356754366 * bm1 + 0.320031666 * bm2 + 0.267261242 * bm3 + 0.201089223 * bm4 + 0.124833752 * bm5 + 0.042318594 * bm6;
-    let b2 = 0.368488115 * bp0 + 0.295504524 * bp1 + 0.163992639 * bp2 + 0.000000000 * bp3 + -0.163992639 * bp4 + -0.295504524 * bp5 + -0.368488115 * bp6;
+    let b2 = 0.368488115 * br0 + 0.295504524 * br1 + 0.163992639 * br2;
     let b3 = 0.356754366 * bm0 + 0.201089223 * bm1 + -0.042318594 * bm2 + -0.267261242 * bm3 + -0.375587912 * bm4 + -0.320031666 * bm5 + -0.124833752 * bm6;
-    let b4 = 0.340534223 * bp0 + 0.084105008 * bp1 + -0.235656994 * bp2 + -0.377964473 * bp3 + -0.235656994 * bp4 + 0.084105008 * bp5 + 0.340534223 * bp6;
+    let b4 = 0.340534223 * bq0 + 0.084105008 * bq1 + -0.235656994 * bq2 + -0.377964473 * bp3;
     let b5 = 0.320031666 * bm0 + -0.042318594 * bm1 + -0.356754366 * bm2 + -0.267261242 * bm3 + 0.124833752 * bm4 + 0.375587912 * bm5 + 0.201089223 * bm6;
-    let b6 = 0.295504524 * bp0 + -0.163992639 * bp1 + -0.368488115 * bp2 + 0.000000000 * bp3 + 0.368488115 * bp4 + 0.163992639 * bp5 + -0.295504524 * bp6;
+    let b6 = 0.295504524 * br0 + -0.163992639 * br1 + -0.368488115 * br2;
     let b7 = 0.267261242 * bm0 + -0.267261242 * bm1 + -0.267261242 * bm2 + 0.267261242 * bm3 + 0.267261242 * bm4 + -0.267261242 * bm5 + -0.267261242 * bm6;
-    let b8 = 0.235656994 * bp0 + -0.340534223 * bp1 + -0.084105008 * bp2 + 0.377964473 * bp3 + -0.084105008 * bp4 + -0.340534223 * bp5 + 0.235656994 * bp6;
+    let b8 = 0.235656994 * bq0 + -0.340534223 * bq1 + -0.084105008 * bq2 + 0.377964473 * bp3;
     let b9 = 0.201089223 * bm0 + -0.375587912 * bm1 + 0.124833752 * bm2 + 0.267261242 * bm3 + -0.356754366 * bm4 + 0.042318594 * bm5 + 0.320031666 * bm6;
-    let b10 = 0.163992639 * bp0 + -0.368488115 * bp1 + 0.295504524 * bp2 + 0.000000000 * bp3 + -0.295504524 * bp4 + 0.368488115 * bp5 + -0.163992639 * bp6;
+    let b10 = 0.163992639 * br0 + -0.368488115 * br1 + 0.295504524 * br2;
     let b11 = 0.124833752 * bm0 + -0.320031666 * bm1 + 0.375587912 * bm2 + -0.267261242 * bm3 + 0.042318594 * bm4 + 0.201089223 * bm5 + -0.356754366 * bm6;
-    let b12 = 0.084105008 * bp0 + -0.235656994 * bp1 + 0.340534223 * bp2 + -0.377964473 * bp3 + 0.340534223 * bp4 + -0.235656994 * bp5 + 0.084105008 * bp6;
+    let b12 = 0.084105008 * bq0 + -0.235656994 * bq1 + 0.340534223 * bq2 + -0.377964473 * bp3;
     let b13 = 0.042318594 * bm0 + -0.124833752 * bm1 + 0.201089223 * bm2 + -0.267261242 * bm3 + 0.320031666 * bm4 + -0.356754366 * bm5 + 0.375587912 * bm6;
     grid[at(lane, 0u, c)] = b0;
     grid[at(lane, 1u, c)] = b1;
@@ -151,19 +190,25 @@ fn spectral_tile14(@builtin(local_invocation_index) li: u32, @builtin(workgroup_
     let em5 = d5 - d8;
     let ep6 = d6 + d7;
     let em6 = d6 - d7;
-    let e0 = 0.267261242 * ep0 + 0.267261242 * ep1 + 0.267261242 * ep2 + 0.267261242 * ep3 + 0.267261242 * ep4 + 0.267261242 * ep5 + 0.267261242 * ep6;
+    let eq0 = ep0 + ep6;
+    let er0 = ep0 - ep6;
+    let eq1 = ep1 + ep5;
+    let er1 = ep1 - ep5;
+    let eq2 = ep2 + ep4;
+    let er2 = ep2 - ep4;
+    let e0 = 0.267261242 * eq0 + 0.267261242 * eq1 + 0.267261242 * eq2 + 0.267261242 * ep3;
     let e1 = 0.375587912 * em0 + 0.356754366 * em1 + 0.320031666 * em2 + 0.267261242 * em3 + 0.201089223 * em4 + 0.124833752 * em5 + 0.042318594 * em6;
-    let e2 = 0.368488115 * ep0 + 0.295504524 * ep1 + 0.163992639 * ep2 + 0.000000000 * ep3 + -0.163992639 * ep4 + -0.295504524 * ep5 + -0.368488115 * ep6;
+    let e2 = 0.368488115 * er0 + 0.295504524 * er1 + 0.163992639 * er2;
     let e3 = 0.356754366 * em0 + 0.201089223 * em1 + -0.042318594 * em2 + -0.267261242 * em3 + -0.375587912 * em4 + -0.320031666 * em5 + -0.124833752 * em6;
-    let e4 = 0.340534223 * ep0 + 0.084105008 * ep1 + -0.235656994 * ep2 + -0.377964473 * ep3 + -0.235656994 * ep4 + 0.084105008 * ep5 + 0.340534223 * ep6;
+    let e4 = 0.340534223 * eq0 + 0.084105008 * eq1 + -0.235656994 * eq2 + -0.377964473 * ep3;
     let e5 = 0.320031666 * em0 + -0.042318594 * em1 + -0.356754366 * em2 + -0.267261242 * em3 + 0.124833752 * em4 + 0.375587912 * em5 + 0.201089223 * em6;
-    let e6 = 0.295504524 * ep0 + -0.163992639 * ep1 + -0.368488115 * ep2 + 0.000000000 * ep3 + 0.368488115 * ep4 + 0.163992639 * ep5 + -0.295504524 * ep6;
+    let e6 = 0.295504524 * er0 + -0.163992639 * er1 + -0.368488115 * er2;
     let e7 = 0.267261242 * em0 + -0.267261242 * em1 + -0.267261242 * em2 + 0.267261242 * em3 + 0.267261242 * em4 + -0.267261242 * em5 + -0.267261242 * em6;
-    let e8 = 0.235656994 * ep0 + -0.340534223 * ep1 + -0.084105008 * ep2 + 0.377964473 * ep3 + -0.084105008 * ep4 + -0.340534223 * ep5 + 0.235656994 * ep6;
+    let e8 = 0.235656994 * eq0 + -0.340534223 * eq1 + -0.084105008 * eq2 + 0.377964473 * ep3;
     let e9 = 0.201089223 * em0 + -0.375587912 * em1 + 0.124833752 * em2 + 0.267261242 * em3 + -0.356754366 * em4 + 0.042318594 * em5 + 0.320031666 * em6;
-    let e10 = 0.163992639 * ep0 + -0.368488115 * ep1 + 0.295504524 * ep2 + 0.000000000 * ep3 + -0.295504524 * ep4 + 0.368488115 * ep5 + -0.163992639 * ep6;
+    let e10 = 0.163992639 * er0 + -0.368488115 * er1 + 0.295504524 * er2;
     let e11 = 0.124833752 * em0 + -0.320031666 * em1 + 0.375587912 * em2 + -0.267261242 * em3 + 0.042318594 * em4 + 0.201089223 * em5 + -0.356754366 * em6;
-    let e12 = 0.084105008 * ep0 + -0.235656994 * ep1 + 0.340534223 * ep2 + -0.377964473 * ep3 + 0.340534223 * ep4 + -0.235656994 * ep5 + 0.084105008 * ep6;
+    let e12 = 0.084105008 * eq0 + -0.235656994 * eq1 + 0.340534223 * eq2 + -0.377964473 * ep3;
     let e13 = 0.042318594 * em0 + -0.124833752 * em1 + 0.201089223 * em2 + -0.267261242 * em3 + 0.320031666 * em4 + -0.356754366 * em5 + 0.375587912 * em6;
     if (p.mode == 1u) {
         if (live) {
@@ -184,33 +229,39 @@ fn spectral_tile14(@builtin(local_invocation_index) li: u32, @builtin(workgroup_
         }
         return;
     }
-    let f0 = e0 * select(0.0, r[(0u * 14u + lane) * p.channels + k], live);
-    let f1 = e1 * select(0.0, r[(1u * 14u + lane) * p.channels + k], live);
-    let f2 = e2 * select(0.0, r[(2u * 14u + lane) * p.channels + k], live);
-    let f3 = e3 * select(0.0, r[(3u * 14u + lane) * p.channels + k], live);
-    let f4 = e4 * select(0.0, r[(4u * 14u + lane) * p.channels + k], live);
-    let f5 = e5 * select(0.0, r[(5u * 14u + lane) * p.channels + k], live);
-    let f6 = e6 * select(0.0, r[(6u * 14u + lane) * p.channels + k], live);
-    let f7 = e7 * select(0.0, r[(7u * 14u + lane) * p.channels + k], live);
-    let f8 = e8 * select(0.0, r[(8u * 14u + lane) * p.channels + k], live);
-    let f9 = e9 * select(0.0, r[(9u * 14u + lane) * p.channels + k], live);
-    let f10 = e10 * select(0.0, r[(10u * 14u + lane) * p.channels + k], live);
-    let f11 = e11 * select(0.0, r[(11u * 14u + lane) * p.channels + k], live);
-    let f12 = e12 * select(0.0, r[(12u * 14u + lane) * p.channels + k], live);
-    let f13 = e13 * select(0.0, r[(13u * 14u + lane) * p.channels + k], live);
-    let ge0 = 0.267261242 * f0 + 0.368488115 * f2 + 0.340534223 * f4 + 0.295504524 * f6 + 0.235656994 * f8 + 0.163992639 * f10 + 0.084105008 * f12;
+    let f0 = e0 * q0;
+    let f1 = e1 * q1;
+    let f2 = e2 * q2;
+    let f3 = e3 * q3;
+    let f4 = e4 * q4;
+    let f5 = e5 * q5;
+    let f6 = e6 * q6;
+    let f7 = e7 * q7;
+    let f8 = e8 * q8;
+    let f9 = e9 * q9;
+    let f10 = e10 * q10;
+    let f11 = e11 * q11;
+    let f12 = e12 * q12;
+    let f13 = e13 * q13;
+    let gE0 = 0.267261242 * f0 + 0.340534223 * f4 + 0.235656994 * f8 + 0.084105008 * f12;
+    let gO0 = 0.368488115 * f2 + 0.295504524 * f6 + 0.163992639 * f10;
+    let gE1 = 0.267261242 * f0 + 0.084105008 * f4 + -0.340534223 * f8 + -0.235656994 * f12;
+    let gO1 = 0.295504524 * f2 + -0.163992639 * f6 + -0.368488115 * f10;
+    let gE2 = 0.267261242 * f0 + -0.235656994 * f4 + -0.084105008 * f8 + 0.340534223 * f12;
+    let gO2 = 0.163992639 * f2 + -0.368488115 * f6 + 0.295504524 * f10;
+    let ge3 = 0.267261242 * f0 + -0.377964473 * f4 + 0.377964473 * f8 + -0.377964473 * f12;
+    let ge0 = gE0 + gO0;
+    let ge6 = gE0 - gO0;
+    let ge1 = gE1 + gO1;
+    let ge5 = gE1 - gO1;
+    let ge2 = gE2 + gO2;
+    let ge4 = gE2 - gO2;
     let go0 = 0.375587912 * f1 + 0.356754366 * f3 + 0.320031666 * f5 + 0.267261242 * f7 + 0.201089223 * f9 + 0.124833752 * f11 + 0.042318594 * f13;
-    let ge1 = 0.267261242 * f0 + 0.295504524 * f2 + 0.084105008 * f4 + -0.163992639 * f6 + -0.340534223 * f8 + -0.368488115 * f10 + -0.235656994 * f12;
     let go1 = 0.356754366 * f1 + 0.201089223 * f3 + -0.042318594 * f5 + -0.267261242 * f7 + -0.375587912 * f9 + -0.320031666 * f11 + -0.124833752 * f13;
-    let ge2 = 0.267261242 * f0 + 0.163992639 * f2 + -0.235656994 * f4 + -0.368488115 * f6 + -0.084105008 * f8 + 0.295504524 * f10 + 0.340534223 * f12;
     let go2 = 0.320031666 * f1 + -0.042318594 * f3 + -0.356754366 * f5 + -0.267261242 * f7 + 0.124833752 * f9 + 0.375587912 * f11 + 0.201089223 * f13;
-    let ge3 = 0.267261242 * f0 + 0.000000000 * f2 + -0.377964473 * f4 + 0.000000000 * f6 + 0.377964473 * f8 + 0.000000000 * f10 + -0.377964473 * f12;
     let go3 = 0.267261242 * f1 + -0.267261242 * f3 + -0.267261242 * f5 + 0.267261242 * f7 + 0.267261242 * f9 + -0.267261242 * f11 + -0.267261242 * f13;
-    let ge4 = 0.267261242 * f0 + -0.163992639 * f2 + -0.235656994 * f4 + 0.368488115 * f6 + -0.084105008 * f8 + -0.295504524 * f10 + 0.340534223 * f12;
     let go4 = 0.201089223 * f1 + -0.375587912 * f3 + 0.124833752 * f5 + 0.267261242 * f7 + -0.356754366 * f9 + 0.042318594 * f11 + 0.320031666 * f13;
-    let ge5 = 0.267261242 * f0 + -0.295504524 * f2 + 0.084105008 * f4 + 0.163992639 * f6 + -0.340534223 * f8 + 0.368488115 * f10 + -0.235656994 * f12;
     let go5 = 0.124833752 * f1 + -0.320031666 * f3 + 0.375587912 * f5 + -0.267261242 * f7 + 0.042318594 * f9 + 0.201089223 * f11 + -0.356754366 * f13;
-    let ge6 = 0.267261242 * f0 + -0.368488115 * f2 + 0.340534223 * f4 + -0.295504524 * f6 + 0.235656994 * f8 + -0.163992639 * f10 + 0.084105008 * f12;
     let go6 = 0.042318594 * f1 + -0.124833752 * f3 + 0.201089223 * f5 + -0.267261242 * f7 + 0.320031666 * f9 + -0.356754366 * f11 + 0.375587912 * f13;
     let g0 = ge0 + go0;
     let g1 = ge1 + go1;
@@ -256,19 +307,25 @@ fn spectral_tile14(@builtin(local_invocation_index) li: u32, @builtin(workgroup_
     let h11 = grid[at(lane, 11u, c)];
     let h12 = grid[at(lane, 12u, c)];
     let h13 = grid[at(lane, 13u, c)];
-    let oe0 = 0.267261242 * h0 + 0.368488115 * h2 + 0.340534223 * h4 + 0.295504524 * h6 + 0.235656994 * h8 + 0.163992639 * h10 + 0.084105008 * h12;
+    let oE0 = 0.267261242 * h0 + 0.340534223 * h4 + 0.235656994 * h8 + 0.084105008 * h12;
+    let oO0 = 0.368488115 * h2 + 0.295504524 * h6 + 0.163992639 * h10;
+    let oE1 = 0.267261242 * h0 + 0.084105008 * h4 + -0.340534223 * h8 + -0.235656994 * h12;
+    let oO1 = 0.295504524 * h2 + -0.163992639 * h6 + -0.368488115 * h10;
+    let oE2 = 0.267261242 * h0 + -0.235656994 * h4 + -0.084105008 * h8 + 0.340534223 * h12;
+    let oO2 = 0.163992639 * h2 + -0.368488115 * h6 + 0.295504524 * h10;
+    let oe3 = 0.267261242 * h0 + -0.377964473 * h4 + 0.377964473 * h8 + -0.377964473 * h12;
+    let oe0 = oE0 + oO0;
+    let oe6 = oE0 - oO0;
+    let oe1 = oE1 + oO1;
+    let oe5 = oE1 - oO1;
+    let oe2 = oE2 + oO2;
+    let oe4 = oE2 - oO2;
     let oo0 = 0.375587912 * h1 + 0.356754366 * h3 + 0.320031666 * h5 + 0.267261242 * h7 + 0.201089223 * h9 + 0.124833752 * h11 + 0.042318594 * h13;
-    let oe1 = 0.267261242 * h0 + 0.295504524 * h2 + 0.084105008 * h4 + -0.163992639 * h6 + -0.340534223 * h8 + -0.368488115 * h10 + -0.235656994 * h12;
     let oo1 = 0.356754366 * h1 + 0.201089223 * h3 + -0.042318594 * h5 + -0.267261242 * h7 + -0.375587912 * h9 + -0.320031666 * h11 + -0.124833752 * h13;
-    let oe2 = 0.267261242 * h0 + 0.163992639 * h2 + -0.235656994 * h4 + -0.368488115 * h6 + -0.084105008 * h8 + 0.295504524 * h10 + 0.340534223 * h12;
     let oo2 = 0.320031666 * h1 + -0.042318594 * h3 + -0.356754366 * h5 + -0.267261242 * h7 + 0.124833752 * h9 + 0.375587912 * h11 + 0.201089223 * h13;
-    let oe3 = 0.267261242 * h0 + 0.000000000 * h2 + -0.377964473 * h4 + 0.000000000 * h6 + 0.377964473 * h8 + 0.000000000 * h10 + -0.377964473 * h12;
     let oo3 = 0.267261242 * h1 + -0.267261242 * h3 + -0.267261242 * h5 + 0.267261242 * h7 + 0.267261242 * h9 + -0.267261242 * h11 + -0.267261242 * h13;
-    let oe4 = 0.267261242 * h0 + -0.163992639 * h2 + -0.235656994 * h4 + 0.368488115 * h6 + -0.084105008 * h8 + -0.295504524 * h10 + 0.340534223 * h12;
     let oo4 = 0.201089223 * h1 + -0.375587912 * h3 + 0.124833752 * h5 + 0.267261242 * h7 + -0.356754366 * h9 + 0.042318594 * h11 + 0.320031666 * h13;
-    let oe5 = 0.267261242 * h0 + -0.295504524 * h2 + 0.084105008 * h4 + 0.163992639 * h6 + -0.340534223 * h8 + 0.368488115 * h10 + -0.235656994 * h12;
     let oo5 = 0.124833752 * h1 + -0.320031666 * h3 + 0.375587912 * h5 + -0.267261242 * h7 + 0.042318594 * h9 + 0.201089223 * h11 + -0.356754366 * h13;
-    let oe6 = 0.267261242 * h0 + -0.368488115 * h2 + 0.340534223 * h4 + -0.295504524 * h6 + 0.235656994 * h8 + -0.163992639 * h10 + 0.084105008 * h12;
     let oo6 = 0.042318594 * h1 + -0.124833752 * h3 + 0.201089223 * h5 + -0.267261242 * h7 + 0.320031666 * h9 + -0.356754366 * h11 + 0.375587912 * h13;
     let o0 = oe0 + oo0;
     let o1 = oe1 + oo1;
