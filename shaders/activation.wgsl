@@ -13,6 +13,10 @@
 //   z ≥ 2.5:       erfc(z) = exp(−z²)·C(1/z²)/(z·√π)
 // and erf = sign·(1 − erfc(|x|)) for |x| ≥ 1. Φ uses erfc on the negative side, so GELU keeps
 // its relative accuracy for x ≪ 0 instead of losing it to 1 + erf(x/√2) cancelling.
+// The exponentials are this file's own `exp_accurate`, of x² split so that its rounding does
+// not enter (`exp_neg_square`): the built-in exp may be off by 3 + 2·|x| ulp under Vulkan's
+// precision rules (the GELU test failed on an H200 with it), and in Φ's tail the
+// exponential's error, or x²'s rounding, is the whole error of the result.
 //
 // Layout: inputs (x, then b or ∂y as the kernel needs), then the output; all f32, flat.
 // Params `ActivationParams` (host: ops::activation::ActivationParams). One thread per
@@ -32,6 +36,23 @@ var<immediate> p: ActivationParams;
 const FRAC_1_SQRT_2: f32 = 0.70710677;
 const FRAC_1_SQRT_PI: f32 = 0.5641896;
 const FRAC_1_SQRT_2PI: f32 = 0.3989423;
+
+const LOG2_E: f32 = 1.442695;
+// ln 2 in two parts; the first has 15 significant bits, so k·LN2_HI is exact for |k| < 512.
+const LN2_HI: f32 = 0.693145751953125;
+const LN2_LO: f32 = 1.4286068e-6;
+
+// e^x within about one ulp for x ≤ 89 on any device: x = k·ln 2 + r with |r| ≤ ½ ln 2, e^r by
+// its Taylor series to r⁸ (truncation ≲ 1e-9), then 2^k exactly. Below −104 the result is
+// below f32's range and comes out 0.
+fn exp_accurate(x: f32) -> f32 {
+    let v = max(x, -104.0);
+    let k = round(v * LOG2_E);
+    let r = (v - k * LN2_HI) - k * LN2_LO;
+    let e = 1.0 + r * (1.0 + r * (0.5 + r * (0.16666667 + r * (0.041666668 + r * (0.008333334
+        + r * (0.0013888889 + r * (0.0001984127 + r * 2.4801588e-5)))))));
+    return ldexp(e, i32(k));
+}
 
 // erf(x)/x − 1 as a polynomial in t = x², for t ≤ 1.
 fn erf_small(t: f32) -> f32 {
@@ -53,12 +74,30 @@ fn erfcx_tail(z: f32) -> f32 {
     return c * w * FRAC_1_SQRT_PI;
 }
 
-// erfc(z) for z ≥ 0, relative error ≲ 3e-7 · max(1, z²) (the z² from rounding z itself).
+// e^(−s·x²) for s = 1 or ½ without rounding x² first: x = h + (x − h) with h holding x's top
+// 12 bits, so s·h² is exact and s·(h − x)(h + x) = s·(h² − x²) is small and nearly exact.
+fn exp_neg_square(x: f32, s: f32) -> f32 {
+    let h = bitcast<f32>(bitcast<u32>(x) & 0xfffff000u);
+    return exp_accurate(-s * h * h) * exp_accurate(s * (h - x) * (h + x));
+}
+
+// Past this erfc(z) < 2⁻¹⁴⁹, below f32's range.
+const ERFC_ZERO_FROM: f32 = 10.5;
+
+// erfc(z) for 0 ≤ z < 1.
+fn erfc_small(z: f32) -> f32 {
+    return (1.0 - z) - z * erf_small(z * z);
+}
+
+// erfc(z) for z ≥ 0, within a few ulp.
 fn erfc_pos(z: f32) -> f32 {
     if (z < 1.0) {
-        return (1.0 - z) - z * erf_small(z * z);
+        return erfc_small(z);
     }
-    return exp(-z * z) * erfcx_tail(z);
+    if (z > ERFC_ZERO_FROM) {
+        return 0.0;
+    }
+    return exp_neg_square(z, 1.0) * erfcx_tail(z);
 }
 
 fn erf_f32(x: f32) -> f32 {
@@ -69,14 +108,27 @@ fn erf_f32(x: f32) -> f32 {
     return sign(x) * (1.0 - erfc_pos(a));
 }
 
-// Φ(x), the standard normal CDF.
+// Φ(x), the standard normal CDF: ½·erfc(|x|/√2), or 1 minus it for x ≥ 0. In the tail the
+// factor e^(−x²/2) comes from x itself: from z = |x|/√2, already rounded, its relative error
+// would be 2z²·ε.
 fn normal_cdf(x: f32) -> f32 {
-    let c = 0.5 * erfc_pos(abs(x) * FRAC_1_SQRT_2);
+    let a = abs(x);
+    let z = a * FRAC_1_SQRT_2;
+    var c = 0.0;
+    if (z < 1.0) {
+        c = 0.5 * erfc_small(z);
+    } else if (z <= ERFC_ZERO_FROM) {
+        c = 0.5 * exp_neg_square(a, 0.5) * erfcx_tail(z);
+    }
     return select(c, 1.0 - c, x >= 0.0);
 }
 
 fn gelu_grad(x: f32) -> f32 {
-    return normal_cdf(x) + x * FRAC_1_SQRT_2PI * exp(-0.5 * x * x);
+    var density = 0.0;
+    if (abs(x) <= 2.0 * ERFC_ZERO_FROM) {
+        density = FRAC_1_SQRT_2PI * exp_neg_square(x, 0.5);
+    }
+    return normal_cdf(x) + x * density;
 }
 
 fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {

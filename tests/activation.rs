@@ -94,14 +94,15 @@ fn gelu_matches_reference() {
 }
 
 /// GELU keeps its relative accuracy in the negative tail (where ½x(1 + erf(x/√2)) would
-/// cancel): the error is the conditioning of Φ, about x²·ε, and no worse.
+/// cancel), to a few ulp: the kernel's e^(−x²/2) neither rounds x² first (which alone would
+/// cost x²·ε, 4e-5 at x = −12) nor trusts the device's exp.
 #[test]
 fn gelu_is_relatively_accurate_in_the_tail() {
     let gpu = gpu();
     let x: Vec<f32> = (0..=2400).map(|i| -12.0 + 0.01 * i as f32).collect();
     let got = gpu.read(&activation::gelu(&gpu, &upload(&gpu, &x, &[x.len()])).unwrap()).unwrap();
     let want = ref_act::gelu(&f64s(&x));
-    let worst = assert_rel_each("gelu tail", &x, &got, &want, |v| 4e-7 * (1.0 + v * v), 1e-37);
+    let worst = assert_rel_each("gelu tail", &x, &got, &want, |_| 1e-6, 1e-37);
     eprintln!("gelu on [-12, 12]: worst relative error {worst:.3e}");
 }
 

@@ -116,6 +116,28 @@ fn a_file_size_limit_below_an_output_is_named_and_keeps_the_previous_files() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A write past `ulimit -f` that the outputs' check does not cover (here stderr sent to a
+/// file; on an H200, most likely the driver's shader cache) fails instead of ending the
+/// process with SIGXFSZ: the run ends with its own exit code, having lost the line.
+#[cfg(unix)]
+#[test]
+fn a_write_past_the_file_size_limit_elsewhere_does_not_end_the_run() {
+    let dir = scratch("fsize-stderr");
+    let log = dir.join("stderr.txt");
+    let (missing, merged) = (dir.join("no-such-model"), dir.join("merged"));
+    let script = format!("ulimit -f 0 && exec \"$0\" \"$@\" 2> '{}'", log.display());
+    let args = ["merge", "--model", s(&missing), "--adapter", s(&missing), "--out", s(&merged)];
+    let output = std::process::Command::new("bash")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_peft-wgpu")])
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("bash runs");
+    assert_eq!(output.status.code(), Some(INPUT), "{:?}", output.status);
+    assert_eq!(std::fs::metadata(&log).expect("the stderr file").len(), 0, "a line got past the limit");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn an_init_folder_of_another_adapter_type_is_named() {
     let dir = scratch("init-type");

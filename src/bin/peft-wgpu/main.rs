@@ -259,7 +259,22 @@ fn is_broken_pipe(e: &Error) -> bool {
     matches!(e, Error::Io { path, source } if path.as_os_str() == "<stdout>" && source.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
+/// Writing past the file size limit (`ulimit -f`) raises SIGXFSZ, whose default action ends
+/// the process without a word. This program's outputs are checked against the limit before
+/// they are written (on Linux), but other writes in the process are not: a GPU driver's shader
+/// cache, most likely, is what ended a run on an H200 under a 4 KiB limit. With the signal
+/// caught, such a write fails with EFBIG instead: the driver goes on without its cache, and a
+/// write of ours that the check missed is reported with its file.
+#[cfg(unix)]
+fn catch_file_size_signal() {
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Registration fails only for signals that cannot be caught, which SIGXFSZ is not.
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGXFSZ, seen);
+}
+
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    catch_file_size_signal();
     std::panic::set_hook(Box::new(|info| {
         let message = info
             .payload()
