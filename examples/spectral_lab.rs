@@ -196,10 +196,11 @@ fn time(gpu: &Gpu, v: &Variant, p: &Problem) -> anyhow::Result<(f64, f64)> {
 
 fn check(gpu: &Gpu, v: &Variant, p: &Problem) -> anyhow::Result<f32> {
     let device = gpu.device();
+    // NaN everywhere first, so an element the kernel leaves unwritten fails.
+    gpu.queue().write_buffer(&p.y, 0, bytemuck::cast_slice(&vec![f32::NAN; p.expected.len()]));
     let mut encoder = device.create_command_encoder(&Default::default());
     let q =
         device.create_query_set(&wgpu::QuerySetDescriptor { label: None, ty: wgpu::QueryType::Timestamp, count: 2 });
-    encoder.clear_buffer(&p.y, 0, None);
     dispatches(gpu, v, p, &mut encoder, &q, 0, 1);
     gpu.queue().submit([encoder.finish()]);
     let y: Vec<f32> = bytemuck::pod_collect_to_vec(&read(gpu, &p.y)?);
@@ -245,8 +246,12 @@ fn main() -> anyhow::Result<()> {
         for v in &variants {
             let scope = gpu.device().push_error_scope(wgpu::ErrorFilter::Validation);
             let error = check(&gpu, v, &p)?;
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                bail!("{}: {e}", v.name);
+            }
             let verdict = if v.name.starts_with("diag_") { "(diag)".to_string() } else { format!("{error:.1e}") };
             ensure!(v.name.starts_with("diag_") || error <= 1e-5, "{}: relative error {error}", v.name);
+            let scope = gpu.device().push_error_scope(wgpu::ErrorFilter::Validation);
             let (single, stream) = time(&gpu, v, &p)?;
             if let Some(e) = pollster::block_on(scope.pop()) {
                 bail!("{}: {e}", v.name);

@@ -94,8 +94,9 @@ HEADER = """\
 // matrix's symmetry C[k][13 − n] = (−1)^k C[k][n] halves them; the same symmetry of the even
 // rows' 7-point part, C[2j][6 − n] = (−1)^j C[2j][n], turns their 49 products into 25) with
 // the entries as literals, on values held in registers, so the kernel has no loop for a
-// compiler to unroll and no array to index. (Written with loops over register arrays, NVIDIA's compiler did neither
-// unroll nor keep the arrays in registers: 7× slower on an H200.)
+// compiler to unroll and no array to index. (Written with loops over register arrays,
+// NVIDIA's compiler did neither unroll nor keep the arrays in registers: 7× slower on an
+// H200.) The thread's column of r is loaded with its row of x, so their latencies overlap.
 //
 //   spectral_tile14 (mode 0):  y = Cᵀ·( (C·x·Cᵀ) ⊙ r )·C     per channel (the filter)
 //   spectral_tile14 (mode 1):  y = C·x·Cᵀ                      per channel (the spectrum)
@@ -107,8 +108,9 @@ HEADER = """\
 // writes its row to y, so the grid goes through workgroup memory twice (after the rows and
 // after the columns) with two barriers. Adjacent threads own adjacent channels, so global
 // accesses are coalesced; each grid row of workgroup memory is followed by 16 spare cells, so
-// the two lanes of a 32-thread subgroup fall in different banks in the row passes. Barriers must be reached by every thread, so threads past the last
-// channel read channel 0, compute on zeros and store nothing.
+// the two lanes of a 32-thread subgroup fall in different banks in the row passes. Barriers
+// must be reached by every thread, so threads past the last channel read channel 0, compute
+// on zeros and store nothing.
 // Params `TileParams` (host: ops::spectral_tile::TileParams; gh, gw and the scales unused).
 
 const TC: u32 = {tc}u;
@@ -301,7 +303,8 @@ def kernel_images(tc, pad, style, images):
 def copy_kernel(loads):
     """A lab measure of the memory alone: the filter's bytes as a plain copy, workgroup (i, b)
     copying the i-th of channels / 16 contiguous pieces of image b as vec4s, `loads` (1 or 4)
-    in flight per thread. Same bindings and immediates as the kernel."""
+    in flight per thread (four cover pieces of up to 1024 vec4s: 784 for 196 tokens of 768
+    channels, the lab's shape). Same bindings and immediates as the kernel."""
     text = kernel(16, 1, 0, "plain")
     decls = text[text.index("struct TileParams") : text.index("var<workgroup>")]
     decls = decls.replace("x: array<f32>", "x: array<vec4<f32>>").replace("y: array<f32>", "y: array<vec4<f32>>")
@@ -353,7 +356,10 @@ def main():
                 continue
             with open(os.path.join(args.lab, name + ("_rfirst" if r_first else "") + ".wgsl"), "w") as f:
                 text = kernel(tc, per_thread, pad, style, r_first)
-                f.write(f"// lab: tc={tc} images=1 shared={4 * N * (N * tc + pad)}\n{text}\n")
+                note = f"// Lab variant: {tc} channels, {per_thread} line(s) per thread, {pad} spare cells, {style} products"
+                note += ", r first" if r_first else ""
+                note += "; the comments below describe the production kernel.\n"
+                f.write(f"// lab: tc={tc} images=1 shared={4 * N * (N * tc + pad)}\n{note}{text}\n")
     grouped = {
         "tc16_pad_fast_g2": (16, 16, "fast", 2),
         "tc16_pad_fast_g4": (16, 16, "fast", 4),
@@ -361,7 +367,8 @@ def main():
     for name, (tc, pad, style, images) in grouped.items():
         with open(os.path.join(args.lab, name + ".wgsl"), "w") as f:
             shared = 8 * N * (N * tc + pad)
-            f.write(f"// lab: tc={tc} images={images} shared={shared}\n" + kernel_images(tc, pad, style, images) + "\n")
+            note = f"// Lab variant: {images} images per workgroup; the comments below describe the production kernel.\n"
+            f.write(f"// lab: tc={tc} images={images} shared={shared}\n{note}" + kernel_images(tc, pad, style, images) + "\n")
     with open(os.path.join(args.lab, "diag_copy.wgsl"), "w") as f:
         f.write(copy_kernel(1))
     with open(os.path.join(args.lab, "diag_copy4.wgsl"), "w") as f:

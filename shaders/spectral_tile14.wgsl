@@ -5,8 +5,9 @@
 // matrix's symmetry C[k][13 − n] = (−1)^k C[k][n] halves them; the same symmetry of the even
 // rows' 7-point part, C[2j][6 − n] = (−1)^j C[2j][n], turns their 49 products into 25) with
 // the entries as literals, on values held in registers, so the kernel has no loop for a
-// compiler to unroll and no array to index. (Written with loops over register arrays, NVIDIA's compiler did neither
-// unroll nor keep the arrays in registers: 7× slower on an H200.)
+// compiler to unroll and no array to index. (Written with loops over register arrays,
+// NVIDIA's compiler did neither unroll nor keep the arrays in registers: 7× slower on an
+// H200.) The thread's column of r is loaded with its row of x, so their latencies overlap.
 //
 //   spectral_tile14 (mode 0):  y = Cᵀ·( (C·x·Cᵀ) ⊙ r )·C     per channel (the filter)
 //   spectral_tile14 (mode 1):  y = C·x·Cᵀ                      per channel (the spectrum)
@@ -18,8 +19,9 @@
 // writes its row to y, so the grid goes through workgroup memory twice (after the rows and
 // after the columns) with two barriers. Adjacent threads own adjacent channels, so global
 // accesses are coalesced; each grid row of workgroup memory is followed by 16 spare cells, so
-// the two lanes of a 32-thread subgroup fall in different banks in the row passes. Barriers must be reached by every thread, so threads past the last
-// channel read channel 0, compute on zeros and store nothing.
+// the two lanes of a 32-thread subgroup fall in different banks in the row passes. Barriers
+// must be reached by every thread, so threads past the last channel read channel 0, compute
+// on zeros and store nothing.
 // Params `TileParams` (host: ops::spectral_tile::TileParams; gh, gw and the scales unused).
 
 const TC: u32 = 16u;

@@ -125,16 +125,28 @@ fn a_write_past_the_file_size_limit_elsewhere_does_not_end_the_run() {
     let dir = scratch("fsize-stderr");
     let log = dir.join("stderr.txt");
     let (missing, merged) = (dir.join("no-such-model"), dir.join("merged"));
-    let script = format!("ulimit -f 0 && exec \"$0\" \"$@\" 2> '{}'", log.display());
     let args = ["merge", "--model", s(&missing), "--adapter", s(&missing), "--out", s(&merged)];
-    let output = std::process::Command::new("bash")
-        .args(["-c", &script, env!("CARGO_BIN_EXE_peft-wgpu")])
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("bash runs");
-    assert_eq!(output.status.code(), Some(INPUT), "{:?}", output.status);
-    assert_eq!(std::fs::metadata(&log).expect("the stderr file").len(), 0, "a line got past the limit");
+    // The run's exit code and the size of what reached its stderr file, under `limit` (a
+    // `ulimit -f` argument; none when empty).
+    let run = |limit: &str| {
+        let output = std::process::Command::new("bash")
+            .args(["-c", "{ [ -z \"$LIMIT\" ] || ulimit -f \"$LIMIT\"; } && exec \"$0\" \"$@\" 2> \"$STDERR_FILE\""])
+            .arg(env!("CARGO_BIN_EXE_peft-wgpu"))
+            .args(args)
+            .env("LIMIT", limit)
+            .env("STDERR_FILE", &log)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .expect("bash runs");
+        (output.status, std::fs::metadata(&log).expect("the stderr file").len())
+    };
+    let (status, logged) = run("0");
+    assert_eq!(status.code(), Some(INPUT), "{status:?}");
+    assert_eq!(logged, 0, "a line got past the limit");
+    // Without the limit the same run writes its error there: the limited run did try to.
+    let (status, logged) = run("");
+    assert_eq!(status.code(), Some(INPUT), "{status:?}");
+    assert!(logged > 0, "no error line without a limit");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -263,8 +263,8 @@ fn is_broken_pipe(e: &Error) -> bool {
 /// the process without a word. This program's outputs are checked against the limit before
 /// they are written (on Linux), but other writes in the process are not: a GPU driver's shader
 /// cache, most likely, is what ended a run on an H200 under a 4 KiB limit. With the signal
-/// caught, such a write fails with EFBIG instead: the driver goes on without its cache, and a
-/// write of ours that the check missed is reported with its file.
+/// caught, such a write fails with EFBIG instead, which a driver can treat as a cache it
+/// cannot write, and a write of ours that the check missed is reported with its file.
 #[cfg(unix)]
 fn catch_file_size_signal() {
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
