@@ -151,7 +151,9 @@ fn moppa_fused14(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_i
     v = transform(v, false);
     if (mine) { for (var k = 0u; k < L; k++) { store4(CELLS, line * L + k, q, v[k]); } }
     workgroupBarrier();
-    for (var n = 0u; n < L; n++) { v[n] = load4(CELLS, n * L + line, q); }
+    // Only owners read the column: an idle invocation's clamped `line` is another's, which
+    // its owner rewrites below without a barrier in between.
+    if (mine) { for (var n = 0u; n < L; n++) { v[n] = load4(CELLS, n * L + line, q); } }
     v = transform(v, false);
     for (var k = 0u; k < L; k++) {
         let o = (k * L + line) * p.channels;
@@ -217,9 +219,12 @@ fn moppa_fused_grad14(@builtin(local_invocation_index) lid: u32, @builtin(workgr
         }
     }
     workgroupBarrier();
-    for (var n = 0u; n < L; n++) {
-        g[n] = load4(CELLS, n * L + line, q);
-        u[n] = load4(xg, n * L + line, q);
+    // Only owners read the column (see moppa_fused14).
+    if (mine) {
+        for (var n = 0u; n < L; n++) {
+            g[n] = load4(CELLS, n * L + line, q);
+            u[n] = load4(xg, n * L + line, q);
+        }
     }
     g = transform(g, false);
     u = transform(u, false);

@@ -83,7 +83,10 @@ fn spectral_tile(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id
     // Rows: row i ← C_w · row i.
     if (lane < gh) {
         for (var m = 0u; m < SIDE; m++) {
-            v[m] = select(0.0, grid[(lane * gw + m) * TC + c], m < gw);
+            // Not a select: past gw the cell is the next row's, which its lane rewrites
+            // below without a barrier in between.
+            v[m] = 0.0;
+            if (m < gw) { v[m] = grid[(lane * gw + m) * TC + c]; }
         }
         for (var l = 0u; l < SIDE; l++) {
             var acc = 0.0;
