@@ -6,8 +6,9 @@ held in named values, so no GPU compiler has a loop to unroll or an array to ind
     python3 scripts/gen_spectral_tile14.py --lab DIR    # the variants, for examples/spectral_lab.rs
 
 The variants (other channel tiles, lines per thread, workgroup-memory padding, the plain
-product, several images per workgroup, and diagnostic kernels that do part of the work)
-are how the kernel's shape was chosen on an H200 (bench/README.md).
+product, and diagnostic kernels that do part of the work) are how the kernel's shape was
+chosen on an H200 (bench/README.md). The variants with several images per workgroup, timed
+and dropped there, were written by this script as of commit 8730310.
 """
 
 import argparse
@@ -237,69 +238,6 @@ def kernel(tc, per_thread, pad, style, r_first=False):
     return "\n".join(out)
 
 
-def kernel_images(tc, pad, style, images):
-    """A workgroup filters `images` images in turn, loading the next image's rows while it
-    works on the current one, through two grids in workgroup memory used in turn."""
-    ind = "    "
-    row_cells = N * tc + pad
-    cells = N * row_cells
-    head = kernel(tc, 1, pad, style).split("@compute")[0]
-    head = head.replace(f"array<f32, {cells}>", f"array<f32, {2 * cells}>")
-    i2 = ind * 2
-    out = [head.rstrip("\n"), ""]
-    out.append(f"@compute @workgroup_size({tc * N})")
-    out.append("fn spectral_tile14(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>) {")
-    out.append(f"{ind}let c = li % TC;")
-    out.append(f"{ind}let lane = li / TC;")
-    out.append(f"{ind}let channel = wid.x * TC + c;")
-    out.append(f"{ind}let on = channel < p.channels;")
-    out.append(f"{ind}let k = select(0u, channel, on);")
-    out.append(f"{ind}let b0 = wid.y * {images}u;")
-    out.append(lines("var a{i} = 0.0;", ind))
-    out.append(f"{ind}if (on && b0 < p.batch) {{")
-    out.append(f"{i2}let first = b0 * p.tokens + p.prefix;")
-    out.append(lines("a{i} = x[(first + lane * 14u + {i}u) * p.channels + k];", i2))
-    out.append(f"{ind}}}")
-    out.append(f"{ind}for (var j = 0u; j < {images}u; j += 1u) {{")
-    out.append(f"{i2}let b = b0 + j;")
-    out.append(f"{i2}let live = on && b < p.batch;")
-    out.append(f"{i2}let img = b * p.tokens;")
-    out.append(f"{i2}let first = img + p.prefix;")
-    out.append(f"{i2}let half = (j & 1u) * {cells}u;")
-    out.append(f"{i2}if (p.mode == 0u && live) {{")
-    out.append(f"{i2}    for (var t = lane; t < p.prefix; t += 14u) {{")
-    out.append(f"{i2}        y[(img + t) * p.channels + channel] = x[(img + t) * p.channels + channel];")
-    out.append(f"{i2}    }}")
-    out.append(f"{i2}}}")
-    out.append(product("b", "a", False, i2, style))
-    out.append(lines("grid[half + at(lane, {i}u, c)] = b{i};", i2))
-    out.append(f"{i2}if (on && j + 1u < {images}u && b + 1u < p.batch) {{")
-    out.append(f"{i2}    let next = first + p.tokens;")
-    out.append(lines("a{i} = x[(next + lane * 14u + {i}u) * p.channels + k];", i2 + ind))
-    out.append(f"{i2}}}")
-    out.append(f"{i2}workgroupBarrier();")
-    out.append(lines("let d{i} = grid[half + at({i}u, lane, c)];", i2))
-    out.append(product("e", "d", False, i2, style))
-    out.append(f"{i2}if (p.mode == 1u) {{")
-    out.append(f"{i2}    if (live) {{")
-    out.append(lines("y[(b * 196u + {i}u * 14u + lane) * p.channels + channel] = e{i};", i2 + ind * 2))
-    out.append(f"{i2}    }}")
-    out.append(f"{i2}    continue;")
-    out.append(f"{i2}}}")
-    out.append(lines("let f{i} = e{i} * r[({i}u * 14u + lane) * p.channels + k];", i2))
-    out.append(product("g", "f", True, i2, style))
-    out.append(lines("grid[half + at({i}u, lane, c)] = g{i};", i2))
-    out.append(f"{i2}workgroupBarrier();")
-    out.append(lines("let h{i} = grid[half + at(lane, {i}u, c)];", i2))
-    out.append(product("o", "h", True, i2, style))
-    out.append(f"{i2}if (live) {{")
-    out.append(lines("y[(first + lane * 14u + {i}u) * p.channels + channel] = o{i};", i2 + ind))
-    out.append(f"{i2}}}")
-    out.append(f"{ind}}}")
-    out.append("}")
-    return "\n".join(out)
-
-
 def copy_kernel(loads):
     """A lab measure of the memory alone: the filter's bytes as a plain copy, workgroup (i, b)
     copying the i-th of channels / 16 contiguous pieces of image b as vec4s, `loads` (1 or 4)
@@ -360,15 +298,6 @@ def main():
                 note += ", r first" if r_first else ""
                 note += "; the comments below describe the production kernel.\n"
                 f.write(f"// lab: tc={tc} images=1 shared={4 * N * (N * tc + pad)}\n{note}{text}\n")
-    grouped = {
-        "tc16_pad_fast_g2": (16, 16, "fast", 2),
-        "tc16_pad_fast_g4": (16, 16, "fast", 4),
-    }
-    for name, (tc, pad, style, images) in grouped.items():
-        with open(os.path.join(args.lab, name + ".wgsl"), "w") as f:
-            shared = 8 * N * (N * tc + pad)
-            note = f"// Lab variant: {images} images per workgroup; the comments below describe the production kernel.\n"
-            f.write(f"// lab: tc={tc} images={images} shared={shared}\n{note}" + kernel_images(tc, pad, style, images) + "\n")
     with open(os.path.join(args.lab, "diag_copy.wgsl"), "w") as f:
         f.write(copy_kernel(1))
     with open(os.path.join(args.lab, "diag_copy4.wgsl"), "w") as f:

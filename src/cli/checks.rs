@@ -26,10 +26,8 @@ fn batch_room(
     let fused_attention =
         gpu.is_none_or(|g| crate::ops::attention::fused_by_default(g, model.hidden_size, model.num_attention_heads));
     let (max, limit) = gpu.map_or((MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT), Gpu::max_tensor_bytes);
-    let one_head = (tokens as u64).saturating_mul(tokens as u64).saturating_mul(4);
-    if !fused_attention && one_head > max {
-        let what = format!("attention over {tokens} tokens (the scores of one head, {tokens}×{tokens})");
-        return Err(Error::TooLarge { what, bytes: one_head, limit, max });
+    if !fused_attention {
+        crate::nn::attention::one_head_scores(tokens, (max, limit))?;
     }
     let per_image = [
         (c as u64).saturating_mul(h as u64).saturating_mul(w as u64),

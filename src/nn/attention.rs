@@ -8,6 +8,18 @@ use crate::ops::matmul::{MatmulSpec, matmul_var};
 use crate::ops::shape::{concat_var, permute_var, reshape_var, slice_var};
 use crate::ops::softmax::softmax_var;
 
+/// The bytes of one head's `T×T` attention scores over `tokens` tokens, or an error naming
+/// them when they pass `max`, the most one tensor may hold (under `limit`): the unfused path
+/// computes the scores in pieces of whole heads, so one head must fit.
+pub(crate) fn one_head_scores(tokens: usize, (max, limit): (u64, &'static str)) -> Result<u64> {
+    let bytes = (tokens as u64).saturating_mul(tokens as u64).saturating_mul(4);
+    if bytes > max {
+        let what = format!("attention over {tokens} tokens (the scores of one head, {tokens}×{tokens})");
+        return Err(Error::TooLarge { what, bytes, limit, max });
+    }
+    Ok(bytes)
+}
+
 /// Which implementation computes attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AttentionPath {
@@ -61,12 +73,8 @@ pub fn multi_head_attention_with(
     }
     let dh = d / heads;
     // Image-heads, each one `T×T` score matrix, per piece: as many as one tensor may hold.
-    let per_head = 4 * (t as u64).saturating_mul(t as u64);
     let (max, limit) = tape.gpu().max_tensor_bytes();
-    if per_head > max {
-        let what = format!("the attention scores of one head over {t} tokens ({t}×{t})");
-        return Err(Error::TooLarge { what, bytes: per_head, limit, max });
-    }
+    let per_head = one_head_scores(t, (max, limit))?;
     let units = b * heads;
     let piece = usize::try_from(max / per_head).unwrap_or(usize::MAX).min(units);
     let split = |tape: &mut Tape, x: &Var| -> Result<Var> {
