@@ -11,6 +11,10 @@ tests/fixtures/vit_tiny, with PEFT's logits, loss and gradients (float64):
   targets under transformers 5, where no module is named `output` (transformers 4's
   `attention.output` and `output` hold o_proj and fc2): PEFT saves the classifier only and
   adapts o_proj and fc1.
+- lora_bias_all: `bias="all"` with LoRA on q_proj, fc1 and the patch embedding and a saved
+  classifier: every other bias of the model trains too, stored as `<m>.bias` (a LoRA
+  module's as `<m>.base_layer.bias`), with the classifier's stored twice more.
+- lora_bias_lora_only: `bias="lora_only"`: the biases of the LoRA modules train.
 
 Outputs: tests/fixtures/peft_extra/<name>/ and tests/fixtures/peft_extra_expected.safetensors
 (`<name>.logits`, `<name>.loss`, `<name>.grad.<file key>`, `pixel_values`, `labels`).
@@ -46,6 +50,9 @@ def main():
     case(expected, "lora_all_linear", 22, target_modules="all-linear")
     case(expected, "lora_embedding", 23, {"save_embedding_layers": True}, move_embedding, target_modules=["q_proj"])
     case(expected, "lora_output_entry", 24, target_modules=["o_proj", "fc1"], modules_to_save=["classifier", "output"])
+    targets = ["q_proj", "fc1", "projection"]
+    case(expected, "lora_bias_all", 25, target_modules=targets, bias="all", modules_to_save=["classifier"])
+    case(expected, "lora_bias_lora_only", 26, target_modules=["q_proj", "v_proj", "projection"], bias="lora_only")
     pixels, labels = inputs()
     expected["pixel_values"] = pixels.float()
     expected["labels"] = labels

@@ -96,7 +96,7 @@ fn wrong_types_and_values_are_errors_naming_the_key() {
         (with(&lora, "target_modules", json!("(unclosed")), "target_modules"),
         (with(&lora, "use_rslora", json!("yes")), "use_rslora"),
         (with(&lora, "lora_dropout", json!(1.5)), "lora_dropout"),
-        (with(&lora, "bias", json!("all")), "bias"),
+        (with(&lora, "bias", json!("some")), "bias"),
         (with(&lora, "use_dora", json!(true)), "use_dora"),
         (with(&lora, "modules_to_save", json!(3)), "modules_to_save"),
         (with(&lora, "rank_pattern", json!(["query"])), "rank_pattern"),

@@ -149,6 +149,20 @@ fn lora_written_by_peft_with_an_entry_of_the_other_naming_matches_peft() {
     check_on("vit_tiny", "peft_extra", "lora_output_entry", None);
 }
 
+/// `bias: "all"` written by PEFT: every bias of the model trains (LayerNorms', the patch
+/// embedding's, the final norm's), a LoRA module's keyed `<m>.base_layer.bias`; the saved
+/// classifier's bias trains with it, and the two further copies PEFT stores are not read.
+#[test]
+fn lora_written_by_peft_with_all_biases_matches_peft() {
+    check_on("vit_tiny", "peft_extra", "lora_bias_all", None);
+}
+
+/// `bias: "lora_only"` written by PEFT: the biases of the LoRA modules train.
+#[test]
+fn lora_written_by_peft_with_its_modules_biases_matches_peft() {
+    check_on("vit_tiny", "peft_extra", "lora_bias_lora_only", None);
+}
+
 /// A hand-written `"all-linear"` adapts the modules PEFT's expansion lists.
 #[test]
 fn all_linear_adapts_what_peft_adapts() {

@@ -361,7 +361,7 @@ fn bad_adapter_configs_are_named() {
         (serde_json::json!({"modules_to_save": ["classifier", ""]}), &["modules_to_save", "empty name"]),
         // PEFT would save `vit.layers.1` but still adapt inside it, and not load its own file.
         (serde_json::json!({"modules_to_save": ["ayers.1"]}), &["modules_to_save", "`ayers.1`", "`layers.1`"]),
-        (serde_json::json!({"bias": "all"}), &["bias", "all"]),
+        (serde_json::json!({"bias": "lora"}), &["bias", "lora", "\"lora_only\""]),
         (serde_json::json!({"use_dora": true}), &["use_dora", "DoRA"]),
         (serde_json::json!({"num_labels": 0}), &["num_labels", "between 1 and"]),
         (

@@ -92,6 +92,31 @@ fn lora_with_saved_containers_merges() {
     }
 }
 
+/// The biases a LoRA adapter trains (PEFT's `bias` "all" and "lora_only") replace the base
+/// model's in the merged model: LayerNorms', the patch embedding's and the adapted modules'.
+#[test]
+fn lora_with_trained_biases_merges() {
+    let gpu = gpu();
+    let vit = support::tiny_vit(&gpu);
+    let base = VitWeights::load(&fixtures().join("vit_tiny")).unwrap();
+    let key_bias = "vit.encoder.layer.1.attention.attention.key.bias";
+    let query_bias = "vit.encoder.layer.1.attention.attention.query.bias";
+    let cases: [(&str, &[&str], &[&str]); 2] = [
+        ("lora_bias_all", &["vit.layernorm.bias", "vit.encoder.layer.0.output.dense.bias", key_bias, query_bias], &[]),
+        ("lora_bias_lora_only", &["vit.embeddings.patch_embeddings.projection.bias", query_bias], &[key_bias]),
+    ];
+    for (name, changed, kept) in cases {
+        let adapter = Adapter::load(&gpu, &fixtures().join("peft_extra").join(name), &vit).unwrap();
+        let merged = check(&gpu, name, &adapter);
+        for key in changed {
+            assert_ne!(merged.tensors[*key], base.tensors[*key], "{name}: {key} comes from the adapter file");
+        }
+        for key in kept {
+            assert_eq!(merged.tensors[*key], base.tensors[*key], "{name}: {key} is not trained");
+        }
+    }
+}
+
 /// The patch embedding PEFT stored with `save_embedding_layers` goes into the merged model.
 #[test]
 fn lora_with_a_stored_embedding_layer_merges() {

@@ -130,6 +130,11 @@ impl VitHooks for BoundAdapter<'_> {
         Some((self.vars[e.cls_token].clone(), self.vars[e.position_embeddings].clone()))
     }
 
+    fn module_bias(&self, module: ModuleId) -> Option<Var> {
+        let b = self.adapter.biases.iter().find(|b| b.module == module)?;
+        Some(self.vars[b.slot].clone())
+    }
+
     fn module_weights(&self, module: ModuleId) -> Option<(Var, Option<Var>)> {
         let s = self.adapter.saved.iter().find(|s| s.module == module)?;
         let list = if s.frozen { &self.frozen } else { &self.vars };

@@ -88,6 +88,12 @@ impl Build<'_> {
         self.source.zeros(shape)
     }
 
+    /// Marks `key` of the file as read without reading it: a tensor PEFT writes but never
+    /// loads.
+    pub(crate) fn ignore(&mut self, key: &str) {
+        self.source.ignore(key);
+    }
+
     pub(crate) fn params_mut(&mut self) -> &mut ParamBuilder {
         &mut self.params
     }

@@ -28,6 +28,8 @@ pub(crate) struct LoraModule {
     pub(crate) scale: f32,
     /// PEFT's `lora_dropout` on the input of the LoRA branch while training.
     pub(crate) dropout: f64,
+    /// The module's key stem, `base_model.model.<path>` in the naming its tensors use.
+    pub(crate) stem: String,
 }
 
 /// Resolves the targets and creates (or reads) `lora_A` and `lora_B` for each.
@@ -90,7 +92,7 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         let a = build.trainable(&format!("{stem}.lora_A.weight"), &a_shape, a_init)?;
         let b = build.trainable(&format!("{stem}.lora_B.weight"), &b_shape, b_init)?;
         let scale = cfg.scaling(r, alpha) as f32;
-        modules.push(LoraModule { module, a, b, r, alpha, scale, dropout: cfg.lora_dropout });
+        modules.push(LoraModule { module, a, b, r, alpha, scale, dropout: cfg.lora_dropout, stem });
     }
     build.require_adapted(modules.len(), left_out, "modules_to_save, exclude_modules and layers_to_transform")?;
     Ok(modules)

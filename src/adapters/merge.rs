@@ -70,6 +70,9 @@ impl Adapter {
                 out.tensors.insert(format!("{path}.bias"), read_slot(b)?);
             }
         }
+        for b in &self.biases {
+            out.tensors.insert(format!("{}.bias", b.module.path(Naming::OnDisk)), read(b.slot)?);
+        }
         if let Some(e) = self.embeddings {
             let [cls, pos] = super::saved::embedding_tensors(&base.config).map(|(name, _)| name);
             out.tensors.insert(format!("{EMBEDDINGS}.{cls}"), read(e.cls_token)?);

@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 pub use bound::BoundAdapter;
 pub(crate) use build::Build;
 pub use config::{
-    AdapterConfig, AdapterKind, FloraConfig, FloraRank, LoraConfig, LoraInit, MoppaConfig, PeftType, RlpConfig,
+    AdapterConfig, AdapterKind, FloraConfig, FloraRank, LoraBias, LoraConfig, LoraInit, MoppaConfig, PeftType,
+    RlpConfig,
 };
 pub(crate) use files::check_folder as check_adapter_folder;
 use files::check_pair;
@@ -64,6 +65,8 @@ pub struct Adapter {
     frozen: Vec<Param>,
     kind: Kind,
     saved: Vec<saved::SavedModule>,
+    /// Base-model biases trained with a LoRA adapter (PEFT's `bias`).
+    biases: Vec<saved::TrainedBias>,
     embeddings: Option<saved::SavedEmbeddings>,
     num_labels: usize,
     base_parameters: usize,
@@ -91,6 +94,7 @@ struct Plan {
     config: AdapterConfig,
     kind: Kind,
     saved: Vec<saved::SavedModule>,
+    biases: Vec<saved::TrainedBias>,
     embeddings: Option<saved::SavedEmbeddings>,
     num_labels: usize,
     params: ParamBuilder,
@@ -236,20 +240,22 @@ impl Adapter {
         let saved_modules = b.saved.clone();
         let saves_under = |m: ModuleId, n: Naming| namings.contains(&n) && config.saves_module_under(m, n);
         let (mut saved, num_labels) = saved::build(&saved_modules, saves_under, config.num_labels, &mut b)?;
-        if matches!(kind, Kind::Lora(_)) {
+        let mut biases = Vec::new();
+        if let (Kind::Lora(modules), AdapterKind::Lora(c)) = (&kind, &config.kind) {
             saved.extend(saved::embedding_from_file(&saved, &mut b)?);
+            biases = saved::biases(c.bias, modules, &saved, &mut b)?;
         }
         let embeddings = config.saves_embeddings().then(|| saved::embeddings(&mut b)).transpose()?;
         let weights_path = b.weights_path();
         let Build { source, params, .. } = b;
         source.finish()?;
-        Ok(Plan { config, kind, saved, embeddings, num_labels, params, weights_path })
+        Ok(Plan { config, kind, saved, biases, embeddings, num_labels, params, weights_path })
     }
 
     fn build(gpu: &Gpu, config: AdapterConfig, config_path: &Path, vit: &Vit, source: Source<'_>) -> Result<Adapter> {
         gpu.check_owns("model weights", vit.weights().values())?;
         let max_bytes = gpu.max_tensor_bytes();
-        let Plan { config, mut kind, saved, embeddings, num_labels, params, weights_path } =
+        let Plan { config, mut kind, saved, biases, embeddings, num_labels, params, weights_path } =
             Adapter::plan(config, config_path, &vit.config, source, max_bytes)?;
         if let Kind::Moppa(m) = &mut kind {
             m.attach(gpu)?;
@@ -261,6 +267,7 @@ impl Adapter {
             frozen,
             kind,
             saved,
+            biases,
             embeddings,
             num_labels,
             base_parameters: vit.num_parameters(),
@@ -295,10 +302,13 @@ impl Adapter {
     }
 
     /// PEFT's `print_trainable_parameters` line: trainable values, all values (the base model
-    /// plus every adapter tensor, saved copies included) and the percentage.
+    /// plus every adapter tensor, saved copies included, trained biases once: PEFT trains the
+    /// base model's own) and the percentage.
     pub fn trainable_summary(&self) -> String {
         let trainable = self.num_trainable();
-        let all = self.base_parameters + trainable + self.frozen.iter().map(|p| p.tensor.len()).sum::<usize>();
+        let biases: usize = self.biases.iter().map(|b| self.trainable[b.slot].tensor.len()).sum();
+        let frozen: usize = self.frozen.iter().map(|p| p.tensor.len()).sum();
+        let all = self.base_parameters + trainable + frozen - biases;
         format!(
             "trainable params: {} || all params: {} || trainable%: {:.4}",
             thousands(trainable),

@@ -2,7 +2,7 @@
 //! adapter file; a classifier with another label count replaces the base head.
 
 use super::Build;
-use super::config::EMBEDDINGS;
+use super::config::{EMBEDDINGS, LoraBias};
 use super::params::{PEFT_PREFIX, Slot, Value};
 use super::source::Init;
 use crate::error::{Error, Result};
@@ -57,6 +57,62 @@ pub(crate) fn build(
         saved.push(SavedModule { module, weight, bias, frozen: false });
     }
     Ok((saved, labels))
+}
+
+/// A bias of the base model that a LoRA adapter trains and saves (PEFT's `bias: "all"` or
+/// `"lora_only"`), replacing the base module's in the forward pass and in a merge.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TrainedBias {
+    pub(crate) module: ModuleId,
+    pub(crate) slot: Slot,
+}
+
+/// Builds the biases `which` trains, after the LoRA modules (`adapted`) and the saved
+/// modules (`saved`, whose biases train with them). As PEFT keys them, a LoRA-adapted module's
+/// bias is `<stem>.base_layer.bias` and any other's `base_model.model.<path>.bias`; a fresh one
+/// starts as the base model's. PEFT also stores a saved module's bias twice more, under
+/// `<m>.modules_to_save.bias` and `<m>.original_module.bias`; it loads neither, and neither
+/// is read here.
+pub(crate) fn biases(
+    which: LoraBias,
+    adapted: &[super::lora::LoraModule],
+    saved: &[SavedModule],
+    build: &mut Build<'_>,
+) -> Result<Vec<TrainedBias>> {
+    let mut out = Vec::new();
+    if which == LoraBias::None {
+        return Ok(out);
+    }
+    for s in saved {
+        let stem = format!("{PEFT_PREFIX}{}", s.module.path(Naming::Transformers5));
+        let on_disk = format!("{PEFT_PREFIX}{}", s.module.path(Naming::OnDisk));
+        for copy in ["modules_to_save", "original_module"] {
+            build.ignore(&format!("{stem}.{copy}.bias"));
+            build.ignore(&format!("{on_disk}.{copy}.bias"));
+        }
+    }
+    for module in ModuleId::all(build.model.num_hidden_layers) {
+        let (_, Some(shape)) = module_shapes(build.model, module) else { continue };
+        if saved.iter().any(|s| s.module == module) {
+            continue;
+        }
+        let key = match adapted.iter().find(|m| m.module == module) {
+            Some(m) => format!("{}.base_layer.bias", m.stem),
+            None if which == LoraBias::LoraOnly => continue,
+            None => {
+                let preferred = build.preferred;
+                let naming = build.key_naming(module, |n| n == preferred, "bias");
+                format!("{PEFT_PREFIX}{}.bias", module.path(naming))
+            }
+        };
+        let slot = if build.is_file() {
+            build.trainable(&key, &shape, Init::Zeros)?
+        } else {
+            build.params_mut().train(key, Value::Base(format!("{}.bias", module.path(Naming::OnDisk))))
+        };
+        out.push(TrainedBias { module, slot });
+    }
+    Ok(out)
 }
 
 /// The patch embedding as PEFT's `save_embedding_layers` stores it beside a LoRA adapter

@@ -104,6 +104,15 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// Counts `key` as used when the file holds it, without reading it.
+    pub(crate) fn ignore(&mut self, key: &str) {
+        if let Source::File { file, used, .. } = self
+            && file.contains(key)
+        {
+            used.insert(key.to_string());
+        }
+    }
+
     /// Whether the file holds `key` (false for a fresh adapter).
     pub(crate) fn has(&self, key: &str) -> bool {
         matches!(self, Source::File { file, .. } if file.contains(key))

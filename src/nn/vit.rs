@@ -58,6 +58,12 @@ pub trait VitHooks {
         None
     }
 
+    /// A bias that replaces the one of `module` (base or saved), for a LoRA adapter that
+    /// trains biases.
+    fn module_bias(&self, _module: ModuleId) -> Option<Var> {
+        None
+    }
+
     /// `cls_token` `[1, 1, D]` and `position_embeddings` `[1, T, D]` that replace the base
     /// ones (saved embeddings).
     fn embeddings(&self) -> Option<(Var, Var)> {
@@ -312,13 +318,14 @@ pub fn insert_after_cls(tape: &mut Tape, x: &Var, prompts: &Var) -> Result<Var> 
 }
 
 fn module_vars(vars: &VitVars, hooks: &dyn VitHooks, module: ModuleId) -> Result<(Var, Option<Var>)> {
-    if let Some(replaced) = hooks.module_weights(module) {
-        return Ok(replaced);
-    }
-    let path = module.path(Naming::OnDisk);
-    let w = vars.get(&format!("{path}.weight"))?.clone();
-    let b = vars.vars.get(&format!("{path}.bias")).cloned();
-    Ok((w, b))
+    let (w, b) = match hooks.module_weights(module) {
+        Some(replaced) => replaced,
+        None => {
+            let path = module.path(Naming::OnDisk);
+            (vars.get(&format!("{path}.weight"))?.clone(), vars.vars.get(&format!("{path}.bias")).cloned())
+        }
+    };
+    Ok((w, hooks.module_bias(module).or(b)))
 }
 
 fn linear(tape: &mut Tape, vars: &VitVars, hooks: &dyn VitHooks, module: ModuleId, x: &Var) -> Result<Var> {

@@ -18,10 +18,11 @@ use super::support::{fixtures, logits, perturbed, pixels};
 pub const IMAGES: usize = 4;
 
 /// `(folder name, adapter config)`: one per module naming of `target_modules` (both are
-/// written in transformers 5's naming), and one saving modules that hold others, among them
+/// written in transformers 5's naming), one saving modules that hold others, among them
 /// `embeddings`, which names `vit.embeddings` and its `patch_embeddings` (written spelled out,
-/// as PEFT cannot load that entry back).
-pub fn cases() -> [(&'static str, Value); 3] {
+/// as PEFT cannot load that entry back), and one for each of PEFT's `bias` settings that train
+/// the model's biases.
+pub fn cases() -> [(&'static str, Value); 5] {
     [
         (
             "lora_on_disk",
@@ -38,6 +39,16 @@ pub fn cases() -> [(&'static str, Value); 3] {
             "lora_saved_containers",
             json!({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "fc2"],
                    "modules_to_save": ["classifier", "embeddings", "layers.1.mlp"]}),
+        ),
+        (
+            "lora_bias_all",
+            json!({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["query", "value", "projection"],
+                   "bias": "all", "modules_to_save": ["classifier"]}),
+        ),
+        (
+            "lora_bias_lora_only",
+            json!({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "fc1"],
+                   "bias": "lora_only"}),
         ),
     ]
 }

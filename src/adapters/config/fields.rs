@@ -49,6 +49,7 @@ fn fields(kind: &AdapterKind) -> Vec<(&'static str, Value)> {
                     LoraInit::LoadOnly(name) => json!(name),
                 },
             ),
+            ("bias", json!(c.bias.as_str())),
         ],
         AdapterKind::Flora(c) => vec![
             (

@@ -33,6 +33,33 @@ pub struct LoraConfig {
     pub use_rslora: bool,
     /// How a fresh adapter's `A` and `B` start (`init_lora_weights`).
     pub init: LoraInit,
+    /// Which of the model's biases are trained and saved with the adapter (PEFT's `bias`).
+    pub bias: LoraBias,
+}
+
+/// PEFT's `bias`: which biases of the base model train with the adapter. PEFT stores them in
+/// the adapter file (a LoRA-adapted module's as `<m>.base_layer.bias`, any other's as
+/// `<m>.bias`) and loads them over the base model's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LoraBias {
+    /// `"none"`: no bias trains.
+    #[default]
+    None,
+    /// `"all"`: every bias of the model (linear layers, LayerNorms, the patch embedding).
+    All,
+    /// `"lora_only"`: the biases of the modules LoRA adapts.
+    LoraOnly,
+}
+
+impl LoraBias {
+    /// The config's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoraBias::None => "none",
+            LoraBias::All => "all",
+            LoraBias::LoraOnly => "lora_only",
+        }
+    }
 }
 
 /// PEFT's `init_lora_weights` choices that touch only `A` and `B`.
@@ -79,11 +106,14 @@ fn pattern_regex(key: &str) -> std::result::Result<regex::Regex, regex::Error> {
 }
 
 pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
-    if let Some(bias) = j.opt_string("bias")?
-        && bias != "none"
-    {
-        return Err(j.error("bias", format!("is `{bias}`; only \"none\" is supported")));
-    }
+    let bias = match j.opt_string("bias")?.as_deref() {
+        None | Some("none") => LoraBias::None,
+        Some("all") => LoraBias::All,
+        Some("lora_only") => LoraBias::LoraOnly,
+        Some(other) => {
+            return Err(j.error("bias", format!("is `{other}`; expected \"none\", \"all\" or \"lora_only\"")));
+        }
+    };
     for (key, what) in
         [("use_dora", "DoRA"), ("fan_in_fan_out", "fan_in_fan_out (Conv1D layers)"), ("lora_bias", "lora_bias")]
     {
@@ -184,6 +214,7 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
         lora_dropout: dropout,
         use_rslora: j.opt_bool("use_rslora")?.unwrap_or(false),
         init,
+        bias,
     })
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-pub use lora::{LoraConfig, LoraInit};
+pub use lora::{LoraBias, LoraConfig, LoraInit};
 
 use crate::error::Result;
 use crate::io::json::{JsonFile, whole_number};
