@@ -191,7 +191,7 @@ pub enum Error {
     /// The last step's update diverged (no later loss shows it).
     #[error(
         "the update of step {} (the last, counting from 1) diverged: {what}; the adapter is left as it was \
-         before that step; lower the learning rate",
+         before that step; lower the learning rate (or the weight decay)",
         *step + 1
     )]
     DivergedUpdate {
@@ -206,7 +206,7 @@ fn non_finite_hint(step: usize) -> &'static str {
     if step == 0 {
         "check the data, the model and the adapter (no update has been made yet)"
     } else {
-        "lower the learning rate or check the data"
+        "lower the learning rate (or the weight decay) or check the data"
     }
 }
 

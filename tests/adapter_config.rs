@@ -146,6 +146,13 @@ fn peft_options_left_off_are_accepted() {
     cfg["layers_pattern"] = json!(["layers"]);
     cfg["init_lora_weights"] = json!("gaussian");
     lora(&cfg);
+    // A list of several names, of which PEFT matches any (only `layer` and `layers` occur).
+    cfg["layers_pattern"] = json!(["blocks", "layers"]);
+    lora(&cfg);
+    // On `nn.Linear` PEFT resets `fan_in_fan_out` to false (with a warning) and saves it so.
+    cfg["fan_in_fan_out"] = json!(true);
+    let written: Value = serde_json::from_str(&parse(&cfg).unwrap().to_json()).unwrap();
+    assert_eq!(written["fan_in_fan_out"], json!(false), "{written}");
     // EVA and orthogonal inits touch only A and B: a trained adapter loads, a fresh one is
     // refused by name (this crate does not run them).
     for init in ["eva", "orthogonal"] {
@@ -335,6 +342,39 @@ fn targets_that_match_nothing_are_errors_naming_target_modules() {
     let cfg = json!({"peft_type": "MOPPA", "modules_to_save": ["no_such_module"]});
     let err = adapted(&cfg).unwrap_err();
     assert!(err.to_string().contains("`modules_to_save`"), "{err}");
+}
+
+/// A target that names a module other than a linear or conv layer (a LayerNorm, a container
+/// such as `attention` or `mlp`, a dropout), as a name or through a regex, is refused naming
+/// the entry and the module, as PEFT refuses it, for LoRA and FLoRA alike; a name matching no
+/// module at all is passed over, as in PEFT.
+#[test]
+fn targets_naming_other_modules_are_refused_as_peft_does() {
+    let cases = [
+        (json!(["q_proj", "layernorm_before"]), "`layernorm_before` names `vit.encoder.layer.0.layernorm_before`"),
+        (json!(["query", "attention"]), "`attention` names `vit.encoder.layer.0.attention`"),
+        (json!(["fc1", "mlp"]), "`mlp` names `vit.layers.0.mlp`"),
+        (json!(["query", "dropout"]), "`dropout` names `vit.embeddings.dropout`"),
+        (json!(["query", "output"]), "`output` names `vit.encoder.layer.0.attention.output`"),
+        (json!(".*attention.*"), "regex \".*attention.*\" matches `vit.encoder.layer.0.attention`"),
+        (json!(r"vit\.layers\.0\..*"), "matches `vit.layers.0.attention`"),
+    ];
+    for peft_type in ["LORA", "FLORA"] {
+        for (targets, names) in &cases {
+            let cfg = json!({"peft_type": peft_type, "r": 2, "target_modules": targets});
+            match adapted(&cfg) {
+                Err(e @ Error::Config { .. }) => {
+                    let text = e.to_string();
+                    assert!(text.contains("`target_modules`") && text.contains(names), "{cfg}: {text}");
+                    assert!(text.contains("not a linear or conv layer"), "{cfg}: {text}");
+                }
+                Err(e) => panic!("{cfg}: unexpected error kind: {e}"),
+                Ok(p) => panic!("{cfg}: accepted, adapting {p:?}"),
+            }
+        }
+    }
+    let cfg = json!({"peft_type": "LORA", "r": 2, "target_modules": ["query", "no_such_module"]});
+    assert_eq!(paths(&cfg).len(), 2, "an entry naming nothing is passed over");
 }
 
 /// A config changed in code is written as changed (and reads back so); a field left alone

@@ -188,6 +188,102 @@ fn a_target_named_only_in_the_naming_peft_did_not_use_is_left_out_as_peft_does()
     assert!(matches!(&e, Error::MissingTensor { key, .. } if key == want), "{e}");
 }
 
+/// A copy of PEFT fixture `name` with its config changed by `edit`.
+fn with_config(name: &str, copy: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let dir = with_targets(name, "q_proj", copy);
+    let path = dir.join(CONFIG_FILE);
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    dir
+}
+
+/// A file read with a config that leaves some of its modules out (an exclusion, a target in
+/// the naming the file does not use) is refused naming a tensor of such a module, rather
+/// than applying tensors PEFT would not load; an exclusion in the other naming excludes
+/// nothing, as PEFT under the file's transformers sees no module by that name.
+#[test]
+fn tensors_of_modules_the_config_leaves_out_are_refused_by_name() {
+    let gpu = gpu();
+    let vit = tiny_vit(&gpu);
+    let v_proj = "base_model.model.vit.layers.0.attention.v_proj.lora_A.weight";
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(&str, Edit); 2] = [
+        ("excluded", |c| c["exclude_modules"] = json!(["v_proj"])),
+        ("other_naming", |c| {
+            let targets = c["target_modules"].as_array_mut().unwrap();
+            targets.retain(|t| t != "v_proj");
+            targets.push(json!("value"));
+        }),
+    ];
+    for (name, edit) in edits {
+        let dir = with_config("lora_v5", &format!("lora_v5_{name}"), edit);
+        let e = Adapter::load(&gpu, &dir, &vit).expect_err(name);
+        let text = e.to_string();
+        assert!(matches!(e, Error::Format { .. }) && text.contains(v_proj), "{name}: {text}");
+    }
+    let dir = with_config("lora_v5", "lora_v5_excluding_value", |c| c["exclude_modules"] = json!(["value"]));
+    let a = Adapter::load(&gpu, &dir, &vit).unwrap();
+    let plain = Adapter::load(&gpu, &fixtures().join("adapters/lora_v5"), &vit).unwrap();
+    assert_eq!(contents(&gpu, &a), contents(&gpu, &plain), "an exclusion in the other naming");
+}
+
+/// A config with `exclude_modules` or `layers_to_transform`, which this crate reads under
+/// both namings, is saved with its modules spelled out, so PEFT under transformers 5 (which
+/// reads them in its naming only) adapts what was trained.
+#[test]
+fn exclusions_and_layer_choices_are_saved_spelled_out() {
+    let gpu = gpu();
+    let vit = tiny_vit(&gpu);
+    let cases = [
+        (
+            json!({"peft_type": "LORA", "r": 2, "target_modules": ["q_proj", "fc1"],
+                   "exclude_modules": ["layer.1.intermediate.dense"]}),
+            vec!["vit.layers.0.attention.q_proj", "vit.layers.0.mlp.fc1", "vit.layers.1.attention.q_proj"],
+        ),
+        (
+            json!({"peft_type": "LORA", "r": 2, "target_modules": ["q_proj"], "layers_to_transform": [1],
+                   "layers_pattern": "layer"}),
+            vec!["vit.layers.1.attention.q_proj"],
+        ),
+    ];
+    for (i, (cfg, want)) in cases.iter().enumerate() {
+        let a = perturbed(&gpu, &vit, cfg, 3, 0.2, &scratch(&format!("spelled_{i}_source")));
+        let dir = scratch(&format!("spelled_{i}"));
+        a.save(&gpu, &dir).unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).unwrap()).unwrap();
+        assert_eq!(written["target_modules"], json!(want), "{cfg}: {written}");
+        for key in ["exclude_modules", "layers_to_transform", "layers_pattern"] {
+            assert!(written[key].is_null(), "{cfg}: {key} is {}", written[key]);
+        }
+        round_trip(&gpu, &format!("spelled_{i}_again"), &a);
+    }
+}
+
+/// An adapter written here names the architecture it was made for in its weights' metadata,
+/// and loading it onto another one is refused by name even where every tensor would fit
+/// (LoRA on `query` fits any head count of one width); PEFT's files, without the note, are
+/// not checked.
+#[test]
+fn an_adapter_made_for_another_architecture_is_refused() {
+    let gpu = gpu();
+    let vit = tiny_vit(&gpu);
+    let cfg = json!({"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"]});
+    let a = Adapter::new(&gpu, support::config(&cfg), Path::new("adapter_config.json"), &vit, 1).unwrap();
+    let dir = scratch("made_for_two_heads");
+    a.save(&gpu, &dir).unwrap();
+    let mut weights = peft_wgpu::nn::VitWeights::load(&fixtures().join("vit_tiny")).unwrap();
+    weights.config.num_attention_heads = 4;
+    let four_heads = peft_wgpu::nn::Vit::from_weights(&gpu, &weights).unwrap();
+    let e = Adapter::load(&gpu, &dir, &four_heads).expect_err("made for 2 heads");
+    let text = e.to_string();
+    assert!(matches!(e, Error::Format { .. }), "{text}");
+    assert!(text.contains(WEIGHTS_FILE) && text.contains("2 heads") && text.contains("4 heads"), "{text}");
+    Adapter::load(&gpu, &dir, &vit).expect("the model it was made for");
+    Adapter::load(&gpu, &fixtures().join("adapters/lora_v5"), &four_heads).expect("a PEFT file has no note");
+}
+
 /// The folder `round_trip` saved `name` to.
 fn scratch_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("adapter_files").join(name)

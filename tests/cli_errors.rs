@@ -246,6 +246,39 @@ fn missing_misshaped_and_mistyped_model_tensors_are_named() {
         e.3[4..8].copy_from_slice(&f32::INFINITY.to_le_bytes());
     });
     fails(&eval, INPUT, &["model.safetensors", key, "inf", "[0, 1]"]);
+
+    // One weight under both namings: which one counts would be a guess.
+    std::fs::write(&weights, &good).expect("restore");
+    edit_tensors(&weights, |t| {
+        let e = t.iter().find(|(k, ..)| k == key).expect("key").clone();
+        t.push(("vit.layers.1.attention.v_proj.weight".into(), e.1, e.2, e.3));
+    });
+    fails(&eval, INPUT, &["model.safetensors", key, "vit.layers.1.attention.v_proj.weight", "keep one"]);
+    std::fs::write(&weights, &good).expect("restore");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A config that does not describe its weights, where transformers would drop the extra
+/// tensors with a warning, is refused naming one: a layer past `num_hidden_layers`, query,
+/// key or value biases with `qkv_bias` false. Other extra tensors (a pooler) are passed over.
+#[test]
+fn weights_of_parts_the_config_lacks_are_named() {
+    let dir = scratch("stray-weights");
+    let data = good_data(&dir);
+    let model = model_copy(&dir);
+    let config = model.join("config.json");
+    let eval = ["eval", "--model", s(&model), "--data", s(&data)];
+    let good = std::fs::read(&config).expect("config");
+    edit_json(&config, |c| c["num_hidden_layers"] = serde_json::json!(1));
+    fails(&eval, INPUT, &["model.safetensors", "vit.encoder.layer.1.", "layer 1", "num_hidden_layers 1"]);
+    std::fs::write(&config, &good).expect("restore");
+    edit_json(&config, |c| c["qkv_bias"] = serde_json::json!(false));
+    fails(&eval, INPUT, &["model.safetensors", "attention.attention.", ".bias", "qkv_bias false"]);
+    std::fs::write(&config, &good).expect("restore");
+    edit_tensors(&model.join("model.safetensors"), |t| {
+        t.push(("vit.pooler.dense.bias".into(), Dtype::F32, vec![1], f32_bytes(&[0.5])));
+    });
+    succeeds(&eval);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -362,6 +395,12 @@ fn bad_adapter_configs_are_named() {
         // PEFT would save `vit.layers.1` but still adapt inside it, and not load its own file.
         (serde_json::json!({"modules_to_save": ["ayers.1"]}), &["modules_to_save", "`ayers.1`", "`layers.1`"]),
         (serde_json::json!({"bias": "lora"}), &["bias", "lora", "\"lora_only\""]),
+        // Values quoted from the file are cut short: the line stays one short line.
+        (serde_json::json!({"peft_type": "X".repeat(100_000)}), &["peft_type", "characters left out"]),
+        (
+            serde_json::json!({"target_modules": (0..20_000).map(|i| format!("m{i}")).collect::<Vec<_>>()}),
+            &["target_modules", "characters left out"],
+        ),
         (serde_json::json!({"use_dora": true}), &["use_dora", "DoRA"]),
         (serde_json::json!({"num_labels": 0}), &["num_labels", "between 1 and"]),
         (

@@ -259,6 +259,49 @@ fn logits_out_never_overwrites_an_input() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `--logits-out` and `demo --svg` naming a file that makes an adapter or model folder (its
+/// config, weights or a shard) are refused, whether or not the folder is part of the run and
+/// the file exists, and the folder is left as it was; another file in such a folder is
+/// written. A folder holding only PyTorch's `adapter_model.bin` holds an adapter for `--out`.
+#[test]
+fn outputs_never_replace_a_file_of_an_adapter_or_model_folder() {
+    let dir = scratch("logits-folders");
+    let data = good_data(&dir);
+    let model = model_copy(&dir);
+    let (m, d) = (s(&model), s(&data));
+    let adapter = adapter_copy("flora", &dir);
+    let other_model = copy_dir(&model, &dir.join("other_model"));
+    let (adapter_before, model_before) = (snapshot(&adapter), snapshot(&other_model));
+    let victims = [
+        adapter.join("adapter_model.safetensors"),
+        adapter.join("adapter_config.json"),
+        other_model.join("model.safetensors"),
+        other_model.join("config.json"),
+        other_model.join("model-00001-of-00002.safetensors"),
+    ];
+    for victim in &victims {
+        let v = s(victim);
+        fails(
+            &["eval", "--model", m, "--data", d, "--logits-out", v],
+            USAGE,
+            &["--logits-out", "adapter or model folder"],
+        );
+        fails(&["demo", "--steps", "1", "--svg", v], USAGE, &["--svg", "adapter or model folder"]);
+    }
+    assert_eq!(snapshot(&adapter), adapter_before, "the adapter folder changed");
+    assert_eq!(snapshot(&other_model), model_before, "the model folder changed");
+    let beside = adapter.join("logits.safetensors");
+    succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&beside)]);
+    assert!(beside.is_file(), "a file of another name in an adapter folder is written");
+
+    let pickled = dir.join("pickled");
+    std::fs::create_dir_all(&pickled).expect("folder");
+    std::fs::write(pickled.join("adapter_model.bin"), b"pickle").expect("bin");
+    let lora = fixture("adapters/lora_v4");
+    fails(&train_args(m, s(&lora), d, s(&pickled), &[]), USAGE, &["--out", "already holds an adapter"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Reads the FIFO at `path` to its end on a thread of its own; [`received`] gets the bytes.
 /// (A reader left blocked by a regression, the pipe never written, ends with the process.)
 #[cfg(unix)]

@@ -172,25 +172,46 @@ impl Build<'_> {
         }
     }
 
-    /// Whether a file left `module` out the way PEFT does: the module's target names it only
-    /// under namings none of the file's layer keys use, and the file has no `<path>.<leaf>`
-    /// for it. PEFT sees one naming (its transformers version's), so a config such as
-    /// `["q_proj", "value"]` adapts only `q_proj` under transformers 5, and
-    /// `["projection", "q_proj"]` only the patch embedding under transformers 4.
-    /// Whether the file holds `module`'s `leaf` tensor under either naming: PEFT adapted the
-    /// module, so an `exclude_modules` entry that names it only in the other naming (PEFT
-    /// under transformers 5 does not see `output.dense`) did not exclude it.
-    pub(crate) fn kept_by_file(&self, module: ModuleId, leaf: &str) -> bool {
-        self.source.is_file()
-            && Naming::BOTH.into_iter().any(|n| self.source.has(&format!("{PEFT_PREFIX}{}.{leaf}", module.path(n))))
+    /// The namings module names are read in: for a file, those its layer keys use, as the
+    /// PEFT that wrote it saw one (its transformers version's); for a fresh adapter (or a file
+    /// with no layer keys), both.
+    pub(crate) fn read_namings(&self) -> Vec<Naming> {
+        if self.file_namings.is_empty() { Naming::BOTH.to_vec() } else { self.file_namings.clone() }
     }
 
-    fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool, leaf: &str) -> bool {
+    /// Fails, naming the entry and the module, when `targets` name a module that is not a
+    /// linear or conv layer (a LayerNorm, `attention`, `mlp`) under [`Build::read_namings`],
+    /// as PEFT does; passing over it would train less than asked, and write a config PEFT
+    /// cannot load.
+    pub(crate) fn check_target_kinds(&self, targets: &crate::nn::Targets) -> Result<()> {
+        let Some((entry, path)) = targets.names_other_module(self.model.num_hidden_layers, &self.read_namings()) else {
+            return Ok(());
+        };
+        let what = match targets {
+            crate::nn::Targets::Names(_) => format!("`{entry}` names"),
+            crate::nn::Targets::Regex(_) => format!("regex {entry:?} matches"),
+        };
+        Err(Error::Config {
+            path: self.config_path.to_path_buf(),
+            key: "target_modules".into(),
+            message: format!(
+                "{what} `{path}`, which is not a linear or conv layer (PEFT refuses it too); only linear \
+                 and conv layers carry an adapter"
+            ),
+        })
+    }
+
+    /// Whether a file left `module` out the way PEFT does: the module's target names it only
+    /// under namings none of the file's layer keys use. PEFT sees one naming (its
+    /// transformers version's), so a config such as `["q_proj", "value"]` adapts only
+    /// `q_proj` under transformers 5, and `["projection", "q_proj"]` only the patch embedding
+    /// under transformers 4; tensors the file holds for a module so left out are refused as
+    /// not belonging to the config.
+    fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool, _leaf: &str) -> bool {
         if !self.source.is_file() || !matches!(module, ModuleId::Layer(..)) {
             return false;
         }
-        let has = |n: Naming| self.source.has(&format!("{PEFT_PREFIX}{}.{leaf}", module.path(n)));
         let uses = |n: Naming| self.file_namings.contains(&n);
-        !Naming::BOTH.into_iter().any(has) && Naming::BOTH.into_iter().all(|n| !matched(n) || !uses(n))
+        Naming::BOTH.into_iter().all(|n| !matched(n) || !uses(n))
     }
 }

@@ -61,6 +61,7 @@ impl Adapter {
         if let Some(meaning) = stamp::meaning_fingerprint(&config) {
             meta.insert(stamp::MEANING_STAMP_KEY.to_string(), meaning);
         }
+        meta.insert(MODEL_KEY.to_string(), architecture(&self.model));
         let weights_path = dir.join(WEIGHTS_FILE);
         let weights = st::serialize(&weights_path, &list, Some(meta))?;
         // Only now, with both files in memory, is the folder made; a failure leaves none.
@@ -74,10 +75,17 @@ impl Adapter {
 
 impl Adapter {
     /// Whether PEFT would read this LoRA config otherwise than written after saving it again
-    /// (nested saved modules, overlapping rank or alpha patterns), so it is written with its
-    /// modules spelled out.
+    /// (nested saved modules, overlapping rank or alpha patterns, exclusions and layer choices
+    /// that may name modules in the other naming), so it is written with its modules spelled
+    /// out.
     fn spell_out_for_peft(&self, modules: &[super::lora::LoraModule]) -> bool {
         let AdapterKind::Lora(lora) = &self.config.kind else { return false };
+        // Exclusions and layer choices (with their `layers_pattern`, `layer` or `layers`) are
+        // read here under both namings, by PEFT under transformers 5 in its own only: spelled
+        // out, they need no reading.
+        if lora.exclude_modules.is_some() || lora.layers_to_transform.is_some() {
+            return true;
+        }
         let paths: Vec<String> = modules.iter().flat_map(|m| Naming::BOTH.map(|n| m.module.path(n))).collect();
         self.config.saves_nested(self.model.num_hidden_layers)
             || lora.patterns_overlap(paths.iter().map(String::as_str))
@@ -123,6 +131,45 @@ pub(crate) fn read_folder(dir: &Path, what: &str) -> Result<(AdapterConfig, Tens
     check_folder(dir, what, CONFIG_FILE)?;
     crate::io::paths::expect_file(&dir.join(WEIGHTS_FILE), "the adapter's tensors")?;
     Ok((AdapterConfig::read(&dir.join(CONFIG_FILE))?, TensorFile::open(&dir.join(WEIGHTS_FILE))?))
+}
+
+/// Metadata key of the adapter's weights naming the architecture of the model it was made
+/// for ([`architecture`]); PEFT ignores it, and files without it (PEFT's) are not checked.
+const MODEL_KEY: &str = "peft_wgpu.model";
+
+/// The parts of `model`'s architecture an adapter depends on, in words: all but the image
+/// size (a backbone may be evaluated at another resolution) and the label count (a head of
+/// its own replaces the model's).
+fn architecture(model: &crate::nn::VitConfig) -> String {
+    let [ph, pw] = model.patch_size;
+    format!(
+        "{} layers, width {}, {} heads, MLP {}, {ph}×{pw} patches of {} channels, q/k/v biases {}",
+        model.num_hidden_layers,
+        model.hidden_size,
+        model.num_attention_heads,
+        model.intermediate_size,
+        model.num_channels,
+        if model.qkv_bias { "yes" } else { "no" }
+    )
+}
+
+/// Fails when `weights` says it was made for a model of another architecture than `model`:
+/// its tensors may all fit (LoRA on `query` fits any layer count and head count of one width)
+/// while it computes nonsense there.
+pub(super) fn check_made_for(weights: &TensorFile, model: &crate::nn::VitConfig) -> Result<()> {
+    let Some(made_for) = weights.metadata().get(MODEL_KEY) else { return Ok(()) };
+    let this = architecture(model);
+    if *made_for == this {
+        return Ok(());
+    }
+    Err(Error::Format {
+        path: weights.path().to_path_buf(),
+        message: format!(
+            "was made for another model ({}) than this one ({this}); an adapter works only with the \
+             architecture it was trained on",
+            made_for.chars().take(200).collect::<String>()
+        ),
+    })
 }
 
 /// When `weights` carries the fingerprint of the config saved with it and `config_path` is the

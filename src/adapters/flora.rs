@@ -47,6 +47,7 @@ pub(crate) fn build(cfg: &FloraConfig, build: &mut Build<'_>) -> Result<Vec<Flor
     // The first module left out because the file has no tensors for it (see
     // `Build::left_out_by_file`): when that leaves nothing, the file is more likely broken.
     let mut left_out: Option<String> = None;
+    build.check_target_kinds(&cfg.target_modules)?;
     for (module, matched) in cfg.target_modules.resolve(layers, build.config_path)? {
         if build.saved.contains(&module) {
             continue;

@@ -47,13 +47,16 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
     // `Build::left_out_by_file`): when that leaves nothing, the file is more likely broken.
     let mut left_out: Option<String> = None;
     let rank_alpha = cfg.rank_alpha_lookup();
+    build.check_target_kinds(&cfg.target_modules)?;
+    // An exclusion, like a target, names modules in the namings the file was written in: PEFT
+    // under transformers 5 does not see `output.dense`, and adapted what it names.
+    let namings = build.read_namings();
     for (module, matched) in cfg.target_modules.resolve(layers, build.config_path)? {
         if build.saved.contains(&module) {
             continue; // PEFT never adapts a module it also saves.
         }
         if let Some(ex) = &cfg.exclude_modules
-            && ex.matches(module).is_some()
-            && !build.kept_by_file(module, "lora_A.weight")
+            && namings.iter().any(|&n| ex.matches_under(module, n))
         {
             continue;
         }

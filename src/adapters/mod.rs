@@ -29,9 +29,9 @@ pub use config::{
     RlpConfig,
 };
 pub(crate) use files::check_folder as check_adapter_folder;
-use files::check_pair;
 pub use files::finish_interrupted_save;
 pub(crate) use files::read_folder as read_adapter_folder;
+use files::{check_made_for, check_pair};
 pub use params::{PEFT_PREFIX, Param};
 
 use params::ParamBuilder;
@@ -151,6 +151,7 @@ impl Adapter {
         seed: u64,
     ) -> Result<Adapter> {
         check_pair(&config, config_path, weights)?;
+        check_made_for(weights, &vit.config)?;
         Adapter::build(gpu, config, config_path, vit, Source::file(weights, config_path, seed))
     }
 
@@ -168,6 +169,7 @@ impl Adapter {
         let source = match weights {
             Some(file) => {
                 check_pair(&config, config_path, file)?;
+                check_made_for(file, model)?;
                 Source::file(file, config_path, 0)
             }
             None => Source::Shapes,

@@ -63,14 +63,23 @@ pub struct TrainArgs {
     pub force: bool,
 }
 
-/// Whether `dir` already holds an adapter.
+/// Whether `dir` already holds an adapter (PEFT's older `adapter_model.bin` included).
 pub fn holds_adapter(dir: &Path) -> bool {
-    dir.join(CONFIG_FILE).exists() || dir.join(WEIGHTS_FILE).exists()
+    [CONFIG_FILE, WEIGHTS_FILE, "adapter_model.bin"].iter().any(|f| dir.join(f).exists())
 }
 
-/// Whether `dir` already holds a model: its config, its weights, or the index of its shards.
+/// Whether `dir` already holds a model: its config, its weights (PyTorch's `.bin` included),
+/// or the index of its shards.
 pub fn holds_model(dir: &Path) -> bool {
-    ["config.json", "model.safetensors", "model.safetensors.index.json"].iter().any(|f| dir.join(f).exists())
+    [
+        "config.json",
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+    ]
+    .iter()
+    .any(|f| dir.join(f).exists())
 }
 
 /// What a caller of [`train`] hears about the run.
@@ -297,8 +306,8 @@ pub fn eval(
         // transformers scores such a head by regression (mean squared error), not by accuracy.
         let from = adapter.as_ref().map_or(model.join("config.json"), |a| a.labels_config(model, &weights.config));
         let message = "is 1 and config.json sets no problem_type, so transformers scores the head by \
-                       regression; eval computes accuracy and cross-entropy over class labels (set problem_type \
-                       to `single_label_classification` to score it that way)";
+                       regression; eval computes accuracy and cross-entropy over class labels, which needs a \
+                       head of at least 2 labels";
         return Err(Error::Config { path: from, key: "num_labels".into(), message: message.into() });
     }
     let data = read_data(data, "--data", &weights.config, labels)?;

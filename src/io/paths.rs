@@ -250,11 +250,35 @@ fn shortened(path: &Path) -> PathBuf {
     PathBuf::from(format!("{head}…{tail}"))
 }
 
+/// Files that make an adapter folder (PEFT's) or a model folder (transformers'): an output
+/// file such as `--logits-out` never replaces one.
+const FOLDER_FILES: [&str; 8] = [
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+    "config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+];
+
+/// Whether `name` is one of [`FOLDER_FILES`] or a shard (`model-00001-of-00002.safetensors`).
+fn is_folder_file(name: &str) -> bool {
+    FOLDER_FILES.contains(&name)
+        || (name.starts_with("model-") && name.contains("-of-") && name.ends_with(".safetensors"))
+}
+
+/// Whether `dir` holds an adapter or a model (one of [`FOLDER_FILES`]).
+fn holds_adapter_or_model(dir: &Path) -> bool {
+    FOLDER_FILES.iter().any(|f| dir.join(f).exists())
+}
+
 /// Checks, before any work, that output file `path` (flag `flag`) can be written: it is not
-/// a folder, its folder exists, and a file can be created there. A device or pipe
-/// (`/dev/null`, a FIFO) is written into, not replaced (see
-/// [`crate::io::atomic::write_output`]), and a symbolic link to a file leads to the folder
-/// of its target.
+/// a folder, nor a file of an adapter or model folder (a config, weights or a shard), its
+/// folder exists, and a file can be created there. A device or pipe (`/dev/null`, a FIFO) is
+/// written into, not replaced (see [`crate::io::atomic::write_output`]), and a symbolic link
+/// to a file leads to the folder of its target.
 pub fn check_output_file(path: &Path, flag: &str) -> Result<()> {
     if std::fs::symlink_metadata(path).is_ok() && std::fs::metadata(path).is_err() {
         return Err(Error::invalid(flag, format!("{} is a symbolic link that leads nowhere", path.display())));
@@ -277,6 +301,16 @@ pub fn check_output_file(path: &Path, flag: &str) -> Result<()> {
     };
     if !parent.is_dir() {
         return Err(Error::invalid(flag, format!("folder {} does not exist", parent.display())));
+    }
+    if path.file_name().and_then(|n| n.to_str()).is_some_and(is_folder_file) && holds_adapter_or_model(parent) {
+        return Err(Error::invalid(
+            flag,
+            format!(
+                "{} belongs to the adapter or model folder {}; writing there would destroy it, choose another file",
+                shortened(path).display(),
+                shortened(parent).display()
+            ),
+        ));
     }
     probe_writable(parent, path)
 }

@@ -145,6 +145,44 @@ impl ModuleId {
         }
     }
 
+    /// The paths under `naming` of the modules of a ViT classifier with `layers` layers that
+    /// are neither linear nor conv layers, as transformers names them: the model and the
+    /// containers, LayerNorms, dropouts and activations. PEFT refuses a target that names one.
+    pub fn other_paths(layers: usize, naming: Naming) -> Vec<String> {
+        let (top, per_layer): (&[&str], &[&str]) = match naming {
+            Naming::OnDisk => (
+                &["vit.encoder", "vit.encoder.layer"],
+                &[
+                    "",
+                    ".attention",
+                    ".attention.attention",
+                    ".attention.attention.dropout",
+                    ".attention.output",
+                    ".attention.output.dropout",
+                    ".intermediate",
+                    ".intermediate.intermediate_act_fn",
+                    ".output",
+                    ".output.dropout",
+                    ".layernorm_before",
+                    ".layernorm_after",
+                ],
+            ),
+            Naming::Transformers5 => (
+                &["vit.layers"],
+                &["", ".attention", ".layernorm_before", ".layernorm_after", ".mlp", ".mlp.activation_fn", ".dropout"],
+            ),
+        };
+        let layer = |i: usize| match naming {
+            Naming::OnDisk => format!("vit.encoder.layer.{i}"),
+            Naming::Transformers5 => format!("vit.layers.{i}"),
+        };
+        let shared =
+            ["vit", "vit.embeddings", "vit.embeddings.patch_embeddings", "vit.embeddings.dropout", "vit.layernorm"];
+        let mut paths: Vec<String> = shared.iter().chain(top).map(|p| p.to_string()).collect();
+        paths.extend((0..layers).flat_map(|i| per_layer.iter().map(move |tail| format!("{}{tail}", layer(i)))));
+        paths
+    }
+
     /// Every module of a model with `layers` layers.
     pub fn all(layers: usize) -> Vec<ModuleId> {
         let mut v = vec![ModuleId::PatchEmbed];
@@ -248,6 +286,25 @@ impl Targets {
     /// Whether `module` is targeted by its path under `naming`.
     pub fn matches_under(&self, module: ModuleId, naming: Naming) -> bool {
         self.matches_path(&module.path(naming))
+    }
+
+    /// The first module under `namings` that the targets name but that is neither a linear
+    /// nor a conv layer ([`ModuleId::other_paths`]): the entry (or the regex) and the path.
+    /// PEFT refuses such a target ("Target module … is not supported"), rather than passing
+    /// over it.
+    pub fn names_other_module(&self, layers: usize, namings: &[Naming]) -> Option<(String, String)> {
+        let paths = namings.iter().flat_map(|&n| ModuleId::other_paths(layers, n));
+        let mut hits = paths.filter(|p| self.matches_path(p));
+        let path = hits.next()?;
+        let entry = match self {
+            Targets::Names(names) => names
+                .iter()
+                .find(|t| Targets::Names(vec![(*t).clone()]).matches_path(&path))
+                .cloned()
+                .unwrap_or_default(),
+            Targets::Regex(_) => self.config_regex().unwrap_or_default(),
+        };
+        Some((entry, path))
     }
 
     /// The adaptable modules targeted in a model with `layers` layers; an error naming the

@@ -82,6 +82,42 @@ pub fn module_shapes(config: &VitConfig, module: ModuleId) -> (Vec<usize>, Optio
     }
 }
 
+/// Fails on a weight the files hold for a part of the model its config does not have: a
+/// layer past `num_hidden_layers`, or a query, key or value bias with `qkv_bias` false.
+/// transformers would drop them with a warning; here they mean a config that does not
+/// describe its weights. (Other extra tensors, a backbone's pooler say, are passed over.)
+fn refuse_stray_weights(files: &[TensorFile], config: &VitConfig) -> Result<()> {
+    let layers = config.num_hidden_layers;
+    for f in files {
+        for key in f.keys() {
+            let index = ["vit.encoder.layer.", "vit.layers."]
+                .iter()
+                .find_map(|p| key.strip_prefix(p))
+                .and_then(|rest| rest.split('.').next()?.parse::<usize>().ok());
+            let message = match index {
+                Some(i) if i >= layers => {
+                    format!("holds `{key}`, a weight of layer {i}, but config.json has num_hidden_layers {layers}")
+                }
+                _ if !config.qkv_bias && is_qkv_bias(key, layers) => {
+                    format!("holds `{key}`, but config.json sets qkv_bias false (transformers would drop it)")
+                }
+                _ => continue,
+            };
+            return Err(Error::Format { path: f.path().to_path_buf(), message });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `key` is the bias of a query, key or value projection, under either naming.
+fn is_qkv_bias(key: &str, layers: usize) -> bool {
+    let Some(module) = key.strip_suffix(".bias") else { return false };
+    matches!(
+        ModuleId::parse(module, layers),
+        Some((ModuleId::Layer(_, LayerPart::Query | LayerPart::Key | LayerPart::Value), _))
+    )
+}
+
 /// Translates an on-disk key to its transformers-5 spelling (same key outside the layers).
 fn v5_alias(key: &str, layers: usize) -> Option<String> {
     let (module, leaf) = key.rsplit_once('.')?;
@@ -150,8 +186,20 @@ impl VitWeights {
                 });
             };
             files[at].check_shape(&name, &shape)?;
+            // The same weight under both namings: which one counts would be a guess.
+            if let Some(other) = std::iter::once(&key).chain(alias.as_ref()).find(|n| **n != name)
+                && let Some(f) = files.iter().find(|f| f.contains(other))
+            {
+                return Err(Error::Format {
+                    path: f.path().to_path_buf(),
+                    message: format!(
+                        "holds `{other}` and `{name}`, one weight under transformers 4's and 5's names; keep one"
+                    ),
+                });
+            }
             wanted.push((at, name, key));
         }
+        refuse_stray_weights(&files, &config)?;
         let prompt_file = match placed.get(PROMPT_KEY) {
             Some(&i) if !files[i].contains(PROMPT_KEY) => {
                 return Err(Error::MissingTensor { path: files[i].path().to_path_buf(), key: PROMPT_KEY.into() });

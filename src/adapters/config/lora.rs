@@ -114,13 +114,14 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
             return Err(j.error("bias", format!("is `{other}`; expected \"none\", \"all\" or \"lora_only\"")));
         }
     };
-    for (key, what) in
-        [("use_dora", "DoRA"), ("fan_in_fan_out", "fan_in_fan_out (Conv1D layers)"), ("lora_bias", "lora_bias")]
-    {
+    for (key, what) in [("use_dora", "DoRA"), ("lora_bias", "lora_bias")] {
         if j.opt_bool(key)?.unwrap_or(false) {
             return Err(j.error(key, format!("is true; {what} is not supported")));
         }
     }
+    // `fan_in_fan_out` describes GPT-2's Conv1D weights; on `nn.Linear` PEFT warns, sets it to
+    // false and computes as without it, and a ViT has no Conv1D: read as a flag, written false.
+    j.opt_bool("fan_in_fan_out")?;
     // PEFT options that change what the adapter computes or how PEFT loads it are refused
     // rather than ignored; absent, null, false, [] and {} all mean "not used".
     for (key, what) in [
@@ -148,7 +149,8 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
             }
             _ => Vec::new(),
         };
-        if names.is_empty() || names.iter().any(|n| !matches!(*n, "layer" | "layers")) {
+        // PEFT takes a layer's index after any of the names; only these two occur in a ViT.
+        if !names.iter().any(|n| matches!(*n, "layer" | "layers")) {
             return Err(j.error("layers_pattern", format!("is {v}; a ViT's layers are `layer` (on disk) or `layers`")));
         }
     }

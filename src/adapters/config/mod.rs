@@ -263,6 +263,8 @@ impl AdapterConfig {
             for (k, v) in defaults {
                 o.entry(k).or_insert(v);
             }
+            // As PEFT saves it once it has reset it (see `lora::lora`).
+            o.insert("fan_in_fan_out".into(), json!(false));
         }
         serde_json::to_string_pretty(&Value::Object(o)).unwrap_or_default()
     }

@@ -200,7 +200,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         Some(command) => format!("peft-wgpu {command} --help"),
         None => "peft-wgpu --help".to_string(),
     };
-    note!("peft-wgpu: error: {} (see {help})", printable(message.trim_start_matches("error: ")));
+    note!("peft-wgpu: error: {} (see {help})", bounded(&printable(message.trim_start_matches("error: "))));
     ExitCode::from(EXIT_USAGE)
 }
 
@@ -245,7 +245,33 @@ fn whole<T: std::str::FromStr + std::fmt::Display>(text: &str, range: &str, max:
 /// on a terminal.
 fn one_line(message: &str) -> String {
     let joined = message.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" | ");
-    printable(&joined)
+    bounded(&printable(&joined))
+}
+
+/// Longest run of characters without a space kept whole in a message, and longest message.
+const MAX_WORD: usize = 170;
+const MAX_MESSAGE: usize = 400;
+
+/// `text` with each run of more than [`MAX_WORD`] characters without a space cut to its
+/// start and end, then the whole to about [`MAX_MESSAGE`] characters the same way: a value
+/// quoted from a file (a key of megabytes, a list of 200,000 targets) does not make the line
+/// that names it megabytes long.
+fn bounded(text: &str) -> String {
+    let words: Vec<String> = text.split(' ').map(|w| elide(w, MAX_WORD)).collect();
+    elide(&words.join(" "), MAX_MESSAGE)
+}
+
+/// `text` itself when it has at most `max` characters, else its first and last parts with a
+/// note of how many characters were left out between them.
+fn elide(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_string();
+    }
+    let (head, tail) = (max * 3 / 5, max / 4);
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(n - tail).collect();
+    format!("{start}…[{} characters left out]…{end}", n - head - tail)
 }
 
 /// `text` with its control characters escaped.
