@@ -253,8 +253,9 @@ def peft_lora(expected, name, config, seed, out=OUT, model_dir=MODEL, data=input
     params = {}
     for key in load_file(os.path.join(path, "adapter_model.safetensors")):
         stem, _, leaf = key.rpartition(".")
-        if stem.endswith((".modules_to_save", ".original_module")):
-            # With `bias` "all", PEFT stores a saved module's bias twice more; it loads neither.
+        if ".modules_to_save." in f"{stem}." or ".original_module." in f"{stem}.":
+            # With `bias` "all", PEFT stores the biases inside a saved module twice more (under
+            # the module or, for a container, under its wrapper); it loads neither.
             assert leaf == "bias", key
         elif f"{stem}.default.{leaf}" in live:
             params[key] = live[f"{stem}.default.{leaf}"]

@@ -15,6 +15,11 @@ tests/fixtures/vit_tiny, with PEFT's logits, loss and gradients (float64):
   classifier: every other bias of the model trains too, stored as `<m>.bias` (a LoRA
   module's as `<m>.base_layer.bias`), with the classifier's stored twice more.
 - lora_bias_lora_only: `bias="lora_only"`: the biases of the LoRA modules train.
+- lora_bias_all_container: `bias="all"` with `modules_to_save=["classifier", "layers.1.mlp"]`,
+  whose biases PEFT also stores as `mlp.modules_to_save.default.fc1.bias` and
+  `mlp.original_module.fc1.bias`.
+- lora_bias_all_embedding: `bias="all"` saved with `save_embedding_layers=True` (the patch
+  embedding moved first): the embedding's weight is loaded frozen, its bias trains.
 
 Outputs: tests/fixtures/peft_extra/<name>/ and tests/fixtures/peft_extra_expected.safetensors
 (`<name>.logits`, `<name>.loss`, `<name>.grad.<file key>`, `pixel_values`, `labels`).
@@ -53,6 +58,10 @@ def main():
     targets = ["q_proj", "fc1", "projection"]
     case(expected, "lora_bias_all", 25, target_modules=targets, bias="all", modules_to_save=["classifier"])
     case(expected, "lora_bias_lora_only", 26, target_modules=["q_proj", "v_proj", "projection"], bias="lora_only")
+    saved = ["classifier", "layers.1.mlp"]
+    case(expected, "lora_bias_all_container", 27, target_modules=["q_proj"], bias="all", modules_to_save=saved)
+    embedding = {"save_embedding_layers": True}
+    case(expected, "lora_bias_all_embedding", 28, embedding, move_embedding, target_modules=["q_proj"], bias="all")
     pixels, labels = inputs()
     expected["pixel_values"] = pixels.float()
     expected["labels"] = labels

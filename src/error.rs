@@ -277,3 +277,14 @@ impl Error {
         Error::Invalid { what: what.into(), message: message.into() }
     }
 }
+
+/// `items` as a list for a message, `["a", "b"]`, with at most the first eight shown and a
+/// count of the rest: a config may hold thousands.
+pub(crate) fn list_excerpt(items: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let shown: Vec<String> = items.iter().take(SHOWN).map(|i| format!("{i:?}")).collect();
+    match items.len().checked_sub(SHOWN) {
+        Some(rest) if rest > 0 => format!("[{}, … {rest} more]", shown.join(", ")),
+        _ => format!("[{}]", shown.join(", ")),
+    }
+}

@@ -163,6 +163,64 @@ fn lora_written_by_peft_with_its_modules_biases_matches_peft() {
     check_on("vit_tiny", "peft_extra", "lora_bias_lora_only", None);
 }
 
+/// `bias: "all"` with a saved container (`layers.1.mlp`): the container's biases train with
+/// it, and the copies PEFT stores under its wrapper (`mlp.modules_to_save.default.fc1.bias`,
+/// `mlp.original_module.fc1.bias`) are not read.
+#[test]
+fn lora_written_by_peft_with_all_biases_and_a_saved_container_matches_peft() {
+    check_on("vit_tiny", "peft_extra", "lora_bias_all_container", None);
+}
+
+/// `bias: "all"` with the patch embedding PEFT stores by `save_embedding_layers`: its weight
+/// loads frozen, its bias trains as every other bias.
+#[test]
+fn lora_written_by_peft_with_all_biases_and_its_embedding_layer_matches_peft() {
+    check_on("vit_tiny", "peft_extra", "lora_bias_all_embedding", None);
+}
+
+/// PEFT before 0.18 wrote no `base_layer.bias` for `bias: "lora_only"` and loads such a file
+/// with the base model's biases: so does this crate, training them from there.
+#[test]
+fn lora_only_biases_a_file_lacks_start_from_the_base_model() {
+    use peft_wgpu::adapters::{CONFIG_FILE, WEIGHTS_FILE};
+    use peft_wgpu::io::safetensors::{self as st, HostTensor};
+    let gpu = gpu();
+    let vit = Vit::load(&gpu, &fixtures().join("vit_tiny")).expect("model");
+    let src = fixtures().join("peft_extra/lora_bias_lora_only");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("adapters").join("lora_only_without_biases");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = peft_wgpu::io::TensorFile::open(&src.join(WEIGHTS_FILE)).unwrap();
+    let kept: Vec<(String, HostTensor)> =
+        file.keys().filter(|k| !k.ends_with(".bias")).map(|k| (k.to_string(), file.f32(k).unwrap())).collect();
+    let list: Vec<(String, &HostTensor)> = kept.iter().map(|(k, t)| (k.clone(), t)).collect();
+    st::write(&dir.join(WEIGHTS_FILE), &list, None).unwrap();
+    std::fs::copy(src.join(CONFIG_FILE), dir.join(CONFIG_FILE)).unwrap();
+    let without = Adapter::load(&gpu, &dir, &vit).expect("loads with the base biases");
+    let biases: Vec<&str> =
+        without.trainable().iter().map(|p| p.key.as_str()).filter(|k| k.ends_with("base_layer.bias")).collect();
+    assert!(!biases.is_empty(), "the biases still train");
+    let config = std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap().replace("\"lora_only\"", "\"none\"");
+    std::fs::write(dir.join(CONFIG_FILE), config).unwrap();
+    let plain = Adapter::load(&gpu, &dir, &vit).expect("the same tensors without biases");
+    let images = support_pixels(&gpu);
+    assert_eq!(logits_of(&gpu, &vit, &without, &images), logits_of(&gpu, &vit, &plain, &images));
+}
+
+fn support_pixels(gpu: &peft_wgpu::Gpu) -> Tensor {
+    let f = fixture("peft_extra_expected.safetensors");
+    Tensor::from_slice(gpu, &f.f32("pixel_values"), &f.shape("pixel_values")).expect("pixels")
+}
+
+fn logits_of(gpu: &peft_wgpu::Gpu, vit: &Vit, adapter: &Adapter, images: &Tensor) -> Vec<f32> {
+    let mut tape = Tape::new(gpu);
+    let base = vit.bind(&mut tape, false);
+    let bound = adapter.bind(&mut tape);
+    let images = tape.constant(images);
+    let logits = vit.forward(&mut tape, &base, &images, &bound).expect("forward");
+    gpu.read(logits.value()).unwrap()
+}
+
 /// A hand-written `"all-linear"` adapts the modules PEFT's expansion lists.
 #[test]
 fn all_linear_adapts_what_peft_adapts() {

@@ -359,6 +359,33 @@ fn inconsistent_model_configs_are_named() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A value of megabytes quoted from a file (a key, a name) is cut to its start and end, so the
+/// error stays one line of at most about a thousand characters.
+#[test]
+fn long_values_are_cut_in_error_lines() {
+    let dir = scratch("long-values");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let cfg = dir.join("adapter_config.json");
+    let out = dir.join("out");
+    let train = ["train", "--model", s(&model), "--adapter-config", s(&cfg), "--data", s(&data), "--out", s(&out)];
+    let long = "X".repeat(1_000_000);
+    for value in [
+        serde_json::json!({"peft_type": long}),
+        serde_json::json!({"peft_type": "LORA", "r": 2, "target_modules": [&long], "lora_alpha": &long}),
+    ] {
+        std::fs::write(&cfg, value.to_string()).expect("config");
+        let out = run(&train);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(INPUT), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {}", &stderr[..stderr.len().min(2000)]);
+        assert!(lines[0].len() < 1100, "{} characters: {}", lines[0].len(), &lines[0][..2000.min(lines[0].len())]);
+        assert!(lines[0].contains("adapter_config.json") && lines[0].contains("characters left out]"), "{}", lines[0]);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn bad_adapter_configs_are_named() {
     let dir = scratch("adapter-config");
@@ -395,11 +422,10 @@ fn bad_adapter_configs_are_named() {
         // PEFT would save `vit.layers.1` but still adapt inside it, and not load its own file.
         (serde_json::json!({"modules_to_save": ["ayers.1"]}), &["modules_to_save", "`ayers.1`", "`layers.1`"]),
         (serde_json::json!({"bias": "lora"}), &["bias", "lora", "\"lora_only\""]),
-        // Values quoted from the file are cut short: the line stays one short line.
-        (serde_json::json!({"peft_type": "X".repeat(100_000)}), &["peft_type", "characters left out"]),
+        // A list of thousands of names is shown by its first few.
         (
             serde_json::json!({"target_modules": (0..20_000).map(|i| format!("m{i}")).collect::<Vec<_>>()}),
-            &["target_modules", "characters left out"],
+            &["target_modules", "\"m7\", … 19992 more]"],
         ),
         (serde_json::json!({"use_dora": true}), &["use_dora", "DoRA"]),
         (serde_json::json!({"num_labels": 0}), &["num_labels", "between 1 and"]),

@@ -88,10 +88,10 @@ impl Build<'_> {
         self.source.zeros(shape)
     }
 
-    /// Marks `key` of the file as read without reading it: a tensor PEFT writes but never
-    /// loads.
-    pub(crate) fn ignore(&mut self, key: &str) {
-        self.source.ignore(key);
+    /// Marks the file's keys for which `unread` holds as read without reading them: tensors
+    /// PEFT writes but never loads.
+    pub(crate) fn ignore_where(&mut self, unread: impl Fn(&str) -> bool) {
+        self.source.ignore_where(unread);
     }
 
     pub(crate) fn params_mut(&mut self) -> &mut ParamBuilder {
@@ -150,7 +150,7 @@ impl Build<'_> {
         left_out: &mut Option<String>,
     ) -> Option<String> {
         let stem = format!("{PEFT_PREFIX}{}", module.path(self.key_naming(module, matched, leaf)));
-        if self.left_out_by_file(module, matched, leaf) {
+        if self.left_out_by_file(module, matched) {
             left_out.get_or_insert_with(|| format!("{stem}.{leaf}"));
             return None;
         }
@@ -182,8 +182,13 @@ impl Build<'_> {
     /// Fails, naming the entry and the module, when `targets` name a module that is not a
     /// linear or conv layer (a LayerNorm, `attention`, `mlp`) under [`Build::read_namings`],
     /// as PEFT does; passing over it would train less than asked, and write a config PEFT
-    /// cannot load.
+    /// cannot load. A file with no layer keys is not checked: which naming the PEFT that wrote
+    /// it saw is not known, and an entry such as `intermediate` names a container under one
+    /// naming only.
     pub(crate) fn check_target_kinds(&self, targets: &crate::nn::Targets) -> Result<()> {
+        if self.source.is_file() && self.file_namings.is_empty() {
+            return Ok(());
+        }
         let Some((entry, path)) = targets.names_other_module(self.model.num_hidden_layers, &self.read_namings()) else {
             return Ok(());
         };
@@ -207,7 +212,7 @@ impl Build<'_> {
     /// `q_proj` under transformers 5, and `["projection", "q_proj"]` only the patch embedding
     /// under transformers 4; tensors the file holds for a module so left out are refused as
     /// not belonging to the config.
-    fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool, _leaf: &str) -> bool {
+    fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool) -> bool {
         if !self.source.is_file() || !matches!(module, ModuleId::Layer(..)) {
             return false;
         }

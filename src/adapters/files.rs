@@ -137,37 +137,51 @@ pub(crate) fn read_folder(dir: &Path, what: &str) -> Result<(AdapterConfig, Tens
 /// for ([`architecture`]); PEFT ignores it, and files without it (PEFT's) are not checked.
 const MODEL_KEY: &str = "peft_wgpu.model";
 
-/// The parts of `model`'s architecture an adapter depends on, in words: all but the image
-/// size (a backbone may be evaluated at another resolution) and the label count (a head of
-/// its own replaces the model's).
+/// The parts of `model`'s architecture an adapter depends on, as `name=value` fields: all but
+/// the image size (a backbone may be evaluated at another resolution) and the label count (a
+/// head of its own replaces the model's).
 fn architecture(model: &crate::nn::VitConfig) -> String {
     let [ph, pw] = model.patch_size;
     format!(
-        "{} layers, width {}, {} heads, MLP {}, {ph}×{pw} patches of {} channels, q/k/v biases {}",
+        "layers={} width={} heads={} mlp={} patch={ph}x{pw} channels={} qkv_bias={}",
         model.num_hidden_layers,
         model.hidden_size,
         model.num_attention_heads,
         model.intermediate_size,
         model.num_channels,
-        if model.qkv_bias { "yes" } else { "no" }
+        model.qkv_bias
     )
 }
 
-/// Fails when `weights` says it was made for a model of another architecture than `model`:
-/// its tensors may all fit (LoRA on `query` fits any layer count and head count of one width)
-/// while it computes nonsense there.
+/// Fails when `weights` says it was made for a model of another architecture than `model`,
+/// naming each field that differs: its tensors may all fit (LoRA on `query` fits any layer
+/// count and head count of one width) while it computes nonsense there. Fields only one
+/// side knows are passed over, so notes written by other versions still compare.
 pub(super) fn check_made_for(weights: &TensorFile, model: &crate::nn::VitConfig) -> Result<()> {
     let Some(made_for) = weights.metadata().get(MODEL_KEY) else { return Ok(()) };
-    let this = architecture(model);
-    if *made_for == this {
+    let fields = |text: &str| -> Vec<(String, String)> {
+        text.split_whitespace()
+            .filter_map(|f| f.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.chars().take(40).collect()))
+            .collect()
+    };
+    let theirs = fields(made_for);
+    let differ: Vec<String> = fields(&architecture(model))
+        .into_iter()
+        .filter_map(|(k, ours)| {
+            let (_, v) = theirs.iter().find(|(t, _)| *t == k)?;
+            (*v != ours).then(|| format!("{k} {v} there, {ours} here"))
+        })
+        .collect();
+    if differ.is_empty() {
         return Ok(());
     }
     Err(Error::Format {
         path: weights.path().to_path_buf(),
         message: format!(
-            "was made for another model ({}) than this one ({this}); an adapter works only with the \
-             architecture it was trained on",
-            made_for.chars().take(200).collect::<String>()
+            "was made for a model of another architecture than this one ({}); an adapter works only with \
+             the architecture it was trained on",
+            differ.join(", ")
         ),
     })
 }

@@ -44,8 +44,8 @@ pub fn ranks(r: &FloraRank, dims: &[usize]) -> std::result::Result<Vec<usize>, S
 pub(crate) fn build(cfg: &FloraConfig, build: &mut Build<'_>) -> Result<Vec<FloraModule>> {
     let layers = build.model.num_hidden_layers;
     let mut modules = Vec::new();
-    // The first module left out because the file has no tensors for it (see
-    // `Build::left_out_by_file`): when that leaves nothing, the file is more likely broken.
+    // The first module left out because the file names it in a naming its keys do not use
+    // (see `Build::left_out_by_file`): when that leaves nothing, the file is more likely broken.
     let mut left_out: Option<String> = None;
     build.check_target_kinds(&cfg.target_modules)?;
     for (module, matched) in cfg.target_modules.resolve(layers, build.config_path)? {

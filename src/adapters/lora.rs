@@ -43,8 +43,8 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         });
     }
     let mut modules = Vec::new();
-    // The first module left out because the file has no tensors for it (see
-    // `Build::left_out_by_file`): when that leaves nothing, the file is more likely broken.
+    // The first module left out because the file names it in a naming its keys do not use
+    // (see `Build::left_out_by_file`): when that leaves nothing, the file is more likely broken.
     let mut left_out: Option<String> = None;
     let rank_alpha = cfg.rank_alpha_lookup();
     build.check_target_kinds(&cfg.target_modules)?;

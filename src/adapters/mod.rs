@@ -206,7 +206,8 @@ impl Adapter {
         // leave a module untrained without a word.
         if !source.is_file() {
             if saved.is_empty() && !config.saves_embeddings() && !config.modules_to_save.is_empty() {
-                return Err(no_module(format!("{:?} matches no module of the model", config.modules_to_save)));
+                let entries = crate::error::list_excerpt(&config.modules_to_save);
+                return Err(no_module(format!("{entries} matches no module of the model")));
             }
             if let Some(entry) = config.unmatched_saved_entry(model.num_hidden_layers) {
                 return Err(no_module(format!("`{entry}` matches no module of the model that has weights")));
@@ -244,7 +245,7 @@ impl Adapter {
         let (mut saved, num_labels) = saved::build(&saved_modules, saves_under, config.num_labels, &mut b)?;
         let mut biases = Vec::new();
         if let (Kind::Lora(modules), AdapterKind::Lora(c)) = (&kind, &config.kind) {
-            saved.extend(saved::embedding_from_file(&saved, &mut b)?);
+            saved.extend(saved::embedding_from_file(&saved, c.bias == LoraBias::All, &mut b)?);
             biases = saved::biases(c.bias, modules, &saved, &mut b)?;
         }
         let embeddings = config.saves_embeddings().then(|| saved::embeddings(&mut b)).transpose()?;

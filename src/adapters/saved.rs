@@ -68,11 +68,15 @@ pub(crate) struct TrainedBias {
 }
 
 /// Builds the biases `which` trains, after the LoRA modules (`adapted`) and the saved
-/// modules (`saved`, whose biases train with them). As PEFT keys them, a LoRA-adapted module's
-/// bias is `<stem>.base_layer.bias` and any other's `base_model.model.<path>.bias`; a fresh one
-/// starts as the base model's. PEFT also stores a saved module's bias twice more, under
-/// `<m>.modules_to_save.bias` and `<m>.original_module.bias`; it loads neither, and neither
-/// is read here.
+/// modules (`saved`, whose biases train with them; the patch embedding PEFT stores with
+/// `save_embedding_layers` keeps its bias here, see [`embedding_from_file`]). As PEFT keys
+/// them, a LoRA-adapted module's bias is `<stem>.base_layer.bias` and any other's
+/// `base_model.model.<path>.bias`; a fresh one starts as the base model's, and so does one a
+/// file lacks (PEFT before 0.18 saved no `base_layer.bias` for `"lora_only"`, and loads the
+/// file with the base's). PEFT also stores the biases inside a saved module twice more, under
+/// `.modules_to_save.` and `.original_module.` (`<m>.modules_to_save.bias`, or
+/// `mlp.original_module.fc1.bias` for a saved container); it loads neither, and neither is
+/// read here.
 pub(crate) fn biases(
     which: LoraBias,
     adapted: &[super::lora::LoraModule],
@@ -83,17 +87,12 @@ pub(crate) fn biases(
     if which == LoraBias::None {
         return Ok(out);
     }
-    for s in saved {
-        let stem = format!("{PEFT_PREFIX}{}", s.module.path(Naming::Transformers5));
-        let on_disk = format!("{PEFT_PREFIX}{}", s.module.path(Naming::OnDisk));
-        for copy in ["modules_to_save", "original_module"] {
-            build.ignore(&format!("{stem}.{copy}.bias"));
-            build.ignore(&format!("{on_disk}.{copy}.bias"));
-        }
-    }
+    build.ignore_where(|key| {
+        key.ends_with(".bias") && (key.contains(".modules_to_save.") || key.contains(".original_module."))
+    });
     for module in ModuleId::all(build.model.num_hidden_layers) {
         let (_, Some(shape)) = module_shapes(build.model, module) else { continue };
-        if saved.iter().any(|s| s.module == module) {
+        if saved.iter().any(|s| s.module == module && s.bias.is_some()) {
             continue;
         }
         let key = match adapted.iter().find(|m| m.module == module) {
@@ -105,7 +104,7 @@ pub(crate) fn biases(
                 format!("{PEFT_PREFIX}{}.bias", module.path(naming))
             }
         };
-        let slot = if build.is_file() {
+        let slot = if build.source_has(&key) {
             build.trainable(&key, &shape, Init::Zeros)?
         } else {
             build.params_mut().train(key, Value::Base(format!("{}.bias", module.path(Naming::OnDisk))))
@@ -118,9 +117,14 @@ pub(crate) fn biases(
 /// The patch embedding as PEFT's `save_embedding_layers` stores it beside a LoRA adapter
 /// (`base_model.model.vit.embeddings.patch_embeddings.projection.weight` and `.bias`, the
 /// model's input embedding, without it being in `modules_to_save`): PEFT loads those into
-/// the base model, so they replace its patch embedding here too, frozen as PEFT keeps them.
-/// `None` when the file has no such tensors or the module is already saved.
-pub(crate) fn embedding_from_file(saved: &[SavedModule], build: &mut Build<'_>) -> Result<Option<SavedModule>> {
+/// the base model, so they replace its patch embedding here too, frozen as PEFT keeps them,
+/// but for the bias when `bias_trains` (PEFT's `bias: "all"`): [`biases`] reads that one,
+/// trainable. `None` when the file has no such tensors or the module is already saved.
+pub(crate) fn embedding_from_file(
+    saved: &[SavedModule],
+    bias_trains: bool,
+    build: &mut Build<'_>,
+) -> Result<Option<SavedModule>> {
     let module = ModuleId::PatchEmbed;
     let stem = format!("{PEFT_PREFIX}{}", module.path(Naming::OnDisk));
     let (wk, bk) = (format!("{stem}.weight"), format!("{stem}.bias"));
@@ -130,7 +134,7 @@ pub(crate) fn embedding_from_file(saved: &[SavedModule], build: &mut Build<'_>) 
     let (w_shape, b_shape) = module_shapes(build.model, module);
     let weight = build.frozen(&wk, &w_shape, Init::Zeros)?;
     let bias = match b_shape {
-        Some(s) if build.source_has(&bk) => Some(build.frozen(&bk, &s, Init::Zeros)?),
+        Some(s) if build.source_has(&bk) && !bias_trains => Some(build.frozen(&bk, &s, Init::Zeros)?),
         _ => None,
     };
     Ok(Some(SavedModule { module, weight, bias, frozen: true }))

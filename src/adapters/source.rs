@@ -104,12 +104,10 @@ impl<'a> Source<'a> {
         }
     }
 
-    /// Counts `key` as used when the file holds it, without reading it.
-    pub(crate) fn ignore(&mut self, key: &str) {
-        if let Source::File { file, used, .. } = self
-            && file.contains(key)
-        {
-            used.insert(key.to_string());
+    /// Counts the file's keys for which `unread` holds as used, without reading them.
+    pub(crate) fn ignore_where(&mut self, unread: impl Fn(&str) -> bool) {
+        if let Source::File { file, used, .. } = self {
+            used.extend(file.keys().filter(|k| unread(k)).map(str::to_string));
         }
     }
 

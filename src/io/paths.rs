@@ -302,7 +302,10 @@ pub fn check_output_file(path: &Path, flag: &str) -> Result<()> {
     if !parent.is_dir() {
         return Err(Error::invalid(flag, format!("folder {} does not exist", parent.display())));
     }
-    if path.file_name().and_then(|n| n.to_str()).is_some_and(is_folder_file) && holds_adapter_or_model(parent) {
+    // Any safetensors file beside a shard index may be a shard it lists.
+    let sharded = parent.join("model.safetensors.index.json").exists();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if (is_folder_file(name) || (sharded && name.ends_with(".safetensors"))) && holds_adapter_or_model(parent) {
         return Err(Error::invalid(
             flag,
             format!(

@@ -146,8 +146,8 @@ impl ModuleId {
     }
 
     /// The paths under `naming` of the modules of a ViT classifier with `layers` layers that
-    /// are neither linear nor conv layers, as transformers names them: the model and the
-    /// containers, LayerNorms, dropouts and activations. PEFT refuses a target that names one.
+    /// are neither linear nor conv layers, as transformers names them: the model (the empty
+    /// path) and the containers, LayerNorms, dropouts and activations. PEFT refuses a target that names one.
     pub fn other_paths(layers: usize, naming: Naming) -> Vec<String> {
         let (top, per_layer): (&[&str], &[&str]) = match naming {
             Naming::OnDisk => (
@@ -177,7 +177,7 @@ impl ModuleId {
             Naming::Transformers5 => format!("vit.layers.{i}"),
         };
         let shared =
-            ["vit", "vit.embeddings", "vit.embeddings.patch_embeddings", "vit.embeddings.dropout", "vit.layernorm"];
+            ["", "vit", "vit.embeddings", "vit.embeddings.patch_embeddings", "vit.embeddings.dropout", "vit.layernorm"];
         let mut paths: Vec<String> = shared.iter().chain(top).map(|p| p.to_string()).collect();
         paths.extend((0..layers).flat_map(|i| per_layer.iter().map(move |tail| format!("{}{tail}", layer(i)))));
         paths
@@ -329,7 +329,7 @@ impl Targets {
 impl std::fmt::Display for Targets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Targets::Names(n) => write!(f, "{n:?}"),
+            Targets::Names(n) => f.write_str(&crate::error::list_excerpt(n)),
             Targets::Regex(_) => write!(f, "regex {:?}", self.config_regex().unwrap_or_default()),
         }
     }

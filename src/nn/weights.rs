@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::VitConfig;
 use super::names::{LayerPart, ModuleId, Naming};
+use super::shards::{INDEX_FILE, listed_shards, weight_files};
 use crate::error::{Error, Result};
-use crate::io::json::JsonFile;
 use crate::io::safetensors::{self, HostTensor, TensorFile};
 use crate::io::stamp;
 
@@ -24,9 +24,6 @@ pub struct VitWeights {
     /// (saved as [`stamp::MERGED_KEY`]; empty for a model no adapter was merged into).
     pub merged_adapters: Vec<String>,
 }
-
-/// The index of a sharded model's weights.
-const INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// Key of the merged RLP prompts in a model file.
 pub const PROMPT_KEY: &str = "prompt_embeddings";
@@ -384,110 +381,4 @@ impl VitWeights {
         let _ = std::fs::remove_file(dir.join(INDEX_FILE));
         Ok(())
     }
-}
-
-/// The shard files `dir`'s index lists (`.safetensors` file names inside `dir`, other than
-/// `model.safetensors`; none without an index or with an index that cannot be read). Only
-/// such names are ever removed, so an index that lists other files (`config.json`) costs
-/// nothing but itself.
-fn listed_shards(dir: &Path) -> Vec<String> {
-    let path = dir.join(INDEX_FILE);
-    if !path.is_file() {
-        return Vec::new(); // none, or a pipe or device that reading could block on
-    }
-    let Ok(index) = JsonFile::read(&path) else { return Vec::new() };
-    let Some(map) = index.get("weight_map").and_then(|m| m.as_object()) else { return Vec::new() };
-    let mut shards: Vec<String> = map
-        .values()
-        .filter_map(|f| f.as_str())
-        // Compared without case: on macOS and Windows `Model.safetensors` is the file just written.
-        .filter(|f| is_file_name(f) && f.ends_with(".safetensors") && !f.eq_ignore_ascii_case("model.safetensors"))
-        .map(str::to_string)
-        .collect();
-    shards.sort();
-    shards.dedup();
-    shards
-}
-
-/// Whether `name` names a file inside the folder and nothing else: one plain path component
-/// (no `/`, `\`, `..` or `.`), and no `:` (on Windows `C:x` leaves the folder for drive C's
-/// current one, and `a:b` names a stream of file `a`).
-fn is_file_name(name: &str) -> bool {
-    let mut parts = Path::new(name).components();
-    matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(p)), None) if p == name)
-        && !name.contains([':', '/', '\\'])
-        && !(cfg!(windows) && crate::io::atomic::names_windows_device(Path::new(name)))
-}
-
-/// A weights file of `dir` saved under a transformers `variant` (`model.fp16.safetensors`,
-/// `model.safetensors.index.fp16.json`), for the message when the plain name is missing.
-fn variant_file(dir: &Path) -> Option<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| {
-            let plain = n == "model.safetensors" || n == INDEX_FILE;
-            !plain
-                && ((n.starts_with("model.") && n.ends_with(".safetensors"))
-                    || n.starts_with("model.safetensors.index."))
-        })
-        .collect();
-    names.sort();
-    names.into_iter().next()
-}
-
-/// The safetensors files of a model folder, `model.safetensors` or the shards listed by
-/// `model.safetensors.index.json`, with the index's placement of each key (a position in
-/// the files; empty for a single file).
-fn weight_files(dir: &Path) -> Result<(Vec<TensorFile>, BTreeMap<String, usize>)> {
-    let single = dir.join("model.safetensors");
-    if single.exists() {
-        return Ok((vec![TensorFile::open(&single)?], BTreeMap::new()));
-    }
-    let index_path = dir.join(INDEX_FILE);
-    if !index_path.exists() {
-        crate::io::paths::refuse_pickle(dir, "pytorch_model.bin", "model.safetensors")?;
-        let mut message = "no model.safetensors or model.safetensors.index.json in the model folder".to_string();
-        if let Some(variant) = variant_file(dir) {
-            message +=
-                &format!(" (it has `{variant}`, saved with a `variant`: rename it, or its index, to the plain name)");
-        }
-        let source = std::io::Error::new(std::io::ErrorKind::NotFound, message);
-        return Err(Error::Io { path: single, source });
-    }
-    crate::io::paths::refuse_special_files(dir, &[INDEX_FILE])?;
-    let index = JsonFile::read(&index_path)?;
-    let map = index.require("weight_map")?.as_object().ok_or_else(|| index.error("weight_map", "must be an object"))?;
-    let mut entries: Vec<(&String, &str)> = Vec::new();
-    for (key, file) in map {
-        let file =
-            file.as_str().ok_or_else(|| index.error("weight_map", format!("entry `{key}` must be a file name")))?;
-        if !is_file_name(file) {
-            return Err(index.error("weight_map", format!("entry `{key}` names no file in the model folder: `{file}`")));
-        }
-        entries.push((key, file));
-    }
-    let mut shards: Vec<&str> = entries.iter().map(|&(_, f)| f).collect();
-    shards.sort();
-    shards.dedup();
-    let placed = entries.iter().map(|&(k, f)| (k.clone(), shards.binary_search(&f).unwrap_or(0))).collect();
-    crate::io::paths::refuse_special_files(dir, &shards)?;
-    let files = shards.iter().map(|s| TensorFile::open(&dir.join(s))).collect::<Result<Vec<_>>>()?;
-    // One tensor in two shards (a re-shard cut short, say) makes two models of one folder:
-    // the index names one copy, transformers reads whichever shard it loads last.
-    let mut holder: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, file) in files.iter().enumerate() {
-        for key in file.keys() {
-            if let Some(first) = holder.insert(key, i) {
-                return Err(index.error(
-                    "weight_map",
-                    format!(
-                        "tensor `{key}` is in both {} and {}; each tensor must be in one shard",
-                        shards[first], shards[i]
-                    ),
-                ));
-            }
-        }
-    }
-    Ok((files, placed))
 }

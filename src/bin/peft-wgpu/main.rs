@@ -1,6 +1,7 @@
 //! The `peft-wgpu` command line (SPEC §11): a thin layer over the library that parses flags,
 //! shows progress, and turns every error into one line and an exit code.
 
+mod message;
 mod progress;
 
 use std::io::Write;
@@ -8,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use message::{bounded, one_line, printable};
 use peft_wgpu::optim::OptimizerKind;
 use peft_wgpu::{Error, ErrorKind, cli};
 use progress::TerminalProgress;
@@ -237,46 +239,6 @@ fn whole<T: std::str::FromStr + std::fmt::Display>(text: &str, range: &str, max:
     } else {
         format!("is too large; the largest is {max}")
     })
-}
-
-/// `message` on one line: the lines of a multi-line message (a regex error's caret diagram,
-/// say) joined with " | ", and every other control character escaped (`\r`, `\u{1b}`), so
-/// that a name read from a file or a flag cannot move the cursor or hide the rest of the line
-/// on a terminal.
-fn one_line(message: &str) -> String {
-    let joined = message.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" | ");
-    bounded(&printable(&joined))
-}
-
-/// Longest run of characters without a space kept whole in a message, and longest message.
-const MAX_WORD: usize = 170;
-const MAX_MESSAGE: usize = 400;
-
-/// `text` with each run of more than [`MAX_WORD`] characters without a space cut to its
-/// start and end, then the whole to about [`MAX_MESSAGE`] characters the same way: a value
-/// quoted from a file (a key of megabytes, a list of 200,000 targets) does not make the line
-/// that names it megabytes long.
-fn bounded(text: &str) -> String {
-    let words: Vec<String> = text.split(' ').map(|w| elide(w, MAX_WORD)).collect();
-    elide(&words.join(" "), MAX_MESSAGE)
-}
-
-/// `text` itself when it has at most `max` characters, else its first and last parts with a
-/// note of how many characters were left out between them.
-fn elide(text: &str, max: usize) -> String {
-    let n = text.chars().count();
-    if n <= max {
-        return text.to_string();
-    }
-    let (head, tail) = (max * 3 / 5, max / 4);
-    let start: String = text.chars().take(head).collect();
-    let end: String = text.chars().skip(n - tail).collect();
-    format!("{start}…[{} characters left out]…{end}", n - head - tail)
-}
-
-/// `text` with its control characters escaped.
-fn printable(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// Whether `e` is stdout closed by its reader (`peft-wgpu eval … | head -1`): not a failure
