@@ -22,14 +22,15 @@ tests/fixtures/vit_tiny, with PEFT's logits, loss and gradients (float64):
   embedding moved first): the embedding's weight is loaded frozen, its bias trains.
 
 Outputs: tests/fixtures/peft_extra/<name>/ and tests/fixtures/peft_extra_expected.safetensors
-(`<name>.logits`, `<name>.loss`, `<name>.grad.<file key>`, `pixel_values`, `labels`).
+(`<name>.logits`, `<name>.loss`, `<name>.grad.<file key>`, `<name>.counts` = PEFT's trainable
+and all parameters of the folder loaded for training, `pixel_values`, `labels`).
 """
 
 import os
 
 from safetensors.torch import save_file
 
-from fixtures_adapters import inputs, peft_lora, rand
+from fixtures_adapters import MODEL, inputs, peft_lora, rand
 
 OUT = "tests/fixtures/peft_extra"
 EXPECTED = "tests/fixtures/peft_extra_expected.safetensors"
@@ -44,8 +45,15 @@ def move_embedding(model, g):
 def case(expected, name, seed, save_options=None, prepare=None, **options):
     from peft import LoraConfig
 
+    import torch
+    from peft import PeftModel
+    from transformers import ViTForImageClassification
+
     config = LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, **options)
     peft_lora(expected, name, config, seed, out=OUT, save_options=save_options, prepare=prepare)
+    base = ViTForImageClassification.from_pretrained(MODEL)
+    loaded = PeftModel.from_pretrained(base, os.path.join(OUT, name), is_trainable=True)
+    expected[f"{name}.counts"] = torch.tensor(loaded.get_nb_trainable_parameters(), dtype=torch.int64)
 
 
 def main():

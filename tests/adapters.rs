@@ -69,6 +69,25 @@ fn check_on(model: &str, folder: &str, name: &str, label_mod: Option<u32>) {
     }
     let expected = f.keys().iter().filter(|k| k.starts_with(&format!("{name}.grad."))).count();
     assert_eq!(checked, expected, "{name}: the adapter has {checked} trainable tensors, the fixture {expected}");
+    // PEFT's parameter counts of the folder, where the fixture has them.
+    if f.keys().iter().any(|k| *k == format!("{name}.counts")) {
+        let counts = f.ints(&format!("{name}.counts"));
+        let summary = adapter.trainable_summary();
+        let number = |n: i64| {
+            let s = n.to_string();
+            let digits: Vec<char> = s.chars().collect();
+            let mut out = String::new();
+            for (i, c) in digits.iter().enumerate() {
+                if i > 0 && (digits.len() - i) % 3 == 0 {
+                    out.push(',');
+                }
+                out.push(*c);
+            }
+            out
+        };
+        let want = format!("trainable params: {} || all params: {}", number(counts[0]), number(counts[1]));
+        assert!(summary.starts_with(&want), "{name}: {summary}, PEFT: {want}");
+    }
 }
 
 #[test]

@@ -305,13 +305,21 @@ impl Adapter {
     }
 
     /// PEFT's `print_trainable_parameters` line: trainable values, all values (the base model
-    /// plus every adapter tensor, saved copies included, trained biases once: PEFT trains the
+    /// plus every adapter tensor, saved copies included; trained biases and the patch
+    /// embedding a file stores by `save_embedding_layers` once, as PEFT loads both into the
     /// base model's own) and the percentage.
     pub fn trainable_summary(&self) -> String {
         let trainable = self.num_trainable();
         let biases: usize = self.biases.iter().map(|b| self.trainable[b.slot].tensor.len()).sum();
         let frozen: usize = self.frozen.iter().map(|p| p.tensor.len()).sum();
-        let all = self.base_parameters + trainable + frozen - biases;
+        let in_base: usize = self
+            .saved
+            .iter()
+            .filter(|s| s.frozen)
+            .flat_map(|s| std::iter::once(s.weight).chain(s.bias))
+            .map(|slot| self.frozen[slot].tensor.len())
+            .sum();
+        let all = self.base_parameters + trainable + frozen - biases - in_base;
         format!(
             "trainable params: {} || all params: {} || trainable%: {:.4}",
             thousands(trainable),
