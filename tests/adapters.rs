@@ -78,7 +78,7 @@ fn check_on(model: &str, folder: &str, name: &str, label_mod: Option<u32>) {
             let digits: Vec<char> = s.chars().collect();
             let mut out = String::new();
             for (i, c) in digits.iter().enumerate() {
-                if i > 0 && (digits.len() - i) % 3 == 0 {
+                if i > 0 && (digits.len() - i).is_multiple_of(3) {
                     out.push(',');
                 }
                 out.push(*c);
