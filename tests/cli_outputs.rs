@@ -260,7 +260,7 @@ fn logits_out_never_overwrites_an_input() {
 }
 
 /// `--logits-out` and `demo --svg` naming a file that makes an adapter or model folder (its
-/// config, weights or a shard) are refused, whether or not the folder is part of the run and
+/// config, weights or a shard), or an existing file of another kind than theirs, are refused, whether or not the folder is part of the run and
 /// the file exists, and the folder is left as it was; another file in such a folder is
 /// written. A folder holding only PyTorch's `adapter_model.bin` holds an adapter for `--out`.
 #[test]
@@ -293,6 +293,16 @@ fn outputs_never_replace_a_file_of_an_adapter_or_model_folder() {
     let beside = adapter.join("logits.safetensors");
     succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&beside)]);
     assert!(beside.is_file(), "a file of another name in an adapter folder is written");
+    // An existing file is replaced only by an output of its kind: logits by logits, a plot
+    // by a plot; data, or anything else, is kept.
+    succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&beside)]);
+    let other_data = dir.join("other.safetensors");
+    std::fs::copy(&data, &other_data).expect("a copy of the data");
+    let kept = std::fs::read(&other_data).expect("data");
+    fails(&["eval", "--model", m, "--data", d, "--logits-out", s(&other_data)], USAGE, &["exists", "logits file"]);
+    fails(&["demo", "--steps", "1", "--svg", s(&other_data)], USAGE, &["exists", "SVG plot"]);
+    fails(&["demo", "--steps", "1", "--svg", s(&beside)], USAGE, &["exists", "SVG plot"]);
+    assert_eq!(std::fs::read(&other_data).expect("data"), kept, "the data was replaced");
 
     let pickled = dir.join("pickled");
     std::fs::create_dir_all(&pickled).expect("folder");
@@ -341,7 +351,7 @@ fn logits_out_writes_into_pipes_and_devices_and_through_links() {
     // (`/dev/null` takes the same path as the pipe; it is not written here, so that a
     // regression cannot replace the machine's /dev/null.)
     let target = dir.join("target.safetensors");
-    std::fs::write(&target, b"old").expect("target");
+    std::fs::write(&target, b"").expect("target");
     let link = dir.join("link.safetensors");
     std::os::unix::fs::symlink(&target, &link).expect("symlink");
     succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&link)]);
@@ -362,7 +372,7 @@ fn demo_svg_writes_into_pipes_and_through_links() {
     assert!(received(&reader).starts_with(b"<svg"), "the plot through the pipe");
 
     let target = dir.join("target.svg");
-    std::fs::write(&target, b"old").expect("target");
+    std::fs::write(&target, b"<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>").expect("target");
     let link = dir.join("link.svg");
     std::os::unix::fs::symlink(&target, &link).expect("symlink");
     succeeds(&["demo", "--steps", "1", "--svg", s(&link)]);

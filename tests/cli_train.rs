@@ -277,6 +277,19 @@ fn the_readme_first_steps_run_on_the_committed_model() {
         .expect("the binary runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.contains("--batch-size 500 is more than the 177 images"), "{stderr}");
+    // Training on from the adapter with the config it was made from: its on-disk names
+    // (`query`) find the tensors saved under transformers 5's (`q_proj`); a config of
+    // another rank is refused naming the tensor's shape.
+    let more = dir.join("more");
+    let args = ["train", "--model", m, "--init", a, "--adapter-config", c, "--data", tr, "--out", s(&more)];
+    run(&[&args[..], &["--steps", "1"]].concat());
+    let rank8 = dir.join("rank8.json");
+    std::fs::write(&rank8, std::fs::read_to_string(&config).unwrap().replace("\"r\": 4", "\"r\": 8")).unwrap();
+    let args = ["train", "--model", m, "--init", a, "--adapter-config", s(&rank8), "--data", tr, "--out", s(&more)];
+    let out = Command::new(env!("CARGO_BIN_EXE_peft-wgpu")).args([&args[..], &["--force"]].concat()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("q_proj.lora_A.weight") && stderr.contains("expected [8, 32]"), "{stderr}");
     run(&["merge", "--model", m, "--adapter", a, "--out", mm]);
     let from_merged = run(&["eval", "--model", mm, "--data", te]);
     // Folding s·BA into W rounds differently: at most one borderline image may flip.

@@ -231,6 +231,8 @@ fn moppa_cannot_merge() {
     let err = fixture_adapter(&gpu, "moppa").merge(&gpu, &base).expect_err("MoPPA refuses to merge");
     let message = err.to_string();
     assert!(message.contains("MoPPA") && message.contains("cannot"), "unclear error: {message}");
+    assert!(matches!(&err, peft_wgpu::Error::Config { key, .. } if key == "peft_type"), "{message}");
+    assert!(message.contains("adapters/moppa/adapter_config.json"), "names the adapter's config: {message}");
     let out = scratch("cli_moppa");
     assert!(cli::merge(&fixtures().join("vit_tiny"), &fixtures().join("adapters/moppa"), &out, false).is_err());
     assert!(!out.join("model.safetensors").exists(), "no partial output");

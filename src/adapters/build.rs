@@ -150,7 +150,7 @@ impl Build<'_> {
         left_out: &mut Option<String>,
     ) -> Option<String> {
         let stem = format!("{PEFT_PREFIX}{}", module.path(self.key_naming(module, matched, leaf)));
-        if self.left_out_by_file(module, matched) {
+        if self.left_out_by_file(module, matched, leaf) {
             left_out.get_or_insert_with(|| format!("{stem}.{leaf}"));
             return None;
         }
@@ -172,11 +172,17 @@ impl Build<'_> {
         }
     }
 
-    /// The namings module names are read in: for a file, those its layer keys use, as the
-    /// PEFT that wrote it saw one (its transformers version's); for a fresh adapter (or a file
-    /// with no layer keys), both.
+    /// The namings module names are read in: for a file read with its own config, those its
+    /// layer keys use, as the PEFT that wrote both saw one (its transformers version's); for a
+    /// fresh adapter, a config given beside another folder's tensors (`train --init DIR
+    /// --adapter-config FILE`, whose names need not be the file's), or a file with no layer
+    /// keys, both.
     pub(crate) fn read_namings(&self) -> Vec<Naming> {
-        if self.file_namings.is_empty() { Naming::BOTH.to_vec() } else { self.file_namings.clone() }
+        if self.file_namings.is_empty() || !self.source.has_own_config() {
+            Naming::BOTH.to_vec()
+        } else {
+            self.file_namings.clone()
+        }
     }
 
     /// Fails, naming the entry and the module, when `targets` name a module that is not a
@@ -186,7 +192,7 @@ impl Build<'_> {
     /// it saw is not known, and an entry such as `intermediate` names a container under one
     /// naming only.
     pub(crate) fn check_target_kinds(&self, targets: &crate::nn::Targets) -> Result<()> {
-        if self.source.is_file() && self.file_namings.is_empty() {
+        if self.source.has_own_config() && self.file_namings.is_empty() {
             return Ok(());
         }
         let Some((entry, path)) = targets.names_other_module(self.model.num_hidden_layers, &self.read_namings()) else {
@@ -211,12 +217,20 @@ impl Build<'_> {
     /// transformers version's), so a config such as `["q_proj", "value"]` adapts only
     /// `q_proj` under transformers 5, and `["projection", "q_proj"]` only the patch embedding
     /// under transformers 4; tensors the file holds for a module so left out are refused as
-    /// not belonging to the config.
-    fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool) -> bool {
+    /// not belonging to the config. A config given separately (see [`Build::read_namings`])
+    /// names modules under either naming: only a module the file has no tensors for, under
+    /// any naming, is left out then (a transformers-4 folder's config for a module only
+    /// transformers 5 names).
+    fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool, leaf: &str) -> bool {
         if !self.source.is_file() || !matches!(module, ModuleId::Layer(..)) {
             return false;
         }
         let uses = |n: Naming| self.file_namings.contains(&n);
-        Naming::BOTH.into_iter().all(|n| !matched(n) || !uses(n))
+        let unused = Naming::BOTH.into_iter().all(|n| !matched(n) || !uses(n));
+        if self.source.has_own_config() {
+            return unused;
+        }
+        let has = |n: Naming| self.source.has(&format!("{PEFT_PREFIX}{}.{leaf}", module.path(n)));
+        unused && !Naming::BOTH.into_iter().any(has)
     }
 }

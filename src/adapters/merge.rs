@@ -51,11 +51,14 @@ impl Adapter {
                 out.prompts = Some(prompts);
             }
             Kind::Moppa(_) => {
-                return Err(Error::invalid(
-                    "adapter",
-                    "a MoPPA adapter filters tokens in the frequency domain and cannot be folded into \
-                     the ViT's weights; evaluate it with `eval --adapter` instead",
-                ));
+                // About the adapter given (an input), not a flag: named by its config's type.
+                return Err(Error::Config {
+                    path: self.weights_path.with_file_name(super::CONFIG_FILE),
+                    key: "peft_type".into(),
+                    message: "is MOPPA: a MoPPA adapter filters tokens in the frequency domain and cannot be \
+                              folded into the ViT's weights; evaluate it with `eval --adapter` instead"
+                        .into(),
+                });
             }
         }
         let read_frozen = |slot: usize| -> Result<HostTensor> {

@@ -54,6 +54,12 @@ impl<'a> Source<'a> {
         matches!(self, Source::File { .. })
     }
 
+    /// Whether tensors come from a file read with the config saved beside it (not one given
+    /// separately, as `train --init DIR --adapter-config FILE` does).
+    pub(crate) fn has_own_config(&self) -> bool {
+        matches!(self, Source::File { other_config: None, .. })
+    }
+
     /// Tensor `key` of exactly `shape`: read from the file, or made by `init`.
     pub(crate) fn tensor(&mut self, key: &str, shape: &[usize], init: Init) -> Result<HostTensor> {
         match self {

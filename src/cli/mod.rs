@@ -287,7 +287,7 @@ pub fn eval(
 ) -> Result<EvalReport> {
     at_least_one("--batch-size", Some(batch_size))?;
     if let Some(path) = logits_out {
-        check_output_file(path, "--logits-out")?;
+        check_output_file(path, "--logits-out", crate::io::paths::Replaces::Logits)?;
         refuse_overwriting_inputs(path, "--logits-out", &[data, model, adapter.unwrap_or(model)])?;
     }
     let weights = read_model_for_loss(model)?;

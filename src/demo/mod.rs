@@ -136,7 +136,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport> {
         return Err(Error::invalid("held-out images", "must be at least 1"));
     }
     if let Some(path) = &options.svg {
-        crate::io::paths::check_output_file(path, "--svg")?; // before minutes of training
+        crate::io::paths::check_output_file(path, "--svg", crate::io::paths::Replaces::Svg)?; // before minutes of training
     }
     let base = model::pretrained()?;
     let train_set = digits::split(Task::FineTune, Part::Train)?;

@@ -274,12 +274,51 @@ fn holds_adapter_or_model(dir: &Path) -> bool {
     FOLDER_FILES.iter().any(|f| dir.join(f).exists())
 }
 
+/// What an output file replaces when it exists: only a file of its own kind (an earlier
+/// run's output), or an empty one, so that a mistyped name never destroys other data.
+#[derive(Clone, Copy, Debug)]
+pub enum Replaces {
+    /// Logits: a safetensors file holding `logits` alone.
+    Logits,
+    /// A plot: an SVG document.
+    Svg,
+}
+
+impl Replaces {
+    /// Whether the existing regular file `path` is one this output may replace.
+    fn allows(self, path: &Path) -> bool {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            return true;
+        }
+        match self {
+            Replaces::Logits => crate::io::safetensors::header_json(path)
+                .and_then(|h| h.as_object().map(|o| o.keys().filter(|k| *k != "__metadata__").eq(["logits"].iter())))
+                .unwrap_or(false),
+            Replaces::Svg => {
+                use std::io::Read;
+                let mut head = Vec::new();
+                let read = std::fs::File::open(path).and_then(|f| f.take(4096).read_to_end(&mut head));
+                let text = String::from_utf8_lossy(&head);
+                read.is_ok() && text.contains("<svg")
+            }
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Replaces::Logits => "a logits file (a safetensors file holding `logits` alone)",
+            Replaces::Svg => "an SVG plot",
+        }
+    }
+}
+
 /// Checks, before any work, that output file `path` (flag `flag`) can be written: it is not
-/// a folder, nor a file of an adapter or model folder (a config, weights or a shard), its
-/// folder exists, and a file can be created there. A device or pipe (`/dev/null`, a FIFO) is
+/// a folder, nor a file of an adapter or model folder (a config, weights or a shard), nor an
+/// existing file of another kind than `replaces` allows, its folder exists, and a file can be
+/// created there. A device or pipe (`/dev/null`, a FIFO) is
 /// written into, not replaced (see [`crate::io::atomic::write_output`]), and a symbolic link
 /// to a file leads to the folder of its target.
-pub fn check_output_file(path: &Path, flag: &str) -> Result<()> {
+pub fn check_output_file(path: &Path, flag: &str, replaces: Replaces) -> Result<()> {
     if std::fs::symlink_metadata(path).is_ok() && std::fs::metadata(path).is_err() {
         return Err(Error::invalid(flag, format!("{} is a symbolic link that leads nowhere", path.display())));
     }
@@ -312,6 +351,16 @@ pub fn check_output_file(path: &Path, flag: &str) -> Result<()> {
                 "{} belongs to the adapter or model folder {}; writing there would destroy it, choose another file",
                 shortened(path).display(),
                 shortened(parent).display()
+            ),
+        ));
+    }
+    if path.is_file() && !replaces.allows(path) {
+        return Err(Error::invalid(
+            flag,
+            format!(
+                "{} exists and is not {}; remove it or choose another name",
+                shortened(path).display(),
+                replaces.describe()
             ),
         ));
     }
