@@ -226,6 +226,15 @@ fn tensors_of_modules_the_config_leaves_out_are_refused_by_name() {
     let a = Adapter::load(&gpu, &dir, &vit).unwrap();
     let plain = Adapter::load(&gpu, &fixtures().join("adapters/lora_v5"), &vit).unwrap();
     assert_eq!(contents(&gpu, &a), contents(&gpu, &plain), "an exclusion in the other naming");
+    // … unless the file has no tensors for the module (as this crate wrote such a config
+    // before it spelled them out): then it is left out.
+    let dir = broken_from("lora_v5", "lora_v5_without_value", |t| t.retain(|(k, _)| !k.contains("v_proj")));
+    let path = dir.join(CONFIG_FILE);
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cfg["exclude_modules"] = json!(["value"]);
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let a = Adapter::load(&gpu, &dir, &vit).unwrap_or_else(|e| panic!("excluded without tensors: {e}"));
+    assert!(a.trainable().iter().all(|p| !p.key.contains("v_proj")), "v_proj left out");
 }
 
 /// A config with `exclude_modules` or `layers_to_transform`, which this crate reads under

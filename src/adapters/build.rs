@@ -172,6 +172,11 @@ impl Build<'_> {
         }
     }
 
+    /// Whether the source is a file holding `module`'s `leaf` tensor under either naming.
+    pub(crate) fn holds_any_naming(&self, module: ModuleId, leaf: &str) -> bool {
+        Naming::BOTH.into_iter().any(|n| self.source_has(&format!("{PEFT_PREFIX}{}.{leaf}", module.path(n))))
+    }
+
     /// The namings module names are read in: for a file read with its own config, those its
     /// layer keys use, as the PEFT that wrote both saw one (its transformers version's); for a
     /// fresh adapter, a config given beside another folder's tensors (`train --init DIR

@@ -49,14 +49,18 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
     let rank_alpha = cfg.rank_alpha_lookup();
     build.check_target_kinds(&cfg.target_modules)?;
     // An exclusion, like a target, names modules in the namings the file was written in: PEFT
-    // under transformers 5 does not see `output.dense`, and adapted what it names.
+    // under transformers 5 does not see `output.dense`, and adapted what it names. An entry
+    // in the other naming still excludes a module the file has no tensors for (as this crate
+    // saved such configs before spelling them out; PEFT would add that module with `B = 0`,
+    // which changes nothing).
     let namings = build.read_namings();
     for (module, matched) in cfg.target_modules.resolve(layers, build.config_path)? {
         if build.saved.contains(&module) {
             continue; // PEFT never adapts a module it also saves.
         }
         if let Some(ex) = &cfg.exclude_modules
-            && namings.iter().any(|&n| ex.matches_under(module, n))
+            && (namings.iter().any(|&n| ex.matches_under(module, n))
+                || (ex.matches(module).is_some() && !build.holds_any_naming(module, "lora_A.weight")))
         {
             continue;
         }
