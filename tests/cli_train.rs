@@ -134,6 +134,10 @@ fn train_eval_merge_eval_agree() {
     let (l1, l2) = (dir.join("adapter_logits.safetensors"), dir.join("merged_logits.safetensors"));
     let e1 =
         run(&["eval", "--model", &s(&model), "--adapter", &s(&adapter), "--data", &s(&data), "--logits-out", &s(&l1)]);
+    // --eval-data reports what `eval` of the saved adapter does, line for line.
+    for line in e1.lines() {
+        assert!(out.contains(&format!("eval {line}\n")), "`eval {line}` in:\n{out}");
+    }
     run(&["merge", "--model", &s(&model), "--adapter", &s(&adapter), "--out", &s(&merged)]);
     let e2 = run(&["eval", "--model", &s(&merged), "--data", &s(&data), "--logits-out", &s(&l2)]);
     let a = TensorFile::open(&l1).unwrap().f32("logits").unwrap();

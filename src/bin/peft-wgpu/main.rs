@@ -349,7 +349,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 args.out.display()
             );
             if let Some(e) = outcome.eval {
-                out!("eval accuracy: {:.4}, mean loss: {:.6}", e.accuracy, e.mean_loss);
+                // `eval`'s two lines, each marked as the --eval-data's.
+                out!("eval accuracy: {:.4} ({} images)", e.accuracy, e.images);
+                out!("eval mean loss: {:.6}", e.mean_loss);
             }
             Ok(())
         }
