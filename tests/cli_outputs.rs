@@ -260,9 +260,9 @@ fn logits_out_never_overwrites_an_input() {
 }
 
 /// `--logits-out` and `demo --svg` naming a file that makes an adapter or model folder (its
-/// config, weights or a shard), or an existing file of another kind than theirs, are refused, whether or not the folder is part of the run and
-/// the file exists, and the folder is left as it was; another file in such a folder is
-/// written. A folder holding only PyTorch's `adapter_model.bin` holds an adapter for `--out`.
+/// config, weights or a shard), or an existing file of another kind than theirs, are
+/// refused, whether or not the folder is part of the run and the file exists, and the folder
+/// is left as it was; another file in such a folder is written. A folder holding only PyTorch's `adapter_model.bin` holds an adapter for `--out`.
 #[test]
 fn outputs_never_replace_a_file_of_an_adapter_or_model_folder() {
     let dir = scratch("logits-folders");

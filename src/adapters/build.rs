@@ -183,11 +183,7 @@ impl Build<'_> {
     /// --adapter-config FILE`, whose names need not be the file's), or a file with no layer
     /// keys, both.
     pub(crate) fn read_namings(&self) -> Vec<Naming> {
-        if self.file_namings.is_empty() || !self.source.has_own_config() {
-            Naming::BOTH.to_vec()
-        } else {
-            self.file_namings.clone()
-        }
+        read_namings(&self.file_namings, &self.source)
     }
 
     /// Fails, naming the entry and the module, when `targets` name a module that is not a
@@ -235,7 +231,12 @@ impl Build<'_> {
         if self.source.has_own_config() {
             return unused;
         }
-        let has = |n: Naming| self.source.has(&format!("{PEFT_PREFIX}{}.{leaf}", module.path(n)));
-        unused && !Naming::BOTH.into_iter().any(has)
+        unused && !self.holds_any_naming(module, leaf)
     }
+}
+
+/// [`Build::read_namings`] for `source`, whose layer keys use `file_namings`; also for the
+/// saved modules, which are found before the build starts.
+pub(crate) fn read_namings(file_namings: &[Naming], source: &Source<'_>) -> Vec<Naming> {
+    if file_namings.is_empty() || !source.has_own_config() { Naming::BOTH.to_vec() } else { file_namings.to_vec() }
 }

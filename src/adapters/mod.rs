@@ -194,13 +194,7 @@ impl Adapter {
         // A file names its modules in the naming of the PEFT that wrote it: an entry such as
         // `output`, a module only under transformers 4's names, saved nothing under 5's.
         let file_namings = source.layer_namings();
-        // As `Build::read_namings`: a config given beside another folder's tensors names its
-        // modules under either naming.
-        let namings = if file_namings.is_empty() || !source.has_own_config() {
-            Naming::BOTH.to_vec()
-        } else {
-            file_namings.clone()
-        };
+        let namings = build::read_namings(&file_namings, &source);
         let saved: Vec<ModuleId> = ModuleId::all(model.num_hidden_layers)
             .into_iter()
             .filter(|&m| namings.iter().any(|&n| config.saves_module_under(m, n)))

@@ -65,21 +65,13 @@ pub struct TrainArgs {
 
 /// Whether `dir` already holds an adapter (PEFT's older `adapter_model.bin` included).
 pub fn holds_adapter(dir: &Path) -> bool {
-    [CONFIG_FILE, WEIGHTS_FILE, "adapter_model.bin"].iter().any(|f| dir.join(f).exists())
+    crate::io::paths::holds_any(dir, &crate::io::paths::ADAPTER_FILES)
 }
 
 /// Whether `dir` already holds a model: its config, its weights (PyTorch's `.bin` included),
 /// or the index of its shards.
 pub fn holds_model(dir: &Path) -> bool {
-    [
-        "config.json",
-        "model.safetensors",
-        "model.safetensors.index.json",
-        "pytorch_model.bin",
-        "pytorch_model.bin.index.json",
-    ]
-    .iter()
-    .any(|f| dir.join(f).exists())
+    crate::io::paths::holds_any(dir, &crate::io::paths::MODEL_FILES)
 }
 
 /// What a caller of [`train`] hears about the run.

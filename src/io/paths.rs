@@ -250,12 +250,11 @@ fn shortened(path: &Path) -> PathBuf {
     PathBuf::from(format!("{head}…{tail}"))
 }
 
-/// Files that make an adapter folder (PEFT's) or a model folder (transformers'): an output
-/// file such as `--logits-out` never replaces one.
-const FOLDER_FILES: [&str; 8] = [
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "adapter_model.bin",
+/// Files any of which makes a folder an adapter folder (PEFT's, its older pickle included).
+pub const ADAPTER_FILES: [&str; 3] = ["adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"];
+
+/// Files any of which makes a folder a model folder (transformers', pickles included).
+pub const MODEL_FILES: [&str; 5] = [
     "config.json",
     "model.safetensors",
     "model.safetensors.index.json",
@@ -263,15 +262,18 @@ const FOLDER_FILES: [&str; 8] = [
     "pytorch_model.bin.index.json",
 ];
 
-/// Whether `name` is one of [`FOLDER_FILES`] or a shard (`model-00001-of-00002.safetensors`).
-fn is_folder_file(name: &str) -> bool {
-    FOLDER_FILES.contains(&name)
-        || (name.starts_with("model-") && name.contains("-of-") && name.ends_with(".safetensors"))
+/// Whether `dir` holds one of `files`.
+pub fn holds_any(dir: &Path, files: &[&str]) -> bool {
+    files.iter().any(|f| dir.join(f).exists())
 }
 
-/// Whether `dir` holds an adapter or a model (one of [`FOLDER_FILES`]).
-fn holds_adapter_or_model(dir: &Path) -> bool {
-    FOLDER_FILES.iter().any(|f| dir.join(f).exists())
+/// Whether `name` is one of [`ADAPTER_FILES`] or [`MODEL_FILES`], or a shard
+/// (`model-00001-of-00002.safetensors`): an output file such as `--logits-out` never replaces
+/// one in a folder that holds an adapter or a model.
+fn is_folder_file(name: &str) -> bool {
+    ADAPTER_FILES.contains(&name)
+        || MODEL_FILES.contains(&name)
+        || (name.starts_with("model-") && name.contains("-of-") && name.ends_with(".safetensors"))
 }
 
 /// What an output file replaces when it exists: only a file of its own kind (an earlier
@@ -344,7 +346,9 @@ pub fn check_output_file(path: &Path, flag: &str, replaces: Replaces) -> Result<
     // Any safetensors file beside a shard index may be a shard it lists.
     let sharded = parent.join("model.safetensors.index.json").exists();
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    if (is_folder_file(name) || (sharded && name.ends_with(".safetensors"))) && holds_adapter_or_model(parent) {
+    if (is_folder_file(name) || (sharded && name.ends_with(".safetensors")))
+        && (holds_any(parent, &ADAPTER_FILES) || holds_any(parent, &MODEL_FILES))
+    {
         return Err(Error::invalid(
             flag,
             format!(

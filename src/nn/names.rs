@@ -147,7 +147,8 @@ impl ModuleId {
 
     /// The paths under `naming` of the modules of a ViT classifier with `layers` layers that
     /// are neither linear nor conv layers, as transformers names them: the model (the empty
-    /// path) and the containers, LayerNorms, dropouts and activations. PEFT refuses a target that names one.
+    /// path) and the containers, LayerNorms, dropouts and activations. PEFT refuses a target
+    /// that names one.
     pub fn other_paths(layers: usize, naming: Naming) -> Vec<String> {
         let (top, per_layer): (&[&str], &[&str]) = match naming {
             Naming::OnDisk => (
@@ -271,9 +272,7 @@ impl Targets {
     /// Whether `path` is targeted.
     pub fn matches_path(&self, path: &str) -> bool {
         match self {
-            Targets::Names(names) => names
-                .iter()
-                .any(|t| path.strip_suffix(t.as_str()).is_some_and(|head| head.is_empty() || head.ends_with('.'))),
+            Targets::Names(names) => names.iter().any(|t| name_matches(t, path)),
             Targets::Regex(re) => re.is_match(path),
         }
     }
@@ -297,11 +296,7 @@ impl Targets {
         let mut hits = paths.filter(|p| self.matches_path(p));
         let path = hits.next()?;
         let entry = match self {
-            Targets::Names(names) => names
-                .iter()
-                .find(|t| Targets::Names(vec![(*t).clone()]).matches_path(&path))
-                .cloned()
-                .unwrap_or_default(),
+            Targets::Names(names) => names.iter().find(|t| name_matches(t, &path)).cloned().unwrap_or_default(),
             Targets::Regex(_) => self.config_regex().unwrap_or_default(),
         };
         Some((entry, path))
@@ -324,6 +319,12 @@ impl Targets {
         }
         Ok(found)
     }
+}
+
+/// Whether target name `name` names the module at `path`: the path itself, or its end after
+/// a dot, as PEFT matches a name in `target_modules`.
+fn name_matches(name: &str, path: &str) -> bool {
+    path.strip_suffix(name).is_some_and(|head| head.is_empty() || head.ends_with('.'))
 }
 
 impl std::fmt::Display for Targets {
