@@ -552,13 +552,21 @@ fn unknown_values_of_the_tuning_variables_are_named() {
         ("PEFT_WGPU_FILTER", "fast"),
         ("PEFT_WGPU_SUBMIT_EVERY", "0"),
         ("PEFT_WGPU_KERNELS", "npu"),
+        ("PEFT_WGPU_WAIT_SECONDS", "-5"),
+        ("PEFT_WGPU_WAIT_SECONDS", "ten"),
     ];
     for (var, value) in bad {
         check_failure(&run_env(&eval, &[(var, value)]), USAGE, &[var, value], false);
     }
     // A value that is not UTF-8 is named too, not taken for an unset variable.
     #[cfg(unix)]
-    for var in ["PEFT_WGPU_ADAPTER", "PEFT_WGPU_BACKEND", "PEFT_WGPU_KERNELS", "PEFT_WGPU_SUBMIT_EVERY"] {
+    for var in [
+        "PEFT_WGPU_ADAPTER",
+        "PEFT_WGPU_BACKEND",
+        "PEFT_WGPU_KERNELS",
+        "PEFT_WGPU_SUBMIT_EVERY",
+        "PEFT_WGPU_WAIT_SECONDS",
+    ] {
         use std::os::unix::ffi::OsStrExt;
         let value = std::ffi::OsStr::from_bytes(b"gpu\xff");
         check_failure(&run_env(&eval, &[(var, value)]), USAGE, &[var, "is `gpu\u{fffd}`"], false);
@@ -568,6 +576,8 @@ fn unknown_values_of_the_tuning_variables_are_named() {
         ("PEFT_WGPU_FILTER", "unfused"),
         ("PEFT_WGPU_SUBMIT_EVERY", "3"),
         ("PEFT_WGPU_KERNELS", "GPU"),
+        ("PEFT_WGPU_WAIT_SECONDS", "0"),
+        ("PEFT_WGPU_WAIT_SECONDS", " 120 "),
     ] {
         let out = run_env(&eval, &[(var, value)]);
         assert!(out.status.success(), "{var}={value}: {}", String::from_utf8_lossy(&out.stderr));

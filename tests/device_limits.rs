@@ -1,8 +1,8 @@
 //! The device side of "hard to misuse" (SPEC §14): tensors beyond what one binding, one
 //! buffer or u32 element indices allow are refused by name before anything is dispatched, an
 //! overflowing shape is the same error rather than a panic, a lost device turns into errors
-//! (not a hang or an abort), a diverging run stops with the step, and uploads larger than
-//! the staging budget arrive whole.
+//! (not a hang or an abort), so does a wait past its limit, a diverging run stops with the
+//! step, and uploads larger than the staging budget arrive whole.
 
 mod common;
 
@@ -73,6 +73,40 @@ fn a_lost_device_gives_errors_not_a_hang_or_an_abort() {
         Ok(Ok(v)) => panic!("work on a destroyed device returned {v:?}"),
         Err(_) => panic!("work on a destroyed device panicked"),
     }
+}
+
+#[test]
+fn a_wait_past_its_limit_is_an_error_and_the_work_still_finishes() {
+    let gpu = common::gpu();
+    if std::env::var_os("PEFT_WGPU_WAIT_SECONDS").is_none() {
+        assert_eq!(gpu.wait_limit(), Some(std::time::Duration::from_secs(600)), "the default limit");
+    }
+    // Eight chained 512³ products: milliseconds on a discrete GPU, far more than the
+    // microsecond allowed below anywhere.
+    let n = 512;
+    let mut rng = common::Rng::new(7);
+    let scale = 1.0 / (n as f64).sqrt();
+    let a = Tensor::from_slice(&gpu, &rng.normal_vec(n * n, 0.0, scale), &[n, n]).expect("a");
+    let run = || -> peft_wgpu::Result<Tensor> {
+        let mut c = a.clone();
+        for _ in 0..8 {
+            c = peft_wgpu::ops::matmul::matmul(&gpu, &c, &a, Default::default(), None, None)?;
+        }
+        Ok(c)
+    };
+    let c = run().expect("record");
+    gpu.set_wait_limit(Some(std::time::Duration::from_micros(1)));
+    let e = gpu.read(&c).expect_err("a read that cannot finish in a microsecond");
+    assert_eq!(e.kind(), peft_wgpu::ErrorKind::Device, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("did not finish") && text.contains("PEFT_WGPU_WAIT_SECONDS"), "{text}");
+    // The work was not cancelled: without a limit the same tensor reads back, and equals a
+    // second run of the same products.
+    gpu.set_wait_limit(None);
+    let first = gpu.read(&c).expect("read after the timeout");
+    let second = gpu.read(&run().expect("again")).expect("second run");
+    assert!(first.iter().all(|v| v.is_finite()) && first.iter().any(|&v| v != 0.0));
+    assert_eq!(first, second);
 }
 
 #[test]

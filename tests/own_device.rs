@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use peft_wgpu::ops::elementwise::scale;
-use peft_wgpu::{ErrorKind, Gpu, Tensor};
+use peft_wgpu::{ErrorKind, Gpu, Kernel, Tensor};
 
 /// A device opened the way an application would, with what peft-wgpu needs on top.
 fn app_device() -> (wgpu::Device, wgpu::Queue) {
@@ -75,6 +75,44 @@ fn an_adopted_device_keeps_the_applications_error_handler() {
         Err(_) => panic!("work on a destroyed device panicked"),
     }
     assert_eq!(seen.lock().expect("lock").len(), 1, "peft-wgpu's errors reached the application: {seen:?}");
+}
+
+#[test]
+fn prepare_builds_every_kernel_the_device_can_run_and_names_the_first_it_cannot() {
+    // Opened with only the features peft-wgpu requires: no subgroups, so the kernels that
+    // share rows through subgroup operations cannot be built here.
+    let (device, queue) = app_device();
+    let seen = watch(&device);
+    let gpu = adopt(device, queue);
+    assert!(!gpu.features().contains(wgpu::Features::SUBGROUP));
+    let (needs_subgroups, plain): (Vec<Kernel>, Vec<Kernel>) =
+        Kernel::ALL.iter().partition(|k| k.spec().shader.uses_subgroups());
+    assert!(!needs_subgroups.is_empty() && plain.len() > 20, "{} and {}", needs_subgroups.len(), plain.len());
+    gpu.prepare(&plain).expect("every kernel without subgroup operations builds");
+    for &kernel in &needs_subgroups {
+        let e = gpu.prepare(&[Kernel::Fill, kernel]).expect_err("a subgroup kernel on a device without subgroups");
+        let text = e.to_string();
+        assert!(text.contains(kernel.spec().shader.file_name()), "{kernel:?}: {text}");
+    }
+    // The device still works, and the refusals reached the caller only.
+    assert_eq!(doubled(&gpu, 1.5).unwrap(), [3.0, 6.0, 9.0]);
+    assert!(seen.lock().unwrap().is_empty(), "the application's handler saw {:?}", seen.lock().unwrap());
+}
+
+#[test]
+fn prepare_builds_every_kernel_on_the_default_device() {
+    let gpu = Gpu::new()
+        .expect("GPU tests need a wgpu adapter; on headless Linux: apt-get install -y mesa-vulkan-drivers libvulkan1");
+    // peft-wgpu opens its own device with subgroups where the adapter has them (lavapipe,
+    // NVIDIA, AMD, Intel and Apple GPUs do), and every kernel builds there.
+    let subgroups = gpu.features().contains(wgpu::Features::SUBGROUP);
+    let buildable: Vec<Kernel> =
+        Kernel::ALL.iter().copied().filter(|k| subgroups || !k.spec().shader.uses_subgroups()).collect();
+    gpu.prepare(&buildable).unwrap();
+    // Kernels built before are taken from the cache; the device keeps working.
+    gpu.prepare(&buildable).unwrap();
+    let x = Tensor::from_slice(&gpu, &[1.0, -2.0], &[2]).unwrap();
+    assert_eq!(gpu.read(&scale(&gpu, &x, 3.0).unwrap()).unwrap(), [3.0, -6.0]);
 }
 
 #[test]

@@ -139,6 +139,7 @@ impl Gpu {
     /// the driver).
     fn adopt(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, owned: bool) -> Result<Gpu> {
         recorder::submit_every_from_env()?;
+        let wait_limit = recorder::wait_limit_from_env()?;
         let cpu_kernels = kernels_from_env()?.unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
         if !device.features().contains(Gpu::required_features()) {
             return Err(Error::Device {
@@ -181,6 +182,7 @@ impl Gpu {
                 lost,
                 poison: false.into(),
                 profiling: false.into(),
+                wait_limit: Mutex::new(wait_limit),
                 cpu_kernels,
             }),
         })

@@ -72,6 +72,8 @@ struct Inner {
     lost: Arc<Mutex<Option<String>>>,
     poison: std::sync::atomic::AtomicBool,
     profiling: std::sync::atomic::AtomicBool,
+    /// How long one wait for the device may last ([`Gpu::set_wait_limit`]).
+    wait_limit: Mutex<Option<std::time::Duration>>,
     /// Whether the automatic kernel choices take the CPU adapters' kernels
     /// ([`Gpu::cpu_kernels`]).
     cpu_kernels: bool,
@@ -185,6 +187,20 @@ impl Gpu {
         self.inner.profiling.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// How long one wait for the device (a read, [`Gpu::sync`]) may last before it fails
+    /// with [`Error::DeviceLost`] instead of hanging on a device that stopped answering;
+    /// `None` waits without a limit. Starts at `PEFT_WGPU_WAIT_SECONDS` (0: no limit), or 600
+    /// seconds when that is unset. Work that timed out is not cancelled: a later wait may
+    /// still see it finish.
+    pub fn set_wait_limit(&self, limit: Option<std::time::Duration>) {
+        *lock(&self.inner.wait_limit) = limit;
+    }
+
+    /// The limit of one wait for the device ([`Gpu::set_wait_limit`]).
+    pub fn wait_limit(&self) -> Option<std::time::Duration> {
+        *lock(&self.inner.wait_limit)
+    }
+
     pub(crate) fn profiling(&self) -> bool {
         self.inner.profiling.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -195,6 +211,18 @@ impl Gpu {
 
     pub(crate) fn pool(&self) -> &Arc<Mutex<pool::Pool>> {
         &self.inner.pool
+    }
+
+    /// Builds the pipelines of `kernels` now instead of at their first dispatch, so that an
+    /// application can pay the driver's shader compilation where it chooses (at start-up,
+    /// behind a loading screen) rather than inside its first training step. Kernels built
+    /// before cost nothing. Fails as a dispatch would, with the first kernel that cannot be
+    /// built here (one that needs a feature the adapter lacks, say).
+    pub fn prepare(&self, kernels: &[Kernel]) -> Result<()> {
+        for &kernel in kernels {
+            self.inner.kernels.pipeline(&self.inner.device, kernel)?;
+        }
+        Ok(())
     }
 
     /// Submits all recorded work and waits until the device has finished it, then reports
@@ -227,9 +255,18 @@ impl Gpu {
     /// Waits until the device has finished submission `index` (all work when `None`), then
     /// reports any error it raised.
     pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
-        match self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None }) {
+        let limit = self.wait_limit();
+        match self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: limit }) {
             Ok(_) => self.check(),
-            Err(wgpu::PollError::Timeout) => Err(Error::DeviceLost { message: "the device stopped answering".into() }),
+            Err(wgpu::PollError::Timeout) => {
+                let waited = limit.map_or_else(String::new, |l| format!(" in {}", seconds_text(l)));
+                Err(Error::DeviceLost {
+                    message: format!(
+                        "the device did not finish its work{waited}: it stopped answering, or the work needs \
+                         longer (PEFT_WGPU_WAIT_SECONDS raises the limit; 0 removes it)"
+                    ),
+                })
+            }
             // The submission was refused: the error that refused it says why, and a refusal
             // with none was a lost device's (wgpu reports those only to a device-lost
             // callback, which an adopted device keeps for its application).
@@ -248,4 +285,9 @@ impl std::fmt::Debug for Gpu {
         let info = &self.inner.info;
         write!(f, "Gpu({} on {:?})", info.name, info.backend)
     }
+}
+
+/// `d` in seconds, as a person writes it: `600 s`, `0.25 s`.
+fn seconds_text(d: std::time::Duration) -> String {
+    format!("{} s", d.as_secs_f64())
 }

@@ -47,6 +47,31 @@ pub(crate) fn submit_every_from_env() -> Result<Option<usize>> {
         .map_err(|v| Error::invalid("PEFT_WGPU_SUBMIT_EVERY", format!("is `{v}`; expected a whole number ≥ 1")))
 }
 
+/// How long a wait for the device may last before it is reported as hung, when
+/// `PEFT_WGPU_WAIT_SECONDS` is unset: far past any one submission of this crate's work on a
+/// CPU adapter, so only a device that stopped answering reaches it.
+pub const DEFAULT_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `PEFT_WGPU_WAIT_SECONDS`, read once: the limit of one wait for the device, `None` for no
+/// limit (`0`), [`DEFAULT_WAIT_LIMIT`] when unset or empty, an error naming the variable
+/// unless it is a whole number.
+pub(crate) fn wait_limit_from_env() -> Result<Option<std::time::Duration>> {
+    static LIMIT: std::sync::OnceLock<std::result::Result<Option<std::time::Duration>, String>> =
+        std::sync::OnceLock::new();
+    let parsed = LIMIT.get_or_init(|| match crate::io::env_text("PEFT_WGPU_WAIT_SECONDS")? {
+        None => Ok(Some(DEFAULT_WAIT_LIMIT)),
+        Some(v) if v.trim().is_empty() => Ok(Some(DEFAULT_WAIT_LIMIT)),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(0) => Ok(None),
+            Ok(seconds) => Ok(Some(std::time::Duration::from_secs(seconds))),
+            Err(_) => Err(v),
+        },
+    });
+    parsed.clone().map_err(|v| {
+        Error::invalid("PEFT_WGPU_WAIT_SECONDS", format!("is `{v}`; expected a whole number of seconds (0: no limit)"))
+    })
+}
+
 #[derive(Default)]
 pub(crate) struct Recorder {
     encoder: Option<wgpu::CommandEncoder>,
@@ -270,9 +295,11 @@ impl Gpu {
             rec.staged
         };
         if staged > STAGED_BYTES {
-            // Errors stay stored for the next check; a lost device shows there too.
+            // Errors stay stored for the next check; a lost device shows there too, and a
+            // device that stopped answering fails the next wait in the same way.
             let index = self.submit();
-            let _ = self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: None });
+            let limit = self.wait_limit();
+            let _ = self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: limit });
         }
     }
 
