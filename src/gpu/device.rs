@@ -183,6 +183,7 @@ impl Gpu {
                 poison: false.into(),
                 profiling: false.into(),
                 wait_limit: Mutex::new(wait_limit),
+                finished: Arc::default(),
                 cpu_kernels,
             }),
         })

@@ -72,8 +72,10 @@ struct Inner {
     lost: Arc<Mutex<Option<String>>>,
     poison: std::sync::atomic::AtomicBool,
     profiling: std::sync::atomic::AtomicBool,
-    /// How long one wait for the device may last ([`Gpu::set_wait_limit`]).
+    /// How long a wait may pass without a submission finishing ([`Gpu::set_wait_limit`]).
     wait_limit: Mutex<Option<std::time::Duration>>,
+    /// Submissions the device has finished, counted by their completion callbacks.
+    finished: Arc<std::sync::atomic::AtomicU64>,
     /// Whether the automatic kernel choices take the CPU adapters' kernels
     /// ([`Gpu::cpu_kernels`]).
     cpu_kernels: bool,
@@ -187,16 +189,17 @@ impl Gpu {
         self.inner.profiling.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// How long one wait for the device (a read, [`Gpu::sync`]) may last before it fails
-    /// with [`Error::DeviceLost`] instead of hanging on a device that stopped answering;
-    /// `None` waits without a limit. Starts at `PEFT_WGPU_WAIT_SECONDS` (0: no limit), or 600
-    /// seconds when that is unset. Work that timed out is not cancelled: a later wait may
-    /// still see it finish.
+    /// How long a wait for the device (a read, [`Gpu::sync`]) may go without any of the work
+    /// before it finishing, before the wait fails with [`Error::DeviceLost`] instead of
+    /// hanging on a device that stopped answering; `None` waits without a limit. A long queue
+    /// that keeps finishing its submissions is waited for however long it takes. Starts at
+    /// `PEFT_WGPU_WAIT_SECONDS` (0: no limit), or 600 seconds when that is unset. Work that
+    /// timed out is not cancelled: a later wait may still see it finish.
     pub fn set_wait_limit(&self, limit: Option<std::time::Duration>) {
         *lock(&self.inner.wait_limit) = limit;
     }
 
-    /// The limit of one wait for the device ([`Gpu::set_wait_limit`]).
+    /// The wait limit ([`Gpu::set_wait_limit`]).
     pub fn wait_limit(&self) -> Option<std::time::Duration> {
         *lock(&self.inner.wait_limit)
     }
@@ -229,7 +232,7 @@ impl Gpu {
     /// any error the device raised meanwhile.
     pub fn sync(&self) -> Result<()> {
         let index = self.submit();
-        self.wait(index)
+        self.wait(index.as_ref())
     }
 
     /// Fails with the first error the device reported since the last check, if any.
@@ -252,18 +255,34 @@ impl Gpu {
         out
     }
 
+    /// Polls the device until submission `index` (all work when `None`) has finished, as long
+    /// as some submission finishes within each [`Gpu::wait_limit`]; `Timeout` when none did.
+    pub(crate) fn poll_until(&self, index: Option<&wgpu::SubmissionIndex>) -> std::result::Result<(), wgpu::PollError> {
+        let limit = self.wait_limit();
+        loop {
+            let before = self.inner.finished.load(std::sync::atomic::Ordering::Relaxed);
+            let wait = wgpu::PollType::Wait { submission_index: index.cloned(), timeout: limit };
+            match self.inner.device.poll(wait) {
+                // The poll ran the callbacks of what finished meanwhile, so the count is
+                // current: any progress earns another full wait.
+                Err(wgpu::PollError::Timeout)
+                    if self.inner.finished.load(std::sync::atomic::Ordering::Relaxed) != before => {}
+                outcome => return outcome.map(drop),
+            }
+        }
+    }
+
     /// Waits until the device has finished submission `index` (all work when `None`), then
     /// reports any error it raised.
-    pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
-        let limit = self.wait_limit();
-        match self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: limit }) {
-            Ok(_) => self.check(),
+    pub(crate) fn wait(&self, index: Option<&wgpu::SubmissionIndex>) -> Result<()> {
+        match self.poll_until(index) {
+            Ok(()) => self.check(),
             Err(wgpu::PollError::Timeout) => {
-                let waited = limit.map_or_else(String::new, |l| format!(" in {}", seconds_text(l)));
+                let waited = self.wait_limit().map_or_else(String::new, |l| format!(" in {}", seconds_text(l)));
                 Err(Error::DeviceLost {
                     message: format!(
-                        "the device did not finish its work{waited}: it stopped answering, or the work needs \
-                         longer (PEFT_WGPU_WAIT_SECONDS raises the limit; 0 removes it)"
+                        "the device finished none of its work{waited}: it stopped answering, or one \
+                         submission needs longer (PEFT_WGPU_WAIT_SECONDS raises the limit; 0 removes it)"
                     ),
                 })
             }

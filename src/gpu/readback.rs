@@ -30,7 +30,7 @@ impl PendingRead {
     }
 
     fn wait_bytes(self) -> Result<Vec<u8>> {
-        self.gpu.wait(self.index)?;
+        self.gpu.wait(self.index.as_ref())?;
         // The mapping's callback runs on whichever thread polled the device: usually this
         // one, in `wait`, but an application thread polling the same device may have taken
         // it and be about to run it, so wait for it, polling again now and then.

@@ -47,13 +47,13 @@ pub(crate) fn submit_every_from_env() -> Result<Option<usize>> {
         .map_err(|v| Error::invalid("PEFT_WGPU_SUBMIT_EVERY", format!("is `{v}`; expected a whole number ≥ 1")))
 }
 
-/// How long a wait for the device may last before it is reported as hung, when
-/// `PEFT_WGPU_WAIT_SECONDS` is unset: far past any one submission of this crate's work on a
-/// CPU adapter, so only a device that stopped answering reaches it.
+/// How long the device may go without finishing a submission, during a wait, before it is
+/// reported as hung, when `PEFT_WGPU_WAIT_SECONDS` is unset: far past any one submission of
+/// this crate's work on a CPU adapter, so only a device that stopped answering reaches it.
 pub const DEFAULT_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// `PEFT_WGPU_WAIT_SECONDS`, read once: the limit of one wait for the device, `None` for no
-/// limit (`0`), [`DEFAULT_WAIT_LIMIT`] when unset or empty, an error naming the variable
+/// `PEFT_WGPU_WAIT_SECONDS`, read once: the wait limit ([`Gpu::set_wait_limit`]), `None` for
+/// no limit (`0`), [`DEFAULT_WAIT_LIMIT`] when unset or empty, an error naming the variable
 /// unless it is a whole number.
 pub(crate) fn wait_limit_from_env() -> Result<Option<std::time::Duration>> {
     static LIMIT: std::sync::OnceLock<std::result::Result<Option<std::time::Duration>, String>> =
@@ -130,7 +130,14 @@ impl Gpu {
             rec.staged = 0;
             rec.encoder.take()
         }?;
-        Some(self.scoped(|| self.inner.queue.submit([encoder.finish()])))
+        let index = self.scoped(|| self.inner.queue.submit([encoder.finish()]));
+        // Counts finished submissions, so that a long wait can tell a device still working
+        // through its queue from one that stopped (`Gpu::wait`).
+        let finished = Arc::clone(&self.inner.finished);
+        self.inner.queue.on_submitted_work_done(move || {
+            finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        Some(index)
     }
 
     /// Records one dispatch of `kernel` over `workgroups`, binding `inputs` then `outputs` in
@@ -298,8 +305,7 @@ impl Gpu {
             // Errors stay stored for the next check; a lost device shows there too, and a
             // device that stopped answering fails the next wait in the same way.
             let index = self.submit();
-            let limit = self.wait_limit();
-            let _ = self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: limit });
+            let _ = self.poll_until(index.as_ref());
         }
     }
 
