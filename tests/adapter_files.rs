@@ -186,6 +186,20 @@ fn a_target_named_only_in_the_naming_peft_did_not_use_is_left_out_as_peft_does()
     let e = Adapter::load(&gpu, &dir, &vit).expect_err("`key` has no tensors in a transformers-4 file");
     let want = "base_model.model.vit.encoder.layer.0.attention.attention.key.lora_A.weight";
     assert!(matches!(&e, Error::MissingTensor { key, .. } if key == want), "{e}");
+    // Targets naming modules only in the other naming than the file's keys: the file holds
+    // the tensors, so the error is the config's, naming both namings and a key it holds.
+    for (fixture, target, held) in [
+        ("lora_v5", "query", "base_model.model.vit.layers.0.attention.q_proj.lora_A.weight"),
+        ("lora_v4", "q_proj", "base_model.model.vit.encoder.layer.0.attention.attention.query.lora_A.weight"),
+    ] {
+        let dir = with_config(fixture, &format!("{fixture}_named_{target}"), |c| c["target_modules"] = json!([target]));
+        let e = Adapter::load(&gpu, &dir, &vit).expect_err("targets in the other naming than the keys");
+        let text = e.to_string();
+        assert!(matches!(&e, Error::Config { key, .. } if key == "target_modules"), "{fixture}: {e}");
+        for part in [held, "transformers 4's naming", "transformers 5's naming", "not saved together"] {
+            assert!(text.contains(part), "{fixture}: `{part}` not in: {text}");
+        }
+    }
 }
 
 /// A copy of PEFT fixture `name` with its config changed by `edit`.

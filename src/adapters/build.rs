@@ -157,11 +157,27 @@ impl Build<'_> {
         Some(stem)
     }
 
-    /// Fails when a LoRA or FLoRA config adapts no module: naming the first tensor the file
-    /// lacks when modules were left out for the file's naming (`left_out`, a broken file being
-    /// likelier then), else `target_modules` and the `filters` that removed the rest.
+    /// Fails when a LoRA or FLoRA config adapts no module: when modules were left out for the
+    /// file's naming (`left_out`), naming `target_modules` if the file holds the first such
+    /// module's tensor (the targets name it in the other naming only: config and tensors do
+    /// not belong together), else that tensor as missing (a broken file being likelier then);
+    /// otherwise `target_modules` and the `filters` that removed the rest.
     pub(crate) fn require_adapted(&self, adapted: usize, left_out: Option<String>, filters: &str) -> Result<()> {
         match (adapted, left_out) {
+            (0, Some(key)) if self.source_has(&key) => {
+                let keys_naming = key.strip_prefix(PEFT_PREFIX).and_then(Naming::of_path).unwrap_or(Naming::OnDisk);
+                Err(Error::Config {
+                    path: self.config_path.to_path_buf(),
+                    key: "target_modules".into(),
+                    message: format!(
+                        "names modules in {} only, but {} keys them in {}, as `{key}`: the config and the \
+                         tensors were not saved together (PEFT refuses such a folder too)",
+                        keys_naming.other().describe(),
+                        self.weights_path().display(),
+                        keys_naming.describe(),
+                    ),
+                })
+            }
             (0, Some(key)) => Err(Error::MissingTensor { path: self.weights_path(), key }),
             (0, None) => Err(Error::Config {
                 path: self.config_path.to_path_buf(),

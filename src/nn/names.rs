@@ -107,6 +107,15 @@ impl Naming {
         }
     }
 
+    /// How a message names this naming: the transformers versions that use it, with an
+    /// example path.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Naming::OnDisk => "transformers 4's naming (`vit.encoder.layer.N.attention.attention.query`)",
+            Naming::Transformers5 => "transformers 5's naming (`vit.layers.N.attention.q_proj`)",
+        }
+    }
+
     /// The naming a module path is written in: `None` outside the layers, where both agree.
     pub fn of_path(path: &str) -> Option<Naming> {
         if path.starts_with("vit.encoder.layer.") {
