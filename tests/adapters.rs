@@ -367,6 +367,55 @@ fn lora_dropout_applies_only_while_training() {
     assert_eq!(a, b, "the same seed gives the same masks");
     assert_ne!(a, c, "another seed gives other masks");
     assert_ne!(a, eval, "training applies dropout");
+
+    // `lora_dropout: 1.0` (PEFT accepts it; `nn.Dropout(1.0)` zeroes its input) removes the
+    // branch while training, whatever the seed, and changes nothing in evaluation.
+    raw["lora_dropout"] = serde_json::json!(1.0);
+    let config = AdapterConfig::from_json(&JsonFile::parse(&path, raw.to_string().as_bytes()).unwrap()).unwrap();
+    let all_dropped = Adapter::load_tensors(&gpu, config, &path, &dir.join("adapter_model.safetensors"), &vit).unwrap();
+    let run = |adapter: Option<&Adapter>, seed: u64| {
+        let mut tape = Tape::inference(&gpu);
+        let base = vit.bind(&mut tape, false);
+        let images = tape.constant(&pixels);
+        let out = match adapter {
+            Some(adapter) => {
+                let bound = adapter.bind_train(&mut tape, seed);
+                vit.forward(&mut tape, &base, &images, &bound)
+            }
+            None => vit.forward(&mut tape, &base, &images, &peft_wgpu::nn::NoHooks),
+        };
+        gpu.read(out.unwrap().value()).unwrap()
+    };
+    // The same adapter with every lora_B zero (its branch adds exact zeros too) and no
+    // dropout: what is left is the base model with the saved classifier.
+    use peft_wgpu::io::safetensors::{self as st, HostTensor, TensorFile};
+    let file = TensorFile::open(&dir.join("adapter_model.safetensors")).unwrap();
+    let zeroed: Vec<(String, HostTensor)> = file
+        .keys()
+        .map(|k| {
+            let t = file.f32(k).unwrap();
+            if k.ends_with("lora_B.weight") {
+                (k.to_string(), HostTensor::zeros(&t.shape).unwrap())
+            } else {
+                (k.to_string(), t)
+            }
+        })
+        .collect();
+    let zeroed_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lora_v5_b_zero.safetensors");
+    st::write(&zeroed_path, &zeroed.iter().map(|(k, t)| (k.clone(), t)).collect::<Vec<_>>(), None).unwrap();
+    raw["lora_dropout"] = serde_json::json!(0.0);
+    let config = AdapterConfig::from_json(&JsonFile::parse(&path, raw.to_string().as_bytes()).unwrap()).unwrap();
+    let branchless = Adapter::load_tensors(&gpu, config, &path, &zeroed_path, &vit).unwrap();
+    let plain = run(Some(&branchless), 0);
+    assert_ne!(plain, run(None, 0), "the saved classifier is in use");
+    assert_eq!(run(Some(&all_dropped), 1), plain, "p = 1 while training: no branch");
+    assert_eq!(run(Some(&all_dropped), 2), plain, "p = 1 while training, another seed");
+    let mut tape = Tape::inference(&gpu);
+    let base = vit.bind(&mut tape, false);
+    let bound = all_dropped.bind(&mut tape);
+    let images = tape.constant(&pixels);
+    let eval_all_dropped = gpu.read(vit.forward(&mut tape, &base, &images, &bound).unwrap().value()).unwrap();
+    assert_eq!(eval_all_dropped, eval, "p = 1 in evaluation: the adapter's logits");
 }
 
 /// While training, one LoRA module computes exactly `x Wᵀ + b + s·(dropout(x) Aᵀ) Bᵀ`, the

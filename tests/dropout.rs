@@ -1,5 +1,5 @@
 //! Dropout: the GPU mask equals its twin bit for bit, keeps about 1 − p, and the backward
-//! applies the same mask.
+//! applies the same mask; p = 1 drops everything, p outside [0, 1] is refused.
 
 mod common;
 
@@ -52,4 +52,22 @@ fn dropout_backward_uses_the_same_mask() {
     let g = gpu.read(grads.get(&xv).unwrap()).unwrap();
     assert_eq!(g, forward, "∂x of Σ dropout(x) at x = 1 is the scaled mask itself");
     assert!(forward.contains(&0.0) && forward.iter().any(|&v| v != 0.0));
+}
+
+#[test]
+fn dropout_of_one_drops_everything_and_probabilities_outside_0_1_are_refused() {
+    let gpu = gpu();
+    let x = Tensor::full(&gpu, &[33], 2.5).unwrap();
+    let mut tape = Tape::new(&gpu);
+    let xv = tape.param(&x);
+    let y = dropout_var(&mut tape, &xv, 1.0, 3).unwrap();
+    assert_eq!(gpu.read(y.value()).unwrap(), vec![0.0; 33], "torch.nn.Dropout(1.0) gives zeros");
+    assert!((0..33).all(|i| !reference::keep(i, 1.0, 3)), "the twin keeps nothing either");
+    let s = sum_var(&mut tape, &y).unwrap();
+    let grads = tape.backward(&s).unwrap();
+    assert_eq!(gpu.read(grads.get(&xv).unwrap()).unwrap(), vec![0.0; 33]);
+    for p in [-0.1, 1.0 + 1e-9, f64::NAN] {
+        let e = dropout(&gpu, &x, p, 1).expect_err("a probability outside [0, 1]");
+        assert!(e.to_string().contains("dropout probability"), "{p}: {e}");
+    }
 }

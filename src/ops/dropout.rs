@@ -36,13 +36,17 @@ pub fn params(n: usize, p: f64, seed: u64) -> DropoutParams {
     }
 }
 
-/// `y = x ⊙ m / (1 − p)` with `m[i] ∈ {0, 1}` drawn from `(seed, i)`; `p` in `[0, 1)`.
+/// `y = x ⊙ m / (1 − p)` with `m[i] ∈ {0, 1}` drawn from `(seed, i)`; `p` in `[0, 1]`, where
+/// `p = 1` drops everything (zeros, as `torch.nn.Dropout(1.0)` gives).
 pub fn dropout(gpu: &Gpu, x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
-    if !(0.0..1.0).contains(&p) {
-        return Err(Error::invalid("dropout probability", format!("must be in [0, 1), got {p}")));
+    if !(0.0..=1.0).contains(&p) {
+        return Err(Error::invalid("dropout probability", format!("must be in [0, 1], got {p}")));
     }
     if x.dtype() != DType::F32 {
         return Err(Error::shape("dropout", "an f32 tensor", format!("{x:?}")));
+    }
+    if p == 1.0 {
+        return Tensor::zeros(gpu, x.shape());
     }
     let y = Tensor::uninit(gpu, x.shape(), DType::F32)?;
     gpu.dispatch_1d(Kernel::Dropout, &[x], &[&y], &params(x.len(), p, seed), x.len())?;

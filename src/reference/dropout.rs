@@ -10,8 +10,11 @@ fn mix(v: u32) -> u32 {
     h
 }
 
-/// Whether element `i` is kept for drop probability `p` and `seed`.
+/// Whether element `i` is kept for drop probability `p` and `seed` (never when `p = 1`).
 pub fn keep(i: usize, p: f64, seed: u64) -> bool {
+    if p >= 1.0 {
+        return false;
+    }
     let threshold = (p * 4_294_967_296.0).round().min(f64::from(u32::MAX)) as u32;
     mix(mix(i as u32 ^ seed as u32).wrapping_add((seed >> 32) as u32)) >= threshold
 }

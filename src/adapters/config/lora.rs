@@ -172,8 +172,8 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
         }
     };
     let dropout = j.opt_f64("lora_dropout")?.unwrap_or(0.0);
-    if !(0.0..1.0).contains(&dropout) {
-        return Err(j.error("lora_dropout", format!("must be in [0, 1), got {dropout}")));
+    if !(0.0..=1.0).contains(&dropout) {
+        return Err(j.error("lora_dropout", format!("must be in [0, 1], got {dropout}")));
     }
     let mut rank_pattern = Vec::new();
     if let Some(v) = j.get("rank_pattern") {

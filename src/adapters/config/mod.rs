@@ -177,7 +177,7 @@ impl AdapterConfig {
     }
 
     /// Checks the numbers of a config that may have been changed in code since it was read
-    /// (reading checks them too): multipliers finite in f32, dropout in [0, 1), LoRA's
+    /// (reading checks them too): multipliers finite in f32, dropout in [0, 1], LoRA's
     /// `rank_pattern`/`alpha_pattern` keys valid regexes, MoPPA's entropy settings finite with
     /// a positive decay fraction. Errors name the key.
     pub fn check_values(&self, path: &Path) -> Result<()> {
@@ -198,8 +198,8 @@ impl AdapterConfig {
                         return bad(key, v, "expected a finite number within f32's range");
                     }
                 }
-                if !(0.0..1.0).contains(&c.lora_dropout) {
-                    return bad("lora_dropout", c.lora_dropout, "expected a value in [0, 1)");
+                if !(0.0..=1.0).contains(&c.lora_dropout) {
+                    return bad("lora_dropout", c.lora_dropout, "expected a value in [0, 1]");
                 }
                 lora::check_pattern_keys(c, path)?;
             }
