@@ -18,7 +18,8 @@ impl Adapter {
     /// weights first (see [`crate::io::atomic::write_all`]). The weights carry a fingerprint
     /// of the config written with them: a kill between the two renames (new weights, old
     /// config, new config still under its temporary name) is finished by the next reader
-    /// ([`finish_interrupted_save`]), and any other mixed pair is refused when loaded.
+    /// ([`finish_interrupted_save`]), or refused when loaded where it cannot be finished; a
+    /// config edited by hand after the save is read as it stands.
     ///
     /// A LoRA adapter is written as PEFT under transformers 5 (the current one) loads it: when
     /// any module is keyed by its on-disk path, keys take the transformers-5 paths and the
@@ -58,9 +59,6 @@ impl Adapter {
             ("format".to_string(), "pt".to_string()),
             (stamp::CONFIG_STAMP_KEY.to_string(), stamp::fingerprint(&config)),
         ]);
-        if let Some(meaning) = stamp::meaning_fingerprint(&config) {
-            meta.insert(stamp::MEANING_STAMP_KEY.to_string(), meaning);
-        }
         meta.insert(MODEL_KEY.to_string(), architecture(&self.model));
         let weights_path = dir.join(WEIGHTS_FILE);
         let weights = st::serialize(&weights_path, &list, Some(meta))?;
@@ -187,13 +185,14 @@ pub(super) fn check_made_for(weights: &TensorFile, model: &crate::nn::VitConfig)
 }
 
 /// When `weights` carries the fingerprint of the config saved with it and `config_path` is the
-/// config beside it, a config that means something else and is not newer than the weights
-/// means a mixed pair: a save interrupted between its two renames, or weights copied from
-/// another adapter. A config that differs only in layout or informational fields
-/// (`base_model_name_or_path`, …) is the same adapter wherever the folder was copied, and one
-/// edited by hand after the save is newer than the weights: both are accepted. `config` is
-/// compared as it was read (a save into the folder since then changes nothing here); a config
-/// made in memory is compared with the file at `config_path`.
+/// config beside it, refuses the pair only when the config saved with the weights still waits
+/// under its temporary name: a save killed between its two renames that the reader could not
+/// finish ([`finish_interrupted_save`]; a read-only folder, say), so the config in place is an
+/// older save's. Any other config that differs from the saved one was edited by hand (or
+/// copied over) and is read as it stands, as PEFT reads it, whatever the files' times (a
+/// copy, `touch` or `git checkout` reorders those). `config` is compared as it was read (a
+/// save into the folder since then changes nothing here); a config made in memory is
+/// compared with the file at `config_path`.
 pub(super) fn check_pair(config: &AdapterConfig, config_path: &Path, weights: &TensorFile) -> Result<()> {
     let Some(expected) = weights.metadata().get(stamp::CONFIG_STAMP_KEY) else { return Ok(()) };
     if config_path.parent() != weights.path().parent() {
@@ -206,20 +205,14 @@ pub(super) fn check_pair(config: &AdapterConfig, config_path: &Path, weights: &T
     if &read.exact == expected {
         return Ok(());
     }
-    let meaning = weights.metadata().get(stamp::MEANING_STAMP_KEY);
-    if meaning.is_some() && meaning == read.meaning.as_ref() {
-        return Ok(());
-    }
-    if let (Some(config_time), Some(weights_time)) = (read.modified, weights.modified())
-        && config_time > weights_time
-    {
-        return Ok(());
-    }
+    let Some(pending) = stamp::pending_config(config_path, expected) else { return Ok(()) };
     Err(Error::Format {
         path: weights.path().to_path_buf(),
         message: format!(
-            "was saved with another {CONFIG_FILE} than the one beside it, which is older (a save interrupted \
-             between its two files, or weights copied from another adapter); train again or restore both files"
+            "was saved with another {CONFIG_FILE} than the one beside it: a save into this folder was \
+             interrupted between its two files and could not be finished here; its config is `{}` (rename it \
+             to {CONFIG_FILE} where the folder can be written, or train again)",
+            pending.display()
         ),
     })
 }

@@ -1,7 +1,7 @@
 //! A fingerprint that ties files written together: an adapter's (or a merged model's)
 //! weights carry the fingerprint of the config written with them, so a save killed between
-//! its two renames is finished by the next reader ([`finish_interrupted_pair`]), and an
-//! adapter pair mixed any other way is refused when read instead of being used.
+//! its two renames is finished by the next reader ([`finish_interrupted_pair`]), or, where
+//! it cannot be, the adapter is refused when read instead of being used with the old config.
 
 use std::path::Path;
 
@@ -9,66 +9,12 @@ use std::path::Path;
 /// holding the config's fingerprint.
 pub const CONFIG_STAMP_KEY: &str = "peft_wgpu.config_fnv1a64";
 
-/// `__metadata__` key holding the fingerprint of what the config means
-/// ([`meaning_fingerprint`]), so that a config edited only in its informational fields, or
-/// reformatted, still belongs to its weights wherever the folder is copied.
-pub const MEANING_STAMP_KEY: &str = "peft_wgpu.config_meaning_fnv1a64";
-
 /// `__metadata__` key of a merged `model.safetensors` listing the adapters folded into it:
 /// the fingerprints of their weight files ([`fingerprint`] of the bytes of
 /// `adapter_model.safetensors`), comma-separated, oldest first. `eval`, `train --init` and
 /// `merge` refuse an adapter whose weights file is listed (byte for byte the same), which
 /// would count it twice.
 pub const MERGED_KEY: &str = "peft_wgpu.merged_adapters_fnv1a64";
-
-/// Config fields that describe where an adapter came from, not what it computes.
-const INFORMATIONAL: [&str; 6] =
-    ["base_model_name_or_path", "revision", "inference_mode", "peft_version", "auto_mapping", "task_type"];
-
-/// The fingerprint of a JSON config's meaning: its fields other than the informational ones,
-/// with keys sorted and no whitespace. `None` when `bytes` is not a JSON object.
-pub fn meaning_fingerprint(bytes: &[u8]) -> Option<String> {
-    let serde_json::Value::Object(mut o) = serde_json::from_slice(super::json::without_bom(bytes)).ok()? else {
-        return None;
-    };
-    for key in INFORMATIONAL {
-        o.remove(key);
-    }
-    let mut text = String::new();
-    canonical(&serde_json::Value::Object(o), &mut text);
-    Some(fingerprint(text.as_bytes()))
-}
-
-/// `v` as compact JSON with object keys in sorted order.
-fn canonical(v: &serde_json::Value, out: &mut String) {
-    match v {
-        serde_json::Value::Object(o) => {
-            let mut keys: Vec<&String> = o.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&o[k], out);
-            }
-            out.push('}');
-        }
-        serde_json::Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
 
 /// Finishes a save of `weights` and `config` that was killed between its two renames. The
 /// writers ([`super::atomic::write_all`]) rename the weights first (the commit point) and the
@@ -87,43 +33,48 @@ pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
     else {
         return;
     };
-    let matches =
-        |path: &Path| path.is_file() && super::json::read_config_bytes(path).is_ok_and(|b| fingerprint(&b) == expected);
-    let pending = super::atomic::stale_temps(config).into_iter().filter(|tmp| matches(tmp));
-    if matches(config) {
+    let in_place =
+        config.is_file() && super::json::read_config_bytes(config).is_ok_and(|b| fingerprint(&b) == expected);
+    if in_place {
         // The config in place is already the one saved with the weights (the new config was
         // the same as the old): a temporary of it is only a leftover.
-        for tmp in pending {
-            let _ = std::fs::remove_file(tmp);
+        while let Some(tmp) = pending_config(config, &expected) {
+            if std::fs::remove_file(tmp).is_err() {
+                break;
+            }
         }
         return;
     }
-    if let Some(tmp) = pending.into_iter().next() {
+    if let Some(tmp) = pending_config(config, &expected) {
         let _ = super::atomic::finish_rename(&tmp, config);
     }
 }
 
+/// The temporary a killed save left for `config` (`.NAME.tmp-PID` beside it) whose bytes
+/// have fingerprint `expected`: the config saved with the weights that carry it.
+pub(crate) fn pending_config(config: &Path, expected: &str) -> Option<std::path::PathBuf> {
+    super::atomic::stale_temps(config)
+        .into_iter()
+        .find(|tmp| tmp.is_file() && super::json::read_config_bytes(tmp).is_ok_and(|b| fingerprint(&b) == expected))
+}
+
 /// A config file as it was read, for checking it against the weights read beside it: the
-/// fingerprints of its bytes ([`fingerprint`], [`meaning_fingerprint`]) and the time it was
-/// last changed.
+/// fingerprint of its bytes ([`fingerprint`]).
 #[derive(Clone, Debug)]
 pub(crate) struct ConfigStamp {
     pub(crate) exact: String,
-    pub(crate) meaning: Option<String>,
-    pub(crate) modified: Option<std::time::SystemTime>,
 }
 
 impl ConfigStamp {
-    /// The stamp of `bytes`, read from a file last changed at `modified`.
-    pub(crate) fn of(bytes: &[u8], modified: Option<std::time::SystemTime>) -> ConfigStamp {
-        ConfigStamp { exact: fingerprint(bytes), meaning: meaning_fingerprint(bytes), modified }
+    /// The stamp of `bytes`.
+    pub(crate) fn of(bytes: &[u8]) -> ConfigStamp {
+        ConfigStamp { exact: fingerprint(bytes) }
     }
 
     /// The bytes of the config file `path` as it is now, with their stamp.
     pub(crate) fn read(path: &Path) -> crate::error::Result<(Vec<u8>, ConfigStamp)> {
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         let bytes = super::json::read_config_bytes(path)?;
-        let stamp = ConfigStamp::of(&bytes, modified);
+        let stamp = ConfigStamp::of(&bytes);
         Ok((bytes, stamp))
     }
 }
@@ -140,20 +91,7 @@ pub fn fingerprint(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{fingerprint, meaning_fingerprint};
-
-    #[test]
-    fn meaning_ignores_layout_order_and_provenance() {
-        let a = meaning_fingerprint(br#"{"r": 4, "target_modules": ["q", "v"], "base_model_name_or_path": "x"}"#);
-        let b = meaning_fingerprint(b"{\n  \"target_modules\": [\"q\", \"v\"],\n  \"r\": 4, \"revision\": \"main\"\n}");
-        assert!(a.is_some());
-        assert_eq!(a, b);
-        assert_ne!(a, meaning_fingerprint(br#"{"r": 8, "target_modules": ["q", "v"]}"#));
-        assert_ne!(a, meaning_fingerprint(br#"{"r": 4, "target_modules": ["v", "q"]}"#));
-        assert_eq!(meaning_fingerprint(b"[1]"), None);
-        let marked = [b"\xEF\xBB\xBF".as_slice(), br#"{"r": 4, "target_modules": ["q", "v"]}"#].concat();
-        assert_eq!(meaning_fingerprint(&marked), a, "a byte-order mark changes no meaning");
-    }
+    use super::fingerprint;
 
     /// A save killed between its renames is finished; a leftover temporary of the config
     /// already in place is removed; a temporary of another config is left alone.

@@ -81,9 +81,6 @@ pub struct TensorFile {
     data_start: usize,
     index: BTreeMap<String, Entry>,
     metadata: HashMap<String, String>,
-    /// When the file was last changed, as it was opened (`None` for bytes from memory or a
-    /// stream).
-    modified: Option<std::time::SystemTime>,
 }
 
 impl std::fmt::Debug for TensorFile {
@@ -152,8 +149,7 @@ impl TensorFile {
             return Err(format_err(path, explain_bad_start(&start, Some(len))));
         }
         let contents = Contents::read(path, &mut file, head, len)?;
-        let modified = file.metadata().and_then(|m| m.modified()).ok();
-        Ok(TensorFile { modified, ..TensorFile::parse(path, contents, false)? })
+        TensorFile::parse(path, contents, false)
     }
 
     /// Validates `bytes` as the contents of `path` (the path is only used in messages): the
@@ -180,7 +176,6 @@ impl TensorFile {
             index,
             metadata: meta.metadata().clone().unwrap_or_default(),
             contents,
-            modified: None,
         })
     }
 
@@ -207,12 +202,6 @@ impl TensorFile {
     /// Element type of `key`, if present.
     pub(crate) fn dtype(&self, key: &str) -> Option<Dtype> {
         self.index.get(key).map(|(d, _, _)| *d)
-    }
-
-    /// When the file was last changed, as it was opened; `None` for bytes given in memory or
-    /// read from a stream.
-    pub(crate) fn modified(&self) -> Option<std::time::SystemTime> {
-        self.modified
     }
 
     /// The `__metadata__` map.
