@@ -254,6 +254,10 @@ fn all_linear_adapts_what_peft_adapts() {
     let peft = Adapter::load(&gpu, &fixtures().join("peft_extra/lora_all_linear"), &vit).unwrap();
     let keys = |a: &Adapter| a.trainable().iter().map(|p| p.key.clone()).collect::<std::collections::BTreeSet<_>>();
     assert_eq!(keys(&ours), keys(&peft));
+    // PEFT compares the value lower-cased.
+    let text = br#"{"peft_type": "LORA", "r": 2, "target_modules": "All-Linear"}"#;
+    let config = AdapterConfig::from_json(&JsonFile::parse(&path, text).unwrap()).unwrap();
+    assert_eq!(keys(&Adapter::new(&gpu, config, &path, &vit, 1).unwrap()), keys(&peft), "All-Linear");
 }
 
 #[test]

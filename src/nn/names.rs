@@ -242,12 +242,13 @@ pub enum Targets {
 
 impl Targets {
     /// From the config value: a string is a regex (as in PEFT), a list holds names. PEFT's
-    /// special value `"all-linear"` names every linear layer: in a ViT classifier the six of
+    /// special value `"all-linear"` (in any case) names every linear layer: in a ViT classifier the six of
     /// each transformer layer and the classifier (PEFT leaves out only a language model's
     /// output embeddings, which a ViT has none of), spelled as PEFT under transformers 5 does.
     pub fn from_config(value: &serde_json::Value) -> std::result::Result<Targets, String> {
         match value {
-            serde_json::Value::String(s) if s == "all-linear" => Ok(Targets::Names(
+            // PEFT compares the string lower-cased.
+            serde_json::Value::String(s) if s.eq_ignore_ascii_case("all-linear") => Ok(Targets::Names(
                 ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2", "classifier"].map(String::from).to_vec(),
             )),
             serde_json::Value::String(s) => Targets::regex(s),
