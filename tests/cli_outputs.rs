@@ -259,8 +259,8 @@ fn logits_out_never_overwrites_an_input() {
 
 /// `--logits-out` and `demo --svg` naming a file that makes an adapter or model folder (its
 /// config, weights or a shard), or an existing file of another kind than theirs, are
-/// refused, whether or not the folder is part of the run and the file exists, and the folder
-/// is left as it was; another file in such a folder is written. A folder holding only PyTorch's `adapter_model.bin` holds an adapter for `--out`.
+/// refused, whether or not the folder is part of the run or is such a folder at all and the
+/// file exists, and the folder is left as it was; another file in such a folder is written. A folder holding only PyTorch's `adapter_model.bin` holds an adapter for `--out`.
 #[test]
 fn outputs_never_replace_a_file_of_an_adapter_or_model_folder() {
     let dir = scratch("logits-folders");
@@ -288,6 +288,20 @@ fn outputs_never_replace_a_file_of_an_adapter_or_model_folder() {
     }
     assert_eq!(snapshot(&adapter), adapter_before, "the adapter folder changed");
     assert_eq!(snapshot(&other_model), model_before, "the model folder changed");
+    // Those names in a folder that is neither are refused too: written, the file would make
+    // it look like one (and no longer load as what it is meant to be).
+    let plain = dir.join("plain");
+    std::fs::create_dir_all(&plain).expect("folder");
+    for name in ["model.safetensors", "adapter_config.json", "adapter_model.safetensors", "config.json"] {
+        let v = plain.join(name);
+        fails(
+            &["eval", "--model", m, "--data", d, "--logits-out", s(&v)],
+            USAGE,
+            &["--logits-out", name, "another name"],
+        );
+        fails(&["demo", "--steps", "1", "--svg", s(&v)], USAGE, &["--svg", name, "another name"]);
+    }
+    assert_eq!(std::fs::read_dir(&plain).expect("folder").count(), 0, "nothing written");
     let beside = adapter.join("logits.safetensors");
     succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&beside)]);
     assert!(beside.is_file(), "a file of another name in an adapter folder is written");

@@ -268,8 +268,9 @@ pub fn holds_any(dir: &Path, files: &[&str]) -> bool {
 }
 
 /// Whether `name` is one of [`ADAPTER_FILES`] or [`MODEL_FILES`], or a shard
-/// (`model-00001-of-00002.safetensors`): an output file such as `--logits-out` never replaces
-/// one in a folder that holds an adapter or a model.
+/// (`model-00001-of-00002.safetensors`): an output file such as `--logits-out` never takes
+/// such a name, which would make its folder look like an adapter or model folder (or, in one,
+/// destroy a file of it).
 fn is_folder_file(name: &str) -> bool {
     ADAPTER_FILES.contains(&name)
         || MODEL_FILES.contains(&name)
@@ -315,7 +316,8 @@ impl Replaces {
 }
 
 /// Checks, before any work, that output file `path` (flag `flag`) can be written: it is not
-/// a folder, nor a file of an adapter or model folder (a config, weights or a shard), nor an
+/// a folder, nor named as a file of an adapter or model folder (a config, weights or a
+/// shard), nor, beside a shard index, any safetensors file, nor an
 /// existing file of another kind than `replaces` allows, its folder exists, and a file can be
 /// created there. A device or pipe (`/dev/null`, a FIFO) is
 /// written into, not replaced (see [`crate::io::atomic::write_output`]), and a symbolic link
@@ -346,6 +348,17 @@ pub fn check_output_file(path: &Path, flag: &str, replaces: Replaces) -> Result<
     // Any safetensors file beside a shard index may be a shard it lists.
     let sharded = parent.join("model.safetensors.index.json").exists();
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if is_folder_file(name) && !holds_any(parent, &ADAPTER_FILES) && !holds_any(parent, &MODEL_FILES) {
+        return Err(Error::invalid(
+            flag,
+            format!(
+                "{} is named as an adapter's or model's file (a config, weights or a shard): written there, it \
+                 would make {} look like an adapter or model folder; choose another name",
+                shortened(path).display(),
+                shortened(parent).display()
+            ),
+        ));
+    }
     if (is_folder_file(name) || (sharded && name.ends_with(".safetensors")))
         && (holds_any(parent, &ADAPTER_FILES) || holds_any(parent, &MODEL_FILES))
     {
