@@ -139,7 +139,8 @@ impl Gpu {
     /// the driver).
     fn adopt(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, owned: bool) -> Result<Gpu> {
         recorder::submit_every_from_env()?;
-        let wait_limit = recorder::wait_limit_from_env()?;
+        let wait_limit = recorder::wait_limit_from_env()?
+            .unwrap_or((info.device_type != wgpu::DeviceType::Cpu).then_some(recorder::DEFAULT_WAIT_LIMIT));
         let cpu_kernels = kernels_from_env()?.unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
         if !device.features().contains(Gpu::required_features()) {
             return Err(Error::Device {
@@ -184,6 +185,7 @@ impl Gpu {
                 profiling: false.into(),
                 wait_limit: Mutex::new(wait_limit),
                 finished: Arc::default(),
+                abandoned: false.into(),
                 cpu_kernels,
             }),
         })

@@ -76,6 +76,8 @@ struct Inner {
     wait_limit: Mutex<Option<std::time::Duration>>,
     /// Submissions the device has finished, counted by their completion callbacks.
     finished: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether a wait timed out and the queue was abandoned (never waited for on drop).
+    abandoned: std::sync::atomic::AtomicBool,
     /// Whether the automatic kernel choices take the CPU adapters' kernels
     /// ([`Gpu::cpu_kernels`]).
     cpu_kernels: bool,
@@ -193,8 +195,13 @@ impl Gpu {
     /// before it finishing, before the wait fails with [`Error::DeviceLost`] instead of
     /// hanging on a device that stopped answering; `None` waits without a limit. A long queue
     /// that keeps finishing its submissions is waited for however long it takes. Starts at
-    /// `PEFT_WGPU_WAIT_SECONDS` (0: no limit), or 600 seconds when that is unset. Work that
-    /// timed out is not cancelled: a later wait may still see it finish.
+    /// `PEFT_WGPU_WAIT_SECONDS` (0: no limit), or when that is unset at 600 seconds on a GPU
+    /// and no limit on a CPU adapter (where one submission carries up to 2048 commands, which
+    /// for a large model can be minutes of honest work). Work that
+    /// timed out is not cancelled: a later wait may still see it finish. After a timeout the
+    /// device's queue is abandoned: dropping the last handle no longer waits for it to go
+    /// idle (which, on a device that stopped answering, would never end), and what it holds
+    /// is freed when the process ends.
     pub fn set_wait_limit(&self, limit: Option<std::time::Duration>) {
         *lock(&self.inner.wait_limit) = limit;
     }
@@ -278,6 +285,12 @@ impl Gpu {
         match self.poll_until(index) {
             Ok(()) => self.check(),
             Err(wgpu::PollError::Timeout) => {
+                // Dropping the queue waits for it to go idle, without a limit: a device that
+                // stopped answering would hang whoever drops the last handle (a command's
+                // exit). Its queue is abandoned instead, once, left to the process's end.
+                if !self.inner.abandoned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    std::mem::forget(self.inner.queue.clone());
+                }
                 let waited = self.wait_limit().map_or_else(String::new, |l| format!(" in {}", seconds_text(l)));
                 Err(Error::DeviceLost {
                     message: format!(

@@ -47,23 +47,25 @@ pub(crate) fn submit_every_from_env() -> Result<Option<usize>> {
         .map_err(|v| Error::invalid("PEFT_WGPU_SUBMIT_EVERY", format!("is `{v}`; expected a whole number ≥ 1")))
 }
 
-/// How long the device may go without finishing a submission, during a wait, before it is
+/// How long a GPU may go without finishing a submission, during a wait, before it is
 /// reported as hung, when `PEFT_WGPU_WAIT_SECONDS` is unset: far past any one submission of
-/// this crate's work on a CPU adapter, so only a device that stopped answering reaches it.
+/// this crate's work (16 commands), so only a device that stopped answering reaches it. CPU
+/// adapters have no limit unless the variable sets one: a submission there carries up to
+/// 2048 commands, which for a large model can take many minutes of honest work.
 pub const DEFAULT_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// `PEFT_WGPU_WAIT_SECONDS`, read once: the wait limit ([`Gpu::set_wait_limit`]), `None` for
-/// no limit (`0`), [`DEFAULT_WAIT_LIMIT`] when unset or empty, an error naming the variable
-/// unless it is a whole number.
-pub(crate) fn wait_limit_from_env() -> Result<Option<std::time::Duration>> {
-    static LIMIT: std::sync::OnceLock<std::result::Result<Option<std::time::Duration>, String>> =
-        std::sync::OnceLock::new();
+/// `PEFT_WGPU_WAIT_SECONDS`, read once: `Some(None)` for no limit (`0`), `Some(limit)` for a
+/// whole number of seconds, `None` when unset or empty (the adapter's default, see
+/// [`DEFAULT_WAIT_LIMIT`]), an error naming the variable otherwise.
+pub(crate) fn wait_limit_from_env() -> Result<Option<Option<std::time::Duration>>> {
+    type Parsed = std::result::Result<Option<Option<std::time::Duration>>, String>;
+    static LIMIT: std::sync::OnceLock<Parsed> = std::sync::OnceLock::new();
     let parsed = LIMIT.get_or_init(|| match crate::io::env_text("PEFT_WGPU_WAIT_SECONDS")? {
-        None => Ok(Some(DEFAULT_WAIT_LIMIT)),
-        Some(v) if v.trim().is_empty() => Ok(Some(DEFAULT_WAIT_LIMIT)),
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
         Some(v) => match v.trim().parse::<u64>() {
-            Ok(0) => Ok(None),
-            Ok(seconds) => Ok(Some(std::time::Duration::from_secs(seconds))),
+            Ok(0) => Ok(Some(None)),
+            Ok(seconds) => Ok(Some(Some(std::time::Duration::from_secs(seconds)))),
             Err(_) => Err(v),
         },
     });
