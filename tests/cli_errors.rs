@@ -293,7 +293,7 @@ fn inconsistent_model_configs_are_named() {
     let config = model.join("config.json");
     let good = std::fs::read(&config).expect("config");
     let eval = ["eval", "--model", s(&model), "--data", s(&data)];
-    let cases: [(&str, serde_json::Value, &[&str]); 12] = [
+    let cases: [(&str, serde_json::Value, &[&str]); 14] = [
         ("num_attention_heads", 3.into(), &["num_attention_heads", "(3) must divide hidden_size (16)"]),
         // transformers 5 would size q/k/v by it.
         ("head_dim", 4.into(), &["head_dim", "is 4", "= 8"]),
@@ -308,6 +308,9 @@ fn inconsistent_model_configs_are_named() {
         ("layer_norm_eps", 1e-50.into(), &["layer_norm_eps", "f32", "1e-50"]),
         ("layer_norm_eps", 1e50.into(), &["layer_norm_eps", "f32", "1e50"]),
         ("hidden_act", "relu".into(), &["hidden_act", "relu"]),
+        // An explicit null is no value (transformers refuses it), not the default.
+        ("hidden_act", serde_json::Value::Null, &["hidden_act", "is null"]),
+        ("qkv_bias", serde_json::Value::Null, &["qkv_bias", "is null"]),
     ];
     for (key, value, culprits) in cases {
         std::fs::write(&config, &good).expect("restore");

@@ -52,6 +52,14 @@ impl VitConfig {
 
     /// Parses and validates a config object.
     pub fn from_json(json: &JsonFile) -> Result<VitConfig> {
+        // An explicit `null` for a field with a default is no value (transformers refuses it,
+        // or builds something else: `qkv_bias: null` makes layers without biases), not the
+        // default a missing key gets.
+        for key in ["hidden_act", "qkv_bias", "image_size", "patch_size", "num_channels", "num_labels"] {
+            if json.object().get(key).is_some_and(serde_json::Value::is_null) {
+                return Err(json.error(key, "is null; give a value, or leave the key out for the default"));
+            }
+        }
         if let Some(model_type) = json.opt_string("model_type")?
             && model_type != "vit"
         {
