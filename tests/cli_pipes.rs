@@ -188,3 +188,29 @@ fn data_from_a_named_pipe_written_later_is_read_once() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("accuracy"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A file whose size the system does not know (procfs reports 0 bytes for a file with
+/// contents) is read for what it holds, so the message says what is wrong with it, not that
+/// it is empty; a really empty file is named as such.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_of_unknown_size_is_read_for_its_contents() {
+    let dir = scratch("procfs");
+    let model = fixture("vit_tiny");
+    let eval = |data: &str| -> Vec<String> {
+        ["eval", "--model", s(&model), "--data", data].iter().map(|a| a.to_string()).collect()
+    };
+    let args = eval("/proc/self/status");
+    let line = fails(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        INPUT,
+        &["/proc/self/status", "not a safetensors file"],
+    );
+    assert!(!line.contains("only 0 bytes"), "{line}");
+    let empty = dir.join("empty.safetensors");
+    std::fs::create_dir_all(&dir).expect("folder");
+    std::fs::write(&empty, b"").expect("empty file");
+    let args = eval(s(&empty));
+    fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), INPUT, &["empty.safetensors", "only 0 bytes"]);
+    std::fs::remove_dir_all(&dir).ok();
+}

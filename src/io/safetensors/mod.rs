@@ -133,7 +133,9 @@ impl TensorFile {
             return Err(format_err(path, "is a folder, expected a .safetensors file"));
         }
         let mut file = std::fs::File::open(path).map_err(io)?;
-        if !meta.is_file() {
+        // A pipe or device; or a file whose size the system does not know (procfs and sysfs
+        // report 0 bytes for files that have contents): read as a stream.
+        if !meta.is_file() || meta.len() == 0 {
             return TensorFile::parse(path, Contents::from_bytes(path, &read_stream(path, &mut file)?)?, true);
         }
         let len = meta.len();
