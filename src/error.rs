@@ -190,8 +190,8 @@ pub enum Error {
     },
     /// The last step's update diverged (no later loss shows it).
     #[error(
-        "the update of step {} (the last, counting from 1) diverged: {what}; the adapter is left as it was \
-         before that step; lower the learning rate (or the weight decay)",
+        "the update of step {} (the last, counting from 1) diverged: {what}; it was undone and nothing was \
+         saved; lower the learning rate (or the weight decay)",
         *step + 1
     )]
     DivergedUpdate {
