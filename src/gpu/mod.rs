@@ -191,14 +191,14 @@ impl Gpu {
         self.inner.profiling.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// How long a wait for the device (a read, [`Gpu::sync`]) may go without any of the work
-    /// before it finishing, before the wait fails with [`Error::DeviceLost`] instead of
+    /// How long a wait for the device (a read, [`Gpu::sync`]) may pass without the device
+    /// finishing any submission before the wait fails with [`Error::DeviceLost`], instead of
     /// hanging on a device that stopped answering; `None` waits without a limit. A long queue
     /// that keeps finishing its submissions is waited for however long it takes. Starts at
     /// `PEFT_WGPU_WAIT_SECONDS` (0: no limit), or when that is unset at 600 seconds on a GPU
     /// and no limit on a CPU adapter (where one submission carries up to 2048 commands, which
-    /// for a large model can be minutes of honest work). Work that
-    /// timed out is not cancelled: a later wait may still see it finish. After a timeout the
+    /// for a large model can be minutes of honest work). Work that timed out is not
+    /// cancelled: a later wait may still see it finish. After a timeout the
     /// device's queue is abandoned: dropping the last handle no longer waits for it to go
     /// idle (which, on a device that stopped answering, would never end), and what it holds
     /// is freed when the process ends.
