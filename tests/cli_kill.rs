@@ -78,7 +78,7 @@ fn killed_while_training_the_previous_adapter_is_untouched() {
 }
 
 #[test]
-fn killed_while_writing_the_previous_adapter_is_untouched_and_the_next_save_cleans_up() {
+fn killed_while_writing_the_previous_adapter_is_untouched_and_the_next_reader_or_save_cleans_up() {
     let dir = scratch("kill-write");
     let data = good_data(&dir);
     let out = adapter_copy("flora", &dir);
@@ -96,8 +96,20 @@ fn killed_while_writing_the_previous_adapter_is_untouched_and_the_next_save_clea
         before,
         "a run killed while writing changed the adapter in --out"
     );
-    // The next save removes the stray temporary and writes a whole adapter.
-    let (model, init) = (fixture("vit_tiny"), fixture("adapters/lora_v4"));
+    // The next reader (holding the folder's lock, so no save is under way) reads the old
+    // adapter and removes the killed save's temporaries.
+    let model = fixture("vit_tiny");
+    assert!(!names_with(&out, ".").is_empty(), "the killed save left its temporaries");
+    succeeds(&["eval", "--model", s(&model), "--adapter", s(&out), "--data", s(&data)]);
+    assert!(names_with(&out, ".").is_empty(), "temporaries left after a read: {:?}", names_with(&out, "."));
+    assert_eq!(snapshot(&out), before, "the reader changed the adapter");
+    // Killed again the same way, the next save removes them and writes a whole adapter.
+    let mut child = start_training(&out, &data, "2", Some(2_000));
+    wait_for(&mut child, Duration::from_secs(120), "the second temporary", || {
+        !names_with(&out, ".adapter_config.json.tmp-").is_empty()
+    });
+    kill(&mut child);
+    let init = fixture("adapters/lora_v4");
     let args = [
         "train",
         "--model",

@@ -123,10 +123,15 @@ pub(crate) fn check_folder(dir: &Path, what: &str, required: &str) -> Result<()>
 
 /// Reads the config and the weights of adapter folder `dir` (readied by [`check_folder`];
 /// `what` says what the folder is for, in messages), holding the folder's shared lock so that
-/// both come from one save even while another process saves into it.
+/// both come from one save even while another process saves into it, and removing what
+/// killed saves left there ([`stamp::remove_leftovers`]).
 pub(crate) fn read_folder(dir: &Path, what: &str) -> Result<(AdapterConfig, TensorFile)> {
-    let _lock = crate::io::atomic::lock_shared(dir);
+    let lock = crate::io::atomic::lock_shared(dir);
     check_folder(dir, what, CONFIG_FILE)?;
+    if lock.is_some() {
+        // No save is under way: temporaries are a killed one's.
+        stamp::remove_leftovers(&dir.join(WEIGHTS_FILE), &dir.join(CONFIG_FILE));
+    }
     crate::io::paths::expect_file(&dir.join(WEIGHTS_FILE), "the adapter's tensors")?;
     Ok((AdapterConfig::read(&dir.join(CONFIG_FILE))?, TensorFile::open(&dir.join(WEIGHTS_FILE))?))
 }

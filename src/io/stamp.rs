@@ -50,6 +50,25 @@ pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
     }
 }
 
+/// Removes what killed saves left beside `weights` and `config`, for a reader that holds the
+/// folder's shared lock (so no save into it is under way, every writer holding the exclusive
+/// lock from its first temporary to its last rename): temporaries of the weights (a save that
+/// never reached its commit point), and of the config unless it is the one saved with the
+/// weights in place, which [`finish_interrupted_pair`] could not rename (kept, for the error
+/// that names it).
+pub fn remove_leftovers(weights: &Path, config: &Path) {
+    for tmp in super::atomic::stale_temps(weights) {
+        let _ = std::fs::remove_file(tmp);
+    }
+    let expected = super::safetensors::header_metadata(weights).and_then(|m| m.get(CONFIG_STAMP_KEY).cloned());
+    let waiting = expected.and_then(|e| pending_config(config, &e));
+    for tmp in super::atomic::stale_temps(config) {
+        if Some(&tmp) != waiting.as_ref() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
 /// The temporary a killed save left for `config` (`.NAME.tmp-PID` beside it) whose bytes
 /// have fingerprint `expected`: the config saved with the weights that carry it.
 pub(crate) fn pending_config(config: &Path, expected: &str) -> Option<std::path::PathBuf> {

@@ -128,8 +128,12 @@ impl VitWeights {
     pub fn load(dir: &Path) -> Result<VitWeights> {
         // Held while the files are read, so that all of them come from one save even while
         // another process saves into the folder (`merge --force`).
-        let _lock = crate::io::atomic::lock_shared(dir);
+        let lock = crate::io::atomic::lock_shared(dir);
         stamp::finish_interrupted_pair(&dir.join("model.safetensors"), &dir.join("config.json"));
+        if lock.is_some() {
+            // No save is under way: temporaries are a killed one's.
+            stamp::remove_leftovers(&dir.join("model.safetensors"), &dir.join("config.json"));
+        }
         crate::io::paths::expect_dir(dir, "a model folder", "config.json")?;
         crate::io::paths::refuse_special_files(dir, &["config.json", "model.safetensors"])?;
         let config = VitConfig::from_dir(dir)?;
