@@ -292,7 +292,10 @@ fn outputs_never_replace_a_file_of_an_adapter_or_model_folder() {
     // it look like one (and no longer load as what it is meant to be).
     let plain = dir.join("plain");
     std::fs::create_dir_all(&plain).expect("folder");
-    for name in ["model.safetensors", "adapter_config.json", "adapter_model.safetensors", "config.json"] {
+    let names = ["model.safetensors", "adapter_config.json", "adapter_model.safetensors", "config.json"];
+    // In any case, and with trailing dots or spaces (one file on macOS and Windows).
+    let spelled = ["CONFIG.JSON", "Adapter_Config.json", "model-00001-of-00002.safetensors", "config.json."];
+    for name in names.into_iter().chain(spelled) {
         let v = plain.join(name);
         fails(
             &["eval", "--model", m, "--data", d, "--logits-out", s(&v)],
@@ -302,6 +305,10 @@ fn outputs_never_replace_a_file_of_an_adapter_or_model_folder() {
         fails(&["demo", "--steps", "1", "--svg", s(&v)], USAGE, &["--svg", name, "another name"]);
     }
     assert_eq!(std::fs::read_dir(&plain).expect("folder").count(), 0, "nothing written");
+    // A name that only looks like a shard's makes no model folder and is written.
+    let best = plain.join("model-best-of-3.safetensors");
+    succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&best)]);
+    assert!(best.is_file(), "logits written under a name that is no shard's");
     let beside = adapter.join("logits.safetensors");
     succeeds(&["eval", "--model", m, "--data", d, "--logits-out", s(&beside)]);
     assert!(beside.is_file(), "a file of another name in an adapter folder is written");

@@ -166,3 +166,22 @@ fn uploads_past_the_staging_budget_arrive_whole() {
         assert!(wrong.is_none(), "tensor {base}: element {:?} differs", wrong);
     }
 }
+
+/// An upload large enough to wait for its staging (past 256 MiB) that times out is kept as
+/// an error for the next check, not dropped: the device that stopped answering is reported.
+#[test]
+fn an_upload_wait_past_its_limit_is_reported_by_the_next_check() {
+    let gpu = common::gpu();
+    gpu.set_wait_limit(Some(std::time::Duration::from_nanos(1)));
+    let n = 20 << 20; // 80 MiB of f32; the fourth crosses the staging budget
+    let data = vec![1.5f32; n];
+    let tensors: Vec<Tensor> = (0..4).map(|_| Tensor::from_slice(&gpu, &data, &[n]).expect("upload")).collect();
+    gpu.set_wait_limit(None);
+    let e = gpu.sync().expect_err("the upload's wait timed out");
+    assert_eq!(e.kind(), peft_wgpu::ErrorKind::Device, "{e}");
+    assert!(e.to_string().contains("finished none of its work"), "{e}");
+    // The work itself went on: the tensors arrive whole.
+    for t in &tensors {
+        assert!(gpu.read(t).expect("read back").iter().all(|&v| v == 1.5));
+    }
+}

@@ -85,6 +85,13 @@ fn prepare_builds_every_kernel_the_device_can_run_and_names_the_first_it_cannot(
     let seen = watch(&device);
     let gpu = adopt(device, queue);
     assert!(!gpu.features().contains(wgpu::Features::SUBGROUP));
+    // An adopted device waits without a limit unless asked (its application's own work,
+    // which this crate does not see finish, may hold the queue); a zero limit is none too.
+    if std::env::var_os("PEFT_WGPU_WAIT_SECONDS").is_none() {
+        assert_eq!(gpu.wait_limit(), None);
+    }
+    gpu.set_wait_limit(Some(std::time::Duration::ZERO));
+    assert_eq!(gpu.wait_limit(), None);
     let (needs_subgroups, plain): (Vec<Kernel>, Vec<Kernel>) =
         Kernel::ALL.iter().partition(|k| k.spec().shader.uses_subgroups());
     assert!(!needs_subgroups.is_empty() && plain.len() > 20, "{} and {}", needs_subgroups.len(), plain.len());

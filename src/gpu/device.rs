@@ -139,8 +139,9 @@ impl Gpu {
     /// the driver).
     fn adopt(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, owned: bool) -> Result<Gpu> {
         recorder::submit_every_from_env()?;
+        // By default only a GPU this crate opened has a limit (see `Gpu::set_wait_limit`).
         let wait_limit = recorder::wait_limit_from_env()?
-            .unwrap_or((info.device_type != wgpu::DeviceType::Cpu).then_some(recorder::DEFAULT_WAIT_LIMIT));
+            .unwrap_or((owned && info.device_type != wgpu::DeviceType::Cpu).then_some(recorder::DEFAULT_WAIT_LIMIT));
         let cpu_kernels = kernels_from_env()?.unwrap_or(info.device_type == wgpu::DeviceType::Cpu);
         if !device.features().contains(Gpu::required_features()) {
             return Err(Error::Device {

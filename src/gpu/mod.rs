@@ -196,14 +196,18 @@ impl Gpu {
     /// hanging on a device that stopped answering; `None` waits without a limit. A long queue
     /// that keeps finishing its submissions is waited for however long it takes. Starts at
     /// `PEFT_WGPU_WAIT_SECONDS` (0: no limit), or when that is unset at 600 seconds on a GPU
-    /// and no limit on a CPU adapter (where one submission carries up to 2048 commands, which
-    /// for a large model can be minutes of honest work). Work that timed out is not
+    /// this crate opened, and no limit on a CPU adapter (where one submission carries up to
+    /// 2048 commands, which for a large model can be minutes of honest work) or on a device
+    /// adopted with [`Gpu::from_device`] (whose application's own submissions, which this
+    /// crate does not see finish, may hold its queue). A zero limit is none. Work that timed
+    /// out is not
     /// cancelled: a later wait may still see it finish. After a timeout the
     /// device's queue is abandoned: dropping the last handle no longer waits for it to go
     /// idle (which, on a device that stopped answering, would never end), and what it holds
     /// is freed when the process ends.
     pub fn set_wait_limit(&self, limit: Option<std::time::Duration>) {
-        *lock(&self.inner.wait_limit) = limit;
+        // A zero limit is none, as `PEFT_WGPU_WAIT_SECONDS=0` is.
+        *lock(&self.inner.wait_limit) = limit.filter(|l| !l.is_zero());
     }
 
     /// The wait limit ([`Gpu::set_wait_limit`]).
@@ -266,6 +270,9 @@ impl Gpu {
     /// as some submission finishes within each [`Gpu::wait_limit`]; `Timeout` when none did.
     pub(crate) fn poll_until(&self, index: Option<&wgpu::SubmissionIndex>) -> std::result::Result<(), wgpu::PollError> {
         let limit = self.wait_limit();
+        // Callbacks of work that finished before this wait run first, so they count as no
+        // progress made during it.
+        let _ = self.inner.device.poll(wgpu::PollType::Poll);
         loop {
             let before = self.inner.finished.load(std::sync::atomic::Ordering::Relaxed);
             let wait = wgpu::PollType::Wait { submission_index: index.cloned(), timeout: limit };
@@ -279,26 +286,33 @@ impl Gpu {
         }
     }
 
+    /// The error of a wait that timed out. Dropping the queue waits for it to go idle, without
+    /// a limit: a device that stopped answering would hang whoever drops the last handle (a
+    /// command's exit). Its queue is abandoned instead, once, left to the process's end.
+    pub(crate) fn timed_out(&self) -> Error {
+        if !self.inner.abandoned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            std::mem::forget(self.inner.queue.clone());
+        }
+        let waited = self.wait_limit().map_or_else(String::new, |l| format!(" in {}", seconds_text(l)));
+        Error::DeviceLost {
+            message: format!(
+                "the device finished none of its work{waited}: it stopped answering, or one submission \
+                 needs longer (PEFT_WGPU_WAIT_SECONDS raises the limit; 0 removes it)"
+            ),
+        }
+    }
+
+    /// Whether a wait timed out on this device (its queue was abandoned).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.inner.abandoned.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Waits until the device has finished submission `index` (all work when `None`), then
     /// reports any error it raised.
     pub(crate) fn wait(&self, index: Option<&wgpu::SubmissionIndex>) -> Result<()> {
         match self.poll_until(index) {
             Ok(()) => self.check(),
-            Err(wgpu::PollError::Timeout) => {
-                // Dropping the queue waits for it to go idle, without a limit: a device that
-                // stopped answering would hang whoever drops the last handle (a command's
-                // exit). Its queue is abandoned instead, once, left to the process's end.
-                if !self.inner.abandoned.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    std::mem::forget(self.inner.queue.clone());
-                }
-                let waited = self.wait_limit().map_or_else(String::new, |l| format!(" in {}", seconds_text(l)));
-                Err(Error::DeviceLost {
-                    message: format!(
-                        "the device finished none of its work{waited}: it stopped answering, or one \
-                         submission needs longer (PEFT_WGPU_WAIT_SECONDS raises the limit; 0 removes it)"
-                    ),
-                })
-            }
+            Err(wgpu::PollError::Timeout) => Err(self.timed_out()),
             // The submission was refused: the error that refused it says why, and a refusal
             // with none was a lost device's (wgpu reports those only to a device-lost
             // callback, which an adopted device keeps for its application).

@@ -303,11 +303,14 @@ impl Gpu {
             rec.staged += padded;
             rec.staged
         };
-        if staged > STAGED_BYTES {
-            // Errors stay stored for the next check; a lost device shows there too, and a
-            // device that stopped answering fails the next wait in the same way.
+        if staged > STAGED_BYTES && !self.abandoned() {
+            // Errors stay stored for the next check; a lost device shows there too, and so
+            // does a device that stopped answering (after which no upload waits again).
             let index = self.submit();
-            let _ = self.poll_until(index.as_ref());
+            if let Err(wgpu::PollError::Timeout) = self.poll_until(index.as_ref()) {
+                let e = self.timed_out();
+                lock(&self.inner.errors).push(e);
+            }
         }
     }
 

@@ -271,10 +271,17 @@ pub fn holds_any(dir: &Path, files: &[&str]) -> bool {
 /// (`model-00001-of-00002.safetensors`): an output file such as `--logits-out` never takes
 /// such a name, which would make its folder look like an adapter or model folder (or, in one,
 /// destroy a file of it).
+/// Compared in lower case without trailing dots and spaces, as case-insensitive file systems
+/// (macOS, Windows) and Windows' name rules would open the same file.
 fn is_folder_file(name: &str) -> bool {
-    ADAPTER_FILES.contains(&name)
-        || MODEL_FILES.contains(&name)
-        || (name.starts_with("model-") && name.contains("-of-") && name.ends_with(".safetensors"))
+    let name = name.trim_end_matches(['.', ' ']).to_ascii_lowercase();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let shard = name
+        .strip_prefix("model-")
+        .and_then(|rest| rest.strip_suffix(".safetensors"))
+        .and_then(|numbers| numbers.split_once("-of-"))
+        .is_some_and(|(i, n)| digits(i) && digits(n));
+    ADAPTER_FILES.contains(&name.as_str()) || MODEL_FILES.contains(&name.as_str()) || shard
 }
 
 /// What an output file replaces when it exists: only a file of its own kind (an earlier

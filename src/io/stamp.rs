@@ -56,17 +56,29 @@ pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
 /// never reached its commit point), and of the config unless it is the one saved with the
 /// weights in place, which [`finish_interrupted_pair`] could not rename (kept, for the error
 /// that names it).
+///
+/// A writer whose own lock failed (a file system without locks for it) writes unlocked, so
+/// only temporaries whose writing process has ended are removed, which only Linux's `/proc`
+/// tells; elsewhere they stay for the next save.
 pub fn remove_leftovers(weights: &Path, config: &Path) {
-    for tmp in super::atomic::stale_temps(weights) {
-        let _ = std::fs::remove_file(tmp);
-    }
     let expected = super::safetensors::header_metadata(weights).and_then(|m| m.get(CONFIG_STAMP_KEY).cloned());
     let waiting = expected.and_then(|e| pending_config(config, &e));
-    for tmp in super::atomic::stale_temps(config) {
-        if Some(&tmp) != waiting.as_ref() {
-            let _ = std::fs::remove_file(tmp);
-        }
+    let temps = super::atomic::stale_temps(weights).into_iter().chain(super::atomic::stale_temps(config));
+    for tmp in temps.filter(|t| Some(t) != waiting.as_ref() && writer_ended(t)) {
+        let _ = std::fs::remove_file(tmp);
     }
+}
+
+/// Whether the process that wrote temporary `tmp` (`.NAME.tmp-PID`) has ended, as far as
+/// this system can tell: on Linux by `/proc`, elsewhere never known (`false`).
+fn writer_ended(tmp: &Path) -> bool {
+    let pid = tmp.to_string_lossy().rsplit('-').next().map(str::to_string).unwrap_or_default();
+    let proc = Path::new("/proc");
+    cfg!(target_os = "linux")
+        && !pid.is_empty()
+        && pid.chars().all(|c| c.is_ascii_digit())
+        && proc.join("self").exists()
+        && !proc.join(&pid).exists()
 }
 
 /// The temporary a killed save left for `config` (`.NAME.tmp-PID` beside it) whose bytes
