@@ -200,8 +200,7 @@ impl Gpu {
     /// 2048 commands, which for a large model can be minutes of honest work) or on a device
     /// adopted with [`Gpu::from_device`] (whose application's own submissions, which this
     /// crate does not see finish, may hold its queue). A zero limit is none. Work that timed
-    /// out is not
-    /// cancelled: a later wait may still see it finish. After a timeout the
+    /// out is not cancelled: a later wait may still see it finish. After a timeout the
     /// device's queue is abandoned: dropping the last handle no longer waits for it to go
     /// idle (which, on a device that stopped answering, would never end), and what it holds
     /// is freed when the process ends.

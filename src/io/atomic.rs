@@ -324,6 +324,20 @@ pub fn stale_temps(path: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Whether the process that wrote temporary `tmp` (`.NAME.tmp-PID`, see [`stale_temps`]) has
+/// ended, as far as this system can tell: on Linux by `/proc`, elsewhere never known
+/// (`false`).
+pub fn writer_ended(tmp: &Path) -> bool {
+    let name = file_name(tmp);
+    let Some((_, pid)) = name.rsplit_once(TEMP_MARKER) else { return false };
+    let proc = Path::new("/proc");
+    cfg!(target_os = "linux")
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && proc.join("self").exists()
+        && !proc.join(pid).exists()
+}
+
 /// Renames the temporary `tmp` left by a killed [`write_all`] over `path`, finishing the
 /// writer's second phase, and flushes the folder.
 pub fn finish_rename(tmp: &Path, path: &Path) -> Result<()> {

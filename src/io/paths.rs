@@ -271,6 +271,7 @@ pub fn holds_any(dir: &Path, files: &[&str]) -> bool {
 /// (`model-00001-of-00002.safetensors`): an output file such as `--logits-out` never takes
 /// such a name, which would make its folder look like an adapter or model folder (or, in one,
 /// destroy a file of it).
+///
 /// Compared in lower case without trailing dots and spaces, as case-insensitive file systems
 /// (macOS, Windows) and Windows' name rules would open the same file.
 fn is_folder_file(name: &str) -> bool {
@@ -355,7 +356,9 @@ pub fn check_output_file(path: &Path, flag: &str, replaces: Replaces) -> Result<
     // Any safetensors file beside a shard index may be a shard it lists.
     let sharded = parent.join("model.safetensors.index.json").exists();
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    if is_folder_file(name) && !holds_any(parent, &ADAPTER_FILES) && !holds_any(parent, &MODEL_FILES) {
+    let named = is_folder_file(name);
+    let in_folder = holds_any(parent, &ADAPTER_FILES) || holds_any(parent, &MODEL_FILES);
+    if named && !in_folder {
         return Err(Error::invalid(
             flag,
             format!(
@@ -366,9 +369,7 @@ pub fn check_output_file(path: &Path, flag: &str, replaces: Replaces) -> Result<
             ),
         ));
     }
-    if (is_folder_file(name) || (sharded && name.ends_with(".safetensors")))
-        && (holds_any(parent, &ADAPTER_FILES) || holds_any(parent, &MODEL_FILES))
-    {
+    if (named || (sharded && name.ends_with(".safetensors"))) && in_folder {
         return Err(Error::invalid(
             flag,
             format!(

@@ -38,10 +38,8 @@ pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
     if in_place {
         // The config in place is already the one saved with the weights (the new config was
         // the same as the old): a temporary of it is only a leftover.
-        while let Some(tmp) = pending_config(config, &expected) {
-            if std::fs::remove_file(tmp).is_err() {
-                break;
-            }
+        for tmp in pending_configs(config, &expected) {
+            let _ = std::fs::remove_file(tmp);
         }
         return;
     }
@@ -64,29 +62,23 @@ pub fn remove_leftovers(weights: &Path, config: &Path) {
     let expected = super::safetensors::header_metadata(weights).and_then(|m| m.get(CONFIG_STAMP_KEY).cloned());
     let waiting = expected.and_then(|e| pending_config(config, &e));
     let temps = super::atomic::stale_temps(weights).into_iter().chain(super::atomic::stale_temps(config));
-    for tmp in temps.filter(|t| Some(t) != waiting.as_ref() && writer_ended(t)) {
+    for tmp in temps.filter(|t| Some(t) != waiting.as_ref() && super::atomic::writer_ended(t)) {
         let _ = std::fs::remove_file(tmp);
     }
 }
 
-/// Whether the process that wrote temporary `tmp` (`.NAME.tmp-PID`) has ended, as far as
-/// this system can tell: on Linux by `/proc`, elsewhere never known (`false`).
-fn writer_ended(tmp: &Path) -> bool {
-    let pid = tmp.to_string_lossy().rsplit('-').next().map(str::to_string).unwrap_or_default();
-    let proc = Path::new("/proc");
-    cfg!(target_os = "linux")
-        && !pid.is_empty()
-        && pid.chars().all(|c| c.is_ascii_digit())
-        && proc.join("self").exists()
-        && !proc.join(&pid).exists()
+/// The temporaries a killed save left for `config` (`.NAME.tmp-PID` beside it) whose bytes
+/// have fingerprint `expected`: the config saved with the weights that carry it.
+fn pending_configs(config: &Path, expected: &str) -> impl Iterator<Item = std::path::PathBuf> {
+    let expected = expected.to_string();
+    super::atomic::stale_temps(config).into_iter().filter(move |tmp| {
+        tmp.is_file() && super::json::read_config_bytes(tmp).is_ok_and(|b| fingerprint(&b) == expected)
+    })
 }
 
-/// The temporary a killed save left for `config` (`.NAME.tmp-PID` beside it) whose bytes
-/// have fingerprint `expected`: the config saved with the weights that carry it.
+/// The first of [`pending_configs`].
 pub(crate) fn pending_config(config: &Path, expected: &str) -> Option<std::path::PathBuf> {
-    super::atomic::stale_temps(config)
-        .into_iter()
-        .find(|tmp| tmp.is_file() && super::json::read_config_bytes(tmp).is_ok_and(|b| fingerprint(&b) == expected))
+    pending_configs(config, expected).next()
 }
 
 /// A config file as it was read, for checking it against the weights read beside it: the

@@ -242,9 +242,10 @@ pub enum Targets {
 
 impl Targets {
     /// From the config value: a string is a regex (as in PEFT), a list holds names. PEFT's
-    /// special value `"all-linear"` (in any case) names every linear layer: in a ViT classifier the six of
-    /// each transformer layer and the classifier (PEFT leaves out only a language model's
-    /// output embeddings, which a ViT has none of), spelled as PEFT under transformers 5 does.
+    /// special value `"all-linear"` (in any case) names every linear layer: in a ViT
+    /// classifier the six of each transformer layer and the classifier (PEFT leaves out only a
+    /// language model's output embeddings, which a ViT has none of), spelled as PEFT under
+    /// transformers 5 does.
     pub fn from_config(value: &serde_json::Value) -> std::result::Result<Targets, String> {
         match value {
             // PEFT compares the string lower-cased.
