@@ -111,6 +111,12 @@ fn wrong_types_and_values_are_errors_naming_the_key() {
         (with(&lora, "target_parameters", json!(["mlp.experts.down_proj"])), "target_parameters"),
         (with(&lora, "trainable_token_indices", json!([1, 2])), "trainable_token_indices"),
         (with(&lora, "alora_invocation_tokens", json!([5])), "alora_invocation_tokens"),
+        // PEFT turns a variant on with its default settings for an empty sub-config.
+        (with(&lora, "kasa_config", json!({})), "kasa_config"),
+        (with(&lora, "velora_config", json!({})), "velora_config"),
+        (with(&lora, "arrow_config", json!({})), "arrow_config"),
+        (with(&lora, "monteclora_config", json!({})), "monteclora_config"),
+        (with(&lora, "use_bdlora", json!({})), "use_bdlora"),
         (with(&lora, "init_lora_weights", json!("pissa")), "init_lora_weights"),
         (with(&lora, "init_lora_weights", json!("garbage")), "init_lora_weights"),
         (with(&lora, "init_lora_weights", json!(3)), "init_lora_weights"),
@@ -141,7 +147,12 @@ fn peft_options_left_off_are_accepted() {
     {
         cfg[key] = Value::Null;
     }
+    for key in ["kasa_config", "velora_config", "monteclora_config", "use_bdlora"] {
+        cfg[key] = Value::Null;
+    }
     cfg["use_qalora"] = json!(false);
+    cfg["megatron_config"] = json!({});
+    cfg["layer_replication"] = json!([]);
     lora(&cfg);
     cfg["layers_pattern"] = json!(["layers"]);
     cfg["init_lora_weights"] = json!("gaussian");

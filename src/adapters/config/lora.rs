@@ -131,14 +131,22 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
         ("trainable_token_indices", "trainable tokens"),
         ("alora_invocation_tokens", "aLoRA"),
         ("megatron_config", "Megatron layers"),
+    ] {
+        if j.get(key).is_some_and(is_set) {
+            return Err(j.error(key, format!("is set; {what} is not supported")));
+        }
+    }
+    // A variant's sub-config turns the variant on whenever it is there: PEFT reads `{}` as
+    // the variant's config with its defaults. Only null (or absence) means "not used".
+    for (key, what) in [
         ("velora_config", "VeLoRA"),
         ("monteclora_config", "MonteCLoRA"),
         ("use_bdlora", "BD-LoRA"),
         ("arrow_config", "Arrow routing"),
         ("kasa_config", "KaSA"),
     ] {
-        if j.get(key).is_some_and(is_set) {
-            return Err(j.error(key, format!("is set; {what} is not supported")));
+        if j.get(key).is_some_and(|v| !v.is_null()) {
+            return Err(j.error(key, format!("is set; {what} is not supported (only null leaves it off, as in PEFT)")));
         }
     }
     if let Some(v) = j.get("layers_pattern").filter(|v| is_set(v)) {
