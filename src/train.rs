@@ -248,6 +248,32 @@ pub fn train(
     gpu.sync()
 }
 
+/// The rows step 0 of a run with `options` trains on (of a data set of `images` images).
+pub fn first_rows(options: &TrainOptions, images: usize) -> Result<Vec<usize>> {
+    Batches::new(options.order, images, options.batch_size).next_rows()
+}
+
+/// Of `rows`, the first image whose logits (with `adapter`) are not finite, with the first
+/// such logit: what makes a loss non-finite before any update.
+pub fn first_non_finite_image(
+    gpu: &Gpu,
+    vit: &Vit,
+    adapter: Option<&Adapter>,
+    data: &Dataset,
+    rows: &[usize],
+) -> Result<Option<(usize, f32)>> {
+    let (_, _, logits) = eval_batch(gpu, vit, adapter, data, rows)?;
+    let labels = (logits.len() / rows.len().max(1)).max(1);
+    Ok(logits.iter().position(|v| !v.is_finite()).map(|i| (rows[i / labels], logits[i])))
+}
+
+/// Whether the model without any adapter gives image `image` finite logits: when it does and
+/// the adapted model does not, the adapter is at fault.
+pub fn finite_without_adapter(gpu: &Gpu, vit: &Vit, data: &Dataset, image: usize) -> Result<bool> {
+    let (_, _, logits) = eval_batch(gpu, vit, None, data, &[image])?;
+    Ok(logits.iter().all(|v| v.is_finite()))
+}
+
 /// Mean cross-entropy of the adapted model on `rows`, without recording anything.
 fn inference_loss(gpu: &Gpu, vit: &Vit, adapter: &Adapter, data: &Dataset, rows: &[usize]) -> Result<f32> {
     let (images, labels) = upload_batch(gpu, data, rows)?;

@@ -203,6 +203,26 @@ fn merge_killed_between_the_two_renames_the_next_reader_finishes_it() {
     for (m, a) in merged.iter().zip(&want) {
         assert!((m - a).abs() <= 1e-5 * a.abs().max(1.0), "merged {m} vs adapter {a}");
     }
+    // A merge into a new folder killed at the same moment leaves no config.json yet: the
+    // next reader finishes it as well, rather than find no model folder there.
+    let fresh = dir.join("fresh");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"))
+        .args(["merge", "--model", s(&model), "--adapter", s(&lora), "--out", s(&fresh)])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env(SLOW_WRITE_ENV, "3000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    wait_for(&mut child, Duration::from_secs(120), "the merged weights to be renamed", || {
+        fresh.join("model.safetensors").is_file()
+    });
+    kill(&mut child);
+    assert!(!fresh.join("config.json").exists(), "killed before the config");
+    let fresh_logits = dir.join("fresh.safetensors");
+    succeeds(&["eval", "--model", s(&fresh), "--data", s(&data), "--logits-out", s(&fresh_logits)]);
+    assert!(fresh.join("config.json").is_file() && names_with(&fresh, ".config.json.tmp-").is_empty());
+    assert_eq!(logits(&fresh_logits), logits(&merged_logits), "the finished merge is the same model");
     std::fs::remove_dir_all(&dir).ok();
 }
 

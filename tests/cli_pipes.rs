@@ -97,7 +97,8 @@ fn pipes_and_devices_inside_folders_are_refused() {
 }
 
 /// A pipe or device where a save would put a file is refused up front, `--force` or not
-/// (renaming over it would destroy it); so is finishing an interrupted save over one.
+/// (renaming over it would destroy it), and so is a folder (which a rename cannot replace);
+/// so is finishing an interrupted save over a pipe.
 #[test]
 fn saves_never_replace_pipes_or_devices() {
     use std::os::unix::fs::FileTypeExt;
@@ -112,6 +113,14 @@ fn saves_never_replace_pipes_or_devices() {
     let args = train_args(s(&model), s(&lora), s(&data), s(&out), &["--force"]);
     fails(&args, USAGE, &["--out", "adapter_config.json", "pipe, socket or device"]);
     assert!(is_fifo(&config), "the pipe was replaced");
+    // A folder under a file's name is refused before the training too, not at its save.
+    let folder_out = dir.join("folder-out");
+    std::fs::create_dir_all(folder_out.join("adapter_model.safetensors")).expect("folder");
+    let args = train_args(s(&model), s(&lora), s(&data), s(&folder_out), &["--force"]);
+    fails(&args, USAGE, &["--out", "adapter_model.safetensors", "is a folder"]);
+    let args = ["merge", "--model", s(&model), "--adapter", s(&lora), "--out", s(&folder_out), "--force"];
+    std::fs::rename(folder_out.join("adapter_model.safetensors"), folder_out.join("model.safetensors")).expect("mv");
+    fails(&args, USAGE, &["--out", "model.safetensors", "is a folder"]);
 
     let merged = dir.join("model-out");
     std::fs::create_dir(&merged).expect("out");

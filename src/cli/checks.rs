@@ -112,30 +112,69 @@ pub(super) fn check_optimizer(lr: f64, optimizer: &OptimizerKind) -> Result<()> 
 }
 
 /// Fails, naming the first image, when the model's logits are not finite: an accuracy and a
-/// mean loss computed from them would be meaningless.
-pub(super) fn check_logits(report: &EvalReport, data: &Dataset) -> Result<()> {
-    let Some((image, value)) = report.first_non_finite else { return Ok(()) };
+/// mean loss computed from them would be meaningless (see [`non_finite_logits`]).
+pub(super) fn check_logits(report: &EvalReport, data: &Dataset, blame: &Blame<'_>) -> Result<()> {
+    match report.first_non_finite {
+        Some(found) => Err(non_finite_logits(blame, data, found)),
+        None => Ok(()),
+    }
+}
+
+/// What a non-finite logit may be blamed on besides the data: the model run, and the adapter
+/// with the file it came from (its weights, or the config of a fresh one).
+pub(super) struct Blame<'a> {
+    pub(super) gpu: &'a Gpu,
+    pub(super) vit: &'a crate::nn::Vit,
+    pub(super) adapter: Option<(&'a crate::adapters::Adapter, &'a Path)>,
+}
+
+/// The error for image `image` of `data` whose logits are not finite (first `value`): naming
+/// the adapter's file when the model alone computes that image finitely (the adapter's
+/// values overflow f32), else the data file, with a hint at the likelier culprit.
+pub(super) fn non_finite_logits(blame: &Blame<'_>, data: &Dataset, (image, value): (usize, f32)) -> Error {
+    if let Some((_, file)) = blame.adapter
+        && crate::train::finite_without_adapter(blame.gpu, blame.vit, data, image).unwrap_or(false)
+    {
+        return Error::Format {
+            path: file.to_path_buf(),
+            message: format!(
+                "this adapter makes the logits of image {image} of {} {value}, which the model alone computes \
+                 finitely: its values are too large for f32 arithmetic",
+                data.path().display()
+            ),
+        };
+    }
     let per = data.pixels.len() / data.len().max(1);
     let largest = data.pixels[image * per..(image + 1) * per].iter().fold(0f32, |m, v| m.max(v.abs()));
     // Normalised pixels are a few units; far beyond that, the data is the likelier culprit.
     let check = if largest > 1e3 {
         "check the data's normalisation"
-    } else {
+    } else if blame.adapter.is_some() {
         "the pixels are of ordinary size, so check the model's and the adapter's weights"
+    } else {
+        "the pixels are of ordinary size, so check the model's weights"
     };
-    Err(Error::Format {
+    Error::Format {
         path: data.path().to_path_buf(),
         message: format!(
             "the model's logits for image {image} are {value} (its largest pixel magnitude is {largest:e}); \
              {check}"
         ),
-    })
+    }
 }
 
 /// Refuses an `--out` folder whose files `names` (those a save replaces) include a pipe,
 /// socket or device, force or not: a save would destroy it.
 pub(super) fn refuse_special_outputs(out: &Path, names: &[&str]) -> Result<()> {
-    crate::io::paths::refuse_special_files(out, names).map_err(|e| Error::invalid("--out", e.to_string()))
+    crate::io::paths::refuse_special_files(out, names).map_err(|e| Error::invalid("--out", e.to_string()))?;
+    // A folder under a file's name cannot be replaced by the file: found now, not after the run.
+    match names.iter().map(|n| out.join(n)).find(|p| p.is_dir()) {
+        Some(path) => Err(Error::invalid(
+            "--out",
+            format!("{} is a folder, not a file; it is not replaced (move it away first)", path.display()),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Refuses the input of flag `second` naming the same pipe, device or `/dev` stream as that

@@ -122,6 +122,8 @@ pub(super) fn read_data(path: &Path, flag: &str, model: &VitConfig, labels: usiz
 
 /// Reads the model folder named by `--model`.
 pub(super) fn read_model(dir: &Path) -> Result<VitWeights> {
+    // A merge killed between its renames into a new folder left no `config.json` yet.
+    crate::nn::weights::finish_interrupted_save(dir);
     expect_dir(dir, "a model folder for --model", "config.json")?;
     VitWeights::load(dir)
 }

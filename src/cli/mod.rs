@@ -11,8 +11,8 @@ mod checks;
 mod inputs;
 
 use checks::{
-    at_least_one, check_batch, check_logits, check_optimizer, fitting_batch, refuse_one_stream_twice,
-    refuse_overwriting_inputs, refuse_special_outputs,
+    Blame, at_least_one, check_batch, check_logits, check_optimizer, fitting_batch, non_finite_logits,
+    refuse_one_stream_twice, refuse_overwriting_inputs, refuse_special_outputs,
 };
 use inputs::{
     AdapterInput, read_data, read_model, read_model_for_loss, refuse_merged_twice, refuse_other_type, tokens,
@@ -28,7 +28,10 @@ use crate::io::paths::{check_output_dir, check_output_file, expect_file};
 use crate::io::safetensors::{self as st, HostTensor};
 use crate::nn::Vit;
 use crate::optim::OptimizerKind;
-use crate::train::{BatchOrder, EvalReport, StepReport, TrainOptions, evaluate_with_progress, train as train_loop};
+use crate::train::{
+    BatchOrder, EvalReport, StepReport, TrainOptions, evaluate_with_progress, first_non_finite_image, first_rows,
+    train as train_loop,
+};
 
 /// Everything `peft-wgpu train` takes.
 #[derive(Clone, Debug)]
@@ -205,6 +208,8 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     let vit = Vit::from_weights(&gpu, &weights)?;
     let mut adapter = adapter;
     adapter.config.set_base_model_if_unnamed(&args.model.to_string_lossy());
+    // The file a non-finite start is blamed on: the weights started from, or the config.
+    let start_file = adapter.weights.as_ref().map_or(adapter.config_path.clone(), |w| w.path().to_path_buf());
     let adapter = adapter.build(&gpu, &vit, args.seed)?;
     let summary = adapter.trainable_summary();
     let mut started = summary.clone();
@@ -229,10 +234,20 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         seed: args.seed,
     };
     let mut last = f32::NAN;
-    train_loop(&gpu, &vit, &adapter, &data, &options, &mut |r| {
+    let trained = train_loop(&gpu, &vit, &adapter, &data, &options, &mut |r| {
         last = r.loss;
         progress.step(r);
-    })?;
+    });
+    if let Err(Error::NonFiniteLoss { step: 0, .. }) = &trained {
+        // Before any update a non-finite loss comes from the inputs: name the image and the
+        // file at fault rather than report a divergence.
+        let rows = first_rows(&options, data.len())?;
+        if let Some(found) = first_non_finite_image(&gpu, &vit, Some(&adapter), &data, &rows)? {
+            let blame = Blame { gpu: &gpu, vit: &vit, adapter: Some((&adapter, &start_file)) };
+            return Err(non_finite_logits(&blame, &data, found));
+        }
+    }
+    trained?;
     // Checked again under the folder's lock, as the save starts: another run may have saved
     // an adapter there while this one trained.
     adapter.save_checked(&gpu, &args.out, || {
@@ -259,7 +274,9 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
                 progress.evaluated(i, n);
             })
             .map_err(saved)?;
-            check_logits(&report, d).map_err(saved)?;
+            let weights = args.out.join(WEIGHTS_FILE);
+            let blame = Blame { gpu: &gpu, vit: &vit, adapter: Some((&adapter, &weights)) };
+            check_logits(&report, d, &blame).map_err(saved)?;
             Some(report)
         }
         None => None,
@@ -316,12 +333,15 @@ pub fn eval(
         );
     }
     let vit = Vit::from_weights(&gpu, &weights)?;
+    let adapter_file =
+        adapter.as_ref().map(|a| a.weights.as_ref().map_or(a.config_path.clone(), |w| w.path().to_path_buf()));
     let adapter = adapter.map(|a| a.build(&gpu, &vit, 0)).transpose()?;
     let mut report =
         evaluate_with_progress(&gpu, &vit, adapter.as_ref(), &data, batch, logits_out.is_some(), &mut |i, n| {
             progress.evaluated(i, n);
         })?;
-    check_logits(&report, &data)?;
+    let blame = Blame { gpu: &gpu, vit: &vit, adapter: adapter.as_ref().zip(adapter_file.as_deref()) };
+    check_logits(&report, &data, &blame)?;
     if let Some(path) = logits_out {
         let t = HostTensor::new(vec![data.len(), report.labels], std::mem::take(&mut report.logits))?;
         crate::io::atomic::write_output(path, &st::serialize(path, &[("logits".to_string(), &t)], None)?)?;

@@ -122,6 +122,13 @@ fn v5_alias(key: &str, layers: usize) -> Option<String> {
     Some(format!("{}.{leaf}", id.path(Naming::Transformers5)))
 }
 
+/// Finishes a save of model folder `dir` (a merge) that was killed between its two renames
+/// (see [`stamp::finish_interrupted_pair`]): the new weights are kept with the config saved
+/// with them, also in a new folder that has no `config.json` yet.
+pub fn finish_interrupted_save(dir: &Path) {
+    stamp::finish_interrupted_pair(&dir.join("model.safetensors"), &dir.join("config.json"));
+}
+
 impl VitWeights {
     /// Reads `dir/config.json` and the weights beside it (with the folder's shared lock held,
     /// see [`crate::io::atomic::lock_shared`]).
@@ -129,7 +136,7 @@ impl VitWeights {
         // Held while the files are read, so that all of them come from one save even while
         // another process saves into the folder (`merge --force`).
         let lock = crate::io::atomic::lock_shared(dir);
-        stamp::finish_interrupted_pair(&dir.join("model.safetensors"), &dir.join("config.json"));
+        finish_interrupted_save(dir);
         if lock.is_some() {
             // No save is under way: temporaries are a killed one's.
             stamp::remove_leftovers(&dir.join("model.safetensors"), &dir.join("config.json"));
