@@ -287,6 +287,25 @@ fn the_readme_first_steps_run_on_the_committed_model() {
     let more = dir.join("more");
     let args = ["train", "--model", m, "--init", a, "--adapter-config", c, "--data", tr, "--out", s(&more)];
     run(&[&args[..], &["--steps", "1"]].concat());
+    // What it saves is read back: the on-disk targets are spelled out in the naming of the
+    // keys, as PEFT under transformers 5 needs them.
+    run(&["eval", "--model", m, "--adapter", s(&more), "--data", te]);
+    let saved = std::fs::read_to_string(more.join("adapter_config.json")).unwrap();
+    assert!(saved.contains("\"vit.layers.1.attention.v_proj\"") && !saved.contains("\"query\""), "{saved}");
+    // A config that adapts a module the started-from adapter has no tensors for is refused
+    // naming it, rather than passed over.
+    let with_key = dir.join("with-key.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    cfg["target_modules"] = serde_json::json!(["query", "key", "value"]);
+    std::fs::write(&with_key, cfg.to_string()).unwrap();
+    let args = ["train", "--model", m, "--init", a, "--adapter-config", s(&with_key), "--data", tr, "--out", s(&more)];
+    let out = Command::new(env!("CARGO_BIN_EXE_peft-wgpu")).args([&args[..], &["--force"]].concat()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("target_modules") && stderr.contains("attention.key`") && stderr.contains("no tensors"),
+        "{stderr}"
+    );
     let rank8 = dir.join("rank8.json");
     std::fs::write(&rank8, std::fs::read_to_string(&config).unwrap().replace("\"r\": 4", "\"r\": 8")).unwrap();
     let args = ["train", "--model", m, "--init", a, "--adapter-config", s(&rank8), "--data", tr, "--out", s(&more)];

@@ -141,20 +141,36 @@ impl Build<'_> {
     /// The key stem (`base_model.model.<path>`) of a LoRA or FLoRA module whose first tensor is
     /// `<stem>.<leaf>`, in the naming [`Build::key_naming`] picks; `None` when the file left the
     /// module out ([`Build::left_out_by_file`]), its would-be key then kept in `left_out` (the
-    /// first such) for [`Build::require_adapted`].
+    /// first such) for [`Build::require_adapted`]. A config given beside another folder's
+    /// tensors (`train --init DIR --adapter-config FILE`) that adapts a module those tensors
+    /// do not hold is an error naming the module: the run continues an adapter, module for
+    /// module.
     pub(crate) fn module_stem(
         &self,
         module: ModuleId,
         matched: impl Fn(Naming) -> bool + Copy,
         leaf: &str,
         left_out: &mut Option<String>,
-    ) -> Option<String> {
-        let stem = format!("{PEFT_PREFIX}{}", module.path(self.key_naming(module, matched, leaf)));
-        if self.left_out_by_file(module, matched, leaf) {
+    ) -> Result<Option<String>> {
+        let naming = self.key_naming(module, matched, leaf);
+        let stem = format!("{PEFT_PREFIX}{}", module.path(naming));
+        if self.left_out_by_file(module, matched) {
             left_out.get_or_insert_with(|| format!("{stem}.{leaf}"));
-            return None;
+            return Ok(None);
         }
-        Some(stem)
+        if self.source.is_file() && !self.source.has_own_config() && !self.holds_any_naming(module, leaf) {
+            return Err(Error::Config {
+                path: self.config_path.to_path_buf(),
+                key: "target_modules".into(),
+                message: format!(
+                    "adapts `{}`, for which {} holds no tensors (no `{stem}.{leaf}`); a run started from an \
+                     adapter continues its own modules: leave this one out, or train a new adapter",
+                    module.path(naming),
+                    self.weights_path().display()
+                ),
+            });
+        }
+        Ok(Some(stem))
     }
 
     /// Fails when a LoRA or FLoRA config adapts no module: when modules were left out for the
@@ -229,25 +245,19 @@ impl Build<'_> {
         })
     }
 
-    /// Whether a file left `module` out the way PEFT does: the module's target names it only
-    /// under namings none of the file's layer keys use. PEFT sees one naming (its
-    /// transformers version's), so a config such as `["q_proj", "value"]` adapts only
-    /// `q_proj` under transformers 5, and `["projection", "q_proj"]` only the patch embedding
-    /// under transformers 4; tensors the file holds for a module so left out are refused as
-    /// not belonging to the config. A config given separately (see [`Build::read_namings`])
-    /// names modules under either naming: only a module the file has no tensors for, under
-    /// any naming, is left out then (a transformers-4 folder's config for a module only
-    /// transformers 5 names).
-    fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool, leaf: &str) -> bool {
-        if !self.source.is_file() || !matches!(module, ModuleId::Layer(..)) {
+    /// Whether a file read with its own config left `module` out the way PEFT does: the
+    /// module's target names it only under namings none of the file's layer keys use. PEFT
+    /// sees one naming (its transformers version's), so a config such as `["q_proj", "value"]`
+    /// adapts only `q_proj` under transformers 5, and `["projection", "q_proj"]` only the
+    /// patch embedding under transformers 4; tensors the file holds for a module so left out
+    /// are refused as not belonging to the config. A config given separately (see
+    /// [`Build::read_namings`]) names modules under either naming, and leaves none out.
+    fn left_out_by_file(&self, module: ModuleId, matched: impl Fn(Naming) -> bool) -> bool {
+        if !self.source.has_own_config() || !matches!(module, ModuleId::Layer(..)) {
             return false;
         }
         let uses = |n: Naming| self.file_namings.contains(&n);
-        let unused = Naming::BOTH.into_iter().all(|n| !matched(n) || !uses(n));
-        if self.source.has_own_config() {
-            return unused;
-        }
-        unused && !self.holds_any_naming(module, leaf)
+        Naming::BOTH.into_iter().all(|n| !matched(n) || !uses(n))
     }
 }
 

@@ -73,15 +73,21 @@ impl Adapter {
 
 impl Adapter {
     /// Whether PEFT would read this LoRA config otherwise than written after saving it again
-    /// (nested saved modules, overlapping rank or alpha patterns, exclusions and layer choices
-    /// that may name modules in the other naming), so it is written with its modules spelled
-    /// out.
+    /// (targets that name an adapted module only in the on-disk naming, nested saved modules,
+    /// overlapping rank or alpha patterns, exclusions and layer choices that may name modules
+    /// in the other naming), so it is written with its modules spelled out.
     fn spell_out_for_peft(&self, modules: &[super::lora::LoraModule]) -> bool {
         let AdapterKind::Lora(lora) = &self.config.kind else { return false };
         // Exclusions and layer choices (with their `layers_pattern`, `layer` or `layers`) are
         // read here under both namings, by PEFT under transformers 5 in its own only: spelled
         // out, they need no reading.
         if lora.exclude_modules.is_some() || lora.layers_to_transform.is_some() {
+            return true;
+        }
+        // Keys are written in transformers 5's naming: targets that miss an adapted module
+        // there (on-disk names in a config given to `train --init` beside such keys) would
+        // leave PEFT, and this crate, without it.
+        if modules.iter().any(|m| !lora.target_modules.matches_under(m.module, Naming::Transformers5)) {
             return true;
         }
         let paths: Vec<String> = modules.iter().flat_map(|m| Naming::BOTH.map(|n| m.module.path(n))).collect();

@@ -59,7 +59,7 @@ pub(crate) fn build(cfg: &FloraConfig, build: &mut Build<'_>) -> Result<Vec<Flor
             message: format!("{m} (module {})", module.path(matched)),
         })?;
         let named_under = |n: Naming| cfg.target_modules.matches_under(module, n);
-        let Some(stem) = build.module_stem(module, named_under, "flora_core", &mut left_out) else { continue };
+        let Some(stem) = build.module_stem(module, named_under, "flora_core", &mut left_out)? else { continue };
         let core = build.trainable(&format!("{stem}.flora_core"), &ranks, Init::Zeros)?;
         let factors = dims
             .iter()
