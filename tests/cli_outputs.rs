@@ -237,6 +237,12 @@ fn stdout_closed_or_full_is_not_an_internal_error() {
         let full = std::fs::File::options().write(true).open("/dev/full").expect("/dev/full");
         let out = command().stdout(full).output().expect("run");
         check_failure(&out, INPUT, &["<stdout>", "No space left"], false);
+        // So is help that cannot be written.
+        for args in [&["--help"][..], &["train", "--help"]] {
+            let full = std::fs::File::options().write(true).open("/dev/full").expect("/dev/full");
+            let out = Command::new(env!("CARGO_BIN_EXE_peft-wgpu")).args(args).stdout(full).output().expect("run");
+            check_failure(&out, INPUT, &["<stdout>", "No space left"], true);
+        }
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -182,7 +182,14 @@ fn stdout_error(source: std::io::Error) -> Error {
 fn usage_error(e: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind as Clap;
     if matches!(e.kind(), Clap::DisplayHelp | Clap::DisplayVersion | Clap::DisplayHelpOnMissingArgumentOrSubcommand) {
-        let _ = e.print();
+        // Help that cannot be written (a full disk) is an error, as any output is; a reader
+        // that closed the pipe early (`| head`) is not.
+        if let Err(source) = e.print()
+            && source.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            note!("peft-wgpu: error: {}", stdout_error(source));
+            return ExitCode::from(EXIT_INPUT);
+        }
         return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
     }
     // clap's message and its tips ("a similar argument exists: …") come in blocks before
