@@ -165,9 +165,11 @@ pub fn check_inputs(vit: &Vit, labels: usize, data: &Dataset, batch_size: usize)
 
 /// Trains `adapter` on `data` for `options.steps` steps; `on_step` sees every step. The loss
 /// of every step is checked: a non-finite one stops the run with an error naming the step,
-/// and the adapter is left as it was before that step. The last update, which no later loss
-/// shows, is checked by the parameters it made and the loss they give on its batch
-/// ([`Error::DivergedUpdate`]).
+/// and the adapter (with the optimizer's state) is left as it was before that step, or
+/// before the previous one when that step's update is at fault (the parameters it made give
+/// its own batch a non-finite loss, rather than this step's images being the cause). The
+/// last update, which no later loss shows, is checked the same way, by the parameters it
+/// made and the loss they give on its batch ([`Error::DivergedUpdate`]), and undone too.
 ///
 /// The device never waits for the host between steps: step `t`'s loss is read back (and
 /// checked, and reported to `on_step`) only once step `t + 1` has been submitted. Before
@@ -194,12 +196,13 @@ pub fn train(
     let params: Vec<Tensor> = adapter.trainable().iter().map(|p| p.tensor.clone()).collect();
     let mut optimizer = Optimizer::new(gpu, options.optimizer, options.lr, &params)?;
     let mut batches = Batches::new(options.order, data.len(), options.batch_size);
-    // The step whose loss is being read back: its report, the read and the state before it.
-    let mut in_flight: Option<(StepReport, PendingRead, OptimizerCheckpoint)> = None;
-    let mut last_rows = Vec::new();
+    let run = Run { gpu, vit, adapter, data };
+    // The step whose loss is being read back.
+    let mut in_flight: Option<InFlight> = None;
+    // The state before the last step whose loss was found finite, and that step's batch.
+    let mut last_good: Option<(OptimizerCheckpoint, Vec<usize>)> = None;
     for step in 0..options.steps {
         let rows = batches.next_rows()?;
-        last_rows.clone_from(&rows);
         let (images, labels) = upload_batch(gpu, data, &rows)?;
         let mut tape = Tape::new(gpu);
         let base = vit.bind(&mut tape, false);
@@ -220,32 +223,81 @@ pub fn train(
         optimizer.step(&list)?;
         let read = gpu.read_later(&loss_value)?;
         let report = StepReport { step, steps: options.steps, loss: f32::NAN, images: rows.len() };
-        if let Some((report, read, before)) = in_flight.replace((report, read, before)) {
-            finish_step(gpu, &mut optimizer, report, read, &before, on_step)?;
+        if let Some(done) = in_flight.replace(InFlight { report, read, before, rows }) {
+            last_good = Some(finish_step(&run, &mut optimizer, done, last_good.as_ref(), on_step)?);
         }
     }
-    if let Some((report, read, before)) = in_flight {
-        let step = report.step;
-        finish_step(gpu, &mut optimizer, report, read, &before, on_step)?;
-        // No later loss shows what the last update did: check the parameters, then the loss
-        // they give on the last batch (huge but finite values overflow in the forward pass).
-        let mut bad = adapter.trainable().iter().find_map(|p| match gpu.read(&p.tensor) {
-            Ok(v) if v.iter().all(|x| x.is_finite()) => None,
-            Ok(_) => Some(Ok(format!("`{}` holds non-finite values", p.key))),
-            Err(e) => Some(Err(e)),
-        });
-        if bad.is_none() {
-            let value = inference_loss(gpu, vit, adapter, data, &last_rows)?;
-            bad = (!value.is_finite()).then(|| Ok(format!("the loss on its batch is then {value}")));
-        }
-        if let Some(what) = bad {
-            let what = what?;
+    if let Some(done) = in_flight {
+        let step = done.report.step;
+        let (before, rows) = finish_step(&run, &mut optimizer, done, last_good.as_ref(), on_step)?;
+        // No later loss shows what the last update did.
+        if let Some(what) = run.update_fault(&rows)? {
             optimizer.restore(&before)?;
             gpu.sync()?;
             return Err(Error::DivergedUpdate { step, what });
         }
     }
     gpu.sync()
+}
+
+/// What a training run reads.
+struct Run<'a> {
+    gpu: &'a Gpu,
+    vit: &'a Vit,
+    adapter: &'a Adapter,
+    data: &'a Dataset,
+}
+
+impl Run<'_> {
+    /// What is wrong with the adapter's parameters as an update left them, checked on the
+    /// batch `rows` that update came from: non-finite values, or a non-finite loss on that
+    /// batch (huge but finite values overflow in the forward pass); `None` when neither.
+    fn update_fault(&self, rows: &[usize]) -> Result<Option<String>> {
+        for p in self.adapter.trainable() {
+            if !self.gpu.read(&p.tensor)?.iter().all(|x| x.is_finite()) {
+                return Ok(Some(format!("`{}` holds non-finite values", p.key)));
+            }
+        }
+        let value = inference_loss(self.gpu, self.vit, self.adapter, self.data, rows)?;
+        Ok((!value.is_finite()).then(|| format!("the loss on its batch is then {value}")))
+    }
+}
+
+/// A step submitted but not yet checked: its report (without the loss), the read of its
+/// loss, the optimizer's state before its update and its batch.
+struct InFlight {
+    report: StepReport,
+    read: PendingRead,
+    before: OptimizerCheckpoint,
+    rows: Vec<usize>,
+}
+
+/// Reads a step's loss and reports it, returning the state before the step and its batch. A
+/// non-finite loss fails, undoing the step's update and any after it; and the previous
+/// step's too (back to `last_good`) when that update is at fault (the parameters it made are
+/// not sound on its own batch, [`Run::update_fault`]) rather than this step's images.
+fn finish_step(
+    run: &Run<'_>,
+    optimizer: &mut Optimizer,
+    step: InFlight,
+    last_good: Option<&(OptimizerCheckpoint, Vec<usize>)>,
+    on_step: &mut dyn FnMut(&StepReport),
+) -> Result<(OptimizerCheckpoint, Vec<usize>)> {
+    let InFlight { mut report, read, before, rows } = step;
+    let value = read.wait()?[0];
+    if !value.is_finite() {
+        optimizer.restore(&before)?;
+        if let Some((good, good_rows)) = last_good
+            && run.update_fault(good_rows)?.is_some()
+        {
+            optimizer.restore(good)?;
+        }
+        run.gpu.sync()?;
+        return Err(Error::NonFiniteLoss { step: report.step, value });
+    }
+    report.loss = value;
+    on_step(&report);
+    Ok((before, rows))
 }
 
 /// The rows step 0 of a run with `options` trains on (of a data set of `images` images).
@@ -284,27 +336,6 @@ fn inference_loss(gpu: &Gpu, vit: &Vit, adapter: &Adapter, data: &Dataset, rows:
     let logits = vit.forward(&mut tape, &base, &images, &bound)?;
     let loss = cross_entropy_var(&mut tape, &logits, &labels)?;
     Ok(gpu.read(loss.value())?[0])
-}
-
-/// Reads a step's loss; reports it, or undoes the step (and any after it) when it is not
-/// finite.
-fn finish_step(
-    gpu: &Gpu,
-    optimizer: &mut Optimizer,
-    mut report: StepReport,
-    read: PendingRead,
-    before: &OptimizerCheckpoint,
-    on_step: &mut dyn FnMut(&StepReport),
-) -> Result<()> {
-    let value = read.wait()?[0];
-    if !value.is_finite() {
-        optimizer.restore(before)?;
-        gpu.sync()?;
-        return Err(Error::NonFiniteLoss { step: report.step, value });
-    }
-    report.loss = value;
-    on_step(&report);
-    Ok(())
 }
 
 /// Accuracy and loss of a model on a data set.

@@ -113,7 +113,7 @@ fn a_wait_past_its_limit_is_an_error_and_the_work_still_finishes() {
 }
 
 #[test]
-fn a_diverging_run_stops_with_the_step_and_leaves_the_adapter_alone() {
+fn a_diverging_run_stops_with_the_step_and_undoes_the_update_behind_it() {
     let gpu = common::gpu();
     let vit = Vit::load(&gpu, &fixtures().join("vit_tiny")).expect("model");
     let adapter = Adapter::load(&gpu, &fixtures().join("adapters/lora_v4"), &vit).expect("adapter");
@@ -130,21 +130,31 @@ fn a_diverging_run_stops_with_the_step_and_leaves_the_adapter_alone() {
     };
     let mut seen = Vec::new();
     let e = train(&gpu, &vit, &adapter, &data, &options, &mut |r| seen.push(r.step)).expect_err("diverges");
-    match e {
+    let step = match e {
         Error::NonFiniteLoss { step, value } => {
             assert!(!value.is_finite());
             assert_eq!(seen, (0..step).collect::<Vec<_>>(), "steps reported before the bad one");
             assert!(step >= 1, "step 0 has a finite loss with these weights");
             // The message counts steps from 1, as the progress bar does.
             assert!(e.to_string().contains(&format!("step {} of the run", step + 1)), "{e}");
+            step
         }
         other => panic!("expected NonFiniteLoss, got {other}"),
-    }
-    // The bad step's update (from a non-finite loss) was not applied: every value is finite.
+    };
+    // The update that led to the non-finite loss (the previous step's) and those after it
+    // were undone: every value is finite, and the adapter gives the previous step's batch a
+    // finite loss again, as it did when that step ran.
     for p in adapter.trainable() {
         let v = gpu.read(&p.tensor).expect("read");
         assert!(v.iter().all(|x| x.is_finite()), "{} holds non-finite values after the stop", p.key);
     }
+    let rows = [(2 * (step - 1)) % n, (2 * (step - 1) + 1) % n];
+    let per = 3 * 8 * 8;
+    let batch_pixels: Vec<f32> = rows.iter().flat_map(|&r| data.pixels[r * per..(r + 1) * per].to_vec()).collect();
+    let labels: Vec<u32> = rows.iter().map(|&r| data.labels[r]).collect();
+    let batch = Dataset::from_parts(Path::new("mem"), [2, 3, 8, 8], batch_pixels, labels).expect("batch");
+    let report = peft_wgpu::train::evaluate(&gpu, &vit, Some(&adapter), &batch, 2).expect("evaluate");
+    assert!(report.mean_loss.is_finite() && report.first_non_finite.is_none(), "{report:?}");
 }
 
 /// Uploads past the staging budget (256 MiB pending, then submitted and waited for) arrive
