@@ -360,7 +360,7 @@ pub struct EvalReport {
 /// Evaluates `vit` (with `hooks`, e.g. a bound adapter, made per batch by `bind`) on `data`,
 /// keeping the logits. `batch_size` images go through the model at once, or fewer where the
 /// device's grid cannot take that many (batch × heads past its workgroups per axis, 65,535
-/// on most): the results are the same.
+/// on most) or one of its buffers cannot hold a batch's tensor: the results are the same.
 pub fn evaluate(
     gpu: &Gpu,
     vit: &Vit,
@@ -411,8 +411,9 @@ pub fn evaluate_with_progress(
         let rows: Vec<usize> = (start..(start + chunk).min(data.len())).collect();
         let (batch_loss, batch_correct, batch_logits) = match eval_batch(gpu, vit, adapter, data, &rows) {
             // More images at once than the device's grid takes (batch × heads past its
-            // workgroups per axis): the same images in smaller pieces give the same results.
-            Err(Error::TooManyWorkgroups { .. }) if rows.len() > 1 => {
+            // workgroups per axis), or than one of its buffers holds (an MLP activation, the
+            // logits): the same images in smaller pieces give the same results.
+            Err(Error::TooManyWorkgroups { .. } | Error::TooLarge { .. }) if rows.len() > 1 => {
                 chunk = rows.len() / 2;
                 continue;
             }

@@ -260,6 +260,29 @@ fn the_optimizer_names_parameters_that_fit_one_by_one_but_not_together() {
     assert!(Optimizer::new(&small, peft_wgpu::OptimizerKind::adamw(), 1e-3, &params[..1]).is_ok());
 }
 
+/// Evaluation in batches whose tensors exceed one binding (64 KiB; the MLP activations of
+/// 64 images of the tiny ViT take 104 KiB) goes in smaller batches, with the same results.
+#[test]
+fn evaluation_splits_batches_past_one_binding() {
+    use peft_wgpu::io::Dataset;
+    use peft_wgpu::nn::Vit;
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vit_tiny");
+    let n = 64;
+    let pixels = peft_wgpu::rng::Rng::new(5).normal_vec(n * 3 * 8 * 8, 0.0, 1.0);
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
+    let data = Dataset::from_parts(std::path::Path::new("mem"), [n, 3, 8, 8], pixels, labels).unwrap();
+    let evaluate = |gpu: &Gpu| {
+        let vit = Vit::load(gpu, &model).expect("model");
+        peft_wgpu::train::evaluate(gpu, &vit, None, &data, n).expect("evaluation")
+    };
+    let (pieces, whole) = (evaluate(&small_binding_device(1 << 16)), evaluate(&limited_device(|_| {})));
+    assert_eq!(pieces.logits.len(), n * 5);
+    for (p, w) in pieces.logits.iter().zip(&whole.logits) {
+        assert!((p - w).abs() <= 1e-6 * w.abs().max(1.0), "pieces {p} vs whole {w}");
+    }
+    assert_eq!(pieces.accuracy, whole.accuracy);
+}
+
 /// Unfused attention whose `T×T` scores for the whole batch exceed one binding computes them
 /// in pieces of whole image-heads, with the same output and gradients as in one piece; one
 /// head's scores larger than a binding are refused by name.

@@ -118,9 +118,9 @@ impl Gpu {
     /// Adopts a device an application already uses (for rendering, say), so training runs on
     /// the same device. It must have been opened with [`Gpu::required_features`] and limits at
     /// least [`Gpu::required_limits`], and `queue` must be the one opened with it (wgpu
-    /// cannot tell a queue's device, and its first submission would fail inside wgpu). The
-    /// adapter's description, which chooses the kernels, is the device's own
-    /// ([`wgpu::Device::adapter_info`]).
+    /// cannot tell a queue's device; another device's queue makes the first submission panic
+    /// inside wgpu-core). The adapter's description, which chooses the kernels, is the
+    /// device's own ([`wgpu::Device::adapter_info`]).
     ///
     /// The device's uncaptured-error handler and device-lost callback stay the
     /// application's: this crate catches the errors of its own work in error scopes (pushed
