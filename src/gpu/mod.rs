@@ -296,7 +296,7 @@ impl Gpu {
         Error::DeviceLost {
             message: format!(
                 "the device finished none of its work{waited}: it stopped answering, or one submission \
-                 needs longer (PEFT_WGPU_WAIT_SECONDS raises the limit; 0 removes it)"
+                 needs longer (PEFT_WGPU_WAIT_SECONDS or Gpu::set_wait_limit raises the limit; 0 removes it)"
             ),
         }
     }
