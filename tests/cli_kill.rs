@@ -285,3 +285,47 @@ fn a_rename_failing_after_the_commit_point_keeps_the_rest_for_the_next_reader() 
     assert!(names_with(&out, ".adapter_config.json.tmp-").is_empty(), "temporary left after recovery");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Sends `signal` (a `kill` name: `INT`, `TERM`, `HUP`) to the child and waits for it: it ends
+/// by that signal, as without a handler.
+#[cfg(unix)]
+fn signal(child: &mut Child, signal: &str, number: i32) {
+    use std::os::unix::process::ExitStatusExt;
+    let sent = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().expect("kill");
+    assert!(sent.success(), "kill -{signal} failed");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.signal(), Some(number), "ended by SIG{signal}: {status:?}");
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP while a save writes its temporaries: the run ends by the signal
+/// and removes them, so `--out` holds the previous adapter and nothing beside it; the same
+/// for `eval --logits-out`, which leaves no hidden partial file.
+#[cfg(unix)]
+#[test]
+fn a_run_stopped_by_a_signal_while_writing_leaves_no_temporaries() {
+    let dir = scratch("signal-write");
+    let data = good_data(&dir);
+    let out = adapter_copy("flora", &dir);
+    let before = snapshot(&out);
+    for (name, number) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
+        let mut child = start_training(&out, &data, "2", Some(3_000));
+        wait_for(&mut child, Duration::from_secs(120), "a temporary", || !names_with(&out, ".").is_empty());
+        signal(&mut child, name, number);
+        assert_eq!(snapshot(&out), before, "SIG{name} while writing changed --out or left files in it");
+    }
+    let logits = dir.join("logits");
+    std::fs::create_dir(&logits).expect("folder");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"))
+        .args(["eval", "--model", s(&fixture("vit_tiny")), "--data", s(&data)])
+        .args(["--logits-out", s(&logits.join("l.safetensors"))])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env(SLOW_WRITE_ENV, "3000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    wait_for(&mut child, Duration::from_secs(120), "the logits' temporary", || !names_with(&logits, ".").is_empty());
+    signal(&mut child, "INT", 2);
+    assert_eq!(std::fs::read_dir(&logits).expect("list").count(), 0, "files left by an interrupted --logits-out");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -320,6 +320,18 @@ pub fn eval(
         return Err(Error::Config { path: from, key: "num_labels".into(), message: message.into() });
     }
     let data = read_data(data, "--data", &weights.config, labels)?;
+    if let Some(path) = logits_out {
+        // The logits and the file made of them are both in memory while it is written.
+        let bytes = (data.len() as u64).saturating_mul(labels as u64).saturating_mul(8);
+        if let Some(free) = crate::io::memory::shortfall(bytes) {
+            let message = format!(
+                "the logits of {} images × {labels} labels need {bytes} bytes of memory to write, more than the \
+                 {free} bytes this process can still get; evaluate fewer images at a time",
+                data.len()
+            );
+            return Err(Error::Io { path: path.to_path_buf(), source: std::io::Error::other(message) });
+        }
+    }
     let tokens = tokens(&weights, adapter.as_ref());
     let asked = batch_size.min(data.len());
     let batch = fitting_batch(&weights.config, (tokens, labels), &data, asked, None)?;

@@ -60,6 +60,26 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
+/// Temporaries this process is writing, for [`remove_unfinished_temps`].
+static UNFINISHED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn unfinished() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    UNFINISHED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// For a program about to end on a signal (Ctrl-C): removes the temporaries of the saves
+/// under way that have not reached their renames, and keeps any save from starting or
+/// going on. A save already renaming its files finishes first (this waits for it), so the
+/// files are left as before it or as after it, with no hidden partial file beside them.
+pub fn remove_unfinished_temps() {
+    let guard = unfinished();
+    for tmp in guard.iter() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    // Never released: the process ends, and no writer may start a file meanwhile.
+    std::mem::forget(guard);
+}
+
 fn test_pause() -> Option<std::time::Duration> {
     let ms: u64 = std::env::var(SLOW_WRITE_ENV).ok()?.trim().parse().ok()?;
     Some(std::time::Duration::from_millis(ms))
@@ -67,7 +87,7 @@ fn test_pause() -> Option<std::time::Duration> {
 
 /// Writes `bytes` to `path` atomically.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_all(&[(path.to_path_buf(), bytes.to_vec())])
+    write_all(&[(path.to_path_buf(), bytes)])
 }
 
 /// Writes `bytes` where a user's output path leads: to a regular file (new, or existing and
@@ -111,14 +131,14 @@ pub(crate) fn names_windows_device(path: &Path) -> bool {
 /// renames in the order given, then a flush of the folders. On an error before the renames no
 /// target has changed and the temporaries are removed. A target that exists but is not a
 /// regular file (nor a link to one) is an error: renaming over it would destroy it.
-pub fn write_all(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
+pub fn write_all<B: AsRef<[u8]>>(files: &[(PathBuf, B)]) -> Result<()> {
     write_all_checked(files, || Ok(()))
 }
 
 /// [`write_all`], running `check` first while holding the folder's lock: its error leaves
 /// every file as it was. What `check` finds in the folder (no adapter there yet, say) stays
 /// true until the files are in place, since every other writer waits for the lock.
-pub fn write_all_checked(files: &[(PathBuf, Vec<u8>)], check: impl FnOnce() -> Result<()>) -> Result<()> {
+pub fn write_all_checked<B: AsRef<[u8]>>(files: &[(PathBuf, B)], check: impl FnOnce() -> Result<()>) -> Result<()> {
     // Two processes saving into one folder commit one after the other, never interleaved.
     let _lock = files.first().and_then(|(p, _)| p.parent()).and_then(|dir| lock_dir(dir, Lock::Exclusive));
     check()?;
@@ -134,18 +154,22 @@ pub fn write_all_checked(files: &[(PathBuf, Vec<u8>)], check: impl FnOnce() -> R
         remove_stale_temps(path);
     }
     if let Some(limit) = file_size_limit()
-        && let Some((path, bytes)) = files.iter().find(|(_, b)| b.len() as u64 > limit)
+        && let Some((path, bytes)) = files.iter().find(|(_, b)| b.as_ref().len() as u64 > limit)
     {
         // Past the limit the kernel stops the process with SIGXFSZ, which no message follows.
         let message = format!(
             "{} bytes to write, more than this process's file size limit of {limit} bytes (`ulimit -f`)",
-            bytes.len()
+            bytes.as_ref().len()
         );
         return Err(io_err(path)(std::io::Error::new(std::io::ErrorKind::FileTooLarge, message)));
     }
     let mut written: Vec<PathBuf> = Vec::with_capacity(files.len());
+    let forget = |temps: &[PathBuf], list: &mut Vec<PathBuf>| list.retain(|t| !temps.contains(t));
     for (path, bytes) in files {
+        let bytes = bytes.as_ref();
         let tmp = temp_path(path);
+        // Known before it exists, so that a signal never leaves it behind.
+        unfinished().push(tmp.clone());
         written.push(tmp.clone());
         let result = (|| {
             let mut file = std::fs::File::create(&tmp)?;
@@ -159,12 +183,18 @@ pub fn write_all_checked(files: &[(PathBuf, Vec<u8>)], check: impl FnOnce() -> R
             file.sync_all()
         })();
         if let Err(e) = result {
+            let mut list = unfinished();
             for t in &written {
                 let _ = std::fs::remove_file(t);
             }
+            forget(&written, &mut list);
             return Err(io_err(path)(e));
         }
     }
+    // Held through the renames: a signal now waits for them (see `remove_unfinished_temps`),
+    // and whatever they leave is no longer this process's to remove.
+    let mut list = unfinished();
+    forget(&written, &mut list);
     for (i, ((path, bytes), tmp)) in files.iter().zip(&written).enumerate() {
         if i > 0
             && let Some(p) = pause
@@ -172,7 +202,7 @@ pub fn write_all_checked(files: &[(PathBuf, Vec<u8>)], check: impl FnOnce() -> R
             std::thread::sleep(p);
         }
         if let Err(e) = with_retries(|| std::fs::rename(tmp, path))
-            && !finished_by_another(tmp, path, bytes)
+            && !finished_by_another(tmp, path, bytes.as_ref())
         {
             if i == 0 {
                 // Nothing is committed: the previous files stay, and so does nothing of ours.

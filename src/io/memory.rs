@@ -16,7 +16,7 @@ pub(crate) fn reserve<T>(path: &Path, n: usize) -> Result<Vec<T>> {
     let bytes = (n as u64).saturating_mul(size_of::<T>() as u64);
     check_available(path, bytes)?;
     let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| refusal(path, bytes, "more than this machine can hold"))?;
+    v.try_reserve_exact(n).map_err(|_| refusal(path, bytes, "more than the system gives this process"))?;
     Ok(v)
 }
 
@@ -54,10 +54,26 @@ fn available() -> Option<u64> {
     let system = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| available_in(&m));
     let own = std::fs::read_to_string("/proc/self/cgroup").ok();
     let limited = own.and_then(|own| cgroup_headroom(Path::new("/sys/fs/cgroup"), &own));
-    match (system, limited) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    let mappable = address_space_headroom();
+    [system, limited, mappable].into_iter().flatten().min()
+}
+
+/// What this process may still map under its address-space limit (`ulimit -v`,
+/// `RLIMIT_AS`): the limit less what it maps now (`VmSize`); `None` without a limit.
+fn address_space_headroom() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    address_space_headroom_in(&limits, &status)
+}
+
+/// [`address_space_headroom`] from the texts of `/proc/self/limits` and `/proc/self/status`.
+fn address_space_headroom_in(limits: &str, status: &str) -> Option<u64> {
+    const FIELD: &str = "Max address space";
+    let line = limits.lines().find(|l| l.starts_with(FIELD))?;
+    let limit: u64 = line[FIELD.len()..].split_whitespace().next()?.parse().ok()?;
+    let mapped = status.lines().find_map(|l| l.strip_prefix("VmSize:"))?;
+    let kib: u64 = mapped.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(limit.saturating_sub(kib.saturating_mul(1024)))
 }
 
 /// `MemAvailable` plus `SwapFree` of a `/proc/meminfo` text, in bytes.
@@ -137,6 +153,13 @@ mod tests {
         assert_eq!(available_in("MemAvailable: 3 kB\n"), Some(3072), "no swap line");
         assert_eq!(available_in("MemFree: 3 kB\n"), None, "an old kernel without MemAvailable");
         assert_eq!(available_in("MemAvailable: lots\n"), None);
+        // `ulimit -v`: the limit less what the process maps.
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max address space         6144000000           unlimited            bytes\n";
+        let status = "Name:\tpeft-wgpu\nVmPeak:\t  200000 kB\nVmSize:\t  100000 kB\n";
+        assert_eq!(address_space_headroom_in(limits, status), Some(6_144_000_000 - 102_400_000));
+        let unlimited = limits.replace("6144000000           unlimited", "unlimited            unlimited");
+        assert_eq!(address_space_headroom_in(&unlimited, status), None);
     }
 
     #[test]

@@ -267,9 +267,28 @@ fn catch_file_size_signal() {
     let _ = signal_hook::flag::register(signal_hook::consts::SIGXFSZ, seen);
 }
 
+/// Ctrl-C (SIGINT), SIGTERM and SIGHUP end the program as they would have, but first remove
+/// the temporaries of a save or an output file that had not reached its renames (waiting for
+/// a save that had; see `remove_unfinished_temps`), so a stopped run leaves no hidden
+/// partial file behind.
+#[cfg(unix)]
+fn clean_up_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else { return };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            peft_wgpu::io::atomic::remove_unfinished_temps();
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
+            std::process::exit(128 + signal);
+        }
+    });
+}
+
 fn main() -> ExitCode {
     #[cfg(unix)]
     catch_file_size_signal();
+    #[cfg(unix)]
+    clean_up_on_signals();
     std::panic::set_hook(Box::new(|info| {
         let message = info
             .payload()

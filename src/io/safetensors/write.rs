@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use super::{HostTensor, format_err};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The bytes of a safetensors file holding f32 `tensors` (sorted by name, as safetensors
 /// requires) and optional `__metadata__`; `path` only names the file in messages.
@@ -63,7 +63,12 @@ pub(crate) fn serialize_raw(
     let mut head = serde_json::to_string(&serde_json::Value::Object(header)).unwrap_or_default().into_bytes();
     // The data section starts 8-byte aligned; the format pads the header with spaces.
     head.resize(head.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + head.len() + offset);
+    let total = 8 + head.len() + offset;
+    let mut out = Vec::new();
+    out.try_reserve_exact(total).map_err(|_| {
+        let message = format!("writing it needs {total} bytes of memory, more than the system gives this process");
+        Error::Io { path: path.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, message) }
+    })?;
     out.extend_from_slice(&(head.len() as u64).to_le_bytes());
     out.extend_from_slice(&head);
     for t in &sorted {
