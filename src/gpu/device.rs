@@ -67,7 +67,8 @@ pub struct MemoryStats {
 }
 
 const NO_ADAPTER_HINT: &str = "install a Vulkan, Metal or DX12 driver; on headless Linux: \
-     apt-get install -y mesa-vulkan-drivers libvulkan1 (lavapipe)";
+     apt-get install -y mesa-vulkan-drivers libvulkan1 (lavapipe); where one is installed, it \
+     could not start (a memory or address-space limit, `ulimit -v`, too tight for it, say)";
 
 impl Gpu {
     /// Opens the adapter chosen by [`GpuOptions::from_env`].
