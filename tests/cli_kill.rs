@@ -327,5 +327,37 @@ fn a_run_stopped_by_a_signal_while_writing_leaves_no_temporaries() {
     wait_for(&mut child, Duration::from_secs(120), "the logits' temporary", || !names_with(&logits, ".").is_empty());
     signal(&mut child, "INT", 2);
     assert_eq!(std::fs::read_dir(&logits).expect("list").count(), 0, "files left by an interrupted --logits-out");
+    // A signal ignored when the run started (as `nohup` ignores SIGHUP) stays ignored.
+    let (model, init) = (fixture("vit_tiny"), fixture("adapters/lora_v4"));
+    let script = format!(
+        "trap '' HUP; exec '{}' train --model '{}' --init '{}' --data '{}' --out '{}' --force --steps 100000000",
+        env!("CARGO_BIN_EXE_peft-wgpu"),
+        s(&model),
+        s(&init),
+        s(&data),
+        s(&dir.join("nohup-out"))
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("trainable params") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    wait_for(&mut child, Duration::from_secs(120), "training to start", || rx.try_recv().is_ok());
+    let sent = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().expect("kill");
+    assert!(sent.success());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().expect("status").is_none(), "an ignored SIGHUP ended the run");
+    signal(&mut child, "TERM", 15);
     std::fs::remove_dir_all(&dir).ok();
 }

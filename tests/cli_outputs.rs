@@ -550,3 +550,24 @@ fn an_adapter_is_not_applied_twice_to_the_model_it_was_merged_into() {
     fails(&["eval", "--model", s(&again), "--adapter", s(&flora), "--data", d], USAGE, &["flora", "count it twice"]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A FLoRA adapter (a type PEFT never reads) trained on from a config in the other naming
+/// than its keys reads back: its modules are found under either naming.
+#[test]
+fn flora_trained_on_under_the_other_naming_reads_back() {
+    let dir = scratch("flora-namings");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let (v5, disk) = (dir.join("v5.json"), dir.join("disk.json"));
+    std::fs::write(&v5, r#"{"peft_type": "FLORA", "r": 2, "scale": 1.0, "target_modules": ["q_proj", "v_proj"]}"#)
+        .unwrap();
+    std::fs::write(&disk, r#"{"peft_type": "FLORA", "r": 2, "scale": 1.0, "target_modules": ["query", "value"]}"#)
+        .unwrap();
+    let (first, second) = (dir.join("first"), dir.join("second"));
+    let (m, d) = (s(&model), s(&data));
+    succeeds(&["train", "--model", m, "--adapter-config", s(&v5), "--data", d, "--out", s(&first), "--steps", "1"]);
+    let again = ["train", "--model", m, "--init", s(&first), "--adapter-config", s(&disk), "--data", d];
+    succeeds(&[&again[..], &["--out", s(&second), "--steps", "1"]].concat());
+    succeeds(&["eval", "--model", m, "--adapter", s(&second), "--data", d]);
+    std::fs::remove_dir_all(&dir).ok();
+}

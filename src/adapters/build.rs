@@ -140,8 +140,10 @@ impl Build<'_> {
 
     /// The key stem (`base_model.model.<path>`) of a LoRA or FLoRA module whose first tensor is
     /// `<stem>.<leaf>`, in the naming [`Build::key_naming`] picks; `None` when the file left the
-    /// module out ([`Build::left_out_by_file`]), its would-be key then kept in `left_out` (the
-    /// first such) for [`Build::require_adapted`]. A config given beside another folder's
+    /// module out as PEFT would ([`Build::left_out_by_file`]; asked only with `left_out`, for
+    /// LoRA: PEFT reads no other type, whose files this crate keys in whichever naming they
+    /// were read), its would-be key then kept in `left_out` (the first such) for
+    /// [`Build::require_adapted`]. A config given beside another folder's
     /// tensors (`train --init DIR --adapter-config FILE`) that adapts a module those tensors
     /// do not hold is an error naming the module: the run continues an adapter, module for
     /// module.
@@ -150,11 +152,13 @@ impl Build<'_> {
         module: ModuleId,
         matched: impl Fn(Naming) -> bool + Copy,
         leaf: &str,
-        left_out: &mut Option<String>,
+        left_out: Option<&mut Option<String>>,
     ) -> Result<Option<String>> {
         let naming = self.key_naming(module, matched, leaf);
         let stem = format!("{PEFT_PREFIX}{}", module.path(naming));
-        if self.left_out_by_file(module, matched) {
+        if let Some(left_out) = left_out
+            && self.left_out_by_file(module, matched)
+        {
             left_out.get_or_insert_with(|| format!("{stem}.{leaf}"));
             return Ok(None);
         }

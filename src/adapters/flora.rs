@@ -44,9 +44,6 @@ pub fn ranks(r: &FloraRank, dims: &[usize]) -> std::result::Result<Vec<usize>, S
 pub(crate) fn build(cfg: &FloraConfig, build: &mut Build<'_>) -> Result<Vec<FloraModule>> {
     let layers = build.model.num_hidden_layers;
     let mut modules = Vec::new();
-    // The first module left out because the file names it in a naming its keys do not use
-    // (see `Build::left_out_by_file`): when that leaves nothing, the file is more likely broken.
-    let mut left_out: Option<String> = None;
     build.check_target_kinds(&cfg.target_modules)?;
     for (module, matched) in cfg.target_modules.resolve(layers, build.config_path)? {
         if build.saved.contains(&module) {
@@ -59,7 +56,7 @@ pub(crate) fn build(cfg: &FloraConfig, build: &mut Build<'_>) -> Result<Vec<Flor
             message: format!("{m} (module {})", module.path(matched)),
         })?;
         let named_under = |n: Naming| cfg.target_modules.matches_under(module, n);
-        let Some(stem) = build.module_stem(module, named_under, "flora_core", &mut left_out)? else { continue };
+        let Some(stem) = build.module_stem(module, named_under, "flora_core", None)? else { continue };
         let core = build.trainable(&format!("{stem}.flora_core"), &ranks, Init::Zeros)?;
         let factors = dims
             .iter()
@@ -72,7 +69,7 @@ pub(crate) fn build(cfg: &FloraConfig, build: &mut Build<'_>) -> Result<Vec<Flor
             .collect::<Result<Vec<_>>>()?;
         modules.push(FloraModule { module, core, factors, scale: cfg.scale as f32 });
     }
-    build.require_adapted(modules.len(), left_out, "modules_to_save")?;
+    build.require_adapted(modules.len(), None, "modules_to_save")?;
     Ok(modules)
 }
 

@@ -76,7 +76,9 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         };
         let fan_in: usize = a_shape[1..].iter().product();
         let named_under = |n: Naming| cfg.target_modules.matches_under(module, n);
-        let Some(stem) = build.module_stem(module, named_under, "lora_A.weight", &mut left_out)? else { continue };
+        let Some(stem) = build.module_stem(module, named_under, "lora_A.weight", Some(&mut left_out))? else {
+            continue;
+        };
         // PEFT's inits. Kaiming-uniform with a = √5, as `nn.Linear` and `nn.Conv2d` start, is
         // U(−1/√fan_in, 1/√fan_in); B's fan-in is r.
         let kaiming = |fan_in: usize| Init::Uniform { bound: 1.0 / (fan_in as f64).sqrt() };

@@ -132,7 +132,12 @@ pub(super) struct Blame<'a> {
 /// the adapter's file when the model alone computes that image finitely (the adapter's
 /// values overflow f32), else the data file, with a hint at the likelier culprit.
 pub(super) fn non_finite_logits(blame: &Blame<'_>, data: &Dataset, (image, value): (usize, f32)) -> Error {
-    if let Some((_, file)) = blame.adapter
+    let per = data.pixels.len() / data.len().max(1);
+    let largest = data.pixels[image * per..(image + 1) * per].iter().fold(0f32, |m, v| m.max(v.abs()));
+    // Normalised pixels are a few units; far beyond that, the data is the likelier culprit.
+    let ordinary = largest <= 1e3;
+    if ordinary
+        && let Some((_, file)) = blame.adapter
         && crate::train::finite_without_adapter(blame.gpu, blame.vit, data, image).unwrap_or(false)
     {
         return Error::Format {
@@ -144,10 +149,7 @@ pub(super) fn non_finite_logits(blame: &Blame<'_>, data: &Dataset, (image, value
             ),
         };
     }
-    let per = data.pixels.len() / data.len().max(1);
-    let largest = data.pixels[image * per..(image + 1) * per].iter().fold(0f32, |m, v| m.max(v.abs()));
-    // Normalised pixels are a few units; far beyond that, the data is the likelier culprit.
-    let check = if largest > 1e3 {
+    let check = if !ordinary {
         "check the data's normalisation"
     } else if blame.adapter.is_some() {
         "the pixels are of ordinary size, so check the model's and the adapter's weights"

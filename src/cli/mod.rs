@@ -241,8 +241,9 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     if let Err(Error::NonFiniteLoss { step: 0, .. }) = &trained {
         // Before any update a non-finite loss comes from the inputs: name the image and the
         // file at fault rather than report a divergence.
-        let rows = first_rows(&options, data.len())?;
-        if let Some(found) = first_non_finite_image(&gpu, &vit, Some(&adapter), &data, &rows)? {
+        let found = first_rows(&options, data.len())
+            .and_then(|rows| first_non_finite_image(&gpu, &vit, Some(&adapter), &data, &rows));
+        if let Ok(Some(found)) = found {
             let blame = Blame { gpu: &gpu, vit: &vit, adapter: Some((&adapter, &start_file)) };
             return Err(non_finite_logits(&blame, &data, found));
         }

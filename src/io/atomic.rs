@@ -168,11 +168,14 @@ pub fn write_all_checked<B: AsRef<[u8]>>(files: &[(PathBuf, B)], check: impl FnO
     for (path, bytes) in files {
         let bytes = bytes.as_ref();
         let tmp = temp_path(path);
-        // Known before it exists, so that a signal never leaves it behind.
-        unfinished().push(tmp.clone());
         written.push(tmp.clone());
         let result = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
+            // Made and known in one step, so that a signal never leaves it behind.
+            let mut file = {
+                let mut list = unfinished();
+                list.push(tmp.clone());
+                std::fs::File::create(&tmp)?
+            };
             let (first, rest) = bytes.split_at(bytes.len() / 2);
             file.write_all(first)?;
             if let Some(p) = pause {
@@ -221,6 +224,8 @@ pub fn write_all_checked<B: AsRef<[u8]>>(files: &[(PathBuf, B)], check: impl FnO
             return Err(Error::After { done, source: Box::new(io_err(path)(e)) });
         }
     }
+    // The renames are done: a signal need not wait for the folder's flush.
+    drop(list);
     for dir in files.iter().filter_map(|(p, _)| p.parent()) {
         sync_dir(dir);
     }

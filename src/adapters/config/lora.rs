@@ -145,7 +145,9 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
         ("arrow_config", "Arrow routing"),
         ("kasa_config", "KaSA"),
     ] {
-        if j.get(key).is_some_and(|v| !v.is_null()) {
+        // `use_bdlora` reads as a flag: false is off too.
+        let off = |v: &Value| v.is_null() || (key == "use_bdlora" && *v == Value::Bool(false));
+        if j.get(key).is_some_and(|v| !off(v)) {
             return Err(j.error(key, format!("is set; {what} is not supported (only null leaves it off, as in PEFT)")));
         }
     }

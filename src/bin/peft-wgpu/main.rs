@@ -270,18 +270,45 @@ fn catch_file_size_signal() {
 /// Ctrl-C (SIGINT), SIGTERM and SIGHUP end the program as they would have, but first remove
 /// the temporaries of a save or an output file that had not reached its renames (waiting for
 /// a save that had; see `remove_unfinished_temps`), so a stopped run leaves no hidden
-/// partial file behind.
+/// partial file behind; a second signal ends it at once. A signal the program was started
+/// with ignored (`nohup`, a background job of a script) stays ignored: only signals Linux's
+/// `/proc/self/status` shows as not ignored are caught, and none where it cannot be read.
 #[cfg(unix)]
 fn clean_up_on_signals() {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else { return };
+    let ignored = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| ignored_signals(&s));
+    let Some(ignored) = ignored else { return };
+    let caught: Vec<i32> = [SIGINT, SIGTERM, SIGHUP].into_iter().filter(|&s| ignored & (1 << (s - 1)) == 0).collect();
+    let Ok(mut signals) = signal_hook::iterator::Signals::new(&caught) else { return };
     std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
+        let mut arriving = signals.forever();
+        let Some(first) = arriving.next() else { return };
+        std::thread::spawn(move || {
             peft_wgpu::io::atomic::remove_unfinished_temps();
-            let _ = signal_hook::low_level::emulate_default_handler(signal);
-            std::process::exit(128 + signal);
+            end_by(first);
+        });
+        if let Some(second) = arriving.next() {
+            end_by(second);
         }
     });
+}
+
+/// Ends the process by `signal`'s default action, as if it had not been caught (for the
+/// first process of a container, which the kernel shields from that, by exit code 128 + it).
+#[cfg(unix)]
+fn end_by(signal: i32) -> ! {
+    if std::process::id() != 1 {
+        let _ = signal_hook::low_level::emulate_default_handler(signal);
+    }
+    std::process::exit(128 + signal)
+}
+
+/// The mask of ignored signals (`SigIgn:`, hexadecimal, bit `n − 1` for signal `n`) of a
+/// `/proc/PID/status` text.
+#[cfg(unix)]
+fn ignored_signals(status: &str) -> Option<u64> {
+    let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+    u64::from_str_radix(mask.trim(), 16).ok()
 }
 
 fn main() -> ExitCode {
