@@ -45,6 +45,21 @@ fn train_until_the_weights_are_renamed(out: &Path, data: &Path) -> Child {
     child
 }
 
+/// Waits until the child's first training step is about to run: it prints the
+/// trainable-parameter line on its piped stderr then.
+fn wait_for_training(child: &mut Child) {
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("trainable params") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    wait_for(child, Duration::from_secs(120), "training to start", || rx.try_recv().is_ok());
+}
+
 /// SIGKILLs the child and checks it was killed, not finished.
 fn kill(child: &mut Child) {
     child.kill().expect("kill");
@@ -59,17 +74,7 @@ fn killed_while_training_the_previous_adapter_is_untouched() {
     let out = adapter_copy("flora", &dir);
     let before = snapshot(&out);
     let mut child = start_training(&out, &data, "100000000", None);
-    // The trainable-parameter line is printed when the first step is about to run.
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("trainable params") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    wait_for(&mut child, Duration::from_secs(120), "training to start", || rx.try_recv().is_ok());
+    wait_for_training(&mut child);
     std::thread::sleep(Duration::from_millis(500));
     kill(&mut child);
     assert_eq!(snapshot(&out), before, "a run killed while training changed --out");
@@ -286,13 +291,19 @@ fn a_rename_failing_after_the_commit_point_keeps_the_rest_for_the_next_reader() 
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Sends `signal` (a `kill` name: `INT`, `TERM`, `HUP`) to the child.
+#[cfg(unix)]
+fn send(child: &Child, signal: &str) {
+    let sent = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().expect("kill");
+    assert!(sent.success(), "kill -{signal} failed");
+}
+
 /// Sends `signal` (a `kill` name: `INT`, `TERM`, `HUP`) to the child and waits for it: it ends
 /// by that signal, as without a handler.
 #[cfg(unix)]
 fn signal(child: &mut Child, signal: &str, number: i32) {
     use std::os::unix::process::ExitStatusExt;
-    let sent = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().expect("kill");
-    assert!(sent.success(), "kill -{signal} failed");
+    send(child, signal);
     let status = child.wait().expect("wait");
     assert_eq!(status.signal(), Some(number), "ended by SIG{signal}: {status:?}");
 }
@@ -321,8 +332,7 @@ fn a_run_stopped_by_a_signal_while_writing_leaves_no_temporaries() {
         let mut child = start_training(&out, &data, "2", Some(3_000));
         wait_for(&mut child, Duration::from_secs(120), "a temporary", || !names_with(&out, ".").is_empty());
         if ignored_here(number) {
-            let sent = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
-            assert!(sent.expect("kill").success());
+            send(&child, name);
             assert!(child.wait().expect("wait").success(), "the run ended on SIG{name}, which it ignores");
             assert!(names_with(&out, ".").is_empty(), "temporaries left by a finished save");
             continue;
@@ -362,18 +372,8 @@ fn a_run_stopped_by_a_signal_while_writing_leaves_no_temporaries() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("sh starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("trainable params") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    wait_for(&mut child, Duration::from_secs(120), "training to start", || rx.try_recv().is_ok());
-    let sent = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().expect("kill");
-    assert!(sent.success());
+    wait_for_training(&mut child);
+    send(&child, "HUP");
     std::thread::sleep(Duration::from_secs(2));
     assert!(child.try_wait().expect("status").is_none(), "an ignored SIGHUP ended the run");
     signal(&mut child, "TERM", 15);

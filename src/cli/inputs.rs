@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::Dataset;
 use crate::io::json::JsonFile;
-use crate::io::paths::{expect_dir, expect_file};
+use crate::io::paths::expect_file;
 use crate::io::safetensors::TensorFile;
 use crate::nn::{Vit, VitConfig, VitWeights};
 
@@ -34,6 +34,12 @@ impl AdapterInput {
         let weights = weights.map(TensorFile::open).transpose()?;
         let labels = Adapter::check(config.clone(), config_path, weights.as_ref(), model)?;
         Ok(AdapterInput { config, config_path: config_path.to_path_buf(), weights, labels })
+    }
+
+    /// The file the adapter's values come from, for messages about them: its weights, or
+    /// the config of a fresh one.
+    pub(super) fn source_file(&self) -> PathBuf {
+        self.weights.as_ref().map_or_else(|| self.config_path.clone(), |w| w.path().to_path_buf())
     }
 
     /// The adapter folder `dir` (its config and weights).
@@ -122,10 +128,7 @@ pub(super) fn read_data(path: &Path, flag: &str, model: &VitConfig, labels: usiz
 
 /// Reads the model folder named by `--model`.
 pub(super) fn read_model(dir: &Path) -> Result<VitWeights> {
-    // A merge killed between its renames into a new folder left no `config.json` yet.
-    crate::nn::weights::finish_interrupted_save(dir);
-    expect_dir(dir, "a model folder for --model", "config.json")?;
-    VitWeights::load(dir)
+    VitWeights::load_as(dir, "a model folder for --model")
 }
 
 /// [`read_model`] for `train` and `eval`, which compute the mean cross-entropy over single

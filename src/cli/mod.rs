@@ -209,7 +209,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     let mut adapter = adapter;
     adapter.config.set_base_model_if_unnamed(&args.model.to_string_lossy());
     // The file a non-finite start is blamed on: the weights started from, or the config.
-    let start_file = adapter.weights.as_ref().map_or(adapter.config_path.clone(), |w| w.path().to_path_buf());
+    let start_file = adapter.source_file();
     let adapter = adapter.build(&gpu, &vit, args.seed)?;
     let summary = adapter.trainable_summary();
     let mut started = summary.clone();
@@ -346,8 +346,7 @@ pub fn eval(
         );
     }
     let vit = Vit::from_weights(&gpu, &weights)?;
-    let adapter_file =
-        adapter.as_ref().map(|a| a.weights.as_ref().map_or(a.config_path.clone(), |w| w.path().to_path_buf()));
+    let adapter_file = adapter.as_ref().map(AdapterInput::source_file);
     let adapter = adapter.map(|a| a.build(&gpu, &vit, 0)).transpose()?;
     let mut report =
         evaluate_with_progress(&gpu, &vit, adapter.as_ref(), &data, batch, logits_out.is_some(), &mut |i, n| {

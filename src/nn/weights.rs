@@ -133,6 +133,11 @@ impl VitWeights {
     /// Reads `dir/config.json` and the weights beside it (with the folder's shared lock held,
     /// see [`crate::io::atomic::lock_shared`]).
     pub fn load(dir: &Path) -> Result<VitWeights> {
+        VitWeights::load_as(dir, "a model folder")
+    }
+
+    /// [`VitWeights::load`], saying what the folder is for (`what`) when it is none.
+    pub(crate) fn load_as(dir: &Path, what: &str) -> Result<VitWeights> {
         // Held while the files are read, so that all of them come from one save even while
         // another process saves into the folder (`merge --force`).
         let lock = crate::io::atomic::lock_shared(dir);
@@ -141,7 +146,7 @@ impl VitWeights {
             // No save is under way: temporaries are a killed one's.
             stamp::remove_leftovers(&dir.join("model.safetensors"), &dir.join("config.json"));
         }
-        crate::io::paths::expect_dir(dir, "a model folder", "config.json")?;
+        crate::io::paths::expect_dir(dir, what, "config.json")?;
         crate::io::paths::refuse_special_files(dir, &["config.json", "model.safetensors"])?;
         let config = VitConfig::from_dir(dir)?;
         let (files, placed) = weight_files(dir)?;
