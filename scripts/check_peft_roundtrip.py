@@ -8,7 +8,9 @@ q_proj/v_proj) and lora_on_disk, configured with the on-disk names (query/value,
 layernorm_after saved, a rank_pattern) and written by peft-wgpu in transformers 5's naming,
 its config spelling the modules out; lora_saved_containers, whose modules_to_save names
 modules that hold others (`embeddings`, `layers.1.mlp`), written with them spelled out;
-lora_bias_all and lora_bias_lora_only, training biases of the model (PEFT's `bias`). PEFT's own transformers-4 adapter
+lora_bias_all and lora_bias_lora_only, training biases of the model (PEFT's `bias`); lora_new_head, with a
+saved head of 3 labels for the 5-label model (loaded by PEFT as a user starting a new task would:
+the base model built for 3 labels, `ignore_mismatched_sizes`). PEFT's own transformers-4 adapter
 (tests/fixtures/adapters/lora_v4) is loaded under transformers 4 for its parameter counts only
 (a directory with transformers 4 and PEFT < 0.18 installed by `pip install --target`, given by
 PEFT_TF4_PATH, default /work/py-tf4, run in a subprocess with that directory first on
@@ -40,6 +42,7 @@ CASES = {
     "lora_saved_containers": [5],
     "lora_bias_all": [5],
     "lora_bias_lora_only": [5],
+    "lora_new_head": [5],
 }
 # With `bias` "all", PEFT's state dict holds a saved module's bias twice more (under
 # `.modules_to_save.` and `.original_module.`), which it never loads; peft-wgpu writes
@@ -89,10 +92,13 @@ def run_case(name):
     pixels = recorded["pixel_values"].double()
     ours = recorded[name].double()
 
+    with open(os.path.join(folder, "adapter_config.json")) as f:
+        labels = json.load(f).get("num_labels")
+    new_task = {"num_labels": labels, "ignore_mismatched_sizes": True} if labels else {}
     base = ViTForImageClassification.from_pretrained(MODEL).double().eval()
     with torch.no_grad():
         base_logits = base(pixel_values=pixels).logits.clone()
-    model = PeftModel.from_pretrained(ViTForImageClassification.from_pretrained(MODEL), folder, is_trainable=True)
+    model = PeftModel.from_pretrained(ViTForImageClassification.from_pretrained(MODEL, **new_task), folder, is_trainable=True)
     counts = trainable_numbers(model)
 
     # Every tensor of the file is in the model, unchanged: nothing was silently re-initialised.
@@ -113,7 +119,8 @@ def run_case(name):
         "torch": torch.__version__,
         "max_abs_diff": float((logits - ours).abs().max()),
         "max_abs_logit": float(logits.abs().max()),
-        "max_abs_change_from_base": float((logits - base_logits).abs().max()),
+        # With a new head, the change in the logits of the labels both heads have.
+        "max_abs_change_from_base": float((logits[:, : base_logits.shape[1]] - base_logits[:, : logits.shape[1]]).abs().max()),
         **counts,
     }
 

@@ -307,7 +307,8 @@ impl Adapter {
     /// PEFT's `print_trainable_parameters` line: trainable values, all values (the base model
     /// plus every adapter tensor, saved copies included; trained biases and the patch
     /// embedding a file stores by `save_embedding_layers` once, as PEFT loads both into the
-    /// base model's own) and the percentage.
+    /// base model's own; with a new head, the base model's head counted at the new label
+    /// count, as PEFT counts a base model loaded for the new task) and the percentage.
     pub fn trainable_summary(&self) -> String {
         let trainable = self.num_trainable();
         let biases: usize = self.biases.iter().map(|b| self.trainable[b.slot].tensor.len()).sum();
@@ -319,7 +320,10 @@ impl Adapter {
             .flat_map(|s| std::iter::once(s.weight).chain(s.bias))
             .map(|slot| self.frozen[slot].tensor.len())
             .sum();
-        let all = self.base_parameters + trainable + frozen - biases - in_base;
+        // PEFT counts a model loaded for the new task, whose own head has the new label count.
+        let head = |labels: usize| labels * (self.model.hidden_size + 1);
+        let base = self.base_parameters - head(self.model.num_labels) + head(self.num_labels);
+        let all = base + trainable + frozen - biases - in_base;
         format!(
             "trainable params: {} || all params: {} || trainable%: {:.4}",
             thousands(trainable),

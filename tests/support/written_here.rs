@@ -20,9 +20,9 @@ pub const IMAGES: usize = 4;
 /// `(folder name, adapter config)`: one per module naming of `target_modules` (both are
 /// written in transformers 5's naming), one saving modules that hold others, among them
 /// `embeddings`, which names `vit.embeddings` and its `patch_embeddings` (written spelled out,
-/// as PEFT cannot load that entry back), and one for each of PEFT's `bias` settings that train
-/// the model's biases.
-pub fn cases() -> [(&'static str, Value); 5] {
+/// as PEFT cannot load that entry back), one for each of PEFT's `bias` settings that train
+/// the model's biases, and one with a new head of another label count.
+pub fn cases() -> [(&'static str, Value); 6] {
     [
         (
             "lora_on_disk",
@@ -49,6 +49,11 @@ pub fn cases() -> [(&'static str, Value); 5] {
             "lora_bias_lora_only",
             json!({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "fc1"],
                    "bias": "lora_only"}),
+        ),
+        (
+            "lora_new_head",
+            json!({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"],
+                   "modules_to_save": ["classifier"], "num_labels": 3}),
         ),
     ]
 }
