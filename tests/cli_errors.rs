@@ -463,6 +463,43 @@ fn bad_adapter_configs_are_named() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Prompt tokens are bounded (65,536, as `num_prompt_tokens`): a merged model holding more
+/// is refused naming `prompt_embeddings`, and an RLP adapter whose prompts with the model's
+/// merged ones would pass the bound is refused naming `num_prompt_tokens`, before training.
+#[test]
+fn too_many_prompt_tokens_are_refused() {
+    let dir = scratch("prompt-bound");
+    let data = good_data(&dir);
+    let merged = dir.join("merged");
+    succeeds(&[
+        "merge",
+        "--model",
+        s(&fixture("vit_tiny")),
+        "--adapter",
+        s(&fixture("adapters/rlp")),
+        "--out",
+        s(&merged),
+    ]);
+    let config = dir.join("rlp.json");
+    let rlp = |tokens: usize| serde_json::json!({"peft_type": "RLP", "num_prompt_tokens": tokens, "r": 1, "modules_to_save": ["classifier"], "num_labels": 5});
+    std::fs::write(&config, rlp(65_534).to_string()).unwrap();
+    let args = ["train", "--model", s(&merged), "--adapter-config", s(&config), "--data", s(&data)];
+    let out = dir.join("out");
+    let line =
+        fails(&[&args[..], &["--out", s(&out), "--steps", "1"]].concat(), INPUT, &["rlp.json", "num_prompt_tokens"]);
+    assert!(line.contains("65534") && line.contains("3 merged prompt tokens") && line.contains("65536"), "{line}");
+    assert!(!out.exists(), "nothing written");
+    // A merged model with more prompts than the bound.
+    edit_tensors(&merged.join("model.safetensors"), |t| {
+        let p = t.iter_mut().find(|(k, ..)| k == "prompt_embeddings").expect("merged prompts");
+        (p.2, p.3) = (vec![65_537, 16], vec![0; 65_537 * 16 * 4]);
+    });
+    let eval = ["eval", "--model", s(&merged), "--data", s(&data)];
+    let line = fails(&eval, INPUT, &["model.safetensors", "prompt_embeddings", "1 ≤ n ≤ 65536", "[65537, 16]"]);
+    assert!(!line.contains("panicked"), "{line}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 // ---------------------------------------------------------------------------------------
 // Data and numbers
 

@@ -263,6 +263,9 @@ impl Adapter {
         if let Kind::Moppa(m) = &mut kind {
             m.attach(gpu)?;
         }
+        if let Kind::Rlp(r) = &kind {
+            rlp::check_total(config_path, r.tokens, vit.merged_prompts())?;
+        }
         let (trainable, frozen) = params.upload(gpu, vit.weights())?;
         Ok(Adapter {
             config,

@@ -7,6 +7,8 @@
 //! (`train --init` passes `--seed`; training needs a nonzero `A`, or `B` would get no
 //! gradient). Saving writes the three tensors.
 
+use std::path::Path;
+
 use super::Build;
 use super::config::RlpConfig;
 use super::params::Slot;
@@ -15,7 +17,7 @@ use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::io::safetensors::HostTensor;
 use crate::nn::vit::insert_after_cls;
-use crate::nn::weights::PROMPT_KEY;
+use crate::nn::weights::{MAX_PROMPT_TOKENS, PROMPT_KEY};
 use crate::ops::matmul::{MatmulSpec, matmul_var};
 
 /// File keys.
@@ -60,6 +62,22 @@ pub(crate) fn build(cfg: &RlpConfig, build: &mut Build<'_>) -> Result<RlpParts> 
     let a = build.trainable(A_KEY, &[n, r], a_init)?;
     let b = build.trainable(B_KEY, &[r, d], Init::Zeros)?;
     Ok(RlpParts { p0, a, b, scale: cfg.scale as f32, tokens: n })
+}
+
+/// Fails, naming `num_prompt_tokens` of `config_path`, when the adapter's `tokens` and the
+/// model's `merged` prompt tokens pass [`MAX_PROMPT_TOKENS`] together: merging them would make
+/// a model no reader takes.
+pub(crate) fn check_total(config_path: &Path, tokens: usize, merged: usize) -> Result<()> {
+    if tokens + merged <= MAX_PROMPT_TOKENS {
+        return Ok(());
+    }
+    Err(Error::Config {
+        path: config_path.to_path_buf(),
+        key: "num_prompt_tokens".into(),
+        message: format!(
+            "is {tokens}, and the model already holds {merged} merged prompt tokens: more than {MAX_PROMPT_TOKENS} in all"
+        ),
+    })
 }
 
 impl RlpParts {

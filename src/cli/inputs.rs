@@ -151,12 +151,16 @@ pub(super) fn read_model_for_loss(dir: &Path) -> Result<VitWeights> {
     }
 }
 
-/// Tokens per image: the model's, a merged model's prompts and the adapter's prompt tokens.
-pub(super) fn tokens(weights: &VitWeights, adapter: Option<&AdapterInput>) -> usize {
-    let prompts = match adapter.map(|a| &a.config.kind) {
-        Some(AdapterKind::Rlp(c)) => c.num_prompt_tokens,
+/// Tokens per image: the model's, a merged model's prompts and the adapter's prompt tokens
+/// (which with the merged ones must stay within the bound of prompt tokens).
+pub(super) fn tokens(weights: &VitWeights, adapter: Option<&AdapterInput>) -> Result<usize> {
+    let merged = weights.prompts.as_ref().map_or(0, |p| p.shape[0]);
+    let prompts = match adapter {
+        Some(AdapterInput { config: AdapterConfig { kind: AdapterKind::Rlp(c), .. }, config_path, .. }) => {
+            crate::adapters::rlp::check_total(config_path, c.num_prompt_tokens, merged)?;
+            c.num_prompt_tokens
+        }
         _ => 0,
     };
-    let merged = weights.prompts.as_ref().map_or(0, |p| p.shape[0]);
-    weights.config.tokens() + merged + prompts
+    Ok(weights.config.tokens() + merged + prompts)
 }

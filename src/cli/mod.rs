@@ -200,7 +200,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
             (images as usize).div_ceil(args.batch_size).max(1)
         }
     };
-    let tokens = tokens(&weights, Some(&adapter));
+    let tokens = tokens(&weights, Some(&adapter))?;
     check_batch(model, (tokens, adapter.labels), &data, args.batch_size, None)?;
 
     let gpu = Gpu::new()?;
@@ -333,7 +333,7 @@ pub fn eval(
             return Err(Error::Io { path: path.to_path_buf(), source: std::io::Error::other(message) });
         }
     }
-    let tokens = tokens(&weights, adapter.as_ref());
+    let tokens = tokens(&weights, adapter.as_ref())?;
     let asked = batch_size.min(data.len());
     let batch = fitting_batch(&weights.config, (tokens, labels), &data, asked, None)?;
 

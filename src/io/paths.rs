@@ -131,6 +131,17 @@ pub fn refuse_pickle(dir: &Path, pickle: &str, wanted: &str) -> Result<()> {
     Ok(())
 }
 
+/// Why `path`, a symbolic link, cannot be followed ("leads nowhere", or the system's reason:
+/// a loop of links, no permission); `None` when it is no link or leads to something.
+fn broken_link(path: &Path) -> Option<String> {
+    std::fs::symlink_metadata(path).ok()?;
+    match std::fs::metadata(path) {
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("leads nowhere".into()),
+        Err(e) => Some(format!("cannot be followed ({e})")),
+    }
+}
+
 /// The deepest existing ancestor of `path` (itself if it exists; `.` for a relative path
 /// none of whose parts exist). A symbolic link that leads nowhere (or in a loop) on the way,
 /// or a root that does not exist (an unmapped drive), is an error for `flag`: nothing could
@@ -138,16 +149,11 @@ pub fn refuse_pickle(dir: &Path, pickle: &str, wanted: &str) -> Result<()> {
 fn existing_ancestor(path: &Path, flag: &str) -> Result<PathBuf> {
     let mut p = path;
     loop {
-        match std::fs::metadata(p) {
-            Ok(_) => return Ok(p.to_path_buf()),
-            Err(e) if std::fs::symlink_metadata(p).is_ok() => {
-                let why = match e.kind() {
-                    std::io::ErrorKind::NotFound => "leads nowhere".to_string(),
-                    _ => format!("cannot be followed ({e})"),
-                };
-                return Err(Error::invalid(flag, format!("{} is a symbolic link that {why}", p.display())));
-            }
-            Err(_) => {}
+        if p.exists() {
+            return Ok(p.to_path_buf());
+        }
+        if let Some(why) = broken_link(p) {
+            return Err(Error::invalid(flag, format!("{} is a symbolic link that {why}", p.display())));
         }
         match p.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => p = parent,
@@ -331,8 +337,8 @@ impl Replaces {
 /// written into, not replaced (see [`crate::io::atomic::write_output`]), and a symbolic link
 /// to a file leads to the folder of its target.
 pub fn check_output_file(path: &Path, flag: &str, replaces: Replaces) -> Result<()> {
-    if std::fs::symlink_metadata(path).is_ok() && std::fs::metadata(path).is_err() {
-        return Err(Error::invalid(flag, format!("{} is a symbolic link that leads nowhere", path.display())));
+    if let Some(why) = broken_link(path) {
+        return Err(Error::invalid(flag, format!("{} is a symbolic link that {why}", path.display())));
     }
     if path.is_dir() {
         return Err(Error::invalid(flag, format!("{} is a folder, expected a file name", path.display())));

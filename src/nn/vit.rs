@@ -175,6 +175,11 @@ impl Vit {
         &self.weights
     }
 
+    /// Prompt tokens merged into this model from RLP adapters (`prompt_embeddings`; 0 for none).
+    pub fn merged_prompts(&self) -> usize {
+        self.prompts.as_ref().map_or(0, |p| p.shape()[0])
+    }
+
     /// Number of weights (parameters) of the model, as PyTorch counts them.
     pub fn num_parameters(&self) -> usize {
         self.weights.values().map(Tensor::len).sum::<usize>() + self.prompts.as_ref().map_or(0, Tensor::len)

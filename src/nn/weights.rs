@@ -28,9 +28,19 @@ pub struct VitWeights {
 /// Key of the merged RLP prompts in a model file.
 pub const PROMPT_KEY: &str = "prompt_embeddings";
 
-/// Whether merged prompts of `shape` fit a model of width `hidden`: `[n ≥ 1, hidden]`.
+/// The most prompt tokens a model (merged) or an RLP adapter may hold: every one joins the
+/// attention of every layer, whose cost grows with the square of the token count.
+pub const MAX_PROMPT_TOKENS: usize = 1 << 16;
+
+/// Whether merged prompts of `shape` fit a model of width `hidden`: `[n, hidden]` with
+/// `1 ≤ n ≤` [`MAX_PROMPT_TOKENS`].
 fn prompts_fit(shape: &[usize], hidden: usize) -> bool {
-    matches!(shape, &[n, d] if n >= 1 && d == hidden)
+    matches!(shape, &[n, d] if (1..=MAX_PROMPT_TOKENS).contains(&n) && d == hidden)
+}
+
+/// The shape [`prompts_fit`] asks for, in words.
+fn prompts_shape(hidden: usize) -> String {
+    format!("shape [n, {hidden}] with 1 ≤ n ≤ {MAX_PROMPT_TOKENS}")
 }
 
 /// Bytes of an f32 tensor of `shape` (`u64::MAX` past that).
@@ -226,7 +236,7 @@ impl VitWeights {
                 return Err(Error::TensorMismatch {
                     path: files[i].path().to_path_buf(),
                     key: PROMPT_KEY.into(),
-                    expected: format!("shape [n, {}]", config.hidden_size),
+                    expected: prompts_shape(config.hidden_size),
                     got: format!("shape {shape:?}"),
                 });
             }
@@ -277,7 +287,7 @@ impl VitWeights {
             if !prompts_fit(&p.shape, d) || !holds_all(&p.shape, p.data.len()) {
                 return Err(Error::shape(
                     "ViT weights",
-                    format!("`{PROMPT_KEY}` of shape [n, {d}]"),
+                    format!("`{PROMPT_KEY}` of {}", prompts_shape(d)),
                     format!("shape {:?} with {} values", p.shape, p.data.len()),
                 ));
             }

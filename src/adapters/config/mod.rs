@@ -400,7 +400,7 @@ fn moppa(j: &JsonFile) -> Result<MoppaConfig> {
 
 fn rlp(j: &JsonFile) -> Result<RlpConfig> {
     Ok(RlpConfig {
-        num_prompt_tokens: j.usize_in("num_prompt_tokens", 1, 1 << 16)?,
+        num_prompt_tokens: j.usize_in("num_prompt_tokens", 1, crate::nn::weights::MAX_PROMPT_TOKENS)?,
         r: j.usize_in("r", 1, MAX_RANK)?,
         scale: j.opt_f64("scale")?.unwrap_or(1.0),
     })

@@ -8,11 +8,14 @@ use super::MAX_HEADER_BYTES;
 /// `len` is the file's length, `None` for a stream of unknown length.
 pub(super) fn explain_bad_start(start: &[u8], len: Option<u64>) -> String {
     let text = String::from_utf8_lossy(&start[..start.len().min(64)]).to_ascii_lowercase();
+    // A header length can begin with the byte of `<` or `{` too (a header of 316 bytes does);
+    // text has no zero or control bytes among its first 8.
+    let textual = start.iter().take(8).all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
     if text.starts_with("version https://git-lfs") {
         "is a Git LFS pointer, not the tensors themselves; fetch the real file (git lfs pull)".into()
-    } else if text.trim_start().starts_with('<') {
+    } else if textual && text.trim_start().starts_with('<') {
         "looks like an HTML page (a failed download?), not a safetensors file".into()
-    } else if text.trim_start().starts_with('{') {
+    } else if textual && text.trim_start().starts_with('{') {
         "looks like a JSON file, not a safetensors file".into()
     } else {
         let header = start.get(..8).and_then(|h| h.try_into().ok()).map_or(0, u64::from_le_bytes);
@@ -175,6 +178,23 @@ mod tests {
             bytes.extend_from_slice(header.as_bytes());
             let e = TensorFile::from_bytes(Path::new("x.safetensors"), &bytes).expect_err(header).to_string();
             assert!(e.contains(&format!("its header is {kind}, not a JSON object")), "{e}");
+        }
+    }
+
+    /// A page saved instead of the file is called one; a cut file whose header length
+    /// begins with the byte of `<` or `{` (a header of 316 or 379 bytes) is called cut.
+    #[test]
+    fn pages_and_cut_files_are_told_apart() {
+        for page in [&b"<!DOCTYPE html><html>"[..], b"\n  <html>\n"] {
+            let e = TensorFile::from_bytes(Path::new("x.safetensors"), page).expect_err("a page").to_string();
+            assert!(e.contains("looks like an HTML page"), "{e}");
+        }
+        for length in [0x13c_u64, 0x17b] {
+            let mut cut = length.to_le_bytes().to_vec();
+            cut.extend_from_slice(&[b' '; 200]);
+            let e = TensorFile::from_bytes(Path::new("x.safetensors"), &cut).expect_err("a cut file").to_string();
+            let want = format!("announce a header of {length} bytes, which with them needs {} bytes", length + 8);
+            assert!(e.contains(&want) && e.contains("but the file has 208"), "{e}");
         }
     }
 

@@ -231,7 +231,16 @@ impl TensorFile {
         let t = self.f32_any(key)?;
         if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
             let at = unravel(i, &t.shape);
-            return Err(format_err(&self.path, format!("tensor `{key}` holds {} at index {at:?}", t.data[i])));
+            // A finite F64 value too large for f32 reads as an infinity: name the value.
+            let stored = match self.raw(key)? {
+                (Dtype::F64, _, raw) => raw[8 * i..8 * i + 8].try_into().ok().map(f64::from_le_bytes),
+                _ => None,
+            };
+            let message = match stored {
+                Some(v) if v.is_finite() => format!("tensor `{key}` holds {v:e} at index {at:?}, beyond f32's range"),
+                _ => format!("tensor `{key}` holds {} at index {at:?}", t.data[i]),
+            };
+            return Err(format_err(&self.path, message));
         }
         Ok(t)
     }
@@ -453,6 +462,24 @@ mod tests {
         let bytes = serialize(Path::new("t.safetensors"), &[("n".to_string(), &bad)], None).expect("serialize");
         let e = TensorFile::from_bytes(Path::new("t.safetensors"), &bytes).expect("valid").into_f32_tensors(&["n"]);
         assert!(e.expect_err("NaN").to_string().contains("`n`"));
+    }
+
+    /// An F64 value too large for f32 is named as stored, not as the infinity it reads as;
+    /// a stored infinity stays one.
+    #[test]
+    fn f64_values_beyond_f32_are_named_as_stored() {
+        for (value, want) in
+            [(1e300, "holds 1e300 at index [1], beyond f32's range"), (f64::INFINITY, "holds inf at index [1]")]
+        {
+            let data: Vec<u8> = [0.5, value].iter().flat_map(|v: &f64| v.to_le_bytes()).collect();
+            let header = r#"{"w":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}}"#;
+            let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend_from_slice(&data);
+            let file = TensorFile::from_bytes(Path::new("t.safetensors"), &bytes).expect("valid");
+            let e = file.f32("w").expect_err("not finite in f32").to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]
