@@ -175,6 +175,9 @@ pub fn check_inputs(vit: &Vit, labels: usize, data: &Dataset, batch_size: usize)
 /// checked, and reported to `on_step`) only once step `t + 1` has been submitted. Before
 /// each update the optimizer keeps a device-side checkpoint of the adapter and its moments,
 /// so a step whose loss turns out non-finite is undone with the one submitted after it.
+/// So when `on_step` sees step `t` (not the last), the adapter's tensors already hold the
+/// update of step `t + 1`, which may still be undone: save the adapter after `train`
+/// returns, not from `on_step`.
 pub fn train(
     gpu: &Gpu,
     vit: &Vit,
@@ -218,9 +221,8 @@ pub fn train(
         let vars = bound.vars().to_vec();
         drop(bound);
         let grads = tape.backward(&loss)?;
-        let list = grads.of(&vars)?;
         let before = optimizer.checkpoint()?;
-        optimizer.step(&list)?;
+        optimizer.step_vars(&grads, &vars)?;
         let read = gpu.read_later(&loss_value)?;
         let report = StepReport { step, steps: options.steps, loss: f32::NAN, images: rows.len() };
         if let Some(done) = in_flight.replace(InFlight { report, read, before, rows }) {

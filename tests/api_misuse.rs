@@ -7,7 +7,7 @@ mod common;
 use common::gpu;
 use peft_wgpu::adapters::AdapterConfig;
 use peft_wgpu::nn::{Vit, VitConfig, VitWeights};
-use peft_wgpu::ops::elementwise::{add, mul_var};
+use peft_wgpu::ops::elementwise::{add, add_var, mul_var};
 use peft_wgpu::ops::sum::sum_var;
 use peft_wgpu::{Gpu, Optimizer, OptimizerKind, Tape, Tensor};
 
@@ -392,6 +392,67 @@ fn a_tape_recorded_before_an_optimizer_step_refuses_its_backward_pass() {
     let (_, value) = record(&mut frozen);
     let e = frozen.backward(&value).expect_err("an inference tape");
     assert!(e.to_string().contains("Tape::inference"), "{e}");
+}
+
+/// `step_vars` takes a gradient only from the leaf of the parameter at its place: another
+/// optimizer's leaves of the same shapes, two swapped, or one too few are refused and
+/// change nothing; the leaves in order update each parameter by its own gradient.
+#[test]
+fn a_step_takes_each_gradient_from_its_own_parameters_leaf() {
+    let gpu = gpu();
+    let tensor = |v: f32| Tensor::from_slice(&gpu, &[v, v], &[2]).unwrap();
+    let (a, b, c) = (tensor(1.0), tensor(2.0), tensor(3.0));
+    let mut tape = Tape::new(&gpu);
+    let vars = [tape.param(&a), tape.param(&b), tape.param(&c)];
+    // loss = Σ a² + Σ b³ + Σ c²: the gradients 2a and 3b² tell a and b apart.
+    let square = |tape: &mut Tape, v: &peft_wgpu::Var| mul_var(tape, v, v).unwrap();
+    let (a2, b2, c2) = (square(&mut tape, &vars[0]), square(&mut tape, &vars[1]), square(&mut tape, &vars[2]));
+    let b3 = mul_var(&mut tape, &b2, &vars[1]).unwrap();
+    let terms: Vec<peft_wgpu::Var> = [a2, b3, c2].iter().map(|t| sum_var(&mut tape, t).unwrap()).collect();
+    let ab = add_var(&mut tape, &terms[0], &terms[1]).unwrap();
+    let loss = add_var(&mut tape, &ab, &terms[2]).unwrap();
+    let grads = tape.backward(&loss).unwrap();
+    let mut opt = Optimizer::new(&gpu, OptimizerKind::sgd(), 0.05, &[a.clone(), b.clone()]).unwrap();
+    let refused = [
+        (vec![&vars[1], &vars[0]], "is the leaf of parameter 1, not of parameter 0"),
+        (vec![&vars[0], &vars[2]], "is no parameter's leaf"),
+        (vec![&vars[0]], "1 variables for 2 parameters"),
+    ];
+    for (given, want) in refused {
+        let e = opt.step_vars(&grads, given).expect_err(want).to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    assert_eq!(opt.steps(), 0);
+    assert_eq!([gpu.read(&a).unwrap(), gpu.read(&b).unwrap()], [[1.0; 2], [2.0; 2]], "nothing updated");
+    opt.step_vars(&grads, &vars[..2]).unwrap();
+    // a − 0.05·2a = 0.9, b − 0.05·3b² = 1.4.
+    let (new_a, new_b) = (gpu.read(&a).unwrap(), gpu.read(&b).unwrap());
+    assert!(
+        new_a.iter().all(|v| (v - 0.9).abs() < 1e-6) && new_b.iter().all(|v| (v - 1.4).abs() < 1e-6),
+        "{new_a:?} {new_b:?}"
+    );
+}
+
+/// Two optimizers stepping one tensor from two threads lose no update: each step's copy
+/// in, update and copy out are recorded with no other step in between.
+#[test]
+fn steps_over_one_tensor_from_two_threads_all_count() {
+    let gpu = gpu();
+    let w = Tensor::zeros(&gpu, &[64]).unwrap();
+    let steps = 150;
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                let mut opt = Optimizer::new(&gpu, OptimizerKind::sgd(), 1.0, std::slice::from_ref(&w)).unwrap();
+                let g = Tensor::full(&gpu, &[64], 1.0).unwrap();
+                for _ in 0..steps {
+                    opt.step(&[Some(&g)]).unwrap();
+                }
+            });
+        }
+    });
+    let got = gpu.read(&w).unwrap();
+    assert!(got.iter().all(|&v| v == -2.0 * steps as f32), "every step of both threads: {:?}", &got[..4]);
 }
 
 #[test]

@@ -60,6 +60,11 @@ fn gpu_timer_measures_the_work_between_its_timestamps() {
     let gpu = gpu();
     // lavapipe reports timestamp queries; so does every adapter this project targets.
     let timer = gpu.timer().expect("the adapter offers TIMESTAMP_QUERY");
+    // Nothing to read before a start and a stop, nor a stop before any start.
+    assert!(timer.elapsed_ms(&gpu).expect_err("no timestamps").to_string().contains("a start and then a stop"));
+    assert!(timer.stop(&gpu).expect_err("no start").to_string().contains("no start"));
+    timer.start(&gpu).expect("start");
+    assert!(timer.elapsed_ms(&gpu).expect_err("no stop").to_string().contains("a start and then a stop"));
     let a = Tensor::from_slice(&gpu, &vec![0.5; 128 * 128], &[128, 128]).expect("upload");
     let time = |products: usize| {
         gpu.sync().expect("sync");

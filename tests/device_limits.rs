@@ -73,6 +73,10 @@ fn a_lost_device_gives_errors_not_a_hang_or_an_abort() {
         Ok(Ok(v)) => panic!("work on a destroyed device returned {v:?}"),
         Err(_) => panic!("work on a destroyed device panicked"),
     }
+    // And every later check says what happened.
+    for e in [gpu.sync().expect_err("sync"), gpu.check().expect_err("check")] {
+        assert!(matches!(e, Error::DeviceLost { .. }) && e.to_string().contains("destroyed"), "{e}");
+    }
 }
 
 #[test]

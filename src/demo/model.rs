@@ -124,7 +124,7 @@ pub fn fit(
         if !value.is_finite() {
             return Err(Error::NonFiniteLoss { step, value });
         }
-        optimizer.step(&grads.of(&vars)?)?;
+        optimizer.step_vars(&grads, &vars)?;
         on_step(step, value);
     }
     gpu.sync()

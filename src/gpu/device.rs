@@ -165,9 +165,15 @@ impl Gpu {
             }));
             let lost_sink = Arc::clone(&lost);
             device.set_device_lost_callback(move |reason, message| {
-                if reason != wgpu::DeviceLostReason::Destroyed {
-                    *lock(&lost_sink) = Some(message);
-                }
+                // Destroyed is this device's end when the Gpu is dropped (nobody checks it
+                // then), or a `Gpu::device().destroy()` from the application.
+                let message = match reason {
+                    wgpu::DeviceLostReason::Destroyed => {
+                        "the device was destroyed (wgpu::Device::destroy); make a new Gpu".to_string()
+                    }
+                    _ => message,
+                };
+                *lock(&lost_sink) = Some(message);
             });
         }
         let kernels = pipelines::Registry::new();
@@ -181,6 +187,7 @@ impl Gpu {
                 pool: Arc::new(Mutex::new(pool::Pool::default())),
                 recorder: Mutex::new(recorder::Recorder::default()),
                 submit_turn: parking_lot::ReentrantMutex::new(()),
+                updating: Mutex::new(()),
                 errors,
                 lost,
                 poison: false.into(),

@@ -67,6 +67,8 @@ struct Inner {
     /// recording; re-entrant, because wgpu runs ready callbacks (an application's too) inside
     /// `Queue::submit`, and one may submit work of its own.
     submit_turn: parking_lot::ReentrantMutex<()>,
+    /// Held while an optimizer step records its copies and kernel ([`Gpu::updating`]).
+    updating: Mutex<()>,
     /// Errors the device raised, not yet reported by [`Gpu::check`].
     errors: Arc<Mutex<Vec<Error>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -119,6 +121,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Gpu {
+    /// Runs `f`, which records a read-modify-write of tensors spread over several recorder
+    /// calls (an optimizer step: copy in, update, copy out), with no other such `f` of
+    /// another thread recording in between, so two steps over one tensor never lose one
+    /// another's update.
+    pub(crate) fn updating<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _turn = lock(&self.inner.updating);
+        f()
+    }
+
     /// The wgpu device.
     pub fn device(&self) -> &wgpu::Device {
         &self.inner.device

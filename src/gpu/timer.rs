@@ -14,7 +14,13 @@ pub struct GpuTimer {
     queries: wgpu::QuerySet,
     resolved: wgpu::Buffer,
     period_ns: f64,
+    /// Which timestamps are recorded: [`NONE`], [`STARTED`] or [`STOPPED`] (after a start).
+    marks: std::sync::atomic::AtomicU8,
 }
+
+const NONE: u8 = 0;
+const STARTED: u8 = 1;
+const STOPPED: u8 = 2;
 
 impl Gpu {
     /// A timer, when the device was created with timestamp queries; `None` otherwise.
@@ -38,7 +44,7 @@ impl Gpu {
             (queries, resolved)
         });
         let period_ns = f64::from(self.inner.queue.get_timestamp_period());
-        Some(GpuTimer { gpu: self.clone(), queries, resolved, period_ns })
+        Some(GpuTimer { gpu: self.clone(), queries, resolved, period_ns, marks: NONE.into() })
     }
 }
 
@@ -70,17 +76,29 @@ impl GpuTimer {
 
     /// Records the start timestamp (on the `Gpu` that made the timer; another is an error).
     pub fn start(&self, gpu: &Gpu) -> Result<()> {
-        self.mark(gpu, 0)
+        self.mark(gpu, 0)?;
+        self.marks.store(STARTED, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
-    /// Records the stop timestamp (on the `Gpu` that made the timer; another is an error).
+    /// Records the stop timestamp (on the `Gpu` that made the timer; another is an error, and
+    /// so is a stop with no start before it).
     pub fn stop(&self, gpu: &Gpu) -> Result<()> {
-        self.mark(gpu, 1)
+        if self.marks.load(std::sync::atomic::Ordering::Relaxed) == NONE {
+            return Err(Error::invalid("GpuTimer::stop", "no start was recorded before it"));
+        }
+        self.mark(gpu, 1)?;
+        self.marks.store(STOPPED, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
-    /// Milliseconds of device time between the last start and stop (waits for the device).
+    /// Milliseconds of device time between the last start and the stop after it (waits for
+    /// the device); an error unless both were recorded, in that order.
     pub fn elapsed_ms(&self, gpu: &Gpu) -> Result<f64> {
         self.check(gpu)?;
+        if self.marks.load(std::sync::atomic::Ordering::Relaxed) != STOPPED {
+            return Err(Error::invalid("GpuTimer::elapsed_ms", "needs a start and then a stop recorded"));
+        }
         gpu.record(|encoder| encoder.resolve_query_set(&self.queries, 0..2, &self.resolved, 0));
         let bytes = gpu.read_buffer(&self.resolved, 2 * wgpu::QUERY_SIZE as u64)?;
         let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);

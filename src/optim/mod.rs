@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+use crate::autograd::{Gradients, Var};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Kernel};
 use crate::tensor::{DType, Tensor};
@@ -267,9 +268,49 @@ impl Optimizer {
         &self.params
     }
 
+    /// [`step`](Self::step) with the gradients of `vars` taken from `grads`, where `vars` are
+    /// the tape's leaves of this optimizer's parameters, in their order ([`Tape::param`] of
+    /// each, as an adapter's `bind_train(..).vars()` are for the tensors of its
+    /// `trainable()`). A var that is not the leaf of the parameter at its place (another
+    /// adapter's, two swapped, one missing) is an error and records nothing, where `step`,
+    /// which matches gradients by position alone, would update one parameter with another's
+    /// gradient of the same shape.
+    ///
+    /// [`Tape::param`]: crate::Tape::param
+    pub fn step_vars<'v>(&mut self, grads: &Gradients, vars: impl IntoIterator<Item = &'v Var>) -> Result<()> {
+        let vars: Vec<&Var> = vars.into_iter().collect();
+        if vars.len() != self.params.len() {
+            return Err(Error::invalid(
+                "optimizer step",
+                format!(
+                    "{} variables for {} parameters; give the leaf of each, in order",
+                    vars.len(),
+                    self.params.len()
+                ),
+            ));
+        }
+        for (j, (p, v)) in self.params.iter().zip(&vars).enumerate() {
+            if !v.value().same_buffer(p) || v.shape() != p.shape() {
+                let at = self.params.iter().position(|q| v.value().same_buffer(q) && v.shape() == q.shape());
+                let found = match at {
+                    Some(k) => format!("the leaf of parameter {k}"),
+                    None => {
+                        format!("no parameter's leaf (a value of shape {:?} this optimizer does not update)", v.shape())
+                    }
+                };
+                return Err(Error::invalid(
+                    format!("optimizer step, variable {j}"),
+                    format!("is {found}, not of parameter {j}; give the vars in the order of the parameters"),
+                ));
+            }
+        }
+        self.step(&grads.of(vars)?)
+    }
+
     /// Records one step: each parameter with a gradient (same order as the parameters, each
     /// of its parameter's shape; `None` leaves a parameter, its moments and its step count
-    /// unchanged) is updated in place. Records copies and one kernel dispatch; allocates no
+    /// unchanged) is updated in place. Gradients are matched to parameters by position only;
+    /// [`step_vars`](Self::step_vars) checks that each comes from its parameter's leaf. Records copies and one kernel dispatch; allocates no
     /// tensor and waits for nothing. A mismatch is an [`Error::Shape`] and records nothing.
     ///
     /// A tape that recorded an updated parameter before this step refuses its backward pass
@@ -338,29 +379,34 @@ impl Optimizer {
             self.gpu.upload(bytemuck::cast_slice(&table), self.table.buffer());
             params.segments = table.len() as u32;
         }
-        for ((p, g), &start) in self.params.iter().zip(grads).zip(&self.starts) {
-            if let Some(g) = g {
-                self.gpu.copy(p, 0, &self.flat_param, start, p.len());
-                self.gpu.copy(g, 0, &self.flat_grad, start, g.len());
+        // Another thread's step over the same tensors must not fall between the copy in and
+        // the copy out, or its update would be overwritten.
+        self.gpu.updating(|| -> Result<()> {
+            for ((p, g), &start) in self.params.iter().zip(grads).zip(&self.starts) {
+                if let Some(g) = g {
+                    self.gpu.copy(p, 0, &self.flat_param, start, p.len());
+                    self.gpu.copy(g, 0, &self.flat_grad, start, g.len());
+                }
             }
-        }
-        let inputs = [&self.flat_grad, &self.table];
-        match &self.moments {
-            None => self.gpu.dispatch_1d(Kernel::SgdStep, &inputs, &[&self.flat_param], &params, self.n)?,
-            Some(m) => self.gpu.dispatch_1d(
-                Kernel::AdamwStep,
-                &inputs,
-                &[&self.flat_param, &m.exp_avg, &m.exp_avg_sq],
-                &params,
-                self.n,
-            )?,
-        }
-        for ((p, g), &start) in self.params.iter().zip(grads).zip(&self.starts) {
-            if g.is_some() {
-                self.gpu.copy(&self.flat_param, start, p, 0, p.len());
-                p.mark_changed();
+            let inputs = [&self.flat_grad, &self.table];
+            match &self.moments {
+                None => self.gpu.dispatch_1d(Kernel::SgdStep, &inputs, &[&self.flat_param], &params, self.n)?,
+                Some(m) => self.gpu.dispatch_1d(
+                    Kernel::AdamwStep,
+                    &inputs,
+                    &[&self.flat_param, &m.exp_avg, &m.exp_avg_sq],
+                    &params,
+                    self.n,
+                )?,
             }
-        }
+            for ((p, g), &start) in self.params.iter().zip(grads).zip(&self.starts) {
+                if g.is_some() {
+                    self.gpu.copy(&self.flat_param, start, p, 0, p.len());
+                    p.mark_changed();
+                }
+            }
+            Ok(())
+        })?;
         self.updates = updates;
         self.steps += 1;
         Ok(())
