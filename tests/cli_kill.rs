@@ -143,7 +143,12 @@ fn killed_between_the_two_renames_the_next_reader_finishes_the_save() {
     let old_config = std::fs::read(out.join("adapter_config.json")).expect("config");
     let mut child = train_until_the_weights_are_renamed(&out, &data);
     kill(&mut child);
-    assert_eq!(std::fs::read(out.join("adapter_config.json")).expect("config"), old_config);
+    // No reader (PEFT included) finds the new weights beside the old config: it was moved
+    // aside before the weights' rename.
+    assert!(!out.join("adapter_config.json").exists(), "the old config beside the new weights");
+    let aside = names_with(&out, ".adapter_config.json.old-");
+    assert_eq!(aside.len(), 1, "the old config is kept aside: {aside:?}");
+    assert_eq!(std::fs::read(out.join(&aside[0])).expect("old config"), old_config);
     let pending = names_with(&out, ".adapter_config.json.tmp-");
     assert_eq!(pending.len(), 1, "the new config waits under its temporary name: {pending:?}");
     let new_config = std::fs::read(out.join(&pending[0])).expect("pending config");
@@ -152,7 +157,7 @@ fn killed_between_the_two_renames_the_next_reader_finishes_the_save() {
     let eval = ["eval", "--model", s(&model), "--adapter", s(&out), "--data", s(&data)];
     succeeds(&eval);
     assert_eq!(std::fs::read(out.join("adapter_config.json")).expect("config"), new_config);
-    assert!(names_with(&out, ".adapter_config.json.tmp-").is_empty(), "temporary left after recovery");
+    assert!(names_with(&out, ".").is_empty(), "left after recovery: {:?}", names_with(&out, "."));
     // With no temporary waiting, another config beside the weights (the saved one with its
     // `lora_alpha` edited by hand) is the user's choice, read as it stands, as PEFT reads it.
     let config = out.join("adapter_config.json");
@@ -190,14 +195,17 @@ fn merge_killed_between_the_two_renames_the_next_reader_finishes_it() {
         std::fs::read(out.join("model.safetensors")).is_ok_and(|b| b != old_weights)
     });
     kill(&mut child);
-    assert_eq!(std::fs::read(out.join("config.json")).expect("config"), old_config, "killed before the config");
+    assert!(!out.join("config.json").exists(), "the old config beside the new weights");
+    let aside = names_with(&out, ".config.json.old-");
+    assert_eq!(aside.len(), 1, "the old config is kept aside: {aside:?}");
+    assert_eq!(std::fs::read(out.join(&aside[0])).expect("old config"), old_config);
     assert_eq!(names_with(&out, ".config.json.tmp-").len(), 1, "the new config waits under its temporary name");
     // The merged LoRA model evaluates exactly as the base model with the adapter.
     let (merged_logits, adapter_logits) = (dir.join("merged.safetensors"), dir.join("adapter.safetensors"));
     succeeds(&["eval", "--model", s(&out), "--data", s(&data), "--logits-out", s(&merged_logits)]);
     let with_adapter = ["--adapter", s(&lora), "--data", s(&data), "--logits-out", s(&adapter_logits)];
     succeeds(&[&["eval", "--model", s(&model)][..], &with_adapter].concat());
-    assert!(names_with(&out, ".config.json.tmp-").is_empty(), "temporary left after recovery");
+    assert!(names_with(&out, ".").is_empty(), "left after recovery: {:?}", names_with(&out, "."));
     let logits = |p: &Path| {
         let (_, _, shape, bytes) = read_tensors(p).into_iter().find(|t| t.0 == "logits").expect("logits");
         let values: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
@@ -272,8 +280,8 @@ fn a_rename_failing_after_the_commit_point_keeps_the_rest_for_the_next_reader() 
     let data = good_data(&dir);
     let out = adapter_copy("flora", &dir);
     let child = train_until_the_weights_are_renamed(&out, &data);
+    // The old config is aside by now.
     let config = out.join("adapter_config.json");
-    std::fs::remove_file(&config).expect("old config");
     std::fs::create_dir(&config).expect("a folder where the config goes");
     let finished = child.wait_with_output().expect("the run ends");
     let stderr = String::from_utf8_lossy(&finished.stderr);
@@ -287,7 +295,29 @@ fn a_rename_failing_after_the_commit_point_keeps_the_rest_for_the_next_reader() 
     let model = fixture("vit_tiny");
     succeeds(&["eval", "--model", s(&model), "--adapter", s(&out), "--data", s(&data)]);
     assert_eq!(std::fs::read(&config).expect("config"), new_config, "the reader finished the save");
-    assert!(names_with(&out, ".adapter_config.json.tmp-").is_empty(), "temporary left after recovery");
+    assert!(names_with(&out, ".").is_empty(), "left after recovery: {:?}", names_with(&out, "."));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Killed after moving the old config aside but before its commit point (the weights'
+/// rename): the folder holds the old weights and no config, which any reader reports rather
+/// than misreads, and the next reader of ours puts the old config back: the old adapter,
+/// byte for byte.
+#[test]
+fn killed_before_the_commit_point_with_the_config_aside_the_next_reader_puts_it_back() {
+    let dir = scratch("kill-aside");
+    let data = good_data(&dir);
+    let out = adapter_copy("flora", &dir);
+    let before = snapshot(&out);
+    let mut child = start_training(&out, &data, "2", Some(3_000));
+    wait_for(&mut child, Duration::from_secs(120), "the old config to be moved aside", || {
+        !names_with(&out, ".adapter_config.json.old-").is_empty()
+    });
+    kill(&mut child);
+    assert!(!out.join("adapter_config.json").exists());
+    let model = fixture("vit_tiny");
+    succeeds(&["eval", "--model", s(&model), "--adapter", s(&out), "--data", s(&data)]);
+    assert_eq!(snapshot(&out), before, "the old adapter, whole, and nothing else");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -1,5 +1,5 @@
 //! An adapter's folder on disk: saving it (two files committed together) and finishing a
-//! save that was killed between its two renames.
+//! save that was killed among its renames.
 
 use std::path::Path;
 
@@ -16,10 +16,12 @@ impl Adapter {
     /// or killed save never leaves a half-written file or destroys the previous adapter: both
     /// files are written to temporaries first, and only then renamed over the old ones,
     /// weights first (see [`crate::io::atomic::write_all`]). The weights carry a fingerprint
-    /// of the config written with them: a kill between the two renames (new weights, old
-    /// config, new config still under its temporary name) is finished by the next reader
-    /// ([`finish_interrupted_save`]), or refused when loaded where it cannot be finished; a
-    /// config edited by hand after the save is read as it stands.
+    /// of the config written with them, and the old config is moved aside before the renames,
+    /// so no reader finds the new weights beside it: a kill among the renames (old weights
+    /// and the old config aside, or new weights and the new config still under its temporary
+    /// name) is undone or finished by the next reader ([`finish_interrupted_save`]), or
+    /// refused when loaded where it cannot be finished; a config edited by hand after the
+    /// save is read as it stands.
     ///
     /// A LoRA adapter is written as PEFT under transformers 5 (the current one) loads it: when
     /// any module is keyed by its on-disk path, keys take the transformers-5 paths and the
@@ -109,7 +111,7 @@ fn transformers5_key(key: &str) -> Option<String> {
     })
 }
 
-/// Finishes a save of adapter folder `dir` that was killed between its two renames (see
+/// Finishes a save of adapter folder `dir` that was killed among its renames (see
 /// [`stamp::finish_interrupted_pair`]): the new weights are kept with the config saved with
 /// them.
 pub fn finish_interrupted_save(dir: &Path) {
@@ -122,6 +124,7 @@ pub fn finish_interrupted_save(dir: &Path) {
 /// device where its config or weights go.
 pub(crate) fn check_folder(dir: &Path, what: &str, required: &str) -> Result<()> {
     finish_interrupted_save(dir);
+    stamp::refuse_unfinished(&dir.join(WEIGHTS_FILE), &dir.join(CONFIG_FILE))?;
     crate::io::paths::refuse_pickle(dir, "adapter_model.bin", WEIGHTS_FILE)?;
     crate::io::paths::expect_dir(dir, what, required)?;
     crate::io::paths::refuse_special_files(dir, &[CONFIG_FILE, WEIGHTS_FILE])
@@ -197,7 +200,7 @@ pub(super) fn check_made_for(weights: &TensorFile, model: &crate::nn::VitConfig)
 
 /// When `weights` carries the fingerprint of the config saved with it and `config_path` is the
 /// config beside it, refuses the pair only when the config saved with the weights still waits
-/// under its temporary name: a save killed between its two renames that the reader could not
+/// under its temporary name: a save killed among its renames that the reader could not
 /// finish ([`finish_interrupted_save`]; a read-only folder, say), so the config in place is an
 /// older save's. Any other config that differs from the saved one was edited by hand (or
 /// copied over) and is read as it stands, as PEFT reads it, whatever the files' times (a

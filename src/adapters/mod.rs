@@ -108,7 +108,7 @@ impl Adapter {
     }
 
     /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors` (finishing a save
-    /// that was killed between its two renames first, see [`finish_interrupted_save`]).
+    /// that was killed among its renames first, see [`finish_interrupted_save`]).
     pub fn load(gpu: &Gpu, dir: &Path, vit: &Vit) -> Result<Adapter> {
         let config_path = dir.join(CONFIG_FILE);
         let (config, weights) = read_adapter_folder(dir, "an adapter folder")?;

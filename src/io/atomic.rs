@@ -5,10 +5,15 @@
 //! in two phases: every temporary is written and flushed first, and only then are they
 //! renamed, in the order given, with nothing in between that can fail for lack of space or a
 //! bad value. A kill during the first phase leaves the previous files byte-identical (and a
-//! stray `.NAME.tmp-PID` that the next write to the same folder removes). The first rename is
-//! the commit point: a kill in the microseconds between two renames leaves the later files
-//! under their temporary names, and readers finish the renames (for adapters and merged
-//! models: [`super::stamp::finish_interrupted_pair`], which matches them by fingerprint).
+//! stray `.NAME.tmp-PID` that the next write to the same folder removes). Before the renames,
+//! the existing files that the later ones replace are moved aside (`.NAME.old-PID`), so that
+//! no reader ever finds the first new file beside an old later one (PEFT would read new
+//! weights with the old config): in the microseconds of the renames those files are missing,
+//! which any reader reports, and the asides are removed once all are in place. The first
+//! rename is the commit point: a kill before it leaves the old first file with the others
+//! aside, a kill after it the later files under their temporary names, and readers put the
+//! old files back or finish the renames (for adapters and merged models:
+//! [`super::stamp::finish_interrupted_pair`], which matches them by fingerprint).
 //! Writers into one folder hold a lock on it (on Windows, which cannot lock a folder, on a
 //! lock file standing for it in the temporary folder), so two saves never interleave their
 //! renames. Past the commit point a rename that fails leaves the remaining temporaries for
@@ -31,25 +36,35 @@ pub const SLOW_WRITE_ENV: &str = "PEFT_WGPU_TEST_SLOW_WRITE_MS";
 /// Marker between a file's name and the writer's process id in a temporary name.
 const TEMP_MARKER: &str = ".tmp-";
 
+/// Marker between a file's name and the writer's process id in the name a file that a save
+/// replaces is kept under until the save is in place.
+const ASIDE_MARKER: &str = ".old-";
+
 /// The temporary name `path` is written under before the rename.
 pub fn temp_path(path: &Path) -> PathBuf {
-    path.with_file_name(format!("{}{}", temp_prefix(path), std::process::id()))
+    path.with_file_name(format!("{}{}", prefix(path, TEMP_MARKER), std::process::id()))
 }
 
-/// `.NAME.tmp-`, what `path`'s temporary names start with. A name too long to fit that within
-/// the 255 bytes file systems allow a name is cut, and a fingerprint of the whole of it
-/// follows, so the temporaries of two such names in one folder stay apart.
-fn temp_prefix(path: &Path) -> String {
+/// The name the file at `path` is kept under while a save replaces it and the files saved
+/// with it (see the module docs).
+fn aside_path(path: &Path) -> PathBuf {
+    path.with_file_name(format!("{}{}", prefix(path, ASIDE_MARKER), std::process::id()))
+}
+
+/// `.NAME` and `marker`, what `path`'s temporary (or aside) names start with. A name too long
+/// to fit that within the 255 bytes file systems allow a name is cut, and a fingerprint of
+/// the whole of it follows, so the temporaries of two such names in one folder stay apart.
+fn prefix(path: &Path, marker: &str) -> String {
     const MAX_NAME: usize = 255;
     // The dot, the marker and a process id of up to 10 digits.
-    const ROOM: usize = 1 + TEMP_MARKER.len() + 10;
+    let room = 1 + marker.len() + 10;
     let name = file_name(path);
-    if name.len() + ROOM <= MAX_NAME {
-        return format!(".{name}{TEMP_MARKER}");
+    if name.len() + room <= MAX_NAME {
+        return format!(".{name}{marker}");
     }
     // Room for `~` and 16 hex digits.
-    let keep = (0..=MAX_NAME - ROOM - 17).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0);
-    format!(".{}~{}{TEMP_MARKER}", &name[..keep], super::stamp::fingerprint(name.as_bytes()))
+    let keep = (0..=MAX_NAME - room - 17).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0);
+    format!(".{}~{}{marker}", &name[..keep], super::stamp::fingerprint(name.as_bytes()))
 }
 
 fn file_name(path: &Path) -> String {
@@ -198,6 +213,30 @@ pub fn write_all_checked<B: AsRef<[u8]>>(files: &[(PathBuf, B)], check: impl FnO
     // and whatever they leave is no longer this process's to remove.
     let mut list = unfinished();
     forget(&written, &mut list);
+    let remove_temps = || {
+        for t in &written {
+            let _ = std::fs::remove_file(t);
+        }
+    };
+    // The later files that exist go aside first (see the module docs).
+    let mut aside: Vec<(&Path, PathBuf)> = Vec::new();
+    let put_back = |aside: &[(&Path, PathBuf)]| {
+        for (path, old) in aside {
+            let _ = with_retries(|| std::fs::rename(old, path));
+        }
+    };
+    for (path, _) in files.iter().skip(1).filter(|(p, _)| p.is_file()) {
+        let old = aside_path(path);
+        if let Err(e) = with_retries(|| std::fs::rename(path, &old)) {
+            put_back(&aside);
+            remove_temps();
+            return Err(io_err(path)(e));
+        }
+        aside.push((path, old));
+    }
+    if let (Some(p), false) = (pause, aside.is_empty()) {
+        std::thread::sleep(p);
+    }
     for (i, ((path, bytes), tmp)) in files.iter().zip(&written).enumerate() {
         if i > 0
             && let Some(p) = pause
@@ -209,9 +248,8 @@ pub fn write_all_checked<B: AsRef<[u8]>>(files: &[(PathBuf, B)], check: impl FnO
         {
             if i == 0 {
                 // Nothing is committed: the previous files stay, and so does nothing of ours.
-                for t in &written {
-                    let _ = std::fs::remove_file(t);
-                }
+                put_back(&aside);
+                remove_temps();
                 return Err(io_err(path)(e));
             }
             // Past the commit point the remaining temporaries are the rest of this save: they
@@ -223,6 +261,9 @@ pub fn write_all_checked<B: AsRef<[u8]>>(files: &[(PathBuf, B)], check: impl FnO
             );
             return Err(Error::After { done, source: Box::new(io_err(path)(e)) });
         }
+    }
+    for (_, old) in &aside {
+        let _ = std::fs::remove_file(old);
     }
     // The renames are done: a signal need not wait for the folder's flush.
     drop(list);
@@ -346,7 +387,18 @@ fn sync_dir(dir: &Path) {
 
 /// Temporaries of `path` left by killed writers (`.NAME.tmp-PID` beside it).
 pub fn stale_temps(path: &Path) -> Vec<PathBuf> {
-    let prefix = temp_prefix(path);
+    marked(path, TEMP_MARKER)
+}
+
+/// Files that killed writers moved aside from `path` (`.NAME.old-PID` beside it): the file
+/// the save was replacing.
+pub fn stale_asides(path: &Path) -> Vec<PathBuf> {
+    marked(path, ASIDE_MARKER)
+}
+
+/// The files beside `path` named `.NAME` + `marker` + a process id.
+fn marked(path: &Path, marker: &str) -> Vec<PathBuf> {
+    let prefix = prefix(path, marker);
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     entries
@@ -359,12 +411,14 @@ pub fn stale_temps(path: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Whether the process that wrote temporary `tmp` (`.NAME.tmp-PID`, see [`stale_temps`]) has
-/// ended, as far as this system can tell: on Linux by `/proc`, elsewhere never known
-/// (`false`).
+/// Whether the process that wrote temporary `tmp` (`.NAME.tmp-PID`, see [`stale_temps`]), or
+/// moved a file aside (`.NAME.old-PID`, [`stale_asides`]), has ended, as far as this system
+/// can tell: on Linux by `/proc`, elsewhere never known (`false`).
 pub fn writer_ended(tmp: &Path) -> bool {
     let name = file_name(tmp);
-    let Some((_, pid)) = name.rsplit_once(TEMP_MARKER) else { return false };
+    let Some((_, pid)) = name.rsplit_once(TEMP_MARKER).or_else(|| name.rsplit_once(ASIDE_MARKER)) else {
+        return false;
+    };
     let proc = Path::new("/proc");
     cfg!(target_os = "linux")
         && !pid.is_empty()
@@ -383,9 +437,12 @@ pub fn finish_rename(tmp: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes temporaries of `path` left by killed writers (`.NAME.tmp-PID` beside it).
+/// Removes temporaries of `path` left by killed writers (`.NAME.tmp-PID` beside it), and the
+/// files they moved aside (`.NAME.old-PID`) once `path` is there again (put back or
+/// replaced by a reader that finished the save).
 fn remove_stale_temps(path: &Path) {
-    for tmp in stale_temps(path) {
+    let asides = if path.is_file() { stale_asides(path) } else { Vec::new() };
+    for tmp in stale_temps(path).into_iter().chain(asides.into_iter().filter(|a| writer_ended(a))) {
         let _ = std::fs::remove_file(tmp);
     }
 }
@@ -484,8 +541,11 @@ mod tests {
         let dir = temp_dir("all");
         let (a, b) = (dir.join("a.bin"), dir.join("b.json"));
         std::fs::write(&a, b"old a").expect("seed");
-        // A temporary left by a killed writer is cleaned up.
+        std::fs::write(&b, b"old b").expect("seed");
+        // A temporary left by a killed writer is cleaned up, and so is a file one moved aside
+        // once the file is back in place.
         std::fs::write(dir.join(".a.bin.tmp-999999"), b"half").expect("stale");
+        std::fs::write(dir.join(".b.json.old-4294967"), b"older b").expect("stale");
         write_all(&[(a.clone(), b"new a".to_vec()), (b.clone(), b"new b".to_vec())]).expect("write");
         assert_eq!(std::fs::read(&a).expect("a"), b"new a");
         assert_eq!(std::fs::read(&b).expect("b"), b"new b");

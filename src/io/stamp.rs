@@ -16,44 +16,85 @@ pub const CONFIG_STAMP_KEY: &str = "peft_wgpu.config_fnv1a64";
 /// would count it twice.
 pub const MERGED_KEY: &str = "peft_wgpu.merged_adapters_fnv1a64";
 
-/// Finishes a save of `weights` and `config` that was killed between its two renames. The
-/// writers ([`super::atomic::write_all`]) rename the weights first (the commit point) and the
-/// config second; a kill in between leaves the new weights beside the old config and the new
-/// config under its temporary name (`.NAME.tmp-PID`). When the weights' config fingerprint
-/// does not match the config beside them but matches such a temporary, that temporary is
-/// renamed into place, so the folder holds the new pair whole (also for other readers, PEFT
-/// or transformers). What cannot be done (a read-only folder, another process that finished
-/// first) is left as it is, for the readers' own checks to report.
+/// Finishes a save of `weights` and `config` that was killed between its renames. The
+/// writers ([`super::atomic::write_all`]) move the old config aside (`.NAME.old-PID`), then
+/// rename the new weights into place (the commit point), then the new config. A kill after
+/// the commit point leaves the new weights with no config beside them and the new config
+/// under its temporary name (`.NAME.tmp-PID`): when the weights' config fingerprint matches
+/// such a temporary, it is renamed into place. A kill before it leaves the old weights with
+/// their config aside: it is put back. Either way the folder holds one save's pair whole
+/// again (also for other readers, PEFT or transformers). What cannot be done (a read-only
+/// folder, another process that finished first) is left as it is, for the readers' own
+/// checks to report.
 pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
     // Pipes and devices are neither opened (they may block) nor replaced: no saved pair.
-    if !weights.is_file() || (config.exists() && !config.is_file()) {
+    if (weights.exists() && !weights.is_file()) || (config.exists() && !config.is_file()) {
         return;
     }
-    let Some(expected) = super::safetensors::header_metadata(weights).and_then(|m| m.get(CONFIG_STAMP_KEY).cloned())
-    else {
-        return;
+    let expected = if weights.is_file() {
+        super::safetensors::header_metadata(weights).and_then(|m| m.get(CONFIG_STAMP_KEY).cloned())
+    } else {
+        None
     };
-    let in_place =
-        config.is_file() && super::json::read_config_bytes(config).is_ok_and(|b| fingerprint(&b) == expected);
-    if in_place {
-        // The config in place is already the one saved with the weights (the new config was
-        // the same as the old): a temporary of it is only a leftover.
-        for tmp in pending_configs(config, &expected) {
-            let _ = std::fs::remove_file(tmp);
+    if let Some(expected) = &expected {
+        let in_place =
+            config.is_file() && super::json::read_config_bytes(config).is_ok_and(|b| fingerprint(&b) == *expected);
+        if in_place {
+            // The config in place is already the one saved with the weights (the new config
+            // was the same as the old): a temporary of it is only a leftover.
+            for tmp in pending_configs(config, expected) {
+                let _ = std::fs::remove_file(tmp);
+            }
+            return;
         }
-        return;
+        if let Some(tmp) = pending_config(config, expected) {
+            let _ = super::atomic::finish_rename(&tmp, config);
+            return;
+        }
     }
-    if let Some(tmp) = pending_config(config, &expected) {
-        let _ = super::atomic::finish_rename(&tmp, config);
+    if !config.exists() {
+        // Killed before its commit point: the weights in place are the old ones, and so is
+        // the config moved aside (the one saved with them, where several are there).
+        let asides = super::atomic::stale_asides(config);
+        let matches = |old: &&std::path::PathBuf| {
+            expected.as_ref().is_some_and(|e| super::json::read_config_bytes(old).is_ok_and(|b| fingerprint(&b) == *e))
+        };
+        if let Some(old) = asides.iter().find(matches).or(asides.first()) {
+            let _ = super::atomic::finish_rename(old, config);
+        }
     }
+}
+
+/// Fails when `config` is missing because a save killed among its renames left it waiting
+/// under another name that [`finish_interrupted_pair`] could not rename (a read-only folder):
+/// the new config under its temporary name, or the old one moved aside. The error names that
+/// file and how to finish by hand.
+pub(crate) fn refuse_unfinished(weights: &Path, config: &Path) -> crate::error::Result<()> {
+    if config.exists() {
+        return Ok(());
+    }
+    let expected = super::safetensors::header_metadata(weights).and_then(|m| m.get(CONFIG_STAMP_KEY).cloned());
+    let waiting = expected
+        .and_then(|e| pending_config(config, &e))
+        .or_else(|| super::atomic::stale_asides(config).into_iter().next());
+    let Some(waiting) = waiting else { return Ok(()) };
+    let name = config.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Err(crate::error::Error::Format {
+        path: config.to_path_buf(),
+        message: format!(
+            "is missing: a save into this folder was interrupted among its renames and could not be finished \
+             here; its config is `{}` (rename it to {name} where the folder can be written)",
+            waiting.display()
+        ),
+    })
 }
 
 /// Removes what killed saves left beside `weights` and `config`, for a reader that holds the
 /// folder's shared lock (so no save into it is under way, every writer holding the exclusive
 /// lock from its first temporary to its last rename): temporaries of the weights (a save that
-/// never reached its commit point), and of the config unless it is the one saved with the
+/// never reached its commit point), of the config unless it is the one saved with the
 /// weights in place, which [`finish_interrupted_pair`] could not rename (kept, for the error
-/// that names it).
+/// that names it), and old configs moved aside once a config is in place.
 ///
 /// A writer whose own lock failed (a file system without locks for it) writes unlocked, so
 /// only temporaries whose writing process has ended are removed, which only Linux's `/proc`
@@ -62,7 +103,9 @@ pub fn remove_leftovers(weights: &Path, config: &Path) {
     let expected = super::safetensors::header_metadata(weights).and_then(|m| m.get(CONFIG_STAMP_KEY).cloned());
     let waiting = expected.and_then(|e| pending_config(config, &e));
     let temps = super::atomic::stale_temps(weights).into_iter().chain(super::atomic::stale_temps(config));
-    for tmp in temps.filter(|t| Some(t) != waiting.as_ref() && super::atomic::writer_ended(t)) {
+    // An old config moved aside is a leftover once a config is in place again.
+    let asides = if config.is_file() { super::atomic::stale_asides(config) } else { Vec::new() };
+    for tmp in temps.chain(asides).filter(|t| Some(t) != waiting.as_ref() && super::atomic::writer_ended(t)) {
         let _ = std::fs::remove_file(tmp);
     }
 }
@@ -140,6 +183,58 @@ mod tests {
         super::finish_interrupted_pair(&weights, &config);
         assert!(!tmp(13).exists(), "a leftover copy of the config in place is removed");
         assert!(tmp(11).exists(), "another config's temporary is not this reader's to remove");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The states a save leaves when killed among its renames, the old config moved aside
+    /// first: before the commit point (old weights, no config) the old config is put back;
+    /// after it (new weights, no config) the new one is renamed into place, and the old one
+    /// aside is then a leftover that `remove_leftovers` removes.
+    #[test]
+    fn a_config_moved_aside_is_put_back_or_replaced() {
+        use crate::io::safetensors::{HostTensor, serialize};
+        let dir = std::env::temp_dir().join(format!("peft-wgpu-aside-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test file");
+        let (weights, config) = (dir.join("w.safetensors"), dir.join("c.json"));
+        let weights_for = |stamp: &[u8]| {
+            let t = HostTensor::new(vec![1], vec![1.0]).expect("test file");
+            let meta = std::collections::HashMap::from([(super::CONFIG_STAMP_KEY.to_string(), fingerprint(stamp))]);
+            std::fs::write(&weights, serialize(&weights, &[("t".into(), &t)], Some(meta)).expect("test file"))
+                .expect("test file");
+        };
+        // A process id above Linux's largest: a writer that has ended.
+        let (aside, tmp) = (dir.join(".c.json.old-4294967"), dir.join(".c.json.tmp-4294967"));
+        // Before the commit point.
+        weights_for(b"old");
+        std::fs::write(&aside, b"old").expect("test file");
+        std::fs::write(&tmp, b"new").expect("test file");
+        // Where it could not be put back (a read-only folder), the reader names it.
+        let e = super::refuse_unfinished(&weights, &config).expect_err("no config").to_string();
+        assert!(e.contains("interrupted") && e.contains(".c.json.old-4294967"), "{e}");
+        super::finish_interrupted_pair(&weights, &config);
+        assert_eq!(std::fs::read(&config).expect("put back"), b"old");
+        super::refuse_unfinished(&weights, &config).expect("a config in place");
+        assert!(!aside.exists());
+        super::remove_leftovers(&weights, &config);
+        assert!(!tmp.exists(), "the unfinished save's temporary is removed");
+        // After it.
+        std::fs::remove_file(&config).expect("test file");
+        weights_for(b"new");
+        std::fs::write(&aside, b"old").expect("test file");
+        std::fs::write(&tmp, b"new").expect("test file");
+        let e = super::refuse_unfinished(&weights, &config).expect_err("no config").to_string();
+        assert!(e.contains(".c.json.tmp-4294967"), "the new config, saved with the weights: {e}");
+        super::finish_interrupted_pair(&weights, &config);
+        assert_eq!(std::fs::read(&config).expect("finished"), b"new");
+        assert!(aside.exists() && !tmp.exists());
+        super::remove_leftovers(&weights, &config);
+        assert!(!aside.exists(), "the old config aside is a leftover once the new one is in place");
+        // Weights PEFT wrote (no fingerprint), killed before the commit point.
+        std::fs::write(&weights, b"not ours").expect("test file");
+        std::fs::rename(&config, &aside).expect("test file");
+        super::finish_interrupted_pair(&weights, &config);
+        assert_eq!(std::fs::read(&config).expect("put back"), b"new");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -132,7 +132,7 @@ fn v5_alias(key: &str, layers: usize) -> Option<String> {
     Some(format!("{}.{leaf}", id.path(Naming::Transformers5)))
 }
 
-/// Finishes a save of model folder `dir` (a merge) that was killed between its two renames
+/// Finishes a save of model folder `dir` (a merge) that was killed among its renames
 /// (see [`stamp::finish_interrupted_pair`]): the new weights are kept with the config saved
 /// with them, also in a new folder that has no `config.json` yet.
 pub fn finish_interrupted_save(dir: &Path) {
@@ -156,6 +156,7 @@ impl VitWeights {
             // No save is under way: temporaries are a killed one's.
             stamp::remove_leftovers(&dir.join("model.safetensors"), &dir.join("config.json"));
         }
+        stamp::refuse_unfinished(&dir.join("model.safetensors"), &dir.join("config.json"))?;
         crate::io::paths::expect_dir(dir, what, "config.json")?;
         crate::io::paths::refuse_special_files(dir, &["config.json", "model.safetensors"])?;
         let config = VitConfig::from_dir(dir)?;
@@ -387,7 +388,7 @@ impl VitWeights {
         if let Some(p) = &self.prompts {
             list.push((PROMPT_KEY.to_string(), p));
         }
-        // The config's fingerprint ties the pair: a merge killed between its two renames is
+        // The config's fingerprint ties the pair: a merge killed among its renames is
         // finished by the next reader (`load`).
         let mut meta = std::collections::HashMap::from([
             ("format".to_string(), "pt".to_string()),
@@ -400,7 +401,11 @@ impl VitWeights {
         let weights = safetensors::serialize(&weights_path, &list, Some(meta))?;
         let stale_shards = listed_shards(dir);
         let files = [(weights_path, weights), (dir.join("config.json"), config.into_bytes())];
-        crate::io::atomic::in_dir(dir, || crate::io::atomic::write_all_checked(&files, check))?;
+        crate::io::atomic::in_dir(dir, || {
+            // Before this save clears temporaries: an earlier one killed between its renames.
+            finish_interrupted_save(dir);
+            crate::io::atomic::write_all_checked(&files, check)
+        })?;
         for shard in stale_shards {
             let _ = std::fs::remove_file(dir.join(shard));
         }
