@@ -169,11 +169,15 @@ fn non_finite_logits_and_losses_are_errors_naming_the_image_or_step() {
         p.3 = f32_bytes(&[3e38; 2 * 192]);
     });
     let eval_data = ["--eval-data", s(&loud)];
-    let line = check_failure(&run(&train_args(m, s(&lora), d, s(&out), &eval_data)), INPUT, &[], false);
+    let failed = run(&train_args(m, s(&lora), d, s(&out), &eval_data));
+    let line = check_failure(&failed, INPUT, &[], false);
     assert!(
         line.contains(&format!("adapter saved to {}", out.display())) && line.contains("loud.safetensors"),
         "{line}"
     );
+    // The training's own result was reported before the evaluation began.
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert!(stdout.starts_with("trained ") && stdout.contains("adapter written to"), "{stdout}");
     assert!(out.join("adapter_model.safetensors").is_file(), "the trained adapter is kept");
     // Only the third image overflows, in the third batch of one: the message names it.
     let third = dir.join("third.safetensors");

@@ -400,7 +400,12 @@ fn demo_svg_writes_into_pipes_and_through_links() {
     std::fs::write(&target, b"<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>").expect("target");
     let link = dir.join("link.svg");
     std::os::unix::fs::symlink(&target, &link).expect("symlink");
-    succeeds(&["demo", "--steps", "1", "--svg", s(&link)]);
+    let piped = run(&["demo", "--steps", "1", "--svg", s(&link)]);
+    assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
+    // Progress on a pipe: a line per method, no bar.
+    let progress = String::from_utf8_lossy(&piped.stderr);
+    assert_eq!(progress.matches("done: held-out accuracy").count(), 5, "{progress}");
+    assert!(!progress.contains('\r'), "a bar drawn into a pipe: {progress:?}");
     assert!(std::fs::symlink_metadata(&link).expect("link").file_type().is_symlink(), "the link was replaced");
     assert!(std::fs::read(&target).expect("target").starts_with(b"<svg"), "the link's target holds the plot");
     std::fs::remove_dir_all(&dir).ok();

@@ -85,6 +85,11 @@ pub trait Progress {
     fn step(&mut self, _report: &StepReport) {}
     /// Evaluation has done `images` of `total` images.
     fn evaluated(&mut self, _images: usize, _total: usize) {}
+    /// Training ended after `steps` steps with `final_loss`, and the adapter is saved in `out`
+    /// (before `--eval-data` is evaluated). An error ends the run, the adapter kept.
+    fn saved(&mut self, _steps: usize, _final_loss: f32, _out: &Path) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What a training run did.
@@ -264,13 +269,12 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         }
         Ok(())
     })?;
+    let saved =
+        |e: Error| Error::After { done: format!("adapter saved to {}", args.out.display()), source: Box::new(e) };
+    progress.saved(steps, last, &args.out).map_err(saved)?;
     let eval = match &eval_data {
         Some(d) => {
             let batch = args.batch_size.min(d.len());
-            let saved = |e: Error| Error::After {
-                done: format!("adapter saved to {}", args.out.display()),
-                source: Box::new(e),
-            };
             let report = evaluate_with_progress(&gpu, &vit, Some(&adapter), d, batch, false, &mut |i, n| {
                 progress.evaluated(i, n);
             })

@@ -64,7 +64,8 @@ pub struct DemoOptions {
     pub held_out: Option<usize>,
     /// Where to write the SVG of the loss curves (`None`: no file).
     pub svg: Option<PathBuf>,
-    /// Progress lines on stderr.
+    /// Progress on stderr: a line per method (and a bar while it trains, where stderr is a
+    /// terminal).
     pub progress: bool,
 }
 

@@ -251,7 +251,12 @@ fn whole<T: std::str::FromStr + std::fmt::Display>(text: &str, range: &str, max:
 /// Whether `e` is stdout closed by its reader (`peft-wgpu eval … | head -1`): not a failure
 /// worth a message.
 fn is_broken_pipe(e: &Error) -> bool {
-    matches!(e, Error::Io { path, source } if path.as_os_str() == "<stdout>" && source.kind() == std::io::ErrorKind::BrokenPipe)
+    match e {
+        Error::Io { path, source } => path.as_os_str() == "<stdout>" && source.kind() == std::io::ErrorKind::BrokenPipe,
+        // The result line of a training run whose adapter is saved.
+        Error::After { source, .. } => is_broken_pipe(source),
+        _ => false,
+    }
 }
 
 /// Writing past the file size limit (`ulimit -f`) raises SIGXFSZ, whose default action ends
@@ -285,6 +290,11 @@ fn clean_up_on_signals() {
         let Some(first) = arriving.next() else { return };
         std::thread::spawn(move || {
             peft_wgpu::io::atomic::remove_unfinished_temps();
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                // Past a progress bar, whose line has no end yet.
+                let name = signal_hook::low_level::signal_name(first).unwrap_or("a signal");
+                let _ = writeln!(std::io::stderr().lock(), "\npeft-wgpu: stopped by {name}");
+            }
             end_by(first);
         });
         if let Some(second) = arriving.next() {
@@ -393,14 +403,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                 eval_data,
                 force,
             };
+            // The progress prints the `trained …` line once the adapter is saved.
             let outcome = cli::train(&args, &mut TerminalProgress::new())?;
-            out!(
-                "trained {} step{}, final loss {:.6}; adapter written to {}",
-                outcome.steps,
-                if outcome.steps == 1 { "" } else { "s" },
-                outcome.final_loss,
-                args.out.display()
-            );
             if let Some(e) = outcome.eval {
                 // `eval`'s two lines, each marked as the --eval-data's.
                 out!("eval accuracy: {:.4} ({} images)", e.accuracy, e.images);
@@ -429,7 +433,13 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Demo { svg, steps } => {
             let defaults = peft_wgpu::demo::DemoOptions::default();
             let options =
-                peft_wgpu::demo::DemoOptions { svg: Some(svg), steps: steps.unwrap_or(defaults.steps), ..defaults };
+                // Progress lines on a pipe or in a log too (the bars only on a terminal).
+                peft_wgpu::demo::DemoOptions {
+                    svg: Some(svg),
+                    steps: steps.unwrap_or(defaults.steps),
+                    progress: true,
+                    ..defaults
+                };
             write!(std::io::stdout().lock(), "{}", peft_wgpu::demo::run(&options)?).map_err(stdout_error)?;
             Ok(())
         }

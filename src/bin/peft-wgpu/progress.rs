@@ -1,6 +1,7 @@
 //! Progress of long runs on stderr, through indicatif.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -92,6 +93,18 @@ impl cli::Progress for TerminalProgress {
         } else if r.step + 1 < r.steps && self.line_due() {
             crate::note!("step {}/{}  {message}", r.step + 1, r.steps);
         }
+    }
+
+    /// The run's result line on stdout, before any `--eval-data` evaluation, so a failure
+    /// there still leaves it.
+    fn saved(&mut self, steps: usize, final_loss: f32, out: &Path) -> peft_wgpu::Result<()> {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        let plural = if steps == 1 { "" } else { "s" };
+        let line =
+            format!("trained {steps} step{plural}, final loss {final_loss:.6}; adapter written to {}", out.display());
+        writeln!(std::io::stdout().lock(), "{line}").map_err(crate::stdout_error)
     }
 
     fn evaluated(&mut self, images: usize, total: usize) {
