@@ -375,7 +375,7 @@ pub fn evaluate(
 
 /// [`evaluate`], keeping the logits only when `keep_logits` (they take `images × labels`
 /// floats of host memory; an error says so when that cannot be had), and telling `on_batch`
-/// how many images of how many are done after each batch.
+/// how many images of how many are done: 0 before the first batch, then after each.
 pub fn evaluate_with_progress(
     gpu: &Gpu,
     vit: &Vit,
@@ -409,6 +409,7 @@ pub fn evaluate_with_progress(
     }
     let mut first_non_finite = None;
     let (mut start, mut chunk) = (0, batch_size);
+    on_batch(0, data.len());
     while start < data.len() {
         let rows: Vec<usize> = (start..(start + chunk).min(data.len())).collect();
         let (batch_loss, batch_correct, batch_logits) = match eval_batch(gpu, vit, adapter, data, &rows) {

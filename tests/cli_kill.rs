@@ -370,6 +370,16 @@ fn a_run_stopped_by_a_signal_while_writing_leaves_no_temporaries() {
         signal(&mut child, name, number);
         assert_eq!(snapshot(&out), before, "SIG{name} while writing changed --out or left files in it");
     }
+    // A save into a new folder: the folders it made go with its temporaries.
+    let fresh = dir.join("new").join("out");
+    let mut child = start_training(&fresh, &data, "2", Some(3_000));
+    wait_for(&mut child, Duration::from_secs(120), "a temporary", || {
+        fresh.is_dir() && !names_with(&fresh, ".").is_empty()
+    });
+    if !ignored_here(15) {
+        signal(&mut child, "TERM", 15);
+        assert!(!dir.join("new").exists(), "folders left by an interrupted save into a new folder");
+    }
     let logits = dir.join("logits");
     std::fs::create_dir(&logits).expect("folder");
     let mut child = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"))

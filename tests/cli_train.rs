@@ -195,6 +195,30 @@ fn merge_keeps_the_model_config_and_replaces_a_sharded_model() {
         std::fs::read_dir(&out).expect("out").flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
     left.sort();
     assert_eq!(left, ["config.json", "model.safetensors"], "the old shards were left beside the merged model");
+    // A merge killed after its renames but before it removed the shards: the next reader
+    // removes them (the index would lead other tools to the old model).
+    for entry in
+        std::fs::read_dir(&sharded).expect("sharded fixture").flatten().filter(|e| e.file_name() != "config.json")
+    {
+        std::fs::copy(entry.path(), out.join(entry.file_name())).expect("copy shard");
+    }
+    let weights = std::fs::read(out.join("model.safetensors")).expect("merged weights");
+    run(&["eval", "--model", &s(&out), "--data", &s(&fixtures().join("train_data.safetensors"))]);
+    let mut left: Vec<String> =
+        std::fs::read_dir(&out).expect("out").flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
+    left.sort();
+    assert_eq!(left, ["config.json", "model.safetensors"], "the old shards beside a whole merged model");
+    assert_eq!(std::fs::read(out.join("model.safetensors")).expect("weights"), weights);
+    // A model folder that holds both but was not saved by this crate is read as it is.
+    let plain = dir.join("plain");
+    std::fs::create_dir_all(&plain).expect("plain");
+    for entry in std::fs::read_dir(&sharded).expect("sharded fixture").flatten() {
+        std::fs::copy(entry.path(), plain.join(entry.file_name())).expect("copy shard");
+    }
+    std::fs::copy(fixtures().join("vit_tiny/model.safetensors"), plain.join("model.safetensors")).expect("copy");
+    let before = std::fs::read_dir(&plain).expect("plain").count();
+    run(&["eval", "--model", &s(&plain), "--data", &s(&fixtures().join("train_data.safetensors"))]);
+    assert_eq!(std::fs::read_dir(&plain).expect("plain").count(), before, "a folder not ours was changed");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -78,6 +78,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 /// Temporaries this process is writing, for [`remove_unfinished_temps`].
 static UNFINISHED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
+/// Folders [`in_dir`] made for a save under way, deepest first, for [`remove_unfinished_temps`].
+static MADE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
 fn unfinished() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     UNFINISHED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -90,6 +93,12 @@ pub fn remove_unfinished_temps() {
     let guard = unfinished();
     for tmp in guard.iter() {
         let _ = std::fs::remove_file(tmp);
+    }
+    // The folders made for a save, where it left them empty.
+    for dir in MADE.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+        if std::fs::remove_dir(dir).is_err() {
+            break;
+        }
     }
     // Never released: the process ends, and no writer may start a file meanwhile.
     std::mem::forget(guard);
@@ -154,6 +163,16 @@ pub fn write_all<B: AsRef<[u8]>>(files: &[(PathBuf, B)]) -> Result<()> {
 /// every file as it was. What `check` finds in the folder (no adapter there yet, say) stays
 /// true until the files are in place, since every other writer waits for the lock.
 pub fn write_all_checked<B: AsRef<[u8]>>(files: &[(PathBuf, B)], check: impl FnOnce() -> Result<()>) -> Result<()> {
+    write_all_replacing(files, &[], check)
+}
+
+/// [`write_all_checked`], removing the files `stale` once the new ones are in place (the
+/// shards of a model that one file replaces), before a signal may end the process.
+pub fn write_all_replacing<B: AsRef<[u8]>>(
+    files: &[(PathBuf, B)],
+    stale: &[PathBuf],
+    check: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     // Two processes saving into one folder commit one after the other, never interleaved.
     let _lock = files.first().and_then(|(p, _)| p.parent()).and_then(|dir| lock_dir(dir, Lock::Exclusive));
     check()?;
@@ -262,7 +281,7 @@ pub fn write_all_checked<B: AsRef<[u8]>>(files: &[(PathBuf, B)], check: impl FnO
             return Err(Error::After { done, source: Box::new(io_err(path)(e)) });
         }
     }
-    for (_, old) in &aside {
+    for old in aside.iter().map(|(_, old)| old).chain(stale) {
         let _ = std::fs::remove_file(old);
     }
     // The renames are done: a signal need not wait for the folder's flush.
@@ -420,11 +439,16 @@ pub fn writer_ended(tmp: &Path) -> bool {
         return false;
     };
     let proc = Path::new("/proc");
+    // A process killed but not yet waited for by its parent (a zombie) has ended too.
+    let zombie = || {
+        std::fs::read_to_string(proc.join(pid).join("stat"))
+            .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+    };
     cfg!(target_os = "linux")
         && !pid.is_empty()
         && pid.bytes().all(|b| b.is_ascii_digit())
         && proc.join("self").exists()
-        && !proc.join(pid).exists()
+        && (!proc.join(pid).exists() || zombie())
 }
 
 /// Renames the temporary `tmp` left by a killed [`write_all`] over `path`, finishing the
@@ -462,11 +486,15 @@ pub fn create_dir(dir: &Path) -> Result<()> {
 /// this call created are removed again (those left empty), so a failed save leaves nothing
 /// behind.
 pub fn in_dir<T>(dir: &Path, write: impl FnOnce() -> Result<T>) -> Result<T> {
-    let made: Vec<&Path> = dir.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
-    create_dir(dir)?;
-    let result = write();
+    let made: Vec<PathBuf> =
+        dir.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).map(Path::to_path_buf).collect();
+    let made_lock = || MADE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Known before they exist: a signal that ends the process meanwhile removes them too.
+    made_lock().extend(made.iter().cloned());
+    let result = create_dir(dir).and_then(|()| write());
+    made_lock().retain(|d| !made.contains(d));
     if result.is_err() {
-        for folder in made {
+        for folder in &made {
             if std::fs::remove_dir(folder).is_err() {
                 break;
             }
@@ -534,6 +562,25 @@ mod tests {
         assert!(std::fs::symlink_metadata(&fifo).expect("fifo").file_type().is_fifo());
         assert!(sub.is_dir());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A writer that ended is known by its process id, also while it waits as a zombie for
+    /// its parent (a killed run whose parent has not yet collected it); a live one is not.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn ended_writers_are_told_from_live_ones() {
+        let name = |pid: u32| PathBuf::from(format!("/tmp/.a.bin.tmp-{pid}"));
+        assert!(!writer_ended(&name(std::process::id())), "this process");
+        let mut child = std::process::Command::new("true").spawn().expect("`true` runs");
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !writer_ended(&name(pid)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(writer_ended(&name(pid)), "an ended child not yet waited for");
+        child.wait().expect("wait");
+        assert!(writer_ended(&name(pid)), "an ended child");
+        assert!(writer_ended(&PathBuf::from("/tmp/.b.json.old-4294967")), "a file moved aside by an ended writer");
     }
 
     #[test]

@@ -136,7 +136,22 @@ fn v5_alias(key: &str, layers: usize) -> Option<String> {
 /// (see [`stamp::finish_interrupted_pair`]): the new weights are kept with the config saved
 /// with them, also in a new folder that has no `config.json` yet.
 pub fn finish_interrupted_save(dir: &Path) {
-    stamp::finish_interrupted_pair(&dir.join("model.safetensors"), &dir.join("config.json"));
+    let (weights, config) = (dir.join("model.safetensors"), dir.join("config.json"));
+    stamp::finish_interrupted_pair(&weights, &config);
+    // A save that replaced a sharded model and was killed before it removed the shards: its
+    // own pair is whole (the weights carry the config's fingerprint), so the index and the
+    // shards it lists are the old model's, which a tool reading the index would load.
+    let index = dir.join(INDEX_FILE);
+    let expected = safetensors::header_metadata(&weights).and_then(|m| m.get(stamp::CONFIG_STAMP_KEY).cloned());
+    let whole = expected.is_some_and(|e| {
+        config.is_file() && crate::io::json::read_config_bytes(&config).is_ok_and(|b| stamp::fingerprint(&b) == e)
+    });
+    if whole && index.is_file() {
+        for shard in listed_shards(dir) {
+            let _ = std::fs::remove_file(dir.join(shard));
+        }
+        let _ = std::fs::remove_file(index);
+    }
 }
 
 impl VitWeights {
@@ -399,17 +414,17 @@ impl VitWeights {
         }
         let weights_path = dir.join("model.safetensors");
         let weights = safetensors::serialize(&weights_path, &list, Some(meta))?;
-        let stale_shards = listed_shards(dir);
         let files = [(weights_path, weights), (dir.join("config.json"), config.into_bytes())];
         crate::io::atomic::in_dir(dir, || {
-            // Before this save clears temporaries: an earlier one killed between its renames.
+            // Before this save clears temporaries: an earlier one killed among its renames.
             finish_interrupted_save(dir);
-            crate::io::atomic::write_all_checked(&files, check)
-        })?;
-        for shard in stale_shards {
-            let _ = std::fs::remove_file(dir.join(shard));
-        }
-        let _ = std::fs::remove_file(dir.join(INDEX_FILE));
-        Ok(())
+            // A sharded model this one replaces: its index and shards.
+            let stale: Vec<PathBuf> = listed_shards(dir)
+                .iter()
+                .map(|s| dir.join(s))
+                .chain(dir.join(INDEX_FILE).is_file().then(|| dir.join(INDEX_FILE)))
+                .collect();
+            crate::io::atomic::write_all_replacing(&files, &stale, check)
+        })
     }
 }
