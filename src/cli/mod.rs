@@ -115,8 +115,6 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         return Err(Error::invalid("--epochs", format!("must be a positive number, got {e}")));
     }
     check_optimizer(args.lr, &args.optimizer)?;
-    // A save into --out killed among its renames is finished first, so the checks see it whole.
-    crate::adapters::finish_interrupted_save(&args.out);
     if holds_model(&args.out) {
         return Err(Error::invalid(
             "--out",

@@ -165,8 +165,8 @@ impl Gpu {
             }));
             let lost_sink = Arc::clone(&lost);
             device.set_device_lost_callback(move |reason, message| {
-                // Destroyed is this device's end when the Gpu is dropped (nobody checks it
-                // then), or a `Gpu::device().destroy()` from the application.
+                // Destroyed follows a `Gpu::device().destroy()` from the application (wgpu
+                // calls it at the next poll or submission once the queue is empty).
                 let message = match reason {
                     wgpu::DeviceLostReason::Destroyed => {
                         "the device was destroyed (wgpu::Device::destroy); make a new Gpu".to_string()
@@ -187,7 +187,6 @@ impl Gpu {
                 pool: Arc::new(Mutex::new(pool::Pool::default())),
                 recorder: Mutex::new(recorder::Recorder::default()),
                 submit_turn: parking_lot::ReentrantMutex::new(()),
-                updating: Mutex::new(()),
                 errors,
                 lost,
                 poison: false.into(),

@@ -67,8 +67,6 @@ struct Inner {
     /// recording; re-entrant, because wgpu runs ready callbacks (an application's too) inside
     /// `Queue::submit`, and one may submit work of its own.
     submit_turn: parking_lot::ReentrantMutex<()>,
-    /// Held while an optimizer step records its copies and kernel ([`Gpu::updating`]).
-    updating: Mutex<()>,
     /// Errors the device raised, not yet reported by [`Gpu::check`].
     errors: Arc<Mutex<Vec<Error>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -122,11 +120,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Gpu {
     /// Runs `f`, which records a read-modify-write of tensors spread over several recorder
-    /// calls (an optimizer step: copy in, update, copy out), with no other such `f` of
-    /// another thread recording in between, so two steps over one tensor never lose one
-    /// another's update.
+    /// calls (an optimizer step: copy in, update, copy out), with no other thread recording
+    /// or submitting in between, so two steps over one tensor never lose one another's
+    /// update. It holds the submit turn, which is re-entrant: a submission `f` makes, and a
+    /// callback that wgpu runs inside it on this thread, take it again without waiting.
     pub(crate) fn updating<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _turn = lock(&self.inner.updating);
+        let _turn = self.inner.submit_turn.lock();
         f()
     }
 

@@ -94,11 +94,10 @@ pub fn remove_unfinished_temps() {
     for tmp in guard.iter() {
         let _ = std::fs::remove_file(tmp);
     }
-    // The folders made for a save, where it left them empty.
+    // The folders made for saves, deepest first, where they are empty (a folder not yet
+    // made, or holding files, stays as it is).
     for dir in MADE.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
-        if std::fs::remove_dir(dir).is_err() {
-            break;
-        }
+        let _ = std::fs::remove_dir(dir);
     }
     // Never released: the process ends, and no writer may start a file meanwhile.
     std::mem::forget(guard);
@@ -174,7 +173,7 @@ pub fn write_all_replacing<B: AsRef<[u8]>>(
     check: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     // Two processes saving into one folder commit one after the other, never interleaved.
-    let _lock = files.first().and_then(|(p, _)| p.parent()).and_then(|dir| lock_dir(dir, Lock::Exclusive));
+    let lock = files.first().and_then(|(p, _)| p.parent()).and_then(|dir| lock_dir(dir, Lock::Exclusive));
     check()?;
     let pause = test_pause();
     for (path, _) in files {
@@ -185,7 +184,7 @@ pub fn write_all_replacing<B: AsRef<[u8]>>(
             let message = "is a pipe, socket, device or folder, not a file; it is not replaced".into();
             return Err(Error::Format { path: path.clone(), message });
         }
-        remove_stale_temps(path);
+        remove_stale_temps(path, lock.is_some());
     }
     if let Some(limit) = file_size_limit()
         && let Some((path, bytes)) = files.iter().find(|(_, b)| b.as_ref().len() as u64 > limit)
@@ -397,7 +396,7 @@ fn with_retries(mut op: impl FnMut() -> std::io::Result<()>) -> std::io::Result<
 
 /// Flushes a folder's entries (the renames) to disk where the platform allows opening a
 /// folder; elsewhere the rename is as durable as the OS makes it.
-fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
@@ -430,25 +429,26 @@ fn marked(path: &Path, marker: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The process id in a temporary's (`.NAME.tmp-PID`) or an aside's (`.NAME.old-PID`) name.
+pub(crate) fn writer_of(path: &Path) -> Option<String> {
+    let name = file_name(path);
+    let (_, pid) = name.rsplit_once(TEMP_MARKER).or_else(|| name.rsplit_once(ASIDE_MARKER))?;
+    (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then(|| pid.to_string())
+}
+
 /// Whether the process that wrote temporary `tmp` (`.NAME.tmp-PID`, see [`stale_temps`]), or
 /// moved a file aside (`.NAME.old-PID`, [`stale_asides`]), has ended, as far as this system
-/// can tell: on Linux by `/proc`, elsewhere never known (`false`).
+/// can tell: on Linux by `/proc` (a process killed but not yet collected by its parent, a
+/// zombie with no thread left, has ended too), elsewhere never known (`false`).
 pub fn writer_ended(tmp: &Path) -> bool {
-    let name = file_name(tmp);
-    let Some((_, pid)) = name.rsplit_once(TEMP_MARKER).or_else(|| name.rsplit_once(ASIDE_MARKER)) else {
-        return false;
-    };
+    let Some(pid) = writer_of(tmp) else { return false };
     let proc = Path::new("/proc");
-    // A process killed but not yet waited for by its parent (a zombie) has ended too.
     let zombie = || {
-        std::fs::read_to_string(proc.join(pid).join("stat"))
-            .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        let status = std::fs::read_to_string(proc.join(&pid).join("status")).unwrap_or_default();
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+        field("State:").is_some_and(|s| s.starts_with('Z')) && field("Threads:").is_some_and(|t| t == "1")
     };
-    cfg!(target_os = "linux")
-        && !pid.is_empty()
-        && pid.bytes().all(|b| b.is_ascii_digit())
-        && proc.join("self").exists()
-        && (!proc.join(pid).exists() || zombie())
+    cfg!(target_os = "linux") && proc.join("self").exists() && (!proc.join(&pid).exists() || zombie())
 }
 
 /// Renames the temporary `tmp` left by a killed [`write_all`] over `path`, finishing the
@@ -463,10 +463,11 @@ pub fn finish_rename(tmp: &Path, path: &Path) -> Result<()> {
 
 /// Removes temporaries of `path` left by killed writers (`.NAME.tmp-PID` beside it), and the
 /// files they moved aside (`.NAME.old-PID`) once `path` is there again (put back or
-/// replaced by a reader that finished the save).
-fn remove_stale_temps(path: &Path) {
+/// replaced by a reader that finished the save): all of them when `locked` (no other save
+/// is under way), else those of writers known to have ended.
+fn remove_stale_temps(path: &Path, locked: bool) {
     let asides = if path.is_file() { stale_asides(path) } else { Vec::new() };
-    for tmp in stale_temps(path).into_iter().chain(asides.into_iter().filter(|a| writer_ended(a))) {
+    for tmp in stale_temps(path).into_iter().chain(asides.into_iter().filter(|a| locked || writer_ended(a))) {
         let _ = std::fs::remove_file(tmp);
     }
 }
@@ -492,7 +493,15 @@ pub fn in_dir<T>(dir: &Path, write: impl FnOnce() -> Result<T>) -> Result<T> {
     // Known before they exist: a signal that ends the process meanwhile removes them too.
     made_lock().extend(made.iter().cloned());
     let result = create_dir(dir).and_then(|()| write());
-    made_lock().retain(|d| !made.contains(d));
+    {
+        // One entry each: another save under way may have registered the same folders.
+        let mut list = made_lock();
+        for d in &made {
+            if let Some(i) = list.iter().position(|m| m == d) {
+                list.remove(i);
+            }
+        }
+    }
     if result.is_err() {
         for folder in &made {
             if std::fs::remove_dir(folder).is_err() {

@@ -16,21 +16,34 @@ pub const CONFIG_STAMP_KEY: &str = "peft_wgpu.config_fnv1a64";
 /// would count it twice.
 pub const MERGED_KEY: &str = "peft_wgpu.merged_adapters_fnv1a64";
 
-/// Finishes a save of `weights` and `config` that was killed between its renames. The
+/// Finishes a save of `weights` and `config` that was killed among its renames. The
 /// writers ([`super::atomic::write_all`]) move the old config aside (`.NAME.old-PID`), then
 /// rename the new weights into place (the commit point), then the new config. A kill after
 /// the commit point leaves the new weights with no config beside them and the new config
 /// under its temporary name (`.NAME.tmp-PID`): when the weights' config fingerprint matches
 /// such a temporary, it is renamed into place. A kill before it leaves the old weights with
-/// their config aside: it is put back. Either way the folder holds one save's pair whole
+/// their config aside and the new weights under their temporary name: that config (the one
+/// the same writer moved aside, or the one whose fingerprint the weights carry) is put back,
+/// never over a config that is there. Either way the folder holds one save's pair whole
 /// again (also for other readers, PEFT or transformers). What cannot be done (a read-only
-/// folder, another process that finished first) is left as it is, for the readers' own
-/// checks to report.
+/// folder, a choice the files do not settle) is left as it is, for the readers' own checks to
+/// report.
+///
+/// It holds the folder's shared lock, so no save is under way meanwhile (writers hold it
+/// exclusively from their first temporary to their last rename); where the folder cannot be
+/// locked, the files of a writer that may still run are left alone (only Linux's `/proc`
+/// tells which have ended).
 pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
     // Pipes and devices are neither opened (they may block) nor replaced: no saved pair.
     if (weights.exists() && !weights.is_file()) || (config.exists() && !config.is_file()) {
         return;
     }
+    let dir = weights.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return;
+    }
+    let lock = super::atomic::lock_shared(dir);
+    let settled = |p: &std::path::PathBuf| lock.is_some() || super::atomic::writer_ended(p);
     let expected = if weights.is_file() {
         super::safetensors::header_metadata(weights).and_then(|m| m.get(CONFIG_STAMP_KEY).cloned())
     } else {
@@ -42,26 +55,49 @@ pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
         if in_place {
             // The config in place is already the one saved with the weights (the new config
             // was the same as the old): a temporary of it is only a leftover.
-            for tmp in pending_configs(config, expected) {
+            for tmp in pending_configs(config, expected).filter(settled) {
                 let _ = std::fs::remove_file(tmp);
             }
             return;
         }
-        if let Some(tmp) = pending_config(config, expected) {
+        if let Some(tmp) = pending_configs(config, expected).find(settled) {
             let _ = super::atomic::finish_rename(&tmp, config);
             return;
         }
     }
     if !config.exists() {
-        // Killed before its commit point: the weights in place are the old ones, and so is
-        // the config moved aside (the one saved with them, where several are there).
-        let asides = super::atomic::stale_asides(config);
-        let matches = |old: &&std::path::PathBuf| {
+        // Killed before its commit point: the weights in place are the old ones. The config
+        // to put back is the one moved aside by the writer whose weights still wait under
+        // their temporary name, or else the one saved with the weights in place.
+        let asides: Vec<_> = super::atomic::stale_asides(config).into_iter().filter(settled).collect();
+        let waiting: Vec<String> =
+            super::atomic::stale_temps(weights).iter().filter_map(|t| super::atomic::writer_of(t)).collect();
+        let by_writer = asides.iter().find(|a| super::atomic::writer_of(a).is_some_and(|w| waiting.contains(&w)));
+        let by_stamp = asides.iter().find(|old| {
             expected.as_ref().is_some_and(|e| super::json::read_config_bytes(old).is_ok_and(|b| fingerprint(&b) == *e))
-        };
-        if let Some(old) = asides.iter().find(matches).or(asides.first()) {
+        });
+        if let Some(old) = by_writer.or(by_stamp) {
+            put_back(old, config);
+        }
+    }
+}
+
+/// Puts the config moved aside to `old` back in place at `config`, unless a config is there
+/// by now (a hard link refuses to replace one; where the file system has none, a rename
+/// after a check).
+fn put_back(old: &Path, config: &Path) {
+    match std::fs::hard_link(old, config) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(old);
+            if let Some(dir) = config.parent() {
+                super::atomic::sync_dir(dir);
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(_) if !config.exists() => {
             let _ = super::atomic::finish_rename(old, config);
         }
+        Err(_) => {}
     }
 }
 
@@ -94,7 +130,8 @@ pub(crate) fn refuse_unfinished(weights: &Path, config: &Path) -> crate::error::
 /// lock from its first temporary to its last rename): temporaries of the weights (a save that
 /// never reached its commit point), of the config unless it is the one saved with the
 /// weights in place, which [`finish_interrupted_pair`] could not rename (kept, for the error
-/// that names it), and old configs moved aside once a config is in place.
+/// that names it), and old configs moved aside once a config is in place (whatever their
+/// writer, which only Linux could tell: under the lock none is at work).
 ///
 /// A writer whose own lock failed (a file system without locks for it) writes unlocked, so
 /// only temporaries whose writing process has ended are removed, which only Linux's `/proc`
@@ -103,10 +140,15 @@ pub fn remove_leftovers(weights: &Path, config: &Path) {
     let expected = super::safetensors::header_metadata(weights).and_then(|m| m.get(CONFIG_STAMP_KEY).cloned());
     let waiting = expected.and_then(|e| pending_config(config, &e));
     let temps = super::atomic::stale_temps(weights).into_iter().chain(super::atomic::stale_temps(config));
-    // An old config moved aside is a leftover once a config is in place again.
-    let asides = if config.is_file() { super::atomic::stale_asides(config) } else { Vec::new() };
-    for tmp in temps.chain(asides).filter(|t| Some(t) != waiting.as_ref() && super::atomic::writer_ended(t)) {
+    for tmp in temps.filter(|t| Some(t) != waiting.as_ref() && super::atomic::writer_ended(t)) {
         let _ = std::fs::remove_file(tmp);
+    }
+    // An old config moved aside is a leftover once a config is in place again: under the
+    // lock no save is under way, and each removes its own before it lets go.
+    if config.is_file() {
+        for old in super::atomic::stale_asides(config) {
+            let _ = std::fs::remove_file(old);
+        }
     }
 }
 
@@ -230,11 +272,26 @@ mod tests {
         assert!(aside.exists() && !tmp.exists());
         super::remove_leftovers(&weights, &config);
         assert!(!aside.exists(), "the old config aside is a leftover once the new one is in place");
-        // Weights PEFT wrote (no fingerprint), killed before the commit point.
+        // Weights PEFT wrote (no fingerprint), killed before the commit point: the writer's
+        // weights, still under their temporary name, tell which aside is its.
         std::fs::write(&weights, b"not ours").expect("test file");
         std::fs::rename(&config, &aside).expect("test file");
+        let other = dir.join(".c.json.old-4294966");
+        std::fs::write(&other, b"older").expect("test file");
         super::finish_interrupted_pair(&weights, &config);
-        assert_eq!(std::fs::read(&config).expect("put back"), b"new");
+        assert!(!config.exists(), "two asides, nothing to tell them apart: none is put back");
+        super::refuse_unfinished(&weights, &config).expect_err("no config");
+        let weights_tmp = dir.join(".w.safetensors.tmp-4294967");
+        std::fs::write(&weights_tmp, b"newer weights").expect("test file");
+        super::finish_interrupted_pair(&weights, &config);
+        assert_eq!(std::fs::read(&config).expect("put back"), b"new", "the aside of the writer that left its weights");
+        // Never over a config that is there.
+        std::fs::write(&aside, b"stale").expect("test file");
+        std::fs::remove_file(&weights_tmp).expect("test file");
+        super::finish_interrupted_pair(&weights, &config);
+        assert_eq!(std::fs::read(&config).expect("kept"), b"new");
+        super::remove_leftovers(&weights, &config);
+        assert!(!aside.exists() && !other.exists(), "asides are leftovers once a config is in place");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -132,6 +132,10 @@ fn v5_alias(key: &str, layers: usize) -> Option<String> {
     Some(format!("{}.{leaf}", id.path(Naming::Transformers5)))
 }
 
+/// `__metadata__` key of a merged `model.safetensors` that replaced a sharded model: the
+/// fingerprint of the index it replaced, whose shards it removes once in place.
+const REPLACED_INDEX_KEY: &str = "peft_wgpu.replaced_index_fnv1a64";
+
 /// Finishes a save of model folder `dir` (a merge) that was killed among its renames
 /// (see [`stamp::finish_interrupted_pair`]): the new weights are kept with the config saved
 /// with them, also in a new folder that has no `config.json` yet.
@@ -139,14 +143,18 @@ pub fn finish_interrupted_save(dir: &Path) {
     let (weights, config) = (dir.join("model.safetensors"), dir.join("config.json"));
     stamp::finish_interrupted_pair(&weights, &config);
     // A save that replaced a sharded model and was killed before it removed the shards: its
-    // own pair is whole (the weights carry the config's fingerprint), so the index and the
-    // shards it lists are the old model's, which a tool reading the index would load.
+    // own pair is whole (the weights carry the config's fingerprint), and the index is the
+    // one it replaced (its fingerprint too), so the index and the shards it lists are the old
+    // model's, which a tool reading the index would load.
     let index = dir.join(INDEX_FILE);
-    let expected = safetensors::header_metadata(&weights).and_then(|m| m.get(stamp::CONFIG_STAMP_KEY).cloned());
-    let whole = expected.is_some_and(|e| {
-        config.is_file() && crate::io::json::read_config_bytes(&config).is_ok_and(|b| stamp::fingerprint(&b) == e)
+    let Some(meta) = safetensors::header_metadata(&weights) else { return };
+    let fingerprint_of = |path: &Path| std::fs::read(path).ok().map(|b| stamp::fingerprint(&b));
+    let whole = meta.get(stamp::CONFIG_STAMP_KEY).is_some_and(|e| {
+        config.is_file() && crate::io::json::read_config_bytes(&config).is_ok_and(|b| stamp::fingerprint(&b) == *e)
     });
-    if whole && index.is_file() {
+    let replaced =
+        index.is_file() && meta.get(REPLACED_INDEX_KEY).is_some_and(|e| fingerprint_of(&index).as_ref() == Some(e));
+    if whole && replaced {
         for shard in listed_shards(dir) {
             let _ = std::fs::remove_file(dir.join(shard));
         }
@@ -411,6 +419,13 @@ impl VitWeights {
         ]);
         if !self.merged_adapters.is_empty() {
             meta.insert(stamp::MERGED_KEY.to_string(), self.merged_adapters.join(","));
+        }
+        // The sharded model this one replaces, for a reader to finish its removal.
+        let index = dir.join(INDEX_FILE);
+        if index.is_file()
+            && let Ok(bytes) = std::fs::read(&index)
+        {
+            meta.insert(REPLACED_INDEX_KEY.to_string(), stamp::fingerprint(&bytes));
         }
         let weights_path = dir.join("model.safetensors");
         let weights = safetensors::serialize(&weights_path, &list, Some(meta))?;

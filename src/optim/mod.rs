@@ -6,7 +6,7 @@
 //! gradient, a copy of the parameter and of its gradient into the flat buffers, then one
 //! dispatch that updates all of them, then a copy of each updated parameter back into its
 //! tensor. Parameters are updated in place, so every clone of a parameter tensor (the
-//! model's, a [`Var`](crate::Var)'s value) sees the new values, and the tensors stay the
+//! model's, a [`Var`]'s value) sees the new values, and the tensors stay the
 //! source of truth between steps. Gradients are only read. After construction a step
 //! allocates no tensor and reads nothing back.
 //!

@@ -125,8 +125,11 @@ fn watch(log: &Weak<Mutex<Log>>) {
     loop {
         let Some(log) = log.upgrade() else { return };
         let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only a step (or batch) that itself has run that long: shorter ones get their
+        // periodic lines as they end.
         if let Some((what, since)) = &log.doing
             && log.last_line.elapsed() >= log.every
+            && since.elapsed() >= log.every
         {
             let seconds = since.elapsed().as_secs();
             crate::note!("{what}: still at work ({seconds} s so far)");
