@@ -120,6 +120,7 @@ fn wrong_types_and_values_are_errors_naming_the_key() {
         (with(&lora, "init_lora_weights", json!("pissa")), "init_lora_weights"),
         (with(&lora, "init_lora_weights", json!("garbage")), "init_lora_weights"),
         (with(&lora, "init_lora_weights", json!(3)), "init_lora_weights"),
+        (with(&lora, "bias", json!(null)), "bias"),
         (with(&lora, "layers_pattern", json!("blocks")), "layers_pattern"),
         (with(&flora, "r", json!([2, 0])), "r"),
         (with(&flora, "r", json!("2")), "r"),

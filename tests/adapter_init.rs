@@ -139,11 +139,15 @@ fn lora_init_lora_weights_gaussian_and_false_as_peft() {
     let pools = pooled(&gpu, &vit, &cfg, |key, _| Some(if key.ends_with("lora_A.weight") { "A" } else { "B" }.into()));
     assert_normal("gaussian lora_A", &pools["A"], 0.0, 0.25);
     assert_all("gaussian lora_B", &pools["B"], 0.0);
-    // false: both as fresh nn.Linear layers, U(±1/√fan_in); B's fan-in is r.
-    let cfg = json!({"peft_type": "LORA", "r": 4, "target_modules": ["query"], "init_lora_weights": false});
-    let pools = pooled(&gpu, &vit, &cfg, |key, _| Some(if key.ends_with("lora_A.weight") { "A" } else { "B" }.into()));
-    assert_uniform("random lora_A", &pools["A"], 0.25);
-    assert_uniform("random lora_B", &pools["B"], 0.5);
+    // false, and null (which Python calls false too): both as fresh nn.Linear layers,
+    // U(±1/√fan_in); B's fan-in is r.
+    for init in [json!(false), json!(null)] {
+        let cfg = json!({"peft_type": "LORA", "r": 4, "target_modules": ["query"], "init_lora_weights": init});
+        let pools =
+            pooled(&gpu, &vit, &cfg, |key, _| Some(if key.ends_with("lora_A.weight") { "A" } else { "B" }.into()));
+        assert_uniform(&format!("{init} lora_A"), &pools["A"], 0.25);
+        assert_uniform(&format!("{init} lora_B"), &pools["B"], 0.5);
+    }
 }
 
 #[test]

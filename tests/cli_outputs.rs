@@ -576,3 +576,32 @@ fn flora_trained_on_under_the_other_naming_reads_back() {
     succeeds(&["eval", "--model", m, "--adapter", s(&second), "--data", d]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The saved config names the model trained on as `base_model_name_or_path`, as PEFT does,
+/// whatever the given config said (PEFT's AutoPeftModel loaders would load that one); the
+/// run says so when it replaces another name.
+#[test]
+fn the_saved_config_names_the_model_trained_on() {
+    let dir = scratch("base-model-name");
+    let data = good_data(&dir);
+    let config = dir.join("lora.json");
+    let named = |name: serde_json::Value| {
+        let cfg = serde_json::json!({"peft_type": "LORA", "r": 2, "target_modules": ["query"],
+                                     "base_model_name_or_path": name});
+        std::fs::write(&config, cfg.to_string()).expect("config");
+    };
+    let model = fixture("vit_tiny");
+    for (name, note) in [(serde_json::json!("google/vit-base-patch16-224"), true), (serde_json::json!(null), false)] {
+        named(name.clone());
+        let out = dir.join("out");
+        let args = ["train", "--model", s(&model), "--adapter-config", s(&config), "--data", s(&data)];
+        let ran = run(&[&args[..], &["--out", s(&out), "--steps", "1", "--force"]].concat());
+        assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("adapter_config.json")).expect("saved")).expect("json");
+        assert_eq!(saved["base_model_name_or_path"], s(&model), "{name}");
+        let stderr = String::from_utf8_lossy(&ran.stderr);
+        assert_eq!(stderr.contains("google/vit-base-patch16-224") && stderr.contains("base model"), note, "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -212,7 +212,12 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     check_batch(model, (tokens, adapter.labels), &data, args.batch_size, Some(&gpu))?;
     let vit = Vit::from_weights(&gpu, &weights)?;
     let mut adapter = adapter;
-    adapter.config.set_base_model_if_unnamed(&args.model.to_string_lossy());
+    let model_name = args.model.to_string_lossy();
+    if let Some(other) = adapter.config.set_base_model(&model_name) {
+        let shown: String = other.chars().take(120).collect();
+        let cut = if shown.len() < other.len() { "…" } else { "" };
+        note!("the adapter config names `{shown}{cut}` as its base model; it is saved naming --model, `{model_name}`");
+    }
     // The file a non-finite start is blamed on: the weights started from, or the config.
     let start_file = adapter.source_file();
     let adapter = adapter.build(&gpu, &vit, args.seed)?;

@@ -84,6 +84,11 @@ impl JsonFile {
         self.object.get(key).filter(|v| !v.is_null())
     }
 
+    /// Whether `key` is there with the value null (which [`JsonFile::get`] reads as absent).
+    pub fn is_null(&self, key: &str) -> bool {
+        self.object.get(key).is_some_and(Value::is_null)
+    }
+
     /// A required field.
     pub fn require(&self, key: &str) -> Result<&Value> {
         self.get(key).ok_or_else(|| self.err(key, "is missing"))

@@ -106,6 +106,10 @@ fn pattern_regex(key: &str) -> std::result::Result<regex::Regex, regex::Error> {
 }
 
 pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
+    if j.is_null("bias") {
+        // PEFT fails on it (it compares the value's ending); absent means "none".
+        return Err(j.error("bias", "is null; expected \"none\", \"all\" or \"lora_only\""));
+    }
     let bias = match j.opt_string("bias")?.as_deref() {
         None | Some("none") => LoraBias::None,
         Some("all") => LoraBias::All,
@@ -164,8 +168,11 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
             return Err(j.error("layers_pattern", format!("is {v}; a ViT's layers are `layer` (on disk) or `layers`")));
         }
     }
+    // PEFT resets A and B only for a value Python calls true: null leaves nn.Linear's own
+    // initialisation, as false does.
     let init = match j.get("init_lora_weights") {
-        None | Some(Value::Null | Value::Bool(true)) => LoraInit::Default,
+        None if j.is_null("init_lora_weights") => LoraInit::Random,
+        None | Some(Value::Bool(true)) => LoraInit::Default,
         Some(Value::Bool(false)) => LoraInit::Random,
         Some(Value::String(s)) if s == "gaussian" => LoraInit::Gaussian,
         Some(Value::String(s)) if s == "eva" => LoraInit::LoadOnly("eva"),

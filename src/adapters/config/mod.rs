@@ -229,12 +229,12 @@ impl AdapterConfig {
         }
     }
 
-    /// Records `name` as `base_model_name_or_path` (as PEFT does with the name the base model
-    /// was loaded by) unless the config already names one.
-    pub fn set_base_model_if_unnamed(&mut self, name: &str) {
-        if self.raw.get("base_model_name_or_path").is_none_or(Value::is_null) {
-            self.raw.insert("base_model_name_or_path".into(), Value::String(name.into()));
-        }
+    /// Records `name` as `base_model_name_or_path`, as PEFT does with the name the base model
+    /// was loaded by, whatever the config said; returns the other name it said, if any (PEFT
+    /// warns about it).
+    pub fn set_base_model(&mut self, name: &str) -> Option<String> {
+        let before = self.raw.insert("base_model_name_or_path".into(), Value::String(name.into()));
+        before.and_then(|v| v.as_str().map(str::to_string)).filter(|b| b != name)
     }
 
     /// The config as PEFT writes it: the object read (unknown keys kept) with this crate's
