@@ -400,7 +400,7 @@ pub fn evaluate_with_progress(
                 "evaluation",
                 format!(
                     "keeping the logits of {} images × {labels} labels needs {} bytes of memory, which this \
-                     machine cannot give; evaluate fewer images at a time",
+                     machine cannot give; evaluate fewer images at a time (split the data file)",
                     data.len(),
                     (n as u128) * 4
                 ),

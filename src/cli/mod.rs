@@ -336,7 +336,7 @@ pub fn eval(
         if let Some(free) = crate::io::memory::shortfall(bytes) {
             let message = format!(
                 "the logits of {} images × {labels} labels need {bytes} bytes of memory to write, more than the \
-                 {free} bytes this process can still get; evaluate fewer images at a time",
+                 {free} bytes this process can still get; evaluate fewer images at a time (split the data file)",
                 data.len()
             );
             return Err(Error::Io { path: path.to_path_buf(), source: std::io::Error::other(message) });

@@ -226,7 +226,14 @@ impl Dataset {
         let (mut pixels, mut labels) = (Vec::new(), Vec::new());
         let room = pixels.try_reserve_exact(rows.len().saturating_mul(per)).and(labels.try_reserve_exact(rows.len()));
         room.map_err(|_| {
-            Error::invalid("batch", format!("{} images of {per} values do not fit in memory", rows.len()))
+            // The host ran short (the data file fills most of `ulimit -v`, say), not the flag.
+            let message = format!(
+                "a batch of {} images of {per} values ({} bytes) does not fit beside the data in this process's \
+                 memory",
+                rows.len(),
+                (rows.len() as u128) * (per as u128 + 1) * 4
+            );
+            Error::Io { path: self.path.clone(), source: std::io::Error::new(std::io::ErrorKind::OutOfMemory, message) }
         })?;
         for &r in rows {
             let range = r.checked_mul(per).and_then(|start| Some(start..start.checked_add(per)?));

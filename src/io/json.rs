@@ -15,7 +15,9 @@ pub struct JsonFile {
 }
 
 /// Largest config file accepted; real configs are a few kilobytes.
-const MAX_CONFIG_BYTES: u64 = 16 << 20;
+// A transformers config lists every label by name (`id2label`, `label2id`): about 57 MB for
+// the 1,048,576 labels a model may have.
+const MAX_CONFIG_BYTES: u64 = 128 << 20;
 
 /// The bytes of the config file `path`: a directory, or more than [`MAX_CONFIG_BYTES`]
 /// (also from a pipe or device, which report no length), is an error naming the file.
@@ -48,7 +50,7 @@ pub(crate) fn without_bom(text: &[u8]) -> &[u8] {
 }
 
 impl JsonFile {
-    /// Reads and parses `path`, which must hold a JSON object (at most 16 MiB, also from a
+    /// Reads and parses `path`, which must hold a JSON object (at most 128 MiB, also from a
     /// pipe or device).
     pub fn read(path: &Path) -> Result<JsonFile> {
         JsonFile::parse(path, &read_config_bytes(path)?)
@@ -170,4 +172,32 @@ impl JsonFile {
 pub fn whole_number(v: &Value) -> Option<u64> {
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
     v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && (0.0..EXACT).contains(f)).map(|f| f as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transformers config of a head with 300,000 labels (about 17 MB, most of it
+    /// `id2label` and `label2id`) is read; a file past the bound is refused by name.
+    #[test]
+    fn configs_of_large_heads_are_read() {
+        let dir = std::env::temp_dir().join(format!("peft-wgpu-json-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let labels = 300_000;
+        let id2label: Map<String, Value> = (0..labels).map(|i| (i.to_string(), format!("LABEL_{i}").into())).collect();
+        let label2id: Map<String, Value> = (0..labels).map(|i| (format!("LABEL_{i}"), i.into())).collect();
+        let config = serde_json::json!({"num_labels": labels, "id2label": id2label, "label2id": label2id});
+        let path = dir.join("config.json");
+        // Indented, as transformers writes it.
+        std::fs::write(&path, serde_json::to_string_pretty(&config).expect("json")).expect("write");
+        assert!(std::fs::metadata(&path).expect("size").len() > 16 << 20);
+        let read = JsonFile::read(&path).expect("a large head's config");
+        assert_eq!(read.get("num_labels"), Some(&Value::from(labels)));
+        let big = std::fs::File::create(&path).expect("file");
+        big.set_len(MAX_CONFIG_BYTES + 1).expect("size");
+        let e = JsonFile::read(&path).expect_err("past the bound").to_string();
+        assert!(e.contains("too large for a config file") && e.contains("config.json"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
