@@ -50,9 +50,7 @@ pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
         None
     };
     if let Some(expected) = &expected {
-        let in_place =
-            config.is_file() && super::json::read_config_bytes(config).is_ok_and(|b| fingerprint(&b) == *expected);
-        if in_place {
+        if holds_config(config, expected) {
             // The config in place is already the one saved with the weights (the new config
             // was the same as the old): a temporary of it is only a leftover.
             for tmp in pending_configs(config, expected).filter(settled) {
@@ -73,9 +71,7 @@ pub fn finish_interrupted_pair(weights: &Path, config: &Path) {
         let waiting: Vec<String> =
             super::atomic::stale_temps(weights).iter().filter_map(|t| super::atomic::writer_of(t)).collect();
         let by_writer = asides.iter().find(|a| super::atomic::writer_of(a).is_some_and(|w| waiting.contains(&w)));
-        let by_stamp = asides.iter().find(|old| {
-            expected.as_ref().is_some_and(|e| super::json::read_config_bytes(old).is_ok_and(|b| fingerprint(&b) == *e))
-        });
+        let by_stamp = asides.iter().find(|old| expected.as_ref().is_some_and(|e| holds_config(old, e)));
         if let Some(old) = by_writer.or(by_stamp) {
             put_back(old, config);
         }
@@ -156,9 +152,13 @@ pub fn remove_leftovers(weights: &Path, config: &Path) {
 /// have fingerprint `expected`: the config saved with the weights that carry it.
 fn pending_configs(config: &Path, expected: &str) -> impl Iterator<Item = std::path::PathBuf> {
     let expected = expected.to_string();
-    super::atomic::stale_temps(config).into_iter().filter(move |tmp| {
-        tmp.is_file() && super::json::read_config_bytes(tmp).is_ok_and(|b| fingerprint(&b) == expected)
-    })
+    super::atomic::stale_temps(config).into_iter().filter(move |tmp| holds_config(tmp, &expected))
+}
+
+/// Whether `path` is a config file whose bytes have fingerprint `expected`: the config saved
+/// with the weights that carry it.
+pub(crate) fn holds_config(path: &Path, expected: &str) -> bool {
+    path.is_file() && super::json::read_config_bytes(path).is_ok_and(|b| fingerprint(&b) == expected)
 }
 
 /// The first of [`pending_configs`].
@@ -199,21 +199,33 @@ pub fn fingerprint(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
     use super::fingerprint;
+
+    /// An empty scratch folder `peft-wgpu-NAME-PID` in the temporary folder.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("peft-wgpu-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test file");
+        dir
+    }
+
+    /// Writes a one-tensor weights file at `path` carrying the fingerprint of `config`.
+    fn stamped_weights(path: &Path, config: &[u8]) {
+        use crate::io::safetensors::{HostTensor, serialize};
+        let t = HostTensor::new(vec![1], vec![1.0]).expect("test file");
+        let meta = std::collections::HashMap::from([(super::CONFIG_STAMP_KEY.to_string(), fingerprint(config))]);
+        std::fs::write(path, serialize(path, &[("t".into(), &t)], Some(meta)).expect("test file")).expect("test file");
+    }
 
     /// A save killed between its renames is finished; a leftover temporary of the config
     /// already in place is removed; a temporary of another config is left alone.
     #[test]
     fn interrupted_pairs_are_finished_and_leftovers_removed() {
-        use crate::io::safetensors::{HostTensor, serialize};
-        let dir = std::env::temp_dir().join(format!("peft-wgpu-stamp-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("test file");
+        let dir = scratch("stamp");
         let (weights, config) = (dir.join("w.safetensors"), dir.join("c.json"));
-        let t = HostTensor::new(vec![1], vec![1.0]).expect("test file");
-        let meta = std::collections::HashMap::from([(super::CONFIG_STAMP_KEY.to_string(), fingerprint(b"new"))]);
-        std::fs::write(&weights, serialize(&weights, &[("t".into(), &t)], Some(meta)).expect("test file"))
-            .expect("test file");
+        stamped_weights(&weights, b"new");
         let tmp = |pid: u32| dir.join(format!(".c.json.tmp-{pid}"));
         std::fs::write(&config, b"old").expect("test file");
         std::fs::write(tmp(11), b"other").expect("test file");
@@ -234,17 +246,9 @@ mod tests {
     /// aside is then a leftover that `remove_leftovers` removes.
     #[test]
     fn a_config_moved_aside_is_put_back_or_replaced() {
-        use crate::io::safetensors::{HostTensor, serialize};
-        let dir = std::env::temp_dir().join(format!("peft-wgpu-aside-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("test file");
+        let dir = scratch("aside");
         let (weights, config) = (dir.join("w.safetensors"), dir.join("c.json"));
-        let weights_for = |stamp: &[u8]| {
-            let t = HostTensor::new(vec![1], vec![1.0]).expect("test file");
-            let meta = std::collections::HashMap::from([(super::CONFIG_STAMP_KEY.to_string(), fingerprint(stamp))]);
-            std::fs::write(&weights, serialize(&weights, &[("t".into(), &t)], Some(meta)).expect("test file"))
-                .expect("test file");
-        };
+        let weights_for = |stamp: &[u8]| stamped_weights(&weights, stamp);
         // A process id above Linux's largest: a writer that has ended.
         let (aside, tmp) = (dir.join(".c.json.old-4294967"), dir.join(".c.json.tmp-4294967"));
         // Before the commit point.

@@ -149,9 +149,7 @@ pub fn finish_interrupted_save(dir: &Path) {
     let index = dir.join(INDEX_FILE);
     let Some(meta) = safetensors::header_metadata(&weights) else { return };
     let fingerprint_of = |path: &Path| std::fs::read(path).ok().map(|b| stamp::fingerprint(&b));
-    let whole = meta.get(stamp::CONFIG_STAMP_KEY).is_some_and(|e| {
-        config.is_file() && crate::io::json::read_config_bytes(&config).is_ok_and(|b| stamp::fingerprint(&b) == *e)
-    });
+    let whole = meta.get(stamp::CONFIG_STAMP_KEY).is_some_and(|e| stamp::holds_config(&config, e));
     let replaced =
         index.is_file() && meta.get(REPLACED_INDEX_KEY).is_some_and(|e| fingerprint_of(&index).as_ref() == Some(e));
     if whole && replaced {
