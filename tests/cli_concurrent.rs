@@ -2,7 +2,7 @@
 //! without `--force` that finishes while another saves into its `--out` is refused, not
 //! saved over the other, and a reader that starts while a save is in progress waits for it
 //! and reads the new adapter whole. Saves are slowed with the test hook
-//! `PEFT_WGPU_TEST_SLOW_WRITE_MS` (see `src/io/atomic.rs`), which holds the folder's lock
+//! `PEFT_WGPU_TEST_SLOW_WRITE_MS` (see `src/io/atomic/mod.rs`), which holds the folder's lock
 //! for seconds.
 
 mod cli_support;

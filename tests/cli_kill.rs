@@ -6,7 +6,7 @@
 //! for a merged model folder, and two saves into one folder never interleave.
 //!
 //! The write is slowed with the test hook `PEFT_WGPU_TEST_SLOW_WRITE_MS` (see
-//! `src/io/atomic.rs`), so the kill lands where each test wants it.
+//! `src/io/atomic/mod.rs`), so the kill lands where each test wants it.
 
 mod cli_support;
 

@@ -30,6 +30,15 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+mod leftovers;
+mod lock;
+
+use leftovers::remove_stale_temps;
+pub(crate) use leftovers::writer_of;
+pub use leftovers::{finish_rename, stale_asides, stale_temps, writer_ended};
+pub use lock::lock_shared;
+use lock::{Lock, lock_dir};
+
 /// The environment variable of the test hook described in the module docs.
 pub const SLOW_WRITE_ENV: &str = "PEFT_WGPU_TEST_SLOW_WRITE_MS";
 
@@ -307,75 +316,6 @@ fn finished_by_another(tmp: &Path, path: &Path, bytes: &[u8]) -> bool {
     !tmp.exists() && std::fs::read(path).is_ok_and(|now| now == bytes)
 }
 
-/// A shared advisory lock on folder `dir`, for reading files that belong together (an
-/// adapter's config and weights): writers ([`write_all`]) wait until it is dropped, so the
-/// files read under it come from one save. `None` where the folder cannot be opened or the
-/// platform cannot lock one (the reads then go unlocked).
-pub fn lock_shared(dir: &Path) -> Option<std::fs::File> {
-    lock_dir(dir, Lock::Shared)
-}
-
-#[derive(Clone, Copy)]
-enum Lock {
-    Shared,
-    Exclusive,
-}
-
-/// An advisory lock on folder `dir`, held until the returned handle is dropped; `None` where
-/// the folder (or, on Windows, its lock file) cannot be opened or locked.
-fn lock_dir(dir: &Path, kind: Lock) -> Option<std::fs::File> {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    let handle = lock_handle(dir)?;
-    let free = match kind {
-        Lock::Shared => handle.try_lock_shared(),
-        Lock::Exclusive => handle.try_lock(),
-    };
-    match free {
-        Ok(()) => return Some(handle),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            // Another run holds the folder (a save, or reads during one): say why nothing
-            // happens, since a run stopped while holding it keeps this one waiting.
-            let doing = match kind {
-                Lock::Shared => "saving into",
-                Lock::Exclusive => "reading or saving",
-            };
-            note!("waiting for another peft-wgpu run {doing} {} to finish…", dir.display());
-        }
-        Err(std::fs::TryLockError::Error(_)) => return None,
-    }
-    match kind {
-        Lock::Shared => handle.lock_shared().ok()?,
-        Lock::Exclusive => handle.lock().ok()?,
-    }
-    Some(handle)
-}
-
-/// What locks folder `dir`: the folder itself where it opens as a file (Unix).
-#[cfg(unix)]
-fn lock_handle(dir: &Path) -> Option<std::fs::File> {
-    std::fs::File::open(dir).ok()
-}
-
-/// What locks folder `dir`: Windows opens no folder as a file, so a lock file stands for it.
-#[cfg(not(unix))]
-fn lock_handle(dir: &Path) -> Option<std::fs::File> {
-    lock_file_for(dir, &std::env::temp_dir())
-}
-
-/// The lock file standing for folder `dir` under `root`: `root/peft-wgpu-locks/<fingerprint
-/// of the folder's full path, lowercased>.lock` (Windows paths ignore case), shared by every
-/// process with the same `root`: on Windows the user's temporary folder, so processes of
-/// one user exclude each other (two accounts saving into one shared folder do not).
-#[cfg_attr(unix, allow(dead_code, reason = "the lock of platforms that cannot lock a folder; tested everywhere"))]
-fn lock_file_for(dir: &Path, root: &Path) -> Option<std::fs::File> {
-    let full = dir.canonicalize().ok()?;
-    let name = super::stamp::fingerprint(full.to_string_lossy().to_lowercase().as_bytes());
-    let locks = root.join("peft-wgpu-locks");
-    std::fs::create_dir_all(&locks).ok()?;
-    let file = locks.join(format!("{name}.lock"));
-    std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(file).ok()
-}
-
 /// Runs `op` (a rename) again for up to two seconds while Windows refuses it for
 /// a moment (access denied, sharing violation: a virus scanner or indexer holding the file
 /// just written); elsewhere, or on any other error, once.
@@ -400,75 +340,6 @@ pub(crate) fn sync_dir(dir: &Path) {
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
-    }
-}
-
-/// Temporaries of `path` left by killed writers (`.NAME.tmp-PID` beside it).
-pub fn stale_temps(path: &Path) -> Vec<PathBuf> {
-    marked(path, TEMP_MARKER)
-}
-
-/// Files that killed writers moved aside from `path` (`.NAME.old-PID` beside it): the file
-/// the save was replacing.
-pub fn stale_asides(path: &Path) -> Vec<PathBuf> {
-    marked(path, ASIDE_MARKER)
-}
-
-/// The files beside `path` named `.NAME` + `marker` + a process id.
-fn marked(path: &Path, marker: &str) -> Vec<PathBuf> {
-    let prefix = prefix(path, marker);
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    entries
-        .flatten()
-        .filter(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            name.strip_prefix(&prefix).is_some_and(|pid| !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()))
-        })
-        .map(|entry| entry.path())
-        .collect()
-}
-
-/// The process id in a temporary's (`.NAME.tmp-PID`) or an aside's (`.NAME.old-PID`) name.
-pub(crate) fn writer_of(path: &Path) -> Option<String> {
-    let name = file_name(path);
-    let (_, pid) = name.rsplit_once(TEMP_MARKER).or_else(|| name.rsplit_once(ASIDE_MARKER))?;
-    (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then(|| pid.to_string())
-}
-
-/// Whether the process that wrote temporary `tmp` (`.NAME.tmp-PID`, see [`stale_temps`]), or
-/// moved a file aside (`.NAME.old-PID`, [`stale_asides`]), has ended, as far as this system
-/// can tell: on Linux by `/proc` (a process killed but not yet collected by its parent, a
-/// zombie with no thread left, has ended too), elsewhere never known (`false`).
-pub fn writer_ended(tmp: &Path) -> bool {
-    let Some(pid) = writer_of(tmp) else { return false };
-    let proc = Path::new("/proc");
-    let zombie = || {
-        let status = std::fs::read_to_string(proc.join(&pid).join("status")).unwrap_or_default();
-        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
-        field("State:").is_some_and(|s| s.starts_with('Z')) && field("Threads:").is_some_and(|t| t == "1")
-    };
-    cfg!(target_os = "linux") && proc.join("self").exists() && (!proc.join(&pid).exists() || zombie())
-}
-
-/// Renames the temporary `tmp` left by a killed [`write_all`] over `path`, finishing the
-/// writer's second phase, and flushes the folder.
-pub fn finish_rename(tmp: &Path, path: &Path) -> Result<()> {
-    with_retries(|| std::fs::rename(tmp, path)).map_err(io_err(path))?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir);
-    }
-    Ok(())
-}
-
-/// Removes temporaries of `path` left by killed writers (`.NAME.tmp-PID` beside it), and the
-/// files they moved aside (`.NAME.old-PID`) once `path` is there again (put back or
-/// replaced by a reader that finished the save): all of them when `locked` (no other save
-/// is under way), else those of writers known to have ended.
-fn remove_stale_temps(path: &Path, locked: bool) {
-    let asides = if path.is_file() { stale_asides(path) } else { Vec::new() };
-    for tmp in stale_temps(path).into_iter().chain(asides.into_iter().filter(|a| locked || writer_ended(a))) {
-        let _ = std::fs::remove_file(tmp);
     }
 }
 
@@ -513,153 +384,4 @@ pub fn in_dir<T>(dir: &Path, write: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("peft-wgpu-atomic-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir
-    }
-
-    #[test]
-    fn windows_device_names_are_recognised() {
-        for name in ["NUL", "nul", "nul.txt", r"C:\out\con", "com1", "LPT9.log", r"\\.\pipe\x", "dir/Aux"] {
-            assert!(names_windows_device(Path::new(name)), "{name}");
-        }
-        for name in ["null", "com0", "com10", "console", "nul_logits.safetensors", "my-nul", "logits.safetensors"] {
-            assert!(!names_windows_device(Path::new(name)), "{name}");
-        }
-    }
-
-    /// The lock file that stands for a folder where no folder can be locked (Windows): every
-    /// spelling of one folder's path gets the same file, other folders another, and it
-    /// excludes a second holder as a folder lock does.
-    #[test]
-    fn a_folders_lock_file_is_shared_by_its_spellings_and_excludes() {
-        let dir = temp_dir("lockfile");
-        let (root, other) = (dir.join("root"), dir.join("other"));
-        std::fs::create_dir_all(&other).expect("folder");
-        let held = lock_file_for(&dir, &root).expect("a lock file");
-        held.lock().expect("exclusive lock");
-        let again = lock_file_for(&dir.join("other").join(".."), &root).expect("the same folder's lock file");
-        assert!(again.try_lock().is_err(), "a second holder of the same folder waits");
-        let elsewhere = lock_file_for(&other, &root).expect("another folder's lock file");
-        elsewhere.try_lock().expect("another folder's lock is free");
-        drop(held);
-        again.try_lock().expect("free once the first holder is gone");
-        assert_eq!(std::fs::read_dir(root.join("peft-wgpu-locks")).expect("locks").count(), 2);
-        std::fs::remove_dir_all(&dir).ok();
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn write_all_never_renames_over_a_pipe_or_folder() {
-        use std::os::unix::fs::FileTypeExt;
-        let dir = temp_dir("special");
-        let fifo = dir.join("fifo");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
-        assert!(made.success(), "mkfifo failed");
-        let sub = dir.join("sub");
-        std::fs::create_dir(&sub).expect("folder");
-        for target in [&fifo, &sub] {
-            let e = write_all(&[(dir.join("a"), b"a".to_vec()), (target.clone(), b"x".to_vec())]).expect_err("refused");
-            assert!(e.to_string().contains("not replaced"), "{e}");
-            assert!(!dir.join("a").exists(), "nothing is written when one target is refused");
-        }
-        assert!(std::fs::symlink_metadata(&fifo).expect("fifo").file_type().is_fifo());
-        assert!(sub.is_dir());
-        std::fs::remove_dir_all(&dir).ok();
-    }
-
-    /// A writer that ended is known by its process id, also while it waits as a zombie for
-    /// its parent (a killed run whose parent has not yet collected it); a live one is not.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn ended_writers_are_told_from_live_ones() {
-        let name = |pid: u32| PathBuf::from(format!("/tmp/.a.bin.tmp-{pid}"));
-        assert!(!writer_ended(&name(std::process::id())), "this process");
-        let mut child = std::process::Command::new("true").spawn().expect("`true` runs");
-        let pid = child.id();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !writer_ended(&name(pid)) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        assert!(writer_ended(&name(pid)), "an ended child not yet waited for");
-        child.wait().expect("wait");
-        assert!(writer_ended(&name(pid)), "an ended child");
-        assert!(writer_ended(&PathBuf::from("/tmp/.b.json.old-4294967")), "a file moved aside by an ended writer");
-    }
-
-    #[test]
-    fn write_all_replaces_every_file_and_leaves_no_temporaries() {
-        let dir = temp_dir("all");
-        let (a, b) = (dir.join("a.bin"), dir.join("b.json"));
-        std::fs::write(&a, b"old a").expect("seed");
-        std::fs::write(&b, b"old b").expect("seed");
-        // A temporary left by a killed writer is cleaned up, and so is a file one moved aside
-        // once the file is back in place.
-        std::fs::write(dir.join(".a.bin.tmp-999999"), b"half").expect("stale");
-        std::fs::write(dir.join(".b.json.old-4294967"), b"older b").expect("stale");
-        write_all(&[(a.clone(), b"new a".to_vec()), (b.clone(), b"new b".to_vec())]).expect("write");
-        assert_eq!(std::fs::read(&a).expect("a"), b"new a");
-        assert_eq!(std::fs::read(&b).expect("b"), b"new b");
-        let names: Vec<String> =
-            std::fs::read_dir(&dir).expect("list").flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
-        assert_eq!(names.len(), 2, "{names:?}");
-        std::fs::remove_dir_all(&dir).ok();
-    }
-
-    /// A name of up to 255 bytes (file systems' limit) is written through a temporary whose
-    /// name fits too, one apart from that of a name that differs only past the cut, and a
-    /// temporary such a writer left behind is found.
-    #[test]
-    fn the_longest_names_get_temporaries_that_fit() {
-        let dir = temp_dir("long");
-        let (a, b) = (dir.join(format!("{}a", "é".repeat(127))), dir.join(format!("{}b", "é".repeat(127))));
-        assert_eq!(a.file_name().expect("name").len(), 255);
-        let (ta, tb) = (temp_path(&a), temp_path(&b));
-        assert!(ta.file_name().expect("name").len() <= 255, "{}", ta.display());
-        assert_ne!(ta, tb);
-        std::fs::write(&ta, b"half").expect("a temporary left by a killed writer");
-        assert_eq!(stale_temps(&a), std::slice::from_ref(&ta));
-        assert!(stale_temps(&b).is_empty());
-        write(&a, b"new a").expect("write");
-        assert_eq!(std::fs::read(&a).expect("a"), b"new a");
-        assert!(!ta.exists(), "the stale temporary is removed");
-        let short = dir.join("logits.safetensors");
-        let name = temp_path(&short).file_name().expect("name").to_string_lossy().into_owned();
-        assert_eq!(name, format!(".logits.safetensors.tmp-{}", std::process::id()));
-        std::fs::remove_dir_all(&dir).ok();
-    }
-
-    #[test]
-    fn a_failed_write_removes_only_the_folder_it_made() {
-        let dir = temp_dir("in_dir");
-        let fail = || -> Result<()> { Err(Error::invalid("--out", "no space")) };
-        let new = dir.join("new");
-        assert!(in_dir(&new.join("deeper"), fail).is_err());
-        assert!(!new.exists(), "the folders made for a failed write are gone");
-        assert!(in_dir(&dir, fail).is_err());
-        assert!(in_dir(Path::new(""), || Ok(())).is_err(), "an empty path is not this folder by accident");
-        assert!(dir.is_dir(), "a folder that was there stays");
-        in_dir(&new, || write_all(&[(new.join("f"), b"x".to_vec())])).expect("write");
-        assert_eq!(std::fs::read(new.join("f")).expect("f"), b"x");
-        std::fs::remove_dir_all(&dir).ok();
-    }
-
-    #[test]
-    fn a_failed_write_changes_nothing() {
-        let dir = temp_dir("fail");
-        let a = dir.join("a.bin");
-        std::fs::write(&a, b"old a").expect("seed");
-        // The second target's folder does not exist, so its temporary cannot be created.
-        let bad = dir.join("missing").join("b.json");
-        let e = write_all(&[(a.clone(), b"new a".to_vec()), (bad, b"x".to_vec())]).expect_err("must fail");
-        assert!(e.to_string().contains("b.json"), "{e}");
-        assert_eq!(std::fs::read(&a).expect("a"), b"old a");
-        assert_eq!(std::fs::read_dir(&dir).expect("list").count(), 1, "temporaries left behind");
-        std::fs::remove_dir_all(&dir).ok();
-    }
-}
+mod tests;
