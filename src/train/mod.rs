@@ -6,12 +6,16 @@ use crate::autograd::Tape;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, PendingRead};
 use crate::io::Dataset;
-use crate::nn::{Vit, VitHooks};
+use crate::nn::Vit;
 use crate::ops::elementwise::add_var;
-use crate::ops::loss::{cross_entropy_rows, cross_entropy_var};
+use crate::ops::loss::cross_entropy_var;
 use crate::optim::{Optimizer, OptimizerCheckpoint, OptimizerKind};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+
+mod eval;
+
+pub use eval::{EvalReport, evaluate, evaluate_with_progress, finite_without_adapter, first_non_finite_image};
 
 /// Which rows each step takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -307,27 +311,6 @@ pub fn first_rows(options: &TrainOptions, images: usize) -> Result<Vec<usize>> {
     Batches::new(options.order, images, options.batch_size).next_rows()
 }
 
-/// Of `rows`, the first image whose logits (with `adapter`) are not finite, with the first
-/// such logit: what makes a loss non-finite before any update.
-pub fn first_non_finite_image(
-    gpu: &Gpu,
-    vit: &Vit,
-    adapter: Option<&Adapter>,
-    data: &Dataset,
-    rows: &[usize],
-) -> Result<Option<(usize, f32)>> {
-    let (_, _, logits) = eval_batch(gpu, vit, adapter, data, rows)?;
-    let labels = (logits.len() / rows.len().max(1)).max(1);
-    Ok(logits.iter().position(|v| !v.is_finite()).map(|i| (rows[i / labels], logits[i])))
-}
-
-/// Whether the model without any adapter gives image `image` finite logits: when it does and
-/// the adapted model does not, the adapter is at fault.
-pub fn finite_without_adapter(gpu: &Gpu, vit: &Vit, data: &Dataset, image: usize) -> Result<bool> {
-    let (_, _, logits) = eval_batch(gpu, vit, None, data, &[image])?;
-    Ok(logits.iter().all(|v| v.is_finite()))
-}
-
 /// Mean cross-entropy of the adapted model on `rows`, without recording anything.
 fn inference_loss(gpu: &Gpu, vit: &Vit, adapter: &Adapter, data: &Dataset, rows: &[usize]) -> Result<f32> {
     let (images, labels) = upload_batch(gpu, data, rows)?;
@@ -338,135 +321,4 @@ fn inference_loss(gpu: &Gpu, vit: &Vit, adapter: &Adapter, data: &Dataset, rows:
     let logits = vit.forward(&mut tape, &base, &images, &bound)?;
     let loss = cross_entropy_var(&mut tape, &logits, &labels)?;
     Ok(gpu.read(loss.value())?[0])
-}
-
-/// Accuracy and loss of a model on a data set.
-#[derive(Clone, Debug)]
-pub struct EvalReport {
-    /// Fraction of images whose arg-max logit is their label.
-    pub accuracy: f64,
-    /// Mean cross-entropy.
-    pub mean_loss: f64,
-    /// Images evaluated.
-    pub images: usize,
-    /// Logits `[images, labels]`, row-major, when kept ([`evaluate`] keeps them,
-    /// [`evaluate_with_progress`] when asked to); empty otherwise.
-    pub logits: Vec<f32>,
-    /// Labels of the classifier.
-    pub labels: usize,
-    /// The first logit that is not finite, as (image, value): the accuracy and the loss are
-    /// then meaningless.
-    pub first_non_finite: Option<(usize, f32)>,
-}
-
-/// Evaluates `vit` (with `hooks`, e.g. a bound adapter, made per batch by `bind`) on `data`,
-/// keeping the logits. `batch_size` images go through the model at once, or fewer where the
-/// device's grid cannot take that many (batch × heads past its workgroups per axis, 65,535
-/// on most) or one of its buffers cannot hold a batch's tensor: the results are the same.
-pub fn evaluate(
-    gpu: &Gpu,
-    vit: &Vit,
-    adapter: Option<&Adapter>,
-    data: &Dataset,
-    batch_size: usize,
-) -> Result<EvalReport> {
-    evaluate_with_progress(gpu, vit, adapter, data, batch_size, true, &mut |_, _| {})
-}
-
-/// [`evaluate`], keeping the logits only when `keep_logits` (they take `images × labels`
-/// floats of host memory; an error says so when that cannot be had), and telling `on_batch`
-/// how many images of how many are done: 0 before the first batch, then after each.
-pub fn evaluate_with_progress(
-    gpu: &Gpu,
-    vit: &Vit,
-    adapter: Option<&Adapter>,
-    data: &Dataset,
-    batch_size: usize,
-    keep_logits: bool,
-    on_batch: &mut dyn FnMut(usize, usize),
-) -> Result<EvalReport> {
-    let labels = adapter.map_or(vit.config.num_labels, Adapter::num_labels);
-    check_inputs(vit, labels, data, batch_size)?;
-    check_device(gpu, vit, adapter)?;
-    if let Some(a) = adapter {
-        a.check_model("evaluate", &vit.config)?;
-    }
-    let (mut correct, mut loss) = (0.0f64, 0.0f64);
-    let mut logits_all = Vec::new();
-    if keep_logits {
-        let n = data.len().saturating_mul(labels);
-        logits_all.try_reserve_exact(n).map_err(|_| {
-            Error::invalid(
-                "evaluation",
-                format!(
-                    "keeping the logits of {} images × {labels} labels needs {} bytes of memory, which this \
-                     machine cannot give; evaluate fewer images at a time (split the data file)",
-                    data.len(),
-                    (n as u128) * 4
-                ),
-            )
-        })?;
-    }
-    let mut first_non_finite = None;
-    let (mut start, mut chunk) = (0, batch_size);
-    on_batch(0, data.len());
-    while start < data.len() {
-        let rows: Vec<usize> = (start..(start + chunk).min(data.len())).collect();
-        let (batch_loss, batch_correct, batch_logits) = match eval_batch(gpu, vit, adapter, data, &rows) {
-            // More images at once than the device's grid takes (batch × heads past its
-            // workgroups per axis), or than one of its buffers holds (an MLP activation, the
-            // logits): the same images in smaller pieces give the same results.
-            Err(Error::TooManyWorkgroups { .. } | Error::TooLarge { .. }) if rows.len() > 1 => {
-                chunk = rows.len() / 2;
-                continue;
-            }
-            other => other?,
-        };
-        loss += batch_loss;
-        correct += batch_correct;
-        if first_non_finite.is_none()
-            && let Some(i) = batch_logits.iter().position(|v| !v.is_finite())
-        {
-            first_non_finite = Some((start + i / labels.max(1), batch_logits[i]));
-        }
-        if keep_logits {
-            logits_all.extend(batch_logits);
-        }
-        start += rows.len();
-        on_batch(start, data.len());
-    }
-    let n = data.len() as f64;
-    Ok(EvalReport {
-        accuracy: correct / n,
-        mean_loss: loss / n,
-        images: data.len(),
-        logits: logits_all,
-        labels,
-        first_non_finite,
-    })
-}
-
-/// The summed loss, the number of hits and the logits of images `rows`.
-fn eval_batch(
-    gpu: &Gpu,
-    vit: &Vit,
-    adapter: Option<&Adapter>,
-    data: &Dataset,
-    rows: &[usize],
-) -> Result<(f64, f64, Vec<f32>)> {
-    let (images, labels) = upload_batch(gpu, data, rows)?;
-    let mut tape = Tape::inference(gpu);
-    let base = vit.bind(&mut tape, false);
-    let images = tape.constant(&images);
-    let logits = match adapter {
-        Some(a) => {
-            let bound = a.bind(&mut tape);
-            vit.forward(&mut tape, &base, &images, &bound)?
-        }
-        None => vit.forward(&mut tape, &base, &images, &crate::nn::NoHooks as &dyn VitHooks)?,
-    };
-    let (losses, hits) = cross_entropy_rows(gpu, logits.value(), &labels)?;
-    let loss = gpu.read(&losses)?.iter().map(|&v| f64::from(v)).sum::<f64>();
-    let correct = gpu.read(&hits)?.iter().map(|&v| f64::from(v)).sum::<f64>();
-    Ok((loss, correct, gpu.read(logits.value())?))
 }
