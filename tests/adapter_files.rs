@@ -113,15 +113,44 @@ fn adapters_written_by_peft_and_by_the_torch_reference_round_trip() {
             k.sort();
             k
         };
-        // LoRA files are written in transformers 5's naming, which PEFT loads today; the
-        // other types keep the naming of the file they came from.
-        let mut want = keys(&src);
-        if name.starts_with("lora") {
-            want = want.iter().map(|k| transformers5(k)).collect();
-            want.sort();
-        }
-        assert_eq!(keys(&scratch_path(name)), want, "{name}: file keys");
+        // Every type keeps the naming of the file it came from: the PEFT that wrote a LoRA
+        // file (0.17 under transformers 4 for `lora_v4`) reads that naming only.
+        assert_eq!(keys(&scratch_path(name)), keys(&src), "{name}: file keys");
     }
+    // Asked for, a LoRA adapter is saved in the other naming, its config spelled out in it.
+    let v4 = Adapter::load(&gpu, &fixtures().join("adapters").join("lora_v4"), &vit).unwrap();
+    assert_eq!(v4.lora_naming(), Naming::OnDisk);
+    let mut v5 = v4;
+    v5.set_lora_naming(Naming::Transformers5);
+    round_trip(&gpu, "lora_v4_as_v5", &v5);
+    let src = fixtures().join("adapters").join("lora_v4");
+    let mut want: Vec<String> = TensorFile::open(&src.join(WEIGHTS_FILE)).unwrap().keys().map(transformers5).collect();
+    want.sort();
+    let mut got: Vec<String> = TensorFile::open(&scratch_path("lora_v4_as_v5").join(WEIGHTS_FILE))
+        .unwrap()
+        .keys()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "lora_v4 saved in transformers 5's naming");
+    let mut v4_again = Adapter::load(&gpu, &scratch_path("lora_v4_as_v5"), &vit).unwrap();
+    assert_eq!(v4_again.lora_naming(), Naming::Transformers5);
+    v4_again.set_lora_naming(Naming::OnDisk);
+    round_trip(&gpu, "lora_v4_back", &v4_again);
+    let back = |dir: &Path| {
+        let mut k: Vec<String> =
+            TensorFile::open(&dir.join(WEIGHTS_FILE)).unwrap().keys().map(str::to_string).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(back(&scratch_path("lora_v4_back")), back(&src), "lora_v4 back in its own naming");
+    let spelled: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scratch_path("lora_v4_back").join(CONFIG_FILE)).unwrap()).unwrap();
+    let targets = spelled["target_modules"].as_array().unwrap();
+    assert!(
+        targets.iter().all(|t| t.as_str().unwrap().starts_with("vit.encoder.layer.")),
+        "targets spelled out in the on-disk naming: {spelled}"
+    );
     // PEFT's extra config keys survive.
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(scratch_path("lora_v5").join(CONFIG_FILE)).unwrap()).unwrap();

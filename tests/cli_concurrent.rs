@@ -1,7 +1,8 @@
 //! Runs that use one folder at once (SPEC §11: never a mixed or lost adapter): a run
 //! without `--force` that finishes while another saves into its `--out` is refused, not
 //! saved over the other, and a reader that starts while a save is in progress waits for it
-//! and reads the new adapter whole. Saves are slowed with the test hook
+//! and reads the new adapter whole, and a run that finishes while a model is merged into its
+//! `--out` saves nothing there. Saves are slowed with the test hook
 //! `PEFT_WGPU_TEST_SLOW_WRITE_MS` (see `src/io/atomic/mod.rs`), which holds the folder's lock
 //! for seconds.
 
@@ -91,5 +92,27 @@ fn a_reader_waits_for_a_save_in_progress_and_reads_the_new_adapter() {
     let new = eval_into(&dir.join("new.safetensors"));
     assert_ne!(new, old, "training changed the adapter");
     assert_eq!(during, new, "the reader read the adapter the save in progress wrote");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A model merged into `--out` while a run trains is not joined by an adapter there, which
+/// transformers would apply whenever it loads that folder: the run saves nothing.
+#[test]
+fn a_run_that_finishes_while_a_model_is_merged_into_its_out_saves_nothing() {
+    let dir = scratch("concurrent-merge");
+    let data = good_data(&dir);
+    let (model, adapter) = (fixture("vit_tiny"), fixture("adapters/lora_v5"));
+    let out = dir.join("new");
+    let mut merge = start_slowed(&["merge", "--model", s(&model), "--adapter", s(&adapter), "--out", s(&out)], 4_000);
+    wait_for(&mut merge, Duration::from_secs(120), "the merge's save to start", || {
+        out.is_dir() && !names_with(&out, ".model.safetensors.tmp-").is_empty()
+    });
+    let train = run(&train_args(s(&model), s(&fixture("adapters/flora")), s(&data), s(&out), &[]));
+    check_failure(&train, USAGE, &["--out", "received a model", "nothing was saved"], false);
+    finishes(merge, "the merge");
+    assert!(out.join("model.safetensors").is_file());
+    for name in ["adapter_config.json", "adapter_model.safetensors"] {
+        assert!(!out.join(name).exists(), "{name} saved beside the merged model");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

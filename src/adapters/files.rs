@@ -23,10 +23,11 @@ impl Adapter {
     /// refused when loaded where it cannot be finished; a config edited by hand after the
     /// save is read as it stands.
     ///
-    /// A LoRA adapter is written as PEFT under transformers 5 (the current one) loads it: when
-    /// any module is keyed by its on-disk path, keys take the transformers-5 paths and the
-    /// config spells its modules out in them (`AdapterConfig::spelled_out`); so it does where
-    /// PEFT would misread the config it saves again (`spell_out_for_peft`).
+    /// A LoRA adapter is written in the naming of [`Adapter::lora_naming`] (transformers 5's
+    /// unless it was read from a file in the on-disk naming): when any module is keyed by its
+    /// path in the other naming, keys take that naming's paths and the config spells its
+    /// modules out in them (`AdapterConfig::spelled_out`); so it does where PEFT would misread
+    /// the config it saves again (`spell_out_for_peft`).
     pub fn save(&self, gpu: &Gpu, dir: &Path) -> Result<()> {
         self.save_checked(gpu, dir, || Ok(()))
     }
@@ -36,7 +37,8 @@ impl Adapter {
     /// place; its error leaves the folder as it was.
     pub(crate) fn save_checked(&self, gpu: &Gpu, dir: &Path, check: impl FnOnce() -> Result<()>) -> Result<()> {
         let params: Vec<&Param> = self.trainable.iter().chain(&self.frozen).collect();
-        let respelled: Vec<Option<String>> = params.iter().map(|p| transformers5_key(&p.key)).collect();
+        let naming = self.lora_naming;
+        let respelled: Vec<Option<String>> = params.iter().map(|p| respelled_key(&p.key, naming)).collect();
         let respell = matches!(self.kind, Kind::Lora(_)) && respelled.iter().any(Option::is_some);
         let mut host = Vec::new();
         for (p, new_key) in params.iter().zip(respelled) {
@@ -52,7 +54,7 @@ impl Adapter {
             Kind::Lora(modules) if respell || self.spell_out_for_peft(modules) => {
                 let adapted: Vec<_> = modules.iter().map(|m| (m.module, m.r, m.alpha)).collect();
                 let saved: Vec<ModuleId> = self.saved.iter().filter(|s| !s.frozen).map(|s| s.module).collect();
-                self.config.spelled_out(&adapted, &saved, self.embeddings.is_some())
+                self.config.spelled_out(&adapted, &saved, self.embeddings.is_some(), naming)
             }
             _ => self.config.clone(),
         };
@@ -86,10 +88,10 @@ impl Adapter {
         if lora.exclude_modules.is_some() || lora.layers_to_transform.is_some() {
             return true;
         }
-        // Keys are written in transformers 5's naming: targets that miss an adapted module
-        // there (on-disk names in a config given to `train --init` beside such keys) would
-        // leave PEFT, and this crate, without it.
-        if modules.iter().any(|m| !lora.target_modules.matches_under(m.module, Naming::Transformers5)) {
+        // Targets that miss an adapted module in the naming its key is written in (on-disk
+        // names in a config given to `train --init` beside transformers-5 keys) would leave
+        // PEFT, and this crate, without it.
+        if modules.iter().any(|m| !lora.target_modules.matches_under(m.module, self.lora_naming)) {
             return true;
         }
         let paths: Vec<String> = modules.iter().flat_map(|m| Naming::BOTH.map(|n| m.module.path(n))).collect();
@@ -98,15 +100,18 @@ impl Adapter {
     }
 }
 
-/// `key` (a file key `base_model.model.<module path>.<leaf>`) with its module's on-disk layer
-/// path replaced by the transformers-5 one; `None` for any other key.
-fn transformers5_key(key: &str) -> Option<String> {
+/// `key` (a file key `base_model.model.<module path>.<leaf>`) with its layer module's path
+/// spelled in `naming`; `None` for a key already in it, or naming no layer module.
+fn respelled_key(key: &str, naming: Naming) -> Option<String> {
     let path = key.strip_prefix(PEFT_PREFIX)?;
-    let layer: usize = path.strip_prefix("vit.encoder.layer.")?.split('.').next()?.parse().ok()?;
+    let from = Naming::of_path(path).filter(|&n| n != naming)?;
+    let layers = match from {
+        Naming::OnDisk => path.strip_prefix("vit.encoder.layer.")?,
+        Naming::Transformers5 => path.strip_prefix("vit.layers.")?,
+    };
+    let layer: usize = layers.split('.').next()?.parse().ok()?;
     path.match_indices('.').find_map(|(i, _)| match ModuleId::parse(&path[..i], layer + 1) {
-        Some((module, Naming::OnDisk)) => {
-            Some(format!("{PEFT_PREFIX}{}{}", module.path(Naming::Transformers5), &path[i..]))
-        }
+        Some((module, n)) if n == from => Some(format!("{PEFT_PREFIX}{}{}", module.path(naming), &path[i..])),
         _ => None,
     })
 }

@@ -75,6 +75,8 @@ pub struct Adapter {
     /// The `adapter_model.safetensors` it was read from (the bare file name for a new one),
     /// for messages about its values.
     weights_path: PathBuf,
+    /// The naming a LoRA adapter's keys are saved in ([`Adapter::set_lora_naming`]).
+    lora_naming: Naming,
 }
 
 impl std::fmt::Debug for Adapter {
@@ -99,6 +101,8 @@ struct Plan {
     num_labels: usize,
     params: ParamBuilder,
     weights_path: PathBuf,
+    /// The one naming the file's layer keys use, if read from such a file.
+    file_naming: Option<Naming>,
 }
 
 impl Adapter {
@@ -194,6 +198,10 @@ impl Adapter {
         // A file names its modules in the naming of the PEFT that wrote it: an entry such as
         // `output`, a module only under transformers 4's names, saved nothing under 5's.
         let file_namings = source.layer_namings();
+        let file_naming = match file_namings[..] {
+            [n] => Some(n),
+            _ => None,
+        };
         let namings = build::read_namings(&file_namings, &source);
         let saved: Vec<ModuleId> = ModuleId::all(model.num_hidden_layers)
             .into_iter()
@@ -252,13 +260,13 @@ impl Adapter {
         let weights_path = b.weights_path();
         let Build { source, params, .. } = b;
         source.finish()?;
-        Ok(Plan { config, kind, saved, biases, embeddings, num_labels, params, weights_path })
+        Ok(Plan { config, kind, saved, biases, embeddings, num_labels, params, weights_path, file_naming })
     }
 
     fn build(gpu: &Gpu, config: AdapterConfig, config_path: &Path, vit: &Vit, source: Source<'_>) -> Result<Adapter> {
         gpu.check_owns("model weights", vit.weights().values())?;
         let max_bytes = gpu.max_tensor_bytes();
-        let Plan { config, mut kind, saved, biases, embeddings, num_labels, params, weights_path } =
+        let Plan { config, mut kind, saved, biases, embeddings, num_labels, params, weights_path, file_naming } =
             Adapter::plan(config, config_path, &vit.config, source, max_bytes)?;
         if let Kind::Moppa(m) = &mut kind {
             m.attach(gpu)?;
@@ -279,7 +287,23 @@ impl Adapter {
             base_parameters: vit.num_parameters(),
             model: vit.config.clone(),
             weights_path,
+            lora_naming: file_naming.unwrap_or(Naming::Transformers5),
         })
+    }
+
+    /// The module naming a LoRA adapter's keys (and, where spelled out, its config's modules)
+    /// are saved in: that of the file it was read from when all its layer keys use one
+    /// (the PEFT that wrote or read that file reads it again), else transformers 5's, which
+    /// PEFT ≥ 0.18 under transformers 5 reads; PEFT 0.17 under transformers 4 reads the
+    /// on-disk naming only ([`Naming::OnDisk`]), and neither reads the other's.
+    pub fn lora_naming(&self) -> Naming {
+        self.lora_naming
+    }
+
+    /// Sets the naming [`Adapter::save`] writes a LoRA adapter's keys in (see
+    /// [`Adapter::lora_naming`]); other adapter types keep their keys as they are.
+    pub fn set_lora_naming(&mut self, naming: Naming) {
+        self.lora_naming = naming;
     }
 
     /// The trainable tensors with their file keys, in a fixed order.

@@ -26,7 +26,7 @@ use crate::gpu::Gpu;
 use crate::io::json::JsonFile;
 use crate::io::paths::{check_output_dir, check_output_file, expect_file};
 use crate::io::safetensors::{self as st, HostTensor};
-use crate::nn::Vit;
+use crate::nn::{Naming, Vit};
 use crate::optim::OptimizerKind;
 use crate::train::{
     BatchOrder, EvalReport, StepReport, TrainOptions, evaluate_with_progress, first_non_finite_image, first_rows,
@@ -107,6 +107,7 @@ pub struct TrainOutcome {
 
 /// `peft-wgpu train`: validates everything, trains, saves the adapter, optionally evaluates.
 pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutcome> {
+    let lora_naming = lora_naming_from_env()?;
     at_least_one("--batch-size", Some(args.batch_size))?;
     at_least_one("--steps", args.steps)?;
     if let Some(e) = args.epochs
@@ -214,13 +215,28 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     let mut adapter = adapter;
     let model_name = args.model.to_string_lossy();
     if let Some(other) = adapter.config.set_base_model(&model_name) {
-        let shown: String = other.chars().take(120).collect();
-        let cut = if shown.len() < other.len() { "…" } else { "" };
-        note!("the adapter config names `{shown}{cut}` as its base model; it is saved naming --model, `{model_name}`");
+        // The same folder spelled otherwise (relative, with `./`, a trailing slash) keeps the
+        // config's spelling, without a word.
+        let same = |a: &Path| a.canonicalize().ok();
+        if same(Path::new(&other)).is_some_and(|o| Some(o) == same(&args.model)) {
+            adapter.config.set_base_model(&other);
+        } else {
+            let shown: String = other.chars().take(120).collect();
+            let cut = if shown.len() < other.len() { "…" } else { "" };
+            note!(
+                "note: the adapter config names `{shown}{cut}` as its base model; it is saved naming --model, \
+                 `{model_name}`"
+            );
+        }
     }
     // The file a non-finite start is blamed on: the weights started from, or the config.
     let start_file = adapter.source_file();
-    let adapter = adapter.build(&gpu, &vit, args.seed)?;
+    let mut adapter = adapter.build(&gpu, &vit, args.seed)?;
+    match lora_naming {
+        Some(naming) => adapter.set_lora_naming(naming),
+        None => note_lora_naming(&adapter, &args.model),
+    }
+    let adapter = adapter;
     let summary = adapter.trainable_summary();
     let mut started = summary.clone();
     if args.batch_size > data.len() {
@@ -262,6 +278,17 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     // Checked again under the folder's lock, as the save starts: another run may have saved
     // an adapter there while this one trained.
     adapter.save_checked(&gpu, &args.out, || {
+        if holds_model(&args.out) {
+            return Err(Error::invalid(
+                "--out",
+                format!(
+                    "{} received a model (config.json or model.safetensors) from another run while this one \
+                     trained; an adapter saved beside it would be applied whenever transformers loads that folder, \
+                     so nothing was saved; choose another folder",
+                    args.out.display()
+                ),
+            ));
+        }
         if holds_adapter(&args.out) && !args.force {
             return Err(Error::invalid(
                 "--out",
@@ -292,6 +319,48 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         None => None,
     };
     Ok(TrainOutcome { steps, final_loss: last, summary, eval })
+}
+
+/// The environment variable that chooses the module naming `train` saves LoRA keys in:
+/// `transformers5` (PEFT ≥ 0.18 under transformers 5) or `transformers4` (the on-disk
+/// naming, which PEFT 0.17 and older under transformers 4 read); see
+/// [`crate::adapters::Adapter::lora_naming`] for the choice made without it.
+pub const LORA_NAMING_ENV: &str = "PEFT_WGPU_LORA_NAMING";
+
+fn lora_naming_from_env() -> Result<Option<Naming>> {
+    let Some(value) = std::env::var_os(LORA_NAMING_ENV) else { return Ok(None) };
+    match value.to_str().map(str::trim) {
+        Some("") => Ok(None),
+        Some(v) if v.eq_ignore_ascii_case("transformers5") => Ok(Some(Naming::Transformers5)),
+        Some(v) if v.eq_ignore_ascii_case("transformers4") => Ok(Some(Naming::OnDisk)),
+        _ => Err(Error::invalid(
+            LORA_NAMING_ENV,
+            format!("is {value:?}; use transformers5 (PEFT 0.18 and later) or transformers4 (PEFT 0.17 and older)"),
+        )),
+    }
+}
+
+/// Says, when a LoRA adapter is about to be saved in transformers 5's naming for a model
+/// whose `config.json` transformers 4 wrote, that PEFT under transformers 4 will not read it
+/// and how to save it in the naming that one reads.
+fn note_lora_naming(adapter: &crate::adapters::Adapter, model: &Path) {
+    if adapter.config().peft_type() != PeftType::Lora || adapter.lora_naming() != Naming::Transformers5 {
+        return;
+    }
+    let version = JsonFile::read(&model.join("config.json"))
+        .ok()
+        .and_then(|j| j.opt_string("transformers_version").ok().flatten());
+    let Some(version) =
+        version.filter(|v| v.split('.').next().and_then(|m| m.trim().parse::<u32>().ok()).is_some_and(|m| m < 5))
+    else {
+        return;
+    };
+    note!(
+        "note: the LoRA keys are saved in transformers 5's module naming (`vit.layers.N.attention.q_proj`), which PEFT \
+         0.18 and later read under transformers 5; the model's config.json comes from transformers {version}, \
+         whose PEFT (0.17 and older) reads only the on-disk naming: set {LORA_NAMING_ENV}=transformers4 to save \
+         in that one"
+    );
 }
 
 /// `peft-wgpu eval`: accuracy and mean loss; with `logits_out`, writes the logits (the report

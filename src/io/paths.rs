@@ -167,10 +167,16 @@ fn existing_ancestor(path: &Path, flag: &str) -> Result<PathBuf> {
     }
 }
 
+/// The name of a probe file, before its `PID-N` ([`unique_suffix`]): as long as the longest
+/// temporary name a save uses (`.model.safetensors.index.json.tmp-PID`).
+const PROBE_FILE: &str = ".peft-wgpu-probe-of-a-long-name.tmp-";
+/// The name of a probe's first new folder, before its `PID-N-` and padding `x`s.
+const PROBE_FOLDER: &str = ".peft-wgpu-probe-";
+
 /// Fails unless a file can be created in folder `dir` (made and removed at once).
 fn probe_writable(dir: &Path, target: &Path) -> Result<()> {
-    // As long as the longest temporary name a save uses (`.model.safetensors.index.json.tmp-PID`).
-    let probe = dir.join(format!(".peft-wgpu-probe-of-a-long-name.tmp-{}", unique_suffix()));
+    remove_stale_probes(dir);
+    let probe = dir.join(format!("{PROBE_FILE}{}", unique_suffix()));
     match std::fs::File::create(&probe) {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
@@ -222,7 +228,7 @@ fn probe_new_folders(base: &Path, dir: &Path) -> Result<()> {
     }
     let Some(first) = first else { return Ok(()) };
     let (Some(name), Ok(rest)) = (first.file_name(), dir.strip_prefix(first)) else { return Ok(()) };
-    let mut own = format!(".peft-wgpu-probe-{}-", unique_suffix());
+    let mut own = format!("{PROBE_FOLDER}{}-", unique_suffix());
     while own.len() < name.len() {
         own.push('x');
     }
@@ -237,6 +243,37 @@ fn probe_new_folders(base: &Path, dir: &Path) -> Result<()> {
     };
     let _ = std::fs::remove_dir_all(&root);
     outcome
+}
+
+/// Removes from folder `dir` the probes that runs killed in the instant between making and
+/// removing them left behind: files `PROBE_FILE` + `PID-N` and folders `PROBE_FOLDER` +
+/// `PID-N-` + `x`s whose process has ended (where the system tells, see
+/// [`crate::io::atomic::process_ended`]).
+fn remove_stale_probes(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(kind) = entry.file_type() else { continue };
+        let (rest, folder) = match name.strip_prefix(PROBE_FILE) {
+            Some(rest) => (rest, false),
+            None => match name.strip_prefix(PROBE_FOLDER) {
+                Some(rest) => (rest, true),
+                None => continue,
+            },
+        };
+        let mut parts = rest.splitn(3, '-');
+        let (Some(pid), Some(count), padding) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let shaped = match (folder, padding) {
+            (false, None) => kind.is_file(),
+            (true, Some(x)) => kind.is_dir() && x.bytes().all(|b| b == b'x'),
+            _ => false,
+        };
+        if shaped && number(pid) && number(count) && crate::io::atomic::process_ended(pid) {
+            let path = entry.path();
+            let _ = if folder { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        }
+    }
 }
 
 /// This process's id and a count of its probes, so that no two probes share a name.

@@ -265,27 +265,37 @@ impl AdapterConfig {
             }
             // As PEFT saves it once it has reset it (see `lora::lora`).
             o.insert("fan_in_fan_out".into(), json!(false));
+            // As PEFT saves an adapter without a task: the model class, by which
+            // `AutoPeftModel.from_pretrained` loads the base model.
+            if o.get("task_type").is_none_or(Value::is_null) {
+                let class = json!({
+                    "base_model_class": "ViTForImageClassification",
+                    "parent_library": "transformers.models.vit.modeling_vit",
+                });
+                o.insert("auto_mapping".into(), class);
+            }
         }
         serde_json::to_string_pretty(&Value::Object(o)).unwrap_or_default()
     }
 
-    /// This LoRA config with its choice of modules spelled out as the transformers-5 paths
+    /// This LoRA config with its choice of modules spelled out as the paths under `naming`
     /// of `adapted` (`(module, rank, alpha)`) and of `saved` (with `vit.embeddings` when its
     /// own tensors are saved too): `target_modules` lists them,
     /// `rank_pattern` and `alpha_pattern` name those off the defaults, and
     /// `exclude_modules`, `layers_to_transform` and `layers_pattern` (now encoded in the list)
-    /// are cleared. It adapts the same modules with the same ranks under either naming, and
-    /// PEFT under transformers 5 reads it as this crate does. Other types are returned as
-    /// they are.
+    /// are cleared. It adapts the same modules with the same ranks under either naming here,
+    /// and PEFT under the transformers of `naming` reads it as this crate does. Other types
+    /// are returned as they are.
     pub(crate) fn spelled_out(
         &self,
         adapted: &[(ModuleId, usize, f64)],
         saved: &[ModuleId],
         saves_embeddings: bool,
+        naming: Naming,
     ) -> AdapterConfig {
         let mut c = self.clone();
         let AdapterKind::Lora(l) = &mut c.kind else { return c };
-        let path = |m: ModuleId| m.path(Naming::Transformers5);
+        let path = |m: ModuleId| m.path(naming);
         let targets: Vec<String> = adapted.iter().map(|&(m, ..)| path(m)).collect();
         let ranks: Vec<(String, usize)> =
             adapted.iter().filter(|&&(_, r, _)| r != l.r).map(|&(m, r, _)| (path(m), r)).collect();

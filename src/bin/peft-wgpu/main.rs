@@ -33,8 +33,12 @@ const EXIT_INTERNAL: u8 = 70;
     after_help = "Environment: PEFT_WGPU_ADAPTER=<part of the GPU adapter's name, any case> and \
                   PEFT_WGPU_BACKEND=vulkan|metal|dx12 choose the GPU (`peft-wgpu info` shows it); \
                   PEFT_WGPU_KERNELS=auto|gpu|cpu takes the kernels written for GPUs or for CPU \
-                  adapters (auto, the default: by the adapter's kind).\n\
-                  Exit codes: 0 success, 2 bad flags or values, 3 bad input files, 4 GPU problems, \
+                  adapters (auto, the default: by the adapter's kind); \
+                  PEFT_WGPU_LORA_NAMING=transformers4|transformers5 is the module naming `train` saves LoRA \
+                  keys in, for PEFT 0.17 under transformers 4 or PEFT 0.18+ under transformers 5 (default: the \
+                  --init file's, else transformers5).\n\
+                  Exit codes: 0 success, 2 bad flags or values, 3 bad input files (or an output that cannot be \
+                  written), 4 GPU problems, \
                   5 training diverged, 70 internal error."
 )]
 struct Cli {

@@ -41,18 +41,23 @@ pub(crate) fn writer_of(path: &Path) -> Option<String> {
 }
 
 /// Whether the process that wrote temporary `tmp` (`.NAME.tmp-PID`, see [`stale_temps`]), or
-/// moved a file aside (`.NAME.old-PID`, [`stale_asides`]), has ended, as far as this system
-/// can tell: on Linux by `/proc` (a process killed but not yet collected by its parent, a
-/// zombie with no thread left, has ended too), elsewhere never known (`false`).
+/// moved a file aside (`.NAME.old-PID`, [`stale_asides`]), has ended (see [`process_ended`]).
 pub fn writer_ended(tmp: &Path) -> bool {
-    let Some(pid) = writer_of(tmp) else { return false };
+    writer_of(tmp).is_some_and(|pid| process_ended(&pid))
+}
+
+/// Whether process `pid` (decimal digits) has ended, as far as this system can tell: on
+/// Linux by `/proc` (a process killed but not yet collected by its parent, a zombie with no
+/// thread left, has ended too), elsewhere never known (`false`).
+pub(crate) fn process_ended(pid: &str) -> bool {
     let proc = Path::new("/proc");
     let zombie = || {
-        let status = std::fs::read_to_string(proc.join(&pid).join("status")).unwrap_or_default();
+        let status = std::fs::read_to_string(proc.join(pid).join("status")).unwrap_or_default();
         let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
         field("State:").is_some_and(|s| s.starts_with('Z')) && field("Threads:").is_some_and(|t| t == "1")
     };
-    cfg!(target_os = "linux") && proc.join("self").exists() && (!proc.join(&pid).exists() || zombie())
+    let digits = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    cfg!(target_os = "linux") && digits && proc.join("self").exists() && (!proc.join(pid).exists() || zombie())
 }
 
 /// Renames the temporary `tmp` left by a killed [`write_all`](super::write_all) over `path`,

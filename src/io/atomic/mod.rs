@@ -34,8 +34,8 @@ mod leftovers;
 mod lock;
 
 use leftovers::remove_stale_temps;
-pub(crate) use leftovers::writer_of;
 pub use leftovers::{finish_rename, stale_asides, stale_temps, writer_ended};
+pub(crate) use leftovers::{process_ended, writer_of};
 pub use lock::lock_shared;
 use lock::{Lock, lock_dir};
 
