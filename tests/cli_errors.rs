@@ -68,6 +68,8 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
         USAGE,
         &["--logits-out", "does not exist"],
     );
+    let under_file = ["eval", "--model", m, "--data", d, "--logits-out", s(&inside)];
+    fails(&under_file, USAGE, &["--logits-out", "is inside", "data.safetensors, which is a file"]);
     let no_adapter = dir.join("no-adapter");
     fails(&["eval", "--model", m, "--adapter", s(&no_adapter), "--data", d], INPUT, &["no-adapter", "not found"]);
     // PEFT saves an adapter not named "default" in a subfolder of its name.

@@ -160,6 +160,13 @@ fn non_finite_logits_and_losses_are_errors_naming_the_image_or_step() {
     let args = train_args(m, s(&lora), s(&huge_data), s(&out), &["--no-shuffle", "--batch-size", "2"]);
     check_failure(&run(&args), INPUT, &["huge.safetensors", "logits for image 1", "normalisation"], false);
     assert!(!out.exists(), "a refused run created --out");
+    // So does such data at a later step, which no update (at a learning rate of 1e-30) made
+    // non-finite: the model alone cannot compute that image.
+    let later = ["--no-shuffle", "--batch-size", "1", "--epochs", "1", "--lr", "1e-30", "--optimizer", "sgd"];
+    let args = ["train", "--model", m, "--init", s(&lora), "--data", s(&huge_data), "--out", s(&out)];
+    let args = [&args[..], &later[..]].concat();
+    check_failure(&run(&args), INPUT, &["huge.safetensors", "logits for image 1", "normalisation"], false);
+    assert!(!out.exists(), "a refused run created --out");
     // Eval data whose logits overflow after a sound run: the adapter is kept, and the message
     // says where it was saved.
     let loud = dir.join("loud.safetensors");

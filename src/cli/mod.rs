@@ -30,7 +30,7 @@ use crate::nn::{Naming, Vit};
 use crate::optim::OptimizerKind;
 use crate::train::{
     BatchOrder, EvalReport, StepReport, TrainOptions, evaluate_with_progress, first_non_finite_image, first_rows,
-    train as train_loop,
+    rows_of_step, train as train_loop,
 };
 
 /// Everything `peft-wgpu train` takes.
@@ -264,15 +264,28 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         last = r.loss;
         progress.step(r);
     });
-    if let Err(Error::NonFiniteLoss { step: 0, .. }) = &trained {
-        // Before any update a non-finite loss comes from the inputs: name the image and the
-        // file at fault rather than report a divergence.
-        let found = first_rows(&options, data.len())
-            .and_then(|rows| first_non_finite_image(&gpu, &vit, Some(&adapter), &data, &rows));
-        if let Ok(Some(found)) = found {
-            let blame = Blame { gpu: &gpu, vit: &vit, adapter: Some((&adapter, &start_file)) };
-            return Err(non_finite_logits(&blame, &data, found));
+    match &trained {
+        Err(Error::NonFiniteLoss { step: 0, .. }) => {
+            // Before any update a non-finite loss comes from the inputs: name the image and
+            // the file at fault rather than report a divergence.
+            let found = first_rows(&options, data.len())
+                .and_then(|rows| first_non_finite_image(&gpu, &vit, Some(&adapter), &data, &rows));
+            if let Ok(Some(found)) = found {
+                let blame = Blame { gpu: &gpu, vit: &vit, adapter: Some((&adapter, &start_file)) };
+                return Err(non_finite_logits(&blame, &data, found));
+            }
         }
+        Err(Error::NonFiniteLoss { step, .. }) => {
+            // After updates it is a divergence, unless the model alone cannot compute an
+            // image of that step's batch: then the data is at fault, whatever the updates.
+            let found = rows_of_step(&options, data.len(), *step)
+                .and_then(|rows| first_non_finite_image(&gpu, &vit, None, &data, &rows));
+            if let Ok(Some(found)) = found {
+                let blame = Blame { gpu: &gpu, vit: &vit, adapter: None };
+                return Err(non_finite_logits(&blame, &data, found));
+            }
+        }
+        _ => {}
     }
     trained?;
     // Checked again under the folder's lock, as the save starts: another run may have saved

@@ -78,6 +78,13 @@ pub fn expect_dir(dir: &Path, what: &str, required: &str) -> Result<()> {
         return Err(Error::Format { path: dir.to_path_buf(), message: format!("is a file, expected {what}") });
     }
     let file = dir.join(required);
+    if let Err(e) = std::fs::symlink_metadata(&file)
+        && e.kind() == std::io::ErrorKind::PermissionDenied
+    {
+        // Whether it holds the file cannot be told: say why, not that it is missing.
+        let source = std::io::Error::new(e.kind(), format!("cannot look inside this folder for {required}: {e}"));
+        return Err(Error::Io { path: dir.to_path_buf(), source });
+    }
     if !file.exists() {
         if let (Ok(_), Err(source)) = (std::fs::symlink_metadata(&file), std::fs::metadata(&file)) {
             // A link that is there but leads nowhere (a dangling or looping link).
@@ -394,7 +401,11 @@ pub fn check_output_file(path: &Path, flag: &str, replaces: Replaces) -> Result<
         _ => Path::new("."),
     };
     if !parent.is_dir() {
-        return Err(Error::invalid(flag, format!("folder {} does not exist", parent.display())));
+        let why = match parent.exists() {
+            true => format!("{} is inside {}, which is a file", path.display(), parent.display()),
+            false => format!("folder {} does not exist", parent.display()),
+        };
+        return Err(Error::invalid(flag, why));
     }
     // Any safetensors file beside a shard index may be a shard it lists.
     let sharded = parent.join("model.safetensors.index.json").exists();

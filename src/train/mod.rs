@@ -308,7 +308,17 @@ fn finish_step(
 
 /// The rows step 0 of a run with `options` trains on (of a data set of `images` images).
 pub fn first_rows(options: &TrainOptions, images: usize) -> Result<Vec<usize>> {
-    Batches::new(options.order, images, options.batch_size).next_rows()
+    rows_of_step(options, images, 0)
+}
+
+/// The rows step `step` (0-based) of a run with `options` trains on (of a data set of
+/// `images` images).
+pub fn rows_of_step(options: &TrainOptions, images: usize, step: usize) -> Result<Vec<usize>> {
+    let mut batches = Batches::new(options.order, images, options.batch_size);
+    for _ in 0..step {
+        batches.next_rows()?;
+    }
+    batches.next_rows()
 }
 
 /// Mean cross-entropy of the adapted model on `rows`, without recording anything.

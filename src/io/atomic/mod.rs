@@ -218,6 +218,10 @@ pub fn write_all_replacing<B: AsRef<[u8]>>(
                 list.push(tmp.clone());
                 std::fs::File::create(&tmp)?
             };
+            // A file replaced keeps its permissions (a private 0600 file stays private).
+            if let Ok(old) = std::fs::metadata(path) {
+                let _ = file.set_permissions(old.permissions());
+            }
             let (first, rest) = bytes.split_at(bytes.len() / 2);
             file.write_all(first)?;
             if let Some(p) = pause {

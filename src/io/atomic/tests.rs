@@ -109,3 +109,19 @@ fn a_failed_write_changes_nothing() {
     assert_eq!(std::fs::read_dir(&dir).expect("list").count(), 1, "temporaries left behind");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A file replaced keeps its permissions: a private file stays private.
+#[cfg(unix)]
+#[test]
+fn a_replaced_file_keeps_its_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("mode");
+    let (private, new) = (dir.join("private.bin"), dir.join("new.bin"));
+    std::fs::write(&private, b"old").expect("seed");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    write_all(&[(private.clone(), b"new".to_vec()), (new, b"x".to_vec())]).expect("write");
+    assert_eq!(std::fs::read(&private).expect("read"), b"new");
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&private), 0o600);
+    std::fs::remove_dir_all(&dir).ok();
+}
