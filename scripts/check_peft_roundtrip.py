@@ -10,7 +10,9 @@ its config spelling the modules out; lora_saved_containers, whose modules_to_sav
 modules that hold others (`embeddings`, `layers.1.mlp`), written with them spelled out;
 lora_bias_all and lora_bias_lora_only, training biases of the model (PEFT's `bias`); lora_new_head, with a
 saved head of 3 labels for the 5-label model (loaded by PEFT as a user starting a new task would:
-the base model built for 3 labels, `ignore_mismatched_sizes`). PEFT's own transformers-4 adapter
+the base model built for 3 labels, `ignore_mismatched_sizes`). Under transformers 4 with PEFT
+0.17: lora_transformers4, configured with names of both namings and written in the on-disk one
+(what `train` writes from a transformers-4 PEFT file, or under PEFT_WGPU_LORA_NAMING=transformers4). PEFT's own transformers-4 adapter
 (tests/fixtures/adapters/lora_v4) is loaded under transformers 4 for its parameter counts only
 (a directory with transformers 4 and PEFT < 0.18 installed by `pip install --target`, given by
 PEFT_TF4_PATH, default /work/py-tf4, run in a subprocess with that directory first on
@@ -43,6 +45,7 @@ CASES = {
     "lora_bias_all": [5],
     "lora_bias_lora_only": [5],
     "lora_new_head": [5],
+    "lora_transformers4": [4],
 }
 # With `bias` "all", PEFT's state dict holds a saved module's bias twice more (under
 # `.modules_to_save.` and `.original_module.`), which it never loads; peft-wgpu writes
@@ -51,10 +54,11 @@ UNLOADED_COPIES = (".modules_to_save.bias", ".original_module.bias")
 # LoRA adapters PEFT wrote (scripts/fixtures_adapters.py), for print_trainable_parameters only.
 FIXTURES = {"lora_v5": "tests/fixtures/adapters/lora_v5", "lora_v4": "tests/fixtures/adapters/lora_v4"}
 NOTE = (
-    "lora_on_disk was configured with on-disk names (query, value); peft-wgpu writes LoRA files in "
-    "transformers 5's naming with the modules spelled out, so PEFT under transformers 5 loads it; "
+    "lora_on_disk was configured with on-disk names (query, value); peft-wgpu writes a new LoRA adapter "
+    "in transformers 5's naming with the modules spelled out, so PEFT under transformers 5 loads it; "
     "PEFT's own transformers-4 adapter tests/fixtures/adapters/lora_v4 fails there with "
-    "NoMatchingPeftModuleError."
+    "NoMatchingPeftModuleError. lora_transformers4 is written in the on-disk naming, which PEFT 0.17 "
+    "under transformers 4 loads."
 )
 
 

@@ -47,6 +47,7 @@ fn peft_loaded_every_case_and_matched_our_logits() {
     assert!(under("lora_bias_all", "5."), "the adapter training every bias under transformers 5");
     assert!(under("lora_bias_lora_only", "5."), "the adapter training its modules' biases under transformers 5");
     assert!(under("lora_new_head", "5."), "the adapter with a new head of another label count under transformers 5");
+    assert!(under("lora_transformers4", "4."), "the adapter written in the on-disk naming under transformers 4");
     for (name, _) in written_here::cases() {
         assert!(cases.iter().any(|c| c["adapter"] == name), "{name} was checked");
     }

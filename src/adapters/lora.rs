@@ -91,8 +91,8 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
                     path: build.config_path.to_path_buf(),
                     key: "init_lora_weights".into(),
                     message: format!(
-                        "is \"{name}\", which needs data or a procedure this crate does not run; start from true, \
-                         false or \"gaussian\" (an adapter trained with it loads)"
+                        "is \"{name}\", an initialisation this crate does not make for a new adapter; start from \
+                         true, false or \"gaussian\" (an adapter trained with it loads)"
                     ),
                 });
             }

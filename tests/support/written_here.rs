@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use peft_wgpu::adapters::Adapter;
 use peft_wgpu::io::safetensors::{self as st, HostTensor};
-use peft_wgpu::nn::Vit;
+use peft_wgpu::nn::{Naming, Vit};
 use peft_wgpu::{Gpu, Result};
 use serde_json::{Value, json};
 
@@ -21,8 +21,9 @@ pub const IMAGES: usize = 4;
 /// written in transformers 5's naming), one saving modules that hold others, among them
 /// `embeddings`, which names `vit.embeddings` and its `patch_embeddings` (written spelled out,
 /// as PEFT cannot load that entry back), one for each of PEFT's `bias` settings that train
-/// the model's biases, and one with a new head of another label count.
-pub fn cases() -> [(&'static str, Value); 6] {
+/// the model's biases, one with a new head of another label count, and one written in the
+/// on-disk naming (see [`naming`]) for PEFT under transformers 4.
+pub fn cases() -> [(&'static str, Value); 7] {
     [
         (
             "lora_on_disk",
@@ -55,7 +56,18 @@ pub fn cases() -> [(&'static str, Value); 6] {
             json!({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"],
                    "modules_to_save": ["classifier"], "num_labels": 3}),
         ),
+        (
+            "lora_transformers4",
+            json!({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "value", "dense"],
+                   "rank_pattern": {"dense": 2}, "modules_to_save": ["classifier"]}),
+        ),
     ]
+}
+
+/// The naming case `name` is saved in: the on-disk one, which PEFT under transformers 4
+/// reads, for `lora_transformers4`; transformers 5's, a new adapter's default, otherwise.
+pub fn naming(name: &str) -> Naming {
+    if name == "lora_transformers4" { Naming::OnDisk } else { Naming::Transformers5 }
 }
 
 /// Where the committed folders and logits live.
@@ -66,7 +78,9 @@ pub fn root() -> PathBuf {
 /// The adapter of case `index`, built under `scratch` (a folder it may clear).
 pub fn adapter(gpu: &Gpu, vit: &Vit, index: usize, scratch: &Path) -> Adapter {
     let (name, cfg) = &cases()[index];
-    perturbed(gpu, vit, cfg, 100 + index as u64, 0.3, &scratch.join(format!("{name}_source")))
+    let mut a = perturbed(gpu, vit, cfg, 100 + index as u64, 0.3, &scratch.join(format!("{name}_source")));
+    a.set_lora_naming(naming(name));
+    a
 }
 
 /// Writes every case's folder under `out` and `out/logits.safetensors` with the fixed

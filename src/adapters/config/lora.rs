@@ -71,8 +71,8 @@ pub enum LoraInit {
     Gaussian,
     /// `false`: both as a fresh `nn.Linear` (uniform on `±1/√fan_in`), so not an identity.
     Random,
-    /// `"eva"` or `"orthogonal"`: inits that touch only `A` and `B` but need data or a
-    /// procedure this crate does not run; a trained adapter loads, a fresh one is refused.
+    /// `"eva"` or `"orthogonal"`: inits that touch only `A` and `B` but that this crate does
+    /// not make (EVA needs the training data); a trained adapter loads, a fresh one is refused.
     LoadOnly(&'static str),
 }
 
