@@ -97,6 +97,11 @@ fn sizes_beyond_the_device_are_refused_by_name() {
     let line = check_failure(&run(&train_args(m, l, d, o, &["--batch-size", "268435456"])), DEVICE, &[], true);
     assert!(line.contains("--batch-size 268435456") && line.contains("bytes"), "{line}");
     assert!(line.contains("no device takes more than") && line.contains("images"), "says what fits: {line}");
+    // A batch that fits the buffers but not the grid (one workgroup per image along an axis;
+    // wgpu gives 65,535 per axis on Vulkan, Metal and DX12): the flag is named, with a size to
+    // try.
+    let line = check_failure(&run(&train_args(m, l, d, o, &["--batch-size", "70000"])), USAGE, &[], false);
+    assert!(line.contains("--batch-size") && line.contains("70000 images") && line.contains("try at most"), "{line}");
     // A head of 2²⁰ labels: 1024 images' logits are 4 GiB, more than any one binding.
     let cfg = dir.join("adapter_config.json");
     let head = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"], "num_labels": 1048576,

@@ -285,6 +285,18 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
                 return Err(non_finite_logits(&blame, &data, found));
             }
         }
+        // The grid's batch axis past the device's limit: the flag that sets it is the culprit.
+        Err(Error::TooManyWorkgroups { kernel, workgroups, max }) => {
+            let fits = (args.batch_size as u64 * u64::from(*max) / u64::from(*workgroups).max(1)).max(1);
+            return Err(Error::invalid(
+                "--batch-size",
+                format!(
+                    "{} images at once are more than this device takes: kernel {kernel} would need {workgroups} \
+                     workgroups along one axis of its grid, more than the device's {max}; try at most {fits}",
+                    args.batch_size
+                ),
+            ));
+        }
         _ => {}
     }
     trained?;
