@@ -100,6 +100,14 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
     let pickled = model_copy(&dir.join("pickled"));
     std::fs::rename(pickled.join("model.safetensors"), pickled.join("pytorch_model.bin")).expect("rename");
     fails(&["eval", "--model", s(&pickled), "--data", d], INPUT, &["pytorch_model.bin", "PyTorch pickle"]);
+    // Sharded pickles, and the weights of transformers' other frameworks, say so too.
+    std::fs::rename(pickled.join("pytorch_model.bin"), pickled.join("pytorch_model-00001-of-00001.bin"))
+        .expect("rename");
+    std::fs::write(pickled.join("pytorch_model.bin.index.json"), r#"{"weight_map": {}}"#).expect("index");
+    fails(&["eval", "--model", s(&pickled), "--data", d], INPUT, &["pytorch_model.bin.index.json", "pickle shards"]);
+    let tensorflow = model_copy(&dir.join("tensorflow"));
+    std::fs::rename(tensorflow.join("model.safetensors"), tensorflow.join("tf_model.h5")).expect("rename");
+    fails(&["eval", "--model", s(&tensorflow), "--data", d], INPUT, &["tf_model.h5", "TensorFlow or Flax"]);
     // Weights saved under a transformers `variant` are named with the way out.
     let variant = model_copy(&dir.join("variant"));
     std::fs::rename(variant.join("model.safetensors"), variant.join("model.fp16.safetensors")).expect("rename");
@@ -356,7 +364,8 @@ fn inconsistent_model_configs_are_named() {
     edit_json(&config, |v| {
         v.as_object_mut().expect("object").remove("image_size");
     });
-    fails(&eval, INPUT, &["config.json", "image_size", "missing"]);
+    // Left out, a size takes transformers' default (224), which these weights do not fit.
+    fails(&eval, INPUT, &["config.json", "image_size = 224", "position_embeddings"]);
     std::fs::write(&config, b"{\"hidden_size\": 16,").expect("broken json");
     fails(&eval, INPUT, &["config.json", "invalid JSON", "line 1"]);
     std::fs::write(&config, b"[1, 2]").expect("not an object");

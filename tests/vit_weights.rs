@@ -62,6 +62,26 @@ fn sizes_may_be_written_as_pairs() {
     assert!(e.to_string().contains("is [8,8,3]"), "{e}");
 }
 
+/// Sizes a config leaves out take transformers' `ViTConfig` defaults, as transformers loads
+/// such a config: ViT-B/16 at 224 (hidden 768, 12 layers of 12 heads, MLP 3072).
+#[test]
+fn sizes_a_config_leaves_out_take_transformers_defaults() {
+    use peft_wgpu::io::json::JsonFile;
+    use peft_wgpu::nn::VitConfig;
+    let parse = |v: serde_json::Value| {
+        VitConfig::from_json(&JsonFile::parse(Path::new("m/config.json"), v.to_string().as_bytes())?)
+    };
+    let c = parse(serde_json::json!({"model_type": "vit", "num_labels": 3})).expect("a config of labels only");
+    let sizes = (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size);
+    assert_eq!((sizes, c.image_size, c.patch_size, c.num_channels), ((768, 12, 12, 3072), [224, 224], [16, 16], 3));
+    let c = parse(serde_json::json!({"hidden_size": 32, "num_attention_heads": 4, "image_size": 32})).expect("some");
+    assert_eq!((c.hidden_size, c.num_attention_heads, c.image_size, c.patch_size), (32, 4, [32, 32], [16, 16]));
+    let e = parse(serde_json::json!({"hidden_size": 30})).expect_err("the default 12 heads do not divide 30");
+    assert!(e.to_string().contains("num_attention_heads") && e.to_string().contains("(12) must divide"), "{e}");
+    let e = parse(serde_json::json!({"image_size": null})).expect_err("null is no value");
+    assert!(e.to_string().contains("`image_size`") && e.to_string().contains("null"), "{e}");
+}
+
 /// The sharded fixture copied into a fresh temporary folder named after `name`.
 fn sharded_copy(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("peft-wgpu-vitw-{name}-{}", std::process::id()));

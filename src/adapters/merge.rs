@@ -82,7 +82,9 @@ impl Adapter {
             out.tensors.insert(format!("{EMBEDDINGS}.{pos}"), read(e.position_embeddings)?);
         }
         out.config.num_labels = self.num_labels;
-        if out.config.id2label.len() != self.num_labels {
+        // A head for a new task (`num_labels` in the adapter config), or of another size, has
+        // none of the base's label names: transformers' `LABEL_i` stand in.
+        if self.config.num_labels.is_some() || out.config.id2label.len() != self.num_labels {
             out.config.id2label.clear();
         }
         Ok(out)

@@ -528,6 +528,13 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<us
     let original = JsonFile::read(&model.join("config.json"))?;
     // Checked again under the folder's lock: another run may have saved there meanwhile.
     merged.save_checked(out, merged.config.to_json_over(original.object()), refuse_held)?;
+    let dtype = ["torch_dtype", "dtype"].into_iter().find_map(|k| original.opt_string(k).ok().flatten());
+    if let Some(dtype) = dtype.filter(|d| !matches!(d.as_str(), "float32" | "float" | "auto")) {
+        note!(
+            "note: the merged weights are written in float32 (the model's config.json says {dtype}), so they take \
+             more room; its config now says float32"
+        );
+    }
     Ok(merged.prompts.as_ref().map_or(0, |p| p.shape[0]))
 }
 

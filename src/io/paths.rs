@@ -129,10 +129,16 @@ pub fn refuse_pickle(dir: &Path, pickle: &str, wanted: &str) -> Result<()> {
     if dir.join(pickle).is_file() && !dir.join(wanted).exists() {
         return Err(Error::Format {
             path: dir.join(pickle),
-            message: format!(
-                "is a PyTorch pickle, which this crate does not read; save it as {wanted} \
-                 (`save_pretrained(dir, safe_serialization=True)`)"
-            ),
+            message: match pickle.ends_with(".index.json") {
+                true => format!(
+                    "indexes PyTorch pickle shards, which this crate does not read; save the model as safetensors \
+                     ({wanted} with its shards, or one file: `save_pretrained(dir, safe_serialization=True)`)"
+                ),
+                false => format!(
+                    "is a PyTorch pickle, which this crate does not read; save it as {wanted} \
+                     (`save_pretrained(dir, safe_serialization=True)`)"
+                ),
+            },
         });
     }
     Ok(())

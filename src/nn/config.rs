@@ -73,8 +73,12 @@ impl VitConfig {
                 format!("is `{act}`; only the exact (erf) GELU, `gelu` or `gelu_python`, is supported"),
             ));
         }
-        let hidden_size = json.usize_in("hidden_size", 1, MAX_DIM)?;
-        let num_attention_heads = json.usize_in("num_attention_heads", 1, MAX_DIM)?;
+        // Sizes a config leaves out take transformers' `ViTConfig` defaults (ViT-B/16 at 224).
+        let size = |key: &str, max: usize, default: usize| {
+            Ok::<_, crate::Error>(json.opt_usize_in(key, 1, max)?.unwrap_or(default))
+        };
+        let hidden_size = size("hidden_size", MAX_DIM, 768)?;
+        let num_attention_heads = size("num_attention_heads", MAX_DIM, 12)?;
         if !hidden_size.is_multiple_of(num_attention_heads) {
             return Err(json.error(
                 "num_attention_heads",
@@ -95,8 +99,8 @@ impl VitConfig {
                 ),
             ));
         }
-        let image_size = sides(json, "image_size")?;
-        let patch_size = sides(json, "patch_size")?;
+        let image_size = sides(json, "image_size", 224)?;
+        let patch_size = sides(json, "patch_size", 16)?;
         // transformers' strided conv drops the pixels past the last whole patch; a patch
         // larger than the image leaves no token at all.
         if image_size.iter().zip(&patch_size).any(|(i, p)| p > i) {
@@ -122,9 +126,9 @@ impl VitConfig {
         };
         Ok(VitConfig {
             hidden_size,
-            num_hidden_layers: json.usize_in("num_hidden_layers", 1, MAX_LAYERS)?,
+            num_hidden_layers: size("num_hidden_layers", MAX_LAYERS, 12)?,
             num_attention_heads,
-            intermediate_size: json.usize_in("intermediate_size", 1, MAX_DIM)?,
+            intermediate_size: size("intermediate_size", MAX_DIM, 3072)?,
             image_size,
             patch_size,
             num_channels: json.opt_usize_in("num_channels", 1, MAX_CHANNELS)?.unwrap_or(3),
@@ -215,11 +219,15 @@ impl VitConfig {
         serde_json::to_string_pretty(&value).unwrap_or_default()
     }
 
-    /// `base` (the `config.json` this model was read from) with the labels of this config:
-    /// every other field, including those this crate does not read, is kept as it was.
+    /// `base` (the `config.json` this model was read from) with the labels of this config,
+    /// f32 as its dtype and `ViTForImageClassification` as its architecture: every other
+    /// field, including those this crate does not read, is kept as it was.
     pub fn to_json_over(&self, base: &serde_json::Map<String, serde_json::Value>) -> String {
         let (id2label, label2id) = self.label_maps();
         let mut value = base.clone();
+        // What it is now, whatever the base's said (`ViTModel`, say): transformers'
+        // `AutoModel` builds the class named here.
+        value.insert("architectures".into(), serde_json::json!(["ViTForImageClassification"]));
         value.insert("id2label".into(), id2label.into());
         value.insert("label2id".into(), label2id.into());
         // The merged weights are written in f32, whatever the base's were.
@@ -260,10 +268,10 @@ fn id2label(json: &JsonFile) -> Result<Vec<String>> {
 }
 
 /// A size written as an integer (a square) or, as transformers also accepts, a
-/// `[height, width]` pair.
-fn sides(json: &JsonFile, key: &str) -> Result<[usize; 2]> {
+/// `[height, width]` pair; a square of `default` when the config leaves it out.
+fn sides(json: &JsonFile, key: &str, default: usize) -> Result<[usize; 2]> {
     let Some(value @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) = json.get(key) else {
-        let side = json.usize_in(key, 1, MAX_DIM)?;
+        let side = json.opt_usize_in(key, 1, MAX_DIM)?.unwrap_or(default);
         return Ok([side, side]);
     };
     let in_range = |v: &serde_json::Value| v.as_u64().filter(|v| (1..=MAX_DIM as u64).contains(v));

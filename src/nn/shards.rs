@@ -72,6 +72,15 @@ pub(super) fn weight_files(dir: &Path) -> Result<(Vec<TensorFile>, BTreeMap<Stri
     let index_path = dir.join(INDEX_FILE);
     if !index_path.exists() {
         crate::io::paths::refuse_pickle(dir, "pytorch_model.bin", "model.safetensors")?;
+        crate::io::paths::refuse_pickle(dir, "pytorch_model.bin.index.json", INDEX_FILE)?;
+        // Weights of the other frameworks transformers saves for.
+        for other in ["tf_model.h5", "flax_model.msgpack", "tf_model.h5.index.json", "flax_model.msgpack.index.json"] {
+            if dir.join(other).is_file() {
+                let message = "holds TensorFlow or Flax weights, which this crate does not read; load them in \
+                               transformers and save them as model.safetensors (`save_pretrained(dir)`)";
+                return Err(Error::Format { path: dir.join(other), message: message.into() });
+            }
+        }
         let mut message = "no model.safetensors or model.safetensors.index.json in the model folder".to_string();
         if let Some(variant) = variant_file(dir) {
             message +=

@@ -160,6 +160,31 @@ pub fn finish_interrupted_save(dir: &Path) {
     }
 }
 
+/// `e`, a weight whose shape the config does not give, blamed on `dir/config.json` when that
+/// leaves out sizes whose defaults (transformers', ViT-B/16 at 224) gave the shape.
+fn blame_defaults(dir: &Path, e: Error) -> Error {
+    const SIZES: [(&str, usize); 6] = [
+        ("hidden_size", 768),
+        ("num_hidden_layers", 12),
+        ("num_attention_heads", 12),
+        ("intermediate_size", 3072),
+        ("image_size", 224),
+        ("patch_size", 16),
+    ];
+    let path = dir.join("config.json");
+    let Ok(json) = crate::io::json::JsonFile::read(&path) else { return e };
+    let left_out: Vec<String> =
+        SIZES.iter().filter(|(k, _)| json.get(k).is_none()).map(|(k, v)| format!("{k} = {v}")).collect();
+    if left_out.is_empty() {
+        return e;
+    }
+    let message = format!(
+        "leaves out sizes, so transformers' defaults apply ({}), which the weights do not fit: {e}",
+        left_out.join(", ")
+    );
+    Error::Format { path, message }
+}
+
 impl VitWeights {
     /// Reads `dir/config.json` and the weights beside it (with the folder's shared lock held,
     /// see [`crate::io::atomic::lock_shared`]).
@@ -230,7 +255,7 @@ impl VitWeights {
                     message: format!("has no entry for tensor `{key}`, and no shard it lists holds it"),
                 });
             };
-            files[at].check_shape(&name, &shape)?;
+            files[at].check_shape(&name, &shape).map_err(|e| blame_defaults(dir, e))?;
             // The same weight under both namings: which one counts would be a guess.
             if let Some(other) = std::iter::once(&key).chain(alias.as_ref()).find(|n| **n != name)
                 && let Some(f) = files.iter().find(|f| f.contains(other))
