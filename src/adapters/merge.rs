@@ -14,6 +14,9 @@ impl Adapter {
     /// `base` must be of the architecture the adapter was made for.
     pub fn merge(&self, gpu: &Gpu, base: &VitWeights) -> Result<VitWeights> {
         self.check_base(base)?;
+        if base.headless && !self.has_own_head() {
+            return Err(Error::invalid("model", crate::train::HEADLESS));
+        }
         let read = |slot: usize| -> Result<HostTensor> {
             let t = &self.trainable[slot].tensor;
             HostTensor::new(t.shape().to_vec(), gpu.read(t)?)
@@ -81,6 +84,8 @@ impl Adapter {
             out.tensors.insert(format!("{EMBEDDINGS}.{cls}"), read(e.cls_token)?);
             out.tensors.insert(format!("{EMBEDDINGS}.{pos}"), read(e.position_embeddings)?);
         }
+        // A model without a classifier has the adapter's now (required above).
+        out.headless = false;
         out.config.num_labels = self.num_labels;
         // A head for a new task (`num_labels` in the adapter config), or of another size, has
         // none of the base's label names: transformers' `LABEL_i` stand in.

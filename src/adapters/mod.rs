@@ -291,6 +291,12 @@ impl Adapter {
         })
     }
 
+    /// Whether the adapter brings a classifier of its own (a saved `classifier`, new or
+    /// trained), which a model without one ([`crate::nn::Vit::headless`]) needs.
+    pub fn has_own_head(&self) -> bool {
+        self.saved.iter().any(|s| s.module == ModuleId::Classifier && !s.frozen)
+    }
+
     /// The module naming a LoRA adapter's keys (and, where spelled out, its config's modules)
     /// are saved in: that of the file it was read from when all its layer keys use one
     /// (the PEFT that wrote or read that file reads it again), else transformers 5's, which

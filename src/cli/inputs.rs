@@ -93,6 +93,15 @@ pub(super) fn refuse_merged_twice(
     ))
 }
 
+/// Refuses a model folder without a classifier ([`VitWeights::headless`], a `ViTModel`
+/// backbone) unless `adapter` brings a head of its own (saves `classifier`).
+pub(super) fn refuse_headless(weights: &VitWeights, model: &Path, adapter: Option<&AdapterInput>) -> Result<()> {
+    if !weights.headless || adapter.is_some_and(|a| a.config.saves_module(crate::nn::ModuleId::Classifier)) {
+        return Ok(());
+    }
+    Err(Error::Format { path: model.to_path_buf(), message: crate::train::HEADLESS.into() })
+}
+
 /// Refuses `--init DIR` whose own config is of another adapter type than `given`, the type of
 /// `--adapter-config` (`config_path`): its tensors could not be those of the given config.
 pub(super) fn refuse_other_type(given: PeftType, config_path: &Path, init: &Path) -> Result<()> {

@@ -15,7 +15,8 @@ use checks::{
     refuse_one_stream_twice, refuse_overwriting_inputs, refuse_special_outputs,
 };
 use inputs::{
-    AdapterInput, read_data, read_model, read_model_for_loss, refuse_merged_twice, refuse_other_type, tokens,
+    AdapterInput, read_data, read_model, read_model_for_loss, refuse_headless, refuse_merged_twice, refuse_other_type,
+    tokens,
 };
 
 use std::path::{Path, PathBuf};
@@ -178,6 +179,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         }
     };
     refuse_merged_twice(&weights, &args.model, &adapter, "--init", "train on the base model")?;
+    refuse_headless(&weights, &args.model, Some(&adapter))?;
     if adapter.labels < 2 {
         let from = adapter.labels_config(&args.model, model);
         let message = format!("is 1: {}", crate::train::ONE_LABEL);
@@ -405,6 +407,7 @@ pub fn eval(
     }
     let weights = read_model_for_loss(model)?;
     let adapter = adapter.map(|dir| AdapterInput::folder(dir, "--adapter", &weights.config)).transpose()?;
+    refuse_headless(&weights, model, adapter.as_ref())?;
     if let Some(a) = &adapter {
         refuse_merged_twice(
             &weights,
@@ -503,6 +506,7 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<us
     refuse_special_outputs(out, &["config.json", "model.safetensors", "model.safetensors.index.json"])?;
     let weights = read_model(model)?;
     let input = AdapterInput::folder(adapter, "--adapter", &weights.config)?;
+    refuse_headless(&weights, model, Some(&input))?;
     // Force or not: `--force` is for replacing `--out` (the model itself, merging in place).
     refuse_merged_twice(&weights, model, &input, "--adapter", "merge it into the base model")?;
     if input.config.peft_type() == PeftType::Moppa {

@@ -70,7 +70,7 @@ pub fn pretrained() -> Result<VitWeights> {
         .into_iter()
         .map(|(key, shape)| Ok((key.clone(), file.f32_shaped(&key, &shape)?)))
         .collect::<Result<_>>()?;
-    Ok(VitWeights { config, tensors, prompts: None, merged_adapters: Vec::new() })
+    Ok(VitWeights { config, tensors, prompts: None, merged_adapters: Vec::new(), headless: false })
 }
 
 /// Steps, batch size, learning rate and seed of a run of [`fit`].

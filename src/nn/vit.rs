@@ -92,6 +92,8 @@ pub struct Vit {
     prompts: Option<Tensor>,
     /// Tells this model's [`VitVars`] from another's.
     id: u64,
+    /// Whether its folder had no classifier ([`VitWeights::headless`]).
+    headless: bool,
 }
 
 impl std::fmt::Debug for Vit {
@@ -162,7 +164,13 @@ impl Vit {
         let prompts = weights.prompts.as_ref().map(|p| Tensor::from_slice(gpu, &p.data, &p.shape)).transpose()?;
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Vit { config: weights.config.clone(), weights: map, prompts, id })
+        Ok(Vit { config: weights.config.clone(), weights: map, prompts, id, headless: weights.headless })
+    }
+
+    /// Whether the model came without a classifier (a `ViTModel` backbone, see
+    /// [`VitWeights::headless`]): it classifies only with an adapter that brings a head.
+    pub fn headless(&self) -> bool {
+        self.headless
     }
 
     /// Loads a transformers folder (`config.json` + weights).

@@ -23,6 +23,11 @@ pub struct VitWeights {
     /// Fingerprints of the adapter weight files merged into these weights, oldest first
     /// (saved as [`stamp::MERGED_KEY`]; empty for a model no adapter was merged into).
     pub merged_adapters: Vec<String>,
+    /// Whether the folder held no classifier (a `ViTModel` backbone, or a classifier saved
+    /// with no labels): the head in `tensors` is zeros, and only an adapter with a head of
+    /// its own (a saved `classifier`, a new one by `num_labels`) makes a classifier of it,
+    /// as `ViTForImageClassification.from_pretrained(backbone, num_labels=N)` adds a new one.
+    pub headless: bool,
 }
 
 /// Key of the merged RLP prompts in a model file.
@@ -93,19 +98,21 @@ pub fn module_shapes(config: &VitConfig, module: ModuleId) -> (Vec<usize>, Optio
 /// layer past `num_hidden_layers`, or a query, key or value bias with `qkv_bias` false.
 /// transformers would drop them with a warning; here they mean a config that does not
 /// describe its weights. (Other extra tensors, a backbone's pooler say, are passed over.)
-fn refuse_stray_weights(files: &[TensorFile], config: &VitConfig) -> Result<()> {
+fn refuse_stray_weights(files: &[TensorFile], config: &VitConfig, bare: bool) -> Result<()> {
     let layers = config.num_hidden_layers;
     for f in files {
         for key in f.keys() {
+            // A backbone's keys, read as a classifier's (`encoder.layer.N` as `vit.encoder.layer.N`).
+            let prefixed = if bare { format!("vit.{key}") } else { key.to_string() };
             let index = ["vit.encoder.layer.", "vit.layers."]
                 .iter()
-                .find_map(|p| key.strip_prefix(p))
+                .find_map(|p| prefixed.strip_prefix(p))
                 .and_then(|rest| rest.split('.').next()?.parse::<usize>().ok());
             let message = match index {
                 Some(i) if i >= layers => {
                     format!("holds `{key}`, a weight of layer {i}, but config.json has num_hidden_layers {layers}")
                 }
-                _ if !config.qkv_bias && is_qkv_bias(key, layers) => {
+                _ if !config.qkv_bias && is_qkv_bias(&prefixed, layers) => {
                     format!("holds `{key}`, but config.json sets qkv_bias false (transformers would drop it)")
                 }
                 _ => continue,
@@ -215,9 +222,24 @@ impl VitWeights {
         let copies = shapes.iter().fold(0u64, |sum, (_, s)| sum.saturating_add(f32_bytes(s)));
         // Which file and name holds each tensor, every shape checked before any is converted.
         let mut wanted: Vec<(usize, String, String)> = Vec::with_capacity(shapes.len() + 1);
+        // A backbone (`ViTModel`) names its weights without the `vit.` prefix.
+        let bare = !files.iter().any(|f| f.keys().any(|k| k.starts_with("vit.")))
+            && files.iter().any(|f| f.keys().any(|k| k.starts_with("embeddings.")));
+        let headless = !files.iter().any(|f| f.keys().any(|k| k.starts_with("classifier.")));
+        let mut zero_head = Vec::new();
         for (key, shape) in shapes {
+            if headless && key.starts_with("classifier.") {
+                zero_head.push((key, shape));
+                continue;
+            }
             let alias = v5_alias(&key, config.num_hidden_layers);
-            let names = std::iter::once(&key).chain(alias.as_ref());
+            let mut spellings = vec![key.clone()];
+            spellings.extend(alias);
+            if bare {
+                spellings = spellings.iter().map(|n| n.strip_prefix("vit.").unwrap_or(n).to_string()).collect();
+            }
+            let (spelled, alias) = (&spellings[0], spellings.get(1));
+            let names = std::iter::once(spelled).chain(alias);
             // The shard the index names for the key (no other shard holds it, see
             // `weight_files`); else whichever file holds it.
             let found = match names.clone().find_map(|n| placed.get(n).map(|&i| (i, n))) {
@@ -229,35 +251,19 @@ impl VitWeights {
             };
             let Some((at, name)) = found else {
                 let path = files.first().map(|f| f.path().to_path_buf()).unwrap_or_else(|| dir.to_path_buf());
-                // A backbone (`ViTModel`, `ViTForMaskedImageModeling`) names its weights without
-                // the `vit.` prefix, or has no classifier: say so rather than name one key.
-                let backbone = key.strip_prefix("vit.").is_some_and(|bare| files.iter().any(|f| f.contains(bare)));
-                let headless = key.starts_with("classifier.")
-                    && !files.iter().any(|f| f.keys().any(|k| k.starts_with("classifier.")));
-                if backbone || headless {
-                    let what = if backbone { "its weights lack the `vit.` prefix" } else { "it has no `classifier`" };
-                    return Err(Error::Format {
-                        path,
-                        message: format!(
-                            "is not a ViTForImageClassification checkpoint ({what}: a ViTModel backbone?); \
-                             load it with ViTForImageClassification.from_pretrained(..., num_labels=N) and \
-                             save_pretrained it first"
-                        ),
-                    });
-                }
                 if files.len() == 1 && placed.is_empty() {
-                    return Err(Error::MissingTensor { path, key });
+                    return Err(Error::MissingTensor { path, key: spelled.clone() });
                 }
                 // Sharded: the index lists no shard for the key, and none it lists holds it.
                 return Err(Error::Config {
                     path: dir.join(INDEX_FILE),
                     key: "weight_map".into(),
-                    message: format!("has no entry for tensor `{key}`, and no shard it lists holds it"),
+                    message: format!("has no entry for tensor `{spelled}`, and no shard it lists holds it"),
                 });
             };
             files[at].check_shape(&name, &shape).map_err(|e| blame_defaults(dir, e))?;
             // The same weight under both namings: which one counts would be a guess.
-            if let Some(other) = std::iter::once(&key).chain(alias.as_ref()).find(|n| **n != name)
+            if let Some(other) = std::iter::once(spelled).chain(alias).find(|n| **n != name)
                 && let Some(f) = files.iter().find(|f| f.contains(other))
             {
                 return Err(Error::Format {
@@ -269,7 +275,7 @@ impl VitWeights {
             }
             wanted.push((at, name, key));
         }
-        refuse_stray_weights(&files, &config)?;
+        refuse_stray_weights(&files, &config, bare)?;
         let prompt_file = match placed.get(PROMPT_KEY) {
             Some(&i) if !files[i].contains(PROMPT_KEY) => {
                 return Err(Error::MissingTensor { path: files[i].path().to_path_buf(), key: PROMPT_KEY.into() });
@@ -308,7 +314,11 @@ impl VitWeights {
                 }
             }
         }
-        Ok(VitWeights { config, tensors, prompts, merged_adapters })
+        for (key, shape) in zero_head {
+            let values = vec![0.0; shape.iter().product()];
+            tensors.insert(key, HostTensor::new(shape, values)?);
+        }
+        Ok(VitWeights { config, tensors, prompts, merged_adapters, headless })
     }
 
     /// Fails unless `config` passes [`VitConfig::check`], every tensor it implies is here
@@ -393,7 +403,7 @@ impl VitWeights {
                 (key, HostTensor { shape, data })
             })
             .collect();
-        Ok(VitWeights { config: config.clone(), tensors, prompts: None, merged_adapters: Vec::new() })
+        Ok(VitWeights { config: config.clone(), tensors, prompts: None, merged_adapters: Vec::new(), headless: false })
     }
 
     /// The weight called `key` (on-disk name).

@@ -150,12 +150,19 @@ fn check_batch_fits(gpu: &Gpu, data: &Dataset, batch: usize) -> Result<()> {
 /// Fails unless the model's weights and the adapter's tensors live on `gpu`.
 fn check_device(gpu: &Gpu, vit: &Vit, adapter: Option<&Adapter>) -> Result<()> {
     gpu.check_owns("model weights", vit.weights().values())?;
+    if vit.headless() && !adapter.is_some_and(Adapter::has_own_head) {
+        return Err(Error::invalid("model", HEADLESS));
+    }
     if let Some(a) = adapter {
         let tensors = a.trainable().iter().chain(a.frozen()).map(|p| &p.tensor);
         gpu.check_owns("adapter tensors", tensors)?;
     }
     Ok(())
 }
+
+/// Why a model without a classifier cannot be used without an adapter that brings one.
+pub(crate) const HEADLESS: &str = "has no classifier (a ViTModel backbone): use it with an adapter that brings a \
+     head of its own (`num_labels` and `modules_to_save: [\"classifier\"]` in a new adapter's config)";
 
 /// Checks that `data` fits the model (and the adapter's head) and that the options are sane.
 pub fn check_inputs(vit: &Vit, labels: usize, data: &Dataset, batch_size: usize) -> Result<()> {

@@ -41,7 +41,9 @@ pub(crate) fn writer_of(path: &Path) -> Option<String> {
 }
 
 /// Whether the process that wrote temporary `tmp` (`.NAME.tmp-PID`, see [`stale_temps`]), or
-/// moved a file aside (`.NAME.old-PID`, [`stale_asides`]), has ended (see [`process_ended`]).
+/// moved a file aside (`.NAME.old-PID`, [`stale_asides`]), has ended, as far as this system
+/// can tell: on Linux by `/proc` (a zombie with no thread left, killed but not yet collected
+/// by its parent, has ended too), elsewhere never known (`false`).
 pub fn writer_ended(tmp: &Path) -> bool {
     writer_of(tmp).is_some_and(|pid| process_ended(&pid))
 }
