@@ -227,10 +227,17 @@ fn missing_misshaped_and_mistyped_model_tensors_are_named() {
         t.retain(|(k, ..)| !k.starts_with("classifier."));
         t.iter_mut().for_each(|e| e.0 = e.0.trim_start_matches("vit.").to_string());
     });
-    fails(&eval, INPUT, &["model.safetensors", "not a ViTForImageClassification", "`vit.` prefix"]);
+    // Alone it cannot classify (with an adapter that brings a head it can: tests/cli_backbone.rs).
+    fails(&eval, INPUT, &[s(&model), "has no classifier", "num_labels"]);
     std::fs::write(&weights, &good).expect("restore");
     edit_tensors(&weights, |t| t.retain(|(k, ..)| !k.starts_with("classifier.")));
-    fails(&eval, INPUT, &["model.safetensors", "not a ViTForImageClassification", "no `classifier`"]);
+    fails(&eval, INPUT, &[s(&model), "has no classifier", "num_labels"]);
+    // A backbone missing a weight names it as the file spells it.
+    edit_tensors(&weights, |t| {
+        t.retain(|(k, ..)| k != key);
+        t.iter_mut().for_each(|e| e.0 = e.0.trim_start_matches("vit.").to_string());
+    });
+    fails(&eval, INPUT, &["model.safetensors", "missing tensor", "`encoder.layer.1.attention.attention.value.weight`"]);
     // Half a classifier is a missing tensor, not a missing head.
     std::fs::write(&weights, &good).expect("restore");
     edit_tensors(&weights, |t| t.retain(|(k, ..)| k != "classifier.bias"));
