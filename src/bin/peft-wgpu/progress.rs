@@ -35,6 +35,9 @@ struct Log {
     last_line: Instant,
     /// What the run is doing now (`step 3/10`), and since when; `None` between runs.
     doing: Option<(String, Instant)>,
+    /// Whether a still-at-work line was written for what the run is doing now: its end then
+    /// gets a line with the figures, which the interval would otherwise hold back.
+    noted: bool,
     watched: bool,
     /// Time between two lines ([`LOG_EVERY`]; shorter in tests).
     every: Duration,
@@ -53,6 +56,7 @@ impl TerminalProgress {
             log: Arc::new(Mutex::new(Log {
                 last_line: Instant::now(),
                 doing: None,
+                noted: false,
                 watched: false,
                 every: LOG_EVERY,
                 still: 0,
@@ -85,17 +89,31 @@ impl TerminalProgress {
 
     /// Off a terminal, says what the run is doing now (`None`: nothing), for a line when it
     /// takes longer than [`LOG_EVERY`] without one; starts the thread that watches for that.
-    fn doing(&mut self, what: Option<String>) {
+    /// Returns whether what it did before got such a line.
+    fn doing(&mut self, what: Option<String>) -> bool {
         if self.tty {
-            return;
+            return false;
         }
         let mut log = self.log();
         log.doing = what.map(|w| (w, Instant::now()));
+        let noted = std::mem::replace(&mut log.noted, false);
         if !log.watched {
             log.watched = true;
             let weak = Arc::downgrade(&self.log);
             std::thread::spawn(move || watch(&weak));
         }
+        noted
+    }
+
+    /// Off a terminal, whether a line with the figures is due: the interval has passed, or
+    /// what just ended took so long it had still-at-work lines (`long`), which restart the
+    /// interval; restarts it if so.
+    fn figures_due(&mut self, long: bool) -> bool {
+        if long && !self.tty {
+            self.log().last_line = Instant::now();
+            return true;
+        }
+        self.line_due()
     }
 
     /// Seconds since the end of the first step (or batch) and the images since, counting
@@ -135,6 +153,7 @@ fn watch(log: &Weak<Mutex<Log>>) {
             crate::note!("{what}: still at work ({seconds} s so far)");
             log.last_line = Instant::now();
             log.still += 1;
+            log.noted = true;
         }
         let pause = (log.every / 30).min(Duration::from_secs(1));
         drop(log);
@@ -162,14 +181,20 @@ impl cli::Progress for TerminalProgress {
                 format!("loss {:.4}  {:.1} img/s  ETA {:#}", r.loss, images as f64 / seconds, duration(eta))
             }
         };
-        self.doing((done < total).then(|| format!("step {}/{total}", done + 1)));
+        // After the last step, its update is checked on its batch (a forward pass) before the
+        // adapter is saved.
+        let next = match done < total {
+            true => format!("step {}/{total}", done + 1),
+            false => format!("step {total}/{total} done; checking its update before saving"),
+        };
+        let long = self.doing(Some(next));
         if let Some(bar) = &self.bar {
             bar.set_position(done as u64);
             bar.set_message(message);
             if done == total {
                 bar.finish_and_clear();
             }
-        } else if done < total && self.line_due() {
+        } else if (done < total || long) && self.figures_due(long) {
             crate::note!("step {done}/{total}  {message}");
         }
     }
@@ -180,6 +205,7 @@ impl cli::Progress for TerminalProgress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+        self.doing(None);
         let plural = if steps == 1 { "" } else { "s" };
         let line =
             format!("trained {steps} step{plural}, final loss {final_loss:.6}; adapter written to {}", out.display());
@@ -201,9 +227,9 @@ impl cli::Progress for TerminalProgress {
                 format!("{per_second:.1} img/s  ETA {:#}", duration((total - images) as f64 / per_second))
             }),
         };
-        self.doing((images < total).then(|| format!("evaluating images {} and on, of {total}", images + 1)));
+        let long = self.doing((images < total).then(|| format!("evaluating from image {} of {total}", images + 1)));
         if !self.tty {
-            if images > 0 && images < total && self.line_due() {
+            if images > 0 && (images < total || long) && self.figures_due(long) {
                 let rate = rate.map(|r| format!("  {r}")).unwrap_or_default();
                 crate::note!("evaluated {images}/{total} images{rate}");
             }
@@ -250,9 +276,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(400));
         let lines = p.log().still;
         assert!((2..=8).contains(&lines), "{lines} lines in about 6 intervals");
-        p.doing(None);
+        assert!(p.doing(None), "what ended had still-at-work lines");
+        assert!(p.figures_due(true), "so its end gets the figures at once");
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(p.log().still, lines, "no line while nothing is under way");
+        assert!(!p.doing(Some("step 2/2".into())), "nothing was noted meanwhile");
         let watched = Arc::downgrade(&p.log);
         drop(p);
         std::thread::sleep(Duration::from_millis(100));
