@@ -110,7 +110,7 @@ fn sizes_beyond_the_device_are_refused_by_name() {
     let args = ["train", "--model", m, "--adapter-config", s(&cfg), "--data", d, "--out", o, "--batch-size", "1024"];
     let line =
         check_failure(&run(&args), DEVICE, &["--batch-size 1024", "images of this model fit this device"], false);
-    assert!(line.contains("bytes"), "{line}");
+    assert!(line.contains("bytes") && line.contains("largest tensor is the logits, 1048576 per image"), "{line}");
     // An adapter whose tensors cannot be indexed: RLP with A of 65536 × 65536.
     std::fs::write(&cfg, r#"{"peft_type": "RLP", "num_prompt_tokens": 65536, "r": 65536}"#).expect("config");
     let args = ["train", "--model", m, "--adapter-config", s(&cfg), "--data", d, "--out", o];

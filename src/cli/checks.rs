@@ -21,7 +21,7 @@ fn batch_room(
     (tokens, labels): (usize, usize),
     data: &Dataset,
     gpu: Option<&Gpu>,
-) -> Result<(u64, u64, &'static str)> {
+) -> Result<(u64, u64, &'static str, String)> {
     let [_, c, h, w] = data.shape;
     let fused_attention =
         gpu.is_none_or(|g| crate::ops::attention::fused_by_default(g, model.hidden_size, model.num_attention_heads));
@@ -29,16 +29,19 @@ fn batch_room(
     if !fused_attention {
         crate::nn::attention::one_head_scores(tokens, (max, limit))?;
     }
-    let per_image = [
-        (c as u64).saturating_mul(h as u64).saturating_mul(w as u64),
-        (tokens as u64).saturating_mul(model.intermediate_size.max(model.hidden_size) as u64),
-        labels as u64,
+    let width = model.intermediate_size.max(model.hidden_size);
+    let (elements, what) = [
+        ((c as u64).saturating_mul(h as u64).saturating_mul(w as u64), format!("the images, {c}×{h}×{w} each")),
+        (
+            (tokens as u64).saturating_mul(width as u64),
+            format!("the MLP activations, {tokens} tokens × {width} per image"),
+        ),
+        (labels as u64, format!("the logits, {labels} per image")),
     ]
     .into_iter()
-    .max()
-    .unwrap_or(1)
-    .saturating_mul(4);
-    Ok((per_image, max, limit))
+    .max_by_key(|(n, _)| *n)
+    .unwrap_or((1, String::new()));
+    Ok((elements.max(1).saturating_mul(4), max, limit, what))
 }
 
 /// Refuses a batch of `batch` images whose largest tensor could not be one buffer (see
@@ -50,18 +53,22 @@ pub(super) fn check_batch(
     batch: usize,
     gpu: Option<&Gpu>,
 ) -> Result<()> {
-    let (per_image, max, limit) = batch_room(model, sizes, data, gpu)?;
+    let (per_image, max, limit, largest) = batch_room(model, sizes, data, gpu)?;
     let bytes = per_image.checked_mul(batch as u64);
     match bytes {
         Some(b) if b <= max => Ok(()),
         _ => Err(Error::TooLarge {
             what: match gpu {
-                Some(_) => {
-                    format!("--batch-size {batch} (at most {} images of this model fit this device)", max / per_image)
-                }
-                None => {
-                    format!("--batch-size {batch} (no device takes more than {} images of this model)", max / per_image)
-                }
+                Some(_) => format!(
+                    "--batch-size {batch} (at most {} images of this model fit this device; its largest tensor is \
+                     {largest})",
+                    max / per_image
+                ),
+                None => format!(
+                    "--batch-size {batch} (no device takes more than {} images of this model; its largest tensor \
+                     is {largest})",
+                    max / per_image
+                ),
             },
             bytes: bytes.unwrap_or(u64::MAX),
             limit,
@@ -80,7 +87,7 @@ pub(super) fn fitting_batch(
     batch: usize,
     gpu: Option<&Gpu>,
 ) -> Result<usize> {
-    let (per_image, max, _) = batch_room(model, sizes, data, gpu)?;
+    let (per_image, max, ..) = batch_room(model, sizes, data, gpu)?;
     let fit = usize::try_from(max / per_image).unwrap_or(usize::MAX);
     if fit == 0 {
         check_batch(model, sizes, data, batch, gpu)?;
