@@ -549,3 +549,50 @@ fn options_without_a_supported_backend_are_refused() {
         assert!(err.to_string().contains("GpuOptions::backends"), "{backends:?}: {err}");
     }
 }
+
+/// A model without a classifier (`VitWeights::headless`, a backbone) classifies only with an
+/// adapter that brings a head (a saved `classifier`, made new like the head of `num_labels`):
+/// without one, evaluating, training and merging are refused.
+#[test]
+fn a_model_without_a_classifier_needs_an_adapter_with_its_own_head() {
+    use peft_wgpu::adapters::Adapter;
+    use peft_wgpu::io::Dataset;
+    use peft_wgpu::train::{BatchOrder, TrainOptions, evaluate, train};
+    let gpu = gpu();
+    let config = peft_wgpu::demo::model::architecture();
+    let weights = VitWeights { headless: true, ..VitWeights::random(&config, 1).unwrap() };
+    let vit = Vit::from_weights(&gpu, &weights).unwrap();
+    assert!(vit.headless());
+    let path = std::path::Path::new(CONFIG_PATH);
+    let n = 4;
+    let [h, w] = config.image_size;
+    let data =
+        Dataset::from_parts(path, [n, config.num_channels, h, w], vec![0.1; n * h * w], vec![0, 1, 0, 1]).unwrap();
+    let build = |json: &str| Adapter::new(&gpu, adapter_config(json), path, &vit, 1).unwrap();
+    let options = TrainOptions {
+        steps: 1,
+        batch_size: 2,
+        lr: 0.1,
+        optimizer: OptimizerKind::Sgd { weight_decay: None },
+        order: BatchOrder::Sequential,
+        seed: 0,
+    };
+    let headless = |e: peft_wgpu::Error| assert!(e.to_string().contains("has no classifier"), "{e}");
+    headless(evaluate(&gpu, &vit, None, &data, 2).expect_err("no head at all"));
+    let none = build(r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#);
+    assert!(!none.has_own_head());
+    headless(evaluate(&gpu, &vit, Some(&none), &data, 2).expect_err("no head"));
+    headless(train(&gpu, &vit, &none, &data, &options, &mut |_| {}).expect_err("no head"));
+    headless(none.merge(&gpu, &weights).expect_err("no head"));
+    for json in [
+        r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"], "modules_to_save": ["classifier"]}"#,
+        r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"], "num_labels": 3}"#,
+    ] {
+        let a = build(json);
+        assert!(a.has_own_head(), "{json}");
+        train(&gpu, &vit, &a, &data, &options, &mut |_| {}).expect("a new head trains");
+        let report = evaluate(&gpu, &vit, Some(&a), &data, 2).expect("and classifies");
+        assert!(report.mean_loss.is_finite());
+        assert!(!a.merge(&gpu, &weights).expect("merged with its head").headless);
+    }
+}

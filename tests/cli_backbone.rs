@@ -73,6 +73,15 @@ fn a_backbone_trains_evaluates_and_merges_with_a_new_head_only() {
         &[b, "has no classifier"],
     );
     fails(&["eval", "--model", b, "--adapter", s(&headless_adapter), "--data", d], INPUT, &[b, "has no classifier"]);
+    // A config that names `classifier` but a file without one (PEFT trained on the backbone
+    // itself, which has no such module) does not classify with the missing head's zeros.
+    edit_json(&headless_adapter.join("adapter_config.json"), |c| {
+        c["modules_to_save"] = serde_json::json!(["classifier"]);
+    });
+    let culprits = ["headless_adapter", "classifier.weight"];
+    fails(&["eval", "--model", b, "--adapter", s(&headless_adapter), "--data", d], INPUT, &culprits);
+    let merge = ["merge", "--model", b, "--adapter", s(&headless_adapter), "--out", s(&merged_none)];
+    fails(&merge, INPUT, &culprits);
 
     // With a new head, the backbone trains as the classifier it is part of: the same adapter
     // as from the whole model, whose own head the new one replaces.

@@ -141,12 +141,22 @@ fn probes_a_killed_run_left_are_removed_by_the_next_run() {
     }
     std::fs::create_dir_all(nested.parent().expect("parent")).expect("folders");
     std::fs::write(&nested, b"").expect("probe");
+    // A probe lives for microseconds: those a killed run left are older than a minute; a
+    // dead run's probe of just now may be another machine's on a shared folder, and stays.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for old in [&stale_file, &live_file, &look_alikes[0]] {
+        std::fs::File::options().write(true).open(old).expect("probe").set_modified(hour_ago).expect("mtime");
+    }
+    std::fs::File::open(&stale_folder).expect("folder").set_modified(hour_ago).expect("mtime");
+    let recent = out.join(format!(".peft-wgpu-probe-of-a-long-name.tmp-{dead}-7"));
+    std::fs::write(&recent, b"").expect("probe");
     // A new nested --out probes from the scratch folder; the other run's --out holds the file probes.
     let new_out = dir.join("new").join("deeper");
     succeeds(&train_args(s(&model), s(&init), s(&data), s(&new_out), &[]));
     succeeds(&train_args(s(&model), s(&init), s(&data), s(&out), &["--force"]));
     assert!(!stale_file.exists() && !stale_folder.exists(), "an ended run's probes stay");
     assert!(live_file.exists(), "a live run's probe was removed");
+    assert!(recent.exists(), "a probe of just now was removed");
     for f in &look_alikes {
         assert!(f.exists(), "{} was removed", f.display());
     }

@@ -78,8 +78,10 @@ fn sizes_a_config_leaves_out_take_transformers_defaults() {
     assert_eq!((c.hidden_size, c.num_attention_heads, c.image_size, c.patch_size), (32, 4, [32, 32], [16, 16]));
     let e = parse(serde_json::json!({"hidden_size": 30})).expect_err("the default 12 heads do not divide 30");
     assert!(e.to_string().contains("num_attention_heads") && e.to_string().contains("(12) must divide"), "{e}");
-    let e = parse(serde_json::json!({"image_size": null})).expect_err("null is no value");
-    assert!(e.to_string().contains("`image_size`") && e.to_string().contains("null"), "{e}");
+    for key in ["image_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"] {
+        let e = parse(serde_json::json!({ key: null })).expect_err("null is no value");
+        assert!(e.to_string().contains(&format!("`{key}`")) && e.to_string().contains("null"), "{e}");
+    }
 }
 
 /// The sharded fixture copied into a fresh temporary folder named after `name`.

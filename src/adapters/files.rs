@@ -95,7 +95,7 @@ impl Adapter {
             return true;
         }
         let paths: Vec<String> = modules.iter().flat_map(|m| Naming::BOTH.map(|n| m.module.path(n))).collect();
-        self.config.saves_nested(self.model.num_hidden_layers)
+        self.config.saves_nested(self.model.num_hidden_layers, self.lora_naming)
             || lora.patterns_overlap(paths.iter().map(String::as_str))
     }
 }

@@ -291,8 +291,9 @@ impl Adapter {
         })
     }
 
-    /// Whether the adapter brings a classifier of its own (a saved `classifier`, new or
-    /// trained), which a model without one ([`crate::nn::Vit::headless`]) needs.
+    /// Whether the adapter brings a classifier of its own (a saved `classifier`: read from
+    /// its file, which must then hold it, or made new, zeros as a new head starts), which a
+    /// model without one ([`crate::nn::Vit::headless`]) needs.
     pub fn has_own_head(&self) -> bool {
         self.saved.iter().any(|s| s.module == ModuleId::Classifier && !s.frozen)
     }

@@ -94,7 +94,8 @@ pub(super) fn refuse_merged_twice(
 }
 
 /// Refuses a model folder without a classifier ([`VitWeights::headless`], a `ViTModel`
-/// backbone) unless `adapter` brings a head of its own (saves `classifier`).
+/// backbone) unless `adapter` brings a head of its own (saves `classifier`; a file must then
+/// hold it).
 pub(super) fn refuse_headless(weights: &VitWeights, model: &Path, adapter: Option<&AdapterInput>) -> Result<()> {
     if !weights.headless || adapter.is_some_and(|a| a.config.saves_module(crate::nn::ModuleId::Classifier)) {
         return Ok(());

@@ -288,8 +288,11 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
             }
         }
         // The grid's batch axis past the device's limit: the flag that sets it is the culprit.
-        Err(Error::TooManyWorkgroups { kernel, workgroups, max }) => {
-            let fits = (args.batch_size as u64 * u64::from(*max) / u64::from(*workgroups).max(1)).max(1);
+        Err(Error::TooManyWorkgroups { kernel, workgroups, max })
+            if args.batch_size > 1
+                && (args.batch_size as u64 * u64::from(*max) / u64::from(*workgroups).max(1)) >= 1 =>
+        {
+            let fits = args.batch_size as u64 * u64::from(*max) / u64::from(*workgroups).max(1);
             return Err(Error::invalid(
                 "--batch-size",
                 format!(
@@ -371,7 +374,10 @@ fn lora_naming_from_env() -> Result<Option<Naming>> {
 /// whose `config.json` transformers 4 wrote, that PEFT under transformers 4 will not read it
 /// and how to save it in the naming that one reads.
 fn note_lora_naming(adapter: &crate::adapters::Adapter, model: &Path) {
-    if adapter.config().peft_type() != PeftType::Lora || adapter.lora_naming() != Naming::Transformers5 {
+    // Keys outside the layers (`classifier`, the patch embedding) are the same in both.
+    let layer_keys =
+        adapter.trainable().iter().any(|p| p.key.contains(".layers.") || p.key.contains(".encoder.layer."));
+    if adapter.config().peft_type() != PeftType::Lora || adapter.lora_naming() != Naming::Transformers5 || !layer_keys {
         return;
     }
     let version = JsonFile::read(&model.join("config.json"))

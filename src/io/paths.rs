@@ -261,7 +261,8 @@ fn probe_new_folders(base: &Path, dir: &Path) -> Result<()> {
 /// Removes from folder `dir` the probes that runs killed in the instant between making and
 /// removing them left behind: files `PROBE_FILE` + `PID-N` and folders `PROBE_FOLDER` +
 /// `PID-N-` + `x`s whose process has ended (where the system tells, see
-/// [`crate::io::atomic::process_ended`]).
+/// [`crate::io::atomic::process_ended`]) and that are a minute old (a probe lives for
+/// microseconds; on a folder shared between machines, another one's live probe stays).
 fn remove_stale_probes(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -282,7 +283,11 @@ fn remove_stale_probes(dir: &Path) {
             (true, Some(x)) => kind.is_dir() && x.bytes().all(|b| b == b'x'),
             _ => false,
         };
-        if shaped && number(pid) && number(count) && crate::io::atomic::process_ended(pid) {
+        let old = || {
+            let modified = entry.metadata().and_then(|m| m.modified());
+            modified.is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= std::time::Duration::from_secs(60)))
+        };
+        if shaped && number(pid) && number(count) && old() && crate::io::atomic::process_ended(pid) {
             let path = entry.path();
             let _ = if folder { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
         }

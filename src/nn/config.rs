@@ -55,7 +55,17 @@ impl VitConfig {
         // An explicit `null` for a field with a default is no value (transformers refuses it,
         // or builds something else: `qkv_bias: null` makes layers without biases), not the
         // default a missing key gets.
-        for key in ["hidden_act", "qkv_bias", "image_size", "patch_size", "num_channels"] {
+        for key in [
+            "hidden_act",
+            "qkv_bias",
+            "image_size",
+            "patch_size",
+            "num_channels",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+        ] {
             if json.object().get(key).is_some_and(serde_json::Value::is_null) {
                 return Err(json.error(key, "is null; give a value, or leave the key out for the default"));
             }

@@ -59,11 +59,12 @@ impl AdapterConfig {
     }
 
     /// Whether an entry of `modules_to_save` names two modules of which one holds the other
-    /// under transformers 5's naming (`embeddings`: `vit.embeddings` and its
-    /// `patch_embeddings`). PEFT then wraps both, saves two tensors under one key and cannot
-    /// load its own file, so such a config is written with the saved modules spelled out.
-    pub(crate) fn saves_nested(&self, layers: usize) -> bool {
-        let paths = holder_paths(layers, &[Naming::Transformers5]);
+    /// under `naming`, the one the file is written in (`embeddings`: `vit.embeddings` and its
+    /// `patch_embeddings`; on disk, `attention` and the `attention.attention` inside it).
+    /// PEFT then wraps both, saves two tensors under one key and cannot load its own file,
+    /// so such a config is written with the saved modules spelled out.
+    pub(crate) fn saves_nested(&self, layers: usize, naming: Naming) -> bool {
+        let paths = holder_paths(layers, &[naming]);
         self.modules_to_save.iter().any(|m| {
             let named: Vec<&String> = paths.iter().filter(|p| p.ends_with(m.as_str())).collect();
             named.iter().any(|outer| {

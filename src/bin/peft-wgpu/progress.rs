@@ -277,7 +277,6 @@ mod tests {
         let lines = p.log().still;
         assert!((2..=8).contains(&lines), "{lines} lines in about 6 intervals");
         assert!(p.doing(None), "what ended had still-at-work lines");
-        assert!(p.figures_due(true), "so its end gets the figures at once");
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(p.log().still, lines, "no line while nothing is under way");
         assert!(!p.doing(Some("step 2/2".into())), "nothing was noted meanwhile");

@@ -83,13 +83,13 @@ pub(super) fn remove_stale_temps(path: &Path, locked: bool) {
     }
 }
 
-#[cfg(test)]
+/// Linux only: elsewhere no writer is known to have ended.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
     /// A writer that ended is known by its process id, also while it waits as a zombie for
     /// its parent (a killed run whose parent has not yet collected it); a live one is not.
-    #[cfg(target_os = "linux")]
     #[test]
     fn ended_writers_are_told_from_live_ones() {
         let name = |pid: u32| PathBuf::from(format!("/tmp/.a.bin.tmp-{pid}"));

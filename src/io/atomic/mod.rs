@@ -218,8 +218,12 @@ pub fn write_all_replacing<B: AsRef<[u8]>>(
                 list.push(tmp.clone());
                 std::fs::File::create(&tmp)?
             };
-            // A file replaced keeps its permissions (a private 0600 file stays private).
-            if let Ok(old) = std::fs::metadata(path) {
+            // A file replaced keeps its permissions (a private 0600 file stays private); on
+            // Unix the open handle still writes. Windows has only the read-only flag, which
+            // would keep a temporary left by a failed rename from being removed.
+            if cfg!(unix)
+                && let Ok(old) = std::fs::metadata(path)
+            {
                 let _ = file.set_permissions(old.permissions());
             }
             let (first, rest) = bytes.split_at(bytes.len() / 2);
