@@ -288,11 +288,11 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
             }
         }
         // The grid's batch axis past the device's limit: the flag that sets it is the culprit.
+        // (Only where a smaller batch would fit: the axis then grows with it.)
         Err(Error::TooManyWorkgroups { kernel, workgroups, max })
-            if args.batch_size > 1
-                && (args.batch_size as u64 * u64::from(*max) / u64::from(*workgroups).max(1)) >= 1 =>
+            if args.batch_size > 1 && args.batch_size as u64 * u64::from(*max) >= u64::from(*workgroups) =>
         {
-            let fits = args.batch_size as u64 * u64::from(*max) / u64::from(*workgroups).max(1);
+            let fits = args.batch_size as u64 * u64::from(*max) / u64::from(*workgroups);
             return Err(Error::invalid(
                 "--batch-size",
                 format!(
@@ -375,8 +375,10 @@ fn lora_naming_from_env() -> Result<Option<Naming>> {
 /// and how to save it in the naming that one reads.
 fn note_lora_naming(adapter: &crate::adapters::Adapter, model: &Path) {
     // Keys outside the layers (`classifier`, the patch embedding) are the same in both.
-    let layer_keys =
-        adapter.trainable().iter().any(|p| p.key.contains(".layers.") || p.key.contains(".encoder.layer."));
+    let layer_keys = adapter
+        .trainable()
+        .iter()
+        .any(|p| p.key.strip_prefix(crate::adapters::PEFT_PREFIX).and_then(Naming::of_path).is_some());
     if adapter.config().peft_type() != PeftType::Lora || adapter.lora_naming() != Naming::Transformers5 || !layer_keys {
         return;
     }

@@ -36,6 +36,21 @@ pub struct VitConfig {
     pub problem_type: Option<String>,
 }
 
+/// transformers' `ViTConfig` defaults (ViT-B/16 at 224) of the sizes a config may leave out.
+pub(crate) const SIZE_DEFAULTS: [(&str, usize); 6] = [
+    ("hidden_size", 768),
+    ("num_hidden_layers", 12),
+    ("num_attention_heads", 12),
+    ("intermediate_size", 3072),
+    ("image_size", 224),
+    ("patch_size", 16),
+];
+
+/// The default of size field `key` ([`SIZE_DEFAULTS`]).
+fn size_default(key: &str) -> usize {
+    SIZE_DEFAULTS.iter().find(|(k, _)| *k == key).map_or(0, |&(_, v)| v)
+}
+
 /// Upper bound on every size field (labels included): beyond it a config is certainly
 /// corrupt.
 pub(crate) const MAX_DIM: usize = 1 << 20;
@@ -55,17 +70,8 @@ impl VitConfig {
         // An explicit `null` for a field with a default is no value (transformers refuses it,
         // or builds something else: `qkv_bias: null` makes layers without biases), not the
         // default a missing key gets.
-        for key in [
-            "hidden_act",
-            "qkv_bias",
-            "image_size",
-            "patch_size",
-            "num_channels",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-        ] {
+        let sizes = SIZE_DEFAULTS.map(|(key, _)| key);
+        for key in ["hidden_act", "qkv_bias", "num_channels"].into_iter().chain(sizes) {
             if json.object().get(key).is_some_and(serde_json::Value::is_null) {
                 return Err(json.error(key, "is null; give a value, or leave the key out for the default"));
             }
@@ -84,11 +90,10 @@ impl VitConfig {
             ));
         }
         // Sizes a config leaves out take transformers' `ViTConfig` defaults (ViT-B/16 at 224).
-        let size = |key: &str, max: usize, default: usize| {
-            Ok::<_, crate::Error>(json.opt_usize_in(key, 1, max)?.unwrap_or(default))
-        };
-        let hidden_size = size("hidden_size", MAX_DIM, 768)?;
-        let num_attention_heads = size("num_attention_heads", MAX_DIM, 12)?;
+        let size =
+            |key: &str, max: usize| Ok::<_, crate::Error>(json.opt_usize_in(key, 1, max)?.unwrap_or(size_default(key)));
+        let hidden_size = size("hidden_size", MAX_DIM)?;
+        let num_attention_heads = size("num_attention_heads", MAX_DIM)?;
         if !hidden_size.is_multiple_of(num_attention_heads) {
             return Err(json.error(
                 "num_attention_heads",
@@ -109,8 +114,8 @@ impl VitConfig {
                 ),
             ));
         }
-        let image_size = sides(json, "image_size", 224)?;
-        let patch_size = sides(json, "patch_size", 16)?;
+        let image_size = sides(json, "image_size")?;
+        let patch_size = sides(json, "patch_size")?;
         // transformers' strided conv drops the pixels past the last whole patch; a patch
         // larger than the image leaves no token at all.
         if image_size.iter().zip(&patch_size).any(|(i, p)| p > i) {
@@ -136,9 +141,9 @@ impl VitConfig {
         };
         Ok(VitConfig {
             hidden_size,
-            num_hidden_layers: size("num_hidden_layers", MAX_LAYERS, 12)?,
+            num_hidden_layers: size("num_hidden_layers", MAX_LAYERS)?,
             num_attention_heads,
-            intermediate_size: size("intermediate_size", MAX_DIM, 3072)?,
+            intermediate_size: size("intermediate_size", MAX_DIM)?,
             image_size,
             patch_size,
             num_channels: json.opt_usize_in("num_channels", 1, MAX_CHANNELS)?.unwrap_or(3),
@@ -278,10 +283,11 @@ fn id2label(json: &JsonFile) -> Result<Vec<String>> {
 }
 
 /// A size written as an integer (a square) or, as transformers also accepts, a
-/// `[height, width]` pair; a square of `default` when the config leaves it out.
-fn sides(json: &JsonFile, key: &str, default: usize) -> Result<[usize; 2]> {
+/// `[height, width]` pair; a square of its default ([`SIZE_DEFAULTS`]) when the config
+/// leaves it out.
+fn sides(json: &JsonFile, key: &str) -> Result<[usize; 2]> {
     let Some(value @ (serde_json::Value::Array(_) | serde_json::Value::Object(_))) = json.get(key) else {
-        let side = json.opt_usize_in(key, 1, MAX_DIM)?.unwrap_or(default);
+        let side = json.opt_usize_in(key, 1, MAX_DIM)?.unwrap_or(size_default(key));
         return Ok([side, side]);
     };
     let in_range = |v: &serde_json::Value| v.as_u64().filter(|v| (1..=MAX_DIM as u64).contains(v));

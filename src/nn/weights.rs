@@ -170,18 +170,13 @@ pub fn finish_interrupted_save(dir: &Path) {
 /// `e`, a weight whose shape the config does not give, blamed on `dir/config.json` when that
 /// leaves out sizes whose defaults (transformers', ViT-B/16 at 224) gave the shape.
 fn blame_defaults(dir: &Path, e: Error) -> Error {
-    const SIZES: [(&str, usize); 6] = [
-        ("hidden_size", 768),
-        ("num_hidden_layers", 12),
-        ("num_attention_heads", 12),
-        ("intermediate_size", 3072),
-        ("image_size", 224),
-        ("patch_size", 16),
-    ];
     let path = dir.join("config.json");
     let Ok(json) = crate::io::json::JsonFile::read(&path) else { return e };
-    let left_out: Vec<String> =
-        SIZES.iter().filter(|(k, _)| json.get(k).is_none()).map(|(k, v)| format!("{k} = {v}")).collect();
+    let left_out: Vec<String> = super::config::SIZE_DEFAULTS
+        .iter()
+        .filter(|(k, _)| json.get(k).is_none())
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
     if left_out.is_empty() {
         return e;
     }

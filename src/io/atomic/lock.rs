@@ -75,14 +75,7 @@ fn lock_file_for(dir: &Path, root: &Path) -> Option<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("peft-wgpu-atomic-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir
-    }
+    use crate::io::atomic::tests::temp_dir;
 
     /// The lock file that stands for a folder where no folder can be locked (Windows): every
     /// spelling of one folder's path gets the same file, other folders another, and it

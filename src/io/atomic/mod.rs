@@ -185,14 +185,16 @@ pub fn write_all_replacing<B: AsRef<[u8]>>(
     let lock = files.first().and_then(|(p, _)| p.parent()).and_then(|dir| lock_dir(dir, Lock::Exclusive));
     check()?;
     let pause = test_pause();
+    // The permissions of the files replaced, which their replacements keep.
+    let mut kept = Vec::with_capacity(files.len());
     for (path, _) in files {
+        let meta = std::fs::metadata(path).ok();
         // A pipe, device or folder where a file goes is never renamed over.
-        if let Ok(meta) = std::fs::metadata(path)
-            && !meta.is_file()
-        {
+        if meta.as_ref().is_some_and(|m| !m.is_file()) {
             let message = "is a pipe, socket, device or folder, not a file; it is not replaced".into();
             return Err(Error::Format { path: path.clone(), message });
         }
+        kept.push(meta.map(|m| m.permissions()));
         remove_stale_temps(path, lock.is_some());
     }
     if let Some(limit) = file_size_limit()
@@ -207,7 +209,7 @@ pub fn write_all_replacing<B: AsRef<[u8]>>(
     }
     let mut written: Vec<PathBuf> = Vec::with_capacity(files.len());
     let forget = |temps: &[PathBuf], list: &mut Vec<PathBuf>| list.retain(|t| !temps.contains(t));
-    for (path, bytes) in files {
+    for ((path, bytes), permissions) in files.iter().zip(kept) {
         let bytes = bytes.as_ref();
         let tmp = temp_path(path);
         written.push(tmp.clone());
@@ -222,9 +224,9 @@ pub fn write_all_replacing<B: AsRef<[u8]>>(
             // Unix the open handle still writes. Windows has only the read-only flag, which
             // would keep a temporary left by a failed rename from being removed.
             if cfg!(unix)
-                && let Ok(old) = std::fs::metadata(path)
+                && let Some(permissions) = permissions
             {
-                let _ = file.set_permissions(old.permissions());
+                let _ = file.set_permissions(permissions);
             }
             let (first, rest) = bytes.split_at(bytes.len() / 2);
             file.write_all(first)?;

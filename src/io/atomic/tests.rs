@@ -2,7 +2,8 @@
 
 use super::*;
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A fresh scratch folder for test `name` (the lock tests use it too).
+pub(super) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("peft-wgpu-atomic-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
