@@ -89,6 +89,7 @@ fn main() -> anyhow::Result<()> {
         optimizer: OptimizerKind::adamw(),
         order: BatchOrder::Shuffled { seed: 0 },
         seed: 0,
+        micro_batch: None,
     };
     train::train(&gpu, &vit, &adapter, &train_set, &options, &mut |s| {
         if s.step % 25 == 0 || s.step + 1 == s.steps {

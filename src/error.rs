@@ -45,7 +45,7 @@ pub enum Error {
     /// (the batch axis of products, attention and the MoPPA filter is one).
     #[error(
         "kernel {kernel} needs {workgroups} workgroups along one axis, more than the {max} of this device's \
-         max_compute_workgroups_per_dimension (a smaller batch may fit)"
+         max_compute_workgroups_per_dimension"
     )]
     TooManyWorkgroups {
         /// The kernel's entry point.

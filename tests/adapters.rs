@@ -480,7 +480,7 @@ fn lora_dropout_masks_the_branch_input_as_the_twin_does() {
         let (got, module_seed) = logits(Some(seed));
         let module_seed = module_seed.expect("a training binding has dropout seeds");
         seeds.push(module_seed);
-        let dropped = dropout(&x, p, module_seed);
+        let dropped = dropout(&x, p, module_seed, 0);
         assert!(dropped.contains(&0.0) && dropped.iter().any(|&v| v != 0.0), "a mask that drops some inputs");
         let mut want = x.clone();
         for (row, out) in dropped.chunks(d).zip(want.chunks_mut(d)) {

@@ -47,7 +47,8 @@ fn tensors_beyond_the_device_are_refused_by_name() {
         Err(e @ Error::TooManyWorkgroups { .. }) => {
             let text = e.to_string();
             assert!(
-                text.contains(&format!("{} workgroups", max + 1)) && text.contains("a smaller batch may fit"),
+                text.contains(&format!("{} workgroups", max + 1))
+                    && text.contains("max_compute_workgroups_per_dimension"),
                 "{text}"
             );
         }
@@ -131,6 +132,7 @@ fn a_diverging_run_stops_with_the_step_and_undoes_the_update_behind_it() {
         optimizer: OptimizerKind::Sgd { weight_decay: None },
         order: BatchOrder::Sequential,
         seed: 0,
+        micro_batch: None,
     };
     let mut seen = Vec::new();
     let e = train(&gpu, &vit, &adapter, &data, &options, &mut |r| seen.push(r.step)).expect_err("diverges");

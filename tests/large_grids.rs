@@ -47,8 +47,8 @@ fn elementwise_activation_dropout_and_permute_fold_long_grids() {
     assert_close("bias_gelu", &got, &reference::activation::bias_gelu(&a64, &f64s(&bias)), 1e-6, 1e-7);
     let got = read(activation::gelu_backward(&gpu, &ta, &tb).unwrap());
     assert_close("gelu_backward", &got, &reference::activation::gelu_backward(&a64, &b64), 1e-6, 1e-7);
-    let got = read(dropout::dropout(&gpu, &ta, 0.25, 11).unwrap());
-    assert_close("dropout", &got, &reference::dropout::dropout(&a64, 0.25, 11), 1e-7, 0.0);
+    let got = read(dropout::dropout(&gpu, &ta, 0.25, 11, 0).unwrap());
+    assert_close("dropout", &got, &reference::dropout::dropout(&a64, 0.25, 11, 0), 1e-7, 0.0);
     let got = read(shape::permute(&gpu, &ta, &[1, 0]).unwrap());
     let want = reference::shape::permute(&a64, &[n / D, D], &[1, 0]);
     let moved_wrong = got.iter().zip(&want).position(|(&g, &w)| f64::from(g) != w);

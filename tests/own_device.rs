@@ -179,10 +179,10 @@ fn a_callback_that_wgpu_runs_inside_this_crates_submit_may_use_the_gpu() {
 }
 
 /// A device that allows few workgroups per grid axis (an application may open one so): a
-/// batch its grids cannot take at once is evaluated in smaller pieces with the same results,
-/// where training, whose steps depend on the batch, refuses it by name.
+/// batch its grids cannot take at once is evaluated, and trained on, in smaller pieces with
+/// the same results as a device that takes it whole.
 #[test]
-fn evaluation_splits_a_batch_the_devices_grid_cannot_take() {
+fn a_batch_the_devices_grid_cannot_take_is_evaluated_and_trained_in_pieces() {
     use peft_wgpu::io::Dataset;
     use peft_wgpu::nn::Vit;
     use peft_wgpu::train::evaluate;
@@ -207,17 +207,84 @@ fn evaluation_splits_a_batch_the_devices_grid_cannot_take() {
     let path = std::path::Path::new("adapter_config.json");
     let json = br#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#;
     let config = AdapterConfig::from_json(&peft_wgpu::io::json::JsonFile::parse(path, json).unwrap()).unwrap();
-    let lora = Adapter::new(&narrow, config, path, &vit, 0).unwrap();
     let options = TrainOptions {
-        steps: 1,
+        steps: 2,
         batch_size: n,
-        lr: 1e-3,
-        optimizer: peft_wgpu::OptimizerKind::adamw(),
+        lr: 1e-1,
+        optimizer: peft_wgpu::OptimizerKind::sgd(),
         order: BatchOrder::Sequential,
         seed: 0,
+        micro_batch: None,
     };
-    let e = train(&narrow, &vit, &lora, &data, &options, &mut |_| {}).expect_err("a batch past the grid");
-    assert!(matches!(e, peft_wgpu::Error::TooManyWorkgroups { max: 256, .. }), "{e}");
+    let trained = |gpu: &Gpu| {
+        let vit = Vit::load(gpu, &model).unwrap();
+        let lora = Adapter::new(gpu, config.clone(), path, &vit, 0).unwrap();
+        let mut reports = Vec::new();
+        train(gpu, &vit, &lora, &data, &options, &mut |r| reports.push((r.loss, r.pieces))).expect("trains");
+        let values: Vec<Vec<f32>> = lora.trainable().iter().map(|p| gpu.read(&p.tensor).unwrap()).collect();
+        (reports, values)
+    };
+    let ((split, split_values), (whole, whole_values)) = (trained(&narrow), trained(&wide));
+    assert!(split.iter().all(|&(_, pieces)| pieces > 1), "the narrow device's steps were split: {split:?}");
+    assert!(whole.iter().all(|&(_, pieces)| pieces == 1), "{whole:?}");
+    for ((a, _), (b, _)) in split.iter().zip(&whole) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "losses {split:?} vs {whole:?}");
+    }
+    assert_close(&split_values, &whole_values, 1e-4);
+}
+
+/// `a` and `b` (the parameters of two runs) agree to `tol`, relative to the largest value of
+/// each tensor.
+fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32) {
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let scale = y.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
+        let worst = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= tol * scale, "parameter {i} differs by {worst} (largest value {scale})");
+    }
+}
+
+/// Training batches whose tensors exceed one binding (64 KiB; the MLP activations of 64
+/// images of the tiny ViT take 104 KiB) is done in pieces whose gradients are summed: the
+/// same steps as a device that takes the batch whole.
+#[test]
+fn training_batches_past_one_binding_accumulate_gradients() {
+    use peft_wgpu::adapters::{Adapter, AdapterConfig};
+    use peft_wgpu::io::Dataset;
+    use peft_wgpu::nn::Vit;
+    use peft_wgpu::train::{BatchOrder, TrainOptions, train};
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vit_tiny");
+    let n = 64;
+    let pixels = peft_wgpu::rng::Rng::new(8).normal_vec(n * 3 * 8 * 8, 0.0, 1.0);
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
+    let data = Dataset::from_parts(std::path::Path::new("mem"), [n, 3, 8, 8], pixels, labels).unwrap();
+    let path = std::path::Path::new("adapter_config.json");
+    let json = br#"{"peft_type": "MOPPA", "entropy_scale": 0.5, "modules_to_save": ["classifier"]}"#;
+    let config = AdapterConfig::from_json(&peft_wgpu::io::json::JsonFile::parse(path, json).unwrap()).unwrap();
+    let options = TrainOptions {
+        steps: 3,
+        batch_size: n,
+        lr: 1e-1,
+        optimizer: peft_wgpu::OptimizerKind::sgd(),
+        order: BatchOrder::Sequential,
+        seed: 0,
+        micro_batch: None,
+    };
+    let trained = |gpu: &Gpu| {
+        let vit = Vit::load(gpu, &model).unwrap();
+        let moppa = Adapter::new(gpu, config.clone(), path, &vit, 0).unwrap();
+        let mut reports = Vec::new();
+        train(gpu, &vit, &moppa, &data, &options, &mut |r| reports.push((r.loss, r.pieces))).expect("trains");
+        let values: Vec<Vec<f32>> = moppa.trainable().iter().map(|p| gpu.read(&p.tensor).unwrap()).collect();
+        (reports, values)
+    };
+    let (split, split_values) = trained(&small_binding_device(1 << 16));
+    let (whole, whole_values) = trained(&limited_device(|_| {}));
+    assert!(split.iter().all(|&(_, pieces)| pieces >= 2), "{split:?}");
+    assert!(whole.iter().all(|&(_, pieces)| pieces == 1), "{whole:?}");
+    for ((a, _), (b, _)) in split.iter().zip(&whole) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "losses {split:?} vs {whole:?}");
+    }
+    assert_close(&split_values, &whole_values, 1e-4);
 }
 
 /// The default adapter opened, adopted, with what peft-wgpu needs and its optional features,
@@ -281,6 +348,42 @@ fn evaluation_splits_batches_past_one_binding() {
         assert!((p - w).abs() <= 1e-6 * w.abs().max(1.0), "pieces {p} vs whole {w}");
     }
     assert_eq!(pieces.accuracy, whole.accuracy);
+}
+
+/// A device on which not even one image's activations fit one binding (1,600 bytes: the tiny
+/// ViT's weights fit, one image's 17 tokens × 24 activations, 1,632 bytes, do not): training halves its
+/// pieces down to one image, then stops with the device's refusal.
+#[test]
+fn training_stops_when_one_image_does_not_fit() {
+    use peft_wgpu::adapters::{Adapter, AdapterConfig};
+    use peft_wgpu::io::Dataset;
+    use peft_wgpu::nn::Vit;
+    use peft_wgpu::train::{BatchOrder, TrainOptions, train};
+    let gpu = small_binding_device(1600);
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vit_tiny");
+    let vit = Vit::load(&gpu, &model).expect("the weights fit");
+    let n = 8;
+    let pixels = peft_wgpu::rng::Rng::new(2).normal_vec(n * 3 * 8 * 8, 0.0, 1.0);
+    let data = Dataset::from_parts(std::path::Path::new("mem"), [n, 3, 8, 8], pixels, vec![0; n]).unwrap();
+    let path = std::path::Path::new("adapter_config.json");
+    let json = br#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#;
+    let config = AdapterConfig::from_json(&peft_wgpu::io::json::JsonFile::parse(path, json).unwrap()).unwrap();
+    let lora = Adapter::new(&gpu, config, path, &vit, 0).unwrap();
+    let options = TrainOptions {
+        steps: 1,
+        batch_size: n,
+        lr: 1e-3,
+        optimizer: peft_wgpu::OptimizerKind::sgd(),
+        order: BatchOrder::Sequential,
+        seed: 0,
+        micro_batch: None,
+    };
+    let before: Vec<Vec<f32>> = lora.trainable().iter().map(|p| gpu.read(&p.tensor).unwrap()).collect();
+    let e = train(&gpu, &vit, &lora, &data, &options, &mut |_| panic!("no step ends")).expect_err("too large");
+    assert!(matches!(e, peft_wgpu::Error::TooLarge { max: 1600, .. }), "{e}");
+    assert!(e.to_string().contains("shape [17, 24] needs 1632 bytes"), "one image's 17 tokens × 24: {e}");
+    let after: Vec<Vec<f32>> = lora.trainable().iter().map(|p| gpu.read(&p.tensor).unwrap()).collect();
+    assert_eq!(before, after, "nothing was updated");
 }
 
 /// Unfused attention whose `T×T` scores for the whole batch exceed one binding computes them

@@ -48,11 +48,56 @@ fn options(steps: usize) -> TrainOptions {
         optimizer: OptimizerKind::adamw(),
         order: BatchOrder::Sequential,
         seed: 0,
+        micro_batch: None,
     }
 }
 
 fn values(gpu: &Gpu, adapter: &Adapter) -> Vec<Vec<f32>> {
     adapter.trainable().iter().map(|p| gpu.read(&p.tensor).unwrap()).collect()
+}
+
+/// A batch computed in pieces (`micro_batch`, the last piece smaller) takes the same steps as
+/// the batch at once: each piece's mean loss weighted by its share, the gradients summed, and
+/// LoRA's dropout masks (on the patch embedding's rows too) the whole batch's.
+#[test]
+fn a_batch_in_pieces_takes_the_steps_of_the_batch_at_once() {
+    let gpu = gpu();
+    let vit = model(&gpu);
+    let json = r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "lora_dropout": 0.3,
+                   "target_modules": ["query", "value", "fc2", "vit.embeddings.patch_embeddings.projection"],
+                   "modules_to_save": ["classifier"]}"#;
+    let run = |micro_batch: Option<usize>| {
+        let adapter = lora_with(&gpu, &vit, json);
+        let opts = TrainOptions { batch_size: 8, optimizer: OptimizerKind::sgd(), lr: 0.5, micro_batch, ..options(3) };
+        let mut seen = Vec::new();
+        train(&gpu, &vit, &adapter, &data(None), &opts, &mut |r| seen.push((r.loss, r.pieces))).expect("trains");
+        (seen, values(&gpu, &adapter))
+    };
+    let (whole, whole_values) = run(None);
+    let (pieces, piece_values) = run(Some(3));
+    assert_eq!(whole.iter().map(|r| r.1).collect::<Vec<_>>(), [1, 1, 1]);
+    assert_eq!(pieces.iter().map(|r| r.1).collect::<Vec<_>>(), [3, 3, 3], "8 images in pieces of 3, 3 and 2");
+    for ((a, _), (b, _)) in pieces.iter().zip(&whole) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "losses in pieces {pieces:?} vs at once {whole:?}");
+    }
+    for (i, (p, w)) in piece_values.iter().zip(&whole_values).enumerate() {
+        let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = p.iter().zip(w).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5 * scale, "parameter {i}: pieces differ by {worst} (largest value {scale})");
+    }
+    // The updates moved the parameters: the comparison is not of two untouched adapters.
+    let fresh = values(&gpu, &lora_with(&gpu, &vit, json));
+    assert!(fresh.iter().zip(&whole_values).any(|(f, w)| f != w), "training changed nothing");
+    let e = train(
+        &gpu,
+        &vit,
+        &lora(&gpu, &vit),
+        &data(None),
+        &TrainOptions { micro_batch: Some(0), ..options(1) },
+        &mut |_| {},
+    )
+    .expect_err("a micro batch of 0");
+    assert!(e.to_string().contains("micro batch"), "{e}");
 }
 
 #[test]
@@ -132,6 +177,7 @@ fn reported_step_losses_equal_pytorchs() {
         optimizer: OptimizerKind::sgd(),
         order: BatchOrder::Sequential,
         seed: 0,
+        micro_batch: None,
     };
     for name in ["flora", "moppa", "rlp", "lora_v5", "lora_saved_containers"] {
         let adapter = Adapter::load(&gpu, &fixtures().join("adapters").join(name), &vit).expect("fixture adapter");

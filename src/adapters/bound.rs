@@ -14,6 +14,8 @@ pub struct BoundAdapter<'a> {
     pub(super) vars: Vec<Var>,
     pub(super) frozen: Vec<Var>,
     pub(super) dropout_seed: Option<u64>,
+    /// The images of the step's batch this pass computes: (first, count); `None`: all.
+    pub(super) part: Option<(usize, usize)>,
 }
 
 impl BoundAdapter<'_> {
@@ -25,6 +27,13 @@ impl BoundAdapter<'_> {
     /// (for the patch embedding, over its patch rows `[B·patches, C·ph·pw]`).
     pub fn dropout_seed(&self, index: usize) -> Option<u64> {
         self.dropout_seed.map(|s| s ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// The mask of the `index`-th LoRA module's input over the images of this pass (all of
+    /// the batch's unless bound to a part).
+    fn dropout_draw(&self, index: usize) -> Option<lora::Draw> {
+        let (first_image, images) = self.part.unwrap_or((0, 1));
+        self.dropout_seed(index).map(|seed| lora::Draw { seed, first_image, images })
     }
 }
 
@@ -60,7 +69,7 @@ impl VitHooks for BoundAdapter<'_> {
             Kind::Lora(ms) => match ms.iter().position(|m| m.module == module) {
                 Some(i) => {
                     let m = &ms[i];
-                    lora::linear(tape, m, &v[m.a], &v[m.b], x, w, b, self.dropout_seed(i)).map(Some)
+                    lora::linear(tape, m, &v[m.a], &v[m.b], x, w, b, self.dropout_draw(i)).map(Some)
                 }
                 None => Ok(None),
             },
@@ -82,7 +91,7 @@ impl VitHooks for BoundAdapter<'_> {
             Kind::Lora(ms) => match ms.iter().position(|m| m.module == module) {
                 Some(i) => {
                     let m = &ms[i];
-                    lora::patch_embed(tape, m, &v[m.a], &v[m.b], images, w, b, self.dropout_seed(i)).map(Some)
+                    lora::patch_embed(tape, m, &v[m.a], &v[m.b], images, w, b, self.dropout_draw(i)).map(Some)
                 }
                 None => Ok(None),
             },

@@ -119,17 +119,31 @@ fn in_layers_to_transform(cfg: &LoraConfig, module: ModuleId, matched: Naming) -
     matches!(module, ModuleId::Layer(i, _) if keep.contains(&i))
 }
 
-/// The LoRA branch's input: `x`, or `dropout(x)` while training (`seed` given).
-fn branch_input(tape: &mut Tape, m: &LoraModule, x: &Var, seed: Option<u64>) -> Result<Var> {
-    match seed {
-        Some(seed) if m.dropout > 0.0 => dropout_var(tape, x, m.dropout, seed),
+/// The dropout mask of one LoRA module's input in a training step: drawn from `seed` over the
+/// input of the step's whole batch, of which this pass computes `images` images from
+/// `first_image` on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Draw {
+    pub seed: u64,
+    pub first_image: usize,
+    pub images: usize,
+}
+
+/// The LoRA branch's input `x` (image-major, of [`Draw::images`] images): `x`, or `dropout(x)`
+/// while training (`draw` given), with the batch's mask over this pass's images.
+fn branch_input(tape: &mut Tape, m: &LoraModule, x: &Var, draw: Option<Draw>) -> Result<Var> {
+    match draw {
+        Some(d) if m.dropout > 0.0 => {
+            let per_image = x.value().len() / d.images.max(1);
+            dropout_var(tape, x, m.dropout, d.seed, d.first_image.wrapping_mul(per_image))
+        }
         _ => Ok(x.clone()),
     }
 }
 
 /// `x Wᵀ + b + s·(dropout(x) Aᵀ) Bᵀ`; the LoRA branch is added in the epilogue of its last
-/// product. Dropout applies only while training (`seed` given), as in PEFT.
-#[expect(clippy::too_many_arguments, reason = "the module, its two factors, the base layer and the seed")]
+/// product. Dropout applies only while training (`draw` given), as in PEFT.
+#[expect(clippy::too_many_arguments, reason = "the module, its two factors, the base layer and the mask")]
 pub(crate) fn linear(
     tape: &mut Tape,
     m: &LoraModule,
@@ -138,17 +152,17 @@ pub(crate) fn linear(
     x: &Var,
     w: &Var,
     bias: Option<&Var>,
-    seed: Option<u64>,
+    draw: Option<Draw>,
 ) -> Result<Var> {
     let base = linear_var(tape, x, w, bias)?;
-    let xd = branch_input(tape, m, x, seed)?;
+    let xd = branch_input(tape, m, x, draw)?;
     let h = matmul_var(tape, &xd, a, MatmulSpec::new().transpose_b(), None, None)?;
     matmul_var(tape, &h, b, MatmulSpec::new().transpose_b().scaled(m.scale), None, Some(&base))
 }
 
 /// The patch embedding with a LoRA conv (PEFT's `Conv2d` LoRA: `A` a conv of the same kernel
 /// and stride to `r` channels, `B` a 1×1 conv), done on patch rows.
-#[expect(clippy::too_many_arguments, reason = "the module, its two factors, the base conv and the seed")]
+#[expect(clippy::too_many_arguments, reason = "the module, its two factors, the base conv and the mask")]
 pub(crate) fn patch_embed(
     tape: &mut Tape,
     m: &LoraModule,
@@ -157,7 +171,7 @@ pub(crate) fn patch_embed(
     images: &Var,
     w: &Var,
     bias: &Var,
-    seed: Option<u64>,
+    draw: Option<Draw>,
 ) -> Result<Var> {
     let &[d, c, ph, pw] = w.shape() else {
         return Err(Error::shape("LoRA conv", "a weight [D, C, ph, pw]", format!("{:?}", w.shape())));
@@ -168,7 +182,7 @@ pub(crate) fn patch_embed(
     let a2 = reshape_var(tape, a, &[r, c * ph * pw])?;
     let b2 = reshape_var(tape, b, &[d, r])?;
     let base = linear_var(tape, &rows, &w2, Some(bias))?;
-    let rows_d = branch_input(tape, m, &rows, seed)?;
+    let rows_d = branch_input(tape, m, &rows, draw)?;
     let h = matmul_var(tape, &rows_d, &a2, MatmulSpec::new().transpose_b(), None, None)?;
     matmul_var(tape, &h, &b2, MatmulSpec::new().transpose_b().scaled(m.scale), None, Some(&base))
 }

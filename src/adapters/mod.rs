@@ -373,6 +373,7 @@ impl Adapter {
             vars: self.trainable.iter().map(|p| tape.param(&p.tensor)).collect(),
             frozen: self.frozen.iter().map(|p| tape.constant(&p.tensor)).collect(),
             dropout_seed: None,
+            part: None,
         }
     }
 
@@ -380,6 +381,13 @@ impl Adapter {
     /// from `seed` (give every step its own).
     pub fn bind_train(&self, tape: &mut Tape, seed: u64) -> BoundAdapter<'_> {
         BoundAdapter { dropout_seed: Some(seed), ..self.bind(tape) }
+    }
+
+    /// Like [`Adapter::bind_train`], for a pass over images `part` of a step's batch (a batch
+    /// computed in pieces): LoRA's dropout masks are the whole batch's over those images,
+    /// so the pieces together draw what the batch at once would.
+    pub fn bind_train_part(&self, tape: &mut Tape, seed: u64, part: std::ops::Range<usize>) -> BoundAdapter<'_> {
+        BoundAdapter { part: Some((part.start, part.len())), ..self.bind_train(tape, seed) }
     }
 
     /// MoPPA's entropy weight `λ_t` at `step` of `total` (0 for other adapters).

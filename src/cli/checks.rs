@@ -44,42 +44,10 @@ fn batch_room(
     Ok((elements.max(1).saturating_mul(4), max, limit, what))
 }
 
-/// Refuses a batch of `batch` images whose largest tensor could not be one buffer (see
-/// [`batch_room`]), saying how many images fit.
-pub(super) fn check_batch(
-    model: &VitConfig,
-    sizes: (usize, usize),
-    data: &Dataset,
-    batch: usize,
-    gpu: Option<&Gpu>,
-) -> Result<()> {
-    let (per_image, max, limit, largest) = batch_room(model, sizes, data, gpu)?;
-    let bytes = per_image.checked_mul(batch as u64);
-    match bytes {
-        Some(b) if b <= max => Ok(()),
-        _ => Err(Error::TooLarge {
-            what: match gpu {
-                Some(_) => format!(
-                    "--batch-size {batch} (at most {} images of this model fit this device; its largest tensor is \
-                     {largest})",
-                    max / per_image
-                ),
-                None => format!(
-                    "--batch-size {batch} (no device takes more than {} images of this model; its largest tensor \
-                     is {largest})",
-                    max / per_image
-                ),
-            },
-            bytes: bytes.unwrap_or(u64::MAX),
-            limit,
-            max,
-        }),
-    }
-}
-
 /// `batch`, or the most images that fit one batch (see [`batch_room`]) when fewer: evaluation
-/// gives the same results in smaller batches. Fails like [`check_batch`] when not even one
-/// image fits.
+/// gives the same results in smaller batches, and training sums the gradients of the pieces.
+/// Fails with [`Error::TooLarge`] when not even one image fits (before the GPU is known: on
+/// no device).
 pub(super) fn fitting_batch(
     model: &VitConfig,
     sizes: (usize, usize),
@@ -87,12 +55,34 @@ pub(super) fn fitting_batch(
     batch: usize,
     gpu: Option<&Gpu>,
 ) -> Result<usize> {
-    let (per_image, max, ..) = batch_room(model, sizes, data, gpu)?;
+    let (per_image, max, limit, largest) = batch_room(model, sizes, data, gpu)?;
     let fit = usize::try_from(max / per_image).unwrap_or(usize::MAX);
     if fit == 0 {
-        check_batch(model, sizes, data, batch, gpu)?;
+        let device = if gpu.is_some() { "this device" } else { "any device" };
+        return Err(Error::TooLarge {
+            what: format!("one image of this model on {device} (its largest tensor is {largest})"),
+            bytes: per_image,
+            limit,
+            max,
+        });
     }
-    Ok(batch.min(fit.max(1)))
+    Ok(batch.min(fit))
+}
+
+/// Refuses a batch of more images than the list of one step's rows can hold in memory (the
+/// address space, or what the system can still give).
+pub(super) fn check_rows(batch: usize) -> Result<()> {
+    let bytes = (batch as u128) * size_of::<usize>() as u128;
+    let short = u64::try_from(bytes).ok().filter(|&b| b <= isize::MAX as u64).map(crate::io::memory::shortfall);
+    let why = match short {
+        None => "more than the address space holds".to_string(),
+        Some(Some(free)) => format!("more than the {free} bytes this process can still get"),
+        Some(None) => return Ok(()),
+    };
+    Err(Error::invalid(
+        "--batch-size",
+        format!("{batch} images are more than one step can list: their row numbers take {bytes} bytes, {why}"),
+    ))
 }
 
 pub(super) fn at_least_one(flag: &str, value: Option<usize>) -> Result<()> {
@@ -242,10 +232,10 @@ mod tests {
     use super::*;
 
     /// A head of 2²⁰ labels has 4 MiB of logits per image: no device indexes more than 4,095
-    /// images' worth in one tensor, so a larger batch becomes 4,095 for evaluation, and one
-    /// that fits stays as given.
+    /// images' worth in one tensor, so a larger batch is taken 4,095 images at a time (by
+    /// evaluation and training alike), and one that fits stays as given.
     #[test]
-    fn evaluation_batches_shrink_to_what_one_tensor_holds() {
+    fn batches_shrink_to_what_one_tensor_holds() {
         let json = br#"{"hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1,
                         "intermediate_size": 16, "image_size": 4, "patch_size": 2, "num_channels": 1}"#;
         let model =
@@ -257,9 +247,9 @@ mod tests {
         let sizes = (5, 1 << 20);
         assert_eq!(fitting_batch(&model, sizes, &data, n, None).expect("fits"), 4095);
         assert_eq!(fitting_batch(&model, sizes, &data, 64, None).expect("fits"), 64);
-        assert!(check_batch(&model, sizes, &data, 4096, None).is_err(), "train refuses what eval shrinks");
-        // A head no device holds one image of is refused by name.
+        // A head no device holds one image of is refused, saying so.
         let e = fitting_batch(&model, (5, usize::MAX / 8), &data, 1, None).expect_err("one image too large");
-        assert!(e.to_string().contains("--batch-size 1"), "{e}");
+        assert!(e.to_string().contains("one image of this model on any device"), "{e}");
+        assert!(e.to_string().contains("the logits, 2305843009213693951 per image"), "{e}");
     }
 }

@@ -11,7 +11,7 @@ mod checks;
 mod inputs;
 
 use checks::{
-    Blame, at_least_one, check_batch, check_logits, check_optimizer, fitting_batch, non_finite_logits,
+    Blame, at_least_one, check_logits, check_optimizer, check_rows, fitting_batch, non_finite_logits,
     refuse_one_stream_twice, refuse_overwriting_inputs, refuse_special_outputs,
 };
 use inputs::{
@@ -84,6 +84,10 @@ pub trait Progress {
     fn started(&mut self, _summary: &str, _steps: usize) {}
     /// A step finished.
     fn step(&mut self, _report: &StepReport) {}
+    /// A line for the user in the middle of a run (a note), on stderr.
+    fn note(&mut self, line: &str) {
+        note!("{line}");
+    }
     /// Evaluation has done `images` of `total` images.
     fn evaluated(&mut self, _images: usize, _total: usize) {}
     /// Training ended after `steps` steps with `final_loss`, and the adapter is saved in `out`
@@ -209,10 +213,13 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         }
     };
     let tokens = tokens(&weights, Some(&adapter))?;
-    check_batch(model, (tokens, adapter.labels), &data, args.batch_size, None)?;
+    // A batch larger than the device takes at once is computed in pieces whose gradients are
+    // summed; only one image must fit, and the list of the step's rows in memory.
+    check_rows(args.batch_size)?;
+    fitting_batch(model, (tokens, adapter.labels), &data, args.batch_size, None)?;
 
     let gpu = Gpu::new()?;
-    check_batch(model, (tokens, adapter.labels), &data, args.batch_size, Some(&gpu))?;
+    let at_once = fitting_batch(model, (tokens, adapter.labels), &data, args.batch_size, Some(&gpu))?;
     let vit = Vit::from_weights(&gpu, &weights)?;
     let mut adapter = adapter;
     let model_name = args.model.to_string_lossy();
@@ -251,6 +258,9 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     if let Some(p) = &weights.prompts {
         started += &format!("\n{}", prompts_note(p.shape[0]));
     }
+    if at_once < args.batch_size {
+        started += &format!("\n{}", pieces_note(args.batch_size, at_once));
+    }
     progress.started(&started, steps);
     let order = if args.shuffle { BatchOrder::Shuffled { seed: args.seed } } else { BatchOrder::Sequential };
     let options = TrainOptions {
@@ -260,10 +270,21 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         optimizer: args.optimizer,
         order,
         seed: args.seed,
+        micro_batch: Some(at_once),
     };
     let mut last = f32::NAN;
+    let mut planned = at_once.min(args.batch_size);
     let trained = train_loop(&gpu, &vit, &adapter, &data, &options, &mut |r| {
         last = r.loss;
+        // The device refused the pieces planned (a grid past its workgroups per axis, which
+        // the estimate does not see): say what the steps now do.
+        if r.at_once < planned {
+            progress.note(&format!(
+                "note: the device refused {planned} images at once; {}",
+                pieces_text(r.images, r.at_once)
+            ));
+            planned = r.at_once;
+        }
         progress.step(r);
     });
     match &trained {
@@ -286,21 +307,6 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
                 let blame = Blame { gpu: &gpu, vit: &vit, adapter: None };
                 return Err(non_finite_logits(&blame, &data, found));
             }
-        }
-        // The grid's batch axis past the device's limit: the flag that sets it is the culprit.
-        // (Only where a smaller batch would fit: the axis then grows with it.)
-        Err(Error::TooManyWorkgroups { kernel, workgroups, max })
-            if args.batch_size > 1 && args.batch_size as u64 * u64::from(*max) >= u64::from(*workgroups) =>
-        {
-            let fits = args.batch_size as u64 * u64::from(*max) / u64::from(*workgroups);
-            return Err(Error::invalid(
-                "--batch-size",
-                format!(
-                    "{} images at once are more than this device takes: kernel {kernel} would need {workgroups} \
-                     workgroups along one axis of its grid, more than the device's {max}; try at most {fits}",
-                    args.batch_size
-                ),
-            ));
         }
         _ => {}
     }
@@ -336,7 +342,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     progress.saved(steps, last, &args.out).map_err(saved)?;
     let eval = match &eval_data {
         Some(d) => {
-            let batch = args.batch_size.min(d.len());
+            let batch = args.batch_size.min(d.len()).min(at_once);
             let report = evaluate_with_progress(&gpu, &vit, Some(&adapter), d, batch, false, &mut |i, n| {
                 progress.evaluated(i, n);
             })
@@ -548,6 +554,20 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<us
         );
     }
     Ok(merged.prompts.as_ref().map_or(0, |p| p.shape[0]))
+}
+
+/// What to tell the user about a batch of `batch` images computed `at_once` images at a time.
+fn pieces_note(batch: usize, at_once: usize) -> String {
+    format!("note: --batch-size {batch} is more images than this device takes at once; {}", pieces_text(batch, at_once))
+}
+
+/// How a step of `batch` images goes in pieces of at most `at_once`.
+fn pieces_text(batch: usize, at_once: usize) -> String {
+    format!(
+        "each step computes them in {} pieces of at most {at_once} images and sums their gradients (the same \
+         step as the batch at once, up to rounding)",
+        batch.div_ceil(at_once.max(1))
+    )
 }
 
 /// What to tell the user about a model with `n` merged RLP prompt tokens: only this crate

@@ -133,6 +133,7 @@ pub fn fine_tune(
                 optimizer: OptimizerKind::adamw(),
                 order,
                 seed: options.seed,
+                micro_batch: None,
             };
             started = Instant::now();
             train(gpu, &vit, &adapter, train_set, &train_options, &mut |r| record(r.step, r.loss))?;

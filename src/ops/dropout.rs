@@ -20,25 +20,29 @@ pub struct DropoutParams {
     pub seed_hi: u32,
     /// `1 / (1 − p)`.
     pub scale: f32,
+    /// Index of the first element in the mask (wrapping at 2³²).
+    pub offset: u32,
     /// Padding.
-    pub _pad: [u32; 3],
+    pub _pad: [u32; 2],
 }
 
-/// The kernel's parameters for drop probability `p` and `seed`.
-pub fn params(n: usize, p: f64, seed: u64) -> DropoutParams {
+/// The kernel's parameters for drop probability `p`, `seed` and the mask from `offset`.
+pub fn params(n: usize, p: f64, seed: u64, offset: usize) -> DropoutParams {
     DropoutParams {
         n: n as u32,
         threshold: (p * 4_294_967_296.0).round().min(f64::from(u32::MAX)) as u32,
         seed_lo: seed as u32,
         seed_hi: (seed >> 32) as u32,
         scale: (1.0 / (1.0 - p)) as f32,
-        _pad: [0; 3],
+        offset: offset as u32,
+        _pad: [0; 2],
     }
 }
 
-/// `y = x ⊙ m / (1 − p)` with `m[i] ∈ {0, 1}` drawn from `(seed, i)`; `p` in `[0, 1]`, where
-/// `p = 1` drops everything (zeros, as `torch.nn.Dropout(1.0)` gives).
-pub fn dropout(gpu: &Gpu, x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
+/// `y = x ⊙ m / (1 − p)` with `m[i] ∈ {0, 1}` drawn from `(seed, offset + i)` (so `x`, a
+/// slice from element `offset` of a larger tensor, gets that tensor's mask over the slice);
+/// `p` in `[0, 1]`, where `p = 1` drops everything (zeros, as `torch.nn.Dropout(1.0)` gives).
+pub fn dropout(gpu: &Gpu, x: &Tensor, p: f64, seed: u64, offset: usize) -> Result<Tensor> {
     if !(0.0..=1.0).contains(&p) {
         return Err(Error::invalid("dropout probability", format!("must be in [0, 1], got {p}")));
     }
@@ -49,16 +53,16 @@ pub fn dropout(gpu: &Gpu, x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
         return Tensor::zeros(gpu, x.shape());
     }
     let y = Tensor::uninit(gpu, x.shape(), DType::F32)?;
-    gpu.dispatch_1d(Kernel::Dropout, &[x], &[&y], &params(x.len(), p, seed), x.len())?;
+    gpu.dispatch_1d(Kernel::Dropout, &[x], &[&y], &params(x.len(), p, seed, offset), x.len())?;
     Ok(y)
 }
 
 /// Tape op of [`dropout`]; backward: the same mask and scale applied to `∂y`. With `p = 0`
 /// the input passes through unrecorded.
-pub fn dropout_var(tape: &mut Tape, x: &Var, p: f64, seed: u64) -> Result<Var> {
+pub fn dropout_var(tape: &mut Tape, x: &Var, p: f64, seed: u64, offset: usize) -> Result<Var> {
     if p == 0.0 {
         return Ok(x.clone());
     }
-    let y = dropout(tape.gpu(), x.value(), p, seed)?;
-    Ok(tape.push(y, &[x], move |gpu, g| Ok(vec![Some(dropout(gpu, g, p, seed)?)])))
+    let y = dropout(tape.gpu(), x.value(), p, seed, offset)?;
+    Ok(tape.push(y, &[x], move |gpu, g| Ok(vec![Some(dropout(gpu, g, p, seed, offset)?)])))
 }

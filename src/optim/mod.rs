@@ -279,6 +279,13 @@ impl Optimizer {
     /// [`Tape::param`]: crate::Tape::param
     pub fn step_vars<'v>(&mut self, grads: &Gradients, vars: impl IntoIterator<Item = &'v Var>) -> Result<()> {
         let vars: Vec<&Var> = vars.into_iter().collect();
+        self.check_leaves(&vars)?;
+        self.step(&grads.of(vars)?)
+    }
+
+    /// Fails unless `vars` are the tape's leaves of this optimizer's parameters, in their
+    /// order (see [`step_vars`](Self::step_vars)).
+    pub(crate) fn check_leaves(&self, vars: &[&Var]) -> Result<()> {
         if vars.len() != self.params.len() {
             return Err(Error::invalid(
                 "optimizer step",
@@ -289,7 +296,7 @@ impl Optimizer {
                 ),
             ));
         }
-        for (j, (p, v)) in self.params.iter().zip(&vars).enumerate() {
+        for (j, (p, v)) in self.params.iter().zip(vars).enumerate() {
             if !v.value().same_buffer(p) || v.shape() != p.shape() {
                 let at = self.params.iter().position(|q| v.value().same_buffer(q) && v.shape() == q.shape());
                 let found = match at {
@@ -304,7 +311,7 @@ impl Optimizer {
                 ));
             }
         }
-        self.step(&grads.of(vars)?)
+        Ok(())
     }
 
     /// Records one step: each parameter with a gradient (same order as the parameters, each

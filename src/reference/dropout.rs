@@ -19,8 +19,8 @@ pub fn keep(i: usize, p: f64, seed: u64) -> bool {
     mix(mix(i as u32 ^ seed as u32).wrapping_add((seed >> 32) as u32)) >= threshold
 }
 
-/// `y[i] = keep(i) ? x[i] / (1 − p) : 0`.
-pub fn dropout(x: &[f64], p: f64, seed: u64) -> Vec<f64> {
+/// `y[i] = keep(offset + i) ? x[i] / (1 − p) : 0`.
+pub fn dropout(x: &[f64], p: f64, seed: u64, offset: usize) -> Vec<f64> {
     let scale = f64::from((1.0 / (1.0 - p)) as f32);
-    x.iter().enumerate().map(|(i, &v)| if keep(i, p, seed) { v * scale } else { 0.0 }).collect()
+    x.iter().enumerate().map(|(i, &v)| if keep(offset.wrapping_add(i), p, seed) { v * scale } else { 0.0 }).collect()
 }

@@ -1,7 +1,9 @@
 //! Evaluation: accuracy, mean loss and logits of a model on a data set, in batches that fit
 //! the device, and the checks that find which image makes a loss non-finite.
 
-use super::{check_device, check_inputs, upload_batch};
+use std::ops::Range;
+
+use super::{Refusals, check_device, check_inputs, upload_batch};
 use crate::adapters::Adapter;
 use crate::autograd::Tape;
 use crate::error::{Error, Result};
@@ -19,9 +21,31 @@ pub fn first_non_finite_image(
     data: &Dataset,
     rows: &[usize],
 ) -> Result<Option<(usize, f32)>> {
-    let (_, _, logits) = eval_batch(gpu, vit, adapter, data, rows)?;
-    let labels = (logits.len() / rows.len().max(1)).max(1);
-    Ok(logits.iter().position(|v| !v.is_finite()).map(|i| (rows[i / labels], logits[i])))
+    in_pieces(rows.len(), rows.len(), |range| {
+        let piece = &rows[range];
+        let (_, _, logits) = eval_batch(gpu, vit, adapter, data, piece)?;
+        let labels = (logits.len() / piece.len().max(1)).max(1);
+        Ok(logits.iter().position(|v| !v.is_finite()).map(|i| (piece[i / labels], logits[i])))
+    })
+}
+
+/// Calls `f` on consecutive ranges covering `0..n`, `at_once` long (the last shorter) or
+/// shorter where the device refuses a piece for its size: more images at once than its grid
+/// takes (batch × heads past its workgroups per axis) or than one of its buffers holds (an
+/// MLP activation, the logits), which the same images in smaller pieces avoid
+/// ([`Refusals`]). The first `Some` that `f` returns ends the walk and is returned.
+fn in_pieces<T>(n: usize, at_once: usize, mut f: impl FnMut(Range<usize>) -> Result<Option<T>>) -> Result<Option<T>> {
+    let (mut start, mut at_once) = (0, at_once.max(1));
+    let mut refusals = Refusals::default();
+    while start < n {
+        let range = start..(start + at_once).min(n);
+        match f(range.clone()) {
+            Err(e) if refusals.retry_smaller(&e, range.len()) => at_once = range.len() / 2,
+            Ok(None) => start = range.end,
+            other => return other,
+        }
+    }
+    Ok(None)
 }
 
 /// Whether the model without any adapter gives image `image` finite logits: when it does and
@@ -99,33 +123,23 @@ pub fn evaluate_with_progress(
         })?;
     }
     let mut first_non_finite = None;
-    let (mut start, mut chunk) = (0, batch_size);
     on_batch(0, data.len());
-    while start < data.len() {
-        let rows: Vec<usize> = (start..(start + chunk).min(data.len())).collect();
-        let (batch_loss, batch_correct, batch_logits) = match eval_batch(gpu, vit, adapter, data, &rows) {
-            // More images at once than the device's grid takes (batch × heads past its
-            // workgroups per axis), or than one of its buffers holds (an MLP activation, the
-            // logits): the same images in smaller pieces give the same results.
-            Err(Error::TooManyWorkgroups { .. } | Error::TooLarge { .. }) if rows.len() > 1 => {
-                chunk = rows.len() / 2;
-                continue;
-            }
-            other => other?,
-        };
+    in_pieces(data.len(), batch_size, |range| {
+        let rows: Vec<usize> = range.clone().collect();
+        let (batch_loss, batch_correct, batch_logits) = eval_batch(gpu, vit, adapter, data, &rows)?;
         loss += batch_loss;
         correct += batch_correct;
         if first_non_finite.is_none()
             && let Some(i) = batch_logits.iter().position(|v| !v.is_finite())
         {
-            first_non_finite = Some((start + i / labels.max(1), batch_logits[i]));
+            first_non_finite = Some((range.start + i / labels.max(1), batch_logits[i]));
         }
         if keep_logits {
             logits_all.extend(batch_logits);
         }
-        start += rows.len();
-        on_batch(start, data.len());
-    }
+        on_batch(range.end, data.len());
+        Ok(None::<()>)
+    })?;
     let n = data.len() as f64;
     Ok(EvalReport {
         accuracy: correct / n,

@@ -2,18 +2,18 @@
 //! SGD or AdamW on the adapter's tensors only, deterministic or seeded batch order.
 
 use crate::adapters::Adapter;
-use crate::autograd::Tape;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, PendingRead};
+use crate::gpu::Gpu;
 use crate::io::Dataset;
 use crate::nn::Vit;
-use crate::ops::elementwise::add_var;
-use crate::ops::loss::cross_entropy_var;
 use crate::optim::{Optimizer, OptimizerCheckpoint, OptimizerKind};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
 mod eval;
+mod step;
+
+use step::{InFlight, Run, finish_step};
 
 pub use eval::{EvalReport, evaluate, evaluate_with_progress, finite_without_adapter, first_non_finite_image};
 
@@ -52,7 +52,7 @@ impl Batches {
     }
 
     /// The rows of the next step; an error when the list of `batch` row numbers is more
-    /// than the allocator gives (a batch no device could take anyway).
+    /// than the allocator gives.
     pub fn next_rows(&mut self) -> Result<Vec<usize>> {
         let mut rows = Vec::new();
         if self.rows == 0 {
@@ -113,6 +113,13 @@ pub struct TrainOptions {
     pub order: BatchOrder,
     /// Seed of the dropout masks (LoRA's `lora_dropout`).
     pub seed: u64,
+    /// The most images computed at once: a larger batch is computed in pieces of at most this
+    /// many images, whose gradients are summed before the step (gradient accumulation: the
+    /// same step as the whole batch at once, up to rounding, LoRA's dropout masks included).
+    /// `None`: the whole batch at once. Either way a piece the device cannot take (a tensor
+    /// past its buffer limit, a grid past its workgroup limit) is halved until it can, and
+    /// the run goes on with that size.
+    pub micro_batch: Option<usize>,
 }
 
 /// What one step did.
@@ -126,6 +133,11 @@ pub struct StepReport {
     pub loss: f32,
     /// Images in the step.
     pub images: usize,
+    /// Pieces the step's batch was computed in (1 unless it was more than
+    /// [`TrainOptions::micro_batch`] images, or than the device takes at once).
+    pub pieces: usize,
+    /// The most images of the step computed at once.
+    pub at_once: usize,
 }
 
 /// Uploads the images and labels of `rows`.
@@ -135,16 +147,16 @@ pub fn upload_batch(gpu: &Gpu, data: &Dataset, rows: &[usize]) -> Result<(Tensor
     Ok((Tensor::from_slice(gpu, &pixels, &[rows.len(), c, h, w])?, Tensor::from_u32(gpu, &labels, &[rows.len()])?))
 }
 
-/// Fails with [`Error::TooLarge`] when a batch of `batch` images of `data` would not fit one
-/// device tensor (before the rows of such a batch are even listed).
-fn check_batch_fits(gpu: &Gpu, data: &Dataset, batch: usize) -> Result<()> {
+/// `batch`, or the most images of `data` one device tensor holds when fewer; fails with
+/// [`Error::TooLarge`] when not even one image fits.
+fn images_that_fit(gpu: &Gpu, data: &Dataset, batch: usize) -> Result<usize> {
     let [_, c, h, w] = data.shape;
-    let bytes = [batch, c, h, w].iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX);
+    let bytes = [c, h, w].iter().try_fold(4u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX);
     let (max, limit) = gpu.max_tensor_bytes();
     if bytes > max {
-        return Err(Error::TooLarge { what: format!("a batch of {batch} images"), bytes, limit, max });
+        return Err(Error::TooLarge { what: format!("one image of {c}×{h}×{w}"), bytes, limit, max });
     }
-    Ok(())
+    Ok(batch.min(usize::try_from(max / bytes).unwrap_or(usize::MAX)))
 }
 
 /// Fails unless the model's weights and the adapter's tensors live on `gpu`.
@@ -174,7 +186,9 @@ pub fn check_inputs(vit: &Vit, labels: usize, data: &Dataset, batch_size: usize)
     Ok(())
 }
 
-/// Trains `adapter` on `data` for `options.steps` steps; `on_step` sees every step. The loss
+/// Trains `adapter` on `data` for `options.steps` steps; `on_step` sees every step. A batch
+/// of more images than [`TrainOptions::micro_batch`], or than the device takes at once, is
+/// computed in pieces whose gradients are summed before the step. The loss
 /// of every step is checked: a non-finite one stops the run with an error naming the step,
 /// and the adapter (with the optimizer's state) is left as it was before that step, or
 /// before the previous one when that step's update is at fault (the parameters it made give
@@ -203,39 +217,48 @@ pub fn train(
     check_inputs(vit, adapter.num_labels(), data, options.batch_size)?;
     check_device(gpu, vit, Some(adapter))?;
     adapter.check_model("train", &vit.config)?;
-    check_batch_fits(gpu, data, options.batch_size)?;
     if options.steps == 0 {
         return Err(Error::invalid("number of steps", "must be at least 1"));
     }
+    if options.micro_batch == Some(0) {
+        return Err(Error::invalid("micro batch", "must be at least 1"));
+    }
+    let at_once =
+        images_that_fit(gpu, data, options.micro_batch.unwrap_or(options.batch_size).min(options.batch_size))?;
     let params: Vec<Tensor> = adapter.trainable().iter().map(|p| p.tensor.clone()).collect();
     let mut optimizer = Optimizer::new(gpu, options.optimizer, options.lr, &params)?;
     let mut batches = Batches::new(options.order, data.len(), options.batch_size);
-    let run = Run { gpu, vit, adapter, data };
+    let mut run = Run { gpu, vit, adapter, data, at_once };
     // The step whose loss is being read back.
     let mut in_flight: Option<InFlight> = None;
     // The state before the last step whose loss was found finite, and that step's batch.
     let mut last_good: Option<(OptimizerCheckpoint, Vec<usize>)> = None;
     for step in 0..options.steps {
         let rows = batches.next_rows()?;
-        let (images, labels) = upload_batch(gpu, data, &rows)?;
-        let mut tape = Tape::new(gpu);
-        let base = vit.bind(&mut tape, false);
         let step_seed = Rng::new(options.seed ^ (step as u64).wrapping_mul(0xA24B_AED4_963E_E407)).next_u64();
-        let bound = adapter.bind_train(&mut tape, step_seed);
-        let images = tape.constant(&images);
-        let logits = vit.forward(&mut tape, &base, &images, &bound)?;
-        let mut loss = cross_entropy_var(&mut tape, &logits, &labels)?;
-        if let Some(term) = bound.regularizer(&mut tape, step, options.steps)? {
-            loss = add_var(&mut tape, &loss, &term)?;
-        }
-        let loss_value = loss.value().clone();
-        let vars = bound.vars().to_vec();
-        drop(bound);
-        let grads = tape.backward(&loss)?;
+        let at = (step, options.steps, step_seed);
+        let mut refusals = Refusals::default();
+        let (loss_value, grads) = loop {
+            match run.gradients(&optimizer, &rows, at) {
+                // More images at once than the device takes: the same images in smaller
+                // pieces give the same step.
+                Err(e) if refusals.retry_smaller(&e, run.at_once) => run.at_once /= 2,
+                other => break other?,
+            }
+        };
         let before = optimizer.checkpoint()?;
-        optimizer.step_vars(&grads, &vars)?;
+        optimizer.step(&grads.iter().map(Option::as_ref).collect::<Vec<_>>())?;
+        drop(grads);
         let read = gpu.read_later(&loss_value)?;
-        let report = StepReport { step, steps: options.steps, loss: f32::NAN, images: rows.len() };
+        let (images, at_once) = (rows.len(), run.at_once.min(rows.len()));
+        let report = StepReport {
+            step,
+            steps: options.steps,
+            loss: f32::NAN,
+            images,
+            pieces: images.div_ceil(at_once),
+            at_once,
+        };
         if let Some(done) = in_flight.replace(InFlight { report, read, before, rows }) {
             last_good = Some(finish_step(&run, &mut optimizer, done, last_good.as_ref(), on_step)?);
         }
@@ -253,64 +276,31 @@ pub fn train(
     gpu.sync()
 }
 
-/// What a training run reads.
-struct Run<'a> {
-    gpu: &'a Gpu,
-    vit: &'a Vit,
-    adapter: &'a Adapter,
-    data: &'a Dataset,
+/// Tells a pass the device refused for its size, to be tried again in smaller pieces, from one
+/// that smaller pieces cannot help.
+#[derive(Default)]
+struct Refusals {
+    /// The last refusal that led to smaller pieces.
+    last: Option<String>,
 }
 
-impl Run<'_> {
-    /// What is wrong with the adapter's parameters as an update left them, checked on the
-    /// batch `rows` that update came from: non-finite values, or a non-finite loss on that
-    /// batch (huge but finite values overflow in the forward pass); `None` when neither.
-    fn update_fault(&self, rows: &[usize]) -> Result<Option<String>> {
-        for p in self.adapter.trainable() {
-            if !self.gpu.read(&p.tensor)?.iter().all(|x| x.is_finite()) {
-                return Ok(Some(format!("`{}` holds non-finite values", p.key)));
-            }
+impl Refusals {
+    /// Whether a pass over `images` images that failed with `e` is worth trying in pieces of
+    /// half as many: `e` refuses a size (a tensor past the device's buffers, a grid past its
+    /// workgroups per axis), there is more than one image, and a pass with twice as many did
+    /// not fail the same way already (then the batch is not what is refused: a classifier
+    /// with more labels than one grid axis takes, say).
+    fn retry_smaller(&mut self, e: &Error, images: usize) -> bool {
+        if images <= 1 || !matches!(e, Error::TooManyWorkgroups { .. } | Error::TooLarge { .. }) {
+            return false;
         }
-        let value = inference_loss(self.gpu, self.vit, self.adapter, self.data, rows)?;
-        Ok((!value.is_finite()).then(|| format!("the loss on its batch is then {value}")))
-    }
-}
-
-/// A step submitted but not yet checked: its report (without the loss), the read of its
-/// loss, the optimizer's state before its update and its batch.
-struct InFlight {
-    report: StepReport,
-    read: PendingRead,
-    before: OptimizerCheckpoint,
-    rows: Vec<usize>,
-}
-
-/// Reads a step's loss and reports it, returning the state before the step and its batch. A
-/// non-finite loss fails, undoing the step's update and any after it; and the previous
-/// step's too (back to `last_good`) when that update is at fault (the parameters it made are
-/// not sound on its own batch, [`Run::update_fault`]) rather than this step's images.
-fn finish_step(
-    run: &Run<'_>,
-    optimizer: &mut Optimizer,
-    step: InFlight,
-    last_good: Option<&(OptimizerCheckpoint, Vec<usize>)>,
-    on_step: &mut dyn FnMut(&StepReport),
-) -> Result<(OptimizerCheckpoint, Vec<usize>)> {
-    let InFlight { mut report, read, before, rows } = step;
-    let value = read.wait()?[0];
-    if !value.is_finite() {
-        optimizer.restore(&before)?;
-        if let Some((good, good_rows)) = last_good
-            && run.update_fault(good_rows)?.is_some()
-        {
-            optimizer.restore(good)?;
+        let text = e.to_string();
+        if self.last.as_ref() == Some(&text) {
+            return false;
         }
-        run.gpu.sync()?;
-        return Err(Error::NonFiniteLoss { step: report.step, value });
+        self.last = Some(text);
+        true
     }
-    report.loss = value;
-    on_step(&report);
-    Ok((before, rows))
 }
 
 /// The rows step 0 of a run with `options` trains on (of a data set of `images` images).
@@ -328,14 +318,23 @@ pub fn rows_of_step(options: &TrainOptions, images: usize, step: usize) -> Resul
     batches.next_rows()
 }
 
-/// Mean cross-entropy of the adapted model on `rows`, without recording anything.
-fn inference_loss(gpu: &Gpu, vit: &Vit, adapter: &Adapter, data: &Dataset, rows: &[usize]) -> Result<f32> {
-    let (images, labels) = upload_batch(gpu, data, rows)?;
-    let mut tape = Tape::inference(gpu);
-    let base = vit.bind(&mut tape, false);
-    let images = tape.constant(&images);
-    let bound = adapter.bind(&mut tape);
-    let logits = vit.forward(&mut tape, &base, &images, &bound)?;
-    let loss = cross_entropy_var(&mut tape, &logits, &labels)?;
-    Ok(gpu.read(loss.value())?[0])
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Size refusals lead to smaller pieces until one repeats unchanged (then the batch is not
+    /// what the device refuses) or a piece is one image; other errors never do.
+    #[test]
+    fn only_refusals_that_depend_on_the_batch_are_retried_smaller() {
+        let wide = |workgroups| Error::TooManyWorkgroups { kernel: "matmul", workgroups, max: 65_535 };
+        let mut refusals = Refusals::default();
+        assert!(refusals.retry_smaller(&wide(70_000), 64));
+        assert!(refusals.retry_smaller(&wide(66_000), 32), "a smaller piece, a smaller grid");
+        assert!(!refusals.retry_smaller(&wide(66_000), 16), "the same refusal again");
+        assert!(!Refusals::default().retry_smaller(&wide(70_000), 1), "one image cannot be split");
+        let other = Error::invalid("batch", "anything else");
+        assert!(!Refusals::default().retry_smaller(&other, 64));
+        let large = Error::TooLarge { what: "x".into(), bytes: 1 << 30, limit: "max_buffer_size", max: 1 << 27 };
+        assert!(Refusals::default().retry_smaller(&large, 2));
+    }
 }

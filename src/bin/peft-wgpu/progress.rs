@@ -172,6 +172,13 @@ impl cli::Progress for TerminalProgress {
         }
     }
 
+    fn note(&mut self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| crate::note!("{line}")),
+            None => crate::note!("{line}"),
+        }
+    }
+
     fn step(&mut self, r: &StepReport) {
         let (done, total) = (r.step + 1, r.steps);
         let message = match self.since_first(r.images) {
