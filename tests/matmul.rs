@@ -65,6 +65,35 @@ fn check_forward(gpu: &Gpu, c: &Case, spec: MatmulSpec, bias: Option<&[f32]>, ad
     assert_close(what, &gpu.read(&y).unwrap(), &want, tol(4.0, k), 1e-6);
 }
 
+/// Products whose inner dimension runs past 65,535 (lavapipe ends a shader invocation's loops
+/// there) sum every term: all-ones operands give `k` exactly, on the narrow, tiled and rows
+/// kernels and every transpose; random ones with bias, addend and alpha match the twin.
+#[test]
+fn long_inner_dimensions_sum_every_term() {
+    let gpu = gpu();
+    let k = 70_001;
+    for (m, n) in [(1, 16), (16, 1), (40, 16), (64, 64)] {
+        for spec in SPECS {
+            let a = Tensor::full(&gpu, &stored(&[], m, k, spec.trans_a), 1.0).unwrap();
+            let b = Tensor::full(&gpu, &stored(&[], k, n, spec.trans_b), 1.0).unwrap();
+            let y = gpu.read(&matmul(&gpu, &a, &b, spec, None, None).unwrap()).unwrap();
+            let want = spec.alpha * k as f32;
+            assert!(
+                y.iter().all(|&v| v == want),
+                "{m}×{k}·{k}×{n} {spec:?}: {:?}…, expected {want}",
+                &y[..4.min(y.len())]
+            );
+        }
+    }
+    let mut rng = Rng::new(70);
+    for spec in SPECS {
+        let c = case(&mut rng, (&[2], &[]), (3, 5, 40_000), spec);
+        let bias = rng.normal_vec(5, 0.0, 1.0);
+        let addend = rng.normal_vec(2 * 3 * 5, 0.0, 1.0);
+        check_forward(&gpu, &c, spec, Some(&bias), Some(&addend), &format!("2×3×40000·40000×5 {spec:?}"));
+    }
+}
+
 #[test]
 fn matmul_matches_reference_on_odd_sizes() {
     let gpu = gpu();

@@ -165,9 +165,43 @@ pub fn matmul_with(
             format!("{addend:?}"),
         ));
     }
+    if plan.k > CPU_MAX_DEPTH && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        return in_depth_chunks(gpu, [a, b], plan.k, spec, (bias, addend), kernel);
+    }
     let out = Tensor::uninit(gpu, &out_shape, DType::F32)?;
     launch(gpu, a, b, plan, spec, (bias, addend), &out, kernel)?;
     Ok(out)
+}
+
+/// The longest inner dimension one product computes on a CPU adapter. lavapipe (Mesa's
+/// llvmpipe) stops the loops of a shader invocation after 65,535 iterations in all, without
+/// a word: a product whose loop over `k` runs longer (about 58,000 on the tiled kernels)
+/// would sum only the first part of it. Longer products go in chunks of this depth.
+const CPU_MAX_DEPTH: usize = 16_384;
+
+/// [`matmul_with`] as a sum of products over chunks of [`CPU_MAX_DEPTH`] along `k`: each
+/// chunk's product is added to the previous ones through the addend epilogue (the bias with
+/// the first, `alpha` scaling each).
+fn in_depth_chunks(
+    gpu: &Gpu,
+    [a, b]: [&Tensor; 2],
+    k: usize,
+    spec: MatmulSpec,
+    (bias, addend): (Option<&Tensor>, Option<&Tensor>),
+    kernel: MatmulKernel,
+) -> Result<Tensor> {
+    // The axis of k in each operand as stored: op(A) is m×k, op(B) k×n.
+    let k_axis_a = a.shape().len() - if spec.trans_a { 2 } else { 1 };
+    let k_axis_b = b.shape().len() - if spec.trans_b { 1 } else { 2 };
+    let mut sum: Option<Tensor> = addend.cloned();
+    for start in (0..k).step_by(CPU_MAX_DEPTH) {
+        let depth = CPU_MAX_DEPTH.min(k - start);
+        let a_part = crate::ops::shape::slice(gpu, a, k_axis_a, start, depth)?;
+        let b_part = crate::ops::shape::slice(gpu, b, k_axis_b, start, depth)?;
+        let first_bias = if start == 0 { bias } else { None };
+        sum = Some(matmul_with(gpu, &a_part, &b_part, spec, first_bias, sum.as_ref(), kernel)?);
+    }
+    sum.ok_or_else(|| Error::invalid("matmul", "no depth to split"))
 }
 
 /// Sums `grad` over the batch axes it has beyond `shape` (a broadcast operand's gradient).
