@@ -183,17 +183,12 @@ fn a_callback_that_wgpu_runs_inside_this_crates_submit_may_use_the_gpu() {
 /// the same results as a device that takes it whole.
 #[test]
 fn a_batch_the_devices_grid_cannot_take_is_evaluated_and_trained_in_pieces() {
-    use peft_wgpu::io::Dataset;
     use peft_wgpu::nn::Vit;
     use peft_wgpu::train::evaluate;
     let narrow = limited_device(|l| l.max_compute_workgroups_per_dimension = 256);
     let wide = Gpu::new().expect("the default device");
-    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vit_tiny");
-    let n = 600;
-    let mut rng = peft_wgpu::rng::Rng::new(5);
-    let pixels = rng.normal_vec(n * 3 * 8 * 8, 0.0, 1.0);
-    let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
-    let data = Dataset::from_parts(std::path::Path::new("in-memory"), [n, 3, 8, 8], pixels, labels).unwrap();
+    let (model, n) = (tiny_vit(), 600);
+    let data = tiny_data(n, 5);
     let vit = Vit::load(&narrow, &model).unwrap();
     let split = evaluate(&narrow, &vit, None, &data, n).expect("split into pieces");
     let whole = evaluate(&wide, &Vit::load(&wide, &model).unwrap(), None, &data, n).expect("one batch");
@@ -202,44 +197,69 @@ fn a_batch_the_devices_grid_cannot_take_is_evaluated_and_trained_in_pieces() {
     let worst = split.logits.iter().zip(&whole.logits).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst <= 1e-5, "logits differ by {worst}");
 
-    use peft_wgpu::adapters::{Adapter, AdapterConfig};
-    use peft_wgpu::train::{BatchOrder, TrainOptions, train};
-    let path = std::path::Path::new("adapter_config.json");
-    let json = br#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#;
-    let config = AdapterConfig::from_json(&peft_wgpu::io::json::JsonFile::parse(path, json).unwrap()).unwrap();
-    let options = TrainOptions {
-        steps: 2,
-        batch_size: n,
-        lr: 1e-1,
-        optimizer: peft_wgpu::OptimizerKind::sgd(),
-        order: BatchOrder::Sequential,
-        seed: 0,
-        micro_batch: None,
-    };
-    let trained = |gpu: &Gpu| {
-        let vit = Vit::load(gpu, &model).unwrap();
-        let lora = Adapter::new(gpu, config.clone(), path, &vit, 0).unwrap();
-        let mut reports = Vec::new();
-        train(gpu, &vit, &lora, &data, &options, &mut |r| reports.push((r.loss, r.pieces))).expect("trains");
-        let values: Vec<Vec<f32>> = lora.trainable().iter().map(|p| gpu.read(&p.tensor).unwrap()).collect();
-        (reports, values)
-    };
-    let ((split, split_values), (whole, whole_values)) = (trained(&narrow), trained(&wide));
-    assert!(split.iter().all(|&(_, pieces)| pieces > 1), "the narrow device's steps were split: {split:?}");
-    assert!(whole.iter().all(|&(_, pieces)| pieces == 1), "{whole:?}");
-    for ((a, _), (b, _)) in split.iter().zip(&whole) {
-        assert!((a - b).abs() <= 1e-5 * b.abs(), "losses {split:?} vs {whole:?}");
-    }
-    assert_close(&split_values, &whole_values, 1e-4);
+    let lora = br#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#;
+    let options = sgd(2, n, 1e-1);
+    assert_same_steps(&trained(&narrow, lora, &data, &options), &trained(&wide, lora, &data, &options));
 }
 
-/// `a` and `b` (the parameters of two runs) agree to `tol`, relative to the largest value of
-/// each tensor.
-fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32) {
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+/// The tiny ViT of the fixtures: 8×8 images of three channels, 5 labels.
+fn tiny_vit() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vit_tiny")
+}
+
+/// `n` random images for the tiny ViT (from `seed`), labels cycling through the five.
+fn tiny_data(n: usize, seed: u64) -> peft_wgpu::io::Dataset {
+    let pixels = peft_wgpu::rng::Rng::new(seed).normal_vec(n * 3 * 8 * 8, 0.0, 1.0);
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
+    peft_wgpu::io::Dataset::from_parts(std::path::Path::new("mem"), [n, 3, 8, 8], pixels, labels).unwrap()
+}
+
+/// A fresh adapter of the config `json` on `vit`.
+fn fresh_adapter(gpu: &Gpu, vit: &peft_wgpu::nn::Vit, json: &[u8]) -> peft_wgpu::adapters::Adapter {
+    use peft_wgpu::adapters::{Adapter, AdapterConfig};
+    let path = std::path::Path::new("adapter_config.json");
+    let config = AdapterConfig::from_json(&peft_wgpu::io::json::JsonFile::parse(path, json).unwrap()).unwrap();
+    Adapter::new(gpu, config, path, vit, 0).unwrap()
+}
+
+/// `steps` SGD steps of `batch` images in order, at rate `lr`, each batch at once.
+fn sgd(steps: usize, batch: usize, lr: f64) -> peft_wgpu::train::TrainOptions {
+    peft_wgpu::train::TrainOptions {
+        steps,
+        batch_size: batch,
+        lr,
+        optimizer: peft_wgpu::OptimizerKind::sgd(),
+        order: peft_wgpu::train::BatchOrder::Sequential,
+        seed: 0,
+        micro_batch: None,
+    }
+}
+
+/// What a training run did: each step's loss and pieces, then the trained tensors.
+type Trained = (Vec<(f32, usize)>, Vec<Vec<f32>>);
+
+/// A fresh adapter of the config `json` trained on the tiny ViT on `gpu`.
+fn trained(gpu: &Gpu, json: &[u8], data: &peft_wgpu::io::Dataset, options: &peft_wgpu::train::TrainOptions) -> Trained {
+    let vit = peft_wgpu::nn::Vit::load(gpu, &tiny_vit()).unwrap();
+    let adapter = fresh_adapter(gpu, &vit, json);
+    let mut reports = Vec::new();
+    peft_wgpu::train::train(gpu, &vit, &adapter, data, options, &mut |r| reports.push((r.loss, r.pieces)))
+        .expect("trains");
+    (reports, adapter.trainable().iter().map(|p| gpu.read(&p.tensor).unwrap()).collect())
+}
+
+/// `split` took every step in pieces, `whole` in one, with the same losses and the same
+/// parameters (to 1e-4 of each tensor's largest value).
+fn assert_same_steps((split, split_values): &Trained, (whole, whole_values): &Trained) {
+    assert!(split.iter().all(|&(_, pieces)| pieces > 1), "the steps were split: {split:?}");
+    assert!(whole.iter().all(|&(_, pieces)| pieces == 1), "{whole:?}");
+    for ((a, _), (b, _)) in split.iter().zip(whole) {
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "losses {split:?} vs {whole:?}");
+    }
+    for (i, (x, y)) in split_values.iter().zip(whole_values).enumerate() {
         let scale = y.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
         let worst = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
-        assert!(worst <= tol * scale, "parameter {i} differs by {worst} (largest value {scale})");
+        assert!(worst <= 1e-4 * scale, "parameter {i} differs by {worst} (largest value {scale})");
     }
 }
 
@@ -248,43 +268,10 @@ fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], tol: f32) {
 /// same steps as a device that takes the batch whole.
 #[test]
 fn training_batches_past_one_binding_accumulate_gradients() {
-    use peft_wgpu::adapters::{Adapter, AdapterConfig};
-    use peft_wgpu::io::Dataset;
-    use peft_wgpu::nn::Vit;
-    use peft_wgpu::train::{BatchOrder, TrainOptions, train};
-    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vit_tiny");
-    let n = 64;
-    let pixels = peft_wgpu::rng::Rng::new(8).normal_vec(n * 3 * 8 * 8, 0.0, 1.0);
-    let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
-    let data = Dataset::from_parts(std::path::Path::new("mem"), [n, 3, 8, 8], pixels, labels).unwrap();
-    let path = std::path::Path::new("adapter_config.json");
-    let json = br#"{"peft_type": "MOPPA", "entropy_scale": 0.5, "modules_to_save": ["classifier"]}"#;
-    let config = AdapterConfig::from_json(&peft_wgpu::io::json::JsonFile::parse(path, json).unwrap()).unwrap();
-    let options = TrainOptions {
-        steps: 3,
-        batch_size: n,
-        lr: 1e-1,
-        optimizer: peft_wgpu::OptimizerKind::sgd(),
-        order: BatchOrder::Sequential,
-        seed: 0,
-        micro_batch: None,
-    };
-    let trained = |gpu: &Gpu| {
-        let vit = Vit::load(gpu, &model).unwrap();
-        let moppa = Adapter::new(gpu, config.clone(), path, &vit, 0).unwrap();
-        let mut reports = Vec::new();
-        train(gpu, &vit, &moppa, &data, &options, &mut |r| reports.push((r.loss, r.pieces))).expect("trains");
-        let values: Vec<Vec<f32>> = moppa.trainable().iter().map(|p| gpu.read(&p.tensor).unwrap()).collect();
-        (reports, values)
-    };
-    let (split, split_values) = trained(&small_binding_device(1 << 16));
-    let (whole, whole_values) = trained(&limited_device(|_| {}));
-    assert!(split.iter().all(|&(_, pieces)| pieces >= 2), "{split:?}");
-    assert!(whole.iter().all(|&(_, pieces)| pieces == 1), "{whole:?}");
-    for ((a, _), (b, _)) in split.iter().zip(&whole) {
-        assert!((a - b).abs() <= 1e-5 * b.abs(), "losses {split:?} vs {whole:?}");
-    }
-    assert_close(&split_values, &whole_values, 1e-4);
+    let moppa = br#"{"peft_type": "MOPPA", "entropy_scale": 0.5, "modules_to_save": ["classifier"]}"#;
+    let (data, options) = (tiny_data(64, 8), sgd(3, 64, 1e-1));
+    let split = trained(&small_binding_device(1 << 16), moppa, &data, &options);
+    assert_same_steps(&split, &trained(&limited_device(|_| {}), moppa, &data, &options));
 }
 
 /// The default adapter opened, adopted, with what peft-wgpu needs and its optional features,
@@ -331,15 +318,9 @@ fn the_optimizer_names_parameters_that_fit_one_by_one_but_not_together() {
 /// 64 images of the tiny ViT take 104 KiB) goes in smaller batches, with the same results.
 #[test]
 fn evaluation_splits_batches_past_one_binding() {
-    use peft_wgpu::io::Dataset;
-    use peft_wgpu::nn::Vit;
-    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vit_tiny");
-    let n = 64;
-    let pixels = peft_wgpu::rng::Rng::new(5).normal_vec(n * 3 * 8 * 8, 0.0, 1.0);
-    let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
-    let data = Dataset::from_parts(std::path::Path::new("mem"), [n, 3, 8, 8], pixels, labels).unwrap();
+    let (n, data) = (64, tiny_data(64, 5));
     let evaluate = |gpu: &Gpu| {
-        let vit = Vit::load(gpu, &model).expect("model");
+        let vit = peft_wgpu::nn::Vit::load(gpu, &tiny_vit()).expect("model");
         peft_wgpu::train::evaluate(gpu, &vit, None, &data, n).expect("evaluation")
     };
     let (pieces, whole) = (evaluate(&small_binding_device(1 << 16)), evaluate(&limited_device(|_| {})));
@@ -355,31 +336,13 @@ fn evaluation_splits_batches_past_one_binding() {
 /// pieces down to one image, then stops with the device's refusal.
 #[test]
 fn training_stops_when_one_image_does_not_fit() {
-    use peft_wgpu::adapters::{Adapter, AdapterConfig};
-    use peft_wgpu::io::Dataset;
-    use peft_wgpu::nn::Vit;
-    use peft_wgpu::train::{BatchOrder, TrainOptions, train};
     let gpu = small_binding_device(1600);
-    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vit_tiny");
-    let vit = Vit::load(&gpu, &model).expect("the weights fit");
-    let n = 8;
-    let pixels = peft_wgpu::rng::Rng::new(2).normal_vec(n * 3 * 8 * 8, 0.0, 1.0);
-    let data = Dataset::from_parts(std::path::Path::new("mem"), [n, 3, 8, 8], pixels, vec![0; n]).unwrap();
-    let path = std::path::Path::new("adapter_config.json");
-    let json = br#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#;
-    let config = AdapterConfig::from_json(&peft_wgpu::io::json::JsonFile::parse(path, json).unwrap()).unwrap();
-    let lora = Adapter::new(&gpu, config, path, &vit, 0).unwrap();
-    let options = TrainOptions {
-        steps: 1,
-        batch_size: n,
-        lr: 1e-3,
-        optimizer: peft_wgpu::OptimizerKind::sgd(),
-        order: BatchOrder::Sequential,
-        seed: 0,
-        micro_batch: None,
-    };
+    let vit = peft_wgpu::nn::Vit::load(&gpu, &tiny_vit()).expect("the weights fit");
+    let lora = fresh_adapter(&gpu, &vit, br#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#);
+    let (data, options) = (tiny_data(8, 2), sgd(1, 8, 1e-3));
     let before: Vec<Vec<f32>> = lora.trainable().iter().map(|p| gpu.read(&p.tensor).unwrap()).collect();
-    let e = train(&gpu, &vit, &lora, &data, &options, &mut |_| panic!("no step ends")).expect_err("too large");
+    let e = peft_wgpu::train::train(&gpu, &vit, &lora, &data, &options, &mut |_| panic!("no step ends"))
+        .expect_err("too large");
     assert!(matches!(e, peft_wgpu::Error::TooLarge { max: 1600, .. }), "{e}");
     assert!(e.to_string().contains("shape [17, 24] needs 1632 bytes"), "one image's 17 tokens × 24: {e}");
     let after: Vec<Vec<f32>> = lora.trainable().iter().map(|p| gpu.read(&p.tensor).unwrap()).collect();

@@ -273,7 +273,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         micro_batch: Some(at_once),
     };
     let mut last = f32::NAN;
-    let mut planned = at_once.min(args.batch_size);
+    let mut planned = at_once;
     let trained = train_loop(&gpu, &vit, &adapter, &data, &options, &mut |r| {
         last = r.loss;
         // The device refused the pieces planned (a grid past its workgroups per axis, which
