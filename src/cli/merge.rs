@@ -1,0 +1,87 @@
+//! `peft-wgpu merge`: a model folder with the adapter folded into its weights.
+
+use std::path::Path;
+
+use super::checks::refuse_special_outputs;
+use super::inputs::{AdapterInput, read_model, refuse_headless, refuse_merged_twice};
+use super::{holds_adapter, holds_model};
+use crate::adapters::PeftType;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::io::json::JsonFile;
+use crate::io::paths::check_output_dir;
+use crate::nn::Vit;
+
+/// `peft-wgpu merge`: writes a model folder with the adapter folded in. An `out` that already
+/// holds a model (or is the `--model` folder) is refused unless `force`. Returns the number of
+/// merged RLP prompt tokens the written model holds (`prompt_embeddings`), 0 for none.
+pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<usize> {
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    if !force && same(model, out) {
+        return Err(Error::invalid(
+            "--out",
+            format!(
+                "{} is the --model folder; the merged model would replace the base one (pass --force to do that)",
+                out.display()
+            ),
+        ));
+    }
+    let refuse_held = || {
+        if holds_adapter(out) {
+            return Err(Error::invalid(
+                "--out",
+                format!(
+                    "{} holds an adapter; a merged model beside it would get the adapter applied again by \
+                     PEFT-aware loaders; choose another folder",
+                    out.display()
+                ),
+            ));
+        }
+        if !force && holds_model(out) {
+            return Err(Error::invalid(
+                "--out",
+                format!("{} already holds a model; pass --force to overwrite it", out.display()),
+            ));
+        }
+        Ok(())
+    };
+    refuse_held()?;
+    check_output_dir(out, "--out")?;
+    refuse_special_outputs(out, &["config.json", "model.safetensors", "model.safetensors.index.json"])?;
+    let weights = read_model(model)?;
+    let input = AdapterInput::folder(adapter, "--adapter", &weights.config)?;
+    refuse_headless(&weights, model, Some(&input))?;
+    // Force or not: `--force` is for replacing `--out` (the model itself, merging in place).
+    refuse_merged_twice(&weights, model, &input, "--adapter", "merge it into the base model")?;
+    if input.config.peft_type() == PeftType::Moppa {
+        return Err(Error::invalid(
+            "--adapter",
+            format!(
+                "{} is a MoPPA adapter, which filters tokens in the frequency domain and cannot be folded into \
+                 the ViT's weights; evaluate it with `eval --adapter` instead",
+                adapter.display()
+            ),
+        ));
+    }
+
+    let gpu = Gpu::new()?;
+    let vit = Vit::from_weights(&gpu, &weights)?;
+    // Recorded in the merged weights, so that the adapter is not applied to them again.
+    let fingerprint = input.weights.as_ref().map(crate::io::safetensors::TensorFile::fingerprint);
+    let adapter = input.build(&gpu, &vit, 0)?;
+    let mut merged = adapter.merge(&gpu, &weights)?;
+    merged.merged_adapters.extend(fingerprint);
+    // The merged config is the model's own with the adapter's labels: fields this crate does
+    // not read (transformers' version, pooler settings, custom keys) are kept.
+    let original = JsonFile::read(&model.join("config.json"))?;
+    // Checked again under the folder's lock: another run may have saved there meanwhile.
+    merged.save_checked(out, merged.config.to_json_over(original.object()), refuse_held)?;
+    let dtype = ["torch_dtype", "dtype"].into_iter().find_map(|k| original.opt_string(k).ok().flatten());
+    if let Some(dtype) = dtype.filter(|d| !matches!(d.as_str(), "float32" | "float" | "auto")) {
+        note!(
+            "note: the merged weights are written in float32 (the model's config.json says {dtype}), so they take \
+             more room; its config now says float32"
+        );
+    }
+    Ok(merged.prompts.as_ref().map_or(0, |p| p.shape[0]))
+}
