@@ -165,14 +165,15 @@ fn peft_options_left_off_are_accepted() {
     cfg["fan_in_fan_out"] = json!(true);
     let written: Value = serde_json::from_str(&parse(&cfg).unwrap().to_json()).unwrap();
     assert_eq!(written["fan_in_fan_out"], json!(false), "{written}");
-    // EVA and orthogonal inits touch only A and B: a trained adapter loads, a fresh one is
-    // refused by name (this crate does not run them).
-    for init in ["eva", "orthogonal"] {
-        cfg["init_lora_weights"] = json!(init);
-        lora(&cfg);
-        let e = adapted(&cfg).expect_err("a fresh EVA adapter");
-        assert!(e.to_string().contains("`init_lora_weights`") && e.to_string().contains(init), "{e}");
-    }
+    // EVA touches only A and B: a trained adapter loads, a fresh one is refused by name (this
+    // crate does not run it; it needs the training data). "orthogonal" is made fresh too.
+    cfg["init_lora_weights"] = json!("eva");
+    lora(&cfg);
+    let e = adapted(&cfg).expect_err("a fresh EVA adapter");
+    assert!(e.to_string().contains("`init_lora_weights`") && e.to_string().contains("eva"), "{e}");
+    cfg["init_lora_weights"] = json!("orthogonal");
+    lora(&cfg);
+    assert_eq!(adapted(&cfg).expect("a fresh orthogonal adapter").len(), 1, "the query of layer 1");
 }
 
 #[test]
@@ -335,6 +336,22 @@ fn rank_pattern_sets_the_rank_of_the_matching_modules() {
     let cfg = json!({"peft_type": "LORA", "r": 4, "target_modules": ["query", "value"], "rank_pattern": {"layer.1.attention.attention.value": 2, "query": 3}});
     let ranks: Vec<usize> = adapted(&cfg).unwrap().into_iter().map(|(_, r)| r).collect();
     assert_eq!(ranks, [3, 4, 3, 2], "query 3 everywhere, value 4 except layer 1");
+}
+
+#[test]
+fn patterns_of_a_new_adapter_match_the_naming_it_is_saved_in() {
+    // Targets naming the modules in both namings: a new LoRA adapter is saved in transformers
+    // 5's naming, whose paths PEFT 0.18 and later match the patterns against, as PEFT 0.21
+    // makes rank 4 from this config.
+    for targets in [json!(["query", "q_proj"]), json!(["q_proj", "query"])] {
+        let cfg = json!({"peft_type": "LORA", "r": 2, "target_modules": targets, "rank_pattern": {"q_proj": 4}});
+        let ranks: Vec<usize> = adapted(&cfg).unwrap().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(ranks, [4, 4], "{cfg}");
+    }
+    // Named in one naming only, a module's pattern is matched in that one.
+    let cfg = json!({"peft_type": "LORA", "r": 2, "target_modules": ["query"], "rank_pattern": {"query": 4}});
+    let ranks: Vec<usize> = adapted(&cfg).unwrap().into_iter().map(|(_, r)| r).collect();
+    assert_eq!(ranks, [4, 4], "{cfg}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use common::gpu;
+use common::{assert_close, f64s, gpu, rel_err};
 use peft_wgpu::adapters::{Adapter, CONFIG_FILE, WEIGHTS_FILE};
 use peft_wgpu::io::safetensors::{self as st, HostTensor, TensorFile};
 use peft_wgpu::nn::{ModuleId, Naming};
@@ -459,6 +459,77 @@ fn overlapping_patterns_are_written_one_per_module() {
     let want = json!({"vit.layers.0.mlp.fc1": 3.0, "vit.layers.1.mlp.fc1": 20.0});
     assert_eq!(written["alpha_pattern"], want, "{written}");
     assert_eq!(written["target_modules"], json!(["vit.layers.0.mlp.fc1", "vit.layers.1.mlp.fc1"]), "{written}");
+}
+
+/// PEFT matches `rank_pattern` and `alpha_pattern` against the module paths of the model it
+/// runs on: a file keyed in transformers 5's naming whose targets name a module in both
+/// namings (as PEFT 0.21 writes `["query", "q_proj"]`) takes the pattern on `q_proj`; saved
+/// in the on-disk naming, the config is spelled out so that PEFT there reads the same alpha.
+#[test]
+fn patterns_match_the_naming_of_the_keys() {
+    let gpu = gpu();
+    let vit = tiny_vit(&gpu);
+    let cfg = json!({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"],
+                     "alpha_pattern": {"q_proj": 6}});
+    let source = scratch("pattern_naming_source");
+    let a = perturbed(&gpu, &vit, &cfg, 7, 0.3, &source);
+    let images = pixels(3);
+    let want = f64s(&logits(&gpu, &vit, Some(&a), &images));
+    let plain = edited_copy(&source, "pattern_naming_plain", |c| c["alpha_pattern"] = json!({}));
+    let plain = Adapter::load(&gpu, &plain, &vit).unwrap();
+    assert!(rel_err(&logits(&gpu, &vit, Some(&plain), &images), &want) > 1e-3, "alpha 4 and 6 give other outputs");
+    for targets in [json!(["query", "q_proj"]), json!(["q_proj", "query"])] {
+        let dir = edited_copy(&source, "pattern_naming_both", |c| c["target_modules"] = targets.clone());
+        let mut both = Adapter::load(&gpu, &dir, &vit).unwrap();
+        assert_close(&format!("{targets}"), &logits(&gpu, &vit, Some(&both), &images), &want, 1e-6, 1e-7);
+        both.set_lora_naming(Naming::OnDisk);
+        let saved = scratch("pattern_naming_on_disk");
+        both.save(&gpu, &saved).unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(saved.join(CONFIG_FILE)).unwrap()).unwrap();
+        for layer in 0..2 {
+            let q = format!("vit.encoder.layer.{layer}.attention.attention.query");
+            assert_eq!(written["alpha_pattern"][&q], json!(6.0), "{targets}: {written}");
+        }
+        let again = Adapter::load(&gpu, &saved, &vit).unwrap();
+        assert_close(&format!("{targets} saved again"), &logits(&gpu, &vit, Some(&again), &images), &want, 1e-6, 1e-7);
+    }
+}
+
+/// A new adapter whose targets name its modules in both namings takes transformers 5's paths
+/// for its patterns; saved in the on-disk naming (`PEFT_WGPU_LORA_NAMING=transformers4`),
+/// where the pattern names nothing, its config is spelled out with the ranks it has.
+#[test]
+fn a_new_adapter_saved_in_the_other_naming_keeps_its_pattern_ranks() {
+    let gpu = gpu();
+    let vit = tiny_vit(&gpu);
+    let cfg =
+        json!({"peft_type": "LORA", "r": 2, "target_modules": ["query", "q_proj"], "rank_pattern": {"q_proj": 4}});
+    let mut a = Adapter::new(&gpu, support::config(&cfg), Path::new("adapter_config.json"), &vit, 3).unwrap();
+    a.set_lora_naming(Naming::OnDisk);
+    let dir = scratch("pattern_new_on_disk");
+    a.save(&gpu, &dir).unwrap();
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).unwrap()).unwrap();
+    let q = "vit.encoder.layer.0.attention.attention.query";
+    assert_eq!(written["rank_pattern"][q], json!(4), "{written}");
+    let back = Adapter::load(&gpu, &dir, &vit).expect("the saved adapter loads");
+    let ranks: Vec<usize> = back
+        .trainable()
+        .iter()
+        .map(|p| if p.key.ends_with("lora_A.weight") { p.tensor.shape()[0] } else { p.tensor.shape()[1] })
+        .collect();
+    assert_eq!(ranks, [4; 4], "A and B of both layers' query");
+}
+
+/// A copy of adapter folder `from` named `name`, its config changed by `edit`.
+fn edited_copy(from: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let dir = scratch(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(from.join(WEIGHTS_FILE), dir.join(WEIGHTS_FILE)).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(from.join(CONFIG_FILE)).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(dir.join(CONFIG_FILE), cfg.to_string()).unwrap();
+    dir
 }
 
 /// A save killed between its two renames leaves the new config under its temporary name;

@@ -151,6 +151,75 @@ fn lora_init_lora_weights_gaussian_and_false_as_peft() {
 }
 
 #[test]
+fn lora_init_lora_weights_orthogonal_as_peft() {
+    // PEFT's "orthogonal": Q orthogonal r × r, A = (G_A · Q[0::2])ᵀ, B = G_B · Q[1::2] with G
+    // standard normal divided by 10, so B·A = 0 though neither factor is zero, and each
+    // column of A (row of B) has the squared norm of a row of G: the mean square of the
+    // entries is 1/2 · 1/100.
+    let gpu = gpu();
+    let vit = model(&gpu);
+    let cfg =
+        json!({"peft_type": "LORA", "r": 4, "target_modules": ["query", "fc2"], "init_lora_weights": "orthogonal"});
+    let mut squares: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
+    let mut first_a: Option<Vec<f32>> = None;
+    for seed in 0..SEEDS / 4 {
+        let all = tensors(&gpu, &vit, &cfg, seed);
+        let stems: Vec<&str> = all.keys().filter_map(|k| k.strip_suffix(".lora_A.weight")).collect();
+        assert_eq!(stems.len(), 2 * 2, "query and fc2 of both layers: {:?}", all.keys());
+        for stem in stems {
+            let (a_shape, a) = &all[&format!("{stem}.lora_A.weight")];
+            let (b_shape, b) = &all[&format!("{stem}.lora_B.weight")];
+            let (r, inp, out) = (a_shape[0], a_shape[1], b_shape[0]);
+            assert_eq!((r, b_shape[1]), (4, 4), "{stem}");
+            let norm = |v: &[f32]| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+            let (na, nb) = (norm(a), norm(b));
+            assert!(na > 0.0 && nb > 0.0, "seed {seed} {stem}: a factor is zero");
+            for o in 0..out {
+                for i in 0..inp {
+                    let ba: f64 = (0..r).map(|j| b[o * r + j] as f64 * a[j * inp + i] as f64).sum();
+                    assert!(ba.abs() <= 1e-6 * na * nb, "seed {seed} {stem}: (B·A)[{o}, {i}] = {ba:e}, not 0");
+                }
+            }
+            for (name, v) in [("A", a), ("B", b)] {
+                let e = squares.entry(name).or_default();
+                e.0 += v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>();
+                e.1 += v.len();
+            }
+            if stem.ends_with("query") && seed < 2 {
+                match &first_a {
+                    None => first_a = Some(a.clone()),
+                    Some(earlier) => assert_ne!(earlier, a, "seeds 0 and 1 draw the same A"),
+                }
+            }
+        }
+    }
+    for (name, (sum, n)) in squares {
+        // Each value's square has mean 1/200; the pooled mean's standard error is below
+        // 1/(100·√n) (a sum of n/2 squared normals of variance 1/100, over n).
+        let mean = sum / n as f64;
+        let allowed = 5.0 / (100.0 * (n as f64).sqrt());
+        assert!(
+            (mean - 0.005).abs() <= allowed,
+            "orthogonal {name}: mean square {mean:.6}, expected 0.005 ± {allowed:.6}"
+        );
+    }
+    // PEFT's refusals: an odd rank, and a conv (whose factors it would replace by matrices).
+    let refused = |cfg: serde_json::Value| {
+        Adapter::new(&gpu, config(&cfg), Path::new("adapter_config.json"), &vit, 0).expect_err("refused").to_string()
+    };
+    let e =
+        refused(json!({"peft_type": "LORA", "r": 3, "target_modules": ["query"], "init_lora_weights": "orthogonal"}));
+    assert!(e.contains("`r`") && e.contains("even rank"), "{e}");
+    let e = refused(json!({"peft_type": "LORA", "r": 4, "rank_pattern": {"value": 5},
+                           "target_modules": ["query", "value"], "init_lora_weights": "orthogonal"}));
+    assert!(e.contains("`rank_pattern`") && e.contains("rank 5"), "{e}");
+    let e = refused(
+        json!({"peft_type": "LORA", "r": 4, "target_modules": ["projection"], "init_lora_weights": "orthogonal"}),
+    );
+    assert!(e.contains("`init_lora_weights`") && e.contains("projection") && e.contains("convolution"), "{e}");
+}
+
+#[test]
 fn flora_core_is_zero_and_factors_are_normal() {
     let gpu = gpu();
     let vit = model(&gpu);

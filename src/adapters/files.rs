@@ -94,6 +94,12 @@ impl Adapter {
         if modules.iter().any(|m| !lora.target_modules.matches_under(m.module, self.lora_naming)) {
             return true;
         }
+        // Patterns that give a module another rank or alpha under the naming it is saved in
+        // than it has (its targets name it in both namings, and its keys are respelled).
+        let rank_alpha = lora.rank_alpha_lookup();
+        if modules.iter().any(|m| rank_alpha(&m.module.path(self.lora_naming)) != (m.r, m.alpha)) {
+            return true;
+        }
         let paths: Vec<String> = modules.iter().flat_map(|m| Naming::BOTH.map(|n| m.module.path(n))).collect();
         self.config.saves_nested(self.model.num_hidden_layers, self.lora_naming)
             || lora.patterns_overlap(paths.iter().map(String::as_str))

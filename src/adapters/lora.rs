@@ -1,10 +1,10 @@
 //! LoRA exactly as Hugging Face PEFT (SPEC §4): `y = x Wᵀ + b + s·(x Aᵀ) Bᵀ`, with
 //! `s = lora_alpha / r` (or `/ √r` with rsLoRA). `B·A` is never formed while training.
 
-use super::Build;
 use super::config::{LoraConfig, LoraInit};
 use super::params::Slot;
 use super::source::Init;
+use super::{Build, PEFT_PREFIX};
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::io::safetensors::HostTensor;
@@ -67,7 +67,21 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         if !in_layers_to_transform(cfg, module, matched) {
             continue;
         }
-        let (r, alpha) = rank_alpha(&module.path(matched));
+        let named_under = |n: Naming| cfg.target_modules.matches_under(module, n);
+        let Some(stem) = build.module_stem(module, named_under, "lora_A.weight", Some(&mut left_out))? else {
+            continue;
+        };
+        // PEFT matches `rank_pattern` and `alpha_pattern` against the module's path in the
+        // model it runs on: for a file, the naming of its keys (the one the PEFT that wrote it
+        // saw); for a new adapter, the naming its target matched, transformers 5's when it
+        // matches under both (the naming a new adapter is saved in).
+        let keyed = stem.strip_prefix(PEFT_PREFIX).and_then(Naming::of_path);
+        let pattern_naming = match keyed {
+            Some(n) if build.is_file() => n,
+            _ if named_under(Naming::Transformers5) => Naming::Transformers5,
+            _ => matched,
+        };
+        let (r, alpha) = rank_alpha(&module.path(pattern_naming));
         let (w, _) = module_shapes(build.model, module);
         let (a_shape, b_shape) = match w.as_slice() {
             [out, inp] => (vec![r, *inp], vec![*out, r]),
@@ -75,10 +89,6 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
             _ => unreachable!("adaptable modules are linear or conv"),
         };
         let fan_in: usize = a_shape[1..].iter().product();
-        let named_under = |n: Naming| cfg.target_modules.matches_under(module, n);
-        let Some(stem) = build.module_stem(module, named_under, "lora_A.weight", Some(&mut left_out))? else {
-            continue;
-        };
         // PEFT's inits. Kaiming-uniform with a = √5, as `nn.Linear` and `nn.Conv2d` start, is
         // U(−1/√fan_in, 1/√fan_in); B's fan-in is r.
         let kaiming = |fan_in: usize| Init::Uniform { bound: 1.0 / (fan_in as f64).sqrt() };
@@ -86,6 +96,8 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
             LoraInit::Default => (kaiming(fan_in), Init::Zeros),
             LoraInit::Gaussian => (Init::Normal { mean: 0.0, std: 1.0 / r as f64 }, Init::Zeros),
             LoraInit::Random => (kaiming(fan_in), kaiming(r)),
+            LoraInit::Orthogonal if !build.is_file() => orthogonal_init(build, cfg, &w, r, &stem)?,
+            LoraInit::Orthogonal => (Init::Zeros, Init::Zeros), // read from the file
             LoraInit::LoadOnly(name) if !build.is_file() => {
                 return Err(Error::Config {
                     path: build.config_path.to_path_buf(),
@@ -105,6 +117,31 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
     }
     build.require_adapted(modules.len(), left_out, "modules_to_save, exclude_modules and layers_to_transform")?;
     Ok(modules)
+}
+
+/// The inits of `A` and `B` for PEFT's `"orthogonal"`: one orthogonal basis drawn per module,
+/// its even rows for `A` and odd rows for `B`. PEFT refuses an odd rank; it replaces a conv's
+/// factors with matrices its forward cannot use, so a conv is refused here.
+fn orthogonal_init(build: &mut Build<'_>, cfg: &LoraConfig, w: &[usize], r: usize, stem: &str) -> Result<(Init, Init)> {
+    let refuse = |key: &str, message: String| {
+        Err(Error::Config { path: build.config_path.to_path_buf(), key: key.into(), message })
+    };
+    let path = stem.strip_prefix(PEFT_PREFIX).unwrap_or(stem);
+    if w.len() != 2 {
+        return refuse(
+            "init_lora_weights",
+            format!("is \"orthogonal\", which makes factors for linear layers only; `{path}` is a convolution"),
+        );
+    }
+    if !r.is_multiple_of(2) {
+        let key = if r == cfg.r { "r" } else { "rank_pattern" };
+        return refuse(key, format!("gives `{path}` rank {r}; init_lora_weights \"orthogonal\" needs an even rank"));
+    }
+    let basis_seed = build.source.shared_seed();
+    Ok((
+        Init::Orthogonal { rank: r, rows: 0, basis_seed, transposed: true },
+        Init::Orthogonal { rank: r, rows: 1, basis_seed, transposed: false },
+    ))
 }
 
 /// PEFT's `layers_to_transform`: a module matched by a target name as a dotted suffix is kept

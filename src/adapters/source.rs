@@ -21,6 +21,12 @@ pub(crate) enum Init {
     Normal { mean: f64, std: f64 },
     /// Uniform on `[-bound, bound)`.
     Uniform { bound: f64 },
+    /// PEFT's `"orthogonal"` LoRA init, one factor of it: `G·Q[rows::2]` (`[n, rank]`, or its
+    /// transpose `[rank, n]` when `transposed`) with `G` of shape `[n, rank/2]` drawn from
+    /// `N(0, 1/10²)` (PEFT's standard normal divided by 10) and `Q` the `rank × rank`
+    /// orthogonal matrix drawn from `basis_seed`. `A` takes the rows
+    /// from 0 (transposed), `B` those from 1, so `B·A = 0` while neither is zero.
+    Orthogonal { rank: usize, rows: usize, basis_seed: u64, transposed: bool },
 }
 
 /// Fresh values from a seeded generator, values read from a file, or shapes only.
@@ -99,6 +105,14 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// A seed for values that several fresh tensors share (0 for a file or a dry run).
+    pub(crate) fn shared_seed(&mut self) -> u64 {
+        match self {
+            Source::Fresh(rng) => rng.next_u64(),
+            Source::Shapes | Source::File { .. } => 0,
+        }
+    }
+
     /// Tensor `key` from the file whatever its shape (`None` for a fresh adapter).
     pub(crate) fn any_shape(&mut self, key: &str) -> Result<Option<HostTensor>> {
         match self {
@@ -155,6 +169,38 @@ fn fresh(rng: &mut Rng, shape: &[usize], init: Init) -> HostTensor {
         Init::Const(v) => vec![v; n],
         Init::Normal { mean, std } => rng.normal_vec(n, mean, std),
         Init::Uniform { bound } => rng.uniform_vec(n, -bound, bound),
+        Init::Orthogonal { rank, rows, basis_seed, transposed } => {
+            let q = orthogonal(&mut Rng::new(basis_seed), rank);
+            let n = n / rank.max(1);
+            let mut data = vec![0.0; n * rank];
+            for k in 0..n {
+                let g: Vec<f64> = (0..rank / 2).map(|_| rng.normal() / 10.0).collect();
+                for j in 0..rank {
+                    let v: f64 = g.iter().enumerate().map(|(h, g)| g * q[(rows + 2 * h) * rank + j]).sum();
+                    data[if transposed { j * n + k } else { k * rank + j }] = v as f32;
+                }
+            }
+            data
+        }
     };
     HostTensor { shape: shape.to_vec(), data }
+}
+
+/// An `r × r` orthogonal matrix (row-major): the rows of a standard normal matrix made
+/// orthonormal by Gram–Schmidt, in f64, each row orthogonalised twice against the ones
+/// before it so that rounding leaves no lean.
+fn orthogonal(rng: &mut Rng, r: usize) -> Vec<f64> {
+    let mut q: Vec<f64> = (0..r * r).map(|_| rng.normal()).collect();
+    for i in 0..r {
+        for _ in 0..2 {
+            for j in 0..i {
+                let d: f64 = (0..r).map(|c| q[i * r + c] * q[j * r + c]).sum();
+                (0..r).for_each(|c| q[i * r + c] -= d * q[j * r + c]);
+            }
+        }
+        let norm = (0..r).map(|c| q[i * r + c] * q[i * r + c]).sum::<f64>().sqrt();
+        // A normal draw in the span of the rows before it has probability zero.
+        (0..r).for_each(|c| q[i * r + c] /= norm);
+    }
+    q
 }

@@ -46,6 +46,7 @@ fn fields(kind: &AdapterKind) -> Vec<(&'static str, Value)> {
                     LoraInit::Default => json!(true),
                     LoraInit::Gaussian => json!("gaussian"),
                     LoraInit::Random => json!(false),
+                    LoraInit::Orthogonal => json!("orthogonal"),
                     LoraInit::LoadOnly(name) => json!(name),
                 },
             ),

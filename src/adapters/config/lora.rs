@@ -71,8 +71,12 @@ pub enum LoraInit {
     Gaussian,
     /// `false`: both as a fresh `nn.Linear` (uniform on `±1/√fan_in`), so not an identity.
     Random,
-    /// `"eva"` or `"orthogonal"`: inits that touch only `A` and `B` but that this crate does
-    /// not make (EVA needs the training data); a trained adapter loads, a fresh one is refused.
+    /// `"orthogonal"`: `A` and `B` from the interleaved rows of one random orthogonal
+    /// `r × r` matrix, each times a normal matrix of std 1/10, so `B·A = 0` though neither is
+    /// zero; linear layers and an even `r` only, as in PEFT.
+    Orthogonal,
+    /// `"eva"`: an init that touches only `A` and `B` but that this crate does not make (it
+    /// needs the training data); a trained adapter loads, a fresh one is refused.
     LoadOnly(&'static str),
 }
 
@@ -176,12 +180,12 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
         Some(Value::Bool(false)) => LoraInit::Random,
         Some(Value::String(s)) if s == "gaussian" => LoraInit::Gaussian,
         Some(Value::String(s)) if s == "eva" => LoraInit::LoadOnly("eva"),
-        Some(Value::String(s)) if s == "orthogonal" => LoraInit::LoadOnly("orthogonal"),
+        Some(Value::String(s)) if s == "orthogonal" => LoraInit::Orthogonal,
         Some(v) => {
             return Err(j.error(
                 "init_lora_weights",
                 format!(
-                    "is {v}; only true, false and \"gaussian\" are supported (and \"eva\" or \"orthogonal\" for a \
+                    "is {v}; only true, false, \"gaussian\" and \"orthogonal\" are supported (and \"eva\" for a \
                      trained adapter; PiSSA, OLoRA, LoftQ and CorDA change the base weights: save such an \
                      adapter with PEFT's `path_initial_model_for_weight_conversion` to get a plain LoRA)"
                 ),
