@@ -355,6 +355,34 @@ fn patterns_of_a_new_adapter_match_the_naming_it_is_saved_in() {
 }
 
 #[test]
+fn config_parts_that_change_nothing_get_a_note() {
+    let gpu = gpu();
+    let vit = support::tiny_vit(&gpu);
+    let notes = |cfg: Value| {
+        Adapter::new(&gpu, support::config(&cfg), Path::new("adapter_config.json"), &vit, 0).unwrap().config_notes()
+    };
+    // A typo among the pattern keys; `q_proj` names the adapted `query` in transformers 5's naming.
+    let got = notes(json!({"peft_type": "LORA", "r": 2, "target_modules": ["query"],
+                           "rank_pattern": {"qurey": 3, "query": 4}, "alpha_pattern": {"q_proj": 6, "fc9": 1}}));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].contains("rank_pattern key `qurey` matches no adapted module"), "{got:?}");
+    assert!(got[1].contains("alpha_pattern key `fc9`"), "{got:?}");
+    let got = notes(json!({"peft_type": "LORA", "r": 2, "target_modules": ["query"], "exclude_modules": ["qurey"]}));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].contains("exclude_modules") && got[0].contains("qurey") && got[0].contains("excludes none"),
+        "{got:?}"
+    );
+    for quiet in [
+        json!({"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"],
+               "exclude_modules": ["layer.1.attention.attention.value"], "rank_pattern": {"value": 3}}),
+        json!({"peft_type": "FLORA", "r": 2, "target_modules": ["query"]}),
+    ] {
+        assert_eq!(notes(quiet.clone()), Vec::<String>::new(), "{quiet}");
+    }
+}
+
+#[test]
 fn targets_that_match_nothing_are_errors_naming_target_modules() {
     for cfg in [
         json!({"peft_type": "LORA", "r": 2, "target_modules": ["nothing_here"]}),

@@ -70,6 +70,17 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
     );
     let under_file = ["eval", "--model", m, "--data", d, "--logits-out", s(&inside)];
     fails(&under_file, USAGE, &["--logits-out", "is inside", "data.safetensors, which is a file"]);
+    // A trailing `/` or `/.` makes a file look like a folder that does not exist yet; outputs
+    // so written are refused before the run, not after it.
+    for slashed in [format!("{d}/"), format!("{d}/.")] {
+        fails(&train_args(m, l, d, &slashed, &[]), USAGE, &["--out", "data.safetensors", "is a file"]);
+        fails(&["merge", "--model", m, "--adapter", m, "--out", &slashed], USAGE, &["--out", "is a file"]);
+    }
+    for folder_like in ["new/", "new/.", "new/.."].map(|end| format!("{}/{end}", dir.display())) {
+        let eval = ["eval", "--model", m, "--data", d, "--logits-out", &folder_like];
+        fails(&eval, USAGE, &["--logits-out", "ends as a folder does", "expected a file name"]);
+        fails(&["demo", "--svg", &folder_like], USAGE, &["--svg", "ends as a folder does"]);
+    }
     let no_adapter = dir.join("no-adapter");
     fails(&["eval", "--model", m, "--adapter", s(&no_adapter), "--data", d], INPUT, &["no-adapter", "not found"]);
     // PEFT saves an adapter not named "default" in a subfolder of its name.

@@ -316,6 +316,20 @@ fn the_readme_first_steps_run_on_the_committed_model() {
     run(&["eval", "--model", m, "--adapter", s(&more), "--data", te]);
     let saved = std::fs::read_to_string(more.join("adapter_config.json")).unwrap();
     assert!(saved.contains("\"vit.layers.1.attention.v_proj\"") && !saved.contains("\"query\""), "{saved}");
+    // A pattern key that matches no adapted module changes nothing, which a note says.
+    let typo = dir.join("typo");
+    std::fs::create_dir_all(&typo).unwrap();
+    std::fs::copy(more.join("adapter_model.safetensors"), typo.join("adapter_model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(more.join("adapter_config.json")).unwrap()).unwrap();
+    cfg["rank_pattern"] = serde_json::json!({"qurey": 3});
+    std::fs::write(typo.join("adapter_config.json"), cfg.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_peft-wgpu"))
+        .args(["eval", "--model", m, "--adapter", s(&typo), "--data", te])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("rank_pattern key `qurey` matches no adapted module"), "{stderr}");
     // A config that adapts a module the started-from adapter has no tensors for is refused
     // naming it, rather than passed over.
     let with_key = dir.join("with-key.json");

@@ -313,6 +313,26 @@ impl Adapter {
         self.lora_naming = naming;
     }
 
+    /// Lines for the user on parts of a LoRA config that change nothing, which PEFT passes
+    /// over too: `rank_pattern` and `alpha_pattern` keys that match no adapted module (under
+    /// either naming), and `exclude_modules` that excludes none of the targeted modules
+    /// (PEFT warns of that one).
+    pub fn config_notes(&self) -> Vec<String> {
+        let (Kind::Lora(modules), AdapterKind::Lora(cfg)) = (&self.kind, &self.config.kind) else { return Vec::new() };
+        let paths: Vec<String> = modules.iter().flat_map(|m| Naming::BOTH.map(|n| m.module.path(n))).collect();
+        let unused = cfg.patterns_matching_none(&paths).into_iter();
+        let mut notes: Vec<String> = unused
+            .map(|(field, key)| format!("{field} key `{key}` matches no adapted module; it changes nothing"))
+            .collect();
+        if let Some(ex) = &cfg.exclude_modules {
+            let targeted = cfg.target_modules.resolve(self.model.num_hidden_layers, Path::new(CONFIG_FILE));
+            if !targeted.unwrap_or_default().iter().any(|&(m, _)| ex.matches(m).is_some()) {
+                notes.push(format!("exclude_modules {ex} excludes none of the modules target_modules names"));
+            }
+        }
+        notes
+    }
+
     /// The trainable tensors with their file keys, in a fixed order.
     pub fn trainable(&self) -> &[Param] {
         &self.trainable

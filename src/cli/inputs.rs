@@ -57,12 +57,16 @@ impl AdapterInput {
         if self.labels == model.num_labels { model_dir.join("config.json") } else { self.config_path.clone() }
     }
 
-    /// Uploads the adapter.
+    /// Uploads the adapter, with a note for each part of its config that changes nothing.
     pub(super) fn build(self, gpu: &Gpu, vit: &Vit, seed: u64) -> Result<Adapter> {
-        match &self.weights {
+        let adapter = match &self.weights {
             Some(file) => Adapter::from_file_seeded(gpu, self.config, &self.config_path, file, vit, seed),
             None => Adapter::new(gpu, self.config, &self.config_path, vit, seed),
+        }?;
+        for line in adapter.config_notes() {
+            note!("note: {}: {line}", self.config_path.display());
         }
+        Ok(adapter)
     }
 }
 

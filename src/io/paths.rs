@@ -160,7 +160,10 @@ fn broken_link(path: &Path) -> Option<String> {
 /// or a root that does not exist (an unmapped drive), is an error for `flag`: nothing could
 /// be created through it.
 fn existing_ancestor(path: &Path, flag: &str) -> Result<PathBuf> {
-    let mut p = path;
+    // Without a trailing `/` or `/.`, through which a file does not exist: `file/` is the
+    // existing file `file` taken for a folder.
+    let path: PathBuf = path.components().collect();
+    let mut p = path.as_path();
     loop {
         if p.exists() {
             return Ok(p.to_path_buf());
@@ -384,6 +387,13 @@ impl Replaces {
     }
 }
 
+/// Whether `path`'s last part, as written, names a folder: empty (a trailing separator),
+/// `.` or `..`; no file can be written there.
+fn ends_as_folder(path: &Path) -> bool {
+    let text = path.as_os_str().to_string_lossy();
+    matches!(text.rsplit(std::path::is_separator).next(), Some("" | "." | "..") | None)
+}
+
 /// Checks, before any work, that output file `path` (flag `flag`) can be written: it is not
 /// a folder, nor named as a file of an adapter or model folder (a config, weights or a
 /// shard), nor, beside a shard index, any safetensors file, nor an
@@ -397,6 +407,12 @@ pub fn check_output_file(path: &Path, flag: &str, replaces: Replaces) -> Result<
     }
     if path.is_dir() {
         return Err(Error::invalid(flag, format!("{} is a folder, expected a file name", path.display())));
+    }
+    if ends_as_folder(path) {
+        return Err(Error::invalid(
+            flag,
+            format!("{} ends as a folder does (in `/`, `.` or `..`), expected a file name", path.display()),
+        ));
     }
     let resolved;
     let path = match std::fs::metadata(path) {

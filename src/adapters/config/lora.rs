@@ -272,6 +272,14 @@ impl LoraConfig {
         move |path| (find(&ranks, path).unwrap_or(self.r), find(&alphas, path).unwrap_or(self.lora_alpha))
     }
 
+    /// The keys of `rank_pattern` and `alpha_pattern`, each with its field, that match none
+    /// of `paths`.
+    pub(crate) fn patterns_matching_none(&self, paths: &[String]) -> Vec<(&'static str, &str)> {
+        let ranks = self.rank_pattern.iter().map(|(k, _)| ("rank_pattern", k.as_str()));
+        let keys = ranks.chain(self.alpha_pattern.iter().map(|(k, _)| ("alpha_pattern", k.as_str())));
+        keys.filter(|(_, key)| pattern_regex(key).is_ok_and(|re| !paths.iter().any(|p| re.is_match(p)))).collect()
+    }
+
     /// Whether two keys of `rank_pattern`, or two of `alpha_pattern`, match one of `paths`.
     /// PEFT takes the first key that matches but writes the keys sorted, so a folder it saves
     /// again may give such a module another rank or alpha; a config like this is written
