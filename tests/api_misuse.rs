@@ -250,6 +250,13 @@ fn training_checks_the_adapter_the_batch_and_values_changed_in_code() {
     let e = Adapter::new(&gpu, cfg, path, &vit, 1).expect_err("a NaN alpha");
     assert!(e.to_string().contains("lora_alpha"), "{e}");
 
+    // Within f64 but past f32, as a file's value is refused.
+    let mut cfg = parse(r#"{"peft_type": "MOPPA"}"#);
+    let AdapterKind::Moppa(m) = &mut cfg.kind else { panic!("MoPPA") };
+    m.entropy_scale = 1e300;
+    let e = Adapter::new(&gpu, cfg, path, &vit, 1).expect_err("an entropy_scale past f32");
+    assert!(e.to_string().contains("`entropy_scale`") && e.to_string().contains("f32"), "{e}");
+
     let mut cfg = parse(lora);
     let AdapterKind::Lora(l) = &mut cfg.kind else { panic!("LoRA") };
     l.rank_pattern = vec![("(query".into(), 1)];
@@ -598,5 +605,34 @@ fn a_model_without_a_classifier_needs_an_adapter_with_its_own_head() {
         let report = evaluate(&gpu, &vit, Some(&a), &data, 2).expect("and classifies");
         assert!(report.mean_loss.is_finite());
         assert!(!a.merge(&gpu, &weights).expect("merged with its head").headless);
+    }
+}
+
+/// A pass bound to a part of a step's batch must compute that many images: LoRA's dropout
+/// masks are drawn for those images of the batch, so any other count (an empty or reversed
+/// range included) would draw another batch's masks.
+#[test]
+fn a_part_of_a_batch_is_the_images_the_pass_computes() {
+    use peft_wgpu::adapters::Adapter;
+    let gpu = gpu();
+    let (config, vit) = demo_vit(&gpu);
+    let lora = r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"], "lora_dropout": 0.5}"#;
+    let adapter = Adapter::new(&gpu, adapter_config(lora), std::path::Path::new(CONFIG_PATH), &vit, 1).unwrap();
+    let [c, h, w] = [config.num_channels, config.image_size[0], config.image_size[1]];
+    let images = Tensor::from_slice(&gpu, &vec![0.1; 2 * c * h * w], &[2, c, h, w]).unwrap();
+    #[expect(clippy::reversed_empty_ranges, reason = "a reversed range is the misuse tested")]
+    let parts = [2..4, 0..2, 2..5, 3..3, 5..2];
+    for part in parts {
+        let mut tape = Tape::new(&gpu);
+        let base = vit.bind(&mut tape, false);
+        let x = tape.constant(&images);
+        let bound = adapter.bind_train_part(&mut tape, 3, part.clone());
+        match vit.forward(&mut tape, &base, &x, &bound) {
+            Ok(_) => assert_eq!(part.len(), 2, "{part:?} accepted"),
+            Err(e) => {
+                assert_ne!(part.len(), 2, "{part:?}: {e}");
+                assert!(e.to_string().contains("bind_train_part") && e.to_string().contains("computes 2"), "{e}");
+            }
+        }
     }
 }

@@ -149,6 +149,23 @@ fn bad_parts_are_errors() {
     let bound = flora.bind(&mut tape);
     let x = tape.constant(&t(&[1, 2, 5, 5]));
     assert!(flora.forward(&mut tape, &bound, &x).is_err());
+    // Another layer's tensors of the same shapes are refused, not computed with.
+    let other = FloraConv2d::from_parts(w(), None, spec, t(&[2, 2, 2, 2]), factors(2), 1.0).unwrap();
+    let theirs = other.bind(&mut tape);
+    let x = tape.constant(&t(&[1, 4, 5, 5]));
+    assert!(flora.forward(&mut tape, &bound, &x).is_ok());
+    let e = flora.forward(&mut tape, &theirs, &x).expect_err("another layer's tensors");
+    assert!(e.to_string().contains("bound from another layer"), "{e}");
+    // Every tensor is f32; the base weight and bias are the device's own.
+    let ints = Tensor::from_u32(&gpu, &[0; 4 * 2 * 3 * 3], &[4, 2, 3, 3]).unwrap();
+    let e = FloraConv2d::from_parts(ints, None, spec, t(&[2, 2, 2, 2]), factors(2), 1.0).expect_err("a u32 weight");
+    assert!(e.to_string().contains("f32"), "{e}");
+    let elsewhere = Gpu::new().unwrap();
+    let foreign = Tensor::zeros(&elsewhere, &[4, 2, 3, 3]).unwrap();
+    assert!(
+        FloraConv2d::new(&gpu, foreign, None, spec, &FloraRank::Uniform(2), 1.0, &mut rng).is_err(),
+        "another device"
+    );
 }
 
 /// Per-mode ranks may exceed their modes' sizes (a list in the config is taken as given).

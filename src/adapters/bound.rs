@@ -85,6 +85,17 @@ impl VitHooks for BoundAdapter<'_> {
     }
 
     fn patch_embed(&self, tape: &mut Tape, images: &Var, w: &Var, b: &Var) -> Result<Option<Var>> {
+        // The first hook of every pass, so the one that sees the batch: a part of another size
+        // would draw the dropout masks of other images.
+        if let Some((first, count)) = self.part
+            && images.shape().first() != Some(&count)
+        {
+            let batch = images.shape().first().copied().unwrap_or(0);
+            return Err(crate::error::Error::invalid(
+                "Adapter::bind_train_part",
+                format!("images {first}..{} are {count}, but the pass computes {batch}", first + count),
+            ));
+        }
         let v = &self.vars;
         let module = ModuleId::PatchEmbed;
         match &self.adapter.kind {

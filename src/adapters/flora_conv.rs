@@ -11,7 +11,7 @@ use crate::io::safetensors::HostTensor;
 use crate::ops::conv::{Conv2dSpec, conv2d_var};
 use crate::ops::elementwise::add_var;
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// A convolution `y = conv2d(x, W + ΔW, b)` (stride, padding, groups as PyTorch's `Conv2d`)
 /// with a frozen base `W`, `b` and a trainable FLoRA core `G` `[r₁, r₂, r₃, r₄]` and factors
@@ -64,6 +64,7 @@ impl FloraConv2d {
         scale: f32,
         rng: &mut Rng,
     ) -> Result<FloraConv2d> {
+        gpu.check_owns("FLoRA conv", std::iter::once(&weight).chain(&bias))?;
         let dims = modes_of(&weight)?;
         let ranks = ranks(r, &dims).map_err(|m| Error::invalid("FLoRA conv rank", m))?;
         if ranks.contains(&0) {
@@ -78,7 +79,8 @@ impl FloraConv2d {
         FloraConv2d::from_parts(weight, bias, spec, core, factors, scale)
     }
 
-    /// An adapter from existing tensors; shapes are checked against the weight's modes.
+    /// An adapter from existing tensors; shapes are checked against the weight's modes, and
+    /// every tensor must be f32 (their device is checked by the first forward pass).
     pub fn from_parts(
         weight: Tensor,
         bias: Option<Tensor>,
@@ -89,6 +91,13 @@ impl FloraConv2d {
     ) -> Result<FloraConv2d> {
         if !scale.is_finite() {
             return Err(Error::invalid("FLoRA conv scale", format!("{scale} is not a finite number")));
+        }
+        let all = std::iter::once(&weight).chain(&bias).chain(std::iter::once(&core)).chain(&factors);
+        if let Some(t) = all.into_iter().find(|t| t.dtype() != DType::F32) {
+            return Err(Error::invalid(
+                "FLoRA conv",
+                format!("tensors must be f32, got {:?} {:?}", t.dtype(), t.shape()),
+            ));
         }
         let dims = modes_of(&weight)?;
         if spec.groups == 0 || !dims[0].is_multiple_of(spec.groups) {
@@ -161,8 +170,19 @@ impl FloraConv2d {
         }
     }
 
-    /// `y = conv2d(x, W + ΔW, b)` for `x` `[B, in, H, W]`.
+    /// `y = conv2d(x, W + ΔW, b)` for `x` `[B, in, H, W]`; `bound` must come from this
+    /// layer's [`FloraConv2d::bind`].
     pub fn forward(&self, tape: &mut Tape, bound: &BoundFloraConv2d, x: &Var) -> Result<Var> {
+        let ours = bound.core.value().same_buffer(&self.core)
+            && bound.weight.value().same_buffer(&self.weight)
+            && bound.factors.len() == self.factors.len()
+            && bound.factors.iter().zip(&self.factors).all(|(v, t)| v.value().same_buffer(t));
+        if !ours {
+            return Err(Error::invalid(
+                "FLoRA conv forward",
+                "the tensors were bound from another layer (`FloraConv2d::bind`)",
+            ));
+        }
         let delta = flora_delta_var(tape, &bound.core, &bound.factors, self.scale)?;
         let w = add_var(tape, &bound.weight, &delta)?;
         conv2d_var(tape, x, &w, bound.bias.as_ref(), self.spec)

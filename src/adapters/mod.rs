@@ -405,7 +405,8 @@ impl Adapter {
 
     /// Like [`Adapter::bind_train`], for a pass over images `part` of a step's batch (a batch
     /// computed in pieces): LoRA's dropout masks are the whole batch's over those images,
-    /// so the pieces together draw what the batch at once would.
+    /// so the pieces together draw what the batch at once would. The forward pass fails
+    /// unless it computes `part.len()` images (so an empty or reversed range always fails).
     pub fn bind_train_part(&self, tape: &mut Tape, seed: u64, part: std::ops::Range<usize>) -> BoundAdapter<'_> {
         BoundAdapter { part: Some((part.start, part.len())), ..self.bind_train(tape, seed) }
     }

@@ -273,8 +273,10 @@ impl Tape {
             return Err(Error::invalid(
                 "backward",
                 format!(
-                    "leaf {node} (shape {shape:?}) was changed in place (an optimizer step or restore) after \
-                     this tape recorded it, so the values its ops saved are stale; record the forward pass again"
+                    "leaf {node} (shape {shape:?}) was changed in place (an optimizer step or restore, perhaps \
+                     of another run training the same tensors at once) after this tape recorded it, so the values \
+                     its ops saved are stale; record the forward pass again, and train one adapter in one run at \
+                     a time"
                 ),
             ));
         }

@@ -51,7 +51,9 @@ pub enum OptimizerKind {
         beta1: f64,
         /// Decay of the second moment, in `[0, 1)`.
         beta2: f64,
-        /// Added to the denominator, `≥ 0`.
+        /// Added to the denominator, `≥ 0` as in PyTorch; with 0, an element whose gradient
+        /// has always been 0 (LoRA's `A` at the first step, while `B` is 0) becomes NaN (0/0),
+        /// which `train` reports as a divergence.
         eps: f64,
         /// Decoupled weight decay, `≥ 0`.
         weight_decay: f64,

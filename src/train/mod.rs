@@ -203,6 +203,10 @@ pub fn check_inputs(vit: &Vit, labels: usize, data: &Dataset, batch_size: usize)
 /// So when `on_step` sees step `t` (not the last), the adapter's tensors already hold the
 /// update of step `t + 1`, which may still be undone: save the adapter after `train`
 /// returns, not from `on_step`.
+///
+/// One adapter is trained by one run at a time: a second `train` of the same adapter (from
+/// another thread) changes its tensors under the first: one of the two fails, and the
+/// other's result holds some of the failed run's updates.
 pub fn train(
     gpu: &Gpu,
     vit: &Vit,
@@ -309,11 +313,18 @@ pub fn first_rows(options: &TrainOptions, images: usize) -> Result<Vec<usize>> {
 }
 
 /// The rows step `step` (0-based) of a run with `options` trains on (of a data set of
-/// `images` images).
+/// `images` images): at once in sequential order, by drawing every batch before it when
+/// shuffled (each epoch's permutation follows from the one before), so in time proportional
+/// to `step` then.
 pub fn rows_of_step(options: &TrainOptions, images: usize, step: usize) -> Result<Vec<usize>> {
     let mut batches = Batches::new(options.order, images, options.batch_size);
-    for _ in 0..step {
-        batches.next_rows()?;
+    match options.order {
+        BatchOrder::Sequential => batches.step = step,
+        BatchOrder::Shuffled { .. } => {
+            for _ in 0..step {
+                batches.next_rows()?;
+            }
+        }
     }
     batches.next_rows()
 }
@@ -336,5 +347,39 @@ mod tests {
         assert!(!Refusals::default().retry_smaller(&other, 64));
         let large = Error::TooLarge { what: "x".into(), bytes: 1 << 30, limit: "max_buffer_size", max: 1 << 27 };
         assert!(Refusals::default().retry_smaller(&large, 2));
+    }
+
+    /// The rows of a step are those its run draws, in either order; sequential ones come at
+    /// once for any step.
+    #[test]
+    fn rows_of_a_step_are_the_runs() {
+        for order in [BatchOrder::Sequential, BatchOrder::Shuffled { seed: 7 }] {
+            let options = TrainOptions {
+                steps: 10,
+                batch_size: 3,
+                lr: 0.1,
+                optimizer: OptimizerKind::Sgd { weight_decay: None },
+                order,
+                seed: 0,
+                micro_batch: None,
+            };
+            let mut run = Batches::new(order, 5, 3);
+            for step in 0..10 {
+                let (got, want) = (rows_of_step(&options, 5, step).expect("rows"), run.next_rows().expect("rows"));
+                assert_eq!(got, want, "{order:?} step {step}");
+            }
+        }
+        let options = TrainOptions {
+            steps: 1,
+            batch_size: 3,
+            lr: 0.1,
+            optimizer: OptimizerKind::Sgd { weight_decay: None },
+            order: BatchOrder::Sequential,
+            seed: 0,
+            micro_batch: None,
+        };
+        let far = usize::MAX - 1;
+        let want: Vec<usize> = (0..3).map(|j| ((far as u128 * 3 + j) % 7) as usize).collect();
+        assert_eq!(rows_of_step(&options, 7, far).expect("rows"), want);
     }
 }

@@ -208,8 +208,8 @@ impl AdapterConfig {
             {
                 return bad("scale", *scale, "expected a finite number within f32's range");
             }
-            AdapterKind::Moppa(m) if !m.entropy_scale.is_finite() => {
-                return bad("entropy_scale", m.entropy_scale, "expected a finite number");
+            AdapterKind::Moppa(m) if !f32_finite(m.entropy_scale) => {
+                return bad("entropy_scale", m.entropy_scale, "expected a finite number within f32's range");
             }
             AdapterKind::Moppa(m) if !(m.entropy_decay_fraction > 0.0 && m.entropy_decay_fraction.is_finite()) => {
                 return bad("entropy_decay_fraction", m.entropy_decay_fraction, "expected a positive number");
