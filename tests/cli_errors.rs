@@ -116,6 +116,19 @@ fn paths_missing_or_of_the_wrong_kind_are_named() {
         .expect("rename");
     std::fs::write(pickled.join("pytorch_model.bin.index.json"), r#"{"weight_map": {}}"#).expect("index");
     fails(&["eval", "--model", s(&pickled), "--data", d], INPUT, &["pytorch_model.bin.index.json", "pickle shards"]);
+    // Weights behind a link in a loop: the link is named with the system's reason.
+    #[cfg(unix)]
+    {
+        let looped = model_copy(&dir.join("looped"));
+        std::fs::remove_file(looped.join("model.safetensors")).expect("remove");
+        std::os::unix::fs::symlink("other", looped.join("model.safetensors")).expect("link");
+        std::os::unix::fs::symlink("model.safetensors", looped.join("other")).expect("link");
+        fails(
+            &["eval", "--model", s(&looped), "--data", d],
+            INPUT,
+            &["looped/model/model.safetensors", "symbolic links"],
+        );
+    }
     let tensorflow = model_copy(&dir.join("tensorflow"));
     std::fs::rename(tensorflow.join("model.safetensors"), tensorflow.join("tf_model.h5")).expect("rename");
     fails(&["eval", "--model", s(&tensorflow), "--data", d], INPUT, &["tf_model.h5", "TensorFlow or Flax"]);

@@ -605,3 +605,56 @@ fn the_saved_config_names_the_model_trained_on() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An output file that is where this run's stdout goes (`--logits-out /dev/stdout > file`)
+/// is refused: replaced by a rename, it would take the run's result lines with it.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_output_that_is_the_runs_own_stdout_file_is_refused() {
+    let dir = scratch("own_stdout");
+    let data = good_data(&dir);
+    let model = fixture("vit_tiny");
+    let log = dir.join("stdout.txt");
+    std::fs::write(&log, b"earlier lines\n").expect("log");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_peft-wgpu"))
+        .args(["eval", "--model", s(&model), "--data", s(&data), "--logits-out", "/dev/stdout"])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(std::fs::OpenOptions::new().append(true).open(&log).expect("open"))
+        .output()
+        .expect("the binary runs");
+    let line = check_failure(&out, USAGE, &["--logits-out", "/dev/stdout", "standard output"], true);
+    assert!(line.contains("a file of its own"), "{line}");
+    assert_eq!(std::fs::read(&log).expect("log"), b"earlier lines\n", "the stdout file was replaced");
+}
+
+/// Under a working folder whose absolute path is longer than the system spells out
+/// (PATH_MAX), inputs are still told from outputs: `--force` does not replace this run's
+/// data, and an earlier logits file is replaced.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_working_folder_deeper_than_path_max_changes_no_check() {
+    let dir = scratch("deep_cwd");
+    let data = good_data(&dir);
+    let (model, lora) = (fixture("vit_tiny"), fixture("adapters/lora_v4"));
+    let script = r#"set -e
+cd "$1"; part=$(printf 'd%.0s' $(seq 250)); for i in $(seq 18); do mkdir "$part"; cd "$part"; done
+test "$(pwd | wc -c)" -gt 4096
+mkdir own; cp "$2" own/adapter_model.safetensors; before=$(cksum < own/adapter_model.safetensors)
+set +e
+"$3" train --model "$4" --init "$5" --data own/adapter_model.safetensors --out own --force --steps 1
+echo "train exit $?"
+test "$before" = "$(cksum < own/adapter_model.safetensors)" && echo "data kept"
+"$3" eval --model "$4" --data own/adapter_model.safetensors --logits-out l.safetensors > /dev/null && \
+"$3" eval --model "$4" --data own/adapter_model.safetensors --logits-out l.safetensors > /dev/null
+echo "logits exit $?""#;
+    let out = std::process::Command::new("bash")
+        .args(["-c", script, "deep", s(&dir), s(&data), env!("CARGO_BIN_EXE_peft-wgpu"), s(&model), s(&lora)])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("bash runs");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("train exit {USAGE}")) && stdout.contains("data kept"), "{stdout}\n{stderr}");
+    assert!(stderr.contains("is an input of this run"), "{stderr}");
+    assert!(stdout.contains("logits exit 0"), "{stdout}\n{stderr}");
+    let _ = std::process::Command::new("rm").args(["-rf", s(&dir)]).status();
+}

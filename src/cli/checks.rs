@@ -212,12 +212,19 @@ fn same_file((a, _): (&Path, &std::fs::Metadata), (b, _): (&Path, &std::fs::Meta
 }
 
 /// Refuses an output file that is one of the `inputs` (files, or files inside input folders):
-/// writing it would destroy what the run reads.
+/// writing it would destroy what the run reads. Files are compared as the system finds them
+/// (on Unix by device and inode), not by their absolute paths, which may be too long to
+/// spell out.
 pub(super) fn refuse_overwriting_inputs(out: &Path, flag: &str, inputs: &[&Path]) -> Result<()> {
-    let Ok(target) = out.canonicalize() else { return Ok(()) }; // a new file
+    if std::fs::symlink_metadata(out).is_err() {
+        return Ok(()); // a new file
+    }
+    let folder = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     for input in inputs {
-        let Ok(input) = input.canonicalize() else { continue };
-        if target == input || (input.is_dir() && target.parent() == Some(input.as_path())) {
+        if same_place(out, input) || (input.is_dir() && same_place(folder, input)) {
             return Err(Error::invalid(
                 flag,
                 format!("{} is an input of this run ({}); choose another file", out.display(), input.display()),
@@ -225,6 +232,21 @@ pub(super) fn refuse_overwriting_inputs(out: &Path, flag: &str, inputs: &[&Path]
         }
     }
     Ok(())
+}
+
+/// Whether two paths lead to one file or folder (through links too).
+fn same_place(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => same_file((a, &x), (b, &y)),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    }
 }
 
 #[cfg(test)]

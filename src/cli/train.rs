@@ -267,6 +267,12 @@ fn step_count(args: &TrainArgs, images: usize) -> Result<usize> {
 /// named another model (the same folder spelled otherwise keeps the config's spelling).
 fn name_base_model(config: &mut AdapterConfig, model: &Path) {
     let model_name = model.to_string_lossy();
+    if model.to_str().is_none() {
+        note!(
+            "note: the --model path is not valid UTF-8, which a JSON config cannot hold; it is saved as \
+             base_model_name_or_path `{model_name}`, with � for the bytes that are not"
+        );
+    }
     let Some(other) = config.set_base_model(&model_name) else { return };
     let same = |a: &Path| a.canonicalize().ok();
     if same(Path::new(&other)).is_some_and(|o| Some(o) == same(model)) {

@@ -387,6 +387,37 @@ impl Replaces {
     }
 }
 
+/// The file a rename replaces for an output at `path`: the target of a symbolic link (which
+/// a rename would otherwise replace), else `path` as given (whose absolute form may be too
+/// long to spell out, under a deep working folder).
+pub(crate) fn file_behind(path: &Path) -> std::io::Result<PathBuf> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => path.canonicalize(),
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// Which standard stream of this process, if any, is written to the regular file `path`
+/// leads to (`--logits-out /dev/stdout` with stdout redirected to a file): an output file
+/// is replaced by a rename, after which the stream's lines would go to the replaced file.
+fn own_output_stream(path: &Path) -> Option<&'static str> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let target = std::fs::metadata(path).ok().filter(std::fs::Metadata::is_file)?;
+        let streams = [("standard output", "/dev/stdout"), ("standard error", "/dev/stderr")];
+        streams.into_iter().find_map(|(name, dev)| {
+            let m = std::fs::metadata(dev).ok()?;
+            ((m.dev(), m.ino()) == (target.dev(), target.ino())).then_some(name)
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// Whether `path`'s last part, as written, names a folder: empty (a trailing separator),
 /// `.` or `..`; no file can be written there.
 fn ends_as_folder(path: &Path) -> bool {
@@ -414,11 +445,21 @@ pub fn check_output_file(path: &Path, flag: &str, replaces: Replaces) -> Result<
             format!("{} ends as a folder does (in `/`, `.` or `..`), expected a file name", path.display()),
         ));
     }
+    if let Some(stream) = own_output_stream(path) {
+        return Err(Error::invalid(
+            flag,
+            format!(
+                "{} is the file this run's {stream} goes to; replaced by the output, it would lose the run's \
+                 other lines: give the output a file of its own",
+                path.display()
+            ),
+        ));
+    }
     let resolved;
     let path = match std::fs::metadata(path) {
         Ok(m) if !m.is_file() => return Ok(()),
         Ok(_) => {
-            resolved = path.canonicalize().map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+            resolved = file_behind(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
             resolved.as_path()
         }
         Err(_) => path,

@@ -65,12 +65,15 @@ fn variant_file(dir: &Path) -> Option<String> {
 /// `model.safetensors.index.json`, with the index's placement of each key (a position in
 /// the files; empty for a single file).
 pub(super) fn weight_files(dir: &Path) -> Result<(Vec<TensorFile>, BTreeMap<String, usize>)> {
+    // A name present at all (a link that leads nowhere or in a loop too) is opened, so that
+    // its own error is told.
+    let present = |p: &Path| std::fs::symlink_metadata(p).is_ok();
     let single = dir.join("model.safetensors");
-    if single.exists() {
+    if present(&single) {
         return Ok((vec![TensorFile::open(&single)?], BTreeMap::new()));
     }
     let index_path = dir.join(INDEX_FILE);
-    if !index_path.exists() {
+    if !present(&index_path) {
         crate::io::paths::refuse_pickle(dir, "pytorch_model.bin", "model.safetensors")?;
         crate::io::paths::refuse_pickle(dir, "pytorch_model.bin.index.json", INDEX_FILE)?;
         // Weights of the other frameworks transformers saves for.

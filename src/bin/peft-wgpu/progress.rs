@@ -192,7 +192,7 @@ impl cli::Progress for TerminalProgress {
         // adapter is saved.
         let next = match done < total {
             true => format!("step {}/{total}", done + 1),
-            false => format!("step {total}/{total} done; checking its update before saving"),
+            false => format!("step {total}/{total} done; checking its update and saving the adapter"),
         };
         let long = self.doing(Some(next));
         if let Some(bar) = &self.bar {

@@ -132,7 +132,7 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     match std::fs::metadata(path) {
         Ok(m) if !m.is_file() => into(path).map_err(io_err(path)),
-        Ok(_) => write(&path.canonicalize().map_err(io_err(path))?, bytes),
+        Ok(_) => write(&crate::io::paths::file_behind(path).map_err(io_err(path))?, bytes),
         // `NUL`, `CON`, …: devices that Windows may give no metadata for; a name that turns
         // out to be no device (an ordinary file since Windows 11) is written as a file.
         Err(_) if cfg!(windows) && names_windows_device(path) => match into(path) {
