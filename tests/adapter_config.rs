@@ -373,6 +373,13 @@ fn config_parts_that_change_nothing_get_a_note() {
         got[0].contains("exclude_modules") && got[0].contains("qurey") && got[0].contains("excludes none"),
         "{got:?}"
     );
+    // A new head is trained in full, whatever the targets say of the classifier.
+    for peft_type in ["LORA", "FLORA"] {
+        let got =
+            notes(json!({"peft_type": peft_type, "r": 2, "target_modules": ["query", "classifier"], "num_labels": 5}));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("num_labels (5) makes a new head") && got[0].contains("trained in full"), "{got:?}");
+    }
     for quiet in [
         json!({"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"],
                "exclude_modules": ["layer.1.attention.attention.value"], "rank_pattern": {"value": 3}}),

@@ -521,6 +521,38 @@ fn a_new_adapter_saved_in_the_other_naming_keeps_its_pattern_ranks() {
     assert_eq!(ranks, [4; 4], "A and B of both layers' query");
 }
 
+/// A PEFT 0.21 adapter saved in the on-disk naming, for PEFT 0.17, leaves out the fields PEFT
+/// 0.18 added where they hold nothing, and `peft_version` (PEFT 0.17 warns of each field it
+/// does not know); saved in its own naming it keeps them.
+#[test]
+fn fields_newer_than_peft_0_17_are_left_out_for_the_on_disk_naming() {
+    let gpu = gpu();
+    let vit = tiny_vit(&gpu);
+    let mut a = Adapter::load(&gpu, &fixtures().join("adapters/lora_v5"), &vit).unwrap();
+    let newer = ["peft_version", "arrow_config", "use_bdlora", "ensure_weight_tying", "alora_invocation_tokens"];
+    let written = |a: &Adapter, name: &str| -> serde_json::Value {
+        let dir = scratch(name);
+        a.save(&gpu, &dir).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).unwrap()).unwrap()
+    };
+    let own = written(&a, "newer_fields_own");
+    assert!(newer.iter().all(|k| own.get(k).is_some()), "kept in its own naming: {own}");
+    a.set_lora_naming(Naming::OnDisk);
+    let old = written(&a, "newer_fields_on_disk");
+    for key in newer {
+        assert!(old.get(key).is_none(), "{key} written for PEFT 0.17: {old}");
+    }
+    let back = Adapter::load(&gpu, &scratch_path("newer_fields_on_disk"), &vit).unwrap();
+    let images = pixels(2);
+    assert_close(
+        "read back",
+        &logits(&gpu, &vit, Some(&back), &images),
+        &f64s(&logits(&gpu, &vit, Some(&a), &images)),
+        1e-6,
+        1e-7,
+    );
+}
+
 /// A copy of adapter folder `from` named `name`, its config changed by `edit`.
 fn edited_copy(from: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
     let dir = scratch(name);

@@ -58,6 +58,10 @@ impl Adapter {
             }
             _ => self.config.clone(),
         };
+        let config = match &self.kind {
+            Kind::Lora(_) if naming == Naming::OnDisk => config.without_unset_newer_fields(),
+            _ => config,
+        };
         let config = config.to_json().into_bytes();
         let mut meta = std::collections::HashMap::from([
             ("format".to_string(), "pt".to_string()),

@@ -317,13 +317,29 @@ impl Adapter {
     /// over too: `rank_pattern` and `alpha_pattern` keys that match no adapted module (under
     /// either naming), and `exclude_modules` that excludes none of the targeted modules
     /// (PEFT warns of that one).
+    /// A LoRA or FLoRA target on the classifier of a config that gives a new head
+    /// (`num_labels`) is noted too: that head is trained in full, with no adapter on it.
     pub fn config_notes(&self) -> Vec<String> {
-        let (Kind::Lora(modules), AdapterKind::Lora(cfg)) = (&self.kind, &self.config.kind) else { return Vec::new() };
+        let mut notes = Vec::new();
+        let targets = match &self.config.kind {
+            AdapterKind::Lora(c) => Some(&c.target_modules),
+            AdapterKind::Flora(c) => Some(&c.target_modules),
+            _ => None,
+        };
+        if let (Some(n), Some(targets)) = (self.config.num_labels, targets)
+            && targets.matches(ModuleId::Classifier).is_some()
+        {
+            notes.push(format!(
+                "target_modules names the classifier, which num_labels ({n}) makes a new head: it starts at zero \
+                 and is trained in full (saved as in modules_to_save), with no adapter on it"
+            ));
+        }
+        let (Kind::Lora(modules), AdapterKind::Lora(cfg)) = (&self.kind, &self.config.kind) else { return notes };
         let paths: Vec<String> = modules.iter().flat_map(|m| Naming::BOTH.map(|n| m.module.path(n))).collect();
         let unused = cfg.patterns_matching_none(&paths).into_iter();
-        let mut notes: Vec<String> = unused
-            .map(|(field, key)| format!("{field} key `{key}` matches no adapted module; it changes nothing"))
-            .collect();
+        notes.extend(
+            unused.map(|(field, key)| format!("{field} key `{key}` matches no adapted module; it changes nothing")),
+        );
         if let Some(ex) = &cfg.exclude_modules {
             let targeted = cfg.target_modules.resolve(self.model.num_hidden_layers, Path::new(CONFIG_FILE));
             if !targeted.unwrap_or_default().iter().any(|&(m, _)| ex.matches(m).is_some()) {

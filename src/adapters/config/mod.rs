@@ -278,6 +278,34 @@ impl AdapterConfig {
         serde_json::to_string_pretty(&Value::Object(o)).unwrap_or_default()
     }
 
+    /// This config without the LoRA fields PEFT 0.18 added where they hold nothing (null,
+    /// false, empty) and without `peft_version`: PEFT 0.17, which reads the on-disk naming
+    /// under transformers 4, warns of every field it does not know. Set fields stay, for
+    /// PEFT 0.17 to refuse or pass over as it does.
+    pub(crate) fn without_unset_newer_fields(&self) -> AdapterConfig {
+        /// `LoraConfig` fields of PEFT 0.21 that PEFT 0.17 lacks.
+        const NEWER: [&str; 9] = [
+            "alora_invocation_tokens",
+            "arrow_config",
+            "ensure_weight_tying",
+            "kasa_config",
+            "lora_ga_config",
+            "monteclora_config",
+            "peft_version",
+            "use_bdlora",
+            "velora_config",
+        ];
+        let mut c = self.clone();
+        let unset = |v: &Value| match v {
+            Value::Null | Value::Bool(false) => true,
+            Value::Object(o) => o.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            _ => false,
+        };
+        c.raw.retain(|k, v| !NEWER.contains(&k.as_str()) || (k != "peft_version" && !unset(v)));
+        c
+    }
+
     /// This LoRA config with its choice of modules spelled out as the paths under `naming`
     /// of `adapted` (`(module, rank, alpha)`) and of `saved` (with `vit.embeddings` when its
     /// own tensors are saved too): `target_modules` lists them,
