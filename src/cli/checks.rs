@@ -202,8 +202,7 @@ pub(super) fn refuse_one_stream_twice((first, data): (&str, &Path), (second, eva
 /// through links; elsewhere by the paths as given).
 #[cfg(unix)]
 fn same_file((_, a): (&Path, &std::fs::Metadata), (_, b): (&Path, &std::fs::Metadata)) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    (a.dev(), a.ino()) == (b.dev(), b.ino())
+    crate::io::paths::same_inode(a, b)
 }
 
 #[cfg(not(unix))]
@@ -234,8 +233,9 @@ pub(super) fn refuse_overwriting_inputs(out: &Path, flag: &str, inputs: &[&Path]
     Ok(())
 }
 
-/// Whether two paths lead to one file or folder (through links too).
-fn same_place(a: &Path, b: &Path) -> bool {
+/// Whether two paths lead to one file or folder (through links too; on Unix by device and
+/// inode, which needs no absolute path, however deep the working folder).
+pub(super) fn same_place(a: &Path, b: &Path) -> bool {
     #[cfg(unix)]
     {
         match (std::fs::metadata(a), std::fs::metadata(b)) {

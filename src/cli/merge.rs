@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::checks::refuse_special_outputs;
+use super::checks::{refuse_special_outputs, same_place};
 use super::inputs::{AdapterInput, read_model, refuse_headless, refuse_merged_twice};
 use super::{holds_adapter, holds_model};
 use crate::adapters::PeftType;
@@ -16,8 +16,7 @@ use crate::nn::Vit;
 /// holds a model (or is the `--model` folder) is refused unless `force`. Returns the number of
 /// merged RLP prompt tokens the written model holds (`prompt_embeddings`), 0 for none.
 pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<usize> {
-    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
-    if !force && same(model, out) {
+    if !force && same_place(model, out) {
         return Err(Error::invalid(
             "--out",
             format!(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::checks::{
     Blame, at_least_one, check_logits, check_optimizer, check_rows, fitting_batch, non_finite_logits,
-    refuse_one_stream_twice, refuse_overwriting_inputs, refuse_special_outputs,
+    refuse_one_stream_twice, refuse_overwriting_inputs, refuse_special_outputs, same_place,
 };
 use super::inputs::{
     AdapterInput, read_data, read_model_for_loss, refuse_headless, refuse_merged_twice, refuse_other_type, tokens,
@@ -274,8 +274,7 @@ fn name_base_model(config: &mut AdapterConfig, model: &Path) {
         );
     }
     let Some(other) = config.set_base_model(&model_name) else { return };
-    let same = |a: &Path| a.canonicalize().ok();
-    if same(Path::new(&other)).is_some_and(|o| Some(o) == same(model)) {
+    if same_place(Path::new(&other), model) {
         config.set_base_model(&other);
     } else {
         let shown: String = other.chars().take(120).collect();
@@ -316,10 +315,8 @@ fn blame_non_finite(error: Error, run: &Blame<'_>, data: &Dataset, options: &Tra
         Error::NonFiniteLoss { step, .. } => *step,
         _ => return error,
     };
-    let (adapter, blame) = match step {
-        0 => (run.adapter.map(|(a, _)| a), Blame { adapter: run.adapter, ..*run }),
-        _ => (None, Blame { adapter: None, ..*run }),
-    };
+    let blame = Blame { adapter: run.adapter.filter(|_| step == 0), ..*run };
+    let adapter = blame.adapter.map(|(a, _)| a);
     let found = rows_of_step(options, data.len(), step)
         .and_then(|rows| first_non_finite_image(run.gpu, run.vit, adapter, data, &rows));
     match found {

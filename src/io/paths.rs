@@ -397,19 +397,22 @@ pub(crate) fn file_behind(path: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+/// Whether two files' metadata are of one file: the same device and inode.
+#[cfg(unix)]
+pub(crate) fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
 /// Which standard stream of this process, if any, is written to the regular file `path`
 /// leads to (`--logits-out /dev/stdout` with stdout redirected to a file): an output file
 /// is replaced by a rename, after which the stream's lines would go to the replaced file.
 fn own_output_stream(path: &Path) -> Option<&'static str> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::MetadataExt;
         let target = std::fs::metadata(path).ok().filter(std::fs::Metadata::is_file)?;
         let streams = [("standard output", "/dev/stdout"), ("standard error", "/dev/stderr")];
-        streams.into_iter().find_map(|(name, dev)| {
-            let m = std::fs::metadata(dev).ok()?;
-            ((m.dev(), m.ino()) == (target.dev(), target.ino())).then_some(name)
-        })
+        streams.into_iter().find_map(|(name, dev)| same_inode(&std::fs::metadata(dev).ok()?, &target).then_some(name))
     }
     #[cfg(not(unix))]
     {
