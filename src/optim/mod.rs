@@ -30,80 +30,11 @@ use crate::gpu::{Gpu, Kernel};
 use crate::tensor::{DType, Tensor};
 
 mod checkpoint;
+mod kind;
 
 pub use checkpoint::OptimizerCheckpoint;
-
-/// The update rule and its hyperparameters.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum OptimizerKind {
-    /// Stochastic gradient descent as `torch.optim.SGD` without momentum:
-    /// `g ← g + wd·p` only when `weight_decay` is given, then `p ← p − lr·g`.
-    Sgd {
-        /// Coupled (L2) weight decay `wd ≥ 0`, or none.
-        weight_decay: Option<f64>,
-    },
-    /// AdamW exactly as `torch.optim.AdamW` (no amsgrad), with decoupled weight decay and each
-    /// parameter's own step count `t` (a parameter skipped in a step does not advance it):
-    /// `p ← p·(1 − lr·wd)`, `m ← β1·m + (1 − β1)·g`, `v ← β2·v + (1 − β2)·g²`,
-    /// `p ← p − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + ε)`.
-    AdamW {
-        /// Decay of the first moment, in `[0, 1)`.
-        beta1: f64,
-        /// Decay of the second moment, in `[0, 1)`.
-        beta2: f64,
-        /// Added to the denominator, `≥ 0` as in PyTorch; with 0, an element whose gradient
-        /// has always been 0 (LoRA's `A` at the first step, while `B` is 0) becomes NaN (0/0),
-        /// which `train` reports as a divergence.
-        eps: f64,
-        /// Decoupled weight decay, `≥ 0`.
-        weight_decay: f64,
-    },
-}
-
-impl OptimizerKind {
-    /// Plain SGD: no weight decay.
-    pub const fn sgd() -> Self {
-        OptimizerKind::Sgd { weight_decay: None }
-    }
-
-    /// AdamW with PyTorch's defaults: β1 = 0.9, β2 = 0.999, ε = 1e-8, weight decay 0.01.
-    pub const fn adamw() -> Self {
-        OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
-    }
-
-    fn validate(&self) -> Result<()> {
-        // The kernel computes in f32: a value beyond f32's range would turn every parameter
-        // into an infinity.
-        let check = |what: &str, value: f64, ok: bool, range: &str| {
-            if ok && value.is_finite() && (value as f32).is_finite() {
-                Ok(())
-            } else {
-                Err(Error::invalid(
-                    format!("optimizer {what}"),
-                    format!("{value:e} is not a number {range} within f32's range"),
-                ))
-            }
-        };
-        match *self {
-            OptimizerKind::Sgd { weight_decay: None } => Ok(()),
-            OptimizerKind::Sgd { weight_decay: Some(wd) } => check("weight decay", wd, wd >= 0.0, "≥ 0"),
-            OptimizerKind::AdamW { beta1, beta2, eps, weight_decay } => {
-                check("beta1", beta1, (0.0..1.0).contains(&beta1), "in [0, 1)")?;
-                check("beta2", beta2, (0.0..1.0).contains(&beta2), "in [0, 1)")?;
-                check("eps", eps, eps >= 0.0, "≥ 0")?;
-                check("weight decay", weight_decay, weight_decay >= 0.0, "≥ 0")
-            }
-        }
-    }
-}
-
-fn check_lr(lr: f64) -> Result<()> {
-    if lr >= 0.0 && (lr as f32).is_finite() {
-        Ok(())
-    } else {
-        Err(Error::invalid("learning rate", format!("{lr} is not a number ≥ 0 within f32's range")))
-    }
-}
+pub use kind::OptimizerKind;
+use kind::check_lr;
 
 /// Immediates of `shaders/optim.wgsl` (`OptimParams` there).
 #[repr(C)]
