@@ -41,7 +41,11 @@ fn an_existing_adapter_is_kept_without_force_and_through_a_failed_run() {
     let data_inside = copy_dir(&out, &theirs).join("adapter_model.safetensors");
     std::fs::copy(d, &data_inside).expect("data where the weights go");
     let kept = snapshot(&theirs);
-    fails(&train_args(m, l, s(&data_inside), s(&theirs), &["--force"]), USAGE, &["--out", "is an input of this run"]);
+    fails(
+        &train_args(m, l, s(&data_inside), s(&theirs), &["--force"]),
+        USAGE,
+        &["--out", "is this run's --data", "choose another folder"],
+    );
     assert_eq!(snapshot(&theirs), kept, "the data was replaced");
     // merge refuses a folder that holds an adapter or a model.
     let merged = dir.join("merged");
@@ -654,7 +658,7 @@ echo "logits exit $?""#;
         .expect("bash runs");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(&format!("train exit {USAGE}")) && stdout.contains("data kept"), "{stdout}\n{stderr}");
-    assert!(stderr.contains("is an input of this run"), "{stderr}");
+    assert!(stderr.contains("is this run's --data"), "{stderr}");
     assert!(stdout.contains("logits exit 0"), "{stdout}\n{stderr}");
     let _ = std::process::Command::new("rm").args(["-rf", s(&dir)]).status();
 }

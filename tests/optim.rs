@@ -355,6 +355,17 @@ fn bad_arguments_are_errors() {
     ] {
         assert!(matches!(new(kind, 1e-3, std::slice::from_ref(&q)), Err(Error::Invalid { .. })), "{kind:?}");
     }
+    // A learning rate within f32 whose first AdamW step size, lr / (1 − β1), is not: refused
+    // when the optimizer is made, naming the rate and the settings; SGD steps by lr itself.
+    let e = new(OptimizerKind::adamw(), 1e38, std::slice::from_ref(&q)).expect_err("an overflowing step size");
+    assert!(e.to_string().contains("learning rate 1e38 with AdamW (betas 0.9, 0.999"), "{e}");
+    new(OptimizerKind::sgd(), 1e38, std::slice::from_ref(&q)).expect("SGD's step size is the learning rate");
+    // One set later is refused by the step, which changes nothing.
+    let mut adamw = Optimizer::new(&gpu, OptimizerKind::adamw(), 1e-3, std::slice::from_ref(&q)).unwrap();
+    adamw.set_lr(1e38).unwrap();
+    let e = adamw.step(&[Some(&Tensor::full(&gpu, &[2], 1.0).unwrap())]).expect_err("an overflowing step");
+    assert!(e.to_string().contains("learning rate 1e38"), "{e}");
+    assert_eq!((adamw.steps(), gpu.read(&q).unwrap()), (0, vec![0.0, 0.0]), "a refused step changed something");
     let mut sgd = Optimizer::new(&gpu, OptimizerKind::sgd(), 0.1, &[q]).unwrap();
     assert!(sgd.moments(0).unwrap().is_none());
     let mut empty = Optimizer::new(&gpu, OptimizerKind::adamw(), 0.1, &[]).unwrap();

@@ -210,11 +210,12 @@ fn same_file((a, _): (&Path, &std::fs::Metadata), (b, _): (&Path, &std::fs::Meta
     a == b
 }
 
-/// Refuses an output file that is one of the `inputs` (files, or files inside input folders):
-/// writing it would destroy what the run reads. Files are compared as the system finds them
-/// (on Unix by device and inode), not by their absolute paths, which may be too long to
-/// spell out.
-pub(super) fn refuse_overwriting_inputs(out: &Path, flag: &str, inputs: &[&Path]) -> Result<()> {
+/// Refuses an output file that is one of the `inputs` (files, or files inside input folders,
+/// each with the flag that names it): writing it would destroy what the run reads. Files are
+/// compared as the system finds them (on Unix by device and inode), not by their absolute
+/// paths, which may be too long to spell out. `flag` names the output: a file, or with
+/// `--out` a file of the output folder.
+pub(super) fn refuse_overwriting_inputs(out: &Path, flag: &str, inputs: &[(&str, &Path)]) -> Result<()> {
     if std::fs::symlink_metadata(out).is_err() {
         return Ok(()); // a new file
     }
@@ -222,13 +223,19 @@ pub(super) fn refuse_overwriting_inputs(out: &Path, flag: &str, inputs: &[&Path]
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    for input in inputs {
-        if same_place(out, input) || (input.is_dir() && same_place(folder, input)) {
-            return Err(Error::invalid(
-                flag,
-                format!("{} is an input of this run ({}); choose another file", out.display(), input.display()),
-            ));
-        }
+    for &(input_flag, input) in inputs {
+        let what = if same_place(out, input) {
+            format!("this run's {input_flag}")
+        } else if input.is_dir() && same_place(folder, input) {
+            format!("a file of this run's {input_flag} folder {}", input.display())
+        } else {
+            continue;
+        };
+        let other = if flag == "--out" { "folder" } else { "file" };
+        return Err(Error::invalid(
+            flag,
+            format!("{} is {what}; writing it would destroy an input, choose another {other}", out.display()),
+        ));
     }
     Ok(())
 }

@@ -26,7 +26,8 @@ pub fn eval(
     at_least_one("--batch-size", Some(batch_size))?;
     if let Some(path) = logits_out {
         check_output_file(path, "--logits-out", Replaces::Logits)?;
-        refuse_overwriting_inputs(path, "--logits-out", &[data, model, adapter.unwrap_or(model)])?;
+        let inputs = [("--data", data), ("--model", model), ("--adapter", adapter.unwrap_or(model))];
+        refuse_overwriting_inputs(path, "--logits-out", &inputs)?;
     }
     let weights = read_model_for_loss(model)?;
     let adapter = adapter.map(|dir| AdapterInput::folder(dir, "--adapter", &weights.config)).transpose()?;

@@ -194,7 +194,8 @@ fn check_outputs(args: &TrainArgs) -> Result<()> {
     check_output_dir(&args.out, "--out")?;
     refuse_special_outputs(&args.out, &[CONFIG_FILE, WEIGHTS_FILE])?;
     // `--force` replaces an adapter, never the data this run reads.
-    let data_files: Vec<&Path> = std::iter::once(&args.data).chain(&args.eval_data).map(PathBuf::as_path).collect();
+    let eval_data = args.eval_data.as_deref().map(|p| ("--eval-data", p));
+    let data_files: Vec<(&str, &Path)> = std::iter::once(("--data", args.data.as_path())).chain(eval_data).collect();
     for name in [CONFIG_FILE, WEIGHTS_FILE] {
         refuse_overwriting_inputs(&args.out.join(name), "--out", &data_files)?;
     }

@@ -2,7 +2,7 @@
 //! tensor in one of them.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::io::json::JsonFile;
@@ -63,13 +63,15 @@ fn variant_file(dir: &Path) -> Option<String> {
 
 /// The safetensors files of a model folder, `model.safetensors` or the shards listed by
 /// `model.safetensors.index.json`, with the index's placement of each key (a position in
-/// the files; empty for a single file).
-pub(super) fn weight_files(dir: &Path) -> Result<(Vec<TensorFile>, BTreeMap<String, usize>)> {
+/// the files; empty for a single file). Before any is read, the files' bytes and `copies`
+/// (their tensors in f32) are checked against the memory this process can still get.
+pub(super) fn weight_files(dir: &Path, copies: u64) -> Result<(Vec<TensorFile>, BTreeMap<String, usize>)> {
     // A name present at all (a link that leads nowhere or in a loop too) is opened, so that
     // its own error is told.
     let present = |p: &Path| std::fs::symlink_metadata(p).is_ok();
     let single = dir.join("model.safetensors");
     if present(&single) {
+        check_memory(&single, std::slice::from_ref(&single), copies)?;
         return Ok((vec![TensorFile::open(&single)?], BTreeMap::new()));
     }
     let index_path = dir.join(INDEX_FILE);
@@ -109,6 +111,7 @@ pub(super) fn weight_files(dir: &Path) -> Result<(Vec<TensorFile>, BTreeMap<Stri
     shards.dedup();
     let placed = entries.iter().map(|&(k, f)| (k.clone(), shards.binary_search(&f).unwrap_or(0))).collect();
     crate::io::paths::refuse_special_files(dir, &shards)?;
+    check_memory(&index_path, &shards.iter().map(|s| dir.join(s)).collect::<Vec<_>>(), copies)?;
     let files = shards.iter().map(|s| TensorFile::open(&dir.join(s))).collect::<Result<Vec<_>>>()?;
     // One tensor in two shards (a re-shard cut short, say) makes two models of one folder:
     // the index names one copy, transformers reads whichever shard it loads last.
@@ -127,4 +130,16 @@ pub(super) fn weight_files(dir: &Path) -> Result<(Vec<TensorFile>, BTreeMap<Stri
         }
     }
     Ok((files, placed))
+}
+
+/// Fails, naming `blamed`, when reading `files` (those that are regular files; the others
+/// are left to their readers) and holding `copies` bytes of their tensors in f32 need more
+/// memory than this process can still get: a model too large is refused before it is read.
+fn check_memory(blamed: &Path, files: &[PathBuf], copies: u64) -> Result<()> {
+    let read = files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .filter(std::fs::Metadata::is_file)
+        .fold(0u64, |sum, m| sum.saturating_add(m.len()));
+    crate::io::memory::check_loadable(blamed, read, copies)
 }

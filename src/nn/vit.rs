@@ -6,7 +6,7 @@ use std::path::Path;
 use super::VitConfig;
 use super::attention::multi_head_attention;
 use super::names::{LayerPart, ModuleId, Naming};
-use super::weights::VitWeights;
+use super::weights::{PROMPT_KEY, VitWeights};
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -155,6 +155,16 @@ impl Vit {
                     limit: "the memory this process can still get",
                     max: free,
                 });
+            }
+        }
+        // Named here, where the key is known, rather than by the upload.
+        let (max, limit) = gpu.max_tensor_bytes();
+        let named = weights.tensors.iter().map(|(k, t)| (k.as_str(), t));
+        for (key, t) in named.chain(weights.prompts.iter().map(|p| (PROMPT_KEY, p))) {
+            let bytes = (t.data.len() as u64).saturating_mul(4);
+            if bytes > max {
+                let what = format!("model weight `{key}` (shape {:?})", t.shape);
+                return Err(Error::TooLarge { what, bytes, limit, max });
             }
         }
         let mut map = BTreeMap::new();

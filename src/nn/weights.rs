@@ -208,13 +208,13 @@ impl VitWeights {
         crate::io::paths::expect_dir(dir, what, "config.json")?;
         crate::io::paths::refuse_special_files(dir, &["config.json", "model.safetensors"])?;
         let config = VitConfig::from_dir(dir)?;
-        let (files, placed) = weight_files(dir)?;
         let shapes = expected_shapes(&config);
-        // The f32 copies of the tensors, beside the files' bytes already in memory: the most
-        // needed (each file's memory is given back behind every tensor converted, which saves
-        // the copy where the allocator shrinks a block in place, as glibc does). Checked once
-        // the shapes are, so that a config that does not fit its weights is named as such.
+        // The f32 copies of the tensors, beside the files' bytes in memory: the most needed
+        // (each file's memory is given back behind every tensor converted, which saves the
+        // copy where the allocator shrinks a block in place, as glibc does). Checked before
+        // the files are read, and again once the shapes are (memory may have gone meanwhile).
         let copies = shapes.iter().fold(0u64, |sum, (_, s)| sum.saturating_add(f32_bytes(s)));
+        let (files, placed) = weight_files(dir, copies)?;
         // Which file and name holds each tensor, every shape checked before any is converted.
         let mut wanted: Vec<(usize, String, String)> = Vec::with_capacity(shapes.len() + 1);
         // A backbone (`ViTModel`) names its weights without the `vit.` prefix.
@@ -290,7 +290,7 @@ impl VitWeights {
             }
             wanted.push((i, PROMPT_KEY.into(), PROMPT_KEY.into()));
         }
-        crate::io::memory::check_available(files.first().map_or(dir, TensorFile::path), copies)?;
+        crate::io::memory::check_loadable(files.first().map_or(dir, TensorFile::path), 0, copies)?;
         // Each file converted into f32 tensors and let go, tensor by tensor from its end.
         let (mut tensors, mut prompts) = (BTreeMap::new(), None);
         let merged_adapters = files

@@ -66,6 +66,19 @@ impl OptimizerKind {
     }
 }
 
+impl std::fmt::Display for OptimizerKind {
+    /// `SGD` with its weight decay, if any; `AdamW` with its four settings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            OptimizerKind::Sgd { weight_decay: None } => f.write_str("SGD"),
+            OptimizerKind::Sgd { weight_decay: Some(wd) } => write!(f, "SGD (weight decay {wd})"),
+            OptimizerKind::AdamW { beta1, beta2, eps, weight_decay } => {
+                write!(f, "AdamW (betas {beta1}, {beta2}; eps {eps:e}; weight decay {weight_decay})")
+            }
+        }
+    }
+}
+
 pub(super) fn check_lr(lr: f64) -> Result<()> {
     if lr >= 0.0 && (lr as f32).is_finite() {
         Ok(())

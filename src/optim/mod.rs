@@ -61,6 +61,13 @@ pub struct OptimParams {
     pub eps: f32,
 }
 
+impl OptimParams {
+    /// Whether the coefficients a step derives from the settings are all within f32's range.
+    fn fits(&self) -> bool {
+        [self.step_size, self.bc2_sqrt, self.decay].iter().all(|c| c.is_finite())
+    }
+}
+
 /// One record of the segment table of `shaders/optim.wgsl` (`Segment` there): where a
 /// parameter starts in the flat buffers, whether it is updated this step, and its own
 /// coefficients.
@@ -151,7 +158,7 @@ impl Optimizer {
         };
         let table = Tensor::uninit(gpu, &[4 * params.len().max(1)], DType::U32)?;
         gpu.clear(table.buffer());
-        Ok(Optimizer {
+        let optimizer = Optimizer {
             id: NEXT_OPTIMIZER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             gpu: gpu.clone(),
             kind,
@@ -165,7 +172,14 @@ impl Optimizer {
             flat_grad: Tensor::zeros(gpu, &[n])?,
             moments,
             table,
-        })
+        };
+        // AdamW's first step has the largest step size, `lr / (1 − β1)`: a learning rate
+        // that overflows anywhere does so there, and is refused before any step.
+        let (step_size, bc2_sqrt) = optimizer.coefficients(1);
+        if !optimizer.params_for(step_size, bc2_sqrt).fits() {
+            return Err(optimizer.overflow());
+        }
+        Ok(optimizer)
     }
 
     /// The update rule.
@@ -288,18 +302,8 @@ impl Optimizer {
         let mut params = self.params_for(step_size, bc2_sqrt);
         // Each setting is within f32's range, but what the step derives from them may not be
         // (`1 − lr·weight_decay`, `lr / (1 − β1^t)`): an update by an infinity is refused.
-        let coefficients = |p: &OptimParams| [p.step_size, p.bc2_sqrt, p.decay].iter().all(|c| c.is_finite());
-        let overflow = || {
-            Error::invalid(
-                "optimizer step",
-                format!(
-                    "the learning rate {:e} with these settings ({:?}) gives an update coefficient beyond f32's range",
-                    self.lr, self.kind
-                ),
-            )
-        };
-        if !coefficients(&params) {
-            return Err(overflow());
+        if !params.fits() {
+            return Err(self.overflow());
         }
         if !uniform {
             let table: Vec<Segment> = (0..self.params.len())
@@ -314,7 +318,7 @@ impl Optimizer {
                 })
                 .collect();
             if !table.iter().all(|s| s.step_size.is_finite() && s.bc2_sqrt.is_finite()) {
-                return Err(overflow());
+                return Err(self.overflow());
             }
             self.gpu.upload(bytemuck::cast_slice(&table), self.table.buffer());
             params.segments = table.len() as u32;
@@ -354,6 +358,17 @@ impl Optimizer {
 
     /// Step size and `√bc2` in f64 for a parameter at its `t`-th update (zero step for
     /// `t = 0`, a parameter never updated).
+    /// The error of a step whose coefficients are beyond f32's range.
+    fn overflow(&self) -> Error {
+        Error::invalid(
+            "optimizer step",
+            format!(
+                "the learning rate {:e} with {} gives an update coefficient beyond f32's range; lower the learning rate",
+                self.lr, self.kind
+            ),
+        )
+    }
+
     fn coefficients(&self, t: u64) -> (f64, f64) {
         match self.kind {
             _ if t == 0 => (0.0, 1.0),

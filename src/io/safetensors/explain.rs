@@ -49,6 +49,9 @@ pub(super) fn explain_invalid(bytes: &[u8], err: &safetensors::SafeTensorError, 
     let available = rest - n;
     let header = &bytes[8..8 + n as usize];
     let parsed = serde_json::from_slice::<serde_json::Value>(header);
+    if let Err(e) = &parsed {
+        return format!("not a valid safetensors file: its header is not valid JSON ({e})");
+    }
     if let Ok(other) = &parsed
         && !other.is_object()
     {
@@ -88,6 +91,33 @@ pub(super) fn explain_invalid(bytes: &[u8], err: &safetensors::SafeTensorError, 
         }
     }
     format!("not a valid safetensors file: {err}")
+}
+
+/// The first key that `header`, a JSON object, holds twice; `None` when each key is there
+/// once or the header is no object. A JSON map keeps one of the two, so which tensor the file
+/// means would be a guess.
+pub(super) fn repeated_key(header: &[u8]) -> Option<String> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                if let Some(key) = seen.replace(key) {
+                    return Ok(Some(key));
+                }
+            }
+            Ok(None)
+        }
+    }
+    let mut parser = serde_json::Deserializer::from_slice(header);
+    serde::Deserializer::deserialize_map(&mut parser, Keys).ok().flatten()
 }
 
 /// The first tensor of a header (a JSON object) whose place or size is wrong, in offset

@@ -15,7 +15,7 @@ mod explain;
 mod write;
 
 use contents::Contents;
-use explain::{explain_bad_start, explain_invalid};
+use explain::{explain_bad_start, explain_invalid, repeated_key};
 pub(crate) use write::{RawTensor, serialize_raw};
 pub use write::{serialize, write};
 
@@ -165,6 +165,11 @@ impl TensorFile {
     /// only up to one byte past the announced end (so how many more follow is unknown).
     fn parse(path: &Path, contents: Contents, stream: bool) -> Result<TensorFile> {
         let bytes = contents.bytes();
+        let announced = bytes.get(..8).and_then(|h| <[u8; 8]>::try_from(h).ok()).map(u64::from_le_bytes);
+        let header = announced.and_then(|n| bytes.get(8..usize::try_from(n).ok()?.checked_add(8)?));
+        if let Some(key) = header.and_then(repeated_key) {
+            return Err(format_err(path, format!("not a valid safetensors file: its header holds `{key}` twice")));
+        }
         let (header_len, meta) =
             SafeTensors::read_metadata(bytes).map_err(|e| format_err(path, explain_invalid(bytes, &e, stream)))?;
         let index = meta

@@ -75,3 +75,27 @@ fn round_trip_and_errors_name_the_culprit() {
     assert!(e.to_string().contains("t.safetensors"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A header that holds one key twice is refused naming the key, whether the two entries
+/// agree (a JSON map would keep either) or not (the second would blame an innocent tensor
+/// as overlapping); a header too deeply nested to parse says its JSON is not valid.
+#[test]
+fn a_key_twice_or_a_header_beyond_json_is_named() {
+    let file = |header: &str, data: usize| {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.resize(bytes.len() + data, 0);
+        TensorFile::from_bytes(Path::new("t.safetensors"), &bytes)
+    };
+    let a = r#""a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+    let b = r#""b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}"#;
+    let b_again = r#""b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}"#;
+    assert!(file(&format!("{{{a},{b}}}"), 8).is_ok(), "each key once");
+    for header in [format!("{{{a},{b},{b}}}"), format!("{{{b},{a},{b_again}}}")] {
+        let e = file(&header, 8).expect_err("a key twice").to_string();
+        assert!(e.contains("t.safetensors") && e.contains("holds `b` twice"), "{e}");
+    }
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let e = file(&deep, 0).expect_err("nested too deep").to_string();
+    assert!(e.contains("header is not valid JSON"), "{e}");
+}
