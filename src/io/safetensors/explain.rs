@@ -65,32 +65,72 @@ pub(super) fn explain_invalid(bytes: &[u8], err: &safetensors::SafeTensorError, 
         return format!("not a valid safetensors file: its header is {kind}, not a JSON object of tensors");
     }
     if let Ok(serde_json::Value::Object(map)) = parsed {
-        let ends = map.iter().filter(|(k, _)| k.as_str() != "__metadata__").filter_map(|(k, v)| {
-            let end = v.get("data_offsets")?.as_array()?.get(1)?.as_u64()?;
-            Some((k, end))
-        });
-        let mut last = 0u64;
-        for (key, end) in ends {
-            if end > available {
-                return format!(
-                    "truncated: tensor `{key}` ends at byte {end} of the data section, but only {available} \
-                     bytes follow the header (an interrupted download or copy?)"
-                );
+        match extent(&map, available) {
+            Extent::Truncated(reason) => return reason,
+            Extent::Trailing(extra) if matches!(err, safetensors::SafeTensorError::MetadataIncompleteBuffer) => {
+                return trailing(extra, stream);
             }
-            last = last.max(end);
-        }
-        if matches!(err, safetensors::SafeTensorError::MetadataIncompleteBuffer) && last < available {
-            return if stream {
-                "unexpected bytes after the last tensor (a corrupt stream?)".into()
-            } else {
-                format!("{} unexpected bytes after the last tensor (a corrupt file?)", available - last)
-            };
+            _ => {}
         }
         if let Some(reason) = explain_layout(&map) {
             return format!("not a valid safetensors file: {reason}");
         }
     }
     format!("not a valid safetensors file: {err}")
+}
+
+/// How the tensors of a header end against the `available` bytes after it.
+enum Extent {
+    /// The last one ends where the bytes do, or the header does not say where each ends.
+    Fits,
+    /// One ends past the bytes: why, naming it.
+    Truncated(String),
+    /// This many bytes follow the last one.
+    Trailing(u64),
+}
+
+fn extent(map: &serde_json::Map<String, serde_json::Value>, available: u64) -> Extent {
+    let ends = map.iter().filter(|(k, _)| k.as_str() != "__metadata__").map(|(k, v)| {
+        let end = v.get("data_offsets")?.as_array()?.get(1)?.as_u64()?;
+        Some((k, end))
+    });
+    let mut last = 0u64;
+    for (key, end) in ends.flatten() {
+        if end > available {
+            return Extent::Truncated(format!(
+                "truncated: tensor `{key}` ends at byte {end} of the data section, but only {available} bytes \
+                 follow the header (an interrupted download or copy?)"
+            ));
+        }
+        last = last.max(end);
+    }
+    if last < available { Extent::Trailing(available - last) } else { Extent::Fits }
+}
+
+fn trailing(extra: u64, stream: bool) -> String {
+    if stream {
+        "unexpected bytes after the last tensor (a corrupt stream?)".into()
+    } else {
+        format!("{extra} unexpected bytes after the last tensor (a corrupt file?)")
+    }
+}
+
+/// Why a regular file whose header is `header` and whose data section has `available` bytes
+/// is not a safetensors file, told from the header alone, before the data is read: a tensor
+/// that ends past the file, or bytes after the last tensor (where every tensor says where it
+/// ends). `None` when the extents agree or the header is malformed in another way, which the
+/// full validation tells.
+pub(super) fn explain_extent(header: &[u8], available: u64) -> Option<String> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(header) else { return None };
+    let told = map
+        .iter()
+        .filter(|(k, _)| k.as_str() != "__metadata__")
+        .all(|(_, v)| v.get("data_offsets").and_then(|o| o.as_array()).is_some_and(|o| o.len() == 2 && o[1].is_u64()));
+    match extent(&map, available) {
+        Extent::Truncated(reason) => Some(reason),
+        Extent::Trailing(extra) if told => Some(trailing(extra, false)),
+        _ => None,
+    }
 }
 
 /// The first key that `header`, a JSON object, holds twice; `None` when each key is there

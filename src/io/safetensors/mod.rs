@@ -2,7 +2,7 @@
 //! offsets inside the file, dtypes, shapes, and finite values.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
@@ -15,7 +15,7 @@ mod explain;
 mod write;
 
 use contents::Contents;
-use explain::{explain_bad_start, explain_invalid, repeated_key};
+use explain::{explain_bad_start, explain_extent, explain_invalid, repeated_key};
 pub(crate) use write::{RawTensor, serialize_raw};
 pub use write::{serialize, write};
 
@@ -150,6 +150,14 @@ impl TensorFile {
             let _ = (&mut file).take(56).read_to_end(&mut start);
             return Err(format_err(path, explain_bad_start(&start, Some(len))));
         }
+        // The header alone tells a truncated file, or one with bytes after its last tensor,
+        // before its data (gigabytes, perhaps) is read.
+        let mut text = Vec::new();
+        (&mut file).take(header).read_to_end(&mut text).map_err(io)?;
+        if let Some(reason) = explain_extent(&text, len - 8 - header) {
+            return Err(format_err(path, reason));
+        }
+        file.seek(std::io::SeekFrom::Start(8)).map_err(io)?;
         let contents = Contents::read(path, &mut file, head, len)?;
         TensorFile::parse(path, contents, false)
     }
