@@ -380,6 +380,22 @@ fn config_parts_that_change_nothing_get_a_note() {
         assert_eq!(got.len(), 1, "{got:?}");
         assert!(got[0].contains("num_labels (5) makes a new head") && got[0].contains("trained in full"), "{got:?}");
     }
+    // A file whose modules_to_save names a module and one inside it, as PEFT wrote it: its
+    // outputs here use every saved tensor, PEFT's did not. A new such adapter is saved with
+    // its modules spelled out, so it has no note.
+    let nested = json!({"peft_type": "LORA", "r": 2, "target_modules": ["query"], "modules_to_save": ["embeddings"]});
+    assert_eq!(notes(nested.clone()), Vec::<String>::new(), "{nested}");
+    let dir = std::env::temp_dir().join(format!("peft-wgpu-nested-note-{}", std::process::id()));
+    let fresh = Adapter::new(&gpu, support::config(&nested), Path::new("adapter_config.json"), &vit, 0).unwrap();
+    fresh.save(&gpu, &dir).unwrap();
+    let config_path = dir.join("adapter_config.json");
+    let mut written: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    written["modules_to_save"] = json!(["embeddings"]);
+    std::fs::write(&config_path, written.to_string()).unwrap();
+    let got = Adapter::load(&gpu, &dir, &vit).unwrap().config_notes();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("a module and one inside it") && got[0].contains("every saved tensor"), "{got:?}");
     for quiet in [
         json!({"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"],
                "exclude_modules": ["layer.1.attention.attention.value"], "rank_pattern": {"value": 3}}),

@@ -39,7 +39,10 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         return Err(Error::Config {
             path: build.config_path.to_path_buf(),
             key: "layers_to_transform".into(),
-            message: format!("names layer {bad}, but the model has {layers} layers (0..{layers})"),
+            message: format!(
+                "names layer {bad}, but the model has {layers} layers, numbered from 0 to {}",
+                layers.saturating_sub(1)
+            ),
         });
     }
     let mut modules = Vec::new();

@@ -77,6 +77,8 @@ pub struct Adapter {
     weights_path: PathBuf,
     /// The naming a LoRA adapter's keys are saved in ([`Adapter::set_lora_naming`]).
     lora_naming: Naming,
+    /// Whether it was read from a file, rather than made new.
+    from_file: bool,
 }
 
 impl std::fmt::Debug for Adapter {
@@ -103,6 +105,7 @@ struct Plan {
     weights_path: PathBuf,
     /// The one naming the file's layer keys use, if read from such a file.
     file_naming: Option<Naming>,
+    from_file: bool,
 }
 
 impl Adapter {
@@ -257,17 +260,27 @@ impl Adapter {
             biases = saved::biases(c.bias, modules, &saved, &mut b)?;
         }
         let embeddings = config.saves_embeddings().then(|| saved::embeddings(&mut b)).transpose()?;
-        let weights_path = b.weights_path();
+        let (weights_path, from_file) = (b.weights_path(), b.is_file());
         let Build { source, params, .. } = b;
         source.finish()?;
-        Ok(Plan { config, kind, saved, biases, embeddings, num_labels, params, weights_path, file_naming })
+        Ok(Plan { config, kind, saved, biases, embeddings, num_labels, params, weights_path, file_naming, from_file })
     }
 
     fn build(gpu: &Gpu, config: AdapterConfig, config_path: &Path, vit: &Vit, source: Source<'_>) -> Result<Adapter> {
         gpu.check_owns("model weights", vit.weights().values())?;
         let max_bytes = gpu.max_tensor_bytes();
-        let Plan { config, mut kind, saved, biases, embeddings, num_labels, params, weights_path, file_naming } =
-            Adapter::plan(config, config_path, &vit.config, source, max_bytes)?;
+        let Plan {
+            config,
+            mut kind,
+            saved,
+            biases,
+            embeddings,
+            num_labels,
+            params,
+            weights_path,
+            file_naming,
+            from_file,
+        } = Adapter::plan(config, config_path, &vit.config, source, max_bytes)?;
         if let Kind::Moppa(m) = &mut kind {
             m.attach(gpu)?;
         }
@@ -288,6 +301,7 @@ impl Adapter {
             model: vit.config.clone(),
             weights_path,
             lora_naming: file_naming.unwrap_or(Naming::Transformers5),
+            from_file,
         })
     }
 
@@ -335,6 +349,14 @@ impl Adapter {
             ));
         }
         let (Kind::Lora(modules), AdapterKind::Lora(cfg)) = (&self.kind, &self.config.kind) else { return notes };
+        if self.from_file && self.config.saves_nested(self.model.num_hidden_layers, self.lora_naming) {
+            notes.push(
+                "modules_to_save names a module and one inside it (`embeddings`: vit.embeddings and its \
+                 patch_embeddings); PEFT wraps both, leaves some of their saved tensors unused and cannot load \
+                 such a file again: here every saved tensor is used, so outputs may differ from those PEFT gave"
+                    .into(),
+            );
+        }
         let paths: Vec<String> = modules.iter().flat_map(|m| Naming::BOTH.map(|n| m.module.path(n))).collect();
         let unused = cfg.patterns_matching_none(&paths).into_iter();
         notes.extend(

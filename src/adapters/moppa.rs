@@ -66,7 +66,9 @@ pub(crate) fn build(cfg: &MoppaConfig, build: &mut Build<'_>) -> Result<MoppaPar
         return Err(err("layers", format!("{layers:?} must name at least one layer, each once")));
     }
     if let Some(&bad) = layers.iter().find(|&&l| l >= model.num_hidden_layers) {
-        return Err(err("layers", format!("names layer {bad}, but the model has {} layers", model.num_hidden_layers)));
+        let n = model.num_hidden_layers;
+        let numbered = format!("numbered from 0 to {}", n.saturating_sub(1));
+        return Err(err("layers", format!("names layer {bad}, but the model has {n} layers, {numbered}")));
     }
     let (gh, gw) = model.grid();
     if gh.max(gw) > crate::ops::dct::MAX_LEN {
