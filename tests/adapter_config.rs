@@ -107,7 +107,7 @@ fn wrong_types_and_values_are_errors_naming_the_key() {
         (with(&lora, "exclude_modules", json!(7)), "exclude_modules"),
         (with(&lora, "num_labels", json!(0)), "num_labels"),
         (with(&lora, "layer_replication", json!([[0, 1]])), "layer_replication"),
-        (with(&lora, "use_qalora", json!(true)), "use_qalora"),
+        (with(&lora, "use_qalora", json!("yes")), "use_qalora"),
         (with(&lora, "target_parameters", json!(["mlp.experts.down_proj"])), "target_parameters"),
         (with(&lora, "trainable_token_indices", json!([1, 2])), "trainable_token_indices"),
         (with(&lora, "alora_invocation_tokens", json!([5])), "alora_invocation_tokens"),
@@ -151,7 +151,8 @@ fn peft_options_left_off_are_accepted() {
     for key in ["kasa_config", "velora_config", "monteclora_config", "use_bdlora"] {
         cfg[key] = Value::Null;
     }
-    cfg["use_qalora"] = json!(false);
+    // QALoRA pools the inputs of GPTQ layers only: on a ViT's linear layers PEFT ignores it.
+    cfg["use_qalora"] = json!(true);
     cfg["megatron_config"] = json!({});
     cfg["layer_replication"] = json!([]);
     lora(&cfg);

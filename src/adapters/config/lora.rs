@@ -130,11 +130,13 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
     // `fan_in_fan_out` describes GPT-2's Conv1D weights; on `nn.Linear` PEFT warns, sets it to
     // false and computes as without it, and a ViT has no Conv1D: read as a flag, written false.
     j.opt_bool("fan_in_fan_out")?;
+    // QALoRA pools the input of GPTQ-quantised layers only; PEFT's `nn.Linear` and `nn.Conv2d`
+    // LoRA layers ignore `use_qalora` (and its group size), and a ViT here has no other.
+    j.opt_bool("use_qalora")?;
     // PEFT options that change what the adapter computes or how PEFT loads it are refused
     // rather than ignored; absent, null, false, [] and {} all mean "not used".
     for (key, what) in [
         ("layer_replication", "layer replication"),
-        ("use_qalora", "QALoRA"),
         ("target_parameters", "LoRA on parameters (`target_parameters`)"),
         ("trainable_token_indices", "trainable tokens"),
         ("alora_invocation_tokens", "aLoRA"),
