@@ -71,13 +71,15 @@ pub fn vitb_layer_config() -> VitConfig {
     }
 }
 
-/// The small layer the checks (and tiny runs) use: D 32, 4 heads, MLP 64, 17 tokens.
+/// The small layer the checks (and tiny runs) use: D 32, 4 heads, MLP 64, and ViT-B/16's
+/// 197 tokens (a 14×14 grid and CLS), so that the check runs the spectral kernels of that
+/// grid, which the timed MoPPA step uses.
 fn small_layer_config() -> VitConfig {
     VitConfig {
         hidden_size: 32,
         intermediate_size: 64,
         num_attention_heads: 4,
-        image_size: [4, 4],
+        image_size: [14, 14],
         patch_size: [1, 1],
         num_channels: 1,
         layer_norm_eps: 1e-6,
@@ -276,7 +278,9 @@ pub(crate) fn vitb_block(gpu: &Gpu, options: &BenchOptions, training: LayerTrain
         peak_bytes: Some(peak_bytes),
         step_bytes: Some(step_bytes),
         check_error: check,
-        checked: "loss and directional derivatives (adapter, input) of a D 32 layer against the f64 twin".into(),
+        checked: "loss and directional derivatives (adapter, input) of a D 32 layer on the 14×14 grid against the f64 \
+                  twin"
+            .into(),
         note: Some(format!("{trained} trainable values")),
         ..Report::timed(name, t)
     })
