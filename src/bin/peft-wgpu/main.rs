@@ -146,7 +146,9 @@ enum Command {
     Info,
     /// Run the benchmark workloads (matmul_1024, spectral_filter_64x14x14x768,
     /// vitb_block_{lora,moppa,full}_train_step_b8, tiny_vit_train_step_b64; bench/README.md in
-    /// the repository describes them). PEFT_WGPU_BENCH_FILTER=<part of a name> runs only those;
+    /// the repository describes them). Each is checked against the f64 CPU twin, run once
+    /// untimed, then timed; `ms` is the median wall time of one run with the device
+    /// synchronised. PEFT_WGPU_BENCH_FILTER=<part of a name> runs only those;
     /// PEFT_WGPU_BENCH_REPEATS=<n> sets the timed runs.
     Bench {
         /// One JSON object per line.
