@@ -38,7 +38,9 @@ const EXIT_INTERNAL: u8 = 70;
                   adapters (auto, the default: by the adapter's kind); \
                   PEFT_WGPU_LORA_NAMING=transformers4|transformers5 is the module naming `train` saves LoRA \
                   keys in, for PEFT 0.17 under transformers 4 or PEFT 0.18+ under transformers 5 (default: the \
-                  --init file's, else transformers5).\n\
+                  --init file's, else transformers5); PEFT_WGPU_WAIT_SECONDS=<seconds> fails a wait during \
+                  which the GPU finishes none of its work for that long (default 600 on GPUs, none on CPU \
+                  adapters; 0: none).\n\
                   Exit codes: 0 success, 2 bad flags or values, 3 bad input files (or an output that cannot be \
                   written), 4 GPU problems, \
                   5 training diverged, 70 internal error."
@@ -161,7 +163,7 @@ enum Command {
         #[arg(long, default_value = "demo_loss.svg")]
         svg: PathBuf,
         /// Fine-tuning steps of every method (default 600).
-        #[arg(long, allow_negative_numbers = true)]
+        #[arg(long, allow_negative_numbers = true, value_parser = count)]
         steps: Option<usize>,
     },
 }
