@@ -528,10 +528,14 @@ fn sizes_and_settings_built_in_code_that_cannot_be_held_are_errors_not_panics() 
     let mut data = Dataset::from_parts(path, [2, 1, 2, 2], vec![0.0; 8], vec![0, 1]).unwrap();
     data.shape = [4, 1, 1, 2];
     assert!(data.gather(&[1]).is_err(), "gathered by a shape its pixels and labels do not have");
-    // An AdamW step whose derived coefficient 1 − lr·weight_decay overflows f32.
+    // An AdamW optimizer whose derived coefficient 1 − lr·weight_decay overflows f32 is
+    // refused when made; one whose learning rate is raised to that later, by its step.
     let p = Tensor::from_slice(&gpu, &[1.0, 2.0], &[2]).unwrap();
     let kind = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e20 };
-    let mut optimizer = Optimizer::new(&gpu, kind, 1e20, std::slice::from_ref(&p)).unwrap();
+    let e = Optimizer::new(&gpu, kind, 1e20, std::slice::from_ref(&p)).expect_err("an overflowing decay");
+    assert!(e.to_string().contains("beyond f32's range"), "{e}");
+    let mut optimizer = Optimizer::new(&gpu, kind, 1e-30, std::slice::from_ref(&p)).unwrap();
+    optimizer.set_lr(1e20).unwrap();
     let g = Tensor::from_slice(&gpu, &[0.0, 0.0], &[2]).unwrap();
     let e = optimizer.step(&[Some(&g)]).expect_err("an overflowing update");
     assert!(e.to_string().contains("beyond f32's range"), "{e}");

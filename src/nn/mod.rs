@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod config;
 pub mod names;
+mod shapes;
 mod shards;
 pub mod vit;
 pub mod weights;
