@@ -59,32 +59,6 @@ fn tensors_beyond_the_device_are_refused_by_name() {
     assert_eq!(gpu.read(&t).expect("read"), vec![1.0, 2.0]);
 }
 
-/// A model weight past what one tensor holds on the device is refused naming the weight,
-/// before any upload (an MLP whose intermediate matrices are one row past the limit).
-#[test]
-fn a_model_weight_beyond_the_device_is_refused_by_its_key() {
-    use peft_wgpu::nn::VitWeights;
-    let gpu = common::gpu();
-    let (max, limit) = gpu.max_tensor_bytes();
-    // The width keeps the intermediate size within a config's bounds (2^20).
-    let hidden = 64 * (max / (4 * 64 * (1 << 19)) + 1);
-    let intermediate = max / (4 * hidden) + 1;
-    let config = peft_wgpu::nn::VitConfig {
-        hidden_size: usize::try_from(hidden).expect("usize"),
-        intermediate_size: usize::try_from(intermediate).expect("usize"),
-        num_hidden_layers: 1,
-        ..peft_wgpu::demo::model::architecture()
-    };
-    let weights = VitWeights::random(&config, 0).expect("host weights");
-    match Vit::from_weights(&gpu, &weights) {
-        Err(Error::TooLarge { what, limit: l, max: m, .. }) => {
-            assert_eq!((l, m), (limit, max));
-            assert!(what.contains("vit.encoder.layer.0.intermediate.dense.weight"), "{what}");
-        }
-        other => panic!("expected TooLarge naming the weight, got {:?}", other.map(|_| "a model")),
-    }
-}
-
 #[test]
 fn a_lost_device_gives_errors_not_a_hang_or_an_abort() {
     let gpu = common::gpu();

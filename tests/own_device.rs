@@ -298,6 +298,26 @@ fn small_binding_device(bytes: u64) -> Gpu {
     gpu
 }
 
+/// A model weight past what one tensor holds on the device is refused naming the weight,
+/// before any upload: on a device whose bindings hold 64 KiB, the demo model with an MLP
+/// whose intermediate matrices are one row past that.
+#[test]
+fn a_model_weight_beyond_the_device_is_refused_by_its_key() {
+    use peft_wgpu::nn::{Vit, VitConfig, VitWeights};
+    let small = small_binding_device(1 << 16);
+    let base = peft_wgpu::demo::model::architecture();
+    let intermediate = (1 << 16) / (4 * base.hidden_size) + 1;
+    let config = VitConfig { intermediate_size: intermediate, ..base };
+    let weights = VitWeights::random(&config, 0).expect("host weights");
+    match Vit::from_weights(&small, &weights) {
+        Err(peft_wgpu::Error::TooLarge { what, limit, max, .. }) => {
+            assert_eq!((limit, max), ("max_storage_buffer_binding_size", 1 << 16));
+            assert!(what.contains("vit.encoder.layer.0.intermediate.dense.weight"), "{what}");
+        }
+        other => panic!("expected TooLarge naming the weight, got {:?}", other.map(|_| "a model")),
+    }
+}
+
 /// A device whose storage bindings are small (64 KiB): parameters that each fit one binding
 /// but together not are refused by the optimizer by name, since it keeps them (with their
 /// gradients and moments) in one flat buffer each; parameters that fit together are taken.

@@ -37,15 +37,15 @@ pub(crate) fn shortfall(bytes: u64) -> Option<u64> {
     available().filter(|&free| bytes >= CHECK_FROM_BYTES && bytes > free)
 }
 
-/// Fails, naming `path`, when reading `read` bytes of files (0: already read) and holding
-/// their tensors as `converted` bytes of f32 need more than the memory still available
-/// (see [`shortfall`]).
-pub(crate) fn check_loadable(path: &Path, read: u64, converted: u64) -> Result<()> {
+/// Fails, naming `path`, when reading `read` bytes of files (`what`: "it" or "its shards";
+/// 0 bytes: already read) and holding their tensors as `converted` bytes of f32 need more
+/// than the memory still available (see [`shortfall`]).
+pub(crate) fn check_loadable(path: &Path, what: &str, read: u64, converted: u64) -> Result<()> {
     let bytes = read.saturating_add(converted);
     let Some(free) = shortfall(bytes) else { return Ok(()) };
     let need = match read {
         0 => format!("its tensors in f32 need {}", gib(converted)),
-        _ => format!("reading it ({}) and its tensors in f32 ({}) need {}", gib(read), gib(converted), gib(bytes)),
+        _ => format!("reading {what} ({}) and its tensors in f32 ({}) need {}", gib(read), gib(converted), gib(bytes)),
     };
     let message = format!("{need} of memory, more than the {} this process can still get", gib(free));
     Err(Error::Format { path: path.to_path_buf(), message })

@@ -71,7 +71,7 @@ pub(super) fn weight_files(dir: &Path, copies: u64) -> Result<(Vec<TensorFile>, 
     let present = |p: &Path| std::fs::symlink_metadata(p).is_ok();
     let single = dir.join("model.safetensors");
     if present(&single) {
-        check_memory(&single, std::slice::from_ref(&single), copies)?;
+        check_memory(&single, "it", std::slice::from_ref(&single), copies)?;
         return Ok((vec![TensorFile::open(&single)?], BTreeMap::new()));
     }
     let index_path = dir.join(INDEX_FILE);
@@ -111,7 +111,7 @@ pub(super) fn weight_files(dir: &Path, copies: u64) -> Result<(Vec<TensorFile>, 
     shards.dedup();
     let placed = entries.iter().map(|&(k, f)| (k.clone(), shards.binary_search(&f).unwrap_or(0))).collect();
     crate::io::paths::refuse_special_files(dir, &shards)?;
-    check_memory(&index_path, &shards.iter().map(|s| dir.join(s)).collect::<Vec<_>>(), copies)?;
+    check_memory(&index_path, "its shards", &shards.iter().map(|s| dir.join(s)).collect::<Vec<_>>(), copies)?;
     let files = shards.iter().map(|s| TensorFile::open(&dir.join(s))).collect::<Result<Vec<_>>>()?;
     // One tensor in two shards (a re-shard cut short, say) makes two models of one folder:
     // the index names one copy, transformers reads whichever shard it loads last.
@@ -132,14 +132,17 @@ pub(super) fn weight_files(dir: &Path, copies: u64) -> Result<(Vec<TensorFile>, 
     Ok((files, placed))
 }
 
-/// Fails, naming `blamed`, when reading `files` (those that are regular files; the others
-/// are left to their readers) and holding `copies` bytes of their tensors in f32 need more
-/// memory than this process can still get: a model too large is refused before it is read.
-fn check_memory(blamed: &Path, files: &[PathBuf], copies: u64) -> Result<()> {
+/// Fails, naming `blamed`, when reading `files` (`what` they are to it; those that are
+/// regular files, the others are left to their readers) and holding their tensors in f32
+/// need more memory than this process can still get: a model too large is refused before
+/// it is read. The tensors count as `copies` bytes (what the config implies), or as four
+/// times the files' bytes where that is less (no dtype is narrower than 8 bits), so that a
+/// config whose sizes the files do not hold is refused by the shape check that follows.
+fn check_memory(blamed: &Path, what: &str, files: &[PathBuf], copies: u64) -> Result<()> {
     let read = files
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
         .filter(std::fs::Metadata::is_file)
         .fold(0u64, |sum, m| sum.saturating_add(m.len()));
-    crate::io::memory::check_loadable(blamed, read, copies)
+    crate::io::memory::check_loadable(blamed, what, read, copies.min(read.saturating_mul(4)))
 }

@@ -157,7 +157,8 @@ impl VitWeights {
         // The f32 copies of the tensors, beside the files' bytes in memory: the most needed
         // (each file's memory is given back behind every tensor converted, which saves the
         // copy where the allocator shrinks a block in place, as glibc does). Checked before
-        // the files are read, and again once the shapes are (memory may have gone meanwhile).
+        // the files are read, as far as the files can hold them (so that a config that does
+        // not fit its weights is named as such), and again once the shapes are checked.
         let copies = shapes.iter().fold(0u64, |sum, (_, s)| sum.saturating_add(f32_bytes(s)));
         let (files, placed) = weight_files(dir, copies)?;
         // Which file and name holds each tensor, every shape checked before any is converted.
@@ -235,7 +236,7 @@ impl VitWeights {
             }
             wanted.push((i, PROMPT_KEY.into(), PROMPT_KEY.into()));
         }
-        crate::io::memory::check_loadable(files.first().map_or(dir, TensorFile::path), 0, copies)?;
+        crate::io::memory::check_loadable(files.first().map_or(dir, TensorFile::path), "it", 0, copies)?;
         // Each file converted into f32 tensors and let go, tensor by tensor from its end.
         let (mut tensors, mut prompts) = (BTreeMap::new(), None);
         let merged_adapters = files

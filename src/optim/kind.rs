@@ -66,6 +66,30 @@ impl OptimizerKind {
     }
 }
 
+impl OptimizerKind {
+    /// Step size and `√bc2` in f64 at learning rate `lr` for a parameter at its `t`-th
+    /// update (zero step for `t = 0`, a parameter never updated).
+    pub(super) fn coefficients(&self, lr: f64, t: u64) -> (f64, f64) {
+        match *self {
+            _ if t == 0 => (0.0, 1.0),
+            OptimizerKind::Sgd { .. } => (lr, 1.0),
+            OptimizerKind::AdamW { beta1, beta2, .. } => {
+                let t = t as f64;
+                (lr / (1.0 - beta1.powf(t)), (1.0 - beta2.powf(t)).sqrt())
+            }
+        }
+    }
+
+    /// The decay coefficient of every step at learning rate `lr`: SGD's coupled weight decay
+    /// (0 when none), AdamW's `1 − lr·wd`.
+    pub(super) fn decay(&self, lr: f64) -> f64 {
+        match *self {
+            OptimizerKind::Sgd { weight_decay } => weight_decay.unwrap_or(0.0),
+            OptimizerKind::AdamW { weight_decay, .. } => 1.0 - lr * weight_decay,
+        }
+    }
+}
+
 impl std::fmt::Display for OptimizerKind {
     /// `SGD` with its weight decay, if any; `AdamW` with its four settings.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

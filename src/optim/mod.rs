@@ -61,6 +61,14 @@ pub struct OptimParams {
     pub eps: f32,
 }
 
+/// The error, for `what`, of settings whose step has a coefficient beyond f32's range.
+fn overflow(what: &str, lr: f64, kind: &OptimizerKind) -> Error {
+    Error::invalid(
+        what,
+        format!("learning rate {lr:e} with {kind} gives an update coefficient beyond f32's range; lower it"),
+    )
+}
+
 impl OptimParams {
     /// Whether the coefficients a step derives from the settings are all within f32's range.
     fn fits(&self) -> bool {
@@ -121,6 +129,12 @@ impl Optimizer {
     pub fn new(gpu: &Gpu, kind: OptimizerKind, lr: f64, params: &[Tensor]) -> Result<Optimizer> {
         kind.validate()?;
         check_lr(lr)?;
+        // AdamW's first step has the largest step size, `lr / (1 − β1)`, and the decay
+        // `1 − lr·wd` is the same at every step: settings that overflow anywhere do so there.
+        let (step_size, bc2_sqrt) = kind.coefficients(lr, 1);
+        if ![step_size, bc2_sqrt, kind.decay(lr)].iter().all(|&c| (c as f32).is_finite()) {
+            return Err(overflow("optimizer settings", lr, &kind));
+        }
         gpu.check_owns("optimizer parameters", params)?;
         let mut starts = Vec::with_capacity(params.len());
         let mut n = 0usize;
@@ -158,7 +172,7 @@ impl Optimizer {
         };
         let table = Tensor::uninit(gpu, &[4 * params.len().max(1)], DType::U32)?;
         gpu.clear(table.buffer());
-        let optimizer = Optimizer {
+        Ok(Optimizer {
             id: NEXT_OPTIMIZER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             gpu: gpu.clone(),
             kind,
@@ -172,14 +186,7 @@ impl Optimizer {
             flat_grad: Tensor::zeros(gpu, &[n])?,
             moments,
             table,
-        };
-        // AdamW's first step has the largest step size, `lr / (1 − β1)`: a learning rate
-        // that overflows anywhere does so there, and is refused before any step.
-        let (step_size, bc2_sqrt) = optimizer.coefficients(1);
-        if !optimizer.params_for(step_size, bc2_sqrt).fits() {
-            return Err(optimizer.overflow());
-        }
-        Ok(optimizer)
+        })
     }
 
     /// The update rule.
@@ -356,28 +363,14 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Step size and `√bc2` in f64 for a parameter at its `t`-th update (zero step for
-    /// `t = 0`, a parameter never updated).
     /// The error of a step whose coefficients are beyond f32's range.
     fn overflow(&self) -> Error {
-        Error::invalid(
-            "optimizer step",
-            format!(
-                "the learning rate {:e} with {} gives an update coefficient beyond f32's range; lower the learning rate",
-                self.lr, self.kind
-            ),
-        )
+        overflow("optimizer step", self.lr, &self.kind)
     }
 
+    /// Step size and `√bc2` in f64 for a parameter at its `t`-th update.
     fn coefficients(&self, t: u64) -> (f64, f64) {
-        match self.kind {
-            _ if t == 0 => (0.0, 1.0),
-            OptimizerKind::Sgd { .. } => (self.lr, 1.0),
-            OptimizerKind::AdamW { beta1, beta2, .. } => {
-                let t = t as f64;
-                (self.lr / (1.0 - beta1.powf(t)), (1.0 - beta2.powf(t)).sqrt())
-            }
-        }
+        self.kind.coefficients(self.lr, t)
     }
 
     /// The kernel's immediates for a step in which every parameter uses these coefficients.
@@ -389,10 +382,10 @@ impl Optimizer {
             bc2_sqrt: bc2_sqrt as f32,
             ..Default::default()
         };
+        p.decay = self.kind.decay(self.lr) as f32;
         match self.kind {
-            OptimizerKind::Sgd { weight_decay } => p.decay = weight_decay.unwrap_or(0.0) as f32,
-            OptimizerKind::AdamW { beta1, beta2, eps, weight_decay } => {
-                p.decay = (1.0 - self.lr * weight_decay) as f32;
+            OptimizerKind::Sgd { .. } => {}
+            OptimizerKind::AdamW { beta1, beta2, eps, .. } => {
                 p.one_minus_beta1 = (1.0 - beta1) as f32;
                 p.beta2 = beta2 as f32;
                 p.one_minus_beta2 = (1.0 - beta2) as f32;

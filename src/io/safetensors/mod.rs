@@ -157,6 +157,7 @@ impl TensorFile {
         if let Some(reason) = explain_extent(&text, len - 8 - header) {
             return Err(format_err(path, reason));
         }
+        drop(text);
         file.seek(std::io::SeekFrom::Start(8)).map_err(io)?;
         let contents = Contents::read(path, &mut file, head, len)?;
         TensorFile::parse(path, contents, false)
