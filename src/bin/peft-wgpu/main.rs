@@ -45,7 +45,7 @@ const EXIT_INTERNAL: u8 = 70;
                   adapters; 0: none).\n\
                   Exit codes: 0 success, 2 bad flags or values, 3 bad input files (or an output that cannot be \
                   written), 4 GPU problems, \
-                  5 training diverged, 70 internal error."
+                  5 training diverged, 70 internal error, 128 + N stopped by signal N (130: SIGINT)."
 )]
 struct Cli {
     #[command(subcommand)]
