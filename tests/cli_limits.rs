@@ -286,18 +286,25 @@ fn a_file_larger_than_free_memory_is_refused_by_name() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The memory the system could still give, in bytes: `MemAvailable` and `SwapFree` of
+/// `/proc/meminfo`.
+#[cfg(target_os = "linux")]
+fn free_memory() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    let kib = |field: &str| -> u64 {
+        let line = meminfo.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in /proc/meminfo"));
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("a number of KiB")
+    };
+    (kib("MemAvailable:") + kib("SwapFree:")) * 1024
+}
+
 /// F16 pixels are converted to f32 beside the file's bytes: a data file that fits in free
 /// memory but not with its f32 copy is refused by name before it is read, counting both (a
 /// sparse file of about 0.6 of the free memory, whose copy takes twice that).
 #[cfg(target_os = "linux")]
 #[test]
 fn a_half_precision_file_whose_copy_does_not_fit_is_refused_before_reading() {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
-    let kib = |field: &str| -> u64 {
-        let line = meminfo.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in /proc/meminfo"));
-        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("a number of KiB")
-    };
-    let free = (kib("MemAvailable:") + kib("SwapFree:")) * 1024;
+    let free = free_memory();
     let dir = scratch("half-data");
     let n = free * 6 / 10 / 384; // 384 bytes of F16 pixels per 3×8×8 image
     let pixels = n * 384;
@@ -316,12 +323,7 @@ fn a_half_precision_file_whose_copy_does_not_fit_is_refused_before_reading() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_model_whose_f32_copies_do_not_fit_is_refused_before_reading() {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
-    let kib = |field: &str| -> u64 {
-        let line = meminfo.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in /proc/meminfo"));
-        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("a number of KiB")
-    };
-    let free = (kib("MemAvailable:") + kib("SwapFree:")) * 1024;
+    let free = free_memory();
     // One layer with intermediate_size = hidden_size: six [h, h] matrices of f32.
     let hidden = ((free as f64 * 0.9 / 24.0).sqrt() as u64).max(64);
     let dir = scratch("half-model");

@@ -80,6 +80,13 @@ impl OptimizerKind {
         }
     }
 
+    /// Whether every coefficient a step at learning rate `lr` derives from the settings for
+    /// a parameter at its `t`-th update is within f32's range, which the kernel computes in.
+    pub(super) fn fits(&self, lr: f64, t: u64) -> bool {
+        let (step_size, bc2_sqrt) = self.coefficients(lr, t);
+        [step_size, bc2_sqrt, self.decay(lr)].iter().all(|&c| (c as f32).is_finite())
+    }
+
     /// The decay coefficient of every step at learning rate `lr`: SGD's coupled weight decay
     /// (0 when none), AdamW's `1 − lr·wd`.
     pub(super) fn decay(&self, lr: f64) -> f64 {

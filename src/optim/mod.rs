@@ -69,13 +69,6 @@ fn overflow(what: &str, lr: f64, kind: &OptimizerKind) -> Error {
     )
 }
 
-impl OptimParams {
-    /// Whether the coefficients a step derives from the settings are all within f32's range.
-    fn fits(&self) -> bool {
-        [self.step_size, self.bc2_sqrt, self.decay].iter().all(|c| c.is_finite())
-    }
-}
-
 /// One record of the segment table of `shaders/optim.wgsl` (`Segment` there): where a
 /// parameter starts in the flat buffers, whether it is updated this step, and its own
 /// coefficients.
@@ -131,8 +124,7 @@ impl Optimizer {
         check_lr(lr)?;
         // AdamW's first step has the largest step size, `lr / (1 − β1)`, and the decay
         // `1 − lr·wd` is the same at every step: settings that overflow anywhere do so there.
-        let (step_size, bc2_sqrt) = kind.coefficients(lr, 1);
-        if ![step_size, bc2_sqrt, kind.decay(lr)].iter().all(|&c| (c as f32).is_finite()) {
+        if !kind.fits(lr, 1) {
             return Err(overflow("optimizer settings", lr, &kind));
         }
         gpu.check_owns("optimizer parameters", params)?;
@@ -309,7 +301,7 @@ impl Optimizer {
         let mut params = self.params_for(step_size, bc2_sqrt);
         // Each setting is within f32's range, but what the step derives from them may not be
         // (`1 − lr·weight_decay`, `lr / (1 − β1^t)`): an update by an infinity is refused.
-        if !params.fits() {
+        if !self.kind.fits(self.lr, updates[0]) {
             return Err(self.overflow());
         }
         if !uniform {

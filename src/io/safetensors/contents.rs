@@ -16,14 +16,17 @@ pub(super) struct Contents {
 }
 
 impl Contents {
-    /// The `len` bytes of the regular file `file`, whose first 8 (`head`) were read already.
-    pub(super) fn read(path: &Path, file: &mut std::fs::File, head: [u8; 8], len: u64) -> Result<Contents> {
+    /// The `len` bytes of the regular file `file`, whose first ones (`start`, at most `len`)
+    /// were read already; `start` is let go before the rest is read.
+    pub(super) fn read(path: &Path, file: &mut std::fs::File, start: Vec<u8>, len: u64) -> Result<Contents> {
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         let mut contents = Contents::zeroed(path, len)?;
         let bytes = contents.bytes_mut();
-        bytes[..8].copy_from_slice(&head);
+        bytes[..start.len()].copy_from_slice(&start);
+        let rest = &mut bytes[start.len()..];
+        drop(start);
         // A file that shrank since its size was read ends early: an error naming it.
-        file.read_exact(&mut bytes[8..]).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        file.read_exact(rest).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         Ok(contents)
     }
 

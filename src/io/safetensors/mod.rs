@@ -2,7 +2,7 @@
 //! offsets inside the file, dtypes, shapes, and finite values.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
@@ -152,14 +152,12 @@ impl TensorFile {
         }
         // The header alone tells a truncated file, or one with bytes after its last tensor,
         // before its data (gigabytes, perhaps) is read.
-        let mut text = Vec::new();
-        (&mut file).take(header).read_to_end(&mut text).map_err(io)?;
-        if let Some(reason) = explain_extent(&text, len - 8 - header) {
+        let mut start = head.to_vec();
+        (&mut file).take(header).read_to_end(&mut start).map_err(io)?;
+        if let Some(reason) = explain_extent(&start[8..], len - 8 - header) {
             return Err(format_err(path, reason));
         }
-        drop(text);
-        file.seek(std::io::SeekFrom::Start(8)).map_err(io)?;
-        let contents = Contents::read(path, &mut file, head, len)?;
+        let contents = Contents::read(path, &mut file, start, len)?;
         TensorFile::parse(path, contents, false)
     }
 
