@@ -213,6 +213,10 @@ fn lora_init_lora_weights_orthogonal_as_peft() {
     let e = refused(json!({"peft_type": "LORA", "r": 4, "rank_pattern": {"value": 5},
                            "target_modules": ["query", "value"], "init_lora_weights": "orthogonal"}));
     assert!(e.contains("`rank_pattern`") && e.contains("rank 5"), "{e}");
+    // Its r × r basis costs r³ on the host: ranks past 1024 are refused before it is drawn.
+    let e = refused(json!({"peft_type": "LORA", "r": 1026, "target_modules": ["query"],
+                           "init_lora_weights": "orthogonal"}));
+    assert!(e.contains("`r`") && e.contains("rank 1026") && e.contains("up to 1024"), "{e}");
     let e = refused(
         json!({"peft_type": "LORA", "r": 4, "target_modules": ["projection"], "init_lora_weights": "orthogonal"}),
     );

@@ -334,6 +334,35 @@ fn the_optimizer_names_parameters_that_fit_one_by_one_but_not_together() {
     assert!(Optimizer::new(&small, peft_wgpu::OptimizerKind::adamw(), 1e-3, &params[..1]).is_ok());
 }
 
+/// A new adapter whose tensors each fit one binding (64 KiB) but whose trainable values
+/// together do not fit the optimizer's buffer is refused while it is built, naming its config
+/// and the tensor that crosses the limit, before the rest are drawn: LoRA r 256 on every
+/// linear layer of the tiny ViT makes 8,192 values for each attention projection, so the
+/// third module's `A` is one too many.
+#[test]
+fn a_new_adapter_too_large_for_the_optimizer_is_refused_as_it_is_built() {
+    use peft_wgpu::adapters::{Adapter, AdapterConfig};
+    let small = small_binding_device(1 << 16);
+    let vit = peft_wgpu::nn::Vit::load(&small, &tiny_vit()).unwrap();
+    let path = std::path::Path::new("cfg/adapter_config.json");
+    let config = |r: usize| {
+        let json = format!(r#"{{"peft_type": "LORA", "r": {r}, "target_modules": "all-linear"}}"#);
+        AdapterConfig::from_json(&peft_wgpu::io::json::JsonFile::parse(path, json.as_bytes()).unwrap()).unwrap()
+    };
+    match Adapter::new(&small, config(256), path, &vit, 0) {
+        Err(peft_wgpu::Error::TooLarge { what, bytes, max, .. }) => {
+            assert_eq!((bytes, max), (4 * (16_384 + 4_096), 65_536), "{what}");
+            assert!(what.contains("20480 trainable values") && what.contains("cfg/adapter_config.json"), "{what}");
+            assert!(what.contains("lora_A.weight`") && what.contains("lower the rank"), "{what}");
+        }
+        other => panic!("expected TooLarge, got {:?}", other.map(|a| a.num_trainable())),
+    }
+    // The dry run, which knows no device, bounds them by the kernels' 2³² − 1 values.
+    let checked = Adapter::check(config(256), path, None, vit.config());
+    assert!(checked.is_ok(), "{checked:?}");
+    assert!(Adapter::new(&small, config(16), path, &vit, 0).is_ok(), "r 16 makes 13,312 values");
+}
+
 /// Evaluation in batches whose tensors exceed one binding (64 KiB; the MLP activations of
 /// 64 images of the tiny ViT take 104 KiB) goes in smaller batches, with the same results.
 #[test]

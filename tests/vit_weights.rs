@@ -82,6 +82,15 @@ fn sizes_a_config_leaves_out_take_transformers_defaults() {
         let e = parse(serde_json::json!({ key: null })).expect_err("null is no value");
         assert!(e.to_string().contains(&format!("`{key}`")) && e.to_string().contains("null"), "{e}");
     }
+    // transformers writes `id2label` and no `num_labels`: the labels it counts are bounded as
+    // `num_labels` is, and a refusal names the file and the key.
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..(1usize << 20) + 1).map(|i| (i.to_string(), serde_json::json!("x"))).collect();
+    let e = parse(serde_json::json!({ "id2label": many })).expect_err("more labels than a model may have");
+    let text = e.to_string();
+    assert!(text.contains("m/config.json") && text.contains("`id2label`") && text.contains("1048577 entries"), "{e}");
+    let c = parse(serde_json::json!({"id2label": {"0": "cat", "1": "dog"}})).expect("two labels");
+    assert_eq!((c.num_labels, c.id2label), (2, vec!["cat".to_string(), "dog".to_string()]));
 }
 
 /// The sharded fixture copied into a fresh temporary folder named after `name`.

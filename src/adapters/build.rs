@@ -24,6 +24,17 @@ pub(crate) struct Build<'a> {
     /// Largest tensor the device takes, in bytes, and the limit that sets it; checked before
     /// any value is made.
     pub(super) max_bytes: (u64, &'static str),
+    /// Values a new adapter (or its dry run) has made so far.
+    pub(super) made: Made,
+}
+
+/// Values a new adapter has made so far, counted before each tensor's values are drawn: the
+/// trainable ones must fit the optimizer's one buffer, and all of them the host's memory
+/// (each tensor alone passing its own check, a large rank on many modules could need more).
+#[derive(Default)]
+pub(crate) struct Made {
+    trainable: u64,
+    all: u64,
 }
 
 impl Build<'_> {
@@ -52,9 +63,48 @@ impl Build<'_> {
         }
     }
 
+    /// Counts a new adapter's tensor `key` of `shape` (checked by [`Build::check_size`]) into
+    /// [`Made`]: fails when the trainable values would not fit the optimizer's buffer of all
+    /// of them (at most 2³² − 1 values, one binding), or all values the host's memory. An
+    /// adapter read from a file is bounded by the file.
+    fn count(&mut self, key: &str, shape: &[usize], trainable: bool) -> Result<()> {
+        if self.source.is_file() {
+            return Ok(());
+        }
+        let n = shape.iter().map(|&d| d as u64).product::<u64>();
+        self.made.all = self.made.all.saturating_add(n);
+        let from = self.config_path.display();
+        if trainable {
+            self.made.trainable = self.made.trainable.saturating_add(n);
+            let (count, bytes) = (self.made.trainable, self.made.trainable.saturating_mul(4));
+            let (max, limit) = self.max_bytes;
+            let max = max.min(4 * u64::from(u32::MAX));
+            if bytes > max {
+                let what = format!(
+                    "the {count} trainable values {from} makes (up to `{key}`; the optimizer keeps them in one \
+                     buffer: lower the rank or target fewer modules)"
+                );
+                return Err(Error::TooLarge { what, bytes, limit, max });
+            }
+        }
+        let bytes = self.made.all.saturating_mul(4);
+        if let Some(free) = crate::io::memory::shortfall(bytes) {
+            return Err(Error::Config {
+                path: self.config_path.to_path_buf(),
+                key: key.into(),
+                message: format!(
+                    "makes the adapter's tensors {bytes} bytes in all up to `{key}`, more than the {free} bytes this \
+                     process can still get (lower the rank or target fewer modules)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// A trainable tensor from the source.
     pub(crate) fn trainable(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Slot> {
         self.check_size(key, shape)?;
+        self.count(key, shape, true)?;
         let t = self.source.tensor(key, shape, init)?;
         Ok(self.params.train(key.to_string(), Value::Host(t)))
     }
@@ -62,6 +112,7 @@ impl Build<'_> {
     /// A frozen tensor from the source.
     pub(crate) fn frozen(&mut self, key: &str, shape: &[usize], init: Init) -> Result<Slot> {
         self.check_size(key, shape)?;
+        self.count(key, shape, false)?;
         let t = self.source.tensor(key, shape, init)?;
         Ok(self.params.freeze(key.to_string(), Value::Host(t)))
     }
@@ -78,6 +129,7 @@ impl Build<'_> {
     /// mixed with `stream` (empty in a dry run).
     pub(crate) fn trainable_generated(&mut self, key: &str, shape: &[usize], init: Init, stream: u64) -> Result<Slot> {
         self.check_size(key, shape)?;
+        self.count(key, shape, true)?;
         let t = self.source.generated(shape, init, stream);
         Ok(self.params.train(key.to_string(), Value::Host(t)))
     }
@@ -115,7 +167,7 @@ impl Build<'_> {
     pub(crate) fn weights_path(&self) -> PathBuf {
         match &self.source {
             Source::File { file, .. } => file.path().to_path_buf(),
-            Source::Fresh(_) | Source::Shapes => PathBuf::from(WEIGHTS_FILE),
+            Source::Fresh { .. } | Source::Shapes => PathBuf::from(WEIGHTS_FILE),
         }
     }
 

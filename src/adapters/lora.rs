@@ -122,6 +122,10 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
     Ok(modules)
 }
 
+/// The largest rank PEFT's `"orthogonal"` init is made for here: its basis costs about
+/// `4·r³` operations per module on the host (under a second at 1024, minutes past 4096).
+const MAX_ORTHOGONAL_RANK: usize = 1024;
+
 /// The inits of `A` and `B` for PEFT's `"orthogonal"`: one orthogonal basis drawn per module,
 /// its even rows for `A` and odd rows for `B`. PEFT refuses an odd rank; it replaces a conv's
 /// factors with matrices its forward cannot use, so a conv is refused here.
@@ -136,9 +140,18 @@ fn orthogonal_init(build: &mut Build<'_>, cfg: &LoraConfig, w: &[usize], r: usiz
             format!("is \"orthogonal\", which makes factors for linear layers only; `{path}` is a convolution"),
         );
     }
+    let key = if r == cfg.r { "r" } else { "rank_pattern" };
     if !r.is_multiple_of(2) {
-        let key = if r == cfg.r { "r" } else { "rank_pattern" };
         return refuse(key, format!("gives `{path}` rank {r}; init_lora_weights \"orthogonal\" needs an even rank"));
+    }
+    if r > MAX_ORTHOGONAL_RANK {
+        return refuse(
+            key,
+            format!(
+                "gives `{path}` rank {r}; init_lora_weights \"orthogonal\" draws an r × r orthogonal basis per \
+                 module (work growing as r³), made here for ranks up to {MAX_ORTHOGONAL_RANK}"
+            ),
+        );
     }
     let basis_seed = build.source.shared_seed();
     Ok((

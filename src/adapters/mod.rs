@@ -43,7 +43,6 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::safetensors::TensorFile;
 use crate::nn::{ModuleId, Naming, Vit, VitConfig};
-use crate::rng::Rng;
 
 /// File name of the adapter's tensors.
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
@@ -112,7 +111,7 @@ struct Plan {
 impl Adapter {
     /// A freshly initialised adapter (SPEC's initialisations), seeded by `seed`.
     pub fn new(gpu: &Gpu, config: AdapterConfig, config_path: &Path, vit: &Vit, seed: u64) -> Result<Adapter> {
-        Adapter::build(gpu, config, config_path, vit, Source::Fresh(Rng::new(seed)))
+        Adapter::build(gpu, config, config_path, vit, Source::fresh(seed))
     }
 
     /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors` (finishing a save
@@ -245,6 +244,7 @@ impl Adapter {
             source,
             params: ParamBuilder::default(),
             max_bytes,
+            made: build::Made::default(),
         };
         let kind = match &config.kind {
             AdapterKind::Lora(c) => Kind::Lora(lora::build(c, &mut b)?),

@@ -31,8 +31,9 @@ pub(crate) enum Init {
 
 /// Fresh values from a seeded generator, values read from a file, or shapes only.
 pub(crate) enum Source<'a> {
-    /// A new adapter.
-    Fresh(Rng),
+    /// A new adapter; `basis` keeps the last orthogonal basis drawn (its seed, rank and
+    /// values), which the two factors of one module share.
+    Fresh { rng: Rng, basis: Option<(u64, usize, Vec<f64>)> },
     /// A dry run that checks a config against a model: tensors have their shape and no values,
     /// so nothing is generated or allocated.
     Shapes,
@@ -69,7 +70,7 @@ impl<'a> Source<'a> {
     /// Tensor `key` of exactly `shape`: read from the file, or made by `init`.
     pub(crate) fn tensor(&mut self, key: &str, shape: &[usize], init: Init) -> Result<HostTensor> {
         match self {
-            Source::Fresh(rng) => Ok(fresh(rng, shape, init)),
+            Source::Fresh { rng, basis } => Ok(fresh(rng, basis, shape, init)),
             Source::Shapes => Ok(HostTensor { shape: shape.to_vec(), data: Vec::new() }),
             Source::File { file, other_config, used, .. } => {
                 used.insert(key.to_string());
@@ -100,15 +101,15 @@ impl<'a> Source<'a> {
     pub(crate) fn generated(&mut self, shape: &[usize], init: Init, stream: u64) -> HostTensor {
         match self {
             Source::Shapes => HostTensor { shape: shape.to_vec(), data: Vec::new() },
-            Source::Fresh(rng) => fresh(rng, shape, init),
-            Source::File { seed, .. } => fresh(&mut Rng::new(*seed ^ stream), shape, init),
+            Source::Fresh { rng, basis } => fresh(rng, basis, shape, init),
+            Source::File { seed, .. } => fresh(&mut Rng::new(*seed ^ stream), &mut None, shape, init),
         }
     }
 
     /// A seed for values that several fresh tensors share (0 for a file or a dry run).
     pub(crate) fn shared_seed(&mut self) -> u64 {
         match self {
-            Source::Fresh(rng) => rng.next_u64(),
+            Source::Fresh { rng, .. } => rng.next_u64(),
             Source::Shapes | Source::File { .. } => 0,
         }
     }
@@ -116,7 +117,7 @@ impl<'a> Source<'a> {
     /// Tensor `key` from the file whatever its shape (`None` for a fresh adapter).
     pub(crate) fn any_shape(&mut self, key: &str) -> Result<Option<HostTensor>> {
         match self {
-            Source::Fresh(_) | Source::Shapes => Ok(None),
+            Source::Fresh { .. } | Source::Shapes => Ok(None),
             Source::File { file, used, .. } => {
                 used.insert(key.to_string());
                 file.f32(key).map(Some)
@@ -162,7 +163,16 @@ impl<'a> Source<'a> {
     }
 }
 
-fn fresh(rng: &mut Rng, shape: &[usize], init: Init) -> HostTensor {
+/// A new adapter's source, drawing from `seed`.
+impl Source<'_> {
+    pub(crate) fn fresh(seed: u64) -> Self {
+        Source::Fresh { rng: Rng::new(seed), basis: None }
+    }
+}
+
+/// Values of `shape` drawn by `init`; an orthogonal basis is drawn once for the factors that
+/// share it (`basis` keeps the last one).
+fn fresh(rng: &mut Rng, basis: &mut Option<(u64, usize, Vec<f64>)>, shape: &[usize], init: Init) -> HostTensor {
     let n = shape.iter().product();
     let data = match init {
         Init::Zeros => vec![0.0; n],
@@ -170,7 +180,10 @@ fn fresh(rng: &mut Rng, shape: &[usize], init: Init) -> HostTensor {
         Init::Normal { mean, std } => rng.normal_vec(n, mean, std),
         Init::Uniform { bound } => rng.uniform_vec(n, -bound, bound),
         Init::Orthogonal { rank, rows, basis_seed, transposed } => {
-            let q = orthogonal(&mut Rng::new(basis_seed), rank);
+            if !matches!(basis, Some((seed, r, _)) if *seed == basis_seed && *r == rank) {
+                *basis = Some((basis_seed, rank, orthogonal(&mut Rng::new(basis_seed), rank)));
+            }
+            let q = basis.as_ref().map(|(_, _, q)| q.as_slice()).unwrap_or_default();
             let n = n / rank.max(1);
             let mut data = vec![0.0; n * rank];
             for k in 0..n {

@@ -271,6 +271,10 @@ impl VitConfig {
 fn id2label(json: &JsonFile) -> Result<Vec<String>> {
     let Some(value) = json.get("id2label") else { return Ok(Vec::new()) };
     let map = value.as_object().ok_or_else(|| json.error("id2label", "must be an object"))?;
+    if map.len() > MAX_DIM {
+        let message = format!("has {} entries, more labels than the {MAX_DIM} a model may have", map.len());
+        return Err(json.error("id2label", message));
+    }
     let mut labels = vec![None; map.len()];
     for (k, v) in map {
         let i: usize = k.parse().map_err(|_| json.error("id2label", format!("key `{k}` is not an index")))?;

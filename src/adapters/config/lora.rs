@@ -73,7 +73,8 @@ pub enum LoraInit {
     Random,
     /// `"orthogonal"`: `A` and `B` from the interleaved rows of one random orthogonal
     /// `r × r` matrix, each times a normal matrix of std 1/10, so `B·A = 0` though neither is
-    /// zero; linear layers and an even `r` only, as in PEFT.
+    /// zero; linear layers and an even `r` only, as in PEFT, and `r` at most 1024 (PEFT has
+    /// no bound; the basis costs `r³`).
     Orthogonal,
     /// `"eva"`: an init that touches only `A` and `B` but that this crate does not make (it
     /// needs the training data); a trained adapter loads, a fresh one is refused.
