@@ -17,6 +17,7 @@ mod merge;
 pub mod moppa;
 mod notes;
 mod params;
+mod plan;
 pub mod rlp;
 mod saved;
 mod source;
@@ -35,11 +36,10 @@ pub(crate) use files::read_folder as read_adapter_folder;
 use files::{check_made_for, check_pair};
 pub use params::{PEFT_PREFIX, Param};
 
-use params::ParamBuilder;
 use source::Source;
 
 use crate::autograd::Tape;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::io::safetensors::TensorFile;
 use crate::nn::{ModuleId, Naming, Vit, VitConfig};
@@ -91,21 +91,6 @@ impl std::fmt::Debug for Adapter {
             .field("weights", &self.weights_path)
             .finish()
     }
-}
-
-/// An adapter worked out on the host: every tensor's key, shape and (unless a dry run) value.
-struct Plan {
-    config: AdapterConfig,
-    kind: Kind,
-    saved: Vec<saved::SavedModule>,
-    biases: Vec<saved::TrainedBias>,
-    embeddings: Option<saved::SavedEmbeddings>,
-    num_labels: usize,
-    params: ParamBuilder,
-    weights_path: PathBuf,
-    /// The one naming the file's layer keys use, if read from such a file.
-    file_naming: Option<Naming>,
-    from_file: bool,
 }
 
 impl Adapter {
@@ -182,95 +167,13 @@ impl Adapter {
             None => Source::Shapes,
         };
         let max_bytes = (crate::gpu::MAX_TENSOR_BYTES, crate::gpu::MAX_TENSOR_LIMIT);
-        Ok(Adapter::plan(config, config_path, model, source, max_bytes)?.num_labels)
-    }
-
-    fn plan(
-        mut config: AdapterConfig,
-        config_path: &Path,
-        model: &VitConfig,
-        source: Source<'_>,
-        max_bytes: (u64, &'static str),
-    ) -> Result<Plan> {
-        model.check()?;
-        config.check_values(config_path)?;
-        if config.num_labels.is_some() && !config.saves_module(ModuleId::Classifier) {
-            // A new head is a saved module, as in PEFT.
-            config.modules_to_save.push("classifier".into());
-        }
-        // A file names its modules in the naming of the PEFT that wrote it: an entry such as
-        // `output`, a module only under transformers 4's names, saved nothing under 5's.
-        let file_namings = source.layer_namings();
-        let file_naming = match file_namings[..] {
-            [n] => Some(n),
-            _ => None,
-        };
-        let namings = build::read_namings(&file_namings, &source);
-        let saved: Vec<ModuleId> = ModuleId::all(model.num_hidden_layers)
-            .into_iter()
-            .filter(|&m| namings.iter().any(|&n| config.saves_module_under(m, n)))
-            .collect();
-        let no_module =
-            |message: String| Error::Config { path: config_path.to_path_buf(), key: "modules_to_save".into(), message };
-        // PEFT passes over an entry that matches nothing. A file it wrote loads the same here;
-        // in a config for a new adapter such an entry is a mistake, which would otherwise
-        // leave a module untrained without a word.
-        if !source.is_file() {
-            if saved.is_empty() && !config.saves_embeddings() && !config.modules_to_save.is_empty() {
-                let entries = crate::error::list_excerpt(&config.modules_to_save);
-                return Err(no_module(format!("{entries} matches no module of the model")));
-            }
-            if let Some(entry) = config.unmatched_saved_entry(model.num_hidden_layers) {
-                return Err(no_module(format!("`{entry}` matches no module of the model that has weights")));
-            }
-            if let Some((entry, whole)) = config.partial_saved_entry(model.num_hidden_layers) {
-                return Err(no_module(format!(
-                    "`{entry}` ends a module's name partway (PEFT would save `{whole}` but still adapt \
-                     modules inside it); write whole names, as `{whole}`"
-                )));
-            }
-        }
-        let preferred = match &config.kind {
-            AdapterKind::Lora(c) => AdapterConfig::preferred_naming(&c.target_modules, model.num_hidden_layers),
-            AdapterKind::Flora(c) => AdapterConfig::preferred_naming(&c.target_modules, model.num_hidden_layers),
-            _ => Naming::OnDisk,
-        };
-        let mut b = Build {
-            model,
-            config_path,
-            saved,
-            preferred,
-            file_namings,
-            source,
-            params: ParamBuilder::default(),
-            max_bytes,
-            made: build::Made::default(),
-        };
-        let kind = match &config.kind {
-            AdapterKind::Lora(c) => Kind::Lora(lora::build(c, &mut b)?),
-            AdapterKind::Flora(c) => Kind::Flora(flora::build(c, &mut b)?),
-            AdapterKind::Moppa(c) => Kind::Moppa(moppa::build(c, &mut b)?),
-            AdapterKind::Rlp(c) => Kind::Rlp(rlp::build(c, &mut b)?),
-        };
-        let saved_modules = b.saved.clone();
-        let saves_under = |m: ModuleId, n: Naming| namings.contains(&n) && config.saves_module_under(m, n);
-        let (mut saved, num_labels) = saved::build(&saved_modules, saves_under, config.num_labels, &mut b)?;
-        let mut biases = Vec::new();
-        if let (Kind::Lora(modules), AdapterKind::Lora(c)) = (&kind, &config.kind) {
-            saved.extend(saved::embedding_from_file(&saved, c.bias == LoraBias::All, &mut b)?);
-            biases = saved::biases(c.bias, modules, &saved, &mut b)?;
-        }
-        let embeddings = config.saves_embeddings().then(|| saved::embeddings(&mut b)).transpose()?;
-        let (weights_path, from_file) = (b.weights_path(), b.is_file());
-        let Build { source, params, .. } = b;
-        source.finish()?;
-        Ok(Plan { config, kind, saved, biases, embeddings, num_labels, params, weights_path, file_naming, from_file })
+        Ok(plan::plan(config, config_path, model, source, max_bytes)?.num_labels)
     }
 
     fn build(gpu: &Gpu, config: AdapterConfig, config_path: &Path, vit: &Vit, source: Source<'_>) -> Result<Adapter> {
         gpu.check_owns("model weights", vit.weights().values())?;
         let max_bytes = gpu.max_tensor_bytes();
-        let Plan {
+        let plan::Plan {
             config,
             mut kind,
             saved,
@@ -281,7 +184,7 @@ impl Adapter {
             weights_path,
             file_naming,
             from_file,
-        } = Adapter::plan(config, config_path, &vit.config, source, max_bytes)?;
+        } = plan::plan(config, config_path, &vit.config, source, max_bytes)?;
         if let Kind::Moppa(m) = &mut kind {
             m.attach(gpu)?;
         }
