@@ -245,6 +245,30 @@ fn merges_that_overflow_f32_are_refused_and_keep_the_previous_model() {
     );
     assert!(line.contains("eval --adapter"), "{line}");
     assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before, "the previous merge is kept");
+    // An adapter whose merged weights are finite but whose outputs are not (a classifier of
+    // 3e38, as `eval` refuses it): refused, naming its file, by a plain image's logits.
+    let loud = dir.join("loud");
+    copy_dir(&fixture("adapters/lora_v4"), &loud);
+    edit_tensors(&loud.join("adapter_model.safetensors"), |t| {
+        let w = t.iter_mut().find(|(k, ..)| k == "base_model.model.classifier.weight").expect("classifier");
+        w.3 = f32_bytes(&[3e38; 80]);
+    });
+    let merge = ["merge", "--model", m, "--adapter", s(&loud), "--out", o, "--force"];
+    check_failure(&run(&merge), INPUT, &["loud/adapter_model.safetensors", "plain image", "f32"], false);
+    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before, "the previous merge is kept");
+    // A model whose own weights do that (its last MLP's output) is named instead, by merge
+    // and by eval.
+    let broken = model_copy(&dir);
+    edit_tensors(&broken.join("model.safetensors"), |t| {
+        let w = t.iter_mut().find(|(k, ..)| k == "vit.encoder.layer.1.output.dense.weight").expect("fc2");
+        w.3 = f32_bytes(&[3e38; 16 * 24]);
+    });
+    let b = s(&broken);
+    let merge = ["merge", "--model", b, "--adapter", s(&lora), "--out", o, "--force"];
+    check_failure(&run(&merge), INPUT, &["model/model.safetensors", "its weights", "plain image"], false);
+    let data = good_data(&dir);
+    let eval = ["eval", "--model", b, "--data", s(&data)];
+    check_failure(&run(&eval), INPUT, &["model/model.safetensors", "model's weights", "image 0 of"], false);
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -117,41 +117,57 @@ pub(super) fn check_logits(report: &EvalReport, data: &Dataset, blame: &Blame<'_
     }
 }
 
-/// What a non-finite logit may be blamed on besides the data: the model run, and the adapter
-/// with the file it came from (its weights, or the config of a fresh one).
+/// What a non-finite logit may be blamed on besides the data: the model run (from the folder
+/// `model`), and the adapter with the file it came from (its weights, or the config of a
+/// fresh one).
 pub(super) struct Blame<'a> {
     pub(super) gpu: &'a Gpu,
     pub(super) vit: &'a crate::nn::Vit,
+    pub(super) model: &'a Path,
     pub(super) adapter: Option<(&'a crate::adapters::Adapter, &'a Path)>,
 }
 
-/// The error for image `image` of `data` whose logits are not finite (first `value`): naming
-/// the adapter's file when the model alone computes that image finitely (the adapter's
-/// values overflow f32), else the data file, with a hint at the likelier culprit.
+/// The error for image `image` of `data` whose logits are not finite (first `value`). When
+/// the image's pixels are of ordinary size: naming the adapter's file when the model alone
+/// computes that image finitely (the adapter's values overflow f32), the model's weights when
+/// it does not. Otherwise (or when that cannot be told) the data file, with a hint at the
+/// likelier culprit.
 pub(super) fn non_finite_logits(blame: &Blame<'_>, data: &Dataset, (image, value): (usize, f32)) -> Error {
     let per = data.pixels.len() / data.len().max(1);
     let largest = data.pixels[image * per..(image + 1) * per].iter().fold(0f32, |m, v| m.max(v.abs()));
     // Normalised pixels are a few units; far beyond that, the data is the likelier culprit.
     let ordinary = largest <= 1e3;
-    if ordinary
-        && let Some((_, file)) = blame.adapter
-        && crate::train::finite_without_adapter(blame.gpu, blame.vit, data, image).unwrap_or(false)
-    {
-        return Error::Format {
-            path: file.to_path_buf(),
-            message: format!(
-                "this adapter makes the logits of image {image} of {} {value}, which the model alone computes \
-                 finitely: its values are too large for f32 arithmetic",
-                data.path().display()
-            ),
-        };
+    let alone_finite = match blame.adapter {
+        Some(_) => crate::train::finite_without_adapter(blame.gpu, blame.vit, data, image).ok(),
+        None => Some(false),
+    };
+    let data_name = data.path().display();
+    match (ordinary, blame.adapter, alone_finite) {
+        (true, Some((_, file)), Some(true)) => {
+            return Error::Format {
+                path: file.to_path_buf(),
+                message: format!(
+                    "this adapter makes the logits of image {image} of {data_name} {value}, which the model alone \
+                     computes finitely: its values are too large for f32 arithmetic"
+                ),
+            };
+        }
+        (true, _, Some(false)) => {
+            return Error::Format {
+                path: crate::nn::weights::weights_file(blame.model),
+                message: format!(
+                    "the model's weights make its logits of image {image} of {data_name} {value}, though the \
+                     image's pixels are of ordinary size (largest magnitude {largest:e}): weights too large for f32 \
+                     arithmetic?"
+                ),
+            };
+        }
+        _ => {}
     }
     let check = if !ordinary {
         "check the data's normalisation"
-    } else if blame.adapter.is_some() {
-        "the pixels are of ordinary size, so check the model's and the adapter's weights"
     } else {
-        "the pixels are of ordinary size, so check the model's weights"
+        "the pixels are of ordinary size, so check the model's and the adapter's weights"
     };
     Error::Format {
         path: data.path().to_path_buf(),

@@ -82,7 +82,7 @@ pub fn eval(
         evaluate_with_progress(&gpu, &vit, adapter.as_ref(), &data, batch, logits_out.is_some(), &mut |i, n| {
             progress.evaluated(i, n);
         })?;
-    let blame = Blame { gpu: &gpu, vit: &vit, adapter: adapter.as_ref().zip(adapter_file.as_deref()) };
+    let blame = Blame { gpu: &gpu, vit: &vit, model, adapter: adapter.as_ref().zip(adapter_file.as_deref()) };
     check_logits(&report, &data, &blame)?;
     if let Some(path) = logits_out {
         let t = HostTensor::new(vec![data.len(), report.labels], std::mem::take(&mut report.logits))?;

@@ -5,12 +5,14 @@ use std::path::Path;
 use super::checks::{refuse_special_outputs, same_place};
 use super::inputs::{AdapterInput, read_model, refuse_headless, refuse_merged_twice};
 use super::{holds_adapter, holds_model};
-use crate::adapters::PeftType;
+use crate::adapters::{Adapter, PeftType};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::io::Dataset;
 use crate::io::json::JsonFile;
 use crate::io::paths::check_output_dir;
 use crate::nn::Vit;
+use crate::train::{evaluate, finite_without_adapter};
 
 /// `peft-wgpu merge`: writes a model folder with the adapter folded in. An `out` that already
 /// holds a model (or is the `--model` folder) is refused unless `force`. Returns the number of
@@ -67,8 +69,11 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<us
     let vit = Vit::from_weights(&gpu, &weights)?;
     // Recorded in the merged weights, so that the adapter is not applied to them again.
     let fingerprint = input.weights.as_ref().map(crate::io::safetensors::TensorFile::fingerprint);
+    let adapter_file = input.source_file();
     let adapter = input.build(&gpu, &vit, 0)?;
     let mut merged = adapter.merge(&gpu, &weights)?;
+    // After the merge's own check, which names a weight that overflows.
+    check_plain_image(&gpu, &vit, &adapter, &adapter_file, model)?;
     merged.merged_adapters.extend(fingerprint);
     // The merged config is the model's own with the adapter's labels: fields this crate does
     // not read (transformers' version, pooler settings, custom keys) are kept.
@@ -83,4 +88,26 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<us
         );
     }
     Ok(merged.prompts.as_ref().map_or(0, |p| p.shape[0]))
+}
+
+/// Fails when the adapted model's logits for a plain image (every normalised pixel 0, the
+/// data's mean) are not finite: its weights (or, when the model alone computes that image
+/// finitely, the adapter's) are too large for f32 arithmetic, and the merged model would
+/// compute no numbers on any image. `eval` and `train` refuse such an adapter on their data;
+/// a merge has none, so this one image stands in for it.
+fn check_plain_image(gpu: &Gpu, vit: &Vit, adapter: &Adapter, adapter_file: &Path, model: &Path) -> Result<()> {
+    let c = vit.config();
+    let shape = [1, c.num_channels, c.image_size[0], c.image_size[1]];
+    let plain = Dataset::from_parts(Path::new("a plain image"), shape, vec![0.0; shape.iter().product()], vec![0])?;
+    let Some((_, value)) = evaluate(gpu, vit, Some(adapter), &plain, 1)?.first_non_finite else { return Ok(()) };
+    let message = |whose: &str| {
+        format!(
+            "{whose} make the model's logits for a plain image (every normalised pixel 0) {value}: values too large \
+             for f32 arithmetic, so the merged model would compute no numbers"
+        )
+    };
+    Err(match finite_without_adapter(gpu, vit, &plain, 0) {
+        Ok(false) => Error::Format { path: crate::nn::weights::weights_file(model), message: message("its weights") },
+        _ => Error::Format { path: adapter_file.to_path_buf(), message: message("this adapter's values") },
+    })
 }

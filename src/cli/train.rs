@@ -135,7 +135,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         }
         progress.step(r);
     });
-    let run = Blame { gpu: &gpu, vit: &vit, adapter: Some((&adapter, &start_file)) };
+    let run = Blame { gpu: &gpu, vit: &vit, model: &args.model, adapter: Some((&adapter, &start_file)) };
     trained.map_err(|e| blame_non_finite(e, &run, &data, &options))?;
     // Checked again under the folder's lock, as the save starts: another run may have saved
     // an adapter there while this one trained.
@@ -151,7 +151,7 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
             })
             .map_err(saved)?;
             let weights = args.out.join(WEIGHTS_FILE);
-            let blame = Blame { gpu: &gpu, vit: &vit, adapter: Some((&adapter, &weights)) };
+            let blame = Blame { gpu: &gpu, vit: &vit, model: &args.model, adapter: Some((&adapter, &weights)) };
             check_logits(&report, d, &blame).map_err(saved)?;
             Some(report)
         }

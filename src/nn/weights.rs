@@ -84,6 +84,12 @@ fn v5_alias(key: &str, layers: usize) -> Option<String> {
     Some(format!("{}.{leaf}", id.path(Naming::Transformers5)))
 }
 
+/// The file that holds the weights of the model folder `dir`, for messages:
+/// `model.safetensors`, else the index of a sharded model, else the folder.
+pub fn weights_file(dir: &Path) -> PathBuf {
+    [dir.join("model.safetensors"), dir.join(INDEX_FILE)].into_iter().find(|p| p.is_file()).unwrap_or(dir.into())
+}
+
 /// `__metadata__` key of a merged `model.safetensors` that replaced a sharded model: the
 /// fingerprint of the index it replaced, whose shards it removes once in place.
 const REPLACED_INDEX_KEY: &str = "peft_wgpu.replaced_index_fnv1a64";
