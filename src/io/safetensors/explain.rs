@@ -65,15 +65,16 @@ pub(super) fn explain_invalid(bytes: &[u8], err: &safetensors::SafeTensorError, 
         return format!("not a valid safetensors file: its header is {kind}, not a JSON object of tensors");
     }
     if let Ok(serde_json::Value::Object(map)) = parsed {
-        match extent(&map, available) {
-            Extent::Truncated(reason) => return reason,
-            Extent::Trailing(extra) if matches!(err, safetensors::SafeTensorError::MetadataIncompleteBuffer) => {
-                return trailing(extra, stream);
-            }
-            _ => {}
+        if let Extent::Truncated(reason) = extent(&map, available) {
+            return reason;
         }
         if let Some(reason) = explain_layout(&map) {
             return format!("not a valid safetensors file: {reason}");
+        }
+        if let Extent::Trailing(extra) = extent(&map, available)
+            && matches!(err, safetensors::SafeTensorError::MetadataIncompleteBuffer)
+        {
+            return trailing(extra, stream);
         }
     }
     format!("not a valid safetensors file: {err}")
@@ -122,10 +123,11 @@ fn trailing(extra: u64, stream: bool) -> String {
 /// full validation tells.
 pub(super) fn explain_extent(header: &[u8], available: u64) -> Option<String> {
     let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(header) else { return None };
-    let told = map
-        .iter()
-        .filter(|(k, _)| k.as_str() != "__metadata__")
-        .all(|(_, v)| v.get("data_offsets").and_then(|o| o.as_array()).is_some_and(|o| o.len() == 2 && o[1].is_u64()));
+    // Bytes after the last tensor are the fault only where each tensor's place and size are
+    // right; otherwise the tensor out of place is (a short tensor leaves bytes over too).
+    let told = map.iter().filter(|(k, _)| k.as_str() != "__metadata__").all(|(_, v)| {
+        v.get("data_offsets").and_then(|o| o.as_array()).is_some_and(|o| o.len() == 2 && o.iter().all(|x| x.is_u64()))
+    }) && explain_layout(&map).is_none();
     match extent(&map, available) {
         Extent::Truncated(reason) => Some(reason),
         Extent::Trailing(extra) if told => Some(trailing(extra, false)),
@@ -180,8 +182,21 @@ fn explain_layout<'a>(map: &'a serde_json::Map<String, serde_json::Value>) -> Op
         let [start, end] = [offsets.first()?.as_u64()?, offsets.get(1)?.as_u64()?];
         Some(Entry { key, dtype, shape, start, end })
     };
-    let mut entries: Vec<Entry<'_>> =
-        map.iter().filter(|(k, _)| k.as_str() != "__metadata__").map(entry).collect::<Option<_>>()?;
+    let tensors = || map.iter().filter(|(k, _)| k.as_str() != "__metadata__");
+    for (key, v) in tensors() {
+        let whole = |x: &serde_json::Value| x.is_u64();
+        if let Some(offsets) = v.get("data_offsets")
+            && !offsets.as_array().is_some_and(|o| o.len() == 2 && o.iter().all(whole))
+        {
+            return Some(format!("tensor `{key}` has data_offsets {offsets}, not two whole numbers ≥ 0 (start, end)"));
+        }
+        if let Some(shape) = v.get("shape")
+            && !shape.as_array().is_some_and(|s| s.iter().all(whole))
+        {
+            return Some(format!("tensor `{key}` has shape {shape}, not a list of whole numbers ≥ 0"));
+        }
+    }
+    let mut entries: Vec<Entry<'_>> = tensors().map(entry).collect::<Option<_>>()?;
     entries.sort_by_key(|e| (e.start, e.end));
     let mut at = 0u64;
     for e in &entries {
@@ -297,6 +312,24 @@ mod tests {
             (
                 r#""a":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,24]}"#,
                 "tensor `a` has shape [4294967296, 4294967296, 4], too large to count its bytes",
+            ),
+            // Offsets and sides that are no whole numbers, and a short last tensor, which
+            // leaves bytes after it: the tensor is named, not the bytes over.
+            (
+                r#""a":{"dtype":"F32","shape":[2],"data_offsets":[-4,4]},"b":{"dtype":"F32","shape":[4],"data_offsets":[4,20]}"#,
+                "tensor `a` has data_offsets [-4,4], not two whole numbers ≥ 0 (start, end)",
+            ),
+            (
+                r#""a":{"dtype":"F32","shape":[2],"data_offsets":[0.0,8]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}"#,
+                "tensor `a` has data_offsets [0.0,8], not two whole numbers ≥ 0",
+            ),
+            (
+                r#""a":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}"#,
+                "tensor `a` has shape [2.5], not a list of whole numbers ≥ 0",
+            ),
+            (
+                r#""a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,20]}"#,
+                "tensor `b` is F32 of shape [4], 16 bytes, but its data_offsets [8, 20] hold 12",
             ),
         ];
         for (entries, want) in cases {
