@@ -267,6 +267,32 @@ fn logits_out_never_overwrites_an_input() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Output names longer than the file system allows (255 bytes on Linux's) are refused before
+/// any work, naming the flag: a file's (`--logits-out`, `demo --svg`) and a folder's (`--out`).
+#[cfg(unix)]
+#[test]
+fn output_names_too_long_for_the_file_system_are_refused_before_any_work() {
+    let dir = scratch("long-names");
+    let data = good_data(&dir);
+    let model = model_copy(&dir);
+    let (m, d) = (s(&model), s(&data));
+    let long = dir.join(format!("{}.safetensors", "x".repeat(300)));
+    let line = fails(&["eval", "--model", m, "--data", d, "--logits-out", s(&long)], USAGE, &["--logits-out"]);
+    assert!(line.contains("its name (312 bytes) is longer than the file system"), "{line}");
+    let svg = dir.join(format!("{}.svg", "y".repeat(300)));
+    fails(&["demo", "--steps", "1", "--svg", s(&svg)], USAGE, &["--svg", "its name (304 bytes)"]);
+    // A name whose temporary (`.NAME.tmp-PID`) would be too long is written, under a cut one.
+    let longest = dir.join("z".repeat(255));
+    let done = run(&["eval", "--model", m, "--data", d, "--logits-out", s(&longest)]);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(longest.is_file(), "the logits were written");
+    let out = dir.join("w".repeat(300));
+    fails(&train_args(m, s(&fixture("adapters/lora_v4")), d, s(&out), &[]), USAGE, &["--out", "longer than"]);
+    let leftovers: Vec<String> = names_with(&dir, ".peft-wgpu-probe");
+    assert!(leftovers.is_empty(), "probes left behind: {leftovers:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// `--logits-out` and `demo --svg` naming a file that makes an adapter or model folder (its
 /// config, weights or a shard), or an existing file of another kind than theirs, are
 /// refused, whether or not the folder is part of the run or is such a folder at all and the

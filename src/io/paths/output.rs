@@ -41,15 +41,30 @@ const PROBE_FILE: &str = ".peft-wgpu-probe-of-a-long-name.tmp-";
 /// The name of a probe's first new folder, before its `PID-N-` and padding `x`s.
 const PROBE_FOLDER: &str = ".peft-wgpu-probe-";
 
-/// Fails unless a file can be created in folder `dir` (made and removed at once).
-fn probe_writable(dir: &Path, target: &Path) -> Result<()> {
+/// Fails unless a file can be created in folder `dir` (made and removed at once) under a name
+/// at least `name_len` bytes long, the length of the output file's own name (0 for a folder's
+/// files): a name too long for the file system is found now, not when the run saves.
+fn probe_writable(dir: &Path, target: &Path, name_len: usize, flag: &str) -> Result<()> {
     remove_stale_probes(dir);
-    let probe = dir.join(format!("{PROBE_FILE}{}", unique_suffix()));
+    let mut name = format!("{PROBE_FILE}{}", unique_suffix());
+    if name.len() < name_len {
+        name.push('-');
+        name.extend(std::iter::repeat_n('x', name_len.saturating_sub(name.len())));
+    }
+    let probe = dir.join(name);
     match std::fs::File::create(&probe) {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
+        Err(source) if source.kind() == std::io::ErrorKind::InvalidFilename => Err(Error::invalid(
+            flag,
+            format!(
+                "{}: its name ({name_len} bytes) is longer than the file system of {} allows",
+                shortened(target).display(),
+                shortened(dir).display()
+            ),
+        )),
         Err(source) => Err(Error::Io {
             path: shortened(target),
             source: std::io::Error::new(
@@ -73,8 +88,8 @@ pub fn check_output_dir(dir: &Path, flag: &str) -> Result<()> {
         };
         return Err(Error::invalid(flag, message));
     }
-    probe_writable(&base, dir)?;
-    probe_new_folders(&base, dir)
+    probe_writable(&base, dir, 0, flag)?;
+    probe_new_folders(&base, dir, flag)
 }
 
 /// Makes the folders of `dir` below its existing ancestor `base`, and a file in the deepest,
@@ -82,7 +97,7 @@ pub fn check_output_dir(dir: &Path, flag: &str) -> Result<()> {
 /// ends the run now rather than at the save after the training. The first new folder is
 /// made under a name of its own of at least the same length, so that no other run saving
 /// to `dir` meanwhile sees it come and go.
-fn probe_new_folders(base: &Path, dir: &Path) -> Result<()> {
+fn probe_new_folders(base: &Path, dir: &Path, flag: &str) -> Result<()> {
     use std::path::Component;
     // `a/../b` would make `b` outside the private folder: such paths are left to the save.
     if dir.components().any(|c| c == Component::ParentDir) {
@@ -103,7 +118,11 @@ fn probe_new_folders(base: &Path, dir: &Path) -> Result<()> {
     let root = first.with_file_name(own);
     let probe = root.join(rest);
     let outcome = match std::fs::create_dir_all(&probe) {
-        Ok(()) => probe_writable(&probe, &shortened(dir)),
+        Ok(()) => probe_writable(&probe, &shortened(dir), 0, flag),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidFilename => Err(Error::invalid(
+            flag,
+            format!("{}: a name in it is longer than the file system allows", shortened(dir).display()),
+        )),
         Err(e) => Err(Error::Io {
             path: shortened(dir),
             source: std::io::Error::new(e.kind(), format!("cannot make this folder: {e}")),
@@ -114,7 +133,7 @@ fn probe_new_folders(base: &Path, dir: &Path) -> Result<()> {
 }
 
 /// Removes from folder `dir` the probes that runs killed in the instant between making and
-/// removing them left behind: files `PROBE_FILE` + `PID-N` and folders `PROBE_FOLDER` +
+/// removing them left behind: files `PROBE_FILE` + `PID-N` (and padding `-x…`), folders `PROBE_FOLDER` +
 /// `PID-N-` + `x`s whose process has ended (where the system tells, see
 /// [`crate::io::atomic::process_ended`]) and that are a minute old (a probe lives for
 /// microseconds; on a folder shared between machines, another one's live probe stays).
@@ -133,9 +152,11 @@ fn remove_stale_probes(dir: &Path) {
         };
         let mut parts = rest.splitn(3, '-');
         let (Some(pid), Some(count), padding) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let padded = |x: &str| x.bytes().all(|b| b == b'x');
         let shaped = match (folder, padding) {
             (false, None) => kind.is_file(),
-            (true, Some(x)) => kind.is_dir() && x.bytes().all(|b| b == b'x'),
+            (false, Some(x)) => kind.is_file() && padded(x),
+            (true, Some(x)) => kind.is_dir() && padded(x),
             _ => false,
         };
         let old = || {
@@ -323,5 +344,6 @@ pub fn check_output_file(path: &Path, flag: &str, replaces: Replaces) -> Result<
             ),
         ));
     }
-    probe_writable(parent, path)
+    let name_len = path.file_name().map_or(0, |n| n.len());
+    probe_writable(parent, path, name_len, flag)
 }
