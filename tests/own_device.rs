@@ -357,7 +357,7 @@ fn a_new_adapter_too_large_for_the_optimizer_is_refused_as_it_is_built() {
         }
         other => panic!("expected TooLarge, got {:?}", other.map(|a| a.num_trainable())),
     }
-    // The dry run, which knows no device, bounds them by the kernels' 2³² − 1 values.
+    // The dry run, which knows no device, bounds them by the kernels' own limit (2³² − 2¹⁷ values).
     let checked = Adapter::check(config(256), path, None, vit.config());
     assert!(checked.is_ok(), "{checked:?}");
     assert!(Adapter::new(&small, config(16), path, &vit, 0).is_ok(), "r 16 makes 13,312 values");

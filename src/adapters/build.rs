@@ -65,7 +65,8 @@ impl Build<'_> {
 
     /// Counts a new adapter's tensor `key` of `shape` (checked by [`Build::check_size`]) into
     /// [`Made`]: fails when the trainable values would not fit the optimizer's buffer of all
-    /// of them (at most 2³² − 1 values, one binding), or all values the host's memory. An
+    /// of them (one tensor, so within the limit [`Build::check_size`] applies), or all values
+    /// the host's memory. An
     /// adapter read from a file is bounded by the file.
     fn count(&mut self, key: &str, shape: &[usize], trainable: bool) -> Result<()> {
         if self.source.is_file() {
@@ -78,7 +79,6 @@ impl Build<'_> {
             self.made.trainable = self.made.trainable.saturating_add(n);
             let (count, bytes) = (self.made.trainable, self.made.trainable.saturating_mul(4));
             let (max, limit) = self.max_bytes;
-            let max = max.min(4 * u64::from(u32::MAX));
             if bytes > max {
                 let what = format!(
                     "the {count} trainable values {from} makes (up to `{key}`; the optimizer keeps them in one \

@@ -10,7 +10,7 @@ use crate::optim::OptimizerKind;
 use crate::train::EvalReport;
 
 /// What one batch's largest tensor allows: the bytes per image of that tensor, the most bytes
-/// a tensor may have (before the GPU is known: 2³² − 1 elements; with it: the device's limit)
+/// a tensor may have (before the GPU is known: [`MAX_TENSOR_BYTES`]; with it: the device's limit)
 /// and the limit's name. The largest tensor per image is the images themselves, an MLP
 /// activation (`tokens × intermediate_size`) or the logits (`labels`); `tokens` counts prompt
 /// tokens too. Where attention is not fused (on GPUs, and CPU adapters without subgroups of

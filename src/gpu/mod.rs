@@ -35,9 +35,11 @@ pub const MAX_PARAMS_BYTES: u32 = 64;
 pub const WG_1D: u32 = 256;
 
 /// Largest tensor on any device, in bytes: kernels index elements and pass counts as `u32`,
-/// so a tensor holds at most 2³² − 1 elements of 4 bytes. [`Gpu::max_tensor_bytes`] is this or
-/// the device's own limit, whichever is smaller.
-pub const MAX_TENSOR_BYTES: u64 = 4 * u32::MAX as u64;
+/// so a tensor holds at most 2³² − 2¹⁷ elements of 4 bytes (the margin keeps the last index
+/// of a one-dimensional grid folded into two dimensions below 2³², so that no invocation
+/// past the end wraps onto the first elements). [`Gpu::max_tensor_bytes`] is this or the
+/// device's own limit, whichever is smaller (only Metal's bindings reach it).
+pub const MAX_TENSOR_BYTES: u64 = 4 * ((1 << 32) - (1 << 17));
 
 /// The name [`crate::Error::TooLarge`] gives [`MAX_TENSOR_BYTES`].
 pub const MAX_TENSOR_LIMIT: &str = "u32 element indexing in the kernels";

@@ -247,14 +247,19 @@ impl Gpu {
         self.dispatch(kernel, inputs, outputs, params, self.grid_1d(threads, WG_1D))
     }
 
-    /// The workgroup grid for `threads` invocations in workgroups of `wg`.
+    /// The workgroup grid for `threads` invocations in workgroups of `wg`: one row, or as
+    /// few rows as the device's limit per dimension allows, of equal length, so that fewer
+    /// than a row's worth of invocations fall past the end (the shaders' index
+    /// `gid.x + gid.y·nwg.x·wg` then stays below 2³² for every tensor, see
+    /// [`super::MAX_TENSOR_BYTES`]).
     pub(crate) fn grid_1d(&self, threads: usize, wg: u32) -> [u32; 3] {
         let groups = threads.div_ceil(wg as usize) as u64;
         let max = u64::from(self.inner.limits.max_compute_workgroups_per_dimension);
         if groups <= max {
             [groups as u32, 1, 1]
         } else {
-            [max as u32, groups.div_ceil(max).min(u64::from(u32::MAX)) as u32, 1]
+            let rows = groups.div_ceil(max);
+            [groups.div_ceil(rows) as u32, rows.min(u64::from(u32::MAX)) as u32, 1]
         }
     }
 
@@ -411,11 +416,17 @@ mod tests {
     fn one_dimensional_grids_fold_within_the_limit() {
         let gpu = Gpu::new().expect("GPU tests need a wgpu adapter; on headless Linux install mesa-vulkan-drivers");
         let max = gpu.limits().max_compute_workgroups_per_dimension;
-        // Every count a tensor can hold (at most 2³² − 1 elements) folds into a legal grid.
-        for threads in [1, 255, 256, 257, (max as usize) * 256, (max as usize) * 256 + 1, u32::MAX as usize] {
+        // Every count a tensor can hold folds into a legal grid whose last invocation's index
+        // (gid.x + gid.y·nwg.x·256) is below 2³², so none wraps onto the first elements.
+        let most = (crate::gpu::MAX_TENSOR_BYTES / 4) as usize;
+        let wide = (max as usize) * 256;
+        for threads in [1, 255, 256, 257, wide, wide + 1, 3 * wide - 1, most - wide + 1, most - 1, most] {
             let [x, y, z] = gpu.grid_1d(threads, WG_1D);
             assert!(x <= max && y <= max && z == 1, "{threads} threads: grid {x}×{y}×{z}");
-            assert!(u64::from(x) * u64::from(y) * 256 >= threads as u64, "{threads} threads: grid too small");
+            let covered = u64::from(x) * u64::from(y) * 256;
+            assert!(covered >= threads as u64, "{threads} threads: grid too small");
+            assert!(covered <= 1 << 32, "{threads} threads: grid {x}×{y} indexes past 2³²");
+            assert!(covered - (threads as u64) < u64::from(x) * 256, "{threads} threads: a whole row is idle");
         }
     }
 }
