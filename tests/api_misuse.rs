@@ -267,7 +267,9 @@ fn training_checks_the_adapter_the_batch_and_values_changed_in_code() {
     // so that it reads back with that meaning.
     let mut cfg = parse(r#"{"peft_type": "FLORA", "r": 2, "target_modules": "x"}"#);
     let AdapterKind::Flora(f) = &mut cfg.kind else { panic!("FLoRA") };
-    f.target_modules = peft_wgpu::nn::Targets::Regex(regex::Regex::new("query").unwrap());
+    f.target_modules = peft_wgpu::nn::Targets::Regex(
+        peft_wgpu::nn::Pattern::new("query", peft_wgpu::nn::PatternUse::Anywhere).unwrap(),
+    );
     let searched = Adapter::new(&gpu, cfg, path, &vit, 1).unwrap();
     let dir = std::env::temp_dir().join(format!("peft-wgpu-api-regex-{}", std::process::id()));
     searched.save(&gpu, &dir).unwrap();

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod config;
 pub mod names;
+pub mod pattern;
 mod shapes;
 mod shards;
 pub mod vit;
@@ -10,5 +11,6 @@ pub mod weights;
 
 pub use config::VitConfig;
 pub use names::{LayerPart, ModuleId, Naming, Targets};
+pub use pattern::{Pattern, PatternUse};
 pub use vit::{NoHooks, Vit, VitHooks, VitVars};
 pub use weights::VitWeights;

@@ -5,6 +5,7 @@
 //! `vit.layers.{i}.attention.q_proj`, …. Adapters written under either naming load; matching
 //! tries both paths of each module.
 
+use super::pattern::{Pattern, PatternUse};
 use crate::error::{Error, Result};
 
 /// A module of one transformer layer.
@@ -233,11 +234,11 @@ impl ModuleId {
 pub enum Targets {
     /// Names matched exactly or as a dotted suffix.
     Names(Vec<String>),
-    /// A regex matched against the path: [`Targets::regex`] and [`Targets::from_config`]
-    /// anchor it (`^(?:…)$`), so that it must match the whole path as PEFT's `re.fullmatch`;
-    /// one built without anchors matches anywhere in the path, and is saved as
-    /// `.*(?:…).*` so that it reads back with the same meaning.
-    Regex(regex::Regex),
+    /// A regex (Python's syntax, as PEFT's) matched against the path: [`Targets::regex`] and
+    /// [`Targets::from_config`] make it match the whole path ([`PatternUse::Whole`], PEFT's
+    /// `re.fullmatch`); one built to match anywhere in the path ([`PatternUse::Anywhere`]) is
+    /// saved as `.*(?:…).*`, so that it reads back with the same meaning.
+    Regex(Pattern),
 }
 
 impl Targets {
@@ -262,9 +263,9 @@ impl Targets {
         }
     }
 
-    /// PEFT's regex form: `pattern` must match a module's whole path.
+    /// PEFT's regex form: `pattern` (Python's syntax) must match a module's whole path.
     pub fn regex(pattern: &str) -> std::result::Result<Targets, String> {
-        regex::Regex::new(&format!("^(?:{pattern})$"))
+        Pattern::new(pattern, PatternUse::Whole)
             .map(Targets::Regex)
             .map_err(|e| format!("is not a valid regular expression: {e}"))
     }
@@ -273,10 +274,10 @@ impl Targets {
     /// [`Targets::Regex`]; `None` for names.
     pub fn config_regex(&self) -> Option<String> {
         let Targets::Regex(re) = self else { return None };
-        let s = re.as_str();
-        Some(match s.strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")) {
-            Some(inner) => inner.to_string(),
-            None => format!(".*(?:{s}).*"),
+        Some(match re.used() {
+            PatternUse::Whole => re.source().to_string(),
+            PatternUse::Anywhere => format!(".*(?:{}).*", re.source()),
+            PatternUse::Tail => format!("(.*\\.)?({})", re.source()),
         })
     }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{MAX_RANK, opt_targets, targets, usize_list};
 use crate::error::Result;
 use crate::io::json::JsonFile;
-use crate::nn::Targets;
+use crate::nn::{Pattern, PatternUse, Targets};
 
 /// LoRA settings (PEFT's `LoraConfig`, the parts that change the maths).
 #[derive(Clone, Debug)]
@@ -105,9 +105,10 @@ pub(super) fn check_pattern_keys(c: &LoraConfig, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// PEFT's reading of a pattern key: the key matches a module path's whole tail after a dot.
-fn pattern_regex(key: &str) -> std::result::Result<regex::Regex, regex::Error> {
-    regex::Regex::new(&format!(r"^(.*\.)?({key})$"))
+/// PEFT's reading of a pattern key (Python's syntax): the key matches a module path's whole
+/// tail after a dot.
+fn pattern_regex(key: &str) -> std::result::Result<Pattern, String> {
+    Pattern::new(key, PatternUse::Tail)
 }
 
 pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
@@ -263,12 +264,12 @@ impl LoraConfig {
 
     /// [`LoraConfig::rank_alpha`] for many paths: the patterns are compiled once.
     pub fn rank_alpha_lookup(&self) -> impl Fn(&str) -> (usize, f64) + '_ {
-        fn compile<T: Copy>(patterns: &[(String, T)]) -> Vec<(regex::Regex, T)> {
+        fn compile<T: Copy>(patterns: &[(String, T)]) -> Vec<(Pattern, T)> {
             // A key that is not a regex is refused when read (`check_pattern`) and when built
             // in code (`AdapterConfig::check_values`).
             patterns.iter().filter_map(|(k, v)| Some((pattern_regex(k).ok()?, *v))).collect()
         }
-        fn find<T: Copy>(patterns: &[(regex::Regex, T)], path: &str) -> Option<T> {
+        fn find<T: Copy>(patterns: &[(Pattern, T)], path: &str) -> Option<T> {
             patterns.iter().find(|(re, _)| re.is_match(path)).map(|&(_, v)| v)
         }
         let (ranks, alphas) = (compile(&self.rank_pattern), compile(&self.alpha_pattern));
@@ -288,12 +289,11 @@ impl LoraConfig {
     /// again may give such a module another rank or alpha; a config like this is written
     /// with its modules spelled out.
     pub(crate) fn patterns_overlap<'p>(&self, paths: impl IntoIterator<Item = &'p str>) -> bool {
-        let compile = |keys: Vec<&String>| -> Vec<regex::Regex> {
-            keys.into_iter().filter_map(|k| pattern_regex(k).ok()).collect()
-        };
+        let compile =
+            |keys: Vec<&String>| -> Vec<Pattern> { keys.into_iter().filter_map(|k| pattern_regex(k).ok()).collect() };
         let ranks = compile(self.rank_pattern.iter().map(|(k, _)| k).collect());
         let alphas = compile(self.alpha_pattern.iter().map(|(k, _)| k).collect());
-        let twice = |res: &[regex::Regex], path: &str| res.iter().filter(|re| re.is_match(path)).count() > 1;
+        let twice = |res: &[Pattern], path: &str| res.iter().filter(|re| re.is_match(path)).count() > 1;
         paths.into_iter().any(|p| twice(&ranks, p) || twice(&alphas, p))
     }
 
