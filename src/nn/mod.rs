@@ -4,6 +4,7 @@ pub mod attention;
 pub mod config;
 pub mod names;
 pub mod pattern;
+mod save;
 mod shapes;
 mod shards;
 pub mod vit;
