@@ -53,7 +53,7 @@ impl VitWeights {
     }
 
     /// [`VitWeights::save`] with `config` as the text of `config.json` (e.g. the original
-    /// model's config with new labels, [`VitConfig::to_json_over`]). A sharded model that
+    /// model's config with new labels, [`super::VitConfig::to_json_over`]). A sharded model that
     /// `dir` held before (its index and the shards it lists) is removed once the new files
     /// are in place, so the folder holds one model.
     pub fn save_with_config(&self, dir: &Path, config: String) -> Result<()> {
