@@ -1,9 +1,10 @@
 //! PEFT's regular expressions (`target_modules` or `exclude_modules` as a string, the keys of
 //! `rank_pattern` and `alpha_pattern`) are Python `re` patterns. [`Pattern`] compiles one with
-//! the meaning Python gives it: look-around, backreferences (`\1`, `(?P=name)`), `{,n}`, `\Z`
-//! and comments are taken as they are (fancy-regex reads Python's syntax), and inside a
-//! character class `[`, `&&`, `~~` and `--`, which Rust's regex syntax reads as a nested class
-//! and set operations but Python as characters, are escaped first ([`python_to_rust`]).
+//! the meaning Python gives it. fancy-regex reads most of Python's syntax as Python does
+//! (look-around, backreferences, `(?P=name)`, `{,n}`, `\Z`, atomic groups, conditionals);
+//! [`python_to_rust`] rewrites the rest first: character classes (where Rust reads `[`, `&&`,
+//! `~~` and `--` as nested classes and set operations, Python as characters and ranges),
+//! octal escapes, `\<` and `\>`, comments, and the flags Rust lacks.
 
 /// How a [`Pattern`] is matched against a module's path, as PEFT matches each kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,18 +27,33 @@ pub struct Pattern {
     re: Box<fancy_regex::Regex>,
 }
 
+/// Backtracking steps one match may take (fancy-regex's default is a tenth of this): module
+/// paths are a few dozen characters, so only a pattern of nested ambiguous loops gets near.
+const BACKTRACK_LIMIT: usize = 10_000_000;
+
 impl Pattern {
     /// `source`, in Python's `re` syntax, matched as `used` says; an error (the reason) when it
     /// is not a regular expression.
     pub fn new(source: &str, used: PatternUse) -> Result<Pattern, String> {
-        let rust = python_to_rust(source);
+        let python = python_to_rust(source)?;
+        let rust = &python.rust;
+        // In verbose mode a `#` comment runs to the end of the line: the wrapper starts a new one.
+        let end = if python.verbose { "\n" } else { "" };
         let anchored = match used {
-            PatternUse::Whole => format!("^(?:{rust})$"),
-            PatternUse::Anywhere => rust,
-            // PEFT's own groups, so that a backreference in the key counts as in PEFT.
-            PatternUse::Tail => format!(r"^(.*\.)?({rust})$"),
+            PatternUse::Whole => format!("^(?:{rust}{end})$"),
+            PatternUse::Anywhere => rust.clone(),
+            // PEFT's own groups, so that a group number in the key counts as in PEFT.
+            PatternUse::Tail => format!("^(.*\\.)?({rust}{end})$"),
         };
-        let re = fancy_regex::Regex::new(&anchored).map_err(|e| e.to_string())?;
+        let re = fancy_regex::RegexBuilder::new(&anchored)
+            .backtrack_limit(BACKTRACK_LIMIT)
+            .build()
+            .map_err(|e| e.to_string())?;
+        // fancy-regex takes a condition on a group that does not exist (and fails when it
+        // matches); Python refuses it.
+        if let Some(bad) = python.conditions.iter().find(|c| c.parse::<usize>().is_ok_and(|n| n >= re.captures_len())) {
+            return Err(format!("invalid group reference {bad} in a condition"));
+        }
         Ok(Pattern { source: source.to_string(), used, re: Box::new(re) })
     }
 
@@ -51,57 +67,205 @@ impl Pattern {
         self.used
     }
 
-    /// Whether `path` matches. A match that needs more backtracking than fancy-regex allows
-    /// (a pattern whose look-around or backreferences explode on a module path of a few
-    /// dozen characters) counts as none.
+    /// Whether `path` matches. A match that needs more backtracking than [`BACKTRACK_LIMIT`]
+    /// counts as none.
     pub fn is_match(&self, path: &str) -> bool {
         self.re.is_match(path).unwrap_or(false)
     }
 }
 
-/// `pattern` (Python's syntax) in the syntax fancy-regex reads with the same meaning: inside a
-/// character class, `[`, `&` and `~` escaped, and a `-` right after a `-` (Python: the end of
-/// a range, as in `[+--]`; Rust: set difference). Elsewhere the two agree.
-pub fn python_to_rust(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len() + 8);
-    let mut chars = pattern.chars().peekable();
-    let mut in_class = false;
-    // Right after `[` or `[^`, where `]` is a character; after an unescaped `-` in a class.
-    let (mut class_start, mut after_dash) = (false, false);
-    while let Some(c) = chars.next() {
+/// A Python pattern rewritten for fancy-regex ([`python_to_rust`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rewritten {
+    /// The pattern in fancy-regex's syntax.
+    pub rust: String,
+    /// The groups its conditionals `(?(id)…)` name by number, to be checked once the groups
+    /// are counted (those named by name are checked as they are met).
+    pub conditions: Vec<String>,
+    /// Whether it starts in verbose mode (`(?x)`).
+    pub verbose: bool,
+}
+
+/// `pattern` (Python's syntax) in the syntax fancy-regex reads with the same meaning:
+/// - a character class item by item as Python reads it (a `-` between two items is a range,
+///   any other `-` a character; `]` first is a character), each character escaped where Rust
+///   reads it otherwise (`[`, `]`, `&`, `~`, `-`, `^`, `\`);
+/// - octal escapes (`\0`, `\012`, `\101`, and in a class any `\` digits) as `\x{…}`, and `\<`,
+///   `\>` as the characters they are in Python;
+/// - comments `(?#…)` (and in verbose mode `#` to the end of the line) dropped, so that what
+///   they hold is not read as syntax;
+/// - the flags `a`, `u` and `L` dropped (on module paths, ASCII, they change nothing).
+///
+/// An error where Python's is plain before any matching: a condition on a group name not
+/// defined before it.
+pub fn python_to_rust(pattern: &str) -> Result<Rewritten, String> {
+    let cs: Vec<char> = pattern.chars().collect();
+    let mut out = Rewritten { rust: String::with_capacity(pattern.len() + 8), conditions: Vec::new(), verbose: false };
+    let mut names: Vec<String> = Vec::new();
+    let at = |i: usize, s: &str| s.chars().enumerate().all(|(k, c)| cs.get(i + k) == Some(&c));
+    let mut i = 0;
+    while i < cs.len() {
+        let c = cs[i];
         if c == '\\' {
-            out.push(c);
-            out.extend(chars.next());
-            (class_start, after_dash) = (false, false);
-            continue;
-        }
-        if !in_class {
-            out.push(c);
-            if c == '[' {
-                in_class = true;
-                if chars.peek() == Some(&'^') {
-                    out.extend(chars.next());
+            i = escape(&cs, i, &mut out.rust, false);
+        } else if c == '[' {
+            i = class(&cs, i, &mut out.rust);
+        } else if at(i, "(?#") {
+            match cs[i..].iter().position(|&c| c == ')') {
+                Some(len) => i += len + 1,
+                None => {
+                    out.rust.extend(&cs[i..]);
+                    i = cs.len();
                 }
-                (class_start, after_dash) = (true, false);
             }
-            continue;
+        } else if out.verbose && c == '#' {
+            while i < cs.len() && cs[i] != '\n' {
+                i += 1;
+            }
+        } else if at(i, "(?(") {
+            let Some(len) = cs[i + 3..].iter().position(|&c| c == ')') else {
+                out.rust.extend(&cs[i..]);
+                break;
+            };
+            let id: String = cs[i + 3..i + 3 + len].iter().collect();
+            if id.parse::<usize>().is_ok() {
+                out.conditions.push(id.clone());
+            } else if !names.contains(&id) {
+                return Err(format!("unknown group name '{id}' in a condition"));
+            }
+            out.rust.push_str(&format!("(?({id})"));
+            i += 3 + len + 1;
+        } else if at(i, "(?P<") || (at(i, "(?<") && !at(i, "(?<=") && !at(i, "(?<!")) {
+            let open = if at(i, "(?P<") { 4 } else { 3 };
+            let len = cs[i + open..].iter().position(|&c| c == '>').unwrap_or(0);
+            names.push(cs[i + open..i + open + len].iter().collect());
+            out.rust.extend(&cs[i..i + open]);
+            i += open;
+        } else if at(i, "(?") && cs.get(i + 2).is_some_and(|c| "aiLmsux-".contains(*c)) {
+            i = flags(&cs, i, &mut out);
+        } else {
+            out.rust.push(c);
+            i += 1;
         }
-        match c {
-            ']' if !class_start => {
-                in_class = false;
-                out.push(c);
-            }
-            '[' | '&' | '~' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '-' if after_dash => out.push_str("\\-"),
-            _ => out.push(c),
-        }
-        after_dash = c == '-' && !after_dash;
-        class_start = false;
     }
-    out
+    Ok(out)
+}
+
+/// An inline flag group at `cs[i]` (`(?aiLmsux-imsx)` or `(?…:`), without `a`, `u` and `L`
+/// (and dropped whole when nothing is left of a global one); notes verbose mode when it
+/// opens the pattern. Returns the index after it.
+fn flags(cs: &[char], i: usize, out: &mut Rewritten) -> usize {
+    let mut j = i + 2;
+    let mut kept = String::new();
+    while let Some(&c) = cs.get(j).filter(|c| "aiLmsux-".contains(**c)) {
+        if !"auL".contains(c) {
+            kept.push(c);
+        }
+        j += 1;
+    }
+    match cs.get(j) {
+        Some(')') if i == 0 && kept.contains('x') && !kept.contains('-') => out.verbose = true,
+        _ => {}
+    }
+    match cs.get(j) {
+        Some(')') if kept.is_empty() => {}
+        Some(&close @ (')' | ':')) => out.rust.push_str(&format!("(?{kept}{close}")),
+        // Not a flag group after all: left for fancy-regex to refuse.
+        _ => {
+            out.rust.extend(&cs[i..j]);
+            return j;
+        }
+    }
+    j + 1
+}
+
+/// The escape at `cs[i]` (a `\`), written to `out` in fancy-regex's syntax; `in_class` as
+/// inside `[…]`. Returns the index after it.
+fn escape(cs: &[char], i: usize, out: &mut String, in_class: bool) -> usize {
+    let Some(&c) = cs.get(i + 1) else {
+        out.push('\\');
+        return i + 1;
+    };
+    let octal = |k: usize| cs.get(k).is_some_and(|c| c.is_digit(8));
+    let digit = |k: usize| cs.get(k).is_some_and(char::is_ascii_digit);
+    // Python: `\0` and up to two more octal digits, or three octal digits, are a character;
+    // in a class any octal digits are; other digits outside a class are a group number.
+    let octal_len = if c == '0' || in_class && octal(i + 1) {
+        1 + usize::from(octal(i + 2)) + usize::from(octal(i + 2) && octal(i + 3))
+    } else if octal(i + 1) && octal(i + 2) && octal(i + 3) {
+        3
+    } else {
+        0
+    };
+    if octal_len > 0 {
+        let digits: String = cs[i + 1..i + 1 + octal_len].iter().collect();
+        let value = u32::from_str_radix(&digits, 8).unwrap_or(0);
+        out.push_str(&format!("\\x{{{value:x}}}"));
+        return i + 1 + octal_len;
+    }
+    if c.is_ascii_digit() && !in_class {
+        let len = 1 + usize::from(digit(i + 2));
+        out.push('\\');
+        out.extend(&cs[i + 1..i + 1 + len]);
+        return i + 1 + len;
+    }
+    match c {
+        '<' | '>' => out.push(c),
+        'b' if in_class => out.push_str("\\x{8}"),
+        _ => {
+            out.push('\\');
+            out.push(c);
+        }
+    }
+    i + 2
+}
+
+/// The character class at `cs[i]` (a `[`), item by item as Python reads it, written to `out`
+/// in fancy-regex's syntax. Returns the index after it; an unterminated class is copied as it
+/// stands, for fancy-regex to refuse.
+fn class(cs: &[char], i: usize, out: &mut String) -> usize {
+    let mut text = String::from("[");
+    let mut j = i + 1;
+    if cs.get(j) == Some(&'^') {
+        text.push('^');
+        j += 1;
+    }
+    let mut first = true;
+    loop {
+        match cs.get(j) {
+            None => {
+                out.extend(&cs[i..]);
+                return cs.len();
+            }
+            Some(']') if !first => {
+                text.push(']');
+                out.push_str(&text);
+                return j + 1;
+            }
+            Some(_) => {}
+        }
+        first = false;
+        j = class_item(cs, j, &mut text);
+        if cs.get(j) == Some(&'-') && cs.get(j + 1).is_some_and(|&c| c != ']') {
+            text.push('-');
+            j = class_item(cs, j + 1, &mut text);
+        }
+    }
+}
+
+/// One character (or escape) of a class at `cs[j]`, written to `text`; returns the index
+/// after it.
+fn class_item(cs: &[char], j: usize, text: &mut String) -> usize {
+    match cs[j] {
+        '\\' => escape(cs, j, text, true),
+        c => {
+            if "[]\\&~-^".contains(c) {
+                text.push('\\');
+            }
+            text.push(c);
+            j + 1
+        }
+    }
 }
 
 #[cfg(test)]
@@ -109,19 +273,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classes_are_escaped_where_rust_reads_operators() {
+    fn python_syntax_is_rewritten_where_rust_reads_it_otherwise() {
         for (python, rust) in [
             ("[a&&b]", r"[a\&\&b]"),
             ("[a~~b]", r"[a\~\~b]"),
             ("[+--]", r"[+-\-]"),
+            ("[--x]", r"[\--x]"),
+            ("[a-z--x]", r"[a-z\--x]"),
             ("[[]", r"[\[]"),
-            ("[]a]", "[]a]"),
-            ("[^]a&]", r"[^]a\&]"),
+            ("[]a]", r"[\]a]"),
+            ("[]-h]", r"[\]-h]"),
+            ("[^]a&]", r"[^\]a\&]"),
             (r"[\]&]x&y", r"[\]\&]x&y"),
+            (r"[\2e]", r"[\x{2}e]"),
+            (r"\056query\0", r"\x{2e}query\x{0}"),
+            (r"(a)\1", r"(a)\1"),
+            (r"classifier\>", "classifier>"),
+            ("(?#[)[ab]", "[ab]"),
+            ("(?a)(?ai:x)", "(?i:x)"),
             ("(?!.*classifier).*(query|value)", "(?!.*classifier).*(query|value)"),
             ("a{,2}", "a{,2}"),
         ] {
-            assert_eq!(python_to_rust(python), rust, "{python}");
+            assert_eq!(python_to_rust(python).expect(python).rust, rust, "{python}");
         }
+        let verbose = python_to_rust("(?x) vit # a [ comment\n .*").expect("verbose");
+        assert!(verbose.verbose && verbose.rust == "(?x) vit \n .*", "{verbose:?}");
+        assert!(python_to_rust("(?(n)a)(?P<n>b)").is_err(), "a name used before it is defined");
+        assert_eq!(python_to_rust("(?P<n>b)(?(n)a)(?(2)c)").expect("defined").conditions, ["2"]);
+    }
+
+    #[test]
+    fn conditions_on_missing_groups_are_refused_not_matched() {
+        for source in ["(?(3))", "(?(2)a|b)", "(a)(?(2)b)"] {
+            let e = Pattern::new(source, PatternUse::Whole).expect_err(source);
+            assert!(e.contains("invalid group reference"), "{source}: {e}");
+        }
+        let p = Pattern::new("(a)?(?(1)b|c)", PatternUse::Whole).expect("a condition on group 1");
+        assert!(p.is_match("ab") && p.is_match("c") && !p.is_match("ac"));
+        // In a rank pattern key, PEFT's two groups come first.
+        assert!(Pattern::new("(?(2)x)", PatternUse::Tail).is_ok());
     }
 }
