@@ -67,7 +67,7 @@ impl Pattern {
         self.used
     }
 
-    /// Whether `path` matches. A match that needs more backtracking than [`BACKTRACK_LIMIT`]
+    /// Whether `path` matches. A match that needs more than 10 million backtracking steps
     /// counts as none.
     pub fn is_match(&self, path: &str) -> bool {
         self.re.is_match(path).unwrap_or(false)
