@@ -35,7 +35,7 @@ impl Pattern {
     /// `source`, in Python's `re` syntax, matched as `used` says; an error (the reason) when it
     /// is not a regular expression.
     pub fn new(source: &str, used: PatternUse) -> Result<Pattern, String> {
-        let python = python_to_rust(source)?;
+        let python = python_to_rust(source, used == PatternUse::Whole)?;
         let rust = &python.rust;
         // In verbose mode a `#` comment runs to the end of the line: the wrapper starts a new one.
         let end = if python.verbose { "\n" } else { "" };
@@ -96,16 +96,25 @@ pub struct Rewritten {
 ///   they hold is not read as syntax;
 /// - the flags `a`, `u` and `L` dropped (on module paths, ASCII, they change nothing).
 ///
-/// An error where Python's is plain before any matching: a condition on a group name not
-/// defined before it.
-pub fn python_to_rust(pattern: &str) -> Result<Rewritten, String> {
+/// `whole` says the pattern is the whole expression Python compiles (PEFT wraps a rank
+/// pattern key in groups of its own), so that global flags may open it.
+///
+/// An error where Python gives one that fancy-regex would not: a condition on a group name not
+/// defined before it, global flags anywhere but at the start (Python 3.11 on), the flag `L`.
+pub fn python_to_rust(pattern: &str, whole: bool) -> Result<Rewritten, String> {
     let cs: Vec<char> = pattern.chars().collect();
     let mut out = Rewritten { rust: String::with_capacity(pattern.len() + 8), conditions: Vec::new(), verbose: false };
     let mut names: Vec<String> = Vec::new();
+    // The groups open: whether each is a look-around, and where it starts in `out.rust`.
+    let mut open: Vec<(bool, usize)> = Vec::new();
     let at = |i: usize, s: &str| s.chars().enumerate().all(|(k, c)| cs.get(i + k) == Some(&c));
     let mut i = 0;
+    // Whether only global flag groups came before `i`, in a whole expression.
+    let mut leading = whole;
     while i < cs.len() {
         let c = cs[i];
+        let flag_group = at(i, "(?") && cs.get(i + 2).is_some_and(|c| "aiLmsux-".contains(*c));
+        leading &= flag_group;
         if c == '\\' {
             i = escape(&cs, i, &mut out.rust, false);
         } else if c == '[' {
@@ -133,16 +142,45 @@ pub fn python_to_rust(pattern: &str) -> Result<Rewritten, String> {
             } else if !names.contains(&id) {
                 return Err(format!("unknown group name '{id}' in a condition"));
             }
+            open.push((false, out.rust.len()));
             out.rust.push_str(&format!("(?({id})"));
             i += 3 + len + 1;
         } else if at(i, "(?P<") || (at(i, "(?<") && !at(i, "(?<=") && !at(i, "(?<!")) {
-            let open = if at(i, "(?P<") { 4 } else { 3 };
-            let len = cs[i + open..].iter().position(|&c| c == '>').unwrap_or(0);
-            names.push(cs[i + open..i + open + len].iter().collect());
-            out.rust.extend(&cs[i..i + open]);
-            i += open;
-        } else if at(i, "(?") && cs.get(i + 2).is_some_and(|c| "aiLmsux-".contains(*c)) {
-            i = flags(&cs, i, &mut out);
+            let name = if at(i, "(?P<") { 4 } else { 3 };
+            let len = cs[i + name..].iter().position(|&c| c == '>').unwrap_or(0);
+            names.push(cs[i + name..i + name + len].iter().collect());
+            open.push((false, out.rust.len()));
+            out.rust.extend(&cs[i..i + name]);
+            i += name;
+        } else if flag_group {
+            let start = out.rust.len();
+            let (next, opens) = flags(&cs, i, leading, &mut out)?;
+            if opens {
+                open.push((false, start));
+            }
+            i = next;
+        } else if c == '(' {
+            let look = ["(?=", "(?!", "(?<=", "(?<!"].iter().any(|s| at(i, s));
+            open.push((look, out.rust.len()));
+            out.rust.push(c);
+            i += 1;
+        } else if c == ')' {
+            // fancy-regex repeats nothing that matches no characters; Python repeats a
+            // look-around as it is: at least once it must hold, zero times it is gone.
+            match (open.pop(), quantifier(&cs, i + 1)) {
+                (Some((true, start)), Some((0, len))) => {
+                    out.rust.truncate(start);
+                    i += 1 + len;
+                }
+                (Some((true, _)), Some((_, len))) => {
+                    out.rust.push(c);
+                    i += 1 + len;
+                }
+                _ => {
+                    out.rust.push(c);
+                    i += 1;
+                }
+            }
         } else {
             out.rust.push(c);
             i += 1;
@@ -151,21 +189,50 @@ pub fn python_to_rust(pattern: &str) -> Result<Rewritten, String> {
     Ok(out)
 }
 
-/// An inline flag group at `cs[i]` (`(?aiLmsux-imsx)` or `(?…:`), without `a`, `u` and `L`
-/// (and dropped whole when nothing is left of a global one); notes verbose mode when it
-/// opens the pattern. Returns the index after it.
-fn flags(cs: &[char], i: usize, out: &mut Rewritten) -> usize {
+/// The quantifier at `cs[k]`, if one is there (`?`, `*`, `+`, `{m}`, `{m,}`, `{,n}`, `{m,n}`,
+/// each maybe lazy or possessive): its least count and its length.
+fn quantifier(cs: &[char], k: usize) -> Option<(usize, usize)> {
+    let (min, len) = match cs.get(k)? {
+        '?' | '*' => (0, 1),
+        '+' => (1, 1),
+        '{' => {
+            let digits = |from: usize| cs[from.min(cs.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let low = digits(k + 1);
+            let comma = cs.get(k + 1 + low) == Some(&',');
+            let high = if comma { digits(k + 2 + low) } else { 0 };
+            let close = k + 1 + low + usize::from(comma) + high;
+            if cs.get(close) != Some(&'}') || (low == 0 && !comma) {
+                return None;
+            }
+            let min = cs[k + 1..k + 1 + low].iter().collect::<String>().parse().unwrap_or(0);
+            (min, close + 1 - k)
+        }
+        _ => return None,
+    };
+    Some((min, len + usize::from(matches!(cs.get(k + len), Some('?' | '+')))))
+}
+
+/// An inline flag group at `cs[i]` (`(?aimsux)` or `(?aimsux-imsx:`), without `a` and `u`
+/// (and dropped whole when nothing is left of a global one); `leading` when only global flag
+/// groups come before it in a whole expression, where global ones may be (and `x` starts
+/// verbose mode). Returns the index after it, and whether it opens a group (`(?…:`).
+fn flags(cs: &[char], i: usize, leading: bool, out: &mut Rewritten) -> Result<(usize, bool), String> {
     let mut j = i + 2;
     let mut kept = String::new();
     while let Some(&c) = cs.get(j).filter(|c| "aiLmsux-".contains(**c)) {
-        if !"auL".contains(c) {
+        if c == 'L' {
+            return Err("bad inline flags: cannot use 'L' flag with a str pattern".into());
+        }
+        if !"au".contains(c) {
             kept.push(c);
         }
         j += 1;
     }
-    match cs.get(j) {
-        Some(')') if i == 0 && kept.contains('x') && !kept.contains('-') => out.verbose = true,
-        _ => {}
+    if cs.get(j) == Some(&')') {
+        if !leading {
+            return Err("global flags not at the start of the expression".into());
+        }
+        out.verbose |= kept.contains('x') && !kept.contains('-');
     }
     match cs.get(j) {
         Some(')') if kept.is_empty() => {}
@@ -173,10 +240,10 @@ fn flags(cs: &[char], i: usize, out: &mut Rewritten) -> usize {
         // Not a flag group after all: left for fancy-regex to refuse.
         _ => {
             out.rust.extend(&cs[i..j]);
-            return j;
+            return Ok((j, false));
         }
     }
-    j + 1
+    Ok((j + 1, cs.get(j) == Some(&':')))
 }
 
 /// The escape at `cs[i]` (a `\`), written to `out` in fancy-regex's syntax; `in_class` as
@@ -293,13 +360,21 @@ mod tests {
             ("(?a)(?ai:x)", "(?i:x)"),
             ("(?!.*classifier).*(query|value)", "(?!.*classifier).*(query|value)"),
             ("a{,2}", "a{,2}"),
+            (r".*(?=\.)?query", ".*query"),
+            ("a(?!b){2,}c(?<=c)+?", "a(?!b)c(?<=c)"),
+            ("(?!x){0}y(?:z)?", "y(?:z)?"),
         ] {
-            assert_eq!(python_to_rust(python).expect(python).rust, rust, "{python}");
+            assert_eq!(python_to_rust(python, true).expect(python).rust, rust, "{python}");
         }
-        let verbose = python_to_rust("(?x) vit # a [ comment\n .*").expect("verbose");
+        let verbose = python_to_rust("(?x) vit # a [ comment\n .*", true).expect("verbose");
         assert!(verbose.verbose && verbose.rust == "(?x) vit \n .*", "{verbose:?}");
-        assert!(python_to_rust("(?(n)a)(?P<n>b)").is_err(), "a name used before it is defined");
-        assert_eq!(python_to_rust("(?P<n>b)(?(n)a)(?(2)c)").expect("defined").conditions, ["2"]);
+        assert!(python_to_rust("(?(n)a)(?P<n>b)", true).is_err(), "a name used before it is defined");
+        assert_eq!(python_to_rust("(?P<n>b)(?(n)a)(?(2)c)", true).expect("defined").conditions, ["2"]);
+        // Global flags open a whole expression only (Python 3.11 on); `L` is for bytes.
+        assert_eq!(python_to_rust("(?i)(?s)a(?i:b)", true).expect("leading flags").rust, "(?i)(?s)a(?i:b)");
+        for (bad, whole) in [("a(?i)b", true), ("(?i)query", false), ("(?L)a", true), ("(?L:a)", true)] {
+            assert!(python_to_rust(bad, whole).is_err(), "{bad}");
+        }
     }
 
     #[test]
