@@ -58,6 +58,14 @@ WHOLE = [
     r".*v_proj|.*q_proj",
     r"vit\.layers\.[01]\.attention\.[^kq]_proj",
     r"a{b",
+    r".*(?=\.)?query",
+    r"(?!.*fc1)(?!.*fc2){2,}vit\.layers.*",
+    r"[^]-h]+",
+    r".*[a-z--x]",
+    r"classifier\>",
+    r".*\056query",
+    "(?x) vit\\.layers  # a comment with a [\n .*",
+    r"(?a).*\w_proj",
 ]
 
 TAIL = [
@@ -73,6 +81,8 @@ TAIL = [
     r"attention\.(\w)_proj",
     # PEFT's own two groups come first: the key's group is the third.
     r"layers\.(\d)\.mlp\.fc\3",
+    r"(?#[)[ab].*",
+    r"(?(2)mlp\.fc1|attention\.q_proj)",
 ]
 
 
