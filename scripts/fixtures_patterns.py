@@ -66,6 +66,8 @@ WHOLE = [
     r".*\056query",
     "(?x) vit\\.layers  # a comment with a [\n .*",
     r"(?a).*\w_proj",
+    r"(?P<v>vit\.)?(?(v)layers\.1.*|classifier)",
+    r"(?=(x))?(vit)\.(?:layers|\2)\..*\.fc1",
 ]
 
 TAIL = [
@@ -83,6 +85,9 @@ TAIL = [
     r"layers\.(\d)\.mlp\.fc\3",
     r"(?#[)[ab].*",
     r"(?(2)mlp\.fc1|attention\.q_proj)",
+    # A key that closes PEFT's group and opens another: two alternatives, the first matched
+    # from the start only.
+    r"fc1)|(classifier",
 ]
 
 

@@ -35,6 +35,9 @@ pub(crate) struct Build<'a> {
 pub(crate) struct Made {
     trainable: u64,
     all: u64,
+    /// The host memory available when the first large total was checked (read once: what
+    /// is left later excludes the values already made, which the total counts).
+    free: Option<Option<u64>>,
 }
 
 impl Build<'_> {
@@ -66,8 +69,8 @@ impl Build<'_> {
     /// Counts a new adapter's tensor `key` of `shape` (checked by [`Build::check_size`]) into
     /// [`Made`]: fails when the trainable values would not fit the optimizer's buffer of all
     /// of them (one tensor, so within the limit [`Build::check_size`] applies), or all values
-    /// the host's memory. An
-    /// adapter read from a file is bounded by the file.
+    /// the host's memory (as it was when they began to add up). An adapter read from a file
+    /// is bounded by the file.
     fn count(&mut self, key: &str, shape: &[usize], trainable: bool) -> Result<()> {
         if self.source.is_file() {
             return Ok(());
@@ -88,15 +91,21 @@ impl Build<'_> {
             }
         }
         let bytes = self.made.all.saturating_mul(4);
-        if let Some(free) = crate::io::memory::shortfall(bytes) {
-            return Err(Error::Config {
-                path: self.config_path.to_path_buf(),
-                key: key.into(),
-                message: format!(
-                    "makes the adapter's tensors {bytes} bytes in all up to `{key}`, more than the {free} bytes this \
-                     process can still get (lower the rank or target fewer modules)"
-                ),
-            });
+        if bytes >= 64 << 20 {
+            let free = *self.made.free.get_or_insert_with(crate::io::memory::available_now);
+            if let Some(free) = crate::io::memory::shortfall_of(bytes, free) {
+                let gib = crate::io::memory::gib;
+                return Err(Error::Config {
+                    path: self.config_path.to_path_buf(),
+                    key: "r".into(),
+                    message: format!(
+                        "makes {} of adapter tensors (up to `{key}`), more than the {} this process can still get; \
+                         lower the rank or target fewer modules",
+                        gib(bytes),
+                        gib(free)
+                    ),
+                });
+            }
         }
         Ok(())
     }

@@ -37,6 +37,19 @@ pub(crate) fn shortfall(bytes: u64) -> Option<u64> {
     available().filter(|&free| bytes >= CHECK_FROM_BYTES && bytes > free)
 }
 
+/// The memory still available now (see [`shortfall`]), for [`shortfall_of`]; `None` where
+/// the system does not say.
+pub(crate) fn available_now() -> Option<u64> {
+    available()
+}
+
+/// [`shortfall`] against `free`, the memory available when allocations that add up began
+/// ([`available_now`], read once): their running total is compared with it, not each total
+/// with what is left after the ones before.
+pub(crate) fn shortfall_of(bytes: u64, free: Option<u64>) -> Option<u64> {
+    free.filter(|&free| bytes >= CHECK_FROM_BYTES && bytes > free)
+}
+
 /// Fails, naming `path`, when reading `read` bytes of files (`what`: "it" or "its shards";
 /// 0 bytes: already read) and holding their tensors as `converted` bytes of f32 need more
 /// than the memory still available (see [`shortfall`]).
@@ -56,7 +69,7 @@ fn refusal(path: &Path, bytes: u64, why: &str) -> Error {
 }
 
 /// `bytes` in GiB, for messages.
-fn gib(bytes: u64) -> String {
+pub(crate) fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
 }
 
