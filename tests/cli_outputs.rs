@@ -278,7 +278,7 @@ fn output_names_too_long_for_the_file_system_are_refused_before_any_work() {
     let (m, d) = (s(&model), s(&data));
     let long = dir.join(format!("{}.safetensors", "x".repeat(300)));
     let line = fails(&["eval", "--model", m, "--data", d, "--logits-out", s(&long)], USAGE, &["--logits-out"]);
-    assert!(line.contains("its name (312 bytes) is longer than the file system"), "{line}");
+    assert!(line.contains("its name (312 bytes) or path is longer than the file system"), "{line}");
     let svg = dir.join(format!("{}.svg", "y".repeat(300)));
     fails(&["demo", "--steps", "1", "--svg", s(&svg)], USAGE, &["--svg", "its name (304 bytes)"]);
     let leftovers: Vec<String> = names_with(&dir, ".peft-wgpu-probe");

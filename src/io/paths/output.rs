@@ -57,14 +57,20 @@ fn probe_writable(dir: &Path, target: &Path, name_len: usize, flag: &str) -> Res
             let _ = std::fs::remove_file(&probe);
             Ok(())
         }
-        Err(source) if source.kind() == std::io::ErrorKind::InvalidFilename => Err(Error::invalid(
-            flag,
-            format!(
-                "{}: its name ({name_len} bytes) is longer than the file system of {} allows",
-                shortened(target).display(),
-                shortened(dir).display()
-            ),
-        )),
+        Err(source) if source.kind() == std::io::ErrorKind::InvalidFilename => {
+            let what = match name_len {
+                0 => "its path is".to_string(),
+                n => format!("its name ({n} bytes) or path is"),
+            };
+            Err(Error::invalid(
+                flag,
+                format!(
+                    "{}: {what} longer than the file system of {} allows",
+                    shortened(target).display(),
+                    shortened(dir).display()
+                ),
+            ))
+        }
         Err(source) => Err(Error::Io {
             path: shortened(target),
             source: std::io::Error::new(
