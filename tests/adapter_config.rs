@@ -567,3 +567,29 @@ fn a_byte_order_mark_is_skipped() {
         assert!(err.contains("cfg/adapter_config.json") && err.contains("invalid JSON"), "{err}");
     }
 }
+
+/// PEFT's patterns are Python's: what Python refuses is refused by name, with the reason it
+/// gives; an empty `target_modules` names nothing, an empty `exclude_modules` (false to PEFT)
+/// excludes nothing.
+#[test]
+fn patterns_python_refuses_and_empty_targets_are_named() {
+    for (pattern, reason) in [
+        (r".*\p{L}_proj", r"bad escape \p"),
+        (r"(?<=\d+\.)attention\.q_proj", "look-behind requires fixed-width pattern"),
+        (".*(?<n>q)_proj", "unknown extension ?<n"),
+        ("[z-a]_proj", "bad character range z-a"),
+        ("a(?i)q_proj", "global flags not at the start"),
+    ] {
+        let config = json!({"peft_type": "LORA", "r": 2, "target_modules": pattern});
+        rejects(&config, "target_modules");
+        let e = parse(&config).expect_err(pattern).to_string();
+        assert!(e.contains(reason), "{pattern}: {e}");
+    }
+    let key = json!({"peft_type": "LORA", "r": 2, "target_modules": ["q_proj"], "rank_pattern": {r"q_proj\2": 4}});
+    rejects(&key, "rank_pattern");
+    rejects(&json!({"peft_type": "LORA", "r": 2, "target_modules": ""}), "target_modules");
+    for none in [json!(""), Value::Null] {
+        let c = lora(&json!({"peft_type": "LORA", "r": 2, "target_modules": ["q_proj"], "exclude_modules": none}));
+        assert!(c.exclude_modules.is_none(), "{none}");
+    }
+}

@@ -253,6 +253,9 @@ impl Targets {
             serde_json::Value::String(s) if s.eq_ignore_ascii_case("all-linear") => Ok(Targets::Names(
                 ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2", "classifier"].map(String::from).to_vec(),
             )),
+            serde_json::Value::String(s) if s.is_empty() => {
+                Err("is an empty string, which names no module: name the modules to adapt".into())
+            }
             serde_json::Value::String(s) => Targets::regex(s),
             serde_json::Value::Array(items) => items
                 .iter()

@@ -338,8 +338,14 @@ fn targets(j: &JsonFile, key: &str) -> Result<Targets> {
     Targets::from_config(j.require(key)?).map_err(|m| j.error(key, m))
 }
 
+/// Optional targets (`exclude_modules`): absent, null or an empty string (which PEFT, testing
+/// the value's truth, takes for none) is none.
 fn opt_targets(j: &JsonFile, key: &str) -> Result<Option<Targets>> {
-    j.get(key).map(|v| Targets::from_config(v).map_err(|m| j.error(key, m))).transpose()
+    match j.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(v) => Targets::from_config(v).map(Some).map_err(|m| j.error(key, m)),
+    }
 }
 
 fn usize_list(j: &JsonFile, key: &str) -> Result<Option<Vec<usize>>> {
