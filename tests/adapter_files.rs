@@ -461,6 +461,28 @@ fn overlapping_patterns_are_written_one_per_module() {
     assert_eq!(written["target_modules"], json!(["vit.layers.0.mlp.fc1", "vit.layers.1.mlp.fc1"]), "{written}");
 }
 
+/// A file whose config has two `rank_pattern` keys matching one module, the first giving it
+/// another rank than the file holds (as PEFT's own re-save of such a config reads back: it
+/// sorts the keys), is refused naming the tensor and the overlap, not as an adapter for
+/// another model.
+#[test]
+fn a_rank_from_overlapping_patterns_is_named_as_such() {
+    let gpu = gpu();
+    let vit = tiny_vit(&gpu);
+    let cfg = json!({"peft_type": "LORA", "r": 2, "target_modules": ["q_proj"]});
+    let source = scratch("rank_overlap_source");
+    perturbed(&gpu, &vit, &cfg, 3, 0.1, &source);
+    let patterns = json!({"layers.1.attention.q_proj": 4, "q_proj": 2});
+    let dir = edited_copy(&source, "rank_overlap", |c| c["rank_pattern"] = patterns.clone());
+    let e = Adapter::load(&gpu, &dir, &vit).expect_err("rank 4 for a file of rank 2").to_string();
+    assert!(e.contains("vit.layers.1.attention.q_proj.lora_A.weight` is shape [2, 16]"), "{e}");
+    assert!(e.contains("two of its keys match `vit.layers.1.attention.q_proj`"), "{e}");
+    // One key per module: the same mismatch is an adapter for another config.
+    let dir = edited_copy(&source, "rank_other", |c| c["rank_pattern"] = json!({"layers.1.attention.q_proj": 4}));
+    let e = Adapter::load(&gpu, &dir, &vit).expect_err("rank 4 for a file of rank 2").to_string();
+    assert!(e.contains("another model") && !e.contains("two of its keys"), "{e}");
+}
+
 /// PEFT matches `rank_pattern` and `alpha_pattern` against the module paths of the model it
 /// runs on: a file keyed in transformers 5's naming whose targets name a module in both
 /// namings (as PEFT 0.21 writes `["query", "q_proj"]`) takes the pattern on `q_proj`; saved

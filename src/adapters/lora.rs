@@ -113,13 +113,33 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
             }
             LoraInit::LoadOnly(_) => (Init::Zeros, Init::Zeros), // read from the file
         };
-        let a = build.trainable(&format!("{stem}.lora_A.weight"), &a_shape, a_init)?;
-        let b = build.trainable(&format!("{stem}.lora_B.weight"), &b_shape, b_init)?;
+        let path = module.path(pattern_naming);
+        let overlap = |e| overlapping_patterns(e, cfg, &path);
+        let a = build.trainable(&format!("{stem}.lora_A.weight"), &a_shape, a_init).map_err(overlap)?;
+        let b = build.trainable(&format!("{stem}.lora_B.weight"), &b_shape, b_init).map_err(overlap)?;
         let scale = cfg.scaling(r, alpha) as f32;
         modules.push(LoraModule { module, a, b, r, alpha, scale, dropout: cfg.lora_dropout, stem });
     }
     build.require_adapted(modules.len(), left_out, "modules_to_save, exclude_modules and layers_to_transform")?;
     Ok(modules)
+}
+
+/// `e`, a file's factor of the module at `path` whose shape is not the config's, told as what
+/// it likely is when two `rank_pattern` keys match that module: PEFT takes the first key that
+/// matches but saves the keys sorted, so it reads its own file back with another rank (and
+/// fails on it too). Any other error as it is.
+fn overlapping_patterns(e: Error, cfg: &LoraConfig, path: &str) -> Error {
+    match e {
+        Error::AdapterShape { path: file, key, expected, got, .. } if cfg.patterns_overlap([path]) => Error::Format {
+            path: file,
+            message: format!(
+                "tensor `{key}` is shape {got:?}, but rank_pattern gives {expected:?}: two of its keys match \
+                 `{path}`, and PEFT saves them sorted, so its file reads back with another rank (PEFT cannot load \
+                 it either)"
+            ),
+        },
+        e => e,
+    }
 }
 
 /// The largest rank PEFT's `"orthogonal"` init is made for here: its basis costs about
