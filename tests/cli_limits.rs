@@ -322,6 +322,32 @@ fn free_memory() -> u64 {
     (kib("MemAvailable:") + kib("SwapFree:")) * 1024
 }
 
+/// A new adapter whose tensors each fit but together need more memory than the process can
+/// get is refused by its config before any is drawn (and before the GPU is opened): FLoRA
+/// cores of 20,000 × 20,000 (1.5 GiB each) on two layers under a 2 GiB address-space limit.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_new_adapter_larger_than_memory_is_refused_by_its_config() {
+    let dir = scratch("adapter-memory");
+    let config = dir.join("adapter_config.json");
+    std::fs::write(&config, r#"{"peft_type": "FLORA", "r": [20000, 20000], "target_modules": ["query"]}"#)
+        .expect("config");
+    let (m, d) = (fixture("vit_tiny"), fixture("train_data.safetensors"));
+    let args = ["train", "--model", s(&m), "--adapter-config", s(&config), "--data", s(&d), "--out"];
+    let out = dir.join("out");
+    let command = r#"ulimit -v 2097152; exec "$0" "$@""#;
+    let done = std::process::Command::new("sh")
+        .args(["-c", command, env!("CARGO_BIN_EXE_peft-wgpu")])
+        .args(args)
+        .args([s(&out), "--steps", "1"])
+        .output()
+        .expect("run under a memory limit");
+    let line = check_failure(&done, INPUT, &["adapter_config.json", "`r`", "of adapter tensors"], true);
+    assert!(line.contains("this process can still get") && line.contains("flora_core"), "{line}");
+    assert!(!out.exists(), "a refused run created --out");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// F16 pixels are converted to f32 beside the file's bytes: a data file that fits in free
 /// memory but not with its f32 copy is refused by name before it is read, counting both (a
 /// sparse file of about 0.6 of the free memory, whose copy takes twice that).
