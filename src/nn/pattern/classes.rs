@@ -11,10 +11,7 @@ pub(super) fn escape(
     out: &mut String,
     in_class: bool,
 ) -> Result<(usize, Option<usize>), String> {
-    let Some(&c) = cs.get(i + 1) else {
-        out.push('\\');
-        return Ok((i + 1, None));
-    };
+    let Some(&c) = cs.get(i + 1) else { return Err("bad escape (end of pattern)".into()) };
     let octal = |k: usize| cs.get(k).is_some_and(|c| c.is_digit(8));
     let digit = |k: usize| cs.get(k).is_some_and(char::is_ascii_digit);
     // Python: `\0` and up to two more octal digits, or three octal digits, are a character;

@@ -160,8 +160,10 @@ pub(crate) fn python_to_rust(pattern: &str, used: PatternUse) -> Result<Rewritte
             i += 4 + len + 1;
         } else if at(i, "(?P<") {
             let from = i + 4;
-            let len = cs[from..].iter().take_while(|c| c.is_alphanumeric() || **c == '_').count();
-            if len == 0 || cs.get(from + len) != Some(&'>') || cs[from].is_ascii_digit() {
+            // A Python identifier: XID_Start or `_`, then XID_Continue.
+            let len = cs[from..].iter().take_while(|&&c| unicode_ident::is_xid_continue(c)).count();
+            let start = cs.get(from).is_some_and(|&c| c == '_' || unicode_ident::is_xid_start(c));
+            if !start || cs.get(from + len) != Some(&'>') {
                 return Err("bad character in group name".into());
             }
             let name: String = cs[from..from + len].iter().collect();
@@ -201,13 +203,16 @@ pub(crate) fn python_to_rust(pattern: &str, used: PatternUse) -> Result<Rewritte
             let Some(group) = groups.open.pop() else {
                 return Err(format!("unbalanced parenthesis at position {i}"));
             };
-            verbose = group.verbose;
+            let inner_verbose = std::mem::replace(&mut verbose, group.verbose);
             out.rust.push(c);
             i += 1;
             if group.behind {
-                check_fixed_width(&out.rust[group.start + 4..out.rust.len() - 1])?;
+                check_fixed_width(&out.rust[group.start + 4..out.rust.len() - 1], inner_verbose)?;
             }
             if let (true, Some(q)) = (group.look, quantifier(&cs, i)) {
+                if q.max.is_some_and(|max| max < q.min) {
+                    return Err("min repeat greater than max repeat".into());
+                }
                 i += q.len;
                 if q.min == 0 {
                     let look = out.rust.split_off(group.start);
@@ -218,13 +223,22 @@ pub(crate) fn python_to_rust(pattern: &str, used: PatternUse) -> Result<Rewritte
                     });
                 }
             }
-        } else {
-            if c == '{'
-                && let Some(q) = quantifier(&cs, i)
-                && q.max.is_some_and(|max| max < q.min)
-            {
+        } else if c == '{'
+            && let Some(q) = quantifier(&cs, i)
+        {
+            if q.max.is_some_and(|max| max < q.min) {
                 return Err("min repeat greater than max repeat".into());
             }
+            // `{,n}` as `{0,n}`: the same to fancy-regex, and what regex-syntax (which measures
+            // a look-behind's width) reads as a repeat.
+            if cs.get(i + 1) == Some(&',') {
+                out.rust.push_str("{0");
+                i += 1;
+            } else {
+                out.rust.push(c);
+                i += 1;
+            }
+        } else {
             out.rust.push(c);
             i += 1;
         }
@@ -232,26 +246,58 @@ pub(crate) fn python_to_rust(pattern: &str, used: PatternUse) -> Result<Rewritte
     // A whole expression closes every group; a rank pattern key leaves one open, which
     // PEFT's `)` closes.
     let left = usize::from(used == PatternUse::Tail);
-    if groups.open.len() > left {
-        return Err("missing ), unterminated subpattern".into());
+    match groups.open.len().cmp(&left) {
+        std::cmp::Ordering::Greater => Err("missing ), unterminated subpattern".into()),
+        std::cmp::Ordering::Less => Err("unbalanced parenthesis: the key closes PEFT's group and opens none".into()),
+        std::cmp::Ordering::Equal => Ok(out),
     }
-    Ok(out)
 }
 
-/// Fails unless `body`, a look-behind's pattern (fancy-regex's syntax), matches text of one
-/// length only, as Python requires. A body regex-syntax cannot read (a backreference, a
-/// nested look-around) is left to fancy-regex.
-fn check_fixed_width(body: &str) -> Result<(), String> {
-    // Without Unicode, so that `\d`, `\w` and `.` are one byte wide as they are one character
-    // on module paths (ASCII).
-    let parsed = regex_syntax::ParserBuilder::new().unicode(false).utf8(false).build().parse(body);
+/// Fails unless `body`, a look-behind's pattern (fancy-regex's syntax; `verbose` as in force
+/// inside it), matches text of one length in characters only, as Python requires. A body
+/// regex-syntax cannot read (a backreference, a nested look-around) is left to fancy-regex.
+fn check_fixed_width(body: &str, verbose: bool) -> Result<(), String> {
+    let parsed = regex_syntax::ParserBuilder::new().ignore_whitespace(verbose).build().parse(body);
     let Ok(hir) = parsed else { return Ok(()) };
-    let properties = hir.properties();
-    match (properties.minimum_len(), properties.maximum_len()) {
-        (Some(low), Some(high)) if low == high => Ok(()),
-        (None, _) => Ok(()),
-        _ => Err("look-behind requires fixed-width pattern".into()),
+    match width(&hir) {
+        Some((low, high)) if high != Some(low) => Err("look-behind requires fixed-width pattern".into()),
+        _ => Ok(()),
     }
+}
+
+/// The fewest and most characters `hir` matches (`None` for no bound), or `None` when it
+/// matches nothing.
+fn width(hir: &regex_syntax::hir::Hir) -> Option<(usize, Option<usize>)> {
+    use regex_syntax::hir::{Class, HirKind};
+    Some(match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => (0, Some(0)),
+        HirKind::Literal(literal) => {
+            let n = String::from_utf8_lossy(&literal.0).chars().count();
+            (n, Some(n))
+        }
+        HirKind::Class(Class::Unicode(c)) if c.ranges().is_empty() => return None,
+        HirKind::Class(Class::Bytes(c)) if c.ranges().is_empty() => return None,
+        HirKind::Class(_) => (1, Some(1)),
+        HirKind::Capture(capture) => width(&capture.sub)?,
+        HirKind::Repetition(repeat) => {
+            let (low, high) = width(&repeat.sub)?;
+            let max = match (high, repeat.max) {
+                (Some(0), _) => Some(0),
+                (Some(h), Some(m)) => Some(h.saturating_mul(m as usize)),
+                _ => None,
+            };
+            (low.saturating_mul(repeat.min as usize), max)
+        }
+        HirKind::Concat(items) => items.iter().try_fold((0usize, Some(0usize)), |(low, high), item| {
+            let (l, h) = width(item)?;
+            Some((low.saturating_add(l), high.zip(h).map(|(a, b)| a.saturating_add(b))))
+        })?,
+        HirKind::Alternation(items) => {
+            let widths: Vec<_> = items.iter().filter_map(width).collect();
+            let low = widths.iter().map(|w| w.0).min()?;
+            (low, widths.iter().try_fold(0, |most, w| w.1.map(|h| most.max(h))))
+        }
+    })
 }
 
 /// The quantifier at `cs[k]`, if one is there.

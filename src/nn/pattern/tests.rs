@@ -30,7 +30,7 @@ fn python_syntax_is_rewritten_where_rust_reads_it_otherwise() {
         (r"(?#\)a)b", "b"),
         ("(?a)(?ai:x)", "(?i:x)"),
         ("(?!.*classifier).*(query|value)", "(?!.*classifier).*(query|value)"),
-        ("a{,2}", "a{,2}"),
+        ("a{,2}", "a{0,2}"),
         (r".*(?=\.)?query", r".*(?:(?=\.)|)query"),
         ("a(?!b){2,}c(?<=c)+?", "a(?!b)c(?<=c)"),
         ("(?!x){0}y(?=z)??", "(?:(?!)(?!x)|)y(?:|(?=z))"),
@@ -72,6 +72,12 @@ fn python_syntax_is_rewritten_where_rust_reads_it_otherwise() {
         ("[z-a]", PatternUse::Whole),
         ("q{2,1}", PatternUse::Whole),
         (r".*\N{DIGIT ONE}", PatternUse::Whole),
+        ("a\\", PatternUse::Whole),
+        ("(?x)a\\", PatternUse::Whole),
+        (")b", PatternUse::Tail),
+        ("(?=a){3,2}b", PatternUse::Whole),
+        ("(?<=a{,1})b", PatternUse::Whole),
+        ("(?P<a\u{b2}>a)", PatternUse::Whole),
         ("(a", PatternUse::Whole),
         ("(a", PatternUse::Tail),
         ("(?#a", PatternUse::Whole),
@@ -83,8 +89,14 @@ fn python_syntax_is_rewritten_where_rust_reads_it_otherwise() {
         (r"(?<=(a))\1", PatternUse::Whole),
         (r"q_proj\1", PatternUse::Tail),
         (r"(?P<n>a)(?P=n)[\d\w-]", PatternUse::Whole),
+        ("(?x)(?<=a |b)b", PatternUse::Whole),
+        ("(?x:(?<=a |b)b)", PatternUse::Whole),
+        ("(?<=\u{e9}|a)b", PatternUse::Whole),
+        ("(?P<a\u{b7}b>a)(?P<_x>b)(?P<e\u{301}>c)", PatternUse::Whole),
     ] {
-        assert!(python_to_rust(good, used).is_ok(), "{good}");
+        if let Err(e) = Pattern::new(good, used) {
+            panic!("{good}: {e}");
+        }
     }
 }
 
