@@ -35,9 +35,7 @@ pub(crate) struct Build<'a> {
 pub(crate) struct Made {
     trainable: u64,
     all: u64,
-    /// The host memory available when the first large total was checked (read once: what
-    /// is left later excludes the values already made, which the total counts).
-    free: Option<Option<u64>>,
+    memory: crate::io::memory::Budget,
 }
 
 impl Build<'_> {
@@ -91,21 +89,18 @@ impl Build<'_> {
             }
         }
         let bytes = self.made.all.saturating_mul(4);
-        if bytes >= 64 << 20 {
-            let free = *self.made.free.get_or_insert_with(crate::io::memory::available_now);
-            if let Some(free) = crate::io::memory::shortfall_of(bytes, free) {
-                let gib = crate::io::memory::gib;
-                return Err(Error::Config {
-                    path: self.config_path.to_path_buf(),
-                    key: "r".into(),
-                    message: format!(
-                        "makes {} of adapter tensors (up to `{key}`), more than the {} this process can still get; \
-                         lower the rank or target fewer modules",
-                        gib(bytes),
-                        gib(free)
-                    ),
-                });
-            }
+        if let Some(free) = self.made.memory.shortfall(bytes) {
+            let gib = crate::io::memory::gib;
+            return Err(Error::Config {
+                path: self.config_path.to_path_buf(),
+                key: "r".into(),
+                message: format!(
+                    "makes {} of adapter tensors (up to `{key}`), more than the {} this process can still get; \
+                     lower the rank or target fewer modules",
+                    gib(bytes),
+                    gib(free)
+                ),
+            });
         }
         Ok(())
     }

@@ -56,6 +56,11 @@ impl<'a> Source<'a> {
         Source::File { file, other_config, used: BTreeSet::new(), seed }
     }
 
+    /// A new adapter's source, drawing from `seed`.
+    pub(crate) fn fresh(seed: u64) -> Source<'a> {
+        Source::Fresh { rng: Rng::new(seed), basis: None }
+    }
+
     /// Whether tensors come from a file.
     pub(crate) fn is_file(&self) -> bool {
         matches!(self, Source::File { .. })
@@ -160,13 +165,6 @@ impl<'a> Source<'a> {
             });
         }
         Ok(())
-    }
-}
-
-/// A new adapter's source, drawing from `seed`.
-impl Source<'_> {
-    pub(crate) fn fresh(seed: u64) -> Self {
-        Source::Fresh { rng: Rng::new(seed), basis: None }
     }
 }
 

@@ -137,32 +137,34 @@ pub(super) fn non_finite_logits(blame: &Blame<'_>, data: &Dataset, (image, value
     let largest = data.pixels[image * per..(image + 1) * per].iter().fold(0f32, |m, v| m.max(v.abs()));
     // Normalised pixels are a few units; far beyond that, the data is the likelier culprit.
     let ordinary = largest <= 1e3;
-    let alone_finite = match blame.adapter {
-        Some(_) => crate::train::finite_without_adapter(blame.gpu, blame.vit, data, image).ok(),
-        None => Some(false),
-    };
     let data_name = data.path().display();
-    match (ordinary, blame.adapter, alone_finite) {
-        (true, Some((_, file)), Some(true)) => {
-            return Error::Format {
-                path: file.to_path_buf(),
-                message: format!(
-                    "this adapter makes the logits of image {image} of {data_name} {value}, which the model alone \
-                     computes finitely: its values are too large for f32 arithmetic"
-                ),
-            };
+    if ordinary {
+        // With an adapter: its file, and whether the model alone computes the image finitely.
+        let alone = blame
+            .adapter
+            .map(|(_, file)| (file, crate::train::finite_without_adapter(blame.gpu, blame.vit, data, image)));
+        match alone {
+            Some((file, Ok(true))) => {
+                return Error::Format {
+                    path: file.to_path_buf(),
+                    message: format!(
+                        "this adapter makes the logits of image {image} of {data_name} {value}, which the model \
+                         alone computes finitely: its values are too large for f32 arithmetic"
+                    ),
+                };
+            }
+            None | Some((_, Ok(false))) => {
+                return Error::Format {
+                    path: crate::nn::weights::weights_file(blame.model),
+                    message: format!(
+                        "the model's weights make its logits of image {image} of {data_name} {value}, though the \
+                         image's pixels are of ordinary size (largest magnitude {largest:e}): weights too large \
+                         for f32 arithmetic?"
+                    ),
+                };
+            }
+            Some((_, Err(_))) => {}
         }
-        (true, _, Some(false)) => {
-            return Error::Format {
-                path: crate::nn::weights::weights_file(blame.model),
-                message: format!(
-                    "the model's weights make its logits of image {image} of {data_name} {value}, though the \
-                     image's pixels are of ordinary size (largest magnitude {largest:e}): weights too large for f32 \
-                     arithmetic?"
-                ),
-            };
-        }
-        _ => {}
     }
     let check = if !ordinary {
         "check the data's normalisation"

@@ -37,17 +37,22 @@ pub(crate) fn shortfall(bytes: u64) -> Option<u64> {
     available().filter(|&free| bytes >= CHECK_FROM_BYTES && bytes > free)
 }
 
-/// The memory still available now (see [`shortfall`]), for [`shortfall_of`]; `None` where
-/// the system does not say.
-pub(crate) fn available_now() -> Option<u64> {
-    available()
+/// Host memory for allocations that add up (a new adapter's tensors, made one by one): their
+/// running total is compared with the memory available when it first reached 64 MiB (read
+/// once: what is left later excludes what was allocated since, which the total counts).
+#[derive(Default)]
+pub(crate) struct Budget {
+    free: Option<Option<u64>>,
 }
 
-/// [`shortfall`] against `free`, the memory available when allocations that add up began
-/// ([`available_now`], read once): their running total is compared with it, not each total
-/// with what is left after the ones before.
-pub(crate) fn shortfall_of(bytes: u64, free: Option<u64>) -> Option<u64> {
-    free.filter(|&free| bytes >= CHECK_FROM_BYTES && bytes > free)
+impl Budget {
+    /// [`shortfall`] of a running total of `bytes`.
+    pub(crate) fn shortfall(&mut self, bytes: u64) -> Option<u64> {
+        if bytes < CHECK_FROM_BYTES {
+            return None;
+        }
+        self.free.get_or_insert_with(available).filter(|&free| bytes > free)
+    }
 }
 
 /// Fails, naming `path`, when reading `read` bytes of files (`what`: "it" or "its shards";

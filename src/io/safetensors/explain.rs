@@ -65,13 +65,14 @@ pub(super) fn explain_invalid(bytes: &[u8], err: &safetensors::SafeTensorError, 
         return format!("not a valid safetensors file: its header is {kind}, not a JSON object of tensors");
     }
     if let Ok(serde_json::Value::Object(map)) = parsed {
-        if let Extent::Truncated(reason) = extent(&map, available) {
+        let extent = extent(&map, available);
+        if let Extent::Truncated(reason) = extent {
             return reason;
         }
         if let Some(reason) = explain_layout(&map) {
             return format!("not a valid safetensors file: {reason}");
         }
-        if let Extent::Trailing(extra) = extent(&map, available)
+        if let Extent::Trailing(extra) = extent
             && matches!(err, safetensors::SafeTensorError::MetadataIncompleteBuffer)
         {
             return trailing(extra, stream);
@@ -123,14 +124,18 @@ fn trailing(extra: u64, stream: bool) -> String {
 /// full validation tells.
 pub(super) fn explain_extent(header: &[u8], available: u64) -> Option<String> {
     let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(header) else { return None };
-    // Bytes after the last tensor are the fault only where each tensor's place and size are
-    // right; otherwise the tensor out of place is (a short tensor leaves bytes over too).
-    let told = map.iter().filter(|(k, _)| k.as_str() != "__metadata__").all(|(_, v)| {
-        v.get("data_offsets").and_then(|o| o.as_array()).is_some_and(|o| o.len() == 2 && o.iter().all(|x| x.is_u64()))
-    }) && explain_layout(&map).is_none();
+    // Bytes after the last tensor are the fault only where each tensor says where it ends and
+    // each one's place and size are right; otherwise the tensor out of place is (a short
+    // tensor leaves bytes over too). Checked only when there are bytes over.
+    let told = || {
+        map.iter().filter(|(k, _)| k.as_str() != "__metadata__").all(|(_, v)| {
+            let offsets = v.get("data_offsets").and_then(|o| o.as_array());
+            offsets.is_some_and(|o| o.len() == 2 && o.iter().all(|x| x.is_u64()))
+        }) && explain_layout(&map).is_none()
+    };
     match extent(&map, available) {
         Extent::Truncated(reason) => Some(reason),
-        Extent::Trailing(extra) if told => Some(trailing(extra, false)),
+        Extent::Trailing(extra) if told() => Some(trailing(extra, false)),
         _ => None,
     }
 }

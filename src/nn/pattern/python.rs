@@ -30,6 +30,14 @@ struct Group {
     capture: Option<usize>,
 }
 
+impl Group {
+    /// A group that is no look-around, starting at `start`, with verbose mode `verbose`
+    /// outside it.
+    fn plain(start: usize, verbose: bool, capture: Option<usize>) -> Group {
+        Group { look: false, behind: false, start, verbose, capture }
+    }
+}
+
 /// A quantifier (`?`, `*`, `+`, `{m}`, `{m,}`, `{,n}`, `{m,n}`, each maybe lazy or
 /// possessive).
 struct Quantifier {
@@ -100,7 +108,7 @@ pub(crate) fn python_to_rust(pattern: &str, used: PatternUse) -> Result<Rewritte
     let mut groups = Groups { open: Vec::new(), count: 0, names: Vec::new() };
     if used == PatternUse::Tail {
         // PEFT's `(.*\.)?` is closed before the key, its second group open around it.
-        let peft = Group { look: false, behind: false, start: 0, verbose: false, capture: Some(2) };
+        let peft = Group::plain(0, false, Some(2));
         groups = Groups { open: vec![peft], count: 2, names: Vec::new() };
     }
     let mut verbose = false;
@@ -135,10 +143,7 @@ pub(crate) fn python_to_rust(pattern: &str, used: PatternUse) -> Result<Rewritte
                 i += 1;
             }
         } else if at(i, "(?(") {
-            let Some(len) = cs[i + 3..].iter().position(|&c| c == ')') else {
-                return Err("missing ), unterminated name".into());
-            };
-            let id: String = cs[i + 3..i + 3 + len].iter().collect();
+            let (id, next) = name_before_paren(&cs, i + 3)?;
             let condition = if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
                 let n = id.parse::<usize>().map_err(|_| format!("bad group number {id} in a condition"))?;
                 out.conditions.push(n);
@@ -147,17 +152,14 @@ pub(crate) fn python_to_rust(pattern: &str, used: PatternUse) -> Result<Rewritte
                 groups.named(&id)?;
                 format!("<{id}>")
             };
-            groups.open.push(Group { look: false, behind: false, start: out.rust.len(), verbose, capture: None });
+            groups.open.push(Group::plain(out.rust.len(), verbose, None));
             out.rust.push_str(&format!("(?({condition})"));
-            i += 3 + len + 1;
+            i = next;
         } else if at(i, "(?P=") {
-            let Some(len) = cs[i + 4..].iter().position(|&c| c == ')') else {
-                return Err("missing ), unterminated name".into());
-            };
-            let name: String = cs[i + 4..i + 4 + len].iter().collect();
+            let (name, next) = name_before_paren(&cs, i + 4)?;
             groups.check_reference(groups.named(&name)?)?;
             out.rust.push_str(&format!("(?P={name})"));
-            i += 4 + len + 1;
+            i = next;
         } else if at(i, "(?P<") {
             let from = i + 4;
             // A Python identifier: XID_Start or `_`, then XID_Continue.
@@ -172,8 +174,7 @@ pub(crate) fn python_to_rust(pattern: &str, used: PatternUse) -> Result<Rewritte
             }
             groups.count += 1;
             groups.names.push((name, groups.count));
-            let capture = Some(groups.count);
-            groups.open.push(Group { look: false, behind: false, start: out.rust.len(), verbose, capture });
+            groups.open.push(Group::plain(out.rust.len(), verbose, Some(groups.count)));
             out.rust.extend(&cs[i..from]);
             i = from;
         } else if at(i, "(?<") && !at(i, "(?<=") && !at(i, "(?<!") {
@@ -183,7 +184,7 @@ pub(crate) fn python_to_rust(pattern: &str, used: PatternUse) -> Result<Rewritte
             let (next, scoped) = flags(&cs, i, leading, &mut out)?;
             match scoped {
                 Some(inner) => {
-                    groups.open.push(Group { look: false, behind: false, start, verbose, capture: None });
+                    groups.open.push(Group::plain(start, verbose, None));
                     verbose = inner.unwrap_or(verbose);
                 }
                 None => verbose |= out.verbose,
@@ -209,10 +210,7 @@ pub(crate) fn python_to_rust(pattern: &str, used: PatternUse) -> Result<Rewritte
             if group.behind {
                 check_fixed_width(&out.rust[group.start + 4..out.rust.len() - 1], inner_verbose)?;
             }
-            if let (true, Some(q)) = (group.look, quantifier(&cs, i)) {
-                if q.max.is_some_and(|max| max < q.min) {
-                    return Err("min repeat greater than max repeat".into());
-                }
+            if let (true, Some(q)) = (group.look, quantifier(&cs, i)?) {
                 i += q.len;
                 if q.min == 0 {
                     let look = out.rust.split_off(group.start);
@@ -223,12 +221,7 @@ pub(crate) fn python_to_rust(pattern: &str, used: PatternUse) -> Result<Rewritte
                     });
                 }
             }
-        } else if c == '{'
-            && let Some(q) = quantifier(&cs, i)
-        {
-            if q.max.is_some_and(|max| max < q.min) {
-                return Err("min repeat greater than max repeat".into());
-            }
+        } else if c == '{' && quantifier(&cs, i)?.is_some() {
             // `{,n}` as `{0,n}`: the same to fancy-regex, and what regex-syntax (which measures
             // a look-behind's width) reads as a repeat.
             if cs.get(i + 1) == Some(&',') {
@@ -300,9 +293,11 @@ fn width(hir: &regex_syntax::hir::Hir) -> Option<(usize, Option<usize>)> {
     })
 }
 
-/// The quantifier at `cs[k]`, if one is there.
-fn quantifier(cs: &[char], k: usize) -> Option<Quantifier> {
-    let (min, max, len) = match cs.get(k)? {
+/// The quantifier at `cs[k]`, if one is there; an error, as Python's, for `{m,n}` with
+/// `m > n`.
+fn quantifier(cs: &[char], k: usize) -> Result<Option<Quantifier>, String> {
+    let Some(&c) = cs.get(k) else { return Ok(None) };
+    let (min, max, len) = match c {
         '?' => (0, Some(1), 1),
         '*' => (0, None, 1),
         '+' => (1, None, 1),
@@ -314,7 +309,7 @@ fn quantifier(cs: &[char], k: usize) -> Option<Quantifier> {
             let high = if comma { digits(k + 2 + low) } else { 0 };
             let close = k + 1 + low + usize::from(comma) + high;
             if cs.get(close) != Some(&'}') || (low == 0 && !comma) {
-                return None;
+                return Ok(None);
             }
             let min = number(k + 1, low).unwrap_or(0);
             let max = match comma {
@@ -323,11 +318,22 @@ fn quantifier(cs: &[char], k: usize) -> Option<Quantifier> {
             };
             (min, max, close + 1 - k)
         }
-        _ => return None,
+        _ => return Ok(None),
     };
+    if max.is_some_and(|max| max < min) {
+        return Err("min repeat greater than max repeat".into());
+    }
     let suffix = cs.get(k + len).copied();
     let lazy = suffix == Some('?');
-    Some(Quantifier { min, max, lazy, len: len + usize::from(matches!(suffix, Some('?' | '+'))) })
+    Ok(Some(Quantifier { min, max, lazy, len: len + usize::from(matches!(suffix, Some('?' | '+'))) }))
+}
+
+/// The name (or group number) from `cs[from]` to the next `)`, and the index after that `)`.
+fn name_before_paren(cs: &[char], from: usize) -> Result<(String, usize), String> {
+    match cs[from..].iter().position(|&c| c == ')') {
+        Some(len) => Ok((cs[from..from + len].iter().collect(), from + len + 1)),
+        None => Err("missing ), unterminated name".into()),
+    }
 }
 
 /// An inline flag group at `cs[i]` (`(?aimsux)` or `(?aimsux-imsx:`), without `a` and `u`
