@@ -272,6 +272,54 @@ fn merges_that_overflow_f32_are_refused_and_keep_the_previous_model() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A model whose weights are small but whose one image is not (a 262144² pixel image in
+/// 256² patches, width 1: 2²⁰ + 1 tokens, 2³⁶ pixels) merges; the plain image that checks the
+/// merged logits is skipped with a note, not allocated (an aborted allocation before).
+#[test]
+fn a_merge_whose_one_image_does_not_fit_skips_the_plain_image() {
+    let dir = scratch("merge-huge-image");
+    let config = peft_wgpu::nn::VitConfig {
+        hidden_size: 1,
+        num_hidden_layers: 1,
+        num_attention_heads: 1,
+        intermediate_size: 1,
+        image_size: [262_144, 262_144],
+        patch_size: [256, 256],
+        num_channels: 1,
+        layer_norm_eps: 1e-12,
+        qkv_bias: true,
+        num_labels: 2,
+        id2label: Vec::new(),
+        problem_type: None,
+    };
+    let model = dir.join("model");
+    peft_wgpu::nn::VitWeights::random(&config, 3).expect("weights").save(&model).expect("save the model");
+    let adapter = dir.join("lora");
+    std::fs::create_dir_all(&adapter).expect("adapter folder");
+    let cfg = r#"{"peft_type": "LORA", "r": 1, "lora_alpha": 1, "target_modules": ["query"]}"#;
+    std::fs::write(adapter.join("adapter_config.json"), cfg).expect("config");
+    let stem = "base_model.model.vit.encoder.layer.0.attention.attention.query";
+    write_tensors(
+        &adapter.join("adapter_model.safetensors"),
+        &[
+            (&format!("{stem}.lora_A.weight"), Dtype::F32, vec![1, 1], f32_bytes(&[0.5])),
+            (&format!("{stem}.lora_B.weight"), Dtype::F32, vec![1, 1], f32_bytes(&[0.25])),
+        ],
+    );
+    let out = dir.join("merged");
+    let done = run(&["merge", "--model", s(&model), "--adapter", s(&adapter), "--out", s(&out)]);
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{err}");
+    assert!(err.contains("was not run on a plain image"), "{err}");
+    let merged = peft_wgpu::nn::VitWeights::load(&out).expect("the merged model loads");
+    let query = |w: &peft_wgpu::nn::VitWeights| {
+        w.get("vit.encoder.layer.0.attention.attention.query.weight").expect("query").data[0]
+    };
+    let base = peft_wgpu::nn::VitWeights::load(&model).expect("the model loads");
+    assert_eq!(query(&merged), query(&base) + 0.5 * 0.25, "W + s·B·A with s = 1");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Writes at `path` a data file of `n` 3×8×8 images with `dtype` pixels (F32 or F16) and U8
 /// labels whose header is right and whose data is a hole (a sparse file, no disk used);
 /// returns its length.

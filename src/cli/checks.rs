@@ -9,7 +9,7 @@ use crate::nn::VitConfig;
 use crate::optim::OptimizerKind;
 use crate::train::EvalReport;
 
-/// What one batch's largest tensor allows: the bytes per image of that tensor, the most bytes
+/// What one batch's largest tensor allows, for images of `[_, c, h, w]`: the bytes per image of that tensor, the most bytes
 /// a tensor may have (before the GPU is known: [`MAX_TENSOR_BYTES`]; with it: the device's limit)
 /// and the limit's name. The largest tensor per image is the images themselves, an MLP
 /// activation (`tokens × intermediate_size`) or the logits (`labels`); `tokens` counts prompt
@@ -19,10 +19,9 @@ use crate::train::EvalReport;
 fn batch_room(
     model: &VitConfig,
     (tokens, labels): (usize, usize),
-    data: &Dataset,
+    [_, c, h, w]: [usize; 4],
     gpu: Option<&Gpu>,
 ) -> Result<(u64, u64, &'static str, String)> {
-    let [_, c, h, w] = data.shape;
     let fused_attention =
         gpu.is_none_or(|g| crate::ops::attention::fused_by_default(g, model.hidden_size, model.num_attention_heads));
     let (max, limit) = gpu.map_or((MAX_TENSOR_BYTES, MAX_TENSOR_LIMIT), Gpu::max_tensor_bytes);
@@ -51,11 +50,11 @@ fn batch_room(
 pub(super) fn fitting_batch(
     model: &VitConfig,
     sizes: (usize, usize),
-    data: &Dataset,
+    shape: [usize; 4],
     batch: usize,
     gpu: Option<&Gpu>,
 ) -> Result<usize> {
-    let (per_image, max, limit, largest) = batch_room(model, sizes, data, gpu)?;
+    let (per_image, max, limit, largest) = batch_room(model, sizes, shape, gpu)?;
     let fit = usize::try_from(max / per_image).unwrap_or(usize::MAX);
     if fit == 0 {
         let device = if gpu.is_some() { "this device" } else { "any device" };
@@ -292,10 +291,10 @@ mod tests {
         let data =
             Dataset::from_parts(Path::new("data"), [n, 1, 4, 4], vec![0.0; n * 16], vec![0; n]).expect("a data set");
         let sizes = (5, 1 << 20);
-        assert_eq!(fitting_batch(&model, sizes, &data, n, None).expect("fits"), 4095);
-        assert_eq!(fitting_batch(&model, sizes, &data, 64, None).expect("fits"), 64);
+        assert_eq!(fitting_batch(&model, sizes, data.shape, n, None).expect("fits"), 4095);
+        assert_eq!(fitting_batch(&model, sizes, data.shape, 64, None).expect("fits"), 64);
         // A head no device holds one image of is refused, saying so.
-        let e = fitting_batch(&model, (5, usize::MAX / 8), &data, 1, None).expect_err("one image too large");
+        let e = fitting_batch(&model, (5, usize::MAX / 8), data.shape, 1, None).expect_err("one image too large");
         assert!(e.to_string().contains("one image of this model on any device"), "{e}");
         assert!(e.to_string().contains("the logits, 2305843009213693951 per image"), "{e}");
     }

@@ -65,10 +65,10 @@ pub fn eval(
     }
     let tokens = tokens(&weights, adapter.as_ref())?;
     let asked = batch_size.min(data.len());
-    let batch = fitting_batch(&weights.config, (tokens, labels), &data, asked, None)?;
+    let batch = fitting_batch(&weights.config, (tokens, labels), data.shape, asked, None)?;
 
     let gpu = Gpu::new()?;
-    let batch = fitting_batch(&weights.config, (tokens, labels), &data, batch, Some(&gpu))?;
+    let batch = fitting_batch(&weights.config, (tokens, labels), data.shape, batch, Some(&gpu))?;
     if batch < asked {
         note!(
             "note: --batch-size {batch_size} is more than the {batch} images of this model that one tensor on this \

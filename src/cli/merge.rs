@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use super::checks::{refuse_special_outputs, same_place};
-use super::inputs::{AdapterInput, read_model, refuse_headless, refuse_merged_twice};
+use super::checks::{fitting_batch, refuse_special_outputs, same_place};
+use super::inputs::{AdapterInput, read_model, refuse_headless, refuse_merged_twice, tokens};
 use super::{holds_adapter, holds_model};
 use crate::adapters::{Adapter, PeftType};
 use crate::error::{Error, Result};
@@ -70,10 +70,11 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<us
     // Recorded in the merged weights, so that the adapter is not applied to them again.
     let fingerprint = input.weights.as_ref().map(crate::io::safetensors::TensorFile::fingerprint);
     let adapter_file = input.source_file();
+    let tokens = tokens(&weights, Some(&input))?;
     let adapter = input.build(&gpu, &vit, 0)?;
     let mut merged = adapter.merge(&gpu, &weights)?;
     // After the merge's own check, which names a weight that overflows.
-    check_plain_image(&gpu, &vit, &adapter, &adapter_file, model)?;
+    check_plain_image(&gpu, &vit, (&adapter, tokens), &adapter_file, model)?;
     merged.merged_adapters.extend(fingerprint);
     // The merged config is the model's own with the adapter's labels: fields this crate does
     // not read (transformers' version, pooler settings, custom keys) are kept.
@@ -94,11 +95,30 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<us
 /// data's mean) are not finite: its weights (or, when the model alone computes that image
 /// finitely, the adapter's) are too large for f32 arithmetic, and the merged model would
 /// compute no numbers on any image. `eval` and `train` refuse such an adapter on their data;
-/// a merge has none, so this one image stands in for it.
-fn check_plain_image(gpu: &Gpu, vit: &Vit, adapter: &Adapter, adapter_file: &Path, model: &Path) -> Result<()> {
+/// a merge has none, so this one image stands in for it. `tokens` counts the prompt tokens.
+/// Skipped, with a note, when one image of this model is more than the device or the memory
+/// holds: the merge itself needs no image.
+fn check_plain_image(
+    gpu: &Gpu,
+    vit: &Vit,
+    (adapter, tokens): (&Adapter, usize),
+    adapter_file: &Path,
+    model: &Path,
+) -> Result<()> {
     let c = vit.config();
     let shape = [1, c.num_channels, c.image_size[0], c.image_size[1]];
-    let plain = Dataset::from_parts(Path::new("a plain image"), shape, vec![0.0; shape.iter().product()], vec![0])?;
+    let name = Path::new("a plain image");
+    let pixels = fitting_batch(c, (tokens, adapter.num_labels()), shape, 1, Some(gpu))
+        .and_then(|_| crate::io::memory::reserve::<f32>(name, shape.iter().product()));
+    let Ok(mut pixels) = pixels else {
+        note!(
+            "note: one image of this model is more than this device or this machine's memory holds, so the merged \
+             model was not run on a plain image to check that its logits are finite"
+        );
+        return Ok(());
+    };
+    pixels.resize(pixels.capacity(), 0.0);
+    let plain = Dataset::from_parts(name, shape, pixels, vec![0])?;
     let Some((_, value)) = evaluate(gpu, vit, Some(adapter), &plain, 1)?.first_non_finite else { return Ok(()) };
     let message = |whose: &str| {
         format!(

@@ -93,10 +93,10 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
     // A batch larger than the device takes at once is computed in pieces whose gradients are
     // summed; only one image must fit, and the list of the step's rows in memory.
     check_rows(args.batch_size)?;
-    fitting_batch(model, (tokens, adapter.labels), &data, args.batch_size, None)?;
+    fitting_batch(model, (tokens, adapter.labels), data.shape, args.batch_size, None)?;
 
     let gpu = Gpu::new()?;
-    let at_once = fitting_batch(model, (tokens, adapter.labels), &data, args.batch_size, Some(&gpu))?;
+    let at_once = fitting_batch(model, (tokens, adapter.labels), data.shape, args.batch_size, Some(&gpu))?;
     let vit = Vit::from_weights(&gpu, &weights)?;
     let mut adapter = adapter;
     name_base_model(&mut adapter.config, &args.model);
