@@ -456,6 +456,14 @@ fn bad_adapter_configs_are_named() {
         (serde_json::json!({"lora_alpha": "big"}), &["lora_alpha", "must be a number"]),
         (serde_json::json!({"rank_pattern": {"query(": 2}}), &["rank_pattern", "query(", "regular expression"]),
         (serde_json::json!({"rank_pattern": {"query": 0}}), &["rank_pattern", "query", "rank between 1"]),
+        // Nested repeats that never match: refused at once (before, every module path under
+        // both namings spent ten million backtracking steps on it, a third of a second each).
+        (serde_json::json!({"target_modules": "(?:(?=.)(.*)*)*Z"}), &["target_modules", "(a*)*", "backtracking steps"]),
+        (
+            serde_json::json!({"exclude_modules": "(?:(?=.)(.*)*)*Z"}),
+            &["exclude_modules", "backtracking steps", "`vit.embeddings.patch_embeddings.projection`"],
+        ),
+        (serde_json::json!({"alpha_pattern": {"(?:(?=.)(.*)*)*Z": 3}}), &["alpha_pattern", "backtracking steps"]),
         (serde_json::json!({"layers_to_transform": [0, 11]}), &["layers_to_transform", "layer 11", "2 layers"]),
         (serde_json::json!({"modules_to_save": ["no_such_head"]}), &["modules_to_save", "no_such_head"]),
         (

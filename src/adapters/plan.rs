@@ -35,6 +35,7 @@ pub(super) fn plan(
 ) -> Result<Plan> {
     model.check()?;
     config.check_values(config_path)?;
+    config.check_pattern_costs(model.num_hidden_layers, config_path)?;
     if config.num_labels.is_some() && !config.saves_module(ModuleId::Classifier) {
         // A new head is a saved module, as in PEFT.
         config.modules_to_save.push("classifier".into());

@@ -194,6 +194,15 @@ impl ModuleId {
         paths
     }
 
+    /// Every path a pattern of an adapter config is matched against in a model with `layers`
+    /// layers: each module's under both namings (those outside the layers twice), then the
+    /// other modules' ([`ModuleId::other_paths`]).
+    pub fn pattern_paths(layers: usize) -> Vec<String> {
+        let mut paths: Vec<String> = ModuleId::all(layers).into_iter().flat_map(ModuleId::paths).collect();
+        paths.extend(Naming::BOTH.into_iter().flat_map(|n| ModuleId::other_paths(layers, n)));
+        paths
+    }
+
     /// Every module of a model with `layers` layers.
     pub fn all(layers: usize) -> Vec<ModuleId> {
         let mut v = vec![ModuleId::PatchEmbed];

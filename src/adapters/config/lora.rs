@@ -276,6 +276,14 @@ impl LoraConfig {
         move |path| (find(&ranks, path).unwrap_or(self.r), find(&alphas, path).unwrap_or(self.lora_alpha))
     }
 
+    /// The compiled keys of `rank_pattern` and `alpha_pattern`, each with its field (a key
+    /// that is not a regex is refused when read and by `check_values`, and left out here).
+    pub(crate) fn pattern_keys(&self) -> impl Iterator<Item = (&'static str, Pattern)> + '_ {
+        let ranks = self.rank_pattern.iter().map(|(k, _)| ("rank_pattern", k));
+        let keys = ranks.chain(self.alpha_pattern.iter().map(|(k, _)| ("alpha_pattern", k)));
+        keys.filter_map(|(field, key)| Some((field, pattern_regex(key).ok()?)))
+    }
+
     /// The keys of `rank_pattern` and `alpha_pattern`, each with its field, that match none
     /// of `paths`.
     pub(crate) fn patterns_matching_none(&self, paths: &[String]) -> Vec<(&'static str, &str)> {

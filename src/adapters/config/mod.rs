@@ -177,6 +177,37 @@ impl AdapterConfig {
         Ok(())
     }
 
+    /// Fails, naming the key, when one of the config's regular expressions (`target_modules`
+    /// or `exclude_modules` as a string, a key of `rank_pattern` or `alpha_pattern`) takes more
+    /// than [`crate::nn::pattern::BACKTRACK_LIMIT`] steps to match a module path of a model
+    /// with `layers` layers: checked once, before the many matches of building an adapter.
+    pub fn check_pattern_costs(&self, layers: usize, path: &Path) -> Result<()> {
+        let targets = |key: &'static str, t: Option<&Targets>| match t {
+            Some(Targets::Regex(re)) => Some((key, re.clone())),
+            _ => None,
+        };
+        let patterns: Vec<(&str, crate::nn::Pattern)> = match &self.kind {
+            AdapterKind::Lora(c) => targets("target_modules", Some(&c.target_modules))
+                .into_iter()
+                .chain(targets("exclude_modules", c.exclude_modules.as_ref()))
+                .chain(c.pattern_keys())
+                .collect(),
+            AdapterKind::Flora(c) => targets("target_modules", Some(&c.target_modules)).into_iter().collect(),
+            AdapterKind::Moppa(_) | AdapterKind::Rlp(_) => return Ok(()),
+        };
+        let paths = ModuleId::pattern_paths(layers);
+        for (key, re) in &patterns {
+            for module in &paths {
+                re.check_cost(module).map_err(|why| crate::error::Error::Config {
+                    path: path.to_path_buf(),
+                    key: (*key).into(),
+                    message: format!("regex {:?} {why}", re.source()),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// The adapter type.
     pub fn peft_type(&self) -> PeftType {
         match self.kind {

@@ -37,9 +37,9 @@ pub struct Pattern {
     re: Box<fancy_regex::Regex>,
 }
 
-/// Backtracking steps one match may take (fancy-regex's default is a tenth of this): module
-/// paths are a few dozen characters, so only a pattern of nested ambiguous loops gets near.
-const BACKTRACK_LIMIT: usize = 10_000_000;
+/// Backtracking steps one match may take (fancy-regex's default): module paths are a few
+/// dozen characters, so only a pattern of nested ambiguous loops gets near.
+pub const BACKTRACK_LIMIT: usize = 1_000_000;
 
 impl Pattern {
     /// `source`, in Python's `re` syntax, matched as `used` says; an error (the reason) when it
@@ -83,9 +83,23 @@ impl Pattern {
         self.used
     }
 
-    /// Whether `path` matches. A match that needs more than 10 million backtracking steps
-    /// counts as none.
+    /// Whether `path` matches. A match that needs more than [`BACKTRACK_LIMIT`] steps counts
+    /// as none: [`Pattern::check_cost`] on the paths a pattern is matched against refuses
+    /// such a pattern first.
     pub fn is_match(&self, path: &str) -> bool {
         self.re.is_match(path).unwrap_or(false)
+    }
+
+    /// Fails, with the reason, when matching `path` takes more than [`BACKTRACK_LIMIT`]
+    /// backtracking steps (nested repeats such as `(a*)*Z`), which Python's `re` would spend
+    /// as long on, without a limit.
+    pub fn check_cost(&self, path: &str) -> Result<(), String> {
+        match self.re.is_match(path) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!(
+                "takes more than {BACKTRACK_LIMIT} backtracking steps to match `{path}`; nested repeats such as \
+                 `(a*)*` make a pattern this slow: simplify it"
+            )),
+        }
     }
 }
