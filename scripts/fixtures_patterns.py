@@ -2,11 +2,13 @@
 
 PEFT matches a string `target_modules` or `exclude_modules` with `re.fullmatch(pattern, path)`
 and a key of `rank_pattern` or `alpha_pattern` with `re.match(rf"(.*\\.)?({key})$", path)`
-(peft/utils/other.py). The patterns below use what Python's syntax has and Rust's regex
+(peft/utils/other.py); with `layers_to_transform`, a name of `layers_pattern` finds a layer's
+index by `re.match(rf"(?:^|.*?\\.){name}\\.(?P<idx>\\d+)\\.", path)`, which must leave `idx` set
+(peft/tuners/tuners_utils.py, PEFT 0.18 on). The patterns below use what Python's syntax has and Rust's regex
 syntax reads otherwise or not at all: look-around, backreferences, `{,n}`, `\\Z`, comments,
 atomic groups, and characters in classes that Rust reads as set operations.
 
-Output: tests/fixtures/patterns.json, a list of {"pattern", "use": "whole" | "tail",
+Output: tests/fixtures/patterns.json, a list of {"pattern", "use": "whole" | "tail" | "layer",
 "matches": [paths that match]} over "paths", every module path of a 2-layer ViT under both
 namings (and some of their containers).
 """
@@ -91,12 +93,34 @@ TAIL = [
 ]
 
 
+LAYER = [
+    r"layer",
+    r"layers",
+    r"vit.layers",
+    r"encoder\.layer",
+    r"layers?",
+    r"(?:vit\.)?layers",
+    r"l.yer",
+    r".*",
+    r"blocks",
+    # The name's alternatives split PEFT's whole expression: the first matches without an index.
+    r"layer|layers",
+    r"(layer)s?",
+]
+
+
+def layer_index(name, path):
+    m = re.match(rf"(?:^|.*?\.){name}\.(?P<idx>\d+)\.", path)
+    return m is not None and m.group("idx") is not None
+
+
 def main():
     all_paths = paths()
     cases = []
     for use, patterns, match in (
         ("whole", WHOLE, lambda p, s: re.fullmatch(p, s)),
         ("tail", TAIL, lambda p, s: re.match(rf"(.*\.)?({p})$", s)),
+        ("layer", LAYER, layer_index),
     ):
         for p in patterns:
             cases.append({"pattern": p, "use": use, "matches": [s for s in all_paths if match(p, s)]})

@@ -121,7 +121,9 @@ fn wrong_types_and_values_are_errors_naming_the_key() {
         (with(&lora, "init_lora_weights", json!("garbage")), "init_lora_weights"),
         (with(&lora, "init_lora_weights", json!(3)), "init_lora_weights"),
         (with(&lora, "bias", json!(null)), "bias"),
-        (with(&lora, "layers_pattern", json!("blocks")), "layers_pattern"),
+        (with(&lora, "layers_pattern", json!("(")), "layers_pattern"),
+        (with(&lora, "layers_pattern", json!(["layer", 5])), "layers_pattern"),
+        (with(&lora, "layers_pattern", json!(5)), "layers_pattern"),
         (with(&flora, "r", json!([2, 0])), "r"),
         (with(&flora, "r", json!("2")), "r"),
         (with(&flora, "scale", json!("1")), "scale"),
@@ -159,7 +161,8 @@ fn peft_options_left_off_are_accepted() {
     cfg["layers_pattern"] = json!(["layers"]);
     cfg["init_lora_weights"] = json!("gaussian");
     lora(&cfg);
-    // A list of several names, of which PEFT matches any (only `layer` and `layers` occur).
+    // A list of several names, of which PEFT matches any; names it has no use for (without
+    // `layers_to_transform`) are taken as they are.
     cfg["layers_pattern"] = json!(["blocks", "layers"]);
     lora(&cfg);
     // On `nn.Linear` PEFT resets `fan_in_fan_out` to false (with a warning) and saves it so.
@@ -282,6 +285,33 @@ fn layers_to_transform_as_peft() {
     rejects(&lora(json!(".*query"), json!([1])), "layers_to_transform");
     let err = adapted(&lora(json!(["query"]), json!([5]))).unwrap_err();
     assert!(err.to_string().contains("layers_to_transform") && err.to_string().contains('5'), "no layer 5: {err}");
+    // `layers_pattern` names what comes before the index, as a Python regex in PEFT's
+    // `(?:^|.*?\.)NAME\.(?P<idx>\d+)\.`, under either naming; "" and [] mean any name.
+    let named = |pattern: Value| {
+        let mut c = lora(json!(["query", "v_proj"]), json!([1]));
+        c["layers_pattern"] = pattern;
+        c
+    };
+    let v = |l: usize| format!("vit.layers.{l}.attention.v_proj");
+    for pattern in [
+        json!("layer"),
+        json!("layers"),
+        json!("vit.layers"),
+        json!("encoder.layer"),
+        json!("layers?"),
+        json!(""),
+        json!([]),
+        json!(["blocks", "layer"]),
+    ] {
+        assert_eq!(paths(&named(pattern.clone())), [q(1), v(1)], "layers_pattern {pattern}");
+    }
+    // A name that finds no layer leaves nothing to adapt: refused by its key. So is one
+    // whose alternatives split PEFT's expression (its first half matches without an index).
+    for pattern in [json!("blocks"), json!("layer|layers"), json!(["layer|layers", "layers"])] {
+        let err = adapted(&named(pattern.clone())).unwrap_err();
+        let Error::Config { key, .. } = &err else { panic!("{pattern}: {err}") };
+        assert_eq!(key, "layers_pattern", "{pattern}: {err}");
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! LoRA exactly as Hugging Face PEFT (SPEC §4): `y = x Wᵀ + b + s·(x Aᵀ) Bᵀ`, with
 //! `s = lora_alpha / r` (or `/ √r` with rsLoRA). `B·A` is never formed while training.
 
-use super::config::{LoraConfig, LoraInit};
+use super::config::{LoraConfig, LoraInit, layer_regex};
 use super::params::Slot;
 use super::source::Init;
 use super::{Build, PEFT_PREFIX};
@@ -9,7 +9,7 @@ use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::io::safetensors::HostTensor;
 use crate::nn::weights::module_shapes;
-use crate::nn::{ModuleId, Naming, Targets};
+use crate::nn::{LayerPart, ModuleId, Naming, Pattern, Targets};
 use crate::ops::dropout::dropout_var;
 use crate::ops::linear::linear_var;
 use crate::ops::matmul::{MatmulSpec, matmul_var};
@@ -57,6 +57,8 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
     // saved such configs before spelling them out; PEFT would add that module with `B = 0`,
     // which changes nothing).
     let namings = build.read_namings();
+    // Refused when read and by `check_values` if not regexes.
+    let layer_names: Vec<Pattern> = cfg.layers_pattern.iter().filter_map(|name| layer_regex(name).ok()).collect();
     for (module, matched) in cfg.target_modules.resolve(layers, build.config_path)? {
         if build.saved.contains(&module) {
             continue; // PEFT never adapts a module it also saves.
@@ -67,7 +69,7 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         {
             continue;
         }
-        if !in_layers_to_transform(cfg, module, matched) {
+        if !in_layers_to_transform(cfg, &layer_names, module, matched) {
             continue;
         }
         let named_under = |n: Naming| cfg.target_modules.matches_under(module, n);
@@ -120,7 +122,28 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         let scale = cfg.scaling(r, alpha) as f32;
         modules.push(LoraModule { module, a, b, r, alpha, scale, dropout: cfg.lora_dropout, stem });
     }
-    build.require_adapted(modules.len(), left_out, "modules_to_save, exclude_modules and layers_to_transform")?;
+    let no_layer =
+        |n: Naming| (0..layers).all(|i| !in_named_layer(&layer_names, &ModuleId::Layer(i, LayerPart::Query).path(n)));
+    if modules.is_empty()
+        && !layer_names.is_empty()
+        && cfg.layers_to_transform.is_some()
+        && Naming::BOTH.into_iter().all(no_layer)
+    {
+        return Err(Error::Config {
+            path: build.config_path.to_path_buf(),
+            key: "layers_pattern".into(),
+            message: format!(
+                "finds no layer in this ViT, so layers_to_transform keeps no module: PEFT reads a layer's index \
+                 after one of these names, in `(?:^|.*?\\.)NAME\\.(?P<idx>\\d+)\\.`, and a ViT's layers are \
+                 `vit.encoder.layer.N` on disk and `vit.layers.N` in transformers 5 (`layer` or `layers`)"
+            ),
+        });
+    }
+    build.require_adapted(
+        modules.len(),
+        left_out,
+        "modules_to_save, exclude_modules, layers_to_transform and layers_pattern",
+    )?;
     Ok(modules)
 }
 
@@ -183,13 +206,24 @@ fn orthogonal_init(build: &mut Build<'_>, cfg: &LoraConfig, w: &[usize], r: usiz
 /// PEFT's `layers_to_transform`: a module matched by a target name as a dotted suffix is kept
 /// only inside a listed layer (modules outside the layers have no index and are dropped); a
 /// module whose path is itself listed in `target_modules`, or an empty list, keeps it. (A regex
-/// `target_modules` with `layers_to_transform` is a config error, as in PEFT.)
-fn in_layers_to_transform(cfg: &LoraConfig, module: ModuleId, matched: Naming) -> bool {
+/// `target_modules` with `layers_to_transform` is a config error, as in PEFT.) With
+/// `layers_pattern`, the index is the one PEFT's expression around the first name that matches
+/// the path finds ([`layer_regex`]; none when that match leaves its index out), under either
+/// naming, as targets match.
+fn in_layers_to_transform(cfg: &LoraConfig, layer_names: &[Pattern], module: ModuleId, matched: Naming) -> bool {
     let (Some(keep), Targets::Names(names)) = (&cfg.layers_to_transform, &cfg.target_modules) else { return true };
     if keep.is_empty() || names.contains(&module.path(matched)) {
         return true;
     }
-    matches!(module, ModuleId::Layer(i, _) if keep.contains(&i))
+    let ModuleId::Layer(i, _) = module else { return false };
+    keep.contains(&i)
+        && (layer_names.is_empty() || Naming::BOTH.into_iter().any(|n| in_named_layer(layer_names, &module.path(n))))
+}
+
+/// Whether PEFT finds a layer index in `path` after one of `layer_names` (its first name that
+/// matches decides; a ViT's module path holds one number, its layer's).
+fn in_named_layer(layer_names: &[Pattern], path: &str) -> bool {
+    layer_names.iter().find(|re| re.is_match(path)).is_some_and(|re| re.matches_with_group(path, "idx"))
 }
 
 /// The dropout mask of one LoRA module's input in a training step: drawn from `seed` over the

@@ -290,6 +290,7 @@ impl Targets {
             PatternUse::Whole => re.source().to_string(),
             PatternUse::Anywhere => format!(".*(?:{}).*", re.source()),
             PatternUse::Tail => format!("(.*\\.)?({})", re.source()),
+            PatternUse::Start => format!("(?:{}).*", re.source()),
         })
     }
 

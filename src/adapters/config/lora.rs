@@ -23,6 +23,9 @@ pub struct LoraConfig {
     pub exclude_modules: Option<Targets>,
     /// Only these layer indices, when given.
     pub layers_to_transform: Option<Vec<usize>>,
+    /// PEFT's `layers_pattern`: Python regexes for the name before a layer's index, which
+    /// `layers_to_transform` reads (see [`layer_regex`]); empty: any name.
+    pub layers_pattern: Vec<String>,
     /// Per-module rank overrides: pattern → rank.
     pub rank_pattern: Vec<(String, usize)>,
     /// Per-module alpha overrides: pattern → alpha.
@@ -92,17 +95,27 @@ fn check_pattern(j: &JsonFile, field: &str, pattern: &str) -> Result<()> {
 /// Fails naming the first key of `rank_pattern` or `alpha_pattern` that is not a regex (a
 /// config changed in code; reading refuses one with [`check_pattern`]).
 pub(super) fn check_pattern_keys(c: &LoraConfig, path: &Path) -> Result<()> {
+    let error =
+        |key: &str, message: String| crate::error::Error::Config { path: path.to_path_buf(), key: key.into(), message };
     let ranks = c.rank_pattern.iter().map(|(k, _)| ("rank_pattern", k));
     for (field, key) in ranks.chain(c.alpha_pattern.iter().map(|(k, _)| ("alpha_pattern", k))) {
         if let Err(e) = pattern_regex(key) {
-            return Err(crate::error::Error::Config {
-                path: path.to_path_buf(),
-                key: field.into(),
-                message: format!("key `{key}` is not a valid regular expression: {e}"),
-            });
+            return Err(error(field, format!("key `{key}` is not a valid regular expression: {e}")));
         }
     }
+    for name in &c.layers_pattern {
+        layer_regex(name).map_err(|e| error("layers_pattern", e))?;
+    }
     Ok(())
+}
+
+/// PEFT's expression for a layer's index after a `layers_pattern` name (Python's syntax,
+/// matched from a module path's start): a module is in layer `i` when it matches with `i` as
+/// its group `idx`.
+pub fn layer_regex(name: &str) -> std::result::Result<Pattern, String> {
+    Pattern::new(&format!(r"(?:^|.*?\.){name}\.(?P<idx>\d+)\."), PatternUse::Start).map_err(|e| {
+        format!("`{name}` makes PEFT's layer expression `(?:^|.*?\\.){name}\\.(?P<idx>\\d+)\\.` invalid: {e}")
+    })
 }
 
 /// PEFT's reading of a pattern key (Python's syntax): the key matches a module path's whole
@@ -163,18 +176,20 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
             return Err(j.error(key, format!("is set; {what} is not supported (only null leaves it off, as in PEFT)")));
         }
     }
-    if let Some(v) = j.get("layers_pattern").filter(|v| is_set(v)) {
-        let names: Vec<&str> = match v {
-            Value::String(s) => vec![s.as_str()],
-            Value::Array(items) if items.iter().all(Value::is_string) => {
-                items.iter().filter_map(Value::as_str).collect()
-            }
-            _ => Vec::new(),
-        };
-        // PEFT takes a layer's index after any of the names; only these two occur in a ViT.
-        if !names.iter().any(|n| matches!(*n, "layer" | "layers")) {
-            return Err(j.error("layers_pattern", format!("is {v}; a ViT's layers are `layer` (on disk) or `layers`")));
-        }
+    // PEFT takes a layer's index after any of the names; null, "" and [] mean any name.
+    let layers_pattern: Vec<String> = match j.get("layers_pattern") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) if s.is_empty() => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| j.error("layers_pattern", "must hold strings"))?,
+        Some(_) => return Err(j.error("layers_pattern", "must be a string or a list of strings")),
+    };
+    if let Some(e) = layers_pattern.iter().find_map(|name| layer_regex(name).err()) {
+        return Err(j.error("layers_pattern", e));
     }
     // PEFT resets A and B only for a value Python calls true: null leaves nn.Linear's own
     // initialisation, as false does.
@@ -236,6 +251,7 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
         target_modules,
         exclude_modules: opt_targets(j, "exclude_modules")?,
         layers_to_transform,
+        layers_pattern,
         rank_pattern,
         alpha_pattern,
         lora_dropout: dropout,
@@ -276,12 +292,14 @@ impl LoraConfig {
         move |path| (find(&ranks, path).unwrap_or(self.r), find(&alphas, path).unwrap_or(self.lora_alpha))
     }
 
-    /// The compiled keys of `rank_pattern` and `alpha_pattern`, each with its field (a key
-    /// that is not a regex is refused when read and by `check_values`, and left out here).
+    /// The compiled keys of `rank_pattern` and `alpha_pattern` and the layer expressions of
+    /// `layers_pattern` ([`layer_regex`]), each with its field (one that is not a regex is
+    /// refused when read and by `check_values`, and left out here).
     pub(crate) fn pattern_keys(&self) -> impl Iterator<Item = (&'static str, Pattern)> + '_ {
         let ranks = self.rank_pattern.iter().map(|(k, _)| ("rank_pattern", k));
         let keys = ranks.chain(self.alpha_pattern.iter().map(|(k, _)| ("alpha_pattern", k)));
-        keys.filter_map(|(field, key)| Some((field, pattern_regex(key).ok()?)))
+        let layers = self.layers_pattern.iter().filter_map(|name| Some(("layers_pattern", layer_regex(name).ok()?)));
+        keys.filter_map(|(field, key)| Some((field, pattern_regex(key).ok()?))).chain(layers)
     }
 
     /// The keys of `rank_pattern` and `alpha_pattern`, each with its field, that match none

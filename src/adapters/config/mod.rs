@@ -11,7 +11,7 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 
 pub use kinds::{FloraConfig, FloraRank, MoppaConfig, RlpConfig};
-pub use lora::{LoraBias, LoraConfig, LoraInit};
+pub use lora::{LoraBias, LoraConfig, LoraInit, layer_regex};
 
 use crate::error::Result;
 use crate::io::json::{JsonFile, whole_number};
@@ -178,7 +178,8 @@ impl AdapterConfig {
     }
 
     /// Fails, naming the key, when one of the config's regular expressions (`target_modules`
-    /// or `exclude_modules` as a string, a key of `rank_pattern` or `alpha_pattern`) takes more
+    /// or `exclude_modules` as a string, a key of `rank_pattern` or `alpha_pattern`, PEFT's
+    /// expression around a `layers_pattern`) takes more
     /// than [`crate::nn::pattern::BACKTRACK_LIMIT`] steps to match a module path of a model
     /// with `layers` layers: checked once, before the many matches of building an adapter.
     pub fn check_pattern_costs(&self, layers: usize, path: &Path) -> Result<()> {
@@ -330,6 +331,7 @@ impl AdapterConfig {
         l.alpha_pattern = alphas;
         l.exclude_modules = None;
         l.layers_to_transform = None;
+        l.layers_pattern = Vec::new();
         if !saved.is_empty() || saves_embeddings {
             // `vit.embeddings` holds the patch embedding, which it saves with it.
             let listed = saved.iter().filter(|&&m| !(saves_embeddings && m == ModuleId::PatchEmbed));

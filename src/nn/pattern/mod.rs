@@ -23,6 +23,9 @@ pub enum PatternUse {
     Whole,
     /// Anywhere in the path (`re.search`): a pattern built in code.
     Anywhere,
+    /// From the path's start, ending anywhere (`re.match`): PEFT's layer-index expression
+    /// around a `layers_pattern`.
+    Start,
     /// The path's whole tail after a dot, or the whole path (`re.match(r"(.*\.)?(p)$")`):
     /// the keys of `rank_pattern` and `alpha_pattern`.
     Tail,
@@ -52,6 +55,7 @@ impl Pattern {
         let anchored = match used {
             PatternUse::Whole => format!("^(?:{rust}{end})$"),
             PatternUse::Anywhere => rust.clone(),
+            PatternUse::Start => format!("^(?:{rust}{end})"),
             // PEFT's own groups, so that a group number in the key counts as in PEFT.
             // The whole of PEFT's expression under `^` (`re.match`), so that a key such as
             // `a)|(b` splits it as it splits PEFT's.
@@ -88,6 +92,12 @@ impl Pattern {
     /// such a pattern first.
     pub fn is_match(&self, path: &str) -> bool {
         self.re.is_match(path).unwrap_or(false)
+    }
+
+    /// Whether `path` matches with the group named `group` taking part (Python's
+    /// `m.group(name) is not None`); a match past [`BACKTRACK_LIMIT`] steps counts as none.
+    pub fn matches_with_group(&self, path: &str, group: &str) -> bool {
+        self.re.captures(path).ok().flatten().is_some_and(|c| c.name(group).is_some())
     }
 
     /// Fails, with the reason, when matching `path` takes more than [`BACKTRACK_LIMIT`]

@@ -115,7 +115,7 @@ pub(crate) fn python_to_rust(pattern: &str, used: PatternUse) -> Result<Rewritte
     let at = |i: usize, s: &str| s.chars().enumerate().all(|(k, c)| cs.get(i + k) == Some(&c));
     let mut i = 0;
     // Whether only global flag groups came before `i`, in a whole expression.
-    let mut leading = used == PatternUse::Whole;
+    let mut leading = matches!(used, PatternUse::Whole | PatternUse::Start);
     while i < cs.len() {
         let c = cs[i];
         let flag_group = at(i, "(?") && cs.get(i + 2).is_some_and(|c| "aiLmsux-".contains(*c));
