@@ -568,7 +568,8 @@ fn options_without_a_supported_backend_are_refused() {
 
 /// A model without a classifier (`VitWeights::headless`, a backbone) classifies only with an
 /// adapter that brings a head (a saved `classifier`, made new like the head of `num_labels`):
-/// without one, evaluating, training and merging are refused.
+/// without one, its forward pass (which gave logits of 0 before), evaluating, training and
+/// merging are refused.
 #[test]
 fn a_model_without_a_classifier_needs_an_adapter_with_its_own_head() {
     use peft_wgpu::adapters::Adapter;
@@ -598,6 +599,20 @@ fn a_model_without_a_classifier_needs_an_adapter_with_its_own_head() {
     headless(evaluate(&gpu, &vit, None, &data, 2).expect_err("no head at all"));
     let none = build(r#"{"peft_type": "LORA", "r": 2, "target_modules": ["query"]}"#);
     assert!(!none.has_own_head());
+    let forward = |adapter: Option<&Adapter>| {
+        let mut tape = Tape::new(&gpu);
+        let base = vit.bind(&mut tape, false);
+        let images = tape.constant(&Tensor::from_slice(&gpu, &vec![0.1; h * w], &[1, config.num_channels, h, w])?);
+        match adapter {
+            Some(a) => {
+                let bound = a.bind(&mut tape);
+                vit.forward(&mut tape, &base, &images, &bound).map(|logits| logits.shape().to_vec())
+            }
+            None => vit.forward(&mut tape, &base, &images, &peft_wgpu::nn::NoHooks).map(|l| l.shape().to_vec()),
+        }
+    };
+    headless(forward(None).expect_err("no head at all"));
+    headless(forward(Some(&none)).expect_err("no head"));
     headless(evaluate(&gpu, &vit, Some(&none), &data, 2).expect_err("no head"));
     headless(train(&gpu, &vit, &none, &data, &options, &mut |_| {}).expect_err("no head"));
     headless(none.merge(&gpu, &weights).expect_err("no head"));
@@ -607,6 +622,7 @@ fn a_model_without_a_classifier_needs_an_adapter_with_its_own_head() {
     ] {
         let a = build(json);
         assert!(a.has_own_head(), "{json}");
+        assert_eq!(forward(Some(&a)).expect("its head classifies")[0], 1, "{json}");
         train(&gpu, &vit, &a, &data, &options, &mut |_| {}).expect("a new head trains");
         let report = evaluate(&gpu, &vit, Some(&a), &data, 2).expect("and classifies");
         assert!(report.mean_loss.is_finite());

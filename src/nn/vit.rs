@@ -222,12 +222,16 @@ impl Vit {
     }
 
     /// Logits `[B, num_labels]` for images `[B, C, H, W]`, with `vars` from this model's
-    /// [`Vit::bind`] (another model's are refused).
+    /// [`Vit::bind`] (another model's are refused). A [`Vit::headless`] model needs `hooks`
+    /// that bring a classifier ([`VitHooks::module_weights`]).
     pub fn forward(&self, tape: &mut Tape, vars: &VitVars, images: &Var, hooks: &dyn VitHooks) -> Result<Var> {
         self.check_vars(vars)?;
         let c = &self.config;
         c.check()?;
         hooks.check_model(c)?;
+        if self.headless && hooks.module_weights(ModuleId::Classifier).is_none() {
+            return Err(Error::invalid("model", crate::train::HEADLESS));
+        }
         let &[b, ch, h, w] = images.shape() else {
             return Err(Error::shape("ViT forward", "images [B, C, H, W]", format!("{:?}", images.shape())));
         };
