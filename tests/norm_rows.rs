@@ -1,7 +1,7 @@
 //! LayerNorm's CPU kernels (`norm_rows.wgsl`, `NormKernel::Rows`) against the f64 twin,
 //! forward and backward, on row counts around the 8 a workgroup covers and widths from 4 to
 //! 768; the same shapes on the workgroup kernels; a variance that overflows f32; and what
-//! `Auto` picks.
+//! `Auto` picks, rows wider than the rows kernel takes included.
 
 mod common;
 
@@ -84,4 +84,30 @@ fn auto_runs_the_rows_kernel_for_cpu_kernels_only() {
     let ran: Vec<&str> = gpu.take_profile().iter().map(|k| k.entry).filter(|e| e.starts_with("layer_norm")).collect();
     let want = if common::expect_cpu_kernels(&gpu) { "layer_norm_rows" } else { "layer_norm" };
     assert_eq!(ran, [want]);
+}
+
+/// lavapipe ends an invocation's loops after 65,535 iterations in all, and the rows kernel
+/// runs three loops over `d/4`: a row wider than `ROWS_MAX_D` goes to the workgroup kernel
+/// (it came back half normalised, its last values 0, from 87,392 on), and the rows kernel
+/// refuses it when asked.
+#[test]
+fn rows_wider_than_the_rows_kernel_takes_are_normalised_whole() {
+    use peft_wgpu::ops::norm::ROWS_MAX_D;
+    let gpu = gpu();
+    let (rows, d) = (2, 2 * ROWS_MAX_D);
+    let mut rng = Rng::new(43);
+    let x = rng.normal_vec(rows * d, 0.5, 2.0);
+    let gamma = rng.normal_vec(d, 1.0, 0.3);
+    let beta = rng.normal_vec(d, 0.0, 0.3);
+    let up = |v: &[f32], s: &[usize]| Tensor::from_slice(&gpu, v, s).unwrap();
+    let (tx, tg, tb) = (up(&x, &[rows, d]), up(&gamma, &[d]), up(&beta, &[d]));
+    let out = layer_norm(&gpu, &tx, &tg, &tb, 1e-6).unwrap();
+    let (want_y, _, _) = reference::layer_norm(&f64s(&x), &f64s(&gamma), &f64s(&beta), 1e-6);
+    assert_close(&format!("y [{rows}, {d}]"), &gpu.read(&out.y).unwrap(), &want_y, tol(8.0, d), 1e-6);
+    let dy = up(&rng.normal_vec(rows * d, 0.0, 1.0), &[rows, d]);
+    let dx = layer_norm_backward_with(&gpu, &tx, &tg, &out.mean, &out.rstd, &dy, NormKernel::Auto).unwrap();
+    let want_dx = reference::layer_norm_backward(&f64s(&x), &f64s(&gamma), &f64s(&gpu.read(&dy).unwrap()), 1e-6);
+    assert_close(&format!("∂x [{rows}, {d}]"), &gpu.read(&dx).unwrap(), &want_dx, tol(16.0, d), 1e-6);
+    let err = layer_norm_with(&gpu, &tx, &tg, &tb, 1e-6, NormKernel::Rows).unwrap_err();
+    assert!(err.to_string().contains(&format!("at most {ROWS_MAX_D}")), "{err}");
 }

@@ -76,27 +76,34 @@ fn row_grid(gpu: &Gpu, rows: usize) -> [u32; 3] {
 /// Which kernels compute LayerNorm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum NormKernel {
-    /// `Rows` on CPU adapters (lavapipe; [`Gpu::cpu_kernels`]) when `d % 4 = 0`, `Workgroup`
-    /// otherwise.
+    /// `Rows` on CPU adapters (lavapipe; [`Gpu::cpu_kernels`]) when `d % 4 = 0` and
+    /// `d ≤` [`ROWS_MAX_D`], `Workgroup` otherwise.
     #[default]
     Auto,
     /// `norm.wgsl`: one workgroup per row with a tree reduction (GPUs; any `d`).
     Workgroup,
     /// `norm_rows.wgsl`: one invocation per row, 8 rows per workgroup (CPU drivers);
-    /// needs `d % 4 = 0`.
+    /// needs `d % 4 = 0` and `d ≤` [`ROWS_MAX_D`].
     Rows,
 }
 
+/// The widest row the rows kernels take. One invocation runs three loops over the row's `d/4`
+/// vec4s, and lavapipe ends an invocation's loops after 65,535 iterations in all, without a
+/// word: wider rows would be normalised in part.
+pub const ROWS_MAX_D: usize = 65_536;
+
 /// Whether `kernel` means the rows kernels for `x` (an error when asked for and impossible).
 fn use_rows(gpu: &Gpu, x: &Tensor, kernel: NormKernel) -> Result<bool> {
-    let fits = x.last_dim().is_multiple_of(4);
+    let d = x.last_dim();
+    let fits = d.is_multiple_of(4) && d <= ROWS_MAX_D;
     match kernel {
         NormKernel::Auto => Ok(fits && gpu.cpu_kernels()),
         NormKernel::Workgroup => Ok(false),
         NormKernel::Rows if fits => Ok(true),
-        NormKernel::Rows => {
-            Err(Error::invalid("layer_norm (rows kernel)", format!("d = {} is not a multiple of 4", x.last_dim())))
-        }
+        NormKernel::Rows => Err(Error::invalid(
+            "layer_norm (rows kernel)",
+            format!("d = {d} is not a multiple of 4 of at most {ROWS_MAX_D}"),
+        )),
     }
 }
 
