@@ -141,6 +141,18 @@ fn a_device_without_what_the_kernels_need_is_refused_by_name() {
         .expect("device with default limits");
     let e = Gpu::from_device(device, queue).expect_err("a device with default limits");
     assert!(e.to_string().contains("max_immediate_size"), "{e}");
+    // What the kernels need, but fewer bindings per group than a kernel's 8 buffers: refused
+    // here, not by wgpu's validation at the first kernel that binds more.
+    let mut limits = Gpu::required_limits(&adapter.limits()).expect("the adapter suits the kernels");
+    limits.max_bindings_per_bind_group = 4;
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_features: Gpu::required_features(),
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .expect("device with 4 bindings per group");
+    let e = Gpu::from_device(device, queue).expect_err("a device with 4 bindings per group");
+    assert!(e.to_string().contains("max_bindings_per_bind_group"), "{e}");
 }
 
 #[test]

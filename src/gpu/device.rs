@@ -215,9 +215,11 @@ impl Gpu {
     /// `(limit, needed, available)` when the adapter is below what the kernels need.
     pub fn required_limits(adapter: &wgpu::Limits) -> Result<wgpu::Limits, (&'static str, u64, u64)> {
         let base = wgpu::Limits::default();
-        let checks: [(&'static str, u64, u64); 5] = [
+        let checks: [(&'static str, u64, u64); 6] = [
             ("max_immediate_size", MAX_PARAMS_BYTES.into(), adapter.max_immediate_size.into()),
             ("max_storage_buffers_per_shader_stage", 8, adapter.max_storage_buffers_per_shader_stage.into()),
+            // A kernel binds each of its (up to 8) buffers at its own index.
+            ("max_bindings_per_bind_group", 8, adapter.max_bindings_per_bind_group.into()),
             ("max_compute_workgroup_storage_size", 16384, adapter.max_compute_workgroup_storage_size.into()),
             ("max_compute_invocations_per_workgroup", 256, adapter.max_compute_invocations_per_workgroup.into()),
             ("max_compute_workgroup_size_x", 256, adapter.max_compute_workgroup_size_x.into()),
@@ -228,6 +230,7 @@ impl Gpu {
         Ok(wgpu::Limits {
             max_immediate_size: MAX_PARAMS_BYTES,
             max_storage_buffers_per_shader_stage: adapter.max_storage_buffers_per_shader_stage.min(16),
+            max_bindings_per_bind_group: adapter.max_bindings_per_bind_group.min(base.max_bindings_per_bind_group),
             max_storage_buffer_binding_size: adapter.max_storage_buffer_binding_size,
             max_buffer_size: adapter.max_buffer_size,
             max_compute_workgroup_storage_size: adapter.max_compute_workgroup_storage_size,
