@@ -165,7 +165,7 @@ fn fused_bias_and_addend() {
 }
 
 #[test]
-fn bad_shapes_are_errors() {
+fn bad_shapes_and_scales_are_errors() {
     let gpu = gpu();
     let t = |s: &[usize]| Tensor::zeros(&gpu, s).unwrap();
     let nn = MatmulSpec::new();
@@ -174,6 +174,10 @@ fn bad_shapes_are_errors() {
     assert!(matmul(&gpu, &t(&[3]), &t(&[3, 5]), nn, None, None).is_err(), "rank 1");
     assert!(matmul(&gpu, &t(&[2, 3]), &t(&[3, 5]), nn, Some(&t(&[4])), None).is_err(), "bias");
     assert!(matmul(&gpu, &t(&[2, 3]), &t(&[3, 5]), nn, None, Some(&t(&[5, 2]))).is_err(), "addend");
+    for alpha in [f32::NAN, f32::INFINITY] {
+        let e = matmul(&gpu, &t(&[2, 3]), &t(&[3, 5]), nn.scaled(alpha), None, None).unwrap_err();
+        assert!(e.to_string().contains("alpha"), "alpha {alpha}: {e}");
+    }
     let ok = matmul(&gpu, &t(&[2, 3]), &t(&[3, 5]), nn, Some(&t(&[5])), Some(&t(&[2, 5]))).unwrap();
     assert_eq!(ok.shape(), &[2, 5]);
 }

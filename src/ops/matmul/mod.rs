@@ -151,6 +151,9 @@ pub fn matmul_with(
     kernel: MatmulKernel,
 ) -> Result<Tensor> {
     let (plan, out_shape) = plan(a, b, spec)?;
+    if !spec.alpha.is_finite() {
+        return Err(Error::invalid("matmul alpha", format!("{} is not finite", spec.alpha)));
+    }
     if let Some(bias) = bias
         && (bias.shape() != [plan.n] || bias.dtype() != DType::F32)
     {
