@@ -112,12 +112,15 @@ fn filter_matches_reference() {
 /// Many channel tiles and batch chunks. `[5, 1 + 196, 70]` takes 5 forward tiles of 16 and 9
 /// backward tiles of 8, the last ones partial (down to a partial quad). `[16, 1 + 16, 4096]`
 /// on 4×4 makes 64 forward tiles and 128 backward tiles, so (for a few hundred workgroups)
-/// each workgroup takes 2 (forward) and 4 (backward) batch elements in turn.
+/// each workgroup takes 2 (forward) and 4 (backward) batch elements in turn. `[190, 1 + 32,
+/// 768]` on 1×32 would give each backward workgroup 64 images, whose loops pass lavapipe's
+/// 65,535 iterations per invocation (the last images' ∂x and ∂r were dropped): chunks stay
+/// shorter there.
 #[test]
 fn fused_and_unfused_agree_on_many_tiles() {
     let gpu = gpu();
     let mut rng = Rng::new(22);
-    for (batch, gh, gw, ch) in [(5, 14, 14, 70), (16, 4, 4, 4096)] {
+    for (batch, gh, gw, ch) in [(5, 14, 14, 70), (16, 4, 4, 4096), (190, 1, 32, 768)] {
         let plan = GridPlan::new(&gpu, gh, gw).unwrap();
         let dims = [batch, 1 + gh * gw, ch];
         let x = upload(&gpu, &rng.normal_vec(dims.iter().product(), 0.0, 1.0), &dims);

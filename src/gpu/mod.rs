@@ -31,6 +31,11 @@ use crate::error::{Error, Result};
 /// Bytes of immediate data (push constants) the kernels may use; every params struct fits.
 pub const MAX_PARAMS_BYTES: u32 = 64;
 
+/// The loop iterations per invocation the ops plan for on an adapter with a
+/// [`Gpu::loop_limit`]: half of it, so that a kernel's fixed loops and an estimate's rounding
+/// stay inside.
+pub const LOOP_BUDGET: usize = 32_768;
+
 /// Threads per workgroup of the one-dimensional kernels (`WG` in the shaders).
 pub const WG_1D: u32 = 256;
 
@@ -164,6 +169,15 @@ impl Gpu {
     /// either family computes the same results within rounding.
     pub fn cpu_kernels(&self) -> bool {
         self.inner.cpu_kernels
+    }
+
+    /// The loop iterations one invocation of a kernel may run in all, when the adapter stops
+    /// them: lavapipe (Mesa's llvmpipe) ends an invocation's loops after 65,535 iterations,
+    /// without a word, so a longer loop would compute part of its sum. `None` on GPUs. Ops
+    /// whose loops grow with a shape split their work under it ([`LOOP_BUDGET`] of it, for
+    /// margin) or refuse the shape.
+    pub fn loop_limit(&self) -> Option<usize> {
+        (self.inner.info.device_type == wgpu::DeviceType::Cpu).then_some(65_535)
     }
 
     /// Whether kernels may use subgroup operations across `lanes` invocations: the device

@@ -168,7 +168,7 @@ pub fn matmul_with(
             format!("{addend:?}"),
         ));
     }
-    if plan.k > CPU_MAX_DEPTH && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+    if plan.k > CPU_MAX_DEPTH && gpu.loop_limit().is_some() {
         return in_depth_chunks(gpu, [a, b], plan.k, spec, (bias, addend), kernel);
     }
     let out = Tensor::uninit(gpu, &out_shape, DType::F32)?;

@@ -18,7 +18,7 @@
 
 use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Kernel};
+use crate::gpu::{Gpu, Kernel, LOOP_BUDGET};
 use crate::ops::dct::{self, GridPlan, TokenLayout, scales};
 use crate::ops::spectral_tile;
 use crate::tensor::{DType, Tensor};
@@ -107,12 +107,28 @@ pub struct SpectralRowsParams {
     pub sw: f32,
 }
 
-/// Batch elements per workgroup: enough chunks that tiles × chunks is a few hundred
-/// workgroups, each chunk as long as possible so the matrices and `r` load once per chunk.
-fn per_chunk(batch: usize, tiles: usize) -> (usize, usize) {
-    let chunks = 512usize.div_ceil(tiles).clamp(1, batch.max(1));
-    let per = batch.div_ceil(chunks).max(1);
-    (per, batch.div_ceil(per).max(1))
+/// Batch elements per workgroup of the fused kernels: enough chunks that tiles × chunks is a
+/// few hundred workgroups, each chunk as long as possible so the matrices and `r` load once
+/// per chunk, but on an adapter that stops long loops ([`Gpu::loop_limit`]) no longer than
+/// [`LOOP_BUDGET`] iterations of [`fused_loops_per_image`] (a 1 × 32 grid's backward ran past
+/// lavapipe's limit from 63 images a chunk and dropped the rest).
+fn per_chunk(gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, (tiles, ct): (usize, usize)) -> (usize, usize) {
+    let batch = l.batch.max(1);
+    let chunks = 512usize.div_ceil(tiles).clamp(1, batch);
+    let mut per = batch.div_ceil(chunks).max(1);
+    if gpu.loop_limit().is_some() {
+        per = per.min((LOOP_BUDGET / fused_loops_per_image(plan, l, ct)).max(1));
+    }
+    (per, batch.div_ceil(per))
+}
+
+/// Loop iterations an invocation of `moppa_fused` or `moppa_fused_grad` runs per image of its
+/// chunk, at most (the backward's, the longer): its share of the prefix tokens, a pass over
+/// the grid's rows and columns, and the triangular DCT loops over each side.
+fn fused_loops_per_image(plan: &GridPlan, l: &TokenLayout, ct: usize) -> usize {
+    let (gh, gw) = plan.grid();
+    let triangle = |n: usize| n.div_ceil(4) * (n + 1);
+    1 + (l.prefix * ct).div_ceil(32) + 10 * gw + 4 * gh + 3 * triangle(gw) + 3 * triangle(gh)
 }
 
 fn check_r(op: &'static str, plan: &GridPlan, l: &TokenLayout, r: &Tensor) -> Result<()> {
@@ -226,7 +242,7 @@ pub fn moppa_filter_with(gpu: &Gpu, plan: &GridPlan, x: &Tensor, r: &Tensor, pat
     let (kernel, (per, chunks)) = if specialised(plan, &l) {
         (Kernel::MoppaFused14, (1, l.batch))
     } else {
-        (Kernel::MoppaFused, per_chunk(l.batch, tiles))
+        (Kernel::MoppaFused, per_chunk(gpu, plan, &l, (tiles, ct)))
     };
     let params = FusedParams { per_chunk: per as u32, ..fused_params(plan, &l, ct) };
     gpu.dispatch(kernel, &[x, r, plan.tables()], &[&y], &params, [tiles as u32, chunks as u32, 1])?;
@@ -277,7 +293,7 @@ pub fn moppa_filter_grads(
     let (kernel, (per, chunks)) = if specialised(plan, &l) {
         (Kernel::MoppaFusedGrad14, (1, l.batch))
     } else {
-        (Kernel::MoppaFusedGrad, per_chunk(l.batch, tiles))
+        (Kernel::MoppaFusedGrad, per_chunk(gpu, plan, &l, (tiles, ct)))
     };
     let params = FusedParams { per_chunk: per as u32, want_dx: u32::from(r.is_some()), ..fused_params(plan, &l, ct) };
     let (dx, r_bind) = match r {
