@@ -67,6 +67,20 @@ pub enum Error {
         /// The limit's value.
         max: u64,
     },
+    /// A kernel's loops would run longer in one invocation than the adapter lets them
+    /// ([`crate::Gpu::loop_limit`]: lavapipe stops them after 65,535 iterations, without a word).
+    #[error(
+        "{what} needs {iterations} loop iterations in one kernel invocation, more than the {max} this adapter runs \
+         (a CPU adapter such as lavapipe stops longer loops without a word)"
+    )]
+    TooLong {
+        /// The operation and its size.
+        what: String,
+        /// Iterations one invocation would run.
+        iterations: u64,
+        /// The adapter's limit.
+        max: u64,
+    },
     /// The GPU ran out of memory.
     #[error("GPU out of memory during {during}")]
     OutOfMemory {
@@ -251,6 +265,7 @@ impl Error {
             | Error::Device { .. }
             | Error::Limit { .. }
             | Error::TooLarge { .. }
+            | Error::TooLong { .. }
             | Error::TooManyWorkgroups { .. }
             | Error::OutOfMemory { .. }
             | Error::DeviceLost { .. }

@@ -180,6 +180,18 @@ impl Gpu {
         (self.inner.info.device_type == wgpu::DeviceType::Cpu).then_some(65_535)
     }
 
+    /// Fails with [`Error::TooLong`] when one invocation's loops would run `iterations`
+    /// (an upper bound) and the adapter stops loops before that ([`Gpu::loop_limit`]); `what`
+    /// names the operation and its size.
+    pub(crate) fn check_loops(&self, what: impl FnOnce() -> String, iterations: usize) -> Result<()> {
+        match self.loop_limit() {
+            Some(max) if iterations > max => {
+                Err(Error::TooLong { what: what(), iterations: iterations as u64, max: max as u64 })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether kernels may use subgroup operations across `lanes` invocations: the device
     /// was opened with [`wgpu::Features::SUBGROUP`] and every subgroup of the adapter has at
     /// least `lanes` invocations. The CPU kernels also rely on what every driver known does

@@ -86,6 +86,8 @@ fn params(gpu: &Gpu, op: &'static str, q: &Tensor, heads: usize) -> Result<Atten
     if q.len() > u32::MAX as usize {
         return Err(Error::invalid(op, format!("{q:?} has more than 2^32 elements")));
     }
+    // An invocation loops over every token (its query's keys, or its key's queries).
+    gpu.check_loops(|| format!("attention over {tokens} tokens"), tokens)?;
     let dh = d / heads;
     Ok(AttentionParams {
         batch: batch as u32,

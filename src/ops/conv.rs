@@ -97,6 +97,14 @@ const MAX_PARTIALS: usize = 1 << 22;
 /// Batch positions per chunk when the buffer allows.
 const POSITIONS_PER_CHUNK: usize = 64;
 
+/// Fails when a thread of `op` looping over `channels` channels of a `w`'s kernel (its rows,
+/// and the columns of each) would run past the adapter's loop limit ([`Gpu::check_loops`]).
+fn check_kernel_loops(gpu: &Gpu, op: &'static str, channels: usize, w: &[usize]) -> Result<()> {
+    let (kh, kw) = (w[2], w[3]);
+    let iterations = channels.saturating_mul(1 + kh + kh.saturating_mul(kw));
+    gpu.check_loops(|| format!("{op} over {channels} channels of a {kh}×{kw} kernel"), iterations)
+}
+
 /// Checks `x` `[B, Cin, H, W]`, `w` `[Cout, Cin/G, KH, KW]` and `spec`; returns the params
 /// (`n` and `per_chunk` left 0) and the output shape `[B, Cout, OH, OW]`.
 fn plan(x: &[usize], w: &[usize], spec: Conv2dSpec) -> Result<(ConvParams, [usize; 4])> {
@@ -170,6 +178,7 @@ fn check_f32(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
 /// `OH = ⌊(H + 2ph − KH)/sh⌋ + 1`. One thread per output.
 pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, spec: Conv2dSpec) -> Result<Tensor> {
     let (mut params, out_shape) = plan(x.shape(), w.shape(), spec)?;
+    check_kernel_loops(gpu, "conv2d", w.shape()[1], w.shape())?;
     check_f32("conv2d", &[x, w])?;
     let zeros;
     let bias = match b {
@@ -193,6 +202,7 @@ pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, spec: Conv2
 pub fn conv2d_grad_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, x_shape: &[usize], spec: Conv2dSpec) -> Result<Tensor> {
     let (mut params, out_shape) = plan(x_shape, w.shape(), spec)?;
     check_f32("conv2d_grad_input", &[dy, w])?;
+    check_kernel_loops(gpu, "conv2d_grad_input", w.shape()[0] / spec.groups, w.shape())?;
     if dy.shape() != out_shape {
         return Err(Error::shape("conv2d_grad_input", format!("∂y {out_shape:?}"), format!("{dy:?}")));
     }
@@ -225,6 +235,7 @@ pub fn conv2d_grad_weight(gpu: &Gpu, dy: &Tensor, x: &Tensor, w_shape: &[usize],
     params.n = u32::try_from(partials.len())
         .map_err(|_| Error::invalid("conv2d_grad_weight", format!("{} partial sums exceed u32", partials.len())))?;
     params.per_chunk = per_chunk as u32;
+    gpu.check_loops(|| format!("conv2d_grad_weight over {per_chunk} batch positions a chunk"), per_chunk)?;
     gpu.dispatch_1d(Kernel::Conv2dGradWeight, &[dy, x], &[&partials], &params, partials.len())?;
     sum::sum_rows(gpu, &partials, weights)?.reshape(w_shape)
 }

@@ -132,7 +132,12 @@ pub fn layer_norm_with(
     let rstd = Tensor::uninit(gpu, &[rows], DType::F32)?;
     let (kernel, grid) = match use_rows(gpu, x, kernel)? {
         true => (Kernel::LayerNormRows, gpu.grid_1d(rows, 8)),
-        false => (Kernel::LayerNorm, row_grid(gpu, rows)),
+        false => {
+            // A workgroup of 256 takes a row: three passes over it and two tree reductions.
+            let d = x.last_dim();
+            gpu.check_loops(|| format!("layer_norm over rows of {d}"), 3 * d.div_ceil(256) + 16)?;
+            (Kernel::LayerNorm, row_grid(gpu, rows))
+        }
     };
     gpu.dispatch(kernel, &[x, gamma, beta], &[&y, &mean, &rstd], &params(x, eps), grid)?;
     Ok(LayerNormOutput { y, mean, rstd })
@@ -170,7 +175,10 @@ pub fn layer_norm_backward_with(
     let inputs = [x, gamma, mean, rstd, dy];
     let (kernel, grid) = match use_rows(gpu, x, kernel)? {
         true => (Kernel::LayerNormBackwardRows, gpu.grid_1d(rows, 8)),
-        false => (Kernel::LayerNormBackward, row_grid(gpu, rows)),
+        false => {
+            gpu.check_loops(|| format!("layer_norm_backward over rows of {d}"), 2 * d.div_ceil(256) + 8)?;
+            (Kernel::LayerNormBackward, row_grid(gpu, rows))
+        }
     };
     gpu.dispatch(kernel, &inputs, &[&dx], &params(x, 0.0), grid)?;
     Ok(dx)

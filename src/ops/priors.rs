@@ -209,6 +209,21 @@ impl Saved {
     /// Gradients in the order K ×3, T ×3, logits, τ; `None` where `need` is false.
     fn backward(&self, gpu: &Gpu, dr: &Tensor, need: [bool; 8]) -> Result<Vec<Option<Tensor>>> {
         let dims = &self.dims;
+        // One invocation sums ∂K over a head's channels, one workgroup of 256 sums ∂T over the
+        // grid and heads, and ∂π over the grid and a head's channels.
+        let what = |of: &'static str| {
+            move || format!("the MoPPA prior's {of} ({}×{} grid, {} heads of {})", dims.gh, dims.gw, dims.heads, dims.d)
+        };
+        let cells = dims.gh * dims.gw;
+        if need[..3].iter().any(|&n| n) {
+            gpu.check_loops(what("∂K"), dims.d)?;
+        }
+        if need[3..6].iter().any(|&n| n) {
+            gpu.check_loops(what("∂T"), (cells * dims.heads).div_ceil(256) + 8)?;
+        }
+        if need[6] || need[7] {
+            gpu.check_loops(what("router gradient"), (cells * dims.d).div_ceil(256) + 8)?;
+        }
         let mut grads = vec![None; 8];
         for b in 0..3 {
             if !(need[b] || need[3 + b]) {

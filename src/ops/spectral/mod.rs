@@ -182,6 +182,8 @@ pub(crate) fn mul_reduce_spectra(
 ) -> Result<Tensor> {
     let (gh, gw) = plan.grid();
     let len = gh * gw * l.channels;
+    // An invocation sums its cell over the batch.
+    gpu.check_loops(|| format!("the MoPPA filter's ∂r over a batch of {}", l.batch), l.batch)?;
     let dr = Tensor::uninit(gpu, &[gh, gw, l.channels], DType::F32)?;
     gpu.dispatch_1d(Kernel::GridMulReduce, &[sx, sg], &[&dr], &grid_op_params(plan, l, len), len)?;
     Ok(dr)
