@@ -132,11 +132,11 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         return Err(Error::Config {
             path: build.config_path.to_path_buf(),
             key: "layers_pattern".into(),
-            message: format!(
-                "finds no layer in this ViT, so layers_to_transform keeps no module: PEFT reads a layer's index \
-                 after one of these names, in `(?:^|.*?\\.)NAME\\.(?P<idx>\\d+)\\.`, and a ViT's layers are \
-                 `vit.encoder.layer.N` on disk and `vit.layers.N` in transformers 5 (`layer` or `layers`)"
-            ),
+            message: "finds no layer in this ViT, so layers_to_transform keeps no module: PEFT reads a layer's \
+                      index after one of these names, in `(?:^|.*?\\.)NAME\\.(?P<idx>\\d+)\\.`, and a ViT's \
+                      layers are `vit.encoder.layer.N` on disk and `vit.layers.N` in transformers 5 (`layer` or \
+                      `layers`)"
+                .into(),
         });
     }
     build.require_adapted(
