@@ -124,6 +124,14 @@ fn wrong_types_and_values_are_errors_naming_the_key() {
         (with(&lora, "layers_pattern", json!("(")), "layers_pattern"),
         (with(&lora, "layers_pattern", json!(["layer", 5])), "layers_pattern"),
         (with(&lora, "layers_pattern", json!(5)), "layers_pattern"),
+        // As PEFT's LoraConfig: layer names need layer indices, and neither goes with a
+        // string of targets ("all-linear" is one).
+        (with(&lora, "layers_pattern", json!("layer")), "layers_pattern"),
+        (with(&with(&lora, "target_modules", json!(".*query")), "layers_pattern", json!("")), "layers_pattern"),
+        (
+            with(&with(&lora, "target_modules", json!("all-linear")), "layers_to_transform", json!([0])),
+            "layers_to_transform",
+        ),
         (with(&flora, "r", json!([2, 0])), "r"),
         (with(&flora, "r", json!("2")), "r"),
         (with(&flora, "scale", json!("1")), "scale"),
@@ -161,8 +169,7 @@ fn peft_options_left_off_are_accepted() {
     cfg["layers_pattern"] = json!(["layers"]);
     cfg["init_lora_weights"] = json!("gaussian");
     lora(&cfg);
-    // A list of several names, of which PEFT matches any; names it has no use for (without
-    // `layers_to_transform`) are taken as they are.
+    // A list of several names, of which PEFT matches any (`blocks` names no ViT layer).
     cfg["layers_pattern"] = json!(["blocks", "layers"]);
     lora(&cfg);
     // On `nn.Linear` PEFT resets `fan_in_fan_out` to false (with a warning) and saves it so.
@@ -505,6 +512,17 @@ fn configs_changed_in_code_are_written_as_changed() {
     let AdapterKind::Lora(back) = reread(&lora).kind else { panic!("LoRA") };
     assert_eq!((back.lora_alpha, back.rank_pattern), (8.0, vec![("value".to_string(), 3)]));
     assert!(matches!(back.target_modules, peft_wgpu::nn::Targets::Names(n) if n == ["value"]));
+
+    // `layers_pattern` keeps the file's spelling while it means the same names ("layer" for
+    // ["layer"], "" for none) and is written as changed.
+    let layered = json!({"peft_type": "LORA", "r": 2, "target_modules": ["query"], "layers_to_transform": [1],
+        "layers_pattern": "layer"});
+    let mut layered = parse(&layered).unwrap();
+    assert!(layered.to_json().contains("\"layers_pattern\": \"layer\""), "{}", layered.to_json());
+    let AdapterKind::Lora(l) = &mut layered.kind else { panic!("LoRA") };
+    l.layers_pattern = vec!["layers".into(), "layer".into()];
+    let AdapterKind::Lora(back) = reread(&layered).kind else { panic!("LoRA") };
+    assert_eq!(back.layers_pattern, ["layers", "layer"]);
 
     // Whole numbers written as floats (`2.0`, as Python code may spell them) read as integers
     // and are written back as integers, which PEFT needs to size its tensors.

@@ -274,17 +274,24 @@ fn merges_that_overflow_f32_are_refused_and_keep_the_previous_model() {
 
 /// A model whose weights are small but whose one image is not (a 262144² pixel image in
 /// 256² patches, width 1: 2²⁰ + 1 tokens, 2³⁶ pixels) merges; the plain image that checks the
-/// merged logits is skipped with a note, not allocated (an aborted allocation before).
+/// merged logits is skipped with a note, not allocated (an aborted allocation before). So is
+/// one whose image fits but whose attention over 65,537 tokens no device computes at once
+/// (past a CPU adapter's loop limit, or past one tensor for one head's scores).
 #[test]
 fn a_merge_whose_one_image_does_not_fit_skips_the_plain_image() {
-    let dir = scratch("merge-huge-image");
+    merge_skips_the_plain_image("merge-huge-image", 1, [262_144, 262_144], [256, 256]);
+    merge_skips_the_plain_image("merge-long-attention", 4, [4096, 4096], [16, 16]);
+}
+
+fn merge_skips_the_plain_image(name: &str, width: usize, image_size: [usize; 2], patch_size: [usize; 2]) {
+    let dir = scratch(name);
     let config = peft_wgpu::nn::VitConfig {
-        hidden_size: 1,
+        hidden_size: width,
         num_hidden_layers: 1,
         num_attention_heads: 1,
-        intermediate_size: 1,
-        image_size: [262_144, 262_144],
-        patch_size: [256, 256],
+        intermediate_size: width,
+        image_size,
+        patch_size,
         num_channels: 1,
         layer_norm_eps: 1e-12,
         qkv_bias: true,
@@ -299,11 +306,12 @@ fn a_merge_whose_one_image_does_not_fit_skips_the_plain_image() {
     let cfg = r#"{"peft_type": "LORA", "r": 1, "lora_alpha": 1, "target_modules": ["query"]}"#;
     std::fs::write(adapter.join("adapter_config.json"), cfg).expect("config");
     let stem = "base_model.model.vit.encoder.layer.0.attention.attention.query";
+    let (a, b) = (vec![0.5; width], vec![0.25; width]);
     write_tensors(
         &adapter.join("adapter_model.safetensors"),
         &[
-            (&format!("{stem}.lora_A.weight"), Dtype::F32, vec![1, 1], f32_bytes(&[0.5])),
-            (&format!("{stem}.lora_B.weight"), Dtype::F32, vec![1, 1], f32_bytes(&[0.25])),
+            (&format!("{stem}.lora_A.weight"), Dtype::F32, vec![1, width], f32_bytes(&a)),
+            (&format!("{stem}.lora_B.weight"), Dtype::F32, vec![width, 1], f32_bytes(&b)),
         ],
     );
     let out = dir.join("merged");

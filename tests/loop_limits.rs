@@ -12,7 +12,7 @@ use peft_wgpu::ops::dct::GridPlan;
 use peft_wgpu::ops::loss::cross_entropy;
 use peft_wgpu::ops::priors::prior_response_grads;
 use peft_wgpu::ops::softmax::softmax;
-use peft_wgpu::ops::spectral::{FilterPath, moppa_filter_grads};
+use peft_wgpu::ops::spectral::{FilterPath, moppa_filter, moppa_filter_grads};
 use peft_wgpu::{Error, Gpu, Result, Tensor};
 
 /// On an adapter with a loop limit: `result` is `Error::TooLong` naming `what`; without one,
@@ -60,6 +60,53 @@ fn long_token_and_batch_loops_are_refused_where_loops_stop() {
     let x = Tensor::full(&gpu, &[65_536, 1, 1], 1.0).unwrap();
     let what = "the MoPPA filter's ∂r over a batch of 65536";
     refused_where_loops_stop(&gpu, what, moppa_filter_grads(&gpu, &plan, &x, None, &x, FilterPath::Unfused));
+    // The rows kernel (lavapipe's default) copies every prefix token in one invocation:
+    // 70,000 of them came back wrong from token 65,535 on.
+    let x = Tensor::zeros(&gpu, &[1, 70_001, 4]).unwrap();
+    let r = Tensor::full(&gpu, &[1, 1, 4], 1.0).unwrap();
+    let path = if gpu.cpu_kernels() { FilterPath::Rows } else { FilterPath::Auto };
+    let what = "the MoPPA filter over 70000 prefix tokens";
+    refused_where_loops_stop(&gpu, what, peft_wgpu::ops::spectral::moppa_filter_with(&gpu, &plan, &x, &r, path));
+    // The fused kernels take a chunk of images an invocation, at least one: 20,000 prefix
+    // tokens of 127 channels (a tile of 128 on 1×1) are past the limit for one image.
+    let x = Tensor::zeros(&gpu, &[1, 20_001, 127]).unwrap();
+    let r = Tensor::full(&gpu, &[1, 1, 127], 1.0).unwrap();
+    let what = "the fused MoPPA filter of 20000 prefix tokens";
+    refused_where_loops_stop(&gpu, what, moppa_filter_grads(&gpu, &plan, &x, Some(&r), &x, FilterPath::Fused));
+    // The default path computes it (on CPU adapters the rows kernel, 20,011 iterations).
+    moppa_filter(&gpu, &plan, &x, &r).expect("the default path takes 20,000 prefix tokens");
+}
+
+/// A strided convolution's input gradient reaches one kernel row in `stride` per position:
+/// ViT-B/16's patch embedding (768 outputs of 3 × 16 × 16, stride 16) is well inside the
+/// limit and is computed, not refused.
+#[test]
+fn strided_convolutions_are_not_refused_for_rows_they_skip() {
+    use peft_wgpu::ops::conv::conv2d_grad_input;
+    use peft_wgpu::reference::conv as reference;
+    let gpu = gpu();
+    let mut rng = common::Rng::new(5);
+    let (cout, cin, k, size) = (768, 3, 16, 32);
+    let w = rng.normal_vec(cout * cin * k * k, 0.0, 0.1);
+    let dy = rng.normal_vec(cout * 4, 0.0, 1.0);
+    let spec = Conv2dSpec { stride: (k, k), ..Conv2dSpec::default() };
+    let tw = Tensor::from_slice(&gpu, &w, &[cout, cin, k, k]).unwrap();
+    let tdy = Tensor::from_slice(&gpu, &dy, &[1, cout, 2, 2]).unwrap();
+    let dx = conv2d_grad_input(&gpu, &tdy, &tw, &[1, cin, size, size], spec).expect("ViT-B/16's patch embedding");
+    let geo = reference::Geometry {
+        b: 1,
+        cin,
+        h: size,
+        w: size,
+        cout,
+        kh: k,
+        kw: k,
+        stride: (k, k),
+        padding: (0, 0),
+        groups: 1,
+    };
+    let want = reference::conv2d_grad_input(&common::f64s(&dy), &common::f64s(&w), &geo);
+    common::assert_close("∂x", &gpu.read(&dx).unwrap(), &want, 1e-5, 1e-6);
 }
 
 /// The router's gradient sums a head's grid cells and channels in one workgroup: a 128×128

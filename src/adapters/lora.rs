@@ -9,7 +9,7 @@ use crate::autograd::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::io::safetensors::HostTensor;
 use crate::nn::weights::module_shapes;
-use crate::nn::{LayerPart, ModuleId, Naming, Pattern, Targets};
+use crate::nn::{ModuleId, Naming, Pattern, Targets};
 use crate::ops::dropout::dropout_var;
 use crate::ops::linear::linear_var;
 use crate::ops::matmul::{MatmulSpec, matmul_var};
@@ -122,12 +122,17 @@ pub(crate) fn build(cfg: &LoraConfig, build: &mut Build<'_>) -> Result<Vec<LoraM
         let scale = cfg.scaling(r, alpha) as f32;
         modules.push(LoraModule { module, a, b, r, alpha, scale, dropout: cfg.lora_dropout, stem });
     }
-    let no_layer =
-        |n: Naming| (0..layers).all(|i| !in_named_layer(&layer_names, &ModuleId::Layer(i, LayerPart::Query).path(n)));
+    // No module of any layer, under either naming, has an index PEFT finds after the names.
+    let finds_no_layer = || {
+        ModuleId::all(layers)
+            .into_iter()
+            .filter(|m| matches!(m, ModuleId::Layer(..)))
+            .all(|m| Naming::BOTH.into_iter().all(|n| !in_named_layer(&layer_names, &m.path(n))))
+    };
     if modules.is_empty()
         && !layer_names.is_empty()
-        && cfg.layers_to_transform.is_some()
-        && Naming::BOTH.into_iter().all(no_layer)
+        && cfg.layers_to_transform.as_ref().is_some_and(|keep| !keep.is_empty())
+        && finds_no_layer()
     {
         return Err(Error::Config {
             path: build.config_path.to_path_buf(),

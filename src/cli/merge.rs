@@ -97,7 +97,7 @@ pub fn merge(model: &Path, adapter: &Path, out: &Path, force: bool) -> Result<us
 /// compute no numbers on any image. `eval` and `train` refuse such an adapter on their data;
 /// a merge has none, so this one image stands in for it. `tokens` counts the prompt tokens.
 /// Skipped, with a note, when one image of this model is more than the device or the memory
-/// holds: the merge itself needs no image.
+/// holds, or than its loops run ([`Error::TooLong`]): the merge itself needs no image.
 fn check_plain_image(
     gpu: &Gpu,
     vit: &Vit,
@@ -108,18 +108,24 @@ fn check_plain_image(
     let c = vit.config();
     let shape = [1, c.num_channels, c.image_size[0], c.image_size[1]];
     let name = Path::new("a plain image");
-    let pixels = fitting_batch(c, (tokens, adapter.num_labels()), shape, 1, Some(gpu))
-        .and_then(|_| crate::io::memory::reserve::<f32>(name, shape.iter().product()));
-    let Ok(mut pixels) = pixels else {
+    let skipped = || {
         note!(
             "note: one image of this model is more than this device or this machine's memory holds, so the merged \
              model was not run on a plain image to check that its logits are finite"
         );
-        return Ok(());
+        Ok(())
     };
-    pixels.resize(pixels.capacity(), 0.0);
+    let n = shape.iter().product();
+    let pixels = fitting_batch(c, (tokens, adapter.num_labels()), shape, 1, Some(gpu))
+        .and_then(|_| crate::io::memory::reserve::<f32>(name, n));
+    let Ok(mut pixels) = pixels else { return skipped() };
+    pixels.resize(n, 0.0);
     let plain = Dataset::from_parts(name, shape, pixels, vec![0])?;
-    let Some((_, value)) = evaluate(gpu, vit, Some(adapter), &plain, 1)?.first_non_finite else { return Ok(()) };
+    let report = match evaluate(gpu, vit, Some(adapter), &plain, 1) {
+        Err(Error::TooLong { .. } | Error::TooLarge { .. } | Error::OutOfMemory { .. }) => return skipped(),
+        report => report?,
+    };
+    let Some((_, value)) = report.first_non_finite else { return Ok(()) };
     let message = |whose: &str| {
         format!(
             "{whose} make the model's logits for a plain image (every normalised pixel 0) {value}: values too large \

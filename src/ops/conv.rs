@@ -97,11 +97,15 @@ const MAX_PARTIALS: usize = 1 << 22;
 /// Batch positions per chunk when the buffer allows.
 const POSITIONS_PER_CHUNK: usize = 64;
 
-/// Fails when a thread of `op` looping over `channels` channels of a `w`'s kernel (its rows,
-/// and the columns of each) would run past the adapter's loop limit ([`Gpu::check_loops`]).
-fn check_kernel_loops(gpu: &Gpu, op: &'static str, channels: usize, w: &[usize]) -> Result<()> {
+/// Fails when a thread of `op` looping over `channels` channels of a `w`'s kernel would run
+/// past the adapter's loop limit ([`Gpu::check_loops`]): per channel, the kernel's rows, and
+/// the columns of those that reach the thread's position. The forward reaches every row; the
+/// input gradient, with a vertical `stride`, about one row in `stride` (two, for lanes of one
+/// SIMD group on two rows).
+fn check_kernel_loops(gpu: &Gpu, op: &'static str, channels: usize, w: &[usize], stride: usize) -> Result<()> {
     let (kh, kw) = (w[2], w[3]);
-    let iterations = channels.saturating_mul(1 + kh + kh.saturating_mul(kw));
+    let rows = if stride <= 1 { kh } else { kh.min(2 * kh.div_ceil(stride)) };
+    let iterations = channels.saturating_mul(1 + 2 * kh + rows.saturating_mul(kw));
     gpu.check_loops(|| format!("{op} over {channels} channels of a {kh}×{kw} kernel"), iterations)
 }
 
@@ -178,7 +182,7 @@ fn check_f32(op: &'static str, tensors: &[&Tensor]) -> Result<()> {
 /// `OH = ⌊(H + 2ph − KH)/sh⌋ + 1`. One thread per output.
 pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, spec: Conv2dSpec) -> Result<Tensor> {
     let (mut params, out_shape) = plan(x.shape(), w.shape(), spec)?;
-    check_kernel_loops(gpu, "conv2d", w.shape()[1], w.shape())?;
+    check_kernel_loops(gpu, "conv2d", w.shape()[1], w.shape(), 1)?;
     check_f32("conv2d", &[x, w])?;
     let zeros;
     let bias = match b {
@@ -202,7 +206,7 @@ pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, b: Option<&Tensor>, spec: Conv2
 pub fn conv2d_grad_input(gpu: &Gpu, dy: &Tensor, w: &Tensor, x_shape: &[usize], spec: Conv2dSpec) -> Result<Tensor> {
     let (mut params, out_shape) = plan(x_shape, w.shape(), spec)?;
     check_f32("conv2d_grad_input", &[dy, w])?;
-    check_kernel_loops(gpu, "conv2d_grad_input", w.shape()[0] / spec.groups, w.shape())?;
+    check_kernel_loops(gpu, "conv2d_grad_input", w.shape()[0] / spec.groups, w.shape(), spec.stride.0)?;
     if dy.shape() != out_shape {
         return Err(Error::shape("conv2d_grad_input", format!("∂y {out_shape:?}"), format!("{dy:?}")));
     }

@@ -73,6 +73,10 @@ fn launch(gpu: &Gpu, plan: &GridPlan, x: &Tensor, r: Option<&Tensor>, out: &Tens
         s0w,
         sw,
     };
+    // A lane copies every 14th (or 16th) prefix token; the grid's loops are fixed, about
+    // 1,300 iterations on 16 × 16.
+    let what = || format!("the MoPPA tile filter over {} prefix tokens", layout.prefix);
+    gpu.check_loops(what, layout.prefix.div_ceil(14) + 2048)?;
     // The spectrum mode ignores r; bind x in its place.
     let r = r.unwrap_or(x);
     let tiles = layout.channels.div_ceil(TILE_CHANNELS) as u32;

@@ -13,6 +13,7 @@ use crate::nn::Targets;
 pub(super) fn write_fields(kind: &AdapterKind, o: &mut Map<String, Value>) {
     for (key, value) in fields(kind) {
         let unchanged = match o.get(key) {
+            Some(old) if key == "layers_pattern" => layer_names(old) == layer_names(&value),
             Some(old) => same(old, &value),
             None => value.is_null(),
         };
@@ -38,6 +39,7 @@ fn fields(kind: &AdapterKind) -> Vec<(&'static str, Value)> {
             ("target_modules", targets(&c.target_modules)),
             ("exclude_modules", opt(c.exclude_modules.as_ref().map(targets))),
             ("layers_to_transform", opt(c.layers_to_transform.as_ref().map(|l| json!(l)))),
+            ("layers_pattern", if c.layers_pattern.is_empty() { Value::Null } else { json!(c.layers_pattern) }),
             ("rank_pattern", Value::Object(c.rank_pattern.iter().map(|(k, r)| (k.clone(), json!(r))).collect())),
             ("alpha_pattern", Value::Object(c.alpha_pattern.iter().map(|(k, a)| (k.clone(), json!(a))).collect())),
             (
@@ -72,6 +74,18 @@ fn fields(kind: &AdapterKind) -> Vec<(&'static str, Value)> {
         AdapterKind::Rlp(c) => {
             vec![("num_prompt_tokens", json!(c.num_prompt_tokens)), ("r", json!(c.r)), ("scale", json!(c.scale))]
         }
+    }
+}
+
+/// The names a `layers_pattern` value gives, in order: null, `""` and `[]` none (any name,
+/// as PEFT reads them), a string itself; `None` for a value that is neither.
+fn layer_names(v: &Value) -> Option<Vec<&str>> {
+    match v {
+        Value::Null => Some(Vec::new()),
+        Value::String(s) if s.is_empty() => Some(Vec::new()),
+        Value::String(s) => Some(vec![s.as_str()]),
+        Value::Array(items) => items.iter().map(Value::as_str).collect(),
+        _ => None,
     }
 }
 

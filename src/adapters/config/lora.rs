@@ -240,10 +240,17 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
     }
     let target_modules = targets(j, "target_modules")?;
     let layers_to_transform = usize_list(j, "layers_to_transform")?;
-    if matches!(target_modules, Targets::Regex(_)) && layers_to_transform.is_some() {
-        return Err(
-            j.error("layers_to_transform", "cannot be used when target_modules is a string (a regex), as in PEFT")
-        );
+    // PEFT's LoraConfig refuses these (a string, "all-linear" too, is not a list of names;
+    // `layers_pattern` given as null is not given, "" and [] are).
+    let string_targets = matches!(j.get("target_modules"), Some(Value::String(_)));
+    if string_targets && layers_to_transform.is_some() {
+        return Err(j.error("layers_to_transform", "cannot be used when target_modules is a string, as in PEFT"));
+    }
+    if string_targets && !matches!(j.get("layers_pattern"), None | Some(Value::Null)) {
+        return Err(j.error("layers_pattern", "cannot be used when target_modules is a string, as in PEFT"));
+    }
+    if !layers_pattern.is_empty() && layers_to_transform.is_none() {
+        return Err(j.error("layers_pattern", "is given without layers_to_transform, which PEFT refuses"));
     }
     Ok(LoraConfig {
         r: j.usize_in("r", 1, MAX_RANK)?,

@@ -112,14 +112,25 @@ pub struct SpectralRowsParams {
 /// per chunk, but on an adapter that stops long loops ([`Gpu::loop_limit`]) no longer than
 /// [`LOOP_BUDGET`] iterations of [`fused_loops_per_image`] (a 1 × 32 grid's backward ran past
 /// lavapipe's limit from 63 images a chunk and dropped the rest).
-fn per_chunk(gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, (tiles, ct): (usize, usize)) -> (usize, usize) {
+/// Fails ([`Gpu::check_loops`]) when not even one image fits an invocation's loops.
+fn per_chunk(gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, (tiles, ct): (usize, usize)) -> Result<(usize, usize)> {
     let batch = l.batch.max(1);
     let chunks = 512usize.div_ceil(tiles).clamp(1, batch);
     let mut per = batch.div_ceil(chunks).max(1);
     if gpu.loop_limit().is_some() {
-        per = per.min((LOOP_BUDGET / fused_loops_per_image(plan, l, ct)).max(1));
+        let per_image = check_fused_loops(gpu, plan, l, ct)?;
+        per = per.min((LOOP_BUDGET / per_image).max(1));
     }
-    (per, batch.div_ceil(per))
+    Ok((per, batch.div_ceil(per)))
+}
+
+/// [`fused_loops_per_image`], after checking that one image (with the kernel's fixed loops:
+/// tables, `r`, ∂r) fits an invocation's loops; the 14 × 14 kernels take one image each.
+fn check_fused_loops(gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, ct: usize) -> Result<usize> {
+    let per_image = fused_loops_per_image(plan, l, ct);
+    let what = || format!("the fused MoPPA filter of {} prefix tokens and {} channels a tile", l.prefix, ct);
+    gpu.check_loops(what, per_image + 256)?;
+    Ok(per_image)
 }
 
 /// Loop iterations an invocation of `moppa_fused` or `moppa_fused_grad` runs per image of its
@@ -192,6 +203,8 @@ pub(crate) fn mul_reduce_spectra(
 /// The rows kernel on `x`: the filter with `r` (`mode` 0) or the spectrum (`mode` 1).
 fn rows_pass(gpu: &Gpu, plan: &GridPlan, l: &TokenLayout, x: &Tensor, r: Option<&Tensor>) -> Result<Tensor> {
     let (gh, gw) = plan.grid();
+    // An invocation copies every prefix token, then passes over the grid's rows twice.
+    gpu.check_loops(|| format!("the MoPPA filter over {} prefix tokens", l.prefix), l.prefix + 2 * gh + 8)?;
     let ((s0h, sh), (s0w, sw)) = (scales(gh), scales(gw));
     let params = SpectralRowsParams {
         batch: l.batch as u32,
@@ -242,9 +255,10 @@ pub fn moppa_filter_with(gpu: &Gpu, plan: &GridPlan, x: &Tensor, r: &Tensor, pat
     let y = Tensor::uninit(gpu, x.shape(), DType::F32)?;
     let tiles = l.channels.div_ceil(ct);
     let (kernel, (per, chunks)) = if specialised(plan, &l) {
+        check_fused_loops(gpu, plan, &l, ct)?;
         (Kernel::MoppaFused14, (1, l.batch))
     } else {
-        (Kernel::MoppaFused, per_chunk(gpu, plan, &l, (tiles, ct)))
+        (Kernel::MoppaFused, per_chunk(gpu, plan, &l, (tiles, ct))?)
     };
     let params = FusedParams { per_chunk: per as u32, ..fused_params(plan, &l, ct) };
     gpu.dispatch(kernel, &[x, r, plan.tables()], &[&y], &params, [tiles as u32, chunks as u32, 1])?;
@@ -293,9 +307,10 @@ pub fn moppa_filter_grads(
     };
     let tiles = l.channels.div_ceil(ct);
     let (kernel, (per, chunks)) = if specialised(plan, &l) {
+        check_fused_loops(gpu, plan, &l, ct)?;
         (Kernel::MoppaFusedGrad14, (1, l.batch))
     } else {
-        (Kernel::MoppaFusedGrad, per_chunk(gpu, plan, &l, (tiles, ct)))
+        (Kernel::MoppaFusedGrad, per_chunk(gpu, plan, &l, (tiles, ct))?)
     };
     let params = FusedParams { per_chunk: per as u32, want_dx: u32::from(r.is_some()), ..fused_params(plan, &l, ct) };
     let (dx, r_bind) = match r {
