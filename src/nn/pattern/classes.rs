@@ -26,6 +26,9 @@ pub(super) fn escape(
     if octal_len > 0 {
         let digits: String = cs[i + 1..i + 1 + octal_len].iter().collect();
         let value = u32::from_str_radix(&digits, 8).unwrap_or(0);
+        if value > 0o377 {
+            return Err(format!(r"octal escape value \{digits} outside of range 0-0o377"));
+        }
         out.push_str(&format!("\\x{{{value:x}}}"));
         return Ok((i + 1 + octal_len, None));
     }
@@ -46,6 +49,15 @@ pub(super) fn escape(
     match c {
         '<' | '>' => out.push(c),
         'b' if in_class => out.push_str("\\x{8}"),
+        // fancy-regex reads `\b{…}` as a kind of word boundary; Python reads a `{` after it
+        // as a character, or a repeat of the boundary, which it refuses.
+        'b' | 'B' if cs.get(i + 2) == Some(&'{') => {
+            if super::python::quantifier(cs, i + 2)?.is_some() {
+                return Err("nothing to repeat".into());
+            }
+            out.push_str(&format!("\\{c}\\{{"));
+            return Ok((i + 3, None));
+        }
         _ => {
             out.push('\\');
             out.push(c);

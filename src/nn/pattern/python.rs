@@ -40,7 +40,7 @@ impl Group {
 
 /// A quantifier (`?`, `*`, `+`, `{m}`, `{m,}`, `{,n}`, `{m,n}`, each maybe lazy or
 /// possessive).
-struct Quantifier {
+pub(super) struct Quantifier {
     min: usize,
     max: Option<usize>,
     lazy: bool,
@@ -295,7 +295,7 @@ fn width(hir: &regex_syntax::hir::Hir) -> Option<(usize, Option<usize>)> {
 
 /// The quantifier at `cs[k]`, if one is there; an error, as Python's, for `{m,n}` with
 /// `m > n`.
-fn quantifier(cs: &[char], k: usize) -> Result<Option<Quantifier>, String> {
+pub(super) fn quantifier(cs: &[char], k: usize) -> Result<Option<Quantifier>, String> {
     let Some(&c) = cs.get(k) else { return Ok(None) };
     let (min, max, len) = match c {
         '?' => (0, Some(1), 1),

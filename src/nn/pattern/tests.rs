@@ -117,6 +117,15 @@ fn patterns_match_as_python_where_the_rewriting_matters() {
     let tail = Pattern::new("a)|(b", PatternUse::Tail).expect("a key PEFT compiles");
     let matched: Vec<&str> = ["a", "x.a", "x.abc", "b", "xb", "x.b"].into_iter().filter(|p| tail.is_match(p)).collect();
     assert_eq!(matched, ["a", "x.a", "x.abc", "b"]);
+    // A `{` after a word boundary is a character (fancy-regex would read `\b{…}` as a kind of
+    // boundary, and refuse `\b{x}`); Python matches `layer{x}` and not `layer{`.
+    assert!(whole(r"layer\b{x}").is_match("layer{x}") && !whole(r"a\B{").is_match("a{"));
+    // Python refuses a repeat of the boundary and octal escapes past 0o377 (`\0777` is
+    // `\077` and a `7`).
+    for source in [r"\b{2}", r"\777", r"[\777]"] {
+        assert!(Pattern::new(source, PatternUse::Whole).is_err(), "{source}");
+    }
+    assert!(whole(r"\0777").is_match("?7"));
 }
 
 #[test]
