@@ -231,6 +231,11 @@ pub(crate) fn python_to_rust(pattern: &str, used: PatternUse) -> Result<Rewritte
                 out.rust.push(c);
                 i += 1;
             }
+        } else if c == '{' {
+            // Not a repeat, so a character to Python; escaped, so that fancy-regex does not
+            // read a repeat in it after dropping verbose mode's spaces (`{1, 2}`).
+            out.rust.push_str("\\{");
+            i += 1;
         } else {
             out.rust.push(c);
             i += 1;

@@ -126,6 +126,9 @@ fn patterns_match_as_python_where_the_rewriting_matters() {
         assert!(Pattern::new(source, PatternUse::Whole).is_err(), "{source}");
     }
     assert!(whole(r"\0777").is_match("?7"));
+    // In verbose mode a brace with spaces inside is characters, not a repeat.
+    let verbose = whole("(?x:layer{1, 2})");
+    assert!(verbose.is_match("layer{1,2}") && !verbose.is_match("layerr"));
 }
 
 #[test]
