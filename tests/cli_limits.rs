@@ -172,25 +172,22 @@ fn non_finite_logits_and_losses_are_errors_naming_the_image_or_step() {
     let args = [&args[..], &later[..]].concat();
     check_failure(&run(&args), INPUT, &["huge.safetensors", "logits for image 1", "normalisation"], false);
     assert!(!out.exists(), "a refused run created --out");
-    // Eval data whose logits overflow after a sound run: the adapter is kept, and the message
-    // says where it was saved.
+    // Eval data whose logits overflow (finite pixels of 3e38) is refused before training,
+    // naming the file and the image: nothing is trained, and the adapter that --force would
+    // replace is kept byte for byte (it was replaced, then the run failed, before).
     let loud = dir.join("loud.safetensors");
     write_data(&loud, [2, 3, 8, 8], &[0, 1]);
     edit_tensors(&loud, |t| {
         let p = t.iter_mut().find(|(k, ..)| k == "pixel_values").expect("pixels");
         p.3 = f32_bytes(&[3e38; 2 * 192]);
     });
-    let eval_data = ["--eval-data", s(&loud)];
-    let failed = run(&train_args(m, s(&lora), d, s(&out), &eval_data));
-    let line = check_failure(&failed, INPUT, &[], false);
-    assert!(
-        line.contains(&format!("adapter saved to {}", out.display())) && line.contains("loud.safetensors"),
-        "{line}"
-    );
-    // The training's own result was reported before the evaluation began.
-    let stdout = String::from_utf8_lossy(&failed.stdout);
-    assert!(stdout.starts_with("trained ") && stdout.contains("adapter written to"), "{stdout}");
-    assert!(out.join("adapter_model.safetensors").is_file(), "the trained adapter is kept");
+    copy_dir(&lora, &out);
+    let before = snapshot(&out);
+    let failed = run(&train_args(m, s(&lora), d, s(&out), &["--eval-data", s(&loud), "--force"]));
+    check_failure(&failed, INPUT, &["loud.safetensors", "logits for image 0", "normalisation"], false);
+    assert!(failed.stdout.is_empty(), "{}", String::from_utf8_lossy(&failed.stdout));
+    assert_eq!(snapshot(&out), before, "the previous adapter is kept");
+    std::fs::remove_dir_all(&out).expect("remove the adapter");
     // Only the third image overflows, in the third batch of one: the message names it.
     let third = dir.join("third.safetensors");
     write_data(&third, [3, 3, 8, 8], &[0, 1, 2]);

@@ -20,7 +20,7 @@ use crate::io::paths::{check_output_dir, expect_file};
 use crate::nn::{Naming, Vit, VitConfig, VitWeights};
 use crate::optim::OptimizerKind;
 use crate::train::{
-    BatchOrder, EvalReport, TrainOptions, evaluate_with_progress, first_non_finite_image, rows_of_step,
+    BatchOrder, EvalReport, TrainOptions, evaluate, evaluate_with_progress, first_non_finite_image, rows_of_step,
     train as train_loop,
 };
 
@@ -108,6 +108,14 @@ pub fn train(args: &TrainArgs, progress: &mut dyn Progress) -> Result<TrainOutco
         None => note_lora_naming(&adapter, &args.model),
     }
     let adapter = adapter;
+    // The eval data is run once before training too, with the adapter as it starts: images
+    // whose logits are not finite (pixels too large for the model's f32 arithmetic) are
+    // refused before anything is trained or written, as those of --data are at step 0.
+    if let Some(d) = &eval_data {
+        let report = evaluate(&gpu, &vit, Some(&adapter), d, args.batch_size.min(d.len()).min(at_once))?;
+        let blame = Blame { gpu: &gpu, vit: &vit, model: &args.model, adapter: Some((&adapter, &start_file)) };
+        check_logits(&report, d, &blame)?;
+    }
     let summary = adapter.trainable_summary();
     progress.started(&start_lines(args, &summary, (&data, &weights), at_once), steps);
     let order = if args.shuffle { BatchOrder::Shuffled { seed: args.seed } } else { BatchOrder::Sequential };
