@@ -272,7 +272,19 @@ fn missing_misshaped_and_mistyped_model_tensors_are_named() {
         let e = t.iter_mut().find(|(k, ..)| k == key).expect("key");
         e.2 = vec![8, 32];
     });
-    fails(&eval, INPUT, &["model.safetensors", key, "[8, 32]", "expected shape [16, 16]"]);
+    fails(&eval, INPUT, &["model.safetensors", key, "[8, 32]", "expected shape [16, 16]", "hidden_size 16"]);
+    // A config whose head is not the weights' (its id2label left out, say): the sizes the
+    // expected shape comes from are shown with it.
+    std::fs::write(&weights, &good).expect("restore");
+    let config = model.join("config.json");
+    let good_config = std::fs::read(&config).expect("config bytes");
+    edit_json(&config, |c| {
+        c["num_labels"] = serde_json::json!(2);
+        c.as_object_mut().expect("object").remove("id2label");
+        c.as_object_mut().expect("object").remove("label2id");
+    });
+    fails(&eval, INPUT, &["model.safetensors", "classifier.weight", "expected shape [2, 16]", "num_labels 2"]);
+    std::fs::write(&config, &good_config).expect("restore the config");
 
     std::fs::write(&weights, &good).expect("restore");
     edit_tensors(&weights, |t| {

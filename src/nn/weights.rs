@@ -87,6 +87,25 @@ fn v5_alias(key: &str, layers: usize) -> Option<String> {
 
 /// `e`, a weight whose shape the config does not give, blamed on `dir/config.json` when that
 /// leaves out sizes whose defaults (transformers', ViT-B/16 at 224) gave the shape.
+/// `e`, a weight's shape mismatch, with the config.json sizes its expected shape comes from,
+/// so that a config that does not describe its weights (a `num_labels` or `id2label` of
+/// another head, say) is seen as a candidate as well as the weights file.
+fn with_sizes(e: Error, key: &str, c: &VitConfig) -> Error {
+    let Error::TensorMismatch { path, key: name, expected, got } = e else { return e };
+    let sizes = if key.starts_with("classifier.") {
+        format!("num_labels {} (id2label's length when it is given), hidden_size {}", c.num_labels, c.hidden_size)
+    } else if key.contains("patch_embeddings") {
+        format!("hidden_size {}, num_channels {}, patch_size {:?}", c.hidden_size, c.num_channels, c.patch_size)
+    } else if key.contains("position_embeddings") {
+        format!("image_size {:?}, patch_size {:?}, hidden_size {}", c.image_size, c.patch_size, c.hidden_size)
+    } else if key.contains("intermediate") || key.contains(".output.dense") && !key.contains("attention") {
+        format!("hidden_size {}, intermediate_size {}", c.hidden_size, c.intermediate_size)
+    } else {
+        format!("hidden_size {}", c.hidden_size)
+    };
+    Error::TensorMismatch { path, key: name, expected: format!("{expected} (config.json: {sizes})"), got }
+}
+
 fn blame_defaults(dir: &Path, e: Error) -> Error {
     let path = dir.join("config.json");
     let Ok(json) = crate::io::json::JsonFile::read(&path) else { return e };
@@ -175,7 +194,12 @@ impl VitWeights {
                     message: format!("has no entry for tensor `{spelled}`, and no shard it lists holds it"),
                 });
             };
-            files[at].check_shape(&name, &shape).map_err(|e| blame_defaults(dir, e))?;
+            // A config that leaves out sizes is named for them; otherwise the sizes used are
+            // shown beside the weights file.
+            files[at].check_shape(&name, &shape).map_err(|e| match blame_defaults(dir, e) {
+                e @ Error::TensorMismatch { .. } => with_sizes(e, &key, &config),
+                blamed => blamed,
+            })?;
             // The same weight under both namings: which one counts would be a guess.
             if let Some(other) = std::iter::once(spelled).chain(alias).find(|n| **n != name)
                 && let Some(f) = files.iter().find(|f| f.contains(other))
