@@ -180,6 +180,13 @@ impl Gpu {
         (self.inner.info.device_type == wgpu::DeviceType::Cpu).then_some(65_535)
     }
 
+    /// Loop iterations of one invocation of a kernel whose workgroup of [`WG_1D`] threads
+    /// takes a row of `len` values: `passes` strided passes over it and `reductions` tree
+    /// reductions (log₂ 256 = 8 steps each).
+    pub(crate) fn row_loops(passes: usize, len: usize, reductions: usize) -> usize {
+        passes * len.div_ceil(WG_1D as usize) + 8 * reductions
+    }
+
     /// Fails with [`Error::TooLong`] when one invocation's loops would run `iterations`
     /// (an upper bound) and the adapter stops loops before that ([`Gpu::loop_limit`]); `what`
     /// names the operation and its size.

@@ -58,11 +58,8 @@ struct Rows {
 fn cross_entropy_rows_full(gpu: &Gpu, logits: &Tensor, labels: &Tensor) -> Result<Rows> {
     let p = params("cross_entropy", logits, labels)?;
     let n = p.rows as usize;
-    // A workgroup of 256 takes a row: two passes over its classes and two tree reductions.
-    gpu.check_loops(
-        || format!("cross_entropy over {} classes", p.classes),
-        2 * (p.classes as usize).div_ceil(256) + 16,
-    )?;
+    let loops = Gpu::row_loops(2, p.classes as usize, 2);
+    gpu.check_loops(|| format!("cross_entropy over {} classes", p.classes), loops)?;
     let loss = Tensor::uninit(gpu, &[n], DType::F32)?;
     let lse = Tensor::uninit(gpu, &[n], DType::F32)?;
     let correct = Tensor::uninit(gpu, &[n], DType::F32)?;

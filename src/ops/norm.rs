@@ -133,9 +133,8 @@ pub fn layer_norm_with(
     let (kernel, grid) = match use_rows(gpu, x, kernel)? {
         true => (Kernel::LayerNormRows, gpu.grid_1d(rows, 8)),
         false => {
-            // A workgroup of 256 takes a row: three passes over it and two tree reductions.
             let d = x.last_dim();
-            gpu.check_loops(|| format!("layer_norm over rows of {d}"), 3 * d.div_ceil(256) + 16)?;
+            gpu.check_loops(|| format!("layer_norm over rows of {d}"), Gpu::row_loops(3, d, 2))?;
             (Kernel::LayerNorm, row_grid(gpu, rows))
         }
     };
@@ -176,7 +175,7 @@ pub fn layer_norm_backward_with(
     let (kernel, grid) = match use_rows(gpu, x, kernel)? {
         true => (Kernel::LayerNormBackwardRows, gpu.grid_1d(rows, 8)),
         false => {
-            gpu.check_loops(|| format!("layer_norm_backward over rows of {d}"), 2 * d.div_ceil(256) + 8)?;
+            gpu.check_loops(|| format!("layer_norm_backward over rows of {d}"), Gpu::row_loops(2, d, 1))?;
             (Kernel::LayerNormBackward, row_grid(gpu, rows))
         }
     };

@@ -219,10 +219,10 @@ impl Saved {
             gpu.check_loops(what("∂K"), dims.d)?;
         }
         if need[3..6].iter().any(|&n| n) {
-            gpu.check_loops(what("∂T"), (cells * dims.heads).div_ceil(256) + 8)?;
+            gpu.check_loops(what("∂T"), Gpu::row_loops(1, cells * dims.heads, 1))?;
         }
         if need[6] || need[7] {
-            gpu.check_loops(what("router gradient"), (cells * dims.d).div_ceil(256) + 8)?;
+            gpu.check_loops(what("router gradient"), Gpu::row_loops(1, cells * dims.d, 1))?;
         }
         let mut grads = vec![None; 8];
         for b in 0..3 {

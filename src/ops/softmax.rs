@@ -34,8 +34,7 @@ fn params(op: &'static str, x: &Tensor, alpha: f32) -> Result<SoftmaxParams> {
 /// with `z = alpha·x` (max-subtracted, so no overflow for any finite input).
 pub fn softmax(gpu: &Gpu, x: &Tensor, alpha: f32) -> Result<Tensor> {
     let p = params("softmax", x, alpha)?;
-    // A workgroup of 256 takes a row: three passes over it and two tree reductions.
-    gpu.check_loops(|| format!("softmax over rows of {}", p.d), 3 * (p.d as usize).div_ceil(256) + 16)?;
+    gpu.check_loops(|| format!("softmax over rows of {}", p.d), Gpu::row_loops(3, p.d as usize, 2))?;
     let y = Tensor::uninit(gpu, x.shape(), DType::F32)?;
     gpu.dispatch(Kernel::Softmax, &[x], &[&y], &p, gpu.grid_1d(p.rows as usize, 1))?;
     Ok(y)
@@ -44,7 +43,7 @@ pub fn softmax(gpu: &Gpu, x: &Tensor, alpha: f32) -> Result<Tensor> {
 /// `∂x = alpha·y ⊙ (∂y − Σ_last(∂y ⊙ y))` for `y = softmax(alpha·x)`.
 pub fn softmax_backward(gpu: &Gpu, y: &Tensor, dy: &Tensor, alpha: f32) -> Result<Tensor> {
     let p = params("softmax_backward", y, alpha)?;
-    gpu.check_loops(|| format!("softmax_backward over rows of {}", p.d), 2 * (p.d as usize).div_ceil(256) + 8)?;
+    gpu.check_loops(|| format!("softmax_backward over rows of {}", p.d), Gpu::row_loops(2, p.d as usize, 1))?;
     if dy.shape() != y.shape() || dy.dtype() != DType::F32 {
         return Err(Error::shape("softmax_backward", format!("dy of shape {:?}", y.shape()), format!("{dy:?}")));
     }

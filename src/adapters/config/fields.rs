@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
+use super::lora::layer_names;
 use super::{AdapterKind, FloraRank, LoraInit};
 use crate::nn::Targets;
 
@@ -74,18 +75,6 @@ fn fields(kind: &AdapterKind) -> Vec<(&'static str, Value)> {
         AdapterKind::Rlp(c) => {
             vec![("num_prompt_tokens", json!(c.num_prompt_tokens)), ("r", json!(c.r)), ("scale", json!(c.scale))]
         }
-    }
-}
-
-/// The names a `layers_pattern` value gives, in order: null, `""` and `[]` none (any name,
-/// as PEFT reads them), a string itself; `None` for a value that is neither.
-fn layer_names(v: &Value) -> Option<Vec<&str>> {
-    match v {
-        Value::Null => Some(Vec::new()),
-        Value::String(s) if s.is_empty() => Some(Vec::new()),
-        Value::String(s) => Some(vec![s.as_str()]),
-        Value::Array(items) => items.iter().map(Value::as_str).collect(),
-        _ => None,
     }
 }
 

@@ -109,6 +109,18 @@ pub(super) fn check_pattern_keys(c: &LoraConfig, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The names a `layers_pattern` value gives, in order: null, `""` and `[]` none (any name,
+/// as PEFT reads them), a string itself; `None` for a value that is neither.
+pub(super) fn layer_names(v: &Value) -> Option<Vec<&str>> {
+    match v {
+        Value::Null => Some(Vec::new()),
+        Value::String(s) if s.is_empty() => Some(Vec::new()),
+        Value::String(s) => Some(vec![s.as_str()]),
+        Value::Array(items) => items.iter().map(Value::as_str).collect(),
+        _ => None,
+    }
+}
+
 /// PEFT's expression for a layer's index after a `layers_pattern` name (Python's syntax,
 /// matched from a module path's start): a module is in layer `i` when it matches with `i` as
 /// its group `idx`.
@@ -176,17 +188,11 @@ pub(super) fn lora(j: &JsonFile) -> Result<LoraConfig> {
             return Err(j.error(key, format!("is set; {what} is not supported (only null leaves it off, as in PEFT)")));
         }
     }
-    // PEFT takes a layer's index after any of the names; null, "" and [] mean any name.
-    let layers_pattern: Vec<String> = match j.get("layers_pattern") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) if s.is_empty() => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| i.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| j.error("layers_pattern", "must hold strings"))?,
-        Some(_) => return Err(j.error("layers_pattern", "must be a string or a list of strings")),
+    // PEFT takes a layer's index after any of the names.
+    let layers_pattern: Vec<String> = match j.get("layers_pattern").map(layer_names) {
+        None => Vec::new(),
+        Some(Some(names)) => names.into_iter().map(str::to_string).collect(),
+        Some(None) => return Err(j.error("layers_pattern", "must be a string or a list of strings")),
     };
     if let Some(e) = layers_pattern.iter().find_map(|name| layer_regex(name).err()) {
         return Err(j.error("layers_pattern", e));
